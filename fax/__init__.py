@@ -1,0 +1,1 @@
+"""Fax intake and TIFF to PDF."""

@@ -1,0 +1,1 @@
+"""Backup alerts, links, the link pages and inbox delivery."""

@@ -1,0 +1,661 @@
+"""Load and validate the practice YAML into a :class:`~telephony.model.Directory`.
+
+Every problem is collected, not just the first, and each names its file, line and field and
+what was expected, so ops fix a config in one pass.  Nothing starts on a config with problems.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import zoneinfo
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from telephony import e164
+from telephony.model import (
+    PRACTICE,
+    Alerts,
+    AlertKind,
+    Announcement,
+    AsteriskPbx,
+    Backup,
+    Carry,
+    Connections,
+    Directory,
+    FreeswitchPbx,
+    HostPort,
+    Inbox,
+    Number,
+    OwnerKind,
+    Pages,
+    Party,
+    Pbx,
+    Practice,
+    Secret,
+    SmsGateway,
+    Smtp,
+    Storage,
+    Team,
+    User,
+)
+from telephony.yamlsource import Where, YMap, YNode, YScalar, YSeq, load_with_includes
+
+T = TypeVar("T")
+
+CALLER_ID_MAX = 15
+_CALLER_ID_CHARS = re.compile(r"[A-Za-z0-9 .,'&-]*")
+_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+_DESK_PHONE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_EXTENSION = re.compile(r"[1-9]\d{1,5}")
+_EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[A-Za-z]{2,}")
+_TAG = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "api_key", "apikey", "pin", "key")
+_SECRET_SUFFIXES = ("_env", "_file")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    """One mistake in the config, as ``FILE:LINE: FIELD: what was expected``."""
+
+    file: str
+    line: int
+    field: str
+    expected: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.warning else ""
+        return f"{self.file}:{self.line}: {prefix}{self.field}: {self.expected}"
+
+
+class ConfigError(Exception):
+    """The config has problems; nothing may start.  ``problems`` lists every one."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    directory: Directory
+    warnings: tuple[Problem, ...]
+
+
+def load(path: str | Path) -> Loaded:
+    """Read ``path`` (and its includes); raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    top, source_errors = load_with_includes(path)
+    reader = _Reader()
+    for err in source_errors:
+        reader.problem(err.where, "file", err.message)
+    directory = None
+    if top is not None:
+        directory = reader.directory(top, str(path))
+    errors = sorted(p for p in reader.problems if not p.warning)
+    if errors or directory is None:
+        raise ConfigError(errors or [Problem(str(path), 1, "file", "a practice config")])
+    return Loaded(directory, tuple(p for p in reader.problems if p.warning))
+
+
+def _is_secret_key(key: str) -> bool:
+    if key.endswith(_SECRET_SUFFIXES):
+        return False
+    words = re.split(r"[_\-]", key.lower())
+    return any(w in _SECRET_WORDS for w in words) or key.lower() in _SECRET_WORDS
+
+
+class _Reader:
+    """Walks the located YAML, builds the typed objects, and collects problems on the way."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def problem(self, where: Where, field: str, expected: str, *, warning: bool = False) -> None:
+        self.problems.append(Problem(where.file, where.line, field, expected, warning))
+
+    def keys(self, node: YMap, field: str, allowed: Iterable[str]) -> None:
+        """Report unknown keys (with a suggestion), written-in secrets and duplicate keys."""
+        allowed = list(allowed)
+        for key, where in node.duplicates:
+            self.problem(where, _join(field, key), "each key once (this one is repeated)")
+        for key, (where, _) in node.entries.items():
+            if key in allowed:
+                continue
+            if _is_secret_key(key):
+                self.problem(where, _join(field, key),
+                             f"no secret written in the file: use {key}_env (an environment "
+                             f"variable) or {key}_file (a file outside the repo)")
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.problem(where, _join(field, key),
+                         f"a known key{hint}; expected one of: {', '.join(sorted(allowed))}")
+
+    # -- typed accessors -------------------------------------------------------------------
+
+    def mapping(self, node: YNode | None, field: str, where: Where) -> YMap | None:
+        if node is None:
+            return None
+        if isinstance(node, YMap):
+            return node
+        self.problem(node.where, field, "a mapping (key: value lines)")
+        return None
+
+    def seq(self, parent: YMap, key: str, field: str) -> list[YNode]:
+        node = _get(parent, key)
+        if node is None or (isinstance(node, YScalar) and node.value is None):
+            return []
+        if isinstance(node, YSeq):
+            return node.items
+        self.problem(node.where, field, "a list")
+        return []
+
+    def scalar(self, parent: YMap, key: str, field: str, kind: type[T], default: T | None,
+               what: str) -> T | None:
+        node = _get(parent, key)
+        if node is None:
+            if default is None:
+                self.problem(parent.where, field, f"{what} (this field is required)")
+            return default
+        if isinstance(node, YScalar) and kind is str and isinstance(node.value, int | float) \
+                and not isinstance(node.value, bool):
+            return kind(str(node.value))  # type: ignore[call-arg]
+        if isinstance(node, YScalar) and isinstance(node.value, kind) and \
+                (kind is bool or not isinstance(node.value, bool)):
+            return node.value
+        self.problem(node.where, field, what)
+        return default
+
+    def text(self, parent: YMap, key: str, field: str, default: str | None = None,
+             what: str = "text") -> str | None:
+        return self.scalar(parent, key, field, str, default, what)
+
+    def flag(self, parent: YMap, key: str, field: str, default: bool) -> bool:
+        value = self.scalar(parent, key, field, bool, default, "true or false")
+        return bool(value)
+
+    def integer(self, parent: YMap, key: str, field: str, default: int | None,
+                low: int, high: int) -> int | None:
+        value = self.scalar(parent, key, field, int, default, f"a whole number from {low} to {high}")
+        if value is not None and not low <= value <= high:
+            node = _get(parent, key)
+            self.problem(node.where if node else parent.where, field,
+                         f"a whole number from {low} to {high}")
+            return default
+        return value
+
+    def strings(self, parent: YMap, key: str, field: str, pattern: re.Pattern[str] | None,
+                what: str) -> list[tuple[str, Where]]:
+        out: list[tuple[str, Where]] = []
+        for i, item in enumerate(self.seq(parent, key, field)):
+            value = item.value if isinstance(item, YScalar) else None
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
+                self.problem(item.where, f"{field}[{i}]", what)
+                continue
+            out.append((value, item.where))
+        return out
+
+    def secret(self, parent: YMap, key: str, field: str, required: bool) -> Secret:
+        env = self.text(parent, f"{key}_env", _join(field, f"{key}_env"), "",
+                        "the name of an environment variable")
+        file = self.text(parent, f"{key}_file", _join(field, f"{key}_file"), "",
+                         "the path of a file outside the repo")
+        if env and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", env):
+            self.problem(_where_of(parent, f"{key}_env"), _join(field, f"{key}_env"),
+                         "an environment variable name (capitals, digits, underscores)")
+        if required and not env and not file:
+            self.problem(parent.where, _join(field, f"{key}_env"),
+                         f"where the {key} comes from: {key}_env or {key}_file")
+        return Secret(env or "", file or "")
+
+    def host_port(self, parent: YMap, field: str, *, control: bool, default_port: int,
+                  default_host: str = "127.0.0.1") -> HostPort:
+        host = self.text(parent, "host", _join(field, "host"), default_host,
+                         "a host name or IP address") or default_host
+        port = self.integer(parent, "port", _join(field, "port"), default_port, 1, 65535)
+        if control and not _private(host):
+            self.problem(_where_of(parent, "host"), _join(field, "host"),
+                         "a loopback or private address: PBX control ports never face the "
+                         "internet")
+        return HostPort(host, port or default_port)
+
+    # -- sections --------------------------------------------------------------------------
+
+    def directory(self, top: YMap, source: str) -> Directory | None:
+        self.keys(top, "", ["practice", "devices", "users", "teams", "numbers", "backup",
+                            "connections", "emergency_numbers"])
+        practice = self.practice(top)
+        devices = self.mapping(_get(top, "devices"), "devices", top.where)
+        max_per_login = 3
+        if devices is not None:
+            self.keys(devices, "devices", ["max_per_login"])
+            max_per_login = self.integer(devices, "max_per_login", "devices.max_per_login", 3,
+                                         1, 20) or 3
+        users = self.users(top)
+        teams = self.teams(top, users)
+        numbers = self.numbers(top, users, teams)
+        backup = self.backup(top)
+        connections = self.connections(top, Path(source).parent)
+        emergency = [v for v, _ in self.strings(top, "emergency_numbers", "emergency_numbers",
+                                                re.compile(r"\d{3}"), "a 3-digit number")]
+        if practice is None or connections is None:
+            return None
+        return Directory(practice, max_per_login, tuple(users.values()), tuple(teams.values()),
+                         tuple(numbers), backup, connections, source,
+                         tuple(emergency) or ("911",))
+
+    def practice(self, top: YMap) -> Practice | None:
+        node = self.mapping(_get(top, "practice"), "practice", top.where)
+        if node is None:
+            self.problem(top.where, "practice", "a practice: {name: ..., timezone: ...} section")
+            return None
+        self.keys(node, "practice", ["name", "timezone"])
+        name = self.text(node, "name", "practice.name", None, "the practice's name")
+        tz = self.text(node, "timezone", "practice.timezone", "UTC",
+                       "an IANA time zone like America/Chicago") or "UTC"
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self.problem(_where_of(node, "timezone"), "practice.timezone",
+                         "an IANA time zone like America/Chicago")
+        return Practice(name or "", tz) if name else None
+
+    def users(self, top: YMap) -> dict[str, User]:
+        users: dict[str, User] = {}
+        phones: dict[str, str] = {}
+        extensions: dict[str, str] = {}
+        for i, item in enumerate(self.seq(top, "users", "users")):
+            f = f"users[{i}]"
+            node = self.mapping(item, f, item.where)
+            if node is None:
+                continue
+            self.keys(node, f, ["id", "name", "email", "admin", "active", "extension",
+                                "desk_phones"])
+            uid = self.text(node, "id", f"{f}.id", None, "a user id (lowercase letters, "
+                            "digits, '-', '_', '.')")
+            if uid is not None and not _ID.fullmatch(uid):
+                self.problem(_where_of(node, "id"), f"{f}.id",
+                             "a user id (lowercase letters, digits, '-', '_', '.'; at most 32)")
+                uid = None
+            name = self.text(node, "name", f"{f}.name", None, "the user's name") or ""
+            email = self.text(node, "email", f"{f}.email", None, "a business email address")
+            if email is not None and not _EMAIL.fullmatch(email):
+                self.problem(_where_of(node, "email"), f"{f}.email", "an email address")
+            admin = self.flag(node, "admin", f"{f}.admin", False)
+            active = self.flag(node, "active", f"{f}.active", True)
+            ext = self.text(node, "extension", f"{f}.extension", "", "an extension of 2 to 6 "
+                            "digits, not starting with 0") or ""
+            if ext and not _EXTENSION.fullmatch(ext):
+                self.problem(_where_of(node, "extension"), f"{f}.extension",
+                             "an extension of 2 to 6 digits, not starting with 0")
+            elif ext in extensions:
+                self.problem(_where_of(node, "extension"), f"{f}.extension",
+                             f"an extension of its own ({ext} is already {extensions[ext]}'s)")
+            desk = self.strings(node, "desk_phones", f"{f}.desk_phones", _DESK_PHONE,
+                                "a desk phone name (lowercase letters, digits, '-', '_')")
+            for phone, where in desk:
+                if phone in phones:
+                    self.problem(where, f"{f}.desk_phones",
+                                 f"a desk phone of its own ({phone} is already {phones[phone]}'s)")
+            if uid is None:
+                continue
+            if uid in users:
+                self.problem(_where_of(node, "id"), f"{f}.id", f"a unique user id ({uid} is "
+                             "listed twice)")
+                continue
+            for phone, _ in desk:
+                phones.setdefault(phone, uid)
+            if ext:
+                extensions.setdefault(ext, uid)
+            users[uid] = User(uid, name, email or "", admin, active, ext,
+                              tuple(p for p, _ in desk))
+        return users
+
+    def teams(self, top: YMap, users: dict[str, User]) -> dict[str, Team]:
+        teams: dict[str, Team] = {}
+        for i, item in enumerate(self.seq(top, "teams", "teams")):
+            f = f"teams[{i}]"
+            node = self.mapping(item, f, item.where)
+            if node is None:
+                continue
+            self.keys(node, f, ["id", "name", "members"])
+            tid = self.text(node, "id", f"{f}.id", None, "a team id")
+            if tid is not None and not _ID.fullmatch(tid):
+                self.problem(_where_of(node, "id"), f"{f}.id",
+                             "a team id (lowercase letters, digits, '-', '_', '.')")
+                tid = None
+            name = self.text(node, "name", f"{f}.name", None, "the team's name") or ""
+            members = []
+            for j, (uid, where) in enumerate(self.strings(node, "members", f"{f}.members", None,
+                                                           "a user id")):
+                if uid.startswith("user:"):
+                    uid = uid[5:]
+                if uid not in users:
+                    self.problem(where, f"{f}.members[{j}]", _unknown("user", uid, users))
+                else:
+                    members.append(uid)
+            if tid is None:
+                continue
+            if tid in teams:
+                self.problem(_where_of(node, "id"), f"{f}.id", f"a unique team id ({tid} is "
+                             "listed twice)")
+                continue
+            teams[tid] = Team(tid, name, tuple(dict.fromkeys(members)))
+        return teams
+
+    def party(self, text: str, where: Where, field: str, users: dict[str, User],
+              teams: dict[str, Team], *, practice_ok: bool) -> Party | None:
+        if text == "practice":
+            if practice_ok:
+                return PRACTICE
+            self.problem(where, field, "user:ID or team:ID")
+            return None
+        kind, _, ident = text.partition(":")
+        if kind == "user" and ident:
+            if ident not in users:
+                self.problem(where, field, _unknown("user", ident, users))
+                return None
+            return Party(OwnerKind.USER, ident)
+        if kind == "team" and ident:
+            if ident not in teams:
+                self.problem(where, field, _unknown("team", ident, teams))
+                return None
+            return Party(OwnerKind.TEAM, ident)
+        choices = "user:ID, team:ID or practice" if practice_ok else "user:ID or team:ID"
+        self.problem(where, field, choices)
+        return None
+
+    def numbers(self, top: YMap, users: dict[str, User],
+                teams: dict[str, Team]) -> list[Number]:
+        numbers: list[Number] = []
+        seen: dict[str, tuple[str, Where]] = {}
+        for i, item in enumerate(self.seq(top, "numbers", "numbers")):
+            f = f"numbers[{i}]"
+            node = self.mapping(item, f, item.where)
+            if node is None:
+                continue
+            self.keys(node, f, ["number", "carries", "owner", "members", "auto_assign",
+                                "conversation_tags", "contact_tags", "caller_id_name",
+                                "texting_registered", "voicemail_box"])
+            raw = self.text(node, "number", f"{f}.number", None, "an E.164 number like "
+                            "+13125550100")
+            canonical = None
+            if raw is not None:
+                try:
+                    canonical = e164.normalise(raw)
+                except e164.NotE164 as exc:
+                    self.problem(_where_of(node, "number"), f"{f}.number", exc.why)
+            if canonical is not None and canonical in seen:
+                first, first_where = seen[canonical]
+                self.problem(_where_of(node, "number"), f"{f}.number",
+                             f"each number once: {raw!r} is {canonical}, already listed as "
+                             f"{first!r} at {first_where}")
+                canonical = None
+            elif canonical is not None and raw is not None:
+                seen[canonical] = (raw, _where_of(node, "number"))
+            carries: set[Carry] = set()
+            for j, (word, where) in enumerate(self.strings(node, "carries", f"{f}.carries",
+                                                           None, "voice, sms or fax")):
+                try:
+                    carries.add(Carry(word))
+                except ValueError:
+                    close = difflib.get_close_matches(word, [c.value for c in Carry], n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    self.problem(where, f"{f}.carries[{j}]", f"voice, sms or fax{hint}")
+            if _get(node, "carries") is None:
+                carries.add(Carry.VOICE)
+            owner_text = self.text(node, "owner", f"{f}.owner", "practice",
+                                   "user:ID, team:ID or practice") or "practice"
+            owner = self.party(owner_text, _where_of(node, "owner"), f"{f}.owner", users, teams,
+                               practice_ok=True)
+            if owner is not None and owner.kind is OwnerKind.USER and \
+                    not users[owner.id].active:
+                self.problem(_where_of(node, "owner"), f"{f}.owner",
+                             f"an active owner (user {owner.id} is deactivated)")
+            extra: list[Party] = []
+            for j, (text, where) in enumerate(self.strings(node, "members", f"{f}.members", None,
+                                                           "user:ID or team:ID")):
+                party = self.party(text, where, f"{f}.members[{j}]", users, teams,
+                                   practice_ok=False)
+                if party is not None and party not in extra:
+                    extra.append(party)
+            auto = self.flag(node, "auto_assign", f"{f}.auto_assign", False)
+            if auto and owner is not None and owner.kind is OwnerKind.PRACTICE:
+                self.problem(_where_of(node, "auto_assign"), f"{f}.auto_assign",
+                             "false for a practice-owned number (auto-assign needs a user or "
+                             "team owner)")
+            conv_tags = self.strings(node, "conversation_tags", f"{f}.conversation_tags", _TAG,
+                                     "a tag (lowercase letters, digits, '-', '_')")
+            contact_tags = self.strings(node, "contact_tags", f"{f}.contact_tags", _TAG,
+                                        "a tag (lowercase letters, digits, '-', '_')")
+            cid = self.text(node, "caller_id_name", f"{f}.caller_id_name", "",
+                            "a caller-ID name") or ""
+            if len(cid) > CALLER_ID_MAX:
+                self.problem(_where_of(node, "caller_id_name"), f"{f}.caller_id_name",
+                             f"at most {CALLER_ID_MAX} characters (carriers cut the rest); "
+                             f"{cid!r} has {len(cid)}")
+            elif not _CALLER_ID_CHARS.fullmatch(cid):
+                self.problem(_where_of(node, "caller_id_name"), f"{f}.caller_id_name",
+                             "letters, digits, spaces and . , ' & - only")
+            registered = self.flag(node, "texting_registered", f"{f}.texting_registered", False)
+            if Carry.SMS in carries and not registered:
+                self.problem(_where_of(node, "carries"), f"{f}.texting_registered",
+                             f"{raw}: carries sms but is not registered for business texting; "
+                             "it will send no SMS", warning=True)
+            box = self.text(node, "voicemail_box", f"{f}.voicemail_box", "",
+                            "a voicemail box number") or ""
+            if canonical is None or owner is None:
+                continue
+            numbers.append(Number(canonical, frozenset(carries), owner, tuple(extra), auto,
+                                  tuple(t for t, _ in conv_tags),
+                                  tuple(t for t, _ in contact_tags), cid, registered,
+                                  box or canonical[-10:]))
+        return numbers
+
+    def backup(self, top: YMap) -> Backup:
+        node = self.mapping(_get(top, "backup"), "backup", top.where)
+        if node is None:
+            return Backup()
+        self.keys(node, "backup", ["announcement", "sms_reply", "alerts", "link_hours"])
+        default = Backup()
+        announcement = default.announcement
+        ann = self.mapping(_get(node, "announcement"), "backup.announcement", node.where)
+        if ann is not None:
+            self.keys(ann, "backup.announcement", ["text", "file"])
+            text = self.text(ann, "text", "backup.announcement.text", "", "text") or ""
+            file = self.text(ann, "file", "backup.announcement.file", "", "a path") or ""
+            if bool(text) == bool(file):
+                self.problem(ann.where, "backup.announcement",
+                             "exactly one of text: (rendered to audio) or file: (a recording)")
+            announcement = Announcement(text, file)
+        sms_reply = self.text(node, "sms_reply", "backup.sms_reply", default.sms_reply,
+                              "the text of the SMS auto-reply") or default.sms_reply
+        alerts = Alerts()
+        al = self.mapping(_get(node, "alerts"), "backup.alerts", node.where)
+        if al is not None:
+            self.keys(al, "backup.alerts", ["kind", "emails", "sms"])
+            kind_text = self.text(al, "kind", "backup.alerts.kind", "email", "email or email+sms")
+            try:
+                kind = AlertKind(kind_text)
+            except ValueError:
+                self.problem(_where_of(al, "kind"), "backup.alerts.kind", "email or email+sms")
+                kind = AlertKind.EMAIL
+            emails = self.strings(al, "emails", "backup.alerts.emails", _EMAIL, "an email address")
+            sms: list[str] = []
+            for j, (text, where) in enumerate(self.strings(al, "sms", "backup.alerts.sms", None,
+                                                           "an E.164 number")):
+                try:
+                    sms.append(e164.normalise(text))
+                except e164.NotE164 as exc:
+                    self.problem(where, f"backup.alerts.sms[{j}]", exc.why)
+            if kind is AlertKind.EMAIL_SMS and not sms:
+                self.problem(_where_of(al, "kind"), "backup.alerts.sms",
+                             "at least one SMS number when kind is email+sms")
+            alerts = Alerts(kind, tuple(e for e, _ in emails), tuple(sms))
+        hours = self.integer(node, "link_hours", "backup.link_hours", 12, 1, 72) or 12
+        return Backup(announcement, sms_reply, alerts, hours)
+
+    def connections(self, top: YMap, base: Path) -> Connections | None:
+        node = self.mapping(_get(top, "connections"), "connections", top.where)
+        if node is None:
+            self.problem(top.where, "connections", "a connections: section (at least storage:)")
+            return None
+        self.keys(node, "connections", ["pbx", "smtp", "sms_gateway", "inbox", "pages",
+                                        "storage"])
+        return Connections(
+            storage=self.storage(node, base),
+            pbx=self.pbx(node),
+            smtp=self._section(node, "smtp", self.smtp),
+            sms_gateway=self._section(node, "sms_gateway", self.sms_gateway),
+            inbox=self._section(node, "inbox", self.inbox),
+            pages=self._section(node, "pages", self.pages),
+        )
+
+    def _section(self, parent: YMap, key: str, build: Callable[[YMap, str], T]) -> T | None:
+        node = self.mapping(_get(parent, key), f"connections.{key}", parent.where)
+        return build(node, f"connections.{key}") if node is not None else None
+
+    def storage(self, parent: YMap, base: Path) -> Storage:
+        default = "sqlite:///var/lib/backline/journal.db"
+        node = self.mapping(_get(parent, "storage"), "connections.storage", parent.where)
+        if node is None:
+            return Storage(default)
+        self.keys(node, "connections.storage", ["url"])
+        url = self.text(node, "url", "connections.storage.url", default,
+                        "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://...")
+        url = url or default
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            if re.match(r"postgres(ql)?://[^/@]*:[^/@]*@", url):
+                self.problem(_where_of(node, "url"), "connections.storage.url",
+                             "no password in the URL: use PGPASSWORD or a .pgpass file")
+            return Storage(url)
+        if url.startswith("sqlite:///"):
+            return Storage(url)
+        if url.startswith("sqlite:") and len(url) > 7:
+            return Storage("sqlite://" + str((base / url[7:]).resolve()))
+        self.problem(_where_of(node, "url"), "connections.storage.url",
+                     "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://...")
+        return Storage(default)
+
+    def pbx(self, parent: YMap) -> Pbx | None:
+        node = self.mapping(_get(parent, "pbx"), "connections.pbx", parent.where)
+        if node is None:
+            return None
+        f = "connections.pbx"
+        kind = self.text(node, "kind", f"{f}.kind", "asterisk", "asterisk or freeswitch")
+        sip = self._sub(node, "sip", f)
+        sip_hp = self.host_port(sip, f"{f}.sip", control=False, default_port=5060) \
+            if sip else HostPort("127.0.0.1", 5060)
+        ring = self.integer(node, "ring_seconds", f"{f}.ring_seconds", 25, 5, 120) or 25
+        if kind == "freeswitch":
+            self.keys(node, f, ["kind", "esl", "sip", "ring_seconds"])
+            esl = self._sub(node, "esl", f) or YMap({}, node.where)
+            self.keys(esl, f"{f}.esl", ["host", "port", "password_env", "password_file"])
+            return FreeswitchPbx(self.host_port(esl, f"{f}.esl", control=True, default_port=8021),
+                                 self.secret(esl, "password", f"{f}.esl", True), sip_hp, ring)
+        if kind != "asterisk":
+            self.problem(_where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
+            return None
+        self.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds"])
+        ami = self._sub(node, "ami", f) or YMap({}, node.where)
+        self.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
+        agi = self._sub(node, "agi", f) or YMap({}, node.where)
+        self.keys(agi, f"{f}.agi", ["host", "port"])
+        username = self.text(ami, "username", f"{f}.ami.username", "backline",
+                             "the AMI user name") or "backline"
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", username):
+            self.problem(_where_of(ami, "username"), f"{f}.ami.username",
+                         "letters, digits, '-' and '_' only")
+        return AsteriskPbx(
+            ami=self.host_port(ami, f"{f}.ami", control=True, default_port=5038),
+            ami_username=username,
+            ami_secret=self.secret(ami, "secret", f"{f}.ami", True),
+            agi=self.host_port(agi, f"{f}.agi", control=True, default_port=4573),
+            sip=sip_hp,
+            ring_seconds=ring,
+        )
+
+    def _sub(self, parent: YMap, key: str, field: str) -> YMap | None:
+        return self.mapping(_get(parent, key), f"{field}.{key}", parent.where)
+
+    def smtp(self, node: YMap, f: str) -> Smtp:
+        self.keys(node, f, ["host", "port", "starttls", "from", "username_env", "username_file",
+                            "password_env", "password_file"])
+        hp = self.host_port(node, f, control=False, default_port=25)
+        sender = self.text(node, "from", f"{f}.from", "backline@localhost",
+                           "the sender address") or "backline@localhost"
+        return Smtp(hp.host, hp.port, self.flag(node, "starttls", f"{f}.starttls", False), sender,
+                    self.secret(node, "username", f, False), self.secret(node, "password", f, False))
+
+    def sms_gateway(self, node: YMap, f: str) -> SmsGateway:
+        self.keys(node, f, ["url", "from", "token_env", "token_file", "signing_secret_env",
+                            "signing_secret_file"])
+        url = self._url(node, "url", f)
+        sender = self.text(node, "from", f"{f}.from", "", "the E.164 number alerts come from")
+        if sender:
+            try:
+                sender = e164.normalise(sender)
+            except e164.NotE164 as exc:
+                self.problem(_where_of(node, "from"), f"{f}.from", exc.why)
+        return SmsGateway(url, sender or "", self.secret(node, "token", f, False),
+                          self.secret(node, "signing_secret", f, False))
+
+    def inbox(self, node: YMap, f: str) -> Inbox:
+        self.keys(node, f, ["url", "token_env", "token_file"])
+        return Inbox(self._url(node, "url", f), self.secret(node, "token", f, False))
+
+    def pages(self, node: YMap, f: str) -> Pages:
+        self.keys(node, f, ["listen", "base_url"])
+        listen = self.text(node, "listen", f"{f}.listen", "127.0.0.1:8080", "HOST:PORT")
+        host, _, port = (listen or "").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.problem(_where_of(node, "listen"), f"{f}.listen", "HOST:PORT, e.g. "
+                         "127.0.0.1:8080")
+            host, port = "127.0.0.1", "8080"
+        return Pages(HostPort(host, int(port)), self._url(node, "base_url", f))
+
+    def _url(self, node: YMap, key: str, f: str) -> str:
+        url = self.text(node, key, f"{f}.{key}", None, "an http:// or https:// URL") or ""
+        if url and not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s]*)?", url):
+            self.problem(_where_of(node, key), f"{f}.{key}",
+                         "an http:// or https:// URL with no credentials in it")
+        return url
+
+
+def _get(node: YMap, key: str) -> YNode | None:
+    entry = node.entries.get(key)
+    return entry[1] if entry else None
+
+
+def _where_of(node: YMap, key: str) -> Where:
+    entry = node.entries.get(key)
+    return entry[1].where if entry else node.where
+
+
+def _join(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key
+
+
+def _unknown(kind: str, ident: str, known: dict[str, T]) -> str:
+    close = difflib.get_close_matches(ident, list(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"a known {kind}: there is no {kind} {ident!r}{hint}"
+
+
+def _private(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return addr.is_loopback or addr.is_private

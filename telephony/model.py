@@ -1,0 +1,230 @@
+"""The practice directory as immutable, typed objects.
+
+Everything downstream of the YAML loader sees these and never a raw dict: what the loader
+accepted is exactly what these types can express.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Carry(enum.Enum):
+    """What a practice number carries."""
+
+    VOICE = "voice"
+    SMS = "sms"
+    FAX = "fax"
+
+
+class OwnerKind(enum.Enum):
+    USER = "user"
+    TEAM = "team"
+    PRACTICE = "practice"
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """A user or a team, as named in the YAML (``user:ana``, ``team:front-desk``)."""
+
+    kind: OwnerKind
+    id: str = ""
+
+    def __str__(self) -> str:
+        return self.kind.value if self.kind is OwnerKind.PRACTICE else f"{self.kind.value}:{self.id}"
+
+
+PRACTICE = Party(OwnerKind.PRACTICE)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    name: str
+    email: str
+    admin: bool
+    active: bool
+    extension: str
+    desk_phones: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    id: str
+    name: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    number: str  # canonical E.164
+    carries: frozenset[Carry]
+    owner: Party
+    members: tuple[Party, ...]
+    auto_assign: bool
+    conversation_tags: tuple[str, ...]
+    contact_tags: tuple[str, ...]
+    caller_id_name: str
+    texting_registered: bool
+    voicemail_box: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """The outage announcement: text rendered to audio at render time, or a recording."""
+
+    text: str = ""
+    file: str = ""
+
+
+DEFAULT_ANNOUNCEMENT = (
+    "Our phone system is experiencing an outage. If this is an emergency, hang up and dial "
+    "9 1 1. Otherwise, please try again later."
+)
+DEFAULT_SMS_REPLY = (
+    "Our messaging system is experiencing an outage and we may not see your message until it "
+    "is restored. If this is an emergency, call 911."
+)
+
+
+class AlertKind(enum.Enum):
+    EMAIL = "email"
+    EMAIL_SMS = "email+sms"
+
+
+@dataclass(frozen=True, slots=True)
+class Alerts:
+    kind: AlertKind = AlertKind.EMAIL
+    emails: tuple[str, ...] = ()
+    sms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    announcement: Announcement = Announcement(text=DEFAULT_ANNOUNCEMENT)
+    sms_reply: str = DEFAULT_SMS_REPLY
+    alerts: Alerts = Alerts()
+    link_hours: int = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """Where a secret comes from: an environment variable or a file outside the repo.
+
+    The value itself is never part of the config objects, so it can never be logged with them.
+    """
+
+    env: str = ""
+    file: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.env or self.file)
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AsteriskPbx:
+    ami: HostPort
+    ami_username: str
+    ami_secret: Secret
+    agi: HostPort
+    sip: HostPort
+    ring_seconds: int = 25
+    kind: str = "asterisk"
+
+
+@dataclass(frozen=True, slots=True)
+class FreeswitchPbx:
+    esl: HostPort
+    esl_password: Secret
+    sip: HostPort
+    ring_seconds: int = 25
+    kind: str = "freeswitch"
+
+
+Pbx = AsteriskPbx | FreeswitchPbx
+
+
+@dataclass(frozen=True, slots=True)
+class Smtp:
+    host: str
+    port: int
+    starttls: bool
+    sender: str
+    username: Secret = Secret()
+    password: Secret = Secret()
+
+
+@dataclass(frozen=True, slots=True)
+class SmsGateway:
+    url: str
+    sender: str
+    token: Secret = Secret()
+    signing_secret: Secret = Secret()
+
+
+@dataclass(frozen=True, slots=True)
+class Inbox:
+    url: str
+    token: Secret = Secret()
+
+
+@dataclass(frozen=True, slots=True)
+class Pages:
+    listen: HostPort
+    base_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    url: str
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split(":", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Connections:
+    storage: Storage
+    pbx: Pbx | None = None
+    smtp: Smtp | None = None
+    sms_gateway: SmsGateway | None = None
+    inbox: Inbox | None = None
+    pages: Pages | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Practice:
+    name: str
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """One practice, as the YAML describes it, validated."""
+
+    practice: Practice
+    max_per_login: int
+    users: tuple[User, ...]
+    teams: tuple[Team, ...]
+    numbers: tuple[Number, ...]
+    backup: Backup
+    connections: Connections
+    source: str = ""  # the top-level YAML file, for messages and relative paths
+    emergency_numbers: tuple[str, ...] = field(default=("911",))
+
+    def user(self, user_id: str) -> User | None:
+        return next((u for u in self.users if u.id == user_id), None)
+
+    def number(self, e164: str) -> Number | None:
+        return next((n for n in self.numbers if n.number == e164), None)

@@ -1,0 +1,1 @@
+"""Real peers for the tests: Asterisk instances, SIPp, ESL and SMTP servers."""
