@@ -18,8 +18,8 @@ from typing import TypeVar
 from telephony import e164
 from telephony.model import (
     PRACTICE,
-    Alerts,
     AlertKind,
+    Alerts,
     Announcement,
     AsteriskPbx,
     Backup,
@@ -183,7 +183,8 @@ class _Reader:
 
     def integer(self, parent: YMap, key: str, field: str, default: int | None,
                 low: int, high: int) -> int | None:
-        value = self.scalar(parent, key, field, int, default, f"a whole number from {low} to {high}")
+        what = f"a whole number from {low} to {high}"
+        value = self.scalar(parent, key, field, int, default, what)
         if value is not None and not low <= value <= high:
             node = _get(parent, key)
             self.problem(node.where if node else parent.where, field,
@@ -212,7 +213,7 @@ class _Reader:
         if env and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", env):
             self.problem(_where_of(parent, f"{key}_env"), _join(field, f"{key}_env"),
                          "an environment variable name (capitals, digits, underscores)")
-        if required and not env and not file:
+        if required and not env and not file and key not in parent.entries:
             self.problem(parent.where, _join(field, f"{key}_env"),
                          f"where the {key} comes from: {key}_env or {key}_file")
         return Secret(env or "", file or "")
@@ -593,8 +594,9 @@ class _Reader:
         hp = self.host_port(node, f, control=False, default_port=25)
         sender = self.text(node, "from", f"{f}.from", "backline@localhost",
                            "the sender address") or "backline@localhost"
-        return Smtp(hp.host, hp.port, self.flag(node, "starttls", f"{f}.starttls", False), sender,
-                    self.secret(node, "username", f, False), self.secret(node, "password", f, False))
+        starttls = self.flag(node, "starttls", f"{f}.starttls", False)
+        return Smtp(hp.host, hp.port, starttls, sender, self.secret(node, "username", f, False),
+                    self.secret(node, "password", f, False))
 
     def sms_gateway(self, node: YMap, f: str) -> SmsGateway:
         self.keys(node, f, ["url", "from", "token_env", "token_file", "signing_secret_env",

@@ -32,7 +32,9 @@ class Party:
     id: str = ""
 
     def __str__(self) -> str:
-        return self.kind.value if self.kind is OwnerKind.PRACTICE else f"{self.kind.value}:{self.id}"
+        if self.kind is OwnerKind.PRACTICE:
+            return str(self.kind.value)
+        return f"{self.kind.value}:{self.id}"
 
 
 PRACTICE = Party(OwnerKind.PRACTICE)

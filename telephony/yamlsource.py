@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import yaml
 
@@ -45,7 +44,7 @@ class YMap:
     duplicates: list[tuple[str, Where]] = field(default_factory=list)
 
 
-YNode = Union[YScalar, YSeq, YMap]
+YNode = YScalar | YSeq | YMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +67,14 @@ def _convert(file: str, node: yaml.Node, constructor: yaml.SafeLoader) -> YNode:
         ymap = YMap({}, _where(file, node))
         for key_node, value_node in node.value:
             key_where = _where(file, key_node)
-            key = str(constructor.construct_object(key_node, deep=True))  # type: ignore[no-untyped-call]
+            key = str(constructor.construct_object(key_node, deep=True))
             if key in ymap.entries:
                 ymap.duplicates.append((key, key_where))
             ymap.entries[key] = (key_where, _convert(file, value_node, constructor))
         return ymap
     if isinstance(node, yaml.SequenceNode):
         return YSeq([_convert(file, item, constructor) for item in node.value], _where(file, node))
-    value = constructor.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    value = constructor.construct_object(node, deep=True)
     return YScalar(value, _where(file, node))
 
 
@@ -96,7 +95,7 @@ def parse_file(path: Path) -> tuple[YNode | None, list[SourceError]]:
                 return None, [SourceError(Where(name, 1), "the file is empty")]
             return _convert(name, root, loader), []
         finally:
-            loader.dispose()  # type: ignore[no-untyped-call]
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -135,7 +134,7 @@ def load_with_includes(path: Path) -> tuple[YMap | None, list[SourceError]]:
             _merge_into(merged, node, errors)
         if include is None:
             return
-        key_where, value = include
+        _, value = include
         names = value.items if isinstance(value, YSeq) else [value]
         for item in names:
             if not isinstance(item, YScalar) or not isinstance(item.value, str):

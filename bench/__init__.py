@@ -1,0 +1,1 @@
+"""Backline benchmarks: scripts that print their figures."""

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up everything Backline needs on a Debian 12 machine, idempotently:
+# Debian packages, the Python virtualenv in .venv, and the Asterisk root (built once with
+# debootstrap into a cache outside the clone, reused after that).
+# Usage: scripts/setup.sh [--no-asterisk]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_asterisk=1
+[ "${1:-}" = "--no-asterisk" ] && want_asterisk=0
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# 1. Debian packages (only what is missing; apt-get update only when something is).
+mapfile -t pkgs < <(grep -v '^\s*#' scripts/debian-packages.txt | grep -v '^\s*$')
+python_bin=${PYTHON:-python3}
+if ! "$python_bin" -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  pkgs+=(python3 python3-venv)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    say "missing Debian packages: ${missing[*]}; run this as root (or: sudo apt-get install ${missing[*]})"
+    exit 1
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. The virtualenv, reinstalled only when pyproject.toml changes.
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$python_bin" -m venv .venv
+fi
+stamp=.venv/.backline-installed
+digest=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+  say "installing Backline and its Python dependencies into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$digest" > "$stamp"
+fi
+
+# 3. The Asterisk root (Debian unstable's Asterisk 22, run with chroot on loopback).
+if [ "$want_asterisk" = 1 ] && [ -f telephony/asterisk/pbxroot.py ]; then
+  .venv/bin/python -m telephony.asterisk.pbxroot >/dev/null
+fi
+say "ready"

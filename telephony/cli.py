@@ -1,0 +1,282 @@
+"""``backline``: the command line ops' scripts and runbooks rely on (DESIGN §11).
+
+Exit codes: 0 success, 2 a usage or config error (message on stderr, never a traceback),
+1 anything else that stopped the command (e.g. the journal cannot be opened).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from telephony import config as config_mod
+from telephony.journal import Attempt, JournalError, open_journal
+from telephony.model import Directory
+from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
+
+DEFAULT_CONFIG = "/etc/backline/backline.yaml"
+CONFIG_HELP = ("the practice YAML (default: $BACKLINE_CONFIG, else "
+               f"{DEFAULT_CONFIG})")
+
+
+class UsageError(Exception):
+    """The command line or the config is wrong: exit 2."""
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _load(path: str | None) -> Directory:
+    path = path or os.environ.get("BACKLINE_CONFIG") or DEFAULT_CONFIG
+    if not Path(path).exists():
+        raise UsageError(f"{path}: no such config file (give --config PATH or set "
+                         "BACKLINE_CONFIG)")
+    try:
+        loaded = config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        raise UsageError(f"{exc}\n{path}: {len(exc.problems)} problem(s); nothing was "
+                         "started") from exc
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    return loaded.directory
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``2h``, ``30m``, ``7d`` (ago) or an ISO 8601 time (UTC when it names no zone)."""
+    m = re.fullmatch(r"(\d+)\s*([smhd])", text.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return now - timedelta(**{unit: int(m.group(1))})
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"--since {text!r}: expected e.g. 2h, 30m, 7d or 2026-11-23T08:00"
+                         ) from exc
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _who(explicit: str | None) -> str:
+    return explicit or os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        loaded = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 2
+    for warning in loaded.warnings:
+        print(warning)
+    d = loaded.directory
+    print(f"{args.config}: ok: {d.practice.name}: {len(d.users)} users, {len(d.teams)} teams, "
+          f"{len(d.numbers)} numbers" + (f", {len(loaded.warnings)} warning(s)"
+                                         if loaded.warnings else ""))
+    return 0
+
+
+def cmd_outage(args: argparse.Namespace) -> int:
+    directory = _load(args.config)
+    journal = open_journal(directory.connections.storage.url)
+    try:
+        if args.action == "status":
+            return _outage_status(journal.mode_state(), journal.mode_history(args.history),
+                                  directory, args.json)
+        target = Mode.OUTAGE if args.action == "engage" else Mode.NORMAL
+        state = journal.mode_state()
+        now = datetime.now(UTC)
+        try:
+            change = switch(state, target, at=now, by=_who(args.by), via=Via.CLI,
+                            reason=getattr(args, "reason", "") or "")
+        except AlreadyInMode as exc:
+            print(f"backline: {exc}; nothing changed", file=sys.stderr)
+            return 0
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        journal.record_mode_change(change, expected=state)
+        word = "engaged" if target is Mode.OUTAGE else "ended"
+        print(f"outage {word} at {_local(change.at, directory)} by {change.by}"
+              + (f": {change.reason}" if change.reason else ""))
+        return 0
+    finally:
+        journal.close()
+
+
+def _outage_status(state: ModeState, history: list[ModeChange], directory: Directory,
+                   as_json: bool) -> int:
+    since = state.since
+    if as_json:
+        print(json.dumps({
+            "mode": state.mode.value,
+            "engaged": state.mode is Mode.OUTAGE,
+            "since": since.at.isoformat() if since else None,
+            "by": since.by if since else None,
+            "via": since.via.value if since else None,
+            "reason": since.reason if since else None,
+            "history": [{"mode": c.mode.value, "at": c.at.isoformat(), "by": c.by,
+                         "via": c.via.value, "reason": c.reason} for c in history],
+        }, indent=2))
+        return 0
+    if state.mode is Mode.OUTAGE and since:
+        print(f"outage ENGAGED since {_local(since.at, directory)} by {since.by} "
+              f"(via {since.via.value}): {since.reason}")
+    elif since:
+        print(f"normal since {_local(since.at, directory)} by {since.by} "
+              f"(via {since.via.value})")
+    else:
+        print("normal (the outage has never been engaged)")
+    for c in history[1:]:
+        print(f"  {_local(c.at, directory)}  {c.mode.value:<7} by {c.by} (via {c.via.value})"
+              + (f": {c.reason}" if c.reason else ""))
+    return 0
+
+
+def cmd_attempts(args: argparse.Namespace) -> int:
+    directory = _load(args.config)
+    since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    journal = open_journal(directory.connections.storage.url)
+    try:
+        rows = journal.attempts(since=since, limit=args.limit)
+    finally:
+        journal.close()
+    if args.json:
+        print(json.dumps([_attempt_json(a) for a in rows], indent=2))
+        return 0
+    if not rows:
+        print("no attempts" + (f" since {_local(since, directory)}" if since else ""))
+        return 0
+    print(f"{'time':<19}  {'kind':<4}  {'mode':<7}  {'from':<16}  {'to':<13}  "
+          f"{'outcome':<12}  delivery")
+    for a in rows:
+        print(f"{_local(a.at, directory):<19}  {a.kind.value:<4}  {a.mode.value:<7}  "
+              f"{_printable(a.sender)[:16]:<16}  {a.recipient:<13}  {a.outcome.value:<12}  "
+              f"{a.delivery.value}")
+    return 0
+
+
+def _attempt_json(a: Attempt) -> dict[str, object]:
+    return {"id": a.id, "key": a.key, "at": a.at.isoformat(), "kind": a.kind.value,
+            "mode": a.mode.value, "from": a.sender, "to": a.recipient,
+            "outcome": a.outcome.value, "text": a.text, "file": a.file, "node": a.node,
+            "delivery": a.delivery.value}
+
+
+def _printable(text: str) -> str:
+    """Caller IDs are untrusted: never let one move the cursor or clear the screen."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def _local(at: datetime, directory: Directory) -> str:
+    return at.astimezone(ZoneInfo(directory.practice.timezone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from telephony.controller import run_controller
+
+    directory = _load(args.config)
+    return run_controller(directory, with_pbx=False)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from telephony.controller import run_controller
+
+    directory = _load(args.config)
+    return run_controller(directory, with_pbx=True)
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backline",
+        description="Backline: routing by number ownership and a backup (outage) mode for a "
+                    "medical practice's own PBX.",
+        epilog="Each command has --help.  Exit status: 0 success, 2 usage or config error, "
+               "1 other failure.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
+            description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=description)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("check", cmd_check, "validate a practice YAML",
+            "Validate CONFIG and the files it includes. Prints every problem as "
+            "FILE:LINE: FIELD: what was expected, and exits 2 if there is any; warnings "
+            "(e.g. an SMS number not registered for business texting) do not fail the check.")
+    p.add_argument("config", metavar="CONFIG", help="the practice YAML")
+
+    p = add("run", cmd_run, "run the controller against a running PBX",
+            "Run the controller alone, against a PBX that is already running. Prints a line "
+            "starting 'ready' when it is serving, runs until interrupted (Ctrl-C or SIGTERM).")
+    p.add_argument("config", metavar="CONFIG", help="the practice YAML")
+
+    p = add("up", cmd_up, "set up and run the PBX and the controller",
+            "Set up what is missing, start the PBX and the controller on the config's "
+            "loopback ports, print a line starting 'ready', run until interrupted, and stop "
+            "everything it started.")
+    p.add_argument("config", metavar="CONFIG", help="the practice YAML")
+
+    p = add("outage", cmd_outage, "engage, end or show the backup (outage) mode",
+            "The backup (outage) mode covers calls, SMS and fax together. Every switch is "
+            "recorded with who, when, why and from where.")
+    osub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    e = osub.add_parser("engage", help="engage the outage mode",
+                        description="Engage the outage mode: callers hear the announcement, "
+                                    "SMS senders get the auto-reply, faxes are still received.")
+    e.add_argument("--reason", required=True, help="why (shown on the status page and to "
+                   "whoever ends it)")
+    osub.add_parser("end", help="end the outage mode",
+                    description="End the outage mode; held attempts are then delivered.")
+    s = osub.add_parser("status", help="show the mode",
+                        description="Show whether the outage is engaged, since when, by whom "
+                                    "and why, and recent switches.")
+    s.add_argument("--json", action="store_true", help="machine-readable output for scripts")
+    s.add_argument("--history", type=int, default=10, metavar="N",
+                   help="how many recent switches to show (default 10)")
+    for q in (e, osub.choices["end"], s):
+        q.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
+        q.add_argument("--by", metavar="NAME", help="who is switching (default: your login)")
+
+    p = add("attempts", cmd_attempts, "list recent calls, SMS and faxes",
+            "List recent inbound attempts (calls, SMS, faxes) with their outcome and delivery "
+            "state, oldest first.")
+    p.add_argument("--since", metavar="TIME", help="only attempts since TIME: 2h, 30m, 7d or "
+                   "an ISO 8601 time")
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")
+    p.add_argument("--json", action="store_true", help="machine-readable output for scripts")
+    p.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 with usage on stderr for a usage error
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"backline: {exc}", file=sys.stderr)
+        return 2
+    except JournalError as exc:
+        print(f"backline: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The journal: the durable record of attempts, outage history, alerts, links, deliveries and
+the audit log.  ``open_journal(url)`` picks the backend by the URL's scheme.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from telephony.journal.base import JournalError, SqlJournal, StaleMode
+from telephony.journal.records import (
+    Attempt,
+    AttemptKind,
+    AuditEntry,
+    Delivery,
+    NewAttempt,
+    Outcome,
+)
+
+Journal = SqlJournal
+
+__all__ = ["Attempt", "AttemptKind", "AuditEntry", "Delivery", "Journal", "JournalError",
+           "NewAttempt", "Outcome", "StaleMode", "open_journal"]
+
+
+def open_journal(url: str) -> Journal:
+    """Open (and migrate) the journal at ``url``: ``sqlite:///path`` or ``postgresql://…``."""
+    if url.startswith("sqlite://"):
+        from telephony.journal.sqlite import SqliteJournal
+
+        journal: Journal = SqliteJournal(Path(url.removeprefix("sqlite://")))
+    elif url.startswith(("postgresql://", "postgres://")):
+        raise JournalError("the PostgreSQL journal is not available in this version yet")
+    else:
+        raise JournalError(f"unknown storage URL scheme in {url!r}")
+    journal.migrate()
+    return journal

@@ -1,0 +1,50 @@
+"""The embedded journal: SQLite, needing no server.
+
+WAL lets the CLI read while the controller writes; ``synchronous=FULL`` makes every commit
+reach the disk before it returns, which is what lets us acknowledge an attempt to the PBX.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from telephony.journal.base import Cursor, JournalError, SqlJournal
+
+
+class SqliteJournal(SqlJournal):
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
+            # exactly one `with` block and nothing is left open between calls.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                       timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open the journal at {path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        cur = self._db.cursor()
+        committed = False
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            yield cur
+            cur.execute("COMMIT")
+            committed = True
+        finally:
+            # Whatever interrupted the block, never leave a transaction open on the shared
+            # connection: the next caller would silently join it.
+            if not committed and self._db.in_transaction:
+                self._db.rollback()
+            cur.close()
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,259 @@
+"""What to do with a call: pure decisions from the directory, registrations and mode.
+
+``decision = route_inbound(...)`` / ``decide_outbound(...)`` are the whole policy; the drivers
+only turn the decision into PBX commands.  Same input, same answer: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from telephony import e164
+from telephony.conversations import ConversationBook
+from telephony.model import Carry
+from telephony.outage import Mode
+from telephony.ownership import OwnershipBook
+
+# -- registrations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Registration:
+    """One registered contact of a desk phone; ``at`` orders them (newest wins)."""
+
+    at: float
+    desk_phone: str
+    contact: str = field(default="", compare=False)
+
+
+class Registrations:
+    """Live desk-phone registrations, capped per login (user) at ``max_per_login``.
+
+    A login may hold at most ``max_per_login`` registrations at once; past that the oldest
+    is dropped, so a phone left logged in on a borrowed desk stops ringing.  The per-user view
+    is recomputed on each change (rare) so that ringing (every call) is a few dict lookups.
+    """
+
+    def __init__(self, book: OwnershipBook, max_per_login: int) -> None:
+        self._book = book
+        self._max = max_per_login
+        self._by_phone: dict[str, dict[str, Registration]] = {}
+        self._live: dict[str, tuple[str, ...]] = {}
+
+    def register(self, desk_phone: str, contact: str, at: float) -> tuple[Registration, ...]:
+        """Record a registration; return the registrations it pushed past the login's limit."""
+        user = self._book.user_of_phone(desk_phone)
+        if user is None:
+            return ()
+        self._by_phone.setdefault(desk_phone, {})[contact] = Registration(at, desk_phone, contact)
+        return self._recompute(user)
+
+    def unregister(self, desk_phone: str, contact: str | None = None) -> None:
+        """Forget one contact of a desk phone, or all of them when ``contact`` is None."""
+        contacts = self._by_phone.get(desk_phone)
+        if contacts is None:
+            return
+        if contact is None:
+            contacts.clear()
+        else:
+            contacts.pop(contact, None)
+        user = self._book.user_of_phone(desk_phone)
+        if user is not None:
+            self._recompute(user)
+
+    def live(self, user_id: str) -> tuple[str, ...]:
+        """Desk phones of ``user_id`` that ring now (within the login limit), sorted."""
+        return self._live.get(user_id, ())
+
+    def _recompute(self, user: str) -> tuple[Registration, ...]:
+        regs = sorted((r for p in self._book.desk_phones(user)
+                       for r in self._by_phone.get(p, {}).values()), reverse=True)
+        kept, dropped = regs[:self._max], tuple(regs[self._max:])
+        for r in dropped:
+            self._by_phone[r.desk_phone].pop(r.contact, None)
+        self._live[user] = tuple(sorted({r.desk_phone for r in kept}))
+        return dropped
+
+
+# -- calls and decisions ---------------------------------------------------------------------
+
+
+class CallKind(enum.Enum):
+    VOICE = "voice"
+    FAX = "fax"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundCall:
+    """A call from outside to a practice number.  ``caller`` is untrusted text."""
+
+    dialed: str
+    caller: str
+    kind: CallKind = CallKind.VOICE
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCall:
+    """A desk phone dialling out; ``from_number`` None means "my default number"."""
+
+    desk_phone: str
+    to: str
+    from_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RingDeskPhones:
+    number: str
+    desk_phones: tuple[str, ...]
+    ring_seconds: int
+    voicemail_box: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendToVoicemail:
+    """Nobody who may see the number has a registered desk phone: straight to voicemail."""
+
+    number: str
+    voicemail_box: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAnnouncement:
+    """Outage: answer, play the announcement, hang up."""
+
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefuseUnknownNumber:
+    """Dialled something that is not a practice number: a polite refusal, not silence."""
+
+    dialed: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveFax:
+    number: str
+
+
+class FaxRefusal(enum.Enum):
+    NOT_A_FAX_NUMBER = "not-a-fax-number"
+
+
+@dataclass(frozen=True, slots=True)
+class RejectFax:
+    """Refuse during the call, so the sending machine reports a failure."""
+
+    number: str
+    why: FaxRefusal
+
+
+InboundDecision = (RingDeskPhones | SendToVoicemail | PlayAnnouncement | RefuseUnknownNumber
+                   | ReceiveFax | RejectFax)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceCall:
+    from_number: str
+    caller_id_name: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceEmergencyCall:
+    """911 goes out from every desk phone in every mode; ``from_number`` may be empty."""
+
+    to: str
+    from_number: str
+
+
+class Refusal(enum.Enum):
+    """Why an outbound call was refused; the value is the short message's name."""
+
+    OUTAGE = "outage"
+    UNKNOWN_DESK_PHONE = "unknown-desk-phone"
+    NO_NUMBER = "no-number"
+    NOT_A_PRACTICE_NUMBER = "not-a-practice-number"
+    NOT_A_MEMBER = "not-a-member"
+    INVALID_DESTINATION = "invalid-destination"
+
+
+@dataclass(frozen=True, slots=True)
+class RefuseOutbound:
+    why: Refusal
+
+
+OutboundDecision = PlaceCall | PlaceEmergencyCall | RefuseOutbound
+
+
+# -- the policy ------------------------------------------------------------------------------
+
+
+def ring_set(book: OwnershipBook, registrations: Registrations, number: str) -> tuple[str, ...]:
+    """Registered desk phones of exactly the members of ``number``, in a stable order."""
+    phones: list[str] = []
+    for user in book.sorted_members(number):
+        phones.extend(registrations.live(user))
+    return tuple(phones)
+
+
+def route_inbound(book: OwnershipBook, registrations: Registrations, call: InboundCall,
+                  mode: Mode, ring_seconds: int) -> InboundDecision:
+    try:
+        dialed = e164.normalise(call.dialed)
+    except e164.NotE164:
+        return RefuseUnknownNumber(call.dialed)
+    number = book.number(dialed)
+    if number is None:
+        return RefuseUnknownNumber(dialed)
+    if call.kind is CallKind.FAX or Carry.VOICE not in number.carries:
+        if Carry.FAX in number.carries:
+            return ReceiveFax(dialed)  # faxes are received in every mode
+        if call.kind is CallKind.FAX:
+            return RejectFax(dialed, FaxRefusal.NOT_A_FAX_NUMBER)
+    if mode is Mode.OUTAGE:
+        return PlayAnnouncement(dialed)
+    if Carry.VOICE not in number.carries:
+        return RefuseUnknownNumber(dialed)
+    phones = ring_set(book, registrations, dialed)
+    if not phones:
+        return SendToVoicemail(dialed, number.voicemail_box)
+    return RingDeskPhones(dialed, phones, ring_seconds, number.voicemail_box)
+
+
+def decide_outbound(book: OwnershipBook, conversations: ConversationBook, call: OutboundCall,
+                    mode: Mode, emergency_numbers: Iterable[str] = ("911",)) -> OutboundDecision:
+    if call.to in emergency_numbers:
+        # Safety before policy: checked first, so no mode, membership or unknown phone can
+        # ever stop an emergency call.
+        user = book.user_of_phone(call.desk_phone)
+        mine = book.numbers_of(user) if user else ()
+        return PlaceEmergencyCall(call.to, call.from_number or (mine[0] if mine else ""))
+    if mode is Mode.OUTAGE:
+        return RefuseOutbound(Refusal.OUTAGE)
+    user = book.user_of_phone(call.desk_phone)
+    if user is None:
+        return RefuseOutbound(Refusal.UNKNOWN_DESK_PHONE)
+    try:
+        to = e164.normalise(call.to)
+    except e164.NotE164:
+        return RefuseOutbound(Refusal.INVALID_DESTINATION)
+    if call.from_number is None:
+        choices = book.voice_numbers_of(user) or conversations.numbers_for_party(book, user, to)
+        if not choices:
+            return RefuseOutbound(Refusal.NO_NUMBER)
+        from_number = choices[0]
+    else:
+        try:
+            from_number = e164.normalise(call.from_number)
+        except e164.NotE164:
+            return RefuseOutbound(Refusal.NOT_A_PRACTICE_NUMBER)
+    number = book.number(from_number)
+    if number is None or Carry.VOICE not in number.carries:
+        return RefuseOutbound(Refusal.NOT_A_PRACTICE_NUMBER)
+    if user not in book.members(from_number) and \
+            not conversations.is_added(book, from_number, to, user):
+        return RefuseOutbound(Refusal.NOT_A_MEMBER)
+    return PlaceCall(from_number, number.caller_id_name, to)

@@ -1,0 +1,180 @@
+"""The YAML loader: the example is valid, and every seeded mistake is named with file, line
+and field, all in one run, through the real ``backline check`` command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from telephony import config, e164
+from telephony.model import Carry, OwnerKind
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "example.yaml"
+
+
+def check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "telephony.cli", "check", str(path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_example_config_is_valid() -> None:
+    result = check(EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    assert "ok: Maple Street Family Medicine" in result.stdout
+    d = config.load(EXAMPLE).directory
+    owners = {n.number: n.owner for n in d.numbers}
+    assert owners["+13125550100"].kind is OwnerKind.PRACTICE
+    assert owners["+13125550101"].kind is OwnerKind.USER  # the doctor's direct line
+    assert owners["+13125550102"].kind is OwnerKind.TEAM
+    assert {Carry.FAX} == next(n.carries for n in d.numbers if n.number == "+13125550109")
+    assert len(d.teams) >= 2
+
+
+# Each line that carries a mistake ends with "#! FIELD: expected words"; the test finds the
+# line numbers itself, so the table cannot drift from the YAML.
+BROKEN = """\
+practice: {name: Broken Clinic, timezone: Mars/Olympus}  #! practice.timezone: IANA time zone
+devices: {max_per_login: 3}
+users:
+  - {id: ana, name: Ana, email: ana@x.example, extension: "101", desk_phones: [ana-desk]}
+  - {id: old, name: Old, email: old@x.example, active: false, desk_phones: [old-desk]}
+  - id: bob  #! users[2].email: required
+    name: Bob
+    emial: bob@x.example  #! users[2].emial: did you mean 'email'
+teams:
+  - {id: desk, name: Desk, members: [ana, ghost]}  #! teams[0].members[1]: no user 'ghost'
+numbers:
+  - number: "(720) 555-0141"
+    owner: team:desk
+  - number: "+1 720 555 0141"  #! numbers[1].number: already listed as '(720) 555-0141'
+  - number: "720-555-014"  #! numbers[2].number: E.164
+  - number: "+13125550100"
+    carries: [voice, smss]  #! numbers[3].carries[1]: did you mean 'sms'
+    owner: user:old  #! numbers[3].owner: user old is deactivated
+  - number: "+13125550101"
+    owner: practice
+    auto_assign: true  #! numbers[4].auto_assign: practice-owned
+    caller_id_name: Maple Street Family Medicine  #! numbers[4].caller_id_name: at most 15
+  - number: "+13125550102"
+    owner: team:nobody  #! numbers[5].owner: no team 'nobody'
+    members: [user:ana, group:x]  #! numbers[5].members[1]: user:ID or team:ID
+connections:
+  pbx:
+    kind: asterisk
+    ami: {host: 127.0.0.1, port: 5038, username: backline,
+          secret: hunter2}  #! connections.pbx.ami.secret: no secret written in the file
+    agi: {host: 8.8.8.8, port: 4573}  #! connections.pbx.agi.host: loopback or private
+  storage: {url: "sqlite:///tmp/never-created.db"}
+"""
+
+
+def expected_marks(text: str, file: str) -> list[tuple[str, int, str, str]]:
+    marks = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if "#!" in line:
+            field, words = line.split("#!", 1)[1].strip().split(": ", 1)
+            marks.append((file, i, field, words))
+    return marks
+
+
+def parse_problems(stderr: str) -> list[tuple[str, int, str, str]]:
+    out = []
+    for line in stderr.splitlines():
+        m = re.match(r"(.+?):(\d+): (\S+): (.*)", line)
+        if m:
+            out.append((m.group(1), int(m.group(2)), m.group(3), m.group(4)))
+    return out
+
+
+def test_every_seeded_mistake_reported_in_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+    result = check(path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    problems = parse_problems(result.stderr)
+    for file, line, field, words in expected_marks(BROKEN, str(path)):
+        hits = [p for p in problems if p[:3] == (file, line, field)]
+        assert hits, f"no problem reported at {file}:{line} {field}; got:\n{result.stderr}"
+        assert any(words.lower() in p[3].lower() for p in hits), (words, hits)
+    # Nothing reported that was not seeded: every problem line carries a mark.
+    marked = {(f, ln) for f, ln, _, _ in expected_marks(BROKEN, str(path))}
+    assert {(p[0], p[1]) for p in problems} <= marked, result.stderr
+
+
+def test_error_inside_an_included_file_names_that_file(tmp_path: Path) -> None:
+    (tmp_path / "people.yaml").write_text(
+        "users:\n"
+        "  - {id: zed, name: Zed, email: zed@x.example}\n"
+        "  - {id: amy, name: Amy, email: not-an-email}\n")
+    (tmp_path / "main.yaml").write_text(
+        "include: [people.yaml]\n"
+        "practice: {name: P, timezone: UTC}\n"
+        "numbers:\n"
+        "  - {number: '+13125550100', owner: user:zed}\n"
+        "connections: {storage: {url: 'sqlite:j.db'}}\n")
+    result = check(tmp_path / "main.yaml")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'people.yaml'}:3: users[1].email: an email address" in result.stderr
+    loaded_ok = tmp_path / "people.yaml"
+    loaded_ok.write_text("users:\n  - {id: zed, name: Zed, email: zed@x.example}\n")
+    assert check(tmp_path / "main.yaml").returncode == 0
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("practice: {name: P, timezone: UTC}\nusers:\n  - {id: a, name: [oops}\n")
+    result = check(path)
+    assert result.returncode == 2
+    assert re.search(rf"{re.escape(str(path))}:3: file: YAML syntax error", result.stderr), \
+        result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unregistered_sms_number_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "warn.yaml"
+    path.write_text("practice: {name: P, timezone: UTC}\n"
+                    "numbers:\n"
+                    "  - number: '+13125550100'\n"
+                    "    carries: [voice, sms]\n"
+                    "connections: {storage: {url: 'sqlite:j.db'}}\n")
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert f"{path}:4: warning: numbers[0].texting_registered" in result.stdout
+    assert "will send no SMS" in result.stdout
+
+
+def test_duplicate_key_and_unknown_section(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("practice: {name: P, timezone: UTC}\n"
+                    "practice: {name: Q, timezone: UTC}\n"
+                    "numbrs: []\n"
+                    "connections: {storage: {url: 'sqlite:j.db'}}\n")
+    result = check(path)
+    assert result.returncode == 2
+    assert f"{path}:2: practice: each key once" in result.stderr
+    assert f"{path}:3: numbrs: a known key (did you mean 'numbers'?)" in result.stderr
+
+
+@pytest.mark.parametrize(("text", "canonical"), [
+    ("(720) 555-0141", "+17205550141"),
+    ("720-555-0141", "+17205550141"),
+    ("+1 720 555 0141", "+17205550141"),
+    ("1 720 555 0141", "+17205550141"),
+    ("720.555.0141", "+17205550141"),
+    ("+44 20 7946 0958", "+442079460958"),
+])
+def test_e164_spellings_normalise(text: str, canonical: str) -> None:
+    assert e164.normalise(text) == canonical
+
+
+@pytest.mark.parametrize("text", ["720-555-014", "555-0141", "+1 120 555 0141", "+0123456789",
+                                  "hello", "+1 720 555 01411", ""])
+def test_not_e164_is_refused(text: str) -> None:
+    with pytest.raises(e164.NotE164):
+        e164.normalise(text)

@@ -1,0 +1,174 @@
+"""The pure core, table by table: members, conversations, tags, ringing, calling out."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from telephony.conversations import CannotRemoveNumberMember, ConversationBook, start_conversation
+from telephony.model import Carry, OwnerKind, Team
+from telephony.outage import Mode
+from telephony.ownership import OwnershipBook
+from telephony.routing import (
+    CallKind,
+    FaxRefusal,
+    InboundCall,
+    OutboundCall,
+    PlaceCall,
+    PlaceEmergencyCall,
+    PlayAnnouncement,
+    ReceiveFax,
+    Refusal,
+    RefuseOutbound,
+    RefuseUnknownNumber,
+    Registrations,
+    RejectFax,
+    RingDeskPhones,
+    SendToVoicemail,
+    decide_outbound,
+    route_inbound,
+)
+from tests.practice import directory, number, t, u, user
+
+MAIN, DIRECT, SCHED, FAX = "+13125550100", "+13125550101", "+13125550102", "+13125550109"
+
+
+def practice() -> OwnershipBook:
+    return OwnershipBook(directory(
+        [user("ana"), user("raj"), user("sam"), user("jo"), user("lee"),
+         user("old", active=False)],
+        [Team("front", "Front", ("sam", "jo", "old")), Team("nurses", "Nurses", ("lee",))],
+        [number(MAIN, caller_id_name="Maple Street"),
+         number(DIRECT, u("ana"), (t("nurses"),), auto_assign=True, tags=("dr-lee",),
+                caller_id_name="Dr Ana Lee"),
+         number(SCHED, t("front"), (u("raj"), u("old")), carries=(Carry.VOICE, Carry.SMS),
+                tags=("sched",), contact_tags=("new-patient",), auto_assign=True),
+         number(FAX, t("front"), carries=(Carry.FAX,))]))
+
+
+@pytest.mark.parametrize(("num", "members"), [
+    (MAIN, {"ana", "raj", "sam", "jo", "lee"}),  # practice-owned: every active user
+    (DIRECT, {"ana", "lee"}),                    # user owner + team as extra members
+    (SCHED, {"sam", "jo", "raj"}),                # team owner + extra user; "old" is nobody's
+    ("+19995550000", set()),
+])
+def test_members_of_a_number(num: str, members: set[str]) -> None:
+    assert practice().members(num) == members
+
+
+def test_conversation_members_are_derived_live_from_the_number() -> None:
+    book = practice()
+    conversations = ConversationBook()
+    conversations.add(SCHED, "+17205550141", "ana")
+    assert conversations.members(book, SCHED, "+17205550141") == {"sam", "jo", "raj", "ana"}
+    assert conversations.members(book, SCHED, "+17205550199") == {"sam", "jo", "raj"}
+    # Change the number's owner: the existing conversation follows at once.
+    d = book.directory
+    moved = dataclasses.replace(d, numbers=tuple(
+        dataclasses.replace(n, owner=u("lee"), members=()) if n.number == SCHED else n
+        for n in d.numbers))
+    book2 = OwnershipBook(moved)
+    assert conversations.members(book2, SCHED, "+17205550141") == {"lee", "ana"}
+
+
+def test_number_members_cannot_be_removed_from_a_conversation_but_added_people_can() -> None:
+    book = practice()
+    conversations = ConversationBook()
+    conversations.add(SCHED, "+17205550141", "ana")
+    with pytest.raises(CannotRemoveNumberMember):
+        conversations.remove(book, SCHED, "+17205550141", "sam")
+    conversations.remove(book, SCHED, "+17205550141", "ana")
+    assert "ana" not in conversations.members(book, SCHED, "+17205550141")
+
+
+def test_new_conversation_gets_tags_and_auto_assignee() -> None:
+    book = practice()
+    new = start_conversation(book, SCHED, "+17205550141")
+    assert new.conversation_tags == ("sched",)
+    assert new.contact_tags == ("new-patient",)
+    assert new.assignee.party == t("front")
+    assert start_conversation(book, MAIN, "+17205550141").assignee.party is None
+    direct = start_conversation(book, DIRECT, "+17205550141").assignee.party
+    assert direct is not None and direct.kind is OwnerKind.USER and direct.id == "ana"
+
+
+def registered(book: OwnershipBook, *phones: str) -> Registrations:
+    regs = Registrations(book, book.directory.max_per_login)
+    for i, phone in enumerate(phones):
+        regs.register(phone, f"sip:{phone}@127.0.0.1:{5000 + i}", at=float(i))
+    return regs
+
+
+@pytest.mark.parametrize(("dialed", "mode", "kind", "expected"), [
+    ("(312) 555-0101", Mode.NORMAL, CallKind.VOICE,
+     RingDeskPhones(DIRECT, ("ana-p0", "lee-p0"), 25, "3125550101")),
+    (SCHED, Mode.NORMAL, CallKind.VOICE,
+     RingDeskPhones(SCHED, ("jo-p0", "raj-p0", "sam-p0"), 25, "3125550102")),
+    (DIRECT, Mode.OUTAGE, CallKind.VOICE, PlayAnnouncement(DIRECT)),
+    ("+19995550000", Mode.NORMAL, CallKind.VOICE, RefuseUnknownNumber("+19995550000")),
+    ("not a number", Mode.NORMAL, CallKind.VOICE, RefuseUnknownNumber("not a number")),
+    (FAX, Mode.NORMAL, CallKind.VOICE, ReceiveFax(FAX)),
+    (FAX, Mode.OUTAGE, CallKind.FAX, ReceiveFax(FAX)),
+    (DIRECT, Mode.NORMAL, CallKind.FAX, RejectFax(DIRECT, FaxRefusal.NOT_A_FAX_NUMBER)),
+])
+def test_inbound_routing(dialed: str, mode: Mode, kind: CallKind, expected: object) -> None:
+    book = practice()
+    regs = registered(book, "ana-p0", "raj-p0", "sam-p0", "jo-p0", "lee-p0", "old-p0")
+    assert route_inbound(book, regs, InboundCall(dialed, "+17205550141", kind), mode, 25) \
+        == expected
+
+
+def test_nobody_registered_goes_straight_to_voicemail() -> None:
+    book = practice()
+    decision = route_inbound(book, registered(book, "raj-p0"), InboundCall(DIRECT, "x"),
+                             Mode.NORMAL, 25)
+    assert decision == SendToVoicemail(DIRECT, "3125550101")
+
+
+def test_login_over_the_device_limit_drops_the_oldest_registration() -> None:
+    book = OwnershipBook(directory([user("ana", phones=4)], [], [number(MAIN)], max_per_login=2))
+    regs = Registrations(book, 2)
+    assert regs.register("ana-p0", "c0", at=1.0) == ()
+    assert regs.register("ana-p1", "c1", at=2.0) == ()
+    dropped = regs.register("ana-p2", "c2", at=3.0)
+    assert [r.desk_phone for r in dropped] == ["ana-p0"]
+    assert regs.live("ana") == ("ana-p1", "ana-p2")
+    regs.unregister("ana-p2")
+    assert regs.live("ana") == ("ana-p1",)
+
+
+OUT = "+17205550141"
+
+
+@pytest.mark.parametrize(("call", "mode", "expected"), [
+    (OutboundCall("sam-p0", OUT, SCHED), Mode.NORMAL, PlaceCall(SCHED, "", OUT)),
+    (OutboundCall("ana-p0", "(720) 555-0141", DIRECT), Mode.NORMAL,
+     PlaceCall(DIRECT, "Dr Ana Lee", OUT)),
+    (OutboundCall("ana-p0", OUT), Mode.NORMAL, PlaceCall(MAIN, "Maple Street", OUT)),
+    (OutboundCall("sam-p0", OUT, DIRECT), Mode.NORMAL, RefuseOutbound(Refusal.NOT_A_MEMBER)),
+    (OutboundCall("sam-p0", OUT, FAX), Mode.NORMAL,
+     RefuseOutbound(Refusal.NOT_A_PRACTICE_NUMBER)),
+    (OutboundCall("sam-p0", OUT, "+19995550000"), Mode.NORMAL,
+     RefuseOutbound(Refusal.NOT_A_PRACTICE_NUMBER)),
+    (OutboundCall("old-p0", OUT, SCHED), Mode.NORMAL,
+     RefuseOutbound(Refusal.UNKNOWN_DESK_PHONE)),
+    (OutboundCall("sam-p0", "12", SCHED), Mode.NORMAL,
+     RefuseOutbound(Refusal.INVALID_DESTINATION)),
+    (OutboundCall("sam-p0", OUT, SCHED), Mode.OUTAGE, RefuseOutbound(Refusal.OUTAGE)),
+    (OutboundCall("sam-p0", "911", SCHED), Mode.OUTAGE, PlaceEmergencyCall("911", SCHED)),
+    (OutboundCall("old-p0", "911"), Mode.OUTAGE, PlaceEmergencyCall("911", "")),
+    (OutboundCall("stranger", "911"), Mode.NORMAL, PlaceEmergencyCall("911", "")),
+])
+def test_outbound_decisions(call: OutboundCall, mode: Mode, expected: object) -> None:
+    assert decide_outbound(practice(), ConversationBook(), call, mode) == expected
+
+
+def test_added_to_one_conversation_may_call_only_that_party() -> None:
+    book = practice()
+    conversations = ConversationBook()
+    conversations.add(DIRECT, OUT, "sam")
+    assert decide_outbound(book, conversations, OutboundCall("sam-p0", OUT, DIRECT),
+                           Mode.NORMAL) == PlaceCall(DIRECT, "Dr Ana Lee", OUT)
+    assert decide_outbound(book, conversations, OutboundCall("sam-p0", "+17205550199", DIRECT),
+                           Mode.NORMAL) == RefuseOutbound(Refusal.NOT_A_MEMBER)
