@@ -182,18 +182,57 @@ def _local(at: datetime, directory: Directory) -> str:
     return at.astimezone(ZoneInfo(directory.practice.timezone)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
+    from telephony.asterisk.ami import LinkDown, LoginRefused
+    from telephony.asterisk.local_pbx import SecretMissing
     from telephony.controller import run_controller
 
     directory = _load(args.config)
-    return run_controller(directory, with_pbx=False)
+    try:
+        return run_controller(directory, start_pbx=start_pbx)
+    except SecretMissing as exc:
+        raise UsageError(str(exc)) from exc
+    except (LinkDown, LoginRefused) as exc:
+        print(f"backline: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _controller(args, start_pbx=False)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from telephony.controller import run_controller
+    return _controller(args, start_pbx=True)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from dialplan.announcement import AnnouncementError, render_announcement
+    from dialplan.secrets import write_private
+    from telephony.asterisk.local_pbx import SecretMissing, asterisk_pbx, render_files
 
     directory = _load(args.config)
-    return run_controller(directory, with_pbx=True)
+    out = Path(args.out).absolute()
+    try:
+        pbx = asterisk_pbx(directory)
+        secrets_path = Path(args.secrets or pbx.secrets_file).absolute()
+        files = render_files(directory, secrets_path, str(out / "announcement"))
+        render_announcement(directory.backup.announcement, out / "announcement.wav",
+                            Path(directory.source).parent)
+    except (SecretMissing, AnnouncementError) as exc:
+        raise UsageError(str(exc)) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if f.private:
+            write_private(out / f.name, f.text)
+        else:
+            (out / f.name).write_text(f.text)
+    lines = ["desk_phone,user,sip_user,auth_user,domain,secret_file,secret_key"]
+    lines += [f"{p},{u.id},{u.id},{p},{pbx.sip},{secrets_path},{p}"
+              for u in directory.users if u.active for p in u.desk_phones]
+    (out / "desk-phones.csv").write_text("\n".join(lines) + "\n")
+    print(f"rendered {len(files) + 2} files into {out}; desk-phone secrets in {secrets_path} "
+          "(mode 0600)")
+    return 0
 
 
 # -- the parser ------------------------------------------------------------------------------
@@ -219,6 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
             "FILE:LINE: FIELD: what was expected, and exits 2 if there is any; warnings "
             "(e.g. an SMS number not registered for business texting) do not fail the check.")
     p.add_argument("config", metavar="CONFIG", help="the practice YAML")
+
+    p = add("render", cmd_render, "write the PBX configuration and desk-phone list",
+            "Write the Asterisk configuration for CONFIG into DIR (pjsip.conf, extensions.conf, "
+            "voicemail.conf, manager.conf and pjsip_auth.conf, the last two mode 0600), the "
+            "announcement audio, and desk-phones.csv, the provisioning list (SIP user, auth "
+            "user, domain, where the generated secret is kept). Secrets are generated once and "
+            "kept stable across renders. Needs the AMI secret in the environment variable the "
+            "config names.")
+    p.add_argument("config", metavar="CONFIG", help="the practice YAML")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write the files")
+    p.add_argument("--secrets", metavar="FILE", help="the desk-phone secrets file (default: "
+                   "connections.pbx.secrets_file)")
 
     p = add("run", cmd_run, "run the controller against a running PBX",
             "Run the controller alone, against a PBX that is already running. Prints a line "

@@ -34,12 +34,14 @@ from telephony.model import (
     Pages,
     Party,
     Pbx,
+    PortRange,
     Practice,
     Secret,
     SmsGateway,
     Smtp,
     Storage,
     Team,
+    Trunk,
     User,
 )
 from telephony.yamlsource import Where, YMap, YNode, YScalar, YSeq, load_with_includes
@@ -566,7 +568,8 @@ class _Reader:
         if kind != "asterisk":
             self.problem(_where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
             return None
-        self.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds"])
+        self.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
+                            "udptl", "secrets_file"])
         ami = self._sub(node, "ami", f) or YMap({}, node.where)
         self.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
         agi = self._sub(node, "agi", f) or YMap({}, node.where)
@@ -583,7 +586,38 @@ class _Reader:
             agi=self.host_port(agi, f"{f}.agi", control=True, default_port=4573),
             sip=sip_hp,
             ring_seconds=ring,
+            trunk=self.trunk(node, f),
+            rtp=self.port_range(node, "rtp", f, PortRange(10000, 10199)),
+            udptl=self.port_range(node, "udptl", f, PortRange(4000, 4039)),
+            secrets_file=self.text(node, "secrets_file", f"{f}.secrets_file",
+                                   "/var/lib/backline/desk-phone-secrets.json",
+                                   "the path of the desk-phone secrets file (outside the repo)")
+            or "/var/lib/backline/desk-phone-secrets.json",
         )
+
+    def trunk(self, node: YMap, f: str) -> Trunk:
+        sub = self._sub(node, "trunk", f)
+        if sub is None:
+            return Trunk()
+        self.keys(sub, f"{f}.trunk", ["host", "port", "from_user"])
+        hp = self.host_port(sub, f"{f}.trunk", control=False, default_port=5080)
+        user = self.text(sub, "from_user", f"{f}.trunk.from_user", "", "a SIP user name") or ""
+        if user and not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", user):
+            self.problem(_where_of(sub, "from_user"), f"{f}.trunk.from_user",
+                         "letters, digits, '.', '-' and '_' only")
+        return Trunk(hp.host, hp.port, user)
+
+    def port_range(self, node: YMap, key: str, f: str, default: PortRange) -> PortRange:
+        sub = self._sub(node, key, f)
+        if sub is None:
+            return default
+        self.keys(sub, f"{f}.{key}", ["start", "end"])
+        start = self.integer(sub, "start", f"{f}.{key}.start", default.start, 1024, 65535)
+        end = self.integer(sub, "end", f"{f}.{key}.end", default.end, 1024, 65535)
+        if start is None or end is None or end - start < 1:
+            self.problem(sub.where, f"{f}.{key}", "start below end")
+            return default
+        return PortRange(start, end)
 
     def _sub(self, parent: YMap, key: str, field: str) -> YMap | None:
         return self.mapping(_get(parent, key), f"{field}.{key}", parent.where)

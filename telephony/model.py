@@ -134,6 +134,25 @@ class HostPort:
 
 
 @dataclass(frozen=True, slots=True)
+class Trunk:
+    """The carrier: where outbound calls go, and how its inbound calls are recognised.
+
+    ``from_user`` set: the carrier is the peer whose From user is that (tests, where every
+    peer is on 127.0.0.1); empty: it is recognised by its address.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5080
+    from_user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
 class AsteriskPbx:
     ami: HostPort
     ami_username: str
@@ -141,6 +160,10 @@ class AsteriskPbx:
     agi: HostPort
     sip: HostPort
     ring_seconds: int = 25
+    trunk: Trunk = Trunk()
+    rtp: PortRange = PortRange(10000, 10199)
+    udptl: PortRange = PortRange(4000, 4039)
+    secrets_file: str = "/var/lib/backline/desk-phone-secrets.json"
     kind: str = "asterisk"
 
 

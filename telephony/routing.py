@@ -41,6 +41,7 @@ class Registrations:
         self._max = max_per_login
         self._by_phone: dict[str, dict[str, Registration]] = {}
         self._live: dict[str, tuple[str, ...]] = {}
+        self._kept: dict[str, tuple[Registration, ...]] = {}
 
     def register(self, desk_phone: str, contact: str, at: float) -> tuple[Registration, ...]:
         """Record a registration; return the registrations it pushed past the login's limit."""
@@ -63,9 +64,22 @@ class Registrations:
         if user is not None:
             self._recompute(user)
 
+    def has_contact(self, user_id: str, contact: str) -> bool:
+        return any(contact in self._by_phone.get(p, {}) for p in self._book.desk_phones(user_id))
+
+    def forget_contact(self, user_id: str, contact: str) -> None:
+        """Forget ``contact`` whichever of the user's desk phones holds it."""
+        for phone in self._book.desk_phones(user_id):
+            self._by_phone.get(phone, {}).pop(contact, None)
+        self._recompute(user_id)
+
     def live(self, user_id: str) -> tuple[str, ...]:
         """Desk phones of ``user_id`` that ring now (within the login limit), sorted."""
         return self._live.get(user_id, ())
+
+    def live_registrations(self, user_id: str) -> tuple[Registration, ...]:
+        """The registrations of ``user_id`` that ring now, newest first."""
+        return self._kept.get(user_id, ())
 
     def _recompute(self, user: str) -> tuple[Registration, ...]:
         regs = sorted((r for p in self._book.desk_phones(user)
@@ -74,6 +88,7 @@ class Registrations:
         for r in dropped:
             self._by_phone[r.desk_phone].pop(r.contact, None)
         self._live[user] = tuple(sorted({r.desk_phone for r in kept}))
+        self._kept[user] = tuple(kept)
         return dropped
 
 
@@ -103,10 +118,28 @@ class OutboundCall:
     from_number: str | None = None
 
 
+CHOOSE_NUMBER_PREFIX = "*7"
+
+
+def dialled(desk_phone: str, digits: str) -> OutboundCall:
+    """What a desk phone dialled: ``DEST``, or ``*7`` + a 10-digit practice number + ``DEST``
+    to call out from that number (a phone has no other way to pick a caller ID)."""
+    if digits.startswith(CHOOSE_NUMBER_PREFIX) and len(digits) > 12 and digits[2:12].isdigit():
+        return OutboundCall(desk_phone, digits[12:], "+1" + digits[2:12])
+    return OutboundCall(desk_phone, digits)
+
+
 @dataclass(frozen=True, slots=True)
 class RingDeskPhones:
+    """Ring, at once, the live desk phones of ``users`` (members with at least one).
+
+    ``contacts`` are the registrations to ring, as (desk phone, contact) pairs.
+    """
+
     number: str
     desk_phones: tuple[str, ...]
+    users: tuple[str, ...]
+    contacts: tuple[tuple[str, str], ...]
     ring_seconds: int
     voicemail_box: str
 
@@ -191,12 +224,22 @@ OutboundDecision = PlaceCall | PlaceEmergencyCall | RefuseOutbound
 # -- the policy ------------------------------------------------------------------------------
 
 
-def ring_set(book: OwnershipBook, registrations: Registrations, number: str) -> tuple[str, ...]:
-    """Registered desk phones of exactly the members of ``number``, in a stable order."""
+def ring_set(book: OwnershipBook, registrations: Registrations, number: str
+             ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """Registered desk phones of exactly the members of ``number``, those members, and the
+    registrations to ring.  Stable order (members sorted): the same state rings the same way.
+    """
     phones: list[str] = []
+    users: list[str] = []
+    contacts: list[tuple[str, str]] = []
     for user in book.sorted_members(number):
-        phones.extend(registrations.live(user))
-    return tuple(phones)
+        live = registrations.live(user)
+        if live:
+            phones.extend(live)
+            users.append(user)
+            contacts.extend((r.desk_phone, r.contact)
+                            for r in registrations.live_registrations(user))
+    return tuple(phones), tuple(users), tuple(contacts)
 
 
 def route_inbound(book: OwnershipBook, registrations: Registrations, call: InboundCall,
@@ -217,10 +260,10 @@ def route_inbound(book: OwnershipBook, registrations: Registrations, call: Inbou
         return PlayAnnouncement(dialed)
     if Carry.VOICE not in number.carries:
         return RefuseUnknownNumber(dialed)
-    phones = ring_set(book, registrations, dialed)
+    phones, users, contacts = ring_set(book, registrations, dialed)
     if not phones:
         return SendToVoicemail(dialed, number.voicemail_box)
-    return RingDeskPhones(dialed, phones, ring_seconds, number.voicemail_box)
+    return RingDeskPhones(dialed, phones, users, contacts, ring_seconds, number.voicemail_box)
 
 
 def decide_outbound(book: OwnershipBook, conversations: ConversationBook, call: OutboundCall,

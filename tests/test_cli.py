@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,37 +98,3 @@ def test_attempts_lists_recent_attempts(practice_config: Path, tmp_path: Path) -
     rows = json.loads(backline("attempts", "--json", config=practice_config).stdout)
     assert [(r["kind"], r["to"], r["delivery"]) for r in rows] == [
         ("call", "+13125550100", "held"), ("sms", "+13125550102", "held")]
-
-
-def read_until(proc: subprocess.Popen[str], stream: str, needle: str, timeout: float) -> str:
-    """Read ``proc``'s stream until a line contains ``needle``: waiting on output, not time."""
-    pipe = proc.stdout if stream == "stdout" else proc.stderr
-    assert pipe is not None
-    sel = selectors.DefaultSelector()
-    sel.register(pipe, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        if not sel.select(deadline - time.monotonic()):
-            break
-        line = pipe.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return line
-    raise AssertionError(f"{needle!r} not seen within {timeout}s; got:\n{''.join(seen)}")
-
-
-def test_running_controller_picks_up_a_switch_made_from_the_cli(practice_config: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "telephony.cli", "run", str(practice_config)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        read_until(proc, "stdout", "ready", 30)
-        assert backline("outage", "engage", "--reason", "test", "--by", "ops",
-                        config=practice_config).returncode == 0
-        line = read_until(proc, "stderr", "mode is now outage", 2.5)
-        assert "by ops via cli" in line
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=10) == 0

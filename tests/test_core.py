@@ -27,6 +27,7 @@ from telephony.routing import (
     RingDeskPhones,
     SendToVoicemail,
     decide_outbound,
+    dialled,
     route_inbound,
 )
 from tests.practice import directory, number, t, u, user
@@ -102,9 +103,13 @@ def registered(book: OwnershipBook, *phones: str) -> Registrations:
 
 @pytest.mark.parametrize(("dialed", "mode", "kind", "expected"), [
     ("(312) 555-0101", Mode.NORMAL, CallKind.VOICE,
-     RingDeskPhones(DIRECT, ("ana-p0", "lee-p0"), 25, "3125550101")),
+     RingDeskPhones(DIRECT, ("ana-p0", "lee-p0"), ("ana", "lee"),
+                    (("ana-p0", "sip:ana-p0@127.0.0.1:5000"),
+                     ("lee-p0", "sip:lee-p0@127.0.0.1:5004")), 25, "3125550101")),
     (SCHED, Mode.NORMAL, CallKind.VOICE,
-     RingDeskPhones(SCHED, ("jo-p0", "raj-p0", "sam-p0"), 25, "3125550102")),
+     RingDeskPhones(SCHED, ("jo-p0", "raj-p0", "sam-p0"), ("jo", "raj", "sam"),
+                    (("jo-p0", "sip:jo-p0@127.0.0.1:5003"), ("raj-p0", "sip:raj-p0@127.0.0.1:5001"),
+                     ("sam-p0", "sip:sam-p0@127.0.0.1:5002")), 25, "3125550102")),
     (DIRECT, Mode.OUTAGE, CallKind.VOICE, PlayAnnouncement(DIRECT)),
     ("+19995550000", Mode.NORMAL, CallKind.VOICE, RefuseUnknownNumber("+19995550000")),
     ("not a number", Mode.NORMAL, CallKind.VOICE, RefuseUnknownNumber("not a number")),
@@ -162,6 +167,17 @@ OUT = "+17205550141"
 ])
 def test_outbound_decisions(call: OutboundCall, mode: Mode, expected: object) -> None:
     assert decide_outbound(practice(), ConversationBook(), call, mode) == expected
+
+
+@pytest.mark.parametrize(("digits", "expected"), [
+    ("+17205550141", OutboundCall("p", "+17205550141")),
+    ("7205550141", OutboundCall("p", "7205550141")),
+    ("*731255501017205550141", OutboundCall("p", "7205550141", "+13125550101")),
+    ("*73125550101", OutboundCall("p", "*73125550101")),  # no destination: not a choice
+    ("911", OutboundCall("p", "911")),
+])
+def test_what_a_desk_phone_dialled(digits: str, expected: OutboundCall) -> None:
+    assert dialled("p", digits) == expected
 
 
 def test_added_to_one_conversation_may_call_only_that_party() -> None:

@@ -1,0 +1,273 @@
+"""Asterisk configuration rendered from the practice directory: pure, config in, text out.
+
+Who rings and who may call is decided by the controller over FastAGI; the dialplan only
+carries out a decision (``BACKLINE_ACTION`` and its variables, set by us with values we
+generated) and, when the controller cannot be reached, falls back on its own: callers hear
+the outage announcement, fax numbers still receive, and 911 never depends on the controller.
+
+Untrusted text (caller IDs, dialled strings) is never written into these files; what is
+written (desk-phone names, numbers, caller-ID names) was validated by the config loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from telephony.model import AsteriskPbx, Carry, Directory
+
+# Contexts: desk phones and the carrier enter here; everything else is internal.
+CARRIER_CONTEXT = "backline-carrier"
+DESK_CONTEXT = "backline-desk"
+VOICEMAIL_CONTEXT = "backline"
+
+
+def carrier_endpoint(pbx: AsteriskPbx) -> str:
+    """The carrier's endpoint name: its From user when it is recognised by that."""
+    return pbx.trunk.from_user or "carrier"
+
+
+@dataclass(frozen=True, slots=True)
+class AsteriskSecrets:
+    """Secrets rendered into the 0600 files: never part of the directory objects."""
+
+    ami: str
+    desk_phones: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFile:
+    name: str
+    text: str
+    private: bool = False  # holds a secret: written 0600
+
+
+def _numbers_as_dialled(e164: str) -> tuple[str, ...]:
+    """The spellings a carrier may put in the Request-URI for one of our numbers."""
+    digits = e164.lstrip("+")
+    forms = [e164, digits]
+    if e164.startswith("+1"):
+        forms.append(digits[1:])
+    return tuple(forms)
+
+
+def pjsip_conf(d: Directory, pbx: AsteriskPbx) -> str:
+    trunk = pbx.trunk
+    carrier = carrier_endpoint(pbx)
+    out = [
+        "; Rendered by `backline render`: edit the practice YAML, not this file.",
+        "[global]",
+        "type=global",
+        "user_agent=Backline PBX",
+        "endpoint_identifier_order=username,auth_username,ip",
+        "",
+        "[transport-udp]",
+        "type=transport",
+        "protocol=udp",
+        f"bind={pbx.sip.host}:{pbx.sip.port}",
+        "",
+        "; Desk phones: one endpoint and auth per phone, one AOR per login (user), so that a",
+        "; login holds at most devices.max_per_login registrations and the oldest is dropped.",
+        "[desk-phone](!)",
+        "type=endpoint",
+        f"context={DESK_CONTEXT}",
+        "disallow=all",
+        "allow=ulaw,alaw",
+        "direct_media=no",
+        "rtp_symmetric=yes",
+        "force_rport=yes",
+        "rewrite_contact=no",  # desk phones are on the practice LAN; their Contact is true
+        "identify_by=username,auth_username",
+        "send_pai=yes",
+        "",
+        "[login](!)",
+        "type=aor",
+        f"max_contacts={d.max_per_login}",
+        "remove_existing=yes",
+        "qualify_frequency=0",
+        "",
+        "; The carrier trunk: inbound calls from it go to the controller; outbound calls go",
+        "; to it with the practice number's caller ID (From and P-Asserted-Identity).",
+        f"[{carrier}]",
+        "type=endpoint",
+        f"context={CARRIER_CONTEXT}",
+        "disallow=all",
+        "allow=ulaw,alaw",
+        "direct_media=no",
+        "rtp_symmetric=yes",
+        f"aors={carrier}",
+        "send_pai=yes",
+        "trust_id_outbound=yes",
+        "trust_id_inbound=no",
+        "t38_udptl=yes",
+        "t38_udptl_ec=redundancy",
+        "t38_udptl_maxdatagram=400",
+        "fax_detect=no",
+        f"identify_by={'username' if trunk.from_user else 'ip'}",
+        "",
+        f"[{carrier}]",
+        "type=aor",
+        f"contact=sip:{trunk.host}:{trunk.port}",
+        "",
+    ]
+    if not trunk.from_user:
+        out += [f"[{carrier}-identify]", "type=identify", f"endpoint={carrier}",
+                f"match={trunk.host}", ""]
+    for user in d.users:
+        if not user.active:
+            continue  # a deactivated user's phones are not provisioned at all
+        out += [f"[{user.id}](login)", ""]
+        for phone in user.desk_phones:
+            out += [f"[{phone}](desk-phone)", f"aors={user.id}", f"auth={phone}-auth",
+                    f"callerid={user.name.replace(chr(34), '')[:40]} <{user.extension}>"
+                    if user.extension else f"callerid={phone}", ""]
+    out.append("#include pjsip_auth.conf")
+    return "\n".join(out) + "\n"
+
+
+def pjsip_auth_conf(d: Directory, secrets: AsteriskSecrets) -> str:
+    out = ["; Desk-phone credentials: generated, kept outside the repo. Mode 0600."]
+    for user in d.users:
+        if not user.active:
+            continue
+        for phone in user.desk_phones:
+            out += [f"[{phone}-auth]", "type=auth", "auth_type=userpass",
+                    f"username={phone}", f"password={secrets.desk_phones[phone]}", ""]
+    return "\n".join(out) + "\n"
+
+
+def extensions_conf(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
+    agi = f"agi://{pbx.agi.host}:{pbx.agi.port}"
+    carrier = carrier_endpoint(pbx)
+    fax_spellings = [s for n in d.numbers if Carry.FAX in n.carries
+                     for s in _numbers_as_dialled(n.number)]
+    emergency = "\n".join(
+        f"exten => {e},1,NoOp(emergency: never through the controller)\n"
+        f" same => n,Dial(PJSIP/{e}@{carrier})\n"
+        f" same => n,Hangup()" for e in d.emergency_numbers)
+    fax_lines = "\n".join(f"exten => {s},1,Return()" for s in fax_spellings) or \
+        "; no number carries fax"
+    return f"""\
+; Rendered by `backline render`: edit the practice YAML, not this file.
+[general]
+static=yes
+writeprotect=yes
+clearglobalvars=yes
+
+[globals]
+BACKLINE_AGI={agi}
+BACKLINE_ANNOUNCEMENT={announcement}
+
+; Calls from the carrier. The controller decides; if it cannot be reached (AGISTATUS is not
+; SUCCESS, or no decision came back) the PBX answers on its own: the announcement, or fax
+; reception for a fax number.
+[{CARRIER_CONTEXT}]
+exten => _[+0-9].,1,Set(BACKLINE_ACTION=)
+ same => n,Set(BACKLINE_DIALED=${{FILTER(+0-9,${{EXTEN}})}})
+ same => n,Set(BACKLINE_FAILSAFE=announce)
+ same => n,Set(BACKLINE_IS_FAX=${{DIALPLAN_EXISTS(backline-fax-numbers,${{BACKLINE_DIALED}},1)}})
+ same => n,ExecIf(${{BACKLINE_IS_FAX}}?Set(BACKLINE_FAILSAFE=fax))
+ same => n,AGI(${{BACKLINE_AGI}}/inbound)
+ same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_ACTION}}" != ""]?decided)
+ same => n,Goto(backline-${{BACKLINE_FAILSAFE}},s,1)
+ same => n(decided),Goto(backline-${{BACKLINE_ACTION}},s,1)
+exten => _[a-zA-Z*#].,1,Goto(backline-unknown,s,1)
+
+[backline-fax-numbers]
+{fax_lines}
+
+; Desk phones calling out. 911 first and directly: it never waits on the controller.
+[{DESK_CONTEXT}]
+{emergency}
+exten => _[*+0-9].,1,Set(BACKLINE_ACTION=)
+ same => n,AGI(${{BACKLINE_AGI}}/outbound,${{CHANNEL(endpoint)}})
+ same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_ACTION}}" != ""]?decided)
+ same => n,Goto(backline-refuse,s,1)
+ same => n(decided),Goto(backline-${{BACKLINE_ACTION}},s,1)
+
+[backline-ring]
+exten => s,1,Dial(${{BACKLINE_DIAL}},${{BACKLINE_RING_SECONDS}})
+ same => n,Goto(backline-voicemail,s,1)
+
+[backline-voicemail]
+exten => s,1,Answer()
+ same => n,VoiceMail(${{BACKLINE_VMBOX}}@{VOICEMAIL_CONTEXT},u)
+ same => n,Hangup()
+
+[backline-voicemail-main]
+exten => s,1,Answer()
+ same => n,VoiceMailMain(${{BACKLINE_VMBOX}}@{VOICEMAIL_CONTEXT},s)
+ same => n,Hangup()
+
+[backline-announce]
+exten => s,1,Answer()
+ same => n,Playback(${{BACKLINE_ANNOUNCEMENT}})
+ same => n,Hangup()
+
+[backline-unknown]
+exten => s,1,Answer()
+ same => n,Playback(ss-noservice)
+ same => n,Hangup()
+
+[backline-fax]
+exten => s,1,Answer()
+ same => n,ReceiveFax(${{BACKLINE_FAX_FILE}},f)
+ same => n,Hangup()
+
+[backline-rejectfax]
+exten => s,1,Hangup(21)
+
+[backline-call]
+exten => s,1,Set(CALLERID(num)=${{BACKLINE_CID_NUM}})
+ same => n,Set(CALLERID(name)=${{BACKLINE_CID_NAME}})
+ same => n,Dial(PJSIP/${{BACKLINE_TO}}@{carrier})
+ same => n,Hangup()
+
+[backline-refuse]
+exten => s,1,Answer()
+ same => n,Playback(cannot-complete-as-dialed)
+ same => n,Hangup()
+"""
+
+
+def voicemail_conf(d: Directory) -> str:
+    out = ["; Rendered by `backline render`. One box per practice number; only its members",
+           "; reach it (the controller checks membership before VoiceMailMain).",
+           "[general]", "format=wav", "attach=no", "maxmsg=200", "maxsecs=180", "",
+           f"[{VOICEMAIL_CONTEXT}]"]
+    for n in d.numbers:
+        if Carry.VOICE in n.carries:
+            out.append(f"{n.voicemail_box} => ,{n.caller_id_name or n.number}")
+    return "\n".join(out) + "\n"
+
+
+def manager_conf(pbx: AsteriskPbx, secret: str) -> str:
+    return f"""\
+; Rendered by `backline render`. AMI on loopback or a private address only. Mode 0600.
+[general]
+enabled=yes
+port={pbx.ami.port}
+bindaddr={pbx.ami.host}
+displayconnects=no
+
+[{pbx.ami_username}]
+secret={secret}
+deny=0.0.0.0/0.0.0.0
+permit={pbx.ami.host}/255.255.255.255
+read=system,call,agent,user,config,dtmf,reporting,dialplan,originate
+write=system,call,agent,user,config,command,reporting,originate
+"""
+
+
+def render(d: Directory, secrets: AsteriskSecrets, announcement: str) -> list[RenderedFile]:
+    """Every Asterisk file Backline owns, for the PBX in ``d.connections.pbx``."""
+    pbx = d.connections.pbx
+    if not isinstance(pbx, AsteriskPbx):
+        raise ValueError("the config's PBX is not Asterisk")
+    return [
+        RenderedFile("pjsip.conf", pjsip_conf(d, pbx)),
+        RenderedFile("pjsip_auth.conf", pjsip_auth_conf(d, secrets), private=True),
+        RenderedFile("extensions.conf", extensions_conf(d, pbx, announcement)),
+        RenderedFile("voicemail.conf", voicemail_conf(d)),
+        RenderedFile("manager.conf", manager_conf(pbx, secrets.ami), private=True),
+    ]

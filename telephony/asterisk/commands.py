@@ -1,0 +1,69 @@
+"""Core decisions as the channel variables the rendered dialplan acts on.  Pure.
+
+The decision is the policy; this is only its spelling for Asterisk.  Each value comes from
+the directory (validated desk-phone names, numbers, caller-ID names) or from the core, never
+from the caller.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from telephony.asterisk import dialplan_variables as v
+from telephony.ownership import OwnershipBook
+from telephony.routing import (
+    InboundDecision,
+    OutboundDecision,
+    PlaceCall,
+    PlaceEmergencyCall,
+    PlayAnnouncement,
+    ReceiveFax,
+    RefuseOutbound,
+    RefuseUnknownNumber,
+    RejectFax,
+    RingDeskPhones,
+    SendToVoicemail,
+)
+
+Variables = list[tuple[str, str]]
+
+
+def inbound_variables(decision: InboundDecision, book: OwnershipBook,
+                      fax_file: str = "") -> Variables:
+    match decision:
+        case RingDeskPhones():
+            # Each live registration by its contact: PJSIP/endpoint alone would ring only one
+            # contact of a login's shared AOR.  Contacts were checked when they registered.
+            targets = "&".join(f"PJSIP/{phone}/{contact}"
+                               for phone, contact in decision.contacts)
+            return [(v.DIAL, targets), (v.RING_SECONDS, str(decision.ring_seconds)),
+                    (v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.RING)]
+        case SendToVoicemail():
+            return [(v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.VOICEMAIL)]
+        case PlayAnnouncement():
+            return [(v.ACTION, v.ANNOUNCE)]
+        case RefuseUnknownNumber():
+            return [(v.ACTION, v.UNKNOWN)]
+        case ReceiveFax():
+            return [(v.FAX_FILE, fax_file), (v.ACTION, v.FAX)]
+        case RejectFax():
+            return [(v.ACTION, v.REJECT_FAX)]
+        case _:
+            assert_never(decision)
+
+
+def outbound_variables(decision: OutboundDecision) -> Variables:
+    match decision:
+        case PlaceCall():
+            return [(v.CALLER_ID_NUM, decision.from_number),
+                    (v.CALLER_ID_NAME, decision.caller_id_name),
+                    (v.DIAL_TO, decision.to), (v.ACTION, v.CALL)]
+        case PlaceEmergencyCall():
+            # The dialplan sends 911 out before asking us; this is the same route if a
+            # phone's dial plan reaches us with it anyway.
+            return [(v.CALLER_ID_NUM, decision.from_number), (v.CALLER_ID_NAME, ""),
+                    (v.DIAL_TO, decision.to), (v.ACTION, v.CALL)]
+        case RefuseOutbound():
+            return [(v.REFUSAL, decision.why.value), (v.ACTION, v.REFUSE)]
+        case _:
+            assert_never(decision)

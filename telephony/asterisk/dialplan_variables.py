@@ -1,0 +1,25 @@
+"""The channel variables the dialplan reads after a decision (see dialplan/asterisk.py).
+
+One place for every Asterisk name, as wazo_agid/dialplan_variables.py does.
+"""
+
+ACTION = "BACKLINE_ACTION"
+DIAL = "BACKLINE_DIAL"
+RING_SECONDS = "BACKLINE_RING_SECONDS"
+VOICEMAIL_BOX = "BACKLINE_VMBOX"
+CALLER_ID_NUM = "BACKLINE_CID_NUM"
+CALLER_ID_NAME = "BACKLINE_CID_NAME"
+DIAL_TO = "BACKLINE_TO"
+FAX_FILE = "BACKLINE_FAX_FILE"
+REFUSAL = "BACKLINE_REFUSAL"
+
+# Values of ACTION: each names the context backline-VALUE in the rendered dialplan.
+RING = "ring"
+VOICEMAIL = "voicemail"
+VOICEMAIL_MAIN = "voicemail-main"
+ANNOUNCE = "announce"
+UNKNOWN = "unknown"
+FAX = "fax"
+REJECT_FAX = "rejectfax"
+CALL = "call"
+REFUSE = "refuse"

@@ -1,0 +1,160 @@
+"""The Asterisk driver: FastAGI decisions and AMI registrations, around the pure core.
+
+Each FastAGI session reads the call (untrusted text), asks the core, and writes the
+decision's variables; the dialplan does the rest.  AMI keeps the desk-phone registrations
+in view (``ContactStatus`` events, and a full ``PJSIPShowContacts`` after every login, so a
+restarted Asterisk is picked up again without restarting the controller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from telephony import e164
+from telephony.asterisk.ami import AmiLink, LinkDown
+from telephony.asterisk.commands import inbound_variables, outbound_variables
+from telephony.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
+from telephony.conversations import ConversationBook
+from telephony.model import AsteriskPbx
+from telephony.outage import Mode
+from telephony.ownership import OwnershipBook
+from telephony.routing import (
+    InboundCall,
+    Registrations,
+    decide_outbound,
+    dialled,
+    route_inbound,
+)
+
+log = logging.getLogger("backline.asterisk")
+
+_LIVE = {"Created", "Updated", "Reachable", "NonQualified", "Unknown"}
+# A contact we will put into a Dial string: nothing that could split it (&, comma) or quote.
+_SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
+
+
+class AsteriskDriver:
+    def __init__(self, pbx: AsteriskPbx, ami_secret: str, book: OwnershipBook,
+                 conversations: ConversationBook, mode: Callable[[], Mode]) -> None:
+        self.pbx = pbx
+        self.book = book
+        self.conversations = conversations
+        self.mode = mode
+        self.registrations = Registrations(book, book.directory.max_per_login)
+        self.latencies: list[float] = []
+        self.agi = FastAgiServer({"inbound": self.inbound, "outbound": self.outbound},
+                                 on_latency=self._latency)
+        self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
+                           on_login=self.reload_contacts)
+        self.ami.on_event("ContactStatus", self.on_contact_status)
+        self._changed = asyncio.Event()
+
+    async def start(self, *, ami_within: float = 10.0) -> None:
+        """Serve FastAGI first (calls get decisions at once), then log in to AMI."""
+        await self.agi.start(self.pbx.agi.host, self.pbx.agi.port)
+        await self.ami.connect(within=ami_within)
+
+    async def stop(self) -> None:
+        self.ami.close()
+        await self.agi.stop()
+
+    def _latency(self, script: str, seconds: float) -> None:
+        self.latencies.append(seconds)
+        if len(self.latencies) > 100_000:
+            del self.latencies[:50_000]
+
+    # -- FastAGI ---------------------------------------------------------------------------
+
+    async def inbound(self, request: AgiRequest, session: AgiSession) -> None:
+        call = InboundCall(dialed=request.get("extension"), caller=request.get("callerid"))
+        decision = route_inbound(self.book, self.registrations, call, self.mode(),
+                                 self.pbx.ring_seconds)
+        log.info("inbound call from %s to %s: %s", e164.redact(call.caller),
+                 call.dialed if self.book.number(call.dialed) else "an unknown number",
+                 type(decision).__name__)
+        for name, value in inbound_variables(decision, self.book):
+            await session.set_variable(name, value)
+
+    async def outbound(self, request: AgiRequest, session: AgiSession) -> None:
+        desk_phone = request.args[0] if request.args else ""
+        call = dialled(desk_phone, request.get("extension"))
+        decision = decide_outbound(self.book, self.conversations, call, self.mode(),
+                                   self.book.directory.emergency_numbers)
+        log.info("outbound call from desk phone %s to %s: %s", desk_phone[:40],
+                 e164.redact(call.to), decision)
+        for name, value in outbound_variables(decision):
+            await session.set_variable(name, value)
+
+    # -- AMI -------------------------------------------------------------------------------
+
+    def on_contact_status(self, event: Mapping[str, str]) -> None:
+        """Track registrations per login (AOR = user id) and contact.
+
+        Asterisk sends one ContactStatus per endpoint that shares the AOR, so the endpoint
+        named in the first event of a burst labels the contact and the rest are ignored.
+        """
+        user = event.get("AOR", "")
+        endpoint = event.get("EndpointName", "")
+        uri = event.get("URI", "")
+        status = event.get("ContactStatus", "")
+        if not uri or not self.book.is_active(user):
+            return
+        if status == "Removed":
+            if self.registrations.has_contact(user, uri):
+                self.registrations.forget_contact(user, uri)
+                log.info("a desk phone of %s unregistered", user)
+        elif status in _LIVE and not _SAFE_CONTACT.fullmatch(uri):
+            log.warning("a desk phone of %s registered a contact we will not dial", user)
+        elif status in _LIVE and not self.registrations.has_contact(user, uri):
+            dropped = self.registrations.register(endpoint, uri, time.time())
+            log.info("a desk phone of %s registered (%s)", user, endpoint)
+            for r in dropped:
+                log.info("desk phone %s dropped: its login is over the device limit",
+                         r.desk_phone)
+        self._notify()
+
+    async def reload_contacts(self) -> None:
+        """After every AMI login: the registrations Asterisk has now are the truth."""
+        try:
+            events: Any = await self.ami.action({"Action": "PJSIPShowContacts"}, as_list=True,
+                                                within=10.0)
+        except LinkDown as exc:
+            log.warning("could not list the registrations: %s", exc)
+            return
+        contacts = [e for e in events if e.get("Event") == "ContactList"]
+        fresh = Registrations(self.book, self.book.directory.max_per_login)
+        # Oldest first, so that the login limit keeps the newest, as Asterisk does.
+        for e in sorted(contacts, key=lambda e: int(e.get("RegExpire", "0") or 0)):
+            user, uri = e.get("Aor", ""), e.get("Uri", "")
+            phones = self.book.desk_phones(user)
+            if phones and _SAFE_CONTACT.fullmatch(uri) and not fresh.has_contact(user, uri):
+                endpoint = e.get("Endpoint", "")
+                fresh.register(endpoint if endpoint in phones else phones[0], uri,
+                               float(e.get("RegExpire", "0") or 0))
+        self.registrations = fresh
+        self._notify()
+        log.info("%d desk-phone registration(s) loaded from Asterisk", len(contacts))
+
+    async def wait_registered(self, users: set[str], within: float) -> None:
+        """For tests and ops: wait until every given login has a live registration."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            changed = self._changed
+            live = {u for u in users if self.registrations.live(u)}
+            if live == users:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise TimeoutError(f"not registered: {sorted(users - live)}") from None
+
+    def _notify(self) -> None:
+        """Wake whoever waits on registrations; the next wait gets a fresh event."""
+        self._changed.set()
+        self._changed = asyncio.Event()

@@ -1,0 +1,194 @@
+"""A small FastAGI server of our own, with the traps of panoramisk's avoided.
+
+- The ``agi_*`` header block is read with a deadline and a size bound; an empty read means
+  Asterisk hung up, and ends the session (panoramisk spins forever there and freezes the loop).
+- Handlers are coroutines only (panoramisk wraps sync ones with ``asyncio.coroutine``, gone
+  in 3.11).
+- Every command's answer is read with a deadline; a session that misbehaves is dropped, and
+  the dialplan's fallback (``AGISTATUS`` is not SUCCESS) takes over, so the caller hears the
+  announcement instead of silence.
+- Values we send are checked: nothing from a caller is ever written into an AGI command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+log = logging.getLogger("backline.agi")
+
+HEADER_TIMEOUT = 2.0
+REPLY_TIMEOUT = 2.0
+MAX_HEADER_LINES = 128
+MAX_LINE = 4096
+
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9 _.,:;/&@+*#'()=-]*")
+_SAFE_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+_RESULT = re.compile(rb"200 result=(-?\d+)")
+
+
+class AgiHangup(Exception):
+    """Asterisk closed the session (the caller hung up, or the channel is gone)."""
+
+
+class AgiProtocolError(Exception):
+    """Asterisk sent something we do not understand, or too much, or too late."""
+
+
+class UnsafeValue(ValueError):
+    """We were about to send a value that could break out of an AGI command: refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgiRequest:
+    """The header block of one FastAGI session.  Every value is untrusted text."""
+
+    script: str                  # the path after agi://host:port/
+    headers: Mapping[str, str]
+    args: tuple[str, ...] = field(default=())
+
+    def get(self, key: str) -> str:
+        return self.headers.get(f"agi_{key}", "")
+
+
+def parse_header_line(line: bytes) -> tuple[str, str] | None:
+    """``agi_key: value`` → (key, value); anything else (junk, injected lines) → None."""
+    text = line.decode("utf-8", "replace").rstrip("\r\n")
+    key, sep, value = text.partition(": ")
+    if not sep or not re.fullmatch(r"agi_[a-z0-9_]+", key):
+        return None
+    return key, value
+
+
+def request_from_headers(headers: dict[str, str]) -> AgiRequest:
+    network_script = headers.get("agi_network_script", "")
+    args = []
+    i = 1
+    while f"agi_arg_{i}" in headers:
+        args.append(headers[f"agi_arg_{i}"])
+        i += 1
+    return AgiRequest(network_script.split("?", 1)[0], headers, tuple(args))
+
+
+class AgiSession:
+    """One call's FastAGI conversation: send a command, read its ``200 result=``."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read_request(self) -> AgiRequest:
+        headers: dict[str, str] = {}
+        deadline = time.monotonic() + HEADER_TIMEOUT
+        for _ in range(MAX_HEADER_LINES):
+            line = await self._readline(deadline)
+            if line in (b"\n", b"\r\n"):
+                return request_from_headers(headers)
+            parsed = parse_header_line(line)
+            # First occurrence wins: a value can never overwrite a header sent before it.
+            if parsed is not None and parsed[0] not in headers:
+                headers[parsed[0]] = parsed[1]
+        raise AgiProtocolError(f"no end of the AGI header block after {MAX_HEADER_LINES} lines")
+
+    async def _readline(self, deadline: float) -> bytes:
+        try:
+            line = await asyncio.wait_for(self._reader.readline(),
+                                          max(0.0, deadline - time.monotonic()))
+        except TimeoutError as exc:
+            raise AgiProtocolError("Asterisk went silent") from exc
+        except ValueError as exc:  # the line exceeded the stream's limit
+            raise AgiProtocolError("an AGI line longer than we accept") from exc
+        if not line:
+            raise AgiHangup()
+        if line.startswith(b"HANGUP"):
+            raise AgiHangup()
+        return line
+
+    async def command(self, text: str) -> int:
+        """Send one AGI command; return its result code."""
+        self._writer.write(text.encode() + b"\n")
+        await self._writer.drain()
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while True:
+            line = await self._readline(deadline)
+            m = _RESULT.match(line)
+            if m:
+                return int(m.group(1))
+            if line.startswith((b"5", b"4")):
+                raise AgiProtocolError(f"AGI command refused: {line[:80]!r}")
+            # anything else (e.g. a stray blank line) is skipped until the deadline
+
+    async def set_variable(self, name: str, value: str) -> None:
+        if not _SAFE_NAME.fullmatch(name):
+            raise UnsafeValue(f"variable name {name!r}")
+        if not _SAFE_VALUE.fullmatch(value) or len(value) > 1024:
+            raise UnsafeValue(f"value for {name} has characters we never send")
+        await self.command(f'SET VARIABLE {name} "{value}"')
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+
+Handler = Callable[[AgiRequest, AgiSession], Awaitable[None]]
+
+
+class FastAgiServer:
+    """Routes each session by its script path to an async handler."""
+
+    def __init__(self, routes: Mapping[str, Handler],
+                 on_latency: Callable[[str, float], None] | None = None) -> None:
+        for name, handler in routes.items():
+            if not inspect.iscoroutinefunction(handler):
+                raise TypeError(f"FastAGI handler for {name!r} must be async")
+        self._routes = dict(routes)
+        self._on_latency = on_latency
+        self._server: asyncio.Server | None = None
+        self.sessions = 0
+        self.failures = 0
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._session, host, port, limit=MAX_LINE)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _session(self, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        session = AgiSession(reader, writer)
+        self.sessions += 1
+        try:
+            request = await session.read_request()
+            started = time.perf_counter()
+            handler = self._routes.get(request.script.strip("/"))
+            if handler is None:
+                log.warning("FastAGI request for unknown script %r", request.script[:40])
+                return
+            await handler(request, session)
+            if self._on_latency is not None:
+                self._on_latency(request.script, time.perf_counter() - started)
+        except AgiHangup:
+            log.info("caller hung up during the decision")
+        except (AgiProtocolError, UnsafeValue) as exc:
+            self.failures += 1
+            log.warning("FastAGI session dropped: %s", exc)
+        except (ConnectionError, OSError) as exc:
+            self.failures += 1
+            log.warning("FastAGI connection lost: %s", exc)
+        except Exception:
+            # Whatever went wrong with this call, the dialplan's fallback plays the
+            # announcement; the controller itself must keep serving the next call.
+            self.failures += 1
+            log.exception("FastAGI handler failed; the dialplan falls back")
+        finally:
+            await session.close()

@@ -1,0 +1,189 @@
+"""A practice on the real Asterisk: rendered config, a started instance, and the controller.
+
+The controller runs in the test's event loop so tests can look at its state; Asterisk runs
+in the chroot from ``telephony.asterisk.pbxroot``, on loopback ports of its own, so tests run
+side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from telephony import config
+from telephony.asterisk.driver import AsteriskDriver
+from telephony.asterisk.instance import AsteriskInstance
+from telephony.asterisk.local_pbx import prepare
+from telephony.asterisk.pbxroot import ensure_root
+from telephony.controller import Controller
+from telephony.journal import open_journal
+from telephony.model import AsteriskPbx, Directory
+
+AMI_ENV = "BACKLINE_TEST_AMI_SECRET"
+
+# A test practice: two teams, a practice-owned main line, a doctor's direct line with a team
+# as extra members, a team line with an extra user, a fax line; one deactivated user.
+PRACTICE = """\
+practice: {{name: Test Family Medicine, timezone: America/Chicago}}
+devices: {{max_per_login: 2}}
+users:
+  - {{id: ana, name: Dr. Ana Lee, email: ana@t.example, admin: true, extension: "101",
+     desk_phones: [ana-desk]}}
+  - {{id: raj, name: Dr. Raj Patel, email: raj@t.example, extension: "102",
+     desk_phones: [raj-desk]}}
+  - {{id: sam, name: Sam Ortiz, email: sam@t.example, extension: "111",
+     desk_phones: [sam-desk, sam-exam, sam-lab]}}
+  - {{id: jo, name: Jo Kim, email: jo@t.example, extension: "112", desk_phones: [jo-desk]}}
+  - {{id: mia, name: Mia Chen, email: mia@t.example, extension: "121",
+     desk_phones: [mia-desk]}}
+  - {{id: pat, name: Pat Quinn, email: pat@t.example, active: false, extension: "122",
+     desk_phones: [pat-desk]}}
+teams:
+  - {{id: front-desk, name: Front Desk, members: [sam, jo, pat]}}
+  - {{id: nurses, name: Nursing, members: [mia, pat]}}
+numbers:
+  - {{number: "+13125550100", carries: [voice], owner: practice, caller_id_name: Test Main}}
+  - {{number: "+13125550101", carries: [voice], owner: "user:ana", members: ["team:nurses"],
+     caller_id_name: Dr Ana Lee}}
+  - {{number: "+13125550102", carries: [voice], owner: "team:front-desk",
+     members: ["user:raj"], caller_id_name: Test Sched}}
+  - {{number: "+13125550109", carries: [fax], owner: "team:front-desk"}}
+backup:
+  announcement: {{text: "Our phone system is experiencing an outage. If this is an emergency,
+    hang up and dial 9 1 1. Otherwise, please try again later."}}
+connections:
+  pbx:
+    kind: asterisk
+    ami: {{host: 127.0.0.1, port: {ami}, username: backline, secret_env: {ami_env}}}
+    agi: {{host: 127.0.0.1, port: {agi}}}
+    sip: {{host: 127.0.0.1, port: {sip}}}
+    trunk: {{host: 127.0.0.1, port: {trunk}, from_user: carrier}}
+    rtp: {{start: {rtp}, end: {rtp_end}}}
+    udptl: {{start: {udptl}, end: {udptl_end}}}
+    ring_seconds: {ring_seconds}
+    secrets_file: {secrets}
+  storage: {{url: "sqlite://{journal}"}}
+"""
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class PracticePorts:
+    sip: int
+    ami: int
+    agi: int
+    trunk: int
+    rtp: int
+    udptl: int
+
+    @classmethod
+    def free(cls) -> PracticePorts:
+        return cls(sip=free_port(socket.SOCK_DGRAM), ami=free_port(), agi=free_port(),
+                   trunk=free_port(socket.SOCK_DGRAM),
+                   rtp=random.randrange(20000, 29000, 2), udptl=random.randrange(30000, 31900, 2))
+
+
+def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int = 6) -> Path:
+    path = tmp / "practice.yaml"
+    path.write_text(PRACTICE.format(
+        ami=ports.ami, agi=ports.agi, sip=ports.sip, trunk=ports.trunk, rtp=ports.rtp,
+        rtp_end=ports.rtp + 100, udptl=ports.udptl, udptl_end=ports.udptl + 20,
+        ring_seconds=ring_seconds, secrets=tmp / "secrets.json", journal=tmp / "journal.db",
+        ami_env=AMI_ENV))
+    return path
+
+
+class AmiEvents:
+    """AMI events as the controller's link sees them, for tests to wait on and inspect."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+        self._changed = asyncio.Event()
+
+    def record(self, event: Mapping[str, str]) -> None:
+        self.seen.append(dict(event))
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def named(self, name: str) -> list[dict[str, str]]:
+        return [e for e in self.seen if e.get("Event") == name]
+
+    async def wait_for(self, predicate: Callable[[dict[str, str]], bool],
+                       within: float = 15.0) -> dict[str, str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            changed = self._changed
+            for e in self.seen:
+                if predicate(e):
+                    return e
+            try:
+                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise AssertionError("no such AMI event within "
+                                     f"{within}s; saw {len(self.seen)} events") from None
+
+
+@dataclass
+class PracticePbx:
+    directory: Directory
+    ports: PracticePorts
+    instance: AsteriskInstance
+    controller: Controller
+    driver: AsteriskDriver
+    secrets: dict[str, str]
+    config_path: Path
+    events: AmiEvents
+
+    def secret(self, desk_phone: str) -> str:
+        return self.secrets[desk_phone]
+
+
+@asynccontextmanager
+async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6
+                       ) -> AsyncIterator[PracticePbx]:
+    """Asterisk running the test practice, and the controller in this event loop."""
+    os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
+    ports = PracticePorts.free()
+    path = write_practice(tmp, ports, ring_seconds)
+    directory = config.load(path).directory
+    root = await asyncio.to_thread(ensure_root)
+    # A fresh tree every time: Asterisk keeps registrations in its astdb across restarts.
+    name = f"{name}-{os.urandom(3).hex()}"
+    local = await asyncio.to_thread(prepare, directory, name, root=root)
+    secrets = json.loads((tmp / "secrets.json").read_text())
+    journal = open_journal(directory.connections.storage.url)
+    controller = Controller(directory, journal)
+    pbx = directory.connections.pbx
+    assert isinstance(pbx, AsteriskPbx)
+    driver = AsteriskDriver(pbx, os.environ[AMI_ENV], controller.book, controller.conversations,
+                            controller.mode)
+    events = AmiEvents()
+    for name in ("DialBegin", "DialEnd", "Newexten", "ContactStatus", "Hangup"):
+        driver.ami.on_event(name, events.record)
+    await asyncio.to_thread(local.instance.start)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(controller.watch_mode(stop))
+    try:
+        await driver.start()
+        yield PracticePbx(directory, ports, local.instance, controller, driver, secrets, path,
+                          events)
+    finally:
+        stop.set()
+        await watcher
+        await driver.stop()
+        await asyncio.to_thread(local.instance.stop)
+        await asyncio.to_thread(local.instance.remove)
+        journal.close()

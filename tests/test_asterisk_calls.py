@@ -1,0 +1,200 @@
+"""Routing on the real Asterisk, with SIPp desk phones and a SIPp carrier.
+
+Each test runs its own Asterisk instance (own ports) from the shared root and the controller
+in the test's event loop; what rang is read from each SIPp desk phone's own message log and
+from Asterisk's AMI events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from telephony.outage import Mode, ModeChange, ModeState, Via
+from tests.harness.practice_pbx import PracticePbx, practice_pbx
+from tests.harness.sipp import (
+    DeskPhoneMode,
+    SippError,
+    SippProcess,
+    answering_phone,
+    desk_phone,
+    place_calls,
+    register,
+)
+
+pytestmark = pytest.mark.asterisk
+
+SCHED, DIRECT, MAIN = "+13125550102", "+13125550101", "+13125550100"
+PATIENT = "+17205550141"
+PHONES = {"ana-desk": "ana", "raj-desk": "raj", "sam-desk": "sam", "jo-desk": "jo",
+          "mia-desk": "mia"}
+
+
+@pytest.fixture()
+async def pbx(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[PracticePbx]:
+    name = "t-" + request.node.name[5:35].replace("[", "-").replace("]", "")
+    async with practice_pbx(tmp_path, name, ring_seconds=5) as p:
+        yield p
+
+
+def sip(p: PracticePbx) -> tuple[str, int]:
+    return ("127.0.0.1", p.ports.sip)
+
+
+async def register_phones(p: PracticePbx, tmp: Path, mode: DeskPhoneMode,
+                          phones: dict[str, str] = PHONES) -> dict[str, SippProcess]:
+    out = {}
+    for phone, user in phones.items():
+        out[phone] = await asyncio.to_thread(desk_phone, sip(p), tmp, phone, p.secret(phone),
+                                             mode, aor=user)
+    await p.driver.wait_registered(set(phones.values()), within=10)
+    return out
+
+
+def kill_all(phones: dict[str, SippProcess]) -> None:
+    for proc in phones.values():
+        proc.kill()
+
+
+def dialled_endpoints(p: PracticePbx) -> list[str]:
+    """Desk-phone endpoints Asterisk dialled (``PJSIP/sam-desk-0000002a`` → ``sam-desk``)."""
+    return [e["DestChannel"].removeprefix("PJSIP/").rsplit("-", 1)[0]
+            for e in p.events.named("DialBegin")]
+
+
+async def test_team_number_rings_exactly_the_team_and_extra_member_then_voicemail(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    phones = await register_phones(pbx, tmp_path, DeskPhoneMode.RING)
+    try:
+        caller = place_calls(sip(pbx), tmp_path, SCHED, from_user="carrier", timeout=40)
+        expected = {"sam-desk", "jo-desk", "raj-desk"}  # team front-desk + extra user raj
+        for phone in expected:
+            await asyncio.to_thread(phones[phone].wait_for_invites, 1, 15)
+        await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail")
+        result = await asyncio.to_thread(caller.wait, 60)
+        assert result.ok, caller.describe()
+        for phone, proc in phones.items():
+            assert len(proc.invites()) == (1 if phone in expected else 0), phone
+        # At once: every leg began before any ended.
+        legs = [e["Event"] for e in pbx.events.seen if e["Event"] in ("DialBegin", "DialEnd")]
+        assert legs[:3] == ["DialBegin"] * 3 and "DialBegin" not in legs[3:]
+        assert sorted(dialled_endpoints(pbx)) == sorted(expected)
+    finally:
+        kill_all(phones)
+
+
+async def test_practice_number_rings_every_active_user_and_deactivated_phones_cannot_register(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    with pytest.raises(SippError):  # pat is deactivated: the phone is not provisioned at all
+        await asyncio.to_thread(register, sip(pbx), tmp_path, "pat-desk", "guess",
+                                contact_port=5999, aor="pat", timeout=3)
+    phones = await register_phones(pbx, tmp_path, DeskPhoneMode.RING)
+    try:
+        caller = place_calls(sip(pbx), tmp_path, MAIN, from_user="carrier", timeout=40)
+        for proc in phones.values():
+            await asyncio.to_thread(proc.wait_for_invites, 1, 15)
+        assert (await asyncio.to_thread(caller.wait, 60)).ok
+        assert sorted(dialled_endpoints(pbx)) == sorted(PHONES)
+    finally:
+        kill_all(phones)
+
+
+async def test_a_login_over_the_device_limit_drops_its_oldest_registration(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    # devices.max_per_login is 2 in the test practice; sam has three desk phones.
+    phones = {}
+    try:
+        for phone in ("sam-desk", "sam-exam", "sam-lab"):
+            phones[phone] = await asyncio.to_thread(desk_phone, sip(pbx), tmp_path, phone,
+                                                    pbx.secret(phone), DeskPhoneMode.RING,
+                                                    aor="sam")
+        await pbx.events.wait_for(lambda e: e.get("Event") == "ContactStatus"
+                                  and e.get("ContactStatus") == "Removed")
+        contacts = pbx.instance.cli("pjsip show contacts")
+        assert str(phones["sam-desk"].port) not in contacts
+        assert str(phones["sam-lab"].port) in contacts
+        caller = place_calls(sip(pbx), tmp_path, SCHED, from_user="carrier", timeout=40)
+        await asyncio.to_thread(phones["sam-exam"].wait_for_invites, 1, 15)
+        await asyncio.to_thread(phones["sam-lab"].wait_for_invites, 1, 15)
+        assert (await asyncio.to_thread(caller.wait, 60)).ok
+        assert phones["sam-desk"].invites() == []
+    finally:
+        kill_all(phones)
+
+
+def outage(p: PracticePbx) -> None:
+    change = ModeChange(Mode.OUTAGE, datetime.now(UTC), "test", Via.CLI, "drill")
+    p.controller.state = ModeState(Mode.OUTAGE, change)
+
+
+async def call_out(p: PracticePbx, tmp: Path, phone: str, digits: str) -> SippProcess:
+    proc = place_calls(sip(p), tmp, digits, from_user=phone, password=p.secret(phone),
+                       timeout=20)
+    result = await asyncio.to_thread(proc.wait, 30)
+    assert result.ok, proc.describe()  # connected, or answered with a refusal, then hung up
+    return proc
+
+
+async def test_calling_out_by_permission_with_the_numbers_caller_id(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER_AND_HANG_UP, name="carrier",
+                              port=pbx.ports.trunk, talk_ms=200)
+    try:
+        # mia is a member of the main line (default) and, through the nurses, Dr. Lee's line.
+        await call_out(pbx, tmp_path, "mia-desk", PATIENT)
+        await call_out(pbx, tmp_path, "mia-desk", "*7" + DIRECT[2:] + PATIENT)
+        first, second = await asyncio.to_thread(carrier.wait_for_invites, 2, 15)
+        for invite, number, name in ((first, MAIN, "Test Main"), (second, DIRECT, "Dr Ana Lee")):
+            pai = invite.header("P-Asserted-Identity") or ""
+            assert number in pai and name in pai, pai
+            assert number in (invite.header("From") or "")
+            assert invite.start_line.startswith(f"INVITE sip:{PATIENT}@")
+        # sam is not a member of Dr. Lee's line: refused, the carrier sees nothing.
+        await call_out(pbx, tmp_path, "sam-desk", "*7" + DIRECT[2:] + PATIENT)
+        assert len(carrier.invites()) == 2
+        # Added to Dr. Lee's conversation with this patient: that party only.
+        pbx.controller.conversations.add(DIRECT, PATIENT, "sam")
+        await call_out(pbx, tmp_path, "sam-desk", "*7" + DIRECT[2:] + PATIENT)
+        await asyncio.to_thread(carrier.wait_for_invites, 3, 15)
+        await call_out(pbx, tmp_path, "sam-desk", "*7" + DIRECT[2:] + "+17205550199")
+        assert len(carrier.invites()) == 3
+        # Outage: refused, except 911, which always goes out.
+        outage(pbx)
+        await call_out(pbx, tmp_path, "mia-desk", PATIENT)
+        assert len(carrier.invites()) == 3
+        await call_out(pbx, tmp_path, "mia-desk", "911")
+        invites = await asyncio.to_thread(carrier.wait_for_invites, 4, 15)
+        assert invites[3].start_line.startswith("INVITE sip:911@")
+    finally:
+        carrier.kill()
+
+
+async def test_unknown_number_hears_a_refusal_and_odd_caller_ids_are_data(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    unknown = place_calls(sip(pbx), tmp_path, "+13125559999", from_user="carrier",
+                          caller_name="Bob\\\\; Hangup() <123;x> $" "{SHELL(id)}", timeout=20)
+    assert (await asyncio.to_thread(unknown.wait, 30)).ok  # answered, refused, hung up
+    played = await pbx.events.wait_for(lambda e: e.get("Application") == "Playback")
+    assert played["AppData"] == "ss-noservice"
+    assert pbx.instance.running
+
+
+async def test_controller_reconnects_after_asterisk_is_killed(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    assert pbx.driver.ami.up
+    logins = pbx.driver.ami.logins
+    await asyncio.to_thread(pbx.instance.kill)
+    await asyncio.to_thread(pbx.instance.start)
+    assert await pbx.driver.ami.wait_up(30)
+    assert pbx.driver.ami.logins == logins + 1
+    phones = await register_phones(pbx, tmp_path, DeskPhoneMode.RING, {"ana-desk": "ana"})
+    try:
+        caller = place_calls(sip(pbx), tmp_path, DIRECT, from_user="carrier", timeout=40)
+        await asyncio.to_thread(phones["ana-desk"].wait_for_invites, 1, 15)
+        assert (await asyncio.to_thread(caller.wait, 60)).ok
+    finally:
+        kill_all(phones)

@@ -1,0 +1,120 @@
+"""Our FastAGI server over a real TCP socket, fed as Asterisk feeds it, including the ways
+panoramisk's server breaks: a hangup inside the header block, sync handlers, junk lines."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from telephony.asterisk.fastagi import (
+    AgiRequest,
+    AgiSession,
+    FastAgiServer,
+    UnsafeValue,
+    parse_header_line,
+)
+
+HEADERS = (b"agi_network: yes\n"
+           b"agi_network_script: inbound\n"
+           b"agi_request: agi://127.0.0.1:4573/inbound\n"
+           b"agi_channel: PJSIP/carrier-00000001\n"
+           b"agi_callerid: 7205550141\n"
+           b'agi_calleridname: "Bob\\"; Hangup()" <123;x>\n'
+           b"agi_extension: +13125550100\n"
+           b"agi_arg_1: ana-desk\n"
+           b"\n")
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.requests: list[AgiRequest] = []
+        self.done = asyncio.Event()
+
+
+@pytest.fixture()
+async def server() -> AsyncIterator[tuple[FastAgiServer, int, Seen]]:
+    seen = Seen()
+
+    async def inbound(request: AgiRequest, session: AgiSession) -> None:
+        seen.requests.append(request)
+        await session.set_variable("BACKLINE_ACTION", "ring")
+        seen.done.set()
+
+    srv = FastAgiServer({"inbound": inbound})
+    port = await srv.start("127.0.0.1", 0)
+    yield srv, port, seen
+    await srv.stop()
+
+
+async def test_headers_fed_one_byte_at_a_time_then_commands(
+        server: tuple[FastAgiServer, int, Seen]) -> None:
+    _, port, seen = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for byte in HEADERS:
+        writer.write(bytes([byte]))
+        await writer.drain()
+    line = await asyncio.wait_for(reader.readline(), 5)
+    assert line == b'SET VARIABLE BACKLINE_ACTION "ring"\n'
+    writer.write(b"200 result=1\n")
+    await writer.drain()
+    await asyncio.wait_for(seen.done.wait(), 5)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closes the session
+    request = seen.requests[0]
+    assert request.script == "inbound"
+    assert request.get("extension") == "+13125550100"
+    assert request.get("calleridname") == '"Bob\\"; Hangup()" <123;x>'  # data, verbatim
+    assert request.args == ("ana-desk",)
+    writer.close()
+
+
+async def test_hangup_inside_the_header_block_ends_the_session_without_spinning(
+        server: tuple[FastAgiServer, int, Seen]) -> None:
+    srv, port, seen = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEADERS[:60])
+    await writer.drain()
+    writer.write_eof()  # Asterisk gone before the blank line
+    # The server ends its side of the session. (panoramisk spins on b"" here and freezes
+    # the loop; pytest-timeout would then fail this test.)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert seen.requests == []
+    writer.close()
+    # ... and the next call is served as usual.
+    reader2, writer2 = await asyncio.open_connection("127.0.0.1", port)
+    writer2.write(HEADERS)
+    await writer2.drain()
+    assert (await asyncio.wait_for(reader2.readline(), 5)).startswith(b"SET VARIABLE")
+    writer2.close()
+    assert srv.sessions == 2
+
+
+def test_sync_handlers_are_refused_at_registration() -> None:
+    def sync_handler(request: AgiRequest, session: AgiSession) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="must be async"):
+        FastAgiServer({"inbound": sync_handler})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("line", [
+    b"Bob\n", b": x\n", b"AGI_EXTENSION: 1\n", b"agi_extension 1\n", b"\xff\xfe\n"])
+def test_junk_header_lines_are_ignored(line: bytes) -> None:
+    assert parse_header_line(line) is None
+
+
+def test_injected_header_cannot_overwrite_an_earlier_one() -> None:
+    assert parse_header_line(b"agi_extension: 911\n") == ("agi_extension", "911")
+
+
+@pytest.mark.parametrize("value", ['x" EXEC Dial', "a\nb", "back\\slash", "$" "{SHELL(id)}"])
+async def test_values_that_could_break_out_of_a_command_are_never_sent(value: str) -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    session = AgiSession(reader, writer)
+    with pytest.raises(UnsafeValue):
+        await session.set_variable("BACKLINE_CID_NAME", value)
+    writer.close()
+    server.close()
