@@ -105,13 +105,15 @@ async def test_practice_number_rings_every_active_user_and_deactivated_phones_ca
 
 async def test_a_login_over_the_device_limit_drops_its_oldest_registration(
         pbx: PracticePbx, tmp_path: Path) -> None:
-    # devices.max_per_login is 2 in the test practice; sam has three desk phones.
+    # devices.max_per_login is 2 in the test practice; sam has three desk phones.  Asterisk
+    # drops the registration that expires soonest; the phones register within one second,
+    # so each asks for a longer expiry than the last to make "oldest" unambiguous.
     phones = {}
     try:
-        for phone in ("sam-desk", "sam-exam", "sam-lab"):
+        for phone, expires in (("sam-desk", 600), ("sam-exam", 1200), ("sam-lab", 1800)):
             phones[phone] = await asyncio.to_thread(desk_phone, sip(pbx), tmp_path, phone,
                                                     pbx.secret(phone), DeskPhoneMode.RING,
-                                                    aor="sam")
+                                                    aor="sam", expires=expires)
         await pbx.events.wait_for(lambda e: e.get("Event") == "ContactStatus"
                                   and e.get("ContactStatus") == "Removed")
         contacts = pbx.instance.cli("pjsip show contacts")
