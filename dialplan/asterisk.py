@@ -179,11 +179,32 @@ exten => _[a-zA-Z*#].,1,Goto(backline-unknown,s,1)
 ; Desk phones calling out. 911 first and directly: it never waits on the controller.
 [{DESK_CONTEXT}]
 {emergency}
+; The outage switch for admins: *28 engages, *29 ends, each after the PIN. The lamp (BLF)
+; on every desk phone watches the same custom device state.
+exten => *28,hint,Custom:backline-outage
+exten => *28,1,Set(BACKLINE_FEATURE_ACTION=engage)
+ same => n,Goto(backline-feature,s,1)
+exten => *29,hint,Custom:backline-outage
+exten => *29,1,Set(BACKLINE_FEATURE_ACTION=end)
+ same => n,Goto(backline-feature,s,1)
 exten => _[*+0-9].,1,Set(BACKLINE_ACTION=)
  same => n,AGI(${{BACKLINE_AGI}}/outbound,${{CHANNEL(endpoint)}})
  same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_ACTION}}" != ""]?decided)
  same => n,Goto(backline-refuse,s,1)
  same => n(decided),Goto(backline-${{BACKLINE_ACTION}},s,1)
+
+[backline-feature]
+exten => s,1,Answer()
+ same => n,Read(BACKLINE_PIN,vm-password,12,,1,10)
+ same => n,Set(BACKLINE_FEATURE=)
+ same => n,Set(BACKLINE_PIN=${{FILTER(0-9,${{BACKLINE_PIN}})}})
+ same => n,Set(BACKLINE_ARGS=${{CHANNEL(endpoint)}},${{BACKLINE_FEATURE_ACTION}})
+ same => n,AGI(${{BACKLINE_AGI}}/feature,${{BACKLINE_ARGS}},${{BACKLINE_PIN}})
+ same => n,GotoIf($["${{BACKLINE_FEATURE}}" != "ok"]?refused)
+ same => n,Playback(${{IF($["${{BACKLINE_FEATURE_ACTION}}" = "engage"]?activated:de-activated)}})
+ same => n,Hangup()
+ same => n(refused),Playback(auth-incorrect)
+ same => n,Hangup()
 
 [backline-ring]
 exten => s,1,Dial(${{BACKLINE_DIAL}},${{BACKLINE_RING_SECONDS}})

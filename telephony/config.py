@@ -468,7 +468,8 @@ class _Reader:
         node = self.mapping(_get(top, "backup"), "backup", top.where)
         if node is None:
             return Backup()
-        self.keys(node, "backup", ["announcement", "sms_reply", "alerts", "link_hours"])
+        self.keys(node, "backup", ["announcement", "sms_reply", "alerts", "link_hours",
+                                   "pin_env", "pin_file"])
         default = Backup()
         announcement = default.announcement
         ann = self.mapping(_get(node, "announcement"), "backup.announcement", node.where)
@@ -505,7 +506,8 @@ class _Reader:
                              "at least one SMS number when kind is email+sms")
             alerts = Alerts(kind, tuple(e for e, _ in emails), tuple(sms))
         hours = self.integer(node, "link_hours", "backup.link_hours", 12, 1, 72) or 12
-        return Backup(announcement, sms_reply, alerts, hours)
+        return Backup(announcement, sms_reply, alerts, hours,
+                      self.secret(node, "pin", "backup", False))
 
     def connections(self, top: YMap, base: Path) -> Connections | None:
         node = self.mapping(_get(top, "connections"), "connections", top.where)

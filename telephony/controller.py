@@ -8,14 +8,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
+from typing import Protocol, assert_never
 
+from telephony.asterisk.ami import LinkDown
 from telephony.conversations import ConversationBook
-from telephony.journal import Journal, JournalError, open_journal
+from telephony.journal import (
+    AuditEntry,
+    Journal,
+    JournalError,
+    NewAttempt,
+    StaleMode,
+    open_journal,
+)
+from telephony.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, reconcile
 from telephony.model import Directory
-from telephony.outage import Mode, ModeState
+from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
 from telephony.ownership import OwnershipBook
 
 log = logging.getLogger("backline.controller")
@@ -24,7 +36,8 @@ MODE_POLL_SECONDS = 1.0
 
 
 class Controller:
-    """Holds the practice's state in memory and keeps the mode the journal records in view."""
+    """Holds the practice's state in memory and keeps the mode agreed between the journal
+    (CLI, status page) and the PBX (console, dialplan, lamps)."""
 
     def __init__(self, directory: Directory, journal: Journal) -> None:
         self.directory = directory
@@ -32,26 +45,127 @@ class Controller:
         self.book = OwnershipBook(directory)
         self.conversations = ConversationBook()
         self.state: ModeState = journal.mode_state()
+        self.mirror: ModeMirror | None = None
 
     def mode(self) -> Mode:
         return self.state.mode
 
-    async def watch_mode(self, stop: asyncio.Event) -> None:
-        """Pick up switches made elsewhere (CLI, console) within a second."""
+    async def record_attempt(self, attempt: NewAttempt) -> bool:
+        """Write ``attempt`` durably; True if it was new (not a repeat of its key)."""
+        _, new = await asyncio.to_thread(self.journal.record_attempt, attempt)
+        return new
+
+    def attach(self, mirror: ModeMirror) -> None:
+        """The PBX side of the mode (the Asterisk driver), kept in agreement every tick."""
+        self.mirror = mirror
+
+    def _adopt(self, state: ModeState) -> None:
+        if state != self.state:
+            self.state = state
+            since = state.since
+            log.warning("mode is now %s (by %s via %s%s)", state.mode.value,
+                        since.by if since else "-", since.via.value if since else "-",
+                        f": {since.reason}" if since and since.reason else "")
+
+    async def switch(self, to: Mode, *, by: str, via: Via, reason: str) -> ModeChange:
+        """Switch the mode from inside the controller (desk phone, console); record it."""
+        state = await asyncio.to_thread(self.journal.mode_state)
+        change = switch(state, to, at=datetime.now(UTC), by=by, via=via, reason=reason)
+        await asyncio.to_thread(self.journal.record_mode_change, change, state)
+        self._adopt(ModeState(change.mode, change))
+        await self.sync_once()
+        return change
+
+    async def desk_phone_switch(self, desk_phone: str, to: Mode, pin: str) -> bool:
+        """An admin's desk phone with the PIN switches the mode; anything else is refused and
+        recorded (who tried, from which phone; never the digits)."""
+        user = self.book.user_of_phone(desk_phone)
+        admin = user is not None and any(u.id == user and u.admin for u in self.directory.users)
+        expected = self.outage_pin()
+        pin_ok = bool(expected) and hmac.compare_digest(pin.encode(), expected.encode())
+        now = datetime.now(UTC)
+        if not (admin and pin_ok):
+            why = "not an admin's desk phone" if not admin else "wrong PIN"
+            await asyncio.to_thread(self.journal.audit, AuditEntry(
+                now, f"desk-phone:{desk_phone[:40]}", f"outage.{to.value}.refused", why))
+            log.warning("outage switch refused from desk phone %s: %s", desk_phone[:40], why)
+            return False
+        assert user is not None
+        with contextlib.suppress(AlreadyInMode):  # the mode the user wanted holds already
+            await self.switch(to, by=user, via=Via.DESK_PHONE,
+                              reason=f"switched from desk phone {desk_phone}")
+        return True
+
+    def outage_pin(self) -> str:
+        from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+        if not self.directory.backup.pin:
+            return ""
+        try:
+            return read_secret(self.directory.backup.pin, "backup.pin")
+        except SecretMissing as exc:
+            log.error("%s: desk-phone switching is off", exc)
+            return ""
+
+    async def sync_once(self) -> None:
+        """Read the journal's mode, then bring the PBX and the journal into agreement."""
+        try:
+            self._adopt(await asyncio.to_thread(self.journal.mode_state))
+        except JournalError as exc:
+            log.error("cannot read the mode from the journal: %s", exc)
+            return
+        if self.mirror is None or not self.mirror.up:
+            return
+        try:
+            pbx_mode, ack, by, reason = await self.mirror.read_mode()
+            action = reconcile(pbx_mode, ack, self.state)
+            match action:
+                case InSync():
+                    pass
+                case PushToPbx():
+                    await self.mirror.write_mode(action.mode)
+                    log.info("the PBX now shows mode %s", action.mode.value)
+                case Agree():
+                    await self.mirror.write_mode(action.mode, ack_only=True)
+                case RecordConsoleSwitch():
+                    await self._record_console(action.mode, by, reason)
+                case _:
+                    assert_never(action)
+        except LinkDown as exc:
+            log.warning("could not bring the PBX's mode up to date: %s", exc)
+
+    async def _record_console(self, mode: Mode, by: str | None, reason: str | None) -> None:
+        assert self.mirror is not None
+        state = self.state
+        try:
+            change = switch(state, mode, at=datetime.now(UTC), by=f"console:{by}" if by
+                            else "console", via=Via.CONSOLE,
+                            reason=reason or "switched on the Asterisk console")
+            await asyncio.to_thread(self.journal.record_mode_change, change, state)
+            self._adopt(ModeState(change.mode, change))
+        except StaleMode:
+            return  # the journal moved meanwhile; the next tick reconciles against it
+        except AlreadyInMode:
+            pass
+        await self.mirror.write_mode(mode, ack_only=True)
+
+    async def keep_mode(self, stop: asyncio.Event) -> None:
+        """Every second: switches made elsewhere (CLI, console) are picked up and mirrored."""
         while not stop.is_set():
-            try:
-                state = await asyncio.to_thread(self.journal.mode_state)
-            except JournalError as exc:
-                log.error("cannot read the mode from the journal: %s", exc)
-            else:
-                if state != self.state:
-                    self.state = state
-                    since = state.since
-                    log.warning("mode is now %s (by %s via %s%s)", state.mode.value,
-                                since.by if since else "-", since.via.value if since else "-",
-                                f": {since.reason}" if since and since.reason else "")
+            await self.sync_once()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), MODE_POLL_SECONDS)
+
+
+class ModeMirror(Protocol):
+    """The PBX's copy of the mode (see telephony.mode_sync)."""
+
+    @property
+    def up(self) -> bool: ...
+
+    async def read_mode(self) -> tuple[str | None, str | None, str | None, str | None]: ...
+
+    async def write_mode(self, mode: Mode, *, ack_only: bool = False) -> None: ...
 
 
 def instance_name(directory: Directory) -> str:
@@ -82,9 +196,11 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
             await asyncio.to_thread(local.instance.start)
             log.info("Asterisk started (pid %s), SIP on %s", local.instance.pid, pbx.sip)
         driver = AsteriskDriver(pbx, read_secret(pbx.ami_secret, "connections.pbx.ami"),
-                                controller.book, controller.conversations, controller.mode)
+                                controller.book, controller.conversations, controller.mode,
+                                controller.record_attempt, controller.desk_phone_switch)
+        controller.attach(driver)
         await driver.start()
-        watcher = asyncio.create_task(controller.watch_mode(stop))
+        watcher = asyncio.create_task(controller.keep_mode(stop))
         print(f"ready: {directory.practice.name}: mode {controller.mode().value}; SIP on "
               f"{pbx.sip}, FastAGI on {pbx.agi}; Ctrl-C stops", flush=True)
         await stop.wait()

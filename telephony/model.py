@@ -103,14 +103,6 @@ class Alerts:
 
 
 @dataclass(frozen=True, slots=True)
-class Backup:
-    announcement: Announcement = Announcement(text=DEFAULT_ANNOUNCEMENT)
-    sms_reply: str = DEFAULT_SMS_REPLY
-    alerts: Alerts = Alerts()
-    link_hours: int = 12
-
-
-@dataclass(frozen=True, slots=True)
 class Secret:
     """Where a secret comes from: an environment variable or a file outside the repo.
 
@@ -122,6 +114,15 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self.env or self.file)
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    announcement: Announcement = Announcement(text=DEFAULT_ANNOUNCEMENT)
+    sms_reply: str = DEFAULT_SMS_REPLY
+    alerts: Alerts = Alerts()
+    link_hours: int = 12
+    pin: Secret = Secret()  # admins' desk phones switch the mode with *28/*29 and this PIN
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,7 @@ class OutboundCall:
 
 
 CHOOSE_NUMBER_PREFIX = "*7"
+VOICEMAIL_CODE = "*97"
 
 
 def dialled(desk_phone: str, digits: str) -> OutboundCall:
@@ -202,6 +203,14 @@ class PlaceEmergencyCall:
     from_number: str
 
 
+@dataclass(frozen=True, slots=True)
+class OpenVoicemail:
+    """A member listens to a number's voicemail (only members can)."""
+
+    number: str
+    voicemail_box: str
+
+
 class Refusal(enum.Enum):
     """Why an outbound call was refused; the value is the short message's name."""
 
@@ -218,7 +227,7 @@ class RefuseOutbound:
     why: Refusal
 
 
-OutboundDecision = PlaceCall | PlaceEmergencyCall | RefuseOutbound
+OutboundDecision = PlaceCall | PlaceEmergencyCall | OpenVoicemail | RefuseOutbound
 
 
 # -- the policy ------------------------------------------------------------------------------
@@ -279,6 +288,8 @@ def decide_outbound(book: OwnershipBook, conversations: ConversationBook, call: 
     user = book.user_of_phone(call.desk_phone)
     if user is None:
         return RefuseOutbound(Refusal.UNKNOWN_DESK_PHONE)
+    if call.to.startswith(VOICEMAIL_CODE):
+        return _voicemail(book, user, call.to[len(VOICEMAIL_CODE):])
     try:
         to = e164.normalise(call.to)
     except e164.NotE164:
@@ -300,3 +311,23 @@ def decide_outbound(book: OwnershipBook, conversations: ConversationBook, call: 
             not conversations.is_added(book, from_number, to, user):
         return RefuseOutbound(Refusal.NOT_A_MEMBER)
     return PlaceCall(from_number, number.caller_id_name, to)
+
+
+def _voicemail(book: OwnershipBook, user: str, digits: str) -> OutboundDecision:
+    """``*97``: the first number the user is a member of; ``*97`` + number: that one."""
+    if digits:
+        try:
+            wanted = e164.normalise(digits)
+        except e164.NotE164:
+            return RefuseOutbound(Refusal.NOT_A_PRACTICE_NUMBER)
+    else:
+        mine = book.voice_numbers_of(user)
+        if not mine:
+            return RefuseOutbound(Refusal.NOT_A_MEMBER)
+        wanted = mine[0]
+    number = book.number(wanted)
+    if number is None or Carry.VOICE not in number.carries:
+        return RefuseOutbound(Refusal.NOT_A_PRACTICE_NUMBER)
+    if user not in book.members(wanted):
+        return RefuseOutbound(Refusal.NOT_A_MEMBER)
+    return OpenVoicemail(wanted, number.voicemail_box)

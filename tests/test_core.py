@@ -14,6 +14,7 @@ from telephony.routing import (
     CallKind,
     FaxRefusal,
     InboundCall,
+    OpenVoicemail,
     OutboundCall,
     PlaceCall,
     PlaceEmergencyCall,
@@ -164,6 +165,13 @@ OUT = "+17205550141"
     (OutboundCall("sam-p0", "911", SCHED), Mode.OUTAGE, PlaceEmergencyCall("911", SCHED)),
     (OutboundCall("old-p0", "911"), Mode.OUTAGE, PlaceEmergencyCall("911", "")),
     (OutboundCall("stranger", "911"), Mode.NORMAL, PlaceEmergencyCall("911", "")),
+    (OutboundCall("sam-p0", "*97"), Mode.NORMAL, OpenVoicemail(MAIN, "3125550100")),
+    (OutboundCall("lee-p0", "*97" + DIRECT[2:]), Mode.NORMAL,
+     OpenVoicemail(DIRECT, "3125550101")),
+    (OutboundCall("sam-p0", "*97" + DIRECT[2:]), Mode.NORMAL,
+     RefuseOutbound(Refusal.NOT_A_MEMBER)),
+    (OutboundCall("sam-p0", "*97" + FAX[2:]), Mode.NORMAL,
+     RefuseOutbound(Refusal.NOT_A_PRACTICE_NUMBER)),
 ])
 def test_outbound_decisions(call: OutboundCall, mode: Mode, expected: object) -> None:
     assert decide_outbound(practice(), ConversationBook(), call, mode) == expected

@@ -13,6 +13,7 @@ from telephony.asterisk import dialplan_variables as v
 from telephony.ownership import OwnershipBook
 from telephony.routing import (
     InboundDecision,
+    OpenVoicemail,
     OutboundDecision,
     PlaceCall,
     PlaceEmergencyCall,
@@ -63,6 +64,8 @@ def outbound_variables(decision: OutboundDecision) -> Variables:
             # phone's dial plan reaches us with it anyway.
             return [(v.CALLER_ID_NUM, decision.from_number), (v.CALLER_ID_NAME, ""),
                     (v.DIAL_TO, decision.to), (v.ACTION, v.CALL)]
+        case OpenVoicemail():
+            return [(v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.VOICEMAIL_MAIN)]
         case RefuseOutbound():
             return [(v.REFUSAL, decision.why.value), (v.ACTION, v.REFUSE)]
         case _:

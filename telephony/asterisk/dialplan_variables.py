@@ -23,3 +23,13 @@ FAX = "fax"
 REJECT_FAX = "rejectfax"
 CALL = "call"
 REFUSE = "refuse"
+
+# The mode, mirrored into AstDB for the dialplan and the console (`database put backline mode
+# outage` on the Asterisk CLI switches it), and the custom device state behind the BLF lamp.
+DB_FAMILY = "backline"
+DB_MODE = "mode"
+DB_ACK = "ack"
+DB_BY = "by"
+DB_REASON = "reason"
+LAMP = "Custom:backline-outage"
+FEATURE_RESULT = "BACKLINE_FEATURE"

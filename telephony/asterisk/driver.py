@@ -12,14 +12,18 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from telephony import e164
+from telephony.asterisk import dialplan_variables as v
 from telephony.asterisk.ami import AmiLink, LinkDown
 from telephony.asterisk.commands import inbound_variables, outbound_variables
 from telephony.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
+from telephony.attempts import call_attempt
 from telephony.conversations import ConversationBook
+from telephony.journal.records import NewAttempt
 from telephony.model import AsteriskPbx
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
@@ -40,19 +44,29 @@ _SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-
 
 class AsteriskDriver:
     def __init__(self, pbx: AsteriskPbx, ami_secret: str, book: OwnershipBook,
-                 conversations: ConversationBook, mode: Callable[[], Mode]) -> None:
+                 conversations: ConversationBook, mode: Callable[[], Mode],
+                 record: Callable[[NewAttempt], Awaitable[object]],
+                 feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None) -> None:
         self.pbx = pbx
+        self.record = record
+        self.feature_switch = feature
         self.book = book
         self.conversations = conversations
         self.mode = mode
         self.registrations = Registrations(book, book.directory.max_per_login)
         self.latencies: list[float] = []
-        self.agi = FastAgiServer({"inbound": self.inbound, "outbound": self.outbound},
+        self.agi = FastAgiServer({"inbound": self.inbound, "outbound": self.outbound,
+                                  "feature": self.feature},
                                  on_latency=self._latency)
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
                            on_login=self.reload_contacts)
         self.ami.on_event("ContactStatus", self.on_contact_status)
         self._changed = asyncio.Event()
+
+    @property
+    def up(self) -> bool:
+        """Logged in to AMI: PBX-side state can be read and written."""
+        return self.ami.up
 
     async def start(self, *, ami_within: float = 10.0) -> None:
         """Serve FastAGI first (calls get decisions at once), then log in to AMI."""
@@ -77,6 +91,11 @@ class AsteriskDriver:
         log.info("inbound call from %s to %s: %s", e164.redact(call.caller),
                  call.dialed if self.book.number(call.dialed) else "an unknown number",
                  type(decision).__name__)
+        # On disk before the PBX hears the decision: if this fails, the session drops and
+        # the dialplan's fallback answers the caller.
+        uniqueid = request.get("uniqueid")
+        await self.record(call_attempt(f"call:{uniqueid}", call, decision, self.mode(),
+                                       datetime.now(UTC)))
         for name, value in inbound_variables(decision, self.book):
             await session.set_variable(name, value)
 
@@ -89,6 +108,15 @@ class AsteriskDriver:
                  e164.redact(call.to), decision)
         for name, value in outbound_variables(decision):
             await session.set_variable(name, value)
+
+    async def feature(self, request: AgiRequest, session: AgiSession) -> None:
+        """``*28``/``*29`` + PIN from a desk phone: engage or end the outage."""
+        desk_phone, action, pin = [*request.args, "", "", ""][:3]
+        to = {"engage": Mode.OUTAGE, "end": Mode.NORMAL}.get(action)
+        ok = False
+        if to is not None and self.feature_switch is not None:
+            ok = await self.feature_switch(desk_phone, to, pin)
+        await session.set_variable(v.FEATURE_RESULT, "ok" if ok else "refused")
 
     # -- AMI -------------------------------------------------------------------------------
 
@@ -139,6 +167,34 @@ class AsteriskDriver:
         self.registrations = fresh
         self._notify()
         log.info("%d desk-phone registration(s) loaded from Asterisk", len(contacts))
+
+    # -- the mode in the PBX (AstDB keys backline/mode and backline/ack, and the lamp) ------
+
+    async def _db_get(self, key: str) -> str | None:
+        events: Any = await self.ami.action(
+            {"Action": "DBGet", "Family": v.DB_FAMILY, "Key": key}, as_list=True, within=3.0)
+        for e in events:
+            if e.get("Event") == "DBGetResponse":
+                return str(e.get("Val", ""))
+        return None
+
+    async def _db_put(self, key: str, value: str) -> None:
+        await self.ami.action({"Action": "DBPut", "Family": v.DB_FAMILY, "Key": key,
+                               "Val": value}, within=3.0)
+
+    async def read_mode(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """The PBX's mode, our last agreement, and who/why if set from the console."""
+        return (await self._db_get(v.DB_MODE), await self._db_get(v.DB_ACK),
+                await self._db_get(v.DB_BY), await self._db_get(v.DB_REASON))
+
+    async def write_mode(self, mode: Mode, *, ack_only: bool = False) -> None:
+        """Agree on ``mode`` with the PBX and light every desk phone's lamp to match."""
+        if not ack_only:
+            await self._db_put(v.DB_MODE, mode.value)
+        await self._db_put(v.DB_ACK, mode.value)
+        state = "INUSE" if mode is Mode.OUTAGE else "NOT_INUSE"
+        await self.ami.action({"Action": "Command",
+                               "Command": f"devstate change {v.LAMP} {state}"}, within=3.0)
 
     async def wait_registered(self, users: set[str], within: float) -> None:
         """For tests and ops: wait until every given login has a live registration."""

@@ -27,6 +27,8 @@ from telephony.journal import open_journal
 from telephony.model import AsteriskPbx, Directory
 
 AMI_ENV = "BACKLINE_TEST_AMI_SECRET"
+PIN_ENV = "BACKLINE_TEST_OUTAGE_PIN"
+OUTAGE_PIN = "2468"
 
 # A test practice: two teams, a practice-owned main line, a doctor's direct line with a team
 # as extra members, a team line with an extra user, a fax line; one deactivated user.
@@ -56,6 +58,7 @@ numbers:
      members: ["user:raj"], caller_id_name: Test Sched}}
   - {{number: "+13125550109", carries: [fax], owner: "team:front-desk"}}
 backup:
+  pin_env: {pin_env}
   announcement: {{text: "Our phone system is experiencing an outage. If this is an emergency,
     hang up and dial 9 1 1. Otherwise, please try again later."}}
 connections:
@@ -101,7 +104,7 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int = 6) -> Pa
         ami=ports.ami, agi=ports.agi, sip=ports.sip, trunk=ports.trunk, rtp=ports.rtp,
         rtp_end=ports.rtp + 100, udptl=ports.udptl, udptl_end=ports.udptl + 20,
         ring_seconds=ring_seconds, secrets=tmp / "secrets.json", journal=tmp / "journal.db",
-        ami_env=AMI_ENV))
+        ami_env=AMI_ENV, pin_env=PIN_ENV))
     return path
 
 
@@ -156,6 +159,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop."""
     os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
+    os.environ[PIN_ENV] = OUTAGE_PIN
     ports = PracticePorts.free()
     path = write_practice(tmp, ports, ring_seconds)
     directory = config.load(path).directory
@@ -169,13 +173,15 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6
     pbx = directory.connections.pbx
     assert isinstance(pbx, AsteriskPbx)
     driver = AsteriskDriver(pbx, os.environ[AMI_ENV], controller.book, controller.conversations,
-                            controller.mode)
+                            controller.mode, controller.record_attempt,
+                            controller.desk_phone_switch)
     events = AmiEvents()
     for name in ("DialBegin", "DialEnd", "Newexten", "ContactStatus", "Hangup"):
         driver.ami.on_event(name, events.record)
     await asyncio.to_thread(local.instance.start)
     stop = asyncio.Event()
-    watcher = asyncio.create_task(controller.watch_mode(stop))
+    controller.attach(driver)
+    watcher = asyncio.create_task(controller.keep_mode(stop))
     try:
         await driver.start()
         yield PracticePbx(directory, ports, local.instance, controller, driver, secrets, path,
