@@ -164,6 +164,7 @@ BACKLINE_ANNOUNCEMENT={announcement}
 [{CARRIER_CONTEXT}]
 exten => _[+0-9].,1,Set(BACKLINE_ACTION=)
  same => n,Set(BACKLINE_DIALED=${{FILTER(+0-9,${{EXTEN}})}})
+ same => n,Set(CDR(userfield)=${{BACKLINE_DIALED}})
  same => n,Set(BACKLINE_FAILSAFE=announce)
  same => n,Set(BACKLINE_IS_FAX=${{DIALPLAN_EXISTS(backline-fax-numbers,${{BACKLINE_DIALED}},1)}})
  same => n,ExecIf(${{BACKLINE_IS_FAX}}?Set(BACKLINE_FAILSAFE=fax))
@@ -262,6 +263,22 @@ def voicemail_conf(d: Directory) -> str:
     return "\n".join(out) + "\n"
 
 
+def cdr_conf() -> str:
+    """CDRs to a CSV: the PBX's own record of calls, imported by the controller on return."""
+    return """\
+; Rendered by `backline render`. The controller imports this record when it returns, so a
+; call the PBX answered on its own while the controller was away is journaled too.
+[general]
+enable=yes
+unanswered=yes
+[csv]
+usegmtime=yes
+loguniqueid=yes
+loguserfield=yes
+accountlogs=no
+"""
+
+
 def manager_conf(pbx: AsteriskPbx, secret: str) -> str:
     return f"""\
 ; Rendered by `backline render`. AMI on loopback or a private address only. Mode 0600.
@@ -290,5 +307,6 @@ def render(d: Directory, secrets: AsteriskSecrets, announcement: str) -> list[Re
         RenderedFile("pjsip_auth.conf", pjsip_auth_conf(d, secrets), private=True),
         RenderedFile("extensions.conf", extensions_conf(d, pbx, announcement)),
         RenderedFile("voicemail.conf", voicemail_conf(d)),
+        RenderedFile("cdr.conf", cdr_conf()),
         RenderedFile("manager.conf", manager_conf(pbx, secrets.ami), private=True),
     ]

@@ -114,6 +114,10 @@ REQUIRED_MODULES: tuple[tuple[str, str], ...] = (
     ("func_hangupcause", "HANGUPCAUSE(): why a desk phone did not answer"),
     ("func_timeout", "TIMEOUT(absolute): a hard cap on call length"),
     ("func_uri", "URIENCODE() for FastAGI arguments"),
+    # --- the fail-safe record: every carrier call lands in a CSV the controller imports
+    # when it returns, so calls answered while it was down are journaled too.
+    ("cdr_csv", "Master.csv: calls answered while the controller was away"),
+    ("func_cdr", "CDR(userfield): the dialled practice number"),
 )
 
 

@@ -571,7 +571,7 @@ class _Reader:
             self.problem(_where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
             return None
         self.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
-                            "udptl", "secrets_file"])
+                            "udptl", "secrets_file", "cdr_file"])
         ami = self._sub(node, "ami", f) or YMap({}, node.where)
         self.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
         agi = self._sub(node, "agi", f) or YMap({}, node.where)
@@ -595,6 +595,10 @@ class _Reader:
                                    "/var/lib/backline/desk-phone-secrets.json",
                                    "the path of the desk-phone secrets file (outside the repo)")
             or "/var/lib/backline/desk-phone-secrets.json",
+            cdr_file=self.text(node, "cdr_file", f"{f}.cdr_file",
+                               "/var/log/asterisk/cdr-csv/Master.csv",
+                               "the path of Asterisk's cdr-csv Master.csv")
+            or "/var/log/asterisk/cdr-csv/Master.csv",
         )
 
     def trunk(self, node: YMap, f: str) -> Trunk:

@@ -13,8 +13,12 @@ import logging
 import signal
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol, assert_never
 
+from aiohttp import web
+
+from telephony.asterisk import cdr
 from telephony.asterisk.ami import LinkDown
 from telephony.conversations import ConversationBook
 from telephony.journal import (
@@ -26,9 +30,11 @@ from telephony.journal import (
     open_journal,
 )
 from telephony.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, reconcile
-from telephony.model import Directory
+from telephony.model import AsteriskPbx, Directory
 from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
 from telephony.ownership import OwnershipBook
+from telephony.status.metrics import Metrics
+from telephony.status.server import make_status_app
 
 log = logging.getLogger("backline.controller")
 
@@ -46,6 +52,11 @@ class Controller:
         self.conversations = ConversationBook()
         self.state: ModeState = journal.mode_state()
         self.mirror: ModeMirror | None = None
+        pbx = directory.connections.pbx
+        self.cdr_path: Path | None = Path(pbx.cdr_file) if isinstance(pbx, AsteriskPbx) else None
+        self._changed = asyncio.Event()
+        self.metrics = Metrics(backlog=journal.held)
+        self.metrics.set_engaged(self.state.mode is Mode.OUTAGE)
 
     def mode(self) -> Mode:
         return self.state.mode
@@ -53,15 +64,63 @@ class Controller:
     async def record_attempt(self, attempt: NewAttempt) -> bool:
         """Write ``attempt`` durably; True if it was new (not a repeat of its key)."""
         _, new = await asyncio.to_thread(self.journal.record_attempt, attempt)
+        if new:
+            self.metrics.attempt(attempt.kind, attempt.mode, attempt.outcome)
+        return new
+
+    def mode_at(self, at: datetime) -> Mode:
+        """The mode in force at ``at``, from the recorded switches."""
+        for change in self.journal.mode_history(limit=1000):  # newest first
+            if change.at <= at:
+                return change.mode
+        return Mode.NORMAL
+
+    async def import_pbx_record(self) -> int:
+        """Journal the calls the PBX answered on its own (its CDR); return how many were new.
+
+        Safe to run any number of times: each call's key is the one the controller uses
+        when it is up, so nothing is recorded twice.
+        """
+        if self.cdr_path is None:
+            return 0
+        try:
+            text = await asyncio.to_thread(self.cdr_path.read_text, "utf-8", "replace")
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            log.error("cannot read the PBX's call record %s: %s", self.cdr_path, exc)
+            return 0
+        rows = list(cdr.parse(text))
+        new = 0
+        for row in rows:
+            attempt = cdr.attempt_for(row, self.mode_at)
+            if await self.record_attempt(attempt):
+                new += 1
+        if new:
+            log.warning("%d call(s) answered by the PBX while the controller was away are now "
+                        "journaled", new)
         return new
 
     def attach(self, mirror: ModeMirror) -> None:
         """The PBX side of the mode (the Asterisk driver), kept in agreement every tick."""
         self.mirror = mirror
 
+    async def wait_mode(self, mode: Mode, within: float) -> None:
+        """Until the controller is in ``mode`` (raise TimeoutError after ``within`` s)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self.state.mode is not mode:
+            changed = self._changed
+            await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
+
     def _adopt(self, state: ModeState) -> None:
         if state != self.state:
             self.state = state
+            self._changed.set()
+            self._changed = asyncio.Event()
+            self.metrics.set_engaged(state.mode is Mode.OUTAGE)
+            if state.since is not None:
+                self.metrics.mode_changed(state.mode, state.since.via)
             since = state.since
             log.warning("mode is now %s (by %s via %s%s)", state.mode.value,
                         since.by if since else "-", since.via.value if since else "-",
@@ -186,6 +245,7 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
     pbx = asterisk_pbx(directory)
     local = None
     driver = None
+    runner: web.AppRunner | None = None
     try:
         if start_pbx:
             from telephony.asterisk.pbxroot import ensure_root
@@ -193,20 +253,35 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
             root = await asyncio.to_thread(ensure_root)
             local = await asyncio.to_thread(prepare, directory, instance_name(directory),
                                             root=root)
+            controller.cdr_path = local.instance.host_path(
+                local.instance.dir("log") / "cdr-csv" / "Master.csv")
             await asyncio.to_thread(local.instance.start)
             log.info("Asterisk started (pid %s), SIP on %s", local.instance.pid, pbx.sip)
         driver = AsteriskDriver(pbx, read_secret(pbx.ami_secret, "connections.pbx.ami"),
                                 controller.book, controller.conversations, controller.mode,
-                                controller.record_attempt, controller.desk_phone_switch)
+                                controller.record_attempt, controller.desk_phone_switch,
+                                controller.import_pbx_record)
+        driver.latency_hook = controller.metrics.agi_latency
         controller.attach(driver)
         await driver.start()
         watcher = asyncio.create_task(controller.keep_mode(stop))
+        pages = directory.connections.pages
+        if pages is not None:
+            app = make_status_app(journal, controller.metrics, directory.practice.name,
+                                  directory.practice.timezone, journal.held,
+                                  lambda: datetime.now(UTC))
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, pages.listen.host, pages.listen.port).start()
+            log.info("status page on http://%s/status, metrics on /metrics", pages.listen)
         print(f"ready: {directory.practice.name}: mode {controller.mode().value}; SIP on "
               f"{pbx.sip}, FastAGI on {pbx.agi}; Ctrl-C stops", flush=True)
         await stop.wait()
         await watcher
         return 0
     finally:
+        if runner is not None:
+            await runner.cleanup()
         if driver is not None:
             await driver.stop()
         if local is not None:

@@ -165,6 +165,7 @@ class AsteriskPbx:
     rtp: PortRange = PortRange(10000, 10199)
     udptl: PortRange = PortRange(4000, 4039)
     secrets_file: str = "/var/lib/backline/desk-phone-secrets.json"
+    cdr_file: str = "/var/log/asterisk/cdr-csv/Master.csv"
     kind: str = "asterisk"
 
 

@@ -46,8 +46,10 @@ class AsteriskDriver:
     def __init__(self, pbx: AsteriskPbx, ami_secret: str, book: OwnershipBook,
                  conversations: ConversationBook, mode: Callable[[], Mode],
                  record: Callable[[NewAttempt], Awaitable[object]],
-                 feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None) -> None:
+                 feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
+                 after_login: Callable[[], Awaitable[object]] | None = None) -> None:
         self.pbx = pbx
+        self.after_login = after_login
         self.record = record
         self.feature_switch = feature
         self.book = book
@@ -55,11 +57,12 @@ class AsteriskDriver:
         self.mode = mode
         self.registrations = Registrations(book, book.directory.max_per_login)
         self.latencies: list[float] = []
+        self.latency_hook: Callable[[str, float], None] | None = None
         self.agi = FastAgiServer({"inbound": self.inbound, "outbound": self.outbound,
                                   "feature": self.feature},
                                  on_latency=self._latency)
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
-                           on_login=self.reload_contacts)
+                           on_login=self._logged_in)
         self.ami.on_event("ContactStatus", self.on_contact_status)
         self._changed = asyncio.Event()
 
@@ -79,6 +82,8 @@ class AsteriskDriver:
 
     def _latency(self, script: str, seconds: float) -> None:
         self.latencies.append(seconds)
+        if self.latency_hook is not None:
+            self.latency_hook(script, seconds)
         if len(self.latencies) > 100_000:
             del self.latencies[:50_000]
 
@@ -145,6 +150,11 @@ class AsteriskDriver:
                 log.info("desk phone %s dropped: its login is over the device limit",
                          r.desk_phone)
         self._notify()
+
+    async def _logged_in(self) -> None:
+        await self.reload_contacts()
+        if self.after_login is not None:
+            await self.after_login()
 
     async def reload_contacts(self) -> None:
         """After every AMI login: the registrations Asterisk has now are the truth."""

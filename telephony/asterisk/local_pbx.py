@@ -74,6 +74,8 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
     files = render_files(directory, secrets_path or Path(pbx.secrets_file),
                          str(sounds / "announcement"))
     instance.set_files({f.name: f.text for f in files}, write=True)
+    # cdr_csv writes into log/cdr-csv/ but does not create it (Debian's package does).
+    instance.host_path(instance.dir("log") / "cdr-csv").mkdir(parents=True, exist_ok=True)
     etc = instance.host_path(instance.dir("etc"))
     for f in files:
         if f.private:

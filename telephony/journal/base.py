@@ -123,6 +123,13 @@ class SqlJournal(abc.ABC):
             row = cur.fetchone()
             return _attempt(row) if row is not None else None
 
+    def held(self) -> dict[str, int]:
+        """Attempts waiting for the inbox (received in an outage), by kind."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("SELECT kind, COUNT(*) FROM attempts WHERE delivery = ? "
+                                "GROUP BY kind"), (Delivery.HELD.value,))
+            return {str(kind): int(n) for kind, n in cur.fetchall()}
+
     # -- the mode --------------------------------------------------------------------------
 
     def record_mode_change(self, change: ModeChange, expected: ModeState | None = None) -> None:

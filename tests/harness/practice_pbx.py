@@ -12,6 +12,7 @@ import json
 import os
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ connections:
     udptl: {{start: {udptl}, end: {udptl_end}}}
     ring_seconds: {ring_seconds}
     secrets_file: {secrets}
+    cdr_file: {cdr_file}
   storage: {{url: "sqlite://{journal}"}}
 """
 
@@ -98,13 +100,13 @@ class PracticePorts:
                    rtp=random.randrange(20000, 29000, 2), udptl=random.randrange(30000, 31900, 2))
 
 
-def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int = 6) -> Path:
+def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file: Path) -> Path:
     path = tmp / "practice.yaml"
     path.write_text(PRACTICE.format(
         ami=ports.ami, agi=ports.agi, sip=ports.sip, trunk=ports.trunk, rtp=ports.rtp,
         rtp_end=ports.rtp + 100, udptl=ports.udptl, udptl_end=ports.udptl + 20,
         ring_seconds=ring_seconds, secrets=tmp / "secrets.json", journal=tmp / "journal.db",
-        ami_env=AMI_ENV, pin_env=PIN_ENV))
+        ami_env=AMI_ENV, pin_env=PIN_ENV, cdr_file=cdr_file))
     return path
 
 
@@ -116,7 +118,8 @@ class AmiEvents:
         self._changed = asyncio.Event()
 
     def record(self, event: Mapping[str, str]) -> None:
-        self.seen.append(dict(event))
+        # When we saw it: AMI events carry no time of their own here.
+        self.seen.append({**event, "_seen": repr(time.monotonic())})
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -155,17 +158,19 @@ class PracticePbx:
 
 
 @asynccontextmanager
-async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6
-                       ) -> AsyncIterator[PracticePbx]:
-    """Asterisk running the test practice, and the controller in this event loop."""
+async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
+                       controller_in_process: bool = True) -> AsyncIterator[PracticePbx]:
+    """Asterisk running the test practice, and the controller in this event loop (or, with
+    ``controller_in_process=False``, not started: the test runs ``backline run`` itself)."""
     os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
     os.environ[PIN_ENV] = OUTAGE_PIN
     ports = PracticePorts.free()
-    path = write_practice(tmp, ports, ring_seconds)
-    directory = config.load(path).directory
     root = await asyncio.to_thread(ensure_root)
     # A fresh tree every time: Asterisk keeps registrations in its astdb across restarts.
     name = f"{name}-{os.urandom(3).hex()}"
+    cdr_file = root / "srv" / f"backline-{name}" / "log" / "cdr-csv" / "Master.csv"
+    path = write_practice(tmp, ports, ring_seconds, cdr_file)
+    directory = config.load(path).directory
     local = await asyncio.to_thread(prepare, directory, name, root=root)
     secrets = json.loads((tmp / "secrets.json").read_text())
     journal = open_journal(directory.connections.storage.url)
@@ -174,16 +179,18 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6
     assert isinstance(pbx, AsteriskPbx)
     driver = AsteriskDriver(pbx, os.environ[AMI_ENV], controller.book, controller.conversations,
                             controller.mode, controller.record_attempt,
-                            controller.desk_phone_switch)
+                            controller.desk_phone_switch, controller.import_pbx_record)
     events = AmiEvents()
-    for name in ("DialBegin", "DialEnd", "Newexten", "ContactStatus", "Hangup"):
-        driver.ami.on_event(name, events.record)
+    for event_name in ("DialBegin", "DialEnd", "Newexten", "ContactStatus", "Hangup",
+                       "HangupRequest"):
+        driver.ami.on_event(event_name, events.record)
     await asyncio.to_thread(local.instance.start)
     stop = asyncio.Event()
     controller.attach(driver)
     watcher = asyncio.create_task(controller.keep_mode(stop))
     try:
-        await driver.start()
+        if controller_in_process:
+            await driver.start()
         yield PracticePbx(directory, ports, local.instance, controller, driver, secrets, path,
                           events)
     finally:

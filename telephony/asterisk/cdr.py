@@ -1,0 +1,62 @@
+"""The PBX's own record of carrier calls (cdr_csv), turned into journal attempts.
+
+When the controller is down the dialplan answers callers on its own; the CDR still records
+each call with its uniqueid and (in userfield) the dialled practice number.  On return, every
+row becomes an attempt keyed ``call:UNIQUEID`` — the same key the controller uses when it is
+up — so a call the controller already journaled is not recorded twice, and a re-import is
+harmless.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from telephony.journal.records import AttemptKind, Delivery, NewAttempt, Outcome
+from telephony.outage import Mode
+
+# cdr_csv's column order with loguniqueid and loguserfield (cdr_csv.c, build_csv_record).
+COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+           "lastdata", "start", "answer", "end", "duration", "billsec", "disposition",
+           "amaflags", "uniqueid", "userfield")
+
+
+@dataclass(frozen=True, slots=True)
+class CdrRow:
+    caller: str
+    dialled: str
+    context: str
+    last_app: str
+    start: datetime
+    uniqueid: str
+
+
+def parse(text: str) -> Iterator[CdrRow]:
+    """Rows of Master.csv that are carrier calls (userfield set); malformed rows skipped."""
+    for fields in csv.reader(io.StringIO(text)):
+        if len(fields) != len(COLUMNS):
+            continue
+        row = dict(zip(COLUMNS, fields, strict=True))
+        if not row["userfield"] or not row["uniqueid"]:
+            continue
+        try:
+            start = datetime.strptime(row["start"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        yield CdrRow(row["src"][:64], row["userfield"][:32], row["dcontext"], row["lastapp"],
+                     start, row["uniqueid"])
+
+
+def attempt_for(row: CdrRow, mode_at: Callable[[datetime], Mode]) -> NewAttempt:
+    """The attempt a CDR row stands for.  Only rows the controller missed become new."""
+    fax = row.context == "backline-fax"
+    return NewAttempt(
+        key=f"call:{row.uniqueid}", at=row.start,
+        kind=AttemptKind.FAX if fax else AttemptKind.CALL, mode=mode_at(row.start),
+        sender=row.caller, recipient=row.dialled,
+        outcome=Outcome.RECEIVED if fax else Outcome.ANNOUNCED,
+        detail="answered by the PBX while the controller was away",
+        delivery=Delivery.HELD)

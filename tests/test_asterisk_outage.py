@@ -1,0 +1,217 @@
+"""Backup (outage) mode on the real Asterisk: switched from the CLI, the Asterisk console and
+an admin's desk phone; callers hear the whole announcement; every attempt is journaled once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import selectors
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from telephony.journal import Delivery, Outcome
+from telephony.outage import Mode, Via
+from tests.harness.practice_pbx import OUTAGE_PIN, PracticePbx, practice_pbx
+from tests.harness.sipp import DeskPhoneMode, desk_phone, place_calls
+
+pytestmark = pytest.mark.asterisk
+
+ROOT = Path(__file__).resolve().parent.parent
+DIRECT = "+13125550101"
+
+
+@pytest.fixture()
+async def pbx(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[PracticePbx]:
+    name = "o-" + request.node.name[5:35]
+    async with practice_pbx(tmp_path, name, ring_seconds=5) as p:
+        yield p
+
+
+def sip(p: PracticePbx) -> tuple[str, int]:
+    return ("127.0.0.1", p.ports.sip)
+
+
+def backline(p: PracticePbx, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "telephony.cli", *args, "--config",
+                           str(p.config_path)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+
+
+def status(p: PracticePbx) -> dict[str, object]:
+    result = backline(p, "outage", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    data: dict[str, object] = json.loads(result.stdout)
+    return data
+
+
+def announcement_seconds(p: PracticePbx) -> float:
+    path = p.instance.host_path(p.instance.dir("lib") / "sounds" / "announcement.wav")
+    with wave.open(str(path)) as w:
+        return float(w.getnframes()) / float(w.getframerate())
+
+
+async def test_engaged_from_the_cli_20_concurrent_callers_hear_the_whole_announcement(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    phones = {phone: await asyncio.to_thread(desk_phone, sip(pbx), tmp_path, phone,
+                                             pbx.secret(phone), DeskPhoneMode.RING, aor=user)
+              for phone, user in (("ana-desk", "ana"), ("mia-desk", "mia"))}
+    try:
+        engaged = backline(pbx, "outage", "engage", "--reason", "carrier down", "--by", "ops")
+        assert engaged.returncode == 0, engaged.stderr
+        await pbx.controller.wait_mode(Mode.OUTAGE, within=2.5)
+        await pbx.controller.sync_once()  # the push to the PBX follows the adoption
+        assert "outage" in pbx.instance.cli("database get backline mode")
+        callers = place_calls(sip(pbx), tmp_path, DIRECT, from_user="carrier", calls=20,
+                              timeout=60)
+        result = await asyncio.to_thread(callers.wait, 90)
+        assert result.ok and result.successful == 20, callers.describe()
+        for proc in phones.values():
+            assert proc.invites() == []  # desk phones never ring in an outage
+        # The whole announcement: each channel's Playback step lasted the recording's length
+        # before the dialplan moved on to hang up.
+        length = announcement_seconds(pbx)
+        assert length > 5
+        started: dict[str, float] = {}
+        lasted = []
+        for e in pbx.events.seen:
+            if e.get("Event") != "Newexten" or e.get("Context") != "backline-announce":
+                continue
+            if e.get("Application") == "Playback":
+                started[e["Channel"]] = float(e["_seen"])
+            elif e.get("Application") == "Hangup" and e["Channel"] in started:
+                lasted.append(float(e["_seen"]) - started[e["Channel"]])
+        assert len(lasted) == 20
+        assert min(lasted) >= length - 0.25, (length, sorted(lasted)[:3])
+        attempts = [a for a in pbx.controller.journal.attempts(limit=100)
+                    if a.recipient == DIRECT]
+        assert len(attempts) == 20 and len({a.key for a in attempts}) == 20
+        assert {(a.outcome, a.mode, a.delivery) for a in attempts} == {
+            (Outcome.ANNOUNCED, Mode.OUTAGE, Delivery.HELD)}
+    finally:
+        for proc in phones.values():
+            proc.kill()
+
+
+async def test_switched_on_the_asterisk_console_within_two_seconds(pbx: PracticePbx) -> None:
+    await pbx.controller.sync_once()  # the PBX has agreed on "normal" once
+    started = time.monotonic()
+    pbx.instance.cli("database put backline reason fiber-cut")
+    pbx.instance.cli("database put backline mode outage")
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.0)
+    data = status(pbx)
+    assert time.monotonic() - started < 2.0 + 1.0  # + the status command's own start-up
+    assert data["engaged"] is True and data["via"] == "console" and data["by"] == "console"
+    assert data["reason"] == "fiber-cut"
+    await pbx.controller.sync_once()
+    assert "State:InUse" in pbx.instance.cli("core show hints")  # every desk phone's lamp
+    pbx.instance.cli("database put backline mode normal")
+    await pbx.controller.wait_mode(Mode.NORMAL, within=2.0)
+    data = status(pbx)
+    assert data["engaged"] is False and data["via"] == "console"
+    await pbx.controller.sync_once()
+    assert "State:Idle" in pbx.instance.cli("core show hints")
+
+
+async def test_cli_switch_reaches_the_pbx(pbx: PracticePbx) -> None:
+    assert backline(pbx, "outage", "engage", "--reason", "drill").returncode == 0
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.5)
+    await pbx.controller.sync_once()
+    assert "outage" in pbx.instance.cli("database get backline mode")
+    assert "State:InUse" in pbx.instance.cli("core show hints")
+
+
+async def dial_feature(p: PracticePbx, tmp: Path, phone: str, code: str, pin: str) -> None:
+    call = place_calls(sip(p), tmp, code, from_user=phone, password=p.secret(phone),
+                       dtmf=pin + "#", dtmf_delay_ms=1500, timeout=30)
+    result = await asyncio.to_thread(call.wait, 45)
+    assert result.ok, call.describe()
+
+
+async def test_admin_desk_phone_switches_with_the_pin_and_wrong_pins_are_recorded(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    await dial_feature(pbx, tmp_path, "ana-desk", "*28", OUTAGE_PIN)
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.0)
+    since = pbx.controller.state.since
+    assert since is not None and since.by == "ana" and since.via is Via.DESK_PHONE
+    await dial_feature(pbx, tmp_path, "ana-desk", "*29", "1111")  # wrong PIN
+    await dial_feature(pbx, tmp_path, "mia-desk", "*29", OUTAGE_PIN)  # not an admin
+    await pbx.controller.sync_once()
+    assert pbx.controller.mode() is Mode.OUTAGE
+    refusals = [e for e in pbx.controller.journal.audit_log() if e.action.endswith("refused")]
+    assert [(e.actor, e.detail) for e in reversed(refusals)] == [
+        ("desk-phone:ana-desk", "wrong PIN"), ("desk-phone:mia-desk", "not an admin's desk phone")]
+    assert all(OUTAGE_PIN not in e.detail and "1111" not in e.detail for e in refusals)
+    await dial_feature(pbx, tmp_path, "ana-desk", "*29", OUTAGE_PIN)
+    await pbx.controller.wait_mode(Mode.NORMAL, within=2.0)
+
+
+class ControllerProcess:
+    """``backline run`` as ops run it, with its output kept so tests can wait on a line."""
+
+    def __init__(self, p: PracticePbx) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "telephony.cli", "run", str(p.config_path)], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.wait_for("ready", 60)
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        """The first output line containing ``needle``, reading on until it comes."""
+        for line in self.lines:
+            if needle in line:
+                return line
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and sel.select(max(0.0, deadline - time.monotonic())):
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if needle in line:
+                return line
+        raise AssertionError(f"{needle!r} not seen within {timeout}s:\n"
+                             + "".join(self.lines[-30:]))
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        self.proc.wait(10)
+
+
+async def test_controller_killed_the_pbx_answers_alone_and_nothing_is_lost(
+        tmp_path: Path) -> None:
+    async with practice_pbx(tmp_path, "o-failsafe", controller_in_process=False) as pbx:
+        controller = ControllerProcess(pbx)
+        try:
+            assert backline(pbx, "outage", "engage", "--reason", "drill").returncode == 0
+            controller.wait_for("mode is now outage", 3)
+            controller.stop(kill=True)  # SIGKILL: no goodbye, no flush
+            callers = place_calls(sip(pbx), tmp_path, DIRECT, from_user="carrier", calls=20,
+                                  timeout=60)
+            result = await asyncio.to_thread(callers.wait, 90)
+            assert result.ok and result.successful == 20, callers.describe()
+            played = [e for e in pbx.events.seen if e.get("Application") == "Playback"]
+            assert played == [] or all("announcement" in e["AppData"] for e in played)
+            journal = pbx.controller.journal
+            assert [a for a in journal.attempts(limit=100) if a.recipient == DIRECT] == []
+            controller = ControllerProcess(pbx)
+            controller.wait_for("20 call(s) answered by the PBX", 15)
+            for _ in range(2):  # restarting again imports nothing twice
+                controller.stop()
+                controller = ControllerProcess(pbx)
+            attempts = [a for a in journal.attempts(limit=100) if a.recipient == DIRECT]
+            assert len(attempts) == 20 and len({a.key for a in attempts}) == 20
+            assert {(a.outcome, a.mode, a.delivery) for a in attempts} == {
+                (Outcome.ANNOUNCED, Mode.OUTAGE, Delivery.HELD)}
+        finally:
+            controller.stop(kill=True)
