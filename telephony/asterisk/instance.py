@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Self
 
+from dialplan.asterisk import cdr_conf
 from dialplan.modules import modules_conf
 from telephony.asterisk.pbxroot import ASTERISK, default_root
 
@@ -343,6 +344,8 @@ class AsteriskInstance:
         }
         for fname in DEFAULT_FILES:
             files[fname] = ""
+        # cdr_csv is a required module and declines an empty cdr.conf.
+        files["cdr.conf"] = cdr_conf()
         return files
 
     def _module_dir(self) -> PurePosixPath:
