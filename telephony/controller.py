@@ -69,9 +69,12 @@ class Controller:
         return new
 
     def mode_at(self, at: datetime) -> Mode:
-        """The mode in force at ``at``, from the recorded switches."""
+        """The mode in force at ``at``, from the recorded switches.
+
+        CDR times have whole seconds: a switch within the same second counts as before it.
+        """
         for change in self.journal.mode_history(limit=1000):  # newest first
-            if change.at <= at:
+            if change.at.replace(microsecond=0) <= at:
                 return change.mode
         return Mode.NORMAL
 
