@@ -68,16 +68,6 @@ class Controller:
             self.metrics.attempt(attempt.kind, attempt.mode, attempt.outcome)
         return new
 
-    def mode_at(self, at: datetime) -> Mode:
-        """The mode in force at ``at``, from the recorded switches.
-
-        CDR times have whole seconds: a switch within the same second counts as before it.
-        """
-        for change in self.journal.mode_history(limit=1000):  # newest first
-            if change.at.replace(microsecond=0) <= at:
-                return change.mode
-        return Mode.NORMAL
-
     async def import_pbx_record(self) -> int:
         """Journal the calls the PBX answered on its own (its CDR); return how many were new.
 
@@ -94,9 +84,10 @@ class Controller:
             log.error("cannot read the PBX's call record %s: %s", self.cdr_path, exc)
             return 0
         rows = list(cdr.parse(text))
+        history = await asyncio.to_thread(self.journal.mode_history, 1000)
         new = 0
         for row in rows:
-            attempt = cdr.attempt_for(row, self.mode_at)
+            attempt = cdr.attempt_for(row, lambda at: mode_at(history, at))
             if await self.record_attempt(attempt):
                 new += 1
         if new:
@@ -217,6 +208,17 @@ class Controller:
             await self.sync_once()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), MODE_POLL_SECONDS)
+
+
+def mode_at(history: list[ModeChange], at: datetime) -> Mode:
+    """The mode in force at ``at``, from switches listed newest first.
+
+    CDR times have whole seconds: a switch within the same second counts as before it.
+    """
+    for change in history:
+        if change.at.replace(microsecond=0) <= at:
+            return change.mode
+    return Mode.NORMAL
 
 
 class ModeMirror(Protocol):

@@ -31,3 +31,16 @@ OUTAGE = ModeState(Mode.OUTAGE, ModeChange(Mode.OUTAGE, datetime(2026, 1, 1, tzi
 def test_reconcile(mode: str | None, ack: str | None, journal: ModeState,
                    expected: object) -> None:
     assert reconcile(mode, ack, journal) == expected
+
+
+def test_mode_at_a_cdr_time_counts_a_switch_in_the_same_second_as_before() -> None:
+    from telephony.controller import mode_at
+
+    engaged = ModeChange(Mode.OUTAGE, datetime(2026, 1, 1, 8, 0, 10, 700000, tzinfo=UTC),
+                         "ops", Via.CLI, "drill")
+    ended = ModeChange(Mode.NORMAL, datetime(2026, 1, 1, 9, 0, 0, tzinfo=UTC), "ops", Via.CLI, "")
+    history = [ended, engaged]
+    assert mode_at(history, datetime(2026, 1, 1, 8, 0, 9, tzinfo=UTC)) is Mode.NORMAL
+    assert mode_at(history, datetime(2026, 1, 1, 8, 0, 10, tzinfo=UTC)) is Mode.OUTAGE
+    assert mode_at(history, datetime(2026, 1, 1, 8, 30, tzinfo=UTC)) is Mode.OUTAGE
+    assert mode_at(history, datetime(2026, 1, 1, 9, 0, 1, tzinfo=UTC)) is Mode.NORMAL
