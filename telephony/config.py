@@ -639,8 +639,8 @@ class _Reader:
                     self.secret(node, "password", f, False))
 
     def sms_gateway(self, node: YMap, f: str) -> SmsGateway:
-        self.keys(node, f, ["url", "from", "token_env", "token_file", "signing_secret_env",
-                            "signing_secret_file"])
+        self.keys(node, f, ["url", "from", "account", "token_env", "token_file",
+                            "signing_secret_env", "signing_secret_file"])
         url = self._url(node, "url", f)
         sender = self.text(node, "from", f"{f}.from", "", "the E.164 number alerts come from")
         if sender:
@@ -648,8 +648,10 @@ class _Reader:
                 sender = e164.normalise(sender)
             except e164.NotE164 as exc:
                 self.problem(_where_of(node, "from"), f"{f}.from", exc.why)
+        account = self.text(node, "account", f"{f}.account", "",
+                            "the provider's account id (Twilio: the Account SID)") or ""
         return SmsGateway(url, sender or "", self.secret(node, "token", f, False),
-                          self.secret(node, "signing_secret", f, False))
+                          self.secret(node, "signing_secret", f, False), account)
 
     def inbox(self, node: YMap, f: str) -> Inbox:
         self.keys(node, f, ["url", "token_env", "token_file"])

@@ -18,14 +18,18 @@ from typing import Protocol, assert_never
 
 from aiohttp import web
 
+from telephony import e164
 from telephony.asterisk import cdr
 from telephony.asterisk.ami import LinkDown
 from telephony.conversations import ConversationBook
 from telephony.journal import (
+    AttemptKind,
     AuditEntry,
+    Delivery,
     Journal,
     JournalError,
     NewAttempt,
+    Outcome,
     StaleMode,
     open_journal,
 )
@@ -33,6 +37,9 @@ from telephony.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, r
 from telephony.model import AsteriskPbx, Directory
 from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
 from telephony.ownership import OwnershipBook
+from telephony.sms.gateway import GatewayError, SmsGatewayClient
+from telephony.sms.twilio import InboundSms
+from telephony.sms.webhook import make_sms_routes
 from telephony.status.metrics import Metrics
 from telephony.status.server import make_status_app
 
@@ -56,6 +63,8 @@ class Controller:
         self.cdr_path: Path | None = Path(pbx.cdr_file) if isinstance(pbx, AsteriskPbx) else None
         self._changed = asyncio.Event()
         self.metrics = Metrics(backlog=journal.held)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sms_client: SmsGatewayClient | None = None
         self.metrics.set_engaged(self.state.mode is Mode.OUTAGE)
 
     def mode(self) -> Mode:
@@ -94,6 +103,84 @@ class Controller:
             log.warning("%d call(s) answered by the PBX while the controller was away are now "
                         "journaled", new)
         return new
+
+    # -- SMS (Twilio-format webhook in, gateway out) ----------------------------------------
+
+    def web_app(self) -> web.Application:
+        """The controller's HTTP face: status, metrics, and the SMS webhook if configured."""
+        app = make_status_app(self.journal, self.metrics, self.directory.practice.name,
+                              self.directory.practice.timezone, self.journal.held,
+                              lambda: datetime.now(UTC))
+        gateway = self.directory.connections.sms_gateway
+        pages = self.directory.connections.pages
+        if gateway is not None and pages is not None:
+            app.add_routes(make_sms_routes(pages.base_url, self._sms_signing_secret,
+                                           self.on_sms, self.on_sms_refused))
+        return app
+
+    def _sms_signing_secret(self) -> str:
+        from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+        gateway = self.directory.connections.sms_gateway
+        if gateway is None:
+            return ""
+        try:
+            return read_secret(gateway.signing_secret, "connections.sms_gateway.signing_secret")
+        except SecretMissing as exc:
+            log.error("%s: every inbound SMS is refused", exc)
+            return ""  # an empty secret verifies nothing: every webhook gets 403
+
+    async def on_sms(self, sms: InboundSms) -> None:
+        """A signed inbound SMS: journaled (fsynced) before the gateway hears 200; in an
+        outage the sender gets the automatic reply."""
+        mode = self.mode()
+        number = self.book.number(sms.recipient)
+        if number is None:
+            outcome = Outcome.REFUSED
+        elif mode is Mode.OUTAGE:
+            outcome = Outcome.AUTO_REPLIED
+        else:
+            outcome = Outcome.RECEIVED
+        new = await self.record_attempt(NewAttempt(
+            key=sms.journal_key, at=datetime.now(UTC), kind=AttemptKind.SMS, mode=mode,
+            sender=sms.sender, recipient=sms.recipient, outcome=outcome, text=sms.body,
+            delivery=Delivery.HELD if number is not None else Delivery.NOT_NEEDED))
+        log.info("SMS from %s to %s: %s%s", e164.redact(sms.sender), sms.recipient,
+                 outcome.value, "" if new else " (a retry of one already recorded)")
+        if new and outcome is Outcome.AUTO_REPLIED:
+            task = asyncio.create_task(self._auto_reply(sms))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _auto_reply(self, sms: InboundSms) -> None:
+        from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+        gateway = self.directory.connections.sms_gateway
+        number = self.book.number(sms.recipient)
+        if gateway is None or number is None or not number.texting_registered:
+            log.warning("no automatic reply from %s: it is not registered for business "
+                        "texting", sms.recipient)
+            return
+        try:
+            if self._sms_client is None:
+                self._sms_client = SmsGatewayClient(
+                    gateway.url, gateway.account,
+                    read_secret(gateway.token, "connections.sms_gateway.token"))
+            await self._sms_client.send(sms.recipient, sms.sender,
+                                        self.directory.backup.sms_reply)
+            log.info("automatic reply sent to %s", e164.redact(sms.sender))
+        except (GatewayError, SecretMissing, ValueError) as exc:
+            log.error("automatic reply to %s failed: %s", e164.redact(sms.sender), exc)
+
+    async def on_sms_refused(self, reason: str, remote: str) -> None:
+        await asyncio.to_thread(self.journal.audit, AuditEntry(
+            datetime.now(UTC), f"sms-webhook:{remote[:64]}", "sms.refused", reason[:200]))
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sms_client is not None:
+            await self._sms_client.close()
 
     def attach(self, mirror: ModeMirror) -> None:
         """The PBX side of the mode (the Asterisk driver), kept in agreement every tick."""
@@ -272,10 +359,7 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
         watcher = asyncio.create_task(controller.keep_mode(stop))
         pages = directory.connections.pages
         if pages is not None:
-            app = make_status_app(journal, controller.metrics, directory.practice.name,
-                                  directory.practice.timezone, journal.held,
-                                  lambda: datetime.now(UTC))
-            runner = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(controller.web_app(), access_log=None)
             await runner.setup()
             await web.TCPSite(runner, pages.listen.host, pages.listen.port).start()
             log.info("status page on http://%s/status, metrics on /metrics", pages.listen)
@@ -289,6 +373,7 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
             await runner.cleanup()
         if driver is not None:
             await driver.stop()
+        await controller.close()
         if local is not None:
             await asyncio.to_thread(local.instance.stop)
         journal.close()

@@ -193,10 +193,15 @@ class Smtp:
 
 @dataclass(frozen=True, slots=True)
 class SmsGateway:
+    """A Twilio-format SMS provider: ``url`` is the API base, ``account`` the basic-auth user
+    (Twilio's Account SID), ``token`` its password, ``signing_secret`` what signs webhooks
+    (for Twilio the same Auth Token)."""
+
     url: str
     sender: str
     token: Secret = Secret()
     signing_secret: Secret = Secret()
+    account: str = ""
 
 
 @dataclass(frozen=True, slots=True)
