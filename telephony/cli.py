@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,6 +21,7 @@ from telephony import config as config_mod
 from telephony.journal import Attempt, JournalError, open_journal
 from telephony.model import Directory
 from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
+from telephony.status.page import status_document
 
 DEFAULT_CONFIG = "/etc/backline/backline.yaml"
 CONFIG_HELP = ("the practice YAML (default: $BACKLINE_CONFIG, else "
@@ -93,7 +94,7 @@ def cmd_outage(args: argparse.Namespace) -> int:
     try:
         if args.action == "status":
             return _outage_status(journal.mode_state(), journal.mode_history(args.history),
-                                  directory, args.json)
+                                  directory, args.json, journal.held())
         target = Mode.OUTAGE if args.action == "engage" else Mode.NORMAL
         state = journal.mode_state()
         now = datetime.now(UTC)
@@ -115,19 +116,10 @@ def cmd_outage(args: argparse.Namespace) -> int:
 
 
 def _outage_status(state: ModeState, history: list[ModeChange], directory: Directory,
-                   as_json: bool) -> int:
+                   as_json: bool, backlog: Mapping[str, int]) -> int:
     since = state.since
     if as_json:
-        print(json.dumps({
-            "mode": state.mode.value,
-            "engaged": state.mode is Mode.OUTAGE,
-            "since": since.at.isoformat() if since else None,
-            "by": since.by if since else None,
-            "via": since.via.value if since else None,
-            "reason": since.reason if since else None,
-            "history": [{"mode": c.mode.value, "at": c.at.isoformat(), "by": c.by,
-                         "via": c.via.value, "reason": c.reason} for c in history],
-        }, indent=2))
+        print(json.dumps(status_document(state, history, backlog), indent=2))
         return 0
     if state.mode is Mode.OUTAGE and since:
         print(f"outage ENGAGED since {_local(since.at, directory)} by {since.by} "

@@ -139,11 +139,16 @@ class AsteriskPorts:
         return cls(sip, ami, rtp, rtp + rtp_width, udptl, udptl + udptl_width)
 
 
-def _free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port free on 127.0.0.1 right now (TCP by default, or UDP), from the kernel."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _free_tcp_port() -> int:
+    return free_port(socket.SOCK_STREAM)
 
 
 def _free_port_both() -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from telephony import config
 from telephony.asterisk.driver import AsteriskDriver
-from telephony.asterisk.instance import AsteriskInstance
+from telephony.asterisk.instance import AsteriskInstance, free_port
 from telephony.asterisk.local_pbx import prepare
 from telephony.asterisk.pbxroot import ensure_root
 from telephony.controller import Controller
@@ -76,12 +76,6 @@ connections:
     cdr_file: {cdr_file}
   storage: {{url: "sqlite://{journal}"}}
 """
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from telephony.asterisk.instance import LOOPBACK, DirectoryWatch
+from telephony.asterisk.instance import LOOPBACK, DirectoryWatch, free_port
 
 SCENARIOS = Path(__file__).with_name("sipp")
 SIPP = "sipp"
@@ -64,10 +64,7 @@ class SippError(Exception):
 
 def free_udp_port() -> int:
     """A UDP port free on 127.0.0.1 right now (from the kernel's ephemeral range)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_port(socket.SOCK_DGRAM)
 
 
 def free_media_port() -> int:
