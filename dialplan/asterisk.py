@@ -76,6 +76,11 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx) -> str:
         "direct_media=no",
         "rtp_symmetric=yes",
         "force_rport=yes",
+        # RTP on the SIP address, not the wildcard: on 0.0.0.0 Asterisk resolves its own host
+        # name (and then a root server) for every call's RTCP, off the machine, and a lost
+        # query stalls the PJSIP thread for the resolver's timeout.
+        f"media_address={pbx.sip.host}",
+        "bind_rtp_to_media_address=yes",
         "rewrite_contact=no",  # desk phones are on the practice LAN; their Contact is true
         "identify_by=username,auth_username",
         "send_pai=yes",
@@ -99,6 +104,8 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx) -> str:
         "send_pai=yes",
         "trust_id_outbound=yes",
         "trust_id_inbound=no",
+        f"media_address={pbx.sip.host}",
+        "bind_rtp_to_media_address=yes",
         "t38_udptl=yes",
         "t38_udptl_ec=redundancy",
         "t38_udptl_maxdatagram=400",
