@@ -20,6 +20,10 @@ from telephony.model import AsteriskPbx, Carry, Directory
 CARRIER_CONTEXT = "backline-carrier"
 DESK_CONTEXT = "backline-desk"
 VOICEMAIL_CONTEXT = "backline"
+# Where ReceiveFax writes, in the PBX's own spool directory: it exists on every Asterisk (for
+# a chroot instance, inside the root), so the PBX receives with or without the controller,
+# which knows the same name from the call's uniqueid (telephony.fax_intake.spool_name).
+FAX_SPOOL_FILE = "${ASTSPOOLDIR}/fax-${UNIQUEID}.tif"
 
 
 def carrier_endpoint(pbx: AsteriskPbx) -> str:
@@ -109,7 +113,11 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx) -> str:
         "t38_udptl=yes",
         "t38_udptl_ec=redundancy",
         "t38_udptl_maxdatagram=400",
-        "fax_detect=no",
+        # A fax machine calling a number taken as voice is heard by its calling tone (CNG,
+        # which SendFax and fax machines send from the start) and sent to the `fax`
+        # extension of the voice contexts; after 30 s of a call nobody listens any more.
+        "fax_detect=yes",
+        "fax_detect_timeout=30",
         f"identify_by={'username' if trunk.from_user else 'ip'}",
         "",
         f"[{carrier}]",
@@ -180,6 +188,8 @@ exten => _[+0-9].,1,Set(BACKLINE_ACTION=)
  same => n,Goto(backline-${{BACKLINE_FAILSAFE}},s,1)
  same => n(decided),Goto(backline-${{BACKLINE_ACTION}},s,1)
 exten => _[a-zA-Z*#].,1,Goto(backline-unknown,s,1)
+; A fax sender gone between the decision and the Goto is still reported, as a fax that ended.
+exten => h,1,GotoIf($["${{BACKLINE_ACTION}}" = "fax"]?backline-fax,h,1)
 
 [backline-fax-numbers]
 {fax_lines}
@@ -217,11 +227,13 @@ exten => s,1,Answer()
 [backline-ring]
 exten => s,1,Dial(${{BACKLINE_DIAL}},${{BACKLINE_RING_SECONDS}})
  same => n,Goto(backline-voicemail,s,1)
+exten => fax,1,Goto(backline-faxcall,s,1)
 
 [backline-voicemail]
 exten => s,1,Answer()
  same => n,VoiceMail(${{BACKLINE_VMBOX}}@{VOICEMAIL_CONTEXT},u)
  same => n,Hangup()
+exten => fax,1,Goto(backline-faxcall,s,1)
 
 [backline-voicemail-main]
 exten => s,1,Answer()
@@ -232,19 +244,45 @@ exten => s,1,Answer()
 exten => s,1,Answer()
  same => n,Playback(${{BACKLINE_ANNOUNCEMENT}})
  same => n,Hangup()
+exten => fax,1,Goto(backline-faxcall,s,1)
 
 [backline-unknown]
 exten => s,1,Answer()
  same => n,Playback(ss-noservice)
  same => n,Hangup()
 
+; Fax tones on a call taken as voice (the `fax` extensions above, reached through the carrier
+; endpoint's fax_detect): the controller decides again, as a fax.  Without it, a fax number
+; still receives and any other number refuses.
+[backline-faxcall]
+exten => s,1,Set(BACKLINE_ACTION=)
+ same => n,AGI(${{BACKLINE_AGI}}/fax,${{BACKLINE_DIALED}})
+ same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_ACTION}}" != ""]?decided)
+ same => n,Goto(backline-${{IF(${{BACKLINE_IS_FAX}}?fax:rejectfax)}},s,1)
+ same => n(decided),Goto(backline-${{BACKLINE_ACTION}},s,1)
+
+; T.38 when the sender can (the carrier endpoint offers it), G.711 audio otherwise (f).  The
+; h extension reports every end (done, failed, the sender gone mid-page) to the controller,
+; with res_fax's variables as arguments: the station ID (the sending machine chose it) and the
+; error (spandsp's prose) are URI-encoded, so no comma or quote can split or bend the call.
 [backline-fax]
-exten => s,1,Answer()
+exten => s,1,Goto(fax,1)
+; Named `fax`: the carrier endpoint's fax_detect leaves a call in a fax extension alone.
+exten => fax,1,Set(BACKLINE_FAX_FILE={FAX_SPOOL_FILE})
+ same => n,Answer()
  same => n,ReceiveFax(${{BACKLINE_FAX_FILE}},f)
  same => n,Hangup()
+exten => h,1,Set(BACKLINE_ARGS=${{BACKLINE_DIALED}},${{FAXSTATUS}},${{FAXPAGES}})
+ same => n,Set(BACKLINE_ARGS=${{BACKLINE_ARGS}},${{URIENCODE(${{FAXERROR}})}})
+ same => n,AGI(${{BACKLINE_AGI}}/faxdone,${{BACKLINE_ARGS}},${{URIENCODE(${{REMOTESTATIONID}})}})
 
+; Refused during the call: answered, then hung up once the sender's fax session has begun,
+; so the sending machine reports a failed fax (a call refused unanswered is, to many, a
+; busy line to redial at once).
 [backline-rejectfax]
-exten => s,1,Hangup(21)
+exten => s,1,Answer()
+ same => n,Wait(1)
+ same => n,Hangup(21)
 
 [backline-call]
 exten => s,1,Set(CALLERID(num)=${{BACKLINE_CID_NUM}})

@@ -571,7 +571,7 @@ class _Reader:
             self.problem(_where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
             return None
         self.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
-                            "udptl", "secrets_file", "cdr_file"])
+                            "udptl", "secrets_file", "cdr_file", "fax_dir"])
         ami = self._sub(node, "ami", f) or YMap({}, node.where)
         self.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
         agi = self._sub(node, "agi", f) or YMap({}, node.where)
@@ -599,7 +599,17 @@ class _Reader:
                                "/var/log/asterisk/cdr-csv/Master.csv",
                                "the path of Asterisk's cdr-csv Master.csv")
             or "/var/log/asterisk/cdr-csv/Master.csv",
+            fax_dir=self.fax_dir(node, f),
         )
+
+    def fax_dir(self, node: YMap, f: str) -> str:
+        default = "/var/lib/backline/fax"
+        what = "the absolute path of the directory where received faxes are kept"
+        path = self.text(node, "fax_dir", f"{f}.fax_dir", default, what) or default
+        if not path.startswith("/"):
+            self.problem(_where_of(node, "fax_dir"), f"{f}.fax_dir", what)
+            return default
+        return path
 
     def trunk(self, node: YMap, f: str) -> Trunk:
         sub = self._sub(node, "trunk", f)

@@ -12,15 +12,19 @@ import hmac
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, assert_never
 
 from aiohttp import web
 
+from notifier.links import LINK_PREFIX
+from notifier.service import Notifier, notifier_for
 from telephony import e164
 from telephony.asterisk import cdr
 from telephony.asterisk.ami import LinkDown
+from telephony.asterisk.fax import DEFAULT_FAX_DIR, FAX_CONTEXTS, FaxIntake
 from telephony.conversations import ConversationBook
 from telephony.journal import (
     AttemptKind,
@@ -52,29 +56,46 @@ class Controller:
     """Holds the practice's state in memory and keeps the mode agreed between the journal
     (CLI, status page) and the PBX (console, dialplan, lamps)."""
 
-    def __init__(self, directory: Directory, journal: Journal) -> None:
+    def __init__(self, directory: Directory, journal: Journal, *,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.directory = directory
         self.journal = journal
+        # Read by the alerts and their link pages (tests move it past a link's lifetime).
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.book = OwnershipBook(directory)
         self.conversations = ConversationBook()
         self.state: ModeState = journal.mode_state()
         self.mirror: ModeMirror | None = None
         pbx = directory.connections.pbx
         self.cdr_path: Path | None = Path(pbx.cdr_file) if isinstance(pbx, AsteriskPbx) else None
+        # Faxes: kept in connections.pbx.fax_dir; `faxes.spool` is where this controller reads
+        # the PBX's spool (`backline up` points it inside the Asterisk root).
+        self.faxes = FaxIntake(
+            Path(pbx.fax_dir if isinstance(pbx, AsteriskPbx) else DEFAULT_FAX_DIR),
+            directory.practice.timezone, self.record_attempt, journal.attempt, self.mode,
+            clock=lambda: self.clock())
         self._changed = asyncio.Event()
         self.metrics = Metrics(backlog=journal.held)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sms_client: SmsGatewayClient | None = None
         self.metrics.set_engaged(self.state.mode is Mode.OUTAGE)
+        self.notifier: Notifier | None = notifier_for(directory, journal, self.clock)
+
+    async def start(self) -> None:
+        """Start the background work: sending backup alerts."""
+        if self.notifier is not None:
+            self.notifier.start()
 
     def mode(self) -> Mode:
         return self.state.mode
 
     async def record_attempt(self, attempt: NewAttempt) -> bool:
         """Write ``attempt`` durably; True if it was new (not a repeat of its key)."""
-        _, new = await asyncio.to_thread(self.journal.record_attempt, attempt)
+        recorded, new = await asyncio.to_thread(self.journal.record_attempt, attempt)
         if new:
             self.metrics.attempt(attempt.kind, attempt.mode, attempt.outcome)
+            if self.notifier is not None:
+                self.notifier.attempt_recorded(recorded)  # queues only: the PBX is waiting
         return new
 
     async def import_pbx_record(self) -> int:
@@ -96,8 +117,12 @@ class Controller:
         history = await asyncio.to_thread(self.journal.mode_history, 1000)
         new = 0
         for row in rows:
-            attempt = cdr.attempt_for(row, lambda at: mode_at(history, at))
-            if await self.record_attempt(attempt):
+            if row.context in FAX_CONTEXTS:  # converted and stored too, not only journaled
+                recorded = await self.faxes.import_row(row, mode_at(history, row.start))
+            else:
+                recorded = await self.record_attempt(
+                    cdr.attempt_for(row, lambda at: mode_at(history, at)))
+            if recorded:
                 new += 1
         if new:
             log.warning("%d call(s) answered by the PBX while the controller was away are now "
@@ -107,7 +132,8 @@ class Controller:
     # -- SMS (Twilio-format webhook in, gateway out) ----------------------------------------
 
     def web_app(self) -> web.Application:
-        """The controller's HTTP face: status, metrics, and the SMS webhook if configured."""
+        """The controller's HTTP face: status, metrics, the SMS webhook and the alert link
+        pages (under /a/), each if configured."""
         app = make_status_app(self.journal, self.metrics, self.directory.practice.name,
                               self.directory.practice.timezone, self.journal.held,
                               lambda: datetime.now(UTC))
@@ -116,6 +142,8 @@ class Controller:
         if gateway is not None and pages is not None:
             app.add_routes(make_sms_routes(pages.base_url, self._sms_signing_secret,
                                            self.on_sms, self.on_sms_refused))
+        if self.notifier is not None:
+            app.add_subapp(LINK_PREFIX.rstrip("/"), self.notifier.link_app())
         return app
 
     def _sms_signing_secret(self) -> str:
@@ -177,6 +205,8 @@ class Controller:
             datetime.now(UTC), f"sms-webhook:{remote[:64]}", "sms.refused", reason[:200]))
 
     async def close(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.close()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sms_client is not None:
@@ -347,14 +377,16 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                             root=root)
             controller.cdr_path = local.instance.host_path(
                 local.instance.dir("log") / "cdr-csv" / "Master.csv")
+            controller.faxes.spool = local.instance.host_path(local.instance.dir("spool"))
             await asyncio.to_thread(local.instance.start)
             log.info("Asterisk started (pid %s), SIP on %s", local.instance.pid, pbx.sip)
         driver = AsteriskDriver(pbx, read_secret(pbx.ami_secret, "connections.pbx.ami"),
                                 controller.book, controller.conversations, controller.mode,
                                 controller.record_attempt, controller.desk_phone_switch,
-                                controller.import_pbx_record)
+                                controller.import_pbx_record, faxes=controller.faxes)
         driver.latency_hook = controller.metrics.agi_latency
         controller.attach(driver)
+        await controller.start()
         await driver.start()
         watcher = asyncio.create_task(controller.keep_mode(stop))
         pages = directory.connections.pages

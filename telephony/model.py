@@ -166,6 +166,8 @@ class AsteriskPbx:
     udptl: PortRange = PortRange(4000, 4039)
     secrets_file: str = "/var/lib/backline/desk-phone-secrets.json"
     cdr_file: str = "/var/log/asterisk/cdr-csv/Master.csv"
+    # Where received faxes are kept, TIFF and PDF side by side (the controller's path).
+    fax_dir: str = "/var/lib/backline/fax"
     kind: str = "asterisk"
 
 

@@ -174,6 +174,7 @@ class ReceiveFax:
 
 class FaxRefusal(enum.Enum):
     NOT_A_FAX_NUMBER = "not-a-fax-number"
+    NO_STORAGE = "no-storage"  # the fax directory cannot take a fax now (unwritable, full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +253,9 @@ def ring_set(book: OwnershipBook, registrations: Registrations, number: str
 
 
 def route_inbound(book: OwnershipBook, registrations: Registrations, call: InboundCall,
-                  mode: Mode, ring_seconds: int) -> InboundDecision:
+                  mode: Mode, ring_seconds: int, *, fax_storage: bool = True) -> InboundDecision:
+    """The decision for one inbound call.  ``fax_storage`` says whether a fax could be stored
+    now; the driver checks it (I/O) only when the first answer is ``ReceiveFax``."""
     try:
         dialed = e164.normalise(call.dialed)
     except e164.NotE164:
@@ -262,6 +265,9 @@ def route_inbound(book: OwnershipBook, registrations: Registrations, call: Inbou
         return RefuseUnknownNumber(dialed)
     if call.kind is CallKind.FAX or Carry.VOICE not in number.carries:
         if Carry.FAX in number.carries:
+            if not fax_storage:
+                # Refused before answering: a fax taken in that cannot be kept is lost.
+                return RejectFax(dialed, FaxRefusal.NO_STORAGE)
             return ReceiveFax(dialed)  # faxes are received in every mode
         if call.kind is CallKind.FAX:
             return RejectFax(dialed, FaxRefusal.NOT_A_FAX_NUMBER)

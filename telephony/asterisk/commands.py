@@ -29,8 +29,7 @@ from telephony.routing import (
 Variables = list[tuple[str, str]]
 
 
-def inbound_variables(decision: InboundDecision, book: OwnershipBook,
-                      fax_file: str = "") -> Variables:
+def inbound_variables(decision: InboundDecision, book: OwnershipBook) -> Variables:
     match decision:
         case RingDeskPhones():
             # Each live registration by its contact: PJSIP/endpoint alone would ring only one
@@ -46,7 +45,9 @@ def inbound_variables(decision: InboundDecision, book: OwnershipBook,
         case RefuseUnknownNumber():
             return [(v.ACTION, v.UNKNOWN)]
         case ReceiveFax():
-            return [(v.FAX_FILE, fax_file), (v.ACTION, v.FAX)]
+            # The dialplan names the file itself (from the call's uniqueid, in the PBX's
+            # spool), so a fax the PBX takes alone lands in the same place.
+            return [(v.ACTION, v.FAX)]
         case RejectFax():
             return [(v.ACTION, v.REJECT_FAX)]
         case _:

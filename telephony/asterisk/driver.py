@@ -9,12 +9,13 @@ restarted Asterisk is picked up again without restarting the controller).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from telephony import e164
 from telephony.asterisk import dialplan_variables as v
@@ -23,13 +24,17 @@ from telephony.asterisk.commands import inbound_variables, outbound_variables
 from telephony.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
 from telephony.attempts import call_attempt
 from telephony.conversations import ConversationBook
+from telephony.fax_intake import BadFaxReport, FaxEnd, StorageCheck, fax_end_from_args
 from telephony.journal.records import NewAttempt
 from telephony.model import AsteriskPbx
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
 from telephony.routing import (
+    CallKind,
     InboundCall,
+    ReceiveFax,
     Registrations,
+    RejectFax,
     decide_outbound,
     dialled,
     route_inbound,
@@ -37,9 +42,19 @@ from telephony.routing import (
 
 log = logging.getLogger("backline.asterisk")
 
+WANTED_EVENTS = ("ContactStatus",)
 _LIVE = {"Created", "Updated", "Reachable", "NonQualified", "Unknown"}
 # A contact we will put into a Dial string: nothing that could split it (&, comma) or quote.
 _SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
+
+
+class FaxDesk(Protocol):
+    """Where faxes go (``telephony.asterisk.fax.FaxIntake``): asked before a fax is answered,
+    told when one ends."""
+
+    async def storage(self) -> StorageCheck: ...
+
+    async def fax_ended(self, end: FaxEnd) -> bool: ...
 
 
 class AsteriskDriver:
@@ -47,8 +62,10 @@ class AsteriskDriver:
                  conversations: ConversationBook, mode: Callable[[], Mode],
                  record: Callable[[NewAttempt], Awaitable[object]],
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
-                 after_login: Callable[[], Awaitable[object]] | None = None) -> None:
+                 after_login: Callable[[], Awaitable[object]] | None = None,
+                 faxes: FaxDesk | None = None) -> None:
         self.pbx = pbx
+        self.faxes = faxes
         self.after_login = after_login
         self.record = record
         self.feature_switch = feature
@@ -59,7 +76,8 @@ class AsteriskDriver:
         self.latencies: list[float] = []
         self.latency_hook: Callable[[str, float], None] | None = None
         self.agi = FastAgiServer({"inbound": self.inbound, "outbound": self.outbound,
-                                  "feature": self.feature},
+                                  "feature": self.feature, "fax": self.fax_heard,
+                                  "faxdone": self.fax_done},
                                  on_latency=self._latency)
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
                            on_login=self._logged_in)
@@ -91,18 +109,60 @@ class AsteriskDriver:
 
     async def inbound(self, request: AgiRequest, session: AgiSession) -> None:
         call = InboundCall(dialed=request.get("extension"), caller=request.get("callerid"))
+        await self._decide(call, request.get("uniqueid"), session)
+
+    async def fax_heard(self, request: AgiRequest, session: AgiSession) -> None:
+        """Fax tones (CNG, heard by the carrier endpoint's fax_detect) on a call taken as
+        voice: decide again, as a fax.  The argument is the dialled number, as the dialplan
+        filtered it when the call came in."""
+        dialed = request.args[0] if request.args else ""
+        call = InboundCall(dialed=dialed, caller=request.get("callerid"), kind=CallKind.FAX)
+        await self._decide(call, request.get("uniqueid"), session)
+
+    async def _decide(self, call: InboundCall, uniqueid: str, session: AgiSession) -> None:
         decision = route_inbound(self.book, self.registrations, call, self.mode(),
                                  self.pbx.ring_seconds)
+        why = ""
+        if isinstance(decision, ReceiveFax) and self.faxes is not None:
+            storage = await self.faxes.storage()  # before the call is answered
+            if not storage.ok:
+                why = f"the fax directory is {storage.reason}"
+                log.error("refusing a fax: %s", why)
+                decision = route_inbound(self.book, self.registrations, call, self.mode(),
+                                         self.pbx.ring_seconds, fax_storage=False)
         log.info("inbound call from %s to %s: %s", e164.redact(call.caller),
                  call.dialed if self.book.number(call.dialed) else "an unknown number",
                  type(decision).__name__)
         # On disk before the PBX hears the decision: if this fails, the session drops and
-        # the dialplan's fallback answers the caller.
-        uniqueid = request.get("uniqueid")
-        await self.record(call_attempt(f"call:{uniqueid}", call, decision, self.mode(),
-                                       datetime.now(UTC)))
+        # the dialplan's fallback answers the caller.  A fax to be received is journaled when
+        # it ends (/faxdone), once, with its pages and PDF: the PBX's CDR covers a controller
+        # that dies meanwhile.  Fax decisions are keyed fax:, so that a call taken as voice
+        # and then heard to be a fax keeps both records.
+        if isinstance(decision, RejectFax):
+            attempt = call_attempt(f"fax:{uniqueid}", call, decision, self.mode(),
+                                   datetime.now(UTC))
+            await self.record(dataclasses.replace(
+                attempt, detail=f"refused ({decision.why.value}){': ' + why if why else ''}"))
+        elif not isinstance(decision, ReceiveFax):
+            await self.record(call_attempt(f"call:{uniqueid}", call, decision, self.mode(),
+                                           datetime.now(UTC)))
         for name, value in inbound_variables(decision, self.book):
             await session.set_variable(name, value)
+
+    async def fax_done(self, request: AgiRequest, session: AgiSession) -> None:
+        """The end of a fax call (the h extension of backline-fax, whatever ended it): the
+        arguments are the dialled number and res_fax's FAX* variables (fax_intake checks
+        them); nothing is sent back, the channel is gone."""
+        if self.faxes is None:
+            log.warning("a fax ended but fax intake is not wired; the CDR import takes it")
+            return
+        try:
+            end = fax_end_from_args(request.get("uniqueid"), request.get("callerid"),
+                                    request.args)
+        except BadFaxReport as exc:
+            log.error("fax report refused: %s", exc)
+            return
+        await self.faxes.fax_ended(end)
 
     async def outbound(self, request: AgiRequest, session: AgiSession) -> None:
         desk_phone = request.args[0] if request.args else ""
@@ -152,9 +212,24 @@ class AsteriskDriver:
         self._notify()
 
     async def _logged_in(self) -> None:
+        await self._only_events_we_use()
         await self.reload_contacts()
         if self.after_login is not None:
             await self.after_login()
+
+    async def _only_events_we_use(self) -> None:
+        """Ask Asterisk for the events the controller acts on, and no others.
+
+        Unfiltered, Asterisk sends about 120 events a call (VarSet, Newexten, ...); parsing
+        them took two thirds of the controller's CPU per call in bench/calls.py.  Answers to
+        our own actions (ContactList, DBGetResponse) are not events of the stream and pass.
+        """
+        try:
+            for event in WANTED_EVENTS:
+                await self.ami.action({"Action": "Filter", "Operation": "Add",
+                                       "Filter": f"Event: {event}"}, within=3.0)
+        except LinkDown as exc:
+            log.warning("could not filter AMI events (all of them will come): %s", exc)
 
     async def reload_contacts(self) -> None:
         """After every AMI login: the registrations Asterisk has now are the truth."""

@@ -13,9 +13,11 @@ Run `python -m telephony.asterisk.pbxroot` to build (if needed) and print it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -104,6 +106,19 @@ def ensure_devices(root: Path) -> None:
         os.chmod(node, 0o666)  # mknod honours the umask
 
 
+def ensure_hosts(root: Path) -> None:
+    """Name this host and localhost in ROOT/etc/hosts.
+
+    debootstrap leaves no /etc/hosts, so Asterisk's look-ups of its own host name (e.g. for
+    RTCP on a wildcard address) go to DNS, off the machine, and stall on a lost reply.
+    """
+    hosts = root / "etc" / "hosts"
+    name = socket.gethostname()
+    wanted = f"127.0.0.1\tlocalhost {name}\n::1\tlocalhost ip6-localhost\n"
+    if not hosts.exists() or name not in hosts.read_text():
+        hosts.write_text(wanted)
+
+
 def _is_ready(root: Path) -> bool:
     if asterisk_version(root) is None:
         return False
@@ -177,6 +192,8 @@ def ensure_root(path: Path | None = None, log: Log = _stderr_log) -> Path:
     """
     root = (path or default_root()).absolute()
     if _is_ready(root):
+        with contextlib.suppress(PermissionError):  # a root someone else built and owns
+            ensure_hosts(root)
         return root
     if os.geteuid() != 0:
         raise RootError(root, "building the Asterisk root needs root (debootstrap, chroot)")
@@ -186,6 +203,7 @@ def ensure_root(path: Path | None = None, log: Log = _stderr_log) -> Path:
         if version is not None:
             # Built by whoever held the lock, or only the devices were missing.
             ensure_devices(root)
+            ensure_hosts(root)
             return root
         # Under the lock, any leftover build or broken dir is from a dead process.
         for stale in root.parent.glob(f".{root.name}.*-*"):
@@ -198,6 +216,7 @@ def ensure_root(path: Path | None = None, log: Log = _stderr_log) -> Path:
         try:
             _debootstrap(tmp, log)
             ensure_devices(tmp)
+            ensure_hosts(tmp)
             version = asterisk_version(tmp)
             if version is None:
                 raise RootError(tmp, "debootstrap succeeded but `asterisk -V` does not run")

@@ -8,18 +8,27 @@ from pathlib import Path
 
 from telephony.journal.base import JournalError, SqlJournal, StaleMode
 from telephony.journal.records import (
+    AlertChannel,
+    AlertDelivery,
+    AlertLink,
+    AlertSlot,
+    AlertState,
     Attempt,
     AttemptKind,
     AuditEntry,
     Delivery,
+    JoinAlert,
     NewAttempt,
+    OpenAlert,
     Outcome,
+    Placement,
 )
 
 Journal = SqlJournal
 
-__all__ = ["Attempt", "AttemptKind", "AuditEntry", "Delivery", "Journal", "JournalError",
-           "NewAttempt", "Outcome", "StaleMode", "open_journal"]
+__all__ = ["AlertChannel", "AlertDelivery", "AlertLink", "AlertSlot", "AlertState", "Attempt",
+           "AttemptKind", "AuditEntry", "Delivery", "JoinAlert", "Journal", "JournalError",
+           "NewAttempt", "OpenAlert", "Outcome", "Placement", "StaleMode", "open_journal"]
 
 
 def open_journal(url: str) -> Journal:

@@ -78,3 +78,76 @@ class AuditEntry:
     actor: str
     action: str
     detail: str
+
+
+# -- backup alerts ---------------------------------------------------------------------------
+
+
+class AlertChannel(enum.Enum):
+    """How an alert reaches one recipient."""
+
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class AlertState(enum.Enum):
+    PENDING = "pending"  # not yet accepted by the SMTP server or the SMS gateway
+    SENT = "sent"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSlot:
+    """The newest alert, as gathering sees it: a new attempt joins it or opens the next one."""
+
+    id: int
+    due_at: datetime
+    window_seconds: int
+    closed: bool  # a delivery of it has been picked up for sending: its list is final
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAlert:
+    """Gathering's decision: the attempt is listed on the still-open alert ``alert_id``."""
+
+    alert_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    """Gathering's decision: a new alert, sent at ``due_at``; the one after it waits for
+    ``window_seconds`` past that."""
+
+    due_at: datetime
+    window_seconds: int
+
+
+Placement = JoinAlert | OpenAlert
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDelivery:
+    """One alert to one recipient.  ``message_id`` is fixed when the row is made, so every
+    try of an email carries the same Message-ID."""
+
+    id: int
+    alert_id: int
+    channel: AlertChannel
+    recipient: str
+    message_id: str
+    state: AlertState
+    tries: int
+    next_try_at: datetime
+    last_error: str
+    sent_at: datetime | None
+    alert_due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlertLink:
+    """A link as the journal keeps it: the token's hash, never the token."""
+
+    id: int
+    alert_id: int
+    delivery_id: int
+    created_at: datetime
+    expires_at: datetime

@@ -42,6 +42,52 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             detail TEXT NOT NULL
         )""",
     ),
+    (  # 2: backup alerts and their links
+        # One row per gathered alert.  `closed` turns 1 when a delivery of it is first picked
+        # up for sending: from then on no attempt joins it, so what a recipient was told about
+        # is what the page lists.
+        """CREATE TABLE alerts (
+            id {autoid},
+            created_at TEXT NOT NULL,
+            due_at TEXT NOT NULL,
+            window_seconds INTEGER NOT NULL,
+            closed INTEGER NOT NULL DEFAULT 0
+        )""",
+        # The primary key on attempt_id: an attempt is listed on one alert, however often
+        # the controller is told about it (a retried webhook, a re-imported CDR, a restart).
+        """CREATE TABLE alert_attempts (
+            attempt_id INTEGER NOT NULL PRIMARY KEY REFERENCES attempts (id),
+            alert_id INTEGER NOT NULL REFERENCES alerts (id)
+        )""",
+        "CREATE INDEX alert_attempts_alert ON alert_attempts (alert_id, attempt_id)",
+        # One row per alert and recipient: the unit that is sent, retried and marked sent.
+        # `claimed_until` is a lease, so that two controllers on one journal do not both send.
+        """CREATE TABLE alert_deliveries (
+            id {autoid},
+            alert_id INTEGER NOT NULL REFERENCES alerts (id),
+            channel TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            message_id TEXT NOT NULL UNIQUE,
+            state TEXT NOT NULL,
+            tries INTEGER NOT NULL DEFAULT 0,
+            next_try_at TEXT NOT NULL,
+            claimed_until TEXT NOT NULL DEFAULT '',
+            last_error TEXT NOT NULL DEFAULT '',
+            sent_at TEXT NOT NULL DEFAULT '',
+            UNIQUE (alert_id, channel, recipient)
+        )""",
+        "CREATE INDEX alert_deliveries_due ON alert_deliveries (state, next_try_at)",
+        # A link is stored as the SHA-256 of its token: the journal (and its backups) cannot
+        # open a page.  Each email try mints its own link, since the token is never kept.
+        """CREATE TABLE alert_links (
+            id {autoid},
+            alert_id INTEGER NOT NULL REFERENCES alerts (id),
+            delivery_id INTEGER NOT NULL REFERENCES alert_deliveries (id),
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

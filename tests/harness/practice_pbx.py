@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telephony import config
+from telephony.asterisk.ami import AmiLink
 from telephony.asterisk.driver import AsteriskDriver
 from telephony.asterisk.instance import AsteriskInstance, free_port
 from telephony.asterisk.local_pbx import prepare
@@ -174,11 +175,15 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     driver = AsteriskDriver(pbx, os.environ[AMI_ENV], controller.book, controller.conversations,
                             controller.mode, controller.record_attempt,
                             controller.desk_phone_switch, controller.import_pbx_record)
+    # The tests watch Asterisk on an AMI session of their own: the controller's session asks
+    # only for the events the controller uses.
     events = AmiEvents()
+    observer = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, os.environ[AMI_ENV])
     for event_name in ("DialBegin", "DialEnd", "Newexten", "ContactStatus", "Hangup",
                        "HangupRequest"):
-        driver.ami.on_event(event_name, events.record)
+        observer.on_event(event_name, events.record)
     await asyncio.to_thread(local.instance.start)
+    await observer.connect()
     stop = asyncio.Event()
     controller.attach(driver)
     watcher = asyncio.create_task(controller.keep_mode(stop))
@@ -191,6 +196,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
         stop.set()
         await watcher
         await driver.stop()
+        observer.close()
         await asyncio.to_thread(local.instance.stop)
         await asyncio.to_thread(local.instance.remove)
         journal.close()
