@@ -322,6 +322,7 @@ class AmiWatch:
         self.counts: Counter[str] = Counter()
         self._ami = pbx.driver.ami
         self._waiting: dict[str, asyncio.Event] = {}
+        self._filtered = False
         self._ami.on_event("*", self._record)
 
     def _record(self, event: Mapping[str, str]) -> None:
@@ -334,6 +335,12 @@ class AmiWatch:
         device = f"Custom:backline-bench-{os.urandom(6).hex()}"  # new each time: a change
         done = self._waiting[device] = asyncio.Event()
         try:
+            if not self._filtered:
+                # The controller's session asks only for the events it uses; the barrier
+                # needs DeviceStateChange too (a few per call: a conservative extra load).
+                await self._ami.action({"Action": "Filter", "Operation": "Add",
+                                        "Filter": "Event: DeviceStateChange"}, within=within)
+                self._filtered = True
             await self._ami.action({"Action": "Command",
                                     "Command": f"devstate change {device} INUSE"}, within=within)
             await asyncio.wait_for(done.wait(), within)
