@@ -118,3 +118,28 @@ async def test_values_that_could_break_out_of_a_command_are_never_sent(value: st
         await session.set_variable("BACKLINE_CID_NAME", value)
     writer.close()
     server.close()
+
+
+async def test_a_decision_is_one_round_trip_whatever_its_number_of_variables() -> None:
+    done = asyncio.Event()
+
+    async def inbound(request: AgiRequest, session: AgiSession) -> None:
+        await session.set_variables([("BACKLINE_DIAL", "PJSIP/a"), ("BACKLINE_VMBOX", "100"),
+                                     ("BACKLINE_ACTION", "ring")])
+        done.set()
+
+    srv = FastAgiServer({"inbound": inbound})
+    port = await srv.start("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEADERS)
+    await writer.drain()
+    # All three commands arrive before we have answered any of them.
+    lines = [await asyncio.wait_for(reader.readline(), 5) for _ in range(3)]
+    assert [line.split()[2] for line in lines] == [b"BACKLINE_DIAL", b"BACKLINE_VMBOX",
+                                                   b"BACKLINE_ACTION"]
+    assert not done.is_set()
+    writer.write(b"200 result=1\n" * 3)
+    await writer.drain()
+    await asyncio.wait_for(done.wait(), 5)
+    writer.close()
+    await srv.stop()

@@ -33,6 +33,7 @@ from telephony.routing import (
     CallKind,
     InboundCall,
     ReceiveFax,
+    RefuseOutbound,
     Registrations,
     RejectFax,
     decide_outbound,
@@ -146,8 +147,7 @@ class AsteriskDriver:
         elif not isinstance(decision, ReceiveFax):
             await self.record(call_attempt(f"call:{uniqueid}", call, decision, self.mode(),
                                            datetime.now(UTC)))
-        for name, value in inbound_variables(decision, self.book):
-            await session.set_variable(name, value)
+        await session.set_variables(inbound_variables(decision, self.book))
 
     async def fax_done(self, request: AgiRequest, session: AgiSession) -> None:
         """The end of a fax call (the h extension of backline-fax, whatever ended it): the
@@ -169,10 +169,10 @@ class AsteriskDriver:
         call = dialled(desk_phone, request.get("extension"))
         decision = decide_outbound(self.book, self.conversations, call, self.mode(),
                                    self.book.directory.emergency_numbers)
-        log.info("outbound call from desk phone %s to %s: %s", desk_phone[:40],
-                 e164.redact(call.to), decision)
-        for name, value in outbound_variables(decision):
-            await session.set_variable(name, value)
+        log.info("outbound call from desk phone %s to %s: %s%s", desk_phone[:40],
+                 e164.redact(call.to), type(decision).__name__,
+                 f" ({decision.why.value})" if isinstance(decision, RefuseOutbound) else "")
+        await session.set_variables(outbound_variables(decision))
 
     async def feature(self, request: AgiRequest, session: AgiSession) -> None:
         """``*28``/``*29`` + PIN from a desk phone: engage or end the outage."""

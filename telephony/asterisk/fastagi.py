@@ -18,7 +18,7 @@ import inspect
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger("backline.agi")
@@ -114,7 +114,9 @@ class AgiSession:
         """Send one AGI command; return its result code."""
         self._writer.write(text.encode() + b"\n")
         await self._writer.drain()
-        deadline = time.monotonic() + REPLY_TIMEOUT
+        return await self._result(time.monotonic() + REPLY_TIMEOUT)
+
+    async def _result(self, deadline: float) -> int:
         while True:
             line = await self._readline(deadline)
             m = _RESULT.match(line)
@@ -125,11 +127,27 @@ class AgiSession:
             # anything else (e.g. a stray blank line) is skipped until the deadline
 
     async def set_variable(self, name: str, value: str) -> None:
-        if not _SAFE_NAME.fullmatch(name):
-            raise UnsafeValue(f"variable name {name!r}")
-        if not _SAFE_VALUE.fullmatch(value) or len(value) > 1024:
-            raise UnsafeValue(f"value for {name} has characters we never send")
-        await self.command(f'SET VARIABLE {name} "{value}"')
+        await self.set_variables([(name, value)])
+
+    async def set_variables(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Set every variable, in order, in one round trip.
+
+        Asterisk reads AGI commands one line at a time and answers each in turn, so the
+        commands can all go out at once and the answers be read after: a decision costs one
+        round trip instead of one per variable.  Every value is checked before any is sent.
+        """
+        lines = []
+        for name, value in pairs:
+            if not _SAFE_NAME.fullmatch(name):
+                raise UnsafeValue(f"variable name {name!r}")
+            if not _SAFE_VALUE.fullmatch(value) or len(value) > 1024:
+                raise UnsafeValue(f"value for {name} has characters we never send")
+            lines.append(f'SET VARIABLE {name} "{value}"\n')
+        self._writer.write("".join(lines).encode())
+        await self._writer.drain()
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        for _ in lines:
+            await self._result(deadline)
 
     async def close(self) -> None:
         self._writer.close()
