@@ -275,20 +275,27 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 PBX_LINE = "    sip: {host: 127.0.0.1, port: 5060}\n"
 
 
+def example_without_fax_dir() -> str:
+    """The example practice with its own fax_dir line taken out."""
+    return "".join(line for line in EXAMPLE.read_text().splitlines(keepends=True)
+                   if not line.startswith("    fax_dir:"))
+
+
 @pytest.mark.parametrize(("line", "expected"), [
     ("", "/var/lib/backline/fax"),
     ("    fax_dir: /srv/faxes\n", "/srv/faxes"),
 ])
 def test_fax_dir_is_read_from_the_pbx_section(tmp_path: Path, line: str, expected: str) -> None:
     path = tmp_path / "practice.yaml"
-    path.write_text(EXAMPLE.read_text().replace(PBX_LINE, PBX_LINE + line))
+    path.write_text(example_without_fax_dir().replace(PBX_LINE, PBX_LINE + line))
     pbx = config.load(path).directory.connections.pbx
     assert isinstance(pbx, AsteriskPbx) and pbx.fax_dir == expected
 
 
 def test_a_relative_fax_dir_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "practice.yaml"
-    path.write_text(EXAMPLE.read_text().replace(PBX_LINE, PBX_LINE + "    fax_dir: faxes\n"))
+    path.write_text(example_without_fax_dir().replace(PBX_LINE,
+                                                      PBX_LINE + "    fax_dir: faxes\n"))
     with pytest.raises(config.ConfigError) as caught:
         config.load(path)
     assert [p.field for p in caught.value.problems] == ["connections.pbx.fax_dir"]
