@@ -10,7 +10,6 @@ import contextlib
 import logging
 import re
 import sqlite3
-import statistics
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -137,30 +136,25 @@ async def test_a_link_opens_its_attempts_for_twelve_hours_then_nothing(
         assert (other[0], other[2]) == (404, gone)
 
 
-async def test_expired_and_unknown_links_take_the_same_time(site: Site, fax_pdf: Path) -> None:
+async def test_expired_and_unknown_links_take_the_same_path(site: Site, fax_pdf: Path) -> None:
+    """Nothing tells an expired link from one that never existed: the same answer, byte for
+    byte, and the same work (one audit row each).  Their timing is measured in
+    bench/alerts.py, not asserted here (timed tests flake on a shared machine)."""
     link = await three_attempts(site, fax_pdf)
     site.clock.advance(HOURS_12 + 1)
     unknown = f"{site.base_url}/a/{links.new_token()}"
-
-    async def timed(url: str, session: aiohttp.ClientSession) -> float:
-        started = time.perf_counter()
-        async with session.get(url) as r:
-            await r.read()
-            assert r.status == 404
-        return time.perf_counter() - started
-
-    expired_times: list[float] = []
-    unknown_times: list[float] = []
+    assert site.controller is not None
+    journal = site.controller.journal
+    before = len(journal.audit_log(limit=1000))
+    answers = []
     async with aiohttp.ClientSession() as http:
-        for _ in range(40):  # interleaved, so drift in the machine's load hits both alike
-            expired_times.append(await timed(link, http))
-            unknown_times.append(await timed(unknown, http))
-    expired_ms = statistics.median(expired_times) * 1000
-    unknown_ms = statistics.median(unknown_times) * 1000
-    print(f"\nmedian answer: expired {expired_ms:.2f} ms, unknown {unknown_ms:.2f} ms")
-    # The same work either way (hash, one indexed lookup, one audit row, the same page):
-    # what differs is noise, far below what a guesser over a network could read.
-    assert abs(expired_ms - unknown_ms) < max(1.0, 0.5 * min(expired_ms, unknown_ms))
+        for url in (link, unknown):
+            async with http.get(url) as r:
+                headers = {k: v for k, v in r.headers.items() if k.lower() != "date"}
+                answers.append((r.status, headers, await r.read()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 404
+    assert len(journal.audit_log(limit=1000)) == before + 2
 
 
 async def test_every_view_and_download_is_audited_without_the_token(
