@@ -53,7 +53,7 @@ from pathlib import Path
 from bench.sipp_load import LoadResult, LoadSipp, carrier, desk_phone, finish, percentile
 from dialplan.asterisk import CARRIER_CONTEXT
 from telephony.asterisk.ami import LinkDown
-from telephony.asterisk.commands import inbound_variables
+from telephony.asterisk.commands import inbound_variables, packed
 from telephony.asterisk.instance import LOOPBACK, AsteriskError, AsteriskInstance
 from telephony.model import AsteriskPbx, Directory
 from telephony.outage import Mode
@@ -183,12 +183,13 @@ def ring_variables(directory: Directory, phones: Sequence[tuple[str, str, int]]
 AGI_STEP = " same => n,AGI(${BACKLINE_AGI}/inbound)"
 # What a Set() value in extensions.conf may hold without quoting: no ';' (a comment), ','
 # (an argument separator), '$' or '[' (expressions), no spaces.
-_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_/:@.&+*#=-]*")
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_/:@.&+*#=^-]*")
 
 
 def static_dialplan(extensions_conf: str, variables: Sequence[tuple[str, str]]) -> str:
-    """The rendered extensions.conf with the carrier context's AGI step replaced by ``Set()``
-    steps for VARIABLES, and AGISTATUS=SUCCESS so the next step takes the decision.
+    """The rendered extensions.conf with the carrier context's AGI step replaced by a
+    ``Set()`` of VARIABLES, packed as the controller sends them, and AGISTATUS=SUCCESS so the
+    next step takes the decision.
 
     Raises BenchError if the carrier context does not have exactly one such AGI step, or a
     value could not be written plainly.
@@ -197,10 +198,10 @@ def static_dialplan(extensions_conf: str, variables: Sequence[tuple[str, str]]) 
     context, sep2, tail = rest.partition("\n[")
     if not sep or context.count(AGI_STEP + "\n") != 1:
         raise BenchError(f"no single `{AGI_STEP.strip()}` in [{CARRIER_CONTEXT}]")
-    for name, value in variables:
-        if not _PLAIN_VALUE.fullmatch(value) or not re.fullmatch(r"[A-Z_]+", name):
-            raise BenchError(f"cannot write {name}={value!r} into a static dialplan")
-    sets = "".join(f" same => n,Set({name}={value})\n" for name, value in variables)
+    name, value = packed(list(variables))  # the one variable the controller would set
+    if not _PLAIN_VALUE.fullmatch(value) or not re.fullmatch(r"[A-Z_]+", name):
+        raise BenchError(f"cannot write {name}={value!r} into a static dialplan")
+    sets = f" same => n,Set({name}={value})\n"
     sets += " same => n,Set(AGISTATUS=SUCCESS)\n"
     context = context.replace(AGI_STEP + "\n", sets)
     return head + sep + context + sep2 + tail
@@ -269,7 +270,7 @@ def make_static(instance: AsteriskInstance, variables: Sequence[tuple[str, str]]
     path.write_text(static_dialplan(path.read_text(), variables))
     instance.cli("dialplan reload")
     shown = instance.cli(f"dialplan show {CARRIER_CONTEXT}")
-    if "AGI(" in shown or "Set(BACKLINE_DIAL=" not in shown:
+    if "AGI(" in shown or "Set(BACKLINE_DECISION=" not in shown:
         raise BenchError(f"the static dialplan did not load:\n{shown}")
 
 

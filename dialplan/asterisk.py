@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from telephony.asterisk import dialplan_variables as v
 from telephony.model import AsteriskPbx, Carry, Directory
 
 # Contexts: desk phones and the carrier enter here; everything else is internal.
@@ -162,6 +163,10 @@ def extensions_conf(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
         f" same => n,Hangup()" for e in d.emergency_numbers)
     fax_lines = "\n".join(f"exten => {s},1,Return()" for s in fax_spellings) or \
         "; no number carries fax"
+    unpack = "\n".join(
+        f"{'exten => s,1' if i == 1 else ' same => n'},Set({name}="
+        f"${{CUT({v.DECISION},{v.FIELD_SEPARATOR},{i})}})"
+        for i, name in enumerate(v.FIELDS, start=1))
     return f"""\
 ; Rendered by `backline render`: edit the practice YAML, not this file.
 [general]
@@ -177,16 +182,17 @@ BACKLINE_ANNOUNCEMENT={announcement}
 ; SUCCESS, or no decision came back) the PBX answers on its own: the announcement, or fax
 ; reception for a fax number.
 [{CARRIER_CONTEXT}]
-exten => _[+0-9].,1,Set(BACKLINE_ACTION=)
+exten => _[+0-9].,1,Set(BACKLINE_DECISION=)
  same => n,Set(BACKLINE_DIALED=${{FILTER(+0-9,${{EXTEN}})}})
  same => n,Set(CDR(userfield)=${{BACKLINE_DIALED}})
  same => n,Set(BACKLINE_FAILSAFE=announce)
  same => n,Set(BACKLINE_IS_FAX=${{DIALPLAN_EXISTS(backline-fax-numbers,${{BACKLINE_DIALED}},1)}})
  same => n,ExecIf(${{BACKLINE_IS_FAX}}?Set(BACKLINE_FAILSAFE=fax))
  same => n,AGI(${{BACKLINE_AGI}}/inbound)
- same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_ACTION}}" != ""]?decided)
+ same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_DECISION}}" != ""]?decided)
  same => n,Goto(backline-${{BACKLINE_FAILSAFE}},s,1)
- same => n(decided),Goto(backline-${{BACKLINE_ACTION}},s,1)
+ same => n(decided),Gosub(backline-unpack,s,1)
+ same => n,Goto(backline-${{BACKLINE_ACTION}},s,1)
 exten => _[a-zA-Z*#].,1,Goto(backline-unknown,s,1)
 ; A fax sender gone between the decision and the Goto is still reported, as a fax that ended.
 exten => h,1,GotoIf($["${{BACKLINE_ACTION}}" = "fax"]?backline-fax,h,1)
@@ -205,11 +211,12 @@ exten => *28,1,Set(BACKLINE_FEATURE_ACTION=engage)
 exten => *29,hint,Custom:backline-outage
 exten => *29,1,Set(BACKLINE_FEATURE_ACTION=end)
  same => n,Goto(backline-feature,s,1)
-exten => _[*+0-9].,1,Set(BACKLINE_ACTION=)
+exten => _[*+0-9].,1,Set(BACKLINE_DECISION=)
  same => n,AGI(${{BACKLINE_AGI}}/outbound,${{CHANNEL(endpoint)}})
- same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_ACTION}}" != ""]?decided)
+ same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_DECISION}}" != ""]?decided)
  same => n,Goto(backline-refuse,s,1)
- same => n(decided),Goto(backline-${{BACKLINE_ACTION}},s,1)
+ same => n(decided),Gosub(backline-unpack,s,1)
+ same => n,Goto(backline-${{BACKLINE_ACTION}},s,1)
 
 [backline-feature]
 exten => s,1,Answer()
@@ -223,6 +230,11 @@ exten => s,1,Answer()
  same => n,Hangup()
  same => n(refused),Playback(auth-incorrect)
  same => n,Hangup()
+
+; A decision arrives as one variable (one AGI round trip): cut it back into its fields.
+[backline-unpack]
+{unpack}
+ same => n,Return()
 
 [backline-ring]
 exten => s,1,Dial(${{BACKLINE_DIAL}},${{BACKLINE_RING_SECONDS}})
@@ -255,11 +267,12 @@ exten => s,1,Answer()
 ; endpoint's fax_detect): the controller decides again, as a fax.  Without it, a fax number
 ; still receives and any other number refuses.
 [backline-faxcall]
-exten => s,1,Set(BACKLINE_ACTION=)
+exten => s,1,Set(BACKLINE_DECISION=)
  same => n,AGI(${{BACKLINE_AGI}}/fax,${{BACKLINE_DIALED}})
- same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_ACTION}}" != ""]?decided)
+ same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_DECISION}}" != ""]?decided)
  same => n,Goto(backline-${{IF(${{BACKLINE_IS_FAX}}?fax:rejectfax)}},s,1)
- same => n(decided),Goto(backline-${{BACKLINE_ACTION}},s,1)
+ same => n(decided),Gosub(backline-unpack,s,1)
+ same => n,Goto(backline-${{BACKLINE_ACTION}},s,1)
 
 ; T.38 when the sender can (the carrier endpoint offers it), G.711 audio otherwise (f).  The
 ; h extension reports every end (done, failed, the sender gone mid-page) to the controller,

@@ -29,6 +29,26 @@ from telephony.routing import (
 Variables = list[tuple[str, str]]
 
 
+class UnpackableValue(ValueError):
+    """A decision that could not be cut back apart in the dialplan: refused, never sent."""
+
+
+def packed(variables: Variables) -> tuple[str, str]:
+    """A decision's variables as the single (name, value) the dialplan unpacks.
+
+    Raises UnpackableValue for a variable the dialplan does not unpack, or a value holding
+    the separator (it would shift every field after it).
+    """
+    values = dict(variables)
+    unknown = sorted(set(values) - set(v.FIELDS))
+    if unknown:
+        raise UnpackableValue(f"the dialplan does not unpack {unknown}")
+    for name, value in values.items():
+        if v.FIELD_SEPARATOR in value:
+            raise UnpackableValue(f"value for {name} holds the field separator")
+    return v.DECISION, v.FIELD_SEPARATOR.join(values.get(name, "") for name in v.FIELDS)
+
+
 def inbound_variables(decision: InboundDecision, book: OwnershipBook) -> Variables:
     match decision:
         case RingDeskPhones():

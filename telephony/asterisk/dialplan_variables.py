@@ -13,6 +13,15 @@ DIAL_TO = "BACKLINE_TO"
 FAX_FILE = "BACKLINE_FAX_FILE"
 REFUSAL = "BACKLINE_REFUSAL"
 
+# A decision reaches the PBX as one variable, its fields in this order joined by
+# FIELD_SEPARATOR, which the dialplan's [backline-unpack] cuts back into the variables above:
+# one AGI round trip per call instead of one per variable, and a decision lands whole or not
+# at all (a session that drops half-way leaves DECISION empty and the fallback plays).
+DECISION = "BACKLINE_DECISION"
+FIELD_SEPARATOR = "^"
+FIELDS = (ACTION, DIAL, RING_SECONDS, VOICEMAIL_BOX, CALLER_ID_NUM, CALLER_ID_NAME, DIAL_TO,
+          REFUSAL)
+
 # Values of ACTION: each names the context backline-VALUE in the rendered dialplan.
 RING = "ring"
 VOICEMAIL = "voicemail"

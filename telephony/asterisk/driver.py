@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from telephony import e164
 from telephony.asterisk import dialplan_variables as v
 from telephony.asterisk.ami import AmiLink, LinkDown
-from telephony.asterisk.commands import inbound_variables, outbound_variables
+from telephony.asterisk.commands import inbound_variables, outbound_variables, packed
 from telephony.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
 from telephony.attempts import call_attempt
 from telephony.conversations import ConversationBook
@@ -84,6 +84,7 @@ class AsteriskDriver:
                            on_login=self._logged_in)
         self.ami.on_event("ContactStatus", self.on_contact_status)
         self._changed = asyncio.Event()
+        self._after: set[asyncio.Task[None]] = set()
 
     @property
     def up(self) -> bool:
@@ -98,6 +99,21 @@ class AsteriskDriver:
     async def stop(self) -> None:
         self.ami.close()
         await self.agi.stop()
+        if self._after:
+            await asyncio.gather(*self._after, return_exceptions=True)
+
+    def _after_decision(self, work: Awaitable[object]) -> None:
+        """Run ``work`` once the PBX has its decision; kept so that stop() waits for it."""
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("journaling a call after its decision failed (the CDR import "
+                              "brings it in)")
+
+        task = asyncio.create_task(run())
+        self._after.add(task)
+        task.add_done_callback(self._after.discard)
 
     def _latency(self, script: str, seconds: float) -> None:
         self.latencies.append(seconds)
@@ -139,15 +155,25 @@ class AsteriskDriver:
         # it ends (/faxdone), once, with its pages and PDF: the PBX's CDR covers a controller
         # that dies meanwhile.  Fax decisions are keyed fax:, so that a call taken as voice
         # and then heard to be a fax keeps both records.
+        mode = self.mode()
+        attempt: NewAttempt | None = None
         if isinstance(decision, RejectFax):
-            attempt = call_attempt(f"fax:{uniqueid}", call, decision, self.mode(),
-                                   datetime.now(UTC))
-            await self.record(dataclasses.replace(
-                attempt, detail=f"refused ({decision.why.value}){': ' + why if why else ''}"))
+            attempt = call_attempt(f"fax:{uniqueid}", call, decision, mode, datetime.now(UTC))
+            attempt = dataclasses.replace(
+                attempt, detail=f"refused ({decision.why.value}){': ' + why if why else ''}")
         elif not isinstance(decision, ReceiveFax):
-            await self.record(call_attempt(f"call:{uniqueid}", call, decision, self.mode(),
-                                           datetime.now(UTC)))
-        await session.set_variables(inbound_variables(decision, self.book))
+            attempt = call_attempt(f"call:{uniqueid}", call, decision, mode, datetime.now(UTC))
+        # In an outage (and for a refused fax) the journal is the attempt's only record, so it
+        # is on disk before the PBX hears the decision.  In normal mode the call rings staff
+        # and is journaled right after the decision goes out, off the caller's path; a
+        # controller that dies in between loses nothing, the CDR import brings the call in
+        # under the same key.
+        durable_first = mode is Mode.OUTAGE or isinstance(decision, RejectFax)
+        if attempt is not None and durable_first:
+            await self.record(attempt)
+        await session.set_variable(*packed(inbound_variables(decision, self.book)))
+        if attempt is not None and not durable_first:
+            self._after_decision(self.record(attempt))
 
     async def fax_done(self, request: AgiRequest, session: AgiSession) -> None:
         """The end of a fax call (the h extension of backline-fax, whatever ended it): the
@@ -172,7 +198,7 @@ class AsteriskDriver:
         log.info("outbound call from desk phone %s to %s: %s%s", desk_phone[:40],
                  e164.redact(call.to), type(decision).__name__,
                  f" ({decision.why.value})" if isinstance(decision, RefuseOutbound) else "")
-        await session.set_variables(outbound_variables(decision))
+        await session.set_variable(*packed(outbound_variables(decision)))
 
     async def feature(self, request: AgiRequest, session: AgiSession) -> None:
         """``*28``/``*29`` + PIN from a desk phone: engage or end the outage."""

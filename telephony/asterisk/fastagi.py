@@ -28,7 +28,7 @@ REPLY_TIMEOUT = 2.0
 MAX_HEADER_LINES = 128
 MAX_LINE = 4096
 
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9 _.,:;/&@+*#'()=-]*")
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9 _.,:;/&@+*#'()=^-]*")
 _SAFE_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _RESULT = re.compile(rb"200 result=(-?\d+)")
 
@@ -85,23 +85,25 @@ class AgiSession:
 
     async def read_request(self) -> AgiRequest:
         headers: dict[str, str] = {}
-        deadline = time.monotonic() + HEADER_TIMEOUT
-        for _ in range(MAX_HEADER_LINES):
-            line = await self._readline(deadline)
-            if line in (b"\n", b"\r\n"):
-                return request_from_headers(headers)
-            parsed = parse_header_line(line)
-            # First occurrence wins: a value can never overwrite a header sent before it.
-            if parsed is not None and parsed[0] not in headers:
-                headers[parsed[0]] = parsed[1]
-        raise AgiProtocolError(f"no end of the AGI header block after {MAX_HEADER_LINES} lines")
-
-    async def _readline(self, deadline: float) -> bytes:
+        # One deadline for the whole block (asyncio.timeout costs no task per line, as
+        # wait_for would: a header is some thirty lines, and this is on every call's path).
         try:
-            line = await asyncio.wait_for(self._reader.readline(),
-                                          max(0.0, deadline - time.monotonic()))
+            async with asyncio.timeout(HEADER_TIMEOUT):
+                for _ in range(MAX_HEADER_LINES):
+                    line = await self._readline()
+                    if line in (b"\n", b"\r\n"):
+                        return request_from_headers(headers)
+                    parsed = parse_header_line(line)
+                    # First occurrence wins: a value can never overwrite one sent before it.
+                    if parsed is not None and parsed[0] not in headers:
+                        headers[parsed[0]] = parsed[1]
         except TimeoutError as exc:
             raise AgiProtocolError("Asterisk went silent") from exc
+        raise AgiProtocolError(f"no end of the AGI header block after {MAX_HEADER_LINES} lines")
+
+    async def _readline(self) -> bytes:
+        try:
+            line = await self._reader.readline()
         except ValueError as exc:  # the line exceeded the stream's limit
             raise AgiProtocolError("an AGI line longer than we accept") from exc
         if not line:
@@ -113,12 +115,16 @@ class AgiSession:
     async def command(self, text: str) -> int:
         """Send one AGI command; return its result code."""
         self._writer.write(text.encode() + b"\n")
-        await self._writer.drain()
-        return await self._result(time.monotonic() + REPLY_TIMEOUT)
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                await self._writer.drain()
+                return await self._result()
+        except TimeoutError as exc:
+            raise AgiProtocolError("Asterisk went silent") from exc
 
-    async def _result(self, deadline: float) -> int:
+    async def _result(self) -> int:
         while True:
-            line = await self._readline(deadline)
+            line = await self._readline()
             m = _RESULT.match(line)
             if m:
                 return int(m.group(1))
