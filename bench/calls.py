@@ -25,8 +25,10 @@ stops at a rate that fails twice in a row, and the run when both have, or the ra
 time budget run out.  Sustained = the rate of an arm's highest passing step.
 
 Prints a table per arm, the ratio controller/static (goal >= 0.9), the FastAGI decision
-latency p50/p99 over the controller arm's passing steps (goal: p99 under 5 ms), and the AMI
-events per call that reached the controller.  Every SIPp and Asterisk process is ours, on
+latency p50/p99 over the controller arm's passing steps (goal: p99 under 5 ms; from the
+request's last header line to the decision's first byte out: the controller's part), the whole
+session's p99 too (the decision plus Asterisk's answer to it: "sess p99"), and the AMI events
+per call that reached the controller.  Every SIPp and Asterisk process is ours, on
 127.0.0.1, each bounded by its own timeout as well as by ours.
 Run: .venv/bin/python -m bench.calls [--quick] [--keep] [--trace]
 """
@@ -114,6 +116,7 @@ class Step:
     load: LoadResult
     cpu: CpuShares
     decisions_ms: tuple[float, ...]  # FastAGI decision latencies (controller arm only)
+    sessions_ms: tuple[float, ...]  # the same sessions with Asterisk's answer to the decision
     workdir: Path  # the carrier's SIPp logs
 
     @property
@@ -146,6 +149,10 @@ class Arm:
     @property
     def decisions_ms(self) -> list[float]:
         return [d for s in self.steps if s.passed for d in s.decisions_ms]
+
+    @property
+    def sessions_ms(self) -> list[float]:
+        return [d for s in self.steps if s.passed for d in s.sessions_ms]
 
     @property
     def calls_placed(self) -> int:
@@ -473,6 +480,7 @@ async def run_step(rig: Rig, rate: int, calls: int, trace: bool) -> Step:
     """CALLS calls at RATE through RIG's Asterisk; waits for the carrier to exit by itself
     (SIPp's -timeout bounds it), then, on the controller arm, for its AMI backlog."""
     latencies = rig.pbx.driver.latencies if rig.watch else None
+    sessions = rig.pbx.driver.round_trips if rig.watch else None
     seen = len(latencies) if latencies is not None else 0
     pids = (rig.pbx.instance.pid, (rig.phones.answers.pid, rig.phones.rings.pid))
     before = CpuSample.now(*pids)
@@ -483,7 +491,8 @@ async def run_step(rig: Rig, rate: int, calls: int, trace: bool) -> Step:
     load = await asyncio.to_thread(finish, proc, calls / rate + 60)
     cpu = CpuSample.now(*pids).shares_since(before)
     decisions = tuple(1000 * d for d in latencies[seen:]) if latencies is not None else ()
-    step = Step(rate, calls, load, cpu, decisions, proc.workdir)
+    whole = tuple(1000 * d for d in sessions[seen:]) if sessions is not None else ()
+    step = Step(rate, calls, load, cpu, decisions, whole, proc.workdir)
     if rig.watch:
         await rig.watch.drained()
     return step
@@ -537,7 +546,7 @@ async def run(plan: Plan, work: Path, trace: bool) -> list[Arm]:
 # CPU columns: % of one core over the step; "other" is everything on the machine but the arm.
 HEADER = (f"{'target':>6} {'calls':>6} {'failed':>6} {'offered':>8} {'answered':>8} "
           f"{'setup p50':>9} {'setup p99':>9} {'retrans':>7} {'ast':>5} {'py':>5} "
-          f"{'sipp':>5} {'other':>5} {'agi p50':>8} {'agi p99':>8}  pass")
+          f"{'sipp':>5} {'other':>5} {'agi p50':>8} {'agi p99':>8} {'sess p99':>8}  pass")
 
 
 def _ms(value: float) -> str:
@@ -548,10 +557,11 @@ def row(step: Step) -> str:
     r, c = step.load, step.cpu
     agi50 = percentile(list(step.decisions_ms), 50)
     agi99 = percentile(list(step.decisions_ms), 99)
+    session99 = percentile(list(step.sessions_ms), 99)
     return (f"{step.rate:>6} {step.calls:>6} {r.failed:>6} {r.offered_cps:>8.1f} "
             f"{r.answered_cps:>8.1f} {_ms(r.setup_p50_ms):>9} {_ms(r.setup_p99_ms):>9} "
             f"{r.retransmissions:>7} {c.asterisk:>5.0%} {c.python:>5.0%} {c.sipp:>5.0%} "
-            f"{c.other:>5.0%} {_ms(agi50):>8} {_ms(agi99):>8}  "
+            f"{c.other:>5.0%} {_ms(agi50):>8} {_ms(agi99):>8} {_ms(session99):>8}  "
             f"{'yes' if step.passed else 'NO'}")
 
 
@@ -586,6 +596,9 @@ def summary(ctl: Arm, static: Arm) -> list[str]:
         out.append(f"FastAGI decision latency over {len(d)} decisions in passing steps: "
                    f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({verdict} the p99 < {GOAL_P99_MS:g} "
                    "ms goal)")
+        w = ctl.sessions_ms
+        out.append(f"  the whole FastAGI session (the decision and Asterisk's answer to it): "
+                   f"p50 {percentile(w, 50):.2f} ms, p99 {percentile(w, 99):.2f} ms")
     busy = [s for a in (ctl, static) for s in a.steps if s.cpu.other >= BUSY_MACHINE]
     if busy:
         out.append(f"  warning: other work took {BUSY_MACHINE:.0%} of a core or more during "

@@ -74,7 +74,10 @@ class AsteriskDriver:
         self.conversations = conversations
         self.mode = mode
         self.registrations = Registrations(book, book.directory.max_per_login)
+        # Per FastAGI session: the controller's decision (request in, decision out) and the
+        # whole session with Asterisk's answers (bench/calls.py prints both).
         self.latencies: list[float] = []
+        self.round_trips: list[float] = []
         self.latency_hook: Callable[[str, float], None] | None = None
         self.agi = FastAgiServer({"inbound": self.inbound, "outbound": self.outbound,
                                   "feature": self.feature, "fax": self.fax_heard,
@@ -115,12 +118,14 @@ class AsteriskDriver:
         self._after.add(task)
         task.add_done_callback(self._after.discard)
 
-    def _latency(self, script: str, seconds: float) -> None:
-        self.latencies.append(seconds)
+    def _latency(self, script: str, decided: float, total: float) -> None:
+        self.latencies.append(decided)
+        self.round_trips.append(total)
         if self.latency_hook is not None:
-            self.latency_hook(script, seconds)
+            self.latency_hook(script, decided)
         if len(self.latencies) > 100_000:
             del self.latencies[:50_000]
+            del self.round_trips[:50_000]
 
     # -- FastAGI ---------------------------------------------------------------------------
 

@@ -82,6 +82,9 @@ class AgiSession:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        # When the first command went out (perf_counter): the decision is made by then, and
+        # what follows is Asterisk's answer.
+        self.first_sent_at: float | None = None
 
     async def read_request(self) -> AgiRequest:
         headers: dict[str, str] = {}
@@ -115,6 +118,8 @@ class AgiSession:
     async def command(self, text: str) -> int:
         """Send one AGI command; return its result code."""
         self._writer.write(text.encode() + b"\n")
+        if self.first_sent_at is None:
+            self.first_sent_at = time.perf_counter()
         try:
             async with asyncio.timeout(REPLY_TIMEOUT):
                 await self._writer.drain()
@@ -166,7 +171,10 @@ class FastAgiServer:
     """Routes each session by its script path to an async handler."""
 
     def __init__(self, routes: Mapping[str, Handler],
-                 on_latency: Callable[[str, float], None] | None = None) -> None:
+                 on_latency: Callable[[str, float, float], None] | None = None) -> None:
+        """``on_latency(script, decided, total)``: seconds from the request's last header line
+        to the decision's first byte out, and to the end of the handler (Asterisk's answers
+        to our commands included)."""
         for name, handler in routes.items():
             if not inspect.iscoroutinefunction(handler):
                 raise TypeError(f"FastAGI handler for {name!r} must be async")
@@ -198,7 +206,9 @@ class FastAgiServer:
                 return
             await handler(request, session)
             if self._on_latency is not None:
-                self._on_latency(request.script, time.perf_counter() - started)
+                done = time.perf_counter()
+                decided = session.first_sent_at or done
+                self._on_latency(request.script.strip("/"), decided - started, done - started)
         except AgiHangup:
             log.info("caller hung up during the decision")
         except (AgiProtocolError, UnsafeValue) as exc:
