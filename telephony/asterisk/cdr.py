@@ -50,12 +50,28 @@ def parse(text: str) -> Iterator[CdrRow]:
                      start, row["uniqueid"])
 
 
+# Contexts a call ends in only after the controller decided it (dialplan/asterisk.py): such a
+# row is new only if the controller stopped between sending the decision and journaling the
+# call (normal-mode calls are journaled just after their decision, off the caller's path).
+_DECIDED = {"backline-ring": Outcome.RANG, "backline-voicemail": Outcome.VOICEMAIL,
+            "backline-unknown": Outcome.REFUSED}
+
+
 def attempt_for(row: CdrRow, mode_at: Callable[[datetime], Mode]) -> NewAttempt:
     """The attempt a CDR row stands for.  Only rows the controller missed become new."""
     fax = row.context == "backline-fax"
+    mode = mode_at(row.start)
+    decided = _DECIDED.get(row.context)
+    if decided is not None:
+        held = mode is Mode.OUTAGE and decided is not Outcome.REFUSED
+        return NewAttempt(
+            key=f"call:{row.uniqueid}", at=row.start, kind=AttemptKind.CALL, mode=mode,
+            sender=row.caller, recipient=row.dialled, outcome=decided,
+            detail="decided by the controller; journaled from the PBX's record",
+            delivery=Delivery.HELD if held else Delivery.NOT_NEEDED)
     return NewAttempt(
         key=f"call:{row.uniqueid}", at=row.start,
-        kind=AttemptKind.FAX if fax else AttemptKind.CALL, mode=mode_at(row.start),
+        kind=AttemptKind.FAX if fax else AttemptKind.CALL, mode=mode,
         sender=row.caller, recipient=row.dialled,
         outcome=Outcome.RECEIVED if fax else Outcome.ANNOUNCED,
         detail="answered by the PBX while the controller was away",

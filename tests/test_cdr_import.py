@@ -1,0 +1,54 @@
+"""Asterisk's CDR rows become the attempts the controller would have journaled: a call the
+PBX answered alone is an announced, held attempt; a call the controller decided (and died
+before journaling) keeps what actually happened to it."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+
+import pytest
+
+from telephony.asterisk import cdr
+from telephony.journal import Delivery, Outcome
+from telephony.outage import Mode
+
+
+def master_csv(context: str, last_app: str, uniqueid: str = "1764300000.42") -> str:
+    """One row as cdr_csv writes it (loguniqueid, loguserfield)."""
+    row = dict.fromkeys(cdr.COLUMNS, "")
+    row.update(src="+17205550141", dst="+13125550101", dcontext=context,
+               clid='"Caller" <+17205550141>', channel="PJSIP/carrier-00000001",
+               lastapp=last_app, start="2026-11-28 03:00:00", answer="2026-11-28 03:00:01",
+               end="2026-11-28 03:00:09", duration="9", billsec="8", disposition="ANSWERED",
+               amaflags="DOCUMENTATION", uniqueid=uniqueid, userfield="+13125550101")
+    out = io.StringIO()
+    csv.writer(out, quoting=csv.QUOTE_ALL).writerow([row[c] for c in cdr.COLUMNS])
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("context", "app", "mode", "outcome", "delivery"), [
+    ("backline-ring", "Dial", Mode.NORMAL, Outcome.RANG, Delivery.NOT_NEEDED),
+    ("backline-voicemail", "VoiceMail", Mode.NORMAL, Outcome.VOICEMAIL, Delivery.NOT_NEEDED),
+    ("backline-unknown", "Playback", Mode.NORMAL, Outcome.REFUSED, Delivery.NOT_NEEDED),
+    ("backline-unknown", "Playback", Mode.OUTAGE, Outcome.REFUSED, Delivery.NOT_NEEDED),
+    ("backline-announce", "Playback", Mode.OUTAGE, Outcome.ANNOUNCED, Delivery.HELD),
+])
+def test_each_row_keeps_what_happened_to_the_call(context: str, app: str, mode: Mode,
+                                                  outcome: Outcome, delivery: Delivery) -> None:
+    [row] = cdr.parse(master_csv(context, app))
+    attempt = cdr.attempt_for(row, lambda at: mode)
+    assert attempt.key == "call:1764300000.42"  # the key the controller uses when it is up
+    assert attempt.outcome is outcome
+    assert attempt.delivery is delivery
+    assert attempt.at == datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
+    assert (attempt.sender, attempt.recipient) == ("+17205550141", "+13125550101")
+
+
+def test_rows_without_the_dialled_number_or_malformed_are_skipped() -> None:
+    good = master_csv("backline-ring", "Dial")
+    no_userfield = good.replace('"+13125550101"\r\n', '""\r\n')
+    assert len(list(cdr.parse(good))) == 1
+    assert list(cdr.parse(no_userfield)) == []
+    assert list(cdr.parse('"just","three","fields"\n')) == []
