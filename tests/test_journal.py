@@ -1,5 +1,6 @@
-"""The journal: what it acknowledges survives a SIGKILL, recording is idempotent, and the
-mode and its history read back as written."""
+"""The journal, on both backends (SQLite and a real PostgreSQL): what it acknowledges survives a
+SIGKILL, recording is idempotent, the mode and its history read back as written, and several
+controllers writing one journal at once neither duplicate nor lose anything."""
 
 from __future__ import annotations
 
@@ -8,15 +9,21 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+from notifier.gather import GatherPolicy
 from telephony.journal import (
+    AlertChannel,
     AttemptKind,
     AuditEntry,
     Delivery,
+    Journal,
     JournalError,
     NewAttempt,
     Outcome,
@@ -25,9 +32,11 @@ from telephony.journal import (
 )
 from telephony.journal.schema import LATEST
 from telephony.outage import Mode, ModeChange, ModeState, Via
+from tests.harness.postgres import JournalBackend, PostgresServer, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+R = TypeVar("R")
 
 
 def attempt(key: str, at: datetime = T0, **kw: object) -> NewAttempt:
@@ -39,22 +48,48 @@ def attempt(key: str, at: datetime = T0, **kw: object) -> NewAttempt:
     return NewAttempt(key, at, **fields)  # type: ignore[arg-type]
 
 
-def test_attempts_round_trip_in_order_and_once(tmp_path: Path) -> None:
-    journal = open_journal(f"sqlite://{tmp_path}/j.db")
+def together(n: int, work: Callable[[int], R]) -> list[R]:
+    """Run ``work(0..n-1)`` in n threads released at the same instant; re-raise a failure."""
+    barrier = threading.Barrier(n)
+    results: list[R | None] = [None] * n
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = work(i)
+        except BaseException as exc:  # reported to the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None]
+
+
+def test_attempts_round_trip_in_order_and_once(journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
     for i in range(5):
-        _, new = journal.record_attempt(attempt(f"k{i}", T0 + timedelta(minutes=i)))
+        _, new = journal.record_attempt(attempt(f"k{i}", T0 + timedelta(minutes=i), node="n1"))
         assert new
     again, new = journal.record_attempt(attempt("k2", T0 + timedelta(hours=5), text="other"))
     assert not new and again.text == "refill please"  # the first record stands
     rows = journal.attempts()
     assert [a.key for a in rows] == ["k0", "k1", "k2", "k3", "k4"]
-    assert rows[0].at == T0 and rows[0].delivery is Delivery.HELD
+    assert rows[0].at == T0 and rows[0].delivery is Delivery.HELD and rows[0].node == "n1"
     assert [a.key for a in journal.attempts(since=T0 + timedelta(minutes=3))] == ["k3", "k4"]
     assert [a.key for a in journal.attempts(limit=2)] == ["k3", "k4"]
+    assert journal.attempt("k1") == rows[1] and journal.attempt("nope") is None
+    assert journal.held() == {"sms": 5}
+    journal.close()
 
 
-def test_mode_history_and_stale_switch(tmp_path: Path) -> None:
-    journal = open_journal(f"sqlite://{tmp_path}/j.db")
+def test_mode_history_and_stale_switch(journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
     assert journal.mode_state() == ModeState.initial()
     engage = ModeChange(Mode.OUTAGE, T0, "ops", Via.CLI, "carrier down")
     journal.record_mode_change(engage, expected=ModeState.initial())
@@ -64,25 +99,34 @@ def test_mode_history_and_stale_switch(tmp_path: Path) -> None:
     end = ModeChange(Mode.NORMAL, T0 + timedelta(hours=1), "ana", Via.CONSOLE, "")
     journal.record_mode_change(end)
     assert journal.mode_history() == [end, engage]
+    journal.close()
 
 
-def test_audit_log(tmp_path: Path) -> None:
-    journal = open_journal(f"sqlite://{tmp_path}/j.db")
+def test_audit_log(journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
     journal.audit(AuditEntry(T0, "cli:ops", "outage.engage", "reason given"))
     assert journal.audit_log() == [AuditEntry(T0, "cli:ops", "outage.engage", "reason given")]
+    journal.close()
 
 
-def test_schema_is_versioned_and_a_newer_journal_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
-    open_journal(f"sqlite://{path}").close()
-    open_journal(f"sqlite://{path}").close()  # migrating twice is harmless
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == LATEST
-    db.execute("INSERT INTO schema_version VALUES (?)", (LATEST + 1,))
-    db.commit()
-    db.close()
+def test_schema_is_versioned_and_a_newer_journal_is_refused(
+        journal_backend: JournalBackend) -> None:
+    open_journal(journal_backend.url).close()
+    open_journal(journal_backend.url).close()  # migrating twice is harmless
+    assert journal_backend.execute("SELECT MAX(version), COUNT(*) FROM schema_version") == [
+        (LATEST, LATEST)]
+    journal_backend.execute("INSERT INTO schema_version VALUES (?)", (LATEST + 1,))
     with pytest.raises(JournalError, match="newer than this"):
-        open_journal(f"sqlite://{path}")
+        open_journal(journal_backend.url)
+
+
+def test_controllers_starting_together_migrate_once(journal_backend: JournalBackend) -> None:
+    journals = together(4, lambda _: open_journal(journal_backend.url))
+    for j in journals:
+        j.close()
+    assert journal_backend.execute("SELECT version, COUNT(*) FROM schema_version "
+                                   "GROUP BY version ORDER BY version") == [
+        (v, 1) for v in range(1, LATEST + 1)]
 
 
 def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
@@ -91,8 +135,8 @@ def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_sigkill_in_the_middle_of_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path}/j.db"
+def _kill_writer_midstream(url: str, acks: int) -> list[str]:
+    """Start tests.journal_writer on ``url``, SIGKILL it after ``acks`` acknowledgements."""
     writer = subprocess.Popen([sys.executable, "-m", "tests.journal_writer", url], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     acked: list[str] = []
@@ -100,15 +144,206 @@ def test_sigkill_in_the_middle_of_writes_loses_nothing_acknowledged(tmp_path: Pa
         assert writer.stdout is not None
         for line in writer.stdout:
             acked.append(line.split()[1])
-            if len(acked) == 300:
+            if len(acked) == acks:
                 writer.send_signal(signal.SIGKILL)  # mid-stream: more writes are in flight
                 break
     finally:
         writer.kill()
         writer.wait(timeout=30)
     assert writer.returncode == -signal.SIGKILL
+    return acked
+
+
+def test_sigkill_in_the_middle_of_writes_loses_nothing_acknowledged(
+        journal_backend: JournalBackend) -> None:
+    url = journal_backend.url
+    acked = _kill_writer_midstream(url, 300)
     journal = open_journal(url)
     stored = {a.key for a in journal.attempts(limit=1_000_000)}
     assert set(acked) <= stored
-    db = sqlite3.connect(tmp_path / "j.db")
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if journal_backend.sqlite_path is not None:
+        assert journal_backend.execute("PRAGMA integrity_check") == [("ok",)]
+
+
+def test_two_controllers_recording_the_same_calls_store_each_once(
+        journal_backend: JournalBackend) -> None:
+    """The PBX may tell two controllers (or a retry) about one call: one row, one "new"."""
+    journals = [open_journal(journal_backend.url) for _ in range(2)]
+    keys = [f"call-{i}" for i in range(150)]
+
+    def record_all(i: int) -> int:
+        return sum(journals[i].record_attempt(attempt(k))[1] for k in keys)
+
+    news = together(2, record_all)
+    assert sum(news) == len(keys)
+    assert journal_backend.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM attempts") == [
+        (len(keys), len(keys))]
+    for j in journals:
+        j.close()
+
+
+def test_two_controllers_engaging_at_once_switch_once(journal_backend: JournalBackend) -> None:
+    journals = [open_journal(journal_backend.url) for _ in range(2)]
+    for round_ in range(10):
+        state = journals[0].mode_state()
+        target = Mode.NORMAL if state.mode is Mode.OUTAGE else Mode.OUTAGE
+        change = ModeChange(target, T0 + timedelta(minutes=round_), "ops", Via.CLI, "")
+
+        def switch(i: int, state: ModeState = state, change: ModeChange = change) -> bool:
+            try:
+                journals[i].record_mode_change(change, expected=state)
+                return True
+            except StaleMode:
+                return False
+
+        assert sorted(together(2, switch)) == [False, True]
+    assert len(journals[1].mode_history(limit=100)) == 10
+    for j in journals:
+        j.close()
+
+
+P = GatherPolicy(first_window=10, max_window=60)
+
+
+def test_two_controllers_gather_and_claim_alerts_without_overlap(
+        journal_backend: JournalBackend) -> None:
+    """Each attempt is listed on one alert, and each due delivery is sent by one controller."""
+    journals = [open_journal(journal_backend.url) for _ in range(2)]
+    ids = [journals[0].record_attempt(attempt(f"k{i}", kind=AttemptKind.CALL,
+                                              outcome=Outcome.ANNOUNCED))[0].id
+           for i in range(60)]
+    recipients = [(AlertChannel.EMAIL, "ops@maple.example"), (AlertChannel.SMS, "+13125550199")]
+    serial = iter(range(10_000))
+    lock = threading.Lock()
+
+    def message_id() -> str:
+        with lock:
+            return f"<{next(serial)}@maple.example>"
+
+    # Both see every attempt (as after a restart's catch-up), in opposite orders.
+    listed = together(2, lambda i: journals[i].gather(ids if i == 0 else ids[::-1], T0,
+                                                      P.place, recipients, message_id))
+    assert sum(listed) == len(ids)
+    rows = journal_backend.execute("SELECT COUNT(*), COUNT(DISTINCT attempt_id) "
+                                   "FROM alert_attempts")
+    assert rows == [(len(ids), len(ids))]
+    # As if one controller had gathered them: the first alerted at once, the rest gathered
+    # for the window's end; not an alert opened by each controller.
+    per_alert = journal_backend.execute("SELECT alert_id, COUNT(*) FROM alert_attempts "
+                                        "GROUP BY alert_id ORDER BY alert_id")
+    assert [n for _, n in per_alert] == [1, len(ids) - 1]
+    deliveries = journals[0].alert_deliveries()
+    assert len(deliveries) == 2 * len(recipients)
+    later = T0 + timedelta(hours=1)
+    claimed = together(2, lambda i: journals[i].claim_due_deliveries(
+        later, later + timedelta(minutes=2)))
+    claimed_ids = [d.id for batch in claimed for d in batch]
+    assert sorted(claimed_ids) == sorted(d.id for d in deliveries)  # each once, none lost
+    for j in journals:
+        j.close()
+
+
+def test_alert_journal_lists_once_and_leases_to_one_sender(
+        journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
+    ids = [journal.record_attempt(attempt(f"k{i}", kind=AttemptKind.CALL,
+                                          outcome=Outcome.ANNOUNCED))[0].id for i in range(3)]
+    recipients = [(AlertChannel.EMAIL, "ops@maple.example")]
+    serial = iter(range(100))
+    assert journal.gather(ids, T0, P.place, recipients, lambda: f"<{next(serial)}@x>") == 3
+    assert journal.gather(ids, T0, P.place, recipients, lambda: f"<{next(serial)}@x>") == 0
+    assert journal.unalerted_attempts(T0) == []
+    by_alert = [len(journal.alert_attempts(d.alert_id)) for d in journal.alert_deliveries()]
+    assert sorted(by_alert) == [1, 2]
+    first = journal.claim_due_deliveries(T0, T0 + timedelta(seconds=120))
+    assert len(first) == 1
+    assert journal.claim_due_deliveries(T0, T0 + timedelta(seconds=120)) == []  # leased
+    link = journal.add_alert_link(first[0].id, "ab" * 32, T0, T0 + timedelta(hours=12))
+    found = journal.alert_link("ab" * 32)
+    assert found is not None and found.id == link and found.alert_id == first[0].alert_id
+    journal.delivery_sent(first[0].id, T0 + timedelta(seconds=1))
+    assert journal.alert_backlog() == 1
+    journal.close()
+
+
+# -- PostgreSQL only -----------------------------------------------------------------------
+
+
+def test_postgres_commits_are_durable_even_where_the_server_defaults_to_async() -> None:
+    """SIGKILL the whole PostgreSQL server mid-stream.  Its default here is asynchronous commit
+    with a 10 s WAL writer delay, so an acknowledged commit that relied on the server's
+    default would be lost with the server's buffers; the journal turns synchronous commit on
+    for its own session, so every acknowledged attempt is there after crash recovery."""
+    with running_server(settings={"synchronous_commit": "off",
+                                  "wal_writer_delay": "10000ms"}) as server, \
+            pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PGPASSFILE", str(server.passfile))
+        url = server.new_database("crash")
+        acked: list[str] = []
+        done = threading.Event()
+
+        def write() -> None:
+            journal = open_journal(url)
+            i = 0
+            try:
+                while True:
+                    journal.record_attempt(attempt(f"call-{i}", node="n1"))
+                    acked.append(f"call-{i}")
+                    if i == 200:
+                        done.set()
+                    i += 1
+            except JournalError:
+                return  # the server died under us; nothing after this was acknowledged
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert done.wait(timeout=60)
+        server.crash()
+        writer.join(timeout=60)
+        server.start()  # crash recovery replays the WAL
+        journal = open_journal(url)
+        stored = {a.key for a in journal.attempts(limit=1_000_000)}
+        journal.close()
+    assert len(acked) > 200
+    assert set(acked) <= stored
+
+
+def test_postgres_reconnects_after_a_server_restart() -> None:
+    with running_server() as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PGPASSFILE", str(server.passfile))
+        journal = open_journal(server.new_database("restart"))
+        journal.record_attempt(attempt("before"))
+        server.stop()
+        server.start()
+        # The call that finds the old connection dead fails as the journal failing (callers
+        # retry those); the next one is on a new connection.
+        try:
+            journal.record_attempt(attempt("after"))
+        except JournalError as exc:
+            assert "127.0.0.1" in str(exc)
+            journal.record_attempt(attempt("after"))
+        assert [a.key for a in journal.attempts()] == ["before", "after"]
+        journal.close()
+
+
+def test_postgres_password_comes_from_the_environment(
+        postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = postgres_server.new_database("password")
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    with pytest.raises(JournalError, match="cannot open the journal at postgresql://backline@"):
+        open_journal(url)
+    monkeypatch.setenv("PGPASSWORD", "wrong")
+    with pytest.raises(JournalError, match="password authentication failed"):
+        open_journal(url)
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    journal: Journal = open_journal(url)
+    assert journal.mode_state() == ModeState.initial()
+    journal.close()
+
+
+def test_postgres_error_messages_never_show_a_password(
+        postgres_server: PostgresServer) -> None:
+    with pytest.raises(JournalError) as caught:
+        open_journal(f"postgresql://backline:s3cret-word@127.0.0.1:{postgres_server.port}/nodb")
+    assert "s3cret-word" not in str(caught.value)
+    assert "postgresql://backline@127.0.0.1" in str(caught.value)

@@ -38,8 +38,14 @@ def open_journal(url: str) -> Journal:
 
         journal: Journal = SqliteJournal(Path(url.removeprefix("sqlite://")))
     elif url.startswith(("postgresql://", "postgres://")):
-        raise JournalError("the PostgreSQL journal is not available in this version yet")
+        from telephony.journal.postgres import PostgresJournal
+
+        journal = PostgresJournal(url)
     else:
         raise JournalError(f"unknown storage URL scheme in {url!r}")
-    journal.migrate()
+    try:
+        journal.migrate()
+    except BaseException:
+        journal.close()  # a refused (newer) or unreachable journal leaves no connection open
+        raise
     return journal

@@ -7,6 +7,7 @@ reach the disk before it returns, which is what lets us acknowledge an attempt t
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,11 +25,32 @@ class SqliteJournal(SqlJournal):
             # exactly one `with` block and nothing is left open between calls.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                        timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(f"cannot open the journal at {path}: {exc}") from exc
+
+    def _wal(self, within: float = 30.0) -> None:
+        """Switch to WAL, waiting out other processes doing the same on a new file.
+
+        SQLite answers "database is locked" at once, without its busy handler, when two
+        connections change the journal mode together (several controllers starting on one
+        journal): try again for a while, as the busy handler would.
+        """
+        deadline = time.monotonic() + within
+        pause = 0.005
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
