@@ -1,0 +1,28 @@
+#!/bin/sh
+# Start Asterisk in the foreground on the configuration `backline render` wrote.
+#
+# The rendered files (dial plan, PJSIP endpoints, AMI user, voicemail, CDR) replace Debian's
+# defaults; the media port ranges come from RTP_START/RTP_END and UDPTL_START/UDPTL_END, which
+# compose.yaml sets to the ranges it publishes and docker/backline.yaml names.
+set -eu
+
+rendered=${BACKLINE_PBX_DIR:-/etc/backline/pbx}
+for f in pjsip.conf pjsip_auth.conf extensions.conf voicemail.conf cdr.conf manager.conf; do
+  if [ ! -f "$rendered/$f" ]; then
+    echo "backline-asterisk: $rendered/$f is missing: run \`backline render CONFIG --out $rendered\` first" >&2
+    exit 1
+  fi
+  # Secrets inside (AMI, desk phones): readable by Asterisk's group only.
+  install -m 0640 -o root -g asterisk "$rendered/$f" "/etc/asterisk/$f"
+done
+printf '[general]\nrtpstart = %s\nrtpend = %s\n' \
+  "${RTP_START:-10000}" "${RTP_END:-10199}" > /etc/asterisk/rtp.conf
+printf '[general]\nudptlstart = %s\nudptlend = %s\n' \
+  "${UDPTL_START:-4000}" "${UDPTL_END:-4039}" > /etc/asterisk/udptl.conf
+# Asterisk's ID in each call's uniqueid: nodes sharing one journal must not collide.
+if [ -n "${ASTERISK_SYSTEMNAME:-}" ]; then
+  sed -i '/^;*\s*systemname\s*=/d; /^\[options\]/a systemname = '"$ASTERISK_SYSTEMNAME" \
+    /etc/asterisk/asterisk.conf
+fi
+
+exec /usr/sbin/asterisk -f -U asterisk -G asterisk -vvv
