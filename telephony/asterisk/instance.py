@@ -249,10 +249,16 @@ class AsteriskInstance:
         root: Path | None = None,
         bind: str = LOOPBACK,
         verbose: int = 3,
+        systemname: str = "",
     ) -> None:
         if not _NAME.fullmatch(name):
             raise ValueError(f"instance name must match {_NAME.pattern}: {name!r}")
+        if systemname and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", systemname):
+            raise ValueError(f"systemname: lower-case letters, digits and '-': {systemname!r}")
         self.name = name
+        # Prefixes every uniqueid ("node1-1700000000.1"): nodes sharing a journal never
+        # produce the same attempt key.
+        self.systemname = systemname
         self.ports = ports
         self.root = (root or default_root()).absolute()
         self.bind = bind
@@ -326,6 +332,7 @@ class AsteriskInstance:
                 # Every cli() call is a remote console: do not log each connect.
                 "hideconnect = yes\n"
                 "astctlpermissions = 0600\n"
+                + (f"systemname = {self.systemname}\n" if self.systemname else "")
             ),
             "logger.conf": (
                 "[general]\n"

@@ -67,7 +67,8 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
     ports = AsteriskPorts(sip=pbx.sip.port, ami=pbx.ami.port, rtp_start=pbx.rtp.start,
                           rtp_end=pbx.rtp.end, udptl_start=pbx.udptl.start,
                           udptl_end=pbx.udptl.end)
-    instance = AsteriskInstance(name, ports, root=root, bind=pbx.sip.host)
+    instance = AsteriskInstance(name, ports, root=root, bind=pbx.sip.host,
+                                systemname=pbx.node)
     sounds = PurePosixPath(instance.dir("lib")) / "sounds"
     wav = instance.host_path(sounds / "announcement.wav")
     render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)

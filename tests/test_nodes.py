@@ -1,0 +1,97 @@
+"""Several PBX nodes on one journal: each names itself (``connections.pbx.node``), its
+attempts carry that name, and its Asterisk runs with it as ``systemname`` so call uniqueids,
+and so attempt keys, never collide between nodes."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from telephony import config as config_mod
+from telephony.asterisk.instance import AsteriskInstance, AsteriskPorts
+from telephony.asterisk.pbxroot import RootError, ensure_root
+from telephony.controller import Controller
+from telephony.fax_intake import check_uniqueid
+from telephony.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
+from telephony.model import AsteriskPbx
+from telephony.outage import Mode
+from tests.harness.postgres import JournalBackend
+from tests.test_asterisk_harness import pbx_files
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = (ROOT / "config" / "example.yaml").read_text()
+
+
+def practice(tmp_path: Path, node_line: str, storage_url: str = "") -> Path:
+    text = EXAMPLE.replace("    kind: asterisk\n", f"    kind: asterisk\n{node_line}", 1)
+    if storage_url:
+        text = re.sub(r'storage: \{url: "[^"]*"\}', f'storage: {{url: "{storage_url}"}}', text)
+    path = tmp_path / "practice.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_node_name_is_read_and_checked(tmp_path: Path) -> None:
+    directory = config_mod.load(practice(tmp_path, "    node: node-2\n")).directory
+    pbx = directory.connections.pbx
+    assert isinstance(pbx, AsteriskPbx) and pbx.node == "node-2"
+    with pytest.raises(config_mod.ConfigError) as caught:
+        config_mod.load(practice(tmp_path, "    node: Node_2\n"))
+    problems = "\n".join(map(str, caught.value.problems))
+    assert "connections.pbx.node: a node name" in problems
+    assert re.search(r"practice\.yaml:\d+: connections\.pbx\.node", problems)
+
+
+async def test_two_controllers_on_one_journal_stamp_their_own_node(
+        journal_backend: JournalBackend, tmp_path: Path) -> None:
+    """Each controller's attempts carry its node, read back from the shared journal."""
+    controllers = []
+    for name in ("node1", "node2"):
+        d = tmp_path / name
+        d.mkdir()
+        path = practice(d, f"    node: {name}\n", journal_backend.url)
+        directory = config_mod.load(path).directory
+        controllers.append(Controller(directory, open_journal(journal_backend.url)))
+    for i, controller in enumerate(controllers):
+        new = await controller.record_attempt(NewAttempt(
+            f"call:node{i + 1}-1700000000.{i}", datetime.now(UTC), AttemptKind.CALL,
+            Mode.OUTAGE, "+17205550141", "+13125550100", Outcome.ANNOUNCED,
+            delivery=Delivery.HELD))
+        assert new
+    journal = open_journal(journal_backend.url)
+    assert [(a.key, a.node) for a in journal.attempts()] == [
+        ("call:node1-1700000000.0", "node1"), ("call:node2-1700000000.1", "node2")]
+    for c in controllers:
+        c.journal.close()
+    journal.close()
+
+
+@pytest.fixture
+def node_instance() -> Iterator[AsteriskInstance]:
+    try:
+        root = ensure_root()
+    except RootError as exc:
+        pytest.fail(f"no Asterisk root: {exc}", pytrace=False)
+    ports = AsteriskPorts.on_free_loopback_ports()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    inst = AsteriskInstance(f"t-{worker}-node-{os.getpid()}", ports, pbx_files(ports),
+                            root=root, systemname="node7")
+    yield inst
+    inst.kill()
+    inst.remove()
+
+
+@pytest.mark.asterisk
+def test_asterisk_runs_with_the_node_as_its_systemname(node_instance: AsteriskInstance) -> None:
+    node_instance.start()
+    settings = node_instance.cli("core show settings")
+    assert re.search(r"System name:\s+node7\b", settings), settings
+    # What Asterisk then makes of a call's uniqueid is accepted everywhere one is checked.
+    assert check_uniqueid("node7-1764300000.12") == "node7-1764300000.12"
+    with pytest.raises(ValueError):
+        AsteriskInstance("x", node_instance.ports, systemname="node 7")
