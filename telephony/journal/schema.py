@@ -88,6 +88,44 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at TEXT NOT NULL
         )""",
     ),
+    (  # 3: delivery to the practice's inbox, and email held in an outage
+        # An email taken in by the SMTP listener, exactly as it came (base64 text rather than
+        # a binary column: every backend stores TEXT the same way).  It is in the journal,
+        # fsynced, before the sender hears 250.
+        """CREATE TABLE held_emails (
+            id {autoid},
+            received_at TEXT NOT NULL,
+            mail_from TEXT NOT NULL,
+            rcpt_to TEXT NOT NULL,
+            data_b64 TEXT NOT NULL
+        )""",
+        # One row per item owed to the inbox: a held attempt (`attempt_id`) or a held email
+        # (`email_id`).  `item_key` is the idempotency key the inbox sees on every try, so a
+        # retry after an inbox that committed and then dropped the connection is harmless.
+        # Items go out in (received_at, id) order; `state` is held, delivered or failed.
+        """CREATE TABLE inbox_items (
+            id {autoid},
+            item_key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            attempt_id INTEGER UNIQUE REFERENCES attempts (id),
+            email_id INTEGER UNIQUE REFERENCES held_emails (id),
+            received_at TEXT NOT NULL,
+            state TEXT NOT NULL,
+            tries INTEGER NOT NULL DEFAULT 0,
+            next_try_at TEXT NOT NULL DEFAULT '',
+            last_error TEXT NOT NULL DEFAULT '',
+            accepted_at TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX inbox_items_queue ON inbox_items (state, received_at, id)",
+        # One drain at a time across controllers sharing the journal, or the order breaks:
+        # whoever holds this lease (until `lease_until`) is the one sending.
+        """CREATE TABLE inbox_lease (
+            name TEXT NOT NULL PRIMARY KEY,
+            holder TEXT NOT NULL,
+            lease_until TEXT NOT NULL
+        )""",
+        "INSERT INTO inbox_lease (name, holder, lease_until) VALUES ('drain', '', '')",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,78 @@
+"""Inbox drain throughput: held items per second delivered to a local inbox server.
+
+``.venv/bin/python -m bench.drain [--items 10000] [--fail-rate 0.0]``
+
+Records ``--items`` held items in an outage (the tests' mix: calls, SMS, faxes with a small
+PDF, emails) in a fresh SQLite journal, ends the outage and times the real controller's drain
+until the test inbox (``tests/harness/inbox_server.py``, filing each item in SQLite) holds
+them all.
+Each item is one POST and one fsynced journal commit, in order, one at a time: order is the
+contract, so there is no parallelism to buy throughput with.  Prints the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from notifier.inbox import Backoff
+from telephony.controller import Controller
+from telephony.outage import Mode, Via
+from tests.harness.alert_site import free_port
+from tests.harness.inbox_server import InboxServer
+from tests.test_inbox_delivery import TOKEN, Practice, engage, practice_yaml, seed
+
+
+async def run(items: int, fail_rate: float) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="backline-drain-bench-"))
+    os.environ["BACKLINE_INBOX_TOKEN"] = TOKEN
+    inbox = InboxServer(tmp / "inbox.db", fail_rate=fail_rate, token=TOKEN)
+    await inbox.start()
+    try:
+        p = Practice(tmp, practice_yaml(tmp, inbox.url, free_port()), inbox, 0)
+        journal = p.journal()
+        engage(journal, Mode.OUTAGE)
+        started = time.perf_counter()
+        seed(journal, tmp, items)
+        recorded = time.perf_counter() - started
+        journal.close()
+        # The email listener is not what is measured: it is left unstarted.
+        directory = p.directory()
+        controller = Controller(directory, p.journal())
+        controller.email_intake = None
+        assert controller.inbox is not None
+        controller.inbox.backoff = Backoff(first=0.01, cap=0.2)
+        await controller.start()
+        started = time.perf_counter()
+        await controller.switch(Mode.NORMAL, by="bench", via=Via.CLI, reason="")
+        await inbox.wait_for(items, within=3600)
+        await controller.inbox.drained(within=600)
+        elapsed = time.perf_counter() - started
+        await controller.close()
+        controller.journal.close()
+        filed = inbox.count()
+        print(f"items: {items} ({filed} filed, each once: {len(set(inbox.keys())) == filed})")
+        print(f"recording held items: {items / recorded:,.0f} items/s (one fsync each)")
+        print(f"drain: {items / elapsed:,.1f} items/s ({elapsed:.1f} s for {items}), "
+              f"inbox fail rate {fail_rate:.0%}, {inbox.requests} requests")
+    finally:
+        await inbox.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    asyncio.run(run(args.items, args.fail_rate))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""The drain: every held item goes to the practice's inbox, in order, exactly once.
+
+Wiring only; the document and the meaning of the inbox's answer are
+:mod:`notifier.inbox_payload`, the queue lives in the journal (``telephony.journal.delivery``),
+so a controller restart resumes where the last one stopped:
+
+1. While the mode is normal, each round first queues attempts recorded as held (by any path:
+   controller, CDR import, fax spool) and then sends the queue's head, one item at a time, in
+   the order received (``received_at``, then id).  Held emails are queued by the SMTP
+   listener in the same transaction that keeps them.
+2. Each try carries the item's ``Idempotency-Key``.  A 2xx is recorded as accepted (the
+   attempt shows ``delivered``) and the item is never sent again; acceptances are journaled
+   in one commit per batch (up to 50), before the queue is read again.  An inbox that committed
+   and then dropped the connection gets the same key on the retry and answers without filing
+   twice: that, plus acceptance in the journal, is what makes it exactly once.
+3. A timeout, a connection error, a 5xx (or 408/429) leaves the item at the head, tried
+   again after a backoff (1 s doubling to 5 min), forever: later items wait behind it, since
+   the inbox must see them in order.
+4. A permanent 4xx marks the item failed with the status (never the body, which may echo
+   patient data), logs it as an error and shows it in ``backline attempts``; the drain then
+   **goes on with the next item**.  Stopping would keep order among what the inbox gets, but
+   a refused item stays refused however long we wait, so stopping would hold every later
+   patient message back until someone fixes it by hand.  Going on keeps the order of
+   everything delivered, and the refused item is reported rather than hidden.
+5. Switching to outage mode stops the drain after the item in flight; going back to normal
+   wakes it (``Controller._adopt``).
+
+One drain at a time per journal: a lease in the journal (``inbox_lease``), held by this node's
+name, so a restarted controller takes its own lease back at once while another node waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import assert_never
+
+import aiohttp
+
+from notifier.inbox_payload import (
+    Accepted,
+    Answer,
+    Refused,
+    TryAgain,
+    answer_for,
+    idempotency_key,
+    item_document,
+)
+from telephony.journal import Journal, JournalError
+from telephony.journal.delivery import InboxItem
+from telephony.model import Directory
+from telephony.outage import Mode
+from telephony.ownership import OwnershipBook
+
+log = logging.getLogger("backline.inbox")
+
+Clock = Callable[[], datetime]
+
+LEASE_SECONDS = 120.0
+"""How long the drain lease lasts without renewal: well past one try (30 s), renewed at half."""
+REQUEST_SECONDS = 30.0
+BATCH = 50
+MAX_NAP = 30.0  # seconds the task sleeps at most, in case another controller added work
+FAILED_ROUND_NAP = 5.0
+INLINE_WAIT = 2.0  # a retry due within this many seconds is waited for inside the round
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Seconds before the next try of the head item: ``first`` after the first failure,
+    doubling up to ``cap``.  Tests make it short; nothing is ever given up on."""
+
+    first: float = 1.0
+    cap: float = 300.0
+
+    def delay(self, failed_tries: int) -> float:
+        return min(self.first * float(2 ** min(max(failed_tries - 1, 0), 32)), self.cap)
+
+
+class InboxDrain:
+    """Start with :meth:`start`, stop with :meth:`close`; :meth:`wake` when the mode turns
+    normal or an item is held."""
+
+    def __init__(self, journal: Journal, book: OwnershipBook, url: str, token: str,
+                 mode: Callable[[], Mode], clock: Clock, *, files: Callable[[str], Path] = Path,
+                 holder: str = "", backoff: Backoff | None = None) -> None:
+        self.journal = journal
+        self.book = book
+        self.url = url
+        self._token = token
+        self._mode = mode
+        self._clock = clock
+        self._files = files
+        self.holder = holder or f"node:{socket.gethostname()}"
+        self.backoff = backoff or Backoff()
+        self._woken = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._lease_until: datetime | None = None
+        self._accepted: list[int] = []  # accepted by the inbox, not yet journaled
+        self._rounds_started = 0
+        self._last_empty_round = 0
+        self._progress = asyncio.Condition()
+        self.delivered = 0  # this process's count, for the benchmark
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="backline-inbox")
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    async def close(self) -> None:
+        """Stop after the try in flight (if any); give the lease back."""
+        self._stopping = True
+        self._woken.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._lease_until is not None:
+            with contextlib.suppress(JournalError):
+                await asyncio.to_thread(self.journal.release_drain, self.holder)
+            self._lease_until = None
+
+    async def drained(self, within: float = 60.0) -> None:
+        """Until a round that began after this call found nothing left to send (accepted or
+        refused, all of it).  TimeoutError after ``within`` s.  For tests and the bench."""
+        target = self._rounds_started + 1
+        self.wake()  # that round starts now, not after a nap (a backoff is cut short once)
+        async with asyncio.timeout(within), self._progress:
+            await self._progress.wait_for(lambda: self._last_empty_round >= target)
+
+    # -- the task --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._woken.clear()
+            self._rounds_started += 1
+            round_no = self._rounds_started
+            nap = MAX_NAP
+            try:
+                if self._mode() is Mode.NORMAL:
+                    nap = await self._round(round_no)
+            except JournalError as exc:
+                log.error("inbox: the journal failed (%s); trying again shortly", exc)
+                nap = FAILED_ROUND_NAP
+            except Exception:
+                # The task must outlive one bad round: the backlog is patients' messages.
+                log.exception("inbox: a delivery round failed; trying again shortly")
+                nap = FAILED_ROUND_NAP
+            if self._stopping:
+                break
+            if nap > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), nap)
+
+    async def _round(self, round_no: int) -> float:
+        """Send the queue's head until it is empty, blocked or the mode changes; return how
+        long to wait before the next round."""
+        await asyncio.to_thread(self.journal.enqueue_held)
+        if not await self._keep_lease():
+            return FAILED_ROUND_NAP  # another node drains; look again later
+        try:
+            return await self._send_queue(round_no)
+        finally:
+            await self._record_accepted()
+
+    async def _send_queue(self, round_no: int) -> float:
+        while not self._stopping and self._mode() is Mode.NORMAL:
+            await self._record_accepted()  # before reading the queue: or they come back
+            items = await asyncio.to_thread(self.journal.next_inbox_items, BATCH)
+            if not items:
+                async with self._progress:
+                    self._last_empty_round = round_no
+                    self._progress.notify_all()
+                return MAX_NAP
+            for item in items:
+                if self._stopping or self._mode() is not Mode.NORMAL:
+                    return MAX_NAP
+                now = self._clock()
+                if item.next_try_at is not None and item.next_try_at > now:
+                    return (item.next_try_at - now).total_seconds()
+                if not await self._keep_lease():
+                    return FAILED_ROUND_NAP
+                wait = await self._deliver(item)
+                if wait is None:
+                    continue
+                # The head is blocked: everything behind it waits too.  A short wait is
+                # spent here, then the queue is read again; a long one (or a wake-up: new
+                # work, a mode change, stopping) ends the round.
+                if wait > INLINE_WAIT or self._woken.is_set():
+                    return wait
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), wait)
+                if self._woken.is_set():
+                    return 0.0
+                break
+        return MAX_NAP
+
+    async def _record_accepted(self) -> None:
+        """Journal the acceptances not yet journaled, in one commit.  Until then a crash
+        only means those items go again, with the same keys: the inbox files none twice."""
+        if self._accepted:
+            accepted, self._accepted = self._accepted, []
+            await asyncio.to_thread(self.journal.inbox_accepted, accepted, self._clock())
+
+    async def _keep_lease(self) -> bool:
+        now = self._clock()
+        if self._lease_until is not None and now < self._lease_until - timedelta(
+                seconds=LEASE_SECONDS / 2):
+            return True
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        if await asyncio.to_thread(self.journal.claim_drain, self.holder, now, until):
+            self._lease_until = until
+            return True
+        self._lease_until = None
+        return False
+
+    async def _deliver(self, item: InboxItem) -> float | None:
+        """One try of ``item``; None when it is settled (accepted or refused), else the
+        seconds until it is due again."""
+        try:
+            body = await asyncio.to_thread(self._document, item)
+        except OSError as exc:
+            # The fax file is gone or unreadable here: no try will do better, so report it.
+            answer: Answer = Refused(f"the fax file cannot be read ({exc.strerror})")
+        else:
+            answer = await self._post(item, body)
+        now = self._clock()
+        match answer:
+            case Accepted():
+                self._accepted.append(item.id)  # journaled with the batch: see _record_accepted
+                self.delivered += 1
+                log.info("inbox: item %d (%s) delivered", item.id, item.kind)
+                return None
+            case Refused():
+                await asyncio.to_thread(self.journal.inbox_refused, item.id, now, answer.reason)
+                log.error("inbox: item %d (%s) refused for good: %s; see `backline attempts`; "
+                          "the drain goes on with the next item", item.id, item.kind,
+                          answer.reason)
+                return None
+            case TryAgain():
+                tries = item.tries + 1
+                delay = self.backoff.delay(tries)
+                await asyncio.to_thread(self.journal.inbox_retry, item.id,
+                                        now + timedelta(seconds=delay), answer.reason)
+                log.warning("inbox: item %d (%s) not accepted (try %d: %s); next try in "
+                            "%.1f s", item.id, item.kind, tries, answer.reason, delay)
+                return delay
+            case _:
+                assert_never(answer)
+
+    def _document(self, item: InboxItem) -> bytes:
+        file = None
+        if item.attempt is not None and item.attempt.file:
+            file = self._files(item.attempt.file).read_bytes()
+        return json.dumps(item_document(item, self.book, file)).encode()
+
+    async def _post(self, item: InboxItem, body: bytes) -> Answer:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=REQUEST_SECONDS))
+        headers = {"Content-Type": "application/json",
+                   "Idempotency-Key": idempotency_key(item)}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            async with self._session.post(self.url, data=body, headers=headers,
+                                          allow_redirects=False) as response:
+                await response.read()
+                return answer_for(response.status, response.reason or "")
+        except TimeoutError:
+            return TryAgain("no answer in time")
+        except aiohttp.ClientError as exc:
+            # Includes a connection dropped after the inbox committed: the key makes the
+            # retry harmless.
+            return TryAgain(f"connection failed ({type(exc).__name__})")
+
+
+def inbox_for(directory: Directory, journal: Journal, mode: Callable[[], Mode], clock: Clock,
+              *, backoff: Backoff | None = None) -> InboxDrain | None:
+    """The practice's drain, or None (logged) if ``connections.inbox`` is not set up."""
+    from notifier.link_pages import fax_files
+    from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+    inbox = directory.connections.inbox
+    if inbox is None or not inbox.url:
+        log.warning("connections.inbox is not configured: held items stay in the journal")
+        return None
+    try:
+        token = read_secret(inbox.token, "connections.inbox.token") if inbox.token else ""
+    except SecretMissing as exc:
+        log.error("%s: held items stay in the journal until it is set", exc)
+        return None
+    storage = directory.connections.storage.url
+    base = Path(storage.removeprefix("sqlite://")).parent if storage.startswith("sqlite://") \
+        else None
+    return InboxDrain(journal, OwnershipBook(directory), inbox.url, token, mode, clock,
+                      files=fax_files(base), backoff=backoff)

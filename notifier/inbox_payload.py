@@ -1,0 +1,139 @@
+"""What the inbox receives for one held item, and what its answer means.  Pure.
+
+Each item is one JSON document, POSTed with the header ``Idempotency-Key``.  It carries what
+the inbox needs to file it as normal mode would have at the time:
+
+- ``conversation``: the practice number and the outside party (for an email: the practice
+  address and the sender), so the item joins the right conversation;
+- ``conversation_tags`` / ``contact_tags``: the number's tags, as normal mode puts on a new
+  conversation and a contact first seen through it;
+- ``assign_to``: ``user:ID`` / ``team:ID`` when the number auto-assigns, else null (the shared
+  inbox), so a doctor's direct line lands in that doctor's queue and nobody else's;
+- ``notify``: the notification normal mode would have sent, held until now.  The inbox fires
+  it when it files the item (once per idempotency key), to ``notify.users``: the assignee's
+  people when auto-assigned, else the number's members.  Carrying it in the item, rather than
+  as a second request, makes "filed" and "notified" one commit on the inbox's side: there is
+  no state in which one happened and the other is lost.
+- the item itself: times, sender, recipient, SMS text, the fax file and the email's bytes
+  (both base64, exactly as kept).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+from telephony.journal.delivery import InboxItem
+from telephony.model import OwnerKind, Party
+from telephony.ownership import OwnershipBook
+
+FORMAT_VERSION = 1
+
+
+def idempotency_key(item: InboxItem) -> str:
+    """The header value: stable for the item across tries, restarts and controllers, and
+    safe in a header whatever the attempt's key holds (an SMS id comes from a webhook)."""
+    return "backline-" + hashlib.sha256(item.key.encode()).hexdigest()[:40]
+
+
+def filing(book: OwnershipBook, number: str) -> dict[str, Any]:
+    """Tags, assignee and who is notified for an item reaching practice number ``number``."""
+    n = book.number(number)
+    assignee = book.assignee(number).party
+    return {
+        "conversation_tags": list(n.conversation_tags) if n else [],
+        "contact_tags": list(n.contact_tags) if n else [],
+        "assign_to": str(assignee) if assignee is not None else None,
+        "notify": {"users": _notified(book, number, assignee)},
+    }
+
+
+def _notified(book: OwnershipBook, number: str, assignee: Party | None) -> list[str]:
+    members = book.sorted_members(number)
+    if assignee is None:
+        return list(members)
+    if assignee.kind is OwnerKind.USER:
+        return [assignee.id] if book.is_active(assignee.id) else []
+    if assignee.kind is OwnerKind.TEAM:
+        team = next((t for t in book.directory.teams if t.id == assignee.id), None)
+        return sorted(m for m in (team.members if team else ()) if book.is_active(m))
+    return list(members)
+
+
+def item_document(item: InboxItem, book: OwnershipBook, file: bytes | None) -> dict[str, Any]:
+    """The JSON body for ``item``; ``file`` is the fax's PDF (or kept TIFF), if it has one."""
+    doc: dict[str, Any] = {"version": FORMAT_VERSION, "key": item.key, "kind": item.kind,
+                           "received_at": item.received_at.isoformat()}
+    if item.attempt is not None:
+        a = item.attempt
+        doc.update({
+            "mode": a.mode.value, "from": a.sender, "to": a.recipient,
+            "outcome": a.outcome.value, "text": a.text, "detail": a.detail,
+            "conversation": {"number": a.recipient, "party": a.sender},
+        })
+        doc.update(filing(book, a.recipient))
+        if file is not None:
+            pdf = a.file.lower().endswith(".pdf")
+            doc["file"] = {"name": a.file.rsplit("/", 1)[-1],
+                           "type": "application/pdf" if pdf else "image/tiff",
+                           "data": base64.b64encode(file).decode("ascii")}
+    elif item.email is not None:
+        e = item.email
+        practice_address = e.rcpt_to[0] if e.rcpt_to else ""
+        doc.update({
+            "from": e.mail_from, "to": list(e.rcpt_to),
+            "conversation": {"address": practice_address, "party": e.mail_from},
+            "conversation_tags": [], "contact_tags": [], "assign_to": None,
+            "notify": {"users": []},  # the inbox notifies for mail as it always does
+            "email": base64.b64encode(e.data).decode("ascii"),
+        })
+    else:
+        raise ValueError(f"inbox item {item.id} has neither an attempt nor an email")
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """2xx: the inbox has the item (now, or from an earlier try with the same key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TryAgain:
+    """No acceptance yet (5xx, 408, 429, no answer): the same item, later, same key."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A permanent 4xx: this item will never be accepted as it is; ops must look."""
+
+    reason: str
+
+
+Answer = Accepted | TryAgain | Refused
+
+
+def answer_for(status: int, phrase: str) -> Answer:
+    """What an HTTP status from the inbox means for the item.  The reason names the status
+    only: an inbox's error body may echo patient data back."""
+    reason = f"HTTP {status} {phrase}".strip()
+    if 200 <= status < 300:
+        return Accepted()
+    if status in (408, 425, 429):
+        return TryAgain(reason)
+    if 400 <= status < 500:
+        return Refused(reason)
+    return TryAgain(reason)  # 5xx, and anything an inbox should not say (1xx, 3xx)
+
+
+def describe(answer: Answer) -> str:
+    match answer:
+        case Accepted():
+            return "accepted"
+        case TryAgain() | Refused():
+            return answer.reason
+        case _:
+            assert_never(answer)

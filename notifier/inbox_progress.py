@@ -1,0 +1,81 @@
+"""``backline outage end`` watching the drain: a progress bar on a terminal, lines otherwise.
+
+The CLI does not deliver anything itself: the running controller's drain does (woken within a
+second by the mode change).  This only reads the journal until the backlog is empty, and then
+names the items the inbox refused, by kind, time and journal id, never by number or text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TextIO
+
+from telephony.journal import Journal
+from telephony.journal.delivery import InboxItem, ItemState
+
+POLL_SECONDS = 0.5
+LINE_EVERY = 5.0  # seconds between plain progress lines (a log file, not a terminal)
+BAR = 30
+
+
+def bar(done: int, total: int) -> str:
+    """``[#########---------] 120/300 sent`` (sent: accepted, or refused for good).  Pure."""
+    total = max(total, done, 1)
+    filled = BAR * done // total
+    return f"[{'#' * filled}{'-' * (BAR - filled)}] {done}/{total} sent"
+
+
+def backlog(journal: Journal) -> int:
+    return sum(journal.held().values())
+
+
+def describe_failed(item: InboxItem, local: Callable[[datetime], str]) -> str:
+    return f"  {item.kind} received {local(item.received_at)} (item {item.id}): {item.last_error}"
+
+
+def watch_drain(journal: Journal, out: TextIO, *, tty: bool, has_inbox: bool,
+                local: Callable[[datetime], str],
+                sleep: Callable[[float], None] = time.sleep,
+                clock: Callable[[], float] = time.monotonic) -> int:
+    """Show the drain until the backlog is empty; return the CLI's exit status: 0, since the
+    outage did end (items the inbox refused are listed, and shown by ``backline attempts``)."""
+    failed_before = {i.id for i in journal.inbox_items(ItemState.FAILED, limit=100_000)}
+    total = backlog(journal)
+    if total == 0:
+        print("nothing held for the inbox", file=out)
+        return 0
+    if not has_inbox:
+        print(f"{total} held item(s) stay in the journal: connections.inbox is not configured",
+              file=out)
+        return 0
+    print(f"delivering {total} held item(s) to the inbox (Ctrl-C stops watching; delivery goes "
+          "on in the controller)", file=out, flush=True)
+    last_line = clock()
+    shown = -1
+    while True:
+        left = backlog(journal)
+        total = max(total, left)
+        done = total - left
+        if tty:
+            print("\r" + bar(done, total), end="", file=out, flush=True)
+        elif done != shown and (left == 0 or clock() - last_line >= LINE_EVERY):
+            print(f"{done}/{total} sent", file=out, flush=True)
+            last_line = clock()
+            shown = done
+        if left == 0:
+            break
+        sleep(POLL_SECONDS)
+    if tty:
+        print(file=out)
+    failed = [i for i in journal.inbox_items(ItemState.FAILED, limit=100_000)
+              if i.id not in failed_before]
+    if not failed:
+        print(f"all {total} held item(s) delivered", file=out)
+        return 0
+    print(f"{total - len(failed)} delivered; {len(failed)} refused by the inbox (see "
+          "`backline attempts`):", file=out)
+    for item in failed:
+        print(describe_failed(item, local), file=out)
+    return 0

@@ -1,0 +1,475 @@
+"""After the outage: held attempts and emails reach the practice's inbox in order, exactly once.
+
+The inbox is a real HTTP server (``tests/harness/inbox_server.py``) that fails 30% of requests
+at random, before and after filing, and restarts; the controller is the real one, in this
+process or (for SIGKILL) as a subprocess on the same journal; email comes in over SMTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from notifier.inbox import Backoff
+from notifier.inbox_payload import Accepted, Refused, TryAgain, answer_for
+from telephony import config
+from telephony.controller import Controller
+from telephony.journal import (
+    AttemptKind,
+    Delivery,
+    Journal,
+    NewAttempt,
+    Outcome,
+    open_journal,
+)
+from telephony.journal.delivery import ItemState
+from telephony.outage import Mode, Via, switch
+from tests.harness.alert_site import free_port
+from tests.harness.inbox_server import InboxServer
+from tests.harness.postgres import JournalBackend
+
+FAST = Backoff(first=0.01, cap=0.2)
+TOKEN = "inbox-token-for-the-tests"
+MAIN, ANA_LINE, DESK_LINE = "+13125550100", "+13125550101", "+13125550102"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def practice_yaml(tmp: Path, inbox_url: str, smtp_port: int) -> Path:
+    path = tmp / "practice.yaml"
+    path.write_text(f"""\
+practice: {{name: Maple Street Family Medicine, timezone: UTC}}
+users:
+  - {{id: ana, name: Dr. Ana Lee, email: ana@maple.example, admin: true, extension: "101",
+     desk_phones: [ana-desk]}}
+  - {{id: sam, name: Sam Ortiz, email: sam@maple.example, extension: "111",
+     desk_phones: [sam-desk]}}
+  - {{id: jo, name: Jo Kim, email: jo@maple.example, extension: "112", desk_phones: [jo-desk]}}
+teams:
+  - {{id: front-desk, name: Front Desk, members: [sam, jo]}}
+numbers:
+  - {{number: "{MAIN}", carries: [voice, sms, fax], owner: practice,
+     conversation_tags: [main-line], contact_tags: [new-patient], texting_registered: true}}
+  - {{number: "{ANA_LINE}", carries: [voice, sms], owner: "user:ana", auto_assign: true,
+     conversation_tags: [dr-lee], contact_tags: [lee-patient], texting_registered: true}}
+  - {{number: "{DESK_LINE}", carries: [voice, sms], owner: "team:front-desk",
+     auto_assign: true, conversation_tags: [scheduling], texting_registered: true}}
+connections:
+  inbox: {{url: "{inbox_url}", token_env: BACKLINE_INBOX_TOKEN}}
+  email_intake: {{listen: "127.0.0.1:{smtp_port}", domains: [maple.example]}}
+  storage: {{url: "sqlite://{tmp}/journal.db"}}
+""")
+    return path
+
+
+@dataclass
+class Practice:
+    tmp: Path
+    config: Path
+    inbox: InboxServer
+    smtp_port: int
+
+    def journal(self) -> Journal:
+        return open_journal(f"sqlite://{self.tmp}/journal.db")
+
+    def directory(self) -> Any:
+        return config.load(self.config).directory
+
+
+@pytest.fixture
+async def practice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Practice]:
+    monkeypatch.setenv("BACKLINE_INBOX_TOKEN", TOKEN)
+    inbox = InboxServer(tmp_path / "inbox.db", fail_rate=0.3, token=TOKEN,
+                        refuse=lambda doc: "REFUSE-ME" in str(doc.get("text", "")))
+    await inbox.start()
+    port = free_port()
+    p = Practice(tmp_path, practice_yaml(tmp_path, inbox.url, port), inbox, port)
+    try:
+        yield p
+    finally:
+        await inbox.stop()
+
+
+def engage(journal: Journal, to: Mode) -> None:
+    state = journal.mode_state()
+    journal.record_mode_change(switch(state, to, at=datetime.now(UTC), by="ops", via=Via.CLI,
+                                      reason="the PBX host is down" if to is Mode.OUTAGE
+                                      else ""), state)
+
+
+def seed(journal: Journal, tmp: Path, count: int, *, refuse_every: int = 0) -> list[str]:
+    """``count`` held items of every kind (calls, SMS, faxes with a PDF, emails), in the
+    order received; return their keys in that order."""
+    base = datetime.now(UTC) - timedelta(hours=1)
+    keys: list[str] = []
+    (tmp / "fax").mkdir(exist_ok=True)
+    for i in range(count):
+        at = base + timedelta(milliseconds=i)
+        if i % 10 == 9:
+            key = f"email:{i}"
+            journal.hold_email(key, at, f"patient{i}@mail.example", ["frontdesk@maple.example"],
+                               f"Subject: visit {i}\r\n\r\nhello {i}\r\n".encode())
+            keys.append(key)
+            continue
+        kind = (AttemptKind.CALL, AttemptKind.SMS, AttemptKind.FAX)[i % 3]
+        to = MAIN if kind is AttemptKind.FAX else (MAIN, ANA_LINE, DESK_LINE)[(i // 3) % 3]
+        file = ""
+        if kind is AttemptKind.FAX:
+            pdf = tmp / "fax" / f"fax-{i}.pdf"
+            pdf.write_bytes(b"%PDF-1.4\n" + os.urandom(64) + f"\n% fax {i}\n".encode())
+            file = str(pdf)
+        text = f"message {i}" if kind is AttemptKind.SMS else ""
+        if refuse_every and i % refuse_every == refuse_every - 1 and kind is AttemptKind.SMS:
+            text = f"REFUSE-ME {i}"
+        a = NewAttempt(key=f"{kind.value}:{i}", at=at, kind=kind, mode=Mode.OUTAGE,
+                       sender=f"+1555010{i:04d}", recipient=to,
+                       outcome=Outcome.RECEIVED if kind is not AttemptKind.CALL
+                       else Outcome.ANNOUNCED, text=text, file=file, delivery=Delivery.HELD)
+        journal.record_attempt(a)
+        keys.append(f"attempt:{a.key}")
+    return keys
+
+
+async def backline(p: Practice, *args: str) -> tuple[int, str]:
+    """The CLI as ops run it (stdout a pipe, not a terminal): exit status and stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "telephony.cli", *args, "--config", str(p.config), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return await proc.wait(), out.decode()
+
+
+async def running(p: Practice) -> Controller:
+    journal = await asyncio.to_thread(p.journal)
+    controller = Controller(p.directory(), journal)
+    assert controller.inbox is not None
+    controller.inbox.backoff = FAST
+    await controller.start()
+    return controller
+
+
+async def stop(controller: Controller) -> None:
+    await controller.close()
+    controller.journal.close()
+
+
+def assert_exactly_once_in_order(p: Practice, keys: list[str]) -> None:
+    filed = p.inbox.items()
+    assert [doc["key"] for doc in filed] == keys  # each once, in the order received
+    journal = p.journal()
+    try:
+        assert journal.held() == {}
+        assert journal.inbox_counts().get("held", 0) == 0
+        assert all(a.delivery is Delivery.DELIVERED for a in journal.attempts(limit=100_000))
+    finally:
+        journal.close()
+
+
+# -- pure ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (200, Accepted), (201, Accepted), (204, Accepted), (400, Refused), (401, Refused),
+    (404, Refused), (409, Refused), (422, Refused), (408, TryAgain), (429, TryAgain),
+    (500, TryAgain), (502, TryAgain), (503, TryAgain), (302, TryAgain)])
+def test_what_an_inbox_answer_means(status: int, expected: type) -> None:
+    assert isinstance(answer_for(status, "x"), expected)
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    b = Backoff(first=1.0, cap=300.0)
+    assert [b.delay(n) for n in (1, 2, 3, 9, 10, 50)] == [1, 2, 4, 256, 300, 300]
+
+
+def test_email_intake_config_problems_name_file_line_and_field(tmp_path: Path) -> None:
+    path = practice_yaml(tmp_path, "http://127.0.0.1:9/inbox", 2526)
+    text = path.read_text().replace("domains: [maple.example]", "domains: [not a domain]")
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    [problem] = info.value.problems
+    assert problem.field == "connections.email_intake.domains[0]"
+    assert problem.line == text.splitlines().index(
+        next(line for line in text.splitlines() if "email_intake" in line)) + 1
+
+
+def test_the_journal_queues_each_held_item_once_in_received_order(
+        journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
+    try:
+        t0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+        late = NewAttempt("call:late", t0 + timedelta(seconds=2), AttemptKind.CALL, Mode.OUTAGE,
+                          "+15550100001", MAIN, Outcome.ANNOUNCED, delivery=Delivery.HELD)
+        journal.record_attempt(late)
+        journal.hold_email("email:a", t0 + timedelta(seconds=1), "p@mail.example",
+                           ["desk@maple.example"], b"\x00\xffraw\r\n")
+        # Imported later (the PBX's CDR) but received first: it goes out first.
+        early = NewAttempt("call:early", t0, AttemptKind.CALL, Mode.OUTAGE, "+15550100002",
+                           MAIN, Outcome.ANNOUNCED, delivery=Delivery.HELD)
+        journal.record_attempt(early)
+        journal.record_attempt(NewAttempt("call:normal", t0, AttemptKind.CALL, Mode.NORMAL,
+                                          "+15550100003", MAIN, Outcome.RANG))
+        assert journal.held() == {"call": 2, "email": 1}
+        assert journal.enqueue_held() == 2
+        assert journal.enqueue_held() == 0  # repeating it queues nothing twice
+        queue = journal.next_inbox_items()
+        assert [i.key for i in queue] == ["attempt:call:early", "email:a", "attempt:call:late"]
+        assert queue[1].email is not None and queue[1].email.data == b"\x00\xffraw\r\n"
+        journal.inbox_retry(queue[0].id, t0, "HTTP 503 Service Unavailable")
+        journal.inbox_accepted([queue[0].id], t0)
+        journal.inbox_refused(queue[2].id, t0, "HTTP 422 Unprocessable Entity")
+        assert [i.key for i in journal.next_inbox_items()] == ["email:a"]
+        assert journal.attempt("call:early").delivery is Delivery.DELIVERED  # type: ignore[union-attr]
+        assert journal.attempt("call:late").delivery is Delivery.FAILED  # type: ignore[union-attr]
+        assert journal.held() == {"email": 1}
+        [failed] = journal.inbox_items(ItemState.FAILED)
+        assert (failed.tries, failed.last_error) == (1, "HTTP 422 Unprocessable Entity")
+        [done] = journal.inbox_items(ItemState.DELIVERED)
+        assert (done.tries, done.accepted_at) == (2, t0)
+        # One drain at a time: another node waits for the lease; its holder renews it.
+        assert journal.claim_drain("node:a", t0, t0 + timedelta(seconds=60))
+        assert not journal.claim_drain("node:b", t0 + timedelta(seconds=30),
+                                       t0 + timedelta(seconds=90))
+        assert journal.claim_drain("node:a", t0 + timedelta(seconds=30),
+                                   t0 + timedelta(seconds=90))
+        assert journal.claim_drain("node:b", t0 + timedelta(seconds=90),
+                                   t0 + timedelta(seconds=150))  # expired: taken over
+        journal.release_drain("node:b")
+        assert journal.claim_drain("node:a", t0 + timedelta(seconds=91),
+                                   t0 + timedelta(seconds=151))
+    finally:
+        journal.close()
+
+
+# -- the drain -------------------------------------------------------------------------------
+
+
+async def test_a_flaky_inbox_that_restarts_gets_every_item_once_in_order(
+        practice: Practice) -> None:
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    keys = seed(journal, practice.tmp, 300)
+    journal.close()
+    controller = await running(practice)
+    try:
+        assert practice.inbox.count() == 0  # nothing goes out while the outage holds
+        assert sum(controller.journal.held().values()) == 300
+        await controller.switch(Mode.NORMAL, by="ops", via=Via.CLI, reason="")
+        await practice.inbox.wait_for(150, within=120)
+        await practice.inbox.restart()
+        await practice.inbox.wait_for(300, within=120)
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=60)
+    finally:
+        await stop(controller)
+    assert_exactly_once_in_order(practice, keys)
+    failures = practice.inbox.failures
+    assert failures["dropped"] > 0 and failures["after"] > 0 and failures["before"] > 0
+    assert practice.inbox.tries() > 300  # some items were filed, then sent again: no harm
+    # Every item carried its file: faxes their PDF, emails their bytes.
+    for doc in practice.inbox.items():
+        if doc["kind"] == "fax":
+            n = int(doc["key"].rsplit(":", 1)[1])
+            pdf = (practice.tmp / "fax" / f"fax-{n}.pdf").read_bytes()
+            assert base64.b64decode(doc["file"]["data"]) == pdf
+            assert doc["file"]["type"] == "application/pdf"
+    # The held notification fired once per item, when it was filed.
+    assert [k for k, _ in practice.inbox.notifications()] == practice.inbox.keys()
+
+
+async def test_sigkill_halfway_through_a_drain_of_1000_items_then_restart(
+        practice: Practice) -> None:
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    keys = seed(journal, practice.tmp, 1000)
+    engage(journal, Mode.NORMAL)  # `backline outage end`, while no controller runs
+    journal.close()
+    env = {**os.environ, "BACKLINE_INBOX_TOKEN": TOKEN}
+
+    async def controller() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.inbox_runner", str(practice.config), cwd=ROOT,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
+        return proc
+
+    first = await controller()
+    await practice.inbox.wait_for(500, within=300)
+    first.send_signal(signal.SIGKILL)  # no goodbye, no lease given back
+    assert await first.wait() == -signal.SIGKILL
+    assert practice.inbox.count() < 1000
+
+    second = await controller()
+    assert second.stdout is not None
+    assert (await asyncio.wait_for(second.stdout.readline(), 600)).strip() == b"drained"
+    second.send_signal(signal.SIGTERM)
+    assert await second.wait() == 0
+    assert_exactly_once_in_order(practice, keys)
+
+
+async def test_email_sent_in_an_outage_arrives_in_the_inbox_byte_for_byte(
+        practice: Practice) -> None:
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    journal.close()
+    controller = await running(practice)
+    message = (b"From: Pat <pat@mail.example>\r\nTo: frontdesk@maple.example\r\n"
+               b"Subject: results\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+               b"Line one, trailing spaces   \r\n.a line that starts with a dot\r\n"
+               b"\r\n\tindented\r\n" + "caf\u00e9 \u2014 na\u00efve\r\n".encode())
+    try:
+        await aiosmtplib.send(message, sender="pat@mail.example",
+                              recipients=["frontdesk@maple.example"], hostname="127.0.0.1",
+                              port=practice.smtp_port)
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+            await aiosmtplib.send(message, sender="pat@mail.example",
+                                  recipients=["someone@elsewhere.example"],
+                                  hostname="127.0.0.1", port=practice.smtp_port)
+        assert refused.value.recipients[0].code == 550
+        # Kept (before the 250), counted in the backlog, not sent while the outage holds.
+        assert controller.journal.held() == {"email": 1}
+        assert practice.inbox.count() == 0
+        await controller.switch(Mode.NORMAL, by="ops", via=Via.CLI, reason="")
+        await practice.inbox.wait_for(1, within=60)
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=60)
+    finally:
+        await stop(controller)
+    [doc] = practice.inbox.items()
+    assert base64.b64decode(doc["email"]) == message
+    assert doc["kind"] == "email" and doc["to"] == ["frontdesk@maple.example"]
+    assert doc["conversation"] == {"address": "frontdesk@maple.example",
+                                   "party": "pat@mail.example"}
+
+
+async def test_items_for_auto_assigned_tagged_numbers_file_to_the_owner_with_its_tags(
+        practice: Practice) -> None:
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    seed(journal, practice.tmp, 9)
+    journal.close()
+    controller = await running(practice)
+    try:
+        await controller.switch(Mode.NORMAL, by="ops", via=Via.CLI, reason="")
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=60)
+    finally:
+        await stop(controller)
+    by_number: dict[str, list[dict[str, Any]]] = {}
+    for doc in practice.inbox.items():
+        by_number.setdefault(doc["to"], []).append(doc)
+    for doc in by_number[ANA_LINE]:
+        assert doc["assign_to"] == "user:ana"
+        assert doc["conversation_tags"] == ["dr-lee"]
+        assert doc["contact_tags"] == ["lee-patient"]
+        assert doc["notify"] == {"users": ["ana"]}
+        assert doc["conversation"] == {"number": ANA_LINE, "party": doc["from"]}
+    for doc in by_number[DESK_LINE]:
+        assert doc["assign_to"] == "team:front-desk"
+        assert doc["conversation_tags"] == ["scheduling"]
+        assert doc["notify"] == {"users": ["jo", "sam"]}
+    for doc in by_number[MAIN]:
+        assert doc["assign_to"] is None  # the shared inbox
+        assert doc["conversation_tags"] == ["main-line"]
+        assert doc["contact_tags"] == ["new-patient"]
+        assert doc["notify"] == {"users": ["ana", "jo", "sam"]}
+    assert all(len(docs) >= 2 for docs in by_number.values())
+    # Every request carried the bearer token from token_env.
+    with __import__("sqlite3").connect(practice.inbox.path) as db:
+        assert {a for (a,) in db.execute("SELECT authorization FROM items")} == \
+            {f"Bearer {TOKEN}"}
+
+
+async def test_a_refused_item_is_reported_once_and_the_rest_still_arrive(
+        practice: Practice, caplog: pytest.LogCaptureFixture) -> None:
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    keys = seed(journal, practice.tmp, 60, refuse_every=5)
+    journal.close()
+    refused = {k for k in keys if k.startswith("attempt:sms:") and int(k.rsplit(":", 1)[1]) % 5
+               == 4}
+    assert refused
+    controller = await running(practice)
+    try:
+        with caplog.at_level(logging.ERROR, logger="backline.inbox"):
+            await controller.switch(Mode.NORMAL, by="ops", via=Via.CLI, reason="")
+            assert controller.inbox is not None
+            await controller.inbox.drained(within=60)
+        failed = await asyncio.to_thread(controller.journal.inbox_items, ItemState.FAILED)
+    finally:
+        await stop(controller)
+    assert {i.key for i in failed} == refused
+    assert all(i.last_error == "HTTP 422 Unprocessable Entity" for i in failed)
+    # Each refused item was refused once and never sent again; the rest arrived, in order.
+    assert sorted(practice.inbox.refused_keys.values()) == [1] * len(refused)
+    assert [d["key"] for d in practice.inbox.items()] == [k for k in keys if k not in refused]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == len(refused)
+    assert not any("REFUSE-ME" in e or "+1555" in e for e in errors)  # no patient data
+    # `backline attempts` shows each item's delivery state, the refusal's reason with it.
+    status, out = await backline(practice, "attempts", "--json", "--limit", "1000")
+    assert status == 0
+    rows = {f"attempt:{r['key']}": r for r in json.loads(out)}
+    for key in refused:
+        assert rows[key]["delivery"] == "failed"
+        assert rows[key]["delivery_error"] == "HTTP 422 Unprocessable Entity"
+    assert {r["delivery"] for k, r in rows.items() if k not in refused} == {"delivered"}
+
+
+async def test_outage_end_shows_the_drain_until_the_backlog_is_empty(practice: Practice) -> None:
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    keys = seed(journal, practice.tmp, 40, refuse_every=5)
+    journal.close()
+    controller = await running(practice)
+    stop_polling = asyncio.Event()
+    polling = asyncio.create_task(controller.keep_mode(stop_polling))  # as `backline run`
+    try:
+        status, out = await backline(practice, "outage", "end", "--by", "ops")
+    finally:
+        stop_polling.set()
+        await polling
+        await stop(controller)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("outage ended at ")
+    assert lines[1].startswith("delivering 40 held item(s) to the inbox")
+    assert "40/40 sent" in lines
+    refused = [k for k in keys if "sms" in k and int(k.rsplit(":", 1)[1]) % 5 == 4]
+    assert f"{40 - len(refused)} delivered; {len(refused)} refused by the inbox" in out
+    assert sum("sms received" in line and "HTTP 422" in line for line in lines) == len(refused)
+    assert "+1555" not in out and "REFUSE-ME" not in out  # which items, but no patient data
+    assert len(practice.inbox.items()) == 40 - len(refused)
+
+
+async def test_outage_end_no_wait_returns_at_once(practice: Practice) -> None:
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    seed(journal, practice.tmp, 5)
+    journal.close()
+    status, out = await backline(practice, "outage", "end", "--no-wait", "--by", "ops")
+    assert status == 0 and len(out.splitlines()) == 1  # no controller runs: nothing to wait on
+    status, out = await backline(practice, "outage", "status", "--json")
+    assert json.loads(out)["backlog"] == {"call": 2, "sms": 2, "fax": 1}
+
+
+def test_the_progress_bar_on_a_terminal() -> None:
+    from notifier.inbox_progress import bar
+
+    assert bar(0, 300) == "[" + "-" * 30 + "] 0/300 sent"
+    assert bar(150, 300) == "[" + "#" * 15 + "-" * 15 + "] 150/300 sent"
+    assert bar(300, 300) == "[" + "#" * 30 + "] 300/300 sent"
