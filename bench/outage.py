@@ -1,0 +1,522 @@
+"""Calls per second answered with the outage announcement, with the controller up and killed.
+
+The fail-safe (DESIGN §4): when the controller cannot be reached, the dialplan's ``AGI()``
+fails and the PBX answers on its own with the announcement.  This measures what that costs:
+two arms, each on its own fresh Asterisk from the repo's chroot running the test practice
+(tests/harness/practice_pbx.py) with the outage engaged from the CLI, and ``backline run`` (the
+controller as ops run it, a process of its own) started against it:
+
+- up: the controller stays up; every call asks it over FastAGI, it decides "announce" and
+  journals the call (fsynced) before answering the PBX;
+- killed: the controller is SIGKILLed once the PBX shows the outage; its FastAGI port then
+  refuses, ``AGI()`` fails at once and the dialplan's fail-safe answers alone.
+
+Both arms' Asterisk get the changes bench.calls makes (RTP on 127.0.0.1, 2000 RTP ports), and
+the announcement is re-rendered short (SHORT_ANNOUNCEMENT, with the renderer `backline
+render` uses), so that each call holds a channel for about two seconds and the calls open at
+once stay in the hundreds.
+
+The load: a SIPp carrier calls the practice's main line.  Each call must be answered and then
+hung up *by the PBX* after the whole announcement: SIPp waits for Asterisk's BYE (or fails
+the call), and the bench fails the step if any call's answer-to-BYE time is shorter than the
+recording (the dialplan hangs up only once ``Playback()`` returns, and a Playback that cannot
+play returns at once).  Rates rise step by step, the two arms taking turns, as in bench.calls:
+a step fails on a failed or short call or if answers arrive more than 5% slower than the
+target rate; an arm stops at a rate that fails twice in a row.  Sustained = the rate of an
+arm's highest passing step.
+
+Prints a table per arm, the ratio killed/up (goal >= 0.9: the fail-safe costs nothing
+noticeable), and how many calls each arm's journal holds (up: every call; killed: none,
+until a controller returns and imports the CDR).
+Run: .venv/bin/python -m bench.outage [--quick] [--keep] [--trace]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from bench.calls import (
+    BUSY_MACHINE,
+    REACHED,
+    BenchError,
+    Plan,
+    bind_rtp_to_loopback,
+    cpu_seconds,
+    keep_log,
+    widen_rtp_range,
+)
+from bench.sipp_load import (
+    RECV_TIMEOUT_MS,
+    LoadResult,
+    LoadSipp,
+    finish,
+    step_timeout,
+)
+from dialplan.announcement import render_announcement
+from telephony.asterisk.instance import LOOPBACK, AsteriskError, AsteriskInstance
+from telephony.model import Announcement
+from tests.harness.practice_pbx import PracticePbx, practice_pbx
+from tests.harness.sipp import SippError, free_media_port, free_udp_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = Path(__file__).with_name("sipp") / "outage_caller.xml"
+GOAL_RATIO = 0.9
+NUMBER = "+13125550100"  # the test practice's main line
+CARRIER_USER = "carrier"  # the test practice's trunk From user
+SHORT_ANNOUNCEMENT = "Outage. Please call back later."
+PLAYED_SLACK = 0.25  # s: answer to BYE at least the recording's length minus this
+OPEN_SLACK = 3.0  # calls open at once are capped at rate x (announcement + this)
+READY_SECONDS = 60.0
+
+FULL = Plan(rates=(5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 120, 140, 160, 180, 200, 250),
+            step_seconds=5.0, max_calls_per_step=1250, budget_seconds=300.0)
+QUICK = Plan(rates=(5, 10), step_seconds=3.0, max_calls_per_step=30, budget_seconds=60.0)
+
+
+# ----- results: pure
+
+
+_CALL_LINE = re.compile(r"call (\d+(?:\.\d+)?) (\d+(?:\.\d+)?) (\d+(?:\.\d+)?) "
+                        r"(\d+(?:\.\d+)?) (\d+(?:\.\d+)?) (\d+(?:\.\d+)?)")
+
+
+def held_seconds(call_log: str) -> list[float]:
+    """Per call of the outage caller's log: seconds from the PBX's answer to its BYE."""
+    out = []
+    for line in call_log.splitlines():
+        found = _CALL_LINE.search(line)
+        if found:
+            _, _, s1, us1, s2, us2 = (float(g) for g in found.groups())
+            out.append((s2 + us2 / 1e6) - (s1 + us1 / 1e6))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Cpu:
+    """CPU used over a step, in cores (1.0 = one core busy the whole step)."""
+
+    asterisk: float
+    controller: float  # the `backline run` process (up arm; 0 once killed)
+    sipp: float  # the carrier (reaped by the end of the step)
+    other: float  # everything else on the machine: the other arm, other jobs, this bench
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    wall: float
+    asterisk: float
+    controller: float
+    children: float
+    machine: float
+
+    @classmethod
+    def now(cls, asterisk_pid: int | None, controller_pid: int | None) -> CpuSample:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with open("/proc/stat") as stat:
+            ticks = [int(t) for t in stat.readline().split()[1:]]
+        busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+        return cls(time.monotonic(), cpu_seconds(asterisk_pid), cpu_seconds(controller_pid),
+                   children.ru_utime + children.ru_stime, busy / os.sysconf("SC_CLK_TCK"))
+
+    def since(self, start: CpuSample) -> Cpu:
+        wall = max(self.wall - start.wall, 1e-9)
+        asterisk = (self.asterisk - start.asterisk) / wall
+        controller = max(self.controller - start.controller, 0.0) / wall
+        sipp = (self.children - start.children) / wall
+        machine = (self.machine - start.machine) / wall
+        return Cpu(asterisk, controller, sipp, max(0.0, machine - asterisk - controller - sipp))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    rate: int
+    calls: int
+    load: LoadResult
+    cpu: Cpu
+    held: tuple[float, ...]  # answer to BYE, per successful call
+    announcement: float  # the recording's length, s
+    workdir: Path
+
+    @property
+    def short(self) -> int:
+        """Calls hung up before the whole announcement could have played."""
+        return sum(1 for h in self.held if h < self.announcement - PLAYED_SLACK)
+
+    @property
+    def passed(self) -> bool:
+        r = self.load
+        return (r.returncode == 0 and r.failed == 0 and r.successful == self.calls
+                and len(self.held) == self.calls and self.short == 0
+                and r.answered_cps >= REACHED * self.rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    name: str
+    steps: tuple[Step, ...]
+    stopped_by: str
+    journaled: int  # calls to NUMBER in the arm's journal at the end
+
+    @property
+    def top_step(self) -> Step | None:
+        passed = [s for s in self.steps if s.passed]
+        return max(passed, key=lambda s: s.rate) if passed else None
+
+    @property
+    def sustained(self) -> int:
+        top = self.top_step
+        return top.rate if top else 0
+
+    @property
+    def answered(self) -> int:
+        return sum(s.load.successful for s in self.steps)
+
+
+# ----- the controller as ops run it
+
+
+class ControllerProcess:
+    """``backline run CONFIG`` in a process of its own; its output goes to ``log`` and is
+    read by a thread, so a test can wait for a line (and a chatty controller never blocks
+    on a full pipe)."""
+
+    def __init__(self, config_path: Path, log: Path) -> None:
+        self._log = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "telephony.cli", "run", str(config_path)], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._lines: list[str] = []
+        self._ended = False
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="controller-output",
+                                        daemon=True)
+        self._reader.start()
+
+    def __enter__(self) -> ControllerProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc.poll() is None else None
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._log.write(line)
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, needle: str, timeout: float = READY_SECONDS) -> str:
+        """The first output line containing ``needle``; BenchError if the process ends or
+        ``timeout`` passes first."""
+        def found() -> str | None:
+            return next((line for line in self._lines if needle in line), None)
+
+        with self._changed:
+            self._changed.wait_for(lambda: found() is not None or self._ended, timeout)
+            line = found()
+            if line is None:
+                tail = "".join(self._lines[-20:])
+                raise BenchError(f"the controller did not print {needle!r}:\n{tail}")
+            return line
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no flush, the FastAGI port closed by the kernel."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(10)
+        self._log.close()
+
+
+def backline(config_path: Path, *args: str) -> None:
+    """Run a ``backline`` subcommand on the practice; BenchError unless it exits 0."""
+    result = subprocess.run([sys.executable, "-m", "telephony.cli", *args, "--config",
+                             str(config_path)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    if result.returncode != 0:
+        raise BenchError(f"backline {' '.join(args)}: {result.stderr.strip()}")
+
+
+def agi_refuses(port: int) -> bool:
+    """True if nothing listens on the FastAGI port any more."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+# ----- one arm's rig
+
+
+def short_announcement(instance: AsteriskInstance) -> float:
+    """Re-render the instance's announcement from SHORT_ANNOUNCEMENT (Playback opens the file
+    on each call: no reload needed); return its length in seconds."""
+    wav = instance.host_path(instance.dir("lib") / "sounds" / "announcement.wav")
+    render_announcement(Announcement(text=SHORT_ANNOUNCEMENT), wav, ROOT)
+    with wave.open(str(wav)) as w:
+        return float(w.getnframes()) / float(w.getframerate())
+
+
+@dataclass
+class Rig:
+    name: str
+    work: Path
+    pbx: PracticePbx
+    controller: ControllerProcess
+    announcement: float
+    steps: list[Step] = field(default_factory=list)
+    stopped_by: str = ""
+    next_rate: int = 0
+    failed_once: bool = False
+
+
+async def start_rig(stack: contextlib.AsyncExitStack, work: Path, *, kill: bool) -> Rig:
+    """A fresh Asterisk running the test practice with the outage engaged through
+    ``backline run``; with ``kill`` that controller is then SIGKILLed.  Undone by ``stack``."""
+    name = "killed" if kill else "up"
+    await asyncio.to_thread(work.mkdir)
+    pbx = await stack.enter_async_context(practice_pbx(
+        work, f"bench-outage-{name}", controller_in_process=False, observe=False))
+    stack.callback(keep_log, pbx.instance, work / "asterisk-messages.log")
+    await asyncio.to_thread(bind_rtp_to_loopback, pbx.instance)
+    await asyncio.to_thread(widen_rtp_range, pbx.instance)
+    length = await asyncio.to_thread(short_announcement, pbx.instance)
+    controller = ControllerProcess(pbx.config_path, work / "controller.log")
+    stack.callback(controller.stop)
+    await asyncio.to_thread(controller.wait_for, "ready")
+    await asyncio.to_thread(backline, pbx.config_path, "outage", "engage", "--reason",
+                            "bench", "--by", "bench")
+    await asyncio.to_thread(controller.wait_for, "the PBX now shows mode outage", 10)
+    shown = await asyncio.to_thread(pbx.instance.cli, "database get backline mode")
+    if "outage" not in shown:
+        raise BenchError(f"the PBX does not show the outage: {shown.strip()}")
+    if kill:
+        await asyncio.to_thread(controller.kill)
+        if not await asyncio.to_thread(agi_refuses, pbx.ports.agi):
+            raise BenchError("something still answers on the killed controller's FastAGI port")
+    return Rig(name, work, pbx, controller, length)
+
+
+# ----- one step
+
+
+def outage_carrier(pbx: tuple[str, int], workdir: Path, *, rate: float, calls: int,
+                   max_open: int, trace: bool) -> LoadSipp:
+    """A started carrier placing CALLS calls to NUMBER at RATE a second, each waiting for
+    the PBX's BYE (bench/sipp/outage_caller.xml); wait for it with bench.sipp_load.finish."""
+    port = free_udp_port()
+    args = [
+        "-i", LOOPBACK, "-mi", LOOPBACK, "-p", str(port), "-mp", str(free_media_port()),
+        "-cp", str(free_udp_port()), "-t", "u1",
+        "-aa",
+        "-s", NUMBER,
+        "-key", "from_user", CARRIER_USER,
+        "-r", f"{rate:g}", "-rp", "1000",
+        "-m", str(calls),
+        "-l", str(max_open),
+        "-recv_timeout", str(RECV_TIMEOUT_MS),
+        "-timeout", f"{step_timeout(rate, calls):g}s", "-timeout_error",
+        f"{pbx[0]}:{pbx[1]}",
+    ]  # fmt: skip
+    name = f"carrier-{rate:g}cps"
+    return LoadSipp(name, workdir / f"{name}-{port}", SCENARIO.read_text(), args, port=port,
+                    trace=trace).start()
+
+
+async def run_step(rig: Rig, rate: int, calls: int, trace: bool) -> Step:
+    pids = (rig.pbx.instance.pid, rig.controller.pid)
+    before = CpuSample.now(*pids)
+    proc = await asyncio.to_thread(
+        outage_carrier, (LOOPBACK, rig.pbx.ports.sip), rig.work, rate=rate, calls=calls,
+        max_open=max(20, math.ceil(rate * (rig.announcement + OPEN_SLACK))), trace=trace)
+    load = await asyncio.to_thread(finish, proc, calls / rate + 60)
+    cpu = CpuSample.now(*pids).since(before)
+    return Step(rate, calls, load, cpu, tuple(held_seconds(proc.call_log())),
+                rig.announcement, proc.workdir)
+
+
+def journaled(pbx: PracticePbx) -> int:
+    return sum(1 for a in pbx.controller.journal.attempts(limit=1_000_000)
+               if a.recipient == NUMBER)
+
+
+async def settled_journal(rig: Rig, expected: int, within: float = 30.0) -> int:
+    """The calls the arm's journal holds, once it holds ``expected`` or ``within`` s passed
+    (the controller journals a call just after answering the PBX: the last may lag)."""
+    deadline = time.monotonic() + within
+    while True:
+        count = await asyncio.to_thread(journaled, rig.pbx)
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.5)  # a bench's last look, not a test's wait
+
+
+async def run(plan: Plan, work: Path, trace: bool) -> list[Arm]:
+    """Both arms in rounds, one step each a round (which goes first alternates), each arm
+    rising through the plan's rates until a rate fails twice in a row, or the rates or the
+    time budget run out (as bench.calls)."""
+    async with contextlib.AsyncExitStack() as stack:
+        rigs = [await start_rig(stack, work / "up", kill=False),
+                await start_rig(stack, work / "killed", kill=True)]
+        started = time.monotonic()
+        for turn in itertools.count():
+            active = [r for r in rigs if not r.stopped_by]
+            if not active:
+                break
+            for rig in active if turn % 2 == 0 else active[::-1]:
+                if rig.next_rate == len(plan.rates):
+                    rig.stopped_by = "the plan's top rate passed"
+                    continue
+                rate = plan.rates[rig.next_rate]
+                calls = plan.calls(rate)
+                if time.monotonic() - started + calls / rate > plan.budget_seconds:
+                    rig.stopped_by = f"time budget ({plan.budget_seconds:g} s) spent"
+                    continue
+                step = await run_step(rig, rate, calls, trace)
+                rig.steps.append(step)
+                print(f"  {rig.name:<7} {rate:>4} cps: "
+                      f"{'passed' if step.passed else 'did not pass'}",
+                      file=sys.stderr, flush=True)
+                if step.passed:
+                    rig.next_rate += 1
+                    rig.failed_once = False
+                elif not rig.failed_once:
+                    rig.failed_once = True
+                else:
+                    rig.stopped_by = (f"{rate} cps did not pass twice: logs in "
+                                      f"{step.workdir.name}")
+        arms = []
+        for rig in rigs:
+            answered = sum(s.load.successful for s in rig.steps)
+            count = await settled_journal(rig, answered if rig.name == "up" else 0,
+                                          within=30.0 if rig.name == "up" else 0.0)
+            arms.append(Arm(rig.name, tuple(rig.steps), rig.stopped_by, count))
+        return arms
+
+
+# ----- output
+
+
+HEADER = (f"{'target':>6} {'calls':>6} {'failed':>6} {'offered':>8} {'answered':>8} "
+          f"{'setup p50':>9} {'setup p99':>9} {'held min':>8} {'short':>5} {'retrans':>7} "
+          f"{'ast':>5} {'ctl':>5} {'sipp':>5} {'other':>5}  pass")
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}ms"
+
+
+def row(step: Step) -> str:
+    r, c = step.load, step.cpu
+    held = f"{min(step.held):.2f}s" if step.held else "-"
+    return (f"{step.rate:>6} {step.calls:>6} {r.failed:>6} {r.offered_cps:>8.1f} "
+            f"{r.answered_cps:>8.1f} {_ms(r.setup_p50_ms):>9} {_ms(r.setup_p99_ms):>9} "
+            f"{held:>8} {step.short:>5} {r.retransmissions:>7} {c.asterisk:>5.0%} "
+            f"{c.controller:>5.0%} {c.sipp:>5.0%} {c.other:>5.0%}  "
+            f"{'yes' if step.passed else 'NO'}")
+
+
+TITLES = {"up": "controller up (FastAGI decides \"announce\", journals each call)",
+          "killed": "controller SIGKILLed (the dialplan's fail-safe answers alone)"}
+
+
+def table(arm: Arm) -> list[str]:
+    return [TITLES[arm.name], HEADER, *(row(s) for s in arm.steps)]
+
+
+def summary(up: Arm, killed: Arm, announcement: float) -> list[str]:
+    out = [f"announcement: {announcement:.2f} s (\"{SHORT_ANNOUNCEMENT}\"); each call held "
+           "until the PBX hung up after it"]
+    out += [f"{arm.name}: sustained {arm.sustained} calls/s answered with the whole "
+            f"announcement (answers at "
+            f"{arm.top_step.load.answered_cps if arm.top_step else 0:.1f}/s; stopped: "
+            f"{arm.stopped_by})" for arm in (up, killed)]
+    if up.sustained > 0:
+        ratio = killed.sustained / up.sustained
+        verdict = "meets" if ratio >= GOAL_RATIO else "MISSES"
+        out.append(f"ratio killed/up: {ratio:.2f} ({verdict} the >= {GOAL_RATIO} goal: "
+                   "the fail-safe costs nothing noticeable)")
+        if any(a.stopped_by.startswith("the plan's top") for a in (up, killed)):
+            out.append("  (an arm passed every rate: its limit lies above the plan's top rate)")
+    else:
+        out.append("ratio killed/up: - (the up arm sustained nothing)")
+    out.append(f"journal: up arm {up.journaled} of {up.answered} answered calls (the "
+               f"controller decided each); killed arm {killed.journaled} of "
+               f"{killed.answered} (nobody to journal them until a controller returns and "
+               "imports the CDR)")
+    busy = [s for a in (up, killed) for s in a.steps if s.cpu.other >= BUSY_MACHINE]
+    if busy:
+        out.append(f"  warning: other work took {BUSY_MACHINE:.0%} of a core or more during "
+                   f"{len(busy)} of {len(up.steps) + len(killed.steps)} steps (\"other\"): "
+                   "the limits are then the shared machine's; rerun when it is quiet")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.outage", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="a short smoke run: two low rates, a few calls each")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (SIPp, Asterisk and controller logs)")
+    parser.add_argument("--trace", action="store_true",
+                        help="SIPp logs every SIP message too (costs CPU at high rates)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    work = Path(tempfile.mkdtemp(prefix="backline-bench-outage-"))
+    begun = time.monotonic()
+    try:
+        up, killed = asyncio.run(run(plan, work, args.trace))
+    except (BenchError, SippError, AsteriskError) as exc:
+        print(f"bench.outage: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"SIPp, Asterisk and controller logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    announcement = next((s.announcement for a in (up, killed) for s in a.steps), math.nan)
+    for line in [*table(up), "", *table(killed), "", *summary(up, killed, announcement)]:
+        print(line)
+    print(f"took {time.monotonic() - begun:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
