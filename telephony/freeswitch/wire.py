@@ -28,9 +28,11 @@ freeswitch, the copy read was commit 5a650e4c), ``src/switch_event.c`` and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
+from urllib.parse import unquote_to_bytes
 
 # A header block larger than this is refused before its end is seen. The largest block
 # FreeSWITCH sends is the outbound ``connect`` answer, which carries every channel variable
@@ -300,8 +302,6 @@ def _content_length(headers: Headers, limit: int) -> int:
 
 # --------------------------------------------------------------------------- URL decoding
 
-_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
-
 
 def url_decode(raw: str) -> str:
     """Undo ``switch_url_encode`` on one header value.
@@ -316,19 +316,10 @@ def url_decode(raw: str) -> str:
     """
     if "%" not in raw:
         return raw
-    data = raw.encode("utf-8", "surrogateescape")
-    out = bytearray()
-    i = 0
-    n = len(data)
-    while i < n:
-        byte = data[i]
-        if byte == 0x25 and i + 2 < n and data[i + 1] in _HEX and data[i + 2] in _HEX:
-            out.append(int(data[i + 1 : i + 3], 16))
-            i += 3
-            continue
-        out.append(byte)
-        i += 1
-    return out.decode("utf-8", "replace")
+    # unquote_to_bytes has exactly these rules (a bad or short escape is kept verbatim, "+"
+    # stays "+") and runs in C-speed slices: a byte-by-byte loop here cost 11 us a value,
+    # most of an event's parse time (bench/esl.py).
+    return unquote_to_bytes(raw.encode("utf-8", "surrogateescape")).decode("utf-8", "replace")
 
 
 def _decode_value(raw: str) -> str:
@@ -496,6 +487,11 @@ def _command_reply(frame: Frame) -> CommandReply | ChannelData:
     )
 
 
+# An empty line: at the very start, or a newline followed by "\r"? and a newline. The block
+# before it excludes that first newline.
+_EMPTY_LINE: Final = re.compile(rb"(?:^|\n)\r?\n")
+
+
 def decode_event(data: bytes) -> Event:
     """Parse the body of a ``text/event-plain`` frame (``switch_event_serialize`` output).
 
@@ -505,17 +501,16 @@ def decode_event(data: bytes) -> Event:
     """
     pairs: list[tuple[str, str]] = []
     length: int | None = None
-    pos = 0
-    while True:
-        newline = data.find(b"\n", pos)
-        if newline < 0:
-            raise ProtocolError("event without an empty line after its headers")
-        line = data[pos:newline]
-        pos = newline + 1
+    # The block ends at the first empty line (a lone "\r" counts as empty, as in Decoder); one
+    # regex search and one split instead of a find per line: an event has 50 to 200 headers
+    # and this loop is most of the cost of an event (bench/esl.py).
+    end = _EMPTY_LINE.search(data)
+    if end is None:
+        raise ProtocolError("event without an empty line after its headers")
+    block = data[: end.start()]
+    for line in block.split(b"\n") if block else ():
         if line.endswith(b"\r"):
             line = line[:-1]
-        if not line:
-            break
         name, raw = _split_header_line(line)
         if name.lower() == "content-length":
             if length is not None:
@@ -523,7 +518,7 @@ def decode_event(data: bytes) -> Event:
             length = _content_length(((name, raw),), MAX_CONTENT_LENGTH)
             continue
         pairs.append((name, _decode_value(raw)))
-    rest = data[pos:]
+    rest = data[end.end() :]
     expected = length or 0
     if len(rest) != expected:
         raise ProtocolError(
@@ -688,3 +683,11 @@ def encode_noevents() -> bytes:
 def encode_exit() -> bytes:
     """``exit``: answered ``+OK bye``, then a disconnect notice, then the socket closes."""
     return _command("exit")
+
+
+def encode_sendevent(name: str, headers: Sequence[tuple[str, str]]) -> bytes:
+    """``sendevent NAME`` with ``headers``: fired into FreeSWITCH's event system as if a module
+    had fired it (a PRESENCE_IN lights BLF lamps through mod_sofia)."""
+    checked = [(_check("header", key, word=True), _check_header_value(key, value))
+               for key, value in headers]
+    return _command("sendevent " + _check("name", name, word=True), checked)

@@ -1,0 +1,148 @@
+"""The FreeSWITCH driver against the ESL test server: the pieces of a switch the driver uses.
+
+:class:`FsRig` scripts what a FreeSWITCH answers that mod_event_socket alone does not: mod_db
+(``db insert/select``), ``show registrations`` and sofia's registration events. Calls are
+placed the way the ``socket`` application places them (:meth:`EslServer.dial`, sync mode,
+``full``) and come back as the applications the driver had the channel execute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from telephony.asterisk.driver import FaxDesk
+from telephony.conversations import ConversationBook
+from telephony.freeswitch.driver import FreeswitchDriver
+from telephony.journal.records import NewAttempt
+from telephony.model import Directory, FreeswitchPbx, HostPort, Secret
+from telephony.outage import Mode
+from telephony.ownership import OwnershipBook
+from tests.harness.eslserver import Channel, EslConnection, EslServer
+
+PASSWORD = "ClueCon-test"
+DOMAIN = "127.0.0.1"
+ANNOUNCEMENT = "/srv/backline/announcement.wav"
+
+# What an application does to the channel besides CHANNEL_EXECUTE/_COMPLETE (the test server
+# models answer and hangup only): rxfax writes its TIFF and sets mod_spandsp's variables.
+AppEffect = Callable[[Channel, str | None], Awaitable[None] | None]
+
+
+class SwitchWithApps(EslServer):
+    """The ESL test server, with scripted effects for the applications a test names."""
+
+    def __init__(self, password: str = PASSWORD, **options: Any) -> None:
+        super().__init__(password, **options)
+        self.app_effects: dict[str, AppEffect] = {}
+
+    async def _execute(self, channel: Channel, app: str, arg: str | None,
+                       app_uuid: str | None) -> None:
+        effect = self.app_effects.get(app)
+        if effect is not None:
+            done = effect(channel, arg)  # before _COMPLETE: rxfax sets its variables at phase E
+            if done is not None:
+                await done
+        await super()._execute(channel, app, arg, app_uuid)
+
+
+@dataclass
+class FsRig:
+    server: EslServer
+    driver: FreeswitchDriver
+    db: dict[str, str] = field(default_factory=dict)
+    registered: dict[str, tuple[str, float]] = field(default_factory=dict)  # call-id → phone
+    attempts: list[NewAttempt] = field(default_factory=list)
+    mode: Mode = Mode.NORMAL
+
+    def db_api(self, arg: str | None) -> str:
+        """mod_db's ``db`` API: ``insert/realm/key/value`` → ``+OK``; ``select/realm/key``
+        → the value, or nothing for a key it does not hold."""
+        parts = (arg or "").split("/", 3)
+        if parts[0] == "insert" and len(parts) == 4:
+            self.db[f"{parts[1]}/{parts[2]}"] = parts[3]
+            return "+OK"
+        if parts[0] == "select" and len(parts) == 3:
+            return self.db.get(f"{parts[1]}/{parts[2]}", "")
+        return "-ERR db [insert|delete|select|exists|count|list]/<realm>/<key>/<val>"
+
+    def show_api(self, arg: str | None) -> str:
+        """``show registrations``: mod_commands' CSV, then a blank line and ``N total.``."""
+        if arg != "registrations":
+            return "-USAGE: show ..."
+        rows = ["reg_user,realm,token,url,expires,network_ip,network_port,network_proto,"
+                "hostname,metadata"]
+        for token, (phone, expires) in self.registered.items():
+            rows.append(f"{phone},{DOMAIN},{token},sofia/backline/sip:{phone}@127.0.0.1:5070,"
+                        f"{int(expires)},127.0.0.1,5070,udp,backline-test,")
+        return "\n".join(rows) + f"\n\n{len(self.registered)} total.\n"
+
+    def register(self, phone: str, *, at: float = 2_000_000_000.0) -> str:
+        """A desk phone registers: sofia::register is fired and ``show`` will list it."""
+        token = str(uuidlib.uuid4())
+        self.registered[token] = (phone, at)
+        self.server.fire_event("CUSTOM", [
+            ("profile-name", "backline"), ("from-user", phone), ("from-host", DOMAIN),
+            ("contact", f'"{phone}" <sip:{phone}@127.0.0.1:5070>'), ("call-id", token),
+            ("expires", "3600"), ("username", phone), ("realm", DOMAIN)],
+            subclass="sofia::register")
+        return token
+
+    async def call(self, channel: Channel, within: float = 5.0) -> tuple[EslConnection,
+                                                                         list[tuple[str, str]]]:
+        """Place a call to the driver's socket; return the session and the applications the
+        driver had the channel execute, in order (``(name, arg)``, arg "" when none)."""
+        conn = await self.server.dial(DOMAIN, self.driver.socket_port, channel,
+                                      async_mode=False, full=True)
+        await asyncio.wait_for(conn.closed.wait(), within)
+        return conn, executed(conn)
+
+
+def executed(conn: EslConnection) -> list[tuple[str, str]]:
+    return [(c.get("execute-app-name") or "", c.get("execute-app-arg") or "")
+            for c in conn.commands if c.command.startswith("sendmsg")]
+
+
+def freeswitch_pbx(port: int, fax_spool: str = "/var/lib/freeswitch/fax") -> FreeswitchPbx:
+    return FreeswitchPbx(esl=HostPort("127.0.0.1", port), esl_password=Secret(env="UNUSED"),
+                         sip=HostPort(DOMAIN, 5060), socket=HostPort("127.0.0.1", 0),
+                         fax_spool=fax_spool)
+
+
+@asynccontextmanager
+async def fs_rig(directory: Directory, conversations: ConversationBook | None = None, *,
+                 server: EslServer | None = None,
+                 record: Callable[[NewAttempt], Awaitable[object]] | None = None,
+                 mode: Callable[[], Mode] | None = None,
+                 feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
+                 faxes: FaxDesk | None = None, fax_spool: str = "/var/lib/freeswitch/fax",
+                 import_record: Callable[[], Awaitable[object]] | None = None,
+                 wait_login: bool = True) -> AsyncIterator[FsRig]:
+    srv = server or SwitchWithApps(PASSWORD)
+    await srv.start()
+    holder: list[FsRig] = []
+
+    async def recorded(attempt: NewAttempt) -> bool:
+        holder[0].attempts.append(attempt)
+        return True
+
+    driver = FreeswitchDriver(freeswitch_pbx(srv.port, fax_spool), PASSWORD,
+                              OwnershipBook(directory), conversations or ConversationBook(),
+                              mode or (lambda: holder[0].mode), record or recorded,
+                              feature=feature, announcement=ANNOUNCEMENT, faxes=faxes,
+                              import_record=import_record)
+    driver.hub.backoff = (0.05, 0.2)
+    rig = FsRig(srv, driver)
+    holder.append(rig)
+    srv.script_api("db", rig.db_api)
+    srv.script_api("show", rig.show_api)
+    try:
+        await driver.start(esl_within=5.0 if wait_login else 0.0)
+        yield rig
+    finally:
+        await driver.stop()
+        await srv.close()

@@ -1,0 +1,306 @@
+"""One routing and outage suite, run against both PBX drivers at their wire.
+
+Each scenario is data: the practice state, a call, and the decision a user would notice
+(these desk phones ring / the announcement plays / a refusal / the call goes out with this
+caller ID). The Asterisk driver is driven through our FastAGI server by a client that speaks
+as Asterisk does (the ``agi_*`` header block, ``200 result=1`` to each command); the
+FreeSWITCH driver through the ESL test server (``socket`` outbound session, ``sendmsg``
+execute). What each driver sends is turned back into the same decision shape and compared
+with the one expected outcome. The real-Asterisk end-to-end tests are tests/test_asterisk_*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pytest
+
+from telephony.asterisk import dialplan_variables as v
+from telephony.asterisk.driver import AsteriskDriver
+from telephony.conversations import ConversationBook
+from telephony.freeswitch import names
+from telephony.journal.records import NewAttempt
+from telephony.model import AsteriskPbx, Directory, HostPort, Secret, Team
+from telephony.outage import Mode
+from telephony.ownership import OwnershipBook
+from tests.harness.eslserver import Channel
+from tests.harness.freeswitch_rig import ANNOUNCEMENT, fs_rig
+from tests.practice import directory, number, t, u, user
+
+TEAM = "+13125550100"
+PRACTICE = "+13125550111"
+PARTY = "+13035550123"
+OTHER_PARTY = "+13035550999"
+
+
+def practice() -> Directory:
+    return directory(
+        [user("ana"), user("bob"), user("sam"), user("jo"), user("lee", active=False)],
+        [Team("front-desk", "Front Desk", ("sam", "jo"))],
+        [number(TEAM, t("front-desk"), (u("ana"),), caller_id_name="Maple Street"),
+         number(PRACTICE, caller_id_name="Maple Main")])
+
+
+# -- the decision shape both drivers are read back into ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What the caller or the staff would notice."""
+
+    kind: str  # ring | voicemail | announcement | refused | dial-out | refused-out
+    phones: frozenset[str] = frozenset()
+    to: str = ""
+    caller_id: str = ""
+    caller_id_name: str = ""
+
+
+def ring(*phones: str) -> Heard:
+    return Heard("ring", frozenset(phones))
+
+
+def dial_out(to: str, caller_id: str, name: str) -> Heard:
+    return Heard("dial-out", to=to, caller_id=caller_id, caller_id_name=name)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    expected: Heard
+    dialed: str = ""  # inbound: the practice number called
+    desk_phone: str = ""  # outbound: who dials ...
+    digits: str = ""  # ... what
+    mode: Mode = Mode.NORMAL
+    registered: tuple[str, ...] = ("ana-p0", "bob-p0", "sam-p0", "jo-p0", "lee-p0")
+    added: tuple[tuple[str, str, str], ...] = ()  # (number, party, user) conversation adds
+    journaled: str | None = None  # the attempt's outcome, when it must be on disk
+    feature: str = ""  # "engage" (*28) or "end" (*29), dialled from desk_phone ...
+    pin: str = ""  # ... with these digits
+
+
+SCENARIOS = [
+    Scenario("team number rings the team and its extra member, exactly", dialed=TEAM,
+             expected=ring("ana-p0", "jo-p0", "sam-p0")),
+    Scenario("practice number rings every active user, never a deactivated one",
+             dialed=PRACTICE, expected=ring("ana-p0", "bob-p0", "jo-p0", "sam-p0")),
+    Scenario("nobody registered: straight to the number's voicemail", dialed=TEAM,
+             registered=(), expected=Heard("voicemail")),
+    Scenario("unknown number is refused politely", dialed="+13125550000",
+             expected=Heard("refused")),
+    Scenario("outage: announcement, no ringing, attempt journaled", dialed=TEAM,
+             mode=Mode.OUTAGE, expected=Heard("announcement"), journaled="announced"),
+    Scenario("outbound from a member's number carries its caller ID", desk_phone="sam-p0",
+             digits="3035550123", expected=dial_out(PARTY, TEAM, "Maple Street")),
+    Scenario("outbound choosing a number the user is no member of is refused",
+             desk_phone="bob-p0", digits="*73125550100" + "3035550123",
+             expected=Heard("refused-out")),
+    Scenario("a user added to a conversation may call that party from its number",
+             desk_phone="bob-p0", digits="*73125550100" + "3035550123",
+             added=((TEAM, PARTY, "bob"),), expected=dial_out(PARTY, TEAM, "Maple Street")),
+    Scenario("... and only that party", desk_phone="bob-p0",
+             digits="*73125550100" + "3035550999", added=((TEAM, PARTY, "bob"),),
+             expected=Heard("refused-out")),
+    Scenario("outage refuses outbound calls", desk_phone="sam-p0", digits="3035550123",
+             mode=Mode.OUTAGE, expected=Heard("refused-out")),
+    Scenario("911 goes out from any desk phone, in an outage too", desk_phone="sam-p0",
+             digits="911", mode=Mode.OUTAGE, expected=dial_out("911", TEAM, "")),
+    Scenario("911 goes out from a deactivated user's phone", desk_phone="lee-p0",
+             digits="911", expected=dial_out("911", "", "")),
+    Scenario("*28 + the PIN from an admin's desk phone engages the outage",
+             desk_phone="ana-p0", feature="engage", pin="2468", expected=Heard("switched")),
+    Scenario("*29 + a wrong PIN is refused", desk_phone="ana-p0", feature="end", pin="1111",
+             mode=Mode.OUTAGE, expected=Heard("switch-refused")),
+]
+
+ADMIN_PHONE, PIN = "ana-p0", "2468"
+
+
+class Rig(Protocol):
+    async def run(self, s: Scenario) -> Heard: ...
+
+
+@dataclass
+class State:
+    mode: Mode = Mode.NORMAL
+    attempts: list[NewAttempt] = field(default_factory=list)
+
+    switches: list[tuple[str, Mode, str]] = field(default_factory=list)
+
+    async def record(self, attempt: NewAttempt) -> bool:
+        self.attempts.append(attempt)
+        return True
+
+    async def switch(self, desk_phone: str, to: Mode, pin: str) -> bool:
+        """The controller's side of *28/*29 (its own tests cover the rule): what each
+        driver passes it, and whether it said yes."""
+        self.switches.append((desk_phone, to, pin))
+        return (desk_phone, pin) == (ADMIN_PHONE, PIN)
+
+
+# -- Asterisk, through FastAGI -------------------------------------------------------------------
+
+_SET = re.compile(r'SET VARIABLE ([A-Z_]+) "(.*)"\n')
+
+
+def _asterisk_heard(variables: dict[str, str]) -> Heard:
+    if v.FEATURE_RESULT in variables:
+        return Heard("switched" if variables[v.FEATURE_RESULT] == "ok" else "switch-refused")
+    if v.DECISION in variables and hasattr(v, "FIELDS"):  # one packed variable per decision
+        values = variables[v.DECISION].split(v.FIELD_SEPARATOR)
+        variables = dict(zip(v.FIELDS, values, strict=True))
+    action = variables[v.ACTION]
+    if action == v.RING:
+        return ring(*(target.split("/")[1] for target in variables[v.DIAL].split("&")))
+    if action == v.CALL:
+        return dial_out(variables[v.DIAL_TO], variables[v.CALLER_ID_NUM],
+                        variables[v.CALLER_ID_NAME])
+    return Heard({v.VOICEMAIL: "voicemail", v.ANNOUNCE: "announcement", v.UNKNOWN: "refused",
+                  v.REFUSE: "refused-out"}[action])
+
+
+class AsteriskRig:
+    def __init__(self, driver: AsteriskDriver, port: int, state: State) -> None:
+        self.driver, self.port, self.state = driver, port, state
+
+    async def agi(self, script: str, extension: str, args: tuple[str, ...] = (),
+                  caller: str = "+17205550141") -> dict[str, str]:
+        """One FastAGI session as Asterisk runs it; returns the variables set."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        block = ["agi_network: yes", f"agi_network_script: {script}",
+                 f"agi_request: agi://127.0.0.1:{self.port}/{script}",
+                 "agi_channel: PJSIP/carrier-00000001", f"agi_callerid: {caller}",
+                 'agi_calleridname: "Bob\\"; Hangup()" <123;x>',
+                 f"agi_extension: {extension}", "agi_uniqueid: 1700000000.1",
+                 *(f"agi_arg_{i}: {a}" for i, a in enumerate(args, start=1))]
+        writer.write(("\n".join(block) + "\n\n").encode())
+        await writer.drain()
+        variables: dict[str, str] = {}
+        while line := await asyncio.wait_for(reader.readline(), 5.0):
+            match = _SET.fullmatch(line.decode())
+            assert match, f"unexpected AGI command {line!r}"
+            variables[match.group(1)] = match.group(2)
+            writer.write(b"200 result=1\n")
+            await writer.drain()
+        writer.close()
+        return variables
+
+    async def run(self, s: Scenario) -> Heard:
+        for phone in s.registered:
+            self.driver.on_contact_status({
+                "AOR": phone.rsplit("-", 1)[0], "EndpointName": phone,
+                "URI": f"sip:{phone}@127.0.0.1:5070", "ContactStatus": "Created"})
+        if s.dialed:
+            return _asterisk_heard(await self.agi("inbound", s.dialed))
+        if s.feature:
+            code = "*28" if s.feature == "engage" else "*29"
+            return _asterisk_heard(await self.agi("feature", code,
+                                                  (s.desk_phone, s.feature, s.pin)))
+        return _asterisk_heard(await self.agi("outbound", s.digits, (s.desk_phone,)))
+
+
+@asynccontextmanager
+async def asterisk(d: Directory, conversations: ConversationBook, state: State
+                   ) -> AsyncIterator[Rig]:
+    pbx = AsteriskPbx(ami=HostPort("127.0.0.1", 1), ami_username="backline",
+                      ami_secret=Secret(env="UNUSED"), agi=HostPort("127.0.0.1", 0),
+                      sip=HostPort("127.0.0.1", 5060))
+    driver = AsteriskDriver(pbx, "unused", OwnershipBook(d), conversations,
+                            lambda: state.mode, state.record, state.switch)
+    port = await driver.agi.start("127.0.0.1", 0)  # FastAGI only: AMI is not needed here
+    try:
+        yield AsteriskRig(driver, port, state)
+    finally:
+        await driver.stop()
+
+
+# -- FreeSWITCH, through the Event Socket ------------------------------------------------------
+
+
+def _freeswitch_heard(apps: list[tuple[str, str]], outbound: bool) -> Heard:
+    if ("playback", names.FEATURE_OK_SOUND) in apps:
+        return Heard("switched")
+    if ("playback", names.FEATURE_REFUSED_SOUND) in apps:
+        return Heard("switch-refused")
+    settings = dict(arg.split("=", 1) for app, arg in apps if app == "set")
+    for app, arg in apps:
+        if app == "bridge" and arg.startswith("user/"):
+            return ring(*(target[5:].split("@")[0] for target in arg.split(",")))
+        if app == "bridge" and arg.startswith(f"sofia/gateway/{names.GATEWAY}/"):
+            return dial_out(arg.rsplit("/", 1)[1],
+                            settings.get("effective_caller_id_number", ""),
+                            settings.get("effective_caller_id_name", ""))
+        if app == "playback" and arg == ANNOUNCEMENT:
+            return Heard("announcement")
+        if app == "playback":
+            return Heard("refused-out" if outbound else "refused")
+        if app == "voicemail":
+            return Heard("voicemail")
+    raise AssertionError(f"no decision in {apps}")
+
+
+class FreeswitchScenarioRig:
+    def __init__(self, rig: object) -> None:
+        from tests.harness.freeswitch_rig import FsRig
+
+        assert isinstance(rig, FsRig)
+        self.rig = rig
+
+    async def run(self, s: Scenario) -> Heard:
+        for phone in s.registered:
+            self.rig.register(phone)
+        live = {p.rsplit("-", 1)[0] for p in s.registered} - {"lee"}
+        await self.rig.driver.wait_registered(live, 5.0)
+        if s.dialed:
+            channel = Channel(caller_id_number="+17205550141",
+                              caller_id_name='"Bob\\"; Hangup()" <123;x>',
+                              destination_number=s.dialed,
+                              variables={names.ROUTE: names.INBOUND, names.NUMBER: s.dialed})
+        elif s.feature:
+            channel = Channel(caller_id_number=s.desk_phone,
+                              destination_number="*28" if s.feature == "engage" else "*29",
+                              variables={names.ROUTE: names.FEATURE, "user_name": s.desk_phone,
+                                         names.FEATURE_ACTION: s.feature,
+                                         names.FEATURE_PIN: s.pin})
+        else:
+            channel = Channel(caller_id_number=s.desk_phone, destination_number=s.digits,
+                              variables={names.ROUTE: names.OUTBOUND,
+                                         "user_name": s.desk_phone})
+        _, apps = await self.rig.call(channel)
+        return _freeswitch_heard(apps, outbound=not s.dialed)
+
+
+@asynccontextmanager
+async def freeswitch(d: Directory, conversations: ConversationBook, state: State
+                     ) -> AsyncIterator[Rig]:
+    async with fs_rig(d, conversations, record=state.record, mode=lambda: state.mode,
+                      feature=state.switch) as rig:
+        yield FreeswitchScenarioRig(rig)
+
+
+DRIVER_RIGS: dict[str, Callable[[Directory, ConversationBook, State],
+                                AbstractAsyncContextManager[Rig]]] = {
+    "asterisk": asterisk, "freeswitch": freeswitch}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+@pytest.mark.parametrize("driver", sorted(DRIVER_RIGS))
+async def test_scenario(driver: str, scenario: Scenario) -> None:
+    d = practice()
+    conversations = ConversationBook()
+    for num, party, who in scenario.added:
+        conversations.add(num, party, who)
+    state = State(mode=scenario.mode)
+    async with DRIVER_RIGS[driver](d, conversations, state) as rig:
+        assert await rig.run(scenario) == scenario.expected
+    if scenario.feature:
+        to = Mode.OUTAGE if scenario.feature == "engage" else Mode.NORMAL
+        assert state.switches == [(scenario.desk_phone, to, scenario.pin)]
+    if scenario.journaled is not None:
+        (attempt,) = state.attempts
+        assert (attempt.outcome.value, attempt.recipient) == (scenario.journaled,
+                                                              scenario.dialed)

@@ -1,0 +1,216 @@
+"""`backline render` for ``kind: freeswitch``: the files are parsed as XML and checked against
+the structure FreeSWITCH's loader expects (document → section name=directory|dialplan|
+configuration → domain/user/params, context/extension/condition/action, configuration/
+settings/param), and against what the practice needs (who can register, what each number
+does, 911 first, the fail-safe, no secret in a file that is not 0600)."""
+
+from __future__ import annotations
+
+import re
+import stat
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from telephony.cli import main
+from telephony.freeswitch import names
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
+FREESWITCH_PBX = """\
+  pbx:
+    kind: freeswitch
+    esl: {host: 127.0.0.1, port: 8021, password_env: BACKLINE_ESL_PASSWORD}
+    socket: {host: 127.0.0.1, port: 8084}
+    sip: {host: 127.0.0.1, port: 5060}
+"""
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("fs")
+    text = EXAMPLE.read_text()
+    start = text.index("  pbx:\n")
+    end = text.index("  smtp:")
+    config = tmp / "practice.yaml"
+    config.write_text(text[:start] + FREESWITCH_PBX + text[end:])
+    out = tmp / "out"
+    with pytest.MonkeyPatch.context() as env:  # set, to show it is not written anywhere
+        env.setenv("BACKLINE_ESL_PASSWORD", "not-written-anywhere-3f9c")
+        assert main(["render", str(config), "--out", str(out),
+                     "--secrets", str(tmp / "secrets.json")]) == 0
+    return out
+
+
+def section(path: Path, name: str) -> ET.Element:
+    doc = ET.parse(path).getroot()
+    assert doc.tag == "document" and doc.get("type") == "freeswitch/xml"
+    (sec,) = doc.findall("section")
+    assert sec.get("name") == name
+    return sec
+
+
+def test_directory_has_a_user_per_active_desk_phone_with_a_generated_secret(
+        rendered: Path) -> None:
+    sec = section(rendered / "directory.xml", "directory")
+    (domain,) = sec.findall("domain")
+    assert domain.get("name") == "127.0.0.1"
+    users = {u.get("id"): u for u in domain.findall("groups/group/users/user")}
+    assert "pat-desk" not in users  # deactivated: cannot register at all
+    secrets = (rendered.parent / "secrets.json").read_text()
+    for phone in ("ana-desk", "sam-desk"):
+        (password,) = [p.get("value") for p in users[phone].findall("params/param")
+                       if p.get("name") == "password"]
+        assert password and len(password) >= 32 and password in secrets
+        context = [x.get("value") for x in users[phone].findall("variables/variable")
+                   if x.get("name") == "user_context"]
+        assert context == [names.DESK_CONTEXT]
+    assert stat.S_IMODE((rendered / "directory.xml").stat().st_mode) == 0o600
+    assert stat.S_IMODE((rendered.parent / "secrets.json").stat().st_mode) == 0o600
+
+
+def test_dialplan_hands_each_number_to_the_controller_with_the_announcement_after(
+        rendered: Path) -> None:
+    sec = section(rendered / "dialplan.xml", "dialplan")
+    contexts = {c.get("name"): c for c in sec.findall("context")}
+    carrier = contexts[names.CARRIER_CONTEXT]
+    ext = carrier.find("extension[@name='number+13125550100']")
+    assert ext is not None
+    (cond,) = ext.findall("condition")
+    assert cond.get("field") == "destination_number"
+    pattern = re.compile(cond.get("expression") or "")
+    assert all(pattern.match(s) for s in ("+13125550100", "13125550100", "3125550100"))
+    assert not pattern.match("+131255501000")
+    actions = [(a.get("application"), a.get("data")) for a in cond.findall("action")]
+    socket = actions.index(("socket", "127.0.0.1:8084 full"))
+    # Fail-safe: what follows the socket runs only if the controller did not finish the call.
+    assert [a for a, _ in actions[socket + 1:]] == ["answer", "playback", "hangup"]
+    assert (actions[socket + 2][1] or "").endswith("announcement.wav")
+    unknown = carrier.findall("extension")[-1]
+    assert unknown.get("name") == "unknown-number"
+
+
+def test_911_goes_out_before_anything_asks_the_controller_or_the_mode(rendered: Path) -> None:
+    sec = section(rendered / "dialplan.xml", "dialplan")
+    desk = sec.find(f"context[@name='{names.DESK_CONTEXT}']")
+    assert desk is not None
+    first = desk.findall("extension")[0]
+    (cond,) = first.findall("condition")
+    assert cond.get("expression") == "^(911)$"
+    assert [(a.get("application"), a.get("data")) for a in cond.findall("action")] == \
+        [("bridge", f"sofia/gateway/{names.GATEWAY}/911")]
+    outage = desk.find("extension[@name='outage-refusal']")
+    assert outage is not None
+    assert outage.findall("condition")[0].get("field") == "${db(select/backline/mode)}"
+    # *28/*29 come before the outage refusal: an outage must be endable from a desk phone.
+    order = [e.get("name") for e in desk.findall("extension")]
+    assert order.index("outage-end") < order.index("outage-refusal")
+    end = desk.find("extension[@name='outage-end']/condition")
+    assert end is not None and end.get("expression") == "^\\*29$"
+    apps = [a.get("application") for a in end.findall("action")]
+    assert apps.index("play_and_get_digits") < apps.index("socket")
+
+
+def test_event_socket_on_loopback_with_the_password_from_the_environment(
+        rendered: Path) -> None:
+    sec = section(rendered / "event_socket.conf.xml", "configuration")
+    (conf,) = sec.findall("configuration")
+    assert conf.get("name") == "event_socket.conf"
+    params = {p.get("name"): p.get("value") for p in conf.findall("settings/param")}
+    assert params["listen-ip"] == "127.0.0.1" and params["listen-port"] == "8021"
+    assert params["password"] == "$${backline_esl_password}"
+    include = ET.parse(rendered / "vars_backline.xml").getroot()
+    (pre,) = include.findall("X-PRE-PROCESS")
+    assert pre.get("cmd") == "exec-set"
+    assert pre.get("data") == "backline_esl_password=printenv BACKLINE_ESL_PASSWORD"
+    for f in rendered.iterdir():
+        assert b"not-written-anywhere-3f9c" not in f.read_bytes(), f.name
+
+
+def test_sofia_profile_and_carrier_gateway(rendered: Path) -> None:
+    sec = section(rendered / "sofia.conf.xml", "configuration")
+    profile = sec.find("configuration[@name='sofia.conf']/profiles/profile")
+    assert profile is not None
+    settings = {p.get("name"): p.get("value") for p in profile.findall("settings/param")}
+    assert settings["context"] == names.CARRIER_CONTEXT and settings["sip-port"] == "5060"
+    gateway = profile.find(f"gateways/gateway[@name='{names.GATEWAY}']")
+    assert gateway is not None and gateway.findall("param")
+
+
+def test_rendering_twice_keeps_the_secrets(rendered: Path, tmp_path: Path) -> None:
+    before = (rendered / "directory.xml").read_text()
+    config = rendered.parent / "practice.yaml"
+    assert main(["render", str(config), "--out", str(rendered),
+                 "--secrets", str(rendered.parent / "secrets.json")]) == 0
+    assert (rendered / "directory.xml").read_text() == before
+
+
+def test_a_public_socket_or_esl_address_is_refused_before_anything_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = EXAMPLE.read_text()
+    start, end = text.index("  pbx:\n"), text.index("  smtp:")
+    config = tmp_path / "practice.yaml"
+    config.write_text(text[:start] + FREESWITCH_PBX.replace(
+        "socket: {host: 127.0.0.1", "socket: {host: 8.8.8.8") + text[end:])
+    assert main(["check", str(config)]) == 2
+    err = capsys.readouterr()
+    assert "connections.pbx.socket.host" in err.out + err.err
+
+
+def test_a_fax_number_is_decided_by_the_controller_and_received_by_the_pbx_without_it(
+        rendered: Path) -> None:
+    sec = section(rendered / "dialplan.xml", "dialplan")
+    carrier = sec.find(f"context[@name='{names.CARRIER_CONTEXT}']")
+    assert carrier is not None
+    ext = carrier.find("extension[@name='number+13125550109']")
+    assert ext is not None
+    (cond,) = ext.findall("condition")
+    actions = [(a.get("application"), a.get("data") or "") for a in cond.findall("action")]
+    assert ("set", f"{names.KIND}={names.KIND_FAX}") in actions  # kept in the CDR
+    socket = actions.index(("socket", "127.0.0.1:8084 full"))
+    # Controller away: T.38 both ways, then rxfax into the spool under the call's uuid.
+    assert actions[socket + 1:] == [
+        ("set", "fax_enable_t38=true"), ("set", "fax_enable_t38_request=true"),
+        ("set", "verbose_events=true"), ("answer", ""),
+        ("rxfax", "/var/lib/freeswitch/fax/fax-${uuid}.tif"), ("hangup", "")]
+
+
+def test_cdr_csv_writes_master_csv_with_the_columns_the_import_reads(rendered: Path) -> None:
+    from telephony.freeswitch import cdr
+
+    sec = section(rendered / "cdr_csv.conf.xml", "configuration")
+    (conf,) = sec.findall("configuration")
+    assert conf.get("name") == "cdr_csv.conf"
+    settings = {p.get("name"): p.get("value") for p in conf.findall("settings/param")}
+    # log-base + "/cdr-csv/Master.csv" is the controller's default cdr_file.
+    assert settings == {"log-base": "/var/log/freeswitch", "default-template": "backline",
+                        "rotate-on-hup": "false", "legs": "a", "master-file-only": "true"}
+    (template,) = conf.findall("templates/template")
+    assert template.get("name") == "backline" and template.text == cdr.TEMPLATE
+    assert re.findall(r"\$\{([a-z_]+)\}", template.text or "") == list(cdr.COLUMNS)
+
+
+def freeswitch_config(tmp: Path, extra: str) -> Path:
+    text = EXAMPLE.read_text()
+    start, end = text.index("  pbx:\n"), text.index("  smtp:")
+    path = tmp / "practice.yaml"
+    path.write_text(text[:start] + FREESWITCH_PBX + extra + text[end:])
+    return path
+
+
+def test_fax_and_cdr_paths_are_read_and_a_path_freeswitch_would_split_is_refused(
+        tmp_path: Path) -> None:
+    from telephony import config
+    from telephony.model import FreeswitchPbx
+
+    pbx = config.load(freeswitch_config(tmp_path, "    fax_dir: /srv/faxes\n"
+                                        "    fax_spool: /srv/fs-spool\n")).directory \
+        .connections.pbx
+    assert isinstance(pbx, FreeswitchPbx)
+    assert (pbx.fax_dir, pbx.fax_spool, pbx.cdr_file) == \
+        ("/srv/faxes", "/srv/fs-spool", "/var/log/freeswitch/cdr-csv/Master.csv")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(freeswitch_config(tmp_path, '    fax_spool: "/srv/a b${x}"\n'
+                                      "    cdr_file: log/Master.csv\n"))
+    assert [p.field for p in caught.value.problems] == ["connections.pbx.fax_spool",
+                                                        "connections.pbx.cdr_file"]
