@@ -381,7 +381,7 @@ async def start_rig(stack: contextlib.AsyncExitStack, work: Path, trace: bool, *
     name = "controller" if controller else "static"
     await asyncio.to_thread(work.mkdir)
     pbx = await stack.enter_async_context(practice_pbx(
-        work, f"bench-{name}", RING_SECONDS, controller_in_process=controller))
+        work, f"bench-{name}", RING_SECONDS, controller_in_process=controller, observe=False))
     # Runs before practice_pbx removes the instance tree: keep Asterisk's log with SIPp's.
     stack.callback(keep_log, pbx.instance, work / "asterisk-messages.log")
     await asyncio.to_thread(bind_rtp_to_loopback, pbx.instance)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from telephony import config as config_mod
 from telephony.journal import Attempt, JournalError, open_journal
+from telephony.journal.delivery import InboxItem, ItemState
 from telephony.model import Directory
 from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
 from telephony.status.page import status_document
@@ -109,7 +110,13 @@ def cmd_outage(args: argparse.Namespace) -> int:
         journal.record_mode_change(change, expected=state)
         word = "engaged" if target is Mode.OUTAGE else "ended"
         print(f"outage {word} at {_local(change.at, directory)} by {change.by}"
-              + (f": {change.reason}" if change.reason else ""))
+              + (f": {change.reason}" if change.reason else ""), flush=True)
+        if target is Mode.NORMAL and not args.no_wait:
+            from notifier.inbox_progress import watch_drain
+
+            return watch_drain(journal, sys.stdout, tty=sys.stdout.isatty(),
+                               has_inbox=directory.connections.inbox is not None,
+                               local=lambda at: _local(at, directory))
         return 0
     finally:
         journal.close()
@@ -141,10 +148,12 @@ def cmd_attempts(args: argparse.Namespace) -> int:
     journal = open_journal(directory.connections.storage.url)
     try:
         rows = journal.attempts(since=since, limit=args.limit)
+        queued = journal.item_of_attempts([a.id for a in rows])  # inbox delivery, if queued
     finally:
         journal.close()
     if args.json:
-        print(json.dumps([_attempt_json(a) for a in rows], indent=2))
+        print(json.dumps([_attempt_json(a) | _delivery_json(queued.get(a.id)) for a in rows],
+                         indent=2))
         return 0
     if not rows:
         print("no attempts" + (f" since {_local(since, directory)}" if since else ""))
@@ -154,8 +163,21 @@ def cmd_attempts(args: argparse.Namespace) -> int:
     for a in rows:
         print(f"{_local(a.at, directory):<19}  {a.kind.value:<4}  {a.mode.value:<7}  "
               f"{_printable(a.sender)[:16]:<16}  {a.recipient:<13}  {a.outcome.value:<12}  "
-              f"{a.delivery.value}")
+              f"{a.delivery.value}{_delivery_note(queued.get(a.id))}")
     return 0
+
+
+def _delivery_json(item: InboxItem | None) -> dict[str, object]:
+    if item is None:
+        return {"delivery_tries": 0, "delivery_error": ""}
+    return {"delivery_tries": item.tries, "delivery_error": item.last_error}
+
+
+def _delivery_note(item: InboxItem | None) -> str:
+    """Why a held item is not in the inbox yet, or why the inbox refused it."""
+    if item is None or not item.last_error or item.state is ItemState.DELIVERED:
+        return ""
+    return f" ({item.last_error}, {item.tries} tr{'y' if item.tries == 1 else 'ies'})"
 
 
 def _attempt_json(a: Attempt) -> dict[str, object]:
@@ -201,9 +223,32 @@ def cmd_render(args: argparse.Namespace) -> int:
     from dialplan.announcement import AnnouncementError, render_announcement
     from dialplan.secrets import write_private
     from telephony.asterisk.local_pbx import SecretMissing, asterisk_pbx, render_files
+    from telephony.model import FreeswitchPbx
 
     directory = _load(args.config)
     out = Path(args.out).absolute()
+    if args.kamailio or args.node:
+        from dialplan.kamailio import write_kamailio
+
+        try:
+            count = write_kamailio(out / "kamailio", args.kamailio or "", args.node,
+                                   args.kamailio_dir)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        print(f"rendered {count} Kamailio files into {out / 'kamailio'}")
+    if isinstance(directory.connections.pbx, FreeswitchPbx):
+        from dialplan.freeswitch import RenderError
+        from telephony.freeswitch.files import write_rendered
+
+        fs = directory.connections.pbx
+        fs_secrets = Path(args.secrets or fs.secrets_file).absolute()
+        try:
+            count = write_rendered(directory, fs, out, fs_secrets)
+        except (RenderError, AnnouncementError) as exc:
+            raise UsageError(str(exc)) from exc
+        print(f"rendered {count} files into {out}; desk-phone secrets in {fs_secrets} "
+              "(mode 0600)")
+        return 0
     try:
         pbx = asterisk_pbx(directory)
         secrets_path = Path(args.secrets or pbx.secrets_file).absolute()
@@ -262,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="where to write the files")
     p.add_argument("--secrets", metavar="FILE", help="the desk-phone secrets file (default: "
                    "connections.pbx.secrets_file)")
+    p.add_argument("--kamailio", metavar="HOST:PORT", help="also write DIR/kamailio/: a "
+                   "Kamailio config listening on HOST:PORT that spreads calls over the --node "
+                   "PBX nodes (round robin, fail-over to the next node)")
+    p.add_argument("--node", action="append", default=[], metavar="NAME=HOST:PORT",
+                   help="a PBX node's SIP address, for --kamailio (repeat for each node)")
+    p.add_argument("--kamailio-dir", default="/etc/kamailio", metavar="DIR",
+                   help="where Kamailio will read dispatcher.list (default /etc/kamailio)")
 
     p = add("run", cmd_run, "run the controller against a running PBX",
             "Run the controller alone, against a PBX that is already running. Prints a line "
@@ -283,8 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "SMS senders get the auto-reply, faxes are still received.")
     e.add_argument("--reason", required=True, help="why (shown on the status page and to "
                    "whoever ends it)")
-    osub.add_parser("end", help="end the outage mode",
-                    description="End the outage mode; held attempts are then delivered.")
+    end = osub.add_parser("end", help="end the outage mode",
+                          description="End the outage mode; held attempts and emails are then "
+                                      "delivered to the inbox by the running controller, and "
+                                      "this shows its progress until the backlog is empty.")
+    end.add_argument("--no-wait", action="store_true",
+                     help="return at once instead of showing the delivery's progress")
     s = osub.add_parser("status", help="show the mode",
                         description="Show whether the outage is engaged, since when, by whom "
                                     "and why, and recent switches.")

@@ -26,6 +26,7 @@ from telephony.model import (
     Carry,
     Connections,
     Directory,
+    EmailIntake,
     FreeswitchPbx,
     HostPort,
     Inbox,
@@ -54,6 +55,7 @@ _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 _DESK_PHONE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _EXTENSION = re.compile(r"[1-9]\d{1,5}")
 _EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[A-Za-z]{2,}")
+_DOMAIN = re.compile(r"(?i)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _TAG = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _SECRET_WORDS = ("secret", "password", "passwd", "token", "api_key", "apikey", "pin", "key")
 _SECRET_SUFFIXES = ("_env", "_file")
@@ -469,7 +471,7 @@ class _Reader:
         if node is None:
             return Backup()
         self.keys(node, "backup", ["announcement", "sms_reply", "alerts", "link_hours",
-                                   "pin_env", "pin_file"])
+                                   "pin_env", "pin_file", "reminder_hours"])
         default = Backup()
         announcement = default.announcement
         ann = self.mapping(_get(node, "announcement"), "backup.announcement", node.where)
@@ -506,8 +508,18 @@ class _Reader:
                              "at least one SMS number when kind is email+sms")
             alerts = Alerts(kind, tuple(e for e, _ in emails), tuple(sms))
         hours = self.integer(node, "link_hours", "backup.link_hours", 12, 1, 72) or 12
+        reminder_hours = default.reminder_hours
+        reminder = _get(node, "reminder_hours")
+        if reminder is not None:
+            value = reminder.value if isinstance(reminder, YScalar) else None
+            if isinstance(value, int | float) and not isinstance(value, bool) \
+                    and 0 < value < float("inf"):
+                reminder_hours = float(value)
+            else:
+                self.problem(reminder.where, "backup.reminder_hours",
+                             "a positive number of hours (e.g. 4 or 0.5)")
         return Backup(announcement, sms_reply, alerts, hours,
-                      self.secret(node, "pin", "backup", False))
+                      self.secret(node, "pin", "backup", False), reminder_hours)
 
     def connections(self, top: YMap, base: Path) -> Connections | None:
         node = self.mapping(_get(top, "connections"), "connections", top.where)
@@ -515,7 +527,7 @@ class _Reader:
             self.problem(top.where, "connections", "a connections: section (at least storage:)")
             return None
         self.keys(node, "connections", ["pbx", "smtp", "sms_gateway", "inbox", "pages",
-                                        "storage"])
+                                        "storage", "email_intake"])
         return Connections(
             storage=self.storage(node, base),
             pbx=self.pbx(node),
@@ -523,6 +535,7 @@ class _Reader:
             sms_gateway=self._section(node, "sms_gateway", self.sms_gateway),
             inbox=self._section(node, "inbox", self.inbox),
             pages=self._section(node, "pages", self.pages),
+            email_intake=self._section(node, "email_intake", self.email_intake),
         )
 
     def _section(self, parent: YMap, key: str, build: Callable[[YMap, str], T]) -> T | None:
@@ -562,16 +575,30 @@ class _Reader:
             if sip else HostPort("127.0.0.1", 5060)
         ring = self.integer(node, "ring_seconds", f"{f}.ring_seconds", 25, 5, 120) or 25
         if kind == "freeswitch":
-            self.keys(node, f, ["kind", "esl", "sip", "ring_seconds"])
+            self.keys(node, f, ["kind", "esl", "sip", "ring_seconds", "socket", "trunk",
+                                "secrets_file", "fax_dir", "fax_spool", "cdr_file"])
             esl = self._sub(node, "esl", f) or YMap({}, node.where)
             self.keys(esl, f"{f}.esl", ["host", "port", "password_env", "password_file"])
-            return FreeswitchPbx(self.host_port(esl, f"{f}.esl", control=True, default_port=8021),
-                                 self.secret(esl, "password", f"{f}.esl", True), sip_hp, ring)
+            sock = self._sub(node, "socket", f) or YMap({}, node.where)
+            self.keys(sock, f"{f}.socket", ["host", "port"])
+            return FreeswitchPbx(
+                self.host_port(esl, f"{f}.esl", control=True, default_port=8021),
+                self.secret(esl, "password", f"{f}.esl", True), sip_hp, ring,
+                socket=self.host_port(sock, f"{f}.socket", control=True, default_port=8084),
+                trunk=self.trunk(node, f),
+                secrets_file=self.text(node, "secrets_file", f"{f}.secrets_file",
+                                       "/var/lib/backline/desk-phone-secrets.json",
+                                       "the path of the desk-phone secrets file (outside the "
+                                       "repo)") or "/var/lib/backline/desk-phone-secrets.json",
+                fax_dir=self.fax_dir(node, f),
+                fax_spool=self.plain_path(node, "fax_spool", f, "/var/lib/freeswitch/fax"),
+                cdr_file=self.plain_path(node, "cdr_file", f,
+                                         "/var/log/freeswitch/cdr-csv/Master.csv"))
         if kind != "asterisk":
             self.problem(_where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
             return None
         self.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
-                            "udptl", "secrets_file", "cdr_file", "fax_dir"])
+                            "udptl", "secrets_file", "cdr_file", "fax_dir", "node"])
         ami = self._sub(node, "ami", f) or YMap({}, node.where)
         self.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
         agi = self._sub(node, "agi", f) or YMap({}, node.where)
@@ -600,7 +627,17 @@ class _Reader:
                                "the path of Asterisk's cdr-csv Master.csv")
             or "/var/log/asterisk/cdr-csv/Master.csv",
             fax_dir=self.fax_dir(node, f),
+            node=self.node_name(node, f),
         )
+
+    def node_name(self, node: YMap, f: str) -> str:
+        what = "a node name: lower-case letters, digits and '-' (at most 32)"
+        name = self.text(node, "node", f"{f}.node", "", what) or ""
+        # Asterisk's systemname, so it must fit a uniqueid ([systemname-]EPOCH.SEQ).
+        if name and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", name):
+            self.problem(_where_of(node, "node"), f"{f}.node", what)
+            return ""
+        return name
 
     def fax_dir(self, node: YMap, f: str) -> str:
         default = "/var/lib/backline/fax"
@@ -608,6 +645,16 @@ class _Reader:
         path = self.text(node, "fax_dir", f"{f}.fax_dir", default, what) or default
         if not path.startswith("/"):
             self.problem(_where_of(node, "fax_dir"), f"{f}.fax_dir", what)
+            return default
+        return path
+
+    def plain_path(self, node: YMap, key: str, f: str, default: str) -> str:
+        """An absolute path FreeSWITCH's XML and applications take verbatim: plain
+        characters only (no spaces, quotes or ``$``)."""
+        what = "an absolute path of letters, digits, '_', '.', '/' and '-'"
+        path = self.text(node, key, f"{f}.{key}", default, what) or default
+        if not re.fullmatch(r"/[A-Za-z0-9_./-]{1,255}", path):
+            self.problem(_where_of(node, key), f"{f}.{key}", what)
             return default
         return path
 
@@ -666,6 +713,22 @@ class _Reader:
     def inbox(self, node: YMap, f: str) -> Inbox:
         self.keys(node, f, ["url", "token_env", "token_file"])
         return Inbox(self._url(node, "url", f), self.secret(node, "token", f, False))
+
+    def email_intake(self, node: YMap, f: str) -> EmailIntake:
+        self.keys(node, f, ["listen", "domains"])
+        listen = self.text(node, "listen", f"{f}.listen", "127.0.0.1:2526", "HOST:PORT")
+        host, _, port = (listen or "").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.problem(_where_of(node, "listen"), f"{f}.listen", "HOST:PORT, e.g. "
+                         "127.0.0.1:2526")
+            host, port = "127.0.0.1", "2526"
+        domains = self.strings(node, "domains", f"{f}.domains", _DOMAIN,
+                               "a mail domain of the practice, e.g. maple.example")
+        listed = _get(node, "domains")
+        if listed is None or (isinstance(listed, YSeq) and not listed.items):
+            self.problem(_where_of(node, "domains"), f"{f}.domains",
+                         "at least one mail domain of the practice (other mail is refused)")
+        return EmailIntake(HostPort(host, int(port)), tuple(d.lower() for d, _ in domains))
 
     def pages(self, node: YMap, f: str) -> Pages:
         self.keys(node, f, ["listen", "base_url"])

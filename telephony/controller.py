@@ -7,25 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, assert_never
 
 from aiohttp import web
 
+from notifier.email_intake import EmailListener
+from notifier.inbox import InboxDrain, inbox_for
 from notifier.links import LINK_PREFIX
+from notifier.reminder_service import OutageReminders, reminders_for
 from notifier.service import Notifier, notifier_for
 from telephony import e164
 from telephony.asterisk import cdr
 from telephony.asterisk.ami import LinkDown
 from telephony.asterisk.fax import DEFAULT_FAX_DIR, FAX_CONTEXTS, FaxIntake
 from telephony.conversations import ConversationBook
+from telephony.freeswitch import cdr as freeswitch_cdr
 from telephony.journal import (
     AttemptKind,
     AuditEntry,
@@ -37,8 +42,9 @@ from telephony.journal import (
     StaleMode,
     open_journal,
 )
+from telephony.journal.writer import AttemptWriter
 from telephony.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, reconcile
-from telephony.model import AsteriskPbx, Directory
+from telephony.model import AsteriskPbx, Directory, FreeswitchPbx
 from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
 from telephony.ownership import OwnershipBook
 from telephony.sms.gateway import GatewayError, SmsGatewayClient
@@ -67,36 +73,73 @@ class Controller:
         self.state: ModeState = journal.mode_state()
         self.mirror: ModeMirror | None = None
         pbx = directory.connections.pbx
-        self.cdr_path: Path | None = Path(pbx.cdr_file) if isinstance(pbx, AsteriskPbx) else None
+        self.cdr_path: Path | None = Path(pbx.cdr_file) if pbx is not None else None
+        # Each PBX writes its CDR its own way; both come out as cdr.CdrRow.
+        self.cdr_rows: Callable[[str], Iterable[cdr.CdrRow]] = cdr.parse
+        if isinstance(pbx, FreeswitchPbx):
+            self.cdr_rows = freeswitch_cdr.parse
+        self.node = pbx.node if isinstance(pbx, AsteriskPbx) else ""  # stamped on attempts
         # Faxes: kept in connections.pbx.fax_dir; `faxes.spool` is where this controller reads
         # the PBX's spool (`backline up` points it inside the Asterisk root).
         self.faxes = FaxIntake(
-            Path(pbx.fax_dir if isinstance(pbx, AsteriskPbx) else DEFAULT_FAX_DIR),
+            Path(pbx.fax_dir if pbx is not None else DEFAULT_FAX_DIR),
             directory.practice.timezone, self.record_attempt, journal.attempt, self.mode,
             clock=lambda: self.clock())
+        if isinstance(pbx, FreeswitchPbx):  # rxfax writes there, on this host
+            self.faxes.spool = Path(pbx.fax_spool)
         self._changed = asyncio.Event()
         self.metrics = Metrics(backlog=journal.held)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sms_client: SmsGatewayClient | None = None
         self.metrics.set_engaged(self.state.mode is Mode.OUTAGE)
         self.notifier: Notifier | None = notifier_for(directory, journal, self.clock)
+        self.writer = AttemptWriter(journal)
+        # While an outage stays engaged, a reminder every backup.reminder_hours.
+        self.reminders: OutageReminders | None = reminders_for(
+            directory, journal, self.clock, lambda: self.state, lambda: self._changed)
+        # Held attempts and emails go to the inbox whenever the mode is normal.
+        self.inbox: InboxDrain | None = inbox_for(directory, journal, self.mode, self.clock)
+        intake = directory.connections.email_intake
+        self.email_intake = EmailListener(intake, journal, self.clock, self.wake_inbox) \
+            if intake is not None else None
+
+    def wake_inbox(self) -> None:
+        if self.inbox is not None:
+            self.inbox.wake()
 
     async def start(self) -> None:
-        """Start the background work: sending backup alerts."""
+        """Start the background work: sending backup alerts and outage reminders."""
         if self.notifier is not None:
             self.notifier.start()
+        if self.reminders is not None:
+            self.reminders.start()
+        if self.email_intake is not None:
+            await self.email_intake.start()
+        if self.inbox is not None:
+            self.inbox.start()
 
     def mode(self) -> Mode:
         return self.state.mode
 
-    async def record_attempt(self, attempt: NewAttempt) -> bool:
-        """Write ``attempt`` durably; True if it was new (not a repeat of its key)."""
-        recorded, new = await asyncio.to_thread(self.journal.record_attempt, attempt)
+    async def record_attempt(self, attempt: NewAttempt, *, urgent: bool = True) -> bool:
+        """Write ``attempt`` durably; True if it was new (not a repeat of its key).
+
+        Commits are shared (telephony.journal.writer); ``urgent=False`` when nobody waits on
+        this one (a normal-mode call journaled after its decision), so it may wait a moment
+        for company.
+        """
+        if self.node and not attempt.node:  # every path (calls, CDR, faxes, SMS) comes here
+            attempt = dataclasses.replace(attempt, node=self.node)
+        recorded, new = await self.writer.record(attempt, urgent=urgent)
         if new:
             self.metrics.attempt(attempt.kind, attempt.mode, attempt.outcome)
             if self.notifier is not None:
                 self.notifier.attempt_recorded(recorded)  # queues only: the PBX is waiting
         return new
+
+    async def record_later(self, attempt: NewAttempt) -> bool:
+        """``record_attempt`` for an attempt nobody waits on: it may share a later commit."""
+        return await self.record_attempt(attempt, urgent=False)
 
     async def import_pbx_record(self) -> int:
         """Journal the calls the PBX answered on its own (its CDR); return how many were new.
@@ -113,7 +156,7 @@ class Controller:
         except OSError as exc:
             log.error("cannot read the PBX's call record %s: %s", self.cdr_path, exc)
             return 0
-        rows = list(cdr.parse(text))
+        rows = list(self.cdr_rows(text))
         history = await asyncio.to_thread(self.journal.mode_history, 1000)
         new = 0
         for row in rows:
@@ -205,8 +248,15 @@ class Controller:
             datetime.now(UTC), f"sms-webhook:{remote[:64]}", "sms.refused", reason[:200]))
 
     async def close(self) -> None:
+        await self.writer.close()
+        if self.email_intake is not None:
+            await self.email_intake.close()
+        if self.inbox is not None:
+            await self.inbox.close()
         if self.notifier is not None:
             await self.notifier.close()
+        if self.reminders is not None:
+            await self.reminders.close()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sms_client is not None:
@@ -230,6 +280,8 @@ class Controller:
             self._changed.set()
             self._changed = asyncio.Event()
             self.metrics.set_engaged(state.mode is Mode.OUTAGE)
+            if state.mode is Mode.NORMAL:
+                self.wake_inbox()  # the outage is over: deliver what it held
             if state.since is not None:
                 self.metrics.mode_changed(state.mode, state.since.via)
             since = state.since
@@ -354,20 +406,64 @@ def instance_name(directory: Directory) -> str:
     return "up-" + hashlib.sha256(directory.source.encode()).hexdigest()[:10]
 
 
-async def _serve(directory: Directory, *, start_pbx: bool) -> int:
-    from telephony.asterisk.driver import AsteriskDriver
-    from telephony.asterisk.local_pbx import asterisk_pbx, prepare, read_secret
+class PbxDriver(ModeMirror, Protocol):
+    """A PBX driver as `run` and `up` use it: started, stopped, and the PBX's mode."""
 
-    journal = await asyncio.to_thread(open_journal, directory.connections.storage.url)
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets: what `run` and `up` serve until."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Event,
+                     ready: Callable[[], str]) -> int:
+    """What `run` and `up` do with any PBX: attach its driver as the mode's mirror, start the
+    controller and the driver, keep the mode agreed, serve the pages if configured, print
+    ``ready()`` and run until ``stop``; the pages and the driver are stopped on the way out
+    (the caller closes the controller and whatever it started itself)."""
+    runner: web.AppRunner | None = None
+    try:
+        controller.attach(driver)
+        await controller.start()
+        await driver.start()
+        watcher = asyncio.create_task(controller.keep_mode(stop))
+        pages = controller.directory.connections.pages
+        if pages is not None:
+            runner = web.AppRunner(controller.web_app(), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, pages.listen.host, pages.listen.port).start()
+            log.info("status page on http://%s/status, metrics on /metrics", pages.listen)
+        print(ready(), flush=True)
+        await stop.wait()
+        await watcher
+        return 0
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await driver.stop()
+
+
+async def _serve(directory: Directory, *, start_pbx: bool) -> int:
+    from telephony.asterisk.driver import AsteriskDriver
+    from telephony.asterisk.local_pbx import asterisk_pbx, prepare, read_secret
+
+    if directory.connections.pbx is not None and directory.connections.pbx.kind == "freeswitch":
+        from telephony.freeswitch.serve import serve_freeswitch
+
+        return await serve_freeswitch(directory, start_pbx=start_pbx)
+    journal = await asyncio.to_thread(open_journal, directory.connections.storage.url)
+    stop = stop_on_signals()
     controller = Controller(directory, journal)
     pbx = asterisk_pbx(directory)
     local = None
-    driver = None
-    runner: web.AppRunner | None = None
     try:
         if start_pbx:
             from telephony.asterisk.pbxroot import ensure_root
@@ -383,28 +479,14 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
         driver = AsteriskDriver(pbx, read_secret(pbx.ami_secret, "connections.pbx.ami"),
                                 controller.book, controller.conversations, controller.mode,
                                 controller.record_attempt, controller.desk_phone_switch,
-                                controller.import_pbx_record, faxes=controller.faxes)
+                                controller.import_pbx_record, faxes=controller.faxes,
+                                record_later=controller.record_later)
         driver.latency_hook = controller.metrics.agi_latency
-        controller.attach(driver)
-        await controller.start()
-        await driver.start()
-        watcher = asyncio.create_task(controller.keep_mode(stop))
-        pages = directory.connections.pages
-        if pages is not None:
-            runner = web.AppRunner(controller.web_app(), access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, pages.listen.host, pages.listen.port).start()
-            log.info("status page on http://%s/status, metrics on /metrics", pages.listen)
-        print(f"ready: {directory.practice.name}: mode {controller.mode().value}; SIP on "
-              f"{pbx.sip}, FastAGI on {pbx.agi}; Ctrl-C stops", flush=True)
-        await stop.wait()
-        await watcher
-        return 0
+        return await serve_with(
+            controller, driver, stop,
+            lambda: f"ready: {directory.practice.name}: mode {controller.mode().value}; SIP on "
+                    f"{pbx.sip}, FastAGI on {pbx.agi}; Ctrl-C stops")
     finally:
-        if runner is not None:
-            await runner.cleanup()
-        if driver is not None:
-            await driver.stop()
         await controller.close()
         if local is not None:
             await asyncio.to_thread(local.instance.stop)

@@ -24,9 +24,11 @@ from telephony import e164
 from telephony.journal.records import AttemptKind, Delivery, NewAttempt, Outcome
 from telephony.outage import Mode
 
-# Asterisk's channel uniqueid: [systemname-]EPOCH.SEQUENCE.  Only such a name becomes part of
-# a file name, so a report can never point the controller at another file.
-_UNIQUEID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9-]{0,31}-)?[0-9]{1,12}\.[0-9]{1,9}")
+# Asterisk's channel uniqueid: [systemname-]EPOCH.SEQUENCE, or FreeSWITCH's channel UUID.
+# Only such a name becomes part of a file name, so a report can never point the controller
+# at another file.
+_UNIQUEID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9-]{0,31}-)?[0-9]{1,12}\.[0-9]{1,9}"
+                       r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PAGES = re.compile(r"[0-9]{1,4}")
 STATION_ID_CHARS = 20  # T.30 limits the TSI to 20 characters
 ERROR_CHARS = 80
@@ -61,9 +63,9 @@ class FaxEnd:
 
 
 def check_uniqueid(uniqueid: str) -> str:
-    """Return ``uniqueid`` if it is an Asterisk channel uniqueid; raise BadFaxReport."""
+    """Return ``uniqueid`` if it is a PBX's call id; raise BadFaxReport."""
     if not _UNIQUEID.fullmatch(uniqueid):
-        raise BadFaxReport(f"not an Asterisk call id: {uniqueid[:40]!r}")
+        raise BadFaxReport(f"not a PBX call id: {uniqueid[:40]!r}")
     return uniqueid
 
 

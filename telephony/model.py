@@ -123,6 +123,8 @@ class Backup:
     alerts: Alerts = Alerts()
     link_hours: int = 12
     pin: Secret = Secret()  # admins' desk phones switch the mode with *28/*29 and this PIN
+    # While an outage stays engaged, the alert recipients are reminded this often (hours).
+    reminder_hours: float = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,9 @@ class AsteriskPbx:
     # Where received faxes are kept, TIFF and PDF side by side (the controller's path).
     fax_dir: str = "/var/lib/backline/fax"
     kind: str = "asterisk"
+    # This PBX node's name when several share one journal: attempts carry it, and it is
+    # Asterisk's systemname, so call uniqueids (and so attempt keys) never collide.
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +182,16 @@ class FreeswitchPbx:
     esl_password: Secret
     sip: HostPort
     ring_seconds: int = 25
+    # Where the controller listens for FreeSWITCH's outbound ``socket`` (one per call).
+    socket: HostPort = HostPort("127.0.0.1", 8084)
+    trunk: Trunk = Trunk()
+    secrets_file: str = "/var/lib/backline/desk-phone-secrets.json"
     kind: str = "freeswitch"
+    # Where received faxes are kept (the controller's path), where FreeSWITCH's rxfax writes
+    # them (both see it at this path), and the mod_cdr_csv file of carrier calls.
+    fax_dir: str = "/var/lib/backline/fax"
+    fax_spool: str = "/var/lib/freeswitch/fax"
+    cdr_file: str = "/var/log/freeswitch/cdr-csv/Master.csv"
 
 
 Pbx = AsteriskPbx | FreeswitchPbx
@@ -213,6 +227,15 @@ class Inbox:
 
 
 @dataclass(frozen=True, slots=True)
+class EmailIntake:
+    """The SMTP listener that keeps the practice's mail in an outage (``domains``: the
+    practice's mail domains; anything else is refused)."""
+
+    listen: HostPort
+    domains: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Pages:
     listen: HostPort
     base_url: str
@@ -235,6 +258,7 @@ class Connections:
     sms_gateway: SmsGateway | None = None
     inbox: Inbox | None = None
     pages: Pages | None = None
+    email_intake: EmailIntake | None = None
 
 
 @dataclass(frozen=True, slots=True)

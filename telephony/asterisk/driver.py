@@ -9,7 +9,6 @@ restarted Asterisk is picked up again without restarting the controller).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import re
 import time
@@ -22,9 +21,9 @@ from telephony.asterisk import dialplan_variables as v
 from telephony.asterisk.ami import AmiLink, LinkDown
 from telephony.asterisk.commands import inbound_variables, outbound_variables, packed
 from telephony.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
-from telephony.attempts import call_attempt
 from telephony.conversations import ConversationBook
 from telephony.fax_intake import BadFaxReport, FaxEnd, StorageCheck, fax_end_from_args
+from telephony.inbound import decide_inbound
 from telephony.journal.records import NewAttempt
 from telephony.model import AsteriskPbx
 from telephony.outage import Mode
@@ -32,13 +31,11 @@ from telephony.ownership import OwnershipBook
 from telephony.routing import (
     CallKind,
     InboundCall,
-    ReceiveFax,
     RefuseOutbound,
     Registrations,
     RejectFax,
     decide_outbound,
     dialled,
-    route_inbound,
 )
 
 log = logging.getLogger("backline.asterisk")
@@ -64,8 +61,11 @@ class AsteriskDriver:
                  record: Callable[[NewAttempt], Awaitable[object]],
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
                  after_login: Callable[[], Awaitable[object]] | None = None,
-                 faxes: FaxDesk | None = None) -> None:
+                 faxes: FaxDesk | None = None,
+                 record_later: Callable[[NewAttempt], Awaitable[object]] | None = None) -> None:
         self.pbx = pbx
+        # Journals a normal-mode call once its decision is out (default: ``record``).
+        self.record_later = record_later or record
         self.faxes = faxes
         self.after_login = after_login
         self.record = record
@@ -142,32 +142,13 @@ class AsteriskDriver:
         await self._decide(call, request.get("uniqueid"), session)
 
     async def _decide(self, call: InboundCall, uniqueid: str, session: AgiSession) -> None:
-        decision = route_inbound(self.book, self.registrations, call, self.mode(),
-                                 self.pbx.ring_seconds)
-        why = ""
-        if isinstance(decision, ReceiveFax) and self.faxes is not None:
-            storage = await self.faxes.storage()  # before the call is answered
-            if not storage.ok:
-                why = f"the fax directory is {storage.reason}"
-                log.error("refusing a fax: %s", why)
-                decision = route_inbound(self.book, self.registrations, call, self.mode(),
-                                         self.pbx.ring_seconds, fax_storage=False)
-        log.info("inbound call from %s to %s: %s", e164.redact(call.caller),
-                 call.dialed if self.book.number(call.dialed) else "an unknown number",
-                 type(decision).__name__)
-        # On disk before the PBX hears the decision: if this fails, the session drops and
-        # the dialplan's fallback answers the caller.  A fax to be received is journaled when
-        # it ends (/faxdone), once, with its pages and PDF: the PBX's CDR covers a controller
-        # that dies meanwhile.  Fax decisions are keyed fax:, so that a call taken as voice
-        # and then heard to be a fax keeps both records.
+        # A fax to be received is journaled when it ends (/faxdone), once, with its pages and
+        # PDF: the PBX's CDR covers a controller that dies meanwhile.
         mode = self.mode()
-        attempt: NewAttempt | None = None
-        if isinstance(decision, RejectFax):
-            attempt = call_attempt(f"fax:{uniqueid}", call, decision, mode, datetime.now(UTC))
-            attempt = dataclasses.replace(
-                attempt, detail=f"refused ({decision.why.value}){': ' + why if why else ''}")
-        elif not isinstance(decision, ReceiveFax):
-            attempt = call_attempt(f"call:{uniqueid}", call, decision, mode, datetime.now(UTC))
+        decided = await decide_inbound(self.book, self.registrations, call, mode,
+                                       self.pbx.ring_seconds, self.faxes, uniqueid,
+                                       datetime.now(UTC), log)
+        decision, attempt = decided.decision, decided.attempt
         # In an outage (and for a refused fax) the journal is the attempt's only record, so it
         # is on disk before the PBX hears the decision.  In normal mode the call rings staff
         # and is journaled right after the decision goes out, off the caller's path; a
@@ -178,7 +159,7 @@ class AsteriskDriver:
             await self.record(attempt)
         await session.set_variable(*packed(inbound_variables(decision, self.book)))
         if attempt is not None and not durable_first:
-            self._after_decision(self.record(attempt))
+            self._after_decision(self.record_later(attempt))
 
     async def fax_done(self, request: AgiRequest, session: AgiSession) -> None:
         """The end of a fax call (the h extension of backline-fax, whatever ended it): the

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, assert_never
 
 from telephony.journal import schema
+from telephony.journal.delivery import InboxJournal
 from telephony.journal.records import (
     AlertChannel,
     AlertDelivery,
@@ -57,11 +58,13 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class SqlJournal(abc.ABC):
+class SqlJournal(InboxJournal, abc.ABC):
     """Journal operations over a DB-API connection; subclasses connect and commit durably."""
 
     placeholder = "?"
     autoid = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    # Appended to the claim of due alert deliveries: row locks where writers run side by side.
+    claim_lock = ""
 
     def __init__(self) -> None:
         # One connection, one writer at a time within this process: the controller calls us
@@ -80,6 +83,10 @@ class SqlJournal(abc.ABC):
 
     def _q(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _exclusive(self, cur: Cursor, table: str) -> None:
+        """Keep other writers off ``table`` until commit, before a read-then-write decision.
+        SQLite's ``BEGIN IMMEDIATE`` already holds the whole database, so nothing here."""
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -104,17 +111,32 @@ class SqlJournal(abc.ABC):
     def record_attempt(self, a: NewAttempt) -> tuple[Attempt, bool]:
         """Record ``a`` once; return it and whether it was new (False: ``key`` seen before)."""
         with self._lock, self._transaction() as cur:
-            cur.execute(self._q("SELECT * FROM attempts WHERE key = ?"), (a.key,))
-            row = cur.fetchone()
-            if row is not None:
-                return _attempt(row), False
-            cur.execute(self._q(
-                "INSERT INTO attempts (key, at, kind, mode, sender, recipient, outcome, text, "
-                "file, detail, node, delivery) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (a.key, to_text(a.at), a.kind.value, a.mode.value, a.sender, a.recipient,
-                 a.outcome.value, a.text, a.file, a.detail, a.node, a.delivery.value))
-            cur.execute(self._q("SELECT * FROM attempts WHERE key = ?"), (a.key,))
-            return _attempt(cur.fetchone()), True
+            return self._record(cur, a)
+
+    def record_attempts(self, batch: Sequence[NewAttempt]) -> list[tuple[Attempt, bool]]:
+        """Record each of ``batch`` once, in order, in one transaction: one durable commit
+        for all of them (group commit, see telephony.journal.writer)."""
+        with self._lock, self._transaction() as cur:
+            return [self._record(cur, a) for a in batch]
+
+    def _record(self, cur: Cursor, a: NewAttempt) -> tuple[Attempt, bool]:
+        cur.execute(self._q("SELECT * FROM attempts WHERE key = ?"), (a.key,))
+        row = cur.fetchone()
+        if row is not None:  # a retry: no insert, so no id is used up
+            return _attempt(row), False
+        # ON CONFLICT as well: two controllers recording the same key at once (on a
+        # PostgreSQL journal) get one row and one "new", not an error.
+        cur.execute(self._q(
+            "INSERT INTO attempts (key, at, kind, mode, sender, recipient, outcome, text, "
+            "file, detail, node, delivery) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING RETURNING *"),
+            (a.key, to_text(a.at), a.kind.value, a.mode.value, a.sender, a.recipient,
+             a.outcome.value, a.text, a.file, a.detail, a.node, a.delivery.value))
+        row = cur.fetchone()
+        if row is not None:
+            return _attempt(row), True
+        cur.execute(self._q("SELECT * FROM attempts WHERE key = ?"), (a.key,))
+        return _attempt(cur.fetchone()), False
 
     def attempts(self, since: datetime | None = None, limit: int = 100) -> list[Attempt]:
         """The most recent attempts (at or after ``since``), oldest first."""
@@ -132,11 +154,13 @@ class SqlJournal(abc.ABC):
             return _attempt(row) if row is not None else None
 
     def held(self) -> dict[str, int]:
-        """Attempts waiting for the inbox (received in an outage), by kind."""
+        """Attempts and emails waiting for the inbox (received in an outage), by kind."""
         with self._lock, self._transaction() as cur:
             cur.execute(self._q("SELECT kind, COUNT(*) FROM attempts WHERE delivery = ? "
                                 "GROUP BY kind"), (Delivery.HELD.value,))
-            return {str(kind): int(n) for kind, n in cur.fetchall()}
+            held = {str(kind): int(n) for kind, n in cur.fetchall()}
+            emails = self._held_email_count(cur)
+            return held | {"email": emails} if emails else held
 
     # -- the mode --------------------------------------------------------------------------
 
@@ -144,6 +168,7 @@ class SqlJournal(abc.ABC):
         """Record a switch.  With ``expected``, refuse (``StaleMode``) if the mode moved since."""
         with self._lock, self._transaction() as cur:
             if expected is not None:
+                self._exclusive(cur, "mode_changes")
                 now = self._mode_state(cur)
                 if now != expected:
                     raise StaleMode(now)
@@ -218,6 +243,7 @@ class SqlJournal(abc.ABC):
         """
         listed = 0
         with self._lock, self._transaction() as cur:
+            self._exclusive(cur, "alerts")  # one gatherer decides on the newest alert at once
             for attempt_id in attempt_ids:
                 cur.execute(self._q("SELECT 1 FROM alert_attempts WHERE attempt_id = ?"),
                             (attempt_id,))
@@ -236,10 +262,8 @@ class SqlJournal(abc.ABC):
                         due = to_text(decision.due_at)
                         cur.execute(self._q(
                             "INSERT INTO alerts (created_at, due_at, window_seconds, closed) "
-                            "VALUES (?, ?, ?, 0)"), (to_text(now), due, decision.window_seconds))
-                        # The writer holds the database (BEGIN IMMEDIATE), so the newest
-                        # id is ours; a PostgreSQL backend would use RETURNING instead.
-                        cur.execute("SELECT MAX(id) FROM alerts")
+                            "VALUES (?, ?, ?, 0) RETURNING id"),
+                            (to_text(now), due, decision.window_seconds))
                         alert_id = int(cur.fetchone()[0])
                         for channel, recipient in recipients:
                             cur.execute(self._q(
@@ -264,7 +288,7 @@ class SqlJournal(abc.ABC):
                 f"SELECT {_DELIVERY_COLUMNS} FROM alert_deliveries d "
                 "JOIN alerts al ON al.id = d.alert_id "
                 "WHERE d.state = ? AND d.next_try_at <= ? AND d.claimed_until <= ? "
-                "ORDER BY d.next_try_at, d.id LIMIT ?"),
+                "ORDER BY d.next_try_at, d.id LIMIT ?" + self.claim_lock),
                 (AlertState.PENDING.value, to_text(now), to_text(now), limit))
             due = [_delivery(r) for r in cur.fetchall()]
             for alert_id in sorted({d.alert_id for d in due}):
@@ -360,6 +384,16 @@ class SqlJournal(abc.ABC):
                 "ON alert_attempts.attempt_id = attempts.id "
                 "WHERE alert_attempts.alert_id = ? ORDER BY attempts.id"), (alert_id,))
             return [_attempt(r) for r in cur.fetchall()]
+
+    def audit_entries(self, action: str, detail_prefix: str = "") -> list[AuditEntry]:
+        """The audit entries of ``action`` whose detail starts with ``detail_prefix``, oldest
+        first (the outage reminders read back what they sent; ``audit_log``'s newest-N
+        would miss them behind a busy day of link-page views)."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("SELECT at, actor, action, detail FROM audit_log "
+                                "WHERE action = ? AND substr(detail, 1, ?) = ? ORDER BY id"),
+                        (action, len(detail_prefix), detail_prefix))
+            return [AuditEntry(from_text(r[0]), r[1], r[2], r[3]) for r in cur.fetchall()]
 
 
 _DELIVERY_COLUMNS = ("d.id, d.alert_id, d.channel, d.recipient, d.message_id, d.state, d.tries, "
