@@ -48,9 +48,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from bench.sipp_load import LoadResult, LoadSipp, carrier, desk_phone, finish, percentile
 from dialplan.asterisk import CARRIER_CONTEXT
@@ -97,6 +98,66 @@ QUICK = Plan(rates=(5, 10), step_seconds=3.0, max_calls_per_step=30, budget_seco
 
 class BenchError(Exception):
     """The bench could not set up a fair comparison (e.g. the arms would ring differently)."""
+
+
+class Climber(Protocol):
+    """An arm as climb() moves it up the plan's rates."""
+
+    name: str
+    stopped_by: str
+    next_rate: int  # index into the plan's rates
+    failed_once: bool  # the step at next_rate failed once already
+
+
+class Climbed(Protocol):
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def workdir(self) -> Path: ...
+
+
+C = TypeVar("C", bound=Climber)
+S = TypeVar("S", bound=Climbed)
+
+
+async def climb(rigs: Sequence[C], plan: Plan,
+                step: Callable[[C, int, int], Awaitable[S]]) -> dict[str, list[S]]:
+    """Both arms in rounds, one step each a round (which goes first alternates), each arm
+    rising through the plan's rates until a rate fails twice in a row, or the rates or the
+    time budget run out; returns each arm's steps by name (also kept on the arms by
+    ``step``'s caller if it wishes).
+
+    The second try is there because the machine is shared: another job's burst can fail one
+    step of one arm, and a single failure would then decide the ratio.
+    """
+    steps: dict[str, list[S]] = {r.name: [] for r in rigs}
+    started = time.monotonic()
+    for turn in itertools.count():
+        active = [r for r in rigs if not r.stopped_by]
+        if not active:
+            break
+        for rig in active if turn % 2 == 0 else active[::-1]:
+            if rig.next_rate == len(plan.rates):
+                rig.stopped_by = "the plan's top rate passed"
+                continue
+            rate = plan.rates[rig.next_rate]
+            calls = plan.calls(rate)
+            if time.monotonic() - started + calls / rate > plan.budget_seconds:
+                rig.stopped_by = f"time budget ({plan.budget_seconds:g} s) spent"
+                continue
+            done = await step(rig, rate, calls)
+            steps[rig.name].append(done)
+            print(f"  {rig.name:<10} {rate:>4} cps: "
+                  f"{'passed' if done.passed else 'did not pass'}", file=sys.stderr, flush=True)
+            if done.passed:
+                rig.next_rate += 1
+                rig.failed_once = False
+            elif not rig.failed_once:
+                rig.failed_once = True
+            else:
+                rig.stopped_by = f"{rate} cps did not pass twice: logs in {done.workdir.name}"
+    return steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,7 +427,6 @@ class Rig:
     phones: DeskPhones
     answerer: str
     watch: AmiWatch | None  # controller arm only
-    steps: list[Step] = field(default_factory=list)
     stopped_by: str = ""
     phones_failed: tuple[int, int] = (0, 0)
     next_rate: int = 0  # index into the plan's rates
@@ -499,44 +559,13 @@ async def run_step(rig: Rig, rate: int, calls: int, trace: bool) -> Step:
 
 
 async def run(plan: Plan, work: Path, trace: bool) -> list[Arm]:
-    """Both arms in rounds, one step each a round (which goes first alternates), each arm
-    rising through the plan's rates until a rate fails twice in a row, or the rates or the
-    time budget run out.
-
-    The second try is there because the machine is shared: another job's burst can fail one
-    step of one arm, and a single failure would then decide the ratio.
-    """
+    """Both arms up the plan's rates by climb()."""
     async with contextlib.AsyncExitStack() as stack:
         rigs = [await start_rig(stack, work / "controller", trace, controller=True),
                 await start_rig(stack, work / "static", trace, controller=False)]
-        started = time.monotonic()
-        for turn in itertools.count():
-            active = [r for r in rigs if not r.stopped_by]
-            if not active:
-                break
-            for rig in active if turn % 2 == 0 else active[::-1]:
-                if rig.next_rate == len(plan.rates):
-                    rig.stopped_by = "the plan's top rate passed"
-                    continue
-                rate = plan.rates[rig.next_rate]
-                calls = plan.calls(rate)
-                if time.monotonic() - started + calls / rate > plan.budget_seconds:
-                    rig.stopped_by = f"time budget ({plan.budget_seconds:g} s) spent"
-                    continue
-                step = await run_step(rig, rate, calls, trace)
-                rig.steps.append(step)
-                print(f"  {rig.name:<10} {rate:>4} cps: "
-                      f"{'passed' if step.passed else 'did not pass'}",
-                      file=sys.stderr, flush=True)
-                if step.passed:
-                    rig.next_rate += 1
-                    rig.failed_once = False
-                elif not rig.failed_once:
-                    rig.failed_once = True
-                else:
-                    rig.stopped_by = (f"{rate} cps did not pass twice: logs in "
-                                      f"{step.workdir.name}")
-    return [Arm(r.name, tuple(r.steps), r.stopped_by,
+        steps = await climb(rigs, plan,
+                            lambda rig, rate, calls: run_step(rig, rate, calls, trace))
+    return [Arm(r.name, tuple(steps[r.name]), r.stopped_by,
                 dict(r.watch.counts) if r.watch else {}, r.phones_failed) for r in rigs]
 
 

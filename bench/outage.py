@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import math
 import os
 import re
@@ -49,7 +48,7 @@ import tempfile
 import threading
 import time
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -59,6 +58,7 @@ from bench.calls import (
     BenchError,
     Plan,
     bind_rtp_to_loopback,
+    climb,
     cpu_seconds,
     keep_log,
     widen_rtp_range,
@@ -300,7 +300,6 @@ class Rig:
     pbx: PracticePbx
     controller: ControllerProcess
     announcement: float
-    steps: list[Step] = field(default_factory=list)
     stopped_by: str = ""
     next_rate: int = 0
     failed_once: bool = False
@@ -388,45 +387,18 @@ async def settled_journal(rig: Rig, expected: int, within: float = 30.0) -> int:
 
 
 async def run(plan: Plan, work: Path, trace: bool) -> list[Arm]:
-    """Both arms in rounds, one step each a round (which goes first alternates), each arm
-    rising through the plan's rates until a rate fails twice in a row, or the rates or the
-    time budget run out (as bench.calls)."""
+    """Both arms up the plan's rates by bench.calls.climb(), then each journal's count."""
     async with contextlib.AsyncExitStack() as stack:
         rigs = [await start_rig(stack, work / "up", kill=False),
                 await start_rig(stack, work / "killed", kill=True)]
-        started = time.monotonic()
-        for turn in itertools.count():
-            active = [r for r in rigs if not r.stopped_by]
-            if not active:
-                break
-            for rig in active if turn % 2 == 0 else active[::-1]:
-                if rig.next_rate == len(plan.rates):
-                    rig.stopped_by = "the plan's top rate passed"
-                    continue
-                rate = plan.rates[rig.next_rate]
-                calls = plan.calls(rate)
-                if time.monotonic() - started + calls / rate > plan.budget_seconds:
-                    rig.stopped_by = f"time budget ({plan.budget_seconds:g} s) spent"
-                    continue
-                step = await run_step(rig, rate, calls, trace)
-                rig.steps.append(step)
-                print(f"  {rig.name:<7} {rate:>4} cps: "
-                      f"{'passed' if step.passed else 'did not pass'}",
-                      file=sys.stderr, flush=True)
-                if step.passed:
-                    rig.next_rate += 1
-                    rig.failed_once = False
-                elif not rig.failed_once:
-                    rig.failed_once = True
-                else:
-                    rig.stopped_by = (f"{rate} cps did not pass twice: logs in "
-                                      f"{step.workdir.name}")
+        steps = await climb(rigs, plan,
+                            lambda rig, rate, calls: run_step(rig, rate, calls, trace))
         arms = []
         for rig in rigs:
-            answered = sum(s.load.successful for s in rig.steps)
+            answered = sum(s.load.successful for s in steps[rig.name])
             count = await settled_journal(rig, answered if rig.name == "up" else 0,
                                           within=30.0 if rig.name == "up" else 0.0)
-            arms.append(Arm(rig.name, tuple(rig.steps), rig.stopped_by, count))
+            arms.append(Arm(rig.name, tuple(steps[rig.name]), rig.stopped_by, count))
         return arms
 
 
