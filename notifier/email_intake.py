@@ -19,7 +19,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from telephony.journal import Journal, JournalError
+from telephony.journal import Journal
 from telephony.model import EmailIntake
 
 log = logging.getLogger("backline.email")
@@ -56,9 +56,13 @@ class HoldingHandler:
             await asyncio.to_thread(
                 self.journal.hold_email, f"email:{uuid.uuid4()}", self._clock(),
                 envelope.mail_from or "", tuple(envelope.rcpt_tos), data)
-        except JournalError as exc:
-            # Not kept, so not accepted: the sender's server keeps it and tries again.
-            log.error("email intake: cannot keep a message (%s); answered 451", exc)
+        except Exception as exc:
+            # Not kept, so not accepted: the sender's server keeps it and tries again.  Any
+            # failure (a JournalError, sqlite3's "disk full", a dropped database connection)
+            # is transient from the sender's side: a 5xx would bounce the patient's mail.
+            # The type only: a database error's text may quote the message or its sender.
+            log.error("email intake: cannot keep a message (%s); answered 451",
+                      type(exc).__name__)
             return "451 4.3.0 cannot store the message now; try again later"
         log.info("email intake: a message of %d bytes is kept for the inbox", len(data))
         self._on_held()
@@ -82,6 +86,9 @@ class EmailListener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        # aiosmtpd logs every SMTP command (``MAIL FROM:<patient address>``) at INFO on
+        # ``mail.log``, and the controller logs at INFO: no patient address in the logs.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         loop = asyncio.get_running_loop()
 
         def protocol() -> Any:

@@ -13,30 +13,40 @@ so a controller restart resumes where the last one stopped:
    in one commit per batch (up to 50), before the queue is read again.  An inbox that committed
    and then dropped the connection gets the same key on the retry and answers without filing
    twice: that, plus acceptance in the journal, is what makes it exactly once.
-3. A timeout, a connection error, a 5xx (or 408/429) leaves the item at the head, tried
-   again after a backoff (1 s doubling to 5 min), forever: later items wait behind it, since
-   the inbox must see them in order.
-4. A permanent 4xx marks the item failed with the status (never the body, which may echo
-   patient data), logs it as an error and shows it in ``backline attempts``; the drain then
-   **goes on with the next item**.  Stopping would keep order among what the inbox gets, but
+3. A timeout, a connection error, a 5xx (or 408/409/425/429), or an answer that says the
+   endpoint is wrong rather than the item (401, 403, 404, 405, 407: a bad token or URL, logged
+   as an error) leaves the item at the head, tried again after a backoff (1 s doubling to
+   5 min), forever: later items wait behind it, since the inbox must see them in order.  A
+   fax file missing on this node but recorded by another node is tried again too (its
+   file may be on that node's disk, or come back); any other unreadable file as well.
+4. An item-specific 4xx (400, 413, 415, 422, ...) or a fax file gone from this node marks
+   the item failed with the status (never the body, which may echo patient data), logs it
+   as an error and shows it in ``backline attempts``; the drain then **goes on with the next
+   item**.  Stopping would keep order among what the inbox gets, but
    a refused item stays refused however long we wait, so stopping would hold every later
    patient message back until someone fixes it by hand.  Going on keeps the order of
    everything delivered, and the refused item is reported rather than hidden.
 5. Switching to outage mode stops the drain after the item in flight; going back to normal
    wakes it (``Controller._adopt``).
 
-One drain at a time per journal: a lease in the journal (``inbox_lease``), held by this node's
-name, so a restarted controller takes its own lease back at once while another node waits.
+One drain at a time per journal: a lease in the journal (``inbox_lease``), held by a name
+unique to this process (host, pid and a random suffix), so two controllers on one host do not
+both drain.  The lease is renewed during a long try (a big fax on a slow link).  A controller
+restarted on the same host takes over at once a lease whose holder's pid is no longer running
+there; otherwise it waits for the lease to expire.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import os
+import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,6 +60,7 @@ from notifier.inbox_payload import (
     Refused,
     TryAgain,
     answer_for,
+    endpoint_problem,
     idempotency_key,
     item_document,
 )
@@ -64,8 +75,9 @@ log = logging.getLogger("backline.inbox")
 Clock = Callable[[], datetime]
 
 LEASE_SECONDS = 120.0
-"""How long the drain lease lasts without renewal: well past one try (30 s), renewed at half."""
-REQUEST_SECONDS = 30.0
+"""How long the drain lease lasts without renewal; renewed at half, also during a long try."""
+CONNECT_SECONDS = 10.0
+READ_SECONDS = 60.0  # without a byte either way; a big item may take longer in all
 BATCH = 50
 MAX_NAP = 30.0  # seconds the task sleeps at most, in case another controller added work
 FAILED_ROUND_NAP = 5.0
@@ -90,7 +102,7 @@ class InboxDrain:
 
     def __init__(self, journal: Journal, book: OwnershipBook, url: str, token: str,
                  mode: Callable[[], Mode], clock: Clock, *, files: Callable[[str], Path] = Path,
-                 holder: str = "", backoff: Backoff | None = None) -> None:
+                 holder: str = "", backoff: Backoff | None = None, node: str = "") -> None:
         self.journal = journal
         self.book = book
         self.url = url
@@ -98,7 +110,8 @@ class InboxDrain:
         self._mode = mode
         self._clock = clock
         self._files = files
-        self.holder = holder or f"node:{socket.gethostname()}"
+        self.holder = holder or process_holder()
+        self.node = node  # this controller's PBX node: whose fax files are on this disk
         self.backoff = backoff or Backoff()
         self._woken = asyncio.Event()
         self._stopping = False
@@ -224,19 +237,40 @@ class InboxDrain:
         if await asyncio.to_thread(self.journal.claim_drain, self.holder, now, until):
             self._lease_until = until
             return True
+        # Held by a process of this host that is gone (a restarted controller)?  Take it now.
+        current = await asyncio.to_thread(self.journal.drain_holder)
+        if current and current != self.holder and holder_is_dead(current) and \
+                await asyncio.to_thread(self.journal.claim_drain, self.holder, now, until,
+                                        dead=current):
+            log.warning("inbox: took over the drain from a stopped controller on this host")
+            self._lease_until = until
+            return True
         self._lease_until = None
         return False
+
+    @contextlib.asynccontextmanager
+    async def _lease_kept(self) -> AsyncIterator[None]:
+        """Renew the lease while one try runs: a big item on a slow link may outlast it."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(LEASE_SECONDS / 4)
+                with contextlib.suppress(JournalError):
+                    await self._keep_lease()
+
+        task = asyncio.create_task(renew(), name="backline-inbox-lease")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _deliver(self, item: InboxItem) -> float | None:
         """One try of ``item``; None when it is settled (accepted or refused), else the
         seconds until it is due again."""
-        try:
-            body = await asyncio.to_thread(self._document, item)
-        except OSError as exc:
-            # The fax file is gone or unreadable here: no try will do better, so report it.
-            answer: Answer = Refused(f"the fax file cannot be read ({exc.strerror})")
-        else:
-            answer = await self._post(item, body)
+        async with self._lease_kept():
+            answer = await self._try(item)
         now = self._clock()
         match answer:
             case Accepted():
@@ -255,22 +289,49 @@ class InboxDrain:
                 delay = self.backoff.delay(tries)
                 await asyncio.to_thread(self.journal.inbox_retry, item.id,
                                         now + timedelta(seconds=delay), answer.reason)
+                if endpoint_problem(answer):
+                    # Every item would get the same answer: the URL, token or proxy is wrong.
+                    # Not the URL itself: a query string may carry a secret.
+                    log.error("inbox: the inbox answered %s: check connections.inbox (url, "
+                              "token); nothing is refused, item %d is tried again in %.1f s",
+                              answer.reason, item.id, delay)
+                    return delay
                 log.warning("inbox: item %d (%s) not accepted (try %d: %s); next try in "
                             "%.1f s", item.id, item.kind, tries, answer.reason, delay)
                 return delay
             case _:
                 assert_never(answer)
 
+    async def _try(self, item: InboxItem) -> Answer:
+        try:
+            body = await asyncio.to_thread(self._document, item)
+        except FileNotFoundError as exc:
+            attempt = item.attempt
+            if attempt is not None and (not attempt.node or attempt.node == self.node):
+                # Recorded on this node and gone from its disk: no try will do better.
+                return Refused(f"the fax file is missing ({exc.strerror})")
+            return TryAgain(f"the fax file is not on this node ({exc.strerror})")
+        except OSError as exc:
+            # Permissions, a full or unmounted disk, an I/O error: ops can fix it; try again.
+            return TryAgain(f"the fax file cannot be read now ({exc.strerror})")
+        return await self._post(item, body)
+
     def _document(self, item: InboxItem) -> bytes:
         file = None
         if item.attempt is not None and item.attempt.file:
             file = self._files(item.attempt.file).read_bytes()
+        if item.email is not None:
+            # The queue is read without bodies: one email's bytes, only when it is sent.
+            item = dataclasses.replace(
+                item, email=dataclasses.replace(
+                    item.email, data=self.journal.held_email_data(item.email.id)))
         return json.dumps(item_document(item, self.book, file)).encode()
 
     async def _post(self, item: InboxItem, body: bytes) -> Answer:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=REQUEST_SECONDS))
+            # No total: a big fax on a slow link may take minutes and still be progressing.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=CONNECT_SECONDS, sock_read=READ_SECONDS))
         headers = {"Content-Type": "application/json",
                    "Idempotency-Key": idempotency_key(item)}
         if self._token:
@@ -288,8 +349,33 @@ class InboxDrain:
             return TryAgain(f"connection failed ({type(exc).__name__})")
 
 
+def process_holder() -> str:
+    """The drain lease holder's name: unique to this process, even beside another
+    controller on the same host."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """True if ``holder`` names a process of this host that no longer runs.  Unknown (another
+    host, an old-style name, a pid now used by someone else) is not dead: the lease expires."""
+    host, _, rest = holder.partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it runs, as another user
+    return False
+
+
 def inbox_for(directory: Directory, journal: Journal, mode: Callable[[], Mode], clock: Clock,
-              *, backoff: Backoff | None = None) -> InboxDrain | None:
+              *, backoff: Backoff | None = None, node: str = "") -> InboxDrain | None:
     """The practice's drain, or None (logged) if ``connections.inbox`` is not set up."""
     from notifier.link_pages import fax_files
     from telephony.asterisk.local_pbx import SecretMissing, read_secret
@@ -307,4 +393,4 @@ def inbox_for(directory: Directory, journal: Journal, mode: Callable[[], Mode], 
     base = Path(storage.removeprefix("sqlite://")).parent if storage.startswith("sqlite://") \
         else None
     return InboxDrain(journal, OwnershipBook(directory), inbox.url, token, mode, clock,
-                      files=fax_files(base), backoff=backoff)
+                      files=fax_files(base), backoff=backoff, node=node)

@@ -101,9 +101,11 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class TryAgain:
-    """No acceptance yet (5xx, 408, 429, no answer): the same item, later, same key."""
+    """No acceptance yet (5xx, 408, 409, 429, a wrong URL or token, no answer): the same
+    item, later, same key."""
 
     reason: str
+    status: int = 0  # the HTTP status, 0 when there was no answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +124,24 @@ def answer_for(status: int, phrase: str) -> Answer:
     reason = f"HTTP {status} {phrase}".strip()
     if 200 <= status < 300:
         return Accepted()
-    if status in (408, 425, 429):
-        return TryAgain(reason)
+    if status in ENDPOINT_STATUSES or status in (408, 409, 425, 429):
+        return TryAgain(reason, status)
     if 400 <= status < 500:
         return Refused(reason)
-    return TryAgain(reason)  # 5xx, and anything an inbox should not say (1xx, 3xx)
+    return TryAgain(reason, status)  # 5xx, and anything an inbox should not say (1xx, 3xx)
+
+
+ENDPOINT_STATUSES = frozenset({401, 403, 404, 405, 407})
+"""4xx that say the endpoint (its URL, token, proxy) is wrong, not the item: every item would
+get the same answer, so refusing them would fail the whole backlog in a second.  They are
+tried again (and logged as errors) until ops fix the configuration.  408, 409 (the inbox is
+still working on this Idempotency-Key), 425 and 429 are plainly "later".  400, 413, 415, 422
+and the other 4xx are about this item: refused, reported, and the drain goes on."""
+
+
+def endpoint_problem(answer: Answer) -> bool:
+    """A TryAgain caused by the endpoint's configuration (log it as an error)."""
+    return isinstance(answer, TryAgain) and answer.status in ENDPOINT_STATUSES
 
 
 def describe(answer: Answer) -> str:

@@ -3,6 +3,9 @@
 The CLI does not deliver anything itself: the running controller's drain does (woken within a
 second by the mode change).  This only reads the journal until the backlog is empty, and then
 names the items the inbox refused, by kind, time and journal id, never by number or text.
+When nothing is accepted or refused for ``STALL_SECONDS`` (no controller running, an inbox
+down, a head item that keeps failing) it stops watching and says what is still held: the
+outage did end, and the controller goes on delivering when it can.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from telephony.journal.delivery import InboxItem, ItemState
 POLL_SECONDS = 0.5
 LINE_EVERY = 5.0  # seconds between plain progress lines (a log file, not a terminal)
 BAR = 30
+STALL_SECONDS = 60.0  # stop watching after this long without an item accepted or refused
 
 
 def bar(done: int, total: int) -> str:
@@ -38,9 +42,11 @@ def describe_failed(item: InboxItem, local: Callable[[datetime], str]) -> str:
 def watch_drain(journal: Journal, out: TextIO, *, tty: bool, has_inbox: bool,
                 local: Callable[[datetime], str],
                 sleep: Callable[[float], None] = time.sleep,
-                clock: Callable[[], float] = time.monotonic) -> int:
-    """Show the drain until the backlog is empty; return the CLI's exit status: 0, since the
-    outage did end (items the inbox refused are listed, and shown by ``backline attempts``)."""
+                clock: Callable[[], float] = time.monotonic,
+                stall_after: float = STALL_SECONDS) -> int:
+    """Show the drain until the backlog is empty, or until ``stall_after`` s pass with no
+    item accepted or refused; return the CLI's exit status: 0, since the outage did end
+    (items the inbox refused are listed, and shown by ``backline attempts``)."""
     failed_before = {i.id for i in journal.inbox_items(ItemState.FAILED, limit=100_000)}
     total = backlog(journal)
     if total == 0:
@@ -54,10 +60,14 @@ def watch_drain(journal: Journal, out: TextIO, *, tty: bool, has_inbox: bool,
           "on in the controller)", file=out, flush=True)
     last_line = clock()
     shown = -1
+    best = 0
+    last_progress = clock()
     while True:
         left = backlog(journal)
         total = max(total, left)
         done = total - left
+        if done > best:
+            best, last_progress = done, clock()
         if tty:
             print("\r" + bar(done, total), end="", file=out, flush=True)
         elif done != shown and (left == 0 or clock() - last_line >= LINE_EVERY):
@@ -66,7 +76,13 @@ def watch_drain(journal: Journal, out: TextIO, *, tty: bool, has_inbox: bool,
             shown = done
         if left == 0:
             break
-        sleep(POLL_SECONDS)
+        if clock() - last_progress >= stall_after:
+            if tty:
+                print(file=out)
+            print(f"{left} still held; the controller keeps delivering them (see "
+                  "`backline outage status`)", file=out)
+            return 0
+        sleep(min(POLL_SECONDS, stall_after))
     if tty:
         print(file=out)
     failed = [i for i in journal.inbox_items(ItemState.FAILED, limit=100_000)

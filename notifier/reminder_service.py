@@ -15,6 +15,12 @@ clock that jumped, another controller's switch).  Each round:
 A restart loses nothing and repeats nothing that was recorded: the audit log is the record.
 The one window is a crash between the server taking a message and the audit write; the resend
 then carries the same Message-ID, built from the outage, slot and recipient.
+
+Several controllers on one journal: before sending, a controller claims (outage, slot,
+recipient), a lease row in ``inbox_lease`` held by this process for ``CLAIM_SECONDS``, and
+reads the audit log again under the claim; whoever does not get the claim leaves that
+recipient to its holder and looks again next round.  The claim goes once the send is audited
+(or failed); a claim whose sender died is taken over when its lease has run out.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from email.message import EmailMessage
 from typing import Protocol
 
 from notifier import reminder, retry
+from notifier.inbox import process_holder
 from notifier.mail import MailError, SmtpMailer
 from notifier.reminder import Slot
 from telephony.e164 import redact
@@ -43,6 +50,7 @@ log = logging.getLogger("backline.notifier.reminders")
 Clock = Callable[[], datetime]
 
 MAX_NAP = 60.0  # seconds the task sleeps at most
+CLAIM_SECONDS = 300.0  # a claim on one reminder outlasts one send; a dead sender's then lapses
 FAILED_ROUND_NAP = 5.0
 
 
@@ -102,6 +110,7 @@ class OutageReminders:
         self._rounds_started = 0
         self._rounds_done = 0
         self._round_done = asyncio.Condition()
+        self.holder = process_holder()  # claims (outage, slot, recipient) as this process
 
     def start(self) -> None:
         if self._task is None:
@@ -199,18 +208,31 @@ class OutageReminders:
                 if channel == "email" and mail_down:
                     await self._failed(slot, recipient, "the SMTP server cannot be reached")
                     continue
+                claim = "reminder " + reminder.audit_detail(slot, recipient)
+                if not await asyncio.to_thread(
+                        self.journal.claim_lease, claim, self.holder, self._clock(),
+                        self._clock() + timedelta(seconds=CLAIM_SECONDS)):
+                    continue  # another controller is sending it; the audit log will say
                 try:
-                    if channel == "email":
-                        await self._send_email(slot, recipient, to, now)
-                    else:
-                        await self._send_sms(slot, to, now)
-                except _NotSent as exc:
-                    # Unreachable: the other emails would wait out the same failure.
-                    mail_down = mail_down or (channel == "email" and exc.unreachable)
-                    await self._failed(slot, recipient, exc.reason)
-                    continue
-                await asyncio.to_thread(self.journal.audit, reminder_entry(
-                    self._clock(), slot, recipient))
+                    if await self._already_sent(slot, recipient):
+                        self._backoff.pop(recipient, None)
+                        sent += 1  # by another controller, since this round read the log
+                        continue
+                    try:
+                        if channel == "email":
+                            await self._send_email(slot, recipient, to, now)
+                        else:
+                            await self._send_sms(slot, to, now)
+                    except _NotSent as exc:
+                        # Unreachable: the other emails would wait out the same failure.
+                        mail_down = mail_down or (channel == "email" and exc.unreachable)
+                        await self._failed(slot, recipient, exc.reason)
+                        continue
+                    await asyncio.to_thread(self.journal.audit, reminder_entry(
+                        self._clock(), slot, recipient))
+                finally:
+                    with contextlib.suppress(JournalError):
+                        await asyncio.to_thread(self.journal.release_lease, claim, self.holder)
                 self._backoff.pop(recipient, None)
                 sent += 1
         finally:
@@ -218,6 +240,14 @@ class OutageReminders:
         if sent == len(owed):
             self._complete = slot
         return sent
+
+    async def _already_sent(self, slot: Slot, recipient: str) -> bool:
+        """Whether the audit log has ``recipient``'s reminder for ``slot`` (read under the
+        claim: another controller may have sent it since this round read the log)."""
+        detail = reminder.audit_detail(slot, recipient)
+        entries = await asyncio.to_thread(self.journal.audit_entries, reminder.SENT_ACTION,
+                                          detail)
+        return any(e.detail == detail for e in entries)
 
     async def _failed(self, slot: Slot, recipient: str, reason: str) -> None:
         before = self._backoff.get(recipient)

@@ -98,7 +98,8 @@ class Controller:
         self.reminders: OutageReminders | None = reminders_for(
             directory, journal, self.clock, lambda: self.state, lambda: self._changed)
         # Held attempts and emails go to the inbox whenever the mode is normal.
-        self.inbox: InboxDrain | None = inbox_for(directory, journal, self.mode, self.clock)
+        self.inbox: InboxDrain | None = inbox_for(directory, journal, self.mode, self.clock,
+                                                  node=self.node)
         intake = directory.connections.email_intake
         self.email_intake = EmailListener(intake, journal, self.clock, self.wake_inbox) \
             if intake is not None else None
@@ -135,6 +136,8 @@ class Controller:
             self.metrics.attempt(attempt.kind, attempt.mode, attempt.outcome)
             if self.notifier is not None:
                 self.notifier.attempt_recorded(recorded)  # queues only: the PBX is waiting
+            if recorded.delivery is Delivery.HELD and self.state.mode is Mode.NORMAL:
+                self.wake_inbox()  # held in normal mode (an SMS): deliver it now, not later
         return new
 
     async def record_later(self, attempt: NewAttempt) -> bool:

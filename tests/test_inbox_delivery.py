@@ -182,8 +182,12 @@ def assert_exactly_once_in_order(p: Practice, keys: list[str]) -> None:
 
 
 @pytest.mark.parametrize(("status", "expected"), [
-    (200, Accepted), (201, Accepted), (204, Accepted), (400, Refused), (401, Refused),
-    (404, Refused), (409, Refused), (422, Refused), (408, TryAgain), (429, TryAgain),
+    (200, Accepted), (201, Accepted), (204, Accepted),
+    # About this item: refused, reported, and the drain goes on.
+    (400, Refused), (413, Refused), (415, Refused), (422, Refused), (410, Refused),
+    # About the endpoint (token, URL, proxy) or "later": every item would get it alike.
+    (401, TryAgain), (403, TryAgain), (404, TryAgain), (405, TryAgain), (407, TryAgain),
+    (408, TryAgain), (409, TryAgain), (425, TryAgain), (429, TryAgain),
     (500, TryAgain), (502, TryAgain), (503, TryAgain), (302, TryAgain)])
 def test_what_an_inbox_answer_means(status: int, expected: type) -> None:
     assert isinstance(answer_for(status, "x"), expected)
@@ -227,7 +231,10 @@ def test_the_journal_queues_each_held_item_once_in_received_order(
         assert journal.enqueue_held() == 0  # repeating it queues nothing twice
         queue = journal.next_inbox_items()
         assert [i.key for i in queue] == ["attempt:call:early", "email:a", "attempt:call:late"]
-        assert queue[1].email is not None and queue[1].email.data == b"\x00\xffraw\r\n"
+        # The queue carries no body (a backlog of big emails is not read at once) ...
+        assert queue[1].email is not None and queue[1].email.data == b""
+        # ... the drain reads one when it sends it.
+        assert journal.held_email_data(queue[1].email.id) == b"\x00\xffraw\r\n"
         journal.inbox_retry(queue[0].id, t0, "HTTP 503 Service Unavailable")
         journal.inbox_accepted([queue[0].id], t0)
         journal.inbox_refused(queue[2].id, t0, "HTTP 422 Unprocessable Entity")
@@ -351,6 +358,13 @@ async def test_email_sent_in_an_outage_arrives_in_the_inbox_byte_for_byte(
         await stop(controller)
     [doc] = practice.inbox.items()
     assert base64.b64decode(doc["email"]) == message
+    # Delivered: the journal keeps no copy of the patient's mail.
+    journal = practice.journal()
+    try:
+        [item] = journal.inbox_items()
+        assert item.email is not None and journal.held_email_data(item.email.id) == b""
+    finally:
+        journal.close()
     assert doc["kind"] == "email" and doc["to"] == ["frontdesk@maple.example"]
     assert doc["conversation"] == {"address": "frontdesk@maple.example",
                                    "party": "pat@mail.example"}
@@ -473,3 +487,304 @@ def test_the_progress_bar_on_a_terminal() -> None:
     assert bar(0, 300) == "[" + "-" * 30 + "] 0/300 sent"
     assert bar(150, 300) == "[" + "#" * 15 + "-" * 15 + "] 150/300 sent"
     assert bar(300, 300) == "[" + "#" * 30 + "] 300/300 sent"
+
+
+# -- email intake: no patient address in the logs; a failing journal is a transient 451 --------
+
+
+class _FailingOnce:
+    """A journal whose first ``hold_email`` fails as a full disk does, then works."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.failures = 0
+
+    def hold_email(self, *args: Any) -> int:
+        if self.failures == 0:
+            self.failures += 1
+            import sqlite3
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.journal.hold_email(*args)
+
+
+async def _listener(p: Practice, journal: Any) -> Any:
+    from notifier.email_intake import EmailListener
+
+    intake = p.directory().connections.email_intake
+    listener = EmailListener(intake, journal, lambda: datetime.now(UTC), lambda: None)
+    await listener.start()
+    return listener
+
+
+async def test_email_intake_writes_no_sender_or_recipient_address_to_the_logs(
+        practice: Practice, caplog: pytest.LogCaptureFixture) -> None:
+    journal = await asyncio.to_thread(practice.journal)
+    caplog.set_level(logging.INFO)
+    listener = await _listener(practice, journal)
+    try:
+        await aiosmtplib.send(b"Subject: hi\r\n\r\nhello\r\n", sender="pat@mail.example",
+                              recipients=["frontdesk@maple.example"], hostname="127.0.0.1",
+                              port=practice.smtp_port)
+    finally:
+        await listener.close()
+    assert journal.held() == {"email": 1}
+    journal.close()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "email intake" in logged  # the capture works: our own INFO line is there
+    assert "pat@mail.example" not in logged and "frontdesk@maple.example" not in logged
+
+
+async def test_a_journal_error_during_data_is_a_transient_451_and_nothing_is_lost(
+        practice: Practice, caplog: pytest.LogCaptureFixture) -> None:
+    journal = await asyncio.to_thread(practice.journal)
+    failing = _FailingOnce(journal)
+    listener = await _listener(practice, failing)
+    message = b"Subject: results\r\n\r\nplease call me\r\n"
+    try:
+        with pytest.raises(aiosmtplib.SMTPDataError) as info:
+            await aiosmtplib.send(message, sender="pat@mail.example",
+                                  recipients=["frontdesk@maple.example"], hostname="127.0.0.1",
+                                  port=practice.smtp_port)
+        assert info.value.code == 451  # 4xx: the sender's server keeps it and retries
+        assert journal.held() == {}
+        # The sender's retry, once the disk has room again: kept, byte for byte.
+        await aiosmtplib.send(message, sender="pat@mail.example",
+                              recipients=["frontdesk@maple.example"], hostname="127.0.0.1",
+                              port=practice.smtp_port)
+    finally:
+        await listener.close()
+    try:
+        journal.enqueue_held()
+        [item] = journal.next_inbox_items()
+        assert item.email is not None and journal.held_email_data(item.email.id) == message
+    finally:
+        journal.close()
+    assert "disk is full" not in caplog.text and "OperationalError" in caplog.text
+
+
+# -- a wrong endpoint is not the items' fault; refused items can be put back ---------------------
+
+
+async def test_an_inbox_answering_401_until_its_token_is_fixed_gets_every_item_once_in_order(
+        practice: Practice, caplog: pytest.LogCaptureFixture) -> None:
+    practice.inbox.fail_rate = 0.0
+    practice.inbox.token = "the-token-ops-rotated"  # ours is now wrong: 401 to every request
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    keys = seed(journal, practice.tmp, 20)
+    journal.close()
+    controller = await running(practice)
+    try:
+        with caplog.at_level(logging.ERROR, logger="backline.inbox"):
+            await controller.switch(Mode.NORMAL, by="ops", via=Via.CLI, reason="")
+            await practice.inbox.wait_for_requests(4, within=30)
+        # Nothing refused: every item is still held, waiting for the endpoint to be fixed.
+        counts = await asyncio.to_thread(controller.journal.inbox_counts)
+        assert counts == {"held": 20}
+        practice.inbox.token = TOKEN  # ops fix the token
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=60)
+    finally:
+        await stop(controller)
+    assert_exactly_once_in_order(practice, keys)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all("401" in e and "connections.inbox" in e for e in errors)
+    assert not any("+1555" in e or "message " in e for e in errors)  # no patient data
+
+
+async def test_requeue_failed_puts_refused_items_back_and_they_arrive_once(
+        practice: Practice) -> None:
+    practice.inbox.fail_rate = 0.0
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    keys = seed(journal, practice.tmp, 20, refuse_every=5)
+    journal.close()
+    controller = await running(practice)
+    try:
+        await controller.switch(Mode.NORMAL, by="ops", via=Via.CLI, reason="")
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=60)
+        failed = await asyncio.to_thread(controller.journal.inbox_items, ItemState.FAILED)
+        assert failed
+        practice.inbox.refuse = lambda doc: False  # the inbox's side is fixed
+        status, out = await backline(practice, "attempts", "--requeue-failed")
+        assert status == 0 and out.startswith(f"{len(failed)} item(s) the inbox refused")
+        await controller.inbox.drained(within=60)
+    finally:
+        await stop(controller)
+    assert sorted(practice.inbox.keys()) == sorted(
+        "backline-" + __import__("hashlib").sha256(k.encode()).hexdigest()[:40] for k in keys)
+    filed = [d["key"] for d in practice.inbox.items()]
+    assert sorted(filed) == sorted(keys)  # every item once
+    assert filed[-len(failed):] == [i.key for i in failed]  # the requeued, in their order
+    journal = practice.journal()
+    try:
+        assert journal.inbox_counts() == {"delivered": 20}
+        assert all(a.delivery is Delivery.DELIVERED for a in journal.attempts(limit=1000))
+    finally:
+        journal.close()
+
+
+# -- `backline outage end` with nobody delivering ------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_outage_end_stops_watching_when_nothing_moves(tmp_path: Path) -> None:
+    import io
+
+    from notifier.inbox_progress import watch_drain
+
+    journal = open_journal(f"sqlite://{tmp_path}/journal.db")
+    try:
+        engage(journal, Mode.OUTAGE)
+        seed(journal, tmp_path, 5)
+        engage(journal, Mode.NORMAL)  # no controller runs to deliver them
+        out = io.StringIO()
+        status = watch_drain(journal, out, tty=False, has_inbox=True,
+                             local=lambda t: t.isoformat(), stall_after=1.0)
+    finally:
+        journal.close()
+    assert status == 0
+    assert out.getvalue().splitlines()[-1].startswith(
+        "5 still held; the controller keeps delivering them")
+
+
+# -- one drain per journal, even with two controllers on one host --------------------------------
+
+
+async def test_two_drains_on_one_journal_post_each_item_once_in_order(
+        practice: Practice) -> None:
+    from notifier.inbox import InboxDrain
+    from telephony.ownership import OwnershipBook
+
+    practice.inbox.fail_rate = 0.0
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    keys = seed(journal, practice.tmp, 40)
+    engage(journal, Mode.NORMAL)
+    journal.close()
+    journals = [await asyncio.to_thread(practice.journal) for _ in range(2)]
+    book = OwnershipBook(practice.directory())
+    drains = [InboxDrain(j, book, practice.inbox.url, TOKEN, lambda: Mode.NORMAL,
+                         lambda: datetime.now(UTC), backoff=FAST) for j in journals]
+    assert drains[0].holder != drains[1].holder
+    try:
+        for d in drains:
+            d.start()
+        await practice.inbox.wait_for(40, within=60)
+    finally:
+        for d in drains:
+            await d.close()
+        for j in journals:
+            j.close()
+    assert practice.inbox.requests == 40  # each item POSTed once: never by both
+    assert_exactly_once_in_order(practice, keys)
+
+
+def test_a_dead_holder_on_this_host_is_known_dead_and_a_live_one_is_not() -> None:
+    from notifier.inbox import holder_is_dead, process_holder
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    host = __import__("socket").gethostname()
+    assert holder_is_dead(f"{host}:{proc.stdout.strip()}:abcd")  # exited: take over at once
+    assert not holder_is_dead(process_holder())  # this process
+    assert not holder_is_dead(f"{host}:1:abcd")  # running (init)
+    assert not holder_is_dead("other-host:12345:abcd")  # cannot tell: wait for the lease
+    assert not holder_is_dead("node:old-style")
+
+
+# -- an SMS held in normal mode goes at once ------------------------------------------------------
+
+
+async def test_an_attempt_held_in_normal_mode_wakes_the_drain(practice: Practice) -> None:
+    practice.inbox.fail_rate = 0.0
+    controller = await running(practice)
+    try:
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=30)  # empty: the drain naps (up to 30 s)
+        attempt = NewAttempt("sms:normal-held", datetime.now(UTC), AttemptKind.SMS,
+                             Mode.NORMAL, "+15550109999", MAIN, Outcome.RECEIVED,
+                             text="refill please", delivery=Delivery.HELD)
+        assert await controller.record_attempt(attempt)
+        await practice.inbox.wait_for(1, within=10)  # well before the nap ends
+    finally:
+        await stop(controller)
+    assert practice.inbox.keys() == [
+        "backline-" + __import__("hashlib").sha256(b"attempt:sms:normal-held").hexdigest()[:40]]
+
+
+# -- a fax file that cannot be read ---------------------------------------------------------------
+
+
+async def test_only_a_fax_file_missing_on_its_own_node_is_refused(practice: Practice) -> None:
+    from notifier.inbox import InboxDrain
+    from telephony.ownership import OwnershipBook
+
+    practice.inbox.fail_rate = 0.0
+    journal = await asyncio.to_thread(practice.journal)
+    at = datetime.now(UTC)
+    a_dir = practice.tmp / "a-directory.pdf"
+    a_dir.mkdir()
+    faxes = {
+        "here": ("node-a", str(practice.tmp / "gone.pdf")),  # recorded here, gone: refused
+        "there": ("node-b", str(practice.tmp / "on-b.pdf")),  # on node b's disk: later
+        "unreadable": ("node-a", str(a_dir)),  # an I/O problem ops can fix: later
+    }
+    for i, (name, (node, file)) in enumerate(faxes.items()):
+        journal.record_attempt(NewAttempt(
+            f"fax:{name}", at + timedelta(seconds=i), AttemptKind.FAX, Mode.OUTAGE,
+            "+15550100001", MAIN, Outcome.RECEIVED, file=file, node=node,
+            delivery=Delivery.HELD))
+    drain = InboxDrain(journal, OwnershipBook(practice.directory()), practice.inbox.url, TOKEN,
+                       lambda: Mode.NORMAL, lambda: datetime.now(UTC), backoff=FAST,
+                       node="node-a")
+    try:
+        journal.enqueue_held()
+        for item in journal.next_inbox_items():
+            await drain._deliver(item)
+        await drain._record_accepted()
+        states = {i.key: (i.state, i.last_error) for i in journal.inbox_items()}
+    finally:
+        await drain.close()
+        journal.close()
+    assert states["attempt:fax:here"][0] is ItemState.FAILED
+    assert states["attempt:fax:there"] == (ItemState.HELD,
+                                           "the fax file is not on this node "
+                                           "(No such file or directory)")
+    assert states["attempt:fax:unreadable"][0] is ItemState.HELD
+    assert practice.inbox.requests == 0
+
+
+async def test_the_drain_lease_is_renewed_while_a_long_try_runs(
+        practice: Practice, monkeypatch: pytest.MonkeyPatch) -> None:
+    import notifier.inbox
+    from notifier.inbox import InboxDrain
+    from telephony.ownership import OwnershipBook
+
+    lease = 0.4
+    monkeypatch.setattr(notifier.inbox, "LEASE_SECONDS", lease)
+    practice.inbox.fail_rate = 0.0
+    practice.inbox.hold = asyncio.Event()  # the inbox takes its time over the first item
+    journal = await asyncio.to_thread(practice.journal)
+    engage(journal, Mode.OUTAGE)
+    keys = seed(journal, practice.tmp, 3)
+    engage(journal, Mode.NORMAL)
+    drain = InboxDrain(journal, OwnershipBook(practice.directory()), practice.inbox.url, TOKEN,
+                       lambda: Mode.NORMAL, lambda: datetime.now(UTC), backoff=FAST)
+    other = await asyncio.to_thread(practice.journal)
+    try:
+        drain.start()
+        await practice.inbox.wait_for_requests(1, within=30)
+        await asyncio.sleep(3 * lease)  # the try outlasts the lease it started with ...
+        now = datetime.now(UTC)
+        # ... and yet nobody else may start draining: the lease was renewed meanwhile.
+        assert not other.claim_drain("another:1:x", now, now + timedelta(seconds=60))
+        practice.inbox.hold.set()
+        await drain.drained(within=30)
+    finally:
+        await drain.close()
+        journal.close()
+        other.close()
+    assert practice.inbox.requests == 3
+    assert_exactly_once_in_order(practice, keys)

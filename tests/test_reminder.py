@@ -12,6 +12,7 @@ when the outage was engaged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -356,3 +357,62 @@ async def test_a_reminder_holds_no_patient_data_nor_the_reason(
         for spelling in spellings(secret):
             for where, text in haystacks.items():
                 assert spelling.lower() not in text, f"{what} ({spelling!r}) in {where}"
+
+
+# -- several controllers on one journal ---------------------------------------------------------
+
+
+async def second_reminders(site: Site) -> OutageReminders:
+    """Another controller's reminder task on the site's journal (its own connection)."""
+    from notifier.reminder_service import reminders_for
+    from telephony.journal import open_journal
+
+    assert site.controller is not None
+    directory = config.load(site.tmp / "practice.yaml").directory
+    journal = open_journal(directory.connections.storage.url)
+    controller = site.controller
+    other = reminders_for(directory, journal, site.clock, lambda: controller.state,
+                          lambda: controller._changed)
+    assert other is not None and other.holder != reminders_of(site).holder
+    other.start()
+    return other
+
+
+async def test_two_controllers_on_one_journal_send_each_reminder_once(site: Site) -> None:
+    other = await second_reminders(site)
+    try:
+        await switch_to(site, Mode.OUTAGE)
+        site.clock.advance(INTERVAL)
+        for _ in range(3):  # both look, at the same time, several times
+            await asyncio.gather(reminders_of(site).settle(), other.settle())
+        emails = await site.sink.wait_for(EMAILS)
+        texts = await site.gateway.wait_for_sent(len(ALERT_SMS))
+        assert by_recipient(emails) == {e: 1 for e in ALERT_EMAILS}
+        assert Counter(t.to for t in texts) == {n: 1 for n in ALERT_SMS}
+        assert len(site.sink.received) == EMAILS and len(site.gateway.sent) == len(ALERT_SMS)
+    finally:
+        await other.close()
+        other.journal.close()
+
+
+async def test_a_claim_whose_sender_died_is_taken_over_when_its_lease_runs_out(
+        site: Site) -> None:
+    from notifier.reminder_service import CLAIM_SECONDS
+
+    assert site.journal is not None
+    await switch_to(site, Mode.OUTAGE)
+    site.clock.advance(INTERVAL)
+    slot = Slot(T0, 1, T0 + timedelta(seconds=INTERVAL))
+    first = f"email:{ALERT_EMAILS[0]}"
+    # Another controller claimed the first address's reminder, then died before sending it.
+    assert site.journal.claim_lease("reminder " + reminder.audit_detail(slot, first),
+                                    "elsewhere:4242:dead", site.clock(),
+                                    site.clock() + timedelta(seconds=CLAIM_SECONDS))
+    await reminders_of(site).settle()
+    emails = await site.sink.wait_for(EMAILS - 1)
+    assert by_recipient(emails) == {e: 1 for e in ALERT_EMAILS[1:]}  # not the claimed one
+    site.clock.advance(CLAIM_SECONDS)
+    await reminders_of(site).settle()
+    emails = await site.sink.wait_for(EMAILS)
+    assert by_recipient(emails) == {e: 1 for e in ALERT_EMAILS}
+    await quiet(site, EMAILS, len(ALERT_SMS))

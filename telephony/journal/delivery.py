@@ -39,7 +39,10 @@ class ItemState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class HeldEmail:
-    """An email as the SMTP listener took it in: ``data`` byte for byte."""
+    """An email as the SMTP listener took it in: ``data`` byte for byte.  Queue and list
+    queries leave ``data`` empty (b""): a backlog of big emails must not sit in memory at
+    once; :meth:`InboxJournal.held_email_data` reads one when it is sent.  Once the inbox
+    accepted it, the journal keeps no body at all."""
 
     id: int
     received_at: datetime
@@ -69,7 +72,7 @@ _ITEM_COLUMNS = ("i.id, i.item_key, i.kind, i.received_at, i.state, i.tries, i.n
                  "i.last_error, i.accepted_at, i.attempt_id, i.email_id")
 _ATTEMPT_COLUMNS = ("a.id, a.key, a.at, a.kind, a.mode, a.sender, a.recipient, a.outcome, "
                     "a.text, a.file, a.detail, a.node, a.delivery")
-_EMAIL_COLUMNS = "e.id, e.received_at, e.mail_from, e.rcpt_to, e.data_b64"
+_EMAIL_COLUMNS = "e.id, e.received_at, e.mail_from, e.rcpt_to"  # not the body: see HeldEmail
 
 
 class InboxJournal:
@@ -117,15 +120,47 @@ class InboxJournal:
 
     # -- the drain's lease -----------------------------------------------------------------
 
-    def claim_drain(self, holder: str, now: datetime, until: datetime) -> bool:
+    def claim_drain(self, holder: str, now: datetime, until: datetime, *,
+                    dead: str = "") -> bool:
         """Take (or keep) the drain lease for ``holder`` until ``until``; False if another
-        holder's lease is still running."""
+        holder's lease is still running.  ``dead``: a holder known to be gone (its process
+        no longer runs), whose lease is taken even before it expires, if it still holds it."""
         with self._lock, self._transaction() as cur:
             cur.execute(self._q(
                 "UPDATE inbox_lease SET holder = ?, lease_until = ? "
-                "WHERE name = ? AND (holder = ? OR lease_until <= ?) RETURNING name"),
-                (holder, _base.to_text(until), DRAIN_LEASE, holder, _base.to_text(now)))
+                "WHERE name = ? AND (holder = ? OR lease_until <= ? OR holder = ?) "
+                "RETURNING name"),
+                (holder, _base.to_text(until), DRAIN_LEASE, holder, _base.to_text(now),
+                 dead or holder))
             return cur.fetchone() is not None
+
+    def claim_lease(self, name: str, holder: str, now: datetime, until: datetime) -> bool:
+        """Take (or keep) the lease ``name`` (another row of ``inbox_lease``, made on first
+        use) for ``holder`` until ``until``; False while another holder's lease runs.  For
+        work that one controller of several must do once (an outage reminder)."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q(
+                "INSERT INTO inbox_lease (name, holder, lease_until) VALUES (?, '', '') "
+                "ON CONFLICT DO NOTHING"), (name,))
+            cur.execute(self._q(
+                "UPDATE inbox_lease SET holder = ?, lease_until = ? "
+                "WHERE name = ? AND (holder = ? OR lease_until <= ?) RETURNING name"),
+                (holder, _base.to_text(until), name, holder, _base.to_text(now)))
+            return cur.fetchone() is not None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease ``name`` up (its row goes), if ``holder`` still holds it."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("DELETE FROM inbox_lease WHERE name = ? AND holder = ? "
+                                "AND name <> ?"), (name, holder, DRAIN_LEASE))
+
+    def drain_holder(self) -> str:
+        """Who holds (or last held) the drain lease; "" if nobody ever did."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("SELECT holder FROM inbox_lease WHERE name = ?"),
+                        (DRAIN_LEASE,))
+            row = cur.fetchone()
+            return str(row[0]) if row is not None else ""
 
     def release_drain(self, holder: str) -> None:
         with self._lock, self._transaction() as cur:
@@ -146,6 +181,30 @@ class InboxJournal:
         rows = self._items(f"{where}ORDER BY i.received_at DESC, i.id DESC LIMIT ?",
                            (*params, limit))
         return rows[::-1]
+
+    def held_email_data(self, email_id: int) -> bytes:
+        """One held email's bytes, as taken in (b"" once the inbox accepted it)."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("SELECT data_b64 FROM held_emails WHERE id = ?"), (email_id,))
+            row = cur.fetchone()
+        if row is None:
+            raise KeyError(f"no held email {email_id}")
+        return base64.b64decode(row[0])
+
+    def requeue_failed(self) -> int:
+        """Put every item the inbox refused back in the queue (their attempts back to
+        ``held``), for when the cause is fixed; return how many.  They go out in their
+        received order again, so ahead of later items."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q(
+                "UPDATE attempts SET delivery = ? WHERE id IN (SELECT attempt_id FROM "
+                "inbox_items WHERE state = ? AND attempt_id IS NOT NULL)"),
+                (Delivery.HELD.value, ItemState.FAILED.value))
+            cur.execute(self._q(
+                "UPDATE inbox_items SET state = ?, next_try_at = '' WHERE state = ? "
+                "RETURNING id"),
+                (ItemState.HELD.value, ItemState.FAILED.value))
+            return len(cur.fetchall())
 
     def _items(self, tail: str, params: Sequence[Any]) -> list[InboxItem]:
         with self._lock, self._transaction() as cur:
@@ -186,6 +245,12 @@ class InboxJournal:
             "UPDATE attempts SET delivery = ? WHERE id = "
             "(SELECT attempt_id FROM inbox_items WHERE id = ? AND state = ?)"),
             (delivery.value, item_id, state.value))
+        if state is ItemState.DELIVERED:
+            # The inbox has it: patient mail should not stay in the journal (or its backups).
+            cur.execute(self._q(
+                "UPDATE held_emails SET data_b64 = '' WHERE id = "
+                "(SELECT email_id FROM inbox_items WHERE id = ? AND state = ?)"),
+                (item_id, state.value))
 
     def inbox_retry(self, item_id: int, next_try_at: datetime, reason: str) -> None:
         """A try that did not reach acceptance (timeout, 5xx, connection lost)."""
@@ -222,10 +287,9 @@ def _item(row: Sequence[Any]) -> InboxItem:
     attempt = _base._attempt(row[11:24]) if attempt_id is not None else None
     email = None
     if email_id is not None:
-        e_id, e_at, mail_from, rcpt_to, data_b64 = row[24:29]
+        e_id, e_at, mail_from, rcpt_to = row[24:28]
         email = HeldEmail(int(e_id), _base.from_text(e_at), mail_from,
-                          tuple(r for r in str(rcpt_to).split("\n") if r),
-                          base64.b64decode(data_b64))
+                          tuple(r for r in str(rcpt_to).split("\n") if r), b"")
     return InboxItem(int(id_), key, kind, _base.from_text(received_at), ItemState(state),
                      int(tries), _base.from_text(next_try_at) if next_try_at else None,
                      last_error, _base.from_text(accepted_at) if accepted_at else None,

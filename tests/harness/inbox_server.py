@@ -44,6 +44,7 @@ class InboxServer:
         self._conn: sqlite3.Connection | None = None  # the endpoint's, while it runs
         self._changed = asyncio.Condition()
         self.requests = 0
+        self.hold: asyncio.Event | None = None  # if set: answer each POST only once it is set
         self.failures = {"before": 0, "dropped": 0, "after": 0, "refused": 0}
         self.refused_keys: Counter[str] = Counter()  # 422s answered, by idempotency key
         db = self._db()
@@ -134,9 +135,19 @@ class InboxServer:
 
     # -- the endpoint ------------------------------------------------------------------------
 
+    async def wait_for_requests(self, count: int, within: float) -> None:
+        """Until at least ``count`` POSTs came in, answered or not (TimeoutError after
+        ``within`` s)."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: self.requests >= count)
+
     async def _post(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        async with self._changed:
+            self._changed.notify_all()
         body = await request.read()
+        if self.hold is not None:  # a slow inbox (a big fax on a slow link)
+            await self.hold.wait()
         if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.json_response({"error": "unauthorized"}, status=401)
         key = request.headers.get("Idempotency-Key", "")
