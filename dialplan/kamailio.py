@@ -2,13 +2,17 @@
 
 The carrier sends every call to Kamailio (Debian's ``kamailio``, 5.6), which hands each new
 dialog to the next node in turn (the dispatcher module's round robin) and stays in the path
-(Record-Route) for the rest of it.  A node that does not answer within ``answer_timeout_ms``,
-or answers 408/500/503, is marked inactive and the call goes to the next node, so a node that
-died costs the caller a short delay, not the call.  Inactive nodes are probed with OPTIONS
-every ``probe_seconds`` and come back when they answer.
+(Record-Route) for the rest of it.  A node that does not reply at all within
+``answer_timeout_ms`` is marked inactive and the call goes to the next node, so a node that
+died costs the caller a short delay, not the call; one that answers 500/503 has the call
+re-sent to the next node but stays in service.  A call still ringing when the INVITE timer
+runs out (a reply came, so the node is alive) is not re-sent and marks nothing down.
+Inactive nodes are probed with OPTIONS every ``probe_seconds`` and come back when they answer.
 
 REGISTERs are refused here: a desk phone registers with its own node, because a node rings the
-phones registered with it.
+phones registered with it.  (So in normal mode a call reaches only the phones registered with
+the node it was dispatched to: Kamailio as the registrar is not built.)  Initial INVITEs from
+anyone but the carrier are refused too: the nodes recognise the carrier by Kamailio's address.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dialplan.asterisk import RenderedFile
 from telephony.model import HostPort
 
 _NODE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")  # an Asterisk systemname too
+_HOST = re.compile(r"[A-Za-z0-9.:-]+")
 DISPATCHER_SET = 1
 
 
@@ -35,7 +40,7 @@ class Node:
     def __post_init__(self) -> None:
         if not _NODE_NAME.fullmatch(self.name):
             raise ValueError(f"node name {self.name!r}: lower-case letters, digits and -")
-        if not re.fullmatch(r"[A-Za-z0-9.:-]+", self.sip.host):
+        if not _HOST.fullmatch(self.sip.host):
             raise ValueError(f"node {self.name}: {self.sip.host!r} is not a host name or address")
         if not 0 < self.sip.port < 65536:
             raise ValueError(f"node {self.name}: port {self.sip.port} out of range")
@@ -54,9 +59,14 @@ def dispatcher_list(nodes: Sequence[Node]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def kamailio_cfg(listen: HostPort, list_file: str, module_dir: str, *,
-                 answer_timeout_ms: int = 1500, probe_seconds: int = 2) -> str:
-    """kamailio.cfg: stateless checks, then the dispatcher with fail-over."""
+def kamailio_cfg(listen: HostPort, list_file: str, module_dir: str, *, carrier: str,
+                 answer_timeout_ms: int = 1500, ring_timeout_ms: int = 120_000,
+                 probe_seconds: int = 2) -> str:
+    """kamailio.cfg: stateless checks, then the dispatcher with fail-over.  Only ``carrier``
+    (the trunk's host) may start a call: the nodes recognise the carrier by Kamailio's
+    address, so Kamailio must not relay anyone else's INVITE."""
+    if not _HOST.fullmatch(carrier):
+        raise ValueError(f"carrier {carrier!r} is not a host name or address")
     return f"""#!KAMAILIO
 # Rendered by Backline (dialplan/kamailio.py).  Calls are spread over the PBX nodes in
 # {list_file}; see that module for why each line is here.
@@ -86,7 +96,7 @@ loadmodule "sanity.so"
 loadmodule "dispatcher.so"
 
 modparam("tm", "fr_timer", {answer_timeout_ms})
-modparam("tm", "fr_inv_timer", 120000)
+modparam("tm", "fr_inv_timer", {ring_timeout_ms})
 modparam("rr", "enable_full_lr", 1)
 modparam("dispatcher", "list_file", "{list_file}")
 modparam("dispatcher", "flags", 2)
@@ -137,6 +147,11 @@ request_route {{
         sl_send_reply("403", "Register with your own PBX node");
         exit;
     }}
+    # The nodes take every INVITE from here as the carrier's: relay only the carrier's.
+    if (is_method("INVITE") && !(src_ip == {carrier})) {{
+        sl_send_reply("403", "Calls come from the carrier only");
+        exit;
+    }}
     remove_hf("Route");
     record_route();
     # Round robin over the set; the other nodes are kept for fail-over.
@@ -155,8 +170,13 @@ failure_route[NEXT_NODE] {{
     if (t_is_canceled()) {{
         exit;
     }}
-    if (t_branch_timeout() || t_check_status("408|500|503")) {{
-        ds_mark_dst("ip");  # inactive, probed until it answers again
+    # A node that refused (500/503) or never replied at all is tried no further; a branch
+    # that timed out after a provisional reply was a call still ringing: it stays failed,
+    # and the node stays in service.
+    if (t_check_status("500|503") || (t_branch_timeout() && !t_branch_replied())) {{
+        if (t_branch_timeout() && !t_branch_replied()) {{
+            ds_mark_dst("ip");  # silent: inactive, probed until it answers again
+        }}
         if (ds_next_dst()) {{
             t_on_failure("NEXT_NODE");
             t_relay();
@@ -168,11 +188,13 @@ failure_route[NEXT_NODE] {{
 
 
 def render_kamailio(listen: HostPort, nodes: Sequence[Node], config_dir: str,
-                    module_dir: str = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
-                    ) -> list[RenderedFile]:
+                    module_dir: str = "/usr/lib/x86_64-linux-gnu/kamailio/modules", *,
+                    carrier: str, ring_timeout_ms: int = 120_000) -> list[RenderedFile]:
     """kamailio.cfg and dispatcher.list, to be written into ``config_dir``."""
     list_file = f"{config_dir.rstrip('/')}/dispatcher.list"
-    return [RenderedFile("kamailio.cfg", kamailio_cfg(listen, list_file, module_dir)),
+    return [RenderedFile("kamailio.cfg", kamailio_cfg(listen, list_file, module_dir,
+                                                      carrier=carrier,
+                                                      ring_timeout_ms=ring_timeout_ms)),
             RenderedFile("dispatcher.list", dispatcher_list(nodes))]
 
 
@@ -192,11 +214,12 @@ def parse_node(text: str) -> Node:
     return Node(name, parse_host_port(address, f"--node {name}"))
 
 
-def write_kamailio(out: Path, listen: str, nodes: Sequence[str], config_dir: str) -> int:
+def write_kamailio(out: Path, listen: str, nodes: Sequence[str], config_dir: str,
+                   carrier: str) -> int:
     """Validate the command line's Kamailio options, then write its files into ``out``;
     return how many.  Raises ValueError (nothing written) on a bad option."""
     files = render_kamailio(parse_host_port(listen, "--kamailio"),
-                            [parse_node(n) for n in nodes], config_dir)
+                            [parse_node(n) for n in nodes], config_dir, carrier=carrier)
     out.mkdir(parents=True, exist_ok=True)
     for f in files:
         (out / f.name).write_text(f.text)

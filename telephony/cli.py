@@ -146,6 +146,14 @@ def cmd_attempts(args: argparse.Namespace) -> int:
     directory = _load(args.config)
     since = parse_since(args.since, datetime.now(UTC)) if args.since else None
     journal = open_journal(directory.connections.storage.url)
+    if args.requeue_failed:
+        try:
+            n = journal.requeue_failed()
+        finally:
+            journal.close()
+        print(f"{n} item(s) the inbox refused are held again; the controller delivers them in "
+              "the order received")
+        return 0
     try:
         rows = journal.attempts(since=since, limit=args.limit)
         queued = journal.item_of_attempts([a.id for a in rows])  # inbox delivery, if queued
@@ -231,8 +239,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         from dialplan.kamailio import write_kamailio
 
         try:
+            pbx_ = directory.connections.pbx
             count = write_kamailio(out / "kamailio", args.kamailio or "", args.node,
-                                   args.kamailio_dir)
+                                   args.kamailio_dir, pbx_.trunk.host if pbx_ else "")
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         print(f"rendered {count} Kamailio files into {out / 'kamailio'}")
@@ -253,6 +262,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         pbx = asterisk_pbx(directory)
         secrets_path = Path(args.secrets or pbx.secrets_file).absolute()
         files = render_files(directory, secrets_path, str(out / "announcement"))
+        if args.kamailio:  # every carrier INVITE now arrives from Kamailio's address
+            from dialplan.asterisk import RenderedFile, pjsip_conf
+            from dialplan.kamailio import parse_host_port
+
+            proxy = parse_host_port(args.kamailio, "--kamailio").host
+            files = [RenderedFile(f.name, pjsip_conf(directory, pbx, proxy), f.private)
+                     if f.name == "pjsip.conf" else f for f in files]
         render_announcement(directory.backup.announcement, out / "announcement.wav",
                             Path(directory.source).parent)
     except (SecretMissing, AnnouncementError) as exc:
@@ -358,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "an ISO 8601 time")
     p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")
     p.add_argument("--json", action="store_true", help="machine-readable output for scripts")
+    p.add_argument("--requeue-failed", action="store_true",
+                   help="put the items the inbox refused back in its queue (once the cause "
+                   "is fixed), then exit")
     p.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
     return parser
 

@@ -528,9 +528,20 @@ class _Reader:
             return None
         self.keys(node, "connections", ["pbx", "smtp", "sms_gateway", "inbox", "pages",
                                         "storage", "email_intake"])
+        storage = self.storage(node, base)
+        pbx = self.pbx(node)
+        pbx_map = _get(node, "pbx")
+        if isinstance(pbx, AsteriskPbx) and isinstance(pbx_map, YMap) \
+                and _get(pbx_map, "node") is None and storage.url.startswith("postgres"):
+            # Nodes sharing a journal tell their calls apart by the node name (Asterisk's
+            # systemname in every uniqueid): without it two nodes' calls can share a key and
+            # the second call's attempt is dropped as a repeat.
+            self.problem(pbx_map.where, "connections.pbx.node",
+                         "a node name (e.g. node: node1), required with a postgresql:// "
+                         "storage: every node on a shared journal needs its own")
         return Connections(
-            storage=self.storage(node, base),
-            pbx=self.pbx(node),
+            storage=storage,
+            pbx=pbx,
             smtp=self._section(node, "smtp", self.smtp),
             sms_gateway=self._section(node, "sms_gateway", self.sms_gateway),
             inbox=self._section(node, "inbox", self.inbox),
@@ -552,7 +563,18 @@ class _Reader:
                         "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://...")
         url = url or default
         if url.startswith("postgresql://") or url.startswith("postgres://"):
-            if re.match(r"postgres(ql)?://[^/@]*:[^/@]*@", url):
+            # libpq's own parsing: a password as user:pw@ or as ?password= is the same key.
+            from psycopg import Error as PsycopgError
+            from psycopg.conninfo import conninfo_to_dict
+
+            try:
+                fields = conninfo_to_dict(url)
+            except PsycopgError:
+                self.problem(_where_of(node, "url"), "connections.storage.url",
+                             "a PostgreSQL URL libpq accepts: postgresql://USER@HOST:PORT/DB "
+                             "(query parameters only those libpq knows)")
+                return Storage(url)
+            if "password" in fields:
                 self.problem(_where_of(node, "url"), "connections.storage.url",
                              "no password in the URL: use PGPASSWORD or a .pgpass file")
             return Storage(url)

@@ -18,11 +18,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from telephony import config as config_mod
@@ -69,10 +71,11 @@ def docker_compose(tmp_path: Path) -> Iterator[list[str]]:
 
 def resolved(docker_compose: list[str], compose_file: Path, secrets_dir: Path
              ) -> subprocess.CompletedProcess[str]:
+    """`docker compose config`, relative paths resolved from docker/ wherever the file is."""
     env = {**os.environ, "BACKLINE_SECRETS_DIR": str(secrets_dir)}
-    return subprocess.run([*docker_compose, "-f", str(compose_file), "config", "--format",
-                           "json"], capture_output=True, text=True, env=env, timeout=60,
-                          check=False)
+    return subprocess.run([*docker_compose, "-f", str(compose_file), "--project-directory",
+                           str(DOCKER), "config", "--format", "json"], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
 
 
 def practice() -> Directory:
@@ -131,19 +134,23 @@ def test_compose_file_validates_and_matches_the_practice_config(
                 assert key.endswith("_FILE") and value.startswith("/run/secrets/"), (name, key)
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == \
         "/run/secrets/journal_password"
+    # The journal role is made by our init script, not as the image's superuser.
+    assert "POSTGRES_USER" not in services["postgres"]["environment"]
+    assert {(v["source"], v["target"]) for v in services["postgres"]["volumes"]
+            if v["type"] == "bind"} == {(str(DOCKER / "postgres-init.sh"),
+                                         "/docker-entrypoint-initdb.d/10-backline.sh")}
     assert services["controller"]["environment"]["JOURNAL_PASSWORD_FILE"] == \
         "/run/secrets/journal_password"
 
 
 def test_a_broken_compose_file_is_refused(docker_compose: list[str], tmp_path: Path) -> None:
     """The validation is real: a wrong value in the same file fails it, naming the field."""
-    broken = DOCKER / f".broken-{os.getpid()}.yaml"  # beside the original: same ../ context
+    broken = tmp_path / "compose.yaml"  # not in the source tree; paths still from docker/
     broken.write_text(COMPOSE.read_text().replace("condition: service_healthy",
                                                   "condition: service_happy"))
-    try:
-        done = resolved(docker_compose, broken, tmp_path)
-    finally:
-        broken.unlink()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    done = resolved(docker_compose, broken, secrets)
     assert done.returncode != 0
     assert "services.controller.depends_on.postgres.condition" in done.stderr
 
@@ -188,7 +195,7 @@ def test_the_entrypoints_pass_shellcheck() -> None:
         pytest.fail("shellcheck is not installed: install the Debian package `shellcheck` "
                     "(scripts/setup.sh does)", pytrace=False)
     scripts = sorted(DOCKER.glob("*.sh"))
-    assert len(scripts) == 2
+    assert len(scripts) == 3
     done = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 0, done.stdout
@@ -231,3 +238,38 @@ def test_the_controller_entrypoint_hands_the_password_secret_to_libpq(
     assert refused.returncode == 1
     assert "password authentication failed" in refused.stderr
     assert "not-the-password" not in refused.stderr + refused.stdout
+
+
+def test_the_postgres_init_script_makes_the_journal_role_no_superuser(tmp_path: Path) -> None:
+    """docker/postgres-init.sh, run for real on a fresh server (as the image runs it, over
+    the local socket as the superuser): `backline` logs in over TCP with the secret's
+    password, owns its database, and is not a superuser; the superuser has no password left."""
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="backline-pg-")))
+    try:
+        server.init()
+        server.start()
+        with server.admin() as conn:
+            conn.execute("ALTER ROLE postgres PASSWORD 'initial-from-the-image'")
+        password = "it's a \\secret"
+        secret = tmp_path / "journal_password"
+        secret.write_text(password + "\n")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGHOST": str(server.socket_dir),
+               "PGPORT": str(server.port), "JOURNAL_PASSWORD_FILE": str(secret)}
+        done = subprocess.run(["sh", str(DOCKER / "postgres-init.sh")], capture_output=True,
+                              text=True, env=env, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert password not in done.stdout + done.stderr
+        with psycopg.connect(host="127.0.0.1", port=server.port, user="backline",
+                             password=password, dbname="backline") as conn:
+            row = conn.execute("SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, "
+                               "pg_get_userbyid(d.datdba) FROM pg_roles r, pg_database d "
+                               "WHERE r.rolname = current_user AND d.datname = "
+                               "current_database()").fetchone()
+            assert row == (False, False, False, "backline")
+            conn.execute("CREATE TABLE attempts_probe (id integer)")  # it owns its schema
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(host="127.0.0.1", port=server.port, user="postgres",
+                            password="initial-from-the-image", dbname="postgres")
+    finally:
+        server.stop()
+        server.cleanup()

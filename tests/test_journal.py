@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
 
 from notifier.gather import GatherPolicy
@@ -30,6 +34,7 @@ from telephony.journal import (
     StaleMode,
     open_journal,
 )
+from telephony.journal.postgres import _redacted
 from telephony.journal.schema import LATEST
 from telephony.outage import Mode, ModeChange, ModeState, Via
 from tests.harness.postgres import JournalBackend, PostgresServer, running_server
@@ -313,17 +318,69 @@ def test_postgres_reconnects_after_a_server_restart() -> None:
         mp.setenv("PGPASSFILE", str(server.passfile))
         journal = open_journal(server.new_database("restart"))
         journal.record_attempt(attempt("before"))
+        port = server.port
         server.stop()
         server.start()
-        # The call that finds the old connection dead fails as the journal failing (callers
-        # retry those); the next one is on a new connection.
-        try:
-            journal.record_attempt(attempt("after"))
-        except JournalError as exc:
-            assert "127.0.0.1" in str(exc)
-            journal.record_attempt(attempt("after"))
+        assert server.port == port  # the journal's URL still names it
+        # The first call after the restart finds the old connection dead at BEGIN, before
+        # anything of it ran: it reconnects and succeeds, nothing is lost or doubled.
+        assert journal.record_attempt(attempt("after"))
         assert [a.key for a in journal.attempts()] == ["before", "after"]
         journal.close()
+
+
+def test_postgres_a_statement_stuck_behind_a_lock_fails_instead_of_hanging(
+        postgres_server: PostgresServer) -> None:
+    """lock_timeout (and statement_timeout) bound a journal call: a stuck one fails as the
+    journal failing, which callers handle, instead of holding every other call behind it."""
+    url = postgres_server.new_database("lock_timeout")
+    journal = open_journal(url)
+    journal.record_attempt(attempt("first"))
+    with psycopg.connect(url) as blocker:
+        blocker.execute("LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(JournalError, match="lock timeout"):
+            journal.record_attempt(attempt("blocked"))
+        assert time.monotonic() - started < 30
+    assert journal.record_attempt(attempt("blocked"))  # the lock gone, it goes through
+    # The connection also carries TCP keepalives and a user timeout for a silent drop.
+    params = journal._conn.info.get_parameters()  # type: ignore[attr-defined]
+    assert (params["keepalives"], params["keepalives_idle"], params["tcp_user_timeout"]) == (
+        "1", "5", "10000")
+    journal.close()
+
+
+def test_postgres_a_password_in_the_url_query_never_reaches_an_error() -> None:
+    redacted = _redacted("postgresql://backline@db:5432/backline?password=hunter2"
+                         "&sslmode=require")
+    assert "hunter2" not in redacted and "password" not in redacted
+    assert redacted == "postgresql://backline@db:5432/backline?sslmode=require"
+    assert "pw" not in _redacted("postgresql://backline:pw@db/backline")
+    assert "hunter2" not in _redacted("postgresql://backline@db/x?password=hunter2&bogus=1")
+
+
+def test_the_test_server_moves_to_another_port_when_its_port_was_taken() -> None:
+    """Harness: the port picked before initdb may be taken by another xdist worker by the
+    time postgres binds it; the server then starts on a fresh port, with a passfile to match."""
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="backline-pg-")))
+    try:
+        server.init()
+        taken = server.port
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", taken))
+            squatter.listen()
+            server.start()
+        assert server.port != taken
+        assert f"127.0.0.1:{server.port}:" in server.passfile.read_text()
+        server.create_role()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PGPASSFILE", str(server.passfile))
+            journal = open_journal(server.new_database("moved"))
+            assert journal.mode_state() == ModeState.initial()
+            journal.close()
+    finally:
+        server.stop()
+        server.cleanup()
 
 
 def test_postgres_password_comes_from_the_environment(

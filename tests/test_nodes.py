@@ -95,3 +95,41 @@ def test_asterisk_runs_with_the_node_as_its_systemname(node_instance: AsteriskIn
     assert check_uniqueid("node7-1764300000.12") == "node7-1764300000.12"
     with pytest.raises(ValueError):
         AsteriskInstance("x", node_instance.ports, systemname="node 7")
+
+
+def problems_of(path: Path) -> str:
+    with pytest.raises(config_mod.ConfigError) as caught:
+        config_mod.load(path)
+    return "\n".join(map(str, caught.value.problems))
+
+
+def test_a_shared_journal_requires_every_asterisk_node_to_be_named(tmp_path: Path) -> None:
+    """Two unnamed nodes on one PostgreSQL journal would produce the same uniqueids, and the
+    second call's attempt would be dropped as a repeat: `backline check` refuses it."""
+    url = "postgresql://backline@db.maple.example:5432/backline"
+    problems = problems_of(practice(tmp_path, "", url))
+    assert re.search(r"practice\.yaml:\d+: connections\.pbx\.node: a node name .*required "
+                     r"with a postgresql:// storage", problems), problems
+    # Named, it loads; and a single node on SQLite needs no name.
+    pbx = config_mod.load(practice(tmp_path, "    node: node1\n", url)).directory.connections.pbx
+    assert isinstance(pbx, AsteriskPbx) and pbx.node == "node1"
+    config_mod.load(practice(tmp_path, ""))
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://backline@db/backline?password=hunter2",
+    "postgresql://backline:hunter2@db/backline",
+    "postgresql://backline@db/backline?sslmode=require&password=hunter2",
+])
+def test_a_password_anywhere_in_the_journal_url_is_refused(tmp_path: Path, url: str) -> None:
+    problems = problems_of(practice(tmp_path, "    node: node1\n", url))
+    assert re.search(r"practice\.yaml:\d+: connections\.storage\.url: no password in the URL",
+                     problems), problems
+    assert "hunter2" not in problems
+
+
+def test_a_journal_url_libpq_cannot_parse_is_refused(tmp_path: Path) -> None:
+    problems = problems_of(practice(tmp_path, "    node: node1\n",
+                                    "postgresql://backline@db/backline?bogus=1"))
+    assert re.search(r"practice\.yaml:\d+: connections\.storage\.url: a PostgreSQL URL",
+                     problems), problems

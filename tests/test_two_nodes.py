@@ -21,10 +21,10 @@ from dialplan.kamailio import Node
 from telephony.journal import Delivery, Outcome
 from telephony.model import HostPort
 from telephony.outage import Mode
-from tests.harness.kamailio import Kamailio, KamailioMissing, kamailio_binary
+from tests.harness.kamailio import Kamailio, KamailioMissing, free_sip_port, kamailio_binary
 from tests.harness.postgres import PostgresServer
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
-from tests.harness.sipp import free_udp_port, place_calls
+from tests.harness.sipp import place_calls
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(300)]
 
@@ -61,7 +61,7 @@ async def test_two_nodes_behind_kamailio_share_the_outage_and_the_journal(
 
         nodes = [Node("node-a", HostPort("127.0.0.1", a.ports.sip)),
                  Node("node-b", HostPort("127.0.0.1", b.ports.sip))]
-        with Kamailio(tmp_path / "kamailio", HostPort("127.0.0.1", free_udp_port()),
+        with Kamailio(tmp_path / "kamailio", HostPort("127.0.0.1", free_sip_port()),
                       nodes) as kam:
             await asyncio.to_thread(kam.start)
             proxy = ("127.0.0.1", kam.listen.port)
@@ -79,11 +79,14 @@ async def test_two_nodes_behind_kamailio_share_the_outage_and_the_journal(
                                 timeout=60)
             result = await asyncio.to_thread(first.wait, 120)
             assert result.ok and result.successful == 10, first.describe() + kam.log()
-            assert by_node() == {"node-a": 5, "node-b": 5}
+            # Spread over both (round robin; not an exact 5/5, since under load a node slow
+            # to send its 100 Trying within fr_timer has that call failed over).
+            spread = by_node()
+            assert set(spread) == {"node-a", "node-b"} and spread.total() == 10, spread
 
             a.instance.kill()  # node a's Asterisk dies; Kamailio has not noticed yet
             second = place_calls(proxy, tmp_path, DIRECT, from_user="carrier", calls=6,
                                  timeout=60)
             result = await asyncio.to_thread(second.wait, 120)
             assert result.ok and result.successful == 6, second.describe() + kam.log()
-            assert by_node() == {"node-a": 5, "node-b": 11}
+            assert by_node() == {"node-a": spread["node-a"], "node-b": spread["node-b"] + 6}

@@ -15,10 +15,12 @@ before a write returns, whatever the server's default.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from telephony.journal.base import Cursor, JournalError, SqlJournal
 
@@ -26,14 +28,45 @@ from telephony.journal.base import Cursor, JournalError, SqlJournal
 _MIGRATION_LOCK = 0x6261636B6C696E65 >> 1  # "backline", kept within a signed bigint
 
 
+def url_fields(url: str) -> dict[str, Any]:
+    """The connection parameters a ``postgresql://`` URL names (libpq's own parsing, so a
+    ``?password=`` in the query string is seen as one).  Raises psycopg.ProgrammingError."""
+    return conninfo_to_dict(url)
+
+
 def _redacted(url: str) -> str:
-    """The URL without any password, for error messages (a password is refused by the
-    config check, but the CLI and tests may pass URLs straight in)."""
-    scheme, _, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        userinfo, _, host = rest.partition("@")
-        return f"{scheme}://{userinfo.split(':', 1)[0]}@{host}"
-    return url
+    """The URL rebuilt without any password, for error messages (a password is refused by the
+    config check, but the CLI and tests may pass URLs straight in): neither ``user:pw@`` nor
+    ``?password=`` survives."""
+    try:
+        fields = url_fields(url)
+    except psycopg.Error:
+        # Not parseable: keep only scheme, user and host, never the rest of the text.
+        scheme, _, rest = url.partition("://")
+        authority = rest.split("/", 1)[0].split("?", 1)[0]
+        user, at, host = authority.rpartition("@")
+        return f"{scheme}://{user.split(':', 1)[0]}{at}{host}/(unparseable)"
+    user = fields.pop("user", "")
+    host = fields.pop("host", "")
+    port = fields.pop("port", "")
+    dbname = fields.pop("dbname", "")
+    fields.pop("password", None)
+    text = f"postgresql://{f'{user}@' if user else ''}{host}{f':{port}' if port else ''}/{dbname}"
+    if fields:
+        text += "?" + urlencode(sorted(fields.items()))
+    return text
+
+
+# A silent network drop (no RST: a cable, a NAT table, a failed-over address) would otherwise
+# leave a journal call waiting on TCP retransmission for ~15 minutes, holding the journal lock
+# and so every other call.  Keepalives notice an idle dead peer in about 11 s, the user timeout
+# a dead peer with our data unacknowledged in 10 s; the server cuts a statement or lock wait
+# that runs away.  Every one surfaces as OperationalError, i.e. the journal failing.
+SESSION_LIMITS: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+    "options": "-c statement_timeout=10s -c lock_timeout=5s",
+}
 
 
 class PostgresJournal(SqlJournal):
@@ -50,7 +83,8 @@ class PostgresJournal(SqlJournal):
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             conn = psycopg.connect(self.url, autocommit=True, application_name="backline",
-                                   connect_timeout=max(1, round(self._connect_timeout)))
+                                   connect_timeout=max(1, round(self._connect_timeout)),
+                                   **SESSION_LIMITS)
             conn.execute("SET synchronous_commit = on")
             # Times are stored as ISO-8601 text; the session's zone does not enter, but a
             # fixed one keeps anything the server formats the same on every node.
@@ -62,16 +96,34 @@ class PostgresJournal(SqlJournal):
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
-        if self._conn.closed:  # the server restarted or the network dropped: try afresh
+        if self._conn.closed:  # known dead since an earlier failure: try afresh
             self._conn = self._connect()
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
-                yield cur
+            with ExitStack() as stack:
+                self._begin(stack)
+                yield stack.enter_context(self._conn.cursor())
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # Unreachable, restarted, out of disk, a lock wait cut short: nothing of this
             # transaction was committed, and the caller treats it as the journal failing.
             raise JournalError(f"the journal at {_redacted(self.url)} failed: "
                                f"{str(exc).strip()}") from exc
+
+    def _begin(self, stack: ExitStack) -> None:
+        """BEGIN, on a new connection if the current one turns out dead right there.
+
+        A connection only shows it is dead when used: after a server restart the first BEGIN
+        fails.  Nothing of ours has run yet, so reconnecting once and beginning again is safe,
+        and the first journal call after a restart (with group commit, a whole batch of
+        attempts) succeeds instead of failing."""
+        try:
+            stack.enter_context(self._conn.transaction())
+            return
+        except psycopg.OperationalError:
+            if not (self._conn.broken or self._conn.closed):
+                raise
+        self._conn.close()
+        self._conn = self._connect()
+        stack.enter_context(self._conn.transaction())
 
     def _exclusive(self, cur: Cursor, table: str) -> None:
         # SHARE ROW EXCLUSIVE conflicts with itself and with writes, not with plain reads:

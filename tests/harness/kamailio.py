@@ -7,6 +7,8 @@ needs it, naming the package.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -36,6 +38,20 @@ def kamailio_binary() -> tuple[str, str]:
         raise KamailioMissing("kamailio is not installed: install the Debian package "
                               "`kamailio` (scripts/setup.sh does)")
     return binary, str(MODULE_DIRS[-1])
+
+
+def free_sip_port() -> int:
+    """A port free on 127.0.0.1 for both UDP and TCP right now: kamailio.cfg listens on both,
+    and Kamailio exits at start if either is taken."""
+    for _ in range(100):
+        port = sipp.free_udp_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP on loopback")
 
 
 def options_ping(address: HostPort, timeout: float) -> int | None:
@@ -78,12 +94,14 @@ def answering_node(workdir: Path, name: str, talk_ms: int = 200) -> sipp.SippPro
 class Kamailio:
     """One Kamailio in ``workdir`` dispatching to ``nodes`` from ``listen``."""
 
-    def __init__(self, workdir: Path, listen: HostPort, nodes: list[Node]) -> None:
+    def __init__(self, workdir: Path, listen: HostPort, nodes: list[Node],
+                 carrier: str = "127.0.0.1", ring_timeout_ms: int = 120_000) -> None:
         self.binary, module_dir = kamailio_binary()
         self.workdir = workdir
         self.listen = listen
         workdir.mkdir(parents=True, exist_ok=True)
-        for f in render_kamailio(listen, nodes, str(workdir), module_dir):
+        for f in render_kamailio(listen, nodes, str(workdir), module_dir, carrier=carrier,
+                                 ring_timeout_ms=ring_timeout_ms):
             (workdir / f.name).write_text(f.text)
         self.cfg = workdir / "kamailio.cfg"
         self.log_path = workdir / "kamailio.log"
@@ -106,20 +124,31 @@ class Kamailio:
             if self.process.poll() is not None:
                 raise RuntimeError(f"kamailio exited with {self.process.returncode}:\n"
                                    f"{self.log()}")
-            if options_ping(self.listen, 0.2) == 200:
+            if options_ping(self.listen, 0.2) == 200 and self._accepts_tcp():
                 return self
         self.stop()
         raise RuntimeError(f"kamailio did not answer OPTIONS within {timeout}s:\n{self.log()}")
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
+    def _accepts_tcp(self) -> bool:
+        """Its TCP listener (the same port) takes a connection: both transports are up."""
         try:
+            with socket.create_connection((self.listen.host, self.listen.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop Kamailio's whole process group (its workers), even when the main process has
+        already exited: the workers it forked may outlive it and keep the ports."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):  # gone: nothing left of ours
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # any worker that ignored SIGTERM
+        self.process.wait(timeout=15)
 
     def log(self) -> str:
         try:

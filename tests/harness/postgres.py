@@ -43,6 +43,15 @@ class PostgresMissing(RuntimeError):
     """The server binaries are not installed."""
 
 
+class PortTaken(RuntimeError):
+    """The postmaster could not bind its TCP port: someone took it after we picked it."""
+
+
+# What postgres logs when its listen port is in use (it then exits: no TCP socket at all).
+_BIND_FAILED = re.compile(r"could not bind IPv4 address|could not create any TCP/IP sockets|"
+                          r"Address already in use")
+
+
 def server_binaries() -> Path:
     """The bin directory holding ``initdb`` and ``postgres`` (the newest Debian version)."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
@@ -98,6 +107,7 @@ class PostgresServer:
         self.password = secrets.token_urlsafe(24)
         self.settings = settings or {}
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
         self._databases = itertools.count(1)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -117,11 +127,29 @@ class PostgresServer:
                    "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8",
                    "--no-sync"])
         pwfile.unlink()
-        # Our password file, for libpq in this process and the subprocesses it starts.
+        self._write_passfile()
+
+    def _write_passfile(self) -> None:
+        """Our password file, for libpq in this process and the subprocesses it starts."""
         self.passfile.write_text(f"127.0.0.1:{self.port}:*:{ROLE}:{self.password}\n")
         self.passfile.chmod(0o600)
 
-    def start(self) -> None:
+    def start(self, attempts: int = 5) -> None:
+        """Start the postmaster.  The port was picked free before initdb ran (seconds ago):
+        another xdist worker may have taken it since, so a failure to bind moves to a fresh
+        port (and rewrites the password file, which names it) and tries again."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once()
+                return
+            except PortTaken:
+                if attempt == attempts:
+                    raise
+                self.port = free_port()
+                self._write_passfile()
+
+    def _start_once(self) -> None:
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         options = {"listen_addresses": "127.0.0.1", "port": str(self.port),
                    "unix_socket_directories": str(self.socket_dir), "max_connections": "60",
                    "shared_buffers": "32MB", **self.settings}
@@ -144,6 +172,8 @@ class PostgresServer:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
+                if _BIND_FAILED.search(self._log_since_start()):
+                    raise PortTaken(f"port {self.port} was taken before postgres bound it")
                 raise RuntimeError(f"postgres exited with {self.process.returncode}:\n"
                                    f"{self.log()}")
             try:
@@ -175,6 +205,14 @@ class PostgresServer:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _log_since_start(self) -> str:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log(self) -> str:
         try:
