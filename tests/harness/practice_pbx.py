@@ -18,11 +18,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dialplan.asterisk import QUIET_EVENTS
 from telephony import config
 from telephony.asterisk.ami import AmiLink
 from telephony.asterisk.driver import AsteriskDriver
 from telephony.asterisk.instance import AsteriskInstance, free_port
-from telephony.asterisk.local_pbx import prepare
+from telephony.asterisk.local_pbx import LocalPbx, prepare
 from telephony.asterisk.pbxroot import ensure_root
 from telephony.controller import Controller
 from telephony.journal import open_journal
@@ -157,6 +158,18 @@ class PracticePbx:
         return self.secrets[desk_phone]
 
 
+def hear_newexten(local: LocalPbx) -> None:
+    """Let Asterisk raise Newexten again (the rendered manager.conf disables it)."""
+    files = {f.name: f.text for f in local.files}
+    text = files["manager.conf"]
+    kept = ",".join(e for e in QUIET_EVENTS if e != "Newexten")
+    files["manager.conf"] = text.replace(f"disabledevents={','.join(QUIET_EVENTS)}",
+                                         f"disabledevents={kept}")
+    if files["manager.conf"] == text:
+        raise RuntimeError("manager.conf has no disabledevents line to change")
+    local.instance.set_files(files)
+
+
 @asynccontextmanager
 async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        controller_in_process: bool = True, node: str = "",
@@ -178,6 +191,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                           storage_url=storage_url)
     directory = config.load(path).directory
     local = await asyncio.to_thread(prepare, directory, name, root=root)
+    if observe:  # the tests follow each call's dialplan steps, which production leaves out
+        hear_newexten(local)
     secrets = json.loads((tmp / "secrets.json").read_text())
     journal = open_journal(directory.connections.storage.url)
     controller = Controller(directory, journal)
