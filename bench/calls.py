@@ -406,9 +406,11 @@ class AmiWatch:
         try:
             if not self._filtered:
                 # The controller's session asks only for the events it uses; the barrier
-                # needs DeviceStateChange too (a few per call: a conservative extra load).
+                # needs its own DeviceStateChange too, and no other (a filter matches the
+                # event's text: only the barrier's device names this prefix).
                 await self._ami.action({"Action": "Filter", "Operation": "Add",
-                                        "Filter": "Event: DeviceStateChange"}, within=within)
+                                        "Filter": "Device: Custom:backline-bench-"},
+                                       within=within)
                 self._filtered = True
             await self._ami.action({"Action": "Command",
                                     "Command": f"devstate change {device} INUSE"}, within=within)

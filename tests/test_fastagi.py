@@ -146,3 +146,25 @@ async def test_each_command_waits_for_its_answer_before_the_next_goes_out() -> N
     await asyncio.wait_for(done.wait(), 5)
     writer.close()
     await srv.stop()
+
+
+@pytest.mark.parametrize("block", [
+    HEADERS.replace(b"agi_callerid: 7205550141\n", b"agi_callerid: " + b"7" * 5000 + b"\n"),
+    b"".join(b"agi_arg_%d: x\n" % i for i in range(1, 200)) + b"\n",
+    b"agi_callerid: " + b"1" * 40_000,  # no end in sight
+], ids=["a-5000-byte-line", "200-lines", "40-kB-without-end"])
+async def test_an_oversized_header_block_is_refused_and_the_next_call_served(
+        server: tuple[FastAgiServer, int, Seen], block: bytes) -> None:
+    srv, port, seen = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(block)
+    await writer.drain()
+    # No decision: the session is dropped and the dialplan's fallback takes the call.
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert seen.requests == [] and srv.failures == 1
+    writer.close()
+    reader2, writer2 = await asyncio.open_connection("127.0.0.1", port)
+    writer2.write(HEADERS)
+    await writer2.drain()
+    assert (await asyncio.wait_for(reader2.readline(), 5)).startswith(b"SET VARIABLE")
+    writer2.close()

@@ -27,6 +27,7 @@ HEADER_TIMEOUT = 2.0
 REPLY_TIMEOUT = 2.0
 MAX_HEADER_LINES = 128
 MAX_LINE = 4096
+MAX_HEADER_BYTES = 32 * 1024  # the stream's limit: a header block is about 1 KiB
 
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9 _.,:;/&@+*#'()=^-]*")
 _SAFE_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -87,28 +88,39 @@ class AgiSession:
         self.first_sent_at: float | None = None
 
     async def read_request(self) -> AgiRequest:
-        headers: dict[str, str] = {}
-        # One deadline for the whole block (asyncio.timeout costs no task per line, as
-        # wait_for would: a header is some thirty lines, and this is on every call's path).
+        # The whole block in one read, under one deadline: it is some thirty lines on every
+        # call's path, and a read per line cost more than the rest of the decision.
         try:
             async with asyncio.timeout(HEADER_TIMEOUT):
-                for _ in range(MAX_HEADER_LINES):
-                    line = await self._readline()
-                    if line in (b"\n", b"\r\n"):
-                        return request_from_headers(headers)
-                    parsed = parse_header_line(line)
-                    # First occurrence wins: a value can never overwrite one sent before it.
-                    if parsed is not None and parsed[0] not in headers:
-                        headers[parsed[0]] = parsed[1]
+                block = await self._reader.readuntil(b"\n\n")
         except TimeoutError as exc:
             raise AgiProtocolError("Asterisk went silent") from exc
-        raise AgiProtocolError(f"no end of the AGI header block after {MAX_HEADER_LINES} lines")
+        except asyncio.IncompleteReadError as exc:  # closed inside the block: hung up
+            raise AgiHangup() from exc
+        except asyncio.LimitOverrunError as exc:
+            raise AgiProtocolError("an AGI header block larger than we accept") from exc
+        lines = block.split(b"\n")[:-2]  # the block ends with the blank line's two b""
+        if len(lines) > MAX_HEADER_LINES:
+            raise AgiProtocolError(f"more than {MAX_HEADER_LINES} AGI header lines")
+        headers: dict[str, str] = {}
+        for line in lines:
+            if len(line) >= MAX_LINE:
+                raise AgiProtocolError("an AGI line longer than we accept")
+            if line.startswith(b"HANGUP"):
+                raise AgiHangup()
+            parsed = parse_header_line(line)
+            # First occurrence wins: a value can never overwrite one sent before it.
+            if parsed is not None and parsed[0] not in headers:
+                headers[parsed[0]] = parsed[1]
+        return request_from_headers(headers)
 
     async def _readline(self) -> bytes:
         try:
             line = await self._reader.readline()
         except ValueError as exc:  # the line exceeded the stream's limit
             raise AgiProtocolError("an AGI line longer than we accept") from exc
+        if len(line) > MAX_LINE:
+            raise AgiProtocolError("an AGI line longer than we accept")
         if not line:
             raise AgiHangup()
         if line.startswith(b"HANGUP"):
@@ -185,7 +197,8 @@ class FastAgiServer:
         self.failures = 0
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._session, host, port, limit=MAX_LINE)
+        self._server = await asyncio.start_server(self._session, host, port,
+                                                  limit=MAX_HEADER_BYTES)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

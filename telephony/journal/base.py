@@ -129,12 +129,14 @@ class SqlJournal(InboxJournal, abc.ABC):
         cur.execute(self._q(
             "INSERT INTO attempts (key, at, kind, mode, sender, recipient, outcome, text, "
             "file, detail, node, delivery) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (key) DO NOTHING RETURNING *"),
+            "ON CONFLICT (key) DO NOTHING RETURNING id"),
             (a.key, to_text(a.at), a.kind.value, a.mode.value, a.sender, a.recipient,
              a.outcome.value, a.text, a.file, a.detail, a.node, a.delivery.value))
         row = cur.fetchone()
-        if row is not None:
-            return _attempt(row), True
+        if row is not None:  # as written (read back, it is the same, at a parsing cost)
+            return Attempt(int(row[0]), a.key, a.at.astimezone(UTC), a.kind, a.mode, a.sender,
+                           a.recipient, a.outcome, a.text, a.file, a.detail, a.node,
+                           a.delivery), True
         cur.execute(self._q("SELECT * FROM attempts WHERE key = ?"), (a.key,))
         return _attempt(cur.fetchone()), False
 
