@@ -58,6 +58,7 @@ from dialplan.asterisk import CARRIER_CONTEXT
 from telephony.asterisk.ami import LinkDown
 from telephony.asterisk.commands import inbound_variables, packed
 from telephony.asterisk.instance import LOOPBACK, AsteriskError, AsteriskInstance
+from telephony.controller import controller_runner
 from telephony.model import AsteriskPbx, Directory
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
@@ -657,7 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="backline-bench-calls-"))
     begun = time.monotonic()
     try:
-        ctl, static = asyncio.run(run(plan, work, args.trace))
+        with controller_runner() as runner:  # the controller's own loop, as in production
+            ctl, static = runner.run(run(plan, work, args.trace))
     except (BenchError, SippError, AsteriskError) as exc:
         print(f"bench.calls: {exc}", file=sys.stderr)
         return 1
