@@ -31,13 +31,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from typing import Protocol
 
 from notifier import reminder, retry
 from notifier.inbox import process_holder
 from notifier.mail import MailError, SmtpMailer
 from notifier.reminder import Slot
+from notifier.rounds import Rounds
+from notifier.service import Mailer, SmsSender
 from telephony.e164 import redact
 from telephony.journal import AuditEntry, Journal, JournalError
 from telephony.model import AlertKind, Directory
@@ -52,16 +52,6 @@ Clock = Callable[[], datetime]
 MAX_NAP = 60.0  # seconds the task sleeps at most
 CLAIM_SECONDS = 300.0  # a claim on one reminder outlasts one send; a dead sender's then lapses
 FAILED_ROUND_NAP = 5.0
-
-
-class Mailer(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
-    async def close(self) -> None: ...
-
-
-class SmsSender(Protocol):
-    async def send(self, sender: str, to: str, body: str) -> str: ...
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,29 +94,19 @@ class OutageReminders:
         self._changed = changed
         self._backoff: dict[str, _Backoff] = {}
         self._complete: Slot | None = None  # every recipient has it: no need to ask the journal
-        self._woken = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-        self._rounds_started = 0
-        self._rounds_done = 0
-        self._round_done = asyncio.Condition()
+        self._rounds = Rounds("backline-reminders")
         self.holder = process_holder()  # claims (outage, slot, recipient) as this process
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="backline-reminders")
+        self._rounds.start(self._run)
 
     def wake(self) -> None:
         """Look for a due reminder now (after a test moved the clock, say)."""
-        self._woken.set()
+        self._rounds.wake()
 
     async def close(self) -> None:
         """Stop the task after the send in progress (if any); close the connections."""
-        self._stopping = True
-        self._woken.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._rounds.stop()
         await self._mailer.close()
         if self._sms is not None:
             await self._sms.close()
@@ -134,18 +114,14 @@ class OutageReminders:
     async def settle(self, within: float = 10.0) -> None:
         """Wake the task and wait until a whole round that began after this call is done.
         For tests, which move the clock by hand.  TimeoutError after ``within`` s."""
-        target = self._rounds_started + 1
-        self.wake()
-        async with asyncio.timeout(within), self._round_done:
-            await self._round_done.wait_for(lambda: self._rounds_done >= target)
+        await self._rounds.settle(within)
 
     # -- the task --------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while not self._rounds.stopping:
             changed = self._changed()  # taken before reading the mode: no change is missed
-            self._woken.clear()
-            self._rounds_started += 1
+            self._rounds.begin()
             nap = FAILED_ROUND_NAP
             try:
                 await self.remind_due()
@@ -155,12 +131,10 @@ class OutageReminders:
             except Exception:
                 # The task must outlive one bad round: a forgotten outage is what it prevents.
                 log.exception("reminders: a round failed; trying again shortly")
-            async with self._round_done:
-                self._rounds_done += 1
-                self._round_done.notify_all()
-            if self._stopping:
+            await self._rounds.end()
+            if self._rounds.stopping:
                 break
-            woken = asyncio.ensure_future(self._woken.wait())
+            woken = asyncio.ensure_future(self._rounds.woken.wait())
             mode_changed = asyncio.ensure_future(changed.wait())
             try:
                 await asyncio.wait({woken, mode_changed}, timeout=nap,
@@ -199,7 +173,7 @@ class OutageReminders:
         mail_down = False
         try:
             for recipient in owed:
-                if self._stopping:
+                if self._rounds.stopping:
                     break
                 waiting = self._backoff.get(recipient)
                 if waiting is not None and waiting.next_try_at > now:

@@ -36,6 +36,7 @@ from notifier.compose import alert_email, alert_sms, new_message_id
 from notifier.gather import GatherPolicy, raises_alert
 from notifier.link_pages import fax_files, make_link_app
 from notifier.mail import MailError, SmtpMailer
+from notifier.rounds import Rounds
 from telephony.e164 import redact
 from telephony.journal import AlertChannel, AlertDelivery, Attempt, Journal, JournalError
 from telephony.model import AlertKind, Directory
@@ -105,12 +106,7 @@ class Notifier:
         self._files = files
         self._recipients = settings.recipients()
         self._pending: list[int] = []
-        self._woken = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-        self._rounds_started = 0
-        self._rounds_done = 0
-        self._round_done = asyncio.Condition()
+        self._rounds = Rounds("backline-alerts")
 
     # -- the controller's side -------------------------------------------------------------
 
@@ -118,7 +114,7 @@ class Notifier:
         """A new attempt is in the journal: alert for it if it came in an outage."""
         if raises_alert(attempt):
             self._pending.append(attempt.id)
-            self._woken.set()
+            self._rounds.woken.set()
 
     def link_app(self) -> web.Application:
         """The link pages, to mount with ``app.add_subapp("/a", ...)``."""
@@ -126,20 +122,15 @@ class Notifier:
                              self._clock, self._files)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="backline-alerts")
+        self._rounds.start(self._run)
 
     def wake(self) -> None:
         """Look for due work now (after a test moved the clock, say)."""
-        self._woken.set()
+        self._rounds.wake()
 
     async def close(self) -> None:
         """Stop the task after the send in progress (if any); close the connections."""
-        self._stopping = True
-        self._woken.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._rounds.stop()
         await self._mailer.close()
         if self._sms is not None:
             await self._sms.close()
@@ -148,19 +139,15 @@ class Notifier:
         """Wake the task and wait until a whole round that began after this call is done:
         what was due at the clock's current time has been tried.  TimeoutError after
         ``within`` s.  For tests and the benchmark, which move the clock by hand."""
-        target = self._rounds_started + 1
-        self.wake()
-        async with asyncio.timeout(within), self._round_done:
-            await self._round_done.wait_for(lambda: self._rounds_done >= target)
+        await self._rounds.settle(within)
 
     # -- the task --------------------------------------------------------------------------
 
     async def _run(self) -> None:
         with contextlib.suppress(JournalError):
             await self._catch_up()
-        while not self._stopping:
-            self._woken.clear()
-            self._rounds_started += 1
+        while not self._rounds.stopping:
+            self._rounds.begin()
             failed = True
             try:
                 await self._gather_pending()
@@ -172,16 +159,14 @@ class Notifier:
             except Exception:
                 # The task must outlive one bad round: alerts are what tells anyone at all.
                 log.exception("alerts: a sending round failed; trying again shortly")
-            async with self._round_done:
-                self._rounds_done += 1
-                self._round_done.notify_all()
+            await self._rounds.end()
             if failed:
                 nap = FAILED_ROUND_NAP  # not at once: the same failure would spin the loop
-            elif self._stopping or self._pending:
+            elif self._rounds.stopping or self._pending:
                 continue
             if nap > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), nap)
+                    await asyncio.wait_for(self._rounds.woken.wait(), nap)
 
     async def _catch_up(self) -> None:
         since = self._clock() - timedelta(hours=self.settings.link_hours)
@@ -236,7 +221,7 @@ class Notifier:
                     send: Callable[[AlertDelivery], Awaitable[None]]) -> int:
         sent = 0
         for i, d in enumerate(deliveries):
-            if self._stopping:
+            if self._rounds.stopping:
                 await asyncio.to_thread(self.journal.release_deliveries,
                                         [x.id for x in deliveries[i:]])
                 break
