@@ -30,6 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Kamailio and PostgreSQL are here for the tests, which start their own on free loopback
+  # ports. On a host run by systemd their packages also start system services; Debian's stock
+  # Kamailio would take SIP port 5060 from the Asterisk that up.sh starts.
+  if [[ " ${missing[*]} " == *" kamailio "* ]] && [ -d /run/systemd/system ]; then
+    say "disabling the stock kamailio service (the tests start their own)"
+    systemctl disable --now kamailio >/dev/null 2>&1 || true
+  fi
 fi
 
 # 2. The virtualenv, reinstalled only when pyproject.toml changes.
