@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import selectors
 import subprocess
 import sys
@@ -155,10 +156,14 @@ class ControllerProcess:
     """``backline run`` as ops run it, with its output kept so tests can wait on a line."""
 
     def __init__(self, p: PracticePbx) -> None:
+        # Unbuffered: select() says only what the pipe holds, so no line may wait in a
+        # Python buffer (a buffered readline took several lines at once, and the test then
+        # waited out its deadline with "ready" already read).
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "telephony.cli", "run", str(p.config_path)], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
         self.lines: list[str] = []
+        self._partial = b""
         self.wait_for("ready", 60)
 
     def wait_for(self, needle: str, timeout: float) -> str:
@@ -167,16 +172,20 @@ class ControllerProcess:
             if needle in line:
                 return line
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and sel.select(max(0.0, deadline - time.monotonic())):
-            line = self.proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            self.lines.append(line)
-            if needle in line:
-                return line
+            *complete, self._partial = (self._partial + chunk).split(b"\n")
+            for raw in complete:
+                line = raw.decode("utf-8", "replace") + "\n"
+                self.lines.append(line)
+                if needle in line:
+                    return line
         raise AssertionError(f"{needle!r} not seen within {timeout}s:\n"
                              + "".join(self.lines[-30:]))
 
