@@ -34,15 +34,15 @@ from datetime import datetime, timedelta
 
 from notifier import reminder, retry
 from notifier.inbox import process_holder
-from notifier.mail import MailError, SmtpMailer
+from notifier.mail import MailError
 from notifier.reminder import Slot
 from notifier.rounds import Rounds
-from notifier.service import Mailer, SmsSender
+from notifier.service import Mailer, SmsSender, senders_for
 from telephony.e164 import redact
 from telephony.journal import AuditEntry, Journal, JournalError
-from telephony.model import AlertKind, Directory
+from telephony.model import Directory
 from telephony.outage import ModeState
-from telephony.sms.gateway import GatewayError, GatewayProtocolError, SmsGatewayClient
+from telephony.sms.gateway import GatewayError, GatewayProtocolError
 from telephony.sms.twilio import UnsendableSms
 
 log = logging.getLogger("backline.notifier.reminders")
@@ -276,8 +276,6 @@ def reminders_for(directory: Directory, journal: Journal, clock: Clock,
                   ) -> OutageReminders | None:
     """The practice's outage reminders, or None (with the reason logged) if they cannot go:
     they need email recipients and ``connections.smtp``; SMS ones also the gateway."""
-    from telephony.asterisk.local_pbx import SecretMissing, read_secret
-
     alerts = directory.backup.alerts
     smtp = directory.connections.smtp
     gateway = directory.connections.sms_gateway
@@ -287,33 +285,12 @@ def reminders_for(directory: Directory, journal: Journal, clock: Clock,
         log.error("backup alerts are configured but connections.smtp is not: no outage "
                   "reminder will be sent")
         return None
-    try:
-        mailer = SmtpMailer(
-            smtp.host, smtp.port, starttls=smtp.starttls,
-            username=read_secret(smtp.username, "connections.smtp.username")
-            if smtp.username else "",
-            password=read_secret(smtp.password, "connections.smtp.password")
-            if smtp.password else "")
-    except (SecretMissing, ValueError) as exc:
-        log.error("%s: no outage reminder will be sent", exc)
+    senders = senders_for(directory, "outage reminder")
+    if senders is None:
         return None
-    sms_numbers: tuple[str, ...] = ()
-    sms: SmsGatewayClient | None = None
-    if alerts.kind is AlertKind.EMAIL_SMS and alerts.sms:
-        try:
-            if gateway is None or not gateway.sender:
-                raise ValueError("SMS reminders need connections.sms_gateway with a 'from' "
-                                 "number")
-            # One try per round: the task's own backoff does the retrying.
-            sms = SmsGatewayClient(gateway.url, gateway.account,
-                                   read_secret(gateway.token, "connections.sms_gateway.token"),
-                                   attempts=1)
-            sms_numbers = alerts.sms
-        except (SecretMissing, ValueError) as exc:
-            log.error("%s: outage reminders go by email only", exc)
     settings = ReminderSettings(
         practice=directory.practice.name, tz=directory.practice.timezone,
         interval=timedelta(hours=directory.backup.reminder_hours), emails=alerts.emails,
-        sms=sms_numbers, mail_from=smtp.sender,
+        sms=senders.sms_numbers, mail_from=smtp.sender,
         sms_from=gateway.sender if gateway is not None else "")
-    return OutageReminders(journal, settings, mailer, sms, clock, mode, changed)
+    return OutageReminders(journal, settings, senders.mailer, senders.sms, clock, mode, changed)

@@ -295,13 +295,57 @@ class _Unreachable(_NotSent):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Senders:
+    """How the alert recipients are reached: SMTP always, the SMS gateway with ``email+sms``
+    (``sms_numbers`` is empty when it cannot be used)."""
+
+    mailer: SmtpMailer
+    sms: SmsGatewayClient | None
+    sms_numbers: tuple[str, ...]
+
+
+def senders_for(directory: Directory, what: str) -> Senders | None:
+    """The alert recipients' senders for ``what`` ("alert", "outage reminder"), or None (with
+    the reason logged) when no email can go; SMS that cannot go is logged and left out."""
+    from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+    alerts = directory.backup.alerts
+    smtp = directory.connections.smtp
+    gateway = directory.connections.sms_gateway
+    if smtp is None:
+        return None
+    try:
+        mailer = SmtpMailer(
+            smtp.host, smtp.port, starttls=smtp.starttls,
+            username=read_secret(smtp.username, "connections.smtp.username")
+            if smtp.username else "",
+            password=read_secret(smtp.password, "connections.smtp.password")
+            if smtp.password else "")
+    except (SecretMissing, ValueError) as exc:
+        log.error("%s: no %s will be sent", exc, what)
+        return None
+    if alerts.kind is not AlertKind.EMAIL_SMS or not alerts.sms:
+        return Senders(mailer, None, ())
+    try:
+        if gateway is None or not gateway.sender:
+            raise ValueError(f"SMS {what}s need connections.sms_gateway with a 'from' number")
+        # One try per round: the sender's own schedule (durable, across restarts) does the
+        # retrying, instead of the client sleeping inside a round.
+        sms = SmsGatewayClient(gateway.url, gateway.account,
+                               read_secret(gateway.token, "connections.sms_gateway.token"),
+                               attempts=1)
+    except (SecretMissing, ValueError) as exc:
+        log.error("%s: %ss go by email only", exc, what)
+        return Senders(mailer, None, ())
+    return Senders(mailer, sms, alerts.sms)
+
+
 def notifier_for(directory: Directory, journal: Journal, clock: Clock, *,
                  policy: GatherPolicy | None = None) -> Notifier | None:
     """The practice's notifier, or None (with the reason logged) if alerts are not set up:
     they need email recipients, ``connections.smtp`` and ``connections.pages``.  ``policy``
     overrides the gathering windows (the benchmark turns gathering off with it)."""
-    from telephony.asterisk.local_pbx import SecretMissing, read_secret
-
     alerts = directory.backup.alerts
     smtp = directory.connections.smtp
     pages = directory.connections.pages
@@ -312,35 +356,16 @@ def notifier_for(directory: Directory, journal: Journal, clock: Clock, *,
         log.error("backup alerts are configured but connections.%s is not: no alert will "
                   "be sent", "smtp" if smtp is None else "pages")
         return None
-    try:
-        mailer = SmtpMailer(
-            smtp.host, smtp.port, starttls=smtp.starttls,
-            username=read_secret(smtp.username, "connections.smtp.username")
-            if smtp.username else "",
-            password=read_secret(smtp.password, "connections.smtp.password")
-            if smtp.password else "")
-    except (SecretMissing, ValueError) as exc:
-        log.error("%s: no alert will be sent", exc)
+    senders = senders_for(directory, "alert")
+    if senders is None:
         return None
-    sms_numbers: tuple[str, ...] = ()
-    sms: SmsGatewayClient | None = None
-    if alerts.kind is AlertKind.EMAIL_SMS and alerts.sms:
-        try:
-            if gateway is None or not gateway.sender:
-                raise ValueError("SMS alerts need connections.sms_gateway with a 'from' number")
-            # One try per round: the notifier's own schedule (durable, across restarts)
-            # does the retrying, instead of the client sleeping inside a round.
-            sms = SmsGatewayClient(gateway.url, gateway.account,
-                                   read_secret(gateway.token, "connections.sms_gateway.token"),
-                                   attempts=1)
-            sms_numbers = alerts.sms
-        except (SecretMissing, ValueError) as exc:
-            log.error("%s: alerts go by email only", exc)
     storage = directory.connections.storage.url
     base = Path(storage.removeprefix("sqlite://")).parent if storage.startswith("sqlite://") \
         else None
     settings = AlertSettings(
         practice=directory.practice.name, tz=directory.practice.timezone, emails=alerts.emails,
-        sms=sms_numbers, link_hours=directory.backup.link_hours, base_url=pages.base_url,
-        mail_from=smtp.sender, sms_from=gateway.sender if gateway is not None else "")
-    return Notifier(journal, settings, mailer, sms, clock, policy=policy, files=fax_files(base))
+        sms=senders.sms_numbers, link_hours=directory.backup.link_hours,
+        base_url=pages.base_url, mail_from=smtp.sender,
+        sms_from=gateway.sender if gateway is not None else "")
+    return Notifier(journal, settings, senders.mailer, senders.sms, clock, policy=policy,
+                    files=fax_files(base))
