@@ -229,7 +229,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from dialplan.announcement import AnnouncementError, render_announcement
-    from dialplan.secrets import write_private
+    from dialplan.output import write_render
     from telephony.asterisk.local_pbx import SecretMissing, asterisk_pbx, render_files
     from telephony.model import FreeswitchPbx
 
@@ -273,17 +273,9 @@ def cmd_render(args: argparse.Namespace) -> int:
                             Path(directory.source).parent)
     except (SecretMissing, AnnouncementError) as exc:
         raise UsageError(str(exc)) from exc
-    out.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        if f.private:
-            write_private(out / f.name, f.text)
-        else:
-            (out / f.name).write_text(f.text)
-    lines = ["desk_phone,user,sip_user,auth_user,domain,secret_file,secret_key"]
-    lines += [f"{p},{u.id},{u.id},{p},{pbx.sip},{secrets_path},{p}"
-              for u in directory.users if u.active for p in u.desk_phones]
-    (out / "desk-phones.csv").write_text("\n".join(lines) + "\n")
-    print(f"rendered {len(files) + 2} files into {out}; desk-phone secrets in {secrets_path} "
+    written = write_render(out, files, directory, str(pbx.sip), secrets_path,
+                           sip_user_is_login=True) + 1  # + the announcement
+    print(f"rendered {written} files into {out}; desk-phone secrets in {secrets_path} "
           "(mode 0600)")
     return 0
 

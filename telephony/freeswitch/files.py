@@ -9,7 +9,8 @@ from pathlib import Path
 from dialplan.announcement import render_announcement
 from dialplan.asterisk import RenderedFile
 from dialplan.freeswitch import FreeswitchSecrets, render, voicemail_boxes
-from dialplan.secrets import load_or_create, write_private
+from dialplan.output import write_render
+from dialplan.secrets import load_or_create
 from telephony.model import Directory, FreeswitchPbx
 
 VOICEMAIL_KEY_PREFIX = "voicemail-box-"
@@ -34,13 +35,5 @@ def write_rendered(directory: Directory, pbx: FreeswitchPbx, out: Path,
     wav = out / "announcement.wav"
     render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
     files = render_files(directory, secrets_path, str(wav))
-    for f in files:
-        if f.private:
-            write_private(out / f.name, f.text)
-        else:
-            (out / f.name).write_text(f.text)
-    lines = ["desk_phone,user,sip_user,auth_user,domain,secret_file,secret_key"]
-    lines += [f"{p},{u.id},{p},{p},{pbx.sip},{secrets_path},{p}"
-              for u in directory.users if u.active for p in u.desk_phones]
-    (out / "desk-phones.csv").write_text("\n".join(lines) + "\n")
-    return len(files) + 2
+    return write_render(out, files, directory, str(pbx.sip), secrets_path,
+                        sip_user_is_login=False) + 1  # + the announcement
