@@ -67,7 +67,13 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         "[global]",
         "type=global",
         "user_agent=Backline PBX",
-        "endpoint_identifier_order=username,auth_username,ip",
+        # Credentials before names, names before addresses.  A desk phone's first request
+        # carries no credentials and its From names its login: the login's gate endpoint
+        # (below) is found by that name and challenges; the answer names the desk phone,
+        # found by its digest user before the login's name or the carrier's address is
+        # tried.  Were the address tried while nothing else matched, a desk phone on the
+        # carrier's address (one host, all on loopback) would be taken for the carrier.
+        "endpoint_identifier_order=auth_username,username,ip",
         "",
         "[transport-udp]",
         "type=transport",
@@ -141,8 +147,24 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
             out += [f"[{phone}](desk-phone)", f"aors={user.id}", f"auth={phone}-auth",
                     f"callerid={user.name.replace(chr(34), '')[:40]} <{user.extension}>"
                     if user.extension else f"callerid={phone}", ""]
+        if user.desk_phones and user.id not in user.desk_phones:
+            out += _login_gate(user.id, user.desk_phones[0])
     out.append("#include pjsip_auth.conf")
     return "\n".join(out) + "\n"
+
+
+def _login_gate(login: str, first_phone: str) -> list[str]:
+    """An endpoint named after a login, found by the From of a desk phone's first request
+    (a REGISTER or INVITE from ``ana`` by the phone ``ana-desk``) only to challenge it.
+
+    Without it that request names no endpoint, and when the carrier is recognised by address
+    and shares it (one host), the carrier's ``ip`` rule took it: REGISTER got 404, INVITE went
+    in as a carrier call.  The phone's answer carries its digest user, which the
+    ``auth_username`` identifier (first in the order) matches to its own endpoint, so the gate
+    never lets anything through; were it passed anyway, it has no AOR to register to and its
+    calls are refused.  Its one auth (any of the login's) only makes the challenge."""
+    return [f"[{login}]", "type=endpoint", "context=backline-refuse", "disallow=all",
+            "allow=ulaw", "identify_by=username", f"auth={first_phone}-auth", ""]
 
 
 def pjsip_auth_conf(d: Directory, secrets: AsteriskSecrets) -> str:

@@ -200,3 +200,45 @@ async def test_controller_reconnects_after_asterisk_is_killed(
         assert (await asyncio.to_thread(caller.wait, 60)).ok
     finally:
         kill_all(phones)
+
+
+async def test_desk_phones_beside_a_carrier_recognised_by_its_address(tmp_path: Path) -> None:
+    # config/example.yaml's trunk has no from_user: Asterisk recognises the carrier by its
+    # address, and on one host (loopback) that is every desk phone's address too.  Desk
+    # phones register to their login (From = user id, digest user = desk phone), so the From
+    # names no endpoint: they must still be told apart from the carrier by their credentials.
+    async with practice_pbx(tmp_path, "t-beside-carrier", ring_seconds=5,
+                            carrier_from_user=False) as pbx:
+        assert "from_user" not in pbx.config_path.read_text()
+        carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER_AND_HANG_UP, name="carrier",
+                                  port=pbx.ports.trunk, talk_ms=200)
+        phones = await register_phones(pbx, tmp_path, DeskPhoneMode.RING,
+                                       {"ana-desk": "ana", "mia-desk": "mia", "sam-desk": "sam"})
+        try:
+            # The carrier's call, from the phones' address, with a patient's number in From:
+            # Dr. Lee's line rings Dr. Lee and the nurses (mia), not sam, then voicemail.
+            caller = place_calls(sip(pbx), tmp_path, DIRECT, from_user=PATIENT, timeout=40)
+            for phone in ("ana-desk", "mia-desk"):
+                await asyncio.to_thread(phones[phone].wait_for_invites, 1, 15)
+            await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail")
+            assert (await asyncio.to_thread(caller.wait, 60)).ok, caller.describe()
+            assert phones["sam-desk"].invites() == []
+            assert sorted(dialled_endpoints(pbx)) == ["ana-desk", "mia-desk"]
+            # A desk phone calling out as its login goes out through the carrier with the
+            # main line's caller ID (not taken for a carrier call to an unknown number).
+            out = place_calls(sip(pbx), tmp_path, PATIENT, from_user="mia",
+                              auth_user="mia-desk", password=pbx.secret("mia-desk"), timeout=20)
+            assert (await asyncio.to_thread(out.wait, 30)).ok, out.describe()
+            (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+            pai = invite.header("P-Asserted-Identity") or ""
+            assert MAIN in pai and "Test Main" in pai, pai
+            assert invite.start_line.startswith(f"INVITE sip:{PATIENT}@")
+            # And 911, which never waits on the controller, from the same phone.
+            out = place_calls(sip(pbx), tmp_path, "911", from_user="mia",
+                              auth_user="mia-desk", password=pbx.secret("mia-desk"), timeout=20)
+            assert (await asyncio.to_thread(out.wait, 30)).ok, out.describe()
+            invites = await asyncio.to_thread(carrier.wait_for_invites, 2, 15)
+            assert invites[1].start_line.startswith("INVITE sip:911@")
+        finally:
+            kill_all(phones)
+            carrier.kill()

@@ -70,7 +70,7 @@ connections:
 {node_line}    ami: {{host: 127.0.0.1, port: {ami}, username: backline, secret_env: {ami_env}}}
     agi: {{host: 127.0.0.1, port: {agi}}}
     sip: {{host: 127.0.0.1, port: {sip}}}
-    trunk: {{host: 127.0.0.1, port: {trunk}, from_user: carrier}}
+    trunk: {{host: 127.0.0.1, port: {trunk}{trunk_user}}}
     rtp: {{start: {rtp}, end: {rtp_end}}}
     udptl: {{start: {udptl}, end: {udptl_end}}}
     ring_seconds: {ring_seconds}
@@ -97,12 +97,16 @@ class PracticePorts:
 
 
 def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file: Path, *,
-                   node: str = "", storage_url: str = "") -> Path:
+                   node: str = "", storage_url: str = "", carrier_from_user: bool = True,
+                   ) -> Path:
     """The practice YAML; ``node`` names the PBX node, ``storage_url`` a shared journal
-    (default: an SQLite file of its own)."""
+    (default: an SQLite file of its own).  ``carrier_from_user=False`` leaves out the trunk's
+    ``from_user``, as config/example.yaml does: the carrier is then recognised by its
+    address, which on loopback is every desk phone's address too."""
     path = tmp / "practice.yaml"
     path.write_text(PRACTICE.format(
         node_line=f"    node: {node}\n" if node else "",
+        trunk_user=", from_user: carrier" if carrier_from_user else "",
         storage=storage_url or f"sqlite://{tmp / 'journal.db'}",
         ami=ports.ami, agi=ports.agi, sip=ports.sip, trunk=ports.trunk, rtp=ports.rtp,
         rtp_end=ports.rtp + 100, udptl=ports.udptl, udptl_end=ports.udptl + 20,
@@ -174,12 +178,14 @@ def hear_newexten(local: LocalPbx) -> None:
 async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        controller_in_process: bool = True, node: str = "",
                        storage_url: str = "", observe: bool = True,
+                       carrier_from_user: bool = True,
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop (or, with
     ``controller_in_process=False``, not started: the test runs ``backline run`` itself).
 
     ``observe=False`` leaves out the tests' own AMI session (``PracticePbx.events`` stays
-    empty): benchmarks measure the controller's process, not this watcher's parsing."""
+    empty): benchmarks measure the controller's process, not this watcher's parsing.
+    ``carrier_from_user=False``: the carrier is recognised by address (see write_practice)."""
     os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
     os.environ[PIN_ENV] = OUTAGE_PIN
     ports = PracticePorts.free()
@@ -188,7 +194,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     name = f"{name}-{os.urandom(3).hex()}"
     cdr_file = root / "srv" / f"backline-{name}" / "log" / "cdr-csv" / "Master.csv"
     path = write_practice(tmp, ports, ring_seconds, cdr_file, node=node,
-                          storage_url=storage_url)
+                          storage_url=storage_url, carrier_from_user=carrier_from_user)
     directory = config.load(path).directory
     local = await asyncio.to_thread(prepare, directory, name, root=root)
     if observe:  # the tests follow each call's dialplan steps, which production leaves out

@@ -744,6 +744,7 @@ def place_calls(
     caller_name: str = "",
     calls: int = 1,
     password: str | None = None,
+    auth_user: str | None = None,
     dtmf: str = "",
     dtmf_mode: Literal["rfc2833", "info"] = "rfc2833",
     dtmf_delay_ms: int = 300,
@@ -756,7 +757,8 @@ def place_calls(
 
     Each call must be answered and then hung up by the PBX (announcement,
     refusal, far end hanging up); a failure response fails the call.  With a
-    password, digest challenges are answered.  DTMF digits go out after
+    password, digest challenges are answered as AUTH_USER (default FROM_USER: a desk phone
+    whose From is its login answers as the desk phone).  DTMF digits go out after
     dtmf_delay_ms: RFC 4733 events (a pcap written by write_dtmf_pcap(), played
     by SIPp) or SIP INFO (application/dtmf-relay); Asterisk's pjsip takes both
     with its default dtmf_mode (rfc4733).
@@ -793,6 +795,6 @@ def place_calls(
         "-recv_timeout", str(int(timeout * 1000)),
     ]  # fmt: skip
     if password is not None:
-        args += ["-au", from_user, "-ap", password]
+        args += ["-au", auth_user or from_user, "-ap", password]
     args.append(f"{pbx[0]}:{pbx[1]}")
     return SippProcess(f"call-{from_user}-{to}", workdir, text, args, port=port).start()
