@@ -19,6 +19,10 @@ so a controller restart resumes where the last one stopped:
    5 min), forever: later items wait behind it, since the inbox must see them in order.  A
    fax file missing on this node but recorded by another node is tried again too (its
    file may be on that node's disk, or come back); any other unreadable file as well.
+   An SMS whose outage auto-reply is still open when its turn comes (the outage ended while
+   the gateway was failing) has the reply closed as not sent first, so the item carries the
+   reply's final state; one being tried at that moment keeps the item at the head until
+   its try ends (a few seconds).
 4. An item-specific 4xx (400, 413, 415, 422, ...) or a fax file gone from this node marks
    the item failed with the status (never the body, which may echo patient data), logs it
    as an error and shows it in ``backline attempts``; the drain then **goes on with the next
@@ -64,11 +68,13 @@ from notifier.inbox_payload import (
     idempotency_key,
     item_document,
 )
-from telephony.journal import Journal, JournalError
+from telephony.journal import AttemptKind, Journal, JournalError
 from telephony.journal.delivery import InboxItem
+from telephony.journal.replies import SmsReply
 from telephony.model import Directory
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
+from telephony.sms.reply import OUTAGE_OVER
 
 log = logging.getLogger("backline.inbox")
 
@@ -303,8 +309,15 @@ class InboxDrain:
                 assert_never(answer)
 
     async def _try(self, item: InboxItem) -> Answer:
+        reply = None
+        if item.attempt is not None and item.attempt.kind is AttemptKind.SMS:
+            # The drain runs after the outage: an open reply is closed now, and goes final.
+            reply = await asyncio.to_thread(self.journal.final_reply, item.attempt.id,
+                                            self._clock(), OUTAGE_OVER)
+            if reply is not None and not reply.state.final:
+                return TryAgain("its automatic reply is being sent")
         try:
-            body = await asyncio.to_thread(self._document, item)
+            body = await asyncio.to_thread(self._document, item, reply)
         except FileNotFoundError as exc:
             attempt = item.attempt
             if attempt is not None and (not attempt.node or attempt.node == self.node):
@@ -316,7 +329,7 @@ class InboxDrain:
             return TryAgain(f"the fax file cannot be read now ({exc.strerror})")
         return await self._post(item, body)
 
-    def _document(self, item: InboxItem) -> bytes:
+    def _document(self, item: InboxItem, reply: SmsReply | None = None) -> bytes:
         file = None
         if item.attempt is not None and item.attempt.file:
             file = self._files(item.attempt.file).read_bytes()
@@ -325,7 +338,7 @@ class InboxDrain:
             item = dataclasses.replace(
                 item, email=dataclasses.replace(
                     item.email, data=self.journal.held_email_data(item.email.id)))
-        return json.dumps(item_document(item, self.book, file)).encode()
+        return json.dumps(item_document(item, self.book, file, reply)).encode()
 
     async def _post(self, item: InboxItem, body: bytes) -> Answer:
         if self._session is None:

@@ -15,7 +15,12 @@ the inbox needs to file it as normal mode would have at the time:
   as a second request, makes "filed" and "notified" one commit on the inbox's side: there is
   no state in which one happened and the other is lost.
 - the item itself: times, sender, recipient, SMS text, the fax file and the email's bytes
-  (both base64, exactly as kept).
+  (both base64, exactly as kept);
+- for an SMS, ``reply``: the outage auto-reply's final state (``sent``, or ``not-sent`` with
+  ``detail`` saying why: the number is not registered for texting, does not carry SMS, the
+  outage ended before the gateway took it...), its tries and when it was sent; null when no
+  reply was owed (normal mode).  The drain settles the reply before it sends the item (see
+  ``notifier.inbox``), so the inbox never files a reply that is still in the air.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from telephony.journal.delivery import InboxItem
+from telephony.journal.records import AttemptKind, Outcome
+from telephony.journal.replies import ReplyState, SmsReply
 from telephony.model import OwnerKind, Party
 from telephony.ownership import OwnershipBook
 
@@ -62,8 +69,10 @@ def _notified(book: OwnershipBook, number: str, assignee: Party | None) -> list[
     return list(members)
 
 
-def item_document(item: InboxItem, book: OwnershipBook, file: bytes | None) -> dict[str, Any]:
-    """The JSON body for ``item``; ``file`` is the fax's PDF (or kept TIFF), if it has one."""
+def item_document(item: InboxItem, book: OwnershipBook, file: bytes | None,
+                  reply: SmsReply | None = None) -> dict[str, Any]:
+    """The JSON body for ``item``; ``file`` is the fax's PDF (or kept TIFF), if it has one;
+    ``reply`` the SMS auto-reply, if one was owed."""
     doc: dict[str, Any] = {"version": FORMAT_VERSION, "key": item.key, "kind": item.kind,
                            "received_at": item.received_at.isoformat()}
     if item.attempt is not None:
@@ -74,6 +83,11 @@ def item_document(item: InboxItem, book: OwnershipBook, file: bytes | None) -> d
             "conversation": {"number": a.recipient, "party": a.sender},
         })
         doc.update(filing(book, a.recipient))
+        if a.kind is AttemptKind.SMS:
+            doc["reply"] = _reply_document(reply)
+            if reply is not None and reply.state is ReplyState.SENT:
+                # Sent after the queue was read: the journal now says auto-replied too.
+                doc["outcome"] = Outcome.AUTO_REPLIED.value
         if file is not None:
             pdf = a.file.lower().endswith(".pdf")
             doc["file"] = {"name": a.file.rsplit("/", 1)[-1],
@@ -92,6 +106,13 @@ def item_document(item: InboxItem, book: OwnershipBook, file: bytes | None) -> d
     else:
         raise ValueError(f"inbox item {item.id} has neither an attempt nor an email")
     return doc
+
+
+def _reply_document(reply: SmsReply | None) -> dict[str, Any] | None:
+    if reply is None:
+        return None
+    return {"state": reply.state.value, "detail": reply.detail, "tries": reply.tries,
+            "sent_at": reply.sent_at.isoformat() if reply.sent_at else None}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,13 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import assert_never
 from zoneinfo import ZoneInfo
 
 from telephony import config as config_mod
 from telephony.journal import Attempt, JournalError, open_journal
 from telephony.journal.delivery import InboxItem, ItemState
+from telephony.journal.replies import ReplyState, SmsReply
 from telephony.model import Directory
 from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
 from telephony.status.page import status_document
@@ -157,11 +159,12 @@ def cmd_attempts(args: argparse.Namespace) -> int:
     try:
         rows = journal.attempts(since=since, limit=args.limit)
         queued = journal.item_of_attempts([a.id for a in rows])  # inbox delivery, if queued
+        replies = journal.replies_of_attempts([a.id for a in rows])  # outage SMS auto-replies
     finally:
         journal.close()
     if args.json:
-        print(json.dumps([_attempt_json(a) | _delivery_json(queued.get(a.id)) for a in rows],
-                         indent=2))
+        print(json.dumps([_attempt_json(a) | _delivery_json(queued.get(a.id))
+                          | _reply_json(replies.get(a.id)) for a in rows], indent=2))
         return 0
     if not rows:
         print("no attempts" + (f" since {_local(since, directory)}" if since else ""))
@@ -171,8 +174,38 @@ def cmd_attempts(args: argparse.Namespace) -> int:
     for a in rows:
         print(f"{_local(a.at, directory):<19}  {a.kind.value:<4}  {a.mode.value:<7}  "
               f"{_printable(a.sender)[:16]:<16}  {a.recipient:<13}  {a.outcome.value:<12}  "
-              f"{a.delivery.value}{_delivery_note(queued.get(a.id))}")
+              f"{a.delivery.value}{_delivery_note(queued.get(a.id))}"
+              f"{_reply_note(replies.get(a.id), directory)}")
     return 0
+
+
+def _reply_json(reply: SmsReply | None) -> dict[str, object]:
+    """An SMS's outage auto-reply: null when none was owed (normal mode, not an SMS)."""
+    if reply is None:
+        return {"reply": None}
+    return {"reply": {"state": reply.state.value, "detail": reply.detail, "tries": reply.tries,
+                      "sent_at": reply.sent_at.isoformat() if reply.sent_at else None,
+                      "next_try_at": None if reply.state.final
+                      else reply.next_try_at.isoformat()}}
+
+
+def _reply_note(reply: SmsReply | None, directory: Directory) -> str:
+    """``; reply sent``, ``; reply failed (why; next try at TIME)``, ``; reply not sent (why)``."""
+    if reply is None:
+        return ""
+    match reply.state:
+        case ReplyState.SENT:
+            return "; reply sent"
+        case ReplyState.PENDING:
+            return "; reply pending"
+        case ReplyState.FAILED:
+            return (f"; reply failed ({reply.detail}; {reply.tries} "
+                    f"tr{'y' if reply.tries == 1 else 'ies'}, next at "
+                    f"{_local(reply.next_try_at, directory)})")
+        case ReplyState.NOT_SENT:
+            return f"; reply not sent ({reply.detail})"
+        case _:
+            assert_never(reply.state)
 
 
 def _delivery_json(item: InboxItem | None) -> dict[str, object]:
@@ -361,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("attempts", cmd_attempts, "list recent calls, SMS and faxes",
             "List recent inbound attempts (calls, SMS, faxes) with their outcome and delivery "
-            "state, oldest first.")
+            "state, oldest first; for an SMS received in an outage, its automatic reply: "
+            "sent, pending, failed (why, next try) or not sent (why).")
     p.add_argument("--since", metavar="TIME", help="only attempts since TIME: 2h, 30m, 7d or "
                    "an ISO 8601 time")
     p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")

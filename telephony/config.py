@@ -45,6 +45,7 @@ from telephony.model import (
     Trunk,
     User,
 )
+from telephony.sms.twilio import api_url
 from telephony.yamlsource import Where, YMap, YNode, YScalar, YSeq, load_with_includes
 
 T = TypeVar("T")
@@ -118,6 +119,7 @@ class _Reader:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self._gateway_node: YMap | None = None
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -252,6 +254,8 @@ class _Reader:
         connections = self.connections(top, Path(source).parent)
         emergency = [v for v, _ in self.strings(top, "emergency_numbers", "emergency_numbers",
                                                 re.compile(r"\d{3}"), "a 3-digit number")]
+        if connections is not None:
+            self.sms_senders(top, numbers, backup, connections)
         if practice is None or connections is None:
             return None
         return Directory(practice, max_per_login, tuple(users.values()), tuple(teams.values()),
@@ -720,7 +724,19 @@ class _Reader:
     def sms_gateway(self, node: YMap, f: str) -> SmsGateway:
         self.keys(node, f, ["url", "from", "account", "token_env", "token_file",
                             "signing_secret_env", "signing_secret_file"])
+        self._gateway_node = node  # for sms_senders(), once the rest is read
+        reported = len(self.problems)
         url = self._url(node, "url", f)
+        url_account = ""
+        if url and len(self.problems) == reported:
+            # The base, or the provider's full Messages URL as a user pastes it: the client
+            # wants the base, and the account may come from the URL.
+            try:
+                api = api_url(url)
+            except ValueError as exc:
+                self.problem(_where_of(node, "url"), f"{f}.url", str(exc))
+            else:
+                url, url_account = api.base, api.account
         sender = self.text(node, "from", f"{f}.from", "", "the E.164 number alerts come from")
         if sender:
             try:
@@ -729,8 +745,56 @@ class _Reader:
                 self.problem(_where_of(node, "from"), f"{f}.from", exc.why)
         account = self.text(node, "account", f"{f}.account", "",
                             "the provider's account id (Twilio: the Account SID)") or ""
+        if account and url_account and account != url_account:
+            self.problem(_where_of(node, "account"), f"{f}.account",
+                         "the account the url names (they differ): give it once, in either")
+        elif ":" in account:
+            self.problem(_where_of(node, "account"), f"{f}.account",
+                         "an account id without ':' (it is the basic-auth user)")
+        account = account or url_account
         return SmsGateway(url, sender or "", self.secret(node, "token", f, False),
                           self.secret(node, "signing_secret", f, False), account)
+
+    def sms_senders(self, top: YMap, numbers: list[Number], backup: Backup,
+                    connections: Connections) -> None:
+        """Whatever would send SMS must find a gateway that can: SMS alerts (``email+sms``)
+        and, with a gateway to receive SMS, the outage auto-reply from every number that
+        carries SMS and is registered for texting.  Otherwise an outage would find out."""
+        f = "connections.sms_gateway"
+        alerts = backup.alerts.kind is AlertKind.EMAIL_SMS and bool(backup.alerts.sms)
+        gateway = connections.sms_gateway
+        replying = [n.number for n in numbers
+                    if Carry.SMS in n.carries and n.texting_registered]
+        senders = ["backup.alerts.kind is email+sms"] if alerts else []
+        if replying and gateway is not None:
+            others = len(replying) - 1
+            senders.append(f"the outage auto-reply from {replying[0]}"
+                           + (f" and {others} other number(s)" if others else ""))
+        if not senders:
+            return
+        why = f"SMS is sent ({'; '.join(senders)})"
+        node = self._gateway_node
+        if gateway is None or node is None:
+            backup_node = _get(top, "backup")
+            alerts_node = _get(backup_node, "alerts") if isinstance(backup_node, YMap) \
+                else None
+            where = _where_of(alerts_node, "kind") if isinstance(alerts_node, YMap) \
+                else top.where
+            self.problem(where, f, "an SMS gateway (url, account, token_env, from) to text "
+                         "backup.alerts.sms, since backup.alerts.kind is email+sms")
+            return
+        if gateway.url and not gateway.account:
+            self.problem(node.where, f"{f}.account",
+                         "the provider's account id (Twilio: the Account SID), or the full "
+                         "Messages URL as url (https://api.twilio.com/2010-04-01/Accounts/"
+                         f"AC…/Messages.json): {why}")
+        if not gateway.token.env and not gateway.token.file:
+            self.problem(node.where, f"{f}.token_env",
+                         f"where the API token comes from: token_env or token_file: {why}")
+        if alerts and not gateway.sender:
+            self.problem(node.where, f"{f}.from",
+                         "the E.164 number SMS alerts are sent from: backup.alerts.kind is "
+                         "email+sms")
 
     def inbox(self, node: YMap, f: str) -> Inbox:
         self.keys(node, f, ["url", "token_env", "token_file"])

@@ -25,6 +25,7 @@ from notifier.inbox import InboxDrain, inbox_for
 from notifier.links import LINK_PREFIX
 from notifier.reminder_service import OutageReminders, reminders_for
 from notifier.service import Notifier, notifier_for
+from notifier.sms_reply import AutoReplies
 from telephony import e164
 from telephony.asterisk import cdr
 from telephony.asterisk.ami import LinkDown
@@ -32,6 +33,7 @@ from telephony.asterisk.fax import DEFAULT_FAX_DIR, FAX_CONTEXTS, FaxIntake
 from telephony.conversations import ConversationBook
 from telephony.freeswitch import cdr as freeswitch_cdr
 from telephony.journal import (
+    Attempt,
     AttemptKind,
     AuditEntry,
     Delivery,
@@ -47,7 +49,7 @@ from telephony.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, r
 from telephony.model import AsteriskPbx, Directory, FreeswitchPbx
 from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
 from telephony.ownership import OwnershipBook
-from telephony.sms.gateway import GatewayError, SmsGatewayClient
+from telephony.sms.reply import ReplyPlan, auto_reply
 from telephony.sms.twilio import InboundSms
 from telephony.sms.webhook import make_sms_routes
 from telephony.status.metrics import Metrics
@@ -89,8 +91,6 @@ class Controller:
             self.faxes.spool = Path(pbx.fax_spool)
         self._changed = asyncio.Event()
         self.metrics = Metrics(backlog=journal.held)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sms_client: SmsGatewayClient | None = None
         self.metrics.set_engaged(self.state.mode is Mode.OUTAGE)
         self.notifier: Notifier | None = notifier_for(directory, journal, self.clock)
         self.writer = AttemptWriter(journal)
@@ -100,6 +100,10 @@ class Controller:
         # Held attempts and emails go to the inbox whenever the mode is normal.
         self.inbox: InboxDrain | None = inbox_for(directory, journal, self.mode, self.clock,
                                                   node=self.node)
+        # The outage SMS auto-reply: journaled with its state, sent and retried by a task.
+        self.replies = AutoReplies(journal, directory.connections.sms_gateway,
+                                   directory.backup.sms_reply, self.clock, self.mode,
+                                   self._reply_plan)
         intake = directory.connections.email_intake
         self.email_intake = EmailListener(intake, journal, self.clock, self.wake_inbox) \
             if intake is not None else None
@@ -118,6 +122,7 @@ class Controller:
             await self.email_intake.start()
         if self.inbox is not None:
             self.inbox.start()
+        self.replies.start()
 
     def mode(self) -> Mode:
         return self.state.mode
@@ -205,46 +210,32 @@ class Controller:
             return ""  # an empty secret verifies nothing: every webhook gets 403
 
     async def on_sms(self, sms: InboundSms) -> None:
-        """A signed inbound SMS: journaled (fsynced) before the gateway hears 200; in an
-        outage the sender gets the automatic reply."""
+        """A signed inbound SMS: journaled (fsynced), and in an outage its automatic reply
+        with it (to be sent, or not sent and why), before the gateway hears 200.
+
+        The outcome is ``received`` until the reply is sent (then ``auto-replied``): the
+        record says what happened, not what was meant to."""
         mode = self.mode()
         number = self.book.number(sms.recipient)
-        if number is None:
-            outcome = Outcome.REFUSED
-        elif mode is Mode.OUTAGE:
-            outcome = Outcome.AUTO_REPLIED
-        else:
-            outcome = Outcome.RECEIVED
+        outcome = Outcome.REFUSED if number is None else Outcome.RECEIVED
         new = await self.record_attempt(NewAttempt(
             key=sms.journal_key, at=datetime.now(UTC), kind=AttemptKind.SMS, mode=mode,
             sender=sms.sender, recipient=sms.recipient, outcome=outcome, text=sms.body,
             delivery=Delivery.HELD if number is not None else Delivery.NOT_NEEDED))
         log.info("SMS from %s to %s: %s%s", e164.redact(sms.sender), sms.recipient,
                  outcome.value, "" if new else " (a retry of one already recorded)")
-        if new and outcome is Outcome.AUTO_REPLIED:
-            task = asyncio.create_task(self._auto_reply(sms))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        # As first recorded (a webhook posted again finds the first one's mode), and every
+        # time: a crash between the two writes is mended by the gateway's retry.
+        recorded = await asyncio.to_thread(self.journal.attempt, sms.journal_key)
+        if recorded is not None:
+            await self.replies.keep(recorded)
 
-    async def _auto_reply(self, sms: InboundSms) -> None:
-        from telephony.asterisk.local_pbx import SecretMissing, read_secret
-
-        gateway = self.directory.connections.sms_gateway
-        number = self.book.number(sms.recipient)
-        if gateway is None or number is None or not number.texting_registered:
-            log.warning("no automatic reply from %s: it is not registered for business "
-                        "texting", sms.recipient)
-            return
-        try:
-            if self._sms_client is None:
-                self._sms_client = SmsGatewayClient(
-                    gateway.url, gateway.account,
-                    read_secret(gateway.token, "connections.sms_gateway.token"))
-            await self._sms_client.send(sms.recipient, sms.sender,
-                                        self.directory.backup.sms_reply)
-            log.info("automatic reply sent to %s", e164.redact(sms.sender))
-        except (GatewayError, SecretMissing, ValueError) as exc:
-            log.error("automatic reply to %s failed: %s", e164.redact(sms.sender), exc)
+    def _reply_plan(self, attempt: Attempt) -> ReplyPlan | None:
+        """The automatic reply ``attempt`` is owed (None: none at all)."""
+        if attempt.kind is not AttemptKind.SMS or attempt.outcome is Outcome.REFUSED:
+            return None
+        return auto_reply(self.book.number(attempt.recipient), attempt.mode,
+                          self.directory.connections.sms_gateway)
 
     async def on_sms_refused(self, reason: str, remote: str) -> None:
         await asyncio.to_thread(self.journal.audit, AuditEntry(
@@ -260,10 +251,7 @@ class Controller:
             await self.notifier.close()
         if self.reminders is not None:
             await self.reminders.close()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._sms_client is not None:
-            await self._sms_client.close()
+        await self.replies.close()
 
     def attach(self, mirror: ModeMirror) -> None:
         """The PBX side of the mode (the Asterisk driver), kept in agreement every tick."""
@@ -285,6 +273,7 @@ class Controller:
             self.metrics.set_engaged(state.mode is Mode.OUTAGE)
             if state.mode is Mode.NORMAL:
                 self.wake_inbox()  # the outage is over: deliver what it held
+            self.replies.wake()  # replies go in an outage, and are closed after it
             if state.since is not None:
                 self.metrics.mode_changed(state.mode, state.since.via)
             since = state.since

@@ -60,6 +60,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         directory = config.load(path).directory
         journal = open_journal(directory.connections.storage.url)
         controller = Controller(directory, journal)
+        await controller.start()  # as `backline run` does: the reply sender among the rest
         runner = web.AppRunner(controller.web_app())
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -79,6 +80,7 @@ async def test_outage_sms_gets_the_automatic_reply_within_two_seconds(
     assert answer.status == 200
     sent = await site.gateway.wait_for_sent(1, within=2.0)
     assert [(m.sender, m.to, m.body) for m in sent] == [(PRACTICE, PATIENT, REPLY)]
+    await site.controller.replies.settle()  # the gateway's 201 is journaled, too
     [attempt] = site.controller.journal.attempts()
     assert (attempt.kind, attempt.outcome, attempt.mode, attempt.delivery) == (
         AttemptKind.SMS, Outcome.AUTO_REPLIED, Mode.OUTAGE, Delivery.HELD)

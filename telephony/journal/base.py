@@ -33,6 +33,7 @@ from telephony.journal.records import (
     Outcome,
     Placement,
 )
+from telephony.journal.replies import ReplyJournal
 from telephony.outage import Mode, ModeChange, ModeState, Via
 
 _TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -58,7 +59,7 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class SqlJournal(InboxJournal, abc.ABC):
+class SqlJournal(InboxJournal, ReplyJournal, abc.ABC):
     """Journal operations over a DB-API connection; subclasses connect and commit durably."""
 
     placeholder = "?"

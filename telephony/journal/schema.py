@@ -126,6 +126,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "INSERT INTO inbox_lease (name, holder, lease_until) VALUES ('drain', '', '')",
     ),
+    (  # 4: the outage SMS auto-reply, one per SMS attempt, as a delivery of its own
+        # `state`: pending (not tried yet), failed (the last try failed: `detail` says why,
+        # due again at `next_try_at`), sent, not-sent (final: `detail` says why).  Leased
+        # with `claimed_until` like an alert delivery, so one controller sends it, once.
+        # `detail` never holds a number or a text; the reply's text is the config's.
+        """CREATE TABLE sms_replies (
+            id {autoid},
+            attempt_id INTEGER NOT NULL UNIQUE REFERENCES attempts (id),
+            sender TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            tries INTEGER NOT NULL DEFAULT 0,
+            next_try_at TEXT NOT NULL,
+            claimed_until TEXT NOT NULL DEFAULT '',
+            sent_at TEXT NOT NULL DEFAULT '',
+            message_sid TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX sms_replies_due ON sms_replies (state, next_try_at)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

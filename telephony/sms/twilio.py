@@ -26,11 +26,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from telephony.e164 import NotE164, is_e164, normalise
 
@@ -243,6 +244,55 @@ def parse_inbound(params: Params) -> InboundSms:
 
 
 # --- the Messages API -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ApiUrl:
+    """Where the Messages API lives: ``base`` (scheme, host, port, any path prefix; the
+    client appends :func:`messages_path`) and the account the URL names ("" if none)."""
+
+    base: str
+    account: str
+
+
+# A path ending in the API version, optionally followed by the account and its Messages
+# resource: what a user copies from the provider's console or documentation.
+_API_PATH = re.compile(r"(?P<prefix>.*?)/" + re.escape("2010-04-01")
+                       + r"(?:/Accounts(?:/(?P<account>[^/]+?)(?:\.json)?"
+                       r"(?:/Messages(?:\.json)?)?)?)?/?")
+
+
+def api_url(url: str) -> ApiUrl:
+    """The API base and account in ``url``, as a user would paste it: the base alone
+    (``https://api.twilio.com``), or the full Messages URL
+    (``https://api.twilio.com/2010-04-01/Accounts/AC…/Messages.json``, with or without
+    ``.json``), or a part of it.  Raises ValueError saying what is wrong (never the URL's
+    text: it is the user's to read in their own file): not http(s), no host, a query string
+    or fragment, plain http to anything but this machine (basic auth would carry the token
+    in the clear)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("the provider's API URL without a query string or fragment")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError("an https:// URL (plain http only to this machine: basic auth would "
+                         "carry the token in the clear)")
+    match = _API_PATH.fullmatch(parts.path)
+    prefix = match["prefix"] if match else parts.path.rstrip("/")
+    account = unquote(match["account"]) if match and match["account"] else ""
+    if ":" in account:
+        raise ValueError("an account id without ':' (it is the basic-auth user)")
+    return ApiUrl(urlunsplit((parts.scheme, parts.netloc, prefix, "", "")), account)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def messages_path(account_sid: str) -> str:
     """The Messages API path under the gateway's base URL (Twilio: https://api.twilio.com)."""
