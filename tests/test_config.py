@@ -178,3 +178,84 @@ def test_e164_spellings_normalise(text: str, canonical: str) -> None:
 def test_not_e164_is_refused(text: str) -> None:
     with pytest.raises(e164.NotE164):
         e164.normalise(text)
+
+
+# -- an SMS gateway that cannot send is refused whenever anything would send SMS ---------------
+
+SID = "AC" + "0123456789abcdef" * 2
+MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{SID}/Messages.json"
+SMS_PRACTICE = """\
+practice: {{name: P, timezone: UTC}}
+numbers:
+  - {{number: "+13125550101", carries: [voice, sms], texting_registered: {registered}}}
+backup:
+  alerts: {{kind: {kind}, emails: [ops@x.example], sms: ["+13125550199"]}}
+connections:
+  {gateway}
+  storage: {{url: 'sqlite:j.db'}}
+"""
+TOKENS = "token_env: SMS_TOKEN, signing_secret_env: SMS_SIGNING"
+
+
+@pytest.mark.parametrize(("registered", "kind", "gateway", "expected"), [
+    # The issue's config: the Messages URL pasted whole, alerts by SMS, no `from`.  The
+    # account now comes from the URL; the missing sender is named.
+    ("true", "email+sms", f'sms_gateway: {{url: "{MESSAGES_URL}", {TOKENS}}}',
+     [":7: connections.sms_gateway.from: the E.164 number SMS alerts are sent from"]),
+    # The base alone and no account: neither the reply nor the alerts could authenticate.
+    ("true", "email", f'sms_gateway: {{url: "https://api.twilio.com", {TOKENS}}}',
+     [":7: connections.sms_gateway.account: the provider's account id",
+      "(the outage auto-reply from +13125550101)"]),
+    ("false", "email+sms",
+     f'sms_gateway: {{url: "https://api.twilio.com", from: "+13125550101", {TOKENS}}}',
+     [":7: connections.sms_gateway.account: the provider's account id",
+      "SMS is sent (backup.alerts.kind is email+sms)"]),
+    # No token: nothing can be sent, whatever else is there.
+    ("true", "email", f'sms_gateway: {{url: "{MESSAGES_URL}", signing_secret_env: S}}',
+     [":7: connections.sms_gateway.token_env: where the API token comes from"]),
+    # SMS alerts with no gateway at all.
+    ("false", "email+sms", "pages: {listen: '127.0.0.1:8080', base_url: 'https://x.example'}",
+     [":5: connections.sms_gateway: an SMS gateway (url, account, token_env, from)"]),
+    # Two accounts that disagree; a URL that would carry the token in the clear.
+    ("true", "email", f'sms_gateway: {{url: "{MESSAGES_URL}", account: AC1, {TOKENS}}}',
+     [":7: connections.sms_gateway.account: the account the url names (they differ)"]),
+    ("true", "email",
+     f'sms_gateway: {{url: "http://api.twilio.com", account: {SID}, {TOKENS}}}',
+     [":7: connections.sms_gateway.url: an https:// URL"]),
+])
+def test_a_gateway_that_cannot_send_is_refused_naming_the_missing_key(
+        tmp_path: Path, registered: str, kind: str, gateway: str, expected: list[str]) -> None:
+    path = tmp_path / "sms.yaml"
+    path.write_text(SMS_PRACTICE.format(registered=registered, kind=kind, gateway=gateway))
+    result = check(path)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    [problem] = [line for line in result.stderr.splitlines()
+                 if re.match(rf"{re.escape(str(path))}:\d+: ", line) and "warning" not in line]
+    assert all(words in problem for words in expected), result.stderr
+
+
+@pytest.mark.parametrize("url", [
+    MESSAGES_URL, MESSAGES_URL.removesuffix(".json"), MESSAGES_URL + "/",
+    f"https://api.twilio.com/2010-04-01/Accounts/{SID}.json",
+    f"https://api.twilio.com/2010-04-01/Accounts/{SID}",
+])
+def test_the_providers_messages_url_as_pasted_gives_base_and_account(
+        tmp_path: Path, url: str) -> None:
+    path = tmp_path / "sms.yaml"
+    path.write_text(SMS_PRACTICE.format(registered="true", kind="email+sms", gateway=(
+        f'sms_gateway: {{url: "{url}", from: "+13125550101", {TOKENS}}}')))
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    gateway = config.load(path).directory.connections.sms_gateway
+    assert gateway is not None
+    assert (gateway.url, gateway.account) == ("https://api.twilio.com", SID)
+
+
+def test_a_gateway_nothing_sends_through_needs_no_account_or_token(tmp_path: Path) -> None:
+    # Receiving only: no number registered for texting, alerts by email.
+    path = tmp_path / "sms.yaml"
+    path.write_text(SMS_PRACTICE.format(registered="false", kind="email", gateway=(
+        'sms_gateway: {url: "https://api.twilio.com", signing_secret_env: S}')))
+    result = check(path)
+    assert result.returncode == 0, result.stderr

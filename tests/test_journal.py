@@ -35,6 +35,7 @@ from telephony.journal import (
     open_journal,
 )
 from telephony.journal.postgres import _redacted
+from telephony.journal.replies import ReplyState
 from telephony.journal.schema import LATEST
 from telephony.outage import Mode, ModeChange, ModeState, Via
 from tests.harness.postgres import JournalBackend, PostgresServer, running_server
@@ -269,6 +270,71 @@ def test_alert_journal_lists_once_and_leases_to_one_sender(
     journal.delivery_sent(first[0].id, T0 + timedelta(seconds=1))
     assert journal.alert_backlog() == 1
     journal.close()
+
+
+def test_sms_replies_are_leased_to_one_sender_retried_and_settled_once(
+        journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
+    practice, patient = "+13125550100", "+17205550141"
+    a, b, c, d = (journal.record_attempt(attempt(f"sms{i}", outcome=Outcome.RECEIVED))[0]
+                  for i in range(4))
+    assert journal.add_sms_reply(a.id, practice, patient, T0)
+    assert not journal.add_sms_reply(a.id, practice, patient, T0)  # the webhook posted again
+    assert journal.add_sms_reply(b.id, practice, patient, T0, not_sent="not registered")
+    lease = T0 + timedelta(seconds=120)
+    [claimed] = journal.claim_due_replies(T0, lease)  # b is final: never claimed
+    assert (claimed.attempt_id, claimed.sender, claimed.recipient) == (a.id, practice, patient)
+    assert journal.claim_due_replies(T0 + timedelta(seconds=1), lease) == []  # leased
+    journal.reply_failed(claimed.id, T0 + timedelta(seconds=5), "HTTP 503")
+    assert journal.claim_due_replies(T0 + timedelta(seconds=1), lease) == []  # not yet due
+    assert journal.next_reply_at() == T0 + timedelta(seconds=5)
+    [again] = journal.claim_due_replies(T0 + timedelta(seconds=5), lease)
+    assert (again.state, again.tries, again.detail) == (ReplyState.FAILED, 1, "HTTP 503")
+    journal.reply_sent(again.id, T0 + timedelta(seconds=6), "SM" + "0" * 32)
+    assert journal.claim_due_replies(T0 + timedelta(days=1), T0 + timedelta(days=2)) == []
+    a_now = journal.attempt("sms0")
+    assert a_now is not None and a_now.outcome is Outcome.AUTO_REPLIED  # in the same commit
+    replies = journal.replies_of_attempts([a.id, b.id, c.id])
+    assert (replies[a.id].state, replies[a.id].tries, replies[a.id].detail) == (
+        ReplyState.SENT, 2, "")
+    assert (replies[b.id].state, replies[b.id].detail) == (ReplyState.NOT_SENT, "not registered")
+    assert c.id not in replies
+    assert [x.key for x in journal.sms_without_reply(T0 - timedelta(hours=1))] == [
+        "sms2", "sms3"]
+
+    # A dead sender's lease lapses; after the outage an open reply is closed, except one being
+    # tried right then, which its try settles.
+    journal.add_sms_reply(c.id, practice, patient, T0)
+    journal.add_sms_reply(d.id, practice, patient, T0)
+    later = T0 + timedelta(hours=1)
+    assert len(journal.claim_due_replies(later, later + timedelta(seconds=120))) == 2
+    lapsed = later + timedelta(seconds=121)
+    [c_reply, d_reply] = journal.claim_due_replies(lapsed, lapsed + timedelta(seconds=120))
+    assert d_reply.attempt_id == d.id  # claimed again: its sender died mid-try
+    journal.reply_failed(c_reply.id, lapsed + timedelta(seconds=5), "cannot connect")
+    assert journal.close_open_replies(lapsed, "the outage ended") == 1  # c; d is in the air
+    open_d = journal.final_reply(d.id, lapsed, "the outage ended")
+    assert open_d is not None and not open_d.state.final
+    closed_d = journal.final_reply(d.id, lapsed + timedelta(seconds=121), "the outage ended")
+    assert closed_d is not None and closed_d.state is ReplyState.NOT_SENT
+    final = journal.replies_of_attempts([c.id])[c.id]
+    assert (final.state, final.detail) == (
+        ReplyState.NOT_SENT, "the outage ended (last try: cannot connect)")
+    assert journal.final_reply(b.id, lapsed, "x") == replies[b.id]  # final stays as it was
+    journal.close()
+
+
+def test_two_controllers_claim_each_sms_reply_once(journal_backend: JournalBackend) -> None:
+    journals = [open_journal(journal_backend.url) for _ in range(2)]
+    for i in range(40):
+        a, _ = journals[0].record_attempt(attempt(f"sms{i}", outcome=Outcome.RECEIVED))
+        journals[0].add_sms_reply(a.id, "+13125550100", f"+1720555{i:04d}", T0)
+    claimed = together(2, lambda i: journals[i].claim_due_replies(
+        T0, T0 + timedelta(minutes=2)))
+    ids = [r.id for batch in claimed for r in batch]
+    assert len(ids) == len(set(ids)) == 40  # each once, none lost
+    for j in journals:
+        j.close()
 
 
 # -- PostgreSQL only -----------------------------------------------------------------------
