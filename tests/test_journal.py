@@ -275,6 +275,8 @@ def test_alert_journal_lists_once_and_leases_to_one_sender(
 def test_sms_replies_are_leased_to_one_sender_retried_and_settled_once(
         journal_backend: JournalBackend) -> None:
     journal = open_journal(journal_backend.url)
+    engage = ModeChange(Mode.OUTAGE, T0 - timedelta(minutes=1), "ops", Via.CLI, "drill")
+    journal.record_mode_change(engage)
     practice, patient = "+13125550100", "+17205550141"
     a, b, c, d = (journal.record_attempt(attempt(f"sms{i}", outcome=Outcome.RECEIVED))[0]
                   for i in range(4))
@@ -312,6 +314,10 @@ def test_sms_replies_are_leased_to_one_sender_retried_and_settled_once(
     [c_reply, d_reply] = journal.claim_due_replies(lapsed, lapsed + timedelta(seconds=120))
     assert d_reply.attempt_id == d.id  # claimed again: its sender died mid-try
     journal.reply_failed(c_reply.id, lapsed + timedelta(seconds=5), "cannot connect")
+    assert journal.close_open_replies(lapsed, "the outage ended") == 0  # still engaged
+    assert not journal.replies_of_attempts([c.id])[c.id].state.final
+    journal.record_mode_change(ModeChange(Mode.NORMAL, T0 + timedelta(minutes=1), "ops",
+                                          Via.CLI, ""))
     assert journal.close_open_replies(lapsed, "the outage ended") == 1  # c; d is in the air
     open_d = journal.final_reply(d.id, lapsed, "the outage ended")
     assert open_d is not None and not open_d.state.final
@@ -321,6 +327,16 @@ def test_sms_replies_are_leased_to_one_sender_retried_and_settled_once(
     assert (final.state, final.detail) == (
         ReplyState.NOT_SENT, "the outage ended (last try: cannot connect)")
     assert journal.final_reply(b.id, lapsed, "x") == replies[b.id]  # final stays as it was
+    # An SMS of an outage engaged since (a controller that has not seen it yet closes
+    # nothing): its reply is left to be sent.
+    journal.record_mode_change(ModeChange(Mode.OUTAGE, later + timedelta(hours=2), "ops",
+                                          Via.CLI, "again"))
+    e, _ = journal.record_attempt(attempt("sms-e", later + timedelta(hours=2, seconds=1),
+                                          outcome=Outcome.RECEIVED))
+    journal.add_sms_reply(e.id, practice, patient, later)
+    assert journal.close_open_replies(later + timedelta(hours=3), "the outage ended") == 0
+    open_e = journal.final_reply(e.id, later + timedelta(hours=3), "the outage ended")
+    assert open_e is not None and open_e.state is ReplyState.PENDING
     journal.close()
 
 

@@ -157,9 +157,14 @@ class ReplyJournal:
             return _base.from_text(row[0]) if row is not None and row[0] else None
 
     def close_open_replies(self, now: datetime, why: str) -> int:
-        """Every open reply nobody is trying right now becomes ``not-sent`` for ``why`` (the
-        outage is over), its last failure kept in the reason; return how many."""
+        """Once no outage is engaged, every open reply nobody is trying right now becomes
+        ``not-sent`` for ``why``, its last failure kept in the reason; return how many.
+
+        "No outage" is the journal's word, not the caller's: a controller that has not yet
+        seen an outage just engaged (it looks once a second) must not close its replies."""
         with self._lock, self._transaction() as cur:
+            if not self._normal_now(cur):
+                return 0
             cur.execute(self._q("SELECT id FROM sms_replies WHERE state IN (?, ?) "
                                 "AND claimed_until <= ?"), (*_OPEN, _base.to_text(now)))
             ids = [int(r[0]) for r in cur.fetchall()]
@@ -167,17 +172,23 @@ class ReplyJournal:
                 self._close(cur, reply_id, now, why)
             return len(ids)
 
+    def _normal_now(self, cur: Cursor) -> bool:
+        cur.execute("SELECT mode FROM mode_changes ORDER BY id DESC LIMIT 1")
+        row = cur.fetchone()
+        return row is None or row[0] == Mode.NORMAL.value
+
     def final_reply(self, attempt_id: int, now: datetime, why: str) -> SmsReply | None:
         """The reply to ``attempt_id`` (None if it has none), closed as ``not-sent`` for
-        ``why`` if it was still open and nobody is trying it; a reply being tried right now
-        comes back open (its try decides)."""
+        ``why`` if it was still open, nobody is trying it and no outage is engaged (as in
+        :meth:`close_open_replies`); otherwise it comes back open (its try decides)."""
         with self._lock, self._transaction() as cur:
             cur.execute(self._q("SELECT id FROM sms_replies WHERE attempt_id = ?"),
                         (attempt_id,))
             row = cur.fetchone()
             if row is None:
                 return None
-            self._close(cur, int(row[0]), now, why)
+            if self._normal_now(cur):
+                self._close(cur, int(row[0]), now, why)
             cur.execute(self._q(f"SELECT {_COLUMNS} FROM sms_replies d WHERE d.id = ?"),
                         (int(row[0]),))
             return _reply(cur.fetchone())

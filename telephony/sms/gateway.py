@@ -3,7 +3,8 @@
 The request, what counts as success and how errors read are in :mod:`telephony.sms.twilio`;
 this module adds the socket, the timeouts and the retry policy.
 
-**Where it posts.** ``url`` is the API *base* (the config's ``sms_gateway.url``): scheme,
+**Where it posts.** ``url`` is the API *base* (the config's ``sms_gateway.url``, which may be
+pasted as the provider's full Messages URL: the config keeps its base and account): scheme,
 host, port and optionally a path prefix, e.g. ``https://api.twilio.com`` or
 ``http://127.0.0.1:8081``.  The client appends ``/2010-04-01/Accounts/{account}/Messages.json``
 and authenticates with HTTP basic auth ``account:token``.  Plain ``http`` is accepted only
