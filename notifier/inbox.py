@@ -22,7 +22,7 @@ so a controller restart resumes where the last one stopped:
    An SMS whose outage auto-reply is still open when its turn comes (the outage ended while
    the gateway was failing) has the reply closed as not sent first, so the item carries the
    reply's final state; one being tried at that moment keeps the item at the head until
-   its try ends (a few seconds).
+   its try ends (seconds), or, if its sender died mid-try, until its lease lapses (2 min).
 4. An item-specific 4xx (400, 413, 415, 422, ...) or a fax file gone from this node marks
    the item failed with the status (never the body, which may echo patient data), logs it
    as an error and shows it in ``backline attempts``; the drain then **goes on with the next
