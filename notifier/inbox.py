@@ -129,6 +129,8 @@ class InboxDrain:
         self._last_empty_round = 0
         self._progress = asyncio.Condition()
         self.delivered = 0  # this process's count, for the benchmark
+        # Told of each try's result (True, "") or (False, why): the status page's verdict.
+        self.on_result: Callable[[bool, str], None] | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -278,6 +280,10 @@ class InboxDrain:
         async with self._lease_kept():
             answer = await self._try(item)
         now = self._clock()
+        if self.on_result is not None:
+            self.on_result(isinstance(answer, Accepted),
+                           "" if isinstance(answer, Accepted)
+                           else f"item {item.id} ({item.kind}): {answer.reason}")
         match answer:
             case Accepted():
                 self._accepted.append(item.id)  # journaled with the batch: see _record_accepted

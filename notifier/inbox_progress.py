@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
@@ -39,22 +40,45 @@ def describe_failed(item: InboxItem, local: Callable[[datetime], str]) -> str:
     return f"  {item.kind} received {local(item.received_at)} (item {item.id}): {item.last_error}"
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What was held, and already refused, when the outage ended: the progress counts from
+    there (the drain may start before the watching does)."""
+
+    held: int
+    refused_before: frozenset[int]
+
+
+def backlog_now(journal: Journal) -> Backlog:
+    return Backlog(backlog(journal), frozenset(
+        i.id for i in journal.inbox_items(ItemState.FAILED, limit=100_000)))
+
+
 def watch_drain(journal: Journal, out: TextIO, *, tty: bool, has_inbox: bool,
                 local: Callable[[datetime], str],
                 sleep: Callable[[float], None] = time.sleep,
                 clock: Callable[[], float] = time.monotonic,
-                stall_after: float = STALL_SECONDS) -> int:
+                stall_after: float = STALL_SECONDS, blocked: str = "",
+                since: Backlog | None = None) -> int:
     """Show the drain until the backlog is empty, or until ``stall_after`` s pass with no
     item accepted or refused; return the CLI's exit status: 0, since the outage did end
-    (items the inbox refused are listed, and shown by ``backline attempts``)."""
-    failed_before = {i.id for i in journal.inbox_items(ItemState.FAILED, limit=100_000)}
-    total = backlog(journal)
+    (items the inbox refused are listed, and shown by ``backline attempts``).  ``blocked``
+    says why nothing can be delivered now (no controller, no inbox token): then that is
+    said at once instead of watching.  ``since``: the backlog when the outage ended (default:
+    now)."""
+    start = since or backlog_now(journal)
+    failed_before = start.refused_before
+    total = max(start.held, backlog(journal))
     if total == 0:
         print("nothing held for the inbox", file=out)
         return 0
     if not has_inbox:
         print(f"{total} held item(s) stay in the journal: connections.inbox is not configured",
               file=out)
+        return 0
+    if blocked:
+        print(f"{total} held item(s) cannot be delivered: {blocked}; they stay in the journal "
+              "until then", file=out)
         return 0
     print(f"delivering {total} held item(s) to the inbox (Ctrl-C stops watching; delivery goes "
           "on in the controller)", file=out, flush=True)

@@ -107,6 +107,8 @@ class Notifier:
         self._recipients = settings.recipients()
         self._pending: list[int] = []
         self._rounds = Rounds("backline-alerts")
+        # Told of each try's result (True, "") or (False, why): the status page's verdict.
+        self.on_result: Callable[[bool, str], None] | None = None
 
     # -- the controller's side -------------------------------------------------------------
 
@@ -238,12 +240,16 @@ class Notifier:
             else:
                 await asyncio.to_thread(self.journal.delivery_sent, d.id, self._clock())
                 sent += 1
+                if self.on_result is not None:
+                    self.on_result(True, "")
         return sent
 
     async def _failed(self, d: AlertDelivery, reason: str) -> None:
         tries = d.tries + 1
         at = retry.next_try(self._clock(), tries)
         await asyncio.to_thread(self.journal.delivery_failed, d.id, at, reason)
+        if self.on_result is not None:
+            self.on_result(False, f"{d.channel.value}: {reason}")
         log.warning("alerts: alert %d by %s not sent (try %d: %s); next try in %.0f s",
                     d.alert_id, d.channel.value, tries, reason, retry.retry_delay(tries))
 
@@ -339,6 +345,27 @@ def senders_for(directory: Directory, what: str) -> Senders | None:
         log.error("%s: %ss go by email only", exc, what)
         return Senders(mailer, None, ())
     return Senders(mailer, sms, alerts.sms)
+
+
+def why_no_alerts(directory: Directory) -> str:
+    """Why ``notifier_for`` makes no notifier, in the words of the config ("" if it would)."""
+    from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+    smtp = directory.connections.smtp
+    if not directory.backup.alerts.emails:
+        return "backup.alerts.emails lists no one"
+    if smtp is None:
+        return "connections.smtp is not configured"
+    if directory.connections.pages is None:
+        return "connections.pages is not configured (the alert's link needs it)"
+    try:
+        for secret, what in ((smtp.username, "connections.smtp.username"),
+                             (smtp.password, "connections.smtp.password")):
+            if secret:
+                read_secret(secret, what)
+    except SecretMissing as exc:
+        return str(exc)
+    return ""
 
 
 def notifier_for(directory: Directory, journal: Journal, clock: Clock, *,

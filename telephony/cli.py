@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,11 +20,12 @@ from typing import assert_never
 from zoneinfo import ZoneInfo
 
 from telephony import config as config_mod
-from telephony.journal import Attempt, JournalError, open_journal
+from telephony.journal import Attempt, Journal, JournalError, open_journal
 from telephony.journal.delivery import InboxItem, ItemState
 from telephony.journal.replies import ReplyState, SmsReply
+from telephony.mode_sync import Effect, InEffect, NoController, NotYet, effect_of
 from telephony.model import Directory
-from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
+from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch, switch_key
 from telephony.status.page import status_document
 
 DEFAULT_CONFIG = "/etc/backline/backline.yaml"
@@ -105,23 +107,91 @@ def cmd_outage(args: argparse.Namespace) -> int:
             change = switch(state, target, at=now, by=_who(args.by), via=Via.CLI,
                             reason=getattr(args, "reason", "") or "")
         except AlreadyInMode as exc:
-            print(f"backline: {exc}; nothing changed", file=sys.stderr)
+            since = exc.state.since
+            print(f"backline: already {exc.state.mode.value}"
+                  + (f" since {_local(since.at, directory)} by {since.by}" if since else "")
+                  + "; nothing changed", file=sys.stderr)
             return 0
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+        if args.wait < 0:
+            raise UsageError("--wait: expected a number of seconds, 0 or more")
+        from notifier.inbox_progress import backlog_now, watch_drain
+
+        held = backlog_now(journal) if target is Mode.NORMAL and not args.no_wait else None
         journal.record_mode_change(change, expected=state)
         word = "engaged" if target is Mode.OUTAGE else "ended"
         print(f"outage {word} at {_local(change.at, directory)} by {change.by}"
-              + (f": {change.reason}" if change.reason else ""), flush=True)
-        if target is Mode.NORMAL and not args.no_wait:
-            from notifier.inbox_progress import watch_drain
-
-            return watch_drain(journal, sys.stdout, tty=sys.stdout.isatty(),
-                               has_inbox=directory.connections.inbox is not None,
-                               local=lambda at: _local(at, directory))
-        return 0
+              + (f": {change.reason}" if change.reason else ""), end="", flush=True)
+        effect = _await_effect(journal, change, 0.0 if args.no_wait else args.wait)
+        print(_effect_words(effect, change, directory, args.no_wait), flush=True)
+        status = 1 if isinstance(effect, NotYet) and not args.no_wait else 0
+        if held is not None:
+            drained = watch_drain(journal, sys.stdout, tty=sys.stdout.isatty(),
+                                  has_inbox=directory.connections.inbox is not None,
+                                  local=lambda at: _local(at, directory),
+                                  blocked=_why_not_delivered(effect, journal), since=held)
+            return status or drained
+        return status
     finally:
         journal.close()
+
+
+# A controller reports at least every REPORT_EVERY (10 s); unseen for three times as long,
+# it is taken as not running.
+LIVE_WITHIN = timedelta(seconds=30)
+EFFECT_POLL_SECONDS = 0.1
+
+
+def _await_effect(journal: Journal, change: ModeChange, within: float) -> Effect:
+    """Until every running controller reports its PBX holds ``change`` (or ``within`` s
+    pass, or no controller runs): what the controllers' reports in the journal say."""
+    key = switch_key(change)
+    deadline = time.monotonic() + within
+    while True:
+        effect = effect_of(journal.controllers(), key, datetime.now(UTC), LIVE_WITHIN)
+        if not isinstance(effect, NotYet) or time.monotonic() >= deadline:
+            return effect
+        time.sleep(EFFECT_POLL_SECONDS)
+
+
+def _effect_words(effect: Effect, change: ModeChange, directory: Directory,
+                  no_wait: bool) -> str:
+    """The rest of the engage/end line: when it took effect, or plainly why not yet."""
+    match effect:
+        case InEffect(applied):
+            def one(at: datetime) -> str:
+                took = max(0.0, (at - change.at).total_seconds())
+                return f"{_local(at, directory)} ({took:.1f} s)"
+            if len(applied) == 1:
+                return f"; in effect on the PBX at {one(applied[0][1])}"
+            return "; in effect on " + ", ".join(f"{node or 'the PBX'} at {one(at)}"
+                                                 for node, at in applied)
+        case NoController(last_seen):
+            seen = f"last seen {_local(last_seen, directory)}" if last_seen else \
+                "none seen on this journal"
+            return (f"; NOT in effect yet: no controller is running ({seen}), so the PBX "
+                    "does not have it; it takes effect when `backline run` or `backline up` "
+                    "starts")
+        case NotYet(waiting):
+            if no_wait:
+                return "; the running controller applies it within a few seconds (--no-wait)"
+            nodes = ", ".join(node or "the controller" for node, _ in waiting)
+            return (f"; NOT in effect on the PBX after waiting: {nodes} has not confirmed it "
+                    "(the PBX link may be down: see the status page)")
+        case _:
+            assert_never(effect)
+
+
+def _why_not_delivered(effect: Effect, journal: Journal) -> str:
+    """Why held items cannot be delivered now ("" if a running controller can)."""
+    if isinstance(effect, NoController):
+        return "no controller is running to deliver them (start `backline run`)"
+    now = datetime.now(UTC)
+    live = [r for r in journal.controllers() if now - r.seen_at <= LIVE_WITHIN]
+    if live and all(r.inbox_blocked for r in live):
+        return live[0].inbox_blocked
+    return ""
 
 
 def _outage_status(state: ModeState, history: list[ModeChange], directory: Directory,
@@ -380,8 +450,18 @@ def build_parser() -> argparse.ArgumentParser:
                           description="End the outage mode; held attempts and emails are then "
                                       "delivered to the inbox by the running controller, and "
                                       "this shows its progress until the backlog is empty.")
+    for q in (e, end):
+        q.description = (q.description or "") + (
+            " Waits until the running controller has the PBX in the new mode and says when "
+            "it took effect (exit 1 if a running controller has not confirmed it in time), "
+            "or says that no controller is running.")
+        q.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                       help="how long to wait for the PBX to have the mode (default 5)")
+    e.add_argument("--no-wait", action="store_true",
+                   help="return once the switch is recorded, without waiting for the PBX")
     end.add_argument("--no-wait", action="store_true",
-                     help="return at once instead of showing the delivery's progress")
+                     help="return once the switch is recorded, without waiting for the PBX "
+                          "or showing the delivery's progress")
     s = osub.add_parser("status", help="show the mode",
                         description="Show whether the outage is engaged, since when, by whom "
                                     "and why, and recent switches.")

@@ -14,17 +14,17 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, assert_never
 
 from aiohttp import web
 
 from notifier.email_intake import EmailListener
-from notifier.inbox import InboxDrain, inbox_for
+from notifier.inbox import InboxDrain, inbox_for, process_holder
 from notifier.links import LINK_PREFIX
 from notifier.reminder_service import OutageReminders, reminders_for
-from notifier.service import Notifier, notifier_for
+from notifier.service import Notifier, notifier_for, why_no_alerts
 from notifier.sms_reply import AutoReplies
 from telephony import e164
 from telephony.asterisk import cdr
@@ -36,6 +36,7 @@ from telephony.journal import (
     Attempt,
     AttemptKind,
     AuditEntry,
+    ControllerReport,
     Delivery,
     Journal,
     JournalError,
@@ -47,17 +48,22 @@ from telephony.journal import (
 from telephony.journal.writer import AttemptWriter
 from telephony.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, reconcile
 from telephony.model import AsteriskPbx, Directory, FreeswitchPbx
-from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch
+from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch, switch_key
 from telephony.ownership import OwnershipBook
 from telephony.sms.reply import ReplyPlan, auto_reply
 from telephony.sms.twilio import InboundSms
 from telephony.sms.webhook import make_sms_routes
+from telephony.status.health import Health, Verdict, idle, off
 from telephony.status.metrics import Metrics
 from telephony.status.server import make_status_app
 
 log = logging.getLogger("backline.controller")
 
 MODE_POLL_SECONDS = 1.0
+# A running controller rewrites its row in the journal when what it reports changes, and at
+# least this often; the CLI counts a controller unseen for three times as long as gone.
+REPORT_EVERY = timedelta(seconds=10)
+FORGET_AFTER = timedelta(days=1)  # rows of controllers that never said goodbye (SIGKILL)
 
 
 class Controller:
@@ -107,6 +113,84 @@ class Controller:
         intake = directory.connections.email_intake
         self.email_intake = EmailListener(intake, journal, self.clock, self.wake_inbox) \
             if intake is not None else None
+        # What ops watch besides the mode (the status page, /status.json).
+        self.holder = process_holder()  # this process, in the journal's `controllers`
+        self.pbx_label = (self.node or pbx.kind) if pbx is not None else "none"
+        self.inbox_blocked = self._why_inbox_blocked()
+        self.health: dict[str, Health] = {
+            "pbx_link": idle("not connected yet") if pbx is not None
+            else off("connections.pbx is not configured"),
+            "alerts": _alerts_health(directory, self.notifier),
+            "inbox": off(f"held items cannot be delivered: {self.inbox_blocked}")
+            if self.inbox is None else idle("nothing delivered yet"),
+        }
+        if self.notifier is not None:
+            self.notifier.on_result = lambda ok, why: self._reported("alerts", ok, why)
+        if self.inbox is not None:
+            self.inbox.on_result = lambda ok, why: self._reported("inbox", ok, why)
+        self.failed_rounds = 0
+        self._round_ended = asyncio.Event()
+        self._pbx_switch = ""  # the switch the PBX was last seen holding (outage.switch_key)
+        self._pbx_at: datetime | None = None
+        self._last_report: tuple[str, str, str] | None = None
+        self._last_report_at: datetime | None = None
+
+    def _why_inbox_blocked(self) -> str:
+        """Why held items cannot be delivered ("" when they can)."""
+        from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+        inbox = self.directory.connections.inbox
+        if inbox is None or not inbox.url:
+            return "connections.inbox is not configured"
+        if inbox.token:
+            try:
+                read_secret(inbox.token, "connections.inbox.token")
+            except SecretMissing as exc:
+                return f"the controller has no inbox token ({exc})"
+        return ""
+
+    def _reported(self, part: str, ok: bool, why: str) -> None:
+        now = self.clock()
+        words = {"alerts": ("alerts are being delivered", "alerts are not getting through"),
+                 "inbox": ("held items are being delivered",
+                           "held items are not getting through")}[part]
+        current = self.health[part]
+        self.health[part] = current.succeeded(now, words[0]) if ok \
+            else current.failed(now, why, words[1])
+
+    def warn_missing_secrets(self) -> list[str]:
+        """Log (once, at start) each feature a missing secret turns off; return the lines."""
+        from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+        d = self.directory
+        checks = []
+        gateway = d.connections.sms_gateway
+        if gateway is not None:
+            if d.connections.pages is not None:
+                checks.append(("inbound SMS", gateway.signing_secret,
+                               "connections.sms_gateway.signing_secret",
+                               "every inbound SMS webhook is refused (403)"))
+            checks.append(("SMS sending", gateway.token, "connections.sms_gateway.token",
+                           "no automatic replies and no SMS alerts are sent"))
+        inbox = d.connections.inbox
+        if inbox is not None and inbox.url and inbox.token:
+            checks.append(("inbox delivery", inbox.token, "connections.inbox.token",
+                           "held items cannot be delivered to the inbox"))
+        lines = []
+        if not d.backup.pin:
+            lines.append("desk-phone outage switching (*28/*29) is off: backup.pin_env is "
+                         "not set in the config")
+        else:
+            checks.append(("desk-phone outage switching (*28/*29)", d.backup.pin,
+                           "backup.pin", "admins cannot switch the outage from a desk phone"))
+        for feature, secret, what, effect in checks:
+            try:
+                read_secret(secret, what)
+            except SecretMissing as exc:
+                lines.append(f"{feature} is off: {exc}: {effect}")
+        for line in lines:
+            log.warning("%s", line)
+        return lines
 
     def wake_inbox(self) -> None:
         if self.inbox is not None:
@@ -114,6 +198,7 @@ class Controller:
 
     async def start(self) -> None:
         """Start the background work: sending backup alerts and outage reminders."""
+        self.warn_missing_secrets()
         if self.notifier is not None:
             self.notifier.start()
         if self.reminders is not None:
@@ -187,7 +272,7 @@ class Controller:
         pages (under /a/), each if configured."""
         app = make_status_app(self.journal, self.metrics, self.directory.practice.name,
                               self.directory.practice.timezone, self.journal.held,
-                              lambda: datetime.now(UTC))
+                              lambda: datetime.now(UTC), health=lambda: dict(self.health))
         gateway = self.directory.connections.sms_gateway
         pages = self.directory.connections.pages
         if gateway is not None and pages is not None:
@@ -242,6 +327,9 @@ class Controller:
             datetime.now(UTC), f"sms-webhook:{remote[:64]}", "sms.refused", reason[:200]))
 
     async def close(self) -> None:
+        # Stopping: the CLI no longer waits on this controller to apply a switch.
+        with contextlib.suppress(JournalError):
+            await asyncio.to_thread(self.journal.forget_controller, self.holder)
         await self.writer.close()
         if self.email_intake is not None:
             await self.email_intake.close()
@@ -322,33 +410,82 @@ class Controller:
             return ""
 
     async def sync_once(self) -> None:
-        """Read the journal's mode, then bring the PBX and the journal into agreement."""
+        """One round: read the journal's mode, bring the PBX and the journal into agreement,
+        and report what this controller runs by.  Never raises: a round that fails (the
+        journal locked or full, the PBX not answering, anything) is logged and counted in
+        /metrics (``backline_mode_rounds_failed``), and the next round tries again."""
+        self._observe_link()
         try:
-            self._adopt(await asyncio.to_thread(self.journal.mode_state))
+            await self._agree()
+            await self._report()
         except JournalError as exc:
-            log.error("cannot read the mode from the journal: %s", exc)
-            return
-        if self.mirror is None or not self.mirror.up:
-            return
-        try:
-            pbx_mode, ack, by, reason = await self.mirror.read_mode()
-            action = reconcile(pbx_mode, ack, self.state)
-            match action:
-                case InSync():
-                    pass
-                case PushToPbx():
-                    await self.mirror.write_mode(action.mode)
-                    log.info("the PBX now shows mode %s", action.mode.value)
-                case Agree():
-                    await self.mirror.write_mode(action.mode, ack_only=True)
-                case RecordConsoleSwitch():
-                    await self._record_console(action.mode, by, reason)
-                case _:
-                    assert_never(action)
+            self._round_failed("journal", f"the journal failed: {exc}")
         except LinkDown as exc:
-            log.warning("could not bring the PBX's mode up to date: %s", exc)
+            self._round_failed("pbx", f"could not bring the PBX's mode up to date: {exc}")
+        except Exception as exc:
+            log.exception("mode round failed")
+            self._round_failed("other", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._round_ended.set()
+            self._round_ended = asyncio.Event()
+
+    def _round_failed(self, part: str, why: str) -> None:
+        self.failed_rounds += 1
+        self.metrics.mode_round_failed(part)
+        log.warning("mode round failed (%s); trying again in %.0f s", why, MODE_POLL_SECONDS)
+
+    async def wait_failed_rounds(self, count: int, within: float) -> None:
+        """Until ``count`` mode rounds have failed in all (TimeoutError after ``within`` s).
+        For tests: they wait on the controller's rounds rather than on the clock."""
+        async with asyncio.timeout(within):
+            while self.failed_rounds < count:
+                await self._round_ended.wait()
+
+    def _observe_link(self) -> None:
+        """The PBX link's state, each round: the gauge and the status page follow it."""
+        if self.mirror is None:
+            return
+        up, now = self.mirror.up, self.clock()
+        self.metrics.link(self.pbx_label, up)
+        current = self.health["pbx_link"]
+        if up:
+            self.health["pbx_link"] = current.succeeded(now, "the PBX link is up")
+        else:
+            self._pbx_switch, self._pbx_at = "", None  # unknown until it is back
+            if current.verdict is not Verdict.FAILING:
+                self.health["pbx_link"] = current.failed(now, "the link to the PBX is down",
+                                                         "the PBX link is down")
+
+    async def _agree(self) -> None:
+        self._adopt(await asyncio.to_thread(self.journal.mode_state))
+        if self.mirror is None:
+            self._pbx_switch, self._pbx_at = switch_key(self.state.since), self.clock()
+            return
+        if not self.mirror.up:
+            return
+        pbx_mode, ack, by, reason = await self.mirror.read_mode()
+        action = reconcile(pbx_mode, ack, self.state)
+        match action:
+            case InSync():
+                pass
+            case PushToPbx():
+                await self.mirror.write_mode(action.mode)
+                log.info("the PBX now shows mode %s", action.mode.value)
+            case Agree():
+                await self.mirror.write_mode(action.mode, ack_only=True)
+                if by is not None or reason is not None:
+                    await self.mirror.forget_console_note()  # that switch's, not the next's
+            case RecordConsoleSwitch():
+                await self._record_console(action.mode, by, reason)
+            case _:
+                assert_never(action)
+        key = switch_key(self.state.since)
+        if self._pbx_switch != key:
+            self._pbx_switch, self._pbx_at = key, self.clock()
 
     async def _record_console(self, mode: Mode, by: str | None, reason: str | None) -> None:
+        """Journal a switch made on the PBX console, then agree with the PBX.  A journal
+        failure raises: the PBX keeps ``mode != ack``, so the next round records it."""
         assert self.mirror is not None
         state = self.state
         try:
@@ -362,9 +499,28 @@ class Controller:
         except AlreadyInMode:
             pass
         await self.mirror.write_mode(mode, ack_only=True)
+        if by is not None or reason is not None:
+            # Used: a later plain `database put backline mode ...` must not inherit them.
+            await self.mirror.forget_console_note()
+
+    async def _report(self) -> None:
+        """Tell the journal what this controller runs by and what its PBX holds, when that
+        changed or every REPORT_EVERY: `backline outage engage/end` waits on it."""
+        now = self.clock()
+        what = (switch_key(self.state.since), self._pbx_switch, self.inbox_blocked)
+        if what == self._last_report and self._last_report_at is not None \
+                and now - self._last_report_at < REPORT_EVERY:
+            return
+        node = self.node or (self.pbx_label if self.directory.connections.pbx else "")
+        report = ControllerReport(self.holder, node, now, what[0], what[1], self._pbx_at,
+                                  what[2])
+        await asyncio.to_thread(self.journal.report_controller, report,
+                                forget_before=now - FORGET_AFTER)
+        self._last_report, self._last_report_at = what, now
 
     async def keep_mode(self, stop: asyncio.Event) -> None:
-        """Every second: switches made elsewhere (CLI, console) are picked up and mirrored."""
+        """Every second: switches made elsewhere (CLI, console) are picked up and mirrored.
+        A failed round never ends the loop (see ``sync_once``)."""
         while not stop.is_set():
             await self.sync_once()
             with contextlib.suppress(TimeoutError):
@@ -391,6 +547,16 @@ class ModeMirror(Protocol):
     async def read_mode(self) -> tuple[str | None, str | None, str | None, str | None]: ...
 
     async def write_mode(self, mode: Mode, *, ack_only: bool = False) -> None: ...
+
+    async def forget_console_note(self) -> None:
+        """Remove the console's ``by`` and ``reason`` keys once its switch is recorded."""
+
+
+def _alerts_health(directory: Directory, notifier: Notifier | None) -> Health:
+    if notifier is not None:
+        return idle("no alert sent yet")
+    why = why_no_alerts(directory)
+    return off(f"no alert will be sent: {why}" if why else "no alert will be sent")
 
 
 def instance_name(directory: Directory) -> str:

@@ -15,8 +15,11 @@ Pure: values in, one decision out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from telephony.journal.records import ControllerReport
 from telephony.outage import Mode, ModeState
 
 
@@ -68,3 +71,44 @@ def reconcile(pbx_mode: str | None, pbx_ack: str | None, journal: ModeState) -> 
     if mode is journal.mode:
         return Agree(mode)
     return RecordConsoleSwitch(mode)
+
+
+# -- is a switch in effect? (what `backline outage engage/end` waits on) -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InEffect:
+    """Every running controller's PBX holds the switch: ``(node, since when)`` each."""
+
+    applied: tuple[tuple[str, datetime], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NotYet:
+    """Running controllers whose PBX does not hold it yet (their nodes, last seen when)."""
+
+    waiting: tuple[tuple[str, datetime], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NoController:
+    """No controller has reported lately: nothing applies the switch until one runs."""
+
+    last_seen: datetime | None
+
+
+Effect = InEffect | NotYet | NoController
+
+
+def effect_of(reports: Sequence[ControllerReport], key: str, now: datetime,
+              live_within: timedelta) -> Effect:
+    """Whether the switch named ``key`` (``outage.switch_key``) is in effect, from the
+    controllers' reports: those seen within ``live_within`` of ``now`` count as running."""
+    live = [r for r in reports if now - r.seen_at <= live_within]
+    if not live:
+        return NoController(max((r.seen_at for r in reports), default=None))
+    waiting = tuple((r.node, r.seen_at) for r in live
+                    if r.pbx_switch != key or r.pbx_at is None)
+    if waiting:
+        return NotYet(waiting)
+    return InEffect(tuple((r.node, r.pbx_at) for r in live if r.pbx_at is not None))

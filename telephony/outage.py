@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 class Mode(enum.Enum):
@@ -65,3 +65,11 @@ def switch(state: ModeState, to: Mode, *, at: datetime, by: str, via: Via,
     if to is Mode.OUTAGE and not reason.strip():
         raise ValueError("engaging an outage needs a reason")
     return ModeChange(to, at, by, via, reason.strip())
+
+
+def switch_key(change: ModeChange | None) -> str:
+    """A switch's name as the controller reports it applied ("" for never switched): its
+    mode and its time, which the journal keeps to the microsecond."""
+    if change is None:
+        return ""
+    return f"{change.mode.value}@{change.at.astimezone(UTC).isoformat(timespec='microseconds')}"

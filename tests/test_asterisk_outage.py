@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import selectors
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from telephony.journal import Delivery, Outcome
+from telephony.journal.sqlite import SqliteJournal
 from telephony.outage import Mode, Via
 from tests.harness.practice_pbx import OUTAGE_PIN, PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, desk_phone, place_calls
@@ -63,7 +65,10 @@ async def test_engaged_from_the_cli_20_concurrent_callers_hear_the_whole_announc
                                              pbx.secret(phone), DeskPhoneMode.RING, aor=user)
               for phone, user in (("ana-desk", "ana"), ("mia-desk", "mia"))}
     try:
-        engaged = backline(pbx, "outage", "engage", "--reason", "carrier down", "--by", "ops")
+        # In a thread: the controller under test runs on this event loop, and the CLI waits
+        # for it to have the PBX in the mode.
+        engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason",
+                                          "carrier down", "--by", "ops")
         assert engaged.returncode == 0, engaged.stderr
         await pbx.controller.wait_mode(Mode.OUTAGE, within=2.5)
         await pbx.controller.sync_once()  # the push to the PBX follows the adoption
@@ -119,12 +124,97 @@ async def test_switched_on_the_asterisk_console_within_two_seconds(pbx: Practice
     assert "State:Idle" in pbx.instance.cli("core show hints")
 
 
+async def test_the_mode_loop_outlives_a_locked_journal_then_takes_the_console_switch(
+        pbx: PracticePbx) -> None:
+    await pbx.controller.sync_once()  # the PBX has agreed on "normal" once
+    journal = pbx.controller.journal
+    assert isinstance(journal, SqliteJournal)
+    journal.wait_on_locks(0.2)  # fail after 0.2 s instead of 30 s: a round a second
+    failed = pbx.controller.failed_rounds
+    # Another process holds a write transaction: every round of the controller fails.
+    locker = sqlite3.connect(journal.path, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        pbx.instance.cli("database put backline reason fiber-cut")
+        pbx.instance.cli("database put backline mode outage")
+        await pbx.controller.wait_failed_rounds(failed + 3, within=20.0)
+        assert pbx.controller.mode() is Mode.NORMAL  # nothing could be recorded
+    finally:
+        locker.rollback()
+        locker.close()
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=3.0)
+    data = status(pbx)
+    assert data["engaged"] is True and data["via"] == "console"
+    assert data["reason"] == "fiber-cut"
+    metrics = pbx.controller.metrics.render().decode()
+    line = next(m for m in metrics.splitlines()
+                if m.startswith('backline_mode_rounds_failed_total{part="journal"}'))
+    assert float(line.split()[-1]) >= 3
+    # and it goes on: a CLI switch is picked up as well
+    ended = await asyncio.to_thread(backline, pbx, "outage", "end")
+    assert ended.returncode == 0 and "; in effect on the PBX at " in ended.stdout
+    assert pbx.controller.mode() is Mode.NORMAL
+
+
+async def test_the_consoles_by_and_reason_are_used_once(pbx: PracticePbx) -> None:
+    await pbx.controller.sync_once()
+    pbx.instance.cli("database put backline by kim")
+    pbx.instance.cli("database put backline reason fiber-cut")
+    pbx.instance.cli("database put backline mode outage")
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.0)
+    data = status(pbx)
+    assert (data["by"], data["reason"]) == ("console:kim", "fiber-cut")
+    await pbx.controller.sync_once()
+    assert "fiber-cut" not in pbx.instance.cli("database show backline")
+    assert "kim" not in pbx.instance.cli("database show backline")
+    pbx.instance.cli("database put backline mode normal")  # a plain switch: no by, no reason
+    await pbx.controller.wait_mode(Mode.NORMAL, within=2.0)
+    data = status(pbx)
+    assert (data["by"], data["via"]) == ("console", "console")
+    assert data["reason"] == "switched on the Asterisk console"
+
+
 async def test_cli_switch_reaches_the_pbx(pbx: PracticePbx) -> None:
-    assert backline(pbx, "outage", "engage", "--reason", "drill").returncode == 0
+    engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason", "drill")
+    assert engaged.returncode == 0
     await pbx.controller.wait_mode(Mode.OUTAGE, within=2.5)
     await pbx.controller.sync_once()
     assert "outage" in pbx.instance.cli("database get backline mode")
     assert "State:InUse" in pbx.instance.cli("core show hints")
+
+
+async def test_engage_and_end_return_once_the_pbx_has_the_mode(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    await pbx.controller.sync_once()
+    engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason", "drill",
+                                      "--by", "ops")
+    assert engaged.returncode == 0, engaged.stdout + engaged.stderr
+    assert "; in effect on the PBX at " in engaged.stdout
+    # Nothing awaited in between: the PBX had it when the command returned.
+    assert "outage" in pbx.instance.cli("database get backline mode")
+    assert pbx.controller.mode() is Mode.OUTAGE
+    callers = place_calls(sip(pbx), tmp_path, DIRECT, from_user="carrier", calls=1,
+                          timeout=30)
+    result = await asyncio.to_thread(callers.wait, 45)
+    assert result.ok and result.successful == 1, callers.describe()
+    [call] = [a for a in pbx.controller.journal.attempts(limit=10) if a.recipient == DIRECT]
+    assert (call.mode, call.outcome) == (Mode.OUTAGE, Outcome.ANNOUNCED)
+    ended = await asyncio.to_thread(backline, pbx, "outage", "end", "--by", "ops")
+    assert ended.returncode == 0, ended.stdout + ended.stderr
+    assert "; in effect on the PBX at " in ended.stdout.splitlines()[0]
+    assert "normal" in pbx.instance.cli("database get backline mode")
+    assert pbx.controller.mode() is Mode.NORMAL
+
+
+async def test_engage_says_when_the_controller_has_not_put_it_on_the_pbx(
+        pbx: PracticePbx) -> None:
+    await pbx.controller.sync_once()
+    await pbx.driver.stop()  # the controller runs on, its PBX link gone
+    engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason", "drill",
+                                      "--wait", "2")
+    assert engaged.returncode == 1
+    assert "NOT in effect on the PBX after waiting" in engaged.stdout
+    assert "normal" in pbx.instance.cli("database get backline mode")
 
 
 async def dial_feature(p: PracticePbx, tmp: Path, phone: str, code: str, pin: str) -> None:

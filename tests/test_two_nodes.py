@@ -52,7 +52,9 @@ async def test_two_nodes_behind_kamailio_share_the_outage_and_the_journal(
             practice_pbx(tmp_path / "b", "node-b", ring_seconds=5, node="node-b",
                          storage_url=url) as b:
         # Engaged once, on node a: node b follows from the shared journal.
-        engaged = backline(a, "outage", "engage", "--reason", "carrier down", "--by", "ops")
+        # In a thread: both controllers run on this event loop, and the CLI waits for them.
+        engaged = await asyncio.to_thread(backline, a, "outage", "engage", "--reason",
+                                          "carrier down", "--by", "ops")
         assert engaged.returncode == 0, engaged.stderr
         for p in (a, b):
             await p.controller.wait_mode(Mode.OUTAGE, within=2.5)

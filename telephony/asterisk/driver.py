@@ -284,6 +284,12 @@ class AsteriskDriver:
         return (await self._db_get(v.DB_MODE), await self._db_get(v.DB_ACK),
                 await self._db_get(v.DB_BY), await self._db_get(v.DB_REASON))
 
+    async def forget_console_note(self) -> None:
+        """Delete ``backline/by`` and ``backline/reason`` (a key already gone is fine)."""
+        for key in (v.DB_BY, v.DB_REASON):
+            await self.ami.action({"Action": "DBDel", "Family": v.DB_FAMILY, "Key": key},
+                                  within=3.0)
+
     async def write_mode(self, mode: Mode, *, ack_only: bool = False) -> None:
         """Agree on ``mode`` with the PBX and light every desk phone's lamp to match."""
         if not ack_only:

@@ -302,6 +302,11 @@ class FreeswitchDriver:
         return (await self._db_get(names.DB_MODE), await self._db_get(names.DB_ACK),
                 await self._db_get(names.DB_BY), await self._db_get(names.DB_REASON))
 
+    async def forget_console_note(self) -> None:
+        """Delete ``backline/by`` and ``backline/reason`` from mod_db."""
+        for key in (names.DB_BY, names.DB_REASON):
+            await self.hub.api("db", f"delete/{names.DB_REALM}/{key}")
+
     async def write_mode(self, mode: Mode, *, ack_only: bool = False) -> None:
         """Agree on ``mode`` with the PBX (the dialplan reads ``backline/mode``) and light
         every desk phone's lamp to match."""

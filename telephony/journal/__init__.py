@@ -16,6 +16,7 @@ from telephony.journal.records import (
     Attempt,
     AttemptKind,
     AuditEntry,
+    ControllerReport,
     Delivery,
     JoinAlert,
     NewAttempt,
@@ -27,8 +28,9 @@ from telephony.journal.records import (
 Journal = SqlJournal
 
 __all__ = ["AlertChannel", "AlertDelivery", "AlertLink", "AlertSlot", "AlertState", "Attempt",
-           "AttemptKind", "AuditEntry", "Delivery", "JoinAlert", "Journal", "JournalError",
-           "NewAttempt", "OpenAlert", "Outcome", "Placement", "StaleMode", "open_journal"]
+           "AttemptKind", "AuditEntry", "ControllerReport", "Delivery", "JoinAlert", "Journal",
+           "JournalError", "NewAttempt", "OpenAlert", "Outcome", "Placement", "StaleMode",
+           "open_journal"]
 
 
 def open_journal(url: str) -> Journal:

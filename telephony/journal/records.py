@@ -73,6 +73,24 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class ControllerReport:
+    """What a running controller last told the journal (see ``outage.switch_key``).
+
+    ``mode_switch`` is the switch it runs by; ``pbx_switch`` the one its PBX was last seen
+    holding ("" while that is unknown, e.g. the PBX link is down) and ``pbx_at`` when;
+    ``inbox_blocked`` says why held items cannot be delivered ("" when they can).
+    """
+
+    holder: str
+    node: str
+    seen_at: datetime
+    mode_switch: str
+    pbx_switch: str
+    pbx_at: datetime | None
+    inbox_blocked: str
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     at: datetime
     actor: str

@@ -146,6 +146,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX sms_replies_due ON sms_replies (state, next_try_at)",
     ),
+    (  # 5: what each running controller last reported, for the CLI and the status page
+        # One row per controller process (`holder`, as the drain lease names it), rewritten
+        # when what it reports changes and every few seconds meanwhile (`seen_at`): the CLI
+        # waits on `pbx_switch` to say when a switch is in effect, and says plainly when no
+        # controller has been seen lately.  A switch is named by its mode and time.
+        """CREATE TABLE controllers (
+            holder TEXT NOT NULL PRIMARY KEY,
+            node TEXT NOT NULL,
+            seen_at TEXT NOT NULL,
+            mode_switch TEXT NOT NULL,
+            pbx_switch TEXT NOT NULL,
+            pbx_at TEXT NOT NULL,
+            inbox_blocked TEXT NOT NULL
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -61,12 +61,23 @@ class SqliteJournal(SqlJournal):
             yield cur
             cur.execute("COMMIT")
             committed = True
+        except sqlite3.Error as exc:
+            # Locked past the busy timeout, read-only, full, corrupt: nothing of this
+            # transaction was committed, and callers handle it as the journal failing (as
+            # the PostgreSQL backend reports its own errors).
+            raise JournalError(f"the journal at {self.path} failed: {exc}") from exc
         finally:
             # Whatever interrupted the block, never leave a transaction open on the shared
             # connection: the next caller would silently join it.
             if not committed and self._db.in_transaction:
                 self._db.rollback()
             cur.close()
+
+    def wait_on_locks(self, seconds: float) -> None:
+        """How long a transaction waits for another connection's write lock before it
+        fails with JournalError (30 s unless set here)."""
+        with self._lock:
+            self._db.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
 
     def close(self) -> None:
         self._db.close()

@@ -38,6 +38,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 AGI_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05)
 
 BACKLOG_NAME = "backline_delivery_backlog"
+ROUND_PARTS = ("journal", "pbx", "other")  # what a failed mode round failed on
 
 
 class Metrics:
@@ -66,6 +67,12 @@ class Metrics:
         self._link = Gauge(
             "backline_pbx_link_up", "1 while the control link to the PBX is up, else 0.",
             ["pbx"], registry=self.registry)
+        self._failed_rounds = Counter(
+            "backline_mode_rounds_failed", "Rounds of the once-a-second mode agreement that "
+            "failed (and were tried again), by the part that failed.", ["part"],
+            registry=self.registry)
+        for part in ROUND_PARTS:
+            self._failed_rounds.labels(part)
         # Start every closed-set series at zero, so rate() and increase() see the first event
         # instead of a series that appears out of nowhere with its first increment.
         for kind in AttemptKind:
@@ -92,6 +99,9 @@ class Metrics:
 
     def link(self, pbx: str, up: bool) -> None:
         self._link.labels(pbx).set(1 if up else 0)
+
+    def mode_round_failed(self, part: str) -> None:
+        self._failed_rounds.labels(part if part in ROUND_PARTS else "other").inc()
 
     def render(self) -> bytes:
         """Every metric in Prometheus text format (serve with ``CONTENT_TYPE``).

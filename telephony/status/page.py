@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from telephony.journal.records import AttemptKind
 from telephony.outage import Mode, ModeChange, ModeState, Via
+from telephony.status.health import WATCHED, Health, health_document
 
 # The page reloads itself so a wall screen never shows a mode that ended an hour ago; a meta
 # refresh needs no script, so the CSP can stay at default-src 'none'.
@@ -42,6 +43,8 @@ STYLE = (
     "th{color:#555;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}"
     "tr.engaged td.m{color:#b00020;font-weight:700}tr.normal td.m{color:#17803d}"
     ".held{color:#b00020;font-weight:700}.quiet{color:#777}"
+    "td.failing{color:#b00020;font-weight:700}td.off{color:#8a4b00;font-weight:700}"
+    "td.ok{color:#17803d}"
 )
 STYLE_SOURCE = f"'sha256-{base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()}'"
 
@@ -61,10 +64,12 @@ def backlog_by_kind(backlog: Mapping[str, int]) -> dict[str, int]:
 
 
 def status_document(state: ModeState, history: list[ModeChange],
-                    backlog: Mapping[str, int]) -> dict[str, object]:
-    """``/status.json``: the shape of ``backline outage status --json``, plus ``backlog``."""
+                    backlog: Mapping[str, int],
+                    health: Mapping[str, Health] | None = None) -> dict[str, object]:
+    """``/status.json``: the shape of ``backline outage status --json``, plus ``backlog``, and
+    ``health`` (the PBX link, alerts, inbox delivery) when the controller serves it."""
     since = state.since
-    return {
+    document: dict[str, object] = {
         "mode": state.mode.value,
         "engaged": state.mode is Mode.OUTAGE,
         "since": since.at.isoformat() if since else None,
@@ -75,11 +80,17 @@ def status_document(state: ModeState, history: list[ModeChange],
                      "via": c.via.value, "reason": c.reason} for c in history],
         "backlog": backlog_by_kind(backlog),
     }
+    if health is not None:
+        document["health"] = health_document(dict(health))
+    return document
 
 
 def render_status(practice_name: str, state: ModeState, history: list[ModeChange],
-                  backlog: Mapping[str, int], now: datetime, tz: str) -> str:
-    """The status page as a complete HTML document.
+                  backlog: Mapping[str, int], now: datetime, tz: str,
+                  health: Mapping[str, Health] | None = None) -> str:
+    """The status page as a complete HTML document; ``health``, when given, is shown as
+    what is working (the PBX link, alerts, inbox delivery), each with its last success and
+    last error.
 
     ``now`` must be timezone-aware; times are shown in ``tz`` (an IANA name such as
     ``America/Chicago``; an unknown one raises ``zoneinfo.ZoneInfoNotFoundError``).
@@ -103,6 +114,7 @@ def render_status(practice_name: str, state: ModeState, history: list[ModeChange
         f"<h1>{name}: phone system status</h1>",
         f'<p class="mode {css}">{escape(word)}</p>',
         _since(state.since, now, zone),
+        *(_health(health, zone) if health is not None else []),
         "<h2>Held for delivery to the inbox</h2>",
         '<table><thead><tr><th>Kind</th><th class="n">Held</th></tr></thead><tbody>',
         *(f"<tr><td>{escape(kind)}</td>{_count(n)}</tr>" for kind, n in rows.items()),
@@ -127,6 +139,23 @@ def _since(change: ModeChange | None, now: datetime, zone: ZoneInfo) -> str:
     ]
     return "<dl>" + "".join(f"<dt>{escape(label)}</dt><dd>{escape(value)}</dd>"
                             for label, value in items) + "</dl>"
+
+
+def _health(health: Mapping[str, Health], zone: ZoneInfo) -> list[str]:
+    rows = []
+    for name, label in WATCHED.items():
+        h = health.get(name)
+        if h is None:
+            continue
+        success = _local(h.last_success, zone) if h.last_success else "never"
+        error = (f"{_local(h.last_error_at, zone)}: {h.last_error}" if h.last_error_at
+                 else "none")
+        rows.append(f"<tr><td>{escape(label)}</td>"
+                    f'<td class="{h.verdict.value}">{escape(h.says)}</td>'
+                    f"<td>{escape(success)}</td><td>{escape(error)}</td></tr>")
+    return ["<h2>What is working</h2>",
+            "<table><thead><tr><th>Part</th><th>Now</th><th>Last success</th>"
+            "<th>Last error</th></tr></thead><tbody>", *rows, "</tbody></table>"]
 
 
 def _history(history: list[ModeChange], zone: ZoneInfo) -> str:

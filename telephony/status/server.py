@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from telephony.outage import ModeChange, ModeState
+from telephony.status.health import Health
 from telephony.status.metrics import CONTENT_TYPE, Metrics
 from telephony.status.page import STYLE_SOURCE, render_status, status_document
 
@@ -60,17 +61,21 @@ Snapshot = tuple[ModeState, list[ModeChange], dict[str, int]]
 
 def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name: str, tz: str,
                     backlog: Callable[[], Mapping[str, int]], clock: Callable[[], datetime],
-                    *, history_limit: int = DEFAULT_HISTORY) -> web.Application:
+                    *, history_limit: int = DEFAULT_HISTORY,
+                    health: Callable[[], Mapping[str, Health]] | None = None,
+                    ) -> web.Application:
     """The aiohttp application serving ``/status``, ``/status.json`` and ``/metrics``.
 
     ``backlog`` (held attempts not yet delivered, per kind) and the journal reads run in a
     worker thread, so both may block; they must be safe to call from another thread.
-    ``clock`` returns the timezone-aware current time.  ``tz`` is checked here, so a bad
-    timezone fails at start-up (``zoneinfo.ZoneInfoNotFoundError``) rather than per request.
+    ``clock`` returns the timezone-aware current time.  ``health``, when given, is read on
+    the event loop (it must not block) for the page's and the JSON's ``health``.  ``tz`` is
+    checked here, so a bad timezone fails at start-up (``zoneinfo.ZoneInfoNotFoundError``)
+    rather than per request.
     """
     ZoneInfo(tz)
     pages = _StatusPages(journal_reader, metrics, practice_name, tz, backlog, clock,
-                         history_limit)
+                         history_limit, health)
     app = web.Application(middlewares=[_bare_errors])
     app.on_response_prepare.append(_secure)
     app.router.add_get("/status", pages.status)
@@ -82,7 +87,8 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
 class _StatusPages:
     def __init__(self, reader: ModeReader, metrics: Metrics, practice_name: str, tz: str,
                  backlog: Callable[[], Mapping[str, int]], clock: Callable[[], datetime],
-                 history_limit: int) -> None:
+                 history_limit: int,
+                 health: Callable[[], Mapping[str, Health]] | None = None) -> None:
         self._reader = reader
         self._metrics = metrics
         self._practice_name = practice_name
@@ -90,16 +96,18 @@ class _StatusPages:
         self._backlog = backlog
         self._clock = clock
         self._history_limit = history_limit
+        self._health = health
 
     async def status(self, request: web.Request) -> web.Response:
         state, history, backlog = await self._read()
         html = render_status(self._practice_name, state, history, backlog, self._clock(),
-                             self._tz)
+                             self._tz, self._health() if self._health else None)
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def status_json(self, request: web.Request) -> web.Response:
         state, history, backlog = await self._read()
-        body = json.dumps(status_document(state, history, backlog), indent=2)
+        body = json.dumps(status_document(state, history, backlog,
+                                          self._health() if self._health else None), indent=2)
         return web.Response(text=body + "\n", content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -61,10 +61,13 @@ class FsRig:
 
     def db_api(self, arg: str | None) -> str:
         """mod_db's ``db`` API: ``insert/realm/key/value`` → ``+OK``; ``select/realm/key``
-        → the value, or nothing for a key it does not hold."""
+        → the value, or nothing for a key it does not hold; ``delete/realm/key`` → ``+OK``."""
         parts = (arg or "").split("/", 3)
         if parts[0] == "insert" and len(parts) == 4:
             self.db[f"{parts[1]}/{parts[2]}"] = parts[3]
+            return "+OK"
+        if parts[0] == "delete" and len(parts) == 3:
+            self.db.pop(f"{parts[1]}/{parts[2]}", None)
             return "+OK"
         if parts[0] == "select" and len(parts) == 3:
             return self.db.get(f"{parts[1]}/{parts[2]}", "")
