@@ -48,9 +48,11 @@ def alert_email(*, practice: str, sender: str, to: str, message_id: str, alert_a
     message["X-Auto-Response-Suppress"] = "All"
     # Short lines, the link alone on its own: then an ASCII alert goes as 7bit, and the link
     # is never cut by a quoted-printable soft break in a mail client that shows the source.
+    # The attempts' own mode, never the mode now: an alert gathered a moment after the
+    # outage ended is still about activity from during it (only those raise an alert).
     message.set_content("\n\n".join([
-        textwrap.fill(f"{name}: the phone system is in backup (outage) mode, and there is new "
-                      f"inbound activity (calls, texts or faxes) as of {when}.", 72),
+        textwrap.fill(f"{name}: new inbound activity (calls, texts or faxes) came in while "
+                      f"the phone system was in backup (outage) mode, up to {when}.", 72),
         f"See it here; the link works for {link_hours} hours:",
         link,
         textwrap.fill("Do not forward this email: anyone with the link can open the page. "
@@ -59,8 +61,8 @@ def alert_email(*, practice: str, sender: str, to: str, message_id: str, alert_a
     message.add_alternative(
         "<!doctype html><html><head><meta charset=\"utf-8\">"
         "<meta name=\"referrer\" content=\"no-referrer\"></head><body>"
-        f"<p>{escape(name)}: the phone system is in backup (outage) mode, and there is new "
-        f"inbound activity (calls, texts or faxes) as of {escape(when)}.</p>"
+        f"<p>{escape(name)}: new inbound activity (calls, texts or faxes) came in while the "
+        f"phone system was in backup (outage) mode, up to {escape(when)}.</p>"
         f"<p><a href=\"{escape(link, quote=True)}\" rel=\"noreferrer\">See it here</a>; "
         f"the link works for {link_hours} hours.</p>"
         "<p>Do not forward this email: anyone with the link can open the page. "

@@ -405,8 +405,9 @@ def inbox_for(directory: Directory, journal: Journal, mode: Callable[[], Mode], 
         return None
     try:
         token = read_secret(inbox.token, "connections.inbox.token") if inbox.token else ""
-    except SecretMissing as exc:
-        log.error("%s: held items stay in the journal until it is set", exc)
+    except SecretMissing:
+        # Said once at start by the controller ("inbox delivery is off: ..."), with the
+        # other features a missing secret turns off; the status page shows it too.
         return None
     storage = directory.connections.storage.url
     base = Path(storage.removeprefix("sqlite://")).parent if storage.startswith("sqlite://") \

@@ -107,8 +107,9 @@ class Notifier:
         self._recipients = settings.recipients()
         self._pending: list[int] = []
         self._rounds = Rounds("backline-alerts")
-        # Told of each try's result (True, "") or (False, why): the status page's verdict.
-        self.on_result: Callable[[bool, str], None] | None = None
+        # Told of each try's result, (channel, True, "") or (channel, False, why): the status
+        # page's verdict.
+        self.on_result: Callable[[AlertChannel, bool, str], None] | None = None
 
     # -- the controller's side -------------------------------------------------------------
 
@@ -241,7 +242,7 @@ class Notifier:
                 await asyncio.to_thread(self.journal.delivery_sent, d.id, self._clock())
                 sent += 1
                 if self.on_result is not None:
-                    self.on_result(True, "")
+                    self.on_result(d.channel, True, "")
         return sent
 
     async def _failed(self, d: AlertDelivery, reason: str) -> None:
@@ -249,7 +250,7 @@ class Notifier:
         at = retry.next_try(self._clock(), tries)
         await asyncio.to_thread(self.journal.delivery_failed, d.id, at, reason)
         if self.on_result is not None:
-            self.on_result(False, f"{d.channel.value}: {reason}")
+            self.on_result(d.channel, False, reason)
         log.warning("alerts: alert %d by %s not sent (try %d: %s); next try in %.0f s",
                     d.alert_id, d.channel.value, tries, reason, retry.retry_delay(tries))
 

@@ -33,6 +33,7 @@ from telephony.asterisk.fax import DEFAULT_FAX_DIR, FAX_CONTEXTS, FaxIntake
 from telephony.conversations import ConversationBook
 from telephony.freeswitch import cdr as freeswitch_cdr
 from telephony.journal import (
+    AlertChannel,
     Attempt,
     AttemptKind,
     AuditEntry,
@@ -124,10 +125,11 @@ class Controller:
             "inbox": off(f"held items cannot be delivered: {self.inbox_blocked}")
             if self.inbox is None else idle("nothing delivered yet"),
         }
+        self._alert_lanes: dict[AlertChannel, str] = {}  # each channel's last error ("")
         if self.notifier is not None:
-            self.notifier.on_result = lambda ok, why: self._reported("alerts", ok, why)
+            self.notifier.on_result = self._alert_result
         if self.inbox is not None:
-            self.inbox.on_result = lambda ok, why: self._reported("inbox", ok, why)
+            self.inbox.on_result = self._inbox_result
         self.failed_rounds = 0
         self._round_ended = asyncio.Event()
         self._pbx_switch = ""  # the switch the PBX was last seen holding (outage.switch_key)
@@ -149,14 +151,29 @@ class Controller:
                 return f"the controller has no inbox token ({exc})"
         return ""
 
-    def _reported(self, part: str, ok: bool, why: str) -> None:
+    def _alert_result(self, channel: AlertChannel, ok: bool, why: str) -> None:
+        """Alerts are getting through while every channel's last try worked (email and SMS
+        run side by side: one working must not hide the other failing)."""
         now = self.clock()
-        words = {"alerts": ("alerts are being delivered", "alerts are not getting through"),
-                 "inbox": ("held items are being delivered",
-                           "held items are not getting through")}[part]
-        current = self.health[part]
-        self.health[part] = current.succeeded(now, words[0]) if ok \
-            else current.failed(now, why, words[1])
+        self._alert_lanes[channel] = "" if ok else why
+        failing = [c.value for c, error in self._alert_lanes.items() if error]
+        current = self.health["alerts"]
+        if current.verdict is Verdict.OFF:
+            return
+        if ok:
+            current = dataclasses.replace(current, last_success=now)
+        else:
+            current = dataclasses.replace(current, last_error=f"{channel.value}: {why}",
+                                          last_error_at=now)
+        self.health["alerts"] = dataclasses.replace(
+            current, verdict=Verdict.FAILING if failing else Verdict.OK,
+            says=f"alerts are not getting through by {' and '.join(failing)}" if failing
+            else "alerts are being delivered")
+
+    def _inbox_result(self, ok: bool, why: str) -> None:
+        now, current = self.clock(), self.health["inbox"]
+        self.health["inbox"] = current.succeeded(now, "held items are being delivered") if ok \
+            else current.failed(now, why, "held items are not getting through")
 
     def warn_missing_secrets(self) -> list[str]:
         """Log (once, at start) each feature a missing secret turns off; return the lines."""
@@ -434,11 +451,11 @@ class Controller:
         self.metrics.mode_round_failed(part)
         log.warning("mode round failed (%s); trying again in %.0f s", why, MODE_POLL_SECONDS)
 
-    async def wait_failed_rounds(self, count: int, within: float) -> None:
-        """Until ``count`` mode rounds have failed in all (TimeoutError after ``within`` s).
-        For tests: they wait on the controller's rounds rather than on the clock."""
+    async def wait_rounds(self, until: Callable[[], bool], within: float) -> None:
+        """Until ``until()`` holds at the end of a mode round (TimeoutError after ``within``
+        s).  For tests: they wait on the controller's rounds rather than on the clock."""
         async with asyncio.timeout(within):
-            while self.failed_rounds < count:
+            while not until():
                 await self._round_ended.wait()
 
     def _observe_link(self) -> None:

@@ -37,7 +37,7 @@ from telephony.journal import (
     Outcome,
     open_journal,
 )
-from telephony.outage import Mode
+from telephony.outage import Mode, Via
 from tests.harness.alert_site import (
     ALERT_EMAILS,
     ALERT_SMS,
@@ -253,6 +253,59 @@ async def test_a_burst_of_fifty_attempts_is_gathered_into_two_alerts(site: Site)
     site.clock.advance(600)
     await site.record(AttemptKind.CALL, "+17205559999", PRACTICE_NUMBER)
     await site.sink.wait_for(3 * EMAILS)
+
+
+async def test_an_alert_sent_after_the_outage_ended_speaks_of_the_outage_as_past(
+        site: Site) -> None:
+    await site.engage()
+    assert await site.record(AttemptKind.CALL, "+17205550141", PRACTICE_NUMBER)
+    await site.sink.wait_for(EMAILS)
+    assert await site.record(AttemptKind.SMS, "+17205550142", PRACTICE_NUMBER, text="hi")
+    await site.notifier.settle()  # gathered: it waits for the window's end
+    assert site.controller is not None
+    await site.controller.switch(Mode.NORMAL, by="ops", via=Via.CLI, reason="")
+    site.clock.advance(10)
+    site.notifier.wake()
+    after = (await site.sink.wait_for(2 * EMAILS))[EMAILS:]
+    for received in after:
+        text = " ".join(text_part(received).split())
+        assert "is in backup" not in text
+        assert "came in while the phone system was in backup (outage) mode" in text
+        html = received.message().get_body(("html",))
+        assert isinstance(html, EmailMessage) and "is in backup" not in html.get_content()
+
+
+async def test_the_status_page_says_whether_alerts_are_getting_through(site: Site) -> None:
+    async def alerts() -> dict[str, str]:
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"{site.base_url}/status.json") as response:
+            return dict((await response.json())["health"]["alerts"])
+
+    assert (await alerts())["verdict"] == "idle"
+    await site.engage()
+    await site.record(AttemptKind.CALL, "+17205550141", PRACTICE_NUMBER)
+    await site.sink.wait_for(EMAILS)
+    await site.gateway.wait_for_sent(len(ALERT_SMS))
+    await site.notifier.settle()
+    now = await alerts()
+    assert now["verdict"] == "ok" and now["says"] == "alerts are being delivered"
+    assert now["last_success"] and now["last_error"] is None
+    await site.sink.stop()
+    try:
+        site.clock.advance(600)  # a quiet spell: the next attempt is alerted at once
+        await site.record(AttemptKind.CALL, "+17205550142", PRACTICE_NUMBER)
+        await site.notifier.settle()
+        now = await alerts()
+        assert now["verdict"] == "failing"
+        assert now["says"] == "alerts are not getting through by email"
+        assert str(now["last_error"]).startswith("email: ") and now["last_error_at"]
+    finally:
+        await site.sink.start()
+    site.clock.advance(retry.retry_delay(1))
+    site.notifier.wake()
+    await site.sink.wait_for(2 * EMAILS)
+    await site.notifier.settle()
+    assert (await alerts())["verdict"] == "ok"
 
 
 SECRETS = {

@@ -15,11 +15,14 @@ import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from telephony.journal import Delivery, Outcome
 from telephony.journal.sqlite import SqliteJournal
 from telephony.outage import Mode, Via
+from telephony.status.health import Verdict
 from tests.harness.practice_pbx import OUTAGE_PIN, PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, desk_phone, place_calls
 
@@ -137,7 +140,8 @@ async def test_the_mode_loop_outlives_a_locked_journal_then_takes_the_console_sw
         locker.execute("BEGIN IMMEDIATE")
         pbx.instance.cli("database put backline reason fiber-cut")
         pbx.instance.cli("database put backline mode outage")
-        await pbx.controller.wait_failed_rounds(failed + 3, within=20.0)
+        await pbx.controller.wait_rounds(lambda: pbx.controller.failed_rounds >= failed + 3,
+                                         within=20.0)
         assert pbx.controller.mode() is Mode.NORMAL  # nothing could be recorded
     finally:
         locker.rollback()
@@ -314,3 +318,55 @@ async def test_controller_killed_the_pbx_answers_alone_and_nothing_is_lost(
                 (Outcome.ANNOUNCED, Mode.OUTAGE, Delivery.HELD)}
         finally:
             controller.stop(kill=True)
+
+
+def link_gauge(p: PracticePbx) -> float:
+    text = p.controller.metrics.render().decode()
+    return float(next(line.split()[-1] for line in text.splitlines()
+                      if line.startswith('backline_pbx_link_up{pbx="asterisk"}')))
+
+
+async def test_the_status_page_and_metrics_follow_the_pbx_link(pbx: PracticePbx) -> None:
+    runner = web.AppRunner(pbx.controller.web_app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    controller = pbx.controller
+
+    def link() -> Verdict:
+        return controller.health["pbx_link"].verdict
+
+    try:
+        async with aiohttp.ClientSession(f"http://{host}:{port}") as http:
+            async def health() -> dict[str, dict[str, object]]:
+                async with http.get("/status.json") as response:
+                    doc = await response.json()
+                    return dict(doc["health"])
+
+            await controller.wait_rounds(lambda: link() is Verdict.OK, within=5.0)
+            doc = await health()
+            assert doc["pbx_link"]["verdict"] == "ok" and doc["pbx_link"]["last_success"]
+            assert doc["pbx_link"]["says"] == "the PBX link is up"
+            assert link_gauge(pbx) == 1.0
+            # Neither alerts nor an inbox in this practice: each says so, and why.
+            assert doc["alerts"]["verdict"] == "off"
+            assert "backup.alerts.emails" in str(doc["alerts"]["says"])
+            assert doc["inbox"]["verdict"] == "off"
+            assert doc["inbox"]["says"] == ("held items cannot be delivered: "
+                                            "connections.inbox is not configured")
+            await asyncio.to_thread(pbx.instance.kill)
+            await controller.wait_rounds(lambda: link() is Verdict.FAILING, within=10.0)
+            doc = await health()
+            assert doc["pbx_link"]["says"] == "the PBX link is down"
+            assert doc["pbx_link"]["last_error_at"] and doc["pbx_link"]["last_success"]
+            assert link_gauge(pbx) == 0.0
+            async with http.get("/status") as response:
+                page = await response.text()
+            assert "PBX link" in page and "the PBX link is down" in page
+            await asyncio.to_thread(pbx.instance.start)
+            await controller.wait_rounds(lambda: link() is Verdict.OK, within=30.0)
+            assert link_gauge(pbx) == 1.0
+            assert (await health())["pbx_link"]["says"] == "the PBX link is up"
+    finally:
+        await runner.cleanup()

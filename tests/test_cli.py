@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import logging
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -63,6 +66,52 @@ def test_outage_engage_status_end(practice_config: Path) -> None:
     data = json.loads(backline("outage", "status", "--json", config=practice_config).stdout)
     assert data["mode"] == "normal" and data["by"] == "ana"
     assert [h["mode"] for h in data["history"]] == ["normal", "outage"]
+
+
+def test_engage_and_end_say_plainly_when_no_controller_is_running(
+        practice_config: Path) -> None:
+    engaged = backline("outage", "engage", "--reason", "drill", config=practice_config)
+    assert engaged.returncode == 0, engaged.stderr
+    [line] = engaged.stdout.splitlines()
+    assert line.startswith("outage engaged at ")
+    assert "NOT in effect yet: no controller is running (none seen on this journal)" in line
+    # "already" in the practice's local time, like every other time the CLI prints.
+    since = datetime.fromisoformat(json.loads(backline(
+        "outage", "status", "--json", config=practice_config).stdout)["since"])
+    local = since.astimezone(ZoneInfo("America/Chicago")).strftime("%Y-%m-%d %H:%M:%S")
+    again = backline("outage", "engage", "--reason", "x", config=practice_config)
+    me = os.environ.get("SUDO_USER") or getpass.getuser()
+    assert again.stderr == f"backline: already outage since {local} by {me}; nothing changed\n"
+    ended = backline("outage", "end", "--no-wait", config=practice_config)
+    assert ended.returncode == 0
+    assert "NOT in effect yet: no controller is running" in ended.stdout
+
+
+async def test_each_feature_a_missing_secret_turns_off_is_warned_of_once_at_start(
+        practice_config: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from telephony import config
+    from telephony.controller import Controller
+
+    for name in ("BACKLINE_SMS_TOKEN", "BACKLINE_SMS_SIGNING_SECRET", "BACKLINE_INBOX_TOKEN",
+                 "BACKLINE_OUTAGE_PIN"):
+        monkeypatch.delenv(name, raising=False)
+    directory = config.load(practice_config).directory
+    journal = open_journal(directory.connections.storage.url)
+    controller = Controller(directory, journal)
+    caplog.set_level(logging.WARNING, logger="backline.controller")
+    try:
+        await controller.start()
+    finally:
+        await controller.close()
+        journal.close()
+    warned = [r.getMessage() for r in caplog.records if r.name == "backline.controller"]
+    for feature, variable in (("inbound SMS", "BACKLINE_SMS_SIGNING_SECRET"),
+                              ("SMS sending", "BACKLINE_SMS_TOKEN"),
+                              ("inbox delivery", "BACKLINE_INBOX_TOKEN"),
+                              ("desk-phone outage switching (*28/*29)", "BACKLINE_OUTAGE_PIN")):
+        lines = [w for w in warned if w.startswith(f"{feature} is off: ")]
+        assert len(lines) == 1 and variable in lines[0], warned
 
 
 def test_usage_and_config_errors_exit_2_without_traceback(tmp_path: Path) -> None:

@@ -481,6 +481,38 @@ async def test_outage_end_no_wait_returns_at_once(practice: Practice) -> None:
     assert json.loads(out)["backlog"] == {"call": 2, "sms": 2, "fax": 1}
 
 
+async def test_outage_end_without_an_inbox_token_says_the_items_cannot_be_delivered(
+        practice: Practice, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    journal = practice.journal()
+    engage(journal, Mode.OUTAGE)
+    seed(journal, practice.tmp, 5)
+    journal.close()
+    monkeypatch.delenv("BACKLINE_INBOX_TOKEN")  # the controller starts without it
+    caplog.set_level(logging.WARNING)
+    journal = await asyncio.to_thread(practice.journal)
+    controller = Controller(practice.directory(), journal)
+    assert controller.inbox is None
+    await controller.start()
+    warned = [r.getMessage() for r in caplog.records if "inbox delivery is off" in r.getMessage()]
+    assert len(warned) == 1 and "BACKLINE_INBOX_TOKEN" in warned[0]
+    monkeypatch.setenv("BACKLINE_INBOX_TOKEN", TOKEN)  # the CLI's own environment has it
+    stop_polling = asyncio.Event()
+    polling = asyncio.create_task(controller.keep_mode(stop_polling))
+    try:
+        status, out = await backline(practice, "outage", "end", "--by", "ops")
+        health = controller.health["inbox"]
+    finally:
+        stop_polling.set()
+        await polling
+        await stop(controller)
+    assert status == 0, out
+    assert "5 held item(s) cannot be delivered: the controller has no inbox token" in out
+    assert "BACKLINE_INBOX_TOKEN" in out
+    assert "keeps delivering" not in out
+    assert health.verdict.value == "off" and "no inbox token" in health.says
+
+
 def test_the_progress_bar_on_a_terminal() -> None:
     from notifier.inbox_progress import bar
 
