@@ -26,6 +26,7 @@ from telephony.journal import (
     AlertChannel,
     AttemptKind,
     AuditEntry,
+    ControllerReport,
     Delivery,
     Journal,
     JournalError,
@@ -37,7 +38,8 @@ from telephony.journal import (
 from telephony.journal.postgres import _redacted
 from telephony.journal.replies import ReplyState
 from telephony.journal.schema import LATEST
-from telephony.outage import Mode, ModeChange, ModeState, Via
+from telephony.mode_sync import InEffect, NoController, NotYet, effect_of
+from telephony.outage import Mode, ModeChange, ModeState, Via, switch_key
 from tests.harness.postgres import JournalBackend, PostgresServer, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +107,32 @@ def test_mode_history_and_stale_switch(journal_backend: JournalBackend) -> None:
     end = ModeChange(Mode.NORMAL, T0 + timedelta(hours=1), "ana", Via.CONSOLE, "")
     journal.record_mode_change(end)
     assert journal.mode_history() == [end, engage]
+    journal.close()
+
+
+def test_controllers_report_what_their_pbx_holds_and_are_forgotten(
+        journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
+    key = switch_key(ModeChange(Mode.OUTAGE, T0, "ops", Via.CLI, "drill"))
+    a = ControllerReport("host:1:aa", "node-a", T0, key, "", None, "")
+    b = ControllerReport("host:2:bb", "node-b", T0 + timedelta(seconds=1), key, key,
+                         T0 + timedelta(seconds=1), "the controller has no inbox token")
+    journal.report_controller(a)
+    journal.report_controller(b)
+    assert journal.controllers() == [b, a]  # most recently seen first
+    now = T0 + timedelta(seconds=20)
+    assert effect_of(journal.controllers(), key, now, timedelta(seconds=30)) == \
+        NotYet((("node-a", T0),))
+    a2 = ControllerReport("host:1:aa", "node-a", now, key, key, now, "")
+    journal.report_controller(a2)  # the same holder: its row, rewritten
+    assert effect_of(journal.controllers(), key, now, timedelta(seconds=30)) == InEffect(
+        (("node-a", now), ("node-b", T0 + timedelta(seconds=1))))
+    assert effect_of(journal.controllers(), key, now + timedelta(minutes=5),
+                     timedelta(seconds=30)) == NoController(now)
+    journal.forget_controller("host:1:aa")
+    assert journal.controllers() == [b]
+    journal.report_controller(a2, forget_before=T0 + timedelta(seconds=5))  # b is stale
+    assert journal.controllers() == [a2]
     journal.close()
 
 
