@@ -188,7 +188,8 @@ class Controller:
                                "connections.sms_gateway.signing_secret",
                                "every inbound SMS webhook is refused (403)"))
             checks.append(("SMS sending", gateway.token, "connections.sms_gateway.token",
-                           "no automatic replies and no SMS alerts are sent"))
+                           "automatic replies wait (retried until it is set) and alerts go by "
+                           "email only"))
         inbox = d.connections.inbox
         if inbox is not None and inbox.url and inbox.token:
             checks.append(("inbox delivery", inbox.token, "connections.inbox.token",
