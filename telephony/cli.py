@@ -176,9 +176,10 @@ def _effect_words(effect: Effect, change: ModeChange, directory: Directory,
         case NotYet(waiting):
             if no_wait:
                 return "; the running controller applies it within a few seconds (--no-wait)"
-            nodes = ", ".join(node or "the controller" for node, _ in waiting)
+            nodes = ", ".join(f"{node or 'the controller'} (last seen "
+                              f"{_local(seen, directory)})" for node, seen in waiting)
             return (f"; NOT in effect on the PBX after waiting: {nodes} has not confirmed it "
-                    "(the PBX link may be down: see the status page)")
+                    "(its PBX link may be down, or it stopped: see the status page)")
         case _:
             assert_never(effect)
 
