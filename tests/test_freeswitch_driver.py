@@ -191,6 +191,29 @@ async def test_controller_pushes_its_mode_into_freeswitch(tmp_path: Path) -> Non
     journal.close()
 
 
+async def test_the_consoles_by_and_reason_are_deleted_once_recorded(tmp_path: Path) -> None:
+    d = practice()
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    controller = Controller(d, journal)
+    async with fs_rig(d, controller.conversations, record=controller.record_attempt,
+                      mode=controller.mode) as rig:
+        controller.attach(rig.driver)
+        await controller.sync_once()
+        # fs_cli -x 'db insert/backline/by/kim', .../reason/..., then .../mode/outage
+        rig.db.update({"backline/by": "kim", "backline/reason": "fiber cut",
+                       "backline/mode": "outage"})
+        await controller.sync_once()
+        change = journal.mode_history(1)[0]
+        assert (change.by, change.reason, change.via) == ("console:kim", "fiber cut",
+                                                          Via.CONSOLE)
+        assert "backline/by" not in rig.db and "backline/reason" not in rig.db
+        rig.db["backline/mode"] = "normal"  # a plain switch afterwards
+        await controller.sync_once()
+        assert journal.mode_history(1)[0].by == "console"
+    await controller.close()
+    journal.close()
+
+
 # -- a broken or vanished switch ---------------------------------------------------------------
 
 BROKEN = {
