@@ -10,7 +10,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from telephony.model import Announcement
+from telephony.emergency import emergency_callers, spoken_notice
+from telephony.model import Announcement, Directory
 
 
 class AnnouncementError(Exception):
@@ -46,4 +47,19 @@ def render_announcement(announcement: Announcement, out: Path, base: Path) -> Pa
                   announcement.text])
         _run(["sox", str(source), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer",
               str(out)])
+    return out
+
+
+def render_notice_clips(d: Directory, sounds: Path) -> list[Path]:
+    """The spoken part of the 911 notice a desk phone hears, one clip per desk phone
+    (``emergency-PHONE.wav``: who and where; the PBX says the time after it).  Only when
+    ``emergency.notify`` names desk phones: otherwise nobody hears them."""
+    if not d.emergency.notify.desk_phones:
+        return []
+    out = []
+    for caller in emergency_callers(d):
+        path = sounds / f"emergency-{caller.desk_phone}.wav"
+        render_announcement(Announcement(text=spoken_notice(caller, d.practice.name)), path,
+                            sounds)
+        out.append(path)
     return out

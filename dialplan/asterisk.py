@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from telephony.asterisk import dialplan_variables as v
-from telephony.model import AsteriskPbx, Carry, Directory
+from telephony.emergency import emergency_callers
+from telephony.model import AsteriskPbx, Carry, Directory, Location
 
 # Contexts: desk phones and the carrier enter here; everything else is internal.
 CARRIER_CONTEXT = "backline-carrier"
-DESK_CONTEXT = "backline-desk"
+DESK_CONTEXT = v.DESK_CONTEXT
 VOICEMAIL_CONTEXT = "backline"
 # Where ReceiveFax writes, in the PBX's own spool directory: it exists on every Asterisk (for
 # a chroot instance, inside the root), so the PBX receives with or without the controller,
@@ -30,6 +31,17 @@ FAX_SPOOL_FILE = "${ASTSPOOLDIR}/fax-${UNIQUEID}.tif"
 def carrier_endpoint(pbx: AsteriskPbx) -> str:
     """The carrier's endpoint name: its From user when it is recognised by that."""
     return pbx.trunk.from_user or "carrier"
+
+
+def emergency_endpoint(pbx: AsteriskPbx) -> str:
+    """Where 911 calls go out: the carrier, or with ``trunk.geolocation`` an outbound-only
+    twin of it that sends the caller's location, so that no other call ever carries it."""
+    carrier = carrier_endpoint(pbx)
+    return f"{carrier}-911" if pbx.trunk.geolocation else carrier
+
+
+def location_profile(location: Location) -> str:
+    return f"backline-at-{location.id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +147,23 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         f"contact=sip:{trunk.host}:{trunk.port}",
         "",
     ]
+    if trunk.geolocation:
+        out += ["; 911 only: the carrier again, outbound, with the location the desk phone's",
+                "; profile put on the call (PIDF-LO by value).  identify_by=ip and no identify",
+                "; section: no inbound call is ever matched to it.",
+                f"[{emergency_endpoint(pbx)}]", "type=endpoint", f"context={CARRIER_CONTEXT}",
+                "disallow=all", "allow=ulaw,alaw", "direct_media=no", "rtp_symmetric=yes",
+                f"aors={carrier}", "send_pai=yes", "trust_id_outbound=yes",
+                "trust_id_inbound=no", f"media_address={pbx.sip.host}",
+                "bind_rtp_to_media_address=yes", "identify_by=ip",
+                "geoloc_outgoing_call_profile=<prefer_incoming>", ""]
     if not trunk.from_user:
         out += [f"[{carrier}-identify]", "type=identify", f"endpoint={carrier}",
                 f"match={trunk.host}{f',{proxy}' if proxy and proxy != trunk.host else ''}",
                 ""]
+    # What each desk phone presents on a 911 call (validated by the loader: E.164, and a
+    # caller-ID name of plain characters), set on its channel by the endpoint itself.
+    emergency = {c.desk_phone: c for c in emergency_callers(d)}
     for user in d.users:
         if not user.active:
             continue  # a deactivated user's phones are not provisioned at all
@@ -146,7 +171,17 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         for phone in user.desk_phones:
             out += [f"[{phone}](desk-phone)", f"aors={user.id}", f"auth={phone}-auth",
                     f"callerid={user.name.replace(chr(34), '')[:40]} <{user.extension}>"
-                    if user.extension else f"callerid={phone}", ""]
+                    if user.extension else f"callerid={phone}"]
+            caller = emergency.get(phone)
+            if caller is not None:
+                out += [f"set_var={v.EMERGENCY_CALLBACK}={caller.callback}",
+                        f"set_var={v.EMERGENCY_NAME}={caller.caller_id_name}"]
+                if trunk.geolocation and caller.location is not None:
+                    # Rendered for every location below: a profile name that does not exist
+                    # would keep the endpoint from loading at all (no 911 from that phone).
+                    out.append(f"geoloc_incoming_call_profile="
+                               f"{location_profile(caller.location)}")
+            out.append("")
         if user.desk_phones and user.id not in user.desk_phones:
             out += _login_gate(user.id, user.desk_phones[0])
     out.append("#include pjsip_auth.conf")
@@ -179,13 +214,24 @@ def pjsip_auth_conf(d: Directory, secrets: AsteriskSecrets) -> str:
 
 
 def extensions_conf(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
+    """``announcement``: the outage announcement's path as Asterisk plays it (no extension);
+    the emergency notice clips lie beside it (``emergency-PHONE``)."""
+    notice_sounds = announcement.rpartition("/")[0] or "."
     agi = f"agi://{pbx.agi.host}:{pbx.agi.port}"
     carrier = carrier_endpoint(pbx)
     fax_spellings = [s for n in d.numbers if Carry.FAX in n.carries
                      for s in _numbers_as_dialled(n.number)]
+    # The callback number and the practice's caller-ID name replace the extension and the
+    # person's name (From and P-Asserted-Identity follow the caller ID); the CDR mark and the
+    # user event only tell the controller afterwards, neither waits on it.
     emergency = "\n".join(
         f"exten => {e},1,NoOp(emergency: never through the controller)\n"
-        f" same => n,Dial(PJSIP/{e}@{carrier})\n"
+        f" same => n,Set(CALLERID(num)=${{{v.EMERGENCY_CALLBACK}}})\n"
+        f" same => n,Set(CALLERID(name)=${{{v.EMERGENCY_NAME}}})\n"
+        f" same => n,Set(CDR(userfield)={v.EMERGENCY_MARK})\n"
+        f" same => n,UserEvent({v.EMERGENCY_EVENT},Phone: ${{CHANNEL(endpoint)}},"
+        f"Dialled: ${{EXTEN}})\n"
+        f" same => n,Dial(PJSIP/{e}@{emergency_endpoint(pbx)})\n"
         f" same => n,Hangup()" for e in d.emergency_numbers)
     fax_lines = "\n".join(f"exten => {s},1,Return()" for s in fax_spellings) or \
         "; no number carries fax"
@@ -333,7 +379,43 @@ exten => s,1,Set(CALLERID(num)=${{BACKLINE_CID_NUM}})
 exten => s,1,Answer()
  same => n,Playback(cannot-complete-as-dialed)
  same => n,Hangup()
+
+; The on-site notice of a 911 call, to a desk phone the controller calls: which desk phone
+; and where (rendered per phone), then the time; twice.
+[{v.NOTICE_CONTEXT}]
+exten => s,1,Answer()
+ same => n,Wait(1)
+ same => n,Set(BACKLINE_CLIP={notice_sounds}/emergency-${{{v.NOTICE_ABOUT}}})
+ same => n,Playback(${{BACKLINE_CLIP}})
+ same => n,SayUnixTime(${{{v.NOTICE_AT}}},{d.practice.timezone},IMp)
+ same => n,Wait(1)
+ same => n,Playback(${{BACKLINE_CLIP}})
+ same => n,SayUnixTime(${{{v.NOTICE_AT}}},{d.practice.timezone},IMp)
+ same => n,Hangup()
 """
+
+
+def geolocation_conf(d: Directory, pbx: AsteriskPbx) -> str:
+    """Each location as a civic address (RFC 5139 fields) and a profile desk phones there
+    carry; the 911 endpoint sends it.  Empty unless ``trunk.geolocation`` is on."""
+    out = ["; Rendered by `backline render`: edit the practice YAML, not this file."]
+    if not pbx.trunk.geolocation:
+        return "\n".join([*out, "; trunk.geolocation is off: no location is sent."]) + "\n"
+    for loc in d.locations:
+        number, _, street = loc.address.partition(" ")
+        if not (number[:1].isdigit() and street):
+            number, street = "", loc.address
+        civic = [("country", loc.country), ("A1", loc.state), ("A3", loc.city),
+                 ("HNO", number), ("RD", street), ("PC", loc.zip), ("LOC", loc.where)]
+        # The loader allows no double quote in these; quoting keeps commas and spaces whole.
+        fields = ", ".join(f'{k}="{value}"' for k, value in civic if value)
+        out += ["", f"[backline-site-{loc.id}]", "type=location", "format=civicAddress",
+                "method=Manual", f"location_info={fields}",
+                "", f"[{location_profile(loc)}]", "type=profile",
+                # What a desk phone sends itself is dropped: the practice's record wins.
+                "profile_precedence=discard_incoming",
+                f"location_reference=backline-site-{loc.id}"]
+    return "\n".join(out) + "\n"
 
 
 def voicemail_conf(d: Directory) -> str:
@@ -399,6 +481,7 @@ def render(d: Directory, secrets: AsteriskSecrets, announcement: str) -> list[Re
         RenderedFile("pjsip_auth.conf", pjsip_auth_conf(d, secrets), private=True),
         RenderedFile("extensions.conf", extensions_conf(d, pbx, announcement)),
         RenderedFile("voicemail.conf", voicemail_conf(d)),
+        RenderedFile("geolocation.conf", geolocation_conf(d, pbx)),
         RenderedFile("cdr.conf", cdr_conf()),
         RenderedFile("manager.conf", manager_conf(pbx, secrets.ami), private=True),
     ]

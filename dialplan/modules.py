@@ -36,6 +36,9 @@ REQUIRED_MODULES: tuple[tuple[str, str], ...] = (
     ("res_pjsip_sdp_rtp", "audio in SDP"),
     ("res_pjsip_t38", "T.38 fax re-INVITEs"),
     ("res_pjsip_caller_id", "P-Asserted-Identity / Remote-Party-ID in and out"),
+    # Without it the geoloc_* endpoint options are accepted and silently do nothing.
+    ("res_geolocation", "locations and profiles (geolocation.conf)"),
+    ("res_pjsip_geolocation", "a 911 call's location to the carrier (PIDF-LO)"),
     ("res_pjsip_header_funcs", "PJSIP_HEADER() to read carrier headers"),
     ("res_pjsip_rfc3326", "Reason header: why a call was refused"),
     ("res_pjsip_diversion", "Diversion header on forwarded carrier calls"),
@@ -87,6 +90,7 @@ REQUIRED_MODULES: tuple[tuple[str, str], ...] = (
     ("pbx_config", "extensions.conf"),
     ("app_dial", "Dial()"),
     ("app_playback", "Playback() of announcements"),
+    ("app_sayunixtime", "SayUnixTime(): the time in the on-site notice of a 911 call"),
     ("app_echo", "Echo() for line tests"),
     ("app_voicemail", "VoiceMail()/VoiceMailMain() (not the _odbc variant: they clash)"),
     ("app_senddtmf", "SendDTMF()"),

@@ -315,15 +315,29 @@ class Senders:
 def senders_for(directory: Directory, what: str) -> Senders | None:
     """The alert recipients' senders for ``what`` ("alert", "outage reminder"), or None (with
     the reason logged) when no email can go; SMS that cannot go is logged and left out."""
+    alerts = directory.backup.alerts
+    mailer = mailer_for(directory, what)
+    if mailer is None:
+        return None
+    if alerts.kind is not AlertKind.EMAIL_SMS or not alerts.sms:
+        return Senders(mailer, None, ())
+    sms = sms_client_for(directory, what)
+    if sms is None:
+        log.error("%ss go by email only", what)
+        return Senders(mailer, None, ())
+    return Senders(mailer, sms, alerts.sms)
+
+
+def mailer_for(directory: Directory, what: str) -> SmtpMailer | None:
+    """The SMTP sender for ``what``, or None (the reason logged) without a usable
+    ``connections.smtp``."""
     from telephony.asterisk.local_pbx import SecretMissing, read_secret
 
-    alerts = directory.backup.alerts
     smtp = directory.connections.smtp
-    gateway = directory.connections.sms_gateway
     if smtp is None:
         return None
     try:
-        mailer = SmtpMailer(
+        return SmtpMailer(
             smtp.host, smtp.port, starttls=smtp.starttls,
             username=read_secret(smtp.username, "connections.smtp.username")
             if smtp.username else "",
@@ -332,20 +346,25 @@ def senders_for(directory: Directory, what: str) -> Senders | None:
     except (SecretMissing, ValueError) as exc:
         log.error("%s: no %s will be sent", exc, what)
         return None
-    if alerts.kind is not AlertKind.EMAIL_SMS or not alerts.sms:
-        return Senders(mailer, None, ())
+
+
+def sms_client_for(directory: Directory, what: str) -> SmsGatewayClient | None:
+    """The SMS gateway client for ``what``, or None (the reason logged) when the gateway is
+    not configured to send."""
+    from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+    gateway = directory.connections.sms_gateway
     try:
         if gateway is None or not gateway.sender:
             raise ValueError(f"SMS {what}s need connections.sms_gateway with a 'from' number")
         # One try per round: the sender's own schedule (durable, across restarts) does the
         # retrying, instead of the client sleeping inside a round.
-        sms = SmsGatewayClient(gateway.url, gateway.account,
-                               read_secret(gateway.token, "connections.sms_gateway.token"),
-                               attempts=1)
+        return SmsGatewayClient(gateway.url, gateway.account,
+                                read_secret(gateway.token, "connections.sms_gateway.token"),
+                                attempts=1)
     except (SecretMissing, ValueError) as exc:
-        log.error("%s: %ss go by email only", exc, what)
-        return Senders(mailer, None, ())
-    return Senders(mailer, sms, alerts.sms)
+        log.error("%s: no SMS %s will be sent", exc, what)
+        return None
 
 
 def why_no_alerts(directory: Directory) -> str:

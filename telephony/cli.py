@@ -332,7 +332,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from dialplan.announcement import AnnouncementError, render_announcement
+    from dialplan.announcement import (
+        AnnouncementError,
+        render_announcement,
+        render_notice_clips,
+    )
     from dialplan.output import write_render
     from telephony.asterisk.local_pbx import SecretMissing, asterisk_pbx, render_files
     from telephony.model import FreeswitchPbx
@@ -375,10 +379,11 @@ def cmd_render(args: argparse.Namespace) -> int:
                      if f.name == "pjsip.conf" else f for f in files]
         render_announcement(directory.backup.announcement, out / "announcement.wav",
                             Path(directory.source).parent)
+        clips = render_notice_clips(directory, out)
     except (SecretMissing, AnnouncementError) as exc:
         raise UsageError(str(exc)) from exc
     written = write_render(out, files, directory, str(pbx.sip), secrets_path,
-                           sip_user_is_login=True) + 1  # + the announcement
+                           sip_user_is_login=True) + 1 + len(clips)  # + the audio
     print(f"rendered {written} files into {out}; desk-phone secrets in {secrets_path} "
           "(mode 0600)")
     return 0

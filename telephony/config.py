@@ -17,6 +17,8 @@ from typing import TypeVar
 
 from telephony import e164
 from telephony.model import (
+    CALLER_ID_MAX,
+    DEFAULT_EMERGENCY_NUMBERS,
     PRACTICE,
     AlertKind,
     Alerts,
@@ -25,11 +27,15 @@ from telephony.model import (
     Backup,
     Carry,
     Connections,
+    DeskPhoneSite,
     Directory,
     EmailIntake,
+    Emergency,
+    EmergencyNotify,
     FreeswitchPbx,
     HostPort,
     Inbox,
+    Location,
     Number,
     OwnerKind,
     Pages,
@@ -50,7 +56,6 @@ from telephony.yamlsource import Where, YMap, YNode, YScalar, YSeq, load_with_in
 
 T = TypeVar("T")
 
-CALLER_ID_MAX = 15
 _CALLER_ID_CHARS = re.compile(r"[A-Za-z0-9 .,'&-]*")
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 _DESK_PHONE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -58,6 +63,8 @@ _EXTENSION = re.compile(r"[1-9]\d{1,5}")
 _EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[A-Za-z]{2,}")
 _DOMAIN = re.compile(r"(?i)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _TAG = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+# Civic address text: plain, as PIDF-LO, a spoken notice and a carrier's database take it.
+_CIVIC_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9 .,#'&/-]{0,79}")
 _SECRET_WORDS = ("secret", "password", "passwd", "token", "api_key", "apikey", "pin", "key")
 _SECRET_SUFFIXES = ("_env", "_file")
 
@@ -120,6 +127,9 @@ class _Reader:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self._gateway_node: YMap | None = None
+        # Where each user, its location key and each of its desk phones are written, for
+        # the emergency checks made once locations and the practice defaults are known.
+        self._user_where: dict[str, tuple[str, Where, dict[str, tuple[str, Where]]]] = {}
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -239,7 +249,7 @@ class _Reader:
 
     def directory(self, top: YMap, source: str) -> Directory | None:
         self.keys(top, "", ["practice", "devices", "users", "teams", "numbers", "backup",
-                            "connections", "emergency_numbers"])
+                            "connections", "emergency_numbers", "emergency", "locations"])
         practice = self.practice(top)
         devices = self.mapping(_get(top, "devices"), "devices", top.where)
         max_per_login = 3
@@ -252,15 +262,26 @@ class _Reader:
         numbers = self.numbers(top, users, teams)
         backup = self.backup(top)
         connections = self.connections(top, Path(source).parent)
-        emergency = [v for v, _ in self.strings(top, "emergency_numbers", "emergency_numbers",
-                                                re.compile(r"\d{3}"), "a 3-digit number")]
+        emergency_numbers = [v for v, _ in self.strings(
+            top, "emergency_numbers", "emergency_numbers", re.compile(r"\d{3}"),
+            "a 3-digit number")]
+        locations = self.locations(top)
+        emergency = self.emergency(top, users, locations, connections, numbers)
+        pbx = connections.pbx if connections is not None else None
+        if pbx is not None and pbx.trunk.geolocation and not emergency.configured:
+            self.problem(top.where, "emergency",
+                         "an emergency: section and the practice's locations: "
+                         "connections.pbx.trunk.geolocation sends each desk phone's location "
+                         "with its 911 calls")
+        self.emergency_sites(users, locations, numbers, emergency)
         if connections is not None:
             self.sms_senders(top, numbers, backup, connections)
         if practice is None or connections is None:
             return None
         return Directory(practice, max_per_login, tuple(users.values()), tuple(teams.values()),
                          tuple(numbers), backup, connections, source,
-                         tuple(emergency) or ("911",))
+                         tuple(emergency_numbers) or DEFAULT_EMERGENCY_NUMBERS, emergency,
+                         tuple(locations.values()))
 
     def practice(self, top: YMap) -> Practice | None:
         node = self.mapping(_get(top, "practice"), "practice", top.where)
@@ -288,7 +309,7 @@ class _Reader:
             if node is None:
                 continue
             self.keys(node, f, ["id", "name", "email", "admin", "active", "extension",
-                                "desk_phones"])
+                                "desk_phones", "emergency_callback", "location"])
             uid = self.text(node, "id", f"{f}.id", None, "a user id (lowercase letters, "
                             "digits, '-', '_', '.')")
             if uid is not None and not _ID.fullmatch(uid):
@@ -309,8 +330,10 @@ class _Reader:
             elif ext in extensions:
                 self.problem(_where_of(node, "extension"), f"{f}.extension",
                              f"an extension of its own ({ext} is already {extensions[ext]}'s)")
-            desk = self.strings(node, "desk_phones", f"{f}.desk_phones", _DESK_PHONE,
-                                "a desk phone name (lowercase letters, digits, '-', '_')")
+            desk, sites = self.desk_phones(node, f)
+            callback = self.callback(node, "emergency_callback", f"{f}.emergency_callback")
+            location = self.text(node, "location", f"{f}.location", "",
+                                 "the id of one of the practice's locations") or ""
             for phone, where in desk:
                 if phone in phones:
                     self.problem(where, f"{f}.desk_phones",
@@ -326,8 +349,54 @@ class _Reader:
             if ext:
                 extensions.setdefault(ext, uid)
             users[uid] = User(uid, name, email or "", admin, active, ext,
-                              tuple(p for p, _ in desk))
+                              tuple(p for p, _ in desk), callback, location, tuple(sites))
+            self._user_where[uid] = (f, _where_of(node, "location"),
+                                     {p: (f"{f}.desk_phones[{j}]", w)
+                                      for j, (p, w) in enumerate(desk)})
         return users
+
+    def desk_phones(self, node: YMap, f: str
+                    ) -> tuple[list[tuple[str, Where]], list[DeskPhoneSite]]:
+        """A user's desk phones: each a name, or ``{name, location, emergency_callback}``
+        for a phone somewhere other than its user's other phones."""
+        what = "a desk phone name (lowercase letters, digits, '-', '_')"
+        desk: list[tuple[str, Where]] = []
+        sites: list[DeskPhoneSite] = []
+        for j, item in enumerate(self.seq(node, "desk_phones", f"{f}.desk_phones")):
+            field = f"{f}.desk_phones[{j}]"
+            if isinstance(item, YMap):
+                self.keys(item, field, ["name", "location", "emergency_callback"])
+                name = self.text(item, "name", f"{field}.name", None, what)
+                site = DeskPhoneSite(
+                    name or "",
+                    self.text(item, "location", f"{field}.location", "",
+                              "the id of one of the practice's locations") or "",
+                    self.callback(item, "emergency_callback", f"{field}.emergency_callback"))
+                where = item.where
+            else:
+                value = item.value if isinstance(item, YScalar) else None
+                name = str(value) if isinstance(value, str | int) and \
+                    not isinstance(value, bool) else None
+                site, where = None, item.where
+            if name is None or not _DESK_PHONE.fullmatch(name):
+                if name is not None:
+                    self.problem(where, field, what)
+                continue
+            desk.append((name, where))
+            if site is not None:
+                sites.append(site)
+        return desk, sites
+
+    def callback(self, node: YMap, key: str, field: str) -> str:
+        """An emergency callback number, canonical E.164 (empty when not given here)."""
+        raw = self.text(node, key, field, "", "an E.164 number like +13125550100") or ""
+        if not raw:
+            return ""
+        try:
+            return e164.normalise(raw)
+        except e164.NotE164 as exc:
+            self.problem(_where_of(node, key), field, exc.why)
+            return ""
 
     def teams(self, top: YMap, users: dict[str, User]) -> dict[str, Team]:
         teams: dict[str, Team] = {}
@@ -525,6 +594,150 @@ class _Reader:
         return Backup(announcement, sms_reply, alerts, hours,
                       self.secret(node, "pin", "backup", False), reminder_hours)
 
+    # -- emergency calls (DESIGN.md §12) ------------------------------------------------------
+
+    def locations(self, top: YMap) -> dict[str, Location]:
+        locations: dict[str, Location] = {}
+        for i, item in enumerate(self.seq(top, "locations", "locations")):
+            f = f"locations[{i}]"
+            node = self.mapping(item, f, item.where)
+            if node is None:
+                continue
+            self.keys(node, f, ["id", "address", "city", "state", "zip", "where", "country"])
+            lid = self.text(node, "id", f"{f}.id", None, "a location id")
+            if lid is not None and not _ID.fullmatch(lid):
+                self.problem(_where_of(node, "id"), f"{f}.id",
+                             "a location id (lowercase letters, digits, '-', '_', '.')")
+                lid = None
+            fields = {}
+            for key, what, pattern in (
+                    ("address", "the house number and street, e.g. 1200 W Maple St",
+                     _CIVIC_TEXT),
+                    ("city", "the city", _CIVIC_TEXT),
+                    ("state", "the two-letter state code, e.g. IL", re.compile(r"[A-Z]{2}")),
+                    ("zip", "a ZIP code, e.g. 60601", re.compile(r"\d{5}(-\d{4})?"))):
+                value = self.text(node, key, f"{f}.{key}", None, what) or ""
+                if value and not pattern.fullmatch(value):
+                    self.problem(_where_of(node, key), f"{f}.{key}", what)
+                fields[key] = value
+            where = self.text(node, "where", f"{f}.where", "",
+                              "the floor, suite or room, e.g. Floor 2, Exam room 2") or ""
+            if where and not _CIVIC_TEXT.fullmatch(where):
+                self.problem(_where_of(node, "where"), f"{f}.where",
+                             "letters, digits, spaces and . , # ' & - / only (at most 80)")
+            country = self.text(node, "country", f"{f}.country", "US",
+                                "a two-letter country code") or "US"
+            if not re.fullmatch(r"[A-Z]{2}", country):
+                self.problem(_where_of(node, "country"), f"{f}.country",
+                             "a two-letter country code, e.g. US")
+            if lid is None:
+                continue
+            if lid in locations:
+                self.problem(_where_of(node, "id"), f"{f}.id",
+                             f"a unique location id ({lid} is listed twice)")
+                continue
+            locations[lid] = Location(lid, fields["address"], fields["city"], fields["state"],
+                                      fields["zip"], where, country)
+        return locations
+
+    def emergency(self, top: YMap, users: dict[str, User], locations: dict[str, Location],
+                  connections: Connections | None, numbers: list[Number]) -> Emergency:
+        node = self.mapping(_get(top, "emergency"), "emergency", top.where)
+        if node is None:
+            return Emergency()
+        self.keys(node, "emergency", ["callback", "caller_id_name", "location", "notify"])
+        callback = self.callback(node, "callback", "emergency.callback")
+        carrying = next((n for n in numbers if n.number == callback), None)
+        if carrying is not None and Carry.VOICE not in carrying.carries:
+            self.problem(_where_of(node, "callback"), "emergency.callback",
+                         f"a number that rings back into the practice: {callback} carries "
+                         "no voice")
+        cid = self.text(node, "caller_id_name", "emergency.caller_id_name", "",
+                        "a caller-ID name") or ""
+        if len(cid) > CALLER_ID_MAX or not _CALLER_ID_CHARS.fullmatch(cid):
+            self.problem(_where_of(node, "caller_id_name"), "emergency.caller_id_name",
+                         f"at most {CALLER_ID_MAX} letters, digits, spaces and . , ' & -")
+            cid = ""
+        location = self.text(node, "location", "emergency.location", "",
+                             "the id of one of the practice's locations") or ""
+        if location and location not in locations:
+            self.problem(_where_of(node, "location"), "emergency.location",
+                         _unknown("location", location, locations))
+        notify = EmergencyNotify()
+        sub = self.mapping(_get(node, "notify"), "emergency.notify", node.where)
+        if sub is not None:
+            f = "emergency.notify"
+            self.keys(sub, f, ["emails", "sms", "desk_phones"])
+            emails = self.strings(sub, "emails", f"{f}.emails", _EMAIL, "an email address")
+            sms: list[str] = []
+            for j, (text, where) in enumerate(self.strings(sub, "sms", f"{f}.sms", None,
+                                                           "an E.164 number")):
+                try:
+                    sms.append(e164.normalise(text))
+                except e164.NotE164 as exc:
+                    self.problem(where, f"{f}.sms[{j}]", exc.why)
+            phones = {p: u for u in users.values() if u.active for p in u.desk_phones}
+            desk: list[str] = []
+            for j, (phone, where) in enumerate(self.strings(sub, "desk_phones",
+                                                            f"{f}.desk_phones", None,
+                                                            "a desk phone name")):
+                if phone not in phones:
+                    self.problem(where, f"{f}.desk_phones[{j}]",
+                                 _unknown("desk phone of an active user", phone, phones))
+                else:
+                    desk.append(phone)
+            if emails and connections is not None and connections.smtp is None:
+                self.problem(_where_of(sub, "emails"), f"{f}.emails",
+                             "connections.smtp, to send the notice by email")
+            if sms and connections is not None and connections.sms_gateway is None:
+                self.problem(_where_of(sub, "sms"), f"{f}.sms",
+                             "connections.sms_gateway, to send the notice by SMS")
+            notify = EmergencyNotify(tuple(e for e, _ in emails), tuple(sms), tuple(desk))
+        if not notify:
+            self.problem(node.where, "emergency.notify",
+                         "who on site hears of each 911 call (Kari's Law requires a notice): "
+                         "emails, sms or desk_phones; nobody will be told", warning=True)
+        return Emergency(callback, cid, location, notify, configured=True)
+
+    def emergency_sites(self, users: dict[str, User], locations: dict[str, Location],
+                        numbers: list[Number], emergency: Emergency) -> None:
+        """Every active desk phone must resolve a callback number (the phone's, its user's,
+        else the practice's) that rings back into the practice; with an ``emergency``
+        section, a location too."""
+        voice = {n.number for n in numbers if Carry.VOICE in n.carries}
+        practice_numbers = {n.number for n in numbers}
+        for uid, user in users.items():
+            user_field, location_where, phone_where = self._user_where[uid]
+            if user.location and user.location not in locations:
+                self.problem(location_where, f"{user_field}.location",
+                             _unknown("location", user.location, locations))
+            if not user.active:
+                continue
+            sites = {s.desk_phone: s for s in user.sites}
+            for phone in user.desk_phones:
+                site = sites.get(phone, DeskPhoneSite(phone))
+                field, where = phone_where[phone]
+                callback = site.emergency_callback or user.emergency_callback \
+                    or emergency.callback
+                if not callback:
+                    self.problem(where, field,
+                                 f"{phone}: an emergency callback number (E.164) that rings "
+                                 "back into the practice: emergency_callback on the desk "
+                                 "phone or its user, or emergency.callback for the practice")
+                elif callback in practice_numbers and callback not in voice:
+                    self.problem(where, field,
+                                 f"an emergency callback number that rings back: {callback} "
+                                 "carries no voice")
+                if site.location and site.location not in locations:
+                    self.problem(where, f"{field}.location",
+                                 _unknown("location", site.location, locations))
+                elif emergency.configured and not (site.location or user.location
+                                                   or emergency.location):
+                    self.problem(where, field,
+                                 f"{phone}: a location (RAY BAUM's dispatchable location): "
+                                 "location on the desk phone or its user, or "
+                                 "emergency.location")
+
     def connections(self, top: YMap, base: Path) -> Connections | None:
         node = self.mapping(_get(top, "connections"), "connections", top.where)
         if node is None:
@@ -688,13 +901,14 @@ class _Reader:
         sub = self._sub(node, "trunk", f)
         if sub is None:
             return Trunk()
-        self.keys(sub, f"{f}.trunk", ["host", "port", "from_user"])
+        self.keys(sub, f"{f}.trunk", ["host", "port", "from_user", "geolocation"])
         hp = self.host_port(sub, f"{f}.trunk", control=False, default_port=5080)
         user = self.text(sub, "from_user", f"{f}.trunk.from_user", "", "a SIP user name") or ""
         if user and not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", user):
             self.problem(_where_of(sub, "from_user"), f"{f}.trunk.from_user",
                          "letters, digits, '.', '-' and '_' only")
-        return Trunk(hp.host, hp.port, user)
+        geolocation = self.flag(sub, "geolocation", f"{f}.trunk.geolocation", False)
+        return Trunk(hp.host, hp.port, user, geolocation)
 
     def port_range(self, node: YMap, key: str, f: str, default: PortRange) -> PortRange:
         sub = self._sub(node, key, f)

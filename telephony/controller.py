@@ -21,6 +21,7 @@ from typing import Protocol, assert_never
 from aiohttp import web
 
 from notifier.email_intake import EmailListener
+from notifier.emergency_notices import EmergencyNotices, notices_for
 from notifier.inbox import InboxDrain, inbox_for, process_holder
 from notifier.links import LINK_PREFIX
 from notifier.reminder_service import OutageReminders, reminders_for
@@ -31,6 +32,7 @@ from telephony.asterisk import cdr
 from telephony.asterisk.ami import LinkDown
 from telephony.asterisk.fax import DEFAULT_FAX_DIR, FAX_CONTEXTS, FaxIntake
 from telephony.conversations import ConversationBook
+from telephony.emergency import EmergencyCall
 from telephony.freeswitch import cdr as freeswitch_cdr
 from telephony.journal import (
     AlertChannel,
@@ -85,8 +87,10 @@ class Controller:
         self.cdr_path: Path | None = Path(pbx.cdr_file) if pbx is not None else None
         # Each PBX writes its CDR its own way; both come out as cdr.CdrRow.
         self.cdr_rows: Callable[[str], Iterable[cdr.CdrRow]] = cdr.parse
+        self.cdr_emergency: Callable[[str], Iterable[EmergencyCall]] = cdr.emergency_calls
         if isinstance(pbx, FreeswitchPbx):
             self.cdr_rows = freeswitch_cdr.parse
+            self.cdr_emergency = lambda _: ()
         self.node = pbx.node if isinstance(pbx, AsteriskPbx) else ""  # stamped on attempts
         # Faxes: kept in connections.pbx.fax_dir; `faxes.spool` is where this controller reads
         # the PBX's spool (`backline up` points it inside the Asterisk root).
@@ -111,6 +115,9 @@ class Controller:
         self.replies = AutoReplies(journal, directory.connections.sms_gateway,
                                    directory.backup.sms_reply, self.clock, self.mode,
                                    self._reply_plan)
+        # Every 911 call is journaled and its on-site notice sent (DESIGN.md §12).
+        self.emergency: EmergencyNotices = notices_for(directory, journal, self.clock,
+                                                       node=self.node)
         intake = directory.connections.email_intake
         self.email_intake = EmailListener(intake, journal, self.clock, self.wake_inbox) \
             if intake is not None else None
@@ -215,8 +222,10 @@ class Controller:
             self.inbox.wake()
 
     async def start(self) -> None:
-        """Start the background work: sending backup alerts and outage reminders."""
+        """Start the background work: emergency notices, backup alerts, outage reminders,
+        SMS replies, the email intake and the inbox drain."""
         self.warn_missing_secrets()
+        self.emergency.start()
         if self.notifier is not None:
             self.notifier.start()
         if self.reminders is not None:
@@ -248,6 +257,11 @@ class Controller:
                 self.wake_inbox()  # held in normal mode (an SMS): deliver it now, not later
         return new
 
+    async def emergency_call(self, call: EmergencyCall) -> bool:
+        """The PBX placed a 911 call (it did not wait for us): journal it and notify the
+        people on site, once."""
+        return await self.emergency.call_placed(call, late=False)
+
     async def record_later(self, attempt: NewAttempt) -> bool:
         """``record_attempt`` for an attempt nobody waits on: it may share a later commit."""
         return await self.record_attempt(attempt, urgent=False)
@@ -267,6 +281,16 @@ class Controller:
         except OSError as exc:
             log.error("cannot read the PBX's call record %s: %s", self.cdr_path, exc)
             return 0
+        late_911 = 0
+        for call in self.cdr_emergency(text):  # first: people on site are waiting
+            try:
+                late_911 += await self.emergency.call_placed(call, late=True)
+            except JournalError as exc:
+                log.error("EMERGENCY: a 911 call in the PBX's record could not be journaled "
+                          "(%s); the next import tries again", exc)
+        if late_911:
+            log.warning("%d emergency call(s) placed while the controller was away: their "
+                        "notices go out now, late", late_911)
         rows = list(self.cdr_rows(text))
         history = await asyncio.to_thread(self.journal.mode_history, 1000)
         new = 0
@@ -349,6 +373,7 @@ class Controller:
         with contextlib.suppress(JournalError):
             await asyncio.to_thread(self.journal.forget_controller, self.holder)
         await self.writer.close()
+        await self.emergency.close()
         if self.email_intake is not None:
             await self.email_intake.close()
         if self.inbox is not None:
@@ -656,7 +681,9 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                 controller.book, controller.conversations, controller.mode,
                                 controller.record_attempt, controller.desk_phone_switch,
                                 controller.import_pbx_record, faxes=controller.faxes,
-                                record_later=controller.record_later)
+                                record_later=controller.record_later,
+                                emergency=controller.emergency_call)
+        controller.emergency.phone = driver
         driver.latency_hook = controller.metrics.agi_latency
         return await serve_with(
             controller, driver, stop,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+CALLER_ID_MAX = 15  # characters of a caller-ID name that carriers keep
+
 
 class Carry(enum.Enum):
     """What a practice number carries."""
@@ -41,6 +43,17 @@ PRACTICE = Party(OwnerKind.PRACTICE)
 
 
 @dataclass(frozen=True, slots=True)
+class DeskPhoneSite:
+    """What a desk phone says about itself on a 911 call, where set on the phone itself
+    (``desk_phones: [{name: raj-exam2, location: annex, emergency_callback: ...}]``); what it
+    leaves empty comes from its user, then from the practice (``telephony.emergency``)."""
+
+    desk_phone: str
+    location: str = ""
+    emergency_callback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class User:
     id: str
     name: str
@@ -49,6 +62,11 @@ class User:
     active: bool
     extension: str
     desk_phones: tuple[str, ...]
+    # Emergency calls (DESIGN.md §12): a callback number and a location for all of this
+    # user's desk phones, unless a desk phone names its own in ``sites``.
+    emergency_callback: str = ""
+    location: str = ""
+    sites: tuple[DeskPhoneSite, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +165,9 @@ class Trunk:
     host: str = "127.0.0.1"
     port: int = 5080
     from_user: str = ""
+    # Send each 911 call's dispatchable location to the carrier as a PIDF-LO body (RFC 6442
+    # by value): only where the carrier takes it, so off unless the practice turns it on.
+    geolocation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +289,54 @@ class Practice:
 
 
 @dataclass(frozen=True, slots=True)
+class Location:
+    """A dispatchable location (RAY BAUM's Act): a civic address plus the floor or room line
+    that tells a responder where in the building the desk phone is."""
+
+    id: str
+    address: str  # house number and street: "1200 W Maple St"
+    city: str
+    state: str  # two-letter state or province code
+    zip: str
+    where: str = ""  # floor, suite or room: "Floor 2, Exam room 2"
+    country: str = "US"
+
+    def one_line(self) -> str:
+        place = f"{self.address}, {self.city}, {self.state} {self.zip}"
+        return f"{self.where}, {place}" if self.where else place
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyNotify:
+    """Who on site hears of every 911 call at once (Kari's Law): emails, SMS numbers, and
+    desk phones that are called and told."""
+
+    emails: tuple[str, ...] = ()
+    sms: tuple[str, ...] = ()
+    desk_phones: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.emails or self.sms or self.desk_phones)
+
+
+@dataclass(frozen=True, slots=True)
+class Emergency:
+    """The practice's defaults for 911 calls: the callback number (E.164, one of the
+    practice's voice numbers or an ELIN the carrier knows), the caller-ID name sent with it,
+    the default location, and who is notified.  ``configured`` is whether the YAML has an
+    ``emergency`` section (locations are required then)."""
+
+    callback: str = ""
+    caller_id_name: str = ""
+    location: str = ""
+    notify: EmergencyNotify = EmergencyNotify()
+    configured: bool = False
+
+
+DEFAULT_EMERGENCY_NUMBERS = ("911", "933")  # 933: the carriers' address read-back test line
+
+
+@dataclass(frozen=True, slots=True)
 class Directory:
     """One practice, as the YAML describes it, validated."""
 
@@ -279,10 +348,15 @@ class Directory:
     backup: Backup
     connections: Connections
     source: str = ""  # the top-level YAML file, for messages and relative paths
-    emergency_numbers: tuple[str, ...] = field(default=("911",))
+    emergency_numbers: tuple[str, ...] = field(default=DEFAULT_EMERGENCY_NUMBERS)
+    emergency: Emergency = Emergency()
+    locations: tuple[Location, ...] = ()
 
     def user(self, user_id: str) -> User | None:
         return next((u for u in self.users if u.id == user_id), None)
 
     def number(self, e164: str) -> Number | None:
         return next((n for n in self.numbers if n.number == e164), None)
+
+    def location(self, location_id: str) -> Location | None:
+        return next((loc for loc in self.locations if loc.id == location_id), None)

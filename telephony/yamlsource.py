@@ -55,7 +55,7 @@ class SourceError:
     message: str
 
 
-APPENDED_SECTIONS = ("users", "teams", "numbers")
+APPENDED_SECTIONS = ("users", "teams", "numbers", "locations")
 
 
 def _where(file: str, node: yaml.Node) -> Where:

@@ -41,7 +41,8 @@ BROKEN = """\
 practice: {name: Broken Clinic, timezone: Mars/Olympus}  #! practice.timezone: IANA time zone
 devices: {max_per_login: 3}
 users:
-  - {id: ana, name: Ana, email: ana@x.example, extension: "101", desk_phones: [ana-desk]}
+  - {id: ana, name: Ana, email: ana@x.example, extension: "101",
+     desk_phones: [ana-desk]}  #! users[0].desk_phones[0]: emergency callback number
   - {id: old, name: Old, email: old@x.example, active: false, desk_phones: [old-desk]}
   - id: bob  #! users[2].email: required
     name: Bob

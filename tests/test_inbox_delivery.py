@@ -60,6 +60,9 @@ users:
   - {{id: jo, name: Jo Kim, email: jo@maple.example, extension: "112", desk_phones: [jo-desk]}}
 teams:
   - {{id: front-desk, name: Front Desk, members: [sam, jo]}}
+emergency: {{callback: "{MAIN}", location: main}}
+locations:
+  - {{id: main, address: 1200 W Maple St, city: Chicago, state: IL, zip: "60607"}}
 numbers:
   - {{number: "{MAIN}", carries: [voice, sms, fax], owner: practice,
      conversation_tags: [main-line], contact_tags: [new-patient], texting_registered: true}}

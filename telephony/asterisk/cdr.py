@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from telephony.asterisk import dialplan_variables as v
+from telephony.emergency import EmergencyCall
 from telephony.journal.records import AttemptKind, Delivery, NewAttempt, Outcome
 from telephony.outage import Mode
 
@@ -34,8 +36,8 @@ class CdrRow:
     uniqueid: str
 
 
-def parse(text: str) -> Iterator[CdrRow]:
-    """Rows of Master.csv that are carrier calls (userfield set); malformed rows skipped."""
+def _rows(text: str) -> Iterator[tuple[dict[str, str], datetime]]:
+    """Well-formed rows of Master.csv with a userfield and a uniqueid, and their start."""
     for fields in csv.reader(io.StringIO(text)):
         if len(fields) != len(COLUMNS):
             continue
@@ -46,8 +48,28 @@ def parse(text: str) -> Iterator[CdrRow]:
             start = datetime.strptime(row["start"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
         except ValueError:
             continue
+        yield row, start
+
+
+def parse(text: str) -> Iterator[CdrRow]:
+    """Rows of Master.csv that are carrier calls (userfield set); malformed rows skipped."""
+    for row, start in _rows(text):
+        if row["dcontext"] == v.DESK_CONTEXT:
+            continue  # a desk phone's emergency call: see emergency_calls
         yield CdrRow(row["src"][:64], row["userfield"][:32], row["dcontext"], row["lastapp"],
                      start, row["uniqueid"])
+
+
+def emergency_calls(text: str) -> Iterator[EmergencyCall]:
+    """The 911 calls desk phones placed (the dialplan marks their userfield), keyed as the
+    PBX's event keys them, so a call told both ways is noticed once."""
+    for row, start in _rows(text):
+        if row["dcontext"] != v.DESK_CONTEXT or row["userfield"] != v.EMERGENCY_MARK:
+            continue
+        # PJSIP/ana-desk-0000002a: the endpoint, then the channel's sequence number.
+        endpoint = row["channel"].removeprefix("PJSIP/").rpartition("-")[0]
+        yield EmergencyCall(f"emergency:{row['uniqueid']}", start, endpoint[:40],
+                            row["dst"][:8])
 
 
 # Contexts a call ends in only after the controller decided it (dialplan/asterisk.py): such a

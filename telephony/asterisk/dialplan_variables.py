@@ -42,3 +42,17 @@ DB_BY = "by"
 DB_REASON = "reason"
 LAMP = "Custom:backline-outage"
 FEATURE_RESULT = "BACKLINE_FEATURE"
+
+# Emergency calls (dialplan/asterisk.py, DESIGN.md §12).  Each desk phone's endpoint carries
+# its callback number and caller-ID name (set_var), so 911 needs no controller.  The dialplan
+# marks the call's CDR with EMERGENCY_MARK and raises the EMERGENCY_EVENT user event; the
+# controller sends the on-site notice from either (the CDR when it was away).
+EMERGENCY_CALLBACK = "BACKLINE_EMERGENCY_CALLBACK"
+EMERGENCY_NAME = "BACKLINE_EMERGENCY_NAME"
+EMERGENCY_MARK = "emergency"
+EMERGENCY_EVENT = "BacklineEmergency"
+DESK_CONTEXT = "backline-desk"
+# A desk phone called with the notice: which phone placed the 911 call, and when (epoch).
+NOTICE_CONTEXT = "backline-emergency-notice"
+NOTICE_ABOUT = "BACKLINE_NOTICE_ABOUT"
+NOTICE_AT = "BACKLINE_NOTICE_AT"

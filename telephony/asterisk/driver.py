@@ -22,6 +22,7 @@ from telephony.asterisk.ami import AmiLink, LinkDown
 from telephony.asterisk.commands import inbound_variables, outbound_variables, packed
 from telephony.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
 from telephony.conversations import ConversationBook
+from telephony.emergency import EmergencyCall
 from telephony.fax_intake import BadFaxReport, FaxEnd, StorageCheck, fax_end_from_args
 from telephony.inbound import decide_inbound
 from telephony.journal.records import NewAttempt
@@ -40,8 +41,11 @@ from telephony.routing import (
 
 log = logging.getLogger("backline.asterisk")
 
-WANTED_EVENTS = ("ContactStatus",)
+# OriginateResponse: the end of a notice call we placed (panoramisk hands it to the action).
+WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse")
+NOTICE_RING_SECONDS = 30
 _LIVE = {"Created", "Updated", "Reachable", "NonQualified", "Unknown"}
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
 # A contact we will put into a Dial string: nothing that could split it (&, comma) or quote.
 _SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
 
@@ -62,8 +66,12 @@ class AsteriskDriver:
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
                  after_login: Callable[[], Awaitable[object]] | None = None,
                  faxes: FaxDesk | None = None,
-                 record_later: Callable[[NewAttempt], Awaitable[object]] | None = None) -> None:
+                 record_later: Callable[[NewAttempt], Awaitable[object]] | None = None,
+                 emergency: Callable[[EmergencyCall], Awaitable[object]] | None = None
+                 ) -> None:
         self.pbx = pbx
+        # Told of every 911 call a desk phone placed (the dialplan's user event).
+        self.emergency = emergency
         # Journals a normal-mode call once its decision is out (default: ``record``).
         self.record_later = record_later or record
         self.faxes = faxes
@@ -86,6 +94,7 @@ class AsteriskDriver:
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
                            on_login=self._logged_in)
         self.ami.on_event("ContactStatus", self.on_contact_status)
+        self.ami.on_event("UserEvent", self.on_user_event)
         self._changed = asyncio.Event()
         self._after: set[asyncio.Task[None]] = set()
 
@@ -222,6 +231,49 @@ class AsteriskDriver:
                 log.info("desk phone %s dropped: its login is over the device limit",
                          r.desk_phone)
         self._notify()
+
+    def on_user_event(self, event: Mapping[str, str]) -> None:
+        """A desk phone dialled 911: the dialplan already sent the call out, this only tells
+        the controller (``Phone`` is the endpoint, ``Dialled`` one of the emergency numbers,
+        both ours; checked all the same)."""
+        if event.get("UserEvent") != v.EMERGENCY_EVENT or self.emergency is None:
+            return
+        phone, dialled = event.get("Phone", ""), event.get("Dialled", "")
+        uniqueid = event.get("Uniqueid", "")
+        if not (_NAME.fullmatch(phone) and dialled.isdigit() and _NAME.fullmatch(uniqueid)):
+            log.error("an emergency call event we cannot read; the CDR import will bring it")
+            return
+        self._after_decision(self.emergency(
+            EmergencyCall(f"emergency:{uniqueid}", datetime.now(UTC), phone, dialled[:8])))
+
+    async def call_with_notice(self, desk_phone: str, about_phone: str, at: datetime) -> None:
+        """Call ``desk_phone`` and play it the 911 notice about ``about_phone`` (see
+        notifier.emergency_notices): every contact it registered rings; returns when one
+        answered, raises NoticeUnheard otherwise."""
+        from notifier.emergency_notices import NoticeUnheard
+
+        user = self.book.user_of_phone(desk_phone)
+        contacts = [r.contact for r in self.registrations.live_registrations(user or "")
+                    if r.desk_phone == desk_phone]
+        if not contacts:
+            raise NoticeUnheard(f"desk phone {desk_phone} is not registered")
+        channel = "&".join(f"PJSIP/{desk_phone}/{c}" for c in contacts)
+        try:
+            reply: Any = await self.ami.action({
+                "Action": "Originate", "Channel": channel, "Context": v.NOTICE_CONTEXT,
+                "Exten": "s", "Priority": "1", "Async": "true",
+                "Timeout": str(NOTICE_RING_SECONDS * 1000),
+                "CallerID": '"911 notice" <911>',
+                "Variable": f"{v.NOTICE_ABOUT}={about_phone},{v.NOTICE_AT}={int(at.timestamp())}",
+            }, as_list=True, within=NOTICE_RING_SECONDS + 10.0)  # the queued ack, then the end
+        except LinkDown as exc:
+            raise NoticeUnheard(str(exc)) from None
+        answers = list(reply)
+        if not any(a.get("Event") == "OriginateResponse" and a.get("Response") == "Success"
+                   for a in answers):
+            reason = next((a.get("Reason", "") for a in answers
+                           if a.get("Event") == "OriginateResponse"), "")
+            raise NoticeUnheard(f"desk phone {desk_phone} did not answer (reason {reason})")
 
     async def _logged_in(self) -> None:
         await self._only_events_we_use()

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from dialplan.announcement import render_announcement
+from dialplan.announcement import render_announcement, render_notice_clips
 from dialplan.asterisk import AsteriskSecrets, RenderedFile, render
 from dialplan.secrets import load_or_create
 from telephony.asterisk.instance import AsteriskInstance, AsteriskPorts
@@ -72,6 +72,7 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
     sounds = PurePosixPath(instance.dir("lib")) / "sounds"
     wav = instance.host_path(sounds / "announcement.wav")
     render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
+    render_notice_clips(directory, wav.parent)
     files = render_files(directory, secrets_path or Path(pbx.secrets_file),
                          str(sounds / "announcement"))
     instance.set_files({f.name: f.text for f in files}, write=True)

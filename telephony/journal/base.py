@@ -17,6 +17,7 @@ from typing import Any, Protocol, assert_never
 
 from telephony.journal import schema
 from telephony.journal.delivery import InboxJournal
+from telephony.journal.emergency import EmergencyJournal
 from telephony.journal.records import (
     AlertChannel,
     AlertDelivery,
@@ -60,7 +61,7 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class SqlJournal(InboxJournal, ReplyJournal, abc.ABC):
+class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, abc.ABC):
     """Journal operations over a DB-API connection; subclasses connect and commit durably."""
 
     placeholder = "?"

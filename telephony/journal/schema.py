@@ -161,6 +161,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             inbox_blocked TEXT NOT NULL
         )""",
     ),
+    (  # 6: emergency calls and their on-site notices (DESIGN.md §12)
+        # One row per 911 call a desk phone placed, keyed by the PBX's call id: told by the
+        # PBX at once, or found in its call record after the controller was away; either
+        # way recorded once.  Who, which phone and where are kept as they were at the time.
+        """CREATE TABLE emergency_calls (
+            id {autoid},
+            key TEXT NOT NULL UNIQUE,
+            at TEXT NOT NULL,
+            desk_phone TEXT NOT NULL,
+            dialled TEXT NOT NULL,
+            who TEXT NOT NULL,
+            location TEXT NOT NULL,
+            late INTEGER NOT NULL DEFAULT 0,
+            node TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX emergency_calls_at ON emergency_calls (at)",
+        # One row per call and person told (email, sms, a desk phone): sent once, retried
+        # until it goes, leased to one controller at a time like alert deliveries.
+        """CREATE TABLE emergency_notices (
+            id {autoid},
+            call_id INTEGER NOT NULL REFERENCES emergency_calls (id),
+            channel TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            state TEXT NOT NULL,
+            tries INTEGER NOT NULL DEFAULT 0,
+            next_try_at TEXT NOT NULL,
+            claimed_until TEXT NOT NULL DEFAULT '',
+            last_error TEXT NOT NULL DEFAULT '',
+            sent_at TEXT NOT NULL DEFAULT '',
+            UNIQUE (call_id, channel, recipient)
+        )""",
+        "CREATE INDEX emergency_notices_due ON emergency_notices (state, next_try_at)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

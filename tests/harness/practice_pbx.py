@@ -40,17 +40,18 @@ practice: {{name: Test Family Medicine, timezone: America/Chicago}}
 devices: {{max_per_login: 2}}
 users:
   - {{id: ana, name: Dr. Ana Lee, email: ana@t.example, admin: true, extension: "101",
-     desk_phones: [ana-desk]}}
+     desk_phones: [ana-desk], location: exam, emergency_callback: "+13125550101"}}
   - {{id: raj, name: Dr. Raj Patel, email: raj@t.example, extension: "102",
      desk_phones: [raj-desk]}}
   - {{id: sam, name: Sam Ortiz, email: sam@t.example, extension: "111",
-     desk_phones: [sam-desk, sam-exam, sam-lab]}}
+     desk_phones: [sam-desk, {{name: sam-exam, location: annex,
+                              emergency_callback: "+13125550102"}}, sam-lab]}}
   - {{id: jo, name: Jo Kim, email: jo@t.example, extension: "112", desk_phones: [jo-desk]}}
   - {{id: mia, name: Mia Chen, email: mia@t.example, extension: "121",
      desk_phones: [mia-desk]}}
   - {{id: pat, name: Pat Quinn, email: pat@t.example, active: false, extension: "122",
      desk_phones: [pat-desk]}}
-teams:
+{emergency}teams:
   - {{id: front-desk, name: Front Desk, members: [sam, jo, pat]}}
   - {{id: nurses, name: Nursing, members: [mia, pat]}}
 numbers:
@@ -70,14 +71,33 @@ connections:
 {node_line}    ami: {{host: 127.0.0.1, port: {ami}, username: backline, secret_env: {ami_env}}}
     agi: {{host: 127.0.0.1, port: {agi}}}
     sip: {{host: 127.0.0.1, port: {sip}}}
-    trunk: {{host: 127.0.0.1, port: {trunk}{trunk_user}}}
+    trunk: {{host: 127.0.0.1, port: {trunk}{trunk_user}{trunk_extra}}}
     rtp: {{start: {rtp}, end: {rtp_end}}}
     udptl: {{start: {udptl}, end: {udptl_end}}}
     ring_seconds: {ring_seconds}
     secrets_file: {secrets}
     cdr_file: {cdr_file}
   storage: {{url: "{storage}"}}
+{connections_extra}"""
+
+# Three locations; a desk phone presents the main line on a 911 call unless it (sam-exam) or
+# its user (ana) names another callback number.  Tests of the notice add ``notify``.
+LOCATIONS = """\
+locations:
+  - {id: front, address: 1200 W Maple St, city: Chicago, state: IL, zip: "60607",
+     where: "Floor 1, front desk"}
+  - {id: exam, address: 1200 W Maple St, city: Chicago, state: IL, zip: "60607",
+     where: "Floor 2, Exam room 2"}
+  - {id: annex, address: 45 Oak Ave, city: Evanston, state: IL, zip: "60201",
+     where: "Suite 300"}
 """
+EMERGENCY = LOCATIONS + 'emergency: {callback: "+13125550100", location: front}\n'
+
+
+def emergency_with_notice(notify: str) -> str:
+    """The test practice's emergency section with ``notify: {...}`` (YAML flow text)."""
+    return LOCATIONS + ('emergency: {callback: "+13125550100", location: front, '
+                        f"notify: {notify}}}\n")
 
 
 @dataclass(frozen=True)
@@ -98,13 +118,17 @@ class PracticePorts:
 
 def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file: Path, *,
                    node: str = "", storage_url: str = "", carrier_from_user: bool = True,
-                   ) -> Path:
+                   emergency: str = EMERGENCY, trunk_extra: str = "",
+                   connections_extra: str = "") -> Path:
     """The practice YAML; ``node`` names the PBX node, ``storage_url`` a shared journal
     (default: an SQLite file of its own).  ``carrier_from_user=False`` leaves out the trunk's
     ``from_user``, as config/example.yaml does: the carrier is then recognised by its
-    address, which on loopback is every desk phone's address too."""
+    address, which on loopback is every desk phone's address too.  ``emergency``: its
+    locations and emergency section; ``trunk_extra``: more trunk keys (``, key: value``);
+    ``connections_extra``: more connections (indented by two)."""
     path = tmp / "practice.yaml"
     path.write_text(PRACTICE.format(
+        emergency=emergency, trunk_extra=trunk_extra, connections_extra=connections_extra,
         node_line=f"    node: {node}\n" if node else "",
         trunk_user=", from_user: carrier" if carrier_from_user else "",
         storage=storage_url or f"sqlite://{tmp / 'journal.db'}",
@@ -178,7 +202,8 @@ def hear_newexten(local: LocalPbx) -> None:
 async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        controller_in_process: bool = True, node: str = "",
                        storage_url: str = "", observe: bool = True,
-                       carrier_from_user: bool = True,
+                       carrier_from_user: bool = True, emergency: str = EMERGENCY,
+                       trunk_extra: str = "", connections_extra: str = "",
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop (or, with
     ``controller_in_process=False``, not started: the test runs ``backline run`` itself).
@@ -194,7 +219,9 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     name = f"{name}-{os.urandom(3).hex()}"
     cdr_file = root / "srv" / f"backline-{name}" / "log" / "cdr-csv" / "Master.csv"
     path = write_practice(tmp, ports, ring_seconds, cdr_file, node=node,
-                          storage_url=storage_url, carrier_from_user=carrier_from_user)
+                          storage_url=storage_url, carrier_from_user=carrier_from_user,
+                          emergency=emergency, trunk_extra=trunk_extra,
+                          connections_extra=connections_extra)
     directory = config.load(path).directory
     local = await asyncio.to_thread(prepare, directory, name, root=root)
     if observe:  # the tests follow each call's dialplan steps, which production leaves out
@@ -207,7 +234,9 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     driver = AsteriskDriver(pbx, os.environ[AMI_ENV], controller.book, controller.conversations,
                             controller.mode, controller.record_attempt,
                             controller.desk_phone_switch, controller.import_pbx_record,
-                            record_later=controller.record_later)
+                            record_later=controller.record_later,
+                            emergency=controller.emergency_call)
+    controller.emergency.phone = driver
     # The tests watch Asterisk on an AMI session of their own: the controller's session asks
     # only for the events the controller uses.
     events = AmiEvents()
