@@ -314,7 +314,8 @@ class Controller:
         pages (under /a/), each if configured."""
         app = make_status_app(self.journal, self.metrics, self.directory.practice.name,
                               self.directory.practice.timezone, self.journal.held,
-                              lambda: datetime.now(UTC), health=lambda: dict(self.health))
+                              lambda: datetime.now(UTC), health=lambda: dict(self.health),
+                              emergency_calls=lambda: self.journal.emergency_calls(10))
         gateway = self.directory.connections.sms_gateway
         pages = self.directory.connections.pages
         if gateway is not None and pages is not None:

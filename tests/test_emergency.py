@@ -16,6 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from telephony import config
 from telephony.emergency import EmergencyCall, caller_id_name, emergency_caller, notice
@@ -182,6 +183,14 @@ async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(tmp_path: P
                 # The 911 call itself went out with its callback number meanwhile.
                 invite = (await asyncio.to_thread(far.wait_for_invites, 1, 15))[0]
                 assert_presents(invite, ANA_LINE)
+                # Ops see it on the status page.
+                async with TestClient(TestServer(pbx.controller.web_app())) as http:
+                    listed = (await (await http.get("/status.json")).json())["emergency_calls"]
+                    page = await (await http.get("/status")).text()
+                assert [(c["desk_phone"], c["dialled"], c["late"]) for c in listed] == [
+                    ("ana-desk", "911", False)]
+                assert listed[0]["location"].startswith("Floor 2, Exam room 2")
+                assert "Recent 911 calls" in page and "(ana-desk)" in page
             finally:
                 raj.kill()
                 far.kill()

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from html import escape
 from typing import assert_never
 from zoneinfo import ZoneInfo
 
+from telephony.journal.emergency import EmergencyCallRecord
 from telephony.journal.records import AttemptKind
 from telephony.outage import Mode, ModeChange, ModeState, Via
 from telephony.status.health import WATCHED, Health, health_document
@@ -65,7 +66,9 @@ def backlog_by_kind(backlog: Mapping[str, int]) -> dict[str, int]:
 
 def status_document(state: ModeState, history: list[ModeChange],
                     backlog: Mapping[str, int],
-                    health: Mapping[str, Health] | None = None) -> dict[str, object]:
+                    health: Mapping[str, Health] | None = None,
+                    emergency_calls: Sequence[EmergencyCallRecord] | None = None,
+                    ) -> dict[str, object]:
     """``/status.json``: the shape of ``backline outage status --json``, plus ``backlog``, and
     ``health`` (the PBX link, alerts, inbox delivery) when the controller serves it."""
     since = state.since
@@ -82,12 +85,17 @@ def status_document(state: ModeState, history: list[ModeChange],
     }
     if health is not None:
         document["health"] = health_document(dict(health))
+    if emergency_calls is not None:  # the latest 911 calls, when the controller serves it
+        document["emergency_calls"] = [
+            {"at": c.at.isoformat(), "desk_phone": c.desk_phone, "dialled": c.dialled,
+             "who": c.who, "location": c.location, "late": c.late} for c in emergency_calls]
     return document
 
 
 def render_status(practice_name: str, state: ModeState, history: list[ModeChange],
                   backlog: Mapping[str, int], now: datetime, tz: str,
-                  health: Mapping[str, Health] | None = None) -> str:
+                  health: Mapping[str, Health] | None = None,
+                  emergency_calls: Sequence[EmergencyCallRecord] | None = None) -> str:
     """The status page as a complete HTML document; ``health``, when given, is shown as
     what is working (the PBX link, alerts, inbox delivery), each with its last success and
     last error.
@@ -122,6 +130,7 @@ def render_status(practice_name: str, state: ModeState, history: list[ModeChange
         "</tbody></table>",
         "<h2>Recent switches</h2>",
         _history(history, zone),
+        *(_emergency(emergency_calls, zone) if emergency_calls is not None else []),
         f'<p class="quiet">As of {escape(_local(now, zone))}.</p>',
         "</body></html>",
     ]
@@ -171,6 +180,19 @@ def _history(history: list[ModeChange], zone: ZoneInfo) -> str:
         f"<td>{escape(c.reason)}</td></tr>"
         for c in history)
     return head + body + "</tbody></table>"
+
+
+def _emergency(calls: Sequence[EmergencyCallRecord], zone: ZoneInfo) -> list[str]:
+    if not calls:
+        return ["<h2>Recent 911 calls</h2>", '<p class="quiet">None recorded.</p>']
+    head = ("<table><thead><tr><th>When</th><th>Dialled</th><th>From</th><th>Where</th>"
+            "</tr></thead><tbody>")
+    body = "".join(
+        f"<tr><td>{escape(_local(c.at, zone))}"
+        f"{' (noticed late: the controller was away)' if c.late else ''}</td>"
+        f"<td>{escape(c.dialled)}</td><td>{escape(c.who)}</td>"
+        f"<td>{escape(c.location)}</td></tr>" for c in calls)
+    return ["<h2>Recent 911 calls</h2>", head + body + "</tbody></table>"]
 
 
 def _count(n: int) -> str:

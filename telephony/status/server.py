@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from telephony.journal.emergency import EmergencyCallRecord
 from telephony.outage import ModeChange, ModeState
 from telephony.status.health import Health
 from telephony.status.metrics import CONTENT_TYPE, Metrics
@@ -56,13 +57,14 @@ class JournalUnreadable(Exception):
     """The journal (or the backlog source) could not be read; the client gets a bare 503."""
 
 
-Snapshot = tuple[ModeState, list[ModeChange], dict[str, int]]
+Snapshot = tuple[ModeState, list[ModeChange], dict[str, int], list[EmergencyCallRecord] | None]
 
 
 def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name: str, tz: str,
                     backlog: Callable[[], Mapping[str, int]], clock: Callable[[], datetime],
                     *, history_limit: int = DEFAULT_HISTORY,
                     health: Callable[[], Mapping[str, Health]] | None = None,
+                    emergency_calls: Callable[[], Sequence[EmergencyCallRecord]] | None = None,
                     ) -> web.Application:
     """The aiohttp application serving ``/status``, ``/status.json`` and ``/metrics``.
 
@@ -71,11 +73,12 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
     ``clock`` returns the timezone-aware current time.  ``health``, when given, is read on
     the event loop (it must not block) for the page's and the JSON's ``health``.  ``tz`` is
     checked here, so a bad timezone fails at start-up (``zoneinfo.ZoneInfoNotFoundError``)
-    rather than per request.
+    rather than per request.  ``emergency_calls``, when given, lists the latest 911 calls
+    (read in the worker thread with the rest).
     """
     ZoneInfo(tz)
     pages = _StatusPages(journal_reader, metrics, practice_name, tz, backlog, clock,
-                         history_limit, health)
+                         history_limit, health, emergency_calls)
     app = web.Application(middlewares=[_bare_errors])
     app.on_response_prepare.append(_secure)
     app.router.add_get("/status", pages.status)
@@ -88,7 +91,9 @@ class _StatusPages:
     def __init__(self, reader: ModeReader, metrics: Metrics, practice_name: str, tz: str,
                  backlog: Callable[[], Mapping[str, int]], clock: Callable[[], datetime],
                  history_limit: int,
-                 health: Callable[[], Mapping[str, Health]] | None = None) -> None:
+                 health: Callable[[], Mapping[str, Health]] | None = None,
+                 emergency_calls: Callable[[], Sequence[EmergencyCallRecord]] | None = None,
+                 ) -> None:
         self._reader = reader
         self._metrics = metrics
         self._practice_name = practice_name
@@ -97,17 +102,19 @@ class _StatusPages:
         self._clock = clock
         self._history_limit = history_limit
         self._health = health
+        self._emergency_calls = emergency_calls
 
     async def status(self, request: web.Request) -> web.Response:
-        state, history, backlog = await self._read()
+        state, history, backlog, calls = await self._read()
         html = render_status(self._practice_name, state, history, backlog, self._clock(),
-                             self._tz, self._health() if self._health else None)
+                             self._tz, self._health() if self._health else None, calls)
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def status_json(self, request: web.Request) -> web.Response:
-        state, history, backlog = await self._read()
+        state, history, backlog, calls = await self._read()
         body = json.dumps(status_document(state, history, backlog,
-                                          self._health() if self._health else None), indent=2)
+                                          self._health() if self._health else None, calls),
+                          indent=2)
         return web.Response(text=body + "\n", content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -130,7 +137,8 @@ class _StatusPages:
             # A switch landed between the two reads; the history is the later view, and the
             # headline must agree with the first row of the table below it.
             state = ModeState(history[0].mode, history[0])
-        return state, history, dict(self._backlog())
+        calls = list(self._emergency_calls()) if self._emergency_calls else None
+        return state, history, dict(self._backlog()), calls
 
 
 @web.middleware
