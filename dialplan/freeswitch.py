@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from dialplan.asterisk import RenderedFile
+from telephony.emergency import emergency_callers
 from telephony.freeswitch import cdr, names
 from telephony.freeswitch.commands import fax_setup
 from telephony.model import Carry, Directory, FreeswitchPbx
@@ -86,15 +87,20 @@ def directory_xml(d: Directory, pbx: FreeswitchPbx, secrets: FreeswitchSecrets) 
                      "${dialed_domain})}"})
     users = ET.SubElement(ET.SubElement(ET.SubElement(domain, "groups"), "group",
                                         name="default"), "users")
+    emergency = {c.desk_phone: c for c in emergency_callers(d)}
     for user in d.users:
         if not user.active:
             continue  # a deactivated user's phones cannot register at all
         for phone in user.desk_phones:
             entry = ET.SubElement(users, "user", id=phone)
             _params(entry, {"password": secrets.desk_phones[phone]})
+            caller = emergency.get(phone)
             _params(entry, {"user_context": names.DESK_CONTEXT,
                             "backline_user": user.id,
-                            "effective_caller_id_name": ""},
+                            "effective_caller_id_name": "",
+                            # What a 911 call from this phone presents (DESIGN.md §12).
+                            "backline_emergency_callback": caller.callback if caller else "",
+                            "backline_emergency_name": caller.caller_id_name if caller else ""},
                     tag="variables", item="variable")
     for box in voicemail_boxes(d):
         entry = ET.SubElement(users, "user", id=box)
@@ -163,8 +169,13 @@ def dialplan_xml(d: Directory, pbx: FreeswitchPbx, announcement: str) -> str:
         ext = ET.SubElement(desk, "extension", name=f"emergency-{emergency}")
         cond = ET.SubElement(ext, "condition", field="destination_number",
                              expression=f"^({re.escape(emergency)})$")
-        # Never through the controller, in every mode.
-        _actions(cond, [("bridge", f"sofia/gateway/{names.GATEWAY}/{emergency}")])
+        # Never through the controller, in every mode; with the desk phone's callback number
+        # and the practice's name (its directory variables), in From and P-Asserted-Identity.
+        _actions(cond, [
+            ("set", "effective_caller_id_number=${backline_emergency_callback}"),
+            ("set", "effective_caller_id_name=${backline_emergency_name}"),
+            ("set", "sip_cid_type=pid"),
+            ("bridge", f"sofia/gateway/{names.GATEWAY}/{emergency}")])
     # The outage switch for admins, before the outage refusal: it must end an outage too.
     for code, action in ((names.ENGAGE_CODE, "engage"), (names.END_CODE, "end")):
         ext = ET.SubElement(desk, "extension", name=f"outage-{action}")

@@ -268,7 +268,10 @@ class _Reader:
         locations = self.locations(top)
         emergency = self.emergency(top, users, locations, connections, numbers)
         pbx = connections.pbx if connections is not None else None
-        if pbx is not None and pbx.trunk.geolocation and not emergency.configured:
+        if isinstance(pbx, FreeswitchPbx) and pbx.trunk.geolocation:
+            self.problem(top.where, "connections.pbx.trunk.geolocation",
+                         "false: a 911 call's location is sent by Asterisk only so far")
+        elif pbx is not None and pbx.trunk.geolocation and not emergency.configured:
             self.problem(top.where, "emergency",
                          "an emergency: section and the practice's locations: "
                          "connections.pbx.trunk.geolocation sends each desk phone's location "

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from telephony import e164
 from telephony.conversations import ConversationBook
+from telephony.emergency import emergency_caller
 from telephony.model import Carry
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
@@ -198,10 +199,13 @@ class PlaceCall:
 
 @dataclass(frozen=True, slots=True)
 class PlaceEmergencyCall:
-    """911 goes out from every desk phone in every mode; ``from_number`` may be empty."""
+    """911 goes out from every desk phone in every mode, with the desk phone's callback
+    number and the practice's name (telephony.emergency); ``from_number`` may be empty only
+    for a phone the directory gives none."""
 
     to: str
     from_number: str
+    caller_id_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +290,9 @@ def decide_outbound(book: OwnershipBook, conversations: ConversationBook, call: 
     if call.to in emergency_numbers:
         # Safety before policy: checked first, so no mode, membership or unknown phone can
         # ever stop an emergency call.
+        caller = emergency_caller(book.directory, call.desk_phone)
+        if caller is not None:
+            return PlaceEmergencyCall(call.to, caller.callback, caller.caller_id_name)
         user = book.user_of_phone(call.desk_phone)
         mine = book.numbers_of(user) if user else ()
         return PlaceEmergencyCall(call.to, call.from_number or (mine[0] if mine else ""))

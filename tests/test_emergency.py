@@ -19,10 +19,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from telephony import config
+from telephony.conversations import ConversationBook
 from telephony.emergency import EmergencyCall, caller_id_name, emergency_caller, notice
 from telephony.journal import open_journal
 from telephony.journal.emergency import EmergencyNotice, NoticeState
 from telephony.outage import Mode, Via
+from telephony.ownership import OwnershipBook
+from telephony.routing import PlaceEmergencyCall, decide_outbound, dialled
 from tests.harness.practice_pbx import (
     PracticePbx,
     emergency_with_notice,
@@ -356,3 +359,14 @@ def test_the_notice_says_who_where_and_when_in_the_practices_time() -> None:
                          "Floor 2, 1 Oak St, Chicago, IL 60601, at 10:42 AM on Mon Mar 2. "
                          "Help may be on the way: meet the responders.")
     assert told.subject == "Oak Clinic: 911 call from Ana's desk phone (ana-desk)"
+
+
+def test_a_911_that_reaches_the_controller_gets_the_same_callback_number() -> None:
+    """The PBX sends 911 out before asking the controller; should a desk phone's dial plan
+    bring it there anyway, the decision presents the same callback number and name."""
+    d = config.load(Path(__file__).parent.parent / "config" / "example.yaml").directory
+    book = OwnershipBook(d)
+    for mode in Mode:
+        decision = decide_outbound(book, ConversationBook(), dialled("ana-desk", "911"), mode,
+                                   d.emergency_numbers)
+        assert decision == PlaceEmergencyCall("911", "+13125550101", "Maple Street")

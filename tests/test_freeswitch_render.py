@@ -97,8 +97,19 @@ def test_911_goes_out_before_anything_asks_the_controller_or_the_mode(rendered: 
     first = desk.findall("extension")[0]
     (cond,) = first.findall("condition")
     assert cond.get("expression") == "^(911)$"
-    assert [(a.get("application"), a.get("data")) for a in cond.findall("action")] == \
-        [("bridge", f"sofia/gateway/{names.GATEWAY}/911")]
+    # The desk phone's callback number and the practice's name (its directory variables,
+    # below) in From and P-Asserted-Identity, then straight out.
+    assert [(a.get("application"), a.get("data")) for a in cond.findall("action")] == [
+        ("set", "effective_caller_id_number=${backline_emergency_callback}"),
+        ("set", "effective_caller_id_name=${backline_emergency_name}"),
+        ("set", "sip_cid_type=pid"),
+        ("bridge", f"sofia/gateway/{names.GATEWAY}/911")]
+    users = section(rendered / "directory.xml", "directory")
+    for phone, number in (("ana-desk", "+13125550101"), ("jo-desk", "+13125550100")):
+        variables = {v.get("name"): v.get("value") for v in users.findall(
+            f".//user[@id='{phone}']/variables/variable")}
+        assert variables["backline_emergency_callback"] == number
+        assert variables["backline_emergency_name"] == "Maple Street"
     outage = desk.find("extension[@name='outage-refusal']")
     assert outage is not None
     assert outage.findall("condition")[0].get("field") == "${db(select/backline/mode)}"

@@ -83,7 +83,8 @@ def outbound_variables(decision: OutboundDecision) -> Variables:
         case PlaceEmergencyCall():
             # The dialplan sends 911 out before asking us; this is the same route if a
             # phone's dial plan reaches us with it anyway.
-            return [(v.CALLER_ID_NUM, decision.from_number), (v.CALLER_ID_NAME, ""),
+            return [(v.CALLER_ID_NUM, decision.from_number),
+                    (v.CALLER_ID_NAME, decision.caller_id_name),
                     (v.DIAL_TO, decision.to), (v.ACTION, v.CALL)]
         case OpenVoicemail():
             return [(v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.VOICEMAIL_MAIN)]

@@ -140,6 +140,9 @@ def outbound_applications(decision: OutboundDecision, domain: str, sounds: Sound
             if decision.from_number:
                 apps.append(("set", "effective_caller_id_number="
                              f"{_checked('from_number', _NUMBER, decision.from_number)}"))
+            if decision.caller_id_name:
+                apps.append(("set", "effective_caller_id_name="
+                             f"{caller_id_name(decision.caller_id_name)}"))
             return [*apps, ("bridge", f"sofia/gateway/{names.GATEWAY}/"
                                       f"{_checked('to', _NUMBER, decision.to)}"),
                     ("hangup", None)]
