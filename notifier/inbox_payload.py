@@ -15,7 +15,10 @@ the inbox needs to file it as normal mode would have at the time:
   as a second request, makes "filed" and "notified" one commit on the inbox's side: there is
   no state in which one happened and the other is lost.
 - the item itself: times, sender, recipient, SMS text, the fax file and the email's bytes
-  (both base64, exactly as kept);
+  (both base64, exactly as kept).  An attempt's sender (``from`` and the conversation's
+  ``party``) is in E.164 where the numbering plan allows, as the journal files it, so a caller
+  whose carrier sent 10 national digits joins the same conversation as their texts;
+  ``from_raw`` is the sender as the carrier or gateway sent it;
 - for an SMS, ``reply``: the outage auto-reply's final state (``sent``, or ``not-sent`` with
   ``detail`` saying why: the number is not registered for texting, does not carry SMS, the
   outage ended before the gateway took it...), its tries and when it was sent; null when no
@@ -78,7 +81,8 @@ def item_document(item: InboxItem, book: OwnershipBook, file: bytes | None,
     if item.attempt is not None:
         a = item.attempt
         doc.update({
-            "mode": a.mode.value, "from": a.sender, "to": a.recipient,
+            "mode": a.mode.value, "from": a.sender, "from_raw": a.sender_raw or a.sender,
+            "to": a.recipient,
             "outcome": a.outcome.value, "text": a.text, "detail": a.detail,
             "conversation": {"number": a.recipient, "party": a.sender},
         })

@@ -65,12 +65,12 @@ def _section(a: Attempt, zone: ZoneInfo, download_prefix: str) -> str:
     rows: list[tuple[str, str]] = [("Time", at)]
     match a.kind:
         case AttemptKind.CALL:
-            rows += [("Caller", _value(a.sender)), ("Dialed", _value(a.recipient))]
+            rows += [("Caller", _sender(a)), ("Dialed", _value(a.recipient))]
         case AttemptKind.SMS:
-            rows += [("From", _value(a.sender)), ("To", _value(a.recipient)),
+            rows += [("From", _sender(a)), ("To", _value(a.recipient)),
                      ("Text", f"<span class=\"text\">{escape(a.text)}</span>")]
         case AttemptKind.FAX:
-            rows += [("From", _value(a.sender)), ("To", _value(a.recipient)),
+            rows += [("From", _sender(a)), ("To", _value(a.recipient)),
                      ("Document", _fax_document(a, download_prefix))]
         case _:
             assert_never(a.kind)
@@ -89,6 +89,14 @@ def _fax_document(a: Attempt, download_prefix: str) -> str:
     label = "Download the fax (PDF)" if a.outcome is not Outcome.UNREADABLE else \
         "Download the fax as received (it could not be converted to PDF)"
     return f"<a href=\"{href}\" download rel=\"noreferrer\">{label}</a>"
+
+
+def _sender(a: Attempt) -> str:
+    """The outside party as filed (E.164 where the plan allows), and as it came when the
+    carrier or gateway spelt it otherwise (10 national digits), so staff can match either."""
+    if a.sender_raw and a.sender_raw != a.sender:
+        return f"{_value(a.sender)} <span class=\"quiet\">(sent as {escape(a.sender_raw)})</span>"
+    return _value(a.sender)
 
 
 def _value(text: str) -> str:

@@ -294,9 +294,9 @@ def _delivery_note(item: InboxItem | None) -> str:
 
 def _attempt_json(a: Attempt) -> dict[str, object]:
     return {"id": a.id, "key": a.key, "at": a.at.isoformat(), "kind": a.kind.value,
-            "mode": a.mode.value, "from": a.sender, "to": a.recipient,
-            "outcome": a.outcome.value, "text": a.text, "file": a.file, "node": a.node,
-            "delivery": a.delivery.value}
+            "mode": a.mode.value, "from": a.sender, "from_raw": a.sender_raw or a.sender,
+            "to": a.recipient, "outcome": a.outcome.value, "text": a.text, "file": a.file,
+            "node": a.node, "delivery": a.delivery.value}
 
 
 def _printable(text: str) -> str:

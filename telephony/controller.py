@@ -348,7 +348,8 @@ class Controller:
         outcome = Outcome.REFUSED if number is None else Outcome.RECEIVED
         new = await self.record_attempt(NewAttempt(
             key=sms.journal_key, at=datetime.now(UTC), kind=AttemptKind.SMS, mode=mode,
-            sender=sms.sender, recipient=sms.recipient, outcome=outcome, text=sms.body,
+            sender=sms.sender, sender_raw=sms.sender_raw, recipient=sms.recipient,
+            outcome=outcome, text=sms.body,
             delivery=Delivery.HELD if number is not None else Delivery.NOT_NEEDED))
         log.info("SMS from %s to %s: %s%s", e164.redact(sms.sender), sms.recipient,
                  outcome.value, "" if new else " (a retry of one already recorded)")

@@ -9,6 +9,7 @@ country code are taken as North American (the product's market); anything else m
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _SEPARATORS = re.compile(r"[\s().\-/]")
 _E164 = re.compile(r"\+[1-9]\d{7,14}")
@@ -38,6 +39,28 @@ def normalise(text: str) -> str:
         raise NotE164(text, "a North American number: +1, then a 3-digit area code and "
                       "7-digit number, neither starting with 0 or 1")
     return compact
+
+
+@dataclass(frozen=True, slots=True)
+class OutsideNumber:
+    """An outside party's number as Backline files it, and as the carrier or gateway sent it.
+
+    ``number`` is canonical E.164 when the text is one in some spelling (``+1 720 555 0141``,
+    or North American 10 or 11 digits: ``7205550141``, ``17205550141``), so one caller is one
+    conversation however the carrier spelt them that day; anything else (``anonymous``, a
+    short code, an international number without ``+``, which no plan here resolves) is kept
+    as it came.  ``raw`` is always the text as it came."""
+
+    number: str
+    raw: str
+
+
+def outside(text: str) -> OutsideNumber:
+    """``text`` (untrusted: a caller ID, an SMS sender) as an :class:`OutsideNumber`."""
+    try:
+        return OutsideNumber(normalise(text), text)
+    except NotE164:
+        return OutsideNumber(text, text)
 
 
 def is_e164(text: str) -> bool:

@@ -34,6 +34,7 @@ from telephony.journal import (
     Outcome,
     StaleMode,
     open_journal,
+    schema,
 )
 from telephony.journal.postgres import _redacted
 from telephony.journal.replies import ReplyState
@@ -93,6 +94,50 @@ def test_attempts_round_trip_in_order_and_once(journal_backend: JournalBackend) 
     assert [a.key for a in journal.attempts(limit=2)] == ["k3", "k4"]
     assert journal.attempt("k1") == rows[1] and journal.attempt("nope") is None
     assert journal.held() == {"sms": 5}
+    journal.close()
+
+
+def test_outside_parties_are_filed_in_e164_with_what_came_beside(
+        journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
+    call, new = journal.record_attempt(attempt("call:1", kind=AttemptKind.CALL,
+                                               sender="7205550141", outcome=Outcome.ANNOUNCED))
+    assert new and (call.sender, call.sender_raw) == ("+17205550141", "7205550141")
+    # An SMS made E.164 by the webhook brings what the gateway sent.
+    sms, _ = journal.record_attempt(attempt("sms:1", sender="+17205550141",
+                                            sender_raw="17205550141"))
+    assert (sms.sender, sms.sender_raw) == ("+17205550141", "17205550141")
+    hidden, _ = journal.record_attempt(attempt("call:2", kind=AttemptKind.CALL,
+                                               sender="anonymous", outcome=Outcome.ANNOUNCED))
+    assert (hidden.sender, hidden.sender_raw) == ("anonymous", "anonymous")
+    # Read back the same way, also by the inbox queue.
+    assert journal.attempts() == [call, sms, hidden]
+    journal.enqueue_held()
+    items = journal.item_of_attempts([call.id, sms.id])
+    assert [items[i].attempt for i in (call.id, sms.id)] == [call, sms]
+    journal.close()
+
+
+def test_the_migration_files_earlier_senders_in_e164_and_keeps_them_as_they_came(
+        journal_backend: JournalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = next(i for i, m in enumerate(schema.MIGRATIONS) if any("sender_raw" in s for s in m))
+    with monkeypatch.context() as before:  # a journal made by the Backline before it
+        before.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:mine])
+        before.setattr(schema, "LATEST", mine)
+        open_journal(journal_backend.url).close()
+    senders = ["7205550141", "17205550141", "+17205550141", "1205550141", "27205550141",
+               "720555014x", "anonymous", ""]
+    for i, sender in enumerate(senders):
+        journal_backend.execute(
+            "INSERT INTO attempts (key, at, kind, mode, sender, recipient, outcome, delivery) "
+            "VALUES (?, ?, 'call', 'outage', ?, '+13125550100', 'announced', 'held')",
+            (f"call:{i}", "2026-11-23T08:00:00.000000Z", sender))
+    journal = open_journal(journal_backend.url)
+    assert [(a.sender, a.sender_raw) for a in journal.attempts()] == [
+        ("+17205550141", "7205550141"), ("+17205550141", "17205550141"),
+        ("+17205550141", "+17205550141"), ("1205550141", "1205550141"),
+        ("27205550141", "27205550141"), ("720555014x", "720555014x"),
+        ("anonymous", "anonymous"), ("", "")]
     journal.close()
 
 

@@ -201,6 +201,17 @@ def test_parse_inbound() -> None:
     assert parse_inbound(_form(AccountSid=None, NumMedia=None)).account_sid == ""
 
 
+@pytest.mark.parametrize(("given", "number"), [
+    ("17205550141", "+17205550141"),  # gateways that drop the '+' send 11 bare digits
+    ("7205550141", "+17205550141"),   # or 10
+])
+def test_parse_inbound_makes_bare_north_american_digits_e164_and_keeps_them(
+        given: str, number: str) -> None:
+    sms = parse_inbound(_form(From=given, To=PRACTICE_NUMBER[1:]))
+    assert (sms.sender, sms.sender_raw, sms.recipient) == (number, given, PRACTICE_NUMBER)
+    assert parse_inbound(_form(From=number)).sender_raw == ""  # E.164 as sent: nothing more
+
+
 @pytest.mark.parametrize(("changes", "field"), [
     ({"MessageSid": None}, "MessageSid"),
     ({"MessageSid": "SM123"}, "MessageSid"),
@@ -210,6 +221,8 @@ def test_parse_inbound() -> None:
     ({"From": "MAPLECLINIC"}, "From"),       # an alphanumeric sender
     ({"From": "(312) 555-0177"}, "From"),    # Twilio sends E.164 only
     ({"To": "+1312555012"}, "To"),             # a digit short
+    ({"From": "11235550177"}, "From"),       # 11 digits, no NANP area code after the 1
+    ({"From": "1223555017"}, "From"),        # 10 digits, area code starting with 1
     ({"Body": None}, "Body"),
     ({"Body": "x" * (MAX_BODY_CHARS + 1)}, "Body"),
     ({"AccountSid": "ACnope"}, "AccountSid"),

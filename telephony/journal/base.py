@@ -34,6 +34,7 @@ from telephony.journal.records import (
     OpenAlert,
     Outcome,
     Placement,
+    filed,
 )
 from telephony.journal.replies import ReplyJournal
 from telephony.outage import Mode, ModeChange, ModeState, Via
@@ -123,6 +124,7 @@ class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, abc.ABC):
             return [self._record(cur, a) for a in batch]
 
     def _record(self, cur: Cursor, a: NewAttempt) -> tuple[Attempt, bool]:
+        a = filed(a)
         cur.execute(self._q("SELECT * FROM attempts WHERE key = ?"), (a.key,))
         row = cur.fetchone()
         if row is not None:  # a retry: no insert, so no id is used up
@@ -131,15 +133,17 @@ class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, abc.ABC):
         # PostgreSQL journal) get one row and one "new", not an error.
         cur.execute(self._q(
             "INSERT INTO attempts (key, at, kind, mode, sender, recipient, outcome, text, "
-            "file, detail, node, delivery) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "file, detail, node, delivery, sender_raw) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (key) DO NOTHING RETURNING id"),
             (a.key, to_text(a.at), a.kind.value, a.mode.value, a.sender, a.recipient,
-             a.outcome.value, a.text, a.file, a.detail, a.node, a.delivery.value))
+             a.outcome.value, a.text, a.file, a.detail, a.node, a.delivery.value,
+             a.sender_raw))
         row = cur.fetchone()
         if row is not None:  # as written (read back, it is the same, at a parsing cost)
             return Attempt(int(row[0]), a.key, a.at.astimezone(UTC), a.kind, a.mode, a.sender,
                            a.recipient, a.outcome, a.text, a.file, a.detail, a.node,
-                           a.delivery), True
+                           a.delivery, a.sender_raw), True
         cur.execute(self._q("SELECT * FROM attempts WHERE key = ?"), (a.key,))
         return _attempt(cur.fetchone()), False
 
@@ -457,9 +461,10 @@ class StaleMode(JournalError):
 
 def _attempt(row: Sequence[Any]) -> Attempt:
     (id_, key, at, kind, mode, sender, recipient, outcome, text, file, detail, node,
-     delivery) = row
+     delivery, sender_raw) = row
     return Attempt(int(id_), key, from_text(at), AttemptKind(kind), Mode(mode), sender,
-                   recipient, Outcome(outcome), text, file, detail, node, Delivery(delivery))
+                   recipient, Outcome(outcome), text, file, detail, node, Delivery(delivery),
+                   sender_raw)
 
 
 def _change(row: Sequence[Any]) -> ModeChange:

@@ -71,8 +71,12 @@ class InboxItem:
 _ITEM_COLUMNS = ("i.id, i.item_key, i.kind, i.received_at, i.state, i.tries, i.next_try_at, "
                  "i.last_error, i.accepted_at, i.attempt_id, i.email_id")
 _ATTEMPT_COLUMNS = ("a.id, a.key, a.at, a.kind, a.mode, a.sender, a.recipient, a.outcome, "
-                    "a.text, a.file, a.detail, a.node, a.delivery")
+                    "a.text, a.file, a.detail, a.node, a.delivery, a.sender_raw")
 _EMAIL_COLUMNS = "e.id, e.received_at, e.mail_from, e.rcpt_to"  # not the body: see HeldEmail
+# Where each part starts in a row of _items' SELECT: counted, so a column added to one part
+# cannot shift the next part's fields unnoticed.
+_ATTEMPT_AT = _ITEM_COLUMNS.count(",") + 1
+_EMAIL_AT = _ATTEMPT_AT + _ATTEMPT_COLUMNS.count(",") + 1
 
 
 class InboxJournal:
@@ -283,11 +287,11 @@ class InboxJournal:
 
 def _item(row: Sequence[Any]) -> InboxItem:
     (id_, key, kind, received_at, state, tries, next_try_at, last_error, accepted_at,
-     attempt_id, email_id) = row[:11]
-    attempt = _base._attempt(row[11:24]) if attempt_id is not None else None
+     attempt_id, email_id) = row[:_ATTEMPT_AT]
+    attempt = _base._attempt(row[_ATTEMPT_AT:_EMAIL_AT]) if attempt_id is not None else None
     email = None
     if email_id is not None:
-        e_id, e_at, mail_from, rcpt_to = row[24:28]
+        e_id, e_at, mail_from, rcpt_to = row[_EMAIL_AT:_EMAIL_AT + 4]
         email = HeldEmail(int(e_id), _base.from_text(e_at), mail_from,
                           tuple(r for r in str(rcpt_to).split("\n") if r), b"")
     return InboxItem(int(id_), key, kind, _base.from_text(received_at), ItemState(state),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
+from telephony.e164 import outside
 from telephony.outage import Mode
 
 
@@ -53,6 +54,19 @@ class NewAttempt:
     detail: str = ""
     node: str = ""
     delivery: Delivery = Delivery.NOT_NEEDED
+    # The sender as it came, when ``sender`` was already made E.164 (an SMS); "" otherwise:
+    # the journal files ``sender`` by :func:`filed` and keeps what came beside it.
+    sender_raw: str = ""
+
+
+def filed(a: NewAttempt) -> NewAttempt:
+    """``a`` as the journal keeps it: the outside party (the sender of an inbound call, fax or
+    SMS) in E.164 where the numbering plan allows (telephony.e164.outside), so one caller is
+    one conversation however the carrier spelt them, and the sender as it came in
+    ``sender_raw``.  Every path (a call decided live, its CDR re-imported, a fax, an SMS)
+    records through here, so all of them name the same party alike."""
+    raw = a.sender_raw or a.sender
+    return replace(a, sender=outside(a.sender).number[:64], sender_raw=raw[:64])
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,7 @@ class Attempt:
     detail: str
     node: str
     delivery: Delivery
+    sender_raw: str = ""  # the sender as the carrier or gateway sent it (see filed)
 
 
 @dataclass(frozen=True, slots=True)

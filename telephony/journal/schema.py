@@ -7,6 +7,18 @@ Each migration is applied once, in order, inside a transaction, and recorded in
 
 from __future__ import annotations
 
+
+def _nanp(column: str, prefix: int) -> str:
+    """SQL true when ``column`` is ``prefix`` characters, then a North American number of 10
+    bare digits (area code and exchange not starting with 0 or 1), as telephony.e164 has it.
+    Written with substr and IN only: the same on SQLite and PostgreSQL (no GLOB, no regex)."""
+    def digit(position: int, lowest: int) -> str:
+        allowed = ", ".join(f"'{d}'" for d in range(lowest, 10))
+        return f"substr({column}, {prefix + position}, 1) IN ({allowed})"
+    return " AND ".join([f"length({column}) = {prefix + 10}"]
+                        + [digit(i, 2 if i in (1, 4) else 0) for i in range(1, 11)])
+
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: the foundation
         """CREATE TABLE attempts (
@@ -193,6 +205,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UNIQUE (call_id, channel, recipient)
         )""",
         "CREATE INDEX emergency_notices_due ON emergency_notices (state, next_try_at)",
+    ),
+    (  # 7: outside parties in E.164, the sender as it came kept beside it
+        # A carrier that sent 10 national digits filed the caller as another party than the
+        # same number in E.164.  Rows recorded before this keep what came in sender_raw and
+        # get the E.164 sender new rows get (telephony.journal.records.filed), for the North
+        # American 10 and 11 digit forms; other spellings stay as they are.
+        "ALTER TABLE attempts ADD COLUMN sender_raw TEXT NOT NULL DEFAULT ''",
+        "UPDATE attempts SET sender_raw = sender",
+        f"UPDATE attempts SET sender = '+1' || sender WHERE {_nanp('sender', 0)}",
+        f"UPDATE attempts SET sender = '+' || sender WHERE substr(sender, 1, 1) = '1' "
+        f"AND {_nanp('sender', 1)}",
     ),
 )
 

@@ -97,12 +97,26 @@ class InboundSms:
     body: str
     account_sid: str = ""
     num_media: int = 0  # MMS attachments Twilio holds; we record that they existed, not them
+    sender_raw: str = ""  # ``From`` as the gateway sent it, when that was not E.164 already
 
     @property
     def journal_key(self) -> str:
         """The attempt's idempotency key: Twilio re-posts the same MessageSid when it retries,
         so recording under this key twice records the message once."""
         return f"sms:{self.message_sid}"
+
+
+def _as_e164(number: str) -> str | None:
+    """``number`` in E.164, if it is E.164 already or North American bare digits (10, or 11
+    starting with 1: gateways that drop the ``+`` send these); None for anything else."""
+    if _canonical(number):
+        return number
+    if number.isascii() and number.isdigit() and len(number) in (10, 11):
+        try:
+            return normalise(number)
+        except NotE164:
+            return None
+    return None
 
 
 def _canonical(number: str) -> bool:
@@ -217,7 +231,8 @@ def parse_inbound(params: Params) -> InboundSms:
     """The inbound message in a (signature-checked) webhook form, or :class:`BadWebhook`.
 
     Required: ``MessageSid`` (Twilio's ``SM``/``MM`` + 32 hex digits), ``From`` and ``To`` in
-    E.164, ``Body`` (may be empty: a picture alone) of at most :data:`MAX_BODY_CHARS`.
+    E.164 (or North American bare digits, made E.164; ``From`` as sent is kept), ``Body``
+    (may be empty: a picture alone) of at most :data:`MAX_BODY_CHARS`.
     ``AccountSid`` and ``NumMedia`` are checked when present.  Short-code and alphanumeric
     senders are refused: the practice could not answer them anyway.
     """
@@ -227,10 +242,11 @@ def parse_inbound(params: Params) -> InboundSms:
         raise BadWebhook("expected SM or MM and 32 hex digits", "MessageSid")
     numbers: list[str] = []
     for name in ("From", "To"):
-        number = _required(pairs, name)
-        if not _canonical(number):
+        number = _as_e164(_required(pairs, name))
+        if number is None:
             raise BadWebhook("expected an E.164 number like +13125550100", name)
         numbers.append(number)
+    given = _required(pairs, "From")
     body = _required(pairs, "Body")
     if len(body) > MAX_BODY_CHARS:
         raise BadWebhook(f"longer than {MAX_BODY_CHARS} characters", "Body")
@@ -240,7 +256,8 @@ def parse_inbound(params: Params) -> InboundSms:
     media = _optional(pairs, "NumMedia") or "0"
     if not (media.isascii() and media.isdigit() and len(media) <= 3):
         raise BadWebhook("expected a small whole number", "NumMedia")
-    return InboundSms(sid, numbers[0], numbers[1], body, account, int(media))
+    return InboundSms(sid, numbers[0], numbers[1], body, account, int(media),
+                      given if given != numbers[0] else "")
 
 
 # --- the Messages API -------------------------------------------------------------------------

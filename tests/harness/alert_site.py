@@ -50,7 +50,8 @@ connections:
                 token_env: {token_env}, signing_secret_env: {token_env}}}
   pages: {{listen: "127.0.0.1:{port}", base_url: "http://127.0.0.1:{port}"}}
   storage: {{url: "sqlite://{journal}"}}
-"""
+{inbox}"""
+INBOX_TOKEN_ENV = "BACKLINE_TEST_ALERT_INBOX_TOKEN"
 
 
 class FakeClock:
@@ -86,6 +87,7 @@ class Site:
     runner: web.AppRunner | None = None
     access_log: bool = False
     policy: GatherPolicy | None = None
+    inbox_url: str = ""  # the practice's inbox (token from INBOX_TOKEN_ENV), if any
     _keys: int = 0
 
     @property
@@ -106,7 +108,9 @@ class Site:
             name=PRACTICE_NAME, practice=PRACTICE_NUMBER, fax=FAX_NUMBER, kind=self.kind,
             emails=", ".join(ALERT_EMAILS), sms=", ".join(f'"{n}"' for n in ALERT_SMS),
             smtp_port=self.sink.port, gateway=self.gateway.base_url, account=ACCOUNT_SID,
-            token_env=TOKEN_ENV, port=self.port, journal=self.tmp / "journal.db"))
+            token_env=TOKEN_ENV, port=self.port, journal=self.tmp / "journal.db",
+            inbox=f'  inbox: {{url: "{self.inbox_url}", token_env: {INBOX_TOKEN_ENV}}}\n'
+            if self.inbox_url else ""))
         directory = config.load(path).directory
         self.journal = open_journal(directory.connections.storage.url)
         self.controller = Controller(directory, self.journal, clock=self.clock)
@@ -162,8 +166,9 @@ class AlertSite:
     """``async with AlertSite(tmp) as site:`` starts the peers and a controller."""
 
     def __init__(self, tmp: Path, *, kind: str = "email+sms", access_log: bool = False,
-                 policy: GatherPolicy | None = None) -> None:
+                 policy: GatherPolicy | None = None, inbox_url: str = "") -> None:
         self._tmp = tmp
+        self._inbox_url = inbox_url
         self._kind = kind
         self._access_log = access_log
         self._policy = policy
@@ -175,7 +180,8 @@ class AlertSite:
         await self._sink.start()
         await self._gateway.start()
         self._site = Site(self._tmp, self._sink, self._gateway, FakeClock(), kind=self._kind,
-                          access_log=self._access_log, policy=self._policy)
+                          access_log=self._access_log, policy=self._policy,
+                          inbox_url=self._inbox_url)
         await self._site.start_controller()
         return self._site
 
