@@ -13,11 +13,12 @@ the receiving side recognise it.  That window is one round trip wide.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from email.message import EmailMessage
 
 import aiosmtplib
+
+from telephony.addresses import is_loopback
 
 log = logging.getLogger("backline.notifier.mail")
 
@@ -39,7 +40,7 @@ class SmtpMailer:
 
     def __init__(self, host: str, port: int, *, starttls: bool, username: str = "",
                  password: str = "", timeout: float = DEFAULT_TIMEOUT) -> None:
-        if username and not starttls and not _is_loopback(host):
+        if username and not starttls and not is_loopback(host):
             raise ValueError("SMTP authentication without STARTTLS to another machine would "
                              "send the password in the clear; set connections.smtp.starttls")
         self._host = host
@@ -89,12 +90,3 @@ class SmtpMailer:
         client, self._client = self._client, None
         if client is not None:
             client.close()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

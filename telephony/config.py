@@ -7,7 +7,6 @@ what was expected, so ops fix a config in one pass.  Nothing starts on a config 
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from telephony import e164
+from telephony.addresses import is_private
 from telephony.model import (
     CALLER_ID_MAX,
     DEFAULT_EMERGENCY_NUMBERS,
@@ -239,7 +239,7 @@ class _Reader:
         host = self.text(parent, "host", _join(field, "host"), default_host,
                          "a host name or IP address") or default_host
         port = self.integer(parent, "port", _join(field, "port"), default_port, 1, 65535)
-        if control and not _private(host):
+        if control and not is_private(host):
             self.problem(_where_of(parent, "host"), _join(field, "host"),
                          "a loopback or private address: PBX control ports never face the "
                          "internet")
@@ -1069,13 +1069,3 @@ def _unknown(kind: str, ident: str, known: dict[str, T]) -> str:
     close = difflib.get_close_matches(ident, list(known), n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"a known {kind}: there is no {kind} {ident!r}{hint}"
-
-
-def _private(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return addr.is_loopback or addr.is_private

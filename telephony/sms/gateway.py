@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from telephony.addresses import is_loopback
 from telephony.e164 import redact
 from telephony.sms.twilio import (
     BadAnswer,
@@ -238,15 +238,6 @@ def _check_base(url: str) -> None:
                          f"not {url!r}")
     if parts.query or parts.fragment:
         raise ValueError("the SMS gateway URL is a base: no query string or fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError("the SMS gateway URL must be https unless it is on this machine: "
                          "basic auth would carry the token in the clear")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

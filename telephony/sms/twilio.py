@@ -26,13 +26,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
+from telephony.addresses import is_loopback
 from telephony.e164 import NotE164, is_e164, normalise
 
 Params = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -291,7 +291,7 @@ def api_url(url: str) -> ApiUrl:
         raise ValueError("an http:// or https:// URL with a host")
     if parts.query or parts.fragment:
         raise ValueError("the provider's API URL without a query string or fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError("an https:// URL (plain http only to this machine: basic auth would "
                          "carry the token in the clear)")
     match = _API_PATH.fullmatch(parts.path)
@@ -301,14 +301,6 @@ def api_url(url: str) -> ApiUrl:
         raise ValueError("an account id without ':' (it is the basic-auth user)")
     return ApiUrl(urlunsplit((parts.scheme, parts.netloc, prefix, "", "")), account)
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def messages_path(account_sid: str) -> str:
