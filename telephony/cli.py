@@ -84,13 +84,27 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 2
-    for warning in loaded.warnings:
-        print(warning)
+    warnings = [str(w) for w in loaded.warnings]
     d = loaded.directory
+    warnings += _journal_exposure(args.config, d.connections.storage.url)
+    for warning in warnings:
+        print(warning)
     print(f"{args.config}: ok: {d.practice.name}: {len(d.users)} users, {len(d.teams)} teams, "
-          f"{len(d.numbers)} numbers" + (f", {len(loaded.warnings)} warning(s)"
-                                         if loaded.warnings else ""))
+          f"{len(d.numbers)} numbers" + (f", {len(warnings)} warning(s)"
+                                         if warnings else ""))
     return 0
+
+
+def _journal_exposure(config: str, url: str) -> list[str]:
+    """A warning per existing journal file or directory other local users may read: it
+    holds caller numbers, SMS texts and held emails."""
+    if not url.startswith("sqlite://"):
+        return []
+    from telephony.journal.sqlite import exposed_files
+
+    return [f"{config}: warning: connections.storage.url: {path} is mode {mode:04o}, open to "
+            f"other local users; it holds patient data (chmod {700 if path.is_dir() else 600}"
+            f" {path})" for path, mode in exposed_files(Path(url.removeprefix("sqlite://")))]
 
 
 def cmd_outage(args: argparse.Namespace) -> int:

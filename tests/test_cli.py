@@ -147,3 +147,44 @@ def test_attempts_lists_recent_attempts(practice_config: Path, tmp_path: Path) -
     rows = json.loads(backline("attempts", "--json", config=practice_config).stdout)
     assert [(r["kind"], r["to"], r["delivery"]) for r in rows] == [
         ("call", "+13125550100", "held"), ("sms", "+13125550102", "held")]
+
+
+def test_journal_is_private_whatever_the_umask_and_check_warns_of_an_open_one(
+        practice_config: Path, tmp_path: Path) -> None:
+    # The controller as systemd starts it (umask 022), creating its journal and writing a
+    # call: the directory, the database and its -wal and -shm hold caller numbers.
+    journal = tmp_path / "var" / "backline" / "journal.db"
+    practice_config.write_text(practice_config.read_text().replace(
+        f"sqlite://{tmp_path}/journal.db", f"sqlite://{journal}"))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import os, sys\n"
+            "os.umask(0o022)\n"
+            "from datetime import UTC, datetime\n"
+            "from telephony.journal import AttemptKind, NewAttempt, Outcome, open_journal\n"
+            "from telephony.outage import Mode\n"
+            f"j = open_journal('sqlite://{journal}')\n"
+            "j.record_attempt(NewAttempt('c1', datetime.now(UTC), AttemptKind.CALL,\n"
+            "    Mode.OUTAGE, '+17205550141', '+13125550100', Outcome.ANNOUNCED))\n"
+            "print('written', flush=True)\n"
+            "sys.stdin.read()\n"
+            "j.close()\n")],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdin is not None
+    try:
+        assert writer.stdout.readline() == "written\n"
+        modes = {p.name: p.stat().st_mode & 0o777
+                 for p in [journal.parent, *journal.parent.iterdir()]}
+    finally:
+        writer.stdin.close()
+        writer.wait(30)
+    assert modes == {"backline": 0o700, "journal.db": 0o600, "journal.db-wal": 0o600,
+                     "journal.db-shm": 0o600}
+    clean = backline("check", str(practice_config))
+    assert clean.returncode == 0 and "warning" not in clean.stdout, clean.stdout
+    # A journal made readable by hand (or by an older release) is pointed out, not fixed.
+    journal.chmod(0o644)
+    warned = backline("check", str(practice_config))
+    assert warned.returncode == 0
+    assert f"{journal} is mode 0644, open to other local users" in warned.stdout
+    assert "1 warning(s)" in warned.stdout

@@ -2,11 +2,18 @@
 
 WAL lets the CLI read while the controller writes; ``synchronous=FULL`` makes every commit
 reach the disk before it returns, which is what lets us acknowledge an attempt to the PBX.
+
+The journal holds patient data (caller numbers, SMS texts, held emails): its directory is made
+0700 when we create it, and the database 0600 before SQLite first opens it, whatever the
+umask.  SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's own mode
+(``robust_open`` in its unix VFS), so they are 0600 too.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,13 +21,42 @@ from pathlib import Path
 
 from telephony.journal.base import Cursor, JournalError, SqlJournal
 
+# The files SQLite keeps for one journal, beside it.
+COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def exposed_files(path: Path) -> list[tuple[Path, int]]:
+    """The journal's directory and files that exist and that other users may read or enter
+    (group or other permission bits), with their modes: ``backline check`` warns of each."""
+    found: list[tuple[Path, int]] = []
+    for candidate in [path.parent, *(path.with_name(path.name + s) for s in COMPANIONS)]:
+        try:
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            found.append((candidate, mode))
+    return found
+
+
+def _create_private(path: Path) -> None:
+    """The journal's directory (0700 if we make it) and an empty database file (0600)
+    before SQLite opens it: an explicit mode, since the umask only ever removes bits."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # an existing journal keeps its mode; `backline check` warns if it is open
+    os.close(fd)
+
 
 class SqliteJournal(SqlJournal):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
             # exactly one `with` block and nothing is left open between calls.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
