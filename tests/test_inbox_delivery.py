@@ -60,7 +60,7 @@ users:
   - {{id: jo, name: Jo Kim, email: jo@maple.example, extension: "112", desk_phones: [jo-desk]}}
 teams:
   - {{id: front-desk, name: Front Desk, members: [sam, jo]}}
-emergency: {{callback: "{MAIN}", location: main}}
+emergency: {{callback: "{MAIN}", location: main, notify: {{desk_phones: [ana-desk]}}}}
 locations:
   - {{id: main, address: 1200 W Maple St, city: Chicago, state: IL, zip: "60607"}}
 numbers:
