@@ -324,7 +324,8 @@ def _local(at: datetime, directory: Directory) -> str:
 
 def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
     from telephony.asterisk.ami import LinkDown, LoginRefused
-    from telephony.asterisk.local_pbx import SecretMissing
+    from telephony.asterisk.instance import AsteriskError
+    from telephony.asterisk.local_pbx import PbxNotReady, SecretMissing
     from telephony.controller import run_controller
 
     directory = _load(args.config)
@@ -332,7 +333,7 @@ def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
         return run_controller(directory, start_pbx=start_pbx)
     except SecretMissing as exc:
         raise UsageError(str(exc)) from exc
-    except (LinkDown, LoginRefused) as exc:
+    except (LinkDown, LoginRefused, PbxNotReady, AsteriskError) as exc:
         print(f"backline: {exc}", file=sys.stderr)
         return 1
 
@@ -343,6 +344,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     return _controller(args, start_pbx=True)
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from telephony.asterisk.local_pbx import SecretMissing, local_instance
+    from telephony.asterisk.pbxroot import default_root
+    from telephony.controller import config_path, instance_name
+
+    directory = _load(args.config)
+    try:
+        instance = local_instance(directory, instance_name(directory), root=default_root())
+    except SecretMissing as exc:
+        raise UsageError(str(exc)) from exc
+    if instance.find_running() is None:
+        print(f"backline: no Asterisk started by `backline up` is running for "
+              f"{config_path(directory)} (start it with `backline up CONFIG`)", file=sys.stderr)
+        return 1
+    argv = instance.console_argv(args.x)
+    if args.x is None:
+        sys.stdout.flush()
+        os.execvp(argv[0], argv)  # the operator's terminal is Asterisk's console now
+    return subprocess.run(argv, check=False).returncode
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -456,6 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
             "loopback ports, print a line starting 'ready', run until interrupted, and stop "
             "everything it started.")
     p.add_argument("config", metavar="CONFIG", help="the practice YAML")
+
+    p = add("console", cmd_console, "the Asterisk console of the PBX `up` started",
+            "Attach to the Asterisk CLI (asterisk -r) of the Asterisk `backline up` started for "
+            "the config, inside its root; with -x, run one command and print its output "
+            "(asterisk -rx). The outage is switched there with `database put backline mode "
+            "outage`. Exits 1 if that Asterisk is not running.")
+    p.add_argument("-x", metavar="COMMAND", help="run COMMAND (e.g. 'core show channels') "
+                   "and exit")
+    p.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
 
     p = add("outage", cmd_outage, "engage, end or show the backup (outage) mode",
             "The backup (outage) mode covers calls, SMS and fax together. Every switch is "

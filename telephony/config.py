@@ -840,7 +840,8 @@ class _Reader:
             self.problem(_where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
             return None
         self.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
-                            "udptl", "secrets_file", "cdr_file", "fax_dir", "node"])
+                            "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
+                            "node"])
         ami = self._sub(node, "ami", f) or YMap({}, node.where)
         self.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
         agi = self._sub(node, "agi", f) or YMap({}, node.where)
@@ -864,10 +865,12 @@ class _Reader:
                                    "/var/lib/backline/desk-phone-secrets.json",
                                    "the path of the desk-phone secrets file (outside the repo)")
             or "/var/lib/backline/desk-phone-secrets.json",
-            cdr_file=self.text(node, "cdr_file", f"{f}.cdr_file",
-                               "/var/log/asterisk/cdr-csv/Master.csv",
-                               "the path of Asterisk's cdr-csv Master.csv")
-            or "/var/log/asterisk/cdr-csv/Master.csv",
+            cdr_file=self.absolute_path(node, "cdr_file", f,
+                                        "the absolute path of Asterisk's cdr-csv Master.csv "
+                                        "(leave it out: it is asked of Asterisk)"),
+            spool_dir=self.absolute_path(node, "spool_dir", f,
+                                         "the absolute path of Asterisk's spool directory "
+                                         "(leave it out: it is asked of Asterisk)"),
             fax_dir=self.fax_dir(node, f),
             node=self.node_name(node, f),
         )
@@ -880,6 +883,14 @@ class _Reader:
             self.problem(_where_of(node, "node"), f"{f}.node", what)
             return ""
         return name
+
+    def absolute_path(self, node: YMap, key: str, f: str, what: str) -> str:
+        """An optional absolute path ("" when left out)."""
+        path = self.text(node, key, f"{f}.{key}", "", what) or ""
+        if path and not path.startswith("/"):
+            self.problem(_where_of(node, key), f"{f}.{key}", what)
+            return ""
+        return path
 
     def fax_dir(self, node: YMap, f: str) -> str:
         default = "/var/lib/backline/fax"

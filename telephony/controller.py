@@ -11,12 +11,13 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol, assert_never
+from typing import Any, Protocol, assert_never
 
 from aiohttp import web
 
@@ -31,6 +32,7 @@ from telephony import e164
 from telephony.asterisk import cdr
 from telephony.asterisk.ami import LinkDown
 from telephony.asterisk.fax import DEFAULT_FAX_DIR, FAX_CONTEXTS, FaxIntake
+from telephony.asterisk.whereabouts import NotAsteriskSettings, parse_settings, root_of, under
 from telephony.conversations import ConversationBook
 from telephony.emergency import EmergencyCall
 from telephony.freeswitch import cdr as freeswitch_cdr
@@ -67,6 +69,9 @@ MODE_POLL_SECONDS = 1.0
 # least this often; the CLI counts a controller unseen for three times as long as gone.
 REPORT_EVERY = timedelta(seconds=10)
 FORGET_AFTER = timedelta(days=1)  # rows of controllers that never said goodbye (SIGKILL)
+# How often faxes left in the PBX's spool (storage failed during the call) are tried again,
+# besides at every AMI login: a fax is converted within this long of storage coming back.
+FAX_RETRY_SECONDS = 30.0
 
 
 class Controller:
@@ -84,7 +89,12 @@ class Controller:
         self.state: ModeState = journal.mode_state()
         self.mirror: ModeMirror | None = None
         pbx = directory.connections.pbx
-        self.cdr_path: Path | None = Path(pbx.cdr_file) if pbx is not None else None
+        # Where the PBX's call record is read: the config's, else asked of Asterisk at every
+        # AMI login (learn_pbx_files); `pbx_root` is the root `backline up` runs it in.
+        self.cdr_path: Path | None = Path(pbx.cdr_file) if pbx is not None and pbx.cdr_file \
+            else None
+        self.pbx_root: Path | None = None
+        self.pbx_settings: Callable[[], Awaitable[str]] | None = None
         # Each PBX writes its CDR its own way; both come out as cdr.CdrRow.
         self.cdr_rows: Callable[[str], Iterable[cdr.CdrRow]] = cdr.parse
         self.cdr_emergency: Callable[[str], Iterable[EmergencyCall]] = cdr.emergency_calls
@@ -97,11 +107,15 @@ class Controller:
         self.faxes = FaxIntake(
             Path(pbx.fax_dir if pbx is not None else DEFAULT_FAX_DIR),
             directory.practice.timezone, self.record_attempt, journal.attempt, self.mode,
-            clock=lambda: self.clock())
+            clock=lambda: self.clock(), correct=journal.correct_fax)
         if isinstance(pbx, FreeswitchPbx):  # rxfax writes there, on this host
             self.faxes.spool = Path(pbx.fax_spool)
+        elif isinstance(pbx, AsteriskPbx) and pbx.spool_dir:
+            self.faxes.spool = Path(pbx.spool_dir)
         self._changed = asyncio.Event()
         self.metrics = Metrics(backlog=journal.held)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
         self.metrics.set_engaged(self.state.mode is Mode.OUTAGE)
         self.notifier: Notifier | None = notifier_for(directory, journal, self.clock)
         self.writer = AttemptWriter(journal)
@@ -235,6 +249,22 @@ class Controller:
         if self.inbox is not None:
             self.inbox.start()
         self.replies.start()
+        self._spawn(self._retry_spooled_faxes())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retry_spooled_faxes(self) -> None:
+        """Every FAX_RETRY_SECONDS until close(): faxes left in the PBX's spool."""
+        while not self._closing.is_set():
+            try:
+                await self.faxes.take_left_in_spool()
+            except (OSError, JournalError) as exc:
+                log.error("faxes left in the PBX's spool could not be taken in: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), FAX_RETRY_SECONDS)
 
     def mode(self) -> Mode:
         return self.state.mode
@@ -266,12 +296,53 @@ class Controller:
         """``record_attempt`` for an attempt nobody waits on: it may share a later commit."""
         return await self.record_attempt(attempt, urgent=False)
 
+    async def learn_pbx_files(self) -> None:
+        """Ask the PBX where it keeps its call record and fax spool (unless the config names
+        them), as seen from this host; say loudly when the call record cannot be read, since
+        calls the PBX answers while the controller is away would then never be journaled."""
+        pbx = self.directory.connections.pbx
+        if not isinstance(pbx, AsteriskPbx) or self.pbx_settings is None:
+            return
+        try:
+            dirs = parse_settings(await self.pbx_settings())
+        except (LinkDown, NotAsteriskSettings) as exc:
+            log.error("could not ask Asterisk where it keeps its call records and faxes (%s)%s",
+                      exc, "" if self.cdr_path else ": calls it answers while the controller "
+                      "is away cannot be imported")
+            return
+        root = self.pbx_root or await asyncio.to_thread(root_of, dirs.pid_file) or Path("/")
+        if not pbx.cdr_file:
+            self.cdr_path = under(root, dirs.cdr_file)
+        if not pbx.spool_dir:
+            self.faxes.spool = under(root, dirs.spool)
+        cdr_path, spool = self.cdr_path, self.faxes.spool
+        assert cdr_path is not None
+        if not dirs.cdr_enabled:
+            log.error("Asterisk writes no call records (CDR disabled): calls it answers while "
+                      "the controller is away cannot be imported")
+        elif not await asyncio.to_thread(cdr_path.parent.is_dir):
+            log.error("the PBX's call record %s cannot be found (no such directory): calls it "
+                      "answers while the controller is away cannot be imported; set "
+                      "connections.pbx.cdr_file to where this host sees it", cdr_path)
+        if not await asyncio.to_thread(spool.is_dir):
+            log.error("the PBX's fax spool %s cannot be found: faxes it receives while the "
+                      "controller is away cannot be taken in; set connections.pbx.spool_dir",
+                      spool)
+        log.info("the PBX's call record is %s, its fax spool %s", cdr_path, spool)
+
     async def import_pbx_record(self) -> int:
         """Journal the calls the PBX answered on its own (its CDR); return how many were new.
+        Then take in faxes left in its spool.  Run after every AMI login.
 
         Safe to run any number of times: each call's key is the one the controller uses
         when it is up, so nothing is recorded twice.
         """
+        await self.learn_pbx_files()
+        new = await self._import_cdr()
+        await self.faxes.take_left_in_spool()
+        return new
+
+    async def _import_cdr(self) -> int:
         if self.cdr_path is None:
             return 0
         try:
@@ -371,6 +442,7 @@ class Controller:
             datetime.now(UTC), f"sms-webhook:{remote[:64]}", "sms.refused", reason[:200]))
 
     async def close(self) -> None:
+        self._closing.set()
         # Stopping: the CLI no longer waits on this controller to apply a switch.
         with contextlib.suppress(JournalError):
             await asyncio.to_thread(self.journal.forget_controller, self.holder)
@@ -385,6 +457,8 @@ class Controller:
         if self.reminders is not None:
             await self.reminders.close()
         await self.replies.close()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def attach(self, mirror: ModeMirror) -> None:
         """The PBX side of the mode (the Asterisk driver), kept in agreement every tick."""
@@ -604,9 +678,15 @@ def _alerts_health(directory: Directory, notifier: Notifier | None) -> Health:
     return off(f"no alert will be sent: {why}" if why else "no alert will be sent")
 
 
+def config_path(directory: Directory) -> str:
+    """The config file's absolute path, however it was named on the command line."""
+    return str(Path(directory.source).resolve())
+
+
 def instance_name(directory: Directory) -> str:
-    """One local Asterisk per config file, so two practices' `up` never share a tree."""
-    return "up-" + hashlib.sha256(directory.source.encode()).hexdigest()[:10]
+    """One local Asterisk per config file, so two practices' `up` never share a tree; the
+    same file named another way (relative, absolute) is the same instance."""
+    return "up-" + hashlib.sha256(config_path(directory).encode()).hexdigest()[:10]
 
 
 class PbxDriver(ModeMirror, Protocol):
@@ -627,16 +707,20 @@ def stop_on_signals() -> asyncio.Event:
 
 
 async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Event,
-                     ready: Callable[[], str]) -> int:
+                     ready: Callable[[], str],
+                     verify: Callable[[], Awaitable[None]] | None = None) -> int:
     """What `run` and `up` do with any PBX: attach its driver as the mode's mirror, start the
     controller and the driver, keep the mode agreed, serve the pages if configured, print
-    ``ready()`` and run until ``stop``; the pages and the driver are stopped on the way out
-    (the caller closes the controller and whatever it started itself)."""
+    ``ready()`` (once ``verify()``, if given, passed) and run until ``stop``; the pages and the
+    driver are stopped on the way out (the caller closes the controller and whatever it
+    started itself)."""
     runner: web.AppRunner | None = None
     try:
         controller.attach(driver)
         await controller.start()
         await driver.start()
+        if verify is not None:
+            await verify()
         watcher = asyncio.create_task(controller.keep_mode(stop))
         pages = controller.directory.connections.pages
         if pages is not None:
@@ -656,7 +740,14 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
 
 async def _serve(directory: Directory, *, start_pbx: bool) -> int:
     from telephony.asterisk.driver import AsteriskDriver
-    from telephony.asterisk.local_pbx import asterisk_pbx, prepare, read_secret
+    from telephony.asterisk.local_pbx import (
+        asterisk_pbx,
+        check_bound,
+        hold_instance,
+        local_instance,
+        prepare,
+        read_secret,
+    )
 
     if directory.connections.pbx is not None and directory.connections.pbx.kind == "freeswitch":
         from telephony.freeswitch.serve import serve_freeswitch
@@ -667,18 +758,37 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
     controller = Controller(directory, journal)
     pbx = asterisk_pbx(directory)
     local = None
+    lock: int | None = None
+    # An Asterisk found running (its `up` was killed) is ours once `ready` is said: until
+    # then a failure leaves it running as it was found, answering callers.
+    adopted = False
+    said_ready = False
+    config = config_path(directory)
     try:
         if start_pbx:
             from telephony.asterisk.pbxroot import ensure_root
 
             root = await asyncio.to_thread(ensure_root)
-            local = await asyncio.to_thread(prepare, directory, instance_name(directory),
-                                            root=root)
+            name = instance_name(directory)
+            lock = await asyncio.to_thread(
+                hold_instance, local_instance(directory, name, root=root), config)
+            local = await asyncio.to_thread(prepare, directory, name, root=root)
+            controller.pbx_root = root
             controller.cdr_path = local.instance.host_path(
                 local.instance.dir("log") / "cdr-csv" / "Master.csv")
             controller.faxes.spool = local.instance.host_path(local.instance.dir("spool"))
-            await asyncio.to_thread(local.instance.start)
-            log.info("Asterisk started (pid %s), SIP on %s", local.instance.pid, pbx.sip)
+            running = await asyncio.to_thread(local.instance.find_running)
+            if running is not None:
+                local.instance.adopt(running)
+                adopted = True
+                # The files were just rewritten (a new AMI secret, a changed practice).
+                await asyncio.to_thread(local.instance.cli, "core reload")
+                log.warning("Asterisk for this config was still running (pid %s; the `backline "
+                            "up` that started it did not stop it): adopted, configuration "
+                            "reloaded", running)
+            else:
+                await asyncio.to_thread(local.instance.start)
+                log.info("Asterisk started (pid %s), SIP on %s", local.instance.pid, pbx.sip)
         driver = AsteriskDriver(pbx, read_secret(pbx.ami_secret, "connections.pbx.ami"),
                                 controller.book, controller.conversations, controller.mode,
                                 controller.record_attempt, controller.desk_phone_switch,
@@ -687,14 +797,27 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                 emergency=controller.emergency_call)
         controller.emergency.phone = driver
         driver.latency_hook = controller.metrics.agi_latency
-        return await serve_with(
-            controller, driver, stop,
-            lambda: f"ready: {directory.practice.name}: mode {controller.mode().value}; SIP on "
-                    f"{pbx.sip}, FastAGI on {pbx.agi}; Ctrl-C stops")
+        controller.pbx_settings = driver.pbx_settings
+
+        async def verify() -> None:
+            if local is not None:
+                await asyncio.to_thread(check_bound, local.instance, pbx)
+
+        def ready() -> str:
+            nonlocal said_ready
+            said_ready = True
+            console = f"; Asterisk console: backline console --config {config}" \
+                if local is not None else ""
+            return (f"ready: {directory.practice.name}: mode {controller.mode().value}; SIP on "
+                    f"{pbx.sip}, FastAGI on {pbx.agi}{console}; Ctrl-C stops")
+
+        return await serve_with(controller, driver, stop, ready, verify)
     finally:
         await controller.close()
-        if local is not None:
+        if local is not None and (said_ready or not adopted):
             await asyncio.to_thread(local.instance.stop)
+        if lock is not None:
+            os.close(lock)
         journal.close()
 
 

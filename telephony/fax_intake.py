@@ -12,6 +12,7 @@ text and cut to T.30's 20 characters; the error (a token of res_fax's, or spands
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 import urllib.parse
@@ -21,7 +22,7 @@ from datetime import datetime
 from typing import assert_never
 
 from telephony import e164
-from telephony.journal.records import AttemptKind, Delivery, NewAttempt, Outcome
+from telephony.journal.records import Attempt, AttemptKind, Delivery, NewAttempt, Outcome
 from telephony.outage import Mode
 
 # Asterisk's channel uniqueid: [systemname-]EPOCH.SEQUENCE, or FreeSWITCH's channel UUID.
@@ -212,6 +213,16 @@ def fax_attempt(end: FaxEnd, stored: Stored, *, at: datetime, mode: Mode,
         sender=end.sender[:64], recipient=recipient(end.dialed), outcome=outcome, file=file,
         detail="; ".join(notes)[:DETAIL_CHARS],
         delivery=Delivery.HELD if mode is Mode.OUTAGE else Delivery.NOT_NEEDED)
+
+
+def taken_in_late(known: Attempt, uniqueid: str, stored: Stored) -> NewAttempt:
+    """The corrected record of a fax first journaled without its pages, which had stayed in
+    the PBX's spool (storage failed during the call, or the spool was looked for elsewhere),
+    once they were taken in: what :func:`fax_attempt` says now, and what was said first."""
+    fresh = fax_attempt(FaxEnd(uniqueid, known.sender, known.recipient), stored, at=known.at,
+                        mode=known.mode)
+    detail = f"{fresh.detail}; taken from the PBX's spool later (first: {known.detail})"
+    return dataclasses.replace(fresh, detail=detail[:DETAIL_CHARS])
 
 
 def rejected_by_pbx(uniqueid: str, sender: str, dialed: str, *, at: datetime,

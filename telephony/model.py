@@ -188,7 +188,12 @@ class AsteriskPbx:
     rtp: PortRange = PortRange(10000, 10199)
     udptl: PortRange = PortRange(4000, 4039)
     secrets_file: str = "/var/lib/backline/desk-phone-secrets.json"
-    cdr_file: str = "/var/log/asterisk/cdr-csv/Master.csv"
+    # Where the controller reads Asterisk's cdr_csv Master.csv and its spool (ReceiveFax's
+    # TIFFs).  Empty: asked of the running Asterisk at every AMI login (`core show settings`,
+    # under its chroot if it runs in one); set them only where the controller sees Asterisk's
+    # files at other paths (a container's volume).
+    cdr_file: str = ""
+    spool_dir: str = ""
     # Where received faxes are kept, TIFF and PDF side by side (the controller's path).
     fax_dir: str = "/var/lib/backline/fax"
     kind: str = "asterisk"

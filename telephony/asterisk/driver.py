@@ -317,6 +317,13 @@ class AsteriskDriver:
         self._notify()
         log.info("%d desk-phone registration(s) loaded from Asterisk", len(contacts))
 
+    async def pbx_settings(self) -> str:
+        """``core show settings`` (where Asterisk keeps its spool, logs, PID file), as text."""
+        answer: Any = await self.ami.action({"Action": "Command",
+                                             "Command": "core show settings"}, within=5.0)
+        output = answer.get("Output", "")
+        return "\n".join(output) if isinstance(output, list) else str(output)
+
     # -- the mode in the PBX (AstDB keys backline/mode and backline/ack, and the lamp) ------
 
     async def _db_get(self, key: str) -> str | None:

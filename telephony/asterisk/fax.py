@@ -53,6 +53,7 @@ from telephony.fax_intake import (
     rejected_by_pbx,
     storage_verdict,
     stored_names,
+    taken_in_late,
 )
 from telephony.journal.records import Attempt, NewAttempt, Outcome
 from telephony.outage import Mode
@@ -86,9 +87,14 @@ class FaxIntake:
                  record: Callable[[NewAttempt], Awaitable[bool]],
                  recorded: Callable[[str], Attempt | None], mode: Callable[[], Mode],
                  *, spool: Path = DEFAULT_SPOOL,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 correct: Callable[[str, Outcome, Outcome, str, str], Attempt | None]
+                 | None = None) -> None:
         self.store = store
         self.spool = spool
+        # The journal's correct_fax (called in a worker thread): a fax journaled while its
+        # TIFF stayed in the spool is corrected once it is taken in (take_left_in_spool).
+        self._correct = correct
         self.zone = ZoneInfo(timezone)
         self.min_free = MIN_FREE_BYTES
         self._record = record
@@ -127,6 +133,12 @@ class FaxIntake:
             if known is not None:
                 await asyncio.to_thread(self._finish, end.uniqueid, known)
                 return False
+            if not await asyncio.to_thread(self.spool.is_dir):
+                # Not "nothing received": the TIFF may well be in a spool we cannot see.  Left
+                # unjournaled, the next CDR import (every AMI login) takes it in.
+                log.error("fax %s not taken in: the PBX's spool %s is not there (is it where "
+                          "this PBX writes?)", end.uniqueid, self.spool)
+                return False
             header = FaxHeader(at.astimezone(self.zone), end.sender, recipient(end.dialed),
                                end.station_id)
             stored = await asyncio.to_thread(self._store_and_convert, end.uniqueid, header)
@@ -137,6 +149,53 @@ class FaxIntake:
             log.info("fax from %s to %s: %s", e164.redact(end.sender), recipient(end.dialed),
                      type(stored).__name__)
             return new
+
+    async def take_left_in_spool(self) -> int:
+        """Faxes journaled while their TIFF stayed in the PBX's spool (storage failed during
+        the call; the sender saw success) are taken in now and their record corrected; return
+        how many.  Run at every AMI login and periodically, so each is converted once storage
+        returns.  Every fax TIFF in the spool is made 0600 on the way (patient data)."""
+        if self._correct is None:
+            return 0
+        taken = 0
+        for uniqueid in await asyncio.to_thread(self._spooled):
+            async with self._lock:
+                known = await asyncio.to_thread(self._recorded, fax_key(uniqueid))
+                if known is None or known.outcome is not Outcome.UNREADABLE \
+                        or (known.file and Path(known.file).parent == self.store):
+                    continue  # still being received, or its pages were taken in already
+                header = FaxHeader(known.at.astimezone(self.zone), known.sender,
+                                   known.recipient, "")
+                stored = await asyncio.to_thread(self._store_and_convert, uniqueid, header)
+                if isinstance(stored, NotStored | NothingReceived):
+                    continue  # storage still fails: the next round tries again
+                fixed = taken_in_late(known, uniqueid, stored)
+                corrected = await asyncio.to_thread(self._correct, fixed.key, known.outcome,
+                                                    fixed.outcome, fixed.file, fixed.detail)
+                if corrected is not None and isinstance(stored, Converted):
+                    await asyncio.to_thread(self._drop_tiff, uniqueid)
+                log.warning("fax %s left in the PBX's spool is now taken in: %s", uniqueid,
+                            type(stored).__name__)
+                taken += corrected is not None
+        return taken
+
+    def _spooled(self) -> list[str]:
+        """The call ids of the fax TIFFs in the spool, each made 0600 if it was not."""
+        found = []
+        try:
+            paths = list(self.spool.glob("fax-*.tif"))  # spool_name()
+        except OSError:
+            return []
+        for path in paths:
+            uniqueid = path.name.removeprefix("fax-").removesuffix(".tif")
+            try:
+                check_uniqueid(uniqueid)
+                if path.stat().st_mode & 0o077:
+                    os.chmod(path, 0o600)
+            except (BadFaxReport, OSError):
+                continue
+            found.append(uniqueid)
+        return found
 
     def _store_and_convert(self, uniqueid: str, header: FaxHeader) -> Stored:
         spooled = self.spool / spool_name(uniqueid)

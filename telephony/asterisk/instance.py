@@ -267,6 +267,9 @@ class AsteriskInstance:
         self._files: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
+        # An Asterisk started by an earlier process (see adopt()): not our child, so it is
+        # watched and signalled through its pidfd alone.
+        self._adopted: int | None = None
         self._log_offsets: dict[Path, int] = {}
         self.set_files(files or {}, write=False)
 
@@ -376,6 +379,9 @@ class AsteriskInstance:
             )
         for kind in ("etc", "run", "log", "spool", "lib", "cache"):
             self.host_path(self.dir(kind)).mkdir(parents=True, exist_ok=True)
+        # Received faxes (spool) and call records and logs (caller numbers) are patient data.
+        for kind in ("spool", "log"):
+            os.chmod(self.host_path(self.dir(kind)), 0o700)
         etc = self.host_path(self.dir("etc"))
         for fname, text in {**self.base_files(), **self._files}.items():
             (etc / fname).write_text(text)
@@ -385,14 +391,43 @@ class AsteriskInstance:
     @property
     def pid(self) -> int | None:
         """PID of the running Asterisk, or None."""
+        if self._adopted is not None:
+            return self._adopted
         return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
-        """True while the process started by start() has not exited."""
+        """True while the process started by start() (or adopted) has not exited."""
         # Not Popen.poll(): that would reap Asterisk, and _reap() relies on the
         # unreaped PID to kill its process group safely.
-        return self._proc is not None and self._pidfd is not None and not self._wait_exit(0)
+        return (self._proc is not None or self._adopted is not None) \
+            and self._pidfd is not None and not self._wait_exit(0)
+
+    def find_running(self) -> int | None:
+        """The PID of an Asterisk running this instance (started by another process, e.g. a
+        `backline up` that was killed), or None.
+
+        It is the process named in the instance's PID file, if that process runs Asterisk
+        with this instance's asterisk.conf inside this root: a PID file left by a dead
+        Asterisk whose PID was reused by someone else's process does not count.
+        """
+        try:
+            pid = int(self.host_path(self.dir("run") / "asterisk.pid").read_text().strip())
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            same_root = os.path.samefile(f"/proc/{pid}/root", self.root)
+        except (OSError, ValueError):
+            return None
+        if same_root and os.fsencode(str(self.config_path)) in argv:
+            return pid
+        return None
+
+    def adopt(self, pid: int) -> None:
+        """Take over an Asterisk of this instance that another process started (find_running):
+        stop() and kill() then end it as if start() had started it."""
+        if self._proc is not None or self._adopted is not None:
+            raise AsteriskError(self.name, f"already holds an Asterisk (pid {self.pid})")
+        self._pidfd = os.pidfd_open(pid)
+        self._adopted = pid
 
     def start(self, timeout: float = 20.0) -> None:
         """Write the config, launch Asterisk and wait until AMI sends its banner.
@@ -400,8 +435,8 @@ class AsteriskInstance:
         Raises AsteriskStartError (with the log tail) if Asterisk exits, or
         does not become ready with AMI answering within `timeout` seconds.
         """
-        if self._proc is not None:
-            raise AsteriskError(self.name, f"already started (pid {self._proc.pid})")
+        if self._proc is not None or self._adopted is not None:
+            raise AsteriskError(self.name, f"already started (pid {self.pid})")
         self.write_config()
         log_dir = self.host_path(self.dir("log"))
         # Earlier runs' lines (their "Asterisk Ready." too) are not this run's.
@@ -419,12 +454,15 @@ class AsteriskInstance:
             with open(self._console_path, "ab") as console:
                 # chroot(1) execs Asterisk, so this PID is Asterisk's own; the
                 # new session makes it a process group leader for kill().
+                # umask 077: what Asterisk writes (a received fax in the spool, the call
+                # records, the logs) is patient data, readable by root alone.
                 self._proc = subprocess.Popen(
                     ["chroot", str(self.root), ASTERISK, "-f", "-n", "-C", str(self.config_path)],
                     stdin=subprocess.DEVNULL,
                     stdout=console,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    umask=0o077,
                 )
             self._pidfd = os.pidfd_open(self._proc.pid)
             self._wait_ready(watch, time.monotonic() + timeout)
@@ -504,8 +542,25 @@ class AsteriskInstance:
         self._proc = None
         self._pidfd = None
 
+    def _end_adopted(self, first: signal.Signals, timeout: float) -> None:
+        """Signal an adopted Asterisk through its pidfd (never a reused PID), SIGKILL it after
+        ``timeout``; its parent (init, since ours died) reaps it."""
+        assert self._pidfd is not None
+        if not self._wait_exit(0):
+            signal.pidfd_send_signal(self._pidfd, first)
+            if not self._wait_exit(timeout):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                self._wait_exit(timeout)
+        os.close(self._pidfd)
+        self._pidfd = None
+        self._adopted = None
+
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM Asterisk, SIGKILL it after `timeout`; return its exit code."""
+        """SIGTERM Asterisk, SIGKILL it after `timeout`; return its exit code (None for an
+        adopted Asterisk, whose exit code goes to its own parent)."""
+        if self._adopted is not None:
+            self._end_adopted(signal.SIGTERM, timeout)
+            return None
         if self._proc is None:
             return None
         proc = self._proc
@@ -519,6 +574,9 @@ class AsteriskInstance:
 
     def kill(self) -> int | None:
         """SIGKILL Asterisk and anything in its process group (crash tests)."""
+        if self._adopted is not None:
+            self._end_adopted(signal.SIGKILL, 10.0)
+            return None
         if self._proc is None:
             return None
         proc = self._proc
@@ -567,6 +625,10 @@ class AsteriskInstance:
 
     def _remote_argv(self) -> list[str]:
         return ["chroot", str(self.root), ASTERISK, "-C", str(self.config_path)]
+
+    def console_argv(self, command: str | None = None) -> list[str]:
+        """``asterisk -r`` on this instance's control socket (``-rx COMMAND`` with one)."""
+        return [*self._remote_argv(), *(["-rx", command] if command is not None else ["-r"])]
 
     def reload(self, module: str | None = None) -> str:
         """Rewrite the config files and reload one module (or everything)."""

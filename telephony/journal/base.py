@@ -162,6 +162,21 @@ class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, abc.ABC):
             row = cur.fetchone()
             return _attempt(row) if row is not None else None
 
+    def correct_fax(self, key: str, was: Outcome, outcome: Outcome, file: str,
+                    detail: str) -> Attempt | None:
+        """Correct the record of a fax whose TIFF was taken in after it was first journaled
+        (it was left in the PBX's spool: storage failed, or the spool was not where the
+        controller looked).  Only if the record still says ``was``, so two controllers
+        correcting the same fax write it once; return the corrected record, or None."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("UPDATE attempts SET outcome = ?, file = ?, detail = ? "
+                                "WHERE key = ? AND kind = ? AND outcome = ? RETURNING id"),
+                        (outcome.value, file, detail, key, AttemptKind.FAX.value, was.value))
+            if cur.fetchone() is None:
+                return None
+            cur.execute(self._q("SELECT * FROM attempts WHERE key = ?"), (key,))
+            return _attempt(cur.fetchone())
+
     def held(self) -> dict[str, int]:
         """Attempts and emails waiting for the inbox (received in an outage), by kind."""
         with self._lock, self._transaction() as cur:
