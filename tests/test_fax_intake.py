@@ -4,6 +4,7 @@ directory to verified PDF to journal) on real files and a real SQLite journal.""
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -186,7 +187,8 @@ class Desk:
         self.spool.mkdir()
         self.store = tmp / "fax"
         self.intake = FaxIntake(self.store, "America/Chicago", self.record, self.journal.attempt,
-                                lambda: Mode.NORMAL, spool=self.spool, clock=lambda: AT)
+                                lambda: Mode.NORMAL, spool=self.spool, clock=lambda: AT,
+                                correct=self.journal.correct_fax)
 
     async def record(self, attempt: NewAttempt) -> bool:
         return self.journal.record_attempt(attempt)[1]
@@ -299,3 +301,54 @@ def test_a_relative_fax_dir_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError) as caught:
         config.load(path)
     assert [p.field for p in caught.value.problems] == ["connections.pbx.fax_dir"]
+
+
+def test_a_fax_left_in_the_spool_by_failed_storage_is_taken_in_once_storage_returns(
+        tmp_path: Path) -> None:
+    desk = Desk(tmp_path)
+    spooled = desk.spooled(fax_tiff((letter(STANDARD, 1),)))
+    os.chmod(spooled, 0o644)  # as an Asterisk with umask 022 writes it
+    desk.store.write_text("the fax disk is not mounted\n")  # storage fails during the call
+    end = FaxEnd(UID, "+17205550141", FAX, FaxStatus.SUCCESS, 1, "ACME")
+    assert asyncio.run(desk.intake.fax_ended(end)) is True  # the sender saw success
+    a = desk.journal.attempt(f"fax:{UID}")
+    assert a is not None and (a.outcome, a.file) == (Outcome.UNREADABLE, str(spooled))
+    assert asyncio.run(desk.intake.take_left_in_spool()) == 0  # storage still fails
+    assert spooled.exists() and (spooled.stat().st_mode & 0o777) == 0o600  # patient data
+    desk.store.unlink()  # storage is back
+    assert asyncio.run(desk.intake.take_left_in_spool()) == 1
+    a = desk.journal.attempt(f"fax:{UID}")
+    assert a is not None and a.outcome is Outcome.RECEIVED, a
+    assert a.file == str(desk.store / f"fax-{UID}.pdf") and Path(a.file).exists()
+    assert a.detail.startswith("1 page; taken from the PBX's spool later"), a.detail
+    assert not spooled.exists() and list(desk.store.glob("*.tif")) == []
+    assert asyncio.run(desk.intake.take_left_in_spool()) == 0
+    assert len(desk.journal.attempts()) == 1
+
+
+def test_a_fax_journaled_with_no_page_is_corrected_when_its_tiff_turns_up(
+        tmp_path: Path) -> None:
+    desk = Desk(tmp_path)
+    assert asyncio.run(desk.intake.fax_ended(FaxEnd(UID, "x", FAX, FaxStatus.SUCCESS, 1)))
+    a = desk.journal.attempt(f"fax:{UID}")
+    assert a is not None and (a.outcome, a.file, a.detail) == (
+        Outcome.UNREADABLE, "", "no page received")
+    desk.spooled(fax_tiff((letter(STANDARD, 2),)))
+    assert asyncio.run(desk.intake.take_left_in_spool()) == 1
+    a = desk.journal.attempt(f"fax:{UID}")
+    assert a is not None and a.outcome is Outcome.RECEIVED and a.file.endswith(".pdf")
+
+
+def test_a_fax_is_not_journaled_as_nothing_received_from_a_spool_that_is_not_there(
+        tmp_path: Path) -> None:
+    desk = Desk(tmp_path)
+    desk.spooled(fax_tiff((letter(STANDARD, 3),)))
+    right = desk.intake.spool
+    desk.intake.spool = tmp_path / "var" / "spool" / "asterisk"  # not this PBX's
+    row = CdrRow("x", FAX, "backline-fax", "ReceiveFAX", AT, UID)
+    assert asyncio.run(desk.intake.import_row(row, Mode.OUTAGE)) is False
+    assert desk.journal.attempt(f"fax:{UID}") is None  # left for the next import
+    desk.intake.spool = right
+    assert asyncio.run(desk.intake.import_row(row, Mode.OUTAGE)) is True
+    a = desk.journal.attempt(f"fax:{UID}")
+    assert a is not None and a.outcome is Outcome.RECEIVED

@@ -141,6 +141,25 @@ def test_the_migration_files_earlier_senders_in_e164_and_keeps_them_as_they_came
     journal.close()
 
 
+def test_a_fax_record_is_corrected_once_and_only_from_what_it_said(
+        journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
+    journal.record_attempt(attempt("fax:1.1", kind=AttemptKind.FAX, outcome=Outcome.UNREADABLE,
+                                   text="", detail="no page received"))
+    journal.record_attempt(attempt("sms:1", outcome=Outcome.UNREADABLE))
+    fixed = journal.correct_fax("fax:1.1", Outcome.UNREADABLE, Outcome.RECEIVED, "/f/1.pdf",
+                                "1 page")
+    assert fixed is not None and (fixed.outcome, fixed.file, fixed.detail) == (
+        Outcome.RECEIVED, "/f/1.pdf", "1 page")
+    assert fixed.delivery is Delivery.HELD and fixed.at == T0  # the rest as it was
+    assert journal.attempt("fax:1.1") == fixed
+    # A second controller correcting the same fax, or a key that is not a fax: nothing.
+    assert journal.correct_fax("fax:1.1", Outcome.UNREADABLE, Outcome.RECEIVED, "/x", "") is None
+    assert journal.correct_fax("sms:1", Outcome.UNREADABLE, Outcome.RECEIVED, "/x", "") is None
+    assert journal.attempt("fax:1.1") == fixed
+    journal.close()
+
+
 def test_mode_history_and_stale_switch(journal_backend: JournalBackend) -> None:
     journal = open_journal(journal_backend.url)
     assert journal.mode_state() == ModeState.initial()
