@@ -76,8 +76,8 @@ connections:
     udptl: {{start: {udptl}, end: {udptl_end}}}
     ring_seconds: {ring_seconds}
     secrets_file: {secrets}
-    cdr_file: {cdr_file}
-  storage: {{url: "{storage}"}}
+    fax_dir: {fax_dir}
+{cdr_line}  storage: {{url: "{storage}"}}
 {connections_extra}"""
 
 # Three locations; a desk phone presents the main line on a 911 call unless it (sam-exam) or
@@ -116,8 +116,8 @@ class PracticePorts:
                    rtp=random.randrange(20000, 29000, 2), udptl=random.randrange(30000, 31900, 2))
 
 
-def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file: Path, *,
-                   node: str = "", storage_url: str = "", carrier_from_user: bool = True,
+def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file: Path | None,
+                   *, node: str = "", storage_url: str = "", carrier_from_user: bool = True,
                    emergency: str = EMERGENCY, trunk_extra: str = "",
                    connections_extra: str = "") -> Path:
     """The practice YAML; ``node`` names the PBX node, ``storage_url`` a shared journal
@@ -125,7 +125,8 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
     ``from_user``, as config/example.yaml does: the carrier is then recognised by its
     address, which on loopback is every desk phone's address too.  ``emergency``: its
     locations and emergency section; ``trunk_extra``: more trunk keys (``, key: value``);
-    ``connections_extra``: more connections (indented by two)."""
+    ``connections_extra``: more connections (indented by two).  Without ``cdr_file`` the
+    controller asks Asterisk where its call record is, as `backline up` configs do."""
     path = tmp / "practice.yaml"
     path.write_text(PRACTICE.format(
         emergency=emergency, trunk_extra=trunk_extra, connections_extra=connections_extra,
@@ -135,7 +136,8 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
         ami=ports.ami, agi=ports.agi, sip=ports.sip, trunk=ports.trunk, rtp=ports.rtp,
         rtp_end=ports.rtp + 100, udptl=ports.udptl, udptl_end=ports.udptl + 20,
         ring_seconds=ring_seconds, secrets=tmp / "secrets.json", journal=tmp / "journal.db",
-        ami_env=AMI_ENV, pin_env=PIN_ENV, cdr_file=cdr_file))
+        ami_env=AMI_ENV, pin_env=PIN_ENV, fax_dir=tmp / "fax",
+        cdr_line=f"    cdr_file: {cdr_file}\n" if cdr_file is not None else ""))
     return path
 
 
