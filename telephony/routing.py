@@ -22,7 +22,8 @@ from telephony.ownership import OwnershipBook
 
 @dataclass(frozen=True, slots=True, order=True)
 class Registration:
-    """One registered contact of a desk phone; ``at`` orders them (newest wins)."""
+    """One registered contact of a desk phone; ``at`` orders them (newest wins): when it
+    registered, or when the PBX will let it expire (a refresh moves that on)."""
 
     at: float
     desk_phone: str
@@ -33,8 +34,10 @@ class Registrations:
     """Live desk-phone registrations, capped per login (user) at ``max_per_login``.
 
     A login may hold at most ``max_per_login`` registrations at once; past that the oldest
-    is dropped, so a phone left logged in on a borrowed desk stops ringing.  The per-user view
-    is recomputed on each change (rare) so that ringing (every call) is a few dict lookups.
+    is dropped, so a phone left logged in on a borrowed desk stops ringing.  Fed one event at
+    a time (``register``/``unregister``) the limit is applied here; fed the PBX's whole list
+    (``mirror``) the PBX has applied it.  The per-user view is recomputed on each change (rare)
+    so that ringing (every call) is a few dict lookups.
     """
 
     def __init__(self, book: OwnershipBook, max_per_login: int) -> None:
@@ -65,6 +68,31 @@ class Registrations:
         if user is not None:
             self._recompute(user)
 
+    def mirror(self, held: Iterable[Registration]
+               ) -> tuple[tuple[Registration, ...], tuple[Registration, ...]]:
+        """Hold exactly ``held``: every registration the PBX lists now, each under the desk
+        phone that registered it; registrations of unknown desk phones are left out.
+
+        Nothing is dropped for the login limit here: a PBX that enforces it (Asterisk's
+        ``max_contacts``) removes the registration it chooses and lists the rest, and a
+        controller that guessed its choice came to ring a different phone from the one it
+        kept.  Returns (added, removed), each sorted by (desk phone, contact), for the log.
+        """
+        before = {(r.desk_phone, r.contact): r
+                  for contacts in self._by_phone.values() for r in contacts.values()}
+        by_phone: dict[str, dict[str, Registration]] = {}
+        for r in held:
+            if self._book.user_of_phone(r.desk_phone) is not None:
+                by_phone.setdefault(r.desk_phone, {})[r.contact] = r
+        self._by_phone = by_phone
+        after = {(r.desk_phone, r.contact): r
+                 for contacts in by_phone.values() for r in contacts.values()}
+        for user in {self._book.user_of_phone(phone) for phone, _ in before.keys() | after}:
+            if user is not None:
+                self._recompute(user, capped=False)
+        return (tuple(after[k] for k in sorted(after.keys() - before.keys())),
+                tuple(before[k] for k in sorted(before.keys() - after.keys())))
+
     def has_contact(self, user_id: str, contact: str) -> bool:
         return any(contact in self._by_phone.get(p, {}) for p in self._book.desk_phones(user_id))
 
@@ -82,10 +110,13 @@ class Registrations:
         """The registrations of ``user_id`` that ring now, newest first."""
         return self._kept.get(user_id, ())
 
-    def _recompute(self, user: str) -> tuple[Registration, ...]:
+    def _recompute(self, user: str, *, capped: bool = True) -> tuple[Registration, ...]:
+        """The login's live view again; ``capped``, the oldest registrations past the login
+        limit are dropped and returned."""
         regs = sorted((r for p in self._book.desk_phones(user)
                        for r in self._by_phone.get(p, {}).values()), reverse=True)
-        kept, dropped = regs[:self._max], tuple(regs[self._max:])
+        cap = self._max if capped else len(regs)
+        kept, dropped = regs[:cap], tuple(regs[cap:])
         for r in dropped:
             self._by_phone[r.desk_phone].pop(r.contact, None)
         self._live[user] = tuple(sorted({r.desk_phone for r in kept}))

@@ -23,6 +23,7 @@ from telephony.routing import (
     Refusal,
     RefuseOutbound,
     RefuseUnknownNumber,
+    Registration,
     Registrations,
     RejectFax,
     RingDeskPhones,
@@ -142,6 +143,25 @@ def test_login_over_the_device_limit_drops_the_oldest_registration() -> None:
     assert regs.live("ana") == ("ana-p1", "ana-p2")
     regs.unregister("ana-p2")
     assert regs.live("ana") == ("ana-p1",)
+
+
+def test_a_mirrored_login_holds_exactly_what_the_pbx_lists() -> None:
+    # The PBX enforces the limit and chooses whom to drop (Asterisk: the registration that
+    # expires soonest, so a refresh counts); the controller holds its list as it is.
+    book = OwnershipBook(directory([user("ana", phones=3), user("old", active=False)], [],
+                                   [number(MAIN)], max_per_login=2))
+    regs = Registrations(book, 2)
+    a, b, c = (Registration(at, f"ana-p{i}", f"sip:ana@10.0.0.{i}")
+               for i, at in enumerate((100.0, 200.0, 300.0)))
+    assert regs.mirror([a, b, Registration(1.0, "old-p0", "sip:old@10.0.0.9")]) == ((a, b), ())
+    assert regs.live("ana") == ("ana-p0", "ana-p1")
+    refreshed = dataclasses.replace(a, at=400.0)
+    assert regs.mirror([refreshed, c]) == ((c,), (b,))  # b, not the refreshed a, was dropped
+    assert regs.live_registrations("ana") == (refreshed, c)  # newest (latest expiry) first
+    assert regs.mirror([a, b, c]) == ((b,), ())  # three listed: three ring, none guessed away
+    assert regs.live("ana") == ("ana-p0", "ana-p1", "ana-p2")
+    assert regs.mirror([]) == ((), (a, b, c))
+    assert regs.live("ana") == ()
 
 
 OUT = "+17205550141"

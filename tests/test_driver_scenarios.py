@@ -190,10 +190,12 @@ class AsteriskRig:
         return variables
 
     async def run(self, s: Scenario) -> Heard:
-        for phone in s.registered:
-            self.driver.on_contact_status({
-                "AOR": phone.rsplit("-", 1)[0], "EndpointName": phone,
-                "URI": f"sip:{phone}@127.0.0.1:5070", "ContactStatus": "Created"})
+        # Asterisk's contact list, as PJSIPShowContacts answers (the driver reads it again on
+        # every ContactStatus event; there is no AMI here).
+        self.driver.hold_contacts([
+            {"Event": "ContactList", "ObjectName": f"{phone.rsplit('-', 1)[0]};@{i:032x}",
+             "Endpoint": phone, "Uri": f"sip:{phone}@127.0.0.1:5070",
+             "ExpirationTime": "1796409041"} for i, phone in enumerate(s.registered)])
         if s.dialed:
             return _asterisk_heard(await self.agi("inbound", s.dialed))
         if s.feature:

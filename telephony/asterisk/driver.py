@@ -2,8 +2,9 @@
 
 Each FastAGI session reads the call (untrusted text), asks the core, and writes the
 decision's variables; the dialplan does the rest.  AMI keeps the desk-phone registrations
-in view (``ContactStatus`` events, and a full ``PJSIPShowContacts`` after every login, so a
-restarted Asterisk is picked up again without restarting the controller).
+in view: the ring set is Asterisk's own contact list (``PJSIPShowContacts``), read again after
+every login (a restarted Asterisk is picked up without restarting the controller) and after
+every ``ContactStatus`` event.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from telephony.routing import (
     CallKind,
     InboundCall,
     RefuseOutbound,
+    Registration,
     Registrations,
     RejectFax,
     decide_outbound,
@@ -44,7 +45,8 @@ log = logging.getLogger("backline.asterisk")
 # OriginateResponse: the end of a notice call we placed (panoramisk hands it to the action).
 WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse")
 NOTICE_RING_SECONDS = 30
-_LIVE = {"Created", "Updated", "Reachable", "NonQualified", "Unknown"}
+# PJSIPShowContacts answers an error, with this message, when no contact is registered at all.
+NO_CONTACTS = "No Contacts found"
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
 # A contact we will put into a Dial string: nothing that could split it (&, comma) or quote.
 _SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
@@ -97,6 +99,9 @@ class AsteriskDriver:
         self.ami.on_event("UserEvent", self.on_user_event)
         self._changed = asyncio.Event()
         self._after: set[asyncio.Task[None]] = set()
+        self._contacts_stale = False
+        self._contacts_sync: asyncio.Task[None] | None = None
+        self._odd_contacts: set[tuple[str, str]] = set()
 
     @property
     def up(self) -> bool:
@@ -110,6 +115,9 @@ class AsteriskDriver:
 
     async def stop(self) -> None:
         self.ami.close()
+        if self._contacts_sync is not None:
+            self._contacts_sync.cancel()
+            await asyncio.gather(self._contacts_sync, return_exceptions=True)
         await self.agi.stop()
         if self._after:
             await asyncio.gather(*self._after, return_exceptions=True)
@@ -207,30 +215,33 @@ class AsteriskDriver:
     # -- AMI -------------------------------------------------------------------------------
 
     def on_contact_status(self, event: Mapping[str, str]) -> None:
-        """Track registrations per login (AOR = user id) and contact.
+        """A desk phone's contact came, went or changed: read Asterisk's contacts again.
 
-        Asterisk sends one ContactStatus per endpoint that shares the AOR, so the endpoint
-        named in the first event of a burst labels the contact and the rest are ignored.
+        The event alone cannot keep the ring set: it names whichever endpoint shares the AOR
+        (one event per endpoint of the login, each with its own ``EndpointName``), not the
+        desk phone that registered the contact, and a refresh raises none, so the order in
+        which Asterisk drops contacts past ``max_contacts`` cannot be followed from events.
+        The contact list says both (its ``Endpoint`` is the registering endpoint).
         """
-        user = event.get("AOR", "")
-        endpoint = event.get("EndpointName", "")
-        uri = event.get("URI", "")
-        status = event.get("ContactStatus", "")
-        if not uri or not self.book.is_active(user):
-            return
-        if status == "Removed":
-            if self.registrations.has_contact(user, uri):
-                self.registrations.forget_contact(user, uri)
-                log.info("a desk phone of %s unregistered", user)
-        elif status in _LIVE and not _SAFE_CONTACT.fullmatch(uri):
-            log.warning("a desk phone of %s registered a contact we will not dial", user)
-        elif status in _LIVE and not self.registrations.has_contact(user, uri):
-            dropped = self.registrations.register(endpoint, uri, time.time())
-            log.info("a desk phone of %s registered (%s)", user, endpoint)
-            for r in dropped:
-                log.info("desk phone %s dropped: its login is over the device limit",
-                         r.desk_phone)
-        self._notify()
+        if self.book.is_active(event.get("AOR", "")):
+            self._contacts_changed()
+
+    def _contacts_changed(self) -> None:
+        """Read the contacts again soon: one read at a time, and one more after it if
+        anything changed meanwhile, so a burst costs two reads and the last read starts after
+        the last event (what it lists is at least as new as every event seen)."""
+        self._contacts_stale = True
+        if self._contacts_sync is None or self._contacts_sync.done():
+            self._contacts_sync = asyncio.create_task(self._sync_contacts())
+
+    async def _sync_contacts(self) -> None:
+        while self._contacts_stale:
+            self._contacts_stale = False
+            try:
+                await self.reload_contacts()
+            except Exception:
+                log.exception("reading the desk-phone registrations failed (the next "
+                              "change or login reads them again)")
 
     def on_user_event(self, event: Mapping[str, str]) -> None:
         """A desk phone dialled 911: the dialplan already sent the call out, this only tells
@@ -277,7 +288,14 @@ class AsteriskDriver:
 
     async def _logged_in(self) -> None:
         await self._only_events_we_use()
-        await self.reload_contacts()
+        if self._contacts_sync is not None and not self._contacts_sync.done():
+            # A read sent on the lost link would wait out its deadline; nothing is held
+            # until its answer, so it is dropped and the list read again on this login.
+            self._contacts_sync.cancel()
+            await asyncio.gather(self._contacts_sync, return_exceptions=True)
+        self._contacts_changed()
+        assert self._contacts_sync is not None
+        await self._contacts_sync
         if self.after_login is not None:
             await self.after_login()
 
@@ -296,26 +314,71 @@ class AsteriskDriver:
             log.warning("could not filter AMI events (all of them will come): %s", exc)
 
     async def reload_contacts(self) -> None:
-        """After every AMI login: the registrations Asterisk has now are the truth."""
+        """The registrations Asterisk holds now become the ring set (after every AMI login,
+        and after every contact change)."""
         try:
             events: Any = await self.ami.action({"Action": "PJSIPShowContacts"}, as_list=True,
                                                 within=10.0)
         except LinkDown as exc:
             log.warning("could not list the registrations: %s", exc)
             return
-        contacts = [e for e in events if e.get("Event") == "ContactList"]
-        fresh = Registrations(self.book, self.book.directory.max_per_login)
-        # Oldest first, so that the login limit keeps the newest, as Asterisk does.
-        for e in sorted(contacts, key=lambda e: int(e.get("RegExpire", "0") or 0)):
-            user, uri = e.get("Aor", ""), e.get("Uri", "")
+        answer = events[0] if events else {}
+        if answer.get("Response") == "Error" and \
+                not str(answer.get("Message", "")).startswith(NO_CONTACTS):
+            # Not "none registered": keep ringing what we had; the next change reads again.
+            log.warning("could not list the registrations: %s", answer.get("Message", ""))
+            return
+        self.hold_contacts(events)
+
+    def hold_contacts(self, listing: Iterable[Mapping[str, str]]) -> None:
+        """Hold exactly the desk-phone contacts of a ``PJSIPShowContacts`` answer.
+
+        Each ``ContactList`` event is one contact: ``ObjectName`` is ``AOR;@hash`` (the AOR
+        is the login), ``Endpoint`` the desk phone whose REGISTER made it, ``Uri`` the
+        contact, ``ExpirationTime`` when Asterisk lets it go (epoch seconds; a refresh moves
+        it on; past ``max_contacts`` Asterisk removes the one that expires soonest).
+        """
+        held: list[Registration] = []
+        odd: dict[tuple[str, str], str] = {}  # (login, contact): said once, not every read
+        for e in listing:
+            if e.get("Event") != "ContactList":
+                continue
+            user = e.get("ObjectName", "").partition(";@")[0]
+            uri, endpoint = e.get("Uri", ""), e.get("Endpoint", "")
             phones = self.book.desk_phones(user)
-            if phones and _SAFE_CONTACT.fullmatch(uri) and not fresh.has_contact(user, uri):
-                endpoint = e.get("Endpoint", "")
-                fresh.register(endpoint if endpoint in phones else phones[0], uri,
-                               float(e.get("RegExpire", "0") or 0))
-        self.registrations = fresh
+            if not self.book.is_active(user) or not phones:
+                continue  # the carrier's static contact, or a login no longer provisioned
+            if not _SAFE_CONTACT.fullmatch(uri):
+                odd[user, uri] = f"a desk phone of {user} registered a contact we will not dial"
+                continue
+            phone = endpoint if endpoint in phones else None
+            if phone is None:
+                # Asterisk 22 records the registering endpoint; a contact without one (made
+                # by hand, or an older Asterisk) still rings, under the login's first phone.
+                odd[user, uri] = (f"a contact of {user} has no desk phone of that login as "
+                                  f"its endpoint; it rings as {phones[0]}")
+                phone = phones[0]
+            try:
+                expires = float(e.get("ExpirationTime", "0") or 0)
+            except ValueError:
+                expires = 0.0
+            held.append(Registration(expires, phone, uri))
+        for key in sorted(odd.keys() - self._odd_contacts):
+            log.warning("%s", odd[key])
+        self._odd_contacts = set(odd)
+        added, removed = self.registrations.mirror(held)
+        for r in removed:
+            log.info("desk phone %s is no longer registered (%s)", r.desk_phone,
+                     self._held(r.desk_phone))
+        for r in added:
+            log.info("desk phone %s registered (%s)", r.desk_phone, self._held(r.desk_phone))
         self._notify()
-        log.info("%d desk-phone registration(s) loaded from Asterisk", len(contacts))
+
+    def _held(self, desk_phone: str) -> str:
+        """How many registrations the phone's login holds, against its limit, for the log."""
+        user = self.book.user_of_phone(desk_phone) or ""
+        return (f"login {user} now holds {len(self.registrations.live_registrations(user))} "
+                f"of {self.book.directory.max_per_login}")
 
     async def pbx_settings(self) -> str:
         """``core show settings`` (where Asterisk keeps its spool, logs, PID file), as text."""
@@ -360,17 +423,29 @@ class AsteriskDriver:
 
     async def wait_registered(self, users: set[str], within: float) -> None:
         """For tests and ops: wait until every given login has a live registration."""
+        try:
+            await self.wait_registrations(
+                lambda r: all(r.live(u) for u in users), within)
+        except TimeoutError:
+            live = {u for u in users if self.registrations.live(u)}
+            raise TimeoutError(f"not registered: {sorted(users - live)}") from None
+
+    async def wait_registrations(self, done: Callable[[Registrations], bool],
+                                 within: float) -> None:
+        """For tests and ops: wait until ``done`` holds of the registrations, asked again at
+        each change; TimeoutError after ``within`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
             changed = self._changed
-            live = {u for u in users if self.registrations.live(u)}
-            if live == users:
+            if done(self.registrations):
                 return
             try:
                 await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:
-                raise TimeoutError(f"not registered: {sorted(users - live)}") from None
+                if done(self.registrations):
+                    return
+                raise
 
     def _notify(self) -> None:
         """Wake whoever waits on registrations; the next wait gets a fresh event."""

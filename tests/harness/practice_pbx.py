@@ -188,9 +188,9 @@ class PracticePbx:
         return self.secrets[desk_phone]
 
 
-def hear_newexten(local: LocalPbx) -> None:
+def hear_newexten(local: LocalPbx, files: dict[str, str] | None = None) -> dict[str, str]:
     """Let Asterisk raise Newexten again (the rendered manager.conf disables it)."""
-    files = {f.name: f.text for f in local.files}
+    files = dict(files or {f.name: f.text for f in local.files})
     text = files["manager.conf"]
     kept = ",".join(e for e in QUIET_EVENTS if e != "Newexten")
     files["manager.conf"] = text.replace(f"disabledevents={','.join(QUIET_EVENTS)}",
@@ -198,6 +198,24 @@ def hear_newexten(local: LocalPbx) -> None:
     if files["manager.conf"] == text:
         raise RuntimeError("manager.conf has no disabledevents line to change")
     local.instance.set_files(files)
+    return files
+
+
+def expire_quickly(local: LocalPbx, files: dict[str, str] | None = None) -> dict[str, str]:
+    """Let desk phones register for as little as a second, and Asterisk remove an expired
+    registration within a second (the rendered pjsip.conf keeps Asterisk's 60 s and 30 s):
+    tests watch registrations expire without waiting minutes."""
+    files = dict(files or {f.name: f.text for f in local.files})
+    text = files["pjsip.conf"]
+    for anchor, line in (("type=global\n", "contact_expiration_check_interval=1\n"),
+                         ("type=aor\nmax_contacts=", "minimum_expiration=1\n")):
+        if anchor not in text:
+            raise RuntimeError(f"pjsip.conf has no {anchor!r} to change")
+        head, tail = anchor.split("\n", 1)
+        text = text.replace(anchor, f"{head}\n{line}{tail}", 1)
+    files["pjsip.conf"] = text
+    local.instance.set_files(files)
+    return files
 
 
 @asynccontextmanager
@@ -206,13 +224,15 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        storage_url: str = "", observe: bool = True,
                        carrier_from_user: bool = True, emergency: str = EMERGENCY,
                        trunk_extra: str = "", connections_extra: str = "",
+                       quick_expiry: bool = False,
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop (or, with
     ``controller_in_process=False``, not started: the test runs ``backline run`` itself).
 
     ``observe=False`` leaves out the tests' own AMI session (``PracticePbx.events`` stays
     empty): benchmarks measure the controller's process, not this watcher's parsing.
-    ``carrier_from_user=False``: the carrier is recognised by address (see write_practice)."""
+    ``carrier_from_user=False``: the carrier is recognised by address (see write_practice).
+    ``quick_expiry`` lets registrations expire within seconds (``expire_quickly``)."""
     os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
     os.environ[PIN_ENV] = OUTAGE_PIN
     ports = PracticePorts.free()
@@ -226,8 +246,11 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                           connections_extra=connections_extra)
     directory = config.load(path).directory
     local = await asyncio.to_thread(prepare, directory, name, root=root)
+    files = None
     if observe:  # the tests follow each call's dialplan steps, which production leaves out
-        hear_newexten(local)
+        files = hear_newexten(local)
+    if quick_expiry:
+        expire_quickly(local, files)
     secrets = json.loads((tmp / "secrets.json").read_text())
     journal = open_journal(directory.connections.storage.url)
     controller = Controller(directory, journal)
