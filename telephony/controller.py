@@ -55,6 +55,7 @@ from telephony.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, r
 from telephony.model import AsteriskPbx, Directory, FreeswitchPbx
 from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch, switch_key
 from telephony.ownership import OwnershipBook
+from telephony.pin_lockout import PinJudgement, PinPolicy, PinRecord, PinVerdict, judge_pin
 from telephony.sms.reply import ReplyPlan, auto_reply
 from telephony.sms.twilio import InboundSms
 from telephony.sms.webhook import make_sms_routes
@@ -157,6 +158,11 @@ class Controller:
         self._pbx_at: datetime | None = None
         self._last_report: tuple[str, str, str] | None = None
         self._last_report_at: datetime | None = None
+        # Wrong outage PINs per desk phone (telephony.pin_lockout), in this process's memory:
+        # a restart forgets them, which an attacker at a desk phone cannot bring about.
+        self.pin_policy = PinPolicy()
+        self._pins: dict[str, PinRecord] = {}
+        self._pin_alerts: set[asyncio.Task[None]] = set()
 
     def _why_inbox_blocked(self) -> str:
         """Why held items cannot be delivered ("" when they can)."""
@@ -443,6 +449,8 @@ class Controller:
 
     async def close(self) -> None:
         self._closing.set()
+        if self._pin_alerts:
+            await asyncio.gather(*self._pin_alerts, return_exceptions=True)
         # Stopping: the CLI no longer waits on this controller to apply a switch.
         with contextlib.suppress(JournalError):
             await asyncio.to_thread(self.journal.forget_controller, self.holder)
@@ -504,18 +512,78 @@ class Controller:
         admin = user is not None and any(u.id == user and u.admin for u in self.directory.users)
         expected = self.outage_pin()
         pin_ok = bool(expected) and hmac.compare_digest(pin.encode(), expected.encode())
-        now = datetime.now(UTC)
-        if not (admin and pin_ok):
-            why = "not an admin's desk phone" if not admin else "wrong PIN"
+        now = self.clock()
+        phone = desk_phone[:40]
+        judged: PinJudgement | None = None
+        if admin:
+            # Judged and stored before any await: two tries at once see each other's count.
+            judged = judge_pin(self._pins.get(phone, PinRecord()), pin_ok, now, self.pin_policy)
+            self._pins[phone] = judged.record
+        if judged is None or judged.verdict is not PinVerdict.ACCEPTED:
+            why = "not an admin's desk phone" if judged is None else judged.verdict.value
             await asyncio.to_thread(self.journal.audit, AuditEntry(
-                now, f"desk-phone:{desk_phone[:40]}", f"outage.{to.value}.refused", why))
-            log.warning("outage switch refused from desk phone %s: %s", desk_phone[:40], why)
+                now, f"desk-phone:{phone}", f"outage.{to.value}.refused", why))
+            log.warning("outage switch refused from desk phone %s: %s", phone, why)
+            if judged is not None and judged.lockout is not None:
+                await self._pin_lockout(phone, user or "", judged.record.failures,
+                                        judged.lockout, now)
             return False
         assert user is not None
         with contextlib.suppress(AlreadyInMode):  # the mode the user wanted holds already
             await self.switch(to, by=user, via=Via.DESK_PHONE,
                               reason=f"switched from desk phone {desk_phone}")
         return True
+
+    async def _pin_lockout(self, phone: str, user: str, failures: int, lockout: timedelta,
+                           now: datetime) -> None:
+        """A desk phone was just locked out: audited, logged loudly, and the alert recipients
+        told by email when SMTP is configured (off the caller's path).  Never the digits."""
+        seconds = int(lockout.total_seconds())
+        detail = f"{failures} wrong PINs in a row; locked out for {seconds} s"
+        await asyncio.to_thread(self.journal.audit, AuditEntry(
+            now, f"desk-phone:{phone}", "outage.pin.lockout", detail))
+        log.error("DESK PHONE LOCKED OUT: %s (user %s) gave %d wrong outage PINs in a row; "
+                  "refused for %d s whatever it dials. If that was not the user, someone is "
+                  "guessing the PIN: change backup.pin", phone, user, failures, seconds)
+        task = asyncio.create_task(self._email_pin_lockout(phone, user, detail, now))
+        self._pin_alerts.add(task)
+        task.add_done_callback(self._pin_alerts.discard)
+
+    async def _email_pin_lockout(self, phone: str, user: str, detail: str,
+                                 now: datetime) -> None:
+        from email.message import EmailMessage
+        from email.policy import SMTP
+        from email.utils import format_datetime, make_msgid
+
+        from notifier.mail import MailError
+        from notifier.service import mailer_for
+
+        smtp, emails = self.directory.connections.smtp, self.directory.backup.alerts.emails
+        if smtp is None or not emails:
+            return
+        mailer = mailer_for(self.directory, "desk-phone lockout alert")
+        if mailer is None:
+            return
+        practice = " ".join(self.directory.practice.name.split())[:60]
+        try:
+            for to in emails:
+                message = EmailMessage(policy=SMTP)
+                message["From"] = smtp.sender
+                message["To"] = to
+                message["Subject"] = f"Desk phone {phone} locked out: wrong outage PINs"
+                message["Date"] = format_datetime(now)
+                message["Message-ID"] = make_msgid(domain="backline.invalid")
+                message["Auto-Submitted"] = "auto-generated"
+                message.set_content(
+                    f"{practice}: desk phone {phone} (user {user}) tried to switch the outage "
+                    "mode with the "
+                    f"wrong PIN: {detail}.\n\nIf that was not the user, someone is guessing the "
+                    "outage PIN: change backup.pin. Each try is in the audit log.\n")
+                await mailer.send(message)
+        except MailError as exc:
+            log.error("the desk-phone lockout alert was not emailed: %s", exc)
+        finally:
+            await mailer.close()
 
     def outage_pin(self) -> str:
         from telephony.asterisk.local_pbx import SecretMissing, read_secret

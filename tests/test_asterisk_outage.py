@@ -13,6 +13,7 @@ import sys
 import time
 import wave
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -244,6 +245,33 @@ async def test_admin_desk_phone_switches_with_the_pin_and_wrong_pins_are_recorde
     assert all(OUTAGE_PIN not in e.detail and "1111" not in e.detail for e in refusals)
     await dial_feature(pbx, tmp_path, "ana-desk", "*29", OUTAGE_PIN)
     await pbx.controller.wait_mode(Mode.NORMAL, within=2.0)
+
+
+async def test_wrong_pins_lock_the_desk_phone_out_even_for_the_right_pin_until_it_ends(
+        pbx: PracticePbx, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The controller's clock, moved by hand past the lockout: nothing here waits it out.
+    start = datetime.now(UTC)
+    pbx.controller.clock = lambda: start
+    for _ in range(3):
+        await dial_feature(pbx, tmp_path, "ana-desk", "*28", "1111")
+    await dial_feature(pbx, tmp_path, "ana-desk", "*28", OUTAGE_PIN)  # within the lockout
+    await pbx.controller.sync_once()
+    assert pbx.controller.mode() is Mode.NORMAL
+    entries = [e for e in reversed(pbx.controller.journal.audit_log())
+               if e.actor == "desk-phone:ana-desk"]
+    assert [(e.action, e.detail) for e in entries] == [
+        ("outage.outage.refused", "wrong PIN"), ("outage.outage.refused", "wrong PIN"),
+        ("outage.outage.refused", "wrong PIN"),
+        ("outage.pin.lockout", "3 wrong PINs in a row; locked out for 30 s"),
+        ("outage.outage.refused", "locked out")]
+    assert all(OUTAGE_PIN not in e.detail and "1111" not in e.detail for e in entries)
+    loud = [r for r in caplog.records if "LOCKED OUT" in r.getMessage()]
+    assert len(loud) == 1 and loud[0].levelname == "ERROR"
+    assert OUTAGE_PIN not in loud[0].getMessage() and "1111" not in loud[0].getMessage()
+    # After the lockout the right PIN switches as before.
+    pbx.controller.clock = lambda: start + timedelta(seconds=31)
+    await dial_feature(pbx, tmp_path, "ana-desk", "*28", OUTAGE_PIN)
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.0)
 
 
 class ControllerProcess:
