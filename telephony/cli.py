@@ -333,7 +333,8 @@ def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
         return run_controller(directory, start_pbx=start_pbx)
     except SecretMissing as exc:
         raise UsageError(str(exc)) from exc
-    except (LinkDown, LoginRefused, PbxNotReady, AsteriskError) as exc:
+    except (LinkDown, LoginRefused, PbxNotReady, AsteriskError, OSError) as exc:
+        # OSError: a port of ours taken (FastAGI, the pages), e.g. by a `run` already serving
         print(f"backline: {exc}", file=sys.stderr)
         return 1
 

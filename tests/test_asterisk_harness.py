@@ -24,6 +24,7 @@ from dialplan.modules import modules_conf, required_modules
 from telephony.asterisk.instance import (
     LOOPBACK,
     AsteriskCliError,
+    AsteriskError,
     AsteriskInstance,
     AsteriskPorts,
     AsteriskStartError,
@@ -349,6 +350,28 @@ def test_kill_leaves_no_process(make_instance: MakeInstance) -> None:
     inst.start()  # a killed instance starts again on the same tree
     assert inst.running
     inst.stop()
+
+
+def test_a_running_instance_is_found_adopted_and_never_started_twice(
+        make_instance: MakeInstance) -> None:
+    first = make_instance()
+    first.start()
+    pid = first.pid
+    assert pid is not None
+    # Another process's view of the same instance (a `backline up` started after a crash).
+    again = AsteriskInstance(first.name, first.ports, pbx_files(first.ports))
+    assert again.find_running() == pid
+    control = again.host_path(again.dir("run") / "asterisk.ctl")
+    again.host_path(again.dir("run") / "asterisk.pid").unlink()  # as an old `up` left it
+    assert again.find_running() == pid
+    with pytest.raises(AsteriskError, match=f"already running \\(pid {pid}"):
+        again.start()
+    assert control.exists() and "Asterisk 22." in again.cli("core show version")
+    again.adopt(pid)
+    assert again.running and again.pid == pid
+    assert again.stop() is None  # its exit status is its own parent's
+    assert again.find_running() is None and not again.running
+    first.kill()
 
 
 def test_start_failure_carries_the_log_tail(make_instance: MakeInstance) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from telephony import config, e164
-from telephony.model import Carry, OwnerKind
+from telephony.model import AsteriskPbx, Carry, OwnerKind
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"
@@ -260,3 +260,21 @@ def test_a_gateway_nothing_sends_through_needs_no_account_or_token(tmp_path: Pat
         'sms_gateway: {url: "https://api.twilio.com", signing_secret_env: S}')))
     result = check(path)
     assert result.returncode == 0, result.stderr
+
+
+def test_where_asterisk_keeps_its_files_is_asked_of_it_unless_given_as_absolute_paths(
+        tmp_path: Path) -> None:
+    path = tmp_path / "pbx.yaml"
+    head = ("practice: {name: P, timezone: UTC}\n"
+            "connections:\n"
+            "  storage: {url: 'sqlite:j.db'}\n"
+            "  pbx:\n"
+            "    ami: {secret_env: AMI}\n")
+    path.write_text(head)
+    pbx = config.load(path).directory.connections.pbx
+    assert isinstance(pbx, AsteriskPbx) and (pbx.cdr_file, pbx.spool_dir) == ("", "")  # asked
+    path.write_text(head + "    cdr_file: log/Master.csv\n    spool_dir: /srv/pbx/spool\n")
+    result = check(path)
+    assert result.returncode == 2
+    assert f"{path}:6: connections.pbx.cdr_file: the absolute path" in result.stderr
+    assert "spool_dir" not in result.stderr

@@ -407,19 +407,32 @@ class AsteriskInstance:
         """The PID of an Asterisk running this instance (started by another process, e.g. a
         `backline up` that was killed), or None.
 
-        It is the process named in the instance's PID file, if that process runs Asterisk
-        with this instance's asterisk.conf inside this root: a PID file left by a dead
-        Asterisk whose PID was reused by someone else's process does not count.
+        It is a process running Asterisk with this instance's asterisk.conf inside this root:
+        the one the instance's PID file names, else (the PID file was deleted) any such
+        process.  A PID file left by a dead Asterisk whose PID was reused does not count.
         """
         try:
-            pid = int(self.host_path(self.dir("run") / "asterisk.pid").read_text().strip())
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            same_root = os.path.samefile(f"/proc/{pid}/root", self.root)
+            named = [int(self.host_path(self.dir("run") / "asterisk.pid").read_text().strip())]
         except (OSError, ValueError):
-            return None
-        if same_root and os.fsencode(str(self.config_path)) in argv:
-            return pid
+            named = []
+        try:
+            others = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+        except OSError:
+            others = []
+        for pid in named + others:
+            if self._runs_here(pid):
+                return pid
         return None
+
+    def _runs_here(self, pid: int) -> bool:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if not argv or not os.path.basename(argv[0]).startswith(b"asterisk"):
+                return False
+            return os.fsencode(str(self.config_path)) in argv \
+                and os.path.samefile(f"/proc/{pid}/root", self.root)
+        except OSError:
+            return False
 
     def adopt(self, pid: int) -> None:
         """Take over an Asterisk of this instance that another process started (find_running):
@@ -437,6 +450,10 @@ class AsteriskInstance:
         """
         if self._proc is not None or self._adopted is not None:
             raise AsteriskError(self.name, f"already started (pid {self.pid})")
+        running = self.find_running()
+        if running is not None:  # its control socket must not be deleted below
+            raise AsteriskError(self.name, f"already running (pid {running}, started by "
+                                "another process): adopt() it or stop it first")
         self.write_config()
         log_dir = self.host_path(self.dir("log"))
         # Earlier runs' lines (their "Asterisk Ready." too) are not this run's.
