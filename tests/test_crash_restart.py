@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -273,3 +274,19 @@ async def test_a_fax_whose_storage_failed_mid_call_is_converted_by_the_next_cont
         assert fax.outcome is Outcome.RECEIVED and "2 pages" in fax.detail, fax
         assert Path(fax.file).parent == store and exists(fax.file)
         assert not exists(spooled)
+
+
+async def test_run_says_loudly_at_start_when_the_call_record_cannot_be_found(
+        tmp_path: Path) -> None:
+    async with practice_pbx(tmp_path, "cr-nocdr", controller_in_process=False) as pbx:
+        # cdr_csv does not make its directory: without it Asterisk records no call at all.
+        cdr_dir = pbx.instance.host_path(pbx.instance.dir("log") / "cdr-csv")
+        await asyncio.to_thread(shutil.rmtree, cdr_dir)
+        run = Backline("run", str(pbx.config_path))
+        try:
+            run.wait_for("ready", 60)
+            line = run.wait_for("call record", 15)
+        finally:
+            run.signal(signal.SIGTERM)
+        assert " ERROR " in line and f"{cdr_dir}/Master.csv cannot be found" in line, line
+        assert "cannot be imported" in line
