@@ -4,6 +4,7 @@ directory to verified PDF to journal) on real files and a real SQLite journal.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -352,3 +353,60 @@ def test_a_fax_is_not_journaled_as_nothing_received_from_a_spool_that_is_not_the
     assert asyncio.run(desk.intake.import_row(row, Mode.OUTAGE)) is True
     a = desk.journal.attempt(f"fax:{UID}")
     assert a is not None and a.outcome is Outcome.RECEIVED
+
+
+class LogEvents(logging.Handler):
+    """Wakes a waiting test when the fax intake logs a line containing ``needle``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.lines: list[str] = []
+        self.changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        self.loop.call_soon_threadsafe(self.changed.set)
+
+    async def wait_for(self, needle: str, within: float) -> None:
+        async with asyncio.timeout(within):
+            while not any(needle in line for line in self.lines):
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_a_running_controller_takes_in_a_fax_left_in_the_spool_once_storage_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from telephony import controller as controller_mod
+
+    path = tmp_path / "practice.yaml"
+    path.write_text("practice: {name: P, timezone: America/Chicago}\n"
+                    f"numbers:\n  - {{number: '{FAX}', carries: [fax]}}\n"
+                    "connections:\n"
+                    f"  storage: {{url: 'sqlite://{tmp_path}/journal.db'}}\n"
+                    "  pbx:\n"
+                    "    ami: {secret_env: BACKLINE_TEST_AMI_SECRET}\n"
+                    f"    fax_dir: {tmp_path}/fax\n"
+                    f"    spool_dir: {tmp_path}/spool\n")
+    d = config.load(path).directory
+    journal = open_journal(d.connections.storage.url)
+    controller = controller_mod.Controller(d, journal)
+    faxes = controller.faxes
+    faxes.spool.mkdir()
+    faxes.store.write_text("the fax disk is not mounted\n")
+    (faxes.spool / spool_name(UID)).write_bytes(fax_tiff((letter(STANDARD, 1),)))
+    assert await faxes.fax_ended(FaxEnd(UID, "+17205550141", FAX, FaxStatus.SUCCESS, 1))
+    monkeypatch.setattr(controller_mod, "FAX_RETRY_SECONDS", 0.05)  # the clock, not a peer
+    events = LogEvents(asyncio.get_running_loop())
+    logging.getLogger("backline.fax").addHandler(events)
+    try:
+        await controller.start()
+        await events.wait_for("could not be moved", 5)  # a round while storage still fails
+        faxes.store.unlink()  # storage is back
+        await events.wait_for("is now taken in", 5)
+    finally:
+        logging.getLogger("backline.fax").removeHandler(events)
+        await controller.close()
+    a = journal.attempt(f"fax:{UID}")
+    journal.close()
+    assert a is not None and a.outcome is Outcome.RECEIVED and a.file.endswith(".pdf"), a
