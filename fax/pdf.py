@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from fax.ccitt import ccitt_image
+from fax.errors import UnreadableTiff
 from fax.geometry import PageGeometry, page_geometry
 from fax.header import FaxHeader, header_text
 from fax.pdfwrite import FONT_NAME, IMAGE_NAME, PdfPage, pdf_number, pdf_string, write_pdf
@@ -27,6 +28,16 @@ _FONT = "Helvetica"  # must match the font object in fax.pdfwrite
 _FONT_SIZES = (7.0, 6.5, 6.0, 5.5, 5.0)
 _MARGIN_PT = 6.0
 _GAP_PT = 12.0
+# The PDF is built, written and read back in memory, so its size is bounded. Pages embedded as
+# they are cannot outgrow the TIFF (pages may not share data, `fax.tiff`), but a transcoded
+# page can: a checkerboard page is tiny in PackBits and 160 times that in Group 4. So the PDF
+# may be 4 times the TIFF (transcoded fax pages shrink; 0.65 in bench/fax_pdf.py), or 16 MiB
+# for a small TIFF, and never over 64 MiB, the largest TIFF the intake reads; 200 pages of a
+# dense fax are well under that.
+MAX_PDF_BYTES = 64 * 2**20
+_PDF_BYTES_FLOOR = 16 * 2**20
+_PDF_PER_TIFF_BYTE = 4
+_PAGE_OVERHEAD_BYTES = 600  # a page's objects around its two streams, generously
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,8 @@ def tiff_to_pdf(tiff: bytes, header: FaxHeader) -> FaxPdf:
     """Convert a fax TIFF (Group 3 1D/2D, Group 4, uncompressed) into a PDF with a header.
 
     Raises fax.errors.UnreadableTiff, with the reason, for any file that cannot be converted:
-    every page's structure and size is checked before any page is decoded.
+    every page's structure and size is checked before any page is decoded, every CCITT page is
+    then decoded in full (`fax.ccitt`), and the PDF may not outgrow its bound (see above).
     """
     pages = read_pages(tiff)
     sized = [page_geometry(page) for page in pages]
@@ -56,9 +68,16 @@ def tiff_to_pdf(tiff: bytes, header: FaxHeader) -> FaxPdf:
     text = header_text(header)
     widest_label = _label(len(pages), len(pages))
     pdf_pages = []
+    size, limit = 0, min(MAX_PDF_BYTES, max(_PDF_BYTES_FLOOR, _PDF_PER_TIFF_BYTE * len(tiff)))
     for page, geometry in zip(pages, geometries, strict=True):
         image = ccitt_image(tiff, page)
         content = _content(geometry, text, _label(page.number, len(pages)), widest_label)
+        size += len(image.data) + len(content) + _PAGE_OVERHEAD_BYTES
+        if size > limit:
+            raise UnreadableTiff(
+                f"the PDF would be over {limit / 2**20:.0f} MiB by page {page.number} "
+                f"(a {len(tiff) / 2**20:.1f} MiB TIFF)"
+            )
         pdf_pages.append(PdfPage(geometry.width_pt, geometry.height_pt, content, image))
     title = f"Fax received {header.received_at.isoformat(sep=' ', timespec='minutes')}"
     return FaxPdf(

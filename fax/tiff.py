@@ -10,6 +10,7 @@ Only the tags a bi-level fax page needs are read; everything else in the file is
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -20,12 +21,16 @@ from fax.errors import UnreadableTiff
 # Bounds, checked before any decoding. A fax line is at most 4864 pixels (A3 at 16 dots/mm), so
 # the width bound costs nothing real; 16384 lines is 167 in at standard or 42 in at superfine.
 # The pixel bound (1728 x 16384 fits, and so does A3 at 16 dots/mm and 391 lpi for 17 in) keeps
-# a page Pillow decodes, at one byte a pixel, under 32 MB. 500 pages is far beyond any fax a
+# a page Pillow decodes, at one byte a pixel, under 32 MB. 200 pages is far beyond any fax a
 # practice gets; a longer file is refused (and kept) rather than tying up a worker for minutes.
+# Every page is decoded as the check that it can be (`fax.decodecheck`), so the pixels of all
+# pages together are bounded too: 200 pages of 1728 x 4000 (200 superfine Letter pages are
+# 1728 x 4300 each, but such a fax takes over three hours to send).
 MAX_WIDTH = 4864
 MAX_LINES = 16384
 MAX_PAGE_PIXELS = 32 * 2**20
-MAX_PAGES = 500
+MAX_PAGES = 200
+MAX_TOTAL_PIXELS = MAX_PAGES * 1728 * 4000
 # A page's strips: no more than one per line, which real writers never exceed.
 MAX_STRIPS = MAX_LINES
 
@@ -119,11 +124,13 @@ def read_pages(tiff: bytes) -> tuple[TiffPage, ...]:
     """Return the pages of a fax TIFF, in file order.
 
     Raises UnreadableTiff with the reason when the file is not a TIFF, is truncated, loops,
-    exceeds a bound, or holds a page that is not a bi-level strip image we can convert.
+    exceeds a bound, shares image data between pages, or holds a page that is not a bi-level
+    strip image we can convert.
     """
     reader = _Reader(tiff)
     pages: list[TiffPage] = []
     seen: set[int] = set()
+    pixels = 0
     offset = reader.first_ifd()
     while offset != 0:
         if offset in seen:
@@ -137,9 +144,29 @@ def read_pages(tiff: bytes) -> tuple[TiffPage, ...]:
         if subfile & _REDUCED_RESOLUTION:
             continue  # a preview of another page; its content is already in that page
         pages.append(_page(tags, len(pages) + 1, len(tiff)))
+        pixels += pages[-1].width * pages[-1].height
+        if pixels > MAX_TOTAL_PIXELS:
+            raise UnreadableTiff(f"pages 1 to {len(pages)} hold over {MAX_TOTAL_PIXELS} pixels")
     if not pages:
         raise UnreadableTiff("no pages")
+    _refuse_shared_data(pages)
     return tuple(pages)
+
+
+def _refuse_shared_data(pages: list[TiffPage]) -> None:
+    """Refuse strips that overlap: no fax writer shares image data between pages (or strips),
+    and a file that does makes a PDF many times its own size (one strip under 500 pages)."""
+    strips = sorted(
+        (offset, length, page.number) for page in pages for offset, length in page.strips
+    )
+    for (offset, length, number), (next_offset, _, next_number) in itertools.pairwise(strips):
+        if offset + length > next_offset:
+            raise UnreadableTiff(
+                f"pages {number} and {next_number} share image data (at offset {next_offset})"
+                if number != next_number
+                else f"strips overlap (at offset {next_offset})",
+                None if number != next_number else number,
+            )
 
 
 class _Reader:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -186,3 +187,70 @@ def _page_spec(
         tags[Tag.Y_RESOLUTION] = page.y_dpi * per_unit
         tags[Tag.RESOLUTION_UNIT] = 2 if resolution_unit == "inch" else 3
     return PageSpec(tags, tuple(strips))
+
+
+# -- bombs: files a fax machine never sends, built to exhaust memory or to look converted ------
+
+
+def coded_strip(image: Image.Image, compression: str) -> bytes:
+    """`image` coded by libtiff (through Pillow) as one strip, MSB first."""
+    out = io.BytesIO()
+    image.save(out, "TIFF", compression=compression, tiffinfo={Tag.ROWS_PER_STRIP: image.height})
+    (written,) = read_pages(out.getvalue())
+    (strip,) = written.strip_data(out.getvalue())
+    return strip
+
+
+@lru_cache(maxsize=2)
+def noise_strip(lines: int = 4000, seed: int = 0) -> bytes:
+    """A valid Group 4 strip of random pixels, 1728 wide: about 1.8 MB for 4000 lines."""
+    pixels = random.Random(seed).randbytes(1728 * lines // 8)
+    return coded_strip(Image.frombytes("1", (1728, lines), pixels), "group4")
+
+
+def shared_strip_tiff(strip: bytes, pages: int, lines: int, compression: int = 4) -> bytes:
+    """`pages` page directories that all point at the one `strip`: 1728 x `lines` each."""
+    head = b"II\x2a\x00" + struct.pack("<I", 8 + len(strip) + len(strip) % 2)
+    out = bytearray(head + strip + b"\0" * (len(strip) % 2))
+    tags = [
+        (Tag.IMAGE_WIDTH, 1728), (Tag.IMAGE_LENGTH, lines), (Tag.COMPRESSION, compression),
+        (Tag.STRIP_OFFSETS, 8), (Tag.ROWS_PER_STRIP, lines), (Tag.STRIP_BYTE_COUNTS, len(strip)),
+    ]  # fmt: skip
+    for number in range(pages):
+        out += struct.pack("<H", len(tags))
+        for tag, value in tags:
+            out += struct.pack("<HHII", tag, 4, 1, value)
+        following = len(out) + 4 if number + 1 < pages else 0
+        out += struct.pack("<I", following)
+    return bytes(out)
+
+
+def tall_blank_pages(pages: int, lines: int = 16384) -> bytes:
+    """`pages` blank Group 4 pages of 1728 x `lines`, each with its own (small) strip."""
+    strip = coded_strip(Image.new("1", (1728, lines), 0), "group4")
+    tags: dict[int, int | float] = {
+        Tag.IMAGE_WIDTH: 1728,
+        Tag.IMAGE_LENGTH: lines,
+        Tag.COMPRESSION: 4,
+    }
+    return build_tiff([PageSpec(tags, [strip])] * pages)
+
+
+def checkerboard_pages(pages: int, lines: int = 16384) -> bytes:
+    """PackBits pages of alternating pixels: 64 KB each, over 10 MB each once in Group 4."""
+    rows = (b"\x55" * 216 + b"\xaa" * 216) * (lines // 2)
+    strip = coded_strip(Image.frombytes("1", (1728, lines), rows), "packbits")
+    tags: dict[int, int | float] = {
+        Tag.IMAGE_WIDTH: 1728,
+        Tag.IMAGE_LENGTH: lines,
+        Tag.COMPRESSION: 32773,
+    }
+    return build_tiff([PageSpec(tags, [strip])] * pages)
+
+
+def random_data_as_group4(seed: int = 0) -> bytes:
+    """A well-formed fine Letter fax whose Group 4 strip is replaced by random bytes."""
+    tiff = bytearray(fax_tiff((letter(FINE),)))
+    offset, length = read_pages(bytes(tiff))[0].strips[0]
+    tiff[offset : offset + length] = random.Random(seed).randbytes(length)
+    return bytes(tiff)

@@ -7,7 +7,9 @@ inverted, black, flipped or squashed fails against the pixels the TIFF was made 
 
 from __future__ import annotations
 
+import functools
 import io
+import re
 import shutil
 import struct
 import subprocess
@@ -18,6 +20,8 @@ from pathlib import Path
 
 import pypdfium2 as pdfium  # type: ignore[import-untyped]
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageOps, ImageStat
 from pypdf import PdfReader
 from pypdf.generic import ArrayObject, ContentStream, DictionaryObject, IndirectObject
@@ -27,7 +31,7 @@ from fax.geometry import PageGeometry
 from fax.header import FaxHeader, clean_text
 from fax.pdf import HEADER_BAND_PT, FaxPdf, tiff_to_pdf
 from fax.pdfwrite import pdf_string
-from fax.tiff import MAX_PAGES, Photometric, Tag, read_pages
+from fax.tiff import MAX_PAGES, MAX_TOTAL_PIXELS, Photometric, Tag, TiffPage, read_pages
 from fax.tiffbuild import PageSpec, build_tiff
 from fax.verify import verify_pdf
 from tests.fax_samples import (
@@ -38,10 +42,15 @@ from tests.fax_samples import (
     SUPERFINE,
     Coding,
     SamplePage,
+    checkerboard_pages,
     fax_tiff,
     letter,
+    noise_strip,
     page_image,
+    random_data_as_group4,
+    shared_strip_tiff,
     sized,
+    tall_blank_pages,
 )
 
 HEADER = FaxHeader(
@@ -538,3 +547,134 @@ def test_verify_refuses_a_pdf_that_does_not_match(
     with pytest.raises(PdfMismatch) as caught:
         verify_pdf(pdf, pages)
     assert reason in caught.value.reason
+
+
+# -- bombs (issue 18, item 7): refused with a reason before memory or time runs out -----------
+
+
+def test_a_strip_shared_by_more_pages_than_a_fax_has_is_refused() -> None:
+    # The attack as found: 500 directories over one 1.8 MB Group 4 strip (a 900 MB PDF before).
+    tiff = shared_strip_tiff(noise_strip(), 500, 4000)
+    with pytest.raises(UnreadableTiff, match=f"more than {MAX_PAGES} page directories"):
+        tiff_to_pdf(tiff, HEADER)
+
+
+def test_a_strip_shared_by_a_few_pages_is_refused() -> None:
+    tiff = shared_strip_tiff(noise_strip(), 3, 4000)
+    with pytest.raises(UnreadableTiff, match="pages 1 and 2 share image data"):
+        tiff_to_pdf(tiff, HEADER)
+
+
+def test_more_pixels_than_a_fax_has_are_refused_before_decoding() -> None:
+    pages = MAX_TOTAL_PIXELS // (1728 * 16384) + 1
+    tiff = tall_blank_pages(pages)
+    assert len(tiff) < 2**20 and pages <= MAX_PAGES  # each page small, each its own data
+    with pytest.raises(UnreadableTiff, match=f"pages 1 to {pages} hold over"):
+        tiff_to_pdf(tiff, HEADER)
+    assert len(read_pages(tall_blank_pages(pages - 1))) == pages - 1  # one page less is a fax
+
+
+def test_pages_that_grow_when_transcoded_stop_at_the_pdf_bound() -> None:
+    tiff = checkerboard_pages(3)  # 192 KB of PackBits, 30 MB of Group 4
+    with pytest.raises(UnreadableTiff, match="the PDF would be over 16 MiB by page 2"):
+        tiff_to_pdf(tiff, HEADER)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_data_declared_group4_is_not_converted(seed: int) -> None:
+    with pytest.raises(UnreadableTiff, match="cannot be decoded") as caught:
+        tiff_to_pdf(random_data_as_group4(seed), HEADER)
+    assert caught.value.page == 1
+
+
+def test_a_group4_page_that_ends_early_is_not_converted() -> None:
+    # Valid codes, then the end-of-block mark after a third of the rows: the rest of the page
+    # would be blank in the PDF.
+    whole = fax_tiff((letter(FINE),))
+    short = fax_tiff((sized(11.0 / 3, FINE),))
+    (page,) = read_pages(whole)
+    (short_page,) = read_pages(short)
+    (data,) = short_page.strip_data(short)
+    spec = PageSpec(
+        {Tag.IMAGE_WIDTH: 1728, Tag.IMAGE_LENGTH: page.height, Tag.COMPRESSION: 4}, [data]
+    )
+    with pytest.raises(UnreadableTiff, match="cannot be decoded") as caught:
+        tiff_to_pdf(build_tiff([spec]), HEADER)
+    damaged = re.search(r"(\d+) of (\d+) rows damaged", caught.value.reason)
+    assert damaged is not None and int(damaged[2]) == page.height
+    assert int(damaged[1]) >= page.height - short_page.height  # every row the data lacks
+
+
+# -- fuzz: the reader ends every mutated file in pages or its own error -----------------------
+
+
+def _seed_files() -> list[bytes]:
+    tiny = sized(0.5, STANDARD)
+    return [
+        fax_tiff((tiny, sized(0.5, FINE, 1))),
+        fax_tiff((tiny,), coding="group3_2d", fill_order=2, big_endian=True),
+        fax_tiff((tiny,), coding="modified_huffman", rows_per_strip=10, resolution_unit="cm"),
+    ]
+
+
+SEEDS = _seed_files()
+
+
+@functools.cache
+def _structure(tiff: bytes) -> list[int]:
+    """The offsets of a file's header and directories: everything but its image data."""
+    image_data = {at for page in read_pages(tiff) for o, n in page.strips for at in range(o, o + n)}
+    return [at for at in range(len(tiff)) if at not in image_data]
+
+
+@st.composite
+def mutated_tiffs(draw: st.DrawFn) -> bytes:
+    """A valid fax TIFF with bytes overwritten (mostly in its directories), cut or spliced."""
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    structure = _structure(bytes(data))
+    position = st.one_of(st.integers(0, len(data) - 1), st.sampled_from(structure))
+    value = st.one_of(st.integers(0, 255), st.sampled_from([0, 1, 2, 4, 0x7F, 0x80, 0xFF]))
+    for at, byte in draw(st.lists(st.tuples(position, value), max_size=12)):
+        data[at] = byte
+    match draw(st.sampled_from(["none", "cut", "splice"])):
+        case "cut":
+            del data[draw(st.integers(0, len(data))) :]
+        case "splice":
+            start = draw(st.integers(0, len(data) - 1))
+            piece = data[start : start + draw(st.integers(1, 64))]
+            where = draw(st.integers(0, len(data)))
+            data[where:where] = piece
+        case _:
+            pass
+    return bytes(data)
+
+
+def _pages_or_own_error(tiff: bytes) -> tuple[TiffPage, ...] | UnreadableTiff:
+    try:
+        return read_pages(tiff)
+    except UnreadableTiff as exc:  # anything else escapes and fails the test
+        return exc
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(mutated_tiffs())
+def test_fuzzed_tiff_ends_in_pages_or_the_readers_error(tiff: bytes) -> None:
+    result = _pages_or_own_error(tiff)
+    if isinstance(result, tuple):
+        for page in result:  # what it hands out is what it promised: inside the file
+            assert all(
+                offset >= 0 and offset + length <= len(tiff) for offset, length in page.strips
+            )
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(mutated_tiffs())
+def test_fuzzed_tiff_converts_or_is_refused_with_a_reason(tiff: bytes) -> None:
+    try:
+        result = tiff_to_pdf(tiff, HEADER)
+    except UnreadableTiff as exc:
+        assert exc.reason
+    else:
+        verify_pdf(result.pdf, result.pages)

@@ -14,7 +14,9 @@ the same fax (the CDR import after a restart) finishes the job:
 1. the TIFF is copied into the store (fsynced, renamed into place), then removed from the spool;
 2. it is converted; the PDF is written (fsynced, renamed), read back and verified;
 3. the attempt is journaled (the alert goes out from there);
-4. only then is the TIFF removed.  A TIFF that cannot be read stays, and is journaled as such.
+4. only then is the TIFF removed.  A TIFF that cannot be read stays, and is journaled as such:
+   "read" means every page decoded in full (``fax.ccitt``), within fax/'s bounds on pages,
+   pixels and PDF bytes, never just a PDF that parses.
 """
 
 from __future__ import annotations
@@ -270,9 +272,14 @@ def convert(tiff: Path, pdf: Path, header: FaxHeader) -> Stored:
         return Unreadable(str(tiff), exc.reason)
     except OSError as exc:
         return Unreadable(str(tiff), f"the TIFF could not be read ({exc.strerror or exc})")
+    except MemoryError:  # the bounds in fax/ should make this impossible; if not, keep the TIFF
+        return Unreadable(str(tiff), "the TIFF is too large to convert in memory")
     try:
         write_durably(pdf, made.pdf)
         verify_pdf(pdf.read_bytes(), made.pages)
+    except MemoryError:
+        pdf.unlink(missing_ok=True)
+        return Unreadable(str(tiff), "the PDF is too large to verify in memory")
     except PdfMismatch as exc:
         pdf.unlink(missing_ok=True)
         return Unreadable(str(tiff), f"the PDF did not verify ({exc.reason})")
