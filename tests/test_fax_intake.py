@@ -4,8 +4,13 @@ directory to verified PDF to journal) on real files and a real SQLite journal.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,7 +53,17 @@ from telephony.routing import (
     RejectFax,
     route_inbound,
 )
-from tests.fax_samples import FINE, STANDARD, fax_tiff, letter
+from tests.fax_samples import (
+    FINE,
+    STANDARD,
+    checkerboard_pages,
+    fax_tiff,
+    letter,
+    noise_strip,
+    random_data_as_group4,
+    shared_strip_tiff,
+    tall_blank_pages,
+)
 from tests.practice import directory, number, user
 
 FAX, BOTH, VOICE = "+13125550109", "+13125550108", "+13125550100"
@@ -410,3 +425,74 @@ async def test_a_running_controller_takes_in_a_fax_left_in_the_spool_once_storag
     a = journal.attempt(f"fax:{UID}")
     journal.close()
     assert a is not None and a.outcome is Outcome.RECEIVED and a.file.endswith(".pdf"), a
+
+
+# -- TIFF bombs (issue 18, item 7): refused, the TIFF kept, memory bounded ---------------------
+
+BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
+    # 500 directories over one 1.8 MB Group 4 strip: a 900 MB PDF before the bounds.
+    "shared-strip-500": (lambda: shared_strip_tiff(noise_strip(), 500, 4000), "more than 200"),
+    "shared-strip-3": (lambda: shared_strip_tiff(noise_strip(), 3, 4000), "share image data"),
+    "pixels": (lambda: tall_blank_pages(50), "pixels"),
+    "grows-when-transcoded": (lambda: checkerboard_pages(3), "the PDF would be over"),
+    "random-data-as-group4": (random_data_as_group4, "cannot be decoded"),
+}
+# The converting process may use this much address space; RSS is checked far below it.
+_ADDRESS_SPACE = 2 * 2**30
+_CONVERT_IN_A_CHILD = """
+import json, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from fax.header import FaxHeader
+from telephony.asterisk.fax import convert
+stored = convert(Path(sys.argv[1]), Path(sys.argv[2]),
+                 FaxHeader(datetime(2025, 3, 4, tzinfo=UTC), "x", "+13125550109", ""))
+# The peak since exec: getrusage's ru_maxrss would include the forking parent's.
+peak = next(line for line in Path("/proc/self/status").read_text().splitlines()
+            if line.startswith("VmHWM:"))
+print(json.dumps({"kind": type(stored).__name__, "reason": getattr(stored, "reason", ""),
+                  "max_rss_kib": int(peak.split()[1])}))
+"""
+
+
+def _convert_in_a_child(tiff: bytes, tmp: Path) -> dict[str, object]:
+    """`convert()` in a process of its own, with its address space capped: how it ended and
+    the most memory it held."""
+    source = tmp / "fax.tif"
+    source.write_bytes(tiff)
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (_ADDRESS_SPACE, _ADDRESS_SPACE))
+
+    done = subprocess.run(
+        [sys.executable, "-c", _CONVERT_IN_A_CHILD, str(source), str(tmp / "fax.pdf")],
+        capture_output=True, text=True, timeout=300, preexec_fn=cap, check=False,
+        cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+@pytest.mark.parametrize("bomb", list(BOMBS))
+def test_a_tiff_bomb_is_kept_and_journaled_unreadable(tmp_path: Path, bomb: str) -> None:
+    make, reason = BOMBS[bomb]
+    tiff = make()
+    desk = Desk(tmp_path)
+    desk.spooled(tiff)
+    assert asyncio.run(desk.intake.fax_ended(FaxEnd(UID, "x", FAX, FaxStatus.SUCCESS, 1)))
+    a = desk.journal.attempt(f"fax:{UID}")
+    assert a is not None and a.outcome is Outcome.UNREADABLE and reason in a.detail
+    assert Path(a.file).read_bytes() == tiff  # the TIFF is kept as received: nothing lost
+    assert list(desk.store.glob("*.pdf")) == [] and list(desk.store.glob("*.part")) == []
+
+
+def test_tiff_bombs_are_refused_within_the_memory_of_a_real_fax(tmp_path: Path) -> None:
+    real = _convert_in_a_child(fax_tiff(tuple(letter(FINE, seed) for seed in range(20))),
+                               tmp_path)
+    assert real["kind"] == "Converted"
+    for bomb, (make, reason) in BOMBS.items():
+        ended = _convert_in_a_child(make(), tmp_path)
+        assert ended["kind"] == "Unreadable" and reason in str(ended["reason"]), bomb
+        # A 20-page fax and the worst bomb differ by one transcoded page at most (30 MB).
+        extra_mib = (int(str(ended["max_rss_kib"])) - int(str(real["max_rss_kib"]))) / 1024
+        assert extra_mib < 96, (bomb, extra_mib)
