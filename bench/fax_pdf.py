@@ -5,9 +5,10 @@ Run: .venv/bin/python bench/fax_pdf.py [--pages 50] [--runs 5]
 Input is a fine-resolution Letter fax drawn by tests/fax_samples.py, stored the ways a fax
 server stores it: Group 4 (T.6, the usual case with ECM), Group 3 2D marked clean as spandsp
 writes it (both embedded as they are), and Group 3 2D not marked clean (decoded and coded again
-as Group 4). Each tool converts the same bytes; the best of `runs` wall-clock times counts, so a
-busy machine hurts less. tiff2pdf runs as a process, so its time includes starting one (about
-1 ms here), which is how it would be used.
+as Group 4). Backline also decodes every page once, as the check that it can be (the TIFF is
+deleted only after it); tiff2pdf and img2pdf do not. Each tool converts the same bytes; the
+best of `runs` wall-clock times counts, so a busy machine hurts less. tiff2pdf runs as a
+process, so its time includes starting one (about 1 ms here), which is how it would be used.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Get each page as one CCITT-coded stream, ready to embed in a PDF as /CCITTFaxDecode.
 
-Most pages go in as they are, never decoded: fast, and the PDF is the TIFF's size.
+Most pages go in as they are, not coded again: fast, and the PDF is the TIFF's size. Every
+CCITT page is still decoded once, in full, as the check that it can be (`fax.decodecheck`).
 - Group 4 (T.6) in one strip: always.
 - Group 3 (T.4, 1D or 2D) in one strip, when the writer marked it clean (CleanFaxData): spandsp,
   which Asterisk and FreeSWITCH use, decodes what it receives and writes it again with libtiff,

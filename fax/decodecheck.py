@@ -119,7 +119,9 @@ def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int) 
         raise MemoryError("libtiff could not allocate its open options")
     fd = os.memfd_create("fax-page", os.MFD_CLOEXEC)
     try:
-        os.write(fd, single_page_tiff)
+        view = memoryview(single_page_tiff)
+        while view:
+            view = view[os.write(fd, view) :]
         os.lseek(fd, 0, os.SEEK_SET)
         lib.lib.TIFFOpenOptionsSetErrorHandlerExtR(options, callback, None)
         lib.lib.TIFFOpenOptionsSetWarningHandlerExtR(options, callback, None)
