@@ -104,7 +104,7 @@ def load(path: str | Path) -> Loaded:
     top, source_errors = load_with_includes(path)
     reader = _Reader()
     for err in source_errors:
-        reader.problem(err.where, "file", err.message)
+        reader.problem(err.where, err.field, err.message)
     directory = None
     if top is not None:
         directory = reader.directory(top, str(path))
