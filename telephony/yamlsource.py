@@ -160,8 +160,8 @@ def _scalar(file: str, node: yaml.Node, loader: _BoundedLoader, field: str) -> o
         return loader.construct_object(node, deep=True)
     except _Unreadable as exc:
         raise _Refused(_where(file, node), field or "file", str(exc)) from None
-    except (ValueError, KeyError):
-        # An explicit tag the text does not fit (!!int abc, !!bool maybe).
+    except (ValueError, LookupError):
+        # An explicit tag the text does not fit (!!int abc, !!bool maybe, an empty !!int).
         raise _Refused(_where(file, node), field or "file",
                        f"a value that fits its tag {node.tag}") from None
 
