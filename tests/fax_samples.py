@@ -250,7 +250,12 @@ def checkerboard_pages(pages: int, lines: int = 16384) -> bytes:
 
 def random_data_as_group4(seed: int = 0) -> bytes:
     """A well-formed fine Letter fax whose Group 4 strip is replaced by random bytes."""
-    tiff = bytearray(fax_tiff((letter(FINE),)))
+    return random_data_as("group4", seed=seed)
+
+
+def random_data_as(coding: Coding, *, clean: bool = True, seed: int = 0) -> bytes:
+    """A well-formed fine Letter fax coded as `coding`, its one strip replaced by random bytes."""
+    tiff = bytearray(fax_tiff((letter(FINE),), coding=coding, clean=clean))
     offset, length = read_pages(bytes(tiff))[0].strips[0]
     tiff[offset : offset + length] = random.Random(seed).randbytes(length)
     return bytes(tiff)

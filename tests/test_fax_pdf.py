@@ -47,6 +47,7 @@ from tests.fax_samples import (
     letter,
     noise_strip,
     page_image,
+    random_data_as,
     random_data_as_group4,
     shared_strip_tiff,
     sized,
@@ -585,6 +586,16 @@ def test_random_data_declared_group4_is_not_converted(seed: int) -> None:
     with pytest.raises(UnreadableTiff, match="cannot be decoded") as caught:
         tiff_to_pdf(random_data_as_group4(seed), HEADER)
     assert caught.value.page == 1
+
+
+@pytest.mark.parametrize(
+    ("coding", "clean"),
+    [("group3_2d", True), ("group3_2d", False), ("group3", False), ("modified_huffman", True)],
+)
+def test_random_data_declared_group3_is_not_converted(coding: Coding, clean: bool) -> None:
+    # Transcoded pages may keep some damaged rows (a noisy line), not a majority of them.
+    with pytest.raises(UnreadableTiff, match="rows damaged"):
+        tiff_to_pdf(random_data_as(coding, clean=clean), HEADER)
 
 
 def test_a_group4_page_that_ends_early_is_not_converted() -> None:
