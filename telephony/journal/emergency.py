@@ -145,14 +145,6 @@ class EmergencyJournal:
                 (_base.to_text(next_try_at), error[:500], notice_id,
                  NoticeState.PENDING.value))
 
-    def release_notices(self, notice_ids: Sequence[int]) -> None:
-        """Give back leases on notices claimed but not tried (shutting down)."""
-        with self._lock, self._transaction() as cur:
-            for notice_id in notice_ids:
-                cur.execute(self._q(
-                    "UPDATE emergency_notices SET claimed_until = '' WHERE id = ? "
-                    "AND state = ?"), (notice_id, NoticeState.PENDING.value))
-
     def emergency_calls(self, limit: int = 20) -> list[EmergencyCallRecord]:
         """The most recent 911 calls, newest first."""
         with self._lock, self._transaction() as cur:
