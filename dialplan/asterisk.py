@@ -26,6 +26,10 @@ VOICEMAIL_CONTEXT = "backline"
 # a chroot instance, inside the root), so the PBX receives with or without the controller,
 # which knows the same name from the call's uniqueid (telephony.fax_intake.spool_name).
 FAX_SPOOL_FILE = "${ASTSPOOLDIR}/fax-${UNIQUEID}.tif"
+# What of a caller ID reaches the controller (FILTER's ranges; commas cannot be in it) and
+# how much: an E.164 number is 16 characters, "anonymous" and the like fit too.
+CALLER_CHARS = "+*#0-9A-Za-z"
+MAX_CALLER = 64
 
 
 def carrier_endpoint(pbx: AsteriskPbx) -> str:
@@ -253,14 +257,23 @@ BACKLINE_ANNOUNCEMENT={announcement}
 ; Calls from the carrier. The controller decides; if it cannot be reached (AGISTATUS is not
 ; SUCCESS, or no decision came back) the PBX answers on its own: the announcement, or fax
 ; reception for a fax number.
+; What the controller routes on comes as AGI arguments, filtered here: Asterisk writes the
+; caller ID unescaped into the AGI header block, so a line break in it (a %0A in the From
+; URI) could add header lines.  The caller ID on the channel is replaced by its filtered
+; form too (cut to 64 characters), and a dialled string with anything but + and digits is
+; no number of ours.
 [{CARRIER_CONTEXT}]
 exten => _[+0-9].,1,Set(BACKLINE_DECISION=)
  same => n,Set(BACKLINE_DIALED=${{FILTER(+0-9,${{EXTEN}})}})
+ same => n,GotoIf($[${{LEN(${{EXTEN}})}} != ${{LEN(${{BACKLINE_DIALED}})}}]?backline-unknown,s,1)
+ same => n,Set(BACKLINE_CALLER=${{FILTER({CALLER_CHARS},${{CALLERID(num)}})}})
+ same => n,Set(BACKLINE_CALLER=${{BACKLINE_CALLER:0:{MAX_CALLER}}})
+ same => n,Set(CALLERID(num)=${{BACKLINE_CALLER}})
  same => n,Set(CDR(userfield)=${{BACKLINE_DIALED}})
  same => n,Set(BACKLINE_FAILSAFE=announce)
  same => n,Set(BACKLINE_IS_FAX=${{DIALPLAN_EXISTS(backline-fax-numbers,${{BACKLINE_DIALED}},1)}})
  same => n,ExecIf(${{BACKLINE_IS_FAX}}?Set(BACKLINE_FAILSAFE=fax))
- same => n,AGI(${{BACKLINE_AGI}}/inbound)
+ same => n,AGI(${{BACKLINE_AGI}}/inbound,${{BACKLINE_DIALED}},${{BACKLINE_CALLER}})
  same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_DECISION}}" != ""]?decided)
  same => n,Goto(backline-${{BACKLINE_FAILSAFE}},s,1)
  same => n(decided),Gosub(backline-unpack,s,1)
@@ -284,7 +297,7 @@ exten => *29,hint,Custom:backline-outage
 exten => *29,1,Set(BACKLINE_FEATURE_ACTION=end)
  same => n,Goto(backline-feature,s,1)
 exten => _[*+0-9].,1,Set(BACKLINE_DECISION=)
- same => n,AGI(${{BACKLINE_AGI}}/outbound,${{CHANNEL(endpoint)}})
+ same => n,AGI(${{BACKLINE_AGI}}/outbound,${{CHANNEL(endpoint)}},${{FILTER(*#+0-9,${{EXTEN}})}})
  same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_DECISION}}" != ""]?decided)
  same => n,Goto(backline-refuse,s,1)
  same => n(decided),Gosub(backline-unpack,s,1)
@@ -340,7 +353,7 @@ exten => s,1,Answer()
 ; still receives and any other number refuses.
 [backline-faxcall]
 exten => s,1,Set(BACKLINE_DECISION=)
- same => n,AGI(${{BACKLINE_AGI}}/fax,${{BACKLINE_DIALED}})
+ same => n,AGI(${{BACKLINE_AGI}}/fax,${{BACKLINE_DIALED}},${{BACKLINE_CALLER}})
  same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_DECISION}}" != ""]?decided)
  same => n,Goto(backline-${{IF(${{BACKLINE_IS_FAX}}?fax:rejectfax)}},s,1)
  same => n(decided),Gosub(backline-unpack,s,1)
@@ -359,7 +372,8 @@ exten => fax,1,Set(BACKLINE_FAX_FILE={FAX_SPOOL_FILE})
  same => n,Hangup()
 exten => h,1,Set(BACKLINE_ARGS=${{BACKLINE_DIALED}},${{FAXSTATUS}},${{FAXPAGES}})
  same => n,Set(BACKLINE_ARGS=${{BACKLINE_ARGS}},${{URIENCODE(${{FAXERROR}})}})
- same => n,AGI(${{BACKLINE_AGI}}/faxdone,${{BACKLINE_ARGS}},${{URIENCODE(${{REMOTESTATIONID}})}})
+ same => n,Set(BACKLINE_ARGS=${{BACKLINE_ARGS}},${{URIENCODE(${{REMOTESTATIONID}})}})
+ same => n,AGI(${{BACKLINE_AGI}}/faxdone,${{BACKLINE_ARGS}},${{BACKLINE_CALLER}})
 
 ; Refused during the call: answered, then hung up once the sender's fax session has begun,
 ; so the sending machine reports a failed fax (a call refused unanswered is, to many, a

@@ -185,6 +185,46 @@ async def test_unknown_number_hears_a_refusal_and_odd_caller_ids_are_data(
     assert pbx.instance.running
 
 
+async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_is_decided(
+        tmp_path: Path) -> None:
+    # The carrier recognised by its address, so the From user is the caller's number.  A
+    # %0A in it reaches Asterisk's caller ID as a line break, which Asterisk would write into
+    # the AGI header block unescaped: here it tries to make a call to an unknown number
+    # look like a call to Dr. Lee's line, dialled number and argument both.
+    unknown = "+13125559999"
+    injected = ("7205550141%0Aagi_extension%3A%20%2B13125550101"
+                "%0Aagi_arg_1%3A%20%2B13125550101%0Aagi_arg_2%3A%207205550141")
+    async with practice_pbx(tmp_path, "t-hostile-caller-id", ring_seconds=5,
+                            carrier_from_user=False) as pbx:
+        journal = pbx.controller.journal
+
+        def journaled(n: int) -> bool:
+            return len(journal.attempts(limit=10)) >= n
+
+        caller = place_calls(sip(pbx), tmp_path, unknown, from_user=injected,
+                             caller_name="Bob\\; Hangup() <123;x>", timeout=20)
+        assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
+        played = await pbx.events.wait_for(lambda e: e.get("Application") == "Playback")
+        assert played["AppData"] == "ss-noservice"  # refused: not rung, not voicemail
+        assert dialled_endpoints(pbx) == []
+        await pbx.controller.wait_rounds(lambda: journaled(1), within=10)
+        (first,) = journal.attempts(limit=10)
+        assert first.recipient == unknown
+        raw = first.sender_raw or first.sender
+        assert raw.startswith("7205550141") and "\n" not in raw
+        # A caller ID of 5,000 characters (the request's header line too): decided, refused
+        # as an unknown number, and journaled with the caller ID cut.
+        long_caller = place_calls(sip(pbx), tmp_path, unknown, from_user="7" * 5000,
+                                  timeout=20)
+        assert (await asyncio.to_thread(long_caller.wait, 30)).ok, long_caller.describe()
+        await pbx.controller.wait_rounds(lambda: journaled(2), within=10)
+        second = journal.attempts(limit=10)[-1]
+        assert second.recipient == unknown and (second.sender_raw or second.sender) == "7" * 64
+        plays = [e["AppData"] for e in pbx.events.seen if e.get("Application") == "Playback"]
+        assert plays == ["ss-noservice", "ss-noservice"]  # never the outage announcement
+        assert pbx.driver.agi.failures == 0
+
+
 async def test_controller_reconnects_after_asterisk_is_killed(
         pbx: PracticePbx, tmp_path: Path) -> None:
     assert pbx.driver.ami.up

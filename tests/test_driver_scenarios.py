@@ -196,13 +196,14 @@ class AsteriskRig:
             {"Event": "ContactList", "ObjectName": f"{phone.rsplit('-', 1)[0]};@{i:032x}",
              "Endpoint": phone, "Uri": f"sip:{phone}@127.0.0.1:5070",
              "ExpirationTime": "1796409041"} for i, phone in enumerate(s.registered)])
-        if s.dialed:
-            return _asterisk_heard(await self.agi("inbound", s.dialed))
+        if s.dialed:  # as the dialplan passes them: the dialled number and the caller
+            return _asterisk_heard(await self.agi("inbound", s.dialed,
+                                                  (s.dialed, "+17205550141")))
         if s.feature:
             code = "*28" if s.feature == "engage" else "*29"
             return _asterisk_heard(await self.agi("feature", code,
                                                   (s.desk_phone, s.feature, s.pin)))
-        return _asterisk_heard(await self.agi("outbound", s.digits, (s.desk_phone,)))
+        return _asterisk_heard(await self.agi("outbound", s.digits, (s.desk_phone, s.digits)))
 
 
 @asynccontextmanager

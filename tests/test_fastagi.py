@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from telephony.asterisk.fastagi import (
+    MAX_VALUE,
     AgiRequest,
     AgiSession,
     FastAgiServer,
@@ -104,8 +105,55 @@ def test_junk_header_lines_are_ignored(line: bytes) -> None:
     assert parse_header_line(line) is None
 
 
-def test_injected_header_cannot_overwrite_an_earlier_one() -> None:
+async def dropped_undecided(srv: FastAgiServer, port: int, seen: Seen, block: bytes) -> None:
+    """``block`` gets no decision (the session is dropped and the dialplan's fallback takes
+    the call), and the next call is served as usual."""
+    failures = srv.failures
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(block)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert seen.requests == [] and srv.failures == failures + 1
+    writer.close()
+    reader2, writer2 = await asyncio.open_connection("127.0.0.1", port)
+    writer2.write(HEADERS)
+    await writer2.drain()
+    assert (await asyncio.wait_for(reader2.readline(), 5)).startswith(b"SET VARIABLE")
+    writer2.close()
+
+
+@pytest.mark.parametrize("caller", [
+    b"7205550141\nagi_extension: 911",                        # before the real one
+    b"7205550141\nagi_arg_1: raj-desk",                       # before the real argument
+    b"7205550141\nagi_arg_2: raj-desk",                       # an argument never passed
+    b"7205550141\nagi_extension: 911\nagi_extension: 911",    # twice, and once more
+    b"7205550141\nagi_routing: 911",                          # a key Asterisk never sends
+    b"7205550141\nmore text",                                 # not a header at all
+], ids=["extension", "argument", "extra-argument", "thrice", "unknown-key", "junk"])
+async def test_injected_header_cannot_overwrite_an_earlier_one(
+        server: tuple[FastAgiServer, int, Seen], caller: bytes) -> None:
+    # Asterisk writes agi_callerid unescaped: a caller ID with a line break adds lines.
     assert parse_header_line(b"agi_extension: 911\n") == ("agi_extension", "911")
+    srv, port, seen = server
+    block = HEADERS.replace(b"agi_callerid: 7205550141\n", b"agi_callerid: " + caller + b"\n")
+    assert block != HEADERS
+    await dropped_undecided(srv, port, seen, block)
+
+
+async def test_a_caller_id_of_5000_characters_is_decided_with_the_value_cut(
+        server: tuple[FastAgiServer, int, Seen]) -> None:
+    _, port, seen = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEADERS.replace(b"agi_callerid: 7205550141\n",
+                                 b"agi_callerid: " + b"7" * 5000 + b"\n"))
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readline(), 5) == b'SET VARIABLE BACKLINE_ACTION "ring"\n'
+    writer.write(b"200 result=1\n")
+    await writer.drain()
+    await asyncio.wait_for(seen.done.wait(), 5)
+    assert seen.requests[0].get("callerid") == "7" * MAX_VALUE
+    assert seen.requests[0].get("extension") == "+13125550100"
+    writer.close()
 
 
 @pytest.mark.parametrize("value", ['x" EXEC Dial', "a\nb", "back\\slash", "$" "{SHELL(id)}"])
@@ -149,10 +197,11 @@ async def test_each_command_waits_for_its_answer_before_the_next_goes_out() -> N
 
 
 @pytest.mark.parametrize("block", [
-    HEADERS.replace(b"agi_callerid: 7205550141\n", b"agi_callerid: " + b"7" * 5000 + b"\n"),
+    # (A 5,000-byte caller ID line is decided, its value cut: see above.)
+    HEADERS.replace(b"agi_callerid: 7205550141\n", b"agi_callerid: " + b"7" * 40_000 + b"\n"),
     b"".join(b"agi_arg_%d: x\n" % i for i in range(1, 200)) + b"\n",
     b"agi_callerid: " + b"1" * 40_000,  # no end in sight
-], ids=["a-5000-byte-line", "200-lines", "40-kB-without-end"])
+], ids=["a-40000-byte-line", "200-lines", "40-kB-without-end"])
 async def test_an_oversized_header_block_is_refused_and_the_next_call_served(
         server: tuple[FastAgiServer, int, Seen], block: bytes) -> None:
     srv, port, seen = server

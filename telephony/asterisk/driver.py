@@ -146,16 +146,24 @@ class AsteriskDriver:
 
     # -- FastAGI ---------------------------------------------------------------------------
 
+    # Routing reads the arguments the dialplan filtered (the dialled number, the caller),
+    # never agi_extension or agi_callerid: those are written unescaped (see fastagi).
+
     async def inbound(self, request: AgiRequest, session: AgiSession) -> None:
-        call = InboundCall(dialed=request.get("extension"), caller=request.get("callerid"))
+        """A carrier call; the arguments are the dialled number and the caller ID."""
+        if len(request.args) != 2:
+            log.error("an inbound request without its dialled number and caller arguments: "
+                      "render the dialplan again (`backline render`); the PBX answers alone")
+            return
+        call = InboundCall(dialed=request.args[0], caller=request.args[1])
         await self._decide(call, request.get("uniqueid"), session)
 
     async def fax_heard(self, request: AgiRequest, session: AgiSession) -> None:
         """Fax tones (CNG, heard by the carrier endpoint's fax_detect) on a call taken as
-        voice: decide again, as a fax.  The argument is the dialled number, as the dialplan
-        filtered it when the call came in."""
-        dialed = request.args[0] if request.args else ""
-        call = InboundCall(dialed=dialed, caller=request.get("callerid"), kind=CallKind.FAX)
+        voice: decide again, as a fax.  The arguments are the dialled number and the caller,
+        as the dialplan filtered them when the call came in."""
+        dialed, caller = [*request.args, "", ""][:2]
+        call = InboundCall(dialed=dialed, caller=caller, kind=CallKind.FAX)
         await self._decide(call, request.get("uniqueid"), session)
 
     async def _decide(self, call: InboundCall, uniqueid: str, session: AgiSession) -> None:
@@ -185,17 +193,17 @@ class AsteriskDriver:
         if self.faxes is None:
             log.warning("a fax ended but fax intake is not wired; the CDR import takes it")
             return
+        caller = request.args[5] if len(request.args) > 5 else ""
         try:
-            end = fax_end_from_args(request.get("uniqueid"), request.get("callerid"),
-                                    request.args)
+            end = fax_end_from_args(request.get("uniqueid"), caller, request.args[:5])
         except BadFaxReport as exc:
             log.error("fax report refused: %s", exc)
             return
         await self.faxes.fax_ended(end)
 
     async def outbound(self, request: AgiRequest, session: AgiSession) -> None:
-        desk_phone = request.args[0] if request.args else ""
-        call = dialled(desk_phone, request.get("extension"))
+        desk_phone, digits = [*request.args, "", ""][:2]
+        call = dialled(desk_phone, digits)
         decision = decide_outbound(self.book, self.conversations, call, self.mode(),
                                    self.book.directory.emergency_numbers)
         log.info("outbound call from desk phone %s to %s: %s%s", desk_phone[:40],

@@ -8,6 +8,13 @@
   the dialplan's fallback (``AGISTATUS`` is not SUCCESS) takes over, so the caller hears the
   announcement instead of silence.
 - Values we send are checked: nothing from a caller is ever written into an AGI command.
+- The header block is taken as Asterisk writes it, or not at all: Asterisk writes caller-set
+  values (``agi_callerid`` first) unescaped before ``agi_extension`` and the arguments, so a
+  caller ID holding a line break can add lines.  A repeated key, a key Asterisk never sends
+  or a line that is no ``agi_key: value`` makes the request broken (the dialplan's fallback
+  takes the call), and routing reads only the arguments the dialplan filtered
+  (``FILTER()``), never ``agi_callerid`` or ``agi_extension``.  A long value (a 5,000
+  character caller ID) is cut to ``MAX_VALUE`` rather than dropping the call.
 """
 
 from __future__ import annotations
@@ -27,7 +34,19 @@ HEADER_TIMEOUT = 2.0
 REPLY_TIMEOUT = 2.0
 MAX_HEADER_LINES = 128
 MAX_LINE = 4096
+MAX_VALUE = 1024  # a header value kept past this is cut: no value we route on comes near it
 MAX_HEADER_BYTES = 32 * 1024  # the stream's limit: a header block is about 1 KiB
+MAX_ARGS = 16
+
+# Every key Asterisk 22 writes before the arguments (res_agi.c ``setup_env``; the first two
+# for FastAGI only), and no other.
+ASTERISK_KEYS = frozenset({
+    "agi_network", "agi_network_script", "agi_request", "agi_channel", "agi_language",
+    "agi_type", "agi_uniqueid", "agi_version", "agi_callerid", "agi_calleridname",
+    "agi_callingpres", "agi_callingani2", "agi_callington", "agi_callingtns", "agi_dnid",
+    "agi_rdnis", "agi_context", "agi_extension", "agi_priority", "agi_enhanced",
+    "agi_accountcode", "agi_threadid"})
+_ARG_KEY = re.compile(r"agi_arg_([1-9][0-9]?)")
 
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9 _.,:;/&@+*#'()=^-]*")
 _SAFE_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -59,12 +78,46 @@ class AgiRequest:
 
 
 def parse_header_line(line: bytes) -> tuple[str, str] | None:
-    """``agi_key: value`` → (key, value); anything else (junk, injected lines) → None."""
+    """``agi_key: value`` → (key, value), the value cut to ``MAX_VALUE`` characters; anything
+    else (junk, injected lines) → None."""
     text = line.decode("utf-8", "replace").rstrip("\r\n")
     key, sep, value = text.partition(": ")
     if not sep or not re.fullmatch(r"agi_[a-z0-9_]+", key):
         return None
-    return key, value
+    return key, value[:MAX_VALUE]
+
+
+def known_key(key: str) -> bool:
+    m = _ARG_KEY.fullmatch(key)
+    return key in ASTERISK_KEYS or (m is not None and int(m.group(1)) <= MAX_ARGS)
+
+
+def headers_from_lines(lines: Sequence[bytes]) -> dict[str, str]:
+    """The header block's lines as Asterisk wrote them, or AgiProtocolError: a line that is
+    no ``agi_key: value``, a key Asterisk does not send, or a key twice means a value held
+    line breaks (a caller ID rewriting the request), and nothing in it can be trusted."""
+    if len(lines) > MAX_HEADER_LINES:
+        raise AgiProtocolError(f"more than {MAX_HEADER_LINES} AGI header lines")
+    headers: dict[str, str] = {}
+    args = 0
+    for line in lines:
+        if line.startswith(b"HANGUP"):
+            raise AgiHangup()
+        parsed = parse_header_line(line)
+        if parsed is None:
+            raise AgiProtocolError("an AGI header line that is not 'agi_key: value'")
+        key, value = parsed
+        if not known_key(key):
+            raise AgiProtocolError(f"an AGI header key Asterisk does not send: {key[:40]}")
+        if key in headers:
+            raise AgiProtocolError(f"the AGI header {key} twice: a value held a line break")
+        # The arguments come last, numbered from 1 in order, as Asterisk writes them.
+        is_arg = key.startswith("agi_arg_")
+        if (is_arg and key != f"agi_arg_{args + 1}") or (args and not is_arg):
+            raise AgiProtocolError(f"the AGI header {key} out of Asterisk's order")
+        args += is_arg
+        headers[key] = value
+    return headers
 
 
 def request_from_headers(headers: dict[str, str]) -> AgiRequest:
@@ -99,20 +152,9 @@ class AgiSession:
             raise AgiHangup() from exc
         except asyncio.LimitOverrunError as exc:
             raise AgiProtocolError("an AGI header block larger than we accept") from exc
-        lines = block.split(b"\n")[:-2]  # the block ends with the blank line's two b""
-        if len(lines) > MAX_HEADER_LINES:
-            raise AgiProtocolError(f"more than {MAX_HEADER_LINES} AGI header lines")
-        headers: dict[str, str] = {}
-        for line in lines:
-            if len(line) >= MAX_LINE:
-                raise AgiProtocolError("an AGI line longer than we accept")
-            if line.startswith(b"HANGUP"):
-                raise AgiHangup()
-            parsed = parse_header_line(line)
-            # First occurrence wins: a value can never overwrite one sent before it.
-            if parsed is not None and parsed[0] not in headers:
-                headers[parsed[0]] = parsed[1]
-        return request_from_headers(headers)
+        # The block ends with the blank line's two b"".  A long line (a caller ID of
+        # thousands of characters) is fine: the block as a whole is bounded by the stream.
+        return request_from_headers(headers_from_lines(block.split(b"\n")[:-2]))
 
     async def _readline(self) -> bytes:
         try:

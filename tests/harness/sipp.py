@@ -770,7 +770,7 @@ def place_calls(
     port = port or free_udp_port()
     media_port = media_port or free_media_port()
     headers = "".join(f"      {_safe_header(h)}\n" for h in extra_headers)
-    workdir = workdir / f"call-{from_user}-{to}-{port}"
+    workdir = workdir / f"call-{from_user[:40]}-{to}-{port}"  # a long caller ID: a long name
     after = ""
     if dtmf:
         after = f'  <pause milliseconds="{int(dtmf_delay_ms)}"/>\n'
