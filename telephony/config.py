@@ -11,11 +11,13 @@ import re
 import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
 from telephony import e164
 from telephony.addresses import is_private
+from telephony.hours import WEEKDAYS, parse_window
 from telephony.model import (
     CALLER_ID_MAX,
     DEFAULT_EMERGENCY_NUMBERS,
@@ -26,6 +28,7 @@ from telephony.model import (
     AsteriskPbx,
     Backup,
     Carry,
+    ClosedPath,
     Connections,
     DeskPhoneSite,
     Directory,
@@ -34,6 +37,7 @@ from telephony.model import (
     EmergencyNotify,
     FreeswitchPbx,
     HostPort,
+    Hours,
     Inbox,
     Location,
     Number,
@@ -50,6 +54,7 @@ from telephony.model import (
     Team,
     Trunk,
     User,
+    Window,
 )
 from telephony.sms.twilio import api_url
 from telephony.yamlsource import Where, YMap, YNode, YScalar, YSeq, load_with_includes
@@ -126,6 +131,7 @@ class _Reader:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self._timezone = "UTC"  # the practice's, once read: hours are in it
         self._gateway_node: YMap | None = None
         # Where each user, its location key and each of its desk phones are written, for
         # the emergency checks made once locations and the practice defaults are known.
@@ -249,8 +255,10 @@ class _Reader:
 
     def directory(self, top: YMap, source: str) -> Directory | None:
         self.keys(top, "", ["practice", "devices", "users", "teams", "numbers", "backup",
-                            "connections", "emergency_numbers", "emergency", "locations"])
+                            "connections", "emergency_numbers", "emergency", "locations",
+                            "hours"])
         practice = self.practice(top)
+        self._timezone = practice.timezone if practice is not None else "UTC"
         devices = self.mapping(_get(top, "devices"), "devices", top.where)
         max_per_login = 3
         if devices is not None:
@@ -261,6 +269,7 @@ class _Reader:
         teams = self.teams(top, users)
         numbers = self.numbers(top, users, teams)
         backup = self.backup(top)
+        hours = self.hours(top, "hours")
         connections = self.connections(top, Path(source).parent)
         emergency_numbers = [v for v, _ in self.strings(
             top, "emergency_numbers", "emergency_numbers", re.compile(r"\d{3}"),
@@ -284,7 +293,7 @@ class _Reader:
         return Directory(practice, max_per_login, tuple(users.values()), tuple(teams.values()),
                          tuple(numbers), backup, connections, source,
                          tuple(emergency_numbers) or DEFAULT_EMERGENCY_NUMBERS, emergency,
-                         tuple(locations.values()))
+                         tuple(locations.values()), hours)
 
     def practice(self, top: YMap) -> Practice | None:
         node = self.mapping(_get(top, "practice"), "practice", top.where)
@@ -466,7 +475,7 @@ class _Reader:
                 continue
             self.keys(node, f, ["number", "carries", "owner", "members", "auto_assign",
                                 "conversation_tags", "contact_tags", "caller_id_name",
-                                "texting_registered", "voicemail_box"])
+                                "texting_registered", "voicemail_box", "hours"])
             raw = self.text(node, "number", f"{f}.number", None, "an E.164 number like "
                             "+13125550100")
             canonical = None
@@ -534,12 +543,13 @@ class _Reader:
                              "it will send no SMS", warning=True)
             box = self.text(node, "voicemail_box", f"{f}.voicemail_box", "",
                             "a voicemail box number") or ""
+            hours = self.hours(node, f"{f}.hours")
             if canonical is None or owner is None:
                 continue
             numbers.append(Number(canonical, frozenset(carries), owner, tuple(extra), auto,
                                   tuple(t for t, _ in conv_tags),
                                   tuple(t for t, _ in contact_tags), cid, registered,
-                                  box or canonical[-10:]))
+                                  box or canonical[-10:], hours))
         return numbers
 
     def backup(self, top: YMap) -> Backup:
@@ -596,6 +606,64 @@ class _Reader:
                              "a positive number of hours (e.g. 4 or 0.5)")
         return Backup(announcement, sms_reply, alerts, hours,
                       self.secret(node, "pin", "backup", False), reminder_hours)
+
+    def hours(self, parent: YMap, f: str) -> Hours | None:
+        """``hours: {open: {mon: ["08:00-17:00"], ...}, holidays: ["2026-12-25"], closed:
+        {announcement: {text: ...}, forward_to: +1...}}``, in the practice's time zone."""
+        node = self.mapping(_get(parent, "hours"), f, parent.where)
+        if node is None:
+            return None
+        self.keys(node, f, ["open", "holidays", "closed"])
+        week: list[tuple[Window, ...]] = [() for _ in WEEKDAYS]
+        days = self.mapping(_get(node, "open"), f"{f}.open", node.where)
+        if days is None:
+            self.problem(node.where, f"{f}.open",
+                         'the open times per weekday, like mon: ["08:00-17:00"]')
+        else:
+            self.keys(days, f"{f}.open", WEEKDAYS)
+            for i, day in enumerate(WEEKDAYS):
+                windows: list[Window] = []
+                for j, (text, where) in enumerate(self.strings(
+                        days, day, f"{f}.open.{day}", None, "a window like 08:00-17:00")):
+                    try:
+                        windows.append(parse_window(text))
+                    except ValueError as exc:
+                        self.problem(where, f"{f}.open.{day}[{j}]", str(exc))
+                week[i] = tuple(windows)
+        holidays: set[date] = set()
+        for j, (text, where) in enumerate(self.strings(node, "holidays", f"{f}.holidays", None,
+                                                       "a date like 2026-12-25")):
+            try:
+                holidays.add(date.fromisoformat(text))
+            except ValueError:
+                self.problem(where, f"{f}.holidays[{j}]", "a date like 2026-12-25")
+        closed = ClosedPath()
+        cl = self.mapping(_get(node, "closed"), f"{f}.closed", node.where)
+        if cl is not None:
+            self.keys(cl, f"{f}.closed", ["announcement", "forward_to"])
+            announcement = closed.announcement
+            ann = self.mapping(_get(cl, "announcement"), f"{f}.closed.announcement", cl.where)
+            if ann is not None:
+                self.keys(ann, f"{f}.closed.announcement", ["text", "file"])
+                text = self.text(ann, "text", f"{f}.closed.announcement.text", "", "text") or ""
+                file = self.text(ann, "file", f"{f}.closed.announcement.file", "",
+                                 "a path") or ""
+                if bool(text) == bool(file):
+                    self.problem(ann.where, f"{f}.closed.announcement",
+                                 "exactly one of text: (rendered to audio) or file: "
+                                 "(a recording)")
+                announcement = Announcement(text, file)
+            forward = self.text(cl, "forward_to", f"{f}.closed.forward_to", "",
+                                "an E.164 number like +13125550199") or ""
+            if forward:
+                try:
+                    forward = e164.normalise(forward)
+                except e164.NotE164 as exc:
+                    self.problem(_where_of(cl, "forward_to"), f"{f}.closed.forward_to",
+                                 exc.why)
+                    forward = ""
+            closed = ClosedPath(announcement, forward)
+        return Hours(self._timezone, tuple(week), frozenset(holidays), closed)
 
     # -- emergency calls (DESIGN.md §12) ------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import date
 
 CALLER_ID_MAX = 15  # characters of a caller-ID name that carriers keep
 
@@ -88,6 +89,7 @@ class Number:
     caller_id_name: str
     texting_registered: bool
     voicemail_box: str = ""
+    hours: Hours | None = None  # this number's own hours; None: the practice's
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +343,47 @@ class Emergency:
 DEFAULT_EMERGENCY_NUMBERS = ("911", "933")  # 933: the carriers' address read-back test line
 
 
+DEFAULT_CLOSED_TEXT = (
+    "You have reached us outside our office hours. If this is an emergency, hang up and dial "
+    "9 1 1. Otherwise, please leave a message after the tone."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Open from ``start`` to ``end`` (minutes after local midnight, ``end`` exclusive).
+    ``end`` <= ``start`` crosses midnight: the window ends the next day, and belongs to the
+    day it starts on (a holiday closes the windows that start on it)."""
+
+    start: int
+    end: int
+
+    @property
+    def crosses_midnight(self) -> bool:
+        return self.end <= self.start
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedPath:
+    """What a call at a closed time gets: ``forward_to`` set, the call is forwarded there
+    (an answering service, E.164) with the number's caller ID; otherwise the closed
+    announcement, then the number's voicemail."""
+
+    announcement: Announcement = Announcement(text=DEFAULT_CLOSED_TEXT)
+    forward_to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Hours:
+    """Open windows per weekday (``week[0]`` is Monday), holidays (closed all day, local
+    dates), and the closed path.  ``timezone`` is an IANA name the loader checked."""
+
+    timezone: str
+    week: tuple[tuple[Window, ...], ...]
+    holidays: frozenset[date] = frozenset()
+    closed: ClosedPath = ClosedPath()
+
+
 @dataclass(frozen=True, slots=True)
 class Directory:
     """One practice, as the YAML describes it, validated."""
@@ -356,6 +399,13 @@ class Directory:
     emergency_numbers: tuple[str, ...] = field(default=DEFAULT_EMERGENCY_NUMBERS)
     emergency: Emergency = Emergency()
     locations: tuple[Location, ...] = ()
+    hours: Hours | None = None  # None: always open
+
+    def hours_of(self, e164: str) -> Hours | None:
+        """The hours that apply to a call to ``e164``: its own, else the practice's."""
+        number = self.number(e164)
+        own = number.hours if number is not None else None
+        return own or self.hours
 
     def user(self, user_id: str) -> User | None:
         return next((u for u in self.users if u.id == user_id), None)

@@ -1,0 +1,72 @@
+"""The practice's opening hours, and whether it is open at a given moment.  Pure.
+
+``state_at(hours, at)`` is the whole rule; the clock is read only at the edge (the drivers
+pass the controller's clock), as wazo_agid/schedule.py splits ``compute_state`` from
+``compute_state_for_now``.  Same hours and moment, same answer.
+
+Hours are wall-clock times in the practice's time zone, so "08:00-17:00" opens at 08:00 local
+time on both sides of a daylight-saving change (13:00 UTC in summer, 14:00 UTC in winter in
+Chicago).  On a spring-forward day a window that spans 02:00 is an hour shorter; on a
+fall-back day the repeated hour counts, both times, as the wall clock says.
+"""
+
+from __future__ import annotations
+
+import enum
+import zoneinfo
+from datetime import datetime, timedelta
+
+from telephony.model import Hours, Window
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # datetime.weekday() order
+MINUTES_PER_DAY = 24 * 60
+
+class HoursState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def state_at(hours: Hours, at: datetime) -> HoursState:
+    """Open or closed at ``at`` (an aware datetime; a naive one raises ValueError, since it
+    names no moment)."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("state_at needs an aware datetime (a moment, not a wall-clock time)")
+    local = at.astimezone(zoneinfo.ZoneInfo(hours.timezone))
+    minute = local.hour * 60 + local.minute
+    today = local.date()
+    yesterday = today - timedelta(days=1)
+    if today not in hours.holidays:
+        for w in hours.week[today.weekday()]:
+            if (w.crosses_midnight and minute >= w.start) or w.start <= minute < w.end:
+                return HoursState.OPEN
+    if yesterday not in hours.holidays:
+        for w in hours.week[yesterday.weekday()]:
+            if w.crosses_midnight and minute < w.end:
+                return HoursState.OPEN
+    return HoursState.CLOSED
+
+
+def parse_window(text: str) -> Window:
+    """``"08:00-17:00"`` (24-hour, local); ``"22:00-06:00"`` crosses midnight.  Raises
+    ValueError with what was expected."""
+    start_text, sep, end_text = text.partition("-")
+    if not sep:
+        raise ValueError("a window like 08:00-17:00")
+    start, end = _minute(start_text.strip()), _minute(end_text.strip())
+    if start == end:
+        raise ValueError("a window whose start and end differ (a whole day is 00:00-24:00)")
+    if start == MINUTES_PER_DAY:
+        raise ValueError("a window that starts by 23:59")
+    return Window(start, end)
+
+
+def _minute(text: str) -> int:
+    hh, sep, mm = text.partition(":")
+    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and 1 <= len(hh) <= 2):
+        raise ValueError("a window like 08:00-17:00 (24-hour times)")
+    h, m = int(hh), int(mm)
+    if h == 24 and m == 0:
+        return MINUTES_PER_DAY
+    if h > 23 or m > 59:
+        raise ValueError("times from 00:00 to 24:00")
+    return h * 60 + m

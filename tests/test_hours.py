@@ -1,0 +1,192 @@
+"""The practice's hours: the pure ``state_at`` as a table (time zones, both daylight-saving
+changes in Chicago, a holiday, a window across midnight), the hours as the YAML gives them,
+and each mistake in an ``hours:`` section named with file, line and field by ``backline
+check``."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from telephony import config
+from telephony.hours import HoursState, state_at
+from telephony.model import Hours
+
+from .test_config import check, expected_marks, parse_problems
+
+OPEN, CLOSED = HoursState.OPEN, HoursState.CLOSED
+
+PRACTICE_YAML = """\
+practice: {name: Hours Clinic, timezone: America/Chicago}
+users:
+  - {id: ana, name: Ana, email: ana@x.example, extension: "101", desk_phones: [ana-desk],
+     emergency_callback: "+13125550100"}
+hours:
+  open:
+    mon: ["08:00-12:00", "13:00-17:00"]
+    tue: ["08:00-17:00"]
+    wed: ["08:00-17:00"]
+    thu: ["08:00-17:00"]
+    fri: ["08:00-17:00"]
+    sat: ["20:00-03:00"]  # the Saturday night line, into Sunday morning
+  holidays: ["2026-12-25", "2027-01-02"]
+numbers:
+  - {number: "+13125550100"}
+  - number: "+13125550101"
+    hours:
+      open: {mon: ["00:00-24:00"], tue: ["09:00-10:00"]}
+      closed: {forward_to: "(312) 555-0199"}
+connections:
+  storage: {url: "sqlite:///tmp/never-created.db"}
+"""
+
+
+@pytest.fixture(scope="module")
+def hours(tmp_path_factory: pytest.TempPathFactory) -> Hours:
+    path = tmp_path_factory.mktemp("hours") / "practice.yaml"
+    path.write_text(PRACTICE_YAML)
+    found = config.load(path).directory.hours
+    assert found is not None
+    return found
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# (the moment in UTC, what the wall clock in Chicago says, open or closed)
+TABLE = [
+    # An ordinary winter Monday (CST, UTC-6): 08:00 local is 14:00 UTC; lunch is closed.
+    ("2026-01-05 13:59", "Mon 07:59 CST", CLOSED),
+    ("2026-01-05 14:00", "Mon 08:00 CST", OPEN),
+    ("2026-01-05 18:00", "Mon 12:00 CST lunch", CLOSED),
+    ("2026-01-05 19:00", "Mon 13:00 CST", OPEN),
+    ("2026-01-05 22:59", "Mon 16:59 CST", OPEN),
+    ("2026-01-05 23:00", "Mon 17:00 CST", CLOSED),
+    # Summer (CDT, UTC-5): the same wall-clock hours are an hour earlier in UTC.
+    ("2026-07-06 13:00", "Mon 08:00 CDT", OPEN),
+    ("2026-07-06 12:59", "Mon 07:59 CDT", CLOSED),
+    ("2026-07-06 22:00", "Mon 17:00 CDT", CLOSED),
+    # Spring forward, Sun 2026-03-08: 02:00 CST becomes 03:00 CDT; the Saturday night window
+    # (until 03:00) ends at 08:00 UTC, an hour early by the UTC clock.
+    ("2026-03-08 02:00", "Sat 20:00 CST", OPEN),
+    ("2026-03-08 07:59", "Sun 01:59 CST", OPEN),
+    ("2026-03-08 08:00", "Sun 03:00 CDT", CLOSED),
+    ("2026-03-09 12:59", "Mon 07:59 CDT", CLOSED),
+    ("2026-03-09 13:00", "Mon 08:00 CDT, first weekday after the change", OPEN),
+    ("2026-03-06 13:30", "Fri 07:30 CST, last weekday before it", CLOSED),
+    ("2026-03-06 14:00", "Fri 08:00 CST", OPEN),
+    # Fall back, Sun 2026-11-01: 02:00 CDT becomes 01:00 CST; 01:00-02:00 happens twice and
+    # the window (until 03:00) lasts an hour longer by the UTC clock.
+    ("2026-11-01 06:30", "Sun 01:30 CDT, the first time", OPEN),
+    ("2026-11-01 07:30", "Sun 01:30 CST, the second time", OPEN),
+    ("2026-11-01 08:59", "Sun 02:59 CST", OPEN),
+    ("2026-11-01 09:00", "Sun 03:00 CST", CLOSED),
+    ("2026-11-02 13:00", "Mon 07:00 CST, first weekday after the change", CLOSED),
+    ("2026-11-02 14:00", "Mon 08:00 CST", OPEN),
+    # A window across midnight: Saturday 20:00 to Sunday 03:00.
+    ("2026-01-11 01:59", "Sat 19:59 CST", CLOSED),
+    ("2026-01-11 05:59", "Sat 23:59 CST", OPEN),
+    ("2026-01-11 06:00", "Sun 00:00 CST", OPEN),
+    ("2026-01-11 09:00", "Sun 03:00 CST", CLOSED),
+    ("2026-01-11 18:00", "Sun 12:00 CST", CLOSED),
+    # A holiday (Fri 2026-12-25) is closed all day; the days around it are not.
+    ("2026-12-24 18:00", "Thu 12:00 CST", OPEN),
+    ("2026-12-25 18:00", "Fri 12:00 CST, Christmas", CLOSED),
+    ("2026-12-26 03:00", "Fri 21:00 CST, Christmas night", CLOSED),
+    ("2026-12-27 03:00", "Sat 21:00 CST, the day after", OPEN),
+    ("2026-12-27 07:00", "Sun 01:00 CST, after an ordinary Saturday", OPEN),
+    # A holiday Saturday (2027-01-02) closes its night window, past midnight too.
+    ("2027-01-03 03:00", "Sat 21:00 CST, a holiday", CLOSED),
+    ("2027-01-03 07:00", "Sun 01:00 CST, the holiday's night", CLOSED),
+    # UTC midnight is not the practice's: Mon 23:30 UTC is Mon 17:30 local (closed), and
+    # Tue 02:00 UTC is Mon 20:00 local, not Tuesday.
+    ("2026-01-06 02:00", "Mon 20:00 CST", CLOSED),
+]
+
+
+@pytest.mark.parametrize(("moment", "wall_clock", "expected"), TABLE,
+                         ids=[w for _, w, _ in TABLE])
+def test_state_at(hours: Hours, moment: str, wall_clock: str, expected: HoursState) -> None:
+    assert state_at(hours, utc(moment)) is expected
+
+
+def test_the_same_moment_in_another_time_zone_is_the_same_answer(hours: Hours) -> None:
+    from zoneinfo import ZoneInfo
+    moment = utc("2026-03-08 07:59")
+    for zone in ("Asia/Tokyo", "America/Los_Angeles", "Europe/London"):
+        assert state_at(hours, moment.astimezone(ZoneInfo(zone))) is OPEN
+    assert state_at(hours, utc("2026-03-08 08:00").astimezone(ZoneInfo("Asia/Tokyo"))) \
+        is CLOSED
+
+
+def test_a_wall_clock_time_without_a_zone_names_no_moment(hours: Hours) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        state_at(hours, datetime(2026, 1, 5, 9, 0))
+
+
+def test_a_number_with_its_own_hours_and_one_without(tmp_path: Path) -> None:
+    path = tmp_path / "practice.yaml"
+    path.write_text(PRACTICE_YAML)
+    d = config.load(path).directory
+    main, direct = d.hours_of("+13125550100"), d.hours_of("+13125550101")
+    assert main is d.hours and main is not None
+    assert main.holidays == frozenset({date(2026, 12, 25), date(2027, 1, 2)})
+    assert main.closed.forward_to == ""  # the announcement, then voicemail
+    assert direct is not None and direct.closed.forward_to == "+13125550199"
+    assert direct.timezone == "America/Chicago"
+    assert state_at(direct, utc("2026-01-06 05:59")) is OPEN  # Mon 23:59, all day
+    assert state_at(direct, utc("2026-01-06 06:00")) is CLOSED  # Tue 00:00
+    assert state_at(direct, utc("2026-01-06 15:00")) is OPEN  # Tue 09:00
+    assert d.hours_of("+19995550000") is d.hours  # an unknown number: the practice's
+
+
+def test_no_hours_section_means_always_open(tmp_path: Path) -> None:
+    path = tmp_path / "practice.yaml"
+    path.write_text(PRACTICE_YAML.split("hours:")[0].rstrip() + "\nnumbers:\n"
+                    '  - {number: "+13125550100"}\n'
+                    "connections:\n  storage: {url: \"sqlite:///tmp/never-created.db\"}\n")
+    d = config.load(path).directory
+    assert d.hours is None and d.hours_of("+13125550100") is None
+
+
+BROKEN_HOURS = """\
+practice: {name: Broken Hours, timezone: America/Chicago}
+users:
+  - {id: ana, name: Ana, email: ana@x.example, extension: "101", desk_phones: [ana-desk],
+     emergency_callback: "+13125550100"}
+hours:
+  open:
+    mon: ["8-17"]  #! hours.open.mon[0]: a window like 08:00-17:00
+    tue: ["08:00-25:00"]  #! hours.open.tue[0]: times from 00:00 to 24:00
+    wed: ["09:00-09:00"]  #! hours.open.wed[0]: start and end differ
+    thurs: ["08:00-17:00"]  #! hours.open.thurs: did you mean 'thu'
+  holidays: ["2026-02-30", christmas]  #! hours.holidays[0]: a date like 2026-12-25
+  closed:
+    forward_to: "555-0199"  #! hours.closed.forward_to: E.164
+    announcement: {text: Closed, file: closed.wav}  #! hours.closed.announcement: exactly one
+numbers:
+  - number: "+13125550100"
+    hours: {holidays: ["2026-12-25"]}  #! numbers[0].hours.open: open times per weekday
+connections:
+  storage: {url: "sqlite:///tmp/never-created.db"}
+"""
+
+
+def test_every_hours_mistake_is_named_in_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN_HOURS)
+    result = check(path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    problems = parse_problems(result.stderr)
+    for file, line, field, words in expected_marks(BROKEN_HOURS, str(path)):
+        hits = [p for p in problems if p[:3] == (file, line, field)]
+        assert hits, f"no problem reported at {file}:{line} {field}; got:\n{result.stderr}"
+        assert any(words.lower() in p[3].lower() for p in hits), (words, hits)
+    # "christmas" on the same line as 2026-02-30 is reported too, as holidays[1].
+    assert any(p[2] == "hours.holidays[1]" for p in problems), result.stderr
+    marked = {(f, ln) for f, ln, _, _ in expected_marks(BROKEN_HOURS, str(path))}
+    assert {(p[0], p[1]) for p in problems} <= marked, result.stderr
