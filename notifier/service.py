@@ -338,7 +338,7 @@ def mailer_for(directory: Directory, what: str) -> SmtpMailer | None:
         return None
     try:
         return SmtpMailer(
-            smtp.host, smtp.port, starttls=smtp.starttls,
+            smtp.host, smtp.port, tls=smtp.tls, ca_file=smtp.ca_file,
             username=read_secret(smtp.username, "connections.smtp.username")
             if smtp.username else "",
             password=read_secret(smtp.password, "connections.smtp.password")
@@ -361,7 +361,7 @@ def sms_client_for(directory: Directory, what: str) -> SmsGatewayClient | None:
         # retrying, instead of the client sleeping inside a round.
         return SmsGatewayClient(gateway.url, gateway.account,
                                 read_secret(gateway.token, "connections.sms_gateway.token"),
-                                attempts=1)
+                                attempts=1, insecure_cleartext=gateway.insecure_cleartext)
     except (SecretMissing, ValueError) as exc:
         log.error("%s: no SMS %s will be sent", exc, what)
         return None

@@ -185,8 +185,9 @@ class AutoReplies:
         try:
             if self._sms is None:
                 token = read_secret(self._gateway.token, "connections.sms_gateway.token")
-                self._sms = SmsGatewayClient(self._gateway.url, self._gateway.account, token,
-                                             attempts=1)
+                self._sms = SmsGatewayClient(
+                    self._gateway.url, self._gateway.account, token, attempts=1,
+                    insecure_cleartext=self._gateway.insecure_cleartext)
             sid = await self._sms.send(reply.sender, reply.recipient, self._text)
         except SecretMissing as exc:
             raise _Unreachable(str(exc)) from None

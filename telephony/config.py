@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from telephony import e164
-from telephony.addresses import is_private
+from telephony.addresses import is_loopback, is_private
 from telephony.hours import WEEKDAYS, parse_window
 from telephony.model import (
     CALLER_ID_MAX,
@@ -50,6 +51,7 @@ from telephony.model import (
     Secret,
     SmsGateway,
     Smtp,
+    SmtpTls,
     Storage,
     Team,
     Trunk,
@@ -1008,27 +1010,94 @@ class _Reader:
         return self.mapping(_get(parent, key), f"{field}.{key}", parent.where)
 
     def smtp(self, node: YMap, f: str) -> Smtp:
-        self.keys(node, f, ["host", "port", "starttls", "from", "username_env", "username_file",
-                            "password_env", "password_file"])
-        hp = self.host_port(node, f, control=False, default_port=25)
+        self.keys(node, f, ["host", "port", "tls", "starttls", "ca_file", "insecure_cleartext",
+                            "from", "username_env", "username_file", "password_env",
+                            "password_file"])
+        tls = self.smtp_tls(node, f)
+        hp = self.host_port(node, f, control=False,
+                            default_port=465 if tls is SmtpTls.IMPLICIT else 25)
         sender = self.text(node, "from", f"{f}.from", "backline@localhost",
                            "the sender address") or "backline@localhost"
-        starttls = self.flag(node, "starttls", f"{f}.starttls", False)
-        return Smtp(hp.host, hp.port, starttls, sender, self.secret(node, "username", f, False),
-                    self.secret(node, "password", f, False))
+        what = "the absolute path of a PEM file of CA certificates"
+        ca_file = self.text(node, "ca_file", f"{f}.ca_file", "", what) or ""
+        if ca_file and not ca_file.startswith("/"):
+            self.problem(_where_of(node, "ca_file"), f"{f}.ca_file", what)
+        elif ca_file and tls is SmtpTls.NONE:
+            self.problem(_where_of(node, "ca_file"), f"{f}.ca_file",
+                         "tls: starttls or implicit: a CA file verifies a TLS certificate, and "
+                         "this relay is reached in cleartext")
+        insecure = self.flag(node, "insecure_cleartext", f"{f}.insecure_cleartext", False)
+        username = self.secret(node, "username", f, False)
+        password = self.secret(node, "password", f, False)
+        self.cleartext(node, f, "tls" if "tls" in node.entries else "starttls", hp.host,
+                       tls is SmtpTls.NONE, insecure,
+                       "alert mails, with their 12-hour links to patient data",
+                       "tls: starttls (the default) or implicit")
+        if tls is SmtpTls.NONE and (username or password) and not is_loopback(hp.host):
+            # Even with the opt-out: the mail is the user's to expose, the relay's password
+            # would be reused by anyone who read it.
+            self.problem(_where_of(node, "tls" if "tls" in node.entries else "starttls"),
+                         f"{f}.tls", "starttls or implicit: a username or password is never "
+                         "sent in the clear to another machine")
+        return Smtp(hp.host, hp.port, tls, sender, username, password, ca_file, insecure)
+
+    def smtp_tls(self, node: YMap, f: str) -> SmtpTls:
+        """``tls`` (starttls, implicit, none), or the older ``starttls`` flag: true is
+        ``tls: starttls`` and false ``tls: none`` (so an old config still loads, and its
+        cleartext is judged like any other).  Neither: STARTTLS."""
+        what = "starttls, implicit or none"
+        text = self.text(node, "tls", f"{f}.tls", "", what) if "tls" in node.entries else None
+        legacy = _get(node, "starttls")
+        starttls = self.flag(node, "starttls", f"{f}.starttls", True)
+        if text is not None and legacy is not None:
+            self.problem(legacy.where, f"{f}.starttls",
+                         "tls alone: starttls is its older spelling, give one of them")
+        if text is None:
+            return SmtpTls.STARTTLS if starttls else SmtpTls.NONE
+        try:
+            return SmtpTls(text)
+        except ValueError:
+            self.problem(_where_of(node, "tls"), f"{f}.tls", what)
+            return SmtpTls.STARTTLS
+
+    def cleartext(self, node: YMap, f: str, key: str, host: str, clear: bool, insecure: bool,
+                  exposed: str, wanted: str) -> None:
+        """Cleartext goes only to this machine, or where ``insecure_cleartext: true`` says
+        the user accepts it (then a warning naming ``exposed``, what anyone on the path
+        reads); otherwise ``key`` is refused, ``wanted`` instead."""
+        if insecure and not clear:
+            self.problem(_where_of(node, "insecure_cleartext"), f"{f}.insecure_cleartext",
+                         "removed: the connection is encrypted, so the opt-out has no effect",
+                         warning=True)
+        if not clear or is_loopback(host):
+            return
+        if insecure:
+            self.problem(_where_of(node, "insecure_cleartext"), f"{f}.insecure_cleartext",
+                         f"false: INSECURE: {exposed} go to {host} unencrypted, readable by "
+                         "anyone on the network path", warning=True)
+            return
+        self.problem(_where_of(node, key), f"{f}.{key}",
+                     f"{wanted} (cleartext only to this machine: 127.0.0.1, ::1, localhost): "
+                     f"{exposed} would cross the network to {host} readable by anyone; to send "
+                     "them so anyway, set insecure_cleartext: true")
 
     def sms_gateway(self, node: YMap, f: str) -> SmsGateway:
         self.keys(node, f, ["url", "from", "account", "token_env", "token_file",
-                            "signing_secret_env", "signing_secret_file"])
+                            "signing_secret_env", "signing_secret_file", "insecure_cleartext"])
         self._gateway_node = node  # for sms_senders(), once the rest is read
         reported = len(self.problems)
         url = self._url(node, "url", f)
+        insecure = self.flag(node, "insecure_cleartext", f"{f}.insecure_cleartext", False)
         url_account = ""
+        if url and len(self.problems) == reported:
+            self.cleartext(node, f, "url", urlsplit(url).hostname or "",
+                           url.startswith("http:"), insecure,
+                           "the SMS texts and the gateway's API token", "an https:// URL")
         if url and len(self.problems) == reported:
             # The base, or the provider's full Messages URL as a user pastes it: the client
             # wants the base, and the account may come from the URL.
             try:
-                api = api_url(url)
+                api = api_url(url, insecure_cleartext=insecure)
             except ValueError as exc:
                 self.problem(_where_of(node, "url"), f"{f}.url", str(exc))
             else:
@@ -1049,7 +1118,7 @@ class _Reader:
                          "an account id without ':' (it is the basic-auth user)")
         account = account or url_account
         return SmsGateway(url, sender or "", self.secret(node, "token", f, False),
-                          self.secret(node, "signing_secret", f, False), account)
+                          self.secret(node, "signing_secret", f, False), account, insecure)
 
     def sms_senders(self, top: YMap, numbers: list[Number], backup: Backup,
                     connections: Connections) -> None:
@@ -1093,8 +1162,16 @@ class _Reader:
                          "email+sms")
 
     def inbox(self, node: YMap, f: str) -> Inbox:
-        self.keys(node, f, ["url", "token_env", "token_file"])
-        return Inbox(self._url(node, "url", f), self.secret(node, "token", f, False))
+        self.keys(node, f, ["url", "token_env", "token_file", "insecure_cleartext"])
+        reported = len(self.problems)
+        url = self._url(node, "url", f)
+        insecure = self.flag(node, "insecure_cleartext", f"{f}.insecure_cleartext", False)
+        if url and len(self.problems) == reported:
+            self.cleartext(node, f, "url", urlsplit(url).hostname or "",
+                           url.startswith("http:"), insecure,
+                           "held emails, faxes, SMS texts, caller numbers and the inbox token",
+                           "an https:// URL")
+        return Inbox(url, self.secret(node, "token", f, False), insecure)
 
     def email_intake(self, node: YMap, f: str) -> EmailIntake:
         self.keys(node, f, ["listen", "domains"])

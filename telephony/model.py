@@ -225,14 +225,30 @@ class FreeswitchPbx:
 Pbx = AsteriskPbx | FreeswitchPbx
 
 
+class SmtpTls(enum.Enum):
+    """How alert mail is protected on its way to the relay.  STARTTLS is the default: alert
+    mail carries 12-hour links to patient data, so it is encrypted and the relay's
+    certificate verified unless the config says otherwise."""
+
+    STARTTLS = "starttls"  # required: a server offering none is refused, never fallen back from
+    IMPLICIT = "implicit"  # TLS from the first byte (port 465)
+    NONE = "none"  # cleartext: loopback only, or with insecure_cleartext
+
+
 @dataclass(frozen=True, slots=True)
 class Smtp:
+    """``ca_file``: a PEM bundle that verifies the relay's certificate instead of the
+    system's; ``insecure_cleartext``: the user's explicit consent to cleartext to another
+    machine (``backline check`` warns about it)."""
+
     host: str
     port: int
-    starttls: bool
+    tls: SmtpTls
     sender: str
     username: Secret = Secret()
     password: Secret = Secret()
+    ca_file: str = ""
+    insecure_cleartext: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +262,14 @@ class SmsGateway:
     token: Secret = Secret()
     signing_secret: Secret = Secret()
     account: str = ""
+    insecure_cleartext: bool = False  # plain http to another machine, consented to
 
 
 @dataclass(frozen=True, slots=True)
 class Inbox:
     url: str
     token: Secret = Secret()
+    insecure_cleartext: bool = False  # plain http to another machine, consented to
 
 
 @dataclass(frozen=True, slots=True)

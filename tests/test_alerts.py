@@ -37,6 +37,7 @@ from telephony.journal import (
     Outcome,
     open_journal,
 )
+from telephony.model import SmtpTls
 from telephony.outage import Mode, Via
 from tests.harness.alert_site import (
     ALERT_EMAILS,
@@ -156,9 +157,9 @@ def test_the_journal_lists_an_attempt_once_and_leases_a_delivery_to_one_sender(
 
 def test_smtp_passwords_never_cross_a_network_in_the_clear() -> None:
     with pytest.raises(ValueError, match="STARTTLS"):
-        SmtpMailer("mail.maple.example", 587, starttls=False, username="u", password="p")
-    SmtpMailer("127.0.0.1", 2525, starttls=False, username="u", password="p")
-    SmtpMailer("mail.maple.example", 587, starttls=True, username="u", password="p")
+        SmtpMailer("mail.maple.example", 587, tls=SmtpTls.NONE, username="u", password="p")
+    SmtpMailer("127.0.0.1", 2525, tls=SmtpTls.NONE, username="u", password="p")
+    SmtpMailer("mail.maple.example", 587, tls=SmtpTls.STARTTLS, username="u", password="p")
 
 
 # -- the real thing -----------------------------------------------------------------------------

@@ -120,8 +120,8 @@ class SmsGatewayClient:
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  attempts: int = DEFAULT_ATTEMPTS, backoff: float = DEFAULT_BACKOFF,
                  max_backoff: float = DEFAULT_MAX_BACKOFF, sleep: Sleep = asyncio.sleep,
-                 rng: random.Random | None = None) -> None:
-        _check_base(url)
+                 rng: random.Random | None = None, insecure_cleartext: bool = False) -> None:
+        _check_base(url, insecure_cleartext)
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self._endpoint = url.rstrip("/") + messages_path(account_sid)
@@ -231,13 +231,13 @@ class SmsGatewayClient:
         return self._rng.uniform(ceiling / 2, ceiling)
 
 
-def _check_base(url: str) -> None:
+def _check_base(url: str, insecure_cleartext: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"the SMS gateway URL must be http(s)://host[:port][/prefix], "
                          f"not {url!r}")
     if parts.query or parts.fragment:
         raise ValueError("the SMS gateway URL is a base: no query string or fragment")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure_cleartext:
         raise ValueError("the SMS gateway URL must be https unless it is on this machine: "
                          "basic auth would carry the token in the clear")

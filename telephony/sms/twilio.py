@@ -278,20 +278,20 @@ _API_PATH = re.compile(r"(?P<prefix>.*?)/" + re.escape("2010-04-01")
                        r"(?:/Messages(?:\.json)?)?)?)?/?")
 
 
-def api_url(url: str) -> ApiUrl:
+def api_url(url: str, *, insecure_cleartext: bool = False) -> ApiUrl:
     """The API base and account in ``url``, as a user would paste it: the base alone
     (``https://api.twilio.com``), or the full Messages URL
     (``https://api.twilio.com/2010-04-01/Accounts/AC…/Messages.json``, with or without
     ``.json``), or a part of it.  Raises ValueError saying what is wrong (never the URL's
     text: it is the user's to read in their own file): not http(s), no host, a query string
     or fragment, plain http to anything but this machine (basic auth would carry the token
-    in the clear)."""
+    in the clear) unless ``insecure_cleartext`` (the config's loudly named opt-out)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("an http:// or https:// URL with a host")
     if parts.query or parts.fragment:
         raise ValueError("the provider's API URL without a query string or fragment")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure_cleartext:
         raise ValueError("an https:// URL (plain http only to this machine: basic auth would "
                          "carry the token in the clear)")
     match = _API_PATH.fullmatch(parts.path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +46,7 @@ backup:
   alerts: {{kind: {kind}, emails: [{emails}], sms: [{sms}]}}
   link_hours: 12
 connections:
-  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false, from: backline@maple.example}}
+  smtp: {{host: 127.0.0.1, port: {smtp_port}, {smtp}from: backline@maple.example}}
   sms_gateway: {{url: "{gateway}", from: "{practice}", account: {account},
                 token_env: {token_env}, signing_secret_env: {token_env}}}
   pages: {{listen: "127.0.0.1:{port}", base_url: "http://127.0.0.1:{port}"}}
@@ -88,6 +89,7 @@ class Site:
     access_log: bool = False
     policy: GatherPolicy | None = None
     inbox_url: str = ""  # the practice's inbox (token from INBOX_TOKEN_ENV), if any
+    smtp: str = "starttls: false, "  # connections.smtp's TLS keys, each followed by ", "
     _keys: int = 0
 
     @property
@@ -107,8 +109,9 @@ class Site:
         path.write_text(YAML.format(
             name=PRACTICE_NAME, practice=PRACTICE_NUMBER, fax=FAX_NUMBER, kind=self.kind,
             emails=", ".join(ALERT_EMAILS), sms=", ".join(f'"{n}"' for n in ALERT_SMS),
-            smtp_port=self.sink.port, gateway=self.gateway.base_url, account=ACCOUNT_SID,
-            token_env=TOKEN_ENV, port=self.port, journal=self.tmp / "journal.db",
+            smtp_port=self.sink.port, smtp=self.smtp, gateway=self.gateway.base_url,
+            account=ACCOUNT_SID, token_env=TOKEN_ENV, port=self.port,
+            journal=self.tmp / "journal.db",
             inbox=f'  inbox: {{url: "{self.inbox_url}", token_env: {INBOX_TOKEN_ENV}}}\n'
             if self.inbox_url else ""))
         directory = config.load(path).directory
@@ -166,13 +169,16 @@ class AlertSite:
     """``async with AlertSite(tmp) as site:`` starts the peers and a controller."""
 
     def __init__(self, tmp: Path, *, kind: str = "email+sms", access_log: bool = False,
-                 policy: GatherPolicy | None = None, inbox_url: str = "") -> None:
+                 policy: GatherPolicy | None = None, inbox_url: str = "",
+                 smtp: str = "starttls: false, ", sink_tls: ssl.SSLContext | None = None
+                 ) -> None:
         self._tmp = tmp
+        self._smtp = smtp
         self._inbox_url = inbox_url
         self._kind = kind
         self._access_log = access_log
         self._policy = policy
-        self._sink = SmtpSink()
+        self._sink = SmtpSink(sink_tls)
         self._gateway = TwilioGateway()
         self._site: Site | None = None
 
@@ -181,7 +187,7 @@ class AlertSite:
         await self._gateway.start()
         self._site = Site(self._tmp, self._sink, self._gateway, FakeClock(), kind=self._kind,
                           access_log=self._access_log, policy=self._policy,
-                          inbox_url=self._inbox_url)
+                          inbox_url=self._inbox_url, smtp=self._smtp)
         await self._site.start_controller()
         return self._site
 

@@ -5,11 +5,14 @@
 Every message accepted is kept as it came over the wire (``Received.raw``), in order; a test
 waits for them with :meth:`SmtpSink.wait_for`, which is woken by each arrival (no polling).
 :meth:`SmtpSink.refuse_next` answers the next DATA commands with a 4xx, as a busy server does.
+Given ``tls`` (a server-side context), it offers STARTTLS and requires it before MAIL, as a
+relay that will not take mail in the clear does; without, it offers no STARTTLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -26,6 +29,7 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     raw: bytes  # the DATA as received, headers and every MIME part
+    over_tls: bool = False  # the session had done STARTTLS
 
     def message(self) -> EmailMessage:
         parsed = message_from_bytes(self.raw, policy=policy.default)
@@ -38,7 +42,7 @@ class _Handler:
         self._sink = sink
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        return self._sink._arrived(envelope)
+        return self._sink._arrived(envelope, session.ssl is not None)
 
 
 class _AnyPortController(Controller):
@@ -52,8 +56,9 @@ class _AnyPortController(Controller):
 
 
 class SmtpSink:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.port = 0
+        self.tls = tls
         self.received: list[Received] = []
         self.refusals = 0  # DATA commands answered with a 4xx so far
         self._refuse = 0
@@ -79,7 +84,10 @@ class SmtpSink:
         self._loop = asyncio.get_running_loop()
         self._changed = self._changed or asyncio.Condition()
         # A new Controller each time: a stopped one has closed its event loop.
-        controller = _AnyPortController(_Handler(self), hostname="127.0.0.1", port=self.port)
+        tls: dict[str, Any] = {} if self.tls is None else {
+            "tls_context": self.tls, "require_starttls": True}
+        controller = _AnyPortController(_Handler(self), hostname="127.0.0.1", port=self.port,
+                                        **tls)
         await asyncio.to_thread(controller.start)
         self.port = controller.port
         self._controller = controller
@@ -102,7 +110,7 @@ class SmtpSink:
             await self._changed.wait_for(lambda: len(self.received) >= count)
             return list(self.received)
 
-    def _arrived(self, envelope: Envelope) -> str:  # on the server's thread
+    def _arrived(self, envelope: Envelope, over_tls: bool) -> str:  # on the server's thread
         with self._lock:
             if self._refuse:
                 self._refuse -= 1
@@ -112,7 +120,8 @@ class SmtpSink:
             if isinstance(raw, str):
                 raw = raw.encode()
             self.received.append(Received(str(envelope.mail_from),
-                                          tuple(str(r) for r in envelope.rcpt_tos), raw))
+                                          tuple(str(r) for r in envelope.rcpt_tos), raw,
+                                          over_tls))
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._notify)
         return "250 2.0.0 Message accepted"
