@@ -53,6 +53,20 @@ async def test_mail_goes_over_verified_tls_by_default(
     assert received.over_tls and received.rcpt_tos == ("ops@maple.example",)
 
 
+async def test_implicit_tls_is_verified_too(authorities: tuple[Authority, Authority]) -> None:
+    relay_ca, stranger = authorities
+    async with SmtpSink(relay_ca.server("relay"), implicit=True) as sink:
+        with pytest.raises(MailError, match="certificate is not trusted"):
+            await SmtpMailer("127.0.0.1", sink.port, tls=SmtpTls.IMPLICIT,
+                             ca_file=str(stranger.cert)).send(message())
+        mailer = SmtpMailer("127.0.0.1", sink.port, tls=SmtpTls.IMPLICIT,
+                            ca_file=str(relay_ca.cert))
+        await mailer.send(message())
+        await mailer.close()
+        [received] = await sink.wait_for(1)
+    assert received.over_tls
+
+
 @pytest.mark.parametrize("trusting", ["stranger-ca", "system CAs"])
 async def test_a_certificate_the_mailer_cannot_verify_is_refused(
         authorities: tuple[Authority, Authority], trusting: str) -> None:

@@ -6,7 +6,8 @@ Every message accepted is kept as it came over the wire (``Received.raw``), in o
 waits for them with :meth:`SmtpSink.wait_for`, which is woken by each arrival (no polling).
 :meth:`SmtpSink.refuse_next` answers the next DATA commands with a 4xx, as a busy server does.
 Given ``tls`` (a server-side context), it offers STARTTLS and requires it before MAIL, as a
-relay that will not take mail in the clear does; without, it offers no STARTTLS.
+relay that will not take mail in the clear does; without, it offers no STARTTLS.  With
+``implicit`` too, it speaks TLS from the first byte, as on port 465.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     raw: bytes  # the DATA as received, headers and every MIME part
-    over_tls: bool = False  # the session had done STARTTLS
+    over_tls: bool = False  # it came over TLS (STARTTLS or implicit)
 
     def message(self) -> EmailMessage:
         parsed = message_from_bytes(self.raw, policy=policy.default)
@@ -42,7 +43,9 @@ class _Handler:
         self._sink = sink
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        return self._sink._arrived(envelope, session.ssl is not None)
+        transport = server.transport
+        over_tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        return self._sink._arrived(envelope, over_tls)
 
 
 class _AnyPortController(Controller):
@@ -56,9 +59,10 @@ class _AnyPortController(Controller):
 
 
 class SmtpSink:
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, *, implicit: bool = False) -> None:
         self.port = 0
         self.tls = tls
+        self.implicit = implicit
         self.received: list[Received] = []
         self.refusals = 0  # DATA commands answered with a 4xx so far
         self._refuse = 0
@@ -84,8 +88,10 @@ class SmtpSink:
         self._loop = asyncio.get_running_loop()
         self._changed = self._changed or asyncio.Condition()
         # A new Controller each time: a stopped one has closed its event loop.
-        tls: dict[str, Any] = {} if self.tls is None else {
-            "tls_context": self.tls, "require_starttls": True}
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl_context": self.tls} if self.implicit else {
+                "tls_context": self.tls, "require_starttls": True}
         controller = _AnyPortController(_Handler(self), hostname="127.0.0.1", port=self.port,
                                         **tls)
         await asyncio.to_thread(controller.start)
