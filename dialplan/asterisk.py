@@ -389,6 +389,15 @@ exten => s,1,Set(CALLERID(num)=${{BACKLINE_CID_NUM}})
  same => n,Dial(PJSIP/${{BACKLINE_TO}}@{carrier})
  same => n,Hangup()
 
+; A colleague's or a team's extension: their registered desk phones at once, with the
+; caller's name and extension; unanswered, the call ends (never the carrier, in any mode).
+[backline-{v.INTERNAL}]
+exten => s,1,GotoIf($["${{BACKLINE_CID_NUM}}" = ""]?ring)
+ same => n,Set(CALLERID(num)=${{BACKLINE_CID_NUM}})
+ same => n,Set(CALLERID(name)=${{BACKLINE_CID_NAME}})
+ same => n(ring),Dial(${{BACKLINE_DIAL}},${{BACKLINE_RING_SECONDS}})
+ same => n,Hangup()
+
 [backline-refuse]
 exten => s,1,Answer()
  same => n,Playback(cannot-complete-as-dialed)

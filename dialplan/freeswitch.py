@@ -36,6 +36,7 @@ from telephony.emergency import emergency_callers
 from telephony.freeswitch import cdr, names
 from telephony.freeswitch.commands import fax_setup
 from telephony.model import Carry, Directory, FreeswitchPbx
+from telephony.routing import EXTENSION_DIGITS
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _FILE_PATH = re.compile(r"/[A-Za-z0-9_./-]{1,255}")
@@ -190,6 +191,14 @@ def dialplan_xml(d: Directory, pbx: FreeswitchPbx, announcement: str) -> str:
                                     f"{names.PIN_INVALID_SOUND} {names.FEATURE_PIN} \\d+"),
             ("socket", socket),
             ("playback", names.FEATURE_REFUSED_SOUND), ("hangup", "")])
+    # A colleague's or a team's extension, before the outage refusal: internal calls never
+    # touch the carrier, so they ring in every mode (the controller decides who rings).
+    ext = ET.SubElement(desk, "extension", name="internal")
+    cond = ET.SubElement(ext, "condition", field="destination_number",
+                         expression=f"^({EXTENSION_DIGITS})$")
+    _actions(cond, [("set", f"{names.ROUTE}={names.OUTBOUND}"), ("socket", socket),
+                    ("answer", ""), ("playback", names.OUTBOUND_REFUSAL_SOUND),
+                    ("hangup", "")])
     refused = ET.SubElement(desk, "extension", name="outage-refusal")
     ET.SubElement(refused, "condition", field=mode, expression="^outage$")
     cond = ET.SubElement(refused, "condition", field="destination_number", expression="^.+$")

@@ -75,6 +75,8 @@ class Team:
     id: str
     name: str
     members: tuple[str, ...]
+    # Dialled from a desk phone, rings the active members' desk phones at once (a ring group).
+    extension: str = ""
 
 
 @dataclass(frozen=True, slots=True)

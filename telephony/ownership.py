@@ -52,6 +52,15 @@ class OwnershipBook:
         self._phone_owner: Mapping[str, str] = MappingProxyType(
             {p: u.id for u in directory.users if u.active for p in u.desk_phones})
         self._active = frozenset(active)
+        # Extensions of active users and of teams (the loader refuses clashes); a deactivated
+        # user's extension is nobody's.
+        extensions: dict[str, Party] = {t.extension: Party(OwnerKind.TEAM, t.id)
+                                        for t in directory.teams if t.extension}
+        extensions.update({u.extension: Party(OwnerKind.USER, u.id)
+                           for u in directory.users if u.active and u.extension})
+        self._extensions: Mapping[str, Party] = MappingProxyType(extensions)
+        self._team_members: Mapping[str, tuple[str, ...]] = MappingProxyType(
+            {tid: tuple(sorted(who)) for tid, who in teams.items()})
 
     def number(self, e164: str) -> Number | None:
         return self._numbers.get(e164)
@@ -82,6 +91,14 @@ class OwnershipBook:
     def user_of_phone(self, desk_phone: str) -> str | None:
         """The active user a desk phone belongs to, or None (unknown or deactivated)."""
         return self._phone_owner.get(desk_phone)
+
+    def extension(self, digits: str) -> Party | None:
+        """Whose extension ``digits`` is: an active user's, a team's, or nobody's (None)."""
+        return self._extensions.get(digits)
+
+    def team_members(self, team_id: str) -> tuple[str, ...]:
+        """The active members of a team, sorted (a ring group rings them in this order)."""
+        return self._team_members.get(team_id, ())
 
     def numbers_of(self, user_id: str) -> tuple[str, ...]:
         """Numbers ``user_id`` is a member of, in directory order."""

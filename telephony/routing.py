@@ -7,13 +7,14 @@ only turn the decision into PBX commands.  Same input, same answer: no clock, no
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from telephony import e164
 from telephony.conversations import ConversationBook
 from telephony.emergency import emergency_caller
-from telephony.model import Carry
+from telephony.model import Carry, OwnerKind
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
 
@@ -247,6 +248,27 @@ class OpenVoicemail:
     voicemail_box: str
 
 
+@dataclass(frozen=True, slots=True)
+class RingExtension:
+    """A desk phone dialled a colleague's or a team's extension: ring, at once, the
+    registered desk phones of ``users`` (a team's active members: a ring group), showing the
+    caller's name and extension; unanswered within ``ring_seconds``, the call ends.
+
+    Internal: it never reaches the carrier, so it rings in every mode (an outage included),
+    and it is not a patient's attempt, so nothing of it is journaled or reaches the inbox.
+    ``contacts`` are the registrations to ring, as (desk phone, contact) pairs; the calling
+    desk phone is never among them, nor, for a team, any of the caller's.
+    """
+
+    extension: str
+    caller_id_name: str
+    caller_extension: str
+    desk_phones: tuple[str, ...]
+    users: tuple[str, ...]
+    contacts: tuple[tuple[str, str], ...]
+    ring_seconds: int
+
+
 class Refusal(enum.Enum):
     """Why an outbound call was refused; the value is the short message's name."""
 
@@ -255,7 +277,8 @@ class Refusal(enum.Enum):
     NO_NUMBER = "no-number"
     NOT_A_PRACTICE_NUMBER = "not-a-practice-number"
     NOT_A_MEMBER = "not-a-member"
-    INVALID_DESTINATION = "invalid-destination"
+    INVALID_DESTINATION = "invalid-destination"  # also an extension that is nobody's
+    NOBODY_REGISTERED = "nobody-registered"  # an extension whose desk phones are all off
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +286,11 @@ class RefuseOutbound:
     why: Refusal
 
 
-OutboundDecision = PlaceCall | PlaceEmergencyCall | OpenVoicemail | RefuseOutbound
+OutboundDecision = (PlaceCall | PlaceEmergencyCall | OpenVoicemail | RingExtension
+                    | RefuseOutbound)
+
+# What a desk phone dials to reach a colleague or a team (config.py checks the same shape).
+EXTENSION_DIGITS = "[1-9][0-9]{1,5}"
 
 
 # -- the policy ------------------------------------------------------------------------------
@@ -317,7 +344,11 @@ def route_inbound(book: OwnershipBook, registrations: Registrations, call: Inbou
 
 
 def decide_outbound(book: OwnershipBook, conversations: ConversationBook, call: OutboundCall,
-                    mode: Mode, emergency_numbers: Iterable[str] = ("911",)) -> OutboundDecision:
+                    mode: Mode, emergency_numbers: Iterable[str] = ("911",), *,
+                    registrations: Registrations | None = None,
+                    ring_seconds: int = 25) -> OutboundDecision:
+    """The decision for one call a desk phone places.  ``registrations`` (None: nobody is
+    registered) and ``ring_seconds`` are for a call to an extension."""
     if call.to in emergency_numbers:
         # Safety before policy: checked first, so no mode, membership or unknown phone can
         # ever stop an emergency call.
@@ -327,6 +358,10 @@ def decide_outbound(book: OwnershipBook, conversations: ConversationBook, call: 
         user = book.user_of_phone(call.desk_phone)
         mine = book.numbers_of(user) if user else ()
         return PlaceEmergencyCall(call.to, call.from_number or (mine[0] if mine else ""))
+    dialling = book.user_of_phone(call.desk_phone)
+    if dialling is not None and re.fullmatch(EXTENSION_DIGITS, call.to):
+        # Before the mode: an internal call never touches the carrier.
+        return _ring_extension(book, registrations, dialling, call, ring_seconds)
     if mode is Mode.OUTAGE:
         return RefuseOutbound(Refusal.OUTAGE)
     user = book.user_of_phone(call.desk_phone)
@@ -355,6 +390,35 @@ def decide_outbound(book: OwnershipBook, conversations: ConversationBook, call: 
             not conversations.is_added(book, from_number, to, user):
         return RefuseOutbound(Refusal.NOT_A_MEMBER)
     return PlaceCall(from_number, number.caller_id_name, to)
+
+
+def _ring_extension(book: OwnershipBook, registrations: Registrations | None, caller: str,
+                    call: OutboundCall, ring_seconds: int) -> OutboundDecision:
+    """A user's extension rings that user's desk phones; a team's, its active members'."""
+    party = book.extension(call.to)
+    if party is None:
+        return RefuseOutbound(Refusal.INVALID_DESTINATION)
+    # A team rings its other members (not the caller's other phones); a user's own extension
+    # rings their other phones (a call to oneself, to find a handset).
+    who = tuple(m for m in book.team_members(party.id) if m != caller) \
+        if party.kind is OwnerKind.TEAM else (party.id,)
+    if registrations is None:
+        return RefuseOutbound(Refusal.NOBODY_REGISTERED)
+    phones: list[str] = []
+    users: list[str] = []
+    contacts: list[tuple[str, str]] = []
+    for user in who:
+        regs = [r for r in registrations.live_registrations(user)
+                if r.desk_phone != call.desk_phone]
+        if regs:
+            users.append(user)
+            phones.extend(sorted({r.desk_phone for r in regs}))
+            contacts.extend((r.desk_phone, r.contact) for r in regs)
+    if not contacts:
+        return RefuseOutbound(Refusal.NOBODY_REGISTERED)
+    me = book.directory.user(caller)
+    return RingExtension(call.to, me.name if me else "", me.extension if me else "",
+                         tuple(phones), tuple(users), tuple(contacts), ring_seconds)
 
 
 def _voicemail(book: OwnershipBook, user: str, digits: str) -> OutboundDecision:

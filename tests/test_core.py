@@ -27,6 +27,7 @@ from telephony.routing import (
     Registrations,
     RejectFax,
     RingDeskPhones,
+    RingExtension,
     SendToVoicemail,
     decide_outbound,
     dialled,
@@ -216,3 +217,67 @@ def test_added_to_one_conversation_may_call_only_that_party() -> None:
                            Mode.NORMAL) == PlaceCall(DIRECT, "Dr Ana Lee", OUT)
     assert decide_outbound(book, conversations, OutboundCall("sam-p0", "+17205550199", DIRECT),
                            Mode.NORMAL) == RefuseOutbound(Refusal.NOT_A_MEMBER)
+
+
+def extensions() -> OwnershipBook:
+    """The practice above with extensions: each user's, a team's (front: sam, jo and the
+    deactivated old), and one for a team nobody active is in; sam has a second phone."""
+    d = practice().directory
+    ext = {"ana": "101", "raj": "102", "sam": "111", "jo": "112", "lee": "120", "old": "130"}
+    return OwnershipBook(dataclasses.replace(
+        d, users=tuple(dataclasses.replace(
+            x, extension=ext[x.id],
+            desk_phones=("sam-p0", "sam-p1") if x.id == "sam" else x.desk_phones)
+            for x in d.users),
+        teams=(dataclasses.replace(d.teams[0], extension="200"),
+               dataclasses.replace(d.teams[1], extension="300"),
+               Team("gone", "Gone", ("old",), extension="400"))))
+
+
+def ring(ext: str, *phones: str) -> RingExtension:
+    """Sam (111, on sam-p0) calling ``ext``, which rings ``phones``."""
+    return RingExtension(ext, "Sam", "111", phones, tuple(p.split("-")[0] for p in phones),
+                         tuple((p, f"sip:{p}@127.0.0.1:{5000 + REG.index(p)}") for p in phones),
+                         25)
+
+
+REG = ("ana-p0", "raj-p0", "sam-p0", "jo-p0", "lee-p0", "old-p0", "sam-p1")
+
+
+@pytest.mark.parametrize(("call", "mode", "expected"), [
+    # A colleague's extension rings their desk phone, in every mode (never the carrier).
+    (OutboundCall("sam-p0", "101"), Mode.NORMAL, ring("101", "ana-p0")),
+    (OutboundCall("sam-p0", "101"), Mode.OUTAGE, ring("101", "ana-p0")),
+    # A number chosen with *7 means nothing to an internal call.
+    (OutboundCall("sam-p0", "102", SCHED), Mode.NORMAL, ring("102", "raj-p0")),
+    # A team's extension: its active members at once, never the caller's own phone.
+    (OutboundCall("sam-p0", "200"), Mode.NORMAL, ring("200", "jo-p0")),
+    (OutboundCall("sam-p0", "300"), Mode.OUTAGE, ring("300", "lee-p0")),
+    # Nobody there: a team with no active member, a deactivated user's old extension.
+    (OutboundCall("sam-p0", "400"), Mode.NORMAL, RefuseOutbound(Refusal.NOBODY_REGISTERED)),
+    (OutboundCall("sam-p0", "130"), Mode.NORMAL, RefuseOutbound(Refusal.INVALID_DESTINATION)),
+    # An extension that is nobody's: the short refusal, in both modes.
+    (OutboundCall("sam-p0", "199"), Mode.NORMAL, RefuseOutbound(Refusal.INVALID_DESTINATION)),
+    (OutboundCall("sam-p0", "199"), Mode.OUTAGE, RefuseOutbound(Refusal.INVALID_DESTINATION)),
+    # Not extension-shaped, or from a phone that is nobody's: the rules as before.
+    (OutboundCall("sam-p0", "0101"), Mode.NORMAL, RefuseOutbound(Refusal.INVALID_DESTINATION)),
+    (OutboundCall("old-p0", "101"), Mode.NORMAL, RefuseOutbound(Refusal.UNKNOWN_DESK_PHONE)),
+    (OutboundCall("old-p0", "101"), Mode.OUTAGE, RefuseOutbound(Refusal.OUTAGE)),
+    (OutboundCall("sam-p0", "911"), Mode.NORMAL, PlaceEmergencyCall("911", MAIN)),
+])
+def test_extension_calls(call: OutboundCall, mode: Mode, expected: object) -> None:
+    book = extensions()
+    regs = registered(book, *REG[:6])
+    regs.register("sam-p1", "sip:sam-p1@127.0.0.1:5006", at=6.0)
+    assert decide_outbound(book, ConversationBook(), call, mode, registrations=regs) == expected
+
+
+def test_a_users_other_phones_ring_when_they_dial_their_own_extension() -> None:
+    book = extensions()
+    regs = registered(book, *REG)
+    decision = decide_outbound(book, ConversationBook(), OutboundCall("sam-p0", "111"),
+                               Mode.NORMAL, registrations=regs)
+    assert decision == ring("111", "sam-p1")
+    nobody = decide_outbound(book, ConversationBook(), OutboundCall("sam-p0", "101"),
+                             Mode.NORMAL, registrations=registered(book, "sam-p0"))
+    assert nobody == RefuseOutbound(Refusal.NOBODY_REGISTERED)

@@ -23,6 +23,7 @@ from telephony.routing import (
     RefuseUnknownNumber,
     RejectFax,
     RingDeskPhones,
+    RingExtension,
     SendToVoicemail,
 )
 
@@ -88,6 +89,16 @@ def outbound_variables(decision: OutboundDecision) -> Variables:
                     (v.DIAL_TO, decision.to), (v.ACTION, v.CALL)]
         case OpenVoicemail():
             return [(v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.VOICEMAIL_MAIN)]
+        case RingExtension():
+            # Contacts as for an inbound call (RingDeskPhones); the caller's name loses what
+            # would split the packed decision or a SIP display name.
+            return [(v.DIAL, "&".join(f"PJSIP/{phone}/{contact}"
+                                      for phone, contact in decision.contacts)),
+                    (v.RING_SECONDS, str(decision.ring_seconds)),
+                    (v.CALLER_ID_NUM, decision.caller_extension),
+                    (v.CALLER_ID_NAME, "".join(ch for ch in decision.caller_id_name
+                                               if ch not in '^"<>\\')[:40]),
+                    (v.ACTION, v.INTERNAL)]
         case RefuseOutbound():
             return [(v.REFUSAL, decision.why.value), (v.ACTION, v.REFUSE)]
         case _:

@@ -31,6 +31,7 @@ UNKNOWN = "unknown"
 FAX = "fax"
 REJECT_FAX = "rejectfax"
 CALL = "call"
+INTERNAL = "internal"
 REFUSE = "refuse"
 
 # The mode, mirrored into AstDB for the dialplan and the console (`database put backline mode

@@ -205,7 +205,9 @@ class AsteriskDriver:
         desk_phone, digits = [*request.args, "", ""][:2]
         call = dialled(desk_phone, digits)
         decision = decide_outbound(self.book, self.conversations, call, self.mode(),
-                                   self.book.directory.emergency_numbers)
+                                   self.book.directory.emergency_numbers,
+                                   registrations=self.registrations,
+                                   ring_seconds=self.pbx.ring_seconds)
         log.info("outbound call from desk phone %s to %s: %s%s", desk_phone[:40],
                  e164.redact(call.to), type(decision).__name__,
                  f" ({decision.why.value})" if isinstance(decision, RefuseOutbound) else "")

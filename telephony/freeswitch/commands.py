@@ -26,6 +26,7 @@ from telephony.routing import (
     RefuseUnknownNumber,
     RejectFax,
     RingDeskPhones,
+    RingExtension,
     SendToVoicemail,
 )
 
@@ -151,6 +152,19 @@ def outbound_applications(decision: OutboundDecision, domain: str, sounds: Sound
                     ("voicemail", f"check default {domain} "
                                   f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
+        case RingExtension():
+            # Each desk phone as a directory user rings all its registrations; unanswered,
+            # the call ends (nothing after the bridge but the hangup).
+            targets = ",".join(f"user/{_checked('desk_phone', _DESK_PHONE, p)}@{domain}"
+                               for p in decision.desk_phones)
+            cid: list[Application] = []
+            if decision.caller_extension:
+                cid.append(("set", "effective_caller_id_number="
+                            f"{_checked('caller_extension', _NUMBER, decision.caller_extension)}"))
+            return [*cid,
+                    ("set", f"effective_caller_id_name={caller_id_name(decision.caller_id_name)}"),
+                    ("set", f"call_timeout={int(decision.ring_seconds)}"),
+                    ("bridge", targets), ("hangup", None)]
         case RefuseOutbound():
             return [("answer", None), ("playback", sounds.outbound_refusal), ("hangup", None)]
         case _:

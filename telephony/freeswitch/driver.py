@@ -184,7 +184,9 @@ class FreeswitchDriver:
         desk_phone = data.get("variable_user_name") or ""
         call = dialled(desk_phone, data.get("Caller-Destination-Number") or "")
         decision = decide_outbound(self.book, self.conversations, call, self.mode(),
-                                   self.book.directory.emergency_numbers)
+                                   self.book.directory.emergency_numbers,
+                                   registrations=self.registrations,
+                                   ring_seconds=self.pbx.ring_seconds)
         log.info("outbound call from desk phone %s: %s", desk_phone[:40],
                  type(decision).__name__)
         try:
