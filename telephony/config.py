@@ -58,6 +58,7 @@ from telephony.model import (
     User,
     Window,
 )
+from telephony.routing import extension_clash
 from telephony.sms.twilio import api_url
 from telephony.yamlsource import Where, YMap, YNode, YScalar, YSeq, load_with_includes
 
@@ -138,6 +139,8 @@ class _Reader:
         # Where each user, its location key and each of its desk phones are written, for
         # the emergency checks made once locations and the practice defaults are known.
         self._user_where: dict[str, tuple[str, Where, dict[str, tuple[str, Where]]]] = {}
+        # Every extension written (users', deactivated ones too, and teams'): whose, and where.
+        self._extensions: dict[str, tuple[str, str, Where]] = {}
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -276,6 +279,12 @@ class _Reader:
         emergency_numbers = [v for v, _ in self.strings(
             top, "emergency_numbers", "emergency_numbers", re.compile(r"\d{3}"),
             "a 3-digit number")]
+        for ext, (_, field, where) in self._extensions.items():
+            clash = extension_clash(ext, emergency_numbers or DEFAULT_EMERGENCY_NUMBERS,
+                                    [n.number for n in numbers])
+            if clash is not None:
+                self.problem(where, field, f"an extension a desk phone can reach ({ext} "
+                             f"dials {clash})")
         locations = self.locations(top)
         emergency = self.emergency(top, users, locations, connections, numbers)
         pbx = connections.pbx if connections is not None else None
@@ -362,6 +371,8 @@ class _Reader:
                 phones.setdefault(phone, uid)
             if ext:
                 extensions.setdefault(ext, uid)
+                self._extensions.setdefault(ext, (f"user {uid}", f"{f}.extension",
+                                                  _where_of(node, "extension")))
             users[uid] = User(uid, name, email or "", admin, active, ext,
                               tuple(p for p, _ in desk), callback, location, tuple(sites))
             self._user_where[uid] = (f, _where_of(node, "location"),
@@ -419,7 +430,7 @@ class _Reader:
             node = self.mapping(item, f, item.where)
             if node is None:
                 continue
-            self.keys(node, f, ["id", "name", "members"])
+            self.keys(node, f, ["id", "name", "members", "extension"])
             tid = self.text(node, "id", f"{f}.id", None, "a team id")
             if tid is not None and not _ID.fullmatch(tid):
                 self.problem(_where_of(node, "id"), f"{f}.id",
@@ -441,7 +452,21 @@ class _Reader:
                 self.problem(_where_of(node, "id"), f"{f}.id", f"a unique team id ({tid} is "
                              "listed twice)")
                 continue
-            teams[tid] = Team(tid, name, tuple(dict.fromkeys(members)))
+            ext = self.text(node, "extension", f"{f}.extension", "", "an extension of 2 to 6 "
+                            "digits, not starting with 0") or ""
+            if ext and not _EXTENSION.fullmatch(ext):
+                self.problem(_where_of(node, "extension"), f"{f}.extension",
+                             "an extension of 2 to 6 digits, not starting with 0")
+                ext = ""
+            elif ext in self._extensions:
+                self.problem(_where_of(node, "extension"), f"{f}.extension",
+                             f"an extension of its own ({ext} is already "
+                             f"{self._extensions[ext][0]}'s, at {self._extensions[ext][2]})")
+                ext = ""
+            elif ext:
+                self._extensions[ext] = (f"team {tid}", f"{f}.extension",
+                                         _where_of(node, "extension"))
+            teams[tid] = Team(tid, name, tuple(dict.fromkeys(members)), ext)
         return teams
 
     def party(self, text: str, where: Where, field: str, users: dict[str, User],

@@ -291,6 +291,29 @@ OutboundDecision = (PlaceCall | PlaceEmergencyCall | OpenVoicemail | RingExtensi
 
 # What a desk phone dials to reach a colleague or a team (config.py checks the same shape).
 EXTENSION_DIGITS = "[1-9][0-9]{1,5}"
+# What else a desk phone dials that is not an outside number: the outage switch, voicemail,
+# and the prefix that picks the number to call out from.
+FEATURE_CODES = ("*28", "*29", VOICEMAIL_CODE, CHOOSE_NUMBER_PREFIX)
+
+
+def extension_clash(extension: str, emergency_numbers: Iterable[str],
+                    numbers: Iterable[str]) -> str | None:
+    """What dialling ``extension`` would reach instead of its owner, or None: an emergency
+    number (which always goes out first), a feature code, or a practice number as a desk
+    phone may dial it (``numbers`` are E.164: +1NXXNXXXXXX, 1NXXNXXXXXX, NXXNXXXXXX)."""
+    if extension in emergency_numbers:
+        return f"the emergency number {extension}"
+    for code in FEATURE_CODES:
+        if extension.startswith(code) or code.startswith(extension):
+            return f"the feature code {code}"
+    for number in numbers:
+        digits = number.lstrip("+")
+        if extension in (number, digits, digits[1:] if number.startswith("+1") else digits):
+            return f"the practice number {number}"
+    try:
+        return f"the outside number {e164.normalise(extension)}"
+    except e164.NotE164:
+        return None
 
 
 # -- the policy ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from telephony import config, e164
 from telephony.model import AsteriskPbx, Carry, OwnerKind
+from telephony.routing import extension_clash
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"
@@ -278,3 +279,74 @@ def test_where_asterisk_keeps_its_files_is_asked_of_it_unless_given_as_absolute_
     assert result.returncode == 2
     assert f"{path}:6: connections.pbx.cdr_file: the absolute path" in result.stderr
     assert "spool_dir" not in result.stderr
+
+
+# Extensions a desk phone could not reach, each located: another's (user or team), an
+# emergency number (911 and 933 by default, and any listed), a feature code's digits.
+CLASHING_EXTENSIONS = """\
+practice: {name: Clinic, timezone: UTC}
+emergency_numbers: ["911", "933", "912"]
+users:
+  - {id: ana, name: Ana, email: ana@x.example, extension: "101"}
+  - {id: raj, name: Raj, email: raj@x.example,
+     extension: "101"}  #! users[1].extension: 101 is already ana's
+  - {id: sam, name: Sam, email: sam@x.example,
+     extension: "911"}  #! users[2].extension: dials the emergency number 911
+  - {id: jo, name: Jo, email: jo@x.example, active: false,
+     extension: "933"}  #! users[3].extension: dials the emergency number 933
+  - {id: lee, name: Lee, email: lee@x.example, extension: "102"}
+teams:
+  - {id: front, name: Front, members: [ana], extension: "200"}
+  - {id: nurses, name: Nurses, members: [lee],
+     extension: "102"}  #! teams[1].extension: 102 is already user lee's
+  - {id: billing, name: Billing, members: [lee],
+     extension: "200"}  #! teams[2].extension: 200 is already team front's
+  - {id: lab, name: Lab, members: [lee],
+     extension: "912"}  #! teams[3].extension: dials the emergency number 912
+  - {id: xray, name: X-ray, members: [lee],
+     extension: "*28"}  #! teams[4].extension: 2 to 6 digits
+  - {id: desk, name: Desk, members: [lee], extension: "300"}
+numbers:
+  - {number: "+13125550100", owner: team:desk}
+connections: {storage: {url: "sqlite:j.db"}}
+"""
+
+
+def test_clashing_extensions_are_located_errors(tmp_path: Path) -> None:
+    path = tmp_path / "extensions.yaml"
+    path.write_text(CLASHING_EXTENSIONS)
+    result = check(path)
+    assert result.returncode == 2, result.stdout
+    problems = parse_problems(result.stderr)
+    for file, line, field, words in expected_marks(CLASHING_EXTENSIONS, str(path)):
+        hits = [p for p in problems if p[:3] == (file, line, field)]
+        assert hits, f"no problem reported at {file}:{line} {field}; got:\n{result.stderr}"
+        assert any(words.lower() in p[3].lower() for p in hits), (words, hits)
+    marked = {(f, ln) for f, ln, _, _ in expected_marks(CLASHING_EXTENSIONS, str(path))}
+    assert {(p[0], p[1]) for p in problems} <= marked, result.stderr
+    # Fixed, the same file loads, each team with its extension.
+    fixed = re.sub(r' +#!.*', "", CLASHING_EXTENSIONS)
+    for bad, good in (('"101"}', '"103"}'), ('"911"', '"111"'), ('"933"', '"133"'),
+                      ('extension: "102"}', 'extension: "400"}'), ('"200"}', '"500"}'),
+                      ('"912"', '"600"'), ('"*28"', '"700"')):
+        fixed = fixed[::-1].replace(bad[::-1], good[::-1], 1)[::-1]
+    path.write_text(fixed)
+    assert check(path).returncode == 0, check(path).stderr
+    d = config.load(path).directory
+    assert {t.id: t.extension for t in d.teams} == {
+        "front": "200", "nurses": "400", "billing": "500", "lab": "600", "xray": "700",
+        "desk": "300"}
+
+
+@pytest.mark.parametrize(("extension", "clash"), [
+    ("911", "the emergency number 911"),
+    ("28", None),  # a desk phone dialling 28 never reaches *28
+    ("*97", "the feature code *97"),  # the loader refuses it already (digits only)
+    ("*7", "the feature code *7"),
+    ("3125550100", "the practice number +13125550100"),
+    ("13125550100", "the practice number +13125550100"),
+    ("7205550141", "the outside number +17205550141"),
+    ("101", None),
+])
+def test_what_an_extension_would_dial_instead(extension: str, clash: str | None) -> None:
+    assert extension_clash(extension, ("911", "933"), ["+13125550100"]) == clash
