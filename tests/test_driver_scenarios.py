@@ -12,6 +12,7 @@ with the one expected outcome. The real-Asterisk end-to-end tests are tests/test
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -38,10 +39,14 @@ PARTY = "+13035550123"
 OTHER_PARTY = "+13035550999"
 
 
+EXTENSIONS = {"ana": "101", "bob": "102", "sam": "111", "jo": "112", "lee": "113"}
+
+
 def practice() -> Directory:
     return directory(
-        [user("ana"), user("bob"), user("sam"), user("jo"), user("lee", active=False)],
-        [Team("front-desk", "Front Desk", ("sam", "jo"))],
+        [dataclasses.replace(x, extension=EXTENSIONS[x.id])
+         for x in (user("ana"), user("bob"), user("sam"), user("jo"), user("lee", active=False))],
+        [Team("front-desk", "Front Desk", ("sam", "jo"), extension="200")],
         [number(TEAM, t("front-desk"), (u("ana"),), caller_id_name="Maple Street"),
          number(PRACTICE, caller_id_name="Maple Main")])
 
@@ -53,7 +58,7 @@ def practice() -> Directory:
 class Heard:
     """What the caller or the staff would notice."""
 
-    kind: str  # ring | voicemail | announcement | refused | dial-out | refused-out
+    kind: str  # ring | internal | voicemail | announcement | refused | dial-out | refused-out
     phones: frozenset[str] = frozenset()
     to: str = ""
     caller_id: str = ""
@@ -62,6 +67,11 @@ class Heard:
 
 def ring(*phones: str) -> Heard:
     return Heard("ring", frozenset(phones))
+
+
+def internal(phones: tuple[str, ...], extension: str, name: str) -> Heard:
+    """A colleague's desk phones ring, showing the caller's extension and name."""
+    return Heard("internal", frozenset(phones), caller_id=extension, caller_id_name=name)
 
 
 def dial_out(to: str, caller_id: str, name: str) -> Heard:
@@ -111,6 +121,19 @@ SCENARIOS = [
              digits="911", mode=Mode.OUTAGE, expected=dial_out("911", TEAM, "")),
     Scenario("911 goes out from a deactivated user's phone", desk_phone="lee-p0",
              digits="911", expected=dial_out("911", "", "")),
+    Scenario("a colleague's extension rings their desk phone, showing the caller",
+             desk_phone="sam-p0", digits="101", expected=internal(("ana-p0",), "111", "Sam")),
+    Scenario("a colleague's extension rings in an outage too", desk_phone="sam-p0",
+             digits="102", mode=Mode.OUTAGE, expected=internal(("bob-p0",), "111", "Sam")),
+    Scenario("a team's extension rings exactly its active members", desk_phone="ana-p0",
+             digits="200", expected=internal(("jo-p0", "sam-p0"), "101", "Ana")),
+    Scenario("a team's extension does not ring the member who dials it",
+             desk_phone="sam-p0", digits="200", mode=Mode.OUTAGE,
+             expected=internal(("jo-p0",), "111", "Sam")),
+    Scenario("an extension that is nobody's is refused", desk_phone="sam-p0", digits="199",
+             expected=Heard("refused-out")),
+    Scenario("a deactivated user's extension is nobody's", desk_phone="sam-p0",
+             digits="113", mode=Mode.OUTAGE, expected=Heard("refused-out")),
     Scenario("*28 + the PIN from an admin's desk phone engages the outage",
              desk_phone="ana-p0", feature="engage", pin="2468", expected=Heard("switched")),
     Scenario("*29 + a wrong PIN is refused", desk_phone="ana-p0", feature="end", pin="1111",
@@ -156,6 +179,9 @@ def _asterisk_heard(variables: dict[str, str]) -> Heard:
     action = variables[v.ACTION]
     if action == v.RING:
         return ring(*(target.split("/")[1] for target in variables[v.DIAL].split("&")))
+    if action == v.INTERNAL:
+        return internal(tuple(target.split("/")[1] for target in variables[v.DIAL].split("&")),
+                        variables[v.CALLER_ID_NUM], variables[v.CALLER_ID_NAME])
     if action == v.CALL:
         return dial_out(variables[v.DIAL_TO], variables[v.CALLER_ID_NUM],
                         variables[v.CALLER_ID_NAME])
@@ -231,6 +257,10 @@ def _freeswitch_heard(apps: list[tuple[str, str]], outbound: bool) -> Heard:
         return Heard("switch-refused")
     settings = dict(arg.split("=", 1) for app, arg in apps if app == "set")
     for app, arg in apps:
+        if app == "bridge" and arg.startswith("user/") and outbound:
+            return internal(tuple(target[5:].split("@")[0] for target in arg.split(",")),
+                            settings.get("effective_caller_id_number", ""),
+                            settings.get("effective_caller_id_name", ""))
         if app == "bridge" and arg.startswith("user/"):
             return ring(*(target[5:].split("@")[0] for target in arg.split(",")))
         if app == "bridge" and arg.startswith(f"sofia/gateway/{names.GATEWAY}/"):
@@ -303,6 +333,8 @@ async def test_scenario(driver: str, scenario: Scenario) -> None:
     if scenario.feature:
         to = Mode.OUTAGE if scenario.feature == "engage" else Mode.NORMAL
         assert state.switches == [(scenario.desk_phone, to, scenario.pin)]
+    if scenario.expected.kind == "internal":
+        assert state.attempts == []  # a call between staff is no patient's attempt
     if scenario.journaled is not None:
         (attempt,) = state.attempts
         assert (attempt.outcome.value, attempt.recipient) == (scenario.journaled,
