@@ -80,6 +80,17 @@ async def test_a_certificate_the_mailer_cannot_verify_is_refused(
         assert sink.received == []
 
 
+async def test_a_certificate_for_another_host_is_refused(
+        authorities: tuple[Authority, Authority]) -> None:
+    relay_ca, _ = authorities  # the right CA, but the certificate names another relay
+    async with SmtpSink(relay_ca.server("other", "DNS:mail.maple.example")) as sink:
+        mailer = SmtpMailer("127.0.0.1", sink.port, ca_file=str(relay_ca.cert))
+        with pytest.raises(MailError, match="the server's certificate is not trusted: "
+                                            "IP address mismatch"):
+            await mailer.send(message())
+        assert sink.received == []
+
+
 async def test_a_server_offering_no_starttls_is_refused_not_written_to_in_the_clear() -> None:
     async with SmtpSink() as sink:  # takes mail in the clear, offers no STARTTLS
         mailer = SmtpMailer("127.0.0.1", sink.port)
@@ -241,6 +252,18 @@ def test_tls_by_default_cleartext_to_this_machine_without_a_word(
     assert (status, errors, warnings) == (0, [], [])
     smtp = config.load(tmp_path / "tls.yaml").directory.connections.smtp
     assert smtp is not None and (smtp.tls, smtp.port) == (tls, port)
+
+
+@pytest.mark.parametrize("section", [
+    f"smtp: {{host: {REMOTE}, insecure_cleartext: true}}",
+    'inbox: {url: "https://inbox.maple.example/inbox", token_env: T, insecure_cleartext: true}',
+])
+def test_an_opt_out_on_an_encrypted_connection_is_pointed_out(
+        tmp_path: Path, section: str) -> None:
+    status, errors, warnings = checked(tmp_path, section)
+    assert (status, errors) == (0, [])
+    [warning] = warnings
+    assert ".insecure_cleartext: removed: the connection is encrypted" in warning
 
 
 @pytest.mark.parametrize("section", [

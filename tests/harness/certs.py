@@ -16,12 +16,13 @@ class Authority:
     cert: Path  # what a client trusts (ca_file)
     key: Path
 
-    def server(self, name: str) -> ssl.SSLContext:
-        """A server-side context whose certificate this CA signed for 127.0.0.1/localhost."""
+    def server(self, name: str, names: str = "IP:127.0.0.1, DNS:localhost") -> ssl.SSLContext:
+        """A server-side context whose certificate this CA signed for ``names`` (a
+        subjectAltName: by default 127.0.0.1 and localhost)."""
         folder = self.cert.parent
         key, csr, cert = (folder / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
         ext = folder / f"{name}.ext"
-        ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+        ext.write_text(f"subjectAltName = {names}\n"
                        "extendedKeyUsage = serverAuth\n")
         _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                  "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
