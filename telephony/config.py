@@ -52,6 +52,7 @@ from telephony.model import (
     SmsGateway,
     Smtp,
     SmtpTls,
+    StatusListener,
     Storage,
     Team,
     Trunk,
@@ -842,7 +843,7 @@ class _Reader:
             self.problem(top.where, "connections", "a connections: section (at least storage:)")
             return None
         self.keys(node, "connections", ["pbx", "smtp", "sms_gateway", "inbox", "pages",
-                                        "storage", "email_intake"])
+                                        "storage", "email_intake", "status"])
         storage = self.storage(node, base)
         pbx = self.pbx(node)
         pbx_map = _get(node, "pbx")
@@ -854,14 +855,23 @@ class _Reader:
             self.problem(pbx_map.where, "connections.pbx.node",
                          "a node name (e.g. node: node1), required with a postgresql:// "
                          "storage: every node on a shared journal needs its own")
+        pages = self._section(node, "pages", self.pages)
+        status = self._section(node, "status", self.status_listener)
+        if status is None and pages is not None:
+            status = StatusListener()  # where the pages listener used to serve them
+        if status is not None and pages is not None and status.listen == pages.listen:
+            self.problem(_where_of(node, "status"), "connections.status.listen",
+                         f"a HOST:PORT of its own: {pages.listen} is connections.pages.listen, "
+                         "which the internet reaches (default 127.0.0.1:8089)")
         return Connections(
             storage=storage,
             pbx=pbx,
             smtp=self._section(node, "smtp", self.smtp),
             sms_gateway=self._section(node, "sms_gateway", self.sms_gateway),
             inbox=self._section(node, "inbox", self.inbox),
-            pages=self._section(node, "pages", self.pages),
+            pages=pages,
             email_intake=self._section(node, "email_intake", self.email_intake),
+            status=status,
         )
 
     def _section(self, parent: YMap, key: str, build: Callable[[YMap, str], T]) -> T | None:
@@ -1223,6 +1233,25 @@ class _Reader:
                          "127.0.0.1:8080")
             host, port = "127.0.0.1", "8080"
         return Pages(HostPort(host, int(port)), self._url(node, "base_url", f))
+
+    def status_listener(self, node: YMap, f: str) -> StatusListener:
+        """``/status``, ``/status.json`` and ``/metrics``: who engaged the outage, why, the
+        backlog.  Off loopback only behind a bearer token."""
+        self.keys(node, f, ["listen", "token_env", "token_file"])
+        default = StatusListener().listen
+        listen = self.text(node, "listen", f"{f}.listen", str(default), "HOST:PORT")
+        host, _, port = (listen or "").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.problem(_where_of(node, "listen"), f"{f}.listen", "HOST:PORT, e.g. "
+                         f"{default}")
+            host, port = default.host, str(default.port)
+        token = self.secret(node, "token", f, False)
+        if not is_loopback(host.strip("[]")) and not token.env and not token.file:
+            self.problem(_where_of(node, "listen"), f"{f}.token_env",
+                         f"a bearer token (token_env or token_file) for a status listener "
+                         f"off loopback ({host}): its pages say who engaged the outage, why, "
+                         "and the backlog")
+        return StatusListener(HostPort(host, int(port)), token)
 
     def _url(self, node: YMap, key: str, f: str) -> str:
         url = self.text(node, key, f"{f}.{key}", None, "an http:// or https:// URL") or ""

@@ -52,7 +52,7 @@ from telephony.journal import (
 )
 from telephony.journal.writer import AttemptWriter
 from telephony.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, reconcile
-from telephony.model import AsteriskPbx, Directory, FreeswitchPbx
+from telephony.model import AsteriskPbx, Directory, FreeswitchPbx, HostPort
 from telephony.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch, switch_key
 from telephony.ownership import OwnershipBook
 from telephony.pin_lockout import PinJudgement, PinPolicy, PinRecord, PinVerdict, judge_pin
@@ -61,7 +61,7 @@ from telephony.sms.twilio import InboundSms
 from telephony.sms.webhook import make_sms_routes
 from telephony.status.health import Health, Verdict, idle, off
 from telephony.status.metrics import Metrics
-from telephony.status.server import make_status_app
+from telephony.status.server import make_status_app, public_app
 
 log = logging.getLogger("backline.controller")
 
@@ -217,6 +217,10 @@ class Controller:
             checks.append(("SMS sending", gateway.token, "connections.sms_gateway.token",
                            "automatic replies wait (retried until it is set) and alerts go by "
                            "email only"))
+        status = d.connections.status
+        if status is not None and (status.token.env or status.token.file):
+            checks.append(("the status listener", status.token, "connections.status.token",
+                           "every request for /status, /status.json and /metrics gets 401"))
         inbox = d.connections.inbox
         if inbox is not None and inbox.url and inbox.token:
             checks.append(("inbox delivery", inbox.token, "connections.inbox.token",
@@ -387,12 +391,11 @@ class Controller:
     # -- SMS (Twilio-format webhook in, gateway out) ----------------------------------------
 
     def web_app(self) -> web.Application:
-        """The controller's HTTP face: status, metrics, the SMS webhook and the alert link
-        pages (under /a/), each if configured."""
-        app = make_status_app(self.journal, self.metrics, self.directory.practice.name,
-                              self.directory.practice.timezone, self.journal.held,
-                              lambda: datetime.now(UTC), health=lambda: dict(self.health),
-                              emergency_calls=lambda: self.journal.emergency_calls(10))
+        """The controller's public HTTP face (connections.pages.listen, which the SMS
+        provider and staff's alert links reach): the SMS webhook and the alert link pages
+        (under /a/), each if configured; anything else, /status and /metrics included, is a
+        bare 404 (they are on ``status_app``)."""
+        app = public_app()
         gateway = self.directory.connections.sms_gateway
         pages = self.directory.connections.pages
         if gateway is not None and pages is not None:
@@ -401,6 +404,28 @@ class Controller:
         if self.notifier is not None:
             app.add_subapp(LINK_PREFIX.rstrip("/"), self.notifier.link_app())
         return app
+
+    def status_app(self) -> web.Application:
+        """What ops read (connections.status.listen): /status, /status.json, /metrics;
+        behind its bearer token when one is configured."""
+        return make_status_app(self.journal, self.metrics, self.directory.practice.name,
+                               self.directory.practice.timezone, self.journal.held,
+                               lambda: datetime.now(UTC), health=lambda: dict(self.health),
+                               emergency_calls=lambda: self.journal.emergency_calls(10),
+                               token=self._status_token())
+
+    def _status_token(self) -> str | None:
+        """None: no token configured; "" (every request refused) when it cannot be read
+        (warned of at start, with the other missing secrets)."""
+        from telephony.asterisk.local_pbx import SecretMissing, read_secret
+
+        status = self.directory.connections.status
+        if status is None or not (status.token.env or status.token.file):
+            return None
+        try:
+            return read_secret(status.token, "connections.status.token")
+        except SecretMissing:
+            return ""
 
     def _sms_signing_secret(self) -> str:
         from telephony.asterisk.local_pbx import SecretMissing, read_secret
@@ -778,11 +803,18 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
                      ready: Callable[[], str],
                      verify: Callable[[], Awaitable[None]] | None = None) -> int:
     """What `run` and `up` do with any PBX: attach its driver as the mode's mirror, start the
-    controller and the driver, keep the mode agreed, serve the pages if configured, print
-    ``ready()`` (once ``verify()``, if given, passed) and run until ``stop``; the pages and the
-    driver are stopped on the way out (the caller closes the controller and whatever it
-    started itself)."""
-    runner: web.AppRunner | None = None
+    controller and the driver, keep the mode agreed, serve the public pages and the status
+    listener if configured, print ``ready()`` (once ``verify()``, if given, passed) and run
+    until ``stop``; the listeners and the driver are stopped on the way out (the caller closes
+    the controller and whatever it started itself)."""
+    runners: list[web.AppRunner] = []
+
+    async def listen(app: web.Application, at: HostPort) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, at.host, at.port).start()
+
     try:
         controller.attach(driver)
         await controller.start()
@@ -792,16 +824,20 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
         watcher = asyncio.create_task(controller.keep_mode(stop))
         pages = controller.directory.connections.pages
         if pages is not None:
-            runner = web.AppRunner(controller.web_app(), access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, pages.listen.host, pages.listen.port).start()
-            log.info("status page on http://%s/status, metrics on /metrics", pages.listen)
+            await listen(controller.web_app(), pages.listen)
+            log.info("public pages (SMS webhook, alert links) on http://%s", pages.listen)
+        status = controller.directory.connections.status
+        if status is not None:
+            await listen(controller.status_app(), status.listen)
+            log.info("status page on http://%s/status, metrics on /metrics%s", status.listen,
+                     " (bearer token required)" if status.token.env or status.token.file
+                     else "")
         print(ready(), flush=True)
         await stop.wait()
         await watcher
         return 0
     finally:
-        if runner is not None:
+        for runner in runners:
             await runner.cleanup()
         await driver.stop()
 

@@ -289,6 +289,21 @@ class Pages:
     base_url: str
 
 
+# Where ops read /status, /status.json and /metrics unless connections.status says otherwise:
+# never the pages listener, which faces the internet (the SMS webhook, alert links) directly
+# or through a reverse proxy on loopback, and these pages say who engaged the outage and why.
+DEFAULT_STATUS_LISTEN = HostPort("127.0.0.1", 8089)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusListener:
+    """The ops listener: ``token`` set, every request must carry ``Authorization: Bearer``
+    with it (required off loopback)."""
+
+    listen: HostPort = DEFAULT_STATUS_LISTEN
+    token: Secret = Secret()
+
+
 @dataclass(frozen=True, slots=True)
 class Storage:
     url: str
@@ -307,6 +322,8 @@ class Connections:
     inbox: Inbox | None = None
     pages: Pages | None = None
     email_intake: EmailIntake | None = None
+    # Given, or defaulted when pages are configured (the pages listener used to serve them).
+    status: StatusListener | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -279,7 +279,7 @@ async def test_an_alert_sent_after_the_outage_ended_speaks_of_the_outage_as_past
 async def test_the_status_page_says_whether_alerts_are_getting_through(site: Site) -> None:
     async def alerts() -> dict[str, str]:
         async with aiohttp.ClientSession() as http, \
-                http.get(f"{site.base_url}/status.json") as response:
+                http.get(f"{site.status_url}/status.json") as response:
             return dict((await response.json())["health"]["alerts"])
 
     assert (await alerts())["verdict"] == "idle"

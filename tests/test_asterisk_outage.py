@@ -355,7 +355,7 @@ def link_gauge(p: PracticePbx) -> float:
 
 
 async def test_the_status_page_and_metrics_follow_the_pbx_link(pbx: PracticePbx) -> None:
-    runner = web.AppRunner(pbx.controller.web_app())
+    runner = web.AppRunner(pbx.controller.status_app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -187,7 +187,7 @@ async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(tmp_path: P
                 invite = (await asyncio.to_thread(far.wait_for_invites, 1, 15))[0]
                 assert_presents(invite, ANA_LINE)
                 # Ops see it on the status page.
-                async with TestClient(TestServer(pbx.controller.web_app())) as http:
+                async with TestClient(TestServer(pbx.controller.status_app())) as http:
                     listed = (await (await http.get("/status.json")).json())["emergency_calls"]
                     page = await (await http.get("/status")).text()
                 assert [(c["desk_phone"], c["dialled"], c["late"]) for c in listed] == [

@@ -3,12 +3,16 @@
 A thin shell: read the journal (in a worker thread: the journal is synchronous SQLite and a
 busy database must not stall the event loop that answers the PBX), hand the result to the pure
 renderers in :mod:`telephony.status.page`, and send it with headers that keep the page out of
-caches, frames and referrers.  Anything else is a bare 404.
+caches, frames and referrers.  Anything else is a bare 404.  These pages say who engaged the
+outage, why, and the backlog: the controller serves them on a listener of their own, never on
+the public one (:func:`public_app`), and off loopback only behind a bearer token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +21,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from telephony.journal.emergency import EmergencyCallRecord
 from telephony.outage import ModeChange, ModeState
@@ -65,6 +69,7 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
                     *, history_limit: int = DEFAULT_HISTORY,
                     health: Callable[[], Mapping[str, Health]] | None = None,
                     emergency_calls: Callable[[], Sequence[EmergencyCallRecord]] | None = None,
+                    token: str | None = None,
                     ) -> web.Application:
     """The aiohttp application serving ``/status``, ``/status.json`` and ``/metrics``.
 
@@ -74,17 +79,48 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
     the event loop (it must not block) for the page's and the JSON's ``health``.  ``tz`` is
     checked here, so a bad timezone fails at start-up (``zoneinfo.ZoneInfoNotFoundError``)
     rather than per request.  ``emergency_calls``, when given, lists the latest 911 calls
-    (read in the worker thread with the rest).
+    (read in the worker thread with the rest).  ``token``, when given, is the bearer token every
+    request must carry (``Authorization: Bearer TOKEN``, compared in constant time); without
+    it the answer is a bare 401 whatever the path, and "" refuses every request.
     """
     ZoneInfo(tz)
     pages = _StatusPages(journal_reader, metrics, practice_name, tz, backlog, clock,
                          history_limit, health, emergency_calls)
-    app = web.Application(middlewares=[_bare_errors])
-    app.on_response_prepare.append(_secure)
+    app = public_app()
+    if token is not None:
+        app.middlewares.append(_bearer(token))
     app.router.add_get("/status", pages.status)
     app.router.add_get("/status.json", pages.status_json)
     app.router.add_get("/metrics", pages.metrics)
     return app
+
+
+def public_app() -> web.Application:
+    """An application with no routes of its own: bare errors, the security headers.  The
+    controller's public listener (SMS webhook, alert links) is one, so a request there for
+    ``/status`` or ``/metrics`` gets the same bare 404 as any unknown path."""
+    app = web.Application(middlewares=[_bare_errors])
+    app.on_response_prepare.append(_secure)
+    return app
+
+
+def _bearer(token: str) -> Middleware:
+    """Middleware: every request carries ``Authorization: Bearer <token>`` or gets a bare
+    401, whatever the path ("" refuses everything: a token configured but unreadable)."""
+    expected = hashlib.sha256(token.encode()).digest()
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        # Digests of both sides: compare_digest then takes as long whatever was sent, its
+        # length included.
+        presented = hashlib.sha256(given.strip().encode("utf-8", "replace")).digest()
+        if not (hmac.compare_digest(presented, expected) and token
+                and scheme.lower() == "bearer"):
+            return _bare(401, "Unauthorized", {hdrs.WWW_AUTHENTICATE: 'Bearer realm="status"'})
+        return await handler(request)
+
+    return require_token
 
 
 class _StatusPages:

@@ -50,6 +50,7 @@ connections:
   sms_gateway: {{url: "{gateway}", from: "{practice}", account: {account},
                 token_env: {token_env}, signing_secret_env: {token_env}}}
   pages: {{listen: "127.0.0.1:{port}", base_url: "http://127.0.0.1:{port}"}}
+  status: {{listen: "127.0.0.1:{status_port}"}}
   storage: {{url: "sqlite://{journal}"}}
 {inbox}"""
 INBOX_TOKEN_ENV = "BACKLINE_TEST_ALERT_INBOX_TOKEN"
@@ -86,6 +87,8 @@ class Site:
     controller: Controller | None = None
     journal: Journal | None = None
     runner: web.AppRunner | None = None
+    status_port: int = 0  # the status listener (/status, /status.json, /metrics)
+    status_runner: web.AppRunner | None = None
     access_log: bool = False
     policy: GatherPolicy | None = None
     inbox_url: str = ""  # the practice's inbox (token from INBOX_TOKEN_ENV), if any
@@ -97,6 +100,10 @@ class Site:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def status_url(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
+    @property
     def notifier(self) -> Notifier:
         assert self.controller is not None and self.controller.notifier is not None
         return self.controller.notifier
@@ -105,12 +112,14 @@ class Site:
         """A controller (and HTTP app) over the site's journal, as after a restart."""
         os.environ[TOKEN_ENV] = AUTH_TOKEN
         self.port = self.port or free_port()
+        self.status_port = self.status_port or free_port()
         path = self.tmp / "practice.yaml"
         path.write_text(YAML.format(
             name=PRACTICE_NAME, practice=PRACTICE_NUMBER, fax=FAX_NUMBER, kind=self.kind,
             emails=", ".join(ALERT_EMAILS), sms=", ".join(f'"{n}"' for n in ALERT_SMS),
             smtp_port=self.sink.port, smtp=self.smtp, gateway=self.gateway.base_url,
             account=ACCOUNT_SID, token_env=TOKEN_ENV, port=self.port,
+            status_port=self.status_port,
             journal=self.tmp / "journal.db",
             inbox=f'  inbox: {{url: "{self.inbox_url}", token_env: {INBOX_TOKEN_ENV}}}\n'
             if self.inbox_url else ""))
@@ -127,12 +136,18 @@ class Site:
                        else web.AppRunner(app, access_log=None))
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.status_runner = web.AppRunner(self.controller.status_app(), access_log=None)
+        await self.status_runner.setup()
+        await web.TCPSite(self.status_runner, "127.0.0.1", self.status_port).start()
         return self.controller
 
     async def stop_controller(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        if self.status_runner is not None:
+            await self.status_runner.cleanup()
+            self.status_runner = None
         if self.controller is not None:
             await self.controller.close()
             self.controller = None
