@@ -15,10 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from telephony import config
 from telephony.cli import main as backline
-from telephony.journal import AttemptKind
+from telephony.controller import Controller
+from telephony.journal import AttemptKind, open_journal
 from telephony.status.server import SECURITY_HEADERS
 from tests.harness.alert_site import PRACTICE_NUMBER, AlertSite, Site, free_port
 from tests.harness.practice_pbx import practice_pbx
@@ -166,3 +168,32 @@ def test_check_accepts_a_loopback_or_token_guarded_status_listener(
     assert directory.connections.status is not None
     assert str(directory.connections.status.listen) == listen
     assert directory.connections.status.token.env == token
+
+
+async def test_a_token_configured_but_unset_refuses_every_request_and_is_warned_of(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    path = write_config(tmp_path, f'  status: {{listen: "127.0.0.1:8089", '
+                                  f'token_env: {TOKEN_ENV}}}\n')
+    path.write_text(path.read_text().replace("sqlite:///var/lib/backline/journal.db",
+                                             f"sqlite://{tmp_path}/journal.db"))
+    directory = config.load(path).directory
+    journal = open_journal(directory.connections.storage.url)
+    controller = Controller(directory, journal)
+    runner = web.AppRunner(controller.status_app(), access_log=None)
+    try:
+        warned = controller.warn_missing_secrets()
+        assert f"the status listener is off: connections.status.token: the environment " \
+               f"variable {TOKEN_ENV} is not set: every request for /status, /status.json " \
+               "and /metrics gets 401" in warned
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        for path_ in STATUS_PAGES:
+            for sent in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer"}):
+                status, _, body = await fetch(f"http://{host}:{port}{path_}", **sent)
+                assert (status, body) == (401, "401 Unauthorized\n"), (path_, sent)
+    finally:
+        await runner.cleanup()
+        await controller.close()
+        journal.close()
