@@ -52,8 +52,8 @@ users:
   - {{id: pat, name: Pat Quinn, email: pat@t.example, active: false, extension: "122",
      desk_phones: [pat-desk]}}
 {emergency}teams:
-  - {{id: front-desk, name: Front Desk, members: [sam, jo, pat]}}
-  - {{id: nurses, name: Nursing, members: [mia, pat]}}
+  - {{id: front-desk, name: Front Desk, members: [sam, jo, pat], extension: "200"}}
+  - {{id: nurses, name: Nursing, members: [mia, pat], extension: "300"}}
 numbers:
   - {{number: "+13125550100", carries: [voice], owner: practice, caller_id_name: Test Main}}
   - {{number: "+13125550101", carries: [voice], owner: "user:ana", members: ["team:nurses"],
