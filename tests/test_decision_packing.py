@@ -11,8 +11,9 @@ import pytest
 from dialplan.asterisk import extensions_conf
 from telephony import config
 from telephony.asterisk import dialplan_variables as v
-from telephony.asterisk.commands import UnpackableValue, packed
+from telephony.asterisk.commands import UnpackableValue, outbound_variables, packed
 from telephony.model import AsteriskPbx
+from telephony.routing import RingExtension
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 
@@ -51,3 +52,16 @@ def test_a_value_holding_the_separator_is_refused() -> None:
 def test_a_variable_the_dialplan_does_not_unpack_is_refused() -> None:
     with pytest.raises(UnpackableValue):
         packed([("BACKLINE_SOMETHING_NEW", "x"), (v.ACTION, v.CALL)])
+
+
+def test_a_call_to_an_extension_packs_whatever_the_callers_name_holds() -> None:
+    directory = config.load(EXAMPLE).directory
+    pbx = directory.connections.pbx
+    assert isinstance(pbx, AsteriskPbx)
+    conf = extensions_conf(directory, pbx, "/announcement")
+    decision = RingExtension("102", 'Ana "^" Lee <a\\b>, MD', "101", ("raj-desk",), ("raj",),
+                             (("raj-desk", "sip:raj@10.0.0.5:5062"),), 25)
+    got = unpack_as_the_dialplan_does(conf, packed(outbound_variables(decision))[1])
+    assert (got[v.ACTION], got[v.CALLER_ID_NUM], got[v.CALLER_ID_NAME], got[v.DIAL]) == (
+        v.INTERNAL, "101", "Ana  Lee ab, MD", "PJSIP/raj-desk/sip:raj@10.0.0.5:5062")
+    assert f"[backline-{v.INTERNAL}]" in conf

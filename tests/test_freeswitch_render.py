@@ -116,6 +116,10 @@ def test_911_goes_out_before_anything_asks_the_controller_or_the_mode(rendered: 
     # *28/*29 come before the outage refusal: an outage must be endable from a desk phone.
     order = [e.get("name") for e in desk.findall("extension")]
     assert order.index("outage-end") < order.index("outage-refusal")
+    # Extensions are asked of the controller before the outage refusal: they ring in outages.
+    assert order.index("internal") < order.index("outage-refusal")
+    internal = desk.find("extension[@name='internal']/condition")
+    assert internal is not None and internal.get("expression") == "^([1-9][0-9]{1,5})$"
     end = desk.find("extension[@name='outage-end']/condition")
     assert end is not None and end.get("expression") == "^\\*29$"
     apps = [a.get("application") for a in end.findall("action")]
