@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,8 +16,10 @@ from telephony.routing import (
     OutboundCall,
     PlaceCall,
     PlaceEmergencyCall,
+    RefuseOutbound,
     Registrations,
     RingDeskPhones,
+    RingExtension,
     decide_outbound,
     route_inbound,
 )
@@ -38,10 +40,12 @@ class World:
 @st.composite
 def worlds(draw: st.DrawFn) -> World:
     n_users = draw(st.integers(1, 10))
-    users = [user(f"u{i}", active=draw(st.booleans()), phones=draw(st.integers(0, 3)))
+    users = [replace(user(f"u{i}", active=draw(st.booleans()), phones=draw(st.integers(0, 3))),
+                     extension=f"{100 + i}")
              for i in range(n_users)]
     ids = [x.id for x in users]
-    teams = [Team(f"t{i}", f"T{i}", tuple(draw(st.lists(st.sampled_from(ids), unique=True))))
+    teams = [Team(f"t{i}", f"T{i}", tuple(draw(st.lists(st.sampled_from(ids), unique=True))),
+                  extension=f"{200 + i}")
              for i in range(draw(st.integers(0, 4)))]
     parties: list[Party] = [u(i) for i in ids] + [t(x.id) for x in teams]
     numbers = []
@@ -131,3 +135,33 @@ def test_911_is_never_refused(world: World, mode: Mode, data: st.DataObject) -> 
     decision = decide_outbound(world.book, world.conversations,
                                OutboundCall(phone, "911", from_number), mode)
     assert isinstance(decision, PlaceEmergencyCall)
+
+
+@EXAMPLES
+@given(worlds(), st.sampled_from(list(Mode)))
+def test_an_extension_rings_exactly_its_live_people_and_never_the_caller(
+        world: World, mode: Mode) -> None:
+    d = world.book.directory
+    for phone in world.phones:
+        caller = owner_of(world, phone)
+        for ext in [x.extension for x in d.users] + [x.extension for x in d.teams] + ["999"]:
+            decision = decide_outbound(world.book, world.conversations,
+                                       OutboundCall(phone, ext), mode,
+                                       registrations=world.registrations)
+            team = next((x for x in d.teams if x.extension == ext), None)
+            if team is not None:
+                people = {m for m in team.members if active(world, m) and m != caller}
+            else:
+                people = {x.id for x in d.users if x.extension == ext and active(world, x.id)}
+            if not active(world, caller):
+                assert not isinstance(decision, RingExtension)
+                continue
+            live = {(r.desk_phone, r.contact) for who in people
+                    for r in world.registrations.live_registrations(who)
+                    if r.desk_phone != phone}
+            if live:
+                assert isinstance(decision, RingExtension)
+                assert set(decision.contacts) == live  # every live phone, nobody else's
+                assert phone not in decision.desk_phones
+            else:
+                assert isinstance(decision, RefuseOutbound)
