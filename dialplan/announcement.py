@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from telephony.emergency import emergency_callers, spoken_notice
+from telephony.hours import closed_clip
 from telephony.model import Announcement, Directory
 
 
@@ -61,5 +62,19 @@ def render_notice_clips(d: Directory, sounds: Path) -> list[Path]:
         path = sounds / f"emergency-{caller.desk_phone}.wav"
         render_announcement(Announcement(text=spoken_notice(caller, d.practice.name)), path,
                             sounds)
+        out.append(path)
+    return out
+
+
+def render_closed_clips(d: Directory, sounds: Path) -> list[Path]:
+    """The closed announcement of each voice number whose hours end in voicemail
+    (``closed-DIGITS.wav``, see closed_clip); a number forwarded when closed has none."""
+    out = []
+    for number in d.numbers:
+        hours = d.hours_of(number.number)
+        if hours is None or hours.closed.forward_to:
+            continue
+        path = sounds / f"{closed_clip(number.number)}.wav"
+        render_announcement(hours.closed.announcement, path, Path(d.source).parent)
         out.append(path)
     return out

@@ -343,6 +343,20 @@ exten => s,1,Answer()
  same => n,Hangup()
 exten => fax,1,Goto(backline-faxcall,s,1)
 
+; Closed (the number's hours): the closed announcement, then the number's voicemail.
+[backline-{v.CLOSED}]
+exten => s,1,Answer()
+ same => n,Playback({notice_sounds}/${{{v.SOUND}}})
+ same => n,Goto(backline-voicemail,s,1)
+exten => fax,1,Goto(backline-faxcall,s,1)
+
+; Closed, with an answering service: the call goes there from the number, with its caller ID.
+[backline-{v.FORWARD}]
+exten => s,1,Set(CALLERID(num)=${{BACKLINE_CID_NUM}})
+ same => n,Set(CALLERID(name)=${{BACKLINE_CID_NAME}})
+ same => n,Dial(PJSIP/${{BACKLINE_TO}}@{carrier})
+ same => n,Hangup()
+
 [backline-unknown]
 exten => s,1,Answer()
  same => n,Playback(ss-noservice)

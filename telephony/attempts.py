@@ -8,9 +8,11 @@ from typing import assert_never
 from telephony.journal.records import AttemptKind, Delivery, NewAttempt, Outcome
 from telephony.outage import Mode
 from telephony.routing import (
+    ForwardToAnsweringService,
     InboundCall,
     InboundDecision,
     PlayAnnouncement,
+    PlayClosedAnnouncement,
     ReceiveFax,
     RefuseUnknownNumber,
     RejectFax,
@@ -23,8 +25,10 @@ def outcome_of(decision: InboundDecision) -> Outcome:
     match decision:
         case RingDeskPhones():
             return Outcome.RANG
-        case SendToVoicemail():
+        case SendToVoicemail() | PlayClosedAnnouncement():
             return Outcome.VOICEMAIL
+        case ForwardToAnsweringService():
+            return Outcome.FORWARDED
         case PlayAnnouncement():
             return Outcome.ANNOUNCED
         case RefuseUnknownNumber():

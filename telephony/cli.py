@@ -374,6 +374,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from dialplan.announcement import (
         AnnouncementError,
         render_announcement,
+        render_closed_clips,
         render_notice_clips,
     )
     from dialplan.output import write_render
@@ -418,7 +419,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                      if f.name == "pjsip.conf" else f for f in files]
         render_announcement(directory.backup.announcement, out / "announcement.wav",
                             Path(directory.source).parent)
-        clips = render_notice_clips(directory, out)
+        clips = render_notice_clips(directory, out) + render_closed_clips(directory, out)
     except (SecretMissing, AnnouncementError) as exc:
         raise UsageError(str(exc)) from exc
     written = write_render(out, files, directory, str(pbx.sip), secrets_path,

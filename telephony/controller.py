@@ -898,7 +898,8 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                 controller.record_attempt, controller.desk_phone_switch,
                                 controller.import_pbx_record, faxes=controller.faxes,
                                 record_later=controller.record_later,
-                                emergency=controller.emergency_call)
+                                emergency=controller.emergency_call,
+                                clock=lambda: controller.clock())
         controller.emergency.phone = driver
         driver.latency_hook = controller.metrics.agi_latency
         controller.pbx_settings = driver.pbx_settings

@@ -16,7 +16,8 @@ import enum
 import zoneinfo
 from datetime import datetime, timedelta
 
-from telephony.model import Hours, Window
+from telephony import e164
+from telephony.model import Directory, Hours, Window
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # datetime.weekday() order
 MINUTES_PER_DAY = 24 * 60
@@ -44,6 +45,22 @@ def state_at(hours: Hours, at: datetime) -> HoursState:
             if w.crosses_midnight and minute < w.end:
                 return HoursState.OPEN
     return HoursState.CLOSED
+
+
+def hours_state(directory: Directory, dialed: str, at: datetime) -> HoursState:
+    """The state at ``at`` of the hours a call to ``dialed`` falls under (the number's own,
+    else the practice's); open where no hours apply, or the number is not ours."""
+    try:
+        hours = directory.hours_of(e164.normalise(dialed))
+    except e164.NotE164:
+        return HoursState.OPEN
+    return HoursState.OPEN if hours is None else state_at(hours, at)
+
+
+def closed_clip(number: str) -> str:
+    """The name (no extension) of ``number``'s closed announcement, beside the outage
+    announcement; both PBXs play it, dialplan.announcement.render_closed_clips writes it."""
+    return "closed-" + number.lstrip("+")
 
 
 def parse_window(text: str) -> Window:

@@ -16,6 +16,7 @@ from typing import Protocol
 from telephony import e164
 from telephony.attempts import call_attempt
 from telephony.fax_intake import StorageCheck
+from telephony.hours import hours_state
 from telephony.journal.records import NewAttempt
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
@@ -47,12 +48,14 @@ class Decided:
 async def decide_inbound(book: OwnershipBook, registrations: Registrations, call: InboundCall,
                          mode: Mode, ring_seconds: int, faxes: FaxStorage | None,
                          uniqueid: str, at: datetime, log: logging.Logger) -> Decided:
-    """Decide ``call``; a fax is refused before it is answered if it could not be kept.
+    """Decide ``call`` at ``at`` (the controller's clock, read by the driver: the number's
+    hours are judged at it); a fax is refused before it is answered if it could not be kept.
 
     Fax decisions are keyed ``fax:``, other calls ``call:``, so that a call taken as voice
     and then heard to be a fax keeps both records.
     """
-    decision = route_inbound(book, registrations, call, mode, ring_seconds)
+    hours = hours_state(book.directory, call.dialed, at)
+    decision = route_inbound(book, registrations, call, mode, ring_seconds, hours=hours)
     why = ""
     if isinstance(decision, ReceiveFax) and faxes is not None:
         storage = await faxes.storage()  # before the call is answered
@@ -60,7 +63,7 @@ async def decide_inbound(book: OwnershipBook, registrations: Registrations, call
             why = f"the fax directory is {storage.reason}"
             log.error("refusing a fax: %s", why)
             decision = route_inbound(book, registrations, call, mode, ring_seconds,
-                                     fax_storage=False)
+                                     fax_storage=False, hours=hours)
     log.info("inbound call from %s to %s: %s", e164.redact(call.caller),
              call.dialed if book.number(call.dialed) else "an unknown number",
              type(decision).__name__)

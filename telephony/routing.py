@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from telephony import e164
 from telephony.conversations import ConversationBook
 from telephony.emergency import emergency_caller
+from telephony.hours import HoursState
 from telephony.model import Carry, OwnerKind
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
@@ -194,6 +195,26 @@ class PlayAnnouncement:
 
 
 @dataclass(frozen=True, slots=True)
+class PlayClosedAnnouncement:
+    """Closed (the number's hours): answer, play the closed announcement, then the number's
+    voicemail."""
+
+    number: str
+    voicemail_box: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardToAnsweringService:
+    """Closed, and the hours name an answering service: the call goes there from the
+    number, with its caller ID (carriers refuse to send a caller ID the practice does not
+    own, so the patient's number is not passed on as the caller ID)."""
+
+    number: str
+    to: str
+    caller_id_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class RefuseUnknownNumber:
     """Dialled something that is not a practice number: a polite refusal, not silence."""
 
@@ -219,7 +240,7 @@ class RejectFax:
 
 
 InboundDecision = (RingDeskPhones | SendToVoicemail | PlayAnnouncement | RefuseUnknownNumber
-                   | ReceiveFax | RejectFax)
+                   | ReceiveFax | RejectFax | PlayClosedAnnouncement | ForwardToAnsweringService)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,9 +359,12 @@ def ring_set(book: OwnershipBook, registrations: Registrations, number: str
 
 
 def route_inbound(book: OwnershipBook, registrations: Registrations, call: InboundCall,
-                  mode: Mode, ring_seconds: int, *, fax_storage: bool = True) -> InboundDecision:
+                  mode: Mode, ring_seconds: int, *, fax_storage: bool = True,
+                  hours: HoursState = HoursState.OPEN) -> InboundDecision:
     """The decision for one inbound call.  ``fax_storage`` says whether a fax could be stored
-    now; the driver checks it (I/O) only when the first answer is ``ReceiveFax``."""
+    now; the driver checks it (I/O) only when the first answer is ``ReceiveFax``.  ``hours``
+    is the dialled number's state now (``telephony.hours.hours_state``): closed sends a voice
+    call down the number's closed path; the outage wins over it, and faxes ignore it."""
     try:
         dialed = e164.normalise(call.dialed)
     except e164.NotE164:
@@ -360,6 +384,12 @@ def route_inbound(book: OwnershipBook, registrations: Registrations, call: Inbou
         return PlayAnnouncement(dialed)
     if Carry.VOICE not in number.carries:
         return RefuseUnknownNumber(dialed)
+    closed = book.directory.hours_of(dialed)
+    if hours is HoursState.CLOSED and closed is not None:
+        if closed.closed.forward_to:
+            return ForwardToAnsweringService(dialed, closed.closed.forward_to,
+                                             number.caller_id_name)
+        return PlayClosedAnnouncement(dialed, number.voicemail_box)
     phones, users, contacts = ring_set(book, registrations, dialed)
     if not phones:
         return SendToVoicemail(dialed, number.voicemail_box)

@@ -190,3 +190,38 @@ def test_every_hours_mistake_is_named_in_one_run(tmp_path: Path) -> None:
     assert any(p[2] == "hours.holidays[1]" for p in problems), result.stderr
     marked = {(f, ln) for f, ln, _, _ in expected_marks(BROKEN_HOURS, str(path))}
     assert {(p[0], p[1]) for p in problems} <= marked, result.stderr
+
+
+def test_the_inbound_decision_takes_the_hours(tmp_path: Path) -> None:
+    """Closed: the number's closed path; the outage wins over the hours; faxes ignore them."""
+    from telephony.hours import hours_state
+    from telephony.outage import Mode
+    from telephony.ownership import OwnershipBook
+    from telephony.routing import (
+        ForwardToAnsweringService,
+        InboundCall,
+        PlayAnnouncement,
+        PlayClosedAnnouncement,
+        Registrations,
+        SendToVoicemail,
+        route_inbound,
+    )
+
+    path = tmp_path / "practice.yaml"
+    path.write_text(PRACTICE_YAML)
+    book = OwnershipBook(config.load(path).directory)
+    regs = Registrations(book, 3)
+    main, direct = "+13125550100", "+13125550101"
+    closed_at = utc("2026-01-06 02:00")  # Mon 20:00 in Chicago
+    open_at = utc("2026-01-06 16:00")  # Tue 10:00: open for the main line, not the direct one
+
+    def decide(number: str, at: datetime, mode: Mode = Mode.NORMAL) -> object:
+        return route_inbound(book, regs, InboundCall(number, "+17205550141"), mode, 20,
+                             hours=hours_state(book.directory, number, at))
+
+    assert decide(main, open_at) == SendToVoicemail(main, "3125550100")  # nobody registered
+    assert decide(main, closed_at) == PlayClosedAnnouncement(main, "3125550100")
+    assert decide(direct, open_at) == ForwardToAnsweringService(direct, "+13125550199", "")
+    assert decide(direct, closed_at, Mode.OUTAGE) == PlayAnnouncement(direct)
+    assert decide(main, closed_at, Mode.OUTAGE) == PlayAnnouncement(main)
+    assert hours_state(book.directory, "not a number", closed_at) is OPEN

@@ -76,7 +76,7 @@ def emergency_calls(text: str) -> Iterator[EmergencyCall]:
 # row is new only if the controller stopped between sending the decision and journaling the
 # call (normal-mode calls are journaled just after their decision, off the caller's path).
 _DECIDED = {"backline-ring": Outcome.RANG, "backline-voicemail": Outcome.VOICEMAIL,
-            "backline-unknown": Outcome.REFUSED}
+            "backline-unknown": Outcome.REFUSED, "backline-forward": Outcome.FORWARDED}
 
 
 def attempt_for(row: CdrRow, mode_at: Callable[[datetime], Mode]) -> NewAttempt:

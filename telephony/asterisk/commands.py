@@ -10,14 +10,17 @@ from __future__ import annotations
 from typing import assert_never
 
 from telephony.asterisk import dialplan_variables as v
+from telephony.hours import closed_clip
 from telephony.ownership import OwnershipBook
 from telephony.routing import (
+    ForwardToAnsweringService,
     InboundDecision,
     OpenVoicemail,
     OutboundDecision,
     PlaceCall,
     PlaceEmergencyCall,
     PlayAnnouncement,
+    PlayClosedAnnouncement,
     ReceiveFax,
     RefuseOutbound,
     RefuseUnknownNumber,
@@ -71,6 +74,13 @@ def inbound_variables(decision: InboundDecision, book: OwnershipBook) -> Variabl
             return [(v.ACTION, v.FAX)]
         case RejectFax():
             return [(v.ACTION, v.REJECT_FAX)]
+        case PlayClosedAnnouncement():
+            return [(v.VOICEMAIL_BOX, decision.voicemail_box),
+                    (v.SOUND, closed_clip(decision.number)), (v.ACTION, v.CLOSED)]
+        case ForwardToAnsweringService():
+            return [(v.CALLER_ID_NUM, decision.number),
+                    (v.CALLER_ID_NAME, decision.caller_id_name),
+                    (v.DIAL_TO, decision.to), (v.ACTION, v.FORWARD)]
         case _:
             assert_never(decision)
 

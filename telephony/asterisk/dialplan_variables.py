@@ -12,6 +12,7 @@ CALLER_ID_NAME = "BACKLINE_CID_NAME"
 DIAL_TO = "BACKLINE_TO"
 FAX_FILE = "BACKLINE_FAX_FILE"
 REFUSAL = "BACKLINE_REFUSAL"
+SOUND = "BACKLINE_SOUND"  # a clip beside the announcement (telephony.hours.closed_clip)
 
 # A decision reaches the PBX as one variable, its fields in this order joined by
 # FIELD_SEPARATOR, which the dialplan's [backline-unpack] cuts back into the variables above:
@@ -20,7 +21,7 @@ REFUSAL = "BACKLINE_REFUSAL"
 DECISION = "BACKLINE_DECISION"
 FIELD_SEPARATOR = "^"
 FIELDS = (ACTION, DIAL, RING_SECONDS, VOICEMAIL_BOX, CALLER_ID_NUM, CALLER_ID_NAME, DIAL_TO,
-          REFUSAL)
+          REFUSAL, SOUND)
 
 # Values of ACTION: each names the context backline-VALUE in the rendered dialplan.
 RING = "ring"
@@ -33,6 +34,8 @@ REJECT_FAX = "rejectfax"
 CALL = "call"
 INTERNAL = "internal"
 REFUSE = "refuse"
+CLOSED = "closed"    # the closed announcement, then voicemail
+FORWARD = "forward"  # closed: to the answering service, with the number's caller ID
 
 # The mode, mirrored into AstDB for the dialplan and the console (`database put backline mode
 # outage` on the Asterisk CLI switches it), and the custom device state behind the BLF lamp.

@@ -69,9 +69,12 @@ class AsteriskDriver:
                  after_login: Callable[[], Awaitable[object]] | None = None,
                  faxes: FaxDesk | None = None,
                  record_later: Callable[[NewAttempt], Awaitable[object]] | None = None,
-                 emergency: Callable[[EmergencyCall], Awaitable[object]] | None = None
+                 emergency: Callable[[EmergencyCall], Awaitable[object]] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)
                  ) -> None:
         self.pbx = pbx
+        # The controller's clock: a call is decided (the number's hours) and journaled at it.
+        self.clock = clock
         # Told of every 911 call a desk phone placed (the dialplan's user event).
         self.emergency = emergency
         # Journals a normal-mode call once its decision is out (default: ``record``).
@@ -172,7 +175,7 @@ class AsteriskDriver:
         mode = self.mode()
         decided = await decide_inbound(self.book, self.registrations, call, mode,
                                        self.pbx.ring_seconds, self.faxes, uniqueid,
-                                       datetime.now(UTC), log)
+                                       self.clock(), log)
         decision, attempt = decided.decision, decided.attempt
         # In an outage (and for a refused fax) the journal is the attempt's only record, so it
         # is on disk before the PBX hears the decision.  In normal mode the call rings staff

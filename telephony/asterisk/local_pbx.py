@@ -10,7 +10,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from dialplan.announcement import render_announcement, render_notice_clips
+from dialplan.announcement import (
+    render_announcement,
+    render_closed_clips,
+    render_notice_clips,
+)
 from dialplan.asterisk import AsteriskSecrets, RenderedFile, render
 from dialplan.secrets import load_or_create
 from telephony.asterisk.instance import AsteriskInstance, AsteriskPorts
@@ -87,6 +91,7 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
     wav = instance.host_path(sounds / "announcement.wav")
     render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
     render_notice_clips(directory, wav.parent)
+    render_closed_clips(directory, wav.parent)
     files = render_files(directory, secrets_path or Path(pbx.secrets_file),
                          str(sounds / "announcement"))
     instance.set_files({f.name: f.text for f in files}, write=True)

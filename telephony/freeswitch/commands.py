@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Final, assert_never
 
 from telephony.freeswitch import names
+from telephony.hours import closed_clip
 from telephony.routing import (
+    ForwardToAnsweringService,
     InboundDecision,
     OpenVoicemail,
     OutboundDecision,
     PlaceCall,
     PlaceEmergencyCall,
     PlayAnnouncement,
+    PlayClosedAnnouncement,
     ReceiveFax,
     RefuseOutbound,
     RefuseUnknownNumber,
@@ -109,6 +112,21 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
             # machine reports a failed fax (refused unanswered, many just redial at once).
             return [("answer", None), ("sleep", str(names.REJECT_WAIT_MS)),
                     ("hangup", names.REJECT_CAUSE)]
+        case PlayClosedAnnouncement():
+            # The clip lies beside the announcement (backline render writes both).
+            folder = sounds.announcement.rpartition("/")[0] or "."
+            clip = f"{folder}/{closed_clip(_checked('number', _NUMBER, decision.number))}.wav"
+            return [("answer", None), ("playback", clip),
+                    ("voicemail", f"default {domain} "
+                                  f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
+                    ("hangup", None)]
+        case ForwardToAnsweringService():
+            return [("set", "effective_caller_id_number="
+                            f"{_checked('number', _NUMBER, decision.number)}"),
+                    ("set", f"effective_caller_id_name={caller_id_name(decision.caller_id_name)}"),
+                    ("bridge", f"sofia/gateway/{names.GATEWAY}/"
+                               f"{_checked('to', _NUMBER, decision.to)}"),
+                    ("hangup", None)]
         case _:
             assert_never(decision)
 

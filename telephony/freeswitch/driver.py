@@ -67,8 +67,11 @@ class FreeswitchDriver:
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
                  announcement: str = "/usr/share/freeswitch/sounds/backline/announcement.wav",
                  hub: EslHub | None = None, faxes: FaxDesk | None = None,
-                 import_record: Callable[[], Awaitable[object]] | None = None) -> None:
+                 import_record: Callable[[], Awaitable[object]] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.pbx = pbx
+        # The controller's clock: a call is decided (the number's hours) and journaled at it.
+        self.clock = clock
         self.feature_switch = feature
         self.book = book
         self.conversations = conversations
@@ -145,7 +148,7 @@ class FreeswitchDriver:
         # when it ends (the CDR import covers a controller that dies meanwhile).
         decided = await decide_inbound(self.book, self.registrations, call, self.mode(),
                                        self.pbx.ring_seconds, self.faxes, uuid,
-                                       datetime.now(UTC), log)
+                                       self.clock(), log)
         decision = decided.decision
         if decided.attempt is not None:
             await self.record(decided.attempt)

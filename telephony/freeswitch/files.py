@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dialplan.announcement import render_announcement
+from dialplan.announcement import render_announcement, render_closed_clips
 from dialplan.asterisk import RenderedFile
 from dialplan.freeswitch import FreeswitchSecrets, render, voicemail_boxes
 from dialplan.output import write_render
@@ -34,6 +34,7 @@ def write_rendered(directory: Directory, pbx: FreeswitchPbx, out: Path,
     out.mkdir(parents=True, exist_ok=True)
     wav = out / "announcement.wav"
     render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
+    clips = render_closed_clips(directory, out)
     files = render_files(directory, secrets_path, str(wav))
     return write_render(out, files, directory, str(pbx.sip), secrets_path,
-                        sip_user_is_login=False) + 1  # + the announcement
+                        sip_user_is_login=False) + 1 + len(clips)  # + the audio

@@ -31,7 +31,8 @@ async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
         driver = FreeswitchDriver(pbx, password, controller.book, controller.conversations,
                                   controller.mode, controller.record_attempt,
                                   feature=controller.desk_phone_switch, faxes=controller.faxes,
-                                  import_record=controller.import_pbx_record)
+                                  import_record=controller.import_pbx_record,
+                                  clock=lambda: controller.clock())
         return await serve_with(
             controller, driver, stop or stop_on_signals(),
             lambda: f"ready: {directory.practice.name}: mode {controller.mode().value}; "

@@ -21,6 +21,7 @@ class Outcome(enum.Enum):
 
     RANG = "rang"                  # desk phones rang (normal mode)
     VOICEMAIL = "voicemail"
+    FORWARDED = "forwarded"        # closed: forwarded to the answering service
     ANNOUNCED = "announced"        # outage: announcement played, hung up
     AUTO_REPLIED = "auto-replied"  # outage SMS: the sender got the automatic reply
     RECEIVED = "received"          # SMS or fax taken in

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from dialplan.asterisk import QUIET_EVENTS
@@ -51,7 +52,7 @@ users:
      desk_phones: [mia-desk]}}
   - {{id: pat, name: Pat Quinn, email: pat@t.example, active: false, extension: "122",
      desk_phones: [pat-desk]}}
-{emergency}teams:
+{emergency}{hours}teams:
   - {{id: front-desk, name: Front Desk, members: [sam, jo, pat], extension: "200"}}
   - {{id: nurses, name: Nursing, members: [mia, pat], extension: "300"}}
 numbers:
@@ -119,17 +120,19 @@ class PracticePorts:
 def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file: Path | None,
                    *, node: str = "", storage_url: str = "", carrier_from_user: bool = True,
                    emergency: str = EMERGENCY, trunk_extra: str = "",
-                   connections_extra: str = "") -> Path:
+                   connections_extra: str = "", hours: str = "") -> Path:
     """The practice YAML; ``node`` names the PBX node, ``storage_url`` a shared journal
     (default: an SQLite file of its own).  ``carrier_from_user=False`` leaves out the trunk's
     ``from_user``, as config/example.yaml does: the carrier is then recognised by its
     address, which on loopback is every desk phone's address too.  ``emergency``: its
     locations and emergency section; ``trunk_extra``: more trunk keys (``, key: value``);
-    ``connections_extra``: more connections (indented by two).  Without ``cdr_file`` the
+    ``connections_extra``: more connections (indented by two); ``hours``: an ``hours:``
+    section (YAML text, at the top level).  Without ``cdr_file`` the
     controller asks Asterisk where its call record is, as `backline up` configs do."""
     path = tmp / "practice.yaml"
     path.write_text(PRACTICE.format(
         emergency=emergency, trunk_extra=trunk_extra, connections_extra=connections_extra,
+        hours=hours,
         node_line=f"    node: {node}\n" if node else "",
         trunk_user=", from_user: carrier" if carrier_from_user else "",
         storage=storage_url or f"sqlite://{tmp / 'journal.db'}",
@@ -224,7 +227,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        storage_url: str = "", observe: bool = True,
                        carrier_from_user: bool = True, emergency: str = EMERGENCY,
                        trunk_extra: str = "", connections_extra: str = "",
-                       quick_expiry: bool = False,
+                       quick_expiry: bool = False, hours: str = "",
+                       clock: Callable[[], datetime] | None = None,
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop (or, with
     ``controller_in_process=False``, not started: the test runs ``backline run`` itself).
@@ -232,7 +236,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     ``observe=False`` leaves out the tests' own AMI session (``PracticePbx.events`` stays
     empty): benchmarks measure the controller's process, not this watcher's parsing.
     ``carrier_from_user=False``: the carrier is recognised by address (see write_practice).
-    ``quick_expiry`` lets registrations expire within seconds (``expire_quickly``)."""
+    ``quick_expiry`` lets registrations expire within seconds (``expire_quickly``).
+    ``hours``: the practice's ``hours:`` section; ``clock``: the controller's clock."""
     os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
     os.environ[PIN_ENV] = OUTAGE_PIN
     ports = PracticePorts.free()
@@ -243,7 +248,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     path = write_practice(tmp, ports, ring_seconds, cdr_file, node=node,
                           storage_url=storage_url, carrier_from_user=carrier_from_user,
                           emergency=emergency, trunk_extra=trunk_extra,
-                          connections_extra=connections_extra)
+                          connections_extra=connections_extra, hours=hours)
     directory = config.load(path).directory
     local = await asyncio.to_thread(prepare, directory, name, root=root)
     files = None
@@ -253,14 +258,15 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
         expire_quickly(local, files)
     secrets = json.loads((tmp / "secrets.json").read_text())
     journal = open_journal(directory.connections.storage.url)
-    controller = Controller(directory, journal)
+    controller = Controller(directory, journal, clock=clock)
     pbx = directory.connections.pbx
     assert isinstance(pbx, AsteriskPbx)
     driver = AsteriskDriver(pbx, os.environ[AMI_ENV], controller.book, controller.conversations,
                             controller.mode, controller.record_attempt,
                             controller.desk_phone_switch, controller.import_pbx_record,
                             record_later=controller.record_later,
-                            emergency=controller.emergency_call)
+                            emergency=controller.emergency_call,
+                            clock=lambda: controller.clock())
     controller.emergency.phone = driver
     # The tests watch Asterisk on an AMI session of their own: the controller's session asks
     # only for the events the controller uses.
