@@ -259,9 +259,9 @@ BACKLINE_ANNOUNCEMENT={announcement}
 ; reception for a fax number.
 ; What the controller routes on comes as AGI arguments, filtered here: Asterisk writes the
 ; caller ID unescaped into the AGI header block, so a line break in it (a %0A in the From
-; URI) could add header lines.  The caller ID on the channel is replaced by its filtered
-; form too (cut to 64 characters), and a dialled string with anything but + and digits is
-; no number of ours.
+; URI) could add header lines.  The caller ID and the number a call was diverted from
+; (Diversion: agi_rdnis) on the channel are replaced by their filtered forms too (cut to 64
+; characters), and a dialled string with anything but + and digits is no number of ours.
 [{CARRIER_CONTEXT}]
 exten => _[+0-9].,1,Set(BACKLINE_DECISION=)
  same => n,Set(BACKLINE_DIALED=${{FILTER(+0-9,${{EXTEN}})}})
@@ -269,6 +269,8 @@ exten => _[+0-9].,1,Set(BACKLINE_DECISION=)
  same => n,Set(BACKLINE_CALLER=${{FILTER({CALLER_CHARS},${{CALLERID(num)}})}})
  same => n,Set(BACKLINE_CALLER=${{BACKLINE_CALLER:0:{MAX_CALLER}}})
  same => n,Set(CALLERID(num)=${{BACKLINE_CALLER}})
+ same => n,Set(BACKLINE_DIVERTED=${{FILTER({CALLER_CHARS},${{REDIRECTING(from-num)}})}})
+ same => n,Set(REDIRECTING(from-num,i)=${{BACKLINE_DIVERTED:0:{MAX_CALLER}}})
  same => n,Set(CDR(userfield)=${{BACKLINE_DIALED}})
  same => n,Set(BACKLINE_FAILSAFE=announce)
  same => n,Set(BACKLINE_IS_FAX=${{DIALPLAN_EXISTS(backline-fax-numbers,${{BACKLINE_DIALED}},1)}})

@@ -222,6 +222,17 @@ async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_i
         assert second.recipient == unknown and (second.sender_raw or second.sender) == "7" * 64
         plays = [e["AppData"] for e in pbx.events.seen if e.get("Application") == "Playback"]
         assert plays == ["ss-noservice", "ss-noservice"]  # never the outage announcement
+        # The same through the number a call was diverted from (agi_rdnis, also written
+        # before agi_extension and the arguments).
+        diverted = place_calls(sip(pbx), tmp_path, unknown, from_user="7205550141",
+                               extra_headers=[f"Diversion: <sip:{injected}@127.0.0.1>"
+                                              ";reason=unconditional"], timeout=20)
+        assert (await asyncio.to_thread(diverted.wait, 30)).ok, diverted.describe()
+        await pbx.controller.wait_rounds(lambda: journaled(3), within=10)
+        assert journal.attempts(limit=10)[-1].recipient == unknown
+        plays = [e["AppData"] for e in pbx.events.seen if e.get("Application") == "Playback"]
+        assert plays == ["ss-noservice"] * 3
+        assert dialled_endpoints(pbx) == []
         assert pbx.driver.agi.failures == 0
 
 
