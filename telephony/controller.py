@@ -36,6 +36,7 @@ from telephony.asterisk.whereabouts import NotAsteriskSettings, parse_settings, 
 from telephony.conversations import ConversationBook
 from telephony.emergency import EmergencyCall
 from telephony.freeswitch import cdr as freeswitch_cdr
+from telephony.hours import HoursOverride, HoursState
 from telephony.journal import (
     AlertChannel,
     Attempt,
@@ -88,6 +89,9 @@ class Controller:
         self.book = OwnershipBook(directory)
         self.conversations = ConversationBook()
         self.state: ModeState = journal.mode_state()
+        # The admins' latest override of the hours (*26/*27); telephony.hours says whether it
+        # still holds at a call's moment.
+        self.hours_override: HoursOverride | None = journal.hours_override()
         self.mirror: ModeMirror | None = None
         pbx = directory.connections.pbx
         # Where the PBX's call record is read: the config's, else asked of Asterisk at every
@@ -533,6 +537,35 @@ class Controller:
     async def desk_phone_switch(self, desk_phone: str, to: Mode, pin: str) -> bool:
         """An admin's desk phone with the PIN switches the mode; anything else is refused and
         recorded (who tried, from which phone; never the digits)."""
+        user = await self._admin_by_pin(desk_phone, pin, f"outage.{to.value}", "outage switch")
+        if user is None:
+            return False
+        with contextlib.suppress(AlreadyInMode):  # the mode the user wanted holds already
+            await self.switch(to, by=user, via=Via.DESK_PHONE,
+                              reason=f"switched from desk phone {desk_phone}")
+        return True
+
+    async def desk_phone_hours(self, desk_phone: str, to: HoursState, pin: str) -> bool:
+        """An admin's desk phone with the PIN (``*26``/``*27``) forces the practice closed or
+        open until the next scheduled change; journaled and audited like an outage switch."""
+        user = await self._admin_by_pin(desk_phone, pin, f"hours.{to.value}", "hours override")
+        if user is None:
+            return False
+        override = HoursOverride(to, self.clock(), user, Via.DESK_PHONE.value)
+        await asyncio.to_thread(self.journal.record_hours_override, override)
+        await asyncio.to_thread(self.journal.audit, AuditEntry(
+            override.at, user, f"hours.{to.value}",
+            f"forced {to.value} from desk phone {desk_phone[:40]} until the next scheduled "
+            "change"))
+        self.hours_override = override
+        log.warning("hours forced %s by %s from desk phone %s until the next scheduled change",
+                    to.value, user, desk_phone[:40])
+        return True
+
+    async def _admin_by_pin(self, desk_phone: str, pin: str, action: str, what: str
+                            ) -> str | None:
+        """The admin user of ``desk_phone`` if ``pin`` is right and the phone is not locked
+        out; otherwise None, the refusal audited as ``ACTION.refused`` (never the digits)."""
         user = self.book.user_of_phone(desk_phone)
         admin = user is not None and any(u.id == user and u.admin for u in self.directory.users)
         expected = self.outage_pin()
@@ -547,17 +580,13 @@ class Controller:
         if judged is None or judged.verdict is not PinVerdict.ACCEPTED:
             why = "not an admin's desk phone" if judged is None else judged.verdict.value
             await asyncio.to_thread(self.journal.audit, AuditEntry(
-                now, f"desk-phone:{phone}", f"outage.{to.value}.refused", why))
-            log.warning("outage switch refused from desk phone %s: %s", phone, why)
+                now, f"desk-phone:{phone}", f"{action}.refused", why))
+            log.warning("%s refused from desk phone %s: %s", what, phone, why)
             if judged is not None and judged.lockout is not None:
                 await self._pin_lockout(phone, user or "", judged.record.failures,
                                         judged.lockout, now)
-            return False
-        assert user is not None
-        with contextlib.suppress(AlreadyInMode):  # the mode the user wanted holds already
-            await self.switch(to, by=user, via=Via.DESK_PHONE,
-                              reason=f"switched from desk phone {desk_phone}")
-        return True
+            return None
+        return user
 
     async def _pin_lockout(self, phone: str, user: str, failures: int, lockout: timedelta,
                            now: datetime) -> None:
@@ -899,7 +928,9 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                 controller.import_pbx_record, faxes=controller.faxes,
                                 record_later=controller.record_later,
                                 emergency=controller.emergency_call,
-                                clock=lambda: controller.clock())
+                                clock=lambda: controller.clock(),
+                                hours_override=lambda: controller.hours_override,
+                                hours_feature=controller.desk_phone_hours)
         controller.emergency.phone = driver
         driver.latency_hook = controller.metrics.agi_latency
         controller.pbx_settings = driver.pbx_settings

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import enum
 import zoneinfo
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 
 from telephony import e164
 from telephony.model import Directory, Hours, Window
@@ -25,6 +26,18 @@ MINUTES_PER_DAY = 24 * 60
 class HoursState(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class HoursOverride:
+    """An admin forced ``state`` at ``at`` (``*26`` closed, ``*27`` open): it holds until
+    the next scheduled change of the hours it is applied to, then the schedule rules again.
+    ``by`` and ``via`` say who and from where (the journal keeps them)."""
+
+    state: HoursState
+    at: datetime
+    by: str = ""
+    via: str = ""
 
 
 def state_at(hours: Hours, at: datetime) -> HoursState:
@@ -47,14 +60,55 @@ def state_at(hours: Hours, at: datetime) -> HoursState:
     return HoursState.CLOSED
 
 
-def hours_state(directory: Directory, dialed: str, at: datetime) -> HoursState:
+def next_change(hours: Hours, at: datetime) -> datetime | None:
+    """The first moment after ``at`` at which ``state_at`` differs from its answer at
+    ``at``; None if it never changes (no window at all, or open all week).
+
+    Only window edges and local midnights (holidays) can change the state, so those are the
+    candidates: eight days of them cover a week and one more day.
+    """
+    zone = zoneinfo.ZoneInfo(hours.timezone)
+    now = state_at(hours, at)
+    today = at.astimezone(zone).date()
+    candidates: set[datetime] = set()
+    for offset in range(-1, 9):
+        day = today + timedelta(days=offset)
+        midnight = datetime.combine(day, time(0), zone)
+        # Aware arithmetic in one zone adds wall-clock minutes; the moments are compared in
+        # UTC (in one zone Python compares wall times, wrong in a fall-back day's hour).
+        candidates.add(midnight.astimezone(UTC))
+        for w in hours.week[day.weekday()]:
+            candidates.add((midnight + timedelta(minutes=w.start)).astimezone(UTC))
+            end_day = day + timedelta(days=1) if w.crosses_midnight or w.end == MINUTES_PER_DAY \
+                else day
+            candidates.add((datetime.combine(end_day, time(0), zone)
+                            + timedelta(minutes=w.end % MINUTES_PER_DAY)).astimezone(UTC))
+    for moment in sorted(c for c in candidates if c > at):
+        if state_at(hours, moment) is not now:
+            return moment
+    return None
+
+
+def overridden(hours: Hours, at: datetime, override: HoursOverride | None) -> HoursState:
+    """``hours`` at ``at``, with an admin's override while it holds (from its moment until
+    the next scheduled change after it)."""
+    if override is not None and override.at <= at:
+        until = next_change(hours, override.at)
+        if until is None or at < until:
+            return override.state
+    return state_at(hours, at)
+
+
+def hours_state(directory: Directory, dialed: str, at: datetime,
+                override: HoursOverride | None = None) -> HoursState:
     """The state at ``at`` of the hours a call to ``dialed`` falls under (the number's own,
-    else the practice's); open where no hours apply, or the number is not ours."""
+    else the practice's), with the admins' override while it holds; open where no hours
+    apply, or the number is not ours."""
     try:
         hours = directory.hours_of(e164.normalise(dialed))
     except e164.NotE164:
         return HoursState.OPEN
-    return HoursState.OPEN if hours is None else state_at(hours, at)
+    return HoursState.OPEN if hours is None else overridden(hours, at, override)
 
 
 def closed_clip(number: str) -> str:

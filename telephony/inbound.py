@@ -16,7 +16,7 @@ from typing import Protocol
 from telephony import e164
 from telephony.attempts import call_attempt
 from telephony.fax_intake import StorageCheck
-from telephony.hours import hours_state
+from telephony.hours import HoursOverride, hours_state
 from telephony.journal.records import NewAttempt
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
@@ -47,14 +47,16 @@ class Decided:
 
 async def decide_inbound(book: OwnershipBook, registrations: Registrations, call: InboundCall,
                          mode: Mode, ring_seconds: int, faxes: FaxStorage | None,
-                         uniqueid: str, at: datetime, log: logging.Logger) -> Decided:
+                         uniqueid: str, at: datetime, log: logging.Logger,
+                         hours_override: HoursOverride | None = None) -> Decided:
     """Decide ``call`` at ``at`` (the controller's clock, read by the driver: the number's
-    hours are judged at it); a fax is refused before it is answered if it could not be kept.
+    hours are judged at it, with the admins' ``hours_override`` while it holds); a fax is
+    refused before it is answered if it could not be kept.
 
     Fax decisions are keyed ``fax:``, other calls ``call:``, so that a call taken as voice
     and then heard to be a fax keeps both records.
     """
-    hours = hours_state(book.directory, call.dialed, at)
+    hours = hours_state(book.directory, call.dialed, at, hours_override)
     decision = route_inbound(book, registrations, call, mode, ring_seconds, hours=hours)
     why = ""
     if isinstance(decision, ReceiveFax) and faxes is not None:

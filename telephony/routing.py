@@ -312,9 +312,9 @@ OutboundDecision = (PlaceCall | PlaceEmergencyCall | OpenVoicemail | RingExtensi
 
 # What a desk phone dials to reach a colleague or a team (config.py checks the same shape).
 EXTENSION_DIGITS = "[1-9][0-9]{1,5}"
-# What else a desk phone dials that is not an outside number: the outage switch, voicemail,
-# and the prefix that picks the number to call out from.
-FEATURE_CODES = ("*28", "*29", VOICEMAIL_CODE, CHOOSE_NUMBER_PREFIX)
+# What else a desk phone dials that is not an outside number: the outage switch, the hours
+# override (*26 closed, *27 open), voicemail, and the prefix that picks the number to call out from.
+FEATURE_CODES = ("*28", "*29", "*26", "*27", VOICEMAIL_CODE, CHOOSE_NUMBER_PREFIX)
 
 
 def extension_clash(extension: str, emergency_numbers: Iterable[str],

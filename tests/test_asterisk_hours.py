@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from telephony.hours import HoursState
 from telephony.journal.records import Outcome
 from telephony.outage import Mode, Via
-from tests.harness.practice_pbx import PracticePbx, practice_pbx
+from tests.harness.practice_pbx import OUTAGE_PIN, PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, SippProcess, answering_phone, desk_phone, place_calls
 
 pytestmark = pytest.mark.asterisk
@@ -168,3 +169,57 @@ async def test_the_outage_wins_over_the_hours(
         assert carrier.invites() == []  # not forwarded to the answering service
     finally:
         carrier.kill()
+
+
+async def dial_feature(p: PracticePbx, tmp: Path, phone: str, code: str, pin: str) -> None:
+    call = place_calls(sip(p), tmp, code, from_user=phone, password=p.secret(phone),
+                       dtmf=pin + "#", dtmf_delay_ms=1500, timeout=30)
+    result = await asyncio.to_thread(call.wait, 45)
+    assert result.ok, call.describe()
+
+
+async def test_an_admin_forces_closed_or_open_until_the_next_scheduled_change(
+        pbx: PracticePbx, clock: SetClock, tmp_path: Path) -> None:
+    ana = await asyncio.to_thread(desk_phone, sip(pbx), tmp_path, "ana-desk",
+                                  pbx.secret("ana-desk"), DeskPhoneMode.RING, aor="ana")
+    journal = pbx.controller.journal
+    try:
+        await pbx.driver.wait_registered({"ana"}, within=10)
+        # Monday 10:00, open.  Mia is no admin: refused and audited, nothing changes.
+        await dial_feature(pbx, tmp_path, "mia-desk", "*26", OUTAGE_PIN)
+        assert journal.hours_override() is None
+        (refused,) = [e for e in journal.audit_log() if e.action == "hours.closed.refused"]
+        assert refused.actor == "desk-phone:mia-desk" and OUTAGE_PIN not in refused.detail
+        # Ana forces closed with *26 and the PIN: journaled and audited, who, when, via.
+        await dial_feature(pbx, tmp_path, "ana-desk", "*26", OUTAGE_PIN)
+        forced = journal.hours_override()
+        assert forced is not None and forced.state is HoursState.CLOSED
+        assert (forced.by, forced.via) == ("ana", "desk-phone")
+        assert forced.at - MONDAY_MORNING < timedelta(minutes=5)
+        (audited,) = [e for e in journal.audit_log() if e.action == "hours.closed"]
+        assert audited.actor == "ana" and "ana-desk" in audited.detail
+        await call_in(pbx, tmp_path, MAIN)
+        played = await wait_app(pbx, "Playback", lambda d: "closed-" in d)
+        assert played.endswith("/closed-13125550100")
+        assert ana.invites() == []
+        # Past the next scheduled change (17:00 closed, Tuesday 08:00 open): the schedule
+        # rules again, Tuesday 10:00 rings.
+        clock.set(MONDAY_MORNING + timedelta(days=1))
+        await call_in(pbx, tmp_path, MAIN)
+        assert len(ana.invites()) == 1
+        # Monday evening, closed by the schedule: *27 forces open; the main line rings.
+        clock.set(MONDAY_EVENING)
+        await dial_feature(pbx, tmp_path, "ana-desk", "*27", OUTAGE_PIN)
+        opened = journal.hours_override()
+        assert opened is not None and opened.state is HoursState.OPEN
+        await call_in(pbx, tmp_path, MAIN)
+        assert len(ana.invites()) == 2
+        # The outage wins over a forced open as over the schedule.
+        await pbx.controller.switch(Mode.OUTAGE, by="test", via=Via.CLI, reason="drill")
+        await call_in(pbx, tmp_path, MAIN)
+        await journaled(pbx, 4)
+        assert [a.outcome for a in journal.attempts(limit=50)] == [
+            Outcome.VOICEMAIL, Outcome.RANG, Outcome.RANG, Outcome.ANNOUNCED]
+        assert len(ana.invites()) == 2
+    finally:
+        ana.kill()

@@ -225,3 +225,53 @@ def test_the_inbound_decision_takes_the_hours(tmp_path: Path) -> None:
     assert decide(direct, closed_at, Mode.OUTAGE) == PlayAnnouncement(direct)
     assert decide(main, closed_at, Mode.OUTAGE) == PlayAnnouncement(main)
     assert hours_state(book.directory, "not a number", closed_at) is OPEN
+
+
+# (the moment in UTC, the next scheduled change in UTC or None, as the wall clock says it)
+NEXT_CHANGE = [
+    ("2026-01-05 14:30", "2026-01-05 18:00", "Mon 08:30 CST: lunch at 12:00 CST"),
+    ("2026-01-05 23:30", "2026-01-06 14:00", "Mon 17:30 CST: Tue 08:00 CST"),
+    ("2026-01-10 01:00", "2026-01-11 02:00", "Fri 19:00 CST: Sat 20:00 CST"),
+    ("2026-03-08 05:00", "2026-03-08 08:00", "Sun 23:00 CST: 03:00 CDT, spring forward"),
+    ("2026-03-08 08:00", "2026-03-09 13:00", "Sun 03:00 CDT: Mon 08:00 CDT"),
+    ("2026-11-01 06:30", "2026-11-01 09:00", "Sun 01:30 CDT: 03:00 CST, fall back"),
+    ("2026-12-24 18:00", "2026-12-24 23:00", "Thu 12:00 CST: 17:00 CST"),
+    ("2026-12-24 23:00", "2026-12-27 02:00", "Thu 17:00 CST: past Christmas, Sat 20:00"),
+]
+
+
+@pytest.mark.parametrize(("moment", "expected", "wall_clock"), NEXT_CHANGE,
+                         ids=[w for _, _, w in NEXT_CHANGE])
+def test_next_change(hours: Hours, moment: str, expected: str, wall_clock: str) -> None:
+    from telephony.hours import next_change
+    assert next_change(hours, utc(moment)) == utc(expected)
+
+
+def test_hours_that_never_change_have_no_next_change(tmp_path: Path) -> None:
+    from telephony.hours import next_change
+    from telephony.model import Window
+    always = Hours("America/Chicago", tuple((Window(0, 1440),) for _ in range(7)))
+    never = Hours("America/Chicago", tuple(() for _ in range(7)))
+    assert next_change(always, utc("2026-03-08 08:00")) is None
+    assert next_change(never, utc("2026-03-08 08:00")) is None
+
+
+def test_an_override_holds_until_the_next_scheduled_change(hours: Hours) -> None:
+    from telephony.hours import HoursOverride, overridden
+    # Forced closed on Monday at 10:00 CST: closed until the lunch break (when the schedule
+    # says closed anyway), then the schedule again: open at 13:00.
+    forced = HoursOverride(CLOSED, utc("2026-01-05 16:00"), "ana", "desk-phone")
+    assert overridden(hours, utc("2026-01-05 15:59"), forced) is OPEN  # before it was set
+    assert overridden(hours, utc("2026-01-05 16:00"), forced) is CLOSED
+    assert overridden(hours, utc("2026-01-05 17:59"), forced) is CLOSED
+    assert overridden(hours, utc("2026-01-05 19:00"), forced) is OPEN
+    # Forced open on Monday evening (19:00 CST): open through
+    # the night until Tuesday 08:00, when the schedule opens anyway and then rules.
+    late = HoursOverride(OPEN, utc("2026-01-06 01:00"), "ana", "desk-phone")
+    assert overridden(hours, utc("2026-01-06 13:59"), late) is OPEN
+    assert overridden(hours, utc("2026-01-06 23:00"), late) is CLOSED  # Tue 17:00
+    # Forced open on Christmas Eve's evening: through Christmas (a holiday), until the next
+    # change of the schedule (Sat 20:00), then the schedule rules.
+    xmas = HoursOverride(OPEN, utc("2026-12-24 23:30"))
+    assert overridden(hours, utc("2026-12-25 18:00"), xmas) is OPEN
+    assert overridden(hours, utc("2026-12-27 09:00"), xmas) is CLOSED  # Sun 03:00

@@ -46,6 +46,9 @@ DB_BY = "by"
 DB_REASON = "reason"
 LAMP = "Custom:backline-outage"
 FEATURE_RESULT = "BACKLINE_FEATURE"
+# The hours override's feature actions (*26 closed, *27 open), beside engage/end.
+HOURS_CLOSED = "closed"
+HOURS_OPEN = "open"
 
 # Emergency calls (dialplan/asterisk.py, DESIGN.md §12).  Each desk phone's endpoint carries
 # its callback number and caller-ID name (set_var), so 911 needs no controller.  The dialplan

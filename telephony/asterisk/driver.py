@@ -24,6 +24,7 @@ from telephony.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
 from telephony.conversations import ConversationBook
 from telephony.emergency import EmergencyCall
 from telephony.fax_intake import BadFaxReport, FaxEnd, StorageCheck, fax_end_from_args
+from telephony.hours import HoursOverride, HoursState
 from telephony.inbound import decide_inbound
 from telephony.journal.records import NewAttempt
 from telephony.model import AsteriskPbx
@@ -70,11 +71,16 @@ class AsteriskDriver:
                  faxes: FaxDesk | None = None,
                  record_later: Callable[[NewAttempt], Awaitable[object]] | None = None,
                  emergency: Callable[[EmergencyCall], Awaitable[object]] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 hours_override: Callable[[], HoursOverride | None] = lambda: None,
+                 hours_feature: Callable[[str, HoursState, str], Awaitable[bool]] | None = None
                  ) -> None:
         self.pbx = pbx
         # The controller's clock: a call is decided (the number's hours) and journaled at it.
         self.clock = clock
+        # The admins' override of the hours (*26/*27), and how a desk phone sets it.
+        self.hours_override = hours_override
+        self.hours_feature = hours_feature
         # Told of every 911 call a desk phone placed (the dialplan's user event).
         self.emergency = emergency
         # Journals a normal-mode call once its decision is out (default: ``record``).
@@ -175,7 +181,7 @@ class AsteriskDriver:
         mode = self.mode()
         decided = await decide_inbound(self.book, self.registrations, call, mode,
                                        self.pbx.ring_seconds, self.faxes, uniqueid,
-                                       self.clock(), log)
+                                       self.clock(), log, self.hours_override())
         decision, attempt = decided.decision, decided.attempt
         # In an outage (and for a refused fax) the journal is the attempt's only record, so it
         # is on disk before the PBX hears the decision.  In normal mode the call rings staff
@@ -217,12 +223,16 @@ class AsteriskDriver:
         await session.set_variable(*packed(outbound_variables(decision)))
 
     async def feature(self, request: AgiRequest, session: AgiSession) -> None:
-        """``*28``/``*29`` + PIN from a desk phone: engage or end the outage."""
+        """``*28``/``*29`` + PIN from a desk phone: engage or end the outage; ``*26``/``*27``:
+        force the hours closed or open until the next scheduled change."""
         desk_phone, action, pin = [*request.args, "", "", ""][:3]
         to = {"engage": Mode.OUTAGE, "end": Mode.NORMAL}.get(action)
+        hours = {v.HOURS_CLOSED: HoursState.CLOSED, v.HOURS_OPEN: HoursState.OPEN}.get(action)
         ok = False
         if to is not None and self.feature_switch is not None:
             ok = await self.feature_switch(desk_phone, to, pin)
+        elif hours is not None and self.hours_feature is not None:
+            ok = await self.hours_feature(desk_phone, hours, pin)
         await session.set_variable(v.FEATURE_RESULT, "ok" if ok else "refused")
 
     # -- AMI -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol, assert_never
 
+from telephony.hours import HoursOverride, HoursState
 from telephony.journal import schema
 from telephony.journal.delivery import InboxJournal
 from telephony.journal.emergency import EmergencyJournal
@@ -220,6 +221,24 @@ class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, abc.ABC):
             cur.execute(self._q("SELECT mode, at, by_whom, via, reason FROM mode_changes "
                                 "ORDER BY id DESC LIMIT ?"), (limit,))
             return [_change(r) for r in cur.fetchall()]
+
+    # -- the hours override (telephony.hours) ----------------------------------------------
+
+    def record_hours_override(self, override: HoursOverride) -> None:
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("INSERT INTO hours_overrides (state, at, by_whom, via) "
+                                "VALUES (?, ?, ?, ?)"),
+                        (override.state.value, to_text(override.at), override.by, override.via))
+
+    def hours_override(self) -> HoursOverride | None:
+        """The newest override (whether it still holds is the hours' to say), or None."""
+        with self._lock, self._transaction() as cur:
+            cur.execute("SELECT state, at, by_whom, via FROM hours_overrides "
+                        "ORDER BY id DESC LIMIT 1")
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return HoursOverride(HoursState(row[0]), from_text(row[1]), row[2], row[3])
 
     # -- running controllers ---------------------------------------------------------------
 

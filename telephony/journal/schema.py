@@ -217,6 +217,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"UPDATE attempts SET sender = '+' || sender WHERE substr(sender, 1, 1) = '1' "
         f"AND {_nanp('sender', 1)}",
     ),
+    (  # 8: the admins' override of the practice's hours (*26 closed, *27 open): who, when,
+        # from where; the newest row holds until the next scheduled change after its ``at``.
+        """CREATE TABLE hours_overrides (
+            id {autoid},
+            state TEXT NOT NULL,
+            at TEXT NOT NULL,
+            by_whom TEXT NOT NULL,
+            via TEXT NOT NULL
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

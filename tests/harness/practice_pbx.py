@@ -266,7 +266,9 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                             controller.desk_phone_switch, controller.import_pbx_record,
                             record_later=controller.record_later,
                             emergency=controller.emergency_call,
-                            clock=lambda: controller.clock())
+                            clock=lambda: controller.clock(),
+                            hours_override=lambda: controller.hours_override,
+                            hours_feature=controller.desk_phone_hours)
     controller.emergency.phone = driver
     # The tests watch Asterisk on an AMI session of their own: the controller's session asks
     # only for the events the controller uses.
