@@ -659,6 +659,8 @@ class Controller:
         try:
             await self._agree()
             await self._report()
+            # An override set through another controller on the same journal holds here too.
+            self.hours_override = await asyncio.to_thread(self.journal.hours_override)
         except JournalError as exc:
             self._round_failed("journal", f"the journal failed: {exc}")
         except LinkDown as exc:

@@ -17,6 +17,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import pytest
@@ -26,7 +27,16 @@ from telephony.asterisk.driver import AsteriskDriver
 from telephony.conversations import ConversationBook
 from telephony.freeswitch import names
 from telephony.journal.records import NewAttempt
-from telephony.model import AsteriskPbx, Directory, HostPort, Secret, Team
+from telephony.model import (
+    AsteriskPbx,
+    ClosedPath,
+    Directory,
+    HostPort,
+    Hours,
+    Secret,
+    Team,
+    Window,
+)
 from telephony.outage import Mode
 from telephony.ownership import OwnershipBook
 from tests.harness.eslserver import Channel
@@ -42,13 +52,24 @@ OTHER_PARTY = "+13035550999"
 EXTENSIONS = {"ana": "101", "bob": "102", "sam": "111", "jo": "112", "lee": "113"}
 
 
+ANSWERING_SERVICE = "+13125550199"
+# The practice is open weekdays 08:00-17:00 (UTC, the test practice's zone); the team's
+# number forwards to the answering service when closed, the main line takes a message.
+WEEKDAYS_8_TO_5 = tuple((Window(480, 1020),) if day < 5 else () for day in range(7))
+OPEN_AT = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)  # a Monday
+CLOSED_AT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)
+
+
 def practice() -> Directory:
-    return directory(
+    d = directory(
         [dataclasses.replace(x, extension=EXTENSIONS[x.id])
          for x in (user("ana"), user("bob"), user("sam"), user("jo"), user("lee", active=False))],
         [Team("front-desk", "Front Desk", ("sam", "jo"), extension="200")],
-        [number(TEAM, t("front-desk"), (u("ana"),), caller_id_name="Maple Street"),
+        [dataclasses.replace(
+            number(TEAM, t("front-desk"), (u("ana"),), caller_id_name="Maple Street"),
+            hours=Hours("UTC", WEEKDAYS_8_TO_5, closed=ClosedPath(forward_to=ANSWERING_SERVICE))),
          number(PRACTICE, caller_id_name="Maple Main")])
+    return dataclasses.replace(d, hours=Hours("UTC", WEEKDAYS_8_TO_5))
 
 
 # -- the decision shape both drivers are read back into ----------------------------------------
@@ -59,6 +80,7 @@ class Heard:
     """What the caller or the staff would notice."""
 
     kind: str  # ring | internal | voicemail | announcement | refused | dial-out | refused-out
+    #            | closed (announcement, voicemail) | forward (to the answering service)
     phones: frozenset[str] = frozenset()
     to: str = ""
     caller_id: str = ""
@@ -91,6 +113,7 @@ class Scenario:
     journaled: str | None = None  # the attempt's outcome, when it must be on disk
     feature: str = ""  # "engage" (*28) or "end" (*29), dialled from desk_phone ...
     pin: str = ""  # ... with these digits
+    at: datetime = OPEN_AT  # the controller's clock
 
 
 SCENARIOS = [
@@ -134,6 +157,14 @@ SCENARIOS = [
              expected=Heard("refused-out")),
     Scenario("a deactivated user's extension is nobody's", desk_phone="sam-p0",
              digits="113", mode=Mode.OUTAGE, expected=Heard("refused-out")),
+    Scenario("closed: the closed announcement, then the number's voicemail", dialed=PRACTICE,
+             at=CLOSED_AT, expected=Heard("closed"), journaled="voicemail"),
+    Scenario("closed: forwarded to the answering service with the number's caller ID",
+             dialed=TEAM, at=CLOSED_AT, journaled="forwarded",
+             expected=Heard("forward", to=ANSWERING_SERVICE, caller_id=TEAM,
+                            caller_id_name="Maple Street")),
+    Scenario("closed, in an outage: the outage announcement", dialed=TEAM, at=CLOSED_AT,
+             mode=Mode.OUTAGE, expected=Heard("announcement"), journaled="announced"),
     Scenario("*28 + the PIN from an admin's desk phone engages the outage",
              desk_phone="ana-p0", feature="engage", pin="2468", expected=Heard("switched")),
     Scenario("*29 + a wrong PIN is refused", desk_phone="ana-p0", feature="end", pin="1111",
@@ -151,6 +182,7 @@ class Rig(Protocol):
 class State:
     mode: Mode = Mode.NORMAL
     attempts: list[NewAttempt] = field(default_factory=list)
+    at: datetime = OPEN_AT
 
     switches: list[tuple[str, Mode, str]] = field(default_factory=list)
 
@@ -182,6 +214,12 @@ def _asterisk_heard(variables: dict[str, str]) -> Heard:
     if action == v.INTERNAL:
         return internal(tuple(target.split("/")[1] for target in variables[v.DIAL].split("&")),
                         variables[v.CALLER_ID_NUM], variables[v.CALLER_ID_NAME])
+    if action == v.FORWARD:
+        return Heard("forward", to=variables[v.DIAL_TO], caller_id=variables[v.CALLER_ID_NUM],
+                     caller_id_name=variables[v.CALLER_ID_NAME])
+    if action == v.CLOSED:
+        assert variables[v.SOUND] == "closed-" + PRACTICE.lstrip("+")
+        return Heard("closed")
     if action == v.CALL:
         return dial_out(variables[v.DIAL_TO], variables[v.CALLER_ID_NUM],
                         variables[v.CALLER_ID_NAME])
@@ -239,7 +277,8 @@ async def asterisk(d: Directory, conversations: ConversationBook, state: State
                       ami_secret=Secret(env="UNUSED"), agi=HostPort("127.0.0.1", 0),
                       sip=HostPort("127.0.0.1", 5060))
     driver = AsteriskDriver(pbx, "unused", OwnershipBook(d), conversations,
-                            lambda: state.mode, state.record, state.switch)
+                            lambda: state.mode, state.record, state.switch,
+                            clock=lambda: state.at)
     port = await driver.agi.start("127.0.0.1", 0)  # FastAGI only: AMI is not needed here
     try:
         yield AsteriskRig(driver, port, state)
@@ -263,12 +302,21 @@ def _freeswitch_heard(apps: list[tuple[str, str]], outbound: bool) -> Heard:
                             settings.get("effective_caller_id_name", ""))
         if app == "bridge" and arg.startswith("user/"):
             return ring(*(target[5:].split("@")[0] for target in arg.split(",")))
+        if app == "bridge" and arg.startswith(f"sofia/gateway/{names.GATEWAY}/") \
+                and not outbound:
+            return Heard("forward", to=arg.rsplit("/", 1)[1],
+                         caller_id=settings.get("effective_caller_id_number", ""),
+                         caller_id_name=settings.get("effective_caller_id_name", ""))
         if app == "bridge" and arg.startswith(f"sofia/gateway/{names.GATEWAY}/"):
             return dial_out(arg.rsplit("/", 1)[1],
                             settings.get("effective_caller_id_number", ""),
                             settings.get("effective_caller_id_name", ""))
         if app == "playback" and arg == ANNOUNCEMENT:
             return Heard("announcement")
+        if app == "playback" and "/closed-" in arg:
+            assert arg.endswith("/closed-" + PRACTICE.lstrip("+") + ".wav"), arg
+            assert apps[apps.index((app, arg)) + 1][0] == "voicemail", apps  # then a message
+            return Heard("closed")
         if app == "playback":
             return Heard("refused-out" if outbound else "refused")
         if app == "voicemail":
@@ -311,7 +359,7 @@ class FreeswitchScenarioRig:
 async def freeswitch(d: Directory, conversations: ConversationBook, state: State
                      ) -> AsyncIterator[Rig]:
     async with fs_rig(d, conversations, record=state.record, mode=lambda: state.mode,
-                      feature=state.switch) as rig:
+                      feature=state.switch, clock=lambda: state.at) as rig:
         yield FreeswitchScenarioRig(rig)
 
 
@@ -327,7 +375,7 @@ async def test_scenario(driver: str, scenario: Scenario) -> None:
     conversations = ConversationBook()
     for num, party, who in scenario.added:
         conversations.add(num, party, who)
-    state = State(mode=scenario.mode)
+    state = State(mode=scenario.mode, at=scenario.at)
     async with DRIVER_RIGS[driver](d, conversations, state) as rig:
         assert await rig.run(scenario) == scenario.expected
     if scenario.feature:

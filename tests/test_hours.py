@@ -275,3 +275,30 @@ def test_an_override_holds_until_the_next_scheduled_change(hours: Hours) -> None
     xmas = HoursOverride(OPEN, utc("2026-12-24 23:30"))
     assert overridden(hours, utc("2026-12-25 18:00"), xmas) is OPEN
     assert overridden(hours, utc("2026-12-27 09:00"), xmas) is CLOSED  # Sun 03:00
+
+
+async def test_an_override_set_through_another_controller_holds_after_a_round(
+        tmp_path: Path) -> None:
+    from telephony.controller import Controller
+    from telephony.hours import HoursOverride
+    from telephony.journal import open_journal
+
+    path = tmp_path / "practice.yaml"
+    path.write_text(PRACTICE_YAML.replace("sqlite:///tmp/never-created.db",
+                                          f"sqlite://{tmp_path / 'journal.db'}"))
+    d = config.load(path).directory
+    mine, other = (open_journal(d.connections.storage.url) for _ in range(2))
+    controller = Controller(d, mine)
+    try:
+        assert controller.hours_override is None
+        forced = HoursOverride(CLOSED, utc("2026-01-05 16:00"), "ana", "desk-phone")
+        other.record_hours_override(forced)  # the other node's controller
+        await controller.sync_once()
+        assert controller.hours_override == forced
+        restarted = Controller(d, other)
+        assert restarted.hours_override == forced
+        await restarted.close()
+    finally:
+        await controller.close()
+        mine.close()
+        other.close()

@@ -13,6 +13,7 @@ import uuid as uuidlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from telephony.asterisk.driver import FaxDesk
@@ -124,7 +125,8 @@ async def fs_rig(directory: Directory, conversations: ConversationBook | None = 
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
                  faxes: FaxDesk | None = None, fax_spool: str = "/var/lib/freeswitch/fax",
                  import_record: Callable[[], Awaitable[object]] | None = None,
-                 wait_login: bool = True) -> AsyncIterator[FsRig]:
+                 wait_login: bool = True,
+                 clock: Callable[[], datetime] | None = None) -> AsyncIterator[FsRig]:
     srv = server or SwitchWithApps(PASSWORD)
     await srv.start()
     holder: list[FsRig] = []
@@ -137,7 +139,8 @@ async def fs_rig(directory: Directory, conversations: ConversationBook | None = 
                               OwnershipBook(directory), conversations or ConversationBook(),
                               mode or (lambda: holder[0].mode), record or recorded,
                               feature=feature, announcement=ANNOUNCEMENT, faxes=faxes,
-                              import_record=import_record)
+                              import_record=import_record,
+                              clock=clock or (lambda: datetime.now(UTC)))
     driver.hub.backoff = (0.05, 0.2)
     rig = FsRig(srv, driver)
     holder.append(rig)
