@@ -177,9 +177,13 @@ def dialplan_xml(d: Directory, pbx: FreeswitchPbx, announcement: str) -> str:
             ("set", "effective_caller_id_name=${backline_emergency_name}"),
             ("set", "sip_cid_type=pid"),
             ("bridge", f"sofia/gateway/{names.GATEWAY}/{emergency}")])
-    # The outage switch for admins, before the outage refusal: it must end an outage too.
-    for code, action in ((names.ENGAGE_CODE, "engage"), (names.END_CODE, "end")):
-        ext = ET.SubElement(desk, "extension", name=f"outage-{action}")
+    # The outage switch for admins, before the outage refusal: it must end an outage too;
+    # and the hours override (*26 closed, *27 open until the next scheduled change).
+    for code, action, name in ((names.ENGAGE_CODE, "engage", "outage-engage"),
+                               (names.END_CODE, "end", "outage-end"),
+                               (names.HOURS_CLOSED_CODE, "closed", "hours-closed"),
+                               (names.HOURS_OPEN_CODE, "open", "hours-open")):
+        ext = ET.SubElement(desk, "extension", name=name)
         cond = ET.SubElement(ext, "condition", field="destination_number",
                              expression=f"^{re.escape(code)}$")
         _actions(cond, [

@@ -26,6 +26,7 @@ from telephony.asterisk import dialplan_variables as v
 from telephony.asterisk.driver import AsteriskDriver
 from telephony.conversations import ConversationBook
 from telephony.freeswitch import names
+from telephony.hours import HoursState
 from telephony.journal.records import NewAttempt
 from telephony.model import (
     AsteriskPbx,
@@ -111,7 +112,7 @@ class Scenario:
     registered: tuple[str, ...] = ("ana-p0", "bob-p0", "sam-p0", "jo-p0", "lee-p0")
     added: tuple[tuple[str, str, str], ...] = ()  # (number, party, user) conversation adds
     journaled: str | None = None  # the attempt's outcome, when it must be on disk
-    feature: str = ""  # "engage" (*28) or "end" (*29), dialled from desk_phone ...
+    feature: str = ""  # engage (*28), end (*29), closed (*26), open (*27), from desk_phone ...
     pin: str = ""  # ... with these digits
     at: datetime = OPEN_AT  # the controller's clock
 
@@ -167,11 +168,16 @@ SCENARIOS = [
              mode=Mode.OUTAGE, expected=Heard("announcement"), journaled="announced"),
     Scenario("*28 + the PIN from an admin's desk phone engages the outage",
              desk_phone="ana-p0", feature="engage", pin="2468", expected=Heard("switched")),
+    Scenario("*26 + the PIN from an admin's desk phone forces the hours closed",
+             desk_phone="ana-p0", feature="closed", pin="2468", expected=Heard("switched")),
+    Scenario("*27 + a wrong PIN is refused", desk_phone="ana-p0", feature="open", pin="1111",
+             expected=Heard("switch-refused")),
     Scenario("*29 + a wrong PIN is refused", desk_phone="ana-p0", feature="end", pin="1111",
              mode=Mode.OUTAGE, expected=Heard("switch-refused")),
 ]
 
 ADMIN_PHONE, PIN = "ana-p0", "2468"
+FEATURE_CODES = {"engage": "*28", "end": "*29", "closed": "*26", "open": "*27"}
 
 
 class Rig(Protocol):
@@ -184,7 +190,7 @@ class State:
     attempts: list[NewAttempt] = field(default_factory=list)
     at: datetime = OPEN_AT
 
-    switches: list[tuple[str, Mode, str]] = field(default_factory=list)
+    switches: list[tuple[str, Mode | HoursState, str]] = field(default_factory=list)
 
     async def record(self, attempt: NewAttempt) -> bool:
         self.attempts.append(attempt)
@@ -193,6 +199,11 @@ class State:
     async def switch(self, desk_phone: str, to: Mode, pin: str) -> bool:
         """The controller's side of *28/*29 (its own tests cover the rule): what each
         driver passes it, and whether it said yes."""
+        self.switches.append((desk_phone, to, pin))
+        return (desk_phone, pin) == (ADMIN_PHONE, PIN)
+
+    async def hours_switch(self, desk_phone: str, to: HoursState, pin: str) -> bool:
+        """The controller's side of *26/*27, likewise."""
         self.switches.append((desk_phone, to, pin))
         return (desk_phone, pin) == (ADMIN_PHONE, PIN)
 
@@ -264,7 +275,7 @@ class AsteriskRig:
             return _asterisk_heard(await self.agi("inbound", s.dialed,
                                                   (s.dialed, "+17205550141")))
         if s.feature:
-            code = "*28" if s.feature == "engage" else "*29"
+            code = FEATURE_CODES[s.feature]
             return _asterisk_heard(await self.agi("feature", code,
                                                   (s.desk_phone, s.feature, s.pin)))
         return _asterisk_heard(await self.agi("outbound", s.digits, (s.desk_phone, s.digits)))
@@ -278,7 +289,7 @@ async def asterisk(d: Directory, conversations: ConversationBook, state: State
                       sip=HostPort("127.0.0.1", 5060))
     driver = AsteriskDriver(pbx, "unused", OwnershipBook(d), conversations,
                             lambda: state.mode, state.record, state.switch,
-                            clock=lambda: state.at)
+                            clock=lambda: state.at, hours_feature=state.hours_switch)
     port = await driver.agi.start("127.0.0.1", 0)  # FastAGI only: AMI is not needed here
     try:
         yield AsteriskRig(driver, port, state)
@@ -343,7 +354,7 @@ class FreeswitchScenarioRig:
                               variables={names.ROUTE: names.INBOUND, names.NUMBER: s.dialed})
         elif s.feature:
             channel = Channel(caller_id_number=s.desk_phone,
-                              destination_number="*28" if s.feature == "engage" else "*29",
+                              destination_number=FEATURE_CODES[s.feature],
                               variables={names.ROUTE: names.FEATURE, "user_name": s.desk_phone,
                                          names.FEATURE_ACTION: s.feature,
                                          names.FEATURE_PIN: s.pin})
@@ -359,7 +370,8 @@ class FreeswitchScenarioRig:
 async def freeswitch(d: Directory, conversations: ConversationBook, state: State
                      ) -> AsyncIterator[Rig]:
     async with fs_rig(d, conversations, record=state.record, mode=lambda: state.mode,
-                      feature=state.switch, clock=lambda: state.at) as rig:
+                      feature=state.switch, clock=lambda: state.at,
+                      hours_feature=state.hours_switch) as rig:
         yield FreeswitchScenarioRig(rig)
 
 
@@ -379,7 +391,8 @@ async def test_scenario(driver: str, scenario: Scenario) -> None:
     async with DRIVER_RIGS[driver](d, conversations, state) as rig:
         assert await rig.run(scenario) == scenario.expected
     if scenario.feature:
-        to = Mode.OUTAGE if scenario.feature == "engage" else Mode.NORMAL
+        to = {"engage": Mode.OUTAGE, "end": Mode.NORMAL, "closed": HoursState.CLOSED,
+              "open": HoursState.OPEN}[scenario.feature]
         assert state.switches == [(scenario.desk_phone, to, scenario.pin)]
     if scenario.expected.kind == "internal":
         assert state.attempts == []  # a call between staff is no patient's attempt

@@ -124,6 +124,15 @@ def test_911_goes_out_before_anything_asks_the_controller_or_the_mode(rendered: 
     assert end is not None and end.get("expression") == "^\\*29$"
     apps = [a.get("application") for a in end.findall("action")]
     assert apps.index("play_and_get_digits") < apps.index("socket")
+    # *26/*27 (the hours override) likewise: after the PIN, to the controller.
+    for name, code, action in (("hours-closed", "^\\*26$", "closed"),
+                               ("hours-open", "^\\*27$", "open")):
+        forced = desk.find(f"extension[@name='{name}']/condition")
+        assert forced is not None and forced.get("expression") == code
+        steps = [(a.get("application"), a.get("data")) for a in forced.findall("action")]
+        assert ("set", f"{names.FEATURE_ACTION}={action}") in steps
+        assert [a for a, _ in steps].index("play_and_get_digits") < \
+            [a for a, _ in steps].index("socket")
 
 
 def test_event_socket_on_loopback_with_the_password_from_the_environment(

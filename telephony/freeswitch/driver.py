@@ -37,6 +37,7 @@ from telephony.freeswitch.commands import (
 )
 from telephony.freeswitch.fax import fax_end, fax_result_event
 from telephony.freeswitch.hub import EslCommandFailed, EslHub, EslLinkDown
+from telephony.hours import HoursOverride, HoursState
 from telephony.inbound import decide_inbound
 from telephony.journal.records import NewAttempt
 from telephony.model import FreeswitchPbx
@@ -68,10 +69,16 @@ class FreeswitchDriver:
                  announcement: str = "/usr/share/freeswitch/sounds/backline/announcement.wav",
                  hub: EslHub | None = None, faxes: FaxDesk | None = None,
                  import_record: Callable[[], Awaitable[object]] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 hours_override: Callable[[], HoursOverride | None] = lambda: None,
+                 hours_feature: Callable[[str, HoursState, str], Awaitable[bool]] | None = None
+                 ) -> None:
         self.pbx = pbx
         # The controller's clock: a call is decided (the number's hours) and journaled at it.
         self.clock = clock
+        # The admins' override of the hours (*26/*27), and how a desk phone sets it.
+        self.hours_override = hours_override
+        self.hours_feature = hours_feature
         self.feature_switch = feature
         self.book = book
         self.conversations = conversations
@@ -148,7 +155,7 @@ class FreeswitchDriver:
         # when it ends (the CDR import covers a controller that dies meanwhile).
         decided = await decide_inbound(self.book, self.registrations, call, self.mode(),
                                        self.pbx.ring_seconds, self.faxes, uuid,
-                                       self.clock(), log)
+                                       self.clock(), log, self.hours_override())
         decision = decided.decision
         if decided.attempt is not None:
             await self.record(decided.attempt)
@@ -200,15 +207,19 @@ class FreeswitchDriver:
                     ("hangup", None)]
 
     async def _feature(self, data: wire.ChannelData) -> list[Application]:
-        """``*28``/``*29`` + PIN from a desk phone: engage or end the outage (the controller
-        checks the phone is an admin's and the PIN, and records the attempt either way)."""
+        """``*28``/``*29`` + PIN from a desk phone: engage or end the outage; ``*26``/``*27``:
+        force the hours closed or open (the controller checks the phone is an admin's and the
+        PIN, and records the attempt either way)."""
         desk_phone = data.get("variable_user_name") or ""
         action = data.get(f"variable_{names.FEATURE_ACTION}") or ""
         pin = data.get(f"variable_{names.FEATURE_PIN}") or ""
         to = {"engage": Mode.OUTAGE, "end": Mode.NORMAL}.get(action)
         ok = False
+        hours = {"closed": HoursState.CLOSED, "open": HoursState.OPEN}.get(action)
         if to is not None and self.feature_switch is not None:
             ok = await self.feature_switch(desk_phone, to, pin)
+        elif hours is not None and self.hours_feature is not None:
+            ok = await self.hours_feature(desk_phone, hours, pin)
         sound = names.FEATURE_OK_SOUND if ok else names.FEATURE_REFUSED_SOUND
         return [("answer", None), ("playback", sound), ("hangup", None)]
 

@@ -18,6 +18,8 @@ FEATURE_ACTION: Final = "backline_feature"
 FEATURE_PIN: Final = "backline_pin"
 ENGAGE_CODE: Final = "*28"
 END_CODE: Final = "*29"
+HOURS_CLOSED_CODE: Final = "*26"  # force the hours closed until the next scheduled change
+HOURS_OPEN_CODE: Final = "*27"  # ... or open
 
 # The mode, kept in mod_db (``db insert/backline/mode/outage``; ``${db(select/backline/mode)}``
 # in the dialplan); ``fs_cli -x 'db insert/backline/mode/outage'`` is the console switch.

@@ -32,7 +32,9 @@ async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
                                   controller.mode, controller.record_attempt,
                                   feature=controller.desk_phone_switch, faxes=controller.faxes,
                                   import_record=controller.import_pbx_record,
-                                  clock=lambda: controller.clock())
+                                  clock=lambda: controller.clock(),
+                                  hours_override=lambda: controller.hours_override,
+                                  hours_feature=controller.desk_phone_hours)
         return await serve_with(
             controller, driver, stop or stop_on_signals(),
             lambda: f"ready: {directory.practice.name}: mode {controller.mode().value}; "

@@ -19,6 +19,7 @@ from typing import Any
 from telephony.asterisk.driver import FaxDesk
 from telephony.conversations import ConversationBook
 from telephony.freeswitch.driver import FreeswitchDriver
+from telephony.hours import HoursState
 from telephony.journal.records import NewAttempt
 from telephony.model import Directory, FreeswitchPbx, HostPort, Secret
 from telephony.outage import Mode
@@ -126,7 +127,9 @@ async def fs_rig(directory: Directory, conversations: ConversationBook | None = 
                  faxes: FaxDesk | None = None, fax_spool: str = "/var/lib/freeswitch/fax",
                  import_record: Callable[[], Awaitable[object]] | None = None,
                  wait_login: bool = True,
-                 clock: Callable[[], datetime] | None = None) -> AsyncIterator[FsRig]:
+                 clock: Callable[[], datetime] | None = None,
+                 hours_feature: Callable[[str, HoursState, str], Awaitable[bool]] | None = None
+                 ) -> AsyncIterator[FsRig]:
     srv = server or SwitchWithApps(PASSWORD)
     await srv.start()
     holder: list[FsRig] = []
@@ -140,7 +143,8 @@ async def fs_rig(directory: Directory, conversations: ConversationBook | None = 
                               mode or (lambda: holder[0].mode), record or recorded,
                               feature=feature, announcement=ANNOUNCEMENT, faxes=faxes,
                               import_record=import_record,
-                              clock=clock or (lambda: datetime.now(UTC)))
+                              clock=clock or (lambda: datetime.now(UTC)),
+                              hours_feature=hours_feature)
     driver.hub.backoff = (0.05, 0.2)
     rig = FsRig(srv, driver)
     holder.append(rig)
