@@ -12,7 +12,7 @@ from pathlib import Path
 
 from telephony.emergency import emergency_callers, spoken_notice
 from telephony.hours import closed_clip
-from telephony.model import Announcement, Directory
+from telephony.model import Announcement, Carry, Directory
 
 
 class AnnouncementError(Exception):
@@ -72,7 +72,7 @@ def render_closed_clips(d: Directory, sounds: Path) -> list[Path]:
     out = []
     for number in d.numbers:
         hours = d.hours_of(number.number)
-        if hours is None or hours.closed.forward_to:
+        if hours is None or hours.closed.forward_to or Carry.VOICE not in number.carries:
             continue
         path = sounds / f"{closed_clip(number.number)}.wav"
         render_announcement(hours.closed.announcement, path, Path(d.source).parent)

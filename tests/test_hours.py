@@ -302,3 +302,23 @@ async def test_an_override_set_through_another_controller_holds_after_a_round(
         await controller.close()
         mine.close()
         other.close()
+
+
+def test_closed_announcements_are_rendered_for_the_numbers_that_play_them(
+        tmp_path: Path) -> None:
+    """One clip per voice number whose closed path is the announcement: none for a number
+    forwarded to an answering service, none for a fax-only number."""
+    import wave
+
+    from dialplan.announcement import render_closed_clips
+
+    path = tmp_path / "practice.yaml"
+    path.write_text(PRACTICE_YAML.replace('  - {number: "+13125550100"}\n',
+                                          '  - {number: "+13125550100"}\n'
+                                          '  - {number: "+13125550109", carries: [fax]}\n'))
+    d = config.load(path).directory
+    clips = render_closed_clips(d, tmp_path / "sounds")
+    assert [c.name for c in clips] == ["closed-13125550100.wav"]
+    with wave.open(str(clips[0])) as clip:  # as Asterisk plays it: 8 kHz, mono, 16-bit
+        assert (clip.getframerate(), clip.getnchannels(), clip.getsampwidth()) == (8000, 1, 2)
+        assert clip.getnframes() > 8000  # the default text is several seconds long
