@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.harness
 
-from notifier import links
-from notifier.gather import GatherPolicy
-from telephony.journal import AttemptKind
+from backline.features.alerts.gather import GatherPolicy
+from backline.features.links import tokens as links
+from backline.journal import AttemptKind
 from tests.harness.alert_site import (
     ALERT_EMAILS,
     FAX_NUMBER,

@@ -14,11 +14,11 @@ import sys
 import time
 from collections.abc import Callable
 
-from telephony.conversations import ConversationBook
-from telephony.model import PRACTICE, Carry, Party, Team
-from telephony.outage import Mode
-from telephony.ownership import OwnershipBook
-from telephony.routing import (
+from backline.core.conversations import ConversationBook
+from backline.core.model import PRACTICE, Carry, Party, Team
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.routing import (
     InboundCall,
     OutboundCall,
     Registrations,

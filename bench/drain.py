@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from notifier.inbox import Backoff
-from telephony.controller import Controller
-from telephony.outage import Mode, Via
+from backline.app.controller import Controller
+from backline.core.outage import Mode, Via
+from backline.features.inbox.service import Backoff
 from tests.harness.alert_site import free_port
 from tests.harness.inbox_server import InboxServer
 from tests.test_inbox_delivery import TOKEN, Practice, engage, practice_yaml, seed

@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 
-from telephony.freeswitch import wire
-from telephony.freeswitch.hub import EslHub
+from backline.pbx.freeswitch import wire
+from backline.pbx.freeswitch.hub import EslHub
 from tests.harness.eslserver import Channel, EslServer, event_frame, serialize_event
 
 PASSWORD = "bench"

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fax
 import img2pdf  # type: ignore[import-untyped]
 from pypdf import PdfReader
 
-from fax.header import FaxHeader
-from fax.pdf import tiff_to_pdf
-from fax.verify import verify_pdf
+from backline.fax.header import FaxHeader
+from backline.fax.pdf import tiff_to_pdf
+from backline.fax.verify import verify_pdf
 from tests.fax_samples import FINE, Coding, fax_tiff, letter
 
 HEADER = FaxHeader(datetime(2025, 3, 4, 14, 5, tzinfo=UTC), "+49 30 1234567", "+49 30 76", "X")

@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.harness
 
-from telephony.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
-from telephony.outage import Mode
+from backline.core.outage import Mode
+from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
 from tests.harness.postgres import running_server
 
 

@@ -52,6 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from backline.core.model import Announcement
+from backline.localpbx.instance import LOOPBACK, AsteriskError, AsteriskInstance
+from backline.render.announcement import render_announcement
 from bench.calls import (
     BUSY_MACHINE,
     REACHED,
@@ -70,9 +73,6 @@ from bench.sipp_load import (
     finish,
     step_timeout,
 )
-from dialplan.announcement import render_announcement
-from telephony.asterisk.instance import LOOPBACK, AsteriskError, AsteriskInstance
-from telephony.model import Announcement
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
 from tests.harness.sipp import SippError, free_media_port, free_udp_port
 
@@ -201,7 +201,7 @@ class ControllerProcess:
     def __init__(self, config_path: Path, log: Path) -> None:
         self._log = log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "telephony.cli", "run", str(config_path)], cwd=ROOT,
+            [sys.executable, "-m", "backline.app.cli", "run", str(config_path)], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._lines: list[str] = []
         self._ended = False
@@ -265,7 +265,7 @@ class ControllerProcess:
 
 def backline(config_path: Path, *args: str) -> None:
     """Run a ``backline`` subcommand on the practice; BenchError unless it exits 0."""
-    result = subprocess.run([sys.executable, "-m", "telephony.cli", *args, "--config",
+    result = subprocess.run([sys.executable, "-m", "backline.app.cli", *args, "--config",
                              str(config_path)], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     if result.returncode != 0:

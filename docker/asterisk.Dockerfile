@@ -1,5 +1,5 @@
 # Asterisk for Backline: Debian unstable's Asterisk 22, the same packages that
-# telephony/asterisk/pbxroot.py installs into the local root (tests/test_containers.py keeps
+# backline/localpbx/pbxroot.py installs into the local root (tests/test_containers.py keeps
 # the two lists equal).  Its configuration is what `backline render` wrote into the shared
 # volume /etc/backline/pbx (compose.yaml's `render` service); see asterisk-entrypoint.sh.
 FROM debian:sid-slim

@@ -9,10 +9,7 @@ RUN apt-get update \
 
 WORKDIR /opt/backline
 COPY pyproject.toml README.md ./
-COPY telephony telephony
-COPY dialplan dialplan
-COPY fax fax
-COPY notifier notifier
+COPY backline backline
 RUN pip install --no-cache-dir . \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/backline backline \
  && mkdir -p /var/lib/backline/fax /etc/backline/pbx \

@@ -54,7 +54,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
 fi
 
 # 3. The Asterisk root (Debian unstable's Asterisk 22, run with chroot on loopback).
-if [ "$want_asterisk" = 1 ] && [ -f telephony/asterisk/pbxroot.py ]; then
-  .venv/bin/python -m telephony.asterisk.pbxroot >/dev/null
+if [ "$want_asterisk" = 1 ] && [ -f backline/localpbx/pbxroot.py ]; then
+  .venv/bin/python -m backline.localpbx.pbxroot >/dev/null
 fi
 say "ready"

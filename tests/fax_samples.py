@@ -17,8 +17,8 @@ from typing import Literal
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
-from fax.tiff import Compression, Photometric, Tag, read_pages
-from fax.tiffbuild import PageSpec, build_tiff
+from backline.fax.tiff import Compression, Photometric, Tag, read_pages
+from backline.fax.tiffbuild import PageSpec, build_tiff
 
 FAX_X_DPI = 204.0
 STANDARD, FINE, SUPERFINE = 98.0, 196.0, 391.0

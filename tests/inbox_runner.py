@@ -1,6 +1,6 @@
 """A controller process for the inbox tests: ``python -m tests.inbox_runner CONFIG``.
 
-The real :class:`~telephony.controller.Controller` (journal, mode polling, inbox drain, email
+The real :class:`~backline.app.controller.Controller` (journal, mode polling, inbox drain, email
 intake) without a PBX, with a short retry backoff so a 30%-failing inbox drains in seconds.
 Prints ``ready`` once started and ``drained`` when the drain first finds nothing left; the
 tests SIGKILL it at an arbitrary moment and start another on the same journal.
@@ -13,10 +13,10 @@ import logging
 import signal
 import sys
 
-from notifier.inbox import Backoff
-from telephony import config
-from telephony.controller import Controller
-from telephony.journal import open_journal
+from backline.app import config
+from backline.app.controller import Controller
+from backline.features.inbox.service import Backoff
+from backline.journal import open_journal
 
 FAST = Backoff(first=0.01, cap=0.2)
 

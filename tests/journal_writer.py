@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 
-from telephony.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
-from telephony.outage import Mode
+from backline.core.outage import Mode
+from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
 
 
 def main(url: str) -> None:

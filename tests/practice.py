@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telephony.model import (
+from backline.core.model import (
     PRACTICE,
     Backup,
     Carry,

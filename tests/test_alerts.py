@@ -21,11 +21,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from notifier import links, retry
-from notifier.compose import alert_email, alert_sms
-from notifier.gather import GatherPolicy
-from notifier.mail import SmtpMailer
-from telephony.journal import (
+from backline.core.model import SmtpTls
+from backline.core.outage import Mode, Via
+from backline.features.alerts.compose import alert_email, alert_sms
+from backline.features.alerts.gather import GatherPolicy
+from backline.features.links import tokens as links
+from backline.features.sending import retry
+from backline.features.sending.mail import SmtpMailer
+from backline.journal import (
     AlertChannel,
     AlertSlot,
     AlertState,
@@ -37,8 +40,6 @@ from telephony.journal import (
     Outcome,
     open_journal,
 )
-from telephony.model import SmtpTls
-from telephony.outage import Mode, Via
 from tests.harness.alert_site import (
     ALERT_EMAILS,
     ALERT_SMS,

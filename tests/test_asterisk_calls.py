@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from telephony.outage import Mode, ModeChange, ModeState, Via
+from backline.core.outage import Mode, ModeChange, ModeState, Via
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
 from tests.harness.sipp import (
     DeskPhoneMode,

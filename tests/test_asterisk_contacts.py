@@ -9,13 +9,13 @@ import logging
 
 import pytest
 
-from telephony.asterisk.driver import AsteriskDriver
-from telephony.conversations import ConversationBook
-from telephony.journal.records import NewAttempt
-from telephony.model import AsteriskPbx, HostPort, Secret
-from telephony.outage import Mode
-from telephony.ownership import OwnershipBook
-from telephony.routing import ring_set
+from backline.core.conversations import ConversationBook
+from backline.core.model import AsteriskPbx, HostPort, Secret
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.records import NewAttempt
+from backline.core.routing import ring_set
+from backline.pbx.asterisk.driver import AsteriskDriver
 from tests.practice import directory, number, user
 
 MAIN = "+13125550100"

@@ -18,10 +18,10 @@ import pytest
 from pypdf import PdfReader
 from pypdf.generic import DictionaryObject
 
-from telephony.asterisk.cdr import CdrRow
-from telephony.asterisk.fax import REJECT_CONTEXT
-from telephony.journal import Attempt, AttemptKind, Delivery, Outcome
-from telephony.outage import Mode, Via
+from backline.core.outage import Mode, Via
+from backline.journal import Attempt, AttemptKind, Delivery, Outcome
+from backline.pbx.asterisk.cdr import CdrRow
+from backline.pbx.asterisk.fax import REJECT_CONTEXT
 from tests.fax_samples import FINE, STANDARD, fax_tiff, letter
 from tests.harness.fax_sender import (
     FaxSender,

@@ -20,8 +20,7 @@ from typing import Protocol
 
 import pytest
 
-from dialplan.modules import modules_conf, required_modules
-from telephony.asterisk.instance import (
+from backline.localpbx.instance import (
     LOOPBACK,
     AsteriskCliError,
     AsteriskError,
@@ -30,7 +29,8 @@ from telephony.asterisk.instance import (
     AsteriskStartError,
     read_ami_banner,
 )
-from telephony.asterisk.pbxroot import DEVICES, RootError, ensure_devices, ensure_root
+from backline.localpbx.pbxroot import DEVICES, RootError, ensure_devices, ensure_root
+from backline.render.modules import modules_conf, required_modules
 from tests.harness.sipp import (
     DeskPhoneMode,
     SippError,

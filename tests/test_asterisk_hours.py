@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from telephony.hours import HoursState
-from telephony.journal.records import Outcome
-from telephony.outage import Mode, Via
+from backline.core.hours import HoursState
+from backline.core.outage import Mode, Via
+from backline.core.records import Outcome
 from tests.harness.practice_pbx import OUTAGE_PIN, PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, SippProcess, answering_phone, desk_phone, place_calls
 

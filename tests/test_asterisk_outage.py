@@ -20,10 +20,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from telephony.journal import Delivery, Outcome
-from telephony.journal.sqlite import SqliteJournal
-from telephony.outage import Mode, Via
-from telephony.status.health import Verdict
+from backline.core.outage import Mode, Via
+from backline.features.status.health import Verdict
+from backline.journal import Delivery, Outcome
+from backline.journal.sqlite import SqliteJournal
 from tests.harness.practice_pbx import OUTAGE_PIN, PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, desk_phone, place_calls
 
@@ -45,7 +45,7 @@ def sip(p: PracticePbx) -> tuple[str, int]:
 
 
 def backline(p: PracticePbx, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "telephony.cli", *args, "--config",
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", *args, "--config",
                            str(p.config_path)], capture_output=True, text=True, cwd=ROOT,
                           timeout=60)
 
@@ -282,7 +282,7 @@ class ControllerProcess:
         # Python buffer (a buffered readline took several lines at once, and the test then
         # waited out its deadline with "ready" already read).
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "telephony.cli", "run", str(p.config_path)], cwd=ROOT,
+            [sys.executable, "-m", "backline.app.cli", "run", str(p.config_path)], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
         self.lines: list[str] = []
         self._partial = b""

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from telephony.asterisk import cdr
-from telephony.journal import Delivery, Outcome
-from telephony.outage import Mode
+from backline.core.outage import Mode
+from backline.journal import Delivery, Outcome
+from backline.pbx.asterisk import cdr
 
 
 def master_csv(context: str, last_app: str, uniqueid: str = "1764300000.42") -> str:

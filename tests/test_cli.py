@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from telephony.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
-from telephony.outage import Mode
+from backline.core.outage import Mode
+from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def backline(*args: str, config: Path | None = None) -> subprocess.CompletedProc
     env = {k: v for k, v in os.environ.items() if k != "BACKLINE_CONFIG"}
     if config is not None:
         env["BACKLINE_CONFIG"] = str(config)
-    return subprocess.run([sys.executable, "-m", "telephony.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", *args], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=60)
 
 
@@ -90,8 +90,8 @@ def test_engage_and_end_say_plainly_when_no_controller_is_running(
 async def test_each_feature_a_missing_secret_turns_off_is_warned_of_once_at_start(
         practice_config: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    from telephony import config
-    from telephony.controller import Controller
+    from backline.app import config
+    from backline.app.controller import Controller
 
     for name in ("BACKLINE_SMS_TOKEN", "BACKLINE_SMS_SIGNING_SECRET", "BACKLINE_INBOX_TOKEN",
                  "BACKLINE_OUTAGE_PIN"):
@@ -161,8 +161,8 @@ def test_journal_is_private_whatever_the_umask_and_check_warns_of_an_open_one(
             "import os, sys\n"
             "os.umask(0o022)\n"
             "from datetime import UTC, datetime\n"
-            "from telephony.journal import AttemptKind, NewAttempt, Outcome, open_journal\n"
-            "from telephony.outage import Mode\n"
+            "from backline.journal import AttemptKind, NewAttempt, Outcome, open_journal\n"
+            "from backline.core.outage import Mode\n"
             f"j = open_journal('sqlite://{journal}')\n"
             "j.record_attempt(NewAttempt('c1', datetime.now(UTC), AttemptKind.CALL,\n"
             "    Mode.OUTAGE, '+17205550141', '+13125550100', Outcome.ANNOUNCED))\n"

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from telephony import config, e164
-from telephony.model import AsteriskPbx, Carry, OwnerKind
-from telephony.routing import extension_clash
+from backline.app import config
+from backline.core import e164
+from backline.core.model import AsteriskPbx, Carry, OwnerKind
+from backline.core.routing import extension_clash
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"
 
 
 def check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "telephony.cli", "check", str(path)],
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", "check", str(path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 

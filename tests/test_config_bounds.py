@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from telephony import config
-from telephony.model import Directory
+from backline.app import config
+from backline.core.model import Directory
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"
@@ -42,7 +42,7 @@ def check_measured(path: Path) -> tuple[int, str, resource.struct_rusage]:
     guards against a child blocked forever (reading a FIFO) when the bound is missing."""
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
-            ["timeout", "-k", "5", "60", sys.executable, "-m", "telephony.cli", "check",
+            ["timeout", "-k", "5", "60", sys.executable, "-m", "backline.app.cli", "check",
              str(path)],
             stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, preexec_fn=_limit_child)
         _, status, usage = os.wait4(proc.pid, 0)

@@ -27,9 +27,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from telephony import config as config_mod
-from telephony.asterisk.pbxroot import PACKAGES
-from telephony.model import AsteriskPbx, Directory
+from backline.app import config as config_mod
+from backline.core.model import AsteriskPbx, Directory
+from backline.localpbx.pbxroot import PACKAGES
 from tests.harness.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,7 +156,7 @@ def test_a_broken_compose_file_is_refused(docker_compose: list[str], tmp_path: P
 
 
 def test_the_container_config_passes_backline_check() -> None:
-    done = subprocess.run([sys.executable, "-m", "telephony.cli", "check",
+    done = subprocess.run([sys.executable, "-m", "backline.app.cli", "check",
                            str(DOCKER / "backline.yaml")], capture_output=True, text=True,
                           cwd=ROOT, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

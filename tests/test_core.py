@@ -6,11 +6,15 @@ import dataclasses
 
 import pytest
 
-from telephony.conversations import CannotRemoveNumberMember, ConversationBook, start_conversation
-from telephony.model import Carry, OwnerKind, Team
-from telephony.outage import Mode
-from telephony.ownership import OwnershipBook
-from telephony.routing import (
+from backline.core.conversations import (
+    CannotRemoveNumberMember,
+    ConversationBook,
+    start_conversation,
+)
+from backline.core.model import Carry, OwnerKind, Team
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.routing import (
     CallKind,
     FaxRefusal,
     InboundCall,

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from telephony import config
-from telephony.asterisk.instance import AsteriskInstance
-from telephony.asterisk.local_pbx import local_instance
-from telephony.asterisk.pbxroot import ensure_root
-from telephony.controller import instance_name
-from telephony.journal import Attempt, AttemptKind, Outcome, open_journal
+from backline.app import config
+from backline.app.controller import instance_name
+from backline.journal import Attempt, AttemptKind, Outcome, open_journal
+from backline.localpbx.asterisk import local_instance
+from backline.localpbx.instance import AsteriskInstance
+from backline.localpbx.pbxroot import ensure_root
 from tests.fax_samples import STANDARD, fax_tiff, letter
 from tests.harness.fax_sender import FaxSender, spool_of, wait_for_cdr, wait_for_pages
 from tests.harness.practice_pbx import (
@@ -57,7 +57,7 @@ class Backline:
     tests/test_asterisk_outage.py's ControllerProcess)."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "telephony.cli", *args], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "backline.app.cli", *args], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
         self.lines: list[str] = []
         self._partial = b""
@@ -98,7 +98,7 @@ class Backline:
 
 
 def backline(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "telephony.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=60)
 
 

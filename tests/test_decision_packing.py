@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from dialplan.asterisk import extensions_conf
-from telephony import config
-from telephony.asterisk import dialplan_variables as v
-from telephony.asterisk.commands import UnpackableValue, outbound_variables, packed
-from telephony.model import AsteriskPbx
-from telephony.routing import RingExtension
+from backline.app import config
+from backline.core.model import AsteriskPbx
+from backline.core.routing import RingExtension
+from backline.pbx.asterisk import dialplan_variables as v
+from backline.pbx.asterisk.commands import UnpackableValue, outbound_variables, packed
+from backline.render.asterisk import extensions_conf
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 

@@ -22,13 +22,9 @@ from typing import Protocol
 
 import pytest
 
-from telephony.asterisk import dialplan_variables as v
-from telephony.asterisk.driver import AsteriskDriver
-from telephony.conversations import ConversationBook
-from telephony.freeswitch import names
-from telephony.hours import HoursState
-from telephony.journal.records import NewAttempt
-from telephony.model import (
+from backline.core.conversations import ConversationBook
+from backline.core.hours import HoursState
+from backline.core.model import (
     AsteriskPbx,
     ClosedPath,
     Directory,
@@ -38,8 +34,12 @@ from telephony.model import (
     Team,
     Window,
 )
-from telephony.outage import Mode
-from telephony.ownership import OwnershipBook
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.records import NewAttempt
+from backline.pbx.asterisk import dialplan_variables as v
+from backline.pbx.asterisk.driver import AsteriskDriver
+from backline.pbx.freeswitch import names
 from tests.harness.eslserver import Channel
 from tests.harness.freeswitch_rig import ANNOUNCEMENT, fs_rig
 from tests.practice import directory, number, t, u, user

@@ -18,14 +18,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from telephony import config
-from telephony.conversations import ConversationBook
-from telephony.emergency import EmergencyCall, caller_id_name, emergency_caller, notice
-from telephony.journal import open_journal
-from telephony.journal.emergency import EmergencyNotice, NoticeState
-from telephony.outage import Mode, Via
-from telephony.ownership import OwnershipBook
-from telephony.routing import PlaceEmergencyCall, decide_outbound, dialled
+from backline.app import config
+from backline.core.conversations import ConversationBook
+from backline.core.emergency import EmergencyCall, caller_id_name, emergency_caller, notice
+from backline.core.outage import Mode, Via
+from backline.core.ownership import OwnershipBook
+from backline.core.routing import PlaceEmergencyCall, decide_outbound, dialled
+from backline.journal import open_journal
+from backline.journal.emergency import EmergencyNotice, NoticeState
 from tests.harness.practice_pbx import (
     PracticePbx,
     emergency_with_notice,

@@ -1,4 +1,4 @@
-"""The Event Socket codec (telephony.freeswitch.wire) and the test ESL server.
+"""The Event Socket codec (backline.pbx.freeswitch.wire) and the test ESL server.
 
 Three kinds of test, as STYLE.md asks:
 
@@ -29,8 +29,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telephony.freeswitch import wire
-from telephony.freeswitch.wire import (
+from backline.pbx.freeswitch import wire
+from backline.pbx.freeswitch.wire import (
     ApiResponse,
     AuthRequest,
     ChannelData,

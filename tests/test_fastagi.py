@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from telephony.asterisk.fastagi import (
+from backline.pbx.asterisk.fastagi import (
     MAX_VALUE,
     AgiRequest,
     AgiSession,

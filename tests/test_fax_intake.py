@@ -16,15 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from telephony import config
-from telephony.asterisk.cdr import CdrRow
-from telephony.asterisk.fax import (
-    REJECT_CONTEXT,
-    FaxIntake,
-    probe_storage,
-    spool_name,
-)
-from telephony.fax_intake import (
+from backline.app import config
+from backline.core.fax_intake import (
     BadFaxReport,
     Converted,
     FaxEnd,
@@ -40,11 +33,10 @@ from telephony.fax_intake import (
     storage_verdict,
     stored_names,
 )
-from telephony.journal import Delivery, Journal, NewAttempt, Outcome, open_journal
-from telephony.model import AsteriskPbx, Carry
-from telephony.outage import Mode
-from telephony.ownership import OwnershipBook
-from telephony.routing import (
+from backline.core.model import AsteriskPbx, Carry
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.routing import (
     CallKind,
     FaxRefusal,
     InboundCall,
@@ -53,6 +45,9 @@ from telephony.routing import (
     RejectFax,
     route_inbound,
 )
+from backline.journal import Delivery, Journal, NewAttempt, Outcome, open_journal
+from backline.pbx.asterisk.cdr import CdrRow
+from backline.pbx.asterisk.fax import REJECT_CONTEXT, FaxIntake, probe_storage, spool_name
 from tests.fax_samples import (
     FINE,
     STANDARD,
@@ -392,7 +387,7 @@ class LogEvents(logging.Handler):
 
 async def test_a_running_controller_takes_in_a_fax_left_in_the_spool_once_storage_returns(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from telephony import controller as controller_mod
+    from backline.app import controller as controller_mod
 
     path = tmp_path / "practice.yaml"
     path.write_text("practice: {name: P, timezone: America/Chicago}\n"
@@ -443,8 +438,8 @@ _CONVERT_IN_A_CHILD = """
 import json, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from fax.header import FaxHeader
-from telephony.asterisk.fax import convert
+from backline.fax.header import FaxHeader
+from backline.pbx.asterisk.fax import convert
 stored = convert(Path(sys.argv[1]), Path(sys.argv[2]),
                  FaxHeader(datetime(2025, 3, 4, tzinfo=UTC), "x", "+13125550109", ""))
 # The peak since exec: getrusage's ru_maxrss would include the forking parent's.

@@ -26,14 +26,14 @@ from PIL import Image, ImageChops, ImageOps, ImageStat
 from pypdf import PdfReader
 from pypdf.generic import ArrayObject, ContentStream, DictionaryObject, IndirectObject
 
-from fax.errors import PdfMismatch, UnreadableTiff
-from fax.geometry import PageGeometry
-from fax.header import FaxHeader, clean_text
-from fax.pdf import HEADER_BAND_PT, FaxPdf, tiff_to_pdf
-from fax.pdfwrite import pdf_string
-from fax.tiff import MAX_PAGES, MAX_TOTAL_PIXELS, Photometric, Tag, TiffPage, read_pages
-from fax.tiffbuild import PageSpec, build_tiff
-from fax.verify import verify_pdf
+from backline.fax.errors import PdfMismatch, UnreadableTiff
+from backline.fax.geometry import PageGeometry
+from backline.fax.header import FaxHeader, clean_text
+from backline.fax.pdf import HEADER_BAND_PT, FaxPdf, tiff_to_pdf
+from backline.fax.pdfwrite import pdf_string
+from backline.fax.tiff import MAX_PAGES, MAX_TOTAL_PIXELS, Photometric, Tag, TiffPage, read_pages
+from backline.fax.tiffbuild import PageSpec, build_tiff
+from backline.fax.verify import verify_pdf
 from tests.fax_samples import (
     A4_IN,
     FINE,

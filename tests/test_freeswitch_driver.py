@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from telephony.asterisk.fax import FaxIntake
-from telephony.controller import Controller
-from telephony.freeswitch import names
-from telephony.freeswitch.hub import EslHub, EslLinkDown
-from telephony.journal import open_journal
-from telephony.journal.records import AttemptKind, Delivery, NewAttempt, Outcome
-from telephony.model import Carry, Directory, Team
-from telephony.outage import Mode, ModeChange, ModeState, Via
+from backline.app.controller import Controller
+from backline.core.model import Carry, Directory, Team
+from backline.core.outage import Mode, ModeChange, ModeState, Via
+from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
+from backline.journal import open_journal
+from backline.pbx.asterisk.fax import FaxIntake
+from backline.pbx.freeswitch import names
+from backline.pbx.freeswitch.hub import EslHub, EslLinkDown
 from tests.fax_samples import FINE, STANDARD, fax_tiff, letter
 from tests.harness.eslserver import (
     Channel,
@@ -344,8 +344,8 @@ async def test_backline_run_picks_the_freeswitch_driver(tmp_path: Path,
     into mod_db and decides calls on its socket, until stopped."""
     import dataclasses
 
-    from telephony.controller import _serve
-    from telephony.model import Connections, Secret, Storage
+    from backline.app.controller import _serve
+    from backline.core.model import Connections, Secret, Storage
     from tests.harness.freeswitch_rig import freeswitch_pbx
 
     async with EslServer(PASSWORD) as srv:
@@ -562,7 +562,7 @@ def write_away_record(cdr_file: Path, spool: Path) -> None:
 def freeswitch_practice(tmp: Path, esl_port: int) -> Directory:
     import dataclasses
 
-    from telephony.model import Connections, Storage
+    from backline.core.model import Connections, Storage
     from tests.harness.freeswitch_rig import freeswitch_pbx
 
     pbx = dataclasses.replace(freeswitch_pbx(esl_port, str(tmp / "spool")),
@@ -611,7 +611,7 @@ async def test_calls_and_faxes_answered_while_away_are_imported_once_on_every_lo
 def test_the_rendered_cdr_template_writes_the_columns_the_import_reads() -> None:
     """mod_cdr_csv expands ${var} in the template; expanding it here as FreeSWITCH would gives
     a line the parser reads back into the same call."""
-    from telephony.freeswitch import cdr
+    from backline.pbx.freeswitch import cdr
 
     channel = {"uuid": AWAY_CALL, "start_epoch": "1790000000", names.ROUTE: names.INBOUND,
                names.NUMBER: PRACTICE, names.KIND: "", "last_app": "playback",

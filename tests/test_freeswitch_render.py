@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from telephony.cli import main
-from telephony.freeswitch import names
+from backline.app.cli import main
+from backline.pbx.freeswitch import names
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 FREESWITCH_PBX = """\
@@ -200,7 +200,7 @@ def test_a_fax_number_is_decided_by_the_controller_and_received_by_the_pbx_witho
 
 
 def test_cdr_csv_writes_master_csv_with_the_columns_the_import_reads(rendered: Path) -> None:
-    from telephony.freeswitch import cdr
+    from backline.pbx.freeswitch import cdr
 
     sec = section(rendered / "cdr_csv.conf.xml", "configuration")
     (conf,) = sec.findall("configuration")
@@ -224,8 +224,8 @@ def freeswitch_config(tmp: Path, extra: str) -> Path:
 
 def test_fax_and_cdr_paths_are_read_and_a_path_freeswitch_would_split_is_refused(
         tmp_path: Path) -> None:
-    from telephony import config
-    from telephony.model import FreeswitchPbx
+    from backline.app import config
+    from backline.core.model import FreeswitchPbx
 
     pbx = config.load(freeswitch_config(tmp_path, "    fax_dir: /srv/faxes\n"
                                         "    fax_spool: /srv/fs-spool\n")).directory \

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from telephony import config
-from telephony.hours import HoursState, state_at
-from telephony.model import Hours
+from backline.app import config
+from backline.core.hours import HoursState, state_at
+from backline.core.model import Hours
 
 from .test_config import check, expected_marks, parse_problems
 
@@ -194,10 +194,10 @@ def test_every_hours_mistake_is_named_in_one_run(tmp_path: Path) -> None:
 
 def test_the_inbound_decision_takes_the_hours(tmp_path: Path) -> None:
     """Closed: the number's closed path; the outage wins over the hours; faxes ignore them."""
-    from telephony.hours import hours_state
-    from telephony.outage import Mode
-    from telephony.ownership import OwnershipBook
-    from telephony.routing import (
+    from backline.core.hours import hours_state
+    from backline.core.outage import Mode
+    from backline.core.ownership import OwnershipBook
+    from backline.core.routing import (
         ForwardToAnsweringService,
         InboundCall,
         PlayAnnouncement,
@@ -243,13 +243,13 @@ NEXT_CHANGE = [
 @pytest.mark.parametrize(("moment", "expected", "wall_clock"), NEXT_CHANGE,
                          ids=[w for _, _, w in NEXT_CHANGE])
 def test_next_change(hours: Hours, moment: str, expected: str, wall_clock: str) -> None:
-    from telephony.hours import next_change
+    from backline.core.hours import next_change
     assert next_change(hours, utc(moment)) == utc(expected)
 
 
 def test_hours_that_never_change_have_no_next_change(tmp_path: Path) -> None:
-    from telephony.hours import next_change
-    from telephony.model import Window
+    from backline.core.hours import next_change
+    from backline.core.model import Window
     always = Hours("America/Chicago", tuple((Window(0, 1440),) for _ in range(7)))
     never = Hours("America/Chicago", tuple(() for _ in range(7)))
     assert next_change(always, utc("2026-03-08 08:00")) is None
@@ -257,7 +257,7 @@ def test_hours_that_never_change_have_no_next_change(tmp_path: Path) -> None:
 
 
 def test_an_override_holds_until_the_next_scheduled_change(hours: Hours) -> None:
-    from telephony.hours import HoursOverride, overridden
+    from backline.core.hours import HoursOverride, overridden
     # Forced closed on Monday at 10:00 CST: closed until the lunch break (when the schedule
     # says closed anyway), then the schedule again: open at 13:00.
     forced = HoursOverride(CLOSED, utc("2026-01-05 16:00"), "ana", "desk-phone")
@@ -279,9 +279,9 @@ def test_an_override_holds_until_the_next_scheduled_change(hours: Hours) -> None
 
 async def test_an_override_set_through_another_controller_holds_after_a_round(
         tmp_path: Path) -> None:
-    from telephony.controller import Controller
-    from telephony.hours import HoursOverride
-    from telephony.journal import open_journal
+    from backline.app.controller import Controller
+    from backline.core.hours import HoursOverride
+    from backline.journal import open_journal
 
     path = tmp_path / "practice.yaml"
     path.write_text(PRACTICE_YAML.replace("sqlite:///tmp/never-created.db",
@@ -310,7 +310,7 @@ def test_closed_announcements_are_rendered_for_the_numbers_that_play_them(
     forwarded to an answering service, none for a fax-only number."""
     import wave
 
-    from dialplan.announcement import render_closed_clips
+    from backline.render.announcement import render_closed_clips
 
     path = tmp_path / "practice.yaml"
     path.write_text(PRACTICE_YAML.replace('  - {number: "+13125550100"}\n',

@@ -24,20 +24,13 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from notifier.inbox import Backoff
-from notifier.inbox_payload import Accepted, Refused, TryAgain, answer_for
-from telephony import config
-from telephony.controller import Controller
-from telephony.journal import (
-    AttemptKind,
-    Delivery,
-    Journal,
-    NewAttempt,
-    Outcome,
-    open_journal,
-)
-from telephony.journal.delivery import ItemState
-from telephony.outage import Mode, Via, switch
+from backline.app import config
+from backline.app.controller import Controller
+from backline.core.outage import Mode, Via, switch
+from backline.features.inbox.payload import Accepted, Refused, TryAgain, answer_for
+from backline.features.inbox.service import Backoff
+from backline.journal import AttemptKind, Delivery, Journal, NewAttempt, Outcome, open_journal
+from backline.journal.delivery import ItemState
 from tests.harness.alert_site import free_port
 from tests.harness.inbox_server import InboxServer
 from tests.harness.postgres import JournalBackend
@@ -149,7 +142,7 @@ def seed(journal: Journal, tmp: Path, count: int, *, refuse_every: int = 0) -> l
 async def backline(p: Practice, *args: str) -> tuple[int, str]:
     """The CLI as ops run it (stdout a pipe, not a terminal): exit status and stdout."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "telephony.cli", *args, "--config", str(p.config), cwd=ROOT,
+        sys.executable, "-m", "backline.app.cli", *args, "--config", str(p.config), cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = await proc.communicate()
     return await proc.wait(), out.decode()
@@ -517,7 +510,7 @@ async def test_outage_end_without_an_inbox_token_says_the_items_cannot_be_delive
 
 
 def test_the_progress_bar_on_a_terminal() -> None:
-    from notifier.inbox_progress import bar
+    from backline.features.inbox.progress import bar
 
     assert bar(0, 300) == "[" + "-" * 30 + "] 0/300 sent"
     assert bar(150, 300) == "[" + "#" * 15 + "-" * 15 + "] 150/300 sent"
@@ -543,7 +536,7 @@ class _FailingOnce:
 
 
 async def _listener(p: Practice, journal: Any) -> Any:
-    from notifier.email_intake import EmailListener
+    from backline.features.email_intake import EmailListener
 
     intake = p.directory().connections.email_intake
     listener = EmailListener(intake, journal, lambda: datetime.now(UTC), lambda: None)
@@ -667,7 +660,7 @@ async def test_requeue_failed_puts_refused_items_back_and_they_arrive_once(
 def test_outage_end_stops_watching_when_nothing_moves(tmp_path: Path) -> None:
     import io
 
-    from notifier.inbox_progress import watch_drain
+    from backline.features.inbox.progress import watch_drain
 
     journal = open_journal(f"sqlite://{tmp_path}/journal.db")
     try:
@@ -689,8 +682,8 @@ def test_outage_end_stops_watching_when_nothing_moves(tmp_path: Path) -> None:
 
 async def test_two_drains_on_one_journal_post_each_item_once_in_order(
         practice: Practice) -> None:
-    from notifier.inbox import InboxDrain
-    from telephony.ownership import OwnershipBook
+    from backline.core.ownership import OwnershipBook
+    from backline.features.inbox.service import InboxDrain
 
     practice.inbox.fail_rate = 0.0
     journal = practice.journal()
@@ -717,7 +710,7 @@ async def test_two_drains_on_one_journal_post_each_item_once_in_order(
 
 
 def test_a_dead_holder_on_this_host_is_known_dead_and_a_live_one_is_not() -> None:
-    from notifier.inbox import holder_is_dead, process_holder
+    from backline.features.inbox.service import holder_is_dead, process_holder
 
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
@@ -753,8 +746,8 @@ async def test_an_attempt_held_in_normal_mode_wakes_the_drain(practice: Practice
 
 
 async def test_only_a_fax_file_missing_on_its_own_node_is_refused(practice: Practice) -> None:
-    from notifier.inbox import InboxDrain
-    from telephony.ownership import OwnershipBook
+    from backline.core.ownership import OwnershipBook
+    from backline.features.inbox.service import InboxDrain
 
     practice.inbox.fail_rate = 0.0
     journal = await asyncio.to_thread(practice.journal)
@@ -793,12 +786,12 @@ async def test_only_a_fax_file_missing_on_its_own_node_is_refused(practice: Prac
 
 async def test_the_drain_lease_is_renewed_while_a_long_try_runs(
         practice: Practice, monkeypatch: pytest.MonkeyPatch) -> None:
-    import notifier.inbox
-    from notifier.inbox import InboxDrain
-    from telephony.ownership import OwnershipBook
+    import backline.features.inbox.service
+    from backline.core.ownership import OwnershipBook
+    from backline.features.inbox.service import InboxDrain
 
     lease = 0.4
-    monkeypatch.setattr(notifier.inbox, "LEASE_SECONDS", lease)
+    monkeypatch.setattr(backline.features.inbox.service, "LEASE_SECONDS", lease)
     practice.inbox.fail_rate = 0.0
     practice.inbox.hold = asyncio.Event()  # the inbox takes its time over the first item
     journal = await asyncio.to_thread(practice.journal)

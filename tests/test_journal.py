@@ -21,8 +21,10 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from notifier.gather import GatherPolicy
-from telephony.journal import (
+from backline.core.mode_sync import InEffect, NoController, NotYet, effect_of
+from backline.core.outage import Mode, ModeChange, ModeState, Via, switch_key
+from backline.features.alerts.gather import GatherPolicy
+from backline.journal import (
     AlertChannel,
     AttemptKind,
     AuditEntry,
@@ -36,11 +38,9 @@ from telephony.journal import (
     open_journal,
     schema,
 )
-from telephony.journal.postgres import _redacted
-from telephony.journal.replies import ReplyState
-from telephony.journal.schema import LATEST
-from telephony.mode_sync import InEffect, NoController, NotYet, effect_of
-from telephony.outage import Mode, ModeChange, ModeState, Via, switch_key
+from backline.journal.postgres import _redacted
+from backline.journal.replies import ReplyState
+from backline.journal.schema import LATEST
 from tests.harness.postgres import JournalBackend, PostgresServer, running_server
 
 ROOT = Path(__file__).resolve().parent.parent

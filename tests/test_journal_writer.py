@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from telephony.journal import (
+from backline.core.outage import Mode
+from backline.journal import (
     Attempt,
     AttemptKind,
     Delivery,
@@ -19,9 +20,8 @@ from telephony.journal import (
     Outcome,
     open_journal,
 )
-from telephony.journal.base import SqlJournal
-from telephony.journal.writer import AttemptWriter
-from telephony.outage import Mode
+from backline.journal.base import SqlJournal
+from backline.journal.writer import AttemptWriter
 from tests.harness.postgres import JournalBackend
 
 T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)

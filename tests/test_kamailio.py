@@ -1,4 +1,4 @@
-"""Kamailio in front of several PBX nodes (dialplan/kamailio.py), on a real Kamailio.
+"""Kamailio in front of several PBX nodes (backline/render/kamailio.py), on a real Kamailio.
 
 Here the nodes are SIPp UASes that answer and hang up, standing in for Asterisk nodes: what is
 shown is the dispatcher configuration itself.  Calls from a SIPp carrier are spread over both
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dialplan.kamailio import Node, dispatcher_list, kamailio_cfg
-from telephony.model import HostPort
+from backline.core.model import HostPort
+from backline.render.kamailio import Node, dispatcher_list, kamailio_cfg
 from tests.harness.kamailio import (
     Kamailio,
     KamailioMissing,
@@ -84,7 +84,7 @@ def test_calls_spread_over_both_nodes_and_survive_a_dead_node(kamailio_installed
 def render(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BACKLINE_AMI_SECRET": "test-ami-secret"}
     return subprocess.run(
-        [sys.executable, "-m", "telephony.cli", "render", str(ROOT / "config/example.yaml"),
+        [sys.executable, "-m", "backline.app.cli", "render", str(ROOT / "config/example.yaml"),
          "--out", str(tmp_path / "out"), "--secrets", str(tmp_path / "secrets.json"),
          *options], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
         check=False)

@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 from playwright.async_api import BrowserContext, Dialog, async_playwright
 
-from fax.header import FaxHeader
-from fax.pdf import tiff_to_pdf
-from notifier import links
-from telephony.journal import AttemptKind
+from backline.fax.header import FaxHeader
+from backline.fax.pdf import tiff_to_pdf
+from backline.features.links import tokens as links
+from backline.journal import AttemptKind
 from tests.fax_samples import FINE, fax_tiff, letter
 from tests.harness.alert_site import FAX_NUMBER, PRACTICE_NUMBER, AlertSite, Site
 from tests.test_alerts import EMAILS, link_in

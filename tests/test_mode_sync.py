@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from telephony.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, reconcile
-from telephony.outage import Mode, ModeChange, ModeState, Via
+from backline.core.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, reconcile
+from backline.core.outage import Mode, ModeChange, ModeState, Via
 
 NORMAL = ModeState.initial()
 OUTAGE = ModeState(Mode.OUTAGE, ModeChange(Mode.OUTAGE, datetime(2026, 1, 1, tzinfo=UTC),
@@ -34,7 +34,7 @@ def test_reconcile(mode: str | None, ack: str | None, journal: ModeState,
 
 
 def test_mode_at_a_cdr_time_counts_a_switch_in_the_same_second_as_before() -> None:
-    from telephony.controller import mode_at
+    from backline.app.controller import mode_at
 
     engaged = ModeChange(Mode.OUTAGE, datetime(2026, 1, 1, 8, 0, 10, 700000, tzinfo=UTC),
                          "ops", Via.CLI, "drill")

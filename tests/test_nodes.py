@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from telephony import config as config_mod
-from telephony.asterisk.instance import AsteriskInstance, AsteriskPorts
-from telephony.asterisk.pbxroot import RootError, ensure_root
-from telephony.controller import Controller
-from telephony.fax_intake import check_uniqueid
-from telephony.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
-from telephony.model import AsteriskPbx
-from telephony.outage import Mode
+from backline.app import config as config_mod
+from backline.app.controller import Controller
+from backline.core.fax_intake import check_uniqueid
+from backline.core.model import AsteriskPbx
+from backline.core.outage import Mode
+from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
+from backline.localpbx.instance import AsteriskInstance, AsteriskPorts
+from backline.localpbx.pbxroot import RootError, ensure_root
 from tests.harness.postgres import JournalBackend
 from tests.test_asterisk_harness import pbx_files
 

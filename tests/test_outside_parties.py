@@ -14,13 +14,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from notifier.inbox_payload import item_document
-from notifier.page import render_alert_page
-from telephony.asterisk.instance import DirectoryWatch
-from telephony.controller import Controller
-from telephony.e164 import OutsideNumber, outside
-from telephony.journal import AttemptKind, Delivery, Outcome
-from telephony.outage import Mode, Via
+from backline.app.controller import Controller
+from backline.core.e164 import OutsideNumber, outside
+from backline.core.outage import Mode, Via
+from backline.features.inbox.payload import item_document
+from backline.features.links.page import render_alert_page
+from backline.journal import AttemptKind, Delivery, Outcome
+from backline.localpbx.instance import DirectoryWatch
 from tests.harness.alert_site import INBOX_TOKEN_ENV, PRACTICE_NUMBER, AlertSite
 from tests.harness.inbox_server import InboxServer
 from tests.harness.practice_pbx import practice_pbx

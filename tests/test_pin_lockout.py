@@ -8,17 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from telephony import config
-from telephony.controller import Controller
-from telephony.journal import open_journal
-from telephony.outage import Mode
-from telephony.pin_lockout import (
-    PinPolicy,
-    PinRecord,
-    PinVerdict,
-    judge_pin,
-    lockout_after,
-)
+from backline.app import config
+from backline.app.controller import Controller
+from backline.core.outage import Mode
+from backline.core.pin_lockout import PinPolicy, PinRecord, PinVerdict, judge_pin, lockout_after
+from backline.journal import open_journal
 from tests.harness.smtp_sink import SmtpSink
 
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)

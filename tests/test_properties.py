@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telephony.conversations import ConversationBook
-from telephony.model import PRACTICE, Carry, Party, Team
-from telephony.outage import Mode
-from telephony.ownership import OwnershipBook
-from telephony.routing import (
+from backline.core.conversations import ConversationBook
+from backline.core.model import PRACTICE, Carry, Party, Team
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.routing import (
     InboundCall,
     OutboundCall,
     PlaceCall,

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from notifier import reminder, retry
-from notifier.reminder import Slot
-from notifier.reminder_service import OutageReminders
-from telephony import config
-from telephony.journal import AttemptKind
-from telephony.outage import Mode, ModeChange, ModeState, Via, switch
+from backline.app import config
+from backline.core.outage import Mode, ModeChange, ModeState, Via, switch
+from backline.features.reminders import policy as reminder
+from backline.features.reminders.policy import Slot
+from backline.features.reminders.service import OutageReminders
+from backline.features.sending import retry
+from backline.journal import AttemptKind
 from tests.harness.alert_site import (
     ALERT_EMAILS,
     ALERT_SMS,
@@ -364,8 +365,8 @@ async def test_a_reminder_holds_no_patient_data_nor_the_reason(
 
 async def second_reminders(site: Site) -> OutageReminders:
     """Another controller's reminder task on the site's journal (its own connection)."""
-    from notifier.reminder_service import reminders_for
-    from telephony.journal import open_journal
+    from backline.features.reminders.service import reminders_for
+    from backline.journal import open_journal
 
     assert site.controller is not None
     directory = config.load(site.tmp / "practice.yaml").directory
@@ -397,7 +398,7 @@ async def test_two_controllers_on_one_journal_send_each_reminder_once(site: Site
 
 async def test_a_claim_whose_sender_died_is_taken_over_when_its_lease_runs_out(
         site: Site) -> None:
-    from notifier.reminder_service import CLAIM_SECONDS
+    from backline.features.reminders.service import CLAIM_SECONDS
 
     assert site.journal is not None
     await switch_to(site, Mode.OUTAGE)

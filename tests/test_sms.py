@@ -19,14 +19,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from telephony.sms import webhook
-from telephony.sms.gateway import (
+from backline.features.sms import webhook
+from backline.features.sms.gateway import (
     GatewayProtocolError,
     GatewayRefused,
     GatewayUnavailable,
     SmsGatewayClient,
 )
-from telephony.sms.twilio import (
+from backline.features.sms.twilio import (
     EMPTY_TWIML,
     MAX_BODY_CHARS,
     MAX_FORM_FIELDS,

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from notifier import retry
-from telephony import config
-from telephony.controller import Controller
-from telephony.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
-from telephony.outage import Mode, Via
+from backline.app import config
+from backline.app.controller import Controller
+from backline.core.outage import Mode, Via
+from backline.features.sending import retry
+from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
 from tests.harness.alert_site import FakeClock, free_port
 from tests.harness.inbox_server import InboxServer
 from tests.harness.sms_gateway import ACCOUNT_SID, AUTH_TOKEN, Signing, TwilioGateway
@@ -223,7 +223,7 @@ class Clinic:
 
     async def attempts(self, *args: str) -> str:
         result = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "telephony.cli", "attempts", *args,
+            subprocess.run, [sys.executable, "-m", "backline.app.cli", "attempts", *args,
                              "--config", str(self.config)],
             capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert result.returncode == 0, result.stderr

@@ -14,11 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from notifier import retry
-from notifier.mail import MailError, SmtpMailer
-from telephony import config
-from telephony.journal import AttemptKind
-from telephony.model import SmtpTls
+from backline.app import config
+from backline.core.model import SmtpTls
+from backline.features.sending import retry
+from backline.features.sending.mail import MailError, SmtpMailer
+from backline.journal import AttemptKind
 from tests.harness.alert_site import ALERT_EMAILS, PRACTICE_NUMBER, AlertSite, Site
 from tests.harness.certs import Authority, make_ca
 from tests.harness.smtp_sink import SmtpSink

@@ -19,12 +19,12 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from telephony.cli import main as backline
-from telephony.journal import AttemptKind, Journal, Outcome, open_journal
-from telephony.outage import Mode, ModeChange, ModeState, Via
-from telephony.status.metrics import AGI_BUCKETS, Metrics
-from telephony.status.page import render_status
-from telephony.status.server import SECURITY_HEADERS, make_status_app
+from backline.app.cli import main as backline
+from backline.core.outage import Mode, ModeChange, ModeState, Via
+from backline.features.status.metrics import AGI_BUCKETS, Metrics
+from backline.features.status.page import render_status
+from backline.features.status.server import SECURITY_HEADERS, make_status_app
+from backline.journal import AttemptKind, Journal, Outcome, open_journal
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 02:00 in Chicago (CST)

@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from telephony import config
-from telephony.cli import main as backline
-from telephony.controller import Controller
-from telephony.journal import AttemptKind, open_journal
-from telephony.status.server import SECURITY_HEADERS
+from backline.app import config
+from backline.app.cli import main as backline
+from backline.app.controller import Controller
+from backline.features.status.server import SECURITY_HEADERS
+from backline.journal import AttemptKind, open_journal
 from tests.harness.alert_site import PRACTICE_NUMBER, AlertSite, Site, free_port
 from tests.harness.practice_pbx import practice_pbx
 from tests.test_alerts import EMAILS, link_in

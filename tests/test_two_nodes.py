@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from dialplan.kamailio import Node
-from telephony.journal import Delivery, Outcome
-from telephony.model import HostPort
-from telephony.outage import Mode
+from backline.core.model import HostPort
+from backline.core.outage import Mode
+from backline.journal import Delivery, Outcome
+from backline.render.kamailio import Node
 from tests.harness.kamailio import Kamailio, KamailioMissing, free_sip_port, kamailio_binary
 from tests.harness.postgres import PostgresServer
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
@@ -33,7 +33,7 @@ DIRECT = "+13125550101"
 
 
 def backline(p: PracticePbx, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "telephony.cli", *args, "--config",
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", *args, "--config",
                            str(p.config_path)], capture_output=True, text=True, cwd=ROOT,
                           timeout=60, check=False)
 

@@ -19,12 +19,12 @@ from types import TracebackType
 
 from aiohttp import web
 
-from notifier.gather import GatherPolicy
-from notifier.service import Notifier, notifier_for
-from telephony import config
-from telephony.controller import Controller
-from telephony.journal import AttemptKind, Delivery, Journal, NewAttempt, Outcome, open_journal
-from telephony.outage import Mode, Via
+from backline.app import config
+from backline.app.controller import Controller
+from backline.core.outage import Mode, Via
+from backline.features.alerts.gather import GatherPolicy
+from backline.features.alerts.service import Notifier, notifier_for
+from backline.journal import AttemptKind, Delivery, Journal, NewAttempt, Outcome, open_journal
 from tests.harness.sms_gateway import ACCOUNT_SID, AUTH_TOKEN, TwilioGateway
 from tests.harness.smtp_sink import SmtpSink
 

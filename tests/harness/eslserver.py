@@ -13,7 +13,7 @@ everything the server writes is kept per connection (:attr:`EslConnection.sent`)
 can assert on both. ``api``/``bgapi`` answers are scripted with :meth:`EslServer.script_api`.
 
 The output side is written here from mod_event_socket's format strings, *not* with
-``telephony.freeswitch.wire``: the codec under test and this server must not share a bug.
+``backline.pbx.freeswitch.wire``: the codec under test and this server must not share a bug.
 The comments name the C function each format comes from.
 
 Misbehaviour on demand, for the driver's failure paths: :class:`RawReply` (any bytes instead

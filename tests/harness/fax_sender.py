@@ -23,16 +23,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from fax.errors import UnreadableTiff
-from fax.tiff import read_pages
-from telephony.asterisk import cdr
-from telephony.asterisk.ami import AmiLink
-from telephony.asterisk.instance import (
-    LOOPBACK,
-    AsteriskInstance,
-    AsteriskPorts,
-    DirectoryWatch,
-)
+from backline.fax.errors import UnreadableTiff
+from backline.fax.tiff import read_pages
+from backline.localpbx.instance import LOOPBACK, AsteriskInstance, AsteriskPorts, DirectoryWatch
+from backline.pbx.asterisk import cdr
+from backline.pbx.asterisk.ami import AmiLink
 from tests.harness.practice_pbx import PracticePbx
 
 AMI_USER = "faxsender"

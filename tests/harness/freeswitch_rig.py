@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from telephony.asterisk.driver import FaxDesk
-from telephony.conversations import ConversationBook
-from telephony.freeswitch.driver import FreeswitchDriver
-from telephony.hours import HoursState
-from telephony.journal.records import NewAttempt
-from telephony.model import Directory, FreeswitchPbx, HostPort, Secret
-from telephony.outage import Mode
-from telephony.ownership import OwnershipBook
+from backline.core.conversations import ConversationBook
+from backline.core.hours import HoursState
+from backline.core.model import Directory, FreeswitchPbx, HostPort, Secret
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.records import NewAttempt
+from backline.pbx.asterisk.driver import FaxDesk
+from backline.pbx.freeswitch.driver import FreeswitchDriver
 from tests.harness.eslserver import Channel, EslConnection, EslServer
 
 PASSWORD = "ClueCon-test"

@@ -19,8 +19,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from dialplan.kamailio import Node, render_kamailio
-from telephony.model import HostPort
+from backline.core.model import HostPort
+from backline.render.kamailio import Node, render_kamailio
 from tests.harness import sipp
 
 MODULE_DIRS = sorted(Path("/usr/lib").glob("*/kamailio/modules"))

@@ -1,7 +1,7 @@
 """A practice on the real Asterisk: rendered config, a started instance, and the controller.
 
 The controller runs in the test's event loop so tests can look at its state; Asterisk runs
-in the chroot from ``telephony.asterisk.pbxroot``, on loopback ports of its own, so tests run
+in the chroot from ``backline.localpbx.pbxroot``, on loopback ports of its own, so tests run
 side by side.
 """
 
@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from dialplan.asterisk import QUIET_EVENTS
-from telephony import config
-from telephony.asterisk.ami import AmiLink
-from telephony.asterisk.driver import AsteriskDriver
-from telephony.asterisk.instance import AsteriskInstance, free_port
-from telephony.asterisk.local_pbx import LocalPbx, prepare
-from telephony.asterisk.pbxroot import ensure_root
-from telephony.controller import Controller
-from telephony.journal import open_journal
-from telephony.model import AsteriskPbx, Directory
+from backline.app import config
+from backline.app.controller import Controller
+from backline.core.model import AsteriskPbx, Directory
+from backline.journal import open_journal
+from backline.localpbx.asterisk import LocalPbx, prepare
+from backline.localpbx.instance import AsteriskInstance, free_port
+from backline.localpbx.pbxroot import ensure_root
+from backline.pbx.asterisk.ami import AmiLink
+from backline.pbx.asterisk.driver import AsteriskDriver
+from backline.render.asterisk import QUIET_EVENTS
 
 AMI_ENV = "BACKLINE_TEST_AMI_SECRET"
 PIN_ENV = "BACKLINE_TEST_OUTAGE_PIN"

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from telephony.asterisk.instance import LOOPBACK, DirectoryWatch, free_port
+from backline.localpbx.instance import LOOPBACK, DirectoryWatch, free_port
 
 SCENARIOS = Path(__file__).with_name("sipp")
 SIPP = "sipp"

@@ -11,7 +11,7 @@ for an SMS, form-encoded, signed with ``X-Twilio-Signature``, and on request uns
 with the wrong token, signed for another URL, or altered after signing.
 
 The signing is written here from Twilio's description, not imported from
-``telephony.sms.twilio``: a peer that shares the code under test would share its bugs.
+``backline.features.sms.twilio``: a peer that shares the code under test would share its bugs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,82 @@
+"""Conversations: one outside party talking to one practice number, and who may see them.
+
+A conversation's members are the number's members, always (derived from the
+:class:`~backline.core.ownership.OwnershipBook` on every question, never copied), plus people added
+to that conversation alone.  Only the latter can be removed.  Lookups are dict hits keyed by
+(number, party), so their cost does not grow with the number of conversations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backline.core.ownership import Assignee, OwnershipBook
+
+
+class CannotRemoveNumberMember(ValueError):
+    """A number's members see all its conversations; remove them from the number instead."""
+
+    def __init__(self, user_id: str, number: str) -> None:
+        super().__init__(f"{user_id} is a member of {number} and sees all its conversations")
+        self.user_id = user_id
+        self.number = number
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    """What a conversation starts with: its tags and where it lands."""
+
+    number: str
+    party: str
+    conversation_tags: tuple[str, ...]
+    contact_tags: tuple[str, ...]
+    assignee: Assignee
+
+
+class ConversationBook:
+    """People added to single conversations.  In-memory; the journal persists the changes."""
+
+    def __init__(self) -> None:
+        self._added: dict[tuple[str, str], frozenset[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._added)
+
+    def add(self, number: str, party: str, user_id: str) -> None:
+        key = (number, party)
+        self._added[key] = self._added.get(key, frozenset()) | {user_id}
+
+    def remove(self, book: OwnershipBook, number: str, party: str, user_id: str) -> None:
+        """Remove someone added to this conversation; a number member cannot be removed."""
+        if user_id in book.members(number):
+            raise CannotRemoveNumberMember(user_id, number)
+        key = (number, party)
+        left = self._added.get(key, frozenset()) - {user_id}
+        if left:
+            self._added[key] = left
+        else:
+            self._added.pop(key, None)
+
+    def added(self, book: OwnershipBook, number: str, party: str) -> frozenset[str]:
+        """People added to this conversation alone who are still active."""
+        return frozenset(u for u in self._added.get((number, party), ()) if book.is_active(u))
+
+    def is_added(self, book: OwnershipBook, number: str, party: str, user_id: str) -> bool:
+        return user_id in self._added.get((number, party), ()) and book.is_active(user_id)
+
+    def members(self, book: OwnershipBook, number: str, party: str) -> frozenset[str]:
+        """Everyone who sees the conversation: the number's members plus those added."""
+        return book.members(number) | self.added(book, number, party)
+
+    def numbers_for_party(self, book: OwnershipBook, user_id: str, party: str) -> tuple[str, ...]:
+        """Numbers whose conversation with ``party`` ``user_id`` was added to, in book order."""
+        return tuple(n.number for n in book.numbers
+                     if self.is_added(book, n.number, party, user_id))
+
+
+def start_conversation(book: OwnershipBook, number: str, party: str) -> NewConversation:
+    """Tags and assignee a new conversation (and a contact first seen through it) receives."""
+    n = book.number(number)
+    conversation_tags = n.conversation_tags if n else ()
+    contact_tags = n.contact_tags if n else ()
+    return NewConversation(number, party, conversation_tags, contact_tags, book.assignee(number))

@@ -1,0 +1,1 @@
+"""Backup alerts: who is told of an attempt taken in outage mode, by email and SMS."""

@@ -1,0 +1,108 @@
+"""Email intake: an SMTP listener that keeps the practice's mail while its normal path is down.
+
+The practice points a backup MX (or its relay's fallback) at ``connections.email_intake``.
+Each message for one of the practice's ``domains`` is written to the journal, fsynced,
+before the sender hears ``250``; a sender that hears anything else keeps the message and
+tries again, so nothing is lost between the two.  Other domains get ``550`` at RCPT: we are
+nobody's open relay.  No alert is sent for mail (DESIGN §4); the message joins the inbox
+drain in the order received, byte for byte as it came (after SMTP's dot-unstuffing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from backline.core.model import EmailIntake
+from backline.journal import Journal
+
+log = logging.getLogger("backline.email")
+
+MAX_MESSAGE_BYTES = 50 * 1024 * 1024  # what common mail hosts take; more gets 552
+
+
+class HoldingHandler:
+    """aiosmtpd handler: accept the practice's domains, keep each message durably."""
+
+    def __init__(self, journal: Journal, domains: tuple[str, ...],
+                 clock: Callable[[], datetime], on_held: Callable[[], None]) -> None:
+        self.journal = journal
+        self.domains = frozenset(d.lower() for d in domains)
+        self._clock = clock
+        self._on_held = on_held
+
+    def accepts(self, address: str) -> bool:
+        _, at, domain = address.rpartition("@")
+        return bool(at) and domain.lower().rstrip(".") in self.domains
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if not self.accepts(address):
+            return "550 5.1.1 not a domain of this practice; no relaying"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content
+        if data is None or not envelope.rcpt_tos:
+            return "554 5.5.1 no message"
+        try:
+            await asyncio.to_thread(
+                self.journal.hold_email, f"email:{uuid.uuid4()}", self._clock(),
+                envelope.mail_from or "", tuple(envelope.rcpt_tos), data)
+        except Exception as exc:
+            # Not kept, so not accepted: the sender's server keeps it and tries again.  Any
+            # failure (a JournalError, sqlite3's "disk full", a dropped database connection)
+            # is transient from the sender's side: a 5xx would bounce the patient's mail.
+            # The type only: a database error's text may quote the message or its sender.
+            log.error("email intake: cannot keep a message (%s); answered 451",
+                      type(exc).__name__)
+            return "451 4.3.0 cannot store the message now; try again later"
+        log.info("email intake: a message of %d bytes is kept for the inbox", len(data))
+        self._on_held()
+        return "250 2.0.0 kept for delivery"
+
+
+class EmailListener:
+    """The SMTP server inside the controller's event loop (no thread: the journal write
+    already goes to a worker thread)."""
+
+    def __init__(self, config: EmailIntake, journal: Journal, clock: Callable[[], datetime],
+                 on_held: Callable[[], None]) -> None:
+        self.config = config
+        self.handler = HoldingHandler(journal, config.domains, clock, on_held)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        # aiosmtpd logs every SMTP command (``MAIL FROM:<patient address>``) at INFO on
+        # ``mail.log``, and the controller logs at INFO: no patient address in the logs.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> Any:
+            return SMTP(self.handler, data_size_limit=MAX_MESSAGE_BYTES, enable_SMTPUTF8=True,
+                        hostname=self.config.domains[0] if self.config.domains else None,
+                        loop=loop)
+
+        self._server = await loop.create_server(protocol, self.config.listen.host,
+                                                self.config.listen.port)
+        log.info("email intake on %s for %d domain(s)", self.config.listen,
+                 len(self.config.domains))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None

@@ -1,0 +1,250 @@
+"""The on-site notice of every 911 call (Kari's Law, DESIGN.md §12): email, SMS and a call to
+each listed desk phone, with who, which desk phone, where and when.
+
+Wiring only; what the notice says is :func:`backline.core.emergency.notice`.  The 911 call itself
+never waits on any of this: the PBX dials it on its own and tells the controller afterwards
+(an AMI event at once, or its call record when the controller returns).  Then:
+
+1. :meth:`EmergencyNotices.call_placed` records the call and one pending notice per person
+   in one journal transaction (once per call, however often the PBX tells of it) and wakes
+   the task;
+2. the task claims the due notices (a lease, so that controllers sharing a journal do not
+   both send), sends them, and marks each sent, or due again after a backoff (5 s doubling
+   to 5 min): email and SMS until they go, across restarts; a desk phone that does not take
+   the call for ``PHONE_NOTICE_MINUTES`` is given up on (email and SMS carry the notice).
+
+Each call and each sent notice is also written to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from typing import Protocol
+
+from backline.core.e164 import redact
+from backline.core.emergency import EmergencyCall, Notice, describe, notice
+from backline.core.model import Directory
+from backline.features.alerts.service import Mailer, SmsSender, mailer_for, sms_client_for
+from backline.features.sending import retry
+from backline.features.sending.mail import MailError
+from backline.features.sending.rounds import Rounds
+from backline.features.sms.gateway import GatewayError, GatewayProtocolError
+from backline.features.sms.twilio import UnsendableSms
+from backline.journal import AuditEntry, Journal, JournalError
+from backline.journal.emergency import EmergencyNotice, NoticeState
+
+log = logging.getLogger("backline.emergency")
+
+Clock = Callable[[], datetime]
+
+LEASE_SECONDS = 120.0  # longer than one try can take (a desk phone rings 30 s at most)
+MAX_NAP = 30.0
+FAILED_ROUND_NAP = 5.0
+PHONE_NOTICE_MINUTES = 15.0  # after that a ringing desk phone tells nobody anything new
+ACTOR = "backline"
+
+
+class NoticeCaller(Protocol):
+    """The PBX side: call a desk phone and play it the notice (the Asterisk driver)."""
+
+    async def call_with_notice(self, desk_phone: str, about_phone: str, at: datetime
+                               ) -> None:
+        """Return once the desk phone answered and heard it; raise :class:`NoticeUnheard`
+        (with why) if it could not be called or did not answer."""
+
+
+class NoticeUnheard(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EmergencyNotices:
+    """Start with :meth:`start`, stop with :meth:`close`; ``phone`` is attached once the PBX
+    driver exists (desk-phone notices wait for it)."""
+
+    def __init__(self, directory: Directory, journal: Journal, mailer: Mailer | None,
+                 sms: SmsSender | None, clock: Clock, *, node: str = "") -> None:
+        self.directory = directory
+        self.journal = journal
+        self.phone: NoticeCaller | None = None
+        self._mailer = mailer
+        self._sms = sms
+        self._clock = clock
+        self._node = node
+        self._rounds = Rounds("backline-emergency-notices")
+        smtp = directory.connections.smtp
+        gateway = directory.connections.sms_gateway
+        self._mail_from = smtp.sender if smtp is not None else ""
+        self._sms_from = gateway.sender if gateway is not None else ""
+
+    def start(self) -> None:
+        self._rounds.start(self._run)
+
+    def wake(self) -> None:
+        self._rounds.wake()
+
+    async def settle(self, within: float = 10.0) -> None:
+        await self._rounds.settle(within)
+
+    async def close(self) -> None:
+        await self._rounds.stop()
+        if self._mailer is not None:
+            await self._mailer.close()
+        if self._sms is not None:
+            await self._sms.close()
+
+    async def call_placed(self, call: EmergencyCall, *, late: bool) -> bool:
+        """Record ``call`` and the notices it owes, once; True if it was new."""
+        who, where = describe(self.directory, call.desk_phone)
+        notify = self.directory.emergency.notify
+        recipients = [("email", e) for e in notify.emails] + \
+            [("sms", n) for n in notify.sms] + [("desk-phone", p) for p in notify.desk_phones]
+        new = await asyncio.to_thread(
+            self.journal.record_emergency_call, call.key, call.at, call.desk_phone,
+            call.dialled, who, where, recipients, late=late, node=self._node)
+        if new:
+            log.warning("EMERGENCY: a %s call was placed from %s%s; notifying %d", call.dialled,
+                        who, " (found in the PBX's record: the notice is late)"
+                        if late else "", len(recipients))
+            await asyncio.to_thread(self.journal.audit, AuditEntry(
+                self._clock(), f"desk-phone:{call.desk_phone}", "emergency.call",
+                f"{call.key} {call.dialled}{' late' if late else ''}"))
+            self.wake()
+        return new
+
+    # -- the task --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._rounds.stopping:
+            self._rounds.begin()
+            nap = FAILED_ROUND_NAP
+            try:
+                await self.send_due()
+                nap = await self._nap()
+            except JournalError as exc:
+                log.error("emergency notices: the journal failed (%s); trying again shortly",
+                          exc)
+            except Exception:
+                # The task must outlive one bad round: a notice not sent is what it prevents.
+                log.exception("emergency notices: a round failed; trying again shortly")
+            await self._rounds.end()
+            if self._rounds.stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rounds.woken.wait(), nap)
+
+    async def _nap(self) -> float:
+        due = await asyncio.to_thread(self.journal.next_notice_at)
+        if due is None:
+            return MAX_NAP
+        return min(max((due - self._clock()).total_seconds(), 0.0), MAX_NAP)
+
+    async def send_due(self) -> int:
+        """Send every notice due now; return how many went."""
+        now = self._clock()
+        due = await asyncio.to_thread(self.journal.claim_due_notices, now,
+                                      now + timedelta(seconds=LEASE_SECONDS))
+        if not due:
+            return 0
+        # Desk phones ring side by side (each up to 30 s); email and SMS go meanwhile.
+        results = await asyncio.gather(*(self._send(n) for n in due))
+        return sum(results)
+
+    async def _send(self, n: EmergencyNotice) -> bool:
+        try:
+            if n.channel == "email":
+                await self._email(n)
+            elif n.channel == "sms":
+                await self._text(n)
+            else:
+                await self._call(n)
+        except NoticeUnheard as exc:
+            await self._failed(n, exc.reason)
+            return False
+        now = self._clock()
+        await asyncio.to_thread(self.journal.notice_done, n.id, NoticeState.SENT, now)
+        await asyncio.to_thread(self.journal.audit, AuditEntry(
+            now, ACTOR, "emergency.notice.sent", f"{n.call.key} {n.channel}:{n.recipient}"))
+        return True
+
+    async def _failed(self, n: EmergencyNotice, reason: str) -> None:
+        now = self._clock()
+        tries = n.tries + 1
+        if n.channel == "desk-phone" and \
+                now - n.call.at > timedelta(minutes=PHONE_NOTICE_MINUTES):
+            await asyncio.to_thread(self.journal.notice_done, n.id, NoticeState.EXPIRED, now,
+                                    reason)
+            log.error("emergency notice to desk phone %s given up after %d tries: %s",
+                      n.recipient, tries, reason)
+            return
+        await asyncio.to_thread(self.journal.notice_failed, n.id, retry.next_try(now, tries),
+                                reason)
+        log.error("emergency notice by %s to %s not sent (try %d: %s); next try in %.0f s",
+                  n.channel, redact(n.recipient) if n.channel == "sms" else n.recipient,
+                  tries, reason, retry.retry_delay(tries))
+
+    async def _email(self, n: EmergencyNotice) -> None:
+        if self._mailer is None:
+            raise NoticeUnheard("no usable connections.smtp")
+        told = self._notice(n)
+        message = EmailMessage(policy=SMTP)
+        message["From"] = self._mail_from
+        message["To"] = n.recipient
+        message["Subject"] = told.subject
+        message["Date"] = format_datetime(self._clock())
+        # Fixed by call and recipient: a resend after a crash is the same message.
+        domain = self._mail_from.rpartition("@")[2] or "backline.invalid"
+        message["Message-ID"] = f"<emergency.{n.id}.{n.call.id}@{domain}>"
+        message["Auto-Submitted"] = "auto-generated"
+        message["Importance"] = "high"
+        message.set_content(told.text + "\n")
+        try:
+            await self._mailer.send(message)
+        except MailError as exc:
+            raise NoticeUnheard(exc.reason) from None
+        log.info("emergency notice emailed to %s", n.recipient)
+
+    async def _text(self, n: EmergencyNotice) -> None:
+        if self._sms is None:
+            raise NoticeUnheard("no usable connections.sms_gateway")
+        try:
+            await self._sms.send(self._sms_from, n.recipient, self._notice(n).text)
+        except GatewayProtocolError as exc:
+            log.warning("emergency notice texted to %s, but %s", redact(n.recipient),
+                        exc.reason)
+            return  # the gateway took it; again could text twice
+        except (GatewayError, UnsendableSms) as exc:
+            raise NoticeUnheard(str(exc)) from None
+        log.info("emergency notice texted to %s", redact(n.recipient))
+
+    def _notice(self, n: EmergencyNotice) -> Notice:
+        """What the journal kept of the call (who and where as they were then), worded."""
+        practice = self.directory.practice
+        return notice(practice.name, practice.timezone, n.call.dialled, n.call.who,
+                      n.call.location, n.call.at)
+
+    async def _call(self, n: EmergencyNotice) -> None:
+        if self.phone is None:
+            raise NoticeUnheard("the PBX is not connected yet")
+        await self.phone.call_with_notice(n.recipient, n.call.desk_phone, n.call.at)
+        log.info("emergency notice heard on desk phone %s", n.recipient)
+
+
+
+
+def notices_for(directory: Directory, journal: Journal, clock: Clock, *, node: str = ""
+                ) -> EmergencyNotices:
+    """The practice's emergency notices: with nobody in ``emergency.notify`` the calls are
+    still journaled (the status page lists them), and nobody is told."""
+    notify = directory.emergency.notify
+    mailer = mailer_for(directory, "emergency notice") if notify.emails else None
+    sms = sms_client_for(directory, "emergency notice") if notify.sms else None
+    return EmergencyNotices(directory, journal, mailer, sms, clock, node=node)

@@ -1,0 +1,1 @@
+"""Outage reminders: the policy (policy.py, pure) and the service that sends them."""

@@ -1,0 +1,299 @@
+"""Sending the outage reminders: a background task beside the alerts.
+
+Wiring only; when a reminder is due and what it says is
+:mod:`backline.features.reminders.policy`.  The task wakes when the next reminder falls due,
+when the mode changes (the controller hands us its change event) or when a failed send is due
+again, and at least every ``MAX_NAP`` seconds (a clock that jumped, another controller's
+switch).  Each round:
+
+1. the newest slot due for the outage now engaged (none: nothing to do);
+2. the recipients the audit log says already have it (one query, skipped once all have it);
+3. to each other recipient, the reminder: by email to every ``backup.alerts.emails`` address,
+   and with ``email+sms`` by SMS to every number; each success is written to the audit log
+   (``outage.reminder.sent``) at once, each failure is tried again after a backoff
+   (:mod:`backline.features.sending.retry`: 5 s doubling to 5 min) for as long as the slot is
+   the newest.
+
+A restart loses nothing and repeats nothing that was recorded: the audit log is the record.
+The one window is a crash between the server taking a message and the audit write; the resend
+then carries the same Message-ID, built from the outage, slot and recipient.
+
+Several controllers on one journal: before sending, a controller claims (outage, slot,
+recipient), a lease row in ``inbox_lease`` held by this process for ``CLAIM_SECONDS``, and
+reads the audit log again under the claim; whoever does not get the claim leaves that
+recipient to its holder and looks again next round.  The claim goes once the send is audited
+(or failed); a claim whose sender died is taken over when its lease has run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from backline.core.e164 import redact
+from backline.core.model import Directory
+from backline.core.outage import ModeState
+from backline.features.alerts.service import Mailer, SmsSender, senders_for
+from backline.features.inbox.service import process_holder
+from backline.features.reminders import policy as reminder
+from backline.features.reminders.policy import Slot
+from backline.features.sending import retry
+from backline.features.sending.mail import MailError
+from backline.features.sending.rounds import Rounds
+from backline.features.sms.gateway import GatewayError, GatewayProtocolError
+from backline.features.sms.twilio import UnsendableSms
+from backline.journal import AuditEntry, Journal, JournalError
+
+log = logging.getLogger("backline.notifier.reminders")
+
+Clock = Callable[[], datetime]
+
+MAX_NAP = 60.0  # seconds the task sleeps at most
+CLAIM_SECONDS = 300.0  # a claim on one reminder outlasts one send; a dead sender's then lapses
+FAILED_ROUND_NAP = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderSettings:
+    practice: str
+    tz: str
+    interval: timedelta
+    emails: tuple[str, ...]
+    sms: tuple[str, ...]
+    mail_from: str
+    sms_from: str = ""
+
+    def recipients(self) -> list[str]:
+        """As the audit log names them: ``email:ADDRESS``, ``sms:+E164``."""
+        return [f"email:{e}" for e in self.emails] + [f"sms:{n}" for n in self.sms]
+
+
+@dataclass
+class _Backoff:
+    slot: Slot
+    tries: int
+    next_try_at: datetime
+
+
+class OutageReminders:
+    """Start with :meth:`start`, stop with :meth:`close`.  ``mode`` returns the controller's
+    mode state and ``changed`` its current change event (a new one after each change)."""
+
+    def __init__(self, journal: Journal, settings: ReminderSettings, mailer: Mailer,
+                 sms: SmsSender | None, clock: Clock, mode: Callable[[], ModeState],
+                 changed: Callable[[], asyncio.Event]) -> None:
+        if settings.sms and sms is None:
+            raise ValueError("SMS recipients need an SMS gateway")
+        self.journal = journal
+        self.settings = settings
+        self._mailer = mailer
+        self._sms = sms
+        self._clock = clock
+        self._mode = mode
+        self._changed = changed
+        self._backoff: dict[str, _Backoff] = {}
+        self._complete: Slot | None = None  # every recipient has it: no need to ask the journal
+        self._rounds = Rounds("backline-reminders")
+        self.holder = process_holder()  # claims (outage, slot, recipient) as this process
+
+    def start(self) -> None:
+        self._rounds.start(self._run)
+
+    def wake(self) -> None:
+        """Look for a due reminder now (after a test moved the clock, say)."""
+        self._rounds.wake()
+
+    async def close(self) -> None:
+        """Stop the task after the send in progress (if any); close the connections."""
+        await self._rounds.stop()
+        await self._mailer.close()
+        if self._sms is not None:
+            await self._sms.close()
+
+    async def settle(self, within: float = 10.0) -> None:
+        """Wake the task and wait until a whole round that began after this call is done.
+        For tests, which move the clock by hand.  TimeoutError after ``within`` s."""
+        await self._rounds.settle(within)
+
+    # -- the task --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._rounds.stopping:
+            changed = self._changed()  # taken before reading the mode: no change is missed
+            self._rounds.begin()
+            nap = FAILED_ROUND_NAP
+            try:
+                await self.remind_due()
+                nap = self._nap()
+            except JournalError as exc:
+                log.error("reminders: the journal failed (%s); trying again shortly", exc)
+            except Exception:
+                # The task must outlive one bad round: a forgotten outage is what it prevents.
+                log.exception("reminders: a round failed; trying again shortly")
+            await self._rounds.end()
+            if self._rounds.stopping:
+                break
+            woken = asyncio.ensure_future(self._rounds.woken.wait())
+            mode_changed = asyncio.ensure_future(changed.wait())
+            try:
+                await asyncio.wait({woken, mode_changed}, timeout=nap,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (woken, mode_changed):
+                    waiter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiter
+
+    def _nap(self) -> float:
+        now = self._clock()
+        times = [b.next_try_at for b in self._backoff.values()]
+        due = reminder.next_due_at(self._mode(), now, self.settings.interval)
+        if due is not None:
+            times.append(due)
+        if not times:
+            return MAX_NAP
+        return min(max((min(times) - now).total_seconds(), 0.0), MAX_NAP)
+
+    async def remind_due(self) -> int:
+        """Send the newest reminder due now to each recipient that does not have it yet;
+        return how many went."""
+        now = self._clock()
+        slot = reminder.due_slot(self._mode(), now, self.settings.interval)
+        if slot is None or slot == self._complete:
+            self._backoff.clear()
+            return 0
+        entries = await asyncio.to_thread(self.journal.audit_entries, reminder.SENT_ACTION,
+                                          reminder.outage_key(slot.since))
+        have = reminder.sent_to([e.detail for e in entries], slot)
+        owed = [r for r in self.settings.recipients() if r not in have]
+        # A backoff from an older slot is moot: the newer reminder replaces it.
+        self._backoff = {r: b for r, b in self._backoff.items() if b.slot == slot}
+        sent = 0
+        mail_down = False
+        try:
+            for recipient in owed:
+                if self._rounds.stopping:
+                    break
+                waiting = self._backoff.get(recipient)
+                if waiting is not None and waiting.next_try_at > now:
+                    continue
+                channel, _, to = recipient.partition(":")
+                if channel == "email" and mail_down:
+                    await self._failed(slot, recipient, "the SMTP server cannot be reached")
+                    continue
+                claim = "reminder " + reminder.audit_detail(slot, recipient)
+                if not await asyncio.to_thread(
+                        self.journal.claim_lease, claim, self.holder, self._clock(),
+                        self._clock() + timedelta(seconds=CLAIM_SECONDS)):
+                    continue  # another controller is sending it; the audit log will say
+                try:
+                    if await self._already_sent(slot, recipient):
+                        self._backoff.pop(recipient, None)
+                        sent += 1  # by another controller, since this round read the log
+                        continue
+                    try:
+                        if channel == "email":
+                            await self._send_email(slot, recipient, to, now)
+                        else:
+                            await self._send_sms(slot, to, now)
+                    except _NotSent as exc:
+                        # Unreachable: the other emails would wait out the same failure.
+                        mail_down = mail_down or (channel == "email" and exc.unreachable)
+                        await self._failed(slot, recipient, exc.reason)
+                        continue
+                    await asyncio.to_thread(self.journal.audit, reminder_entry(
+                        self._clock(), slot, recipient))
+                finally:
+                    with contextlib.suppress(JournalError):
+                        await asyncio.to_thread(self.journal.release_lease, claim, self.holder)
+                self._backoff.pop(recipient, None)
+                sent += 1
+        finally:
+            await self._mailer.close()
+        if sent == len(owed):
+            self._complete = slot
+        return sent
+
+    async def _already_sent(self, slot: Slot, recipient: str) -> bool:
+        """Whether the audit log has ``recipient``'s reminder for ``slot`` (read under the
+        claim: another controller may have sent it since this round read the log)."""
+        detail = reminder.audit_detail(slot, recipient)
+        entries = await asyncio.to_thread(self.journal.audit_entries, reminder.SENT_ACTION,
+                                          detail)
+        return any(e.detail == detail for e in entries)
+
+    async def _failed(self, slot: Slot, recipient: str, reason: str) -> None:
+        before = self._backoff.get(recipient)
+        tries = (before.tries if before is not None else 0) + 1
+        self._backoff[recipient] = _Backoff(slot, tries, retry.next_try(self._clock(), tries))
+        channel = recipient.partition(":")[0]
+        log.warning("reminders: reminder %d by %s not sent (try %d: %s); next try in %.0f s",
+                    slot.number, channel, tries, reason, retry.retry_delay(tries))
+
+    async def _send_email(self, slot: Slot, recipient: str, to: str, now: datetime) -> None:
+        s = self.settings
+        message = reminder.reminder_email(
+            practice=s.practice, sender=s.mail_from, to=to,
+            message_id=reminder.message_id(s.practice, s.mail_from, slot, recipient),
+            slot=slot, sent_at=now, tz=s.tz, interval=s.interval)
+        try:
+            await self._mailer.send(message)
+        except MailError as exc:
+            raise _NotSent(exc.reason, unreachable=exc.code is None) from None
+        log.info("reminders: reminder %d of the outage emailed to %s", slot.number, to)
+
+    async def _send_sms(self, slot: Slot, to: str, now: datetime) -> None:
+        assert self._sms is not None
+        s = self.settings
+        try:
+            await self._sms.send(s.sms_from, to, reminder.reminder_sms(s.practice, slot, now,
+                                                                        s.tz))
+        except GatewayProtocolError as exc:
+            # A 2xx the client could not read: the gateway took it; again could text twice.
+            log.warning("reminders: reminder %d texted to %s, but %s", slot.number,
+                        redact(to), exc.reason)
+            return
+        except (GatewayError, UnsendableSms) as exc:
+            raise _NotSent(str(exc)) from None
+        log.info("reminders: reminder %d of the outage texted to %s", slot.number, redact(to))
+
+
+def reminder_entry(at: datetime, slot: Slot, recipient: str) -> AuditEntry:
+    return AuditEntry(at, reminder.ACTOR, reminder.SENT_ACTION,
+                      reminder.audit_detail(slot, recipient))
+
+
+class _NotSent(Exception):
+    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unreachable = unreachable
+
+
+def reminders_for(directory: Directory, journal: Journal, clock: Clock,
+                  mode: Callable[[], ModeState], changed: Callable[[], asyncio.Event]
+                  ) -> OutageReminders | None:
+    """The practice's outage reminders, or None (with the reason logged) if they cannot go:
+    they need email recipients and ``connections.smtp``; SMS ones also the gateway."""
+    alerts = directory.backup.alerts
+    smtp = directory.connections.smtp
+    gateway = directory.connections.sms_gateway
+    if not alerts.emails:
+        return None
+    if smtp is None:
+        log.error("backup alerts are configured but connections.smtp is not: no outage "
+                  "reminder will be sent")
+        return None
+    senders = senders_for(directory, "outage reminder")
+    if senders is None:
+        return None
+    settings = ReminderSettings(
+        practice=directory.practice.name, tz=directory.practice.timezone,
+        interval=timedelta(hours=directory.backup.reminder_hours), emails=alerts.emails,
+        sms=senders.sms_numbers, mail_from=smtp.sender,
+        sms_from=gateway.sender if gateway is not None else "")
+    return OutageReminders(journal, settings, senders.mailer, senders.sms, clock, mode, changed)

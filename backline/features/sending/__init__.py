@@ -1,0 +1,2 @@
+"""How features send: SMTP, retry backoff and delivery rounds, shared by alerts, reminders
+and emergency notices."""

@@ -1,0 +1,150 @@
+"""A local Asterisk for a practice: render its configuration and set up its instance.
+
+Used by ``backline up`` and by the tests, so that what the tests run is what ops run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from backline.core.model import AsteriskPbx, Directory, Secret
+from backline.localpbx.instance import AsteriskInstance, AsteriskPorts
+from backline.localpbx.whereabouts import holds_port, port_holders
+from backline.render.announcement import (
+    render_announcement,
+    render_closed_clips,
+    render_notice_clips,
+)
+from backline.render.asterisk import AsteriskSecrets, RenderedFile, render
+from backline.render.secrets import load_or_create
+
+
+class SecretMissing(Exception):
+    """A secret the config names is not available (environment variable unset, file gone)."""
+
+
+class PbxNotReady(Exception):
+    """``backline up`` cannot serve: another ``up`` holds this config's Asterisk, or the
+    Asterisk did not bind its ports (another process holds them)."""
+
+
+def read_secret(secret: Secret, what: str) -> str:
+    if secret.env:
+        value = os.environ.get(secret.env, "")
+        if not value:
+            raise SecretMissing(f"{what}: the environment variable {secret.env} is not set")
+        return value
+    if secret.file:
+        try:
+            return Path(secret.file).read_text().strip()
+        except OSError as exc:
+            raise SecretMissing(f"{what}: cannot read {secret.file} ({exc.strerror})") from exc
+    raise SecretMissing(f"{what}: no secret configured")
+
+
+def asterisk_pbx(directory: Directory) -> AsteriskPbx:
+    pbx = directory.connections.pbx
+    if not isinstance(pbx, AsteriskPbx):
+        raise SecretMissing("connections.pbx: this command needs an Asterisk PBX")
+    return pbx
+
+
+def desk_phone_secrets(directory: Directory, path: Path) -> dict[str, str]:
+    phones = [p for u in directory.users if u.active for p in u.desk_phones]
+    return load_or_create(path, phones)
+
+
+def render_files(directory: Directory, secrets_path: Path, announcement: str
+                 ) -> list[RenderedFile]:
+    pbx = asterisk_pbx(directory)
+    secrets = AsteriskSecrets(read_secret(pbx.ami_secret, "connections.pbx.ami"),
+                              desk_phone_secrets(directory, secrets_path))
+    return render(directory, secrets, announcement)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPbx:
+    instance: AsteriskInstance
+    files: tuple[RenderedFile, ...]
+
+
+def local_instance(directory: Directory, name: str, *, root: Path | None = None
+                   ) -> AsteriskInstance:
+    """The instance ``directory`` runs as ``name``, as an object only: nothing is written
+    (``backline console`` finds the running one with it)."""
+    pbx = asterisk_pbx(directory)
+    ports = AsteriskPorts(sip=pbx.sip.port, ami=pbx.ami.port, rtp_start=pbx.rtp.start,
+                          rtp_end=pbx.rtp.end, udptl_start=pbx.udptl.start,
+                          udptl_end=pbx.udptl.end)
+    return AsteriskInstance(name, ports, root=root, bind=pbx.sip.host, systemname=pbx.node)
+
+
+def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None,
+            root: Path | None = None) -> LocalPbx:
+    """An Asterisk instance (not started) running ``directory``'s configuration."""
+    pbx = asterisk_pbx(directory)
+    instance = local_instance(directory, name, root=root)
+    sounds = PurePosixPath(instance.dir("lib")) / "sounds"
+    wav = instance.host_path(sounds / "announcement.wav")
+    render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
+    render_notice_clips(directory, wav.parent)
+    render_closed_clips(directory, wav.parent)
+    files = render_files(directory, secrets_path or Path(pbx.secrets_file),
+                         str(sounds / "announcement"))
+    instance.set_files({f.name: f.text for f in files}, write=True)
+    # cdr_csv writes into log/cdr-csv/ but does not create it (Debian's package does).
+    instance.host_path(instance.dir("log") / "cdr-csv").mkdir(parents=True, exist_ok=True)
+    etc = instance.host_path(instance.dir("etc"))
+    for f in files:
+        if f.private:
+            os.chmod(etc / f.name, 0o600)
+    return LocalPbx(instance, tuple(files))
+
+
+UP_LOCK = "up.lock"
+
+
+def hold_instance(instance: AsteriskInstance, config: str) -> int:
+    """Take the instance for this ``backline up`` (an flock the kernel drops when the process
+    dies, even by SIGKILL); return the lock's descriptor, to keep open while serving.
+
+    Raises PbxNotReady naming the other ``up``'s PID if one is still running: two would
+    share one Asterisk, and the first one's Ctrl-C would stop it under the second.
+    """
+    home = instance.host_path(instance.home)
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / UP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise PbxNotReady(f"another `backline up` (pid {other}) is running {config}: stop it "
+                          "(Ctrl-C there), or reach its Asterisk with `backline console "
+                          f"--config {config}`") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def check_bound(instance: AsteriskInstance, pbx: AsteriskPbx) -> None:
+    """Raise PbxNotReady unless the instance's own process holds its SIP and AMI ports.
+
+    Asterisk starts even when its SIP port is taken (it logs an error), and an AMI port held
+    by another Asterisk answers our login in its place: only the kernel's table of sockets
+    says whose port it is.
+    """
+    pid = instance.pid
+    if pid is None:
+        raise PbxNotReady("Asterisk is not running")
+    for what, hp, kind in (("SIP", pbx.sip, "udp"), ("AMI", pbx.ami, "tcp")):
+        if holds_port(pid, hp.port, kind):
+            continue
+        held = port_holders(hp.port, kind)
+        by = ", ".join(f"{name} (pid {p})" for p, name in sorted(held.items()))
+        raise PbxNotReady(f"Asterisk (pid {pid}) did not bind {what} on {hp}"
+                          + (f": the port is held by {by}" if by else "")
+                          + f"; see {instance.log_path}")

@@ -1,0 +1,40 @@
+"""`backline render` for ``kind: freeswitch``: the XML files, the announcement audio and the
+desk-phone provisioning list, written into one directory. The I/O around
+:mod:`backline.render.freeswitch` (which stays pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backline.core.model import Directory, FreeswitchPbx
+from backline.render.announcement import render_announcement, render_closed_clips
+from backline.render.asterisk import RenderedFile
+from backline.render.freeswitch import FreeswitchSecrets, render, voicemail_boxes
+from backline.render.output import write_render
+from backline.render.secrets import load_or_create
+
+VOICEMAIL_KEY_PREFIX = "voicemail-box-"
+
+
+def render_files(directory: Directory, secrets_path: Path, announcement: str
+                 ) -> list[RenderedFile]:
+    """The rendered files; desk-phone and voicemail-box secrets generated once, kept in
+    ``secrets_path`` (0600) and stable across renders."""
+    phones = [p for u in directory.users if u.active for p in u.desk_phones]
+    boxes = voicemail_boxes(directory)
+    kept = load_or_create(secrets_path, [*phones, *(VOICEMAIL_KEY_PREFIX + b for b in boxes)])
+    secrets = FreeswitchSecrets({p: kept[p] for p in phones},
+                                {b: kept[VOICEMAIL_KEY_PREFIX + b] for b in boxes})
+    return render(directory, secrets, announcement)
+
+
+def write_rendered(directory: Directory, pbx: FreeswitchPbx, out: Path,
+                   secrets_path: Path) -> int:
+    """Write everything into ``out``; return how many files were written."""
+    out.mkdir(parents=True, exist_ok=True)
+    wav = out / "announcement.wav"
+    render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
+    clips = render_closed_clips(directory, out)
+    files = render_files(directory, secrets_path, str(wav))
+    return write_render(out, files, directory, str(pbx.sip), secrets_path,
+                        sip_user_is_login=False) + 1 + len(clips)  # + the audio

@@ -1,0 +1,100 @@
+"""The PBX's own record of carrier calls (cdr_csv), turned into journal attempts.
+
+When the controller is down the dialplan answers callers on its own; the CDR still records
+each call with its uniqueid and (in userfield) the dialled practice number.  On return, every
+row becomes an attempt keyed ``call:UNIQUEID`` — the same key the controller uses when it is
+up — so a call the controller already journaled is not recorded twice, and a re-import is
+harmless.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from backline.core.emergency import EmergencyCall
+from backline.core.outage import Mode
+from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
+from backline.pbx.asterisk import dialplan_variables as v
+
+# cdr_csv's column order with loguniqueid and loguserfield (cdr_csv.c, build_csv_record).
+COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+           "lastdata", "start", "answer", "end", "duration", "billsec", "disposition",
+           "amaflags", "uniqueid", "userfield")
+
+
+@dataclass(frozen=True, slots=True)
+class CdrRow:
+    caller: str
+    dialled: str
+    context: str
+    last_app: str
+    start: datetime
+    uniqueid: str
+
+
+def _rows(text: str) -> Iterator[tuple[dict[str, str], datetime]]:
+    """Well-formed rows of Master.csv with a userfield and a uniqueid, and their start."""
+    for fields in csv.reader(io.StringIO(text)):
+        if len(fields) != len(COLUMNS):
+            continue
+        row = dict(zip(COLUMNS, fields, strict=True))
+        if not row["userfield"] or not row["uniqueid"]:
+            continue
+        try:
+            start = datetime.strptime(row["start"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        yield row, start
+
+
+def parse(text: str) -> Iterator[CdrRow]:
+    """Rows of Master.csv that are carrier calls (userfield set); malformed rows skipped."""
+    for row, start in _rows(text):
+        if row["dcontext"] == v.DESK_CONTEXT:
+            continue  # a desk phone's emergency call: see emergency_calls
+        yield CdrRow(row["src"][:64], row["userfield"][:32], row["dcontext"], row["lastapp"],
+                     start, row["uniqueid"])
+
+
+def emergency_calls(text: str) -> Iterator[EmergencyCall]:
+    """The 911 calls desk phones placed (the dialplan marks their userfield), keyed as the
+    PBX's event keys them, so a call told both ways is noticed once."""
+    for row, start in _rows(text):
+        if row["dcontext"] != v.DESK_CONTEXT or row["userfield"] != v.EMERGENCY_MARK:
+            continue
+        # PJSIP/ana-desk-0000002a: the endpoint, then the channel's sequence number.
+        endpoint = row["channel"].removeprefix("PJSIP/").rpartition("-")[0]
+        yield EmergencyCall(f"emergency:{row['uniqueid']}", start, endpoint[:40],
+                            row["dst"][:8])
+
+
+# Contexts a call ends in only after the controller decided it (backline/render/asterisk.py): such a
+# row is new only if the controller stopped between sending the decision and journaling the
+# call (normal-mode calls are journaled just after their decision, off the caller's path).
+_DECIDED = {"backline-ring": Outcome.RANG, "backline-voicemail": Outcome.VOICEMAIL,
+            "backline-unknown": Outcome.REFUSED, "backline-forward": Outcome.FORWARDED}
+
+
+def attempt_for(row: CdrRow, mode_at: Callable[[datetime], Mode]) -> NewAttempt:
+    """The attempt a CDR row stands for.  Only rows the controller missed become new."""
+    fax = row.context == "backline-fax"
+    mode = mode_at(row.start)
+    decided = _DECIDED.get(row.context)
+    if decided is not None:
+        held = mode is Mode.OUTAGE and decided is not Outcome.REFUSED
+        return NewAttempt(
+            key=f"call:{row.uniqueid}", at=row.start, kind=AttemptKind.CALL, mode=mode,
+            sender=row.caller, recipient=row.dialled, outcome=decided,
+            detail="decided by the controller; journaled from the PBX's record",
+            delivery=Delivery.HELD if held else Delivery.NOT_NEEDED)
+    return NewAttempt(
+        key=f"call:{row.uniqueid}", at=row.start,
+        kind=AttemptKind.FAX if fax else AttemptKind.CALL, mode=mode,
+        sender=row.caller, recipient=row.dialled,
+        outcome=Outcome.RECEIVED if fax else Outcome.ANNOUNCED,
+        detail="answered by the PBX while the controller was away",
+        delivery=Delivery.HELD)

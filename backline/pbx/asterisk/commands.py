@@ -1,0 +1,115 @@
+"""Core decisions as the channel variables the rendered dialplan acts on.  Pure.
+
+The decision is the policy; this is only its spelling for Asterisk.  Each value comes from
+the directory (validated desk-phone names, numbers, caller-ID names) or from the core, never
+from the caller.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from backline.core.hours import closed_clip
+from backline.core.ownership import OwnershipBook
+from backline.core.routing import (
+    ForwardToAnsweringService,
+    InboundDecision,
+    OpenVoicemail,
+    OutboundDecision,
+    PlaceCall,
+    PlaceEmergencyCall,
+    PlayAnnouncement,
+    PlayClosedAnnouncement,
+    ReceiveFax,
+    RefuseOutbound,
+    RefuseUnknownNumber,
+    RejectFax,
+    RingDeskPhones,
+    RingExtension,
+    SendToVoicemail,
+)
+from backline.pbx.asterisk import dialplan_variables as v
+
+Variables = list[tuple[str, str]]
+
+
+class UnpackableValue(ValueError):
+    """A decision that could not be cut back apart in the dialplan: refused, never sent."""
+
+
+def packed(variables: Variables) -> tuple[str, str]:
+    """A decision's variables as the single (name, value) the dialplan unpacks.
+
+    Raises UnpackableValue for a variable the dialplan does not unpack, or a value holding
+    the separator (it would shift every field after it).
+    """
+    values = dict(variables)
+    unknown = sorted(set(values) - set(v.FIELDS))
+    if unknown:
+        raise UnpackableValue(f"the dialplan does not unpack {unknown}")
+    for name, value in values.items():
+        if v.FIELD_SEPARATOR in value:
+            raise UnpackableValue(f"value for {name} holds the field separator")
+    return v.DECISION, v.FIELD_SEPARATOR.join(values.get(name, "") for name in v.FIELDS)
+
+
+def inbound_variables(decision: InboundDecision, book: OwnershipBook) -> Variables:
+    match decision:
+        case RingDeskPhones():
+            # Each live registration by its contact: PJSIP/endpoint alone would ring only one
+            # contact of a login's shared AOR.  Contacts were checked when they registered.
+            targets = "&".join(f"PJSIP/{phone}/{contact}"
+                               for phone, contact in decision.contacts)
+            return [(v.DIAL, targets), (v.RING_SECONDS, str(decision.ring_seconds)),
+                    (v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.RING)]
+        case SendToVoicemail():
+            return [(v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.VOICEMAIL)]
+        case PlayAnnouncement():
+            return [(v.ACTION, v.ANNOUNCE)]
+        case RefuseUnknownNumber():
+            return [(v.ACTION, v.UNKNOWN)]
+        case ReceiveFax():
+            # The dialplan names the file itself (from the call's uniqueid, in the PBX's
+            # spool), so a fax the PBX takes alone lands in the same place.
+            return [(v.ACTION, v.FAX)]
+        case RejectFax():
+            return [(v.ACTION, v.REJECT_FAX)]
+        case PlayClosedAnnouncement():
+            return [(v.VOICEMAIL_BOX, decision.voicemail_box),
+                    (v.SOUND, closed_clip(decision.number)), (v.ACTION, v.CLOSED)]
+        case ForwardToAnsweringService():
+            return [(v.CALLER_ID_NUM, decision.number),
+                    (v.CALLER_ID_NAME, decision.caller_id_name),
+                    (v.DIAL_TO, decision.to), (v.ACTION, v.FORWARD)]
+        case _:
+            assert_never(decision)
+
+
+def outbound_variables(decision: OutboundDecision) -> Variables:
+    match decision:
+        case PlaceCall():
+            return [(v.CALLER_ID_NUM, decision.from_number),
+                    (v.CALLER_ID_NAME, decision.caller_id_name),
+                    (v.DIAL_TO, decision.to), (v.ACTION, v.CALL)]
+        case PlaceEmergencyCall():
+            # The dialplan sends 911 out before asking us; this is the same route if a
+            # phone's dial plan reaches us with it anyway.
+            return [(v.CALLER_ID_NUM, decision.from_number),
+                    (v.CALLER_ID_NAME, decision.caller_id_name),
+                    (v.DIAL_TO, decision.to), (v.ACTION, v.CALL)]
+        case OpenVoicemail():
+            return [(v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.VOICEMAIL_MAIN)]
+        case RingExtension():
+            # Contacts as for an inbound call (RingDeskPhones); the caller's name loses what
+            # would split the packed decision or a SIP display name.
+            return [(v.DIAL, "&".join(f"PJSIP/{phone}/{contact}"
+                                      for phone, contact in decision.contacts)),
+                    (v.RING_SECONDS, str(decision.ring_seconds)),
+                    (v.CALLER_ID_NUM, decision.caller_extension),
+                    (v.CALLER_ID_NAME, "".join(ch for ch in decision.caller_id_name
+                                               if ch not in '^"<>\\')[:40]),
+                    (v.ACTION, v.INTERNAL)]
+        case RefuseOutbound():
+            return [(v.REFUSAL, decision.why.value), (v.ACTION, v.REFUSE)]
+        case _:
+            assert_never(decision)

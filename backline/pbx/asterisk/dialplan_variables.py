@@ -1,0 +1,65 @@
+"""The channel variables the dialplan reads after a decision (see backline/render/asterisk.py).
+
+One place for every Asterisk name, as wazo_agid/dialplan_variables.py does.
+"""
+
+ACTION = "BACKLINE_ACTION"
+DIAL = "BACKLINE_DIAL"
+RING_SECONDS = "BACKLINE_RING_SECONDS"
+VOICEMAIL_BOX = "BACKLINE_VMBOX"
+CALLER_ID_NUM = "BACKLINE_CID_NUM"
+CALLER_ID_NAME = "BACKLINE_CID_NAME"
+DIAL_TO = "BACKLINE_TO"
+FAX_FILE = "BACKLINE_FAX_FILE"
+REFUSAL = "BACKLINE_REFUSAL"
+SOUND = "BACKLINE_SOUND"  # a clip beside the announcement (backline.core.hours.closed_clip)
+
+# A decision reaches the PBX as one variable, its fields in this order joined by
+# FIELD_SEPARATOR, which the dialplan's [backline-unpack] cuts back into the variables above:
+# one AGI round trip per call instead of one per variable, and a decision lands whole or not
+# at all (a session that drops half-way leaves DECISION empty and the fallback plays).
+DECISION = "BACKLINE_DECISION"
+FIELD_SEPARATOR = "^"
+FIELDS = (ACTION, DIAL, RING_SECONDS, VOICEMAIL_BOX, CALLER_ID_NUM, CALLER_ID_NAME, DIAL_TO,
+          REFUSAL, SOUND)
+
+# Values of ACTION: each names the context backline-VALUE in the rendered dialplan.
+RING = "ring"
+VOICEMAIL = "voicemail"
+VOICEMAIL_MAIN = "voicemail-main"
+ANNOUNCE = "announce"
+UNKNOWN = "unknown"
+FAX = "fax"
+REJECT_FAX = "rejectfax"
+CALL = "call"
+INTERNAL = "internal"
+REFUSE = "refuse"
+CLOSED = "closed"    # the closed announcement, then voicemail
+FORWARD = "forward"  # closed: to the answering service, with the number's caller ID
+
+# The mode, mirrored into AstDB for the dialplan and the console (`database put backline mode
+# outage` on the Asterisk CLI switches it), and the custom device state behind the BLF lamp.
+DB_FAMILY = "backline"
+DB_MODE = "mode"
+DB_ACK = "ack"
+DB_BY = "by"
+DB_REASON = "reason"
+LAMP = "Custom:backline-outage"
+FEATURE_RESULT = "BACKLINE_FEATURE"
+# The hours override's feature actions (*26 closed, *27 open), beside engage/end.
+HOURS_CLOSED = "closed"
+HOURS_OPEN = "open"
+
+# Emergency calls (backline/render/asterisk.py, DESIGN.md §12).  Each desk phone's endpoint carries
+# its callback number and caller-ID name (set_var), so 911 needs no controller.  The dialplan
+# marks the call's CDR with EMERGENCY_MARK and raises the EMERGENCY_EVENT user event; the
+# controller sends the on-site notice from either (the CDR when it was away).
+EMERGENCY_CALLBACK = "BACKLINE_EMERGENCY_CALLBACK"
+EMERGENCY_NAME = "BACKLINE_EMERGENCY_NAME"
+EMERGENCY_MARK = "emergency"
+EMERGENCY_EVENT = "BacklineEmergency"
+DESK_CONTEXT = "backline-desk"
+# A desk phone called with the notice: which phone placed the 911 call, and when (epoch).
+NOTICE_CONTEXT = "backline-emergency-notice"
+NOTICE_ABOUT = "BACKLINE_NOTICE_ABOUT"
+NOTICE_AT = "BACKLINE_NOTICE_AT"

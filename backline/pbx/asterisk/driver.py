@@ -1,0 +1,476 @@
+"""The Asterisk driver: FastAGI decisions and AMI registrations, around the pure core.
+
+Each FastAGI session reads the call (untrusted text), asks the core, and writes the
+decision's variables; the dialplan does the rest.  AMI keeps the desk-phone registrations
+in view: the ring set is Asterisk's own contact list (``PJSIPShowContacts``), read again after
+every login (a restarted Asterisk is picked up without restarting the controller) and after
+every ``ContactStatus`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from backline.core import e164
+from backline.core.conversations import ConversationBook
+from backline.core.emergency import EmergencyCall
+from backline.core.fax_intake import BadFaxReport, FaxEnd, StorageCheck, fax_end_from_args
+from backline.core.hours import HoursOverride, HoursState
+from backline.core.model import AsteriskPbx
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.records import NewAttempt
+from backline.core.routing import (
+    CallKind,
+    InboundCall,
+    RefuseOutbound,
+    Registration,
+    Registrations,
+    RejectFax,
+    decide_outbound,
+    dialled,
+)
+from backline.pbx.asterisk import dialplan_variables as v
+from backline.pbx.asterisk.ami import AmiLink, LinkDown
+from backline.pbx.asterisk.commands import inbound_variables, outbound_variables, packed
+from backline.pbx.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
+from backline.pbx.inbound import decide_inbound
+
+log = logging.getLogger("backline.asterisk")
+
+# OriginateResponse: the end of a notice call we placed (panoramisk hands it to the action).
+WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse")
+NOTICE_RING_SECONDS = 30
+# PJSIPShowContacts answers an error, with this message, when no contact is registered at all.
+NO_CONTACTS = "No Contacts found"
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
+# A contact we will put into a Dial string: nothing that could split it (&, comma) or quote.
+_SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
+
+
+class FaxDesk(Protocol):
+    """Where faxes go (``backline.pbx.asterisk.fax.FaxIntake``): asked before a fax is answered,
+    told when one ends."""
+
+    async def storage(self) -> StorageCheck: ...
+
+    async def fax_ended(self, end: FaxEnd) -> bool: ...
+
+
+class AsteriskDriver:
+    def __init__(self, pbx: AsteriskPbx, ami_secret: str, book: OwnershipBook,
+                 conversations: ConversationBook, mode: Callable[[], Mode],
+                 record: Callable[[NewAttempt], Awaitable[object]],
+                 feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
+                 after_login: Callable[[], Awaitable[object]] | None = None,
+                 faxes: FaxDesk | None = None,
+                 record_later: Callable[[NewAttempt], Awaitable[object]] | None = None,
+                 emergency: Callable[[EmergencyCall], Awaitable[object]] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 hours_override: Callable[[], HoursOverride | None] = lambda: None,
+                 hours_feature: Callable[[str, HoursState, str], Awaitable[bool]] | None = None
+                 ) -> None:
+        self.pbx = pbx
+        # The controller's clock: a call is decided (the number's hours) and journaled at it.
+        self.clock = clock
+        # The admins' override of the hours (*26/*27), and how a desk phone sets it.
+        self.hours_override = hours_override
+        self.hours_feature = hours_feature
+        # Told of every 911 call a desk phone placed (the dialplan's user event).
+        self.emergency = emergency
+        # Journals a normal-mode call once its decision is out (default: ``record``).
+        self.record_later = record_later or record
+        self.faxes = faxes
+        self.after_login = after_login
+        self.record = record
+        self.feature_switch = feature
+        self.book = book
+        self.conversations = conversations
+        self.mode = mode
+        self.registrations = Registrations(book, book.directory.max_per_login)
+        # Per FastAGI session: the controller's decision (request in, decision out) and the
+        # whole session with Asterisk's answers (bench/calls.py prints both).
+        self.latencies: list[float] = []
+        self.round_trips: list[float] = []
+        self.latency_hook: Callable[[str, float], None] | None = None
+        self.agi = FastAgiServer({"inbound": self.inbound, "outbound": self.outbound,
+                                  "feature": self.feature, "fax": self.fax_heard,
+                                  "faxdone": self.fax_done},
+                                 on_latency=self._latency)
+        self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
+                           on_login=self._logged_in)
+        self.ami.on_event("ContactStatus", self.on_contact_status)
+        self.ami.on_event("UserEvent", self.on_user_event)
+        self._changed = asyncio.Event()
+        self._after: set[asyncio.Task[None]] = set()
+        self._contacts_stale = False
+        self._contacts_sync: asyncio.Task[None] | None = None
+        self._odd_contacts: set[tuple[str, str]] = set()
+
+    @property
+    def up(self) -> bool:
+        """Logged in to AMI: PBX-side state can be read and written."""
+        return self.ami.up
+
+    async def start(self, *, ami_within: float = 10.0) -> None:
+        """Serve FastAGI first (calls get decisions at once), then log in to AMI."""
+        await self.agi.start(self.pbx.agi.host, self.pbx.agi.port)
+        await self.ami.connect(within=ami_within)
+
+    async def stop(self) -> None:
+        self.ami.close()
+        if self._contacts_sync is not None:
+            self._contacts_sync.cancel()
+            await asyncio.gather(self._contacts_sync, return_exceptions=True)
+        await self.agi.stop()
+        if self._after:
+            await asyncio.gather(*self._after, return_exceptions=True)
+
+    def _after_decision(self, work: Awaitable[object]) -> None:
+        """Run ``work`` once the PBX has its decision; kept so that stop() waits for it."""
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("journaling a call after its decision failed (the CDR import "
+                              "brings it in)")
+
+        task = asyncio.create_task(run())
+        self._after.add(task)
+        task.add_done_callback(self._after.discard)
+
+    def _latency(self, script: str, decided: float, total: float) -> None:
+        self.latencies.append(decided)
+        self.round_trips.append(total)
+        if self.latency_hook is not None:
+            self.latency_hook(script, decided)
+        if len(self.latencies) > 100_000:
+            del self.latencies[:50_000]
+            del self.round_trips[:50_000]
+
+    # -- FastAGI ---------------------------------------------------------------------------
+
+    # Routing reads the arguments the dialplan filtered (the dialled number, the caller),
+    # never agi_extension or agi_callerid: those are written unescaped (see fastagi).
+
+    async def inbound(self, request: AgiRequest, session: AgiSession) -> None:
+        """A carrier call; the arguments are the dialled number and the caller ID."""
+        if len(request.args) != 2:
+            log.error("an inbound request without its dialled number and caller arguments: "
+                      "render the dialplan again (`backline render`); the PBX answers alone")
+            return
+        call = InboundCall(dialed=request.args[0], caller=request.args[1])
+        await self._decide(call, request.get("uniqueid"), session)
+
+    async def fax_heard(self, request: AgiRequest, session: AgiSession) -> None:
+        """Fax tones (CNG, heard by the carrier endpoint's fax_detect) on a call taken as
+        voice: decide again, as a fax.  The arguments are the dialled number and the caller,
+        as the dialplan filtered them when the call came in."""
+        dialed, caller = [*request.args, "", ""][:2]
+        call = InboundCall(dialed=dialed, caller=caller, kind=CallKind.FAX)
+        await self._decide(call, request.get("uniqueid"), session)
+
+    async def _decide(self, call: InboundCall, uniqueid: str, session: AgiSession) -> None:
+        # A fax to be received is journaled when it ends (/faxdone), once, with its pages and
+        # PDF: the PBX's CDR covers a controller that dies meanwhile.
+        mode = self.mode()
+        decided = await decide_inbound(self.book, self.registrations, call, mode,
+                                       self.pbx.ring_seconds, self.faxes, uniqueid,
+                                       self.clock(), log, self.hours_override())
+        decision, attempt = decided.decision, decided.attempt
+        # In an outage (and for a refused fax) the journal is the attempt's only record, so it
+        # is on disk before the PBX hears the decision.  In normal mode the call rings staff
+        # and is journaled right after the decision goes out, off the caller's path; a
+        # controller that dies in between loses nothing, the CDR import brings the call in
+        # under the same key.
+        durable_first = mode is Mode.OUTAGE or isinstance(decision, RejectFax)
+        if attempt is not None and durable_first:
+            await self.record(attempt)
+        await session.set_variable(*packed(inbound_variables(decision, self.book)))
+        if attempt is not None and not durable_first:
+            self._after_decision(self.record_later(attempt))
+
+    async def fax_done(self, request: AgiRequest, session: AgiSession) -> None:
+        """The end of a fax call (the h extension of backline-fax, whatever ended it): the
+        arguments are the dialled number and res_fax's FAX* variables (fax_intake checks
+        them); nothing is sent back, the channel is gone."""
+        if self.faxes is None:
+            log.warning("a fax ended but fax intake is not wired; the CDR import takes it")
+            return
+        caller = request.args[5] if len(request.args) > 5 else ""
+        try:
+            end = fax_end_from_args(request.get("uniqueid"), caller, request.args[:5])
+        except BadFaxReport as exc:
+            log.error("fax report refused: %s", exc)
+            return
+        await self.faxes.fax_ended(end)
+
+    async def outbound(self, request: AgiRequest, session: AgiSession) -> None:
+        desk_phone, digits = [*request.args, "", ""][:2]
+        call = dialled(desk_phone, digits)
+        decision = decide_outbound(self.book, self.conversations, call, self.mode(),
+                                   self.book.directory.emergency_numbers,
+                                   registrations=self.registrations,
+                                   ring_seconds=self.pbx.ring_seconds)
+        log.info("outbound call from desk phone %s to %s: %s%s", desk_phone[:40],
+                 e164.redact(call.to), type(decision).__name__,
+                 f" ({decision.why.value})" if isinstance(decision, RefuseOutbound) else "")
+        await session.set_variable(*packed(outbound_variables(decision)))
+
+    async def feature(self, request: AgiRequest, session: AgiSession) -> None:
+        """``*28``/``*29`` + PIN from a desk phone: engage or end the outage; ``*26``/``*27``:
+        force the hours closed or open until the next scheduled change."""
+        desk_phone, action, pin = [*request.args, "", "", ""][:3]
+        to = {"engage": Mode.OUTAGE, "end": Mode.NORMAL}.get(action)
+        hours = {v.HOURS_CLOSED: HoursState.CLOSED, v.HOURS_OPEN: HoursState.OPEN}.get(action)
+        ok = False
+        if to is not None and self.feature_switch is not None:
+            ok = await self.feature_switch(desk_phone, to, pin)
+        elif hours is not None and self.hours_feature is not None:
+            ok = await self.hours_feature(desk_phone, hours, pin)
+        await session.set_variable(v.FEATURE_RESULT, "ok" if ok else "refused")
+
+    # -- AMI -------------------------------------------------------------------------------
+
+    def on_contact_status(self, event: Mapping[str, str]) -> None:
+        """A desk phone's contact came, went or changed: read Asterisk's contacts again.
+
+        The event alone cannot keep the ring set: it names whichever endpoint shares the AOR
+        (one event per endpoint of the login, each with its own ``EndpointName``), not the
+        desk phone that registered the contact, and a refresh raises none, so the order in
+        which Asterisk drops contacts past ``max_contacts`` cannot be followed from events.
+        The contact list says both (its ``Endpoint`` is the registering endpoint).
+        """
+        if self.book.is_active(event.get("AOR", "")):
+            self._contacts_changed()
+
+    def _contacts_changed(self) -> None:
+        """Read the contacts again soon: one read at a time, and one more after it if
+        anything changed meanwhile, so a burst costs two reads and the last read starts after
+        the last event (what it lists is at least as new as every event seen)."""
+        self._contacts_stale = True
+        if self._contacts_sync is None or self._contacts_sync.done():
+            self._contacts_sync = asyncio.create_task(self._sync_contacts())
+
+    async def _sync_contacts(self) -> None:
+        while self._contacts_stale:
+            self._contacts_stale = False
+            try:
+                await self.reload_contacts()
+            except Exception:
+                log.exception("reading the desk-phone registrations failed (the next "
+                              "change or login reads them again)")
+
+    def on_user_event(self, event: Mapping[str, str]) -> None:
+        """A desk phone dialled 911: the dialplan already sent the call out, this only tells
+        the controller (``Phone`` is the endpoint, ``Dialled`` one of the emergency numbers,
+        both ours; checked all the same)."""
+        if event.get("UserEvent") != v.EMERGENCY_EVENT or self.emergency is None:
+            return
+        phone, dialled = event.get("Phone", ""), event.get("Dialled", "")
+        uniqueid = event.get("Uniqueid", "")
+        if not (_NAME.fullmatch(phone) and dialled.isdigit() and _NAME.fullmatch(uniqueid)):
+            log.error("an emergency call event we cannot read; the CDR import will bring it")
+            return
+        self._after_decision(self.emergency(
+            EmergencyCall(f"emergency:{uniqueid}", datetime.now(UTC), phone, dialled[:8])))
+
+    async def call_with_notice(self, desk_phone: str, about_phone: str, at: datetime) -> None:
+        """Call ``desk_phone`` and play it the 911 notice about ``about_phone`` (see
+        backline.features.emergency_notices): every contact it registered rings; returns when one
+        answered, raises NoticeUnheard otherwise."""
+        from backline.features.emergency_notices import NoticeUnheard
+
+        user = self.book.user_of_phone(desk_phone)
+        contacts = [r.contact for r in self.registrations.live_registrations(user or "")
+                    if r.desk_phone == desk_phone]
+        if not contacts:
+            raise NoticeUnheard(f"desk phone {desk_phone} is not registered")
+        channel = "&".join(f"PJSIP/{desk_phone}/{c}" for c in contacts)
+        try:
+            reply: Any = await self.ami.action({
+                "Action": "Originate", "Channel": channel, "Context": v.NOTICE_CONTEXT,
+                "Exten": "s", "Priority": "1", "Async": "true",
+                "Timeout": str(NOTICE_RING_SECONDS * 1000),
+                "CallerID": '"911 notice" <911>',
+                "Variable": f"{v.NOTICE_ABOUT}={about_phone},{v.NOTICE_AT}={int(at.timestamp())}",
+            }, as_list=True, within=NOTICE_RING_SECONDS + 10.0)  # the queued ack, then the end
+        except LinkDown as exc:
+            raise NoticeUnheard(str(exc)) from None
+        answers = list(reply)
+        if not any(a.get("Event") == "OriginateResponse" and a.get("Response") == "Success"
+                   for a in answers):
+            reason = next((a.get("Reason", "") for a in answers
+                           if a.get("Event") == "OriginateResponse"), "")
+            raise NoticeUnheard(f"desk phone {desk_phone} did not answer (reason {reason})")
+
+    async def _logged_in(self) -> None:
+        await self._only_events_we_use()
+        if self._contacts_sync is not None and not self._contacts_sync.done():
+            # A read sent on the lost link would wait out its deadline; nothing is held
+            # until its answer, so it is dropped and the list read again on this login.
+            self._contacts_sync.cancel()
+            await asyncio.gather(self._contacts_sync, return_exceptions=True)
+        self._contacts_changed()
+        assert self._contacts_sync is not None
+        await self._contacts_sync
+        if self.after_login is not None:
+            await self.after_login()
+
+    async def _only_events_we_use(self) -> None:
+        """Ask Asterisk for the events the controller acts on, and no others.
+
+        Unfiltered, Asterisk sends about 120 events a call (VarSet, Newexten, ...); parsing
+        them took two thirds of the controller's CPU per call in bench/calls.py.  Answers to
+        our own actions (ContactList, DBGetResponse) are not events of the stream and pass.
+        """
+        try:
+            for event in WANTED_EVENTS:
+                await self.ami.action({"Action": "Filter", "Operation": "Add",
+                                       "Filter": f"Event: {event}"}, within=3.0)
+        except LinkDown as exc:
+            log.warning("could not filter AMI events (all of them will come): %s", exc)
+
+    async def reload_contacts(self) -> None:
+        """The registrations Asterisk holds now become the ring set (after every AMI login,
+        and after every contact change)."""
+        try:
+            events: Any = await self.ami.action({"Action": "PJSIPShowContacts"}, as_list=True,
+                                                within=10.0)
+        except LinkDown as exc:
+            log.warning("could not list the registrations: %s", exc)
+            return
+        answer = events[0] if events else {}
+        if answer.get("Response") == "Error" and \
+                not str(answer.get("Message", "")).startswith(NO_CONTACTS):
+            # Not "none registered": keep ringing what we had; the next change reads again.
+            log.warning("could not list the registrations: %s", answer.get("Message", ""))
+            return
+        self.hold_contacts(events)
+
+    def hold_contacts(self, listing: Iterable[Mapping[str, str]]) -> None:
+        """Hold exactly the desk-phone contacts of a ``PJSIPShowContacts`` answer.
+
+        Each ``ContactList`` event is one contact: ``ObjectName`` is ``AOR;@hash`` (the AOR
+        is the login), ``Endpoint`` the desk phone whose REGISTER made it, ``Uri`` the
+        contact, ``ExpirationTime`` when Asterisk lets it go (epoch seconds; a refresh moves
+        it on; past ``max_contacts`` Asterisk removes the one that expires soonest).
+        """
+        held: list[Registration] = []
+        odd: dict[tuple[str, str], str] = {}  # (login, contact): said once, not every read
+        for e in listing:
+            if e.get("Event") != "ContactList":
+                continue
+            user = e.get("ObjectName", "").partition(";@")[0]
+            uri, endpoint = e.get("Uri", ""), e.get("Endpoint", "")
+            phones = self.book.desk_phones(user)
+            if not self.book.is_active(user) or not phones:
+                continue  # the carrier's static contact, or a login no longer provisioned
+            if not _SAFE_CONTACT.fullmatch(uri):
+                odd[user, uri] = f"a desk phone of {user} registered a contact we will not dial"
+                continue
+            phone = endpoint if endpoint in phones else None
+            if phone is None:
+                # Asterisk 22 records the registering endpoint; a contact without one (made
+                # by hand, or an older Asterisk) still rings, under the login's first phone.
+                odd[user, uri] = (f"a contact of {user} has no desk phone of that login as "
+                                  f"its endpoint; it rings as {phones[0]}")
+                phone = phones[0]
+            try:
+                expires = float(e.get("ExpirationTime", "0") or 0)
+            except ValueError:
+                expires = 0.0
+            held.append(Registration(expires, phone, uri))
+        for key in sorted(odd.keys() - self._odd_contacts):
+            log.warning("%s", odd[key])
+        self._odd_contacts = set(odd)
+        added, removed = self.registrations.mirror(held)
+        for r in removed:
+            log.info("desk phone %s is no longer registered (%s)", r.desk_phone,
+                     self._held(r.desk_phone))
+        for r in added:
+            log.info("desk phone %s registered (%s)", r.desk_phone, self._held(r.desk_phone))
+        self._notify()
+
+    def _held(self, desk_phone: str) -> str:
+        """How many registrations the phone's login holds, against its limit, for the log."""
+        user = self.book.user_of_phone(desk_phone) or ""
+        return (f"login {user} now holds {len(self.registrations.live_registrations(user))} "
+                f"of {self.book.directory.max_per_login}")
+
+    async def pbx_settings(self) -> str:
+        """``core show settings`` (where Asterisk keeps its spool, logs, PID file), as text."""
+        answer: Any = await self.ami.action({"Action": "Command",
+                                             "Command": "core show settings"}, within=5.0)
+        output = answer.get("Output", "")
+        return "\n".join(output) if isinstance(output, list) else str(output)
+
+    # -- the mode in the PBX (AstDB keys backline/mode and backline/ack, and the lamp) ------
+
+    async def _db_get(self, key: str) -> str | None:
+        events: Any = await self.ami.action(
+            {"Action": "DBGet", "Family": v.DB_FAMILY, "Key": key}, as_list=True, within=3.0)
+        for e in events:
+            if e.get("Event") == "DBGetResponse":
+                return str(e.get("Val", ""))
+        return None
+
+    async def _db_put(self, key: str, value: str) -> None:
+        await self.ami.action({"Action": "DBPut", "Family": v.DB_FAMILY, "Key": key,
+                               "Val": value}, within=3.0)
+
+    async def read_mode(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """The PBX's mode, our last agreement, and who/why if set from the console."""
+        return (await self._db_get(v.DB_MODE), await self._db_get(v.DB_ACK),
+                await self._db_get(v.DB_BY), await self._db_get(v.DB_REASON))
+
+    async def forget_console_note(self) -> None:
+        """Delete ``backline/by`` and ``backline/reason`` (a key already gone is fine)."""
+        for key in (v.DB_BY, v.DB_REASON):
+            await self.ami.action({"Action": "DBDel", "Family": v.DB_FAMILY, "Key": key},
+                                  within=3.0)
+
+    async def write_mode(self, mode: Mode, *, ack_only: bool = False) -> None:
+        """Agree on ``mode`` with the PBX and light every desk phone's lamp to match."""
+        if not ack_only:
+            await self._db_put(v.DB_MODE, mode.value)
+        await self._db_put(v.DB_ACK, mode.value)
+        state = "INUSE" if mode is Mode.OUTAGE else "NOT_INUSE"
+        await self.ami.action({"Action": "Command",
+                               "Command": f"devstate change {v.LAMP} {state}"}, within=3.0)
+
+    async def wait_registered(self, users: set[str], within: float) -> None:
+        """For tests and ops: wait until every given login has a live registration."""
+        try:
+            await self.wait_registrations(
+                lambda r: all(r.live(u) for u in users), within)
+        except TimeoutError:
+            live = {u for u in users if self.registrations.live(u)}
+            raise TimeoutError(f"not registered: {sorted(users - live)}") from None
+
+    async def wait_registrations(self, done: Callable[[Registrations], bool],
+                                 within: float) -> None:
+        """For tests and ops: wait until ``done`` holds of the registrations, asked again at
+        each change; TimeoutError after ``within`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            changed = self._changed
+            if done(self.registrations):
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                if done(self.registrations):
+                    return
+                raise
+
+    def _notify(self) -> None:
+        """Wake whoever waits on registrations; the next wait gets a fresh event."""
+        self._changed.set()
+        self._changed = asyncio.Event()

@@ -1,0 +1,82 @@
+"""Every FreeSWITCH name the driver and the rendered XML share, in one place (as the Asterisk
+driver keeps its names in ``backline/pbx/asterisk/dialplan_variables.py``)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Channel variables the rendered dialplan sets before handing the call to our socket. They
+# come from our own rendered XML, never from the caller.
+ROUTE: Final = "backline_route"  # "inbound" (carrier), "outbound" or "feature" (desk phone)
+NUMBER: Final = "backline_number"  # the practice number the carrier dialled, as E.164
+INBOUND: Final = "inbound"
+OUTBOUND: Final = "outbound"
+FEATURE: Final = "feature"
+# *28 / *29 + PIN from a desk phone: which switch, and the digits (untrusted: compared by the
+# controller, never sent back in a command).
+FEATURE_ACTION: Final = "backline_feature"
+FEATURE_PIN: Final = "backline_pin"
+ENGAGE_CODE: Final = "*28"
+END_CODE: Final = "*29"
+HOURS_CLOSED_CODE: Final = "*26"  # force the hours closed until the next scheduled change
+HOURS_OPEN_CODE: Final = "*27"  # ... or open
+
+# The mode, kept in mod_db (``db insert/backline/mode/outage``; ``${db(select/backline/mode)}``
+# in the dialplan); ``fs_cli -x 'db insert/backline/mode/outage'`` is the console switch.
+DB_REALM: Final = "backline"
+DB_MODE: Final = "mode"
+DB_ACK: Final = "ack"
+DB_BY: Final = "by"
+DB_REASON: Final = "reason"
+
+# Contexts of the rendered dialplan.
+CARRIER_CONTEXT: Final = "backline-carrier"
+DESK_CONTEXT: Final = "backline-desk"
+# The carrier's gateway in the sofia profile (outbound calls and 911 leave through it).
+GATEWAY: Final = "carrier"
+
+# Sounds: the announcement is rendered by `backline render`; the others ship with FreeSWITCH's
+# core sounds (freeswitch-sounds-en-us-callie).
+REFUSAL_SOUND: Final = "ivr/ivr-call_cannot_be_completed_as_dialed.wav"
+OUTBOUND_REFUSAL_SOUND: Final = "ivr/ivr-call_cannot_be_completed_as_dialed.wav"
+PIN_PROMPT_SOUND: Final = "ivr/ivr-please_enter_pin_followed_by_pound.wav"
+PIN_INVALID_SOUND: Final = "ivr/ivr-that_was_an_invalid_entry.wav"
+FEATURE_OK_SOUND: Final = "ivr/ivr-thank_you.wav"
+FEATURE_REFUSED_SOUND: Final = "ivr/ivr-access_denied.wav"
+
+# Events the inbound link subscribes to: registrations of desk phones (sofia's CUSTOM
+# subclasses) and the results of bgapi jobs.
+SUBSCRIPTIONS: Final = ("BACKGROUND_JOB", "CUSTOM", "sofia::register", "sofia::unregister",
+                        "sofia::expire")
+
+# Fax (mod_spandsp). T.38 when the carrier offers it: ``fax_enable_t38`` lets rxfax take a
+# T.38 re-INVITE, ``fax_enable_t38_request`` has FreeSWITCH send one itself; G.711 audio
+# otherwise. ``verbose_events`` puts every channel variable (the fax_* results among them)
+# on the channel's events, so the end of the fax reaches us on the call's own socket.
+FAX_T38: Final = "fax_enable_t38"
+FAX_T38_REQUEST: Final = "fax_enable_t38_request"
+VERBOSE_EVENTS: Final = "verbose_events"
+# What the dialplan marks a fax number's call with, kept in the CDR for the fail-safe import.
+KIND: Final = "backline_kind"
+KIND_FAX: Final = "fax"
+# rxfax writes ``fax-UUID.tif`` here (the same name Asterisk's spool uses, so one intake
+# serves both); the controller moves it into the fax directory.
+FAX_FILE: Final = "fax-{uuid}.tif"
+# mod_spandsp's results, set on the channel at the end of rxfax (phase E) whatever ended it.
+FAX_SUCCESS: Final = "fax_success"  # "1" or "0"
+FAX_RESULT_CODE: Final = "fax_result_code"
+FAX_RESULT_TEXT: Final = "fax_result_text"
+FAX_PAGES: Final = "fax_document_transferred_pages"
+FAX_STATION: Final = "fax_remote_station_id"  # whatever the sending machine says: untrusted
+# Refused during the call: answered, then hung up once the sender's fax session has begun,
+# so the sending machine reports a failed fax (cause 21, as the Asterisk dialplan does).
+REJECT_WAIT_MS: Final = 1000
+REJECT_CAUSE: Final = "CALL_REJECTED"
+
+# The outage lamp (BLF): desk phones' BLF key watches this presence id at the SIP domain (the
+# Asterisk dialplan's Custom:backline-outage). mod_sofia turns a PRESENCE_IN event into the
+# dialog NOTIFY the phones subscribed to: answer-state "confirmed" lights it, "terminated"
+# puts it out (FreeSWITCH's "PRESENCE_IN event example").
+LAMP: Final = "backline-outage"
+LAMP_ON: Final = "confirmed"
+LAMP_OFF: Final = "terminated"

@@ -1,0 +1,304 @@
+"""FreeSWITCH configuration rendered from the practice directory: pure, config in, XML out.
+
+Five documents, each a ``<document type="freeswitch/xml">`` with one ``<section>``, as
+FreeSWITCH's XML loader expects them (``freeswitch.xml`` includes them with
+``X-PRE-PROCESS cmd="include"``):
+
+* ``directory.xml``: one domain, a user per desk phone (generated SIP secret) and a user per
+  voicemail box (mod_voicemail keeps boxes in the directory);
+* ``dialplan.xml``: each practice number hands the call to the controller's socket; if the
+  controller cannot be reached, ``socket`` returns and the next actions answer with the
+  announcement (the fail-safe). Desk phones: 911 goes straight to the carrier; ``*28``/``*29``
+  + PIN ask the controller to engage/end the outage; in an outage
+  (``${db(select/backline/mode)}``, the key the controller mirrors) other calls are refused
+  by the PBX itself; otherwise the controller decides, and refuses if it is away;
+* ``event_socket.conf.xml``: ESL on loopback/private address; the password is *not* in it:
+  ``$${backline_esl_password}`` is set at load time from the environment variable (or file)
+  the config names, by ``vars_backline.xml`` (``X-PRE-PROCESS exec-set``);
+* ``sofia.conf.xml``: the SIP profile desk phones register to, and the carrier gateway;
+* ``cdr_csv.conf.xml``: mod_cdr_csv's row per carrier call, which the controller imports on
+  its return (the calls and faxes the PBX answered alone).
+
+Untrusted text (caller IDs, dialled strings) is never written here; what is written was
+validated by the config loader, and ElementTree escapes every attribute value.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from backline.core.emergency import emergency_callers
+from backline.core.model import Carry, Directory, FreeswitchPbx
+from backline.core.routing import EXTENSION_DIGITS
+from backline.pbx.freeswitch import cdr, names
+from backline.pbx.freeswitch.commands import fax_setup
+from backline.render.asterisk import RenderedFile
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_FILE_PATH = re.compile(r"/[A-Za-z0-9_./-]{1,255}")
+
+
+class RenderError(ValueError):
+    """The config names something that cannot be written safely into FreeSWITCH's XML."""
+
+
+@dataclass(frozen=True, slots=True)
+class FreeswitchSecrets:
+    """Generated secrets rendered into the 0600 directory file."""
+
+    desk_phones: Mapping[str, str]
+    voicemail: Mapping[str, str]
+
+
+def _document(section: str) -> tuple[ET.Element, ET.Element]:
+    doc = ET.Element("document", type="freeswitch/xml")
+    return doc, ET.SubElement(doc, "section", name=section)
+
+
+def _text(doc: ET.Element) -> str:
+    ET.indent(doc)
+    return ("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+            "<!-- Rendered by `backline render`: edit the practice YAML, not this file. -->\n"
+            + ET.tostring(doc, encoding="unicode") + "\n")
+
+
+def _params(parent: ET.Element, values: Mapping[str, str], tag: str | None = "params",
+            item: str = "param") -> None:
+    """``<params><param name= value=/>...``; ``tag=None`` puts the items straight in
+    ``parent`` (a sofia gateway holds its params directly)."""
+    box = parent if tag is None else ET.SubElement(parent, tag)
+    for key, value in values.items():
+        ET.SubElement(box, item, name=key, value=value)
+
+
+def voicemail_boxes(d: Directory) -> list[str]:
+    return sorted({n.voicemail_box for n in d.numbers
+                   if Carry.VOICE in n.carries and n.voicemail_box})
+
+
+def directory_xml(d: Directory, pbx: FreeswitchPbx, secrets: FreeswitchSecrets) -> str:
+    doc, section = _document("directory")
+    domain = ET.SubElement(section, "domain", name=pbx.sip.host)
+    _params(domain, {"dial-string": "{^^:sip_invite_domain=${dialed_domain}:presence_id="
+                     "${dialed_user}@${dialed_domain}}${sofia_contact(*/${dialed_user}@"
+                     "${dialed_domain})}"})
+    users = ET.SubElement(ET.SubElement(ET.SubElement(domain, "groups"), "group",
+                                        name="default"), "users")
+    emergency = {c.desk_phone: c for c in emergency_callers(d)}
+    for user in d.users:
+        if not user.active:
+            continue  # a deactivated user's phones cannot register at all
+        for phone in user.desk_phones:
+            entry = ET.SubElement(users, "user", id=phone)
+            _params(entry, {"password": secrets.desk_phones[phone]})
+            caller = emergency.get(phone)
+            _params(entry, {"user_context": names.DESK_CONTEXT,
+                            "backline_user": user.id,
+                            "effective_caller_id_name": "",
+                            # What a 911 call from this phone presents (DESIGN.md §12).
+                            "backline_emergency_callback": caller.callback if caller else "",
+                            "backline_emergency_name": caller.caller_id_name if caller else ""},
+                    tag="variables", item="variable")
+    for box in voicemail_boxes(d):
+        entry = ET.SubElement(users, "user", id=box)
+        # A box, not a phone: its SIP password is a generated secret nobody is given.
+        _params(entry, {"password": secrets.voicemail[box], "vm-enabled": "true"})
+    return _text(doc)
+
+
+def _dialled_forms(e164: str) -> str:
+    digits = e164.lstrip("+")
+    forms = [re.escape(e164), digits]
+    if e164.startswith("+1"):
+        forms.append(digits[1:])
+    return "^(" + "|".join(forms) + ")$"
+
+
+def _actions(condition: ET.Element, actions: list[tuple[str, str]]) -> None:
+    for app, data in actions:
+        attrs = {"application": app}
+        if data:
+            attrs["data"] = data
+        ET.SubElement(condition, "action", attrs)
+
+
+def _fax_setup() -> list[tuple[str, str]]:
+    return [(app, arg or "") for app, arg in fax_setup()]
+
+
+def dialplan_xml(d: Directory, pbx: FreeswitchPbx, announcement: str) -> str:
+    socket = f"{pbx.socket.host}:{pbx.socket.port} full"
+    if not _FILE_PATH.fullmatch(pbx.fax_spool):
+        raise RenderError(f"connections.pbx.fax_spool: {pbx.fax_spool!r} must be an absolute "
+                          "path of letters, digits, '_', '.', '/' and '-'")
+    mode = f"${{db(select/{names.DB_REALM}/{names.DB_MODE})}}"
+    doc, section = _document("dialplan")
+    carrier = ET.SubElement(section, "context", name=names.CARRIER_CONTEXT)
+    for number in d.numbers:
+        voice, fax = Carry.VOICE in number.carries, Carry.FAX in number.carries
+        if not (voice or fax):
+            continue
+        ext = ET.SubElement(carrier, "extension", name="number" + number.number)
+        cond = ET.SubElement(ext, "condition", field="destination_number",
+                             expression=_dialled_forms(number.number))
+        marks = [] if voice else [("set", f"{names.KIND}={names.KIND_FAX}")]
+        # Reached only when the controller did not carry the call through: fail-safe.  A fax
+        # number keeps receiving (T.38 or audio) into the spool, which the controller takes
+        # in on its return (the CDR import); any other number answers with the announcement.
+        fallback = [("answer", ""), ("playback", announcement), ("hangup", "")] if voice else \
+            [*_fax_setup(), ("answer", ""), ("rxfax", f"{pbx.fax_spool}/"
+                                             + names.FAX_FILE.format(uuid="${uuid}")),
+             ("hangup", "")]
+        _actions(cond, [
+            ("set", f"{names.ROUTE}={names.INBOUND}"),
+            ("set", f"{names.NUMBER}={number.number}"),
+            *marks,
+            # The mode in force, kept in the call record for the fail-safe import.
+            ("set", f"backline_mode={mode}"),
+            ("socket", socket),
+            *fallback])
+    unknown = ET.SubElement(carrier, "extension", name="unknown-number")
+    cond = ET.SubElement(unknown, "condition", field="destination_number", expression="^.*$")
+    _actions(cond, [("answer", ""), ("playback", names.REFUSAL_SOUND), ("hangup", "")])
+
+    desk = ET.SubElement(section, "context", name=names.DESK_CONTEXT)
+    for emergency in d.emergency_numbers:
+        ext = ET.SubElement(desk, "extension", name=f"emergency-{emergency}")
+        cond = ET.SubElement(ext, "condition", field="destination_number",
+                             expression=f"^({re.escape(emergency)})$")
+        # Never through the controller, in every mode; with the desk phone's callback number
+        # and the practice's name (its directory variables), in From and P-Asserted-Identity.
+        _actions(cond, [
+            ("set", "effective_caller_id_number=${backline_emergency_callback}"),
+            ("set", "effective_caller_id_name=${backline_emergency_name}"),
+            ("set", "sip_cid_type=pid"),
+            ("bridge", f"sofia/gateway/{names.GATEWAY}/{emergency}")])
+    # The outage switch for admins, before the outage refusal: it must end an outage too;
+    # and the hours override (*26 closed, *27 open until the next scheduled change).
+    for code, action, name in ((names.ENGAGE_CODE, "engage", "outage-engage"),
+                               (names.END_CODE, "end", "outage-end"),
+                               (names.HOURS_CLOSED_CODE, "closed", "hours-closed"),
+                               (names.HOURS_OPEN_CODE, "open", "hours-open")):
+        ext = ET.SubElement(desk, "extension", name=name)
+        cond = ET.SubElement(ext, "condition", field="destination_number",
+                             expression=f"^{re.escape(code)}$")
+        _actions(cond, [
+            ("set", f"{names.ROUTE}={names.FEATURE}"),
+            ("set", f"{names.FEATURE_ACTION}={action}"),
+            ("answer", ""),
+            # min max tries timeout terminator prompt invalid-prompt variable digit-regex
+            ("play_and_get_digits", f"4 12 3 7000 # {names.PIN_PROMPT_SOUND} "
+                                    f"{names.PIN_INVALID_SOUND} {names.FEATURE_PIN} \\d+"),
+            ("socket", socket),
+            ("playback", names.FEATURE_REFUSED_SOUND), ("hangup", "")])
+    # A colleague's or a team's extension, before the outage refusal: internal calls never
+    # touch the carrier, so they ring in every mode (the controller decides who rings).
+    ext = ET.SubElement(desk, "extension", name="internal")
+    cond = ET.SubElement(ext, "condition", field="destination_number",
+                         expression=f"^({EXTENSION_DIGITS})$")
+    _actions(cond, [("set", f"{names.ROUTE}={names.OUTBOUND}"), ("socket", socket),
+                    ("answer", ""), ("playback", names.OUTBOUND_REFUSAL_SOUND),
+                    ("hangup", "")])
+    refused = ET.SubElement(desk, "extension", name="outage-refusal")
+    ET.SubElement(refused, "condition", field=mode, expression="^outage$")
+    cond = ET.SubElement(refused, "condition", field="destination_number", expression="^.+$")
+    _actions(cond, [("answer", ""), ("playback", names.OUTBOUND_REFUSAL_SOUND),
+                    ("hangup", "")])
+    ask = ET.SubElement(desk, "extension", name="ask-the-controller")
+    cond = ET.SubElement(ask, "condition", field="destination_number", expression="^(.+)$")
+    _actions(cond, [("set", f"{names.ROUTE}={names.OUTBOUND}"), ("socket", socket),
+                    ("answer", ""), ("playback", names.OUTBOUND_REFUSAL_SOUND),
+                    ("hangup", "")])
+    return _text(doc)
+
+
+def _secret_source(pbx: FreeswitchPbx) -> str:
+    secret = pbx.esl_password
+    if secret.env:
+        if not _ENV_NAME.fullmatch(secret.env):
+            raise RenderError(f"connections.pbx.esl.password_env: {secret.env!r} is not a "
+                              "plain environment variable name")
+        return f"printenv {secret.env}"
+    if secret.file:
+        if not _FILE_PATH.fullmatch(secret.file):
+            raise RenderError(f"connections.pbx.esl.password_file: {secret.file!r} must be an "
+                              "absolute path of letters, digits, '_', '.', '/' and '-'")
+        return f"cat {secret.file}"
+    raise RenderError("connections.pbx.esl: no password_env or password_file")
+
+
+def vars_xml(pbx: FreeswitchPbx) -> str:
+    """Sets ``backline_esl_password`` when FreeSWITCH loads its XML: from the environment
+    (or file) the config names, so the password is in no file we write."""
+    include = ET.Element("include")
+    ET.SubElement(include, "X-PRE-PROCESS", cmd="exec-set",
+                  data=f"backline_esl_password={_secret_source(pbx)}")
+    ET.indent(include)
+    return ET.tostring(include, encoding="unicode") + "\n"
+
+
+def event_socket_xml(pbx: FreeswitchPbx) -> str:
+    doc, section = _document("configuration")
+    conf = ET.SubElement(section, "configuration", name="event_socket.conf",
+                         description="Socket Client")
+    _params(conf, {"nat-map": "false", "listen-ip": pbx.esl.host,
+                   "listen-port": str(pbx.esl.port),
+                   "password": "$${backline_esl_password}",
+                   "apply-inbound-acl": "loopback.auto"}, tag="settings")
+    return _text(doc)
+
+
+def sofia_xml(pbx: FreeswitchPbx) -> str:
+    doc, section = _document("configuration")
+    conf = ET.SubElement(section, "configuration", name="sofia.conf",
+                         description="sofia Endpoint")
+    profile = ET.SubElement(ET.SubElement(conf, "profiles"), "profile", name="backline")
+    gateway = ET.SubElement(ET.SubElement(profile, "gateways"), "gateway", name=names.GATEWAY)
+    _params(gateway, {"proxy": f"{pbx.trunk.host}:{pbx.trunk.port}", "register": "false",
+                      "caller-id-in-from": "true"}, tag=None)
+    ET.SubElement(profile, "domains")
+    _params(profile, {"sip-ip": pbx.sip.host, "rtp-ip": pbx.sip.host,
+                      "sip-port": str(pbx.sip.port), "context": names.CARRIER_CONTEXT,
+                      "auth-calls": "true", "force-register-domain": pbx.sip.host,
+                      "force-register-db-domain": pbx.sip.host, "dialplan": "XML",
+                      "inbound-codec-prefs": "PCMU,PCMA", "outbound-codec-prefs": "PCMU,PCMA"},
+            tag="settings")
+    return _text(doc)
+
+
+def cdr_csv_xml(pbx: FreeswitchPbx) -> str:
+    """mod_cdr_csv: one row per carrier call (a legs only) in ``Master.csv`` with the columns
+    the controller's fail-safe import reads (:mod:`backline.pbx.freeswitch.cdr`); never rotated
+    away on a HUP, so no row is lost to the import."""
+    path = PurePosixPath(pbx.cdr_file)
+    if path.name != "Master.csv" or path.parent.name != "cdr-csv" \
+            or not _FILE_PATH.fullmatch(pbx.cdr_file):
+        raise RenderError(f"connections.pbx.cdr_file: {pbx.cdr_file!r} must be "
+                          "LOG_BASE/cdr-csv/Master.csv, where mod_cdr_csv writes")
+    doc, section = _document("configuration")
+    conf = ET.SubElement(section, "configuration", name="cdr_csv.conf",
+                         description="CDR CSV Format")
+    _params(conf, {"log-base": str(path.parent.parent), "default-template": cdr.TEMPLATE_NAME,
+                   "rotate-on-hup": "false", "legs": "a", "master-file-only": "true"},
+            tag="settings")
+    templates = ET.SubElement(conf, "templates")
+    ET.SubElement(templates, "template", name=cdr.TEMPLATE_NAME).text = cdr.TEMPLATE
+    return _text(doc)
+
+
+def render(d: Directory, secrets: FreeswitchSecrets, announcement: str) -> list[RenderedFile]:
+    pbx = d.connections.pbx
+    if not isinstance(pbx, FreeswitchPbx):
+        raise RenderError("connections.pbx: this renders FreeSWITCH configuration only")
+    return [
+        RenderedFile("directory.xml", directory_xml(d, pbx, secrets), private=True),
+        RenderedFile("dialplan.xml", dialplan_xml(d, pbx, announcement)),
+        RenderedFile("event_socket.conf.xml", event_socket_xml(pbx)),
+        RenderedFile("vars_backline.xml", vars_xml(pbx)),
+        RenderedFile("sofia.conf.xml", sofia_xml(pbx)),
+        RenderedFile("cdr_csv.conf.xml", cdr_csv_xml(pbx)),
+    ]

@@ -1,0 +1,32 @@
+"""Writing a render to disk: the PBX's files (private ones 0600) and the desk-phone
+provisioning list that ops hand to the phones.  Shared by the Asterisk and FreeSWITCH renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from backline.core.model import Directory
+from backline.render.asterisk import RenderedFile
+from backline.render.secrets import write_private
+
+
+def write_render(out: Path, files: Sequence[RenderedFile], directory: Directory, domain: str,
+                   secrets_path: Path, *, sip_user_is_login: bool) -> int:
+    """Write ``files`` and ``desk-phones.csv`` into ``out``; return how many files that is.
+
+    ``sip_user_is_login``: the phones register as their user (Asterisk's shared AOR per
+    login) rather than as the desk phone itself (FreeSWITCH's directory user per phone).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if f.private:
+            write_private(out / f.name, f.text)
+        else:
+            (out / f.name).write_text(f.text)
+    lines = ["desk_phone,user,sip_user,auth_user,domain,secret_file,secret_key"]
+    lines += [f"{p},{u.id},{u.id if sip_user_is_login else p},{p},{domain},{secrets_path},{p}"
+              for u in directory.users if u.active for p in u.desk_phones]
+    (out / "desk-phones.csv").write_text("\n".join(lines) + "\n")
+    return len(files) + 1
