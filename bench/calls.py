@@ -53,14 +53,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from backline.app.controller import controller_runner
+from backline.app.serve import controller_runner
 from backline.core.model import AsteriskPbx, Directory
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.routing import InboundCall, Registrations, RingDeskPhones, route_inbound
 from backline.localpbx.instance import LOOPBACK, AsteriskError, AsteriskInstance
-from backline.pbx.asterisk.ami import LinkDown
 from backline.pbx.asterisk.commands import inbound_variables, packed
+from backline.pbx.ports import LinkDown
 from backline.render.asterisk import CARRIER_CONTEXT
 from bench.sipp_load import LoadResult, LoadSipp, carrier, desk_phone, finish, percentile
 from tests.harness.practice_pbx import PracticePbx, practice_pbx

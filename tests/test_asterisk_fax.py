@@ -20,8 +20,7 @@ from pypdf.generic import DictionaryObject
 
 from backline.core.outage import Mode, Via
 from backline.journal import Attempt, AttemptKind, Delivery, Outcome
-from backline.pbx.asterisk.cdr import CdrRow
-from backline.pbx.asterisk.fax import REJECT_CONTEXT
+from backline.pbx.ports import REJECT_CONTEXT, CdrRow
 from tests.fax_samples import FINE, STANDARD, fax_tiff, letter
 from tests.harness.fax_sender import (
     FaxSender,

@@ -52,3 +52,12 @@ def test_rows_without_the_dialled_number_or_malformed_are_skipped() -> None:
     assert len(list(cdr.parse(good))) == 1
     assert list(cdr.parse(no_userfield)) == []
     assert list(cdr.parse('"just","three","fields"\n')) == []
+
+
+def test_shared_fax_contexts_are_the_asterisk_dialplans() -> None:
+    # pbx/ports.py spells them out so that it imports no driver; the dialplan derives them.
+    from backline.pbx import ports
+    from backline.pbx.asterisk import dialplan_variables as v
+
+    assert f"backline-{v.FAX}" == ports.RECEIVE_CONTEXT
+    assert f"backline-{v.REJECT_FAX}" == ports.REJECT_CONTEXT

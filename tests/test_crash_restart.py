@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from backline.app import config
-from backline.app.controller import instance_name
+from backline.app.serve import instance_name
 from backline.journal import Attempt, AttemptKind, Outcome, open_journal
 from backline.localpbx.asterisk import local_instance
 from backline.localpbx.instance import AsteriskInstance

@@ -46,8 +46,8 @@ from backline.core.routing import (
     route_inbound,
 )
 from backline.journal import Delivery, Journal, NewAttempt, Outcome, open_journal
-from backline.pbx.asterisk.cdr import CdrRow
-from backline.pbx.asterisk.fax import REJECT_CONTEXT, FaxIntake, probe_storage, spool_name
+from backline.pbx.asterisk.fax import FaxIntake, probe_storage, spool_name
+from backline.pbx.ports import REJECT_CONTEXT, CdrRow
 from tests.fax_samples import (
     FINE,
     STANDARD,

@@ -344,7 +344,7 @@ async def test_backline_run_picks_the_freeswitch_driver(tmp_path: Path,
     into mod_db and decides calls on its socket, until stopped."""
     import dataclasses
 
-    from backline.app.controller import _serve
+    from backline.app.serve import _serve
     from backline.core.model import Connections, Secret, Storage
     from tests.harness.freeswitch_rig import freeswitch_pbx
 

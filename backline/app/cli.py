@@ -323,10 +323,12 @@ def _local(at: datetime, directory: Directory) -> str:
 
 
 def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
-    from backline.app.controller import run_controller
-    from backline.localpbx.asterisk import PbxNotReady, SecretMissing
+    from backline.app.secrets import SecretMissing
+    from backline.app.serve import run_controller
+    from backline.localpbx.asterisk import PbxNotReady
     from backline.localpbx.instance import AsteriskError
-    from backline.pbx.asterisk.ami import LinkDown, LoginRefused
+    from backline.pbx.asterisk.ami import LoginRefused
+    from backline.pbx.ports import LinkDown
 
     directory = _load(args.config)
     try:
@@ -350,8 +352,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     import subprocess
 
-    from backline.app.controller import config_path, instance_name
-    from backline.localpbx.asterisk import SecretMissing, local_instance
+    from backline.app.controller import config_path
+    from backline.app.secrets import SecretMissing
+    from backline.app.serve import instance_name
+    from backline.localpbx.asterisk import local_instance
     from backline.localpbx.pbxroot import default_root
 
     directory = _load(args.config)
@@ -371,8 +375,9 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from backline.app.secrets import SecretMissing
     from backline.core.model import FreeswitchPbx
-    from backline.localpbx.asterisk import SecretMissing, asterisk_pbx, render_files
+    from backline.localpbx.asterisk import asterisk_pbx, render_files
     from backline.render.announcement import (
         AnnouncementError,
         render_announcement,

@@ -1,22 +1,184 @@
-"""`backline run` against FreeSWITCH: the controller with the FreeSWITCH driver.
-
-Everything but the driver is the controller's own (:func:`backline.app.controller.serve_with`:
-journal, mode agreement, alerts, pages). `backline up` cannot start a FreeSWITCH (it is in no
-package registry reachable here), so it needs one already running.
+"""Serving either PBX: `backline run`/`up` with the Asterisk driver (:func:`_serve`, which starts
+a local Asterisk for `up`) or the FreeSWITCH one (:func:`serve_freeswitch`, which needs one
+already running: FreeSWITCH is in no package registry reachable here), around the same
+controller (:func:`serve_with`: journal, mode agreement, alerts, pages).  Split from
+controller.py so that the controller imports no driver's serve and no driver imports the
+controller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from backline.core.model import Directory, FreeswitchPbx
+from aiohttp import web
+
+from backline.app.controller import Controller, ModeMirror, config_path
+from backline.core.model import Directory, FreeswitchPbx, HostPort
+from backline.journal import open_journal
+
+log = logging.getLogger("backline.controller")
+
+
+def instance_name(directory: Directory) -> str:
+    """One local Asterisk per config file, so two practices' `up` never share a tree; the
+    same file named another way (relative, absolute) is the same instance."""
+    return "up-" + hashlib.sha256(config_path(directory).encode()).hexdigest()[:10]
+
+
+class PbxDriver(ModeMirror, Protocol):
+    """A PBX driver as `run` and `up` use it: started, stopped, and the PBX's mode."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets: what `run` and `up` serve until."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Event,
+                     ready: Callable[[], str],
+                     verify: Callable[[], Awaitable[None]] | None = None) -> int:
+    """What `run` and `up` do with any PBX: attach its driver as the mode's mirror, start the
+    controller and the driver, keep the mode agreed, serve the public pages and the status
+    listener if configured, print ``ready()`` (once ``verify()``, if given, passed) and run
+    until ``stop``; the listeners and the driver are stopped on the way out (the caller closes
+    the controller and whatever it started itself)."""
+    runners: list[web.AppRunner] = []
+
+    async def listen(app: web.Application, at: HostPort) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, at.host, at.port).start()
+
+    try:
+        controller.attach(driver)
+        await controller.start()
+        await driver.start()
+        if verify is not None:
+            await verify()
+        watcher = asyncio.create_task(controller.keep_mode(stop))
+        pages = controller.directory.connections.pages
+        if pages is not None:
+            await listen(controller.web_app(), pages.listen)
+            log.info("public pages (SMS webhook, alert links) on http://%s", pages.listen)
+        status = controller.directory.connections.status
+        if status is not None:
+            await listen(controller.status_app(), status.listen)
+            log.info("status page on http://%s/status, metrics on /metrics%s", status.listen,
+                     " (bearer token required)" if status.token.env or status.token.file
+                     else "")
+        print(ready(), flush=True)
+        await stop.wait()
+        await watcher
+        return 0
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        await driver.stop()
+
+
+async def _serve(directory: Directory, *, start_pbx: bool) -> int:
+    from backline.app.secrets import read_secret
+    from backline.localpbx.asterisk import (
+        asterisk_pbx,
+        check_bound,
+        hold_instance,
+        local_instance,
+        prepare,
+    )
+    from backline.pbx.asterisk.driver import AsteriskDriver
+
+    if directory.connections.pbx is not None and directory.connections.pbx.kind == "freeswitch":
+        return await serve_freeswitch(directory, start_pbx=start_pbx)
+    journal = await asyncio.to_thread(open_journal, directory.connections.storage.url)
+    stop = stop_on_signals()
+    controller = Controller(directory, journal)
+    pbx = asterisk_pbx(directory)
+    local = None
+    lock: int | None = None
+    # An Asterisk found running (its `up` was killed) is ours once `ready` is said: until
+    # then a failure leaves it running as it was found, answering callers.
+    adopted = False
+    said_ready = False
+    config = config_path(directory)
+    try:
+        if start_pbx:
+            from backline.localpbx.pbxroot import ensure_root
+
+            root = await asyncio.to_thread(ensure_root)
+            name = instance_name(directory)
+            lock = await asyncio.to_thread(
+                hold_instance, local_instance(directory, name, root=root), config)
+            local = await asyncio.to_thread(prepare, directory, name, root=root)
+            controller.pbx_root = root
+            controller.cdr_path = local.instance.host_path(
+                local.instance.dir("log") / "cdr-csv" / "Master.csv")
+            controller.faxes.spool = local.instance.host_path(local.instance.dir("spool"))
+            running = await asyncio.to_thread(local.instance.find_running)
+            if running is not None:
+                local.instance.adopt(running)
+                adopted = True
+                # The files were just rewritten (a new AMI secret, a changed practice).
+                await asyncio.to_thread(local.instance.cli, "core reload")
+                log.warning("Asterisk for this config was still running (pid %s; the `backline "
+                            "up` that started it did not stop it): adopted, configuration "
+                            "reloaded", running)
+            else:
+                await asyncio.to_thread(local.instance.start)
+                log.info("Asterisk started (pid %s), SIP on %s", local.instance.pid, pbx.sip)
+        driver = AsteriskDriver(pbx, read_secret(pbx.ami_secret, "connections.pbx.ami"),
+                                controller.book, controller.conversations, controller.mode,
+                                controller.record_attempt, controller.desk_phone_switch,
+                                controller.import_pbx_record, faxes=controller.faxes,
+                                record_later=controller.record_later,
+                                emergency=controller.emergency_call,
+                                clock=lambda: controller.clock(),
+                                hours_override=lambda: controller.hours_override,
+                                hours_feature=controller.desk_phone_hours)
+        controller.emergency.phone = driver
+        driver.latency_hook = controller.metrics.agi_latency
+        controller.pbx_settings = driver.pbx_settings
+
+        async def verify() -> None:
+            if local is not None:
+                await asyncio.to_thread(check_bound, local.instance, pbx)
+
+        def ready() -> str:
+            nonlocal said_ready
+            said_ready = True
+            console = f"; Asterisk console: backline console --config {config}" \
+                if local is not None else ""
+            return (f"ready: {directory.practice.name}: mode {controller.mode().value}; SIP on "
+                    f"{pbx.sip}, FastAGI on {pbx.agi}{console}; Ctrl-C stops")
+
+        return await serve_with(controller, driver, stop, ready, verify)
+    finally:
+        await controller.close()
+        if local is not None and (said_ready or not adopted):
+            await asyncio.to_thread(local.instance.stop)
+        if lock is not None:
+            os.close(lock)
+        journal.close()
 
 
 async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
                            stop: asyncio.Event | None = None) -> int:
-    from backline.app.controller import Controller, serve_with, stop_on_signals
-    from backline.journal import open_journal
-    from backline.localpbx.asterisk import SecretMissing, read_secret
+    from backline.app.secrets import SecretMissing, read_secret
     from backline.pbx.freeswitch.driver import FreeswitchDriver
 
     pbx = directory.connections.pbx
@@ -43,3 +205,19 @@ async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
     finally:
         await controller.close()
         journal.close()
+
+
+def run_controller(directory: Directory, *, start_pbx: bool) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with controller_runner() as runner:
+        return runner.run(_serve(directory, start_pbx=start_pbx))
+
+
+def controller_runner() -> asyncio.Runner:
+    """The controller's event loop: uvloop's, whose sockets cost about half the CPU of
+    asyncio's own on the per-call FastAGI path (bench/calls.py runs the controller on it too).
+    """
+    import uvloop
+
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)

@@ -110,3 +110,9 @@ def spoken_notice(caller: EmergencyCaller, practice: str) -> str:
     where = caller.location.one_line() if caller.location is not None else ""
     return (f"Attention. This is {practice}. An emergency call was placed from "
             f"{caller.user.name}'s desk phone" + (f", at {where}" if where else "") + ", at")
+
+
+class NoticeUnheard(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

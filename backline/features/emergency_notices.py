@@ -29,7 +29,7 @@ from email.utils import format_datetime
 from typing import Protocol
 
 from backline.core.e164 import redact
-from backline.core.emergency import EmergencyCall, Notice, describe, notice
+from backline.core.emergency import EmergencyCall, Notice, NoticeUnheard, describe, notice
 from backline.core.model import Directory
 from backline.features.alerts.service import Mailer, SmsSender, mailer_for, sms_client_for
 from backline.features.sending import retry
@@ -58,12 +58,6 @@ class NoticeCaller(Protocol):
                                ) -> None:
         """Return once the desk phone answered and heard it; raise :class:`NoticeUnheard`
         (with why) if it could not be called or did not answer."""
-
-
-class NoticeUnheard(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class EmergencyNotices:
@@ -236,8 +230,6 @@ class EmergencyNotices:
             raise NoticeUnheard("the PBX is not connected yet")
         await self.phone.call_with_notice(n.recipient, n.call.desk_phone, n.call.at)
         log.info("emergency notice heard on desk phone %s", n.recipient)
-
-
 
 
 def notices_for(directory: Directory, journal: Journal, clock: Clock, *, node: str = ""

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol, assert_never
+from typing import Any, assert_never
 
+import backline.journal.schema as schema
 from backline.core.hours import HoursOverride, HoursState
 from backline.core.outage import Mode, ModeChange, ModeState, Via
 from backline.core.records import (
@@ -35,32 +36,14 @@ from backline.core.records import (
     Placement,
     filed,
 )
-from backline.journal import schema
 from backline.journal.delivery import InboxJournal
 from backline.journal.emergency import EmergencyJournal
 from backline.journal.replies import ReplyJournal
-
-_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+from backline.journal.rows import Cursor, _attempt, from_text, to_text
 
 
 class JournalError(Exception):
     """The journal cannot be used (unreachable, newer schema, corrupt)."""
-
-
-def to_text(at: datetime) -> str:
-    if at.tzinfo is None:
-        raise ValueError("journal times must be timezone-aware")
-    return at.astimezone(UTC).strftime(_TIME)
-
-
-def from_text(text: str) -> datetime:
-    return datetime.strptime(text, _TIME).replace(tzinfo=UTC)
-
-
-class Cursor(Protocol):
-    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
-    def fetchone(self) -> Any: ...
-    def fetchall(self) -> list[Any]: ...
 
 
 class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, abc.ABC):
@@ -491,14 +474,6 @@ class StaleMode(JournalError):
     def __init__(self, now: ModeState) -> None:
         super().__init__(f"the mode changed meanwhile; it is now {now.mode.value}")
         self.now = now
-
-
-def _attempt(row: Sequence[Any]) -> Attempt:
-    (id_, key, at, kind, mode, sender, recipient, outcome, text, file, detail, node,
-     delivery, sender_raw) = row
-    return Attempt(int(id_), key, from_text(at), AttemptKind(kind), Mode(mode), sender,
-                   recipient, Outcome(outcome), text, file, detail, node, Delivery(delivery),
-                   sender_raw)
 
 
 def _change(row: Sequence[Any]) -> ModeChange:

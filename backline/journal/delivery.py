@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import backline.journal.rows as _rows
 from backline.core.records import Attempt, Delivery
-from backline.journal import base as _base
 
 if TYPE_CHECKING:
-    from backline.journal.base import Cursor
+    from backline.journal.rows import Cursor
 
 DRAIN_LEASE = "drain"
 
@@ -98,13 +98,13 @@ class InboxJournal:
             cur.execute(self._q(
                 "INSERT INTO held_emails (received_at, mail_from, rcpt_to, data_b64) "
                 "VALUES (?, ?, ?, ?) RETURNING id"),
-                (_base.to_text(received_at), mail_from, "\n".join(rcpt_to),
+                (_rows.to_text(received_at), mail_from, "\n".join(rcpt_to),
                  base64.b64encode(data).decode("ascii")))
             email_id = int(cur.fetchone()[0])
             cur.execute(self._q(
                 "INSERT INTO inbox_items (item_key, kind, email_id, received_at, state) "
                 "VALUES (?, 'email', ?, ?, ?)"),
-                (key, email_id, _base.to_text(received_at), ItemState.HELD.value))
+                (key, email_id, _rows.to_text(received_at), ItemState.HELD.value))
             return email_id
 
     def enqueue_held(self) -> int:
@@ -134,7 +134,7 @@ class InboxJournal:
                 "UPDATE inbox_lease SET holder = ?, lease_until = ? "
                 "WHERE name = ? AND (holder = ? OR lease_until <= ? OR holder = ?) "
                 "RETURNING name"),
-                (holder, _base.to_text(until), DRAIN_LEASE, holder, _base.to_text(now),
+                (holder, _rows.to_text(until), DRAIN_LEASE, holder, _rows.to_text(now),
                  dead or holder))
             return cur.fetchone() is not None
 
@@ -149,7 +149,7 @@ class InboxJournal:
             cur.execute(self._q(
                 "UPDATE inbox_lease SET holder = ?, lease_until = ? "
                 "WHERE name = ? AND (holder = ? OR lease_until <= ?) RETURNING name"),
-                (holder, _base.to_text(until), name, holder, _base.to_text(now)))
+                (holder, _rows.to_text(until), name, holder, _rows.to_text(now)))
             return cur.fetchone() is not None
 
     def release_lease(self, name: str, holder: str) -> None:
@@ -243,7 +243,7 @@ class InboxJournal:
             "UPDATE inbox_items SET state = ?, tries = tries + 1, last_error = ?, "
             "accepted_at = ? WHERE id = ? AND state = ?"),
             (state.value, reason[:300],
-             _base.to_text(at) if state is ItemState.DELIVERED else "", item_id,
+             _rows.to_text(at) if state is ItemState.DELIVERED else "", item_id,
              ItemState.HELD.value))
         cur.execute(self._q(
             "UPDATE attempts SET delivery = ? WHERE id = "
@@ -262,7 +262,7 @@ class InboxJournal:
             cur.execute(self._q(
                 "UPDATE inbox_items SET tries = tries + 1, next_try_at = ?, last_error = ? "
                 "WHERE id = ? AND state = ?"),
-                (_base.to_text(next_try_at), reason[:300], item_id, ItemState.HELD.value))
+                (_rows.to_text(next_try_at), reason[:300], item_id, ItemState.HELD.value))
 
     def inbox_counts(self) -> dict[str, int]:
         """Queued items by state (held, delivered, failed)."""
@@ -288,13 +288,13 @@ class InboxJournal:
 def _item(row: Sequence[Any]) -> InboxItem:
     (id_, key, kind, received_at, state, tries, next_try_at, last_error, accepted_at,
      attempt_id, email_id) = row[:_ATTEMPT_AT]
-    attempt = _base._attempt(row[_ATTEMPT_AT:_EMAIL_AT]) if attempt_id is not None else None
+    attempt = _rows._attempt(row[_ATTEMPT_AT:_EMAIL_AT]) if attempt_id is not None else None
     email = None
     if email_id is not None:
         e_id, e_at, mail_from, rcpt_to = row[_EMAIL_AT:_EMAIL_AT + 4]
-        email = HeldEmail(int(e_id), _base.from_text(e_at), mail_from,
+        email = HeldEmail(int(e_id), _rows.from_text(e_at), mail_from,
                           tuple(r for r in str(rcpt_to).split("\n") if r), b"")
-    return InboxItem(int(id_), key, kind, _base.from_text(received_at), ItemState(state),
-                     int(tries), _base.from_text(next_try_at) if next_try_at else None,
-                     last_error, _base.from_text(accepted_at) if accepted_at else None,
+    return InboxItem(int(id_), key, kind, _rows.from_text(received_at), ItemState(state),
+                     int(tries), _rows.from_text(next_try_at) if next_try_at else None,
+                     last_error, _rows.from_text(accepted_at) if accepted_at else None,
                      attempt, email)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from backline.journal import base as _base
+import backline.journal.rows as _rows
 
 if TYPE_CHECKING:
-    from backline.journal.base import Cursor
+    from backline.journal.rows import Cursor
 
 
 class NoticeState(enum.Enum):
@@ -89,14 +89,14 @@ class EmergencyJournal:
             cur.execute(self._q(
                 "INSERT INTO emergency_calls (key, at, desk_phone, dialled, who, location, "
                 "late, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
-                (key, _base.to_text(at), desk_phone, dialled, who, location, int(late), node))
+                (key, _rows.to_text(at), desk_phone, dialled, who, location, int(late), node))
             call_id = int(cur.fetchone()[0])
             for channel, recipient in dict.fromkeys(recipients):
                 cur.execute(self._q(
                     "INSERT INTO emergency_notices (call_id, channel, recipient, state, "
                     "next_try_at) VALUES (?, ?, ?, ?, ?)"),
                     (call_id, channel, recipient, NoticeState.PENDING.value,
-                     _base.to_text(at)))
+                     _rows.to_text(at)))
             return True
 
     def claim_due_notices(self, now: datetime, lease_until: datetime,
@@ -109,12 +109,12 @@ class EmergencyJournal:
                 "JOIN emergency_calls c ON c.id = d.call_id "
                 "WHERE d.state = ? AND d.next_try_at <= ? AND d.claimed_until <= ? "
                 "ORDER BY c.at, d.id LIMIT ?" + self.claim_lock),
-                (NoticeState.PENDING.value, _base.to_text(now), _base.to_text(now), limit))
+                (NoticeState.PENDING.value, _rows.to_text(now), _rows.to_text(now), limit))
             due = [_notice(r) for r in cur.fetchall()]
             for n in due:
                 cur.execute(self._q(
                     "UPDATE emergency_notices SET claimed_until = ? WHERE id = ?"),
-                    (_base.to_text(lease_until), n.id))
+                    (_rows.to_text(lease_until), n.id))
             return due
 
     def next_notice_at(self) -> datetime | None:
@@ -125,7 +125,7 @@ class EmergencyJournal:
                 "ELSE next_try_at END) FROM emergency_notices WHERE state = ?"),
                 (NoticeState.PENDING.value,))
             row = cur.fetchone()
-            return _base.from_text(row[0]) if row is not None and row[0] else None
+            return _rows.from_text(row[0]) if row is not None and row[0] else None
 
     def notice_done(self, notice_id: int, state: NoticeState, at: datetime,
                     error: str = "") -> None:
@@ -134,7 +134,7 @@ class EmergencyJournal:
             cur.execute(self._q(
                 "UPDATE emergency_notices SET state = ?, sent_at = ?, tries = tries + 1, "
                 "claimed_until = '', last_error = ? WHERE id = ? AND state = ?"),
-                (state.value, _base.to_text(at), error[:500], notice_id,
+                (state.value, _rows.to_text(at), error[:500], notice_id,
                  NoticeState.PENDING.value))
 
     def notice_failed(self, notice_id: int, next_try_at: datetime, error: str) -> None:
@@ -142,7 +142,7 @@ class EmergencyJournal:
             cur.execute(self._q(
                 "UPDATE emergency_notices SET tries = tries + 1, next_try_at = ?, "
                 "claimed_until = '', last_error = ? WHERE id = ? AND state = ?"),
-                (_base.to_text(next_try_at), error[:500], notice_id,
+                (_rows.to_text(next_try_at), error[:500], notice_id,
                  NoticeState.PENDING.value))
 
     def emergency_calls(self, limit: int = 20) -> list[EmergencyCallRecord]:
@@ -165,11 +165,11 @@ class EmergencyJournal:
 
 
 def _call(row: Sequence[Any]) -> EmergencyCallRecord:
-    return EmergencyCallRecord(int(row[0]), row[1], _base.from_text(row[2]), row[3], row[4],
+    return EmergencyCallRecord(int(row[0]), row[1], _rows.from_text(row[2]), row[3], row[4],
                                row[5], row[6], bool(row[7]), row[8])
 
 
 def _notice(row: Sequence[Any]) -> EmergencyNotice:
     return EmergencyNotice(int(row[0]), _call(row[8:]), row[1], row[2], NoticeState(row[3]),
-                           int(row[4]), _base.from_text(row[5]), row[6],
-                           _base.from_text(row[7]) if row[7] else None)
+                           int(row[4]), _rows.from_text(row[5]), row[6],
+                           _rows.from_text(row[7]) if row[7] else None)

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import backline.journal.rows as _rows
 from backline.core.outage import Mode
 from backline.core.records import Attempt, AttemptKind, Outcome
-from backline.journal import base as _base
 
 if TYPE_CHECKING:
-    from backline.journal.base import Cursor
+    from backline.journal.rows import Cursor
 
 
 class ReplyState(enum.Enum):
@@ -89,7 +89,7 @@ class ReplyJournal:
                 "next_try_at) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (attempt_id) DO NOTHING RETURNING id"),
                 (attempt_id, sender, recipient, state.value, not_sent[:300],
-                 _base.to_text(now)))
+                 _rows.to_text(now)))
             return cur.fetchone() is not None
 
     def claim_due_replies(self, now: datetime, lease_until: datetime,
@@ -101,11 +101,11 @@ class ReplyJournal:
                 f"SELECT {_COLUMNS} FROM sms_replies d WHERE d.state IN (?, ?) "
                 "AND d.next_try_at <= ? AND d.claimed_until <= ? "
                 "ORDER BY d.next_try_at, d.id LIMIT ?" + self.claim_lock),
-                (*_OPEN, _base.to_text(now), _base.to_text(now), limit))
+                (*_OPEN, _rows.to_text(now), _rows.to_text(now), limit))
             due = [_reply(r) for r in cur.fetchall()]
             for r in due:
                 cur.execute(self._q("UPDATE sms_replies SET claimed_until = ? WHERE id = ?"),
-                            (_base.to_text(lease_until), r.id))
+                            (_rows.to_text(lease_until), r.id))
             return due
 
     def reply_sent(self, reply_id: int, at: datetime, message_sid: str) -> None:
@@ -115,7 +115,7 @@ class ReplyJournal:
             cur.execute(self._q(
                 "UPDATE sms_replies SET state = ?, sent_at = ?, message_sid = ?, "
                 "tries = tries + 1, claimed_until = '', detail = '' WHERE id = ? AND state <> ?"),
-                (ReplyState.SENT.value, _base.to_text(at), message_sid[:64], reply_id,
+                (ReplyState.SENT.value, _rows.to_text(at), message_sid[:64], reply_id,
                  ReplyState.SENT.value))
             cur.execute(self._q(
                 "UPDATE attempts SET outcome = ? WHERE id = "
@@ -128,7 +128,7 @@ class ReplyJournal:
             cur.execute(self._q(
                 "UPDATE sms_replies SET state = ?, tries = tries + 1, next_try_at = ?, "
                 "claimed_until = '', detail = ? WHERE id = ? AND state IN (?, ?)"),
-                (ReplyState.FAILED.value, _base.to_text(next_try_at), why[:300], reply_id,
+                (ReplyState.FAILED.value, _rows.to_text(next_try_at), why[:300], reply_id,
                  *_OPEN))
 
     def reply_not_sent(self, reply_id: int, why: str, *, tried: bool = True) -> None:
@@ -154,7 +154,7 @@ class ReplyJournal:
                 "SELECT MIN(CASE WHEN claimed_until > next_try_at THEN claimed_until "
                 "ELSE next_try_at END) FROM sms_replies WHERE state IN (?, ?)"), _OPEN)
             row = cur.fetchone()
-            return _base.from_text(row[0]) if row is not None and row[0] else None
+            return _rows.from_text(row[0]) if row is not None and row[0] else None
 
     def close_open_replies(self, now: datetime, why: str) -> int:
         """Once no outage is engaged, every open reply nobody is trying right now becomes
@@ -166,7 +166,7 @@ class ReplyJournal:
             if not self._normal_now(cur):
                 return 0
             cur.execute(self._q("SELECT id FROM sms_replies WHERE state IN (?, ?) "
-                                "AND claimed_until <= ?"), (*_OPEN, _base.to_text(now)))
+                                "AND claimed_until <= ?"), (*_OPEN, _rows.to_text(now)))
             ids = [int(r[0]) for r in cur.fetchall()]
             for reply_id in ids:
                 self._close(cur, reply_id, now, why)
@@ -198,7 +198,7 @@ class ReplyJournal:
             "UPDATE sms_replies SET state = ?, detail = CASE WHEN detail = '' THEN ? "
             "ELSE CAST(? AS TEXT) || ' (last try: ' || detail || ')' END "
             "WHERE id = ? AND state IN (?, ?) AND claimed_until <= ?"),
-            (ReplyState.NOT_SENT.value, why, why, reply_id, *_OPEN, _base.to_text(now)))
+            (ReplyState.NOT_SENT.value, why, why, reply_id, *_OPEN, _rows.to_text(now)))
 
     def replies_of_attempts(self, attempt_ids: Sequence[int]) -> dict[int, SmsReply]:
         """The replies to these attempts (those that have one), by attempt id."""
@@ -219,14 +219,14 @@ class ReplyJournal:
                 "AND a.at >= ? AND NOT EXISTS "
                 "(SELECT 1 FROM sms_replies r WHERE r.attempt_id = a.id) ORDER BY a.id LIMIT ?"),
                 (AttemptKind.SMS.value, Mode.OUTAGE.value, Outcome.REFUSED.value,
-                 _base.to_text(since), limit))
-            return [_base._attempt(r) for r in cur.fetchall()]
+                 _rows.to_text(since), limit))
+            return [_rows._attempt(r) for r in cur.fetchall()]
 
 
 def _reply(row: Sequence[Any]) -> SmsReply:
     (id_, attempt_id, sender, recipient, state, detail, tries, next_try_at, claimed_until,
      sent_at, message_sid) = row
     return SmsReply(int(id_), int(attempt_id), sender, recipient, ReplyState(state), detail,
-                    int(tries), _base.from_text(next_try_at),
-                    _base.from_text(claimed_until) if claimed_until else None,
-                    _base.from_text(sent_at) if sent_at else None, message_sid)
+                    int(tries), _rows.from_text(next_try_at),
+                    _rows.from_text(claimed_until) if claimed_until else None,
+                    _rows.from_text(sent_at) if sent_at else None, message_sid)

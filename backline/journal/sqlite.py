@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backline.journal.base import Cursor, JournalError, SqlJournal
+from backline.journal.base import JournalError, SqlJournal
+from backline.journal.rows import Cursor
 
 # The files SQLite keeps for one journal, beside it.
 COMPANIONS = ("", "-wal", "-shm", "-journal")

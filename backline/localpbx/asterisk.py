@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from backline.core.model import AsteriskPbx, Directory, Secret
+from backline.app.secrets import SecretMissing, read_secret
+from backline.core.model import AsteriskPbx, Directory
 from backline.localpbx.instance import AsteriskInstance, AsteriskPorts
 from backline.localpbx.whereabouts import holds_port, port_holders
 from backline.render.announcement import (
@@ -22,27 +23,9 @@ from backline.render.asterisk import AsteriskSecrets, RenderedFile, render
 from backline.render.secrets import load_or_create
 
 
-class SecretMissing(Exception):
-    """A secret the config names is not available (environment variable unset, file gone)."""
-
-
 class PbxNotReady(Exception):
     """``backline up`` cannot serve: another ``up`` holds this config's Asterisk, or the
     Asterisk did not bind its ports (another process holds them)."""
-
-
-def read_secret(secret: Secret, what: str) -> str:
-    if secret.env:
-        value = os.environ.get(secret.env, "")
-        if not value:
-            raise SecretMissing(f"{what}: the environment variable {secret.env} is not set")
-        return value
-    if secret.file:
-        try:
-            return Path(secret.file).read_text().strip()
-        except OSError as exc:
-            raise SecretMissing(f"{what}: cannot read {secret.file} ({exc.strerror})") from exc
-    raise SecretMissing(f"{what}: no secret configured")
 
 
 def asterisk_pbx(directory: Directory) -> AsteriskPbx:

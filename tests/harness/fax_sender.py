@@ -28,6 +28,7 @@ from backline.fax.tiff import read_pages
 from backline.localpbx.instance import LOOPBACK, AsteriskInstance, AsteriskPorts, DirectoryWatch
 from backline.pbx.asterisk import cdr
 from backline.pbx.asterisk.ami import AmiLink
+from backline.pbx.ports import CdrRow
 from tests.harness.practice_pbx import PracticePbx
 
 AMI_USER = "faxsender"
@@ -234,8 +235,8 @@ def fax_stats(instance: AsteriskInstance) -> dict[str, dict[str, int]]:
     return sections
 
 
-def wait_for_cdr(path: Path, predicate: Callable[[cdr.CdrRow], bool],
-                 within: float) -> cdr.CdrRow:
+def wait_for_cdr(path: Path, predicate: Callable[[CdrRow], bool],
+                 within: float) -> CdrRow:
     """The first CDR row (cdr_csv's Master.csv) matching ``predicate``, waiting on inotify.
 
     Asterisk writes a call's row once the channel is gone, after its h extension: a fax's

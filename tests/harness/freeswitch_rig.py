@@ -22,8 +22,8 @@ from backline.core.model import Directory, FreeswitchPbx, HostPort, Secret
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
-from backline.pbx.asterisk.driver import FaxDesk
 from backline.pbx.freeswitch.driver import FreeswitchDriver
+from backline.pbx.ports import FaxDesk
 from tests.harness.eslserver import Channel, EslConnection, EslServer
 
 PASSWORD = "ClueCon-test"

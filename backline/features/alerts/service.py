@@ -333,7 +333,7 @@ def senders_for(directory: Directory, what: str) -> Senders | None:
 def mailer_for(directory: Directory, what: str) -> SmtpMailer | None:
     """The SMTP sender for ``what``, or None (the reason logged) without a usable
     ``connections.smtp``."""
-    from backline.localpbx.asterisk import SecretMissing, read_secret
+    from backline.app.secrets import SecretMissing, read_secret
 
     smtp = directory.connections.smtp
     if smtp is None:
@@ -353,7 +353,7 @@ def mailer_for(directory: Directory, what: str) -> SmtpMailer | None:
 def sms_client_for(directory: Directory, what: str) -> SmsGatewayClient | None:
     """The SMS gateway client for ``what``, or None (the reason logged) when the gateway is
     not configured to send."""
-    from backline.localpbx.asterisk import SecretMissing, read_secret
+    from backline.app.secrets import SecretMissing, read_secret
 
     gateway = directory.connections.sms_gateway
     try:
@@ -371,7 +371,7 @@ def sms_client_for(directory: Directory, what: str) -> SmsGatewayClient | None:
 
 def why_no_alerts(directory: Directory) -> str:
     """Why ``notifier_for`` makes no notifier, in the words of the config ("" if it would)."""
-    from backline.localpbx.asterisk import SecretMissing, read_secret
+    from backline.app.secrets import SecretMissing, read_secret
 
     smtp = directory.connections.smtp
     if not directory.backup.alerts.emails:

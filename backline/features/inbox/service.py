@@ -396,8 +396,8 @@ def holder_is_dead(holder: str) -> bool:
 def inbox_for(directory: Directory, journal: Journal, mode: Callable[[], Mode], clock: Clock,
               *, backoff: Backoff | None = None, node: str = "") -> InboxDrain | None:
     """The practice's drain, or None (logged) if ``connections.inbox`` is not set up."""
+    from backline.app.secrets import SecretMissing, read_secret
     from backline.features.links.server import fax_files
-    from backline.localpbx.asterisk import SecretMissing, read_secret
 
     inbox = directory.connections.inbox
     if inbox is None or not inbox.url:

@@ -179,7 +179,7 @@ class AutoReplies:
         return sent
 
     async def _send(self, reply: SmsReply) -> int:
-        from backline.localpbx.asterisk import SecretMissing, read_secret
+        from backline.app.secrets import SecretMissing, read_secret
 
         assert self._gateway is not None  # the task runs only with one
         try:

@@ -18,14 +18,12 @@ from typing import Any
 from panoramisk import Manager
 from panoramisk.actions import Action
 
+from backline.pbx.ports import LinkDown
+
 log = logging.getLogger("backline.ami")
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
-
-
-class LinkDown(Exception):
-    """The AMI link is down or an action went unanswered."""
 
 
 class LoginRefused(Exception):

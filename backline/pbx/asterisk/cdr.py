@@ -12,28 +12,18 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from backline.core.emergency import EmergencyCall
 from backline.core.outage import Mode
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
 from backline.pbx.asterisk import dialplan_variables as v
+from backline.pbx.ports import CdrRow
 
 # cdr_csv's column order with loguniqueid and loguserfield (cdr_csv.c, build_csv_record).
 COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
            "lastdata", "start", "answer", "end", "duration", "billsec", "disposition",
            "amaflags", "uniqueid", "userfield")
-
-
-@dataclass(frozen=True, slots=True)
-class CdrRow:
-    caller: str
-    dialled: str
-    context: str
-    last_app: str
-    start: datetime
-    uniqueid: str
 
 
 def _rows(text: str) -> Iterator[tuple[dict[str, str], datetime]]:

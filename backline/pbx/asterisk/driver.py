@@ -14,12 +14,12 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from backline.core import e164
 from backline.core.conversations import ConversationBook
 from backline.core.emergency import EmergencyCall
-from backline.core.fax_intake import BadFaxReport, FaxEnd, StorageCheck, fax_end_from_args
+from backline.core.fax_intake import BadFaxReport, fax_end_from_args
 from backline.core.hours import HoursOverride, HoursState
 from backline.core.model import AsteriskPbx
 from backline.core.outage import Mode
@@ -36,10 +36,11 @@ from backline.core.routing import (
     dialled,
 )
 from backline.pbx.asterisk import dialplan_variables as v
-from backline.pbx.asterisk.ami import AmiLink, LinkDown
+from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.commands import inbound_variables, outbound_variables, packed
 from backline.pbx.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
 from backline.pbx.inbound import decide_inbound
+from backline.pbx.ports import FaxDesk, LinkDown
 
 log = logging.getLogger("backline.asterisk")
 
@@ -51,15 +52,6 @@ NO_CONTACTS = "No Contacts found"
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
 # A contact we will put into a Dial string: nothing that could split it (&, comma) or quote.
 _SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
-
-
-class FaxDesk(Protocol):
-    """Where faxes go (``backline.pbx.asterisk.fax.FaxIntake``): asked before a fax is answered,
-    told when one ends."""
-
-    async def storage(self) -> StorageCheck: ...
-
-    async def fax_ended(self, end: FaxEnd) -> bool: ...
 
 
 class AsteriskDriver:
@@ -284,7 +276,7 @@ class AsteriskDriver:
         """Call ``desk_phone`` and play it the 911 notice about ``about_phone`` (see
         backline.features.emergency_notices): every contact it registered rings; returns when one
         answered, raises NoticeUnheard otherwise."""
-        from backline.features.emergency_notices import NoticeUnheard
+        from backline.core.emergency import NoticeUnheard
 
         user = self.book.user_of_phone(desk_phone)
         contacts = [r.contact for r in self.registrations.live_registrations(user or "")

@@ -56,8 +56,7 @@ from backline.fax.errors import PdfMismatch, UnreadableTiff
 from backline.fax.header import FaxHeader
 from backline.fax.pdf import tiff_to_pdf
 from backline.fax.verify import verify_pdf
-from backline.pbx.asterisk import dialplan_variables as v
-from backline.pbx.asterisk.cdr import CdrRow
+from backline.pbx.ports import REJECT_CONTEXT, CdrRow
 from backline.render.asterisk import FAX_SPOOL_FILE
 
 log = logging.getLogger("backline.fax")
@@ -65,10 +64,6 @@ log = logging.getLogger("backline.fax")
 # Debian's astspooldir: where an Asterisk installed on the host writes received faxes.
 DEFAULT_SPOOL = Path("/var/spool/asterisk")
 DEFAULT_FAX_DIR = Path("/var/lib/backline/fax")  # connections.pbx.fax_dir's default
-# The contexts a fax call ends in (backline.render.asterisk), as the CDR names them.
-RECEIVE_CONTEXT = f"backline-{v.FAX}"
-REJECT_CONTEXT = f"backline-{v.REJECT_FAX}"
-FAX_CONTEXTS = frozenset({RECEIVE_CONTEXT, REJECT_CONTEXT})
 # Far above any fax (a page is tens of kilobytes); a bigger "TIFF" is not read into memory.
 MAX_TIFF_BYTES = 64 * 1024 * 1024
 

@@ -3,7 +3,7 @@
 When the controller is away the rendered dialplan answers on its own (the announcement; rxfax
 for a fax number), and mod_cdr_csv still writes a row per call with the template rendered
 here (:data:`TEMPLATE`). On return the controller reads the rows into the same
-:class:`~backline.pbx.asterisk.cdr.CdrRow` the Asterisk import uses, keyed by the channel's
+:class:`~backline.pbx.ports.CdrRow` the Asterisk import uses, keyed by the channel's
 uuid: ``call:UUID`` is the key the driver journals a call under, and a fax goes to the fax
 intake under ``fax:UUID``, so a call the controller already journaled is not recorded twice,
 and a re-import is harmless.
@@ -23,9 +23,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Final
 
-from backline.pbx.asterisk.cdr import CdrRow
-from backline.pbx.asterisk.fax import RECEIVE_CONTEXT
 from backline.pbx.freeswitch import names
+from backline.pbx.ports import RECEIVE_CONTEXT, CdrRow
 
 # The channel variables of a row, in order (``${start_epoch}``: whole seconds, UTC).
 COLUMNS: Final = ("uuid", "start_epoch", names.ROUTE, names.NUMBER, names.KIND, "last_app",

@@ -31,7 +31,6 @@ from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.routing import InboundCall, ReceiveFax, Registrations, decide_outbound, dialled
-from backline.pbx.asterisk.driver import FaxDesk
 from backline.pbx.freeswitch import names, wire
 from backline.pbx.freeswitch.callsocket import CallGone, CallSession, CallSocketServer
 from backline.pbx.freeswitch.commands import (
@@ -44,6 +43,7 @@ from backline.pbx.freeswitch.commands import (
 from backline.pbx.freeswitch.fax import fax_end, fax_result_event
 from backline.pbx.freeswitch.hub import EslCommandFailed, EslHub, EslLinkDown
 from backline.pbx.inbound import decide_inbound
+from backline.pbx.ports import FaxDesk
 
 log = logging.getLogger("backline.freeswitch")
 

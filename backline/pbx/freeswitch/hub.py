@@ -46,8 +46,8 @@ import gevent.event
 import gevent.exceptions
 from greenswitch.esl import InboundESL, NotConnectedError
 
-from backline.pbx.asterisk.ami import LinkDown
 from backline.pbx.freeswitch import wire
+from backline.pbx.ports import LinkDown
 
 log = logging.getLogger("backline.esl")
 
