@@ -120,7 +120,7 @@ async def test_a_missing_ca_file_is_named_and_nothing_is_sent(
 
 async def alerts_health(site: Site) -> dict[str, str]:
     async with aiohttp.ClientSession() as http, \
-            http.get(f"{site.base_url}/status.json") as response:
+            http.get(f"{site.status_url}/status.json") as response:
         return dict((await response.json())["health"]["alerts"])
 
 
