@@ -1,6 +1,6 @@
 """Calls per second answered with the outage announcement, with the controller up and killed.
 
-The fail-safe (DESIGN §4): when the controller cannot be reached, the dialplan's ``AGI()``
+The fail-safe: when the controller cannot be reached, the dialplan's ``AGI()``
 fails and the PBX answers on its own with the announcement.  This measures what that costs:
 two arms, each on its own fresh Asterisk from the repo's chroot running the test practice
 (tests/harness/practice_pbx.py) with the outage engaged from the CLI, and ``backline run`` (the

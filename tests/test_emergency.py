@@ -1,4 +1,4 @@
-"""Emergency calls (DESIGN.md §12) on the real Asterisk: the callback number and the
+"""Emergency calls (backline/core/emergency.py) on the real Asterisk: the callback number and the
 practice's name on every 911 from every desk phone, in every mode and with the controller
 gone; the on-site notice by email, SMS and desk phone, once, late if it must be; the location
 with the call where the trunk sends it; and ``check`` refusing a desk phone with no callback

@@ -1,5 +1,5 @@
 """Outage reminders: while an outage stays engaged, every alert recipient is reminded every
-``backup.reminder_hours`` (DESIGN §4).  The schedule and the message (pure), then the real
+``backup.reminder_hours``.  The schedule and the message (pure), then the real
 thing: a controller, a real SMTP server (aiosmtpd) and the Twilio stand-in, the clock moved
 by hand (tests/harness/alert_site.py, as the alert tests).
 

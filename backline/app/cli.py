@@ -1,4 +1,5 @@
-"""``backline``: the command line ops' scripts and runbooks rely on (DESIGN §11).
+"""``backline``: the command line ops' scripts and runbooks rely on: its commands,
+options, output and exit codes keep their meaning (extend them, never rename them).
 
 Exit codes: 0 success, 2 a usage or config error (message on stderr, never a traceback),
 1 anything else that stopped the command (e.g. the journal cannot be opened).

@@ -693,7 +693,7 @@ class _Reader:
             closed = ClosedPath(announcement, forward)
         return Hours(self._timezone, tuple(week), frozenset(holidays), closed)
 
-    # -- emergency calls (DESIGN.md §12) ------------------------------------------------------
+    # -- emergency calls (backline/core/emergency.py) ------------------------------------------
 
     def locations(self, top: YMap) -> dict[str, Location]:
         locations: dict[str, Location] = {}

@@ -129,7 +129,7 @@ class Controller:
         self.replies = AutoReplies(journal, directory.connections.sms_gateway,
                                    directory.backup.sms_reply, self.clock, self.mode,
                                    self._reply_plan)
-        # Every 911 call is journaled and its on-site notice sent (DESIGN.md §12).
+        # Every 911 call is journaled and its on-site notice sent, once (Kari's Law).
         self.emergency: EmergencyNotices = notices_for(directory, journal, self.clock,
                                                        node=self.node)
         intake = directory.connections.email_intake

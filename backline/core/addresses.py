@@ -1,6 +1,6 @@
 """Which hosts are this machine or the practice's private network: where cleartext and
-control ports may go (DESIGN.md §9).  Pure: names and addresses in, an answer out; a name
-other than ``localhost`` is never resolved here, so it counts as remote."""
+control ports (AMI, FastAGI, ESL) may go: never anywhere else.  Pure: names and addresses in,
+an answer out; a name other than ``localhost`` is never resolved here, so it counts as remote."""
 
 from __future__ import annotations
 

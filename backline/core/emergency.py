@@ -1,4 +1,4 @@
-"""Emergency calls (DESIGN.md §12): what each desk phone presents on a 911 call, and what the
+"""Emergency calls: what each desk phone presents on a 911 call, and what the
 people on site are told.  Pure: the directory and the call in, answers out.
 
 A practice's phone system is a multi-line telephone system.  The emergency service must be

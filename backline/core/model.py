@@ -63,7 +63,7 @@ class User:
     active: bool
     extension: str
     desk_phones: tuple[str, ...]
-    # Emergency calls (DESIGN.md §12): a callback number and a location for all of this
+    # Emergency calls (backline/core/emergency.py): a callback number and a location for all of this
     # user's desk phones, unless a desk phone names its own in ``sites``.
     emergency_callback: str = ""
     location: str = ""

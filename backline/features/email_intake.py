@@ -4,7 +4,7 @@ The practice points a backup MX (or its relay's fallback) at ``connections.email
 Each message for one of the practice's ``domains`` is written to the journal, fsynced,
 before the sender hears ``250``; a sender that hears anything else keeps the message and
 tries again, so nothing is lost between the two.  Other domains get ``550`` at RCPT: we are
-nobody's open relay.  No alert is sent for mail (DESIGN §4); the message joins the inbox
+nobody's open relay.  No alert is sent for mail (alerts are for calls); the message joins the inbox
 drain in the order received, byte for byte as it came (after SMTP's dot-unstuffing).
 """
 

@@ -1,4 +1,4 @@
-"""The on-site notice of every 911 call (Kari's Law, DESIGN.md §12): email, SMS and a call to
+"""The on-site notice of every 911 call (Kari's Law): email, SMS and a call to
 each listed desk phone, with who, which desk phone, where and when.
 
 Wiring only; what the notice says is :func:`backline.core.emergency.notice`.  The 911 call itself

@@ -1,6 +1,6 @@
 """The journal's side of emergency calls: each 911 call once, and each on-site notice of it
-sent once (DESIGN.md §12).  A mixin of :class:`~backline.journal.base.SqlJournal`; the
-tables are made by the emergency migration.
+sent once (Kari's Law: the people on site are told of every 911 call).  A mixin of
+:class:`~backline.journal.base.SqlJournal`; the tables are made by the emergency migration.
 
 A call and the notices it owes are written in one transaction, so a notice is never owed for
 a call that is not recorded, and a call told twice (the PBX's event, then its call record

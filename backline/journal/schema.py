@@ -173,7 +173,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             inbox_blocked TEXT NOT NULL
         )""",
     ),
-    (  # 6: emergency calls and their on-site notices (DESIGN.md §12)
+    (  # 6: emergency calls and their on-site notices (Kari's Law)
         # One row per 911 call a desk phone placed, keyed by the PBX's call id: told by the
         # PBX at once, or found in its call record after the controller was away; either
         # way recorded once.  Who, which phone and where are kept as they were at the time.

@@ -99,7 +99,7 @@ def directory_xml(d: Directory, pbx: FreeswitchPbx, secrets: FreeswitchSecrets) 
             _params(entry, {"user_context": names.DESK_CONTEXT,
                             "backline_user": user.id,
                             "effective_caller_id_name": "",
-                            # What a 911 call from this phone presents (DESIGN.md §12).
+                            # What a 911 call from this phone presents (backline/core/emergency.py).
                             "backline_emergency_callback": caller.callback if caller else "",
                             "backline_emergency_name": caller.caller_id_name if caller else ""},
                     tag="variables", item="variable")

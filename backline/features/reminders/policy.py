@@ -1,7 +1,7 @@
 """The reminder that an outage is still engaged: when one is due, and what it says.  Pure.
 
 An outage left on by mistake sends every caller to the announcement, so while it lasts the
-alert recipients are reminded every ``backup.reminder_hours`` (DESIGN §4).  Time is cut into
+alert recipients are reminded every ``backup.reminder_hours``.  Time is cut into
 slots from the moment the outage was engaged: slot ``n`` (n >= 1) falls due at
 ``since + n * interval``.  Only the newest slot due is ever sent: a controller that was down
 for three intervals, or an SMTP server that was, sends one reminder with the true duration,

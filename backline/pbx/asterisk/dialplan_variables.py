@@ -50,10 +50,11 @@ FEATURE_RESULT = "BACKLINE_FEATURE"
 HOURS_CLOSED = "closed"
 HOURS_OPEN = "open"
 
-# Emergency calls (backline/render/asterisk.py, DESIGN.md §12).  Each desk phone's endpoint carries
-# its callback number and caller-ID name (set_var), so 911 needs no controller.  The dialplan
-# marks the call's CDR with EMERGENCY_MARK and raises the EMERGENCY_EVENT user event; the
-# controller sends the on-site notice from either (the CDR when it was away).
+# Emergency calls (backline/render/asterisk.py; the rules in backline/core/emergency.py).
+# Each desk phone's endpoint carries its callback number and caller-ID name (set_var), so 911
+# needs no controller.  The dialplan marks the call's CDR with EMERGENCY_MARK and raises the
+# EMERGENCY_EVENT user event; the controller sends the on-site notice from either (the CDR
+# when it was away).
 EMERGENCY_CALLBACK = "BACKLINE_EMERGENCY_CALLBACK"
 EMERGENCY_NAME = "BACKLINE_EMERGENCY_NAME"
 EMERGENCY_MARK = "emergency"
