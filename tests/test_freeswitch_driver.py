@@ -18,7 +18,7 @@ from backline.core.outage import Mode, ModeChange, ModeState, Via
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
 from backline.journal import open_journal
 from backline.pbx.asterisk.fax import FaxIntake
-from backline.pbx.freeswitch import names
+from backline.pbx.freeswitch import names, wire
 from backline.pbx.freeswitch.hub import EslHub, EslLinkDown
 from tests.fax_samples import FINE, STANDARD, fax_tiff, letter
 from tests.harness.eslserver import (
@@ -326,11 +326,14 @@ async def test_bgapi_result_comes_from_its_background_job_event() -> None:
         await hub.start()
         try:
             await hub.wait_up(5.0)
-            body = await hub.bgapi("originate", "user/ana-p0 &park()")
-            assert body == "+OK 2ba4e0a4-b5e2-4e2a-8d1c-0c1e5a0e1c00\n"
+            job = "job-1"
+            reply = await hub.command(b"bgapi originate user/ana-p0 &park()\nJob-UUID: job-1\n\n")
+            assert isinstance(reply, wire.CommandReply) and reply.ok
             command = await srv.wait_command("bgapi originate")
-            assert command.get("Job-UUID")
+            assert command.get("Job-UUID") == job
             event = await asyncio.wait_for(hub.events.get(), 5.0)
+            assert event.name == "BACKGROUND_JOB" and event.get("Job-UUID") == job
+            assert event.body == b"+OK 2ba4e0a4-b5e2-4e2a-8d1c-0c1e5a0e1c00\n"
             assert "Content-Length" not in dict(event.headers)  # greenswitch's trap avoided
         finally:
             await hub.stop()

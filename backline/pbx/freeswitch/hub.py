@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -219,7 +218,6 @@ class EslHub:
         self._stop: gevent.event.Event | None = None
         self._esl: _GuardedInboundESL | None = None
         self._changed = asyncio.Event()
-        self._jobs: dict[str, asyncio.Future[bytes]] = {}
 
     @property
     def up(self) -> bool:
@@ -243,7 +241,6 @@ class EslHub:
         await asyncio.to_thread(self._thread.join, 10.0)
         self._thread = None
         self._set_up(False)
-        self._fail_jobs("the Event Socket link was stopped")
 
     async def wait_up(self, within: float) -> None:
         """Until the link is logged in; TimeoutError after ``within`` seconds."""
@@ -275,23 +272,6 @@ class EslHub:
         if text.startswith("-ERR"):
             raise EslCommandFailed(command, text.strip())
         return text
-
-    async def bgapi(self, command: str, arg: str | None = None, *, within: float = 30.0) -> str:
-        """``bgapi`` (``originate`` and other slow commands: plain ``api`` would block the
-        socket): the ``+OK Job-UUID`` reply, then the BACKGROUND_JOB event's body."""
-        loop = asyncio.get_running_loop()
-        job = str(uuidlib.uuid4())
-        done: asyncio.Future[bytes] = loop.create_future()
-        self._jobs[job] = done  # before sending: the event may beat the reply here
-        try:
-            reply = await self.command(wire.encode_bgapi(command, arg, job_uuid=job))
-            if not isinstance(reply, wire.CommandReply) or not reply.ok:
-                raise EslCommandFailed(command, getattr(reply, "text", "unexpected reply"))
-            async with asyncio.timeout(within):
-                body = await done
-        finally:
-            self._jobs.pop(job, None)
-        return body.decode("utf-8", "replace")
 
     # -- bridging
 
@@ -334,20 +314,10 @@ class EslHub:
     def _dropped(self, why: str) -> None:
         self.drops.append(why)
         self._set_up(False)
-        self._fail_jobs(why)
-
-    def _fail_jobs(self, why: str) -> None:
-        for future in self._jobs.values():
-            self._settle(future, None, EslLinkDown(why))
 
     def _deliver(self, events: list[wire.Event]) -> None:
-        """In asyncio: queue the events; a background job's result settles its future."""
+        """In asyncio: queue the events."""
         for event in events:
-            if event.name == "BACKGROUND_JOB":
-                job = event.get("Job-UUID") or ""
-                future = self._jobs.get(job)
-                if future is not None:
-                    self._settle(future, event.body, None)
             try:
                 self.events.put_nowait(event)
             except asyncio.QueueFull:

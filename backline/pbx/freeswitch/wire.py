@@ -563,11 +563,6 @@ def _command(line: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
     return text.encode("utf-8")
 
 
-def encode_auth(password: str) -> bytes:
-    """``auth <password>``: compared with ``strcmp`` to the whole rest of the line."""
-    return _command("auth " + _check("password", password))
-
-
 def encode_api(command: str, arg: str | None = None) -> bytes:
     """``api <command> [arg]``: blocking; answered by ``api/response``, no command/reply."""
     line = "api " + _check("command", command, word=True)
@@ -602,19 +597,6 @@ def encode_event_plain(names: Sequence[str]) -> bytes:
     if not names:
         raise UnsafeArgument("names", "", "at least one event name is needed")
     return _command("event plain " + " ".join(_check("name", n, word=True) for n in names))
-
-
-def encode_filter(header_name: str, value: str) -> bytes:
-    """``filter <header> <value>``: only events whose header matches pass (a "filter in")."""
-    return _command(f"filter {_check('header', header_name, word=True)} {_check('value', value)}")
-
-
-def encode_filter_delete(header_name: str, value: str | None = None) -> bytes:
-    """``filter delete <header> [value]``; ``filter delete all`` drops every filter."""
-    line = "filter delete " + _check("header", header_name, word=True)
-    if value is not None:
-        line += " " + _check("value", value)
-    return _command(line)
 
 
 def encode_sendmsg(
@@ -670,19 +652,6 @@ def encode_linger(seconds: int | None = None) -> bytes:
     if seconds <= 0:
         raise UnsafeArgument("seconds", str(seconds), "must be positive; omit for no limit")
     return _command(f"linger {int(seconds)}")
-
-
-def encode_nolinger() -> bytes:
-    return _command("nolinger")
-
-
-def encode_noevents() -> bytes:
-    return _command("noevents")
-
-
-def encode_exit() -> bytes:
-    """``exit``: answered ``+OK bye``, then a disconnect notice, then the socket closes."""
-    return _command("exit")
 
 
 def encode_sendevent(name: str, headers: Sequence[tuple[str, str]]) -> bytes:
