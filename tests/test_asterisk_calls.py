@@ -8,13 +8,16 @@ from Asterisk's AMI events.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from backline.core.e164 import outside
 from backline.core.outage import Mode, ModeChange, ModeState, Via
+from backline.core.records import Outcome
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
 from tests.harness.sipp import (
     DeskPhoneMode,
@@ -176,13 +179,34 @@ async def test_calling_out_by_permission_with_the_numbers_caller_id(
 
 
 async def test_unknown_number_hears_a_refusal_and_odd_caller_ids_are_data(
-        pbx: PracticePbx, tmp_path: Path) -> None:
+        pbx: PracticePbx, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)  # what `backline run` logs
+    name = "Bob\\\\; Hangup() <123;x> $" "{SHELL(id)}"
     unknown = place_calls(sip(pbx), tmp_path, "+13125559999", from_user="carrier",
-                          caller_name="Bob\\\\; Hangup() <123;x> $" "{SHELL(id)}", timeout=20)
+                          caller_name=name, timeout=20)
     assert (await asyncio.to_thread(unknown.wait, 30)).ok  # answered, refused, hung up
     played = await pbx.events.wait_for(lambda e: e.get("Application") == "Playback")
     assert played["AppData"] == "ss-noservice"
     assert pbx.instance.running
+    # The name reached Asterisk, and stayed text: ``${SHELL(id)}`` was not run.
+    caller_name = played["CallerIDName"]
+    assert caller_name.startswith("Bob\\") and caller_name.endswith(name.split(";", 1)[1])
+    # The attempt is journaled once, with the caller as the journal files it (the filtered
+    # number, E.164 where it can be) and nothing of the name anywhere in the row.
+    journal = pbx.controller.journal
+    await pbx.controller.wait_rounds(lambda: len(journal.attempts(limit=10)) >= 1, within=10)
+    (attempt,) = journal.attempts(limit=10)
+    assert attempt.key == f"call:{played['Uniqueid']}"
+    assert (attempt.recipient, attempt.outcome) == ("+13125559999", Outcome.REFUSED)
+    assert attempt.sender == outside("carrier").number and attempt.sender_raw == "carrier"
+    row = repr(attempt)
+    assert not any(part in row for part in ("Bob", "Hangup()", "SHELL", "<123;x>"))
+    # The log says a call was refused without the caller: no part of the name, and the
+    # caller's number only redacted.
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("backline")]
+    assert any("to an unknown number" in line and "from …" in line for line in lines), lines
+    assert not [line for line in lines
+                if any(part in line for part in ("Bob", "Hangup()", "SHELL", "<123;x>"))]
 
 
 async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_is_decided(
