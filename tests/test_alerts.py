@@ -196,15 +196,23 @@ def by_recipient(received: list[Received]) -> Counter[str]:
     return Counter(r for m in received for r in m.rcpt_tos)
 
 
-async def test_every_recipient_hears_of_an_outage_attempt_within_a_second(site: Site) -> None:
+async def test_every_recipient_hears_of_an_outage_attempt_at_once(site: Site) -> None:
+    """The first attempt is alerted by the round it wakes, with the clock where the attempt
+    left it: no gather window is waited out.  (How long the machinery takes on this machine
+    is bench/alerts.py's to measure.)"""
     await site.engage()
-    started = time.monotonic()
+    at = site.clock()
     assert await site.record(AttemptKind.CALL, "+17205550141", PRACTICE_NUMBER)
     emails = await site.sink.wait_for(EMAILS, within=2.0)
     texts = await site.gateway.wait_for_sent(len(ALERT_SMS), within=2.0)
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0, f"alerts took {elapsed:.3f}s"
-    print(f"\nfirst alert: {EMAILS} emails and {len(texts)} SMS in {elapsed * 1000:.0f} ms")
+    await site.notifier.settle()  # the sends are journaled
+    assert site.clock() == at  # the clock never moved: sent before any window could end
+    assert site.journal is not None
+    deliveries = site.journal.alert_deliveries()
+    assert len(deliveries) == EMAILS + len(ALERT_SMS)
+    assert {(d.state, d.tries, d.alert_due_at, d.sent_at) for d in deliveries} == {
+        (AlertState.SENT, 1, at, at)}  # due at the attempt, each sent at its first try
+    assert len({d.alert_id for d in deliveries}) == 1
     assert sorted(r for m in emails for r in m.rcpt_tos) == sorted(ALERT_EMAILS)
     assert [t.to for t in texts] == list(ALERT_SMS)
     assert texts[0].sender == PRACTICE_NUMBER and "Check your email" in texts[0].body
