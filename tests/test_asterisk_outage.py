@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import selectors
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +22,7 @@ from backline.core.outage import Mode, Via
 from backline.features.status.health import Verdict
 from backline.journal import Delivery, Outcome
 from backline.journal.sqlite import SqliteJournal
+from tests.harness.backline_process import ControllerProcess
 from tests.harness.practice_pbx import OUTAGE_PIN, PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, desk_phone, place_calls
 
@@ -272,51 +271,6 @@ async def test_wrong_pins_lock_the_desk_phone_out_even_for_the_right_pin_until_i
     pbx.controller.clock = lambda: start + timedelta(seconds=31)
     await dial_feature(pbx, tmp_path, "ana-desk", "*28", OUTAGE_PIN)
     await pbx.controller.wait_mode(Mode.OUTAGE, within=2.0)
-
-
-class ControllerProcess:
-    """``backline run`` as ops run it, with its output kept so tests can wait on a line."""
-
-    def __init__(self, p: PracticePbx) -> None:
-        # Unbuffered: select() says only what the pipe holds, so no line may wait in a
-        # Python buffer (a buffered readline took several lines at once, and the test then
-        # waited out its deadline with "ready" already read).
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backline.app.cli", "run", str(p.config_path)], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
-        self.lines: list[str] = []
-        self._partial = b""
-        self.wait_for("ready", 60)
-
-    def wait_for(self, needle: str, timeout: float) -> str:
-        """The first output line containing ``needle``, reading on until it comes."""
-        for line in self.lines:
-            if needle in line:
-                return line
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        sel = selectors.DefaultSelector()
-        sel.register(fd, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and sel.select(max(0.0, deadline - time.monotonic())):
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            *complete, self._partial = (self._partial + chunk).split(b"\n")
-            for raw in complete:
-                line = raw.decode("utf-8", "replace") + "\n"
-                self.lines.append(line)
-                if needle in line:
-                    return line
-        raise AssertionError(f"{needle!r} not seen within {timeout}s:\n"
-                             + "".join(self.lines[-30:]))
-
-    def stop(self, kill: bool = False) -> None:
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        self.proc.wait(10)
 
 
 async def test_controller_killed_the_pbx_answers_alone_and_nothing_is_lost(

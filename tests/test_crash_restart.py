@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import selectors
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -34,6 +32,7 @@ from backline.localpbx.asterisk import local_instance
 from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.pbxroot import ensure_root
 from tests.fax_samples import STANDARD, fax_tiff, letter
+from tests.harness.backline_process import BacklineProcess as Backline
 from tests.harness.fax_sender import FaxSender, spool_of, wait_for_cdr, wait_for_pages
 from tests.harness.practice_pbx import (
     AMI_ENV,
@@ -50,51 +49,6 @@ pytestmark = pytest.mark.asterisk
 ROOT = Path(__file__).resolve().parent.parent
 FAX_NUMBER = "+13125550109"
 DIRECT = "+13125550101"
-
-
-class Backline:
-    """A `backline` subprocess whose output lines tests wait on (unbuffered, see
-    tests/test_asterisk_outage.py's ControllerProcess)."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "backline.app.cli", *args], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
-        self.lines: list[str] = []
-        self._partial = b""
-
-    def wait_for(self, needle: str, timeout: float) -> str:
-        for line in self.lines:
-            if needle in line:
-                return line
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        sel = selectors.DefaultSelector()
-        sel.register(fd, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and sel.select(max(0.0, deadline - time.monotonic())):
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            *complete, self._partial = (self._partial + chunk).split(b"\n")
-            for raw in complete:
-                line = raw.decode("utf-8", "replace") + "\n"
-                self.lines.append(line)
-                if needle in line:
-                    return line
-        raise AssertionError(f"{needle!r} not seen within {timeout}s:\n"
-                             + "".join(self.lines[-30:]))
-
-    def finish(self, timeout: float) -> str:
-        """All the output until the process exits."""
-        self.proc.wait(timeout)
-        with pytest.raises(AssertionError):
-            self.wait_for("\0never printed\0", 5)
-        return "".join(self.lines)
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        self.proc.wait(30)
 
 
 def backline(*args: str) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,7 @@ from backline.core.ownership import OwnershipBook
 from backline.core.routing import PlaceEmergencyCall, decide_outbound, dialled
 from backline.journal import open_journal
 from backline.journal.emergency import EmergencyNotice, NoticeState
+from tests.harness.backline_process import ControllerProcess
 from tests.harness.practice_pbx import (
     PracticePbx,
     emergency_with_notice,
@@ -41,7 +42,6 @@ from tests.harness.sipp import (
 )
 from tests.harness.sms_gateway import ACCOUNT_SID, AUTH_TOKEN, TwilioGateway
 from tests.harness.smtp_sink import SmtpSink
-from tests.test_asterisk_outage import ControllerProcess
 
 MAIN, ANA_LINE, SCHED = "+13125550100", "+13125550101", "+13125550102"
 PRACTICE_CID = "Test Family"  # "Test Family Medicine" cut at a word to 15 characters

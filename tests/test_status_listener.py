@@ -23,9 +23,9 @@ from backline.app.controller import Controller
 from backline.features.status.server import SECURITY_HEADERS
 from backline.journal import AttemptKind, open_journal
 from tests.harness.alert_site import PRACTICE_NUMBER, AlertSite, Site, free_port
+from tests.harness.backline_process import ControllerProcess
 from tests.harness.practice_pbx import practice_pbx
 from tests.test_alerts import EMAILS, link_in
-from tests.test_asterisk_outage import ControllerProcess
 
 STATUS_PAGES = ("/status", "/status.json", "/metrics")
 TEXTER = "+17735550188"

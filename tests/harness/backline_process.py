@@ -1,0 +1,81 @@
+"""``backline`` as ops run it, in a subprocess whose output lines tests wait on.
+
+Read unbuffered: select() says only what the pipe holds, so no line may wait in a Python
+buffer (a buffered readline took several lines at once, and a test then waited out its
+deadline with "ready" already read).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.harness.practice_pbx import PracticePbx
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class BacklineProcess:
+    """``backline ARGS…``; its stdout and stderr kept as lines."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "backline.app.cli", *args],
+                                     cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, bufsize=0)
+        self.lines: list[str] = []
+        self._partial = b""
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        """The first output line containing ``needle``, reading on until it comes."""
+        for line in self.lines:
+            if needle in line:
+                return line
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and sel.select(max(0.0, deadline - time.monotonic())):
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            *complete, self._partial = (self._partial + chunk).split(b"\n")
+            for raw in complete:
+                line = raw.decode("utf-8", "replace") + "\n"
+                self.lines.append(line)
+                if needle in line:
+                    return line
+        raise AssertionError(f"{needle!r} not seen within {timeout}s:\n"
+                             + "".join(self.lines[-30:]))
+
+    def finish(self, timeout: float) -> str:
+        """All the output until the process exits."""
+        self.proc.wait(timeout)
+        with pytest.raises(AssertionError):
+            self.wait_for("\0never printed\0", 5)
+        return "".join(self.lines)
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(30)
+
+    def stop(self, kill: bool = False) -> None:
+        self.signal(signal.SIGKILL if kill else signal.SIGTERM)
+
+
+class ControllerProcess(BacklineProcess):
+    """``backline run`` on the test practice, once it has said ``ready``."""
+
+    def __init__(self, p: PracticePbx) -> None:
+        super().__init__("run", str(p.config_path))
+        self.wait_for("ready", 60)
