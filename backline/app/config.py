@@ -257,6 +257,16 @@ class _Reader:
                          "internet")
         return HostPort(host, port or default_port)
 
+    def listen(self, node: YMap, f: str, default: HostPort) -> HostPort:
+        """A listener's ``listen: HOST:PORT`` (``default`` when absent or malformed)."""
+        listen = self.text(node, "listen", f"{f}.listen", str(default), "HOST:PORT")
+        host, _, port = (listen or "").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.problem(_where_of(node, "listen"), f"{f}.listen", "HOST:PORT, e.g. "
+                         f"{default}")
+            return default
+        return HostPort(host, int(port))
+
     # -- sections --------------------------------------------------------------------------
 
     def directory(self, top: YMap, source: str) -> Directory | None:
@@ -1210,48 +1220,32 @@ class _Reader:
 
     def email_intake(self, node: YMap, f: str) -> EmailIntake:
         self.keys(node, f, ["listen", "domains"])
-        listen = self.text(node, "listen", f"{f}.listen", "127.0.0.1:2526", "HOST:PORT")
-        host, _, port = (listen or "").rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            self.problem(_where_of(node, "listen"), f"{f}.listen", "HOST:PORT, e.g. "
-                         "127.0.0.1:2526")
-            host, port = "127.0.0.1", "2526"
+        listen = self.listen(node, f, HostPort("127.0.0.1", 2526))
         domains = self.strings(node, "domains", f"{f}.domains", _DOMAIN,
                                "a mail domain of the practice, e.g. maple.example")
         listed = _get(node, "domains")
         if listed is None or (isinstance(listed, YSeq) and not listed.items):
             self.problem(_where_of(node, "domains"), f"{f}.domains",
                          "at least one mail domain of the practice (other mail is refused)")
-        return EmailIntake(HostPort(host, int(port)), tuple(d.lower() for d, _ in domains))
+        return EmailIntake(listen, tuple(d.lower() for d, _ in domains))
 
     def pages(self, node: YMap, f: str) -> Pages:
         self.keys(node, f, ["listen", "base_url"])
-        listen = self.text(node, "listen", f"{f}.listen", "127.0.0.1:8080", "HOST:PORT")
-        host, _, port = (listen or "").rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            self.problem(_where_of(node, "listen"), f"{f}.listen", "HOST:PORT, e.g. "
-                         "127.0.0.1:8080")
-            host, port = "127.0.0.1", "8080"
-        return Pages(HostPort(host, int(port)), self._url(node, "base_url", f))
+        return Pages(self.listen(node, f, HostPort("127.0.0.1", 8080)),
+                     self._url(node, "base_url", f))
 
     def status_listener(self, node: YMap, f: str) -> StatusListener:
         """``/status``, ``/status.json`` and ``/metrics``: who engaged the outage, why, the
         backlog.  Off loopback only behind a bearer token."""
         self.keys(node, f, ["listen", "token_env", "token_file"])
-        default = StatusListener().listen
-        listen = self.text(node, "listen", f"{f}.listen", str(default), "HOST:PORT")
-        host, _, port = (listen or "").rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            self.problem(_where_of(node, "listen"), f"{f}.listen", "HOST:PORT, e.g. "
-                         f"{default}")
-            host, port = default.host, str(default.port)
+        listen = self.listen(node, f, StatusListener().listen)
         token = self.secret(node, "token", f, False)
-        if not is_loopback(host.strip("[]")) and not token.env and not token.file:
+        if not is_loopback(listen.host.strip("[]")) and not token.env and not token.file:
             self.problem(_where_of(node, "listen"), f"{f}.token_env",
                          f"a bearer token (token_env or token_file) for a status listener "
-                         f"off loopback ({host}): its pages say who engaged the outage, why, "
-                         "and the backlog")
-        return StatusListener(HostPort(host, int(port)), token)
+                         f"off loopback ({listen.host}): its pages say who engaged the outage, "
+                         "why, and the backlog")
+        return StatusListener(listen, token)
 
     def _url(self, node: YMap, key: str, f: str) -> str:
         url = self.text(node, key, f"{f}.{key}", None, "an http:// or https:// URL") or ""
