@@ -26,6 +26,7 @@ from tests.harness.eslserver import (
     EslServer,
     RawReply,
     api_response,
+    command_reply,
     event_frame,
     huge_header_frame,
     serialize_event,
@@ -222,6 +223,7 @@ BROKEN = {
                                           close=True),
     "1 MB header": RawReply(huge_header_frame(1_000_000)),
     "reply to no command": RawReply(api_response(b"x") + api_response(b"y")),
+    "command/reply to an api": RawReply(command_reply("+OK accepted")),
     "event shorter than its own Content-Length": RawReply(event_frame(
         b"Event-Name: BACKGROUND_JOB\nContent-Length: 10\n\nabc")),
     "event without Event-Name": RawReply(event_frame(b"Job-UUID: x\n\n")),
@@ -231,6 +233,9 @@ BROKEN = {
 @pytest.mark.parametrize("how", sorted(BROKEN))
 async def test_a_malformed_frame_drops_the_link_which_is_made_again(how: str) -> None:
     async with fs_rig(practice()) as rig:
+        # The login's own commands (registrations, then the lamp) answered first: a surplus
+        # reply is only "to no command" while nothing else of ours is waiting.
+        await rig.server.wait_command("sendevent")
         broken = BROKEN[how]
         rig.server.script_api("db", lambda arg: broken)
         with pytest.raises(EslLinkDown):

@@ -108,6 +108,10 @@ class _GuardedInboundESL(InboundESL):  # type: ignore[misc]
         self._decoder = wire.Decoder()
         self.dropped = gevent.event.Event()
         self.why = ""
+        # Beside each pending result, the kind of answer it must get: ``api`` is answered with
+        # api/response, every other command with command/reply. Replies come in order, so one
+        # of the wrong kind means the stream is out of step and every later pairing is wrong.
+        self._expected: list[type[wire.CommandReply] | type[wire.ApiResponse]] = []
 
     def start_event_handlers(self) -> None:
         # Only our reader: greenswitch's process_events greenlet would poll an empty queue.
@@ -134,14 +138,18 @@ class _GuardedInboundESL(InboundESL):  # type: ignore[misc]
             self._drop(f"FreeSWITCH broke the protocol: {exc.reason}")
         except OSError as exc:
             self._drop(f"connection lost: {exc}")
-        except IndexError:
-            self._drop("FreeSWITCH sent a reply to no command")
 
     def _on_message(self, message: wire.Message) -> None:
         if isinstance(message, wire.AuthRequest):
             self._auth_request_event.set()
         elif isinstance(message, (wire.CommandReply, wire.ApiResponse)):
-            self._commands_sent.pop(0).set(_Reply(message))
+            if not self._commands_sent:
+                self._drop("FreeSWITCH sent a reply to no command")
+            elif not isinstance(message, self._expected[0]):
+                self._drop("FreeSWITCH answered out of step (a reply of the wrong kind)")
+            else:
+                self._expected.pop(0)
+                self._commands_sent.pop(0).set(_Reply(message))
         elif isinstance(message, wire.DisconnectNotice):
             self._drop("FreeSWITCH said goodbye")
         elif isinstance(message, wire.RudeRejection):
@@ -161,6 +169,7 @@ class _GuardedInboundESL(InboundESL):  # type: ignore[misc]
                 sock.close()
         pending: list[Any] = list(self._commands_sent)
         del self._commands_sent[:]
+        del self._expected[:]
         for result in pending:
             result.set_exception(_Dropped(why))
         self._auth_request_event.set()  # a connect() waiting for auth must not LoopExit
@@ -172,6 +181,7 @@ class _GuardedInboundESL(InboundESL):  # type: ignore[misc]
             raise NotConnectedError()
         result = gevent.event.AsyncResult()
         self._commands_sent.append(result)
+        self._expected.append(wire.ApiResponse if data.startswith("api ") else wire.CommandReply)
         self.sock.sendall((data + "\n\n").encode("utf-8"))
         return result.get()
 
