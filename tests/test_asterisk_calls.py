@@ -317,3 +317,22 @@ async def test_desk_phones_beside_a_carrier_recognised_by_its_address(tmp_path: 
         finally:
             kill_all(phones)
             carrier.kill()
+
+
+async def test_at_debug_level_no_log_line_holds_the_callers_name(
+        pbx: PracticePbx, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Ops turn on DEBUG to chase a fault; the AMI library would then dump whole AMI messages
+    # (CallerIDName, CallerIDNum) into the log. Nothing of the caller may appear.
+    caplog.set_level(logging.DEBUG)
+    name = "Zedediah Quillfeather"
+    caller = place_calls(sip(pbx), tmp_path, "+13125559999", from_user="carrier",
+                         caller_name=name, timeout=20)
+    assert (await asyncio.to_thread(caller.wait, 30)).ok
+    played = await pbx.events.wait_for(lambda e: e.get("Application") == "Playback")
+    assert played["CallerIDName"] == name  # the name did reach Asterisk and its AMI
+    await pbx.controller.wait_rounds(
+        lambda: len(pbx.controller.journal.attempts(limit=10)) >= 1, within=10)
+    assert logging.getLogger("backline").getEffectiveLevel() == logging.DEBUG
+    leaked = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+              if "Quillfeather" in r.getMessage() or "Zedediah" in r.getMessage()]
+    assert leaked == []

@@ -22,6 +22,27 @@ from backline.pbx.ports import LinkDown
 
 log = logging.getLogger("backline.ami")
 
+
+class _WithoutCallData(logging.Filter):
+    """panoramisk puts whole AMI messages (caller names and numbers) into some of its lines
+    ("message interpreted: …", "Fail to send …"): keep its own words, drop what follows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        cuts = [i for i in (text.find("%"), text.find(":"), text.find("{")) if i >= 0]
+        record.msg = text[:min(cuts)].rstrip(" '\"") if cuts else text
+        record.args = None
+        return True
+
+
+# The library's own logger: only warnings and errors (its debug and info lines are message
+# dumps), and those without the message.
+_library_log = logging.getLogger("backline.ami.library")
+for _name in ("backline.ami.library", "panoramisk", "panoramisk.ami_protocol",
+              "panoramisk.manager", "panoramisk.actions", "panoramisk.utils"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+    logging.getLogger(_name).addFilter(_WithoutCallData())
+
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
 
@@ -97,7 +118,7 @@ class AmiLink:
         self._manager = _Manager(self, host=host, port=port, username=username, secret=secret,
                                  ping_delay=5, ping_interval=5,
                                  forgetable_actions=_ForgetEverything(),
-                                 loop=asyncio.get_running_loop(), log=log)
+                                 loop=asyncio.get_running_loop(), log=_library_log)
         self.logins = 0
         self._tasks: set[asyncio.Future[None]] = set()
 
