@@ -21,6 +21,7 @@ from typing import assert_never
 from zoneinfo import ZoneInfo
 
 from backline.app import config as config_mod
+from backline.app import conversation_cli
 from backline.core.mode_sync import Effect, InEffect, NoController, NotYet, effect_of
 from backline.core.model import Directory
 from backline.core.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch, switch_key
@@ -545,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="put the items the inbox refused back in its queue (once the cause "
                    "is fixed), then exit")
     p.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
+
+    conversation_cli.add_parser(sub, conversation_cli.Shared(_load, _local, _who, UsageError))
     return parser
 
 

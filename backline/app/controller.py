@@ -27,6 +27,7 @@ from backline.core.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via
 from backline.core.ownership import OwnershipBook
 from backline.core.pin_lockout import PinJudgement, PinPolicy, PinRecord, PinVerdict, judge_pin
 from backline.features.alerts.service import Notifier, notifier_for, why_no_alerts
+from backline.features.conversations import ConversationMembers
 from backline.features.email_intake import EmailListener
 from backline.features.emergency_notices import EmergencyNotices, notices_for
 from backline.features.inbox.service import InboxDrain, inbox_for, process_holder
@@ -83,6 +84,11 @@ class Controller:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.book = OwnershipBook(directory)
         self.conversations = ConversationBook()
+        # People added to one conversation alone: read now, and again whenever the journal
+        # says they changed (a CLI change reaches a running controller within a round).
+        self.conversation_members = ConversationMembers(journal, self.book, self.conversations,
+                                                        lambda: self.clock())
+        self.conversation_members.load()
         self.state: ModeState = journal.mode_state()
         # The admins' latest override of the hours (*26/*27); backline.core.hours says whether it
         # still holds at a call's moment.
@@ -407,11 +413,15 @@ class Controller:
     def status_app(self) -> web.Application:
         """What ops read (connections.status.listen): /status, /status.json, /metrics;
         behind its bearer token when one is configured."""
-        return make_status_app(self.journal, self.metrics, self.directory.practice.name,
-                               self.directory.practice.timezone, self.journal.held,
-                               lambda: datetime.now(UTC), health=lambda: dict(self.health),
-                               emergency_calls=lambda: self.journal.emergency_calls(10),
-                               token=self._status_token())
+        token = self._status_token()
+        app = make_status_app(self.journal, self.metrics, self.directory.practice.name,
+                              self.directory.practice.timezone, self.journal.held,
+                              lambda: datetime.now(UTC), health=lambda: dict(self.health),
+                              emergency_calls=lambda: self.journal.emergency_calls(10),
+                              token=token)
+        if token is not None:  # the conversation API only behind the bearer token
+            app.add_routes(self.conversation_members.routes())
+        return app
 
     def _status_token(self) -> str | None:
         """None: no token configured; "" (every request refused) when it cannot be read
@@ -656,6 +666,7 @@ class Controller:
             await self._report()
             # An override set through another controller on the same journal holds here too.
             self.hours_override = await asyncio.to_thread(self.journal.hours_override)
+            await self.conversation_members.refresh()
         except JournalError as exc:
             self._round_failed("journal", f"the journal failed: {exc}")
         except LinkDown as exc:

@@ -8,18 +8,80 @@ to that conversation alone.  Only the latter can be removed.  Lookups are dict h
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from backline.core import e164
+from backline.core.model import Carry
 from backline.core.ownership import Assignee, OwnershipBook
 
 
-class CannotRemoveNumberMember(ValueError):
+class ConversationRefused(ValueError):
+    """Nobody can be added to (or removed from) this conversation as asked; ``why`` says so."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class CannotRemoveNumberMember(ConversationRefused):
     """A number's members see all its conversations; remove them from the number instead."""
 
     def __init__(self, user_id: str, number: str) -> None:
         super().__init__(f"{user_id} is a member of {number} and sees all its conversations")
         self.user_id = user_id
         self.number = number
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """One conversation and one person in it, spelled as the book keys them (E.164)."""
+
+    number: str
+    party: str
+    user_id: str
+
+
+def addition(book: OwnershipBook, number: str, party: str, user_id: str) -> ConversationKey:
+    """Who would be added to which conversation, checked against the directory; raises
+    ConversationRefused (not a practice voice number, not a party's number, nobody active
+    by that id, or already a member of the number, who sees all its conversations)."""
+    key = _key(book, number, party, user_id)
+    if user_id in book.members(key.number):
+        raise ConversationRefused(f"{user_id} is a member of {key.number} and already sees "
+                                  "all its conversations")
+    return key
+
+
+def removal(book: OwnershipBook, number: str, party: str, user_id: str) -> ConversationKey:
+    """As :func:`addition`, for taking someone out: a member of the number cannot be
+    (CannotRemoveNumberMember); a deactivated user can (their additions are void anyway)."""
+    key = _key(book, number, party, user_id, active=False)
+    if user_id in book.members(key.number):
+        raise CannotRemoveNumberMember(user_id, key.number)
+    return key
+
+
+def _key(book: OwnershipBook, number: str, party: str, user_id: str, *,
+         active: bool = True) -> ConversationKey:
+    try:
+        practice = e164.normalise(number)
+    except e164.NotE164 as exc:
+        raise ConversationRefused(f"the number is not {exc.why}") from None
+    n = book.number(practice)
+    if n is None or (Carry.VOICE not in n.carries and Carry.SMS not in n.carries):
+        raise ConversationRefused(f"{practice} is not one of the practice's voice or SMS "
+                                  "numbers")
+    try:
+        outside = e164.normalise(party)
+    except e164.NotE164 as exc:
+        raise ConversationRefused(f"the party is not {exc.why}") from None
+    if book.number(outside) is not None:
+        raise ConversationRefused(f"{outside} is a practice number, not an outside party")
+    known = book.directory.user(user_id)
+    if known is None or (active and not book.is_active(user_id)):
+        raise ConversationRefused(f"no active user {user_id!r} in the directory")
+    return ConversationKey(practice, outside, user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +103,14 @@ class ConversationBook:
 
     def __len__(self) -> int:
         return len(self._added)
+
+    def hold(self, added: Iterable[ConversationKey]) -> None:
+        """Hold exactly ``added`` (the journal's list), in place: the drivers share this
+        book, so a change read from the journal is theirs at once."""
+        fresh: dict[tuple[str, str], frozenset[str]] = {}
+        for k in added:
+            fresh[k.number, k.party] = fresh.get((k.number, k.party), frozenset()) | {k.user_id}
+        self._added = fresh
 
     def add(self, number: str, party: str, user_id: str) -> None:
         key = (number, party)

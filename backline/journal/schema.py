@@ -227,6 +227,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             via TEXT NOT NULL
         )""",
     ),
+    (  # 9: people added to one conversation (number, party) alone: who is in it now, and
+        # every addition and removal (who, when, from where), whose count and newest id tell
+        # a running controller that its copy is out of date.
+        """CREATE TABLE conversation_members (
+            number TEXT NOT NULL,
+            party TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            added_at TEXT NOT NULL,
+            added_by TEXT NOT NULL,
+            via TEXT NOT NULL,
+            PRIMARY KEY (number, party, user_id)
+        )""",
+        """CREATE TABLE conversation_changes (
+            id {autoid},
+            at TEXT NOT NULL,
+            by_whom TEXT NOT NULL,
+            via TEXT NOT NULL,
+            action TEXT NOT NULL,
+            number TEXT NOT NULL,
+            party TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

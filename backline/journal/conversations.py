@@ -1,0 +1,121 @@
+"""The journal's side of conversation members: people added to one conversation (a practice
+number and one outside party) alone.  A mixin of :class:`~backline.journal.base.SqlJournal`;
+the tables are made by the conversation migration.
+
+Each change writes the member list, the change's own row (who, when, from where) and the audit
+log in one transaction: the list never says what no change and no audit entry explains.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import backline.journal.rows as _rows
+from backline.core.conversations import ConversationKey
+from backline.core.e164 import redact
+
+if TYPE_CHECKING:
+    from backline.journal.rows import Cursor
+
+ADD = "add"
+REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class AddedMember:
+    """Someone in one conversation alone, since when, added by whom and from where
+    (``cli``, ``api``, ``transfer``)."""
+
+    key: ConversationKey
+    added_at: datetime
+    added_by: str
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationChange:
+    id: int
+    at: datetime
+    by: str
+    via: str
+    action: str  # ADD or REMOVE
+    key: ConversationKey
+    detail: str
+
+
+class ConversationJournal:
+    """Conversation members; SqlJournal provides the connection."""
+
+    if TYPE_CHECKING:
+        _lock: threading.Lock
+
+        def _transaction(self) -> AbstractContextManager[Cursor]: ...
+        def _q(self, sql: str) -> str: ...
+
+    def change_conversation(self, action: str, key: ConversationKey, at: datetime, by: str,
+                            via: str, detail: str = "") -> bool:
+        """Add (``ADD``) or remove (``REMOVE``) ``key``'s user; False if that changed nothing
+        (already added, or not added), and then nothing is written.  Durable on return; the
+        audit entry names the party only by its last digits."""
+        if action not in (ADD, REMOVE):
+            raise ValueError(f"not a conversation change: {action!r}")
+        where = (key.number, key.party, key.user_id)
+        with self._lock, self._transaction() as cur:
+            if action == ADD:
+                cur.execute(self._q(
+                    "INSERT INTO conversation_members (number, party, user_id, added_at, "
+                    "added_by, via) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING "
+                    "RETURNING user_id"), (*where, _rows.to_text(at), by, via))
+            else:
+                cur.execute(self._q(
+                    "DELETE FROM conversation_members WHERE number = ? AND party = ? AND "
+                    "user_id = ? RETURNING user_id"), where)
+            if cur.fetchone() is None:
+                return False
+            cur.execute(self._q(
+                "INSERT INTO conversation_changes (at, by_whom, via, action, number, party, "
+                "user_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                (_rows.to_text(at), by, via, action, *where, detail))
+            words = "added" if action == ADD else "removed"
+            into = "to" if action == ADD else "from"
+            cur.execute(self._q("INSERT INTO audit_log (at, actor, action, detail) "
+                                "VALUES (?, ?, ?, ?)"),
+                        (_rows.to_text(at), by, f"conversation.{action}",
+                         f"{words} {key.user_id} {into} the conversation of {key.number} with "
+                         f"{redact(key.party)} (via {via}){': ' + detail if detail else ''}"))
+            return True
+
+    def conversation_members(self) -> list[AddedMember]:
+        """Everyone added to a conversation alone, oldest first."""
+        with self._lock, self._transaction() as cur:
+            cur.execute("SELECT number, party, user_id, added_at, added_by, via "
+                        "FROM conversation_members ORDER BY added_at, number, party, user_id")
+            return [_member(r) for r in cur.fetchall()]
+
+    def conversation_version(self) -> tuple[int, int]:
+        """How many changes there were and the newest's id: different whenever a change was
+        committed since (even one whose id is lower than an earlier-read newest)."""
+        with self._lock, self._transaction() as cur:
+            cur.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM conversation_changes")
+            count, newest = cur.fetchone()
+            return int(count), int(newest)
+
+    def conversation_changes(self, limit: int = 100) -> list[ConversationChange]:
+        """The latest changes, newest first."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q(
+                "SELECT id, at, by_whom, via, action, number, party, user_id, detail "
+                "FROM conversation_changes ORDER BY id DESC LIMIT ?"), (limit,))
+            return [ConversationChange(int(r[0]), _rows.from_text(r[1]), r[2], r[3], r[4],
+                                       ConversationKey(r[5], r[6], r[7]), r[8])
+                    for r in cur.fetchall()]
+
+
+def _member(row: Sequence[Any]) -> AddedMember:
+    return AddedMember(ConversationKey(row[0], row[1], row[2]), _rows.from_text(row[3]),
+                       row[4], row[5])
