@@ -1,12 +1,13 @@
-"""`backline render` for ``kind: freeswitch``: the files are parsed as XML and checked against
-the structure FreeSWITCH's loader expects (document → section name=directory|dialplan|
-configuration → domain/user/params, context/extension/condition/action, configuration/
-settings/param), and against what the practice needs (who can register, what each number
-does, 911 first, the fail-safe, no secret in a file that is not 0600)."""
+"""`backline render` for ``kind: freeswitch``: the files are loaded the way FreeSWITCH loads
+them (copied beside a stock-like ``freeswitch.xml``, preprocessed and looked up by the rules of
+``src/switch_xml.c``: ``tests/harness/freeswitch_conf.py``), then checked against what the
+practice needs (who can register, what each number does, 911 first, the fail-safe, no secret
+in a file that is not 0600)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,6 +16,14 @@ import pytest
 
 from backline.app.cli import main
 from backline.pbx.freeswitch import names
+from backline.render.freeswitch import (
+    CDR_CSV_FILE,
+    DIALPLAN_FILE,
+    DIRECTORY_FILE,
+    EVENT_SOCKET_FILE,
+    SOFIA_FILE,
+)
+from tests.harness.freeswitch_conf import find_child, load, locate, open_cfg, params, stock_tree
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 FREESWITCH_PBX = """\
@@ -42,18 +51,71 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def section(path: Path, name: str) -> ET.Element:
-    doc = ET.parse(path).getroot()
-    assert doc.tag == "document" and doc.get("type") == "freeswitch/xml"
-    (sec,) = doc.findall("section")
-    assert sec.get("name") == name
-    return sec
+ESL_PASSWORD = "not-written-anywhere-3f9c"
+
+
+def installed(rendered: Path, conf: Path) -> ET.Element:
+    """The render copied into a stock-like configuration directory and loaded as FreeSWITCH
+    loads ``freeswitch.xml`` (the ESL password in the switch's environment)."""
+    shutil.copytree(rendered, conf, dirs_exist_ok=True)
+    root, _ = load(stock_tree(conf), env={"PATH": "/usr/bin:/bin",
+                                          "BACKLINE_ESL_PASSWORD": ESL_PASSWORD})
+    return root
+
+
+@pytest.fixture(scope="module")
+def loaded(rendered: Path) -> ET.Element:
+    return installed(rendered, rendered.parent / "conf")
+
+
+def fragment(path: Path) -> ET.Element:
+    """One rendered file on its own: an ``<include>`` fragment, as the stock ones are."""
+    root = ET.parse(path).getroot()
+    assert root.tag == "include", path
+    return root
+
+
+def domain_of(loaded: ET.Element) -> ET.Element:
+    found = locate(loaded, "directory", "domain", "name", "127.0.0.1")
+    assert found is not None, "the rendered domain is not found in the directory section"
+    return found
+
+
+def context(loaded: ET.Element, name: str) -> ET.Element:
+    # mod_dialplan_xml: switch_xml_locate("dialplan") then the context by name.
+    dialplan = locate(loaded, "dialplan")
+    assert dialplan is not None
+    found = find_child(dialplan, "context", "name", name)
+    assert found is not None, f"context {name} is not found in the dialplan section"
+    return found
+
+
+def test_the_files_load_into_a_stock_freeswitch_xml_and_every_lookup_finds_them(
+        rendered: Path, loaded: ET.Element) -> None:
+    """Each file is an <include> fragment at its stock path; assembled by the preprocessor's
+    include rule into the stock sections, every configuration, context and user the driver
+    relies on is found by FreeSWITCH's own lookups, and the stock neighbours still are."""
+    for name in (DIRECTORY_FILE, DIALPLAN_FILE, EVENT_SOCKET_FILE, SOFIA_FILE, CDR_CSV_FILE):
+        fragment(rendered / name)
+    for conf in ("event_socket.conf", "sofia.conf", "cdr_csv.conf", "modules.conf"):
+        assert open_cfg(loaded, conf) is not None, conf
+    sofia = open_cfg(loaded, "sofia.conf")
+    assert sofia is not None and sofia.find("profiles/profile[@name='backline']") is not None
+    for name in (names.CARRIER_CONTEXT, names.DESK_CONTEXT, "default"):
+        context(loaded, name)
+    from tests.harness.freeswitch_conf import locate_user
+
+    assert locate_user(loaded, "ana-desk", "127.0.0.1") is not None
+    assert locate_user(loaded, "1000", "stock.example") is not None
+    # The password: set from the environment while preprocessing, in no rendered file.
+    assert params(open_cfg(loaded, "event_socket.conf"))["password"] == ESL_PASSWORD
+    assert [s.get("name") for s in loaded.findall("section")] == \
+        ["configuration", "dialplan", "directory"]  # nothing nested, nothing added
 
 
 def test_directory_has_a_user_per_active_desk_phone_with_a_generated_secret(
-        rendered: Path) -> None:
-    sec = section(rendered / "directory.xml", "directory")
-    (domain,) = sec.findall("domain")
+        rendered: Path, loaded: ET.Element) -> None:
+    domain = domain_of(loaded)
     assert domain.get("name") == "127.0.0.1"
     users = {u.get("id"): u for u in domain.findall("groups/group/users/user")}
     assert "pat-desk" not in users  # deactivated: cannot register at all
@@ -65,15 +127,13 @@ def test_directory_has_a_user_per_active_desk_phone_with_a_generated_secret(
         context = [x.get("value") for x in users[phone].findall("variables/variable")
                    if x.get("name") == "user_context"]
         assert context == [names.DESK_CONTEXT]
-    assert stat.S_IMODE((rendered / "directory.xml").stat().st_mode) == 0o600
+    assert stat.S_IMODE((rendered / DIRECTORY_FILE).stat().st_mode) == 0o600
     assert stat.S_IMODE((rendered.parent / "secrets.json").stat().st_mode) == 0o600
 
 
 def test_dialplan_hands_each_number_to_the_controller_with_the_announcement_after(
-        rendered: Path) -> None:
-    sec = section(rendered / "dialplan.xml", "dialplan")
-    contexts = {c.get("name"): c for c in sec.findall("context")}
-    carrier = contexts[names.CARRIER_CONTEXT]
+        loaded: ET.Element) -> None:
+    carrier = context(loaded, names.CARRIER_CONTEXT)
     ext = carrier.find("extension[@name='number+13125550100']")
     assert ext is not None
     (cond,) = ext.findall("condition")
@@ -90,10 +150,9 @@ def test_dialplan_hands_each_number_to_the_controller_with_the_announcement_afte
     assert unknown.get("name") == "unknown-number"
 
 
-def test_911_goes_out_before_anything_asks_the_controller_or_the_mode(rendered: Path) -> None:
-    sec = section(rendered / "dialplan.xml", "dialplan")
-    desk = sec.find(f"context[@name='{names.DESK_CONTEXT}']")
-    assert desk is not None
+def test_911_goes_out_before_anything_asks_the_controller_or_the_mode(
+        loaded: ET.Element) -> None:
+    desk = context(loaded, names.DESK_CONTEXT)
     first = desk.findall("extension")[0]
     (cond,) = first.findall("condition")
     assert cond.get("expression") == "^(911)$"
@@ -104,7 +163,7 @@ def test_911_goes_out_before_anything_asks_the_controller_or_the_mode(rendered: 
         ("set", "effective_caller_id_name=${backline_emergency_name}"),
         ("set", "sip_cid_type=pid"),
         ("bridge", f"sofia/gateway/{names.GATEWAY}/911")]
-    users = section(rendered / "directory.xml", "directory")
+    users = domain_of(loaded)
     for phone, number in (("ana-desk", "+13125550101"), ("jo-desk", "+13125550100")):
         variables = {v.get("name"): v.get("value") for v in users.findall(
             f".//user[@id='{phone}']/variables/variable")}
@@ -136,24 +195,27 @@ def test_911_goes_out_before_anything_asks_the_controller_or_the_mode(rendered: 
 
 
 def test_event_socket_on_loopback_with_the_password_from_the_environment(
-        rendered: Path) -> None:
-    sec = section(rendered / "event_socket.conf.xml", "configuration")
-    (conf,) = sec.findall("configuration")
-    assert conf.get("name") == "event_socket.conf"
-    params = {p.get("name"): p.get("value") for p in conf.findall("settings/param")}
-    assert params["listen-ip"] == "127.0.0.1" and params["listen-port"] == "8021"
-    assert params["password"] == "$${backline_esl_password}"
-    include = ET.parse(rendered / "vars_backline.xml").getroot()
+        rendered: Path, loaded: ET.Element) -> None:
+    conf = open_cfg(loaded, "event_socket.conf")
+    assert conf is not None and conf.get("name") == "event_socket.conf"
+    settings = params(conf)
+    assert settings["listen-ip"] == "127.0.0.1" and settings["listen-port"] == "8021"
+    # As written: the preprocessor variable, set by the exec-set line before it.
+    include = fragment(rendered / EVENT_SOCKET_FILE)
+    assert params(include, "configuration/settings/param")["password"] == \
+        "$${backline_esl_password}"
     (pre,) = include.findall("X-PRE-PROCESS")
     assert pre.get("cmd") == "exec-set"
     assert pre.get("data") == "backline_esl_password=printenv BACKLINE_ESL_PASSWORD"
-    for f in rendered.iterdir():
-        assert b"not-written-anywhere-3f9c" not in f.read_bytes(), f.name
+    assert settings["password"] == ESL_PASSWORD  # as loaded
+    for f in rendered.rglob("*"):
+        assert f.is_dir() or ESL_PASSWORD.encode() not in f.read_bytes(), f.name
 
 
-def test_sofia_profile_and_carrier_gateway(rendered: Path) -> None:
-    sec = section(rendered / "sofia.conf.xml", "configuration")
-    profile = sec.find("configuration[@name='sofia.conf']/profiles/profile")
+def test_sofia_profile_and_carrier_gateway(loaded: ET.Element) -> None:
+    sofia = open_cfg(loaded, "sofia.conf")
+    assert sofia is not None
+    profile = sofia.find("profiles/profile")
     assert profile is not None
     settings = {p.get("name"): p.get("value") for p in profile.findall("settings/param")}
     assert settings["context"] == names.CARRIER_CONTEXT and settings["sip-port"] == "5060"
@@ -162,11 +224,11 @@ def test_sofia_profile_and_carrier_gateway(rendered: Path) -> None:
 
 
 def test_rendering_twice_keeps_the_secrets(rendered: Path, tmp_path: Path) -> None:
-    before = (rendered / "directory.xml").read_text()
+    before = (rendered / DIRECTORY_FILE).read_text()
     config = rendered.parent / "practice.yaml"
     assert main(["render", str(config), "--out", str(rendered),
                  "--secrets", str(rendered.parent / "secrets.json")]) == 0
-    assert (rendered / "directory.xml").read_text() == before
+    assert (rendered / DIRECTORY_FILE).read_text() == before
 
 
 def test_a_public_socket_or_esl_address_is_refused_before_anything_starts(
@@ -182,10 +244,8 @@ def test_a_public_socket_or_esl_address_is_refused_before_anything_starts(
 
 
 def test_a_fax_number_is_decided_by_the_controller_and_received_by_the_pbx_without_it(
-        rendered: Path) -> None:
-    sec = section(rendered / "dialplan.xml", "dialplan")
-    carrier = sec.find(f"context[@name='{names.CARRIER_CONTEXT}']")
-    assert carrier is not None
+        loaded: ET.Element) -> None:
+    carrier = context(loaded, names.CARRIER_CONTEXT)
     ext = carrier.find("extension[@name='number+13125550109']")
     assert ext is not None
     (cond,) = ext.findall("condition")
@@ -199,12 +259,12 @@ def test_a_fax_number_is_decided_by_the_controller_and_received_by_the_pbx_witho
         ("rxfax", "/var/lib/freeswitch/fax/fax-${uuid}.tif"), ("hangup", "")]
 
 
-def test_cdr_csv_writes_master_csv_with_the_columns_the_import_reads(rendered: Path) -> None:
+def test_cdr_csv_writes_master_csv_with_the_columns_the_import_reads(
+        loaded: ET.Element) -> None:
     from backline.pbx.freeswitch import cdr
 
-    sec = section(rendered / "cdr_csv.conf.xml", "configuration")
-    (conf,) = sec.findall("configuration")
-    assert conf.get("name") == "cdr_csv.conf"
+    conf = open_cfg(loaded, "cdr_csv.conf")
+    assert conf is not None and conf.get("name") == "cdr_csv.conf"
     settings = {p.get("name"): p.get("value") for p in conf.findall("settings/param")}
     # log-base + "/cdr-csv/Master.csv" is the controller's default cdr_file.
     assert settings == {"log-base": "/var/log/freeswitch", "default-template": "backline",

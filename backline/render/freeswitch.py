@@ -1,23 +1,28 @@
 """FreeSWITCH configuration rendered from the practice directory: pure, config in, XML out.
 
-Five documents, each a ``<document type="freeswitch/xml">`` with one ``<section>``, as
-FreeSWITCH's XML loader expects them (``freeswitch.xml`` includes them with
-``X-PRE-PROCESS cmd="include"``):
+Each file is an ``<include>`` fragment at the path it takes under FreeSWITCH's configuration
+directory, as the stock ``autoload_configs/``, ``dialplan/`` and ``directory/`` files are:
+the stock ``freeswitch.xml`` pastes every ``autoload_configs/*.xml`` inside its one
+``configuration`` section (and ``dialplan/*.xml``, ``directory/*.xml`` inside theirs) with
+``X-PRE-PROCESS cmd="include"``, and the preprocessor drops the ``<include>`` lines. A file
+holding its own ``<document>``/``<section>`` would nest a section inside a section, where no
+lookup ever finds it (``tests/harness/freeswitch_conf.py`` assembles the files that way).
 
-* ``directory.xml``: one domain, a user per desk phone (generated SIP secret) and a user per
-  voicemail box (mod_voicemail keeps boxes in the directory);
-* ``dialplan.xml``: each practice number hands the call to the controller's socket; if the
-  controller cannot be reached, ``socket`` returns and the next actions answer with the
-  announcement (the fail-safe). Desk phones: 911 goes straight to the carrier; ``*28``/``*29``
-  + PIN ask the controller to engage/end the outage; in an outage
-  (``${db(select/backline/mode)}``, the key the controller mirrors) other calls are refused
-  by the PBX itself; otherwise the controller decides, and refuses if it is away;
-* ``event_socket.conf.xml``: ESL on loopback/private address; the password is *not* in it:
-  ``$${backline_esl_password}`` is set at load time from the environment variable (or file)
-  the config names, by ``vars_backline.xml`` (``X-PRE-PROCESS exec-set``);
-* ``sofia.conf.xml``: the SIP profile desk phones register to, and the carrier gateway;
-* ``cdr_csv.conf.xml``: mod_cdr_csv's row per carrier call, which the controller imports on
-  its return (the calls and faxes the PBX answered alone).
+* ``directory/backline.xml``: one domain, a user per desk phone (generated SIP secret) and a
+  user per voicemail box (mod_voicemail keeps boxes in the directory);
+* ``dialplan/backline.xml``: each practice number hands the call to the controller's socket;
+  if the controller cannot be reached, ``socket`` returns and the next actions answer with
+  the announcement (the fail-safe). Desk phones: 911 goes straight to the carrier;
+  ``*28``/``*29`` + PIN ask the controller to engage/end the outage; in an outage
+  (``${db(select/backline/mode)}``, the key the controller mirrors) other calls are refused by
+  the PBX itself; otherwise the controller decides, and refuses if it is away;
+* ``autoload_configs/event_socket.conf.xml``: ESL on loopback/private address; the password is
+  *not* in it: ``$${backline_esl_password}`` is set while FreeSWITCH preprocesses the file, from
+  the environment variable (or file) the config names (``X-PRE-PROCESS exec-set``);
+* ``autoload_configs/sofia.conf.xml``: the SIP profile desk phones register to, and the
+  carrier gateway;
+* ``autoload_configs/cdr_csv.conf.xml``: mod_cdr_csv's row per carrier call, which the
+  controller imports on its return (the calls and faxes the PBX answered alone).
 
 Untrusted text (caller IDs, dialled strings) is never written here; what is written was
 validated by the config loader, and ElementTree escapes every attribute value.
@@ -54,16 +59,26 @@ class FreeswitchSecrets:
     voicemail: Mapping[str, str]
 
 
-def _document(section: str) -> tuple[ET.Element, ET.Element]:
-    doc = ET.Element("document", type="freeswitch/xml")
-    return doc, ET.SubElement(doc, "section", name=section)
+# Where each file goes under FreeSWITCH's configuration directory (``--out`` mirrors it).
+DIRECTORY_FILE = "directory/backline.xml"
+DIALPLAN_FILE = "dialplan/backline.xml"
+EVENT_SOCKET_FILE = "autoload_configs/event_socket.conf.xml"
+SOFIA_FILE = "autoload_configs/sofia.conf.xml"
+CDR_CSV_FILE = "autoload_configs/cdr_csv.conf.xml"
 
 
-def _text(doc: ET.Element) -> str:
-    ET.indent(doc)
+def _include() -> ET.Element:
+    return ET.Element("include")
+
+
+def _text(include: ET.Element) -> str:
+    """The fragment as FreeSWITCH's preprocessor reads it, one line at a time: it drops every
+    line holding ``<include>``, ``</include>`` or ``<?``, so those tags stand on lines of
+    their own (ElementTree's indent puts every element on its own line)."""
+    ET.indent(include)
     return ("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
             "<!-- Rendered by `backline render`: edit the practice YAML, not this file. -->\n"
-            + ET.tostring(doc, encoding="unicode") + "\n")
+            + ET.tostring(include, encoding="unicode") + "\n")
 
 
 def _params(parent: ET.Element, values: Mapping[str, str], tag: str | None = "params",
@@ -81,8 +96,8 @@ def voicemail_boxes(d: Directory) -> list[str]:
 
 
 def directory_xml(d: Directory, pbx: FreeswitchPbx, secrets: FreeswitchSecrets) -> str:
-    doc, section = _document("directory")
-    domain = ET.SubElement(section, "domain", name=pbx.sip.host)
+    doc = _include()
+    domain = ET.SubElement(doc, "domain", name=pbx.sip.host)
     _params(domain, {"dial-string": "{^^:sip_invite_domain=${dialed_domain}:presence_id="
                      "${dialed_user}@${dialed_domain}}${sofia_contact(*/${dialed_user}@"
                      "${dialed_domain})}"})
@@ -136,8 +151,8 @@ def dialplan_xml(d: Directory, pbx: FreeswitchPbx, announcement: str) -> str:
         raise RenderError(f"connections.pbx.fax_spool: {pbx.fax_spool!r} must be an absolute "
                           "path of letters, digits, '_', '.', '/' and '-'")
     mode = f"${{db(select/{names.DB_REALM}/{names.DB_MODE})}}"
-    doc, section = _document("dialplan")
-    carrier = ET.SubElement(section, "context", name=names.CARRIER_CONTEXT)
+    doc = _include()
+    carrier = ET.SubElement(doc, "context", name=names.CARRIER_CONTEXT)
     for number in d.numbers:
         voice, fax = Carry.VOICE in number.carries, Carry.FAX in number.carries
         if not (voice or fax):
@@ -165,7 +180,7 @@ def dialplan_xml(d: Directory, pbx: FreeswitchPbx, announcement: str) -> str:
     cond = ET.SubElement(unknown, "condition", field="destination_number", expression="^.*$")
     _actions(cond, [("answer", ""), ("playback", names.REFUSAL_SOUND), ("hangup", "")])
 
-    desk = ET.SubElement(section, "context", name=names.DESK_CONTEXT)
+    desk = ET.SubElement(doc, "context", name=names.DESK_CONTEXT)
     for emergency in d.emergency_numbers:
         ext = ET.SubElement(desk, "extension", name=f"emergency-{emergency}")
         cond = ET.SubElement(ext, "condition", field="destination_number",
@@ -231,19 +246,15 @@ def _secret_source(pbx: FreeswitchPbx) -> str:
     raise RenderError("connections.pbx.esl: no password_env or password_file")
 
 
-def vars_xml(pbx: FreeswitchPbx) -> str:
-    """Sets ``backline_esl_password`` when FreeSWITCH loads its XML: from the environment
-    (or file) the config names, so the password is in no file we write."""
-    include = ET.Element("include")
-    ET.SubElement(include, "X-PRE-PROCESS", cmd="exec-set",
-                  data=f"backline_esl_password={_secret_source(pbx)}")
-    ET.indent(include)
-    return ET.tostring(include, encoding="unicode") + "\n"
-
-
 def event_socket_xml(pbx: FreeswitchPbx) -> str:
-    doc, section = _document("configuration")
-    conf = ET.SubElement(section, "configuration", name="event_socket.conf",
+    """mod_event_socket on the config's address. The password line reads
+    ``$${backline_esl_password}``, which the ``exec-set`` line above it sets from the
+    environment (or file) the config names while FreeSWITCH preprocesses this file: the
+    password is in no file we write. The preprocessor pastes the value in raw, unescaped."""
+    doc = _include()
+    ET.SubElement(doc, "X-PRE-PROCESS", cmd="exec-set",
+                  data=f"backline_esl_password={_secret_source(pbx)}")
+    conf = ET.SubElement(doc, "configuration", name="event_socket.conf",
                          description="Socket Client")
     _params(conf, {"nat-map": "false", "listen-ip": pbx.esl.host,
                    "listen-port": str(pbx.esl.port),
@@ -253,8 +264,8 @@ def event_socket_xml(pbx: FreeswitchPbx) -> str:
 
 
 def sofia_xml(pbx: FreeswitchPbx) -> str:
-    doc, section = _document("configuration")
-    conf = ET.SubElement(section, "configuration", name="sofia.conf",
+    doc = _include()
+    conf = ET.SubElement(doc, "configuration", name="sofia.conf",
                          description="sofia Endpoint")
     profile = ET.SubElement(ET.SubElement(conf, "profiles"), "profile", name="backline")
     gateway = ET.SubElement(ET.SubElement(profile, "gateways"), "gateway", name=names.GATEWAY)
@@ -279,8 +290,8 @@ def cdr_csv_xml(pbx: FreeswitchPbx) -> str:
             or not _FILE_PATH.fullmatch(pbx.cdr_file):
         raise RenderError(f"connections.pbx.cdr_file: {pbx.cdr_file!r} must be "
                           "LOG_BASE/cdr-csv/Master.csv, where mod_cdr_csv writes")
-    doc, section = _document("configuration")
-    conf = ET.SubElement(section, "configuration", name="cdr_csv.conf",
+    doc = _include()
+    conf = ET.SubElement(doc, "configuration", name="cdr_csv.conf",
                          description="CDR CSV Format")
     _params(conf, {"log-base": str(path.parent.parent), "default-template": cdr.TEMPLATE_NAME,
                    "rotate-on-hup": "false", "legs": "a", "master-file-only": "true"},
@@ -295,10 +306,9 @@ def render(d: Directory, secrets: FreeswitchSecrets, announcement: str) -> list[
     if not isinstance(pbx, FreeswitchPbx):
         raise RenderError("connections.pbx: this renders FreeSWITCH configuration only")
     return [
-        RenderedFile("directory.xml", directory_xml(d, pbx, secrets), private=True),
-        RenderedFile("dialplan.xml", dialplan_xml(d, pbx, announcement)),
-        RenderedFile("event_socket.conf.xml", event_socket_xml(pbx)),
-        RenderedFile("vars_backline.xml", vars_xml(pbx)),
-        RenderedFile("sofia.conf.xml", sofia_xml(pbx)),
-        RenderedFile("cdr_csv.conf.xml", cdr_csv_xml(pbx)),
+        RenderedFile(DIRECTORY_FILE, directory_xml(d, pbx, secrets), private=True),
+        RenderedFile(DIALPLAN_FILE, dialplan_xml(d, pbx, announcement)),
+        RenderedFile(EVENT_SOCKET_FILE, event_socket_xml(pbx)),
+        RenderedFile(SOFIA_FILE, sofia_xml(pbx)),
+        RenderedFile(CDR_CSV_FILE, cdr_csv_xml(pbx)),
     ]

@@ -24,6 +24,7 @@ def write_render(out: Path, files: Sequence[RenderedFile], directory: Directory,
         if f.private:
             write_private(out / f.name, f.text)
         else:
+            (out / f.name).parent.mkdir(parents=True, exist_ok=True)
             (out / f.name).write_text(f.text)
     lines = ["desk_phone,user,sip_user,auth_user,domain,secret_file,secret_key"]
     lines += [f"{p},{u.id},{u.id if sip_user_is_login else p},{p},{domain},{secrets_path},{p}"

@@ -1,0 +1,254 @@
+"""What FreeSWITCH makes of a configuration directory: its XML preprocessor and its section
+lookup, re-implemented from ``src/switch_xml.c`` (signalwire/freeswitch, the copy read was
+commit cc93a683), so that a test can load the files ``backline render`` wrote the way
+FreeSWITCH loads them and look up each thing the driver relies on the way FreeSWITCH does.
+
+Only the rules the rendered files and the stock layout use are here; anything else the
+preprocessor knows (``<!--#`` comments, ``stun-set``, ``exec``) raises :class:`NotModelled`
+instead of being guessed at.
+
+* :func:`preprocess` follows ``preprocess()``: one line at a time, ``$${var}`` expanded
+  (``expand_vars``), a line holding ``<include>``, ``</include>`` or ``<?`` dropped whole,
+  ``X-PRE-PROCESS`` lines run (``set``, ``exec-set``, ``env-set``, ``include``) and never
+  written, every other line written as it is. ``include`` globs relative to the including
+  file's directory (``preprocess_glob``).
+* :func:`find_child` and :func:`locate` follow ``switch_xml_find_child`` and
+  ``switch_xml_locate``: the *first* ``section`` whose name matches, and in it the first child
+  tag whose attribute matches (case-insensitively).
+* :func:`stock_tree` writes a configuration directory shaped like FreeSWITCH's stock one
+  (``conf/vanilla/freeswitch.xml``: ``vars.xml`` first, then one ``configuration`` section
+  including ``autoload_configs/*.xml``, one ``dialplan`` section including ``dialplan/*.xml``,
+  one ``directory`` section including ``directory/*.xml``), with a stock-like neighbour in each
+  folder, so the rendered files must coexist with others.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# preprocess(): rlevel > 100 stops an include loop.
+MAX_INCLUDE_DEPTH = 100
+
+
+class NotModelled(Exception):
+    """The files use a preprocessor feature this model does not follow."""
+
+
+@dataclass
+class Preprocessor:
+    """FreeSWITCH's global variables while preprocessing (``switch_core_set_variable``).
+
+    ``env`` is what ``exec-set`` commands and ``env-set`` see (the switch's environment)."""
+
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def expand(self, line: str) -> str:
+        """expand_vars: each ``$${name}`` becomes the global variable, or nothing."""
+        return re.sub(r"\$\$\{([^}]*)\}", lambda m: self.variables.get(m.group(1), ""), line)
+
+    def run(self, conf_dir: Path, file: Path) -> str:
+        """preprocess(conf_dir, file): the text the XML parser is given."""
+        out: list[str] = []
+        self._file(conf_dir, file, out, 0)
+        return "".join(out)
+
+    def _file(self, cwd: Path, file: Path, out: list[str], depth: int) -> None:
+        if depth > MAX_INCLUDE_DEPTH:
+            raise NotModelled(f"include depth over {MAX_INCLUDE_DEPTH} at {file}")
+        for raw in file.read_text().splitlines(keepends=True):
+            line = self.expand(raw)
+            # "we ignore <include> or </include> for the sake of validators as well as
+            # <?xml version="1.0"?> type stuff": tested on the line as read, before expansion.
+            if "<include>" in raw or "</include>" in raw or "<?" in raw:
+                continue
+            at = line.lower().find("x-pre-process")
+            if at >= 0:
+                if at == 0 or line[at - 1] != "<":
+                    continue  # the whole line is skipped, not written
+                self._command(cwd, line[at:], out, depth)
+                continue
+            if "<!--#" in line:
+                raise NotModelled(f"<!--# comment in {file}")
+            out.append(line)
+
+    def _command(self, cwd: Path, text: str, out: list[str], depth: int) -> None:
+        # tcmd: the value after the first "cmd", "=", '"' up to the next '"'; targ likewise
+        # after "data" further on.
+        found = re.search(r'cmd[^=]*=[^"]*"([^"]*)"(.*)', text, re.IGNORECASE | re.DOTALL)
+        if found is None:
+            return
+        cmd, rest = found.group(1), found.group(2)
+        data_found = re.search(r'data[^=]*=[^"]*"([^"]*)"', rest, re.IGNORECASE)
+        if data_found is None:
+            return
+        data = data_found.group(1)
+        name, eq, value = data.partition("=")
+        match cmd.lower():
+            case "set":
+                if eq:
+                    self.variables[name.rstrip(" ")] = value.lstrip(" ")
+            case "exec-set":
+                # preprocess_exec_set: the command's output, trailing spaces and newlines
+                # cut, if it ran cleanly and said something.
+                if eq:
+                    done = subprocess.run(["/bin/sh", "-c", value.lstrip(" ")], env=self.env,
+                                          capture_output=True, text=True, check=False)
+                    result = done.stdout.rstrip(" \n")
+                    if done.returncode == 0 and result:
+                        self.variables[name.rstrip(" ")] = result
+            case "env-set":
+                if eq and value.startswith("$") and value[1:] in self.env:
+                    self.variables[name] = self.env[value[1:]]
+            case "include":
+                # preprocess_glob: relative to the including file's directory; glob()
+                # returns the names sorted; each file's own directory is its cwd.
+                pattern = data if os.path.isabs(data) else str(cwd / data)
+                for path in sorted(glob.glob(pattern)):
+                    self._file(Path(path).parent, Path(path), out, depth + 1)
+            case other:
+                raise NotModelled(f"X-PRE-PROCESS cmd={other!r}")
+
+
+def load(conf_dir: Path, env: dict[str, str] | None = None,
+         main: str = "freeswitch.xml") -> tuple[ET.Element, Preprocessor]:
+    """switch_xml_parse_file on ``conf_dir/main``: preprocessed, then parsed. The XML parser
+    here (ElementTree) is stricter than FreeSWITCH's; anything it accepts FreeSWITCH's does."""
+    pre = Preprocessor(env=dict(os.environ) if env is None else env)
+    text = pre.run(conf_dir, conf_dir / main)
+    return ET.fromstring(text), pre
+
+
+def find_child(node: ET.Element, child: str, attr: str | None = None,
+               value: str | None = None) -> ET.Element | None:
+    """switch_xml_find_child: with no attribute to match, the node itself; else the first
+    ``child`` tag whose ``attr`` equals ``value`` ignoring case."""
+    if attr is None or value is None:
+        return node
+    for tag in node.findall(child):
+        found = tag.get(attr)
+        if found is not None and found.lower() == value.lower():
+            return tag
+    return None
+
+
+def locate(root: ET.Element, section: str, tag: str | None = None, key: str | None = None,
+           value: str | None = None) -> ET.Element | None:
+    """switch_xml_locate on the static XML (no bindings): the first ``section`` named
+    ``section``, then the first ``tag`` in it whose ``key`` is ``value``. A second section of
+    the same name is never searched."""
+    conf = find_child(root, "section", "name", section)
+    if conf is None:
+        return None
+    return find_child(conf, tag or "", key, value) if tag else conf
+
+
+def open_cfg(root: ET.Element, name: str) -> ET.Element | None:
+    """switch_xml_open_cfg: how every module finds its ``NAME.conf``."""
+    return locate(root, "configuration", "configuration", "name", name)
+
+
+def locate_user(root: ET.Element, user: str, domain: str) -> ET.Element | None:
+    """switch_xml_locate_domain then switch_xml_locate_user_in_domain: ``groups/group/users``
+    when the domain has ``groups``, else ``users``, else the domain itself; a user matches on
+    ``id`` or ``number-alias`` and is not ``type="pointer"`` (find_user_in_tag)."""
+    dom = locate(root, "directory", "domain", "name", domain)
+    if dom is None:
+        return None
+    groups = dom.find("groups")
+    holders = [g.find("users") for g in groups.findall("group")] if groups is not None \
+        else [dom.find("users") if dom.find("users") is not None else dom]
+    for users in holders:
+        if users is None:
+            continue
+        for entry in users.findall("user"):
+            if entry.get("type") == "pointer":
+                continue
+            if user.lower() in ((entry.get("id") or "").lower(),
+                                (entry.get("number-alias") or "").lower()):
+                return entry
+    return None
+
+
+def params(node: ET.Element | None, path: str = "settings/param") -> dict[str, str]:
+    """``<param name= value=/>`` under ``node`` as a dict (the last of a name wins, as the
+    modules' loops over params overwrite)."""
+    if node is None:
+        return {}
+    return {p.get("name") or "": p.get("value") or "" for p in node.findall(path)}
+
+
+# A configuration directory shaped like the stock one (conf/vanilla/): the same includes in
+# the same sections, and one stock-like neighbour in each folder.
+STOCK_MAIN = """\
+<?xml version="1.0"?>
+<document type="freeswitch/xml">
+  <X-PRE-PROCESS cmd="include" data="vars.xml"/>
+  <section name="configuration" description="Various Configuration">
+    <X-PRE-PROCESS cmd="include" data="autoload_configs/*.xml"/>
+  </section>
+  <section name="dialplan" description="Regex/XML Dialplan">
+    <X-PRE-PROCESS cmd="include" data="dialplan/*.xml"/>
+  </section>
+  <section name="directory" description="User Directory">
+    <X-PRE-PROCESS cmd="include" data="directory/*.xml"/>
+  </section>
+</document>
+"""
+STOCK_FILES = {
+    "vars.xml": """\
+<include>
+  <X-PRE-PROCESS cmd="set" data="domain=stock.example"/>
+</include>
+""",
+    "autoload_configs/modules.conf.xml": """\
+<configuration name="modules.conf" description="Modules">
+  <modules>
+    <load module="mod_event_socket"/>
+    <load module="mod_sofia"/>
+  </modules>
+</configuration>
+""",
+    "dialplan/default.xml": """\
+<?xml version="1.0" encoding="utf-8"?>
+<include>
+  <context name="default">
+    <extension name="stock">
+      <condition field="destination_number" expression="^9196$">
+        <action application="echo"/>
+      </condition>
+    </extension>
+  </context>
+</include>
+""",
+    "directory/default.xml": """\
+<include>
+  <domain name="$${domain}">
+    <groups>
+      <group name="default">
+        <users>
+          <user id="1000"/>
+        </users>
+      </group>
+    </groups>
+  </domain>
+</include>
+""",
+}
+
+
+def stock_tree(conf_dir: Path) -> Path:
+    """Write the stock-like ``freeswitch.xml``, ``vars.xml`` and neighbours into ``conf_dir``
+    (the rendered files go beside them, at the paths they name); return ``conf_dir``."""
+    for name, text in {"freeswitch.xml": STOCK_MAIN, **STOCK_FILES}.items():
+        path = conf_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text(text)
+    return conf_dir
