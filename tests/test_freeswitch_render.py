@@ -6,6 +6,7 @@ in a file that is not 0600)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import stat
@@ -23,7 +24,18 @@ from backline.render.freeswitch import (
     EVENT_SOCKET_FILE,
     SOFIA_FILE,
 )
-from tests.harness.freeswitch_conf import find_child, load, locate, open_cfg, params, stock_tree
+from tests.harness.freeswitch_conf import (
+    Refused,
+    Routed,
+    find_child,
+    hunt,
+    load,
+    locate,
+    open_cfg,
+    params,
+    sip_profile,
+    stock_tree,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 FREESWITCH_PBX = """\
@@ -32,7 +44,10 @@ FREESWITCH_PBX = """\
     esl: {host: 127.0.0.1, port: 8021, password_env: BACKLINE_ESL_PASSWORD}
     socket: {host: 127.0.0.1, port: 8084}
     sip: {host: 127.0.0.1, port: 5060}
+    trunk: {host: 10.200.0.1, port: 5060}
 """
+CARRIER_IP = "10.200.0.1"
+PHONE_IP = "10.200.0.2"
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +236,39 @@ def test_sofia_profile_and_carrier_gateway(loaded: ET.Element) -> None:
     assert settings["context"] == names.CARRIER_CONTEXT and settings["sip-port"] == "5060"
     gateway = profile.find(f"gateways/gateway[@name='{names.GATEWAY}']")
     assert gateway is not None and gateway.findall("param")
+
+
+def test_the_carriers_invite_is_taken_by_its_address_and_anyone_elses_is_challenged(
+        rendered: Path, loaded: ET.Element) -> None:
+    """sofia_handle_sip_i_invite on the rendered profile: the carrier neither registers nor
+    answers a challenge, so its INVITE must pass apply-inbound-acl (taken as authenticated
+    under auth-calls) and run in the carrier's context; from any other address the same
+    INVITE is challenged (407), and a desk phone that answers runs in its own context."""
+    profile = sip_profile(loaded, "backline")
+    carrier = profile.invite(CARRIER_IP, "+13125550100")
+    assert isinstance(carrier, Routed), carrier
+    assert carrier.context == names.CARRIER_CONTEXT
+    apps = hunt(loaded, carrier)
+    assert ("set", f"{names.NUMBER}=+13125550100") in apps
+    assert ("socket", "127.0.0.1:8084 full") in apps
+    assert profile.invite(PHONE_IP, "+13125550100") == Refused(407)
+    secret = json.loads((rendered.parent / "secrets.json").read_text())["ana-desk"]
+    phone = profile.invite(PHONE_IP, "3035550123", ("ana-desk", secret))
+    assert isinstance(phone, Routed), phone
+    assert (phone.context, phone.variables["user_name"]) == (names.DESK_CONTEXT, "ana-desk")
+    assert profile.invite(PHONE_IP, "3035550123", ("ana-desk", "not-" + secret)) == Refused(403)
+
+
+def test_a_carrier_freeswitch_cannot_recognise_by_address_is_refused_at_render(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "practice.yaml"
+    text = EXAMPLE.read_text()
+    start, end = text.index("  pbx:\n"), text.index("  smtp:")
+    config.write_text(text[:start] + FREESWITCH_PBX.replace(
+        "trunk: {host: 10.200.0.1", "trunk: {host: sip.carrier.example") + text[end:])
+    assert main(["render", str(config), "--out", str(tmp_path / "out"),
+                 "--secrets", str(tmp_path / "secrets.json")]) == 2
+    assert "connections.pbx.trunk.host" in capsys.readouterr().err
 
 
 def test_rendering_twice_keeps_the_secrets(rendered: Path, tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ lookup ever finds it (``tests/harness/freeswitch_conf.py`` assembles the files t
 * ``autoload_configs/event_socket.conf.xml``: ESL on loopback/private address; the password is
   *not* in it: ``$${backline_esl_password}`` is set while FreeSWITCH preprocesses the file, from
   the environment variable (or file) the config names (``X-PRE-PROCESS exec-set``);
-* ``autoload_configs/sofia.conf.xml``: the SIP profile desk phones register to, and the
-  carrier gateway;
+* ``autoload_configs/sofia.conf.xml``: the SIP profile desk phones register to (their calls
+  challenged), the carrier recognised by its address (its calls are not), and the carrier
+  gateway;
 * ``autoload_configs/cdr_csv.conf.xml``: mod_cdr_csv's row per carrier call, which the
   controller imports on its return (the calls and faxes the PBX answered alone).
 
@@ -30,6 +31,7 @@ validated by the config loader, and ElementTree escapes every attribute value.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -263,6 +265,23 @@ def event_socket_xml(pbx: FreeswitchPbx) -> str:
     return _text(doc)
 
 
+def carrier_acl(pbx: FreeswitchPbx) -> str:
+    """The carrier's address as the ``apply-inbound-acl`` value: a CIDR names a network list
+    of its own in ``switch_check_network_list_ip_port_token`` (src/switch_core.c), so no
+    ``acl.conf`` list is needed. IPv4 only: sofia cuts the value at its first ``:`` into
+    list, pass context and fail context (``apply-inbound-acl`` in src/mod/endpoints/
+    mod_sofia/sofia.c), which an IPv6 address would be cut by."""
+    try:
+        address = ipaddress.ip_address(pbx.trunk.host)
+    except ValueError:
+        address = None
+    if not isinstance(address, ipaddress.IPv4Address):
+        raise RenderError(f"connections.pbx.trunk.host: {pbx.trunk.host!r} must be the "
+                          "carrier's IPv4 address: FreeSWITCH recognises the carrier's calls "
+                          "by it (apply-inbound-acl)")
+    return f"{address}/32"
+
+
 def sofia_xml(pbx: FreeswitchPbx) -> str:
     doc = _include()
     conf = ET.SubElement(doc, "configuration", name="sofia.conf",
@@ -272,9 +291,14 @@ def sofia_xml(pbx: FreeswitchPbx) -> str:
     _params(gateway, {"proxy": f"{pbx.trunk.host}:{pbx.trunk.port}", "register": "false",
                       "caller-id-in-from": "true"}, tag=None)
     ET.SubElement(profile, "domains")
+    # auth-calls: a desk phone's INVITE is challenged, then runs in its directory user's
+    # context. The carrier neither registers nor answers a challenge: an INVITE from its
+    # address passes the inbound ACL, is taken as authenticated and runs in the profile's
+    # context (the carrier's).
     _params(profile, {"sip-ip": pbx.sip.host, "rtp-ip": pbx.sip.host,
                       "sip-port": str(pbx.sip.port), "context": names.CARRIER_CONTEXT,
-                      "auth-calls": "true", "force-register-domain": pbx.sip.host,
+                      "auth-calls": "true", "apply-inbound-acl": carrier_acl(pbx),
+                      "force-register-domain": pbx.sip.host,
                       "force-register-db-domain": pbx.sip.host, "dialplan": "XML",
                       "inbound-codec-prefs": "PCMU,PCMA", "outbound-codec-prefs": "PCMU,PCMA"},
             tag="settings")

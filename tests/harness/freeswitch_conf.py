@@ -252,3 +252,169 @@ def stock_tree(conf_dir: Path) -> Path:
         if not path.exists():
             path.write_text(text)
     return conf_dir
+
+
+# --------------------------------------------------------------------------- a call comes in
+#
+# mod_sofia's inbound INVITE (src/mod/endpoints/mod_sofia/sofia.c, sofia_handle_sip_i_invite;
+# sofia_reg.c, sofia_reg_handle_register and sofia_reg_parse_auth) on one profile, and
+# mod_dialplan_xml's hunt in the context it lands in (src/mod/dialplans/mod_dialplan_xml/
+# mod_dialplan_xml.c, dialplan_hunt and parse_exten).
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A final response instead of a call: 403 (ACL or bad credentials), 407 (challenged)."""
+
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """The INVITE became a channel: the context it runs in and the variables it carries."""
+
+    context: str
+    variables: dict[str, str]
+
+
+def network_list_has(acl: str, ip: str) -> bool:
+    """switch_check_network_list_ip_port_token (src/switch_core.c) for a list that is a CIDR
+    or comma-separated CIDRs (used as written, no acl.conf list needed). A named list
+    (``acl.conf``, ``*.auto``) is not modelled."""
+    import ipaddress
+
+    if "/" not in acl:
+        raise NotModelled(f"named network list {acl!r}")
+    address = ipaddress.ip_address(ip)
+    return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in acl.split(","))
+
+
+@dataclass(frozen=True, slots=True)
+class SipProfile:
+    """One ``<profile>`` of sofia.conf as mod_sofia reads it (config_sofia_profile)."""
+
+    root: ET.Element
+    name: str
+    settings: list[tuple[str, str]]
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.setting(name)
+        return default if value is None else value.lower() in ("true", "yes", "on", "1",
+                                                               "enabled", "active", "allow")
+
+    def setting(self, name: str) -> str | None:
+        found = [v for k, v in self.settings if k.lower() == name]
+        return found[-1] if found else None
+
+    def inbound_acls(self) -> list[tuple[str, str | None, str | None]]:
+        """``apply-inbound-acl``: each one ``list[:pass_context[:fail_context]]``; ``none``
+        clears those before it."""
+        acls: list[tuple[str, str | None, str | None]] = []
+        for key, value in self.settings:
+            if key.lower() != "apply-inbound-acl" or not value:
+                continue
+            if value.lower() == "none":
+                acls = []
+                continue
+            name, _, rest = value.partition(":")
+            passed, _, failed = rest.partition(":")
+            acls.append((name, passed or None, failed or None))
+        return acls
+
+    def invite(self, network_ip: str, destination: str,
+               credentials: tuple[str, str] | None = None) -> Refused | Routed:
+        """An INVITE from ``network_ip`` for ``destination``; ``credentials`` (user,
+        password) answer the digest challenge, if one comes (the answer is taken as computed
+        right: only the password is compared)."""
+        auth_calls = self.flag("auth-calls")
+        is_auth = False
+        acl_context: str | None = None
+        acls = self.inbound_acls()
+        if acls:
+            ok = False
+            for acl, passed, failed in acls:
+                ok = network_list_has(acl, network_ip)
+                if ok:
+                    acl_context = passed or acl_context
+                    break
+                acl_context = failed
+            if ok:
+                is_auth = auth_calls  # "Approved by acl ... Access Granted" only with auth-calls
+            elif not auth_calls and acl_context is None:
+                return Refused(403)  # "Rejected by acl"
+        variables: dict[str, str] = {}
+        if not is_auth and (auth_calls or credentials is not None):
+            # sofia_reg_handle_register(REG_INVITE): no Proxy-Authorization → 407; a user the
+            # directory does not have, or a wrong password → 403 (AUTH_FORBIDDEN).
+            if credentials is None:
+                return Refused(407)
+            user, password = credentials
+            domain = self.setting("force-register-domain") or self.setting("sip-ip") or ""
+            entry = locate_user(self.root, user, domain)
+            if entry is None or params(entry, "params/param").get("password") != password:
+                return Refused(403)
+            # sofia_reg_parse_auth: user_name, domain_name, then the user's variables (empty
+            # names or values skipped); sofia.c sets each on the channel.
+            variables = {"user_name": user, "domain_name": domain}
+            for var in entry.findall("variables/variable"):
+                name, value = var.get("name") or "", var.get("value") or ""
+                if name and value:
+                    variables[name] = value
+        context = acl_context or variables.get("user_context") or self.setting("context") \
+            or "default"
+        variables.update({"sip_network_ip": network_ip, "destination_number": destination})
+        return Routed(context, variables)
+
+
+def sip_profile(root: ET.Element, name: str) -> SipProfile:
+    sofia = open_cfg(root, "sofia.conf")
+    profile = None if sofia is None else sofia.find(f"profiles/profile[@name='{name}']")
+    if profile is None:
+        raise LookupError(f"no sofia profile {name!r}")
+    settings = [(p.get("name") or "", p.get("value") or "")
+                for p in profile.findall("settings/param")]
+    return SipProfile(root, name, settings)
+
+
+def expand(text: str, variables: dict[str, str]) -> str:
+    """switch_channel_expand_variables for plain ``${name}`` (unknown: empty). An API call
+    (``${db(...)}``) is not modelled."""
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if "(" in name:
+            raise NotModelled(f"API expansion ${{{name}}}")
+        return variables.get(name, "")
+
+    return re.sub(r"\$\{([^{}]*)\}", one, text)
+
+
+def hunt(root: ET.Element, routed: Routed) -> list[tuple[str, str]]:
+    """dialplan_hunt: the context (else ``global``), its extensions in order; in each,
+    conditions in order (a failing one ends the extension: break="on-false"), and the
+    first extension whose conditions all pass gives its actions (continue="false").
+    Returns the ``(application, data)`` pairs, data as written (expanded when run)."""
+    dialplan = locate(root, "dialplan")
+    if dialplan is None:
+        return []
+    ctx = find_child(dialplan, "context", "name", routed.context) or \
+        find_child(dialplan, "context", "name", "global")
+    if ctx is None:
+        return []
+    for extension in ctx.findall("extension"):
+        if extension.get("continue") is not None:
+            raise NotModelled("extension continue=")
+        actions: list[tuple[str, str]] = []
+        for condition in extension.findall("condition"):
+            if condition.get("break") is not None:
+                raise NotModelled("condition break=")
+            fieldname = condition.get("field") or ""
+            value = expand(fieldname, routed.variables) if "$" in fieldname \
+                else routed.variables.get(fieldname, "")
+            if re.search(condition.get("expression") or "", value) is None:
+                actions = []
+                break
+            actions += [(a.get("application") or "", a.get("data") or "")
+                        for a in condition.findall("action")]
+        else:
+            return actions
+    return []
