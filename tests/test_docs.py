@@ -103,7 +103,7 @@ def test_every_backline_command_named_exists() -> None:
     cli = Path(sys.executable).with_name("backline")
     help_text = subprocess.run([str(cli), "--help"], capture_output=True, text=True,
                                check=True).stdout
-    commands = set(re.findall(r"^    ([a-z]+) ", help_text, re.MULTILINE))
+    commands = set(re.findall(r"^    ([a-z]+)(?: |$)", help_text, re.MULTILINE))
     assert {"check", "render", "run", "up", "outage", "attempts"} <= commands, help_text
     unknown = sorted({f"{_name(page)}: backline {c}" for page in PAGES
                       for c in COMMAND.findall(_built(_text(page))) if c not in commands})
