@@ -23,7 +23,7 @@ PATH = re.compile(r"(?<![\w./:-])(?:backline|tests|bench|scripts|config|docker|d
                   r"[\w./-]*")
 TEST_IN_FILE = re.compile(r"(tests/test_\w+\.py)::(test_\w+)")
 TEST_NAME = re.compile(r"`(test_\w+)`")
-BENCH = re.compile(r"-m (bench\.\w+)")
+MODULE = re.compile(r"-m ((?:bench|backline)(?:\.\w+)+)")
 COMMAND = re.compile(r"`(?:\.venv/bin/)?backline ([a-z]+)")
 
 
@@ -93,10 +93,10 @@ def test_every_test_named_is_defined(page: Path) -> None:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)
-def test_every_benchmark_named_exists(page: Path) -> None:
-    missing = [m for m in BENCH.findall(_text(page))
+def test_every_module_run_with_python_m_exists(page: Path) -> None:
+    missing = [m for m in MODULE.findall(_text(page))
                if not (ROOT / (m.replace(".", "/") + ".py")).exists()]
-    assert not missing, f"{_name(page)} names benchmarks that do not exist: {missing}"
+    assert not missing, f"{_name(page)} runs modules that do not exist: {missing}"
 
 
 def test_every_backline_command_named_exists() -> None:
