@@ -1,0 +1,139 @@
+"""``connections:``: storage, the PBX, where Backline sends to, and its listeners (link
+pages, status, email intake)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from backline.app.settings.outbound import read_inbox, read_sms_gateway, read_smtp
+from backline.app.settings.pbx import read_pbx
+from backline.app.settings.reader import Reader, entry, where_of
+from backline.app.yamlsource import YMap, YSeq
+from backline.core.addresses import is_loopback
+from backline.core.model import (
+    AsteriskPbx,
+    Connections,
+    EmailIntake,
+    HostPort,
+    Pages,
+    StatusListener,
+    Storage,
+)
+
+T = TypeVar("T")
+
+_DOMAIN = re.compile(r"(?i)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+def read_connections(r: Reader, top: YMap, base: Path) -> Connections | None:
+    """``connections:``; a relative SQLite path is taken from ``base``, the config's folder."""
+    node = r.mapping(entry(top, "connections"), "connections", top.where)
+    if node is None:
+        r.problem(top.where, "connections", "a connections: section (at least storage:)")
+        return None
+    r.keys(node, "connections", ["pbx", "smtp", "sms_gateway", "inbox", "pages",
+                                 "storage", "email_intake", "status"])
+    storage = _storage(r, node, base)
+    pbx = read_pbx(r, node)
+    pbx_map = entry(node, "pbx")
+    if isinstance(pbx, AsteriskPbx) and isinstance(pbx_map, YMap) \
+            and entry(pbx_map, "node") is None and storage.url.startswith("postgres"):
+        # Nodes sharing a journal tell their calls apart by the node name (Asterisk's
+        # systemname in every uniqueid): without it two nodes' calls can share a key and
+        # the second call's attempt is dropped as a repeat.
+        r.problem(pbx_map.where, "connections.pbx.node",
+                  "a node name (e.g. node: node1), required with a postgresql:// "
+                  "storage: every node on a shared journal needs its own")
+    pages = _section(r, node, "pages", _pages)
+    status = _section(r, node, "status", _status_listener)
+    if status is None and pages is not None:
+        status = StatusListener()  # where the pages listener used to serve them
+    if status is not None and pages is not None and status.listen == pages.listen:
+        r.problem(where_of(node, "status"), "connections.status.listen",
+                  f"a HOST:PORT of its own: {pages.listen} is connections.pages.listen, "
+                  "which the internet reaches (default 127.0.0.1:8089)")
+    return Connections(
+        storage=storage,
+        pbx=pbx,
+        smtp=_section(r, node, "smtp", read_smtp),
+        sms_gateway=_section(r, node, "sms_gateway", read_sms_gateway),
+        inbox=_section(r, node, "inbox", read_inbox),
+        pages=pages,
+        email_intake=_section(r, node, "email_intake", _email_intake),
+        status=status,
+    )
+
+
+def _section(r: Reader, parent: YMap, key: str,
+             build: Callable[[Reader, YMap, str], T]) -> T | None:
+    node = r.mapping(entry(parent, key), f"connections.{key}", parent.where)
+    return build(r, node, f"connections.{key}") if node is not None else None
+
+
+def _storage(r: Reader, parent: YMap, base: Path) -> Storage:
+    default = "sqlite:///var/lib/backline/journal.db"
+    node = r.mapping(entry(parent, "storage"), "connections.storage", parent.where)
+    if node is None:
+        return Storage(default)
+    r.keys(node, "connections.storage", ["url"])
+    url = r.text(node, "url", "connections.storage.url", default,
+                 "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://...")
+    url = url or default
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # libpq's own parsing: a password as user:pw@ or as ?password= is the same key.
+        from psycopg import Error as PsycopgError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            fields = conninfo_to_dict(url)
+        except PsycopgError:
+            r.problem(where_of(node, "url"), "connections.storage.url",
+                      "a PostgreSQL URL libpq accepts: postgresql://USER@HOST:PORT/DB "
+                      "(query parameters only those libpq knows)")
+            return Storage(url)
+        if "password" in fields:
+            r.problem(where_of(node, "url"), "connections.storage.url",
+                      "no password in the URL: use PGPASSWORD or a .pgpass file")
+        return Storage(url)
+    if url.startswith("sqlite:///"):
+        return Storage(url)
+    if url.startswith("sqlite:") and len(url) > 7:
+        return Storage("sqlite://" + str((base / url[7:]).resolve()))
+    r.problem(where_of(node, "url"), "connections.storage.url",
+              "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://...")
+    return Storage(default)
+
+
+def _email_intake(r: Reader, node: YMap, f: str) -> EmailIntake:
+    r.keys(node, f, ["listen", "domains"])
+    listen = r.listen(node, f, HostPort("127.0.0.1", 2526))
+    domains = r.strings(node, "domains", f"{f}.domains", _DOMAIN,
+                        "a mail domain of the practice, e.g. maple.example")
+    listed = entry(node, "domains")
+    if listed is None or (isinstance(listed, YSeq) and not listed.items):
+        r.problem(where_of(node, "domains"), f"{f}.domains",
+                  "at least one mail domain of the practice (other mail is refused)")
+    return EmailIntake(listen, tuple(d.lower() for d, _ in domains))
+
+
+def _pages(r: Reader, node: YMap, f: str) -> Pages:
+    r.keys(node, f, ["listen", "base_url"])
+    return Pages(r.listen(node, f, HostPort("127.0.0.1", 8080)),
+                 r.url(node, "base_url", f))
+
+
+def _status_listener(r: Reader, node: YMap, f: str) -> StatusListener:
+    """``/status``, ``/status.json`` and ``/metrics``: who engaged the outage, why, the
+    backlog.  Off loopback only behind a bearer token."""
+    r.keys(node, f, ["listen", "token_env", "token_file"])
+    listen = r.listen(node, f, StatusListener().listen)
+    token = r.secret(node, "token", f, False)
+    if not is_loopback(listen.host.strip("[]")) and not token.env and not token.file:
+        r.problem(where_of(node, "listen"), f"{f}.token_env",
+                  f"a bearer token (token_env or token_file) for a status listener "
+                  f"off loopback ({listen.host}): its pages say who engaged the outage, "
+                  "why, and the backlog")
+    return StatusListener(listen, token)

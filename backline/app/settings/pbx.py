@@ -1,0 +1,147 @@
+"""``connections.pbx``: which PBX, where its control ports are, and its paths on disk."""
+
+from __future__ import annotations
+
+import re
+
+from backline.app.settings.reader import Reader, entry, where_of
+from backline.app.yamlsource import YMap
+from backline.core.model import AsteriskPbx, FreeswitchPbx, HostPort, Pbx, PortRange, Trunk
+
+
+def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
+    """``connections.pbx``: Asterisk (AMI, FastAGI) or FreeSWITCH (ESL, outbound socket)."""
+    node = r.mapping(entry(parent, "pbx"), "connections.pbx", parent.where)
+    if node is None:
+        return None
+    f = "connections.pbx"
+    kind = r.text(node, "kind", f"{f}.kind", "asterisk", "asterisk or freeswitch")
+    sip = r.sub(node, "sip", f)
+    sip_hp = r.host_port(sip, f"{f}.sip", control=False, default_port=5060) \
+        if sip else HostPort("127.0.0.1", 5060)
+    ring = r.integer(node, "ring_seconds", f"{f}.ring_seconds", 25, 5, 120) or 25
+    if kind == "freeswitch":
+        r.keys(node, f, ["kind", "esl", "sip", "ring_seconds", "socket", "trunk",
+                         "secrets_file", "fax_dir", "fax_spool", "cdr_file"])
+        esl = r.sub(node, "esl", f) or YMap({}, node.where)
+        r.keys(esl, f"{f}.esl", ["host", "port", "password_env", "password_file"])
+        sock = r.sub(node, "socket", f) or YMap({}, node.where)
+        r.keys(sock, f"{f}.socket", ["host", "port"])
+        return FreeswitchPbx(
+            r.host_port(esl, f"{f}.esl", control=True, default_port=8021),
+            r.secret(esl, "password", f"{f}.esl", True), sip_hp, ring,
+            socket=r.host_port(sock, f"{f}.socket", control=True, default_port=8084),
+            trunk=_trunk(r, node, f),
+            secrets_file=r.text(node, "secrets_file", f"{f}.secrets_file",
+                                "/var/lib/backline/desk-phone-secrets.json",
+                                "the path of the desk-phone secrets file (outside the "
+                                "repo)") or "/var/lib/backline/desk-phone-secrets.json",
+            fax_dir=_fax_dir(r, node, f),
+            fax_spool=_plain_path(r, node, "fax_spool", f, "/var/lib/freeswitch/fax"),
+            cdr_file=_plain_path(r, node, "cdr_file", f,
+                                 "/var/log/freeswitch/cdr-csv/Master.csv"))
+    if kind != "asterisk":
+        r.problem(where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
+        return None
+    r.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
+                     "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
+                     "node"])
+    ami = r.sub(node, "ami", f) or YMap({}, node.where)
+    r.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
+    agi = r.sub(node, "agi", f) or YMap({}, node.where)
+    r.keys(agi, f"{f}.agi", ["host", "port"])
+    username = r.text(ami, "username", f"{f}.ami.username", "backline",
+                      "the AMI user name") or "backline"
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", username):
+        r.problem(where_of(ami, "username"), f"{f}.ami.username",
+                  "letters, digits, '-' and '_' only")
+    return AsteriskPbx(
+        ami=r.host_port(ami, f"{f}.ami", control=True, default_port=5038),
+        ami_username=username,
+        ami_secret=r.secret(ami, "secret", f"{f}.ami", True),
+        agi=r.host_port(agi, f"{f}.agi", control=True, default_port=4573),
+        sip=sip_hp,
+        ring_seconds=ring,
+        trunk=_trunk(r, node, f),
+        rtp=_port_range(r, node, "rtp", f, PortRange(10000, 10199)),
+        udptl=_port_range(r, node, "udptl", f, PortRange(4000, 4039)),
+        secrets_file=r.text(node, "secrets_file", f"{f}.secrets_file",
+                            "/var/lib/backline/desk-phone-secrets.json",
+                            "the path of the desk-phone secrets file (outside the repo)")
+        or "/var/lib/backline/desk-phone-secrets.json",
+        cdr_file=_absolute_path(r, node, "cdr_file", f,
+                                "the absolute path of Asterisk's cdr-csv Master.csv "
+                                "(leave it out: it is asked of Asterisk)"),
+        spool_dir=_absolute_path(r, node, "spool_dir", f,
+                                 "the absolute path of Asterisk's spool directory "
+                                 "(leave it out: it is asked of Asterisk)"),
+        fax_dir=_fax_dir(r, node, f),
+        node=_node_name(r, node, f),
+    )
+
+
+def _node_name(r: Reader, node: YMap, f: str) -> str:
+    what = "a node name: lower-case letters, digits and '-' (at most 32)"
+    name = r.text(node, "node", f"{f}.node", "", what) or ""
+    # Asterisk's systemname, so it must fit a uniqueid ([systemname-]EPOCH.SEQ).
+    if name and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", name):
+        r.problem(where_of(node, "node"), f"{f}.node", what)
+        return ""
+    return name
+
+
+def _absolute_path(r: Reader, node: YMap, key: str, f: str, what: str) -> str:
+    """An optional absolute path ("" when left out)."""
+    path = r.text(node, key, f"{f}.{key}", "", what) or ""
+    if path and not path.startswith("/"):
+        r.problem(where_of(node, key), f"{f}.{key}", what)
+        return ""
+    return path
+
+
+def _fax_dir(r: Reader, node: YMap, f: str) -> str:
+    default = "/var/lib/backline/fax"
+    what = "the absolute path of the directory where received faxes are kept"
+    path = r.text(node, "fax_dir", f"{f}.fax_dir", default, what) or default
+    if not path.startswith("/"):
+        r.problem(where_of(node, "fax_dir"), f"{f}.fax_dir", what)
+        return default
+    return path
+
+
+def _plain_path(r: Reader, node: YMap, key: str, f: str, default: str) -> str:
+    """An absolute path FreeSWITCH's XML and applications take verbatim: plain
+    characters only (no spaces, quotes or ``$``)."""
+    what = "an absolute path of letters, digits, '_', '.', '/' and '-'"
+    path = r.text(node, key, f"{f}.{key}", default, what) or default
+    if not re.fullmatch(r"/[A-Za-z0-9_./-]{1,255}", path):
+        r.problem(where_of(node, key), f"{f}.{key}", what)
+        return default
+    return path
+
+
+def _trunk(r: Reader, node: YMap, f: str) -> Trunk:
+    sub = r.sub(node, "trunk", f)
+    if sub is None:
+        return Trunk()
+    r.keys(sub, f"{f}.trunk", ["host", "port", "from_user", "geolocation"])
+    hp = r.host_port(sub, f"{f}.trunk", control=False, default_port=5080)
+    user = r.text(sub, "from_user", f"{f}.trunk.from_user", "", "a SIP user name") or ""
+    if user and not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", user):
+        r.problem(where_of(sub, "from_user"), f"{f}.trunk.from_user",
+                  "letters, digits, '.', '-' and '_' only")
+    geolocation = r.flag(sub, "geolocation", f"{f}.trunk.geolocation", False)
+    return Trunk(hp.host, hp.port, user, geolocation)
+
+
+def _port_range(r: Reader, node: YMap, key: str, f: str, default: PortRange) -> PortRange:
+    sub = r.sub(node, key, f)
+    if sub is None:
+        return default
+    r.keys(sub, f"{f}.{key}", ["start", "end"])
+    start = r.integer(sub, "start", f"{f}.{key}.start", default.start, 1024, 65535)
+    end = r.integer(sub, "end", f"{f}.{key}.end", default.end, 1024, 65535)
+    if start is None or end is None or end - start < 1:
+        r.problem(sub.where, f"{f}.{key}", "start below end")
+        return default
+    return PortRange(start, end)
