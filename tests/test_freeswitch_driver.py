@@ -111,6 +111,49 @@ async def test_outage_answers_with_the_announcement_journals_and_rings_nobody() 
             ("announced", Mode.OUTAGE, PRACTICE)
 
 
+async def test_the_announcement_played_is_the_file_backline_render_wrote(tmp_path: Path) -> None:
+    """Rendered, installed beside a stock-like freeswitch.xml and loaded; a carrier INVITE
+    runs through the loaded profile and dialplan up to ``socket``: in an outage the
+    controller plays the file render wrote (``<out>/announcement.wav``), the one the
+    dialplan's own fail-safe plays, not a path of its own."""
+    import dataclasses
+    import shutil
+
+    from backline.core.model import Connections, Storage
+    from backline.localpbx.freeswitch import write_rendered
+    from tests.harness.freeswitch_conf import (
+        Routed,
+        hunt,
+        load,
+        sip_profile,
+        stock_tree,
+        until_socket,
+    )
+
+    async with fs_rig(practice()) as rig:
+        pbx = rig.driver.pbx
+        d = dataclasses.replace(practice(), connections=Connections(Storage("sqlite:///x"),
+                                                                    pbx=pbx))
+        out = tmp_path / "out"
+        await asyncio.to_thread(write_rendered, d, pbx, out, tmp_path / "secrets.json")
+        shutil.copytree(out, tmp_path / "conf")
+        root, _ = load(stock_tree(tmp_path / "conf"))
+        routed = sip_profile(root, "backline").invite(pbx.trunk.host, PRACTICE)
+        assert isinstance(routed, Routed), routed
+        actions = hunt(root, routed)
+        variables = until_socket(actions, routed.variables,
+                                 api=lambda command, arg: rig.db_api(arg))
+        rig.mode = Mode.OUTAGE
+        _, apps = await rig.call(Channel(caller_id_number="+17205550141",
+                                         destination_number=PRACTICE,
+                                         context=routed.context, variables=variables))
+        wav = out / "announcement.wav"
+        assert wav.is_file()
+        assert apps == [("answer", ""), ("playback", str(wav)), ("hangup", "")]
+        socket = [app for app, _ in actions].index("socket")
+        assert actions[socket + 1:socket + 3] == [("answer", ""), ("playback", str(wav))]
+
+
 async def test_unknown_number_is_refused_politely() -> None:
     async with fs_rig(practice()) as rig:
         _, apps = await rig.call(inbound("+13125550000"))

@@ -10,8 +10,9 @@ lookup ever finds it (``tests/harness/freeswitch_conf.py`` assembles the files t
 
 * ``directory/backline.xml``: one domain, a user per desk phone (generated SIP secret) and a
   user per voicemail box (mod_voicemail keeps boxes in the directory);
-* ``dialplan/backline.xml``: each practice number hands the call to the controller's socket;
-  if the controller cannot be reached, ``socket`` returns and the next actions answer with
+* ``dialplan/backline.xml``: each practice number hands the call to the controller's socket,
+  with the path of the rendered announcement on the channel; if the controller cannot be
+  reached, ``socket`` returns and the next actions answer with
   the announcement (the fail-safe). Desk phones: 911 goes straight to the carrier;
   ``*28``/``*29`` + PIN ask the controller to engage/end the outage; in an outage
   (``${db(select/backline/mode)}``, the key the controller mirrors) other calls are refused by
@@ -152,6 +153,9 @@ def dialplan_xml(d: Directory, pbx: FreeswitchPbx, announcement: str) -> str:
     if not _FILE_PATH.fullmatch(pbx.fax_spool):
         raise RenderError(f"connections.pbx.fax_spool: {pbx.fax_spool!r} must be an absolute "
                           "path of letters, digits, '_', '.', '/' and '-'")
+    if not _FILE_PATH.fullmatch(announcement):
+        raise RenderError(f"--out: the announcement's path {announcement!r} must be absolute, "
+                          "of letters, digits, '_', '.', '/' and '-'")
     mode = f"${{db(select/{names.DB_REALM}/{names.DB_MODE})}}"
     doc = _include()
     carrier = ET.SubElement(doc, "context", name=names.CARRIER_CONTEXT)
@@ -173,6 +177,7 @@ def dialplan_xml(d: Directory, pbx: FreeswitchPbx, announcement: str) -> str:
         _actions(cond, [
             ("set", f"{names.ROUTE}={names.INBOUND}"),
             ("set", f"{names.NUMBER}={number.number}"),
+            ("set", f"{names.ANNOUNCEMENT}={announcement}"),
             *marks,
             # The mode in force, kept in the call record for the fail-safe import.
             ("set", f"backline_mode={mode}"),

@@ -29,6 +29,7 @@ import os
 import re
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -376,19 +377,44 @@ def sip_profile(root: ET.Element, name: str) -> SipProfile:
     return SipProfile(root, name, settings)
 
 
-def expand(text: str, variables: dict[str, str]) -> str:
-    """switch_channel_expand_variables for plain ``${name}`` (unknown: empty). An API call
-    (``${db(...)}``) is not modelled."""
+Api = Callable[[str, str], str]
+
+
+def expand(text: str, variables: dict[str, str], api: Api | None = None) -> str:
+    """switch_channel_expand_variables (src/switch_channel.c): ``${name}`` is the channel
+    variable (unknown: empty); ``${cmd(arg)}`` is the output of the API command ``cmd arg``
+    (``api`` answers it; without one it is not modelled)."""
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
-        if "(" in name:
-            raise NotModelled(f"API expansion ${{{name}}}")
+        call = re.fullmatch(r"([a-z_]+)\((.*)\)", name)
+        if call is not None:
+            if api is None:
+                raise NotModelled(f"API expansion ${{{name}}}")
+            return api(call.group(1), call.group(2))
         return variables.get(name, "")
 
     return re.sub(r"\$\{([^{}]*)\}", one, text)
 
 
-def hunt(root: ET.Element, routed: Routed) -> list[tuple[str, str]]:
+def until_socket(actions: list[tuple[str, str]], variables: dict[str, str],
+                 api: Api | None = None) -> dict[str, str]:
+    """Run a hunt's actions up to ``socket`` the way the channel runs them (each one's data
+    expanded when it runs: switch_core_session_execute_application_get_flags in
+    src/switch_core_session.c; ``set`` is name=value at the first ``=``: mod_dptools.c,
+    base_set) and return the channel's variables as the controller's socket then sees them."""
+    channel = dict(variables)
+    for app, data in actions:
+        if app == "socket":
+            return channel
+        if app == "set":
+            name, _, value = expand(data, channel, api).partition("=")
+            channel[name] = value
+        else:
+            raise NotModelled(f"application {app!r} before socket")
+    raise LookupError("no socket action: the call never reaches the controller")
+
+
+def hunt(root: ET.Element, routed: Routed, api: Api | None = None) -> list[tuple[str, str]]:
     """dialplan_hunt: the context (else ``global``), its extensions in order; in each,
     conditions in order (a failing one ends the extension: break="on-false"), and the
     first extension whose conditions all pass gives its actions (continue="false").
@@ -408,7 +434,7 @@ def hunt(root: ET.Element, routed: Routed) -> list[tuple[str, str]]:
             if condition.get("break") is not None:
                 raise NotModelled("condition break=")
             fieldname = condition.get("field") or ""
-            value = expand(fieldname, routed.variables) if "$" in fieldname \
+            value = expand(fieldname, routed.variables, api) if "$" in fieldname \
                 else routed.variables.get(fieldname, "")
             if re.search(condition.get("expression") or "", value) is None:
                 actions = []

@@ -22,6 +22,7 @@ from backline.core.model import Directory, FreeswitchPbx, HostPort, Secret
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
+from backline.pbx.freeswitch import names
 from backline.pbx.freeswitch.driver import FreeswitchDriver
 from backline.pbx.ports import FaxDesk
 from tests.harness.eslserver import Channel, EslConnection, EslServer
@@ -100,7 +101,12 @@ class FsRig:
     async def call(self, channel: Channel, within: float = 5.0) -> tuple[EslConnection,
                                                                          list[tuple[str, str]]]:
         """Place a call to the driver's socket; return the session and the applications the
-        driver had the channel execute, in order (``(name, arg)``, arg "" when none)."""
+        driver had the channel execute, in order (``(name, arg)``, arg "" when none).
+
+        A carrier call carries the announcement's path as the rendered dialplan sets it
+        before ``socket`` (:data:`ANNOUNCEMENT` here, unless the test set one)."""
+        if channel.variables.get(names.ROUTE) == names.INBOUND:
+            channel.variables.setdefault(names.ANNOUNCEMENT, ANNOUNCEMENT)
         conn = await self.server.dial(DOMAIN, self.driver.socket_port, channel,
                                       async_mode=False, full=True)
         await asyncio.wait_for(conn.closed.wait(), within)
@@ -141,7 +147,7 @@ async def fs_rig(directory: Directory, conversations: ConversationBook | None = 
     driver = FreeswitchDriver(freeswitch_pbx(srv.port, fax_spool), PASSWORD,
                               OwnershipBook(directory), conversations or ConversationBook(),
                               mode or (lambda: holder[0].mode), record or recorded,
-                              feature=feature, announcement=ANNOUNCEMENT, faxes=faxes,
+                              feature=feature, faxes=faxes,
                               import_record=import_record,
                               clock=clock or (lambda: datetime.now(UTC)),
                               hours_feature=hours_feature)

@@ -101,7 +101,9 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
                                   f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case PlayAnnouncement():
-            return [("answer", None), ("playback", sounds.announcement), ("hangup", None)]
+            return [("answer", None),
+                    ("playback", _checked("announcement", _PATH, sounds.announcement)),
+                    ("hangup", None)]
         case RefuseUnknownNumber():
             return [("answer", None), ("playback", sounds.refusal), ("hangup", None)]
         case ReceiveFax():
@@ -114,7 +116,7 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
                     ("hangup", names.REJECT_CAUSE)]
         case PlayClosedAnnouncement():
             # The clip lies beside the announcement (backline render writes both).
-            folder = sounds.announcement.rpartition("/")[0] or "."
+            folder = _checked("announcement", _PATH, sounds.announcement).rpartition("/")[0]
             clip = f"{folder}/{closed_clip(_checked('number', _NUMBER, decision.number))}.wav"
             return [("answer", None), ("playback", clip),
                     ("voicemail", f"default {domain} "

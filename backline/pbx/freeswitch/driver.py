@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -60,7 +61,6 @@ class FreeswitchDriver:
                  conversations: ConversationBook, mode: Callable[[], Mode],
                  record: Callable[[NewAttempt], Awaitable[object]], *,
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
-                 announcement: str = "/usr/share/freeswitch/sounds/backline/announcement.wav",
                  hub: EslHub | None = None, faxes: FaxDesk | None = None,
                  import_record: Callable[[], Awaitable[object]] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -79,7 +79,8 @@ class FreeswitchDriver:
         self.mode = mode
         self.record = record
         self.domain = pbx.sip.host
-        self.sounds = Sounds(announcement=announcement, fax_spool=pbx.fax_spool)
+        # The announcement's path comes with each call (the rendered dialplan sets it).
+        self.sounds = Sounds(announcement="", fax_spool=pbx.fax_spool)
         self.faxes = faxes
         self.import_record = import_record
         self.registrations = Registrations(book, book.directory.max_per_login)
@@ -153,13 +154,19 @@ class FreeswitchDriver:
         decision = decided.decision
         if decided.attempt is not None:
             await self.record(decided.attempt)
+        # Where `backline render` wrote the announcement, as the rendered dialplan put it on
+        # the call: no path is guessed here, so the controller plays the file the PBX's own
+        # fail-safe plays.
+        sounds = dataclasses.replace(
+            self.sounds, announcement=data.get(f"variable_{names.ANNOUNCEMENT}") or "")
         try:
-            return (inbound_applications(decision, self.domain, self.sounds, uuid),
+            return (inbound_applications(decision, self.domain, sounds, uuid),
                     isinstance(decision, ReceiveFax))
         except UnsafeValue as exc:
-            log.error("inbound decision not sent: %s", exc)
-            return ([("answer", None), ("playback", self.sounds.announcement),
-                     ("hangup", None)], False)
+            # Nothing is executed: the session closes, `socket` returns and the rendered
+            # dialplan's next actions answer with the announcement.
+            log.error("inbound decision not sent: %s; the dialplan's fallback answers", exc)
+            return ([], False)
 
     async def _fax_done(self, data: wire.ChannelData, session: CallSession) -> None:
         """mod_spandsp's results (on the channel's events) to the fax intake: the TIFF is

@@ -9,6 +9,9 @@ from typing import Final
 # come from our own rendered XML, never from the caller.
 ROUTE: Final = "backline_route"  # "inbound" (carrier), "outbound" or "feature" (desk phone)
 NUMBER: Final = "backline_number"  # the practice number the carrier dialled, as E.164
+# Where `backline render` wrote the announcement, as FreeSWITCH sees the path: the closed
+# clips lie beside it. The driver plays what the call carries, so it never guesses a path.
+ANNOUNCEMENT: Final = "backline_announcement"
 INBOUND: Final = "inbound"
 OUTBOUND: Final = "outbound"
 FEATURE: Final = "feature"
