@@ -11,34 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from backline.app.commands.shared import CONFIG_HELP, UsageError, load_directory, local_time, who
 from backline.core import e164
 from backline.core.conversations import ConversationRefused
-from backline.core.model import Directory
 from backline.core.ownership import OwnershipBook
 from backline.features.conversations import change_member
 from backline.journal import open_journal
 from backline.journal.conversations import ADD, REMOVE
 
-CONFIG_HELP = "the practice YAML (default: $BACKLINE_CONFIG, else /etc/backline/backline.yaml)"
 
-
-@dataclass(frozen=True, slots=True)
-class Shared:
-    """What the command takes from the CLI around it (which imports this module): loading
-    the config, local times, who runs it, and its usage error (exit 2)."""
-
-    load: Callable[[str | None], Directory]
-    local: Callable[[datetime, Directory], str]
-    who: Callable[[str | None], str]
-    usage_error: Callable[[str], Exception]
-
-
-def add_parser(sub: Any, shared: Shared) -> None:
+def add_parser(sub: Any) -> None:
     """The ``conversation`` command, on the top-level subparsers ``sub``."""
     p = sub.add_parser(
         "conversation", help="add or remove a teammate in one conversation, or list them",
@@ -47,7 +32,7 @@ def add_parser(sub: Any, shared: Shared) -> None:
                     "alone, who may call and text that party from the number and nobody "
                     "else. Each change is journaled and audited (who, when); a running "
                     "controller applies it within a second.")
-    p.set_defaults(func=lambda args: cmd_conversation(args, shared))
+    p.set_defaults(func=cmd_conversation)
     csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, help_ in ((ADD, "add USER to the conversation of NUMBER with PARTY"),
                           (REMOVE, "remove USER from it (a member of NUMBER cannot be)")):
@@ -67,8 +52,8 @@ def add_parser(sub: Any, shared: Shared) -> None:
     q.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
 
 
-def cmd_conversation(args: argparse.Namespace, shared: Shared) -> int:
-    directory = shared.load(args.config)
+def cmd_conversation(args: argparse.Namespace) -> int:
+    directory = load_directory(args.config)
     book = OwnershipBook(directory)
     journal = open_journal(directory.connections.storage.url)
     try:
@@ -78,7 +63,7 @@ def cmd_conversation(args: argparse.Namespace, shared: Shared) -> int:
                 try:
                     wanted.append(e164.normalise(value) if value else None)
                 except e164.NotE164 as exc:
-                    raise shared.usage_error(f"expected {exc.why}") from None
+                    raise UsageError(f"expected {exc.why}") from None
             rows = [m for m in journal.conversation_members()
                     if (wanted[0] is None or m.key.number == wanted[0])
                     and (wanted[1] is None or m.key.party == wanted[1])
@@ -94,14 +79,14 @@ def cmd_conversation(args: argparse.Namespace, shared: Shared) -> int:
                                                              args.user else ""))
             for m in rows:
                 print(f"{m.key.number}  {m.key.party:<16}  {m.key.user_id:<12}  added "
-                      f"{shared.local(m.added_at, directory)} by {m.added_by} (via {m.via})")
+                      f"{local_time(m.added_at, directory)} by {m.added_by} (via {m.via})")
             return 0
-        by = shared.who(args.by)
+        by = who(args.by)
         try:
             changed = change_member(journal, book, args.action, args.number, args.party,
                                     args.user, by=by, via="cli", at=datetime.now(UTC))
         except ConversationRefused as exc:
-            raise shared.usage_error(f"{exc}; nothing changed") from None
+            raise UsageError(f"{exc}; nothing changed") from None
         k = changed.key
         if not changed.done:
             print(f"{k.user_id} was {'already' if args.action == ADD else 'not'} added to the "
