@@ -82,6 +82,7 @@ class Heard:
 
     kind: str  # ring | internal | voicemail | announcement | refused | dial-out | refused-out
     #            | closed (announcement, voicemail) | forward (to the answering service)
+    #            | fallback (the PBX heard no decision: its dialplan answers alone)
     phones: frozenset[str] = frozenset()
     to: str = ""
     caller_id: str = ""
@@ -115,6 +116,7 @@ class Scenario:
     feature: str = ""  # engage (*28), end (*29), closed (*26), open (*27), from desk_phone ...
     pin: str = ""  # ... with these digits
     at: datetime = OPEN_AT  # the controller's clock
+    journal_fails: bool = False  # every journal write raises (a full disk)
 
 
 SCENARIOS = [
@@ -166,6 +168,12 @@ SCENARIOS = [
                             caller_id_name="Maple Street")),
     Scenario("closed, in an outage: the outage announcement", dialed=TEAM, at=CLOSED_AT,
              mode=Mode.OUTAGE, expected=Heard("announcement"), journaled="announced"),
+    # One policy for when a call is journaled (backline.pbx.inbound.journaled_first): in an
+    # outage before the PBX hears the decision, in normal mode right after it.
+    Scenario("the journal failing in an outage: the PBX hears nothing, its fallback answers",
+             dialed=TEAM, mode=Mode.OUTAGE, journal_fails=True, expected=Heard("fallback")),
+    Scenario("the journal failing in normal mode: the call still rings (journaled after)",
+             dialed=TEAM, journal_fails=True, expected=ring("ana-p0", "jo-p0", "sam-p0")),
     Scenario("*28 + the PIN from an admin's desk phone engages the outage",
              desk_phone="ana-p0", feature="engage", pin="2468", expected=Heard("switched")),
     Scenario("*26 + the PIN from an admin's desk phone forces the hours closed",
@@ -189,10 +197,13 @@ class State:
     mode: Mode = Mode.NORMAL
     attempts: list[NewAttempt] = field(default_factory=list)
     at: datetime = OPEN_AT
+    journal_fails: bool = False
 
     switches: list[tuple[str, Mode | HoursState, str]] = field(default_factory=list)
 
     async def record(self, attempt: NewAttempt) -> bool:
+        if self.journal_fails:
+            raise OSError("disk full")
         self.attempts.append(attempt)
         return True
 
@@ -214,6 +225,8 @@ _SET = re.compile(r'SET VARIABLE ([A-Z_]+) "(.*)"\n')
 
 
 def _asterisk_heard(variables: dict[str, str]) -> Heard:
+    if not variables:  # the session closed with nothing set: the dialplan's fallback plays
+        return Heard("fallback")
     if v.FEATURE_RESULT in variables:
         return Heard("switched" if variables[v.FEATURE_RESULT] == "ok" else "switch-refused")
     if v.DECISION in variables and hasattr(v, "FIELDS"):  # one packed variable per decision
@@ -301,6 +314,8 @@ async def asterisk(d: Directory, conversations: ConversationBook, state: State
 
 
 def _freeswitch_heard(apps: list[tuple[str, str]], outbound: bool) -> Heard:
+    if not apps:  # the session closed with nothing executed: the dialplan's fallback plays
+        return Heard("fallback")
     if ("playback", names.FEATURE_OK_SOUND) in apps:
         return Heard("switched")
     if ("playback", names.FEATURE_REFUSED_SOUND) in apps:
@@ -387,7 +402,7 @@ async def test_scenario(driver: str, scenario: Scenario) -> None:
     conversations = ConversationBook()
     for num, party, who in scenario.added:
         conversations.add(num, party, who)
-    state = State(mode=scenario.mode, at=scenario.at)
+    state = State(mode=scenario.mode, at=scenario.at, journal_fails=scenario.journal_fails)
     async with DRIVER_RIGS[driver](d, conversations, state) as rig:
         assert await rig.run(scenario) == scenario.expected
     if scenario.feature:

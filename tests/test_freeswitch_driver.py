@@ -427,13 +427,16 @@ async def test_backline_run_picks_the_freeswitch_driver(tmp_path: Path,
 
 
 async def test_a_journal_that_fails_leaves_the_caller_to_the_dialplans_fallback() -> None:
-    """Nothing is executed and the session closes: `socket` returns and the rendered
-    dialplan's next actions (announcement) answer the caller."""
+    """In an outage the journal is written before FreeSWITCH hears the decision: if it fails,
+    nothing is executed and the session closes: `socket` returns and the rendered dialplan's
+    next actions (announcement) answer the caller.  (In normal mode the call is journaled
+    after its decision: tests/test_driver_scenarios.py, both drivers.)"""
     async def broken(attempt: object) -> bool:
         raise OSError("disk full")
 
     async with fs_rig(practice(), record=broken) as rig:
         await registered(rig, "ana-p0")
+        rig.mode = Mode.OUTAGE
         conn, apps = await rig.call(inbound(TEAM))
         assert apps == []
         assert [c.command for c in conn.commands] == ["connect", "myevents", "linger"]

@@ -192,6 +192,7 @@ async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
     try:
         driver = FreeswitchDriver(pbx, password, controller.book, controller.conversations,
                                   controller.mode, controller.record_attempt,
+                                  record_later=controller.record_later,
                                   feature=controller.desk_phone_switch, faxes=controller.faxes,
                                   import_record=controller.import_pbx_record,
                                   clock=lambda: controller.clock(),

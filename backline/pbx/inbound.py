@@ -1,8 +1,10 @@
 """An inbound call's decision as both PBX drivers take it: the pure core's answer, the fax
-directory asked before a fax is answered, and the journal record the decision stands for.
+directory asked before a fax is answered, the journal record the decision stands for, and
+whether that record must be on disk before the PBX hears the decision.
 
 One place, so that a call through Asterisk and one through FreeSWITCH are decided and
-journaled alike; the drivers only spell the decision for their PBX.
+journaled alike (``backline.pbx.callpath`` runs it); the drivers only spell the decision for
+their PBX.
 """
 
 from __future__ import annotations
@@ -77,3 +79,15 @@ async def decide_inbound(book: OwnershipBook, registrations: Registrations, call
     elif not isinstance(decision, ReceiveFax):
         attempt = call_attempt(f"call:{uniqueid}", call, decision, mode, at)
     return Decided(decision, attempt)
+
+
+def journaled_first(mode: Mode, decision: InboundDecision) -> bool:
+    """Whether a call's record goes on disk before the PBX hears its decision.
+
+    In an outage (and for a refused fax) the journal is the attempt's only record, so it is
+    written first: if that fails, the PBX hears nothing and its dialplan's fallback answers.
+    In normal mode the call rings staff and is journaled right after the decision goes out,
+    off the caller's path; a controller that dies in between loses nothing, the CDR import
+    brings the call in under the same key.
+    """
+    return mode is Mode.OUTAGE or isinstance(decision, RejectFax)

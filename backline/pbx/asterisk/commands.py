@@ -9,25 +9,9 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from backline.core import routing as r
 from backline.core.hours import closed_clip
 from backline.core.ownership import OwnershipBook
-from backline.core.routing import (
-    ForwardToAnsweringService,
-    InboundDecision,
-    OpenVoicemail,
-    OutboundDecision,
-    PlaceCall,
-    PlaceEmergencyCall,
-    PlayAnnouncement,
-    PlayClosedAnnouncement,
-    ReceiveFax,
-    RefuseOutbound,
-    RefuseUnknownNumber,
-    RejectFax,
-    RingDeskPhones,
-    RingExtension,
-    SendToVoicemail,
-)
 from backline.pbx.asterisk import dialplan_variables as v
 
 Variables = list[tuple[str, str]]
@@ -53,31 +37,31 @@ def packed(variables: Variables) -> tuple[str, str]:
     return v.DECISION, v.FIELD_SEPARATOR.join(values.get(name, "") for name in v.FIELDS)
 
 
-def inbound_variables(decision: InboundDecision, book: OwnershipBook) -> Variables:
+def inbound_variables(decision: r.InboundDecision, book: OwnershipBook) -> Variables:
     match decision:
-        case RingDeskPhones():
+        case r.RingDeskPhones():
             # Each live registration by its contact: PJSIP/endpoint alone would ring only one
             # contact of a login's shared AOR.  Contacts were checked when they registered.
             targets = "&".join(f"PJSIP/{phone}/{contact}"
                                for phone, contact in decision.contacts)
             return [(v.DIAL, targets), (v.RING_SECONDS, str(decision.ring_seconds)),
                     (v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.RING)]
-        case SendToVoicemail():
+        case r.SendToVoicemail():
             return [(v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.VOICEMAIL)]
-        case PlayAnnouncement():
+        case r.PlayAnnouncement():
             return [(v.ACTION, v.ANNOUNCE)]
-        case RefuseUnknownNumber():
+        case r.RefuseUnknownNumber():
             return [(v.ACTION, v.UNKNOWN)]
-        case ReceiveFax():
+        case r.ReceiveFax():
             # The dialplan names the file itself (from the call's uniqueid, in the PBX's
             # spool), so a fax the PBX takes alone lands in the same place.
             return [(v.ACTION, v.FAX)]
-        case RejectFax():
+        case r.RejectFax():
             return [(v.ACTION, v.REJECT_FAX)]
-        case PlayClosedAnnouncement():
+        case r.PlayClosedAnnouncement():
             return [(v.VOICEMAIL_BOX, decision.voicemail_box),
                     (v.SOUND, closed_clip(decision.number)), (v.ACTION, v.CLOSED)]
-        case ForwardToAnsweringService():
+        case r.ForwardToAnsweringService():
             return [(v.CALLER_ID_NUM, decision.number),
                     (v.CALLER_ID_NAME, decision.caller_id_name),
                     (v.DIAL_TO, decision.to), (v.ACTION, v.FORWARD)]
@@ -85,21 +69,21 @@ def inbound_variables(decision: InboundDecision, book: OwnershipBook) -> Variabl
             assert_never(decision)
 
 
-def outbound_variables(decision: OutboundDecision) -> Variables:
+def outbound_variables(decision: r.OutboundDecision) -> Variables:
     match decision:
-        case PlaceCall():
+        case r.PlaceCall():
             return [(v.CALLER_ID_NUM, decision.from_number),
                     (v.CALLER_ID_NAME, decision.caller_id_name),
                     (v.DIAL_TO, decision.to), (v.ACTION, v.CALL)]
-        case PlaceEmergencyCall():
+        case r.PlaceEmergencyCall():
             # The dialplan sends 911 out before asking us; this is the same route if a
             # phone's dial plan reaches us with it anyway.
             return [(v.CALLER_ID_NUM, decision.from_number),
                     (v.CALLER_ID_NAME, decision.caller_id_name),
                     (v.DIAL_TO, decision.to), (v.ACTION, v.CALL)]
-        case OpenVoicemail():
+        case r.OpenVoicemail():
             return [(v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.VOICEMAIL_MAIN)]
-        case RingExtension():
+        case r.RingExtension():
             # Contacts as for an inbound call (RingDeskPhones); the caller's name loses what
             # would split the packed decision or a SIP display name.
             return [(v.DIAL, "&".join(f"PJSIP/{phone}/{contact}"
@@ -109,7 +93,7 @@ def outbound_variables(decision: OutboundDecision) -> Variables:
                     (v.CALLER_ID_NAME, "".join(ch for ch in decision.caller_id_name
                                                if ch not in '^"<>\\')[:40]),
                     (v.ACTION, v.INTERNAL)]
-        case RefuseOutbound():
+        case r.RefuseOutbound():
             return [(v.REFUSAL, decision.why.value), (v.ACTION, v.REFUSE)]
         case _:
             assert_never(decision)

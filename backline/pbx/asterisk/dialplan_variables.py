@@ -1,7 +1,10 @@
 """The channel variables the dialplan reads after a decision (see backline/render/asterisk.py).
 
-One place for every Asterisk name, as wazo_agid/dialplan_variables.py does.
+One place for every Asterisk name, as wazo_agid/dialplan_variables.py does; the names both
+PBXs share come from backline/pbx/names.py.
 """
+
+from backline.pbx import names as shared
 
 ACTION = "BACKLINE_ACTION"
 DIAL = "BACKLINE_DIAL"
@@ -39,16 +42,16 @@ FORWARD = "forward"  # closed: to the answering service, with the number's calle
 
 # The mode, mirrored into AstDB for the dialplan and the console (`database put backline mode
 # outage` on the Asterisk CLI switches it), and the custom device state behind the BLF lamp.
-DB_FAMILY = "backline"
-DB_MODE = "mode"
-DB_ACK = "ack"
-DB_BY = "by"
-DB_REASON = "reason"
+DB_FAMILY = shared.MODE_FAMILY
+DB_MODE = shared.MODE
+DB_ACK = shared.ACK
+DB_BY = shared.BY
+DB_REASON = shared.REASON
 LAMP = "Custom:backline-outage"
 FEATURE_RESULT = "BACKLINE_FEATURE"
 # The hours override's feature actions (*26 closed, *27 open), beside engage/end.
-HOURS_CLOSED = "closed"
-HOURS_OPEN = "open"
+HOURS_CLOSED = shared.HOURS_CLOSED
+HOURS_OPEN = shared.HOURS_OPEN
 
 # Emergency calls (backline/render/asterisk.py; the rules in backline/core/emergency.py).
 # Each desk phone's endpoint carries its callback number and caller-ID name (set_var), so 911

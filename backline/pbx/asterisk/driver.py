@@ -14,13 +14,12 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Unpack
 
 from backline.core import e164
 from backline.core.conversations import ConversationBook
 from backline.core.emergency import EmergencyCall
-from backline.core.fax_intake import BadFaxReport, fax_end_from_args
-from backline.core.hours import HoursOverride, HoursState
+from backline.core.fax_intake import FaxEnd, fax_end_from_args
 from backline.core.model import AsteriskPbx
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
@@ -28,10 +27,9 @@ from backline.core.records import NewAttempt
 from backline.core.routing import (
     CallKind,
     InboundCall,
+    InboundDecision,
     RefuseOutbound,
     Registration,
-    Registrations,
-    RejectFax,
     decide_outbound,
     dialled,
 )
@@ -39,8 +37,9 @@ from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.commands import inbound_variables, outbound_variables, packed
 from backline.pbx.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
-from backline.pbx.inbound import decide_inbound
-from backline.pbx.ports import FaxDesk, LinkDown
+from backline.pbx.callpath import CallPath, CallPathOptions
+from backline.pbx.mode_keys import ModeKeys
+from backline.pbx.ports import LinkDown
 
 log = logging.getLogger("backline.asterisk")
 
@@ -54,37 +53,20 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
 _SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
 
 
-class AsteriskDriver:
+class AsteriskDriver(CallPath, ModeKeys):
     def __init__(self, pbx: AsteriskPbx, ami_secret: str, book: OwnershipBook,
                  conversations: ConversationBook, mode: Callable[[], Mode],
                  record: Callable[[NewAttempt], Awaitable[object]],
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
-                 after_login: Callable[[], Awaitable[object]] | None = None,
-                 faxes: FaxDesk | None = None,
-                 record_later: Callable[[NewAttempt], Awaitable[object]] | None = None,
+                 after_login: Callable[[], Awaitable[object]] | None = None, *,
                  emergency: Callable[[EmergencyCall], Awaitable[object]] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 hours_override: Callable[[], HoursOverride | None] = lambda: None,
-                 hours_feature: Callable[[str, HoursState, str], Awaitable[bool]] | None = None
-                 ) -> None:
+                 **options: Unpack[CallPathOptions]) -> None:
+        super().__init__(book, conversations, mode, record, log=log, feature=feature,
+                         ring_seconds=pbx.ring_seconds, **options)
         self.pbx = pbx
-        # The controller's clock: a call is decided (the number's hours) and journaled at it.
-        self.clock = clock
-        # The admins' override of the hours (*26/*27), and how a desk phone sets it.
-        self.hours_override = hours_override
-        self.hours_feature = hours_feature
         # Told of every 911 call a desk phone placed (the dialplan's user event).
         self.emergency = emergency
-        # Journals a normal-mode call once its decision is out (default: ``record``).
-        self.record_later = record_later or record
-        self.faxes = faxes
         self.after_login = after_login
-        self.record = record
-        self.feature_switch = feature
-        self.book = book
-        self.conversations = conversations
-        self.mode = mode
-        self.registrations = Registrations(book, book.directory.max_per_login)
         # Per FastAGI session: the controller's decision (request in, decision out) and the
         # whole session with Asterisk's answers (bench/calls.py prints both).
         self.latencies: list[float] = []
@@ -98,8 +80,6 @@ class AsteriskDriver:
                            on_login=self._logged_in)
         self.ami.on_event("ContactStatus", self.on_contact_status)
         self.ami.on_event("UserEvent", self.on_user_event)
-        self._changed = asyncio.Event()
-        self._after: set[asyncio.Task[None]] = set()
         self._contacts_stale = False
         self._contacts_sync: asyncio.Task[None] | None = None
         self._odd_contacts: set[tuple[str, str]] = set()
@@ -120,21 +100,7 @@ class AsteriskDriver:
             self._contacts_sync.cancel()
             await asyncio.gather(self._contacts_sync, return_exceptions=True)
         await self.agi.stop()
-        if self._after:
-            await asyncio.gather(*self._after, return_exceptions=True)
-
-    def _after_decision(self, work: Awaitable[object]) -> None:
-        """Run ``work`` once the PBX has its decision; kept so that stop() waits for it."""
-        async def run() -> None:
-            try:
-                await work
-            except Exception:
-                log.exception("journaling a call after its decision failed (the CDR import "
-                              "brings it in)")
-
-        task = asyncio.create_task(run())
-        self._after.add(task)
-        task.add_done_callback(self._after.discard)
+        await self.stop_after()
 
     def _latency(self, script: str, decided: float, total: float) -> None:
         self.latencies.append(decided)
@@ -168,39 +134,20 @@ class AsteriskDriver:
         await self._decide(call, request.get("uniqueid"), session)
 
     async def _decide(self, call: InboundCall, uniqueid: str, session: AgiSession) -> None:
-        # A fax to be received is journaled when it ends (/faxdone), once, with its pages and
-        # PDF: the PBX's CDR covers a controller that dies meanwhile.
-        mode = self.mode()
-        decided = await decide_inbound(self.book, self.registrations, call, mode,
-                                       self.pbx.ring_seconds, self.faxes, uniqueid,
-                                       self.clock(), log, self.hours_override())
-        decision, attempt = decided.decision, decided.attempt
-        # In an outage (and for a refused fax) the journal is the attempt's only record, so it
-        # is on disk before the PBX hears the decision.  In normal mode the call rings staff
-        # and is journaled right after the decision goes out, off the caller's path; a
-        # controller that dies in between loses nothing, the CDR import brings the call in
-        # under the same key.
-        durable_first = mode is Mode.OUTAGE or isinstance(decision, RejectFax)
-        if attempt is not None and durable_first:
-            await self.record(attempt)
-        await session.set_variable(*packed(inbound_variables(decision, self.book)))
-        if attempt is not None and not durable_first:
-            self._after_decision(self.record_later(attempt))
+        async def send(decision: InboundDecision) -> None:
+            await session.set_variable(*packed(inbound_variables(decision, self.book)))
+
+        await self.take_inbound(call, uniqueid, send)
 
     async def fax_done(self, request: AgiRequest, session: AgiSession) -> None:
         """The end of a fax call (the h extension of backline-fax, whatever ended it): the
         arguments are the dialled number and res_fax's FAX* variables (fax_intake checks
         them); nothing is sent back, the channel is gone."""
-        if self.faxes is None:
-            log.warning("a fax ended but fax intake is not wired; the CDR import takes it")
-            return
-        caller = request.args[5] if len(request.args) > 5 else ""
-        try:
-            end = fax_end_from_args(request.get("uniqueid"), caller, request.args[:5])
-        except BadFaxReport as exc:
-            log.error("fax report refused: %s", exc)
-            return
-        await self.faxes.fax_ended(end)
+        async def read_end() -> FaxEnd:
+            caller = request.args[5] if len(request.args) > 5 else ""
+            return fax_end_from_args(request.get("uniqueid"), caller, request.args[:5])
+
+        await self.take_fax_end(read_end)
 
     async def outbound(self, request: AgiRequest, session: AgiSession) -> None:
         desk_phone, digits = [*request.args, "", ""][:2]
@@ -218,13 +165,7 @@ class AsteriskDriver:
         """``*28``/``*29`` + PIN from a desk phone: engage or end the outage; ``*26``/``*27``:
         force the hours closed or open until the next scheduled change."""
         desk_phone, action, pin = [*request.args, "", "", ""][:3]
-        to = {"engage": Mode.OUTAGE, "end": Mode.NORMAL}.get(action)
-        hours = {v.HOURS_CLOSED: HoursState.CLOSED, v.HOURS_OPEN: HoursState.OPEN}.get(action)
-        ok = False
-        if to is not None and self.feature_switch is not None:
-            ok = await self.feature_switch(desk_phone, to, pin)
-        elif hours is not None and self.hours_feature is not None:
-            ok = await self.hours_feature(desk_phone, hours, pin)
+        ok = await self.desk_phone_feature(desk_phone, action, pin)
         await session.set_variable(v.FEATURE_RESULT, "ok" if ok else "refused")
 
     # -- AMI -------------------------------------------------------------------------------
@@ -269,7 +210,7 @@ class AsteriskDriver:
         if not (_NAME.fullmatch(phone) and dialled.isdigit() and _NAME.fullmatch(uniqueid)):
             log.error("an emergency call event we cannot read; the CDR import will bring it")
             return
-        self._after_decision(self.emergency(
+        self.after_decision(self.emergency(
             EmergencyCall(f"emergency:{uniqueid}", datetime.now(UTC), phone, dialled[:8])))
 
     async def call_with_notice(self, desk_phone: str, about_phone: str, at: datetime) -> None:
@@ -387,7 +328,7 @@ class AsteriskDriver:
                      self._held(r.desk_phone))
         for r in added:
             log.info("desk phone %s registered (%s)", r.desk_phone, self._held(r.desk_phone))
-        self._notify()
+        self.registrations_changed()
 
     def _held(self, desk_phone: str) -> str:
         """How many registrations the phone's login holds, against its limit, for the log."""
@@ -404,7 +345,7 @@ class AsteriskDriver:
 
     # -- the mode in the PBX (AstDB keys backline/mode and backline/ack, and the lamp) ------
 
-    async def _db_get(self, key: str) -> str | None:
+    async def _get(self, key: str) -> str | None:
         events: Any = await self.ami.action(
             {"Action": "DBGet", "Family": v.DB_FAMILY, "Key": key}, as_list=True, within=3.0)
         for e in events:
@@ -412,57 +353,16 @@ class AsteriskDriver:
                 return str(e.get("Val", ""))
         return None
 
-    async def _db_put(self, key: str, value: str) -> None:
+    async def _put(self, key: str, value: str) -> None:
         await self.ami.action({"Action": "DBPut", "Family": v.DB_FAMILY, "Key": key,
                                "Val": value}, within=3.0)
 
-    async def read_mode(self) -> tuple[str | None, str | None, str | None, str | None]:
-        """The PBX's mode, our last agreement, and who/why if set from the console."""
-        return (await self._db_get(v.DB_MODE), await self._db_get(v.DB_ACK),
-                await self._db_get(v.DB_BY), await self._db_get(v.DB_REASON))
+    async def _delete(self, key: str) -> None:
+        await self.ami.action({"Action": "DBDel", "Family": v.DB_FAMILY, "Key": key},
+                              within=3.0)
 
-    async def forget_console_note(self) -> None:
-        """Delete ``backline/by`` and ``backline/reason`` (a key already gone is fine)."""
-        for key in (v.DB_BY, v.DB_REASON):
-            await self.ami.action({"Action": "DBDel", "Family": v.DB_FAMILY, "Key": key},
-                                  within=3.0)
-
-    async def write_mode(self, mode: Mode, *, ack_only: bool = False) -> None:
-        """Agree on ``mode`` with the PBX and light every desk phone's lamp to match."""
-        if not ack_only:
-            await self._db_put(v.DB_MODE, mode.value)
-        await self._db_put(v.DB_ACK, mode.value)
+    async def light_lamp(self, mode: Mode) -> None:
+        """The custom device state behind every desk phone's BLF key."""
         state = "INUSE" if mode is Mode.OUTAGE else "NOT_INUSE"
         await self.ami.action({"Action": "Command",
                                "Command": f"devstate change {v.LAMP} {state}"}, within=3.0)
-
-    async def wait_registered(self, users: set[str], within: float) -> None:
-        """For tests and ops: wait until every given login has a live registration."""
-        try:
-            await self.wait_registrations(
-                lambda r: all(r.live(u) for u in users), within)
-        except TimeoutError:
-            live = {u for u in users if self.registrations.live(u)}
-            raise TimeoutError(f"not registered: {sorted(users - live)}") from None
-
-    async def wait_registrations(self, done: Callable[[Registrations], bool],
-                                 within: float) -> None:
-        """For tests and ops: wait until ``done`` holds of the registrations, asked again at
-        each change; TimeoutError after ``within`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            changed = self._changed
-            if done(self.registrations):
-                return
-            try:
-                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                if done(self.registrations):
-                    return
-                raise
-
-    def _notify(self) -> None:
-        """Wake whoever waits on registrations; the next wait gets a fresh event."""
-        self._changed.set()
-        self._changed = asyncio.Event()

@@ -3,9 +3,9 @@ mode over the inbound socket, around the same pure core as the Asterisk driver.
 
 * Calls: the rendered dialplan hands each call to :class:`CallSocketServer` (ours, asyncio,
   our codec). The driver reads the call from the channel data (untrusted caller text is only
-  ever passed to the core, never into a command), asks the core, journals an inbound attempt
-  *before* FreeSWITCH hears the decision, and sends the decision's applications
-  (:mod:`backline.pbx.freeswitch.commands`).
+  ever passed to the core, never into a command), takes it down the shared call path
+  (:mod:`backline.pbx.callpath`: decided, and journaled when that path says) and sends the
+  decision's applications (:mod:`backline.pbx.freeswitch.commands`).
 * Registrations: ``sofia::register``/``unregister``/``expire`` events on the inbound link
   (greenswitch, in its own thread: :mod:`backline.pbx.freeswitch.hub`), and a full
   ``show registrations`` after every login, so a restarted FreeSWITCH is picked up again.
@@ -22,16 +22,23 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from typing import Unpack
 
 from backline.core.conversations import ConversationBook
-from backline.core.fax_intake import BadFaxReport
-from backline.core.hours import HoursOverride, HoursState
+from backline.core.fax_intake import FaxEnd
 from backline.core.model import FreeswitchPbx
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
-from backline.core.routing import InboundCall, ReceiveFax, Registrations, decide_outbound, dialled
+from backline.core.routing import (
+    InboundCall,
+    InboundDecision,
+    ReceiveFax,
+    Registrations,
+    decide_outbound,
+    dialled,
+)
+from backline.pbx.callpath import CallPath, CallPathOptions
 from backline.pbx.freeswitch import names, wire
 from backline.pbx.freeswitch.callsocket import CallGone, CallSession, CallSocketServer
 from backline.pbx.freeswitch.commands import (
@@ -43,8 +50,7 @@ from backline.pbx.freeswitch.commands import (
 )
 from backline.pbx.freeswitch.fax import fax_end, fax_result_event
 from backline.pbx.freeswitch.hub import EslCommandFailed, EslHub, EslLinkDown
-from backline.pbx.inbound import decide_inbound
-from backline.pbx.ports import FaxDesk
+from backline.pbx.mode_keys import ModeKeys
 
 log = logging.getLogger("backline.freeswitch")
 
@@ -56,41 +62,29 @@ _NO_REPLY = "-ERR no reply"
 FAX_RESULT_WAIT = 5.0
 
 
-class FreeswitchDriver:
+class FreeswitchDriver(CallPath, ModeKeys):
     def __init__(self, pbx: FreeswitchPbx, esl_password: str, book: OwnershipBook,
                  conversations: ConversationBook, mode: Callable[[], Mode],
                  record: Callable[[NewAttempt], Awaitable[object]], *,
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
-                 hub: EslHub | None = None, faxes: FaxDesk | None = None,
+                 hub: EslHub | None = None,
                  import_record: Callable[[], Awaitable[object]] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 hours_override: Callable[[], HoursOverride | None] = lambda: None,
-                 hours_feature: Callable[[str, HoursState, str], Awaitable[bool]] | None = None
-                 ) -> None:
+                 **options: Unpack[CallPathOptions]) -> None:
+        super().__init__(book, conversations, mode, record, log=log, feature=feature,
+                         ring_seconds=pbx.ring_seconds, **options)
         self.pbx = pbx
-        # The controller's clock: a call is decided (the number's hours) and journaled at it.
-        self.clock = clock
-        # The admins' override of the hours (*26/*27), and how a desk phone sets it.
-        self.hours_override = hours_override
-        self.hours_feature = hours_feature
-        self.feature_switch = feature
-        self.book = book
-        self.conversations = conversations
-        self.mode = mode
-        self.record = record
         self.domain = pbx.sip.host
         # The announcement's path comes with each call (the rendered dialplan sets it).
         self.sounds = Sounds(announcement="", fax_spool=pbx.fax_spool)
-        self.faxes = faxes
         self.import_record = import_record
-        self.registrations = Registrations(book, book.directory.max_per_login)
         self.hub = hub or EslHub(pbx.esl.host, pbx.esl.port, esl_password,
                                  events=names.SUBSCRIPTIONS, on_up=self.after_login)
         self.hub.on_up = self.after_login
         self.calls = CallSocketServer(self.on_call)
         self.socket_port = pbx.socket.port
         self._events: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
+        # Registration events seen while ``show registrations`` is on its way.
+        self._seen_in_reload: list[wire.Event] | None = None
 
     @property
     def up(self) -> bool:
@@ -116,23 +110,39 @@ class FreeswitchDriver:
             self._events.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._events
+        await self.stop_after()
 
     # -- calls (outbound socket) -----------------------------------------------------------
 
     async def on_call(self, data: wire.ChannelData, session: CallSession) -> None:
         route = data.get(f"variable_{names.ROUTE}")
-        receiving = False
         if route == names.OUTBOUND:
-            apps = self._outbound(data)
+            await _execute(self._outbound(data), session)
         elif route == names.FEATURE:
-            apps = await self._feature(data)
+            await _execute(await self._feature(data), session)
         else:
-            apps, receiving = await self._inbound(data)
+            await self._inbound(data, session)
+
+    async def _inbound(self, data: wire.ChannelData, session: CallSession) -> None:
+        """An inbound call, decided and journaled on the shared call path: the decision has
+        gone out once FreeSWITCH runs its first application (a quick one: set or answer).
+        If the journal fails before that, the session closes and the dialplan's fallback
+        answers the caller."""
+        dialed = data.get(f"variable_{names.NUMBER}") or data.get("Caller-Destination-Number")
+        call = InboundCall(dialed=dialed or "", caller=data.get("Caller-Caller-ID-Number") or "")
+        uuid = data.unique_id or ""
+        receiving = False
+
+        async def send(decision: InboundDecision) -> list[Application]:
+            nonlocal receiving
+            apps, receiving = self._inbound_applications(decision, uuid, data)
+            await _execute(apps[:1], session)
+            return apps[1:]
+
         try:
-            for app, arg in apps:
-                await session.execute(app, arg)
-                if session.hung_up:
-                    break
+            rest = await self.take_inbound(call, uuid, send)
+            if not session.hung_up:
+                await _execute(rest, session)
         except CallGone:
             if receiving:  # the sender hung up mid-fax: what came is still taken in
                 await self._fax_done(data, session)
@@ -140,20 +150,9 @@ class FreeswitchDriver:
         if receiving:
             await self._fax_done(data, session)
 
-    async def _inbound(self, data: wire.ChannelData) -> tuple[list[Application], bool]:
-        """The applications for an inbound call, and whether they receive a fax."""
-        dialed = data.get(f"variable_{names.NUMBER}") or data.get("Caller-Destination-Number")
-        call = InboundCall(dialed=dialed or "", caller=data.get("Caller-Caller-ID-Number") or "")
-        uuid = data.unique_id or ""
-        # On disk before FreeSWITCH hears the decision: if this fails, the session closes
-        # and the dialplan's fallback answers the caller.  A fax to be received is journaled
-        # when it ends (the CDR import covers a controller that dies meanwhile).
-        decided = await decide_inbound(self.book, self.registrations, call, self.mode(),
-                                       self.pbx.ring_seconds, self.faxes, uuid,
-                                       self.clock(), log, self.hours_override())
-        decision = decided.decision
-        if decided.attempt is not None:
-            await self.record(decided.attempt)
+    def _inbound_applications(self, decision: InboundDecision, uuid: str,
+                              data: wire.ChannelData) -> tuple[list[Application], bool]:
+        """The applications for an inbound decision, and whether they receive a fax."""
         # Where `backline render` wrote the announcement, as the rendered dialplan put it on
         # the call: no path is guessed here, so the controller plays the file the PBX's own
         # fail-safe plays.
@@ -171,23 +170,19 @@ class FreeswitchDriver:
     async def _fax_done(self, data: wire.ChannelData, session: CallSession) -> None:
         """mod_spandsp's results (on the channel's events) to the fax intake: the TIFF is
         stored, converted and journaled exactly as one received through Asterisk."""
-        if self.faxes is None:
-            log.warning("a fax ended but fax intake is not wired; the CDR import takes it")
-            return
-        event = fax_result_event(session.events)
-        if event is None:  # not seen yet: the hangup's events carry them, if rxfax ran
-            await session.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
-                                     or fax_result_event([e]) is not None, FAX_RESULT_WAIT)
+        async def read_end() -> FaxEnd:
             event = fax_result_event(session.events)
-        source: wire.Event | wire.ChannelData = event if event is not None else data
-        try:
-            end = fax_end(data.unique_id or "", data.get("Caller-Caller-ID-Number") or "",
-                          data.get(f"variable_{names.NUMBER}") or "",
-                          lambda name: source.get(f"variable_{name}"))
-        except BadFaxReport as exc:
-            log.error("fax report refused: %s", exc)
-            return
-        await self.faxes.fax_ended(end)
+            if event is None:  # not seen yet: the hangup's events carry them, if rxfax ran
+                await session.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
+                                         or fax_result_event([e]) is not None,
+                                         FAX_RESULT_WAIT)
+                event = fax_result_event(session.events)
+            source: wire.Event | wire.ChannelData = event if event is not None else data
+            return fax_end(data.unique_id or "", data.get("Caller-Caller-ID-Number") or "",
+                           data.get(f"variable_{names.NUMBER}") or "",
+                           lambda name: source.get(f"variable_{name}"))
+
+        await self.take_fax_end(read_end)
 
     def _outbound(self, data: wire.ChannelData) -> list[Application]:
         # user_name is the directory user the desk phone authenticated as (FreeSWITCH sets
@@ -214,13 +209,7 @@ class FreeswitchDriver:
         desk_phone = data.get("variable_user_name") or ""
         action = data.get(f"variable_{names.FEATURE_ACTION}") or ""
         pin = data.get(f"variable_{names.FEATURE_PIN}") or ""
-        to = {"engage": Mode.OUTAGE, "end": Mode.NORMAL}.get(action)
-        ok = False
-        hours = {"closed": HoursState.CLOSED, "open": HoursState.OPEN}.get(action)
-        if to is not None and self.feature_switch is not None:
-            ok = await self.feature_switch(desk_phone, to, pin)
-        elif hours is not None and self.hours_feature is not None:
-            ok = await self.hours_feature(desk_phone, hours, pin)
+        ok = await self.desk_phone_feature(desk_phone, action, pin)
         sound = names.FEATURE_OK_SOUND if ok else names.FEATURE_REFUSED_SOUND
         return [("answer", None), ("playback", sound), ("hangup", None)]
 
@@ -245,31 +234,42 @@ class FreeswitchDriver:
                 self.on_registration_event(event)
 
     def on_registration_event(self, event: wire.Event) -> None:
+        if self._seen_in_reload is not None:
+            self._seen_in_reload.append(event)
+        if self._apply(event, self.registrations):
+            self.registrations_changed()
+
+    def _apply(self, event: wire.Event, registrations: Registrations) -> bool:
+        """A register/unregister event into ``registrations``; False if it is none of ours."""
         phone = event.get("username") or event.get("from-user") or event.get("user") or ""
         contact = event.get("call-id") or event.get("contact") or ""
         if self.book.user_of_phone(phone) is None or not contact:
-            return
+            return False
         if event.subclass == _REGISTERED:
-            dropped = self.registrations.register(phone, contact, time.time())
+            dropped = registrations.register(phone, contact, time.time())
             log.info("desk phone %s registered", phone)
             for r in dropped:
                 log.info("desk phone %s dropped: its login is over the device limit",
                          r.desk_phone)
         elif event.subclass in _GONE:
-            self.registrations.unregister(phone, contact)
+            registrations.unregister(phone, contact)
             log.info("desk phone %s unregistered", phone)
-        self._notify()
+        return True
 
     async def reload_registrations(self) -> None:
         """After every login: the registrations FreeSWITCH has now are the truth.
 
         ``show registrations`` prints a CSV header (reg_user,realm,token,url,expires,...),
-        one row per registration, a blank line and ``N total.``.
+        one row per registration, a blank line and ``N total.``.  An event that reaches us
+        while the list is on its way may be newer than the list, so it is applied again on
+        top of it (a register already listed is the same registration).
         """
+        self._seen_in_reload = []
         try:
             text = await self.hub.api("show", "registrations")
         except (EslCommandFailed, EslLinkDown) as exc:  # link down: the next login reloads
             log.warning("could not list the registrations: %s", exc)
+            self._seen_in_reload = None
             return
         lines = [line for line in text.splitlines() if line.strip()]
         fresh = Registrations(self.book, self.book.directory.max_per_login)
@@ -285,24 +285,16 @@ class FreeswitchDriver:
             if self.book.user_of_phone(phone) is not None:
                 fresh.register(phone, row.get("token", "") or row.get("url", ""),
                                _number(row.get("expires", "")))
+        for event in self._seen_in_reload:
+            self._apply(event, fresh)
+        self._seen_in_reload = None
         self.registrations = fresh
-        self._notify()
+        self.registrations_changed()
         log.info("%d desk-phone registration(s) loaded from FreeSWITCH", len(rows))
-
-    async def wait_registered(self, users: set[str], within: float) -> None:
-        """For tests and ops: until every given login has a live registration."""
-        async with asyncio.timeout(within):
-            while {u for u in users if self.registrations.live(u)} != users:
-                changed = self._changed
-                await changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     # -- the mode in the PBX (mod_db) -------------------------------------------------------
 
-    async def _db_get(self, key: str) -> str | None:
+    async def _get(self, key: str) -> str | None:
         try:
             text = (await self.hub.api("db", f"select/{names.DB_REALM}/{key}")).strip()
         except EslCommandFailed as exc:
@@ -311,26 +303,11 @@ class FreeswitchDriver:
             raise
         return text or None
 
-    async def _db_put(self, key: str, value: str) -> None:
+    async def _put(self, key: str, value: str) -> None:
         await self.hub.api("db", f"insert/{names.DB_REALM}/{key}/{value}")
 
-    async def read_mode(self) -> tuple[str | None, str | None, str | None, str | None]:
-        """The PBX's mode, our last agreement, and who/why if set from the console."""
-        return (await self._db_get(names.DB_MODE), await self._db_get(names.DB_ACK),
-                await self._db_get(names.DB_BY), await self._db_get(names.DB_REASON))
-
-    async def forget_console_note(self) -> None:
-        """Delete ``backline/by`` and ``backline/reason`` from mod_db."""
-        for key in (names.DB_BY, names.DB_REASON):
-            await self.hub.api("db", f"delete/{names.DB_REALM}/{key}")
-
-    async def write_mode(self, mode: Mode, *, ack_only: bool = False) -> None:
-        """Agree on ``mode`` with the PBX (the dialplan reads ``backline/mode``) and light
-        every desk phone's lamp to match."""
-        if not ack_only:
-            await self._db_put(names.DB_MODE, mode.value)
-        await self._db_put(names.DB_ACK, mode.value)
-        await self.light_lamp(mode)
+    async def _delete(self, key: str) -> None:
+        await self.hub.api("db", f"delete/{names.DB_REALM}/{key}")
 
     async def light_lamp(self, mode: Mode) -> None:
         """The BLF lamp on (outage) or off, as a PRESENCE_IN event mod_sofia passes on."""
@@ -344,6 +321,14 @@ class FreeswitchDriver:
         if not isinstance(reply, wire.CommandReply) or not reply.ok:
             raise EslCommandFailed("sendevent PRESENCE_IN",
                                    getattr(reply, "text", "unexpected reply"))
+
+
+async def _execute(apps: list[Application], session: CallSession) -> None:
+    """Run ``apps`` on the call in order, until one ends it."""
+    for app, arg in apps:
+        await session.execute(app, arg)
+        if session.hung_up:
+            break
 
 
 def _number(text: str) -> float:

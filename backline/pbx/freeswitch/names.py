@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from backline.pbx import names as shared
+
 # Channel variables the rendered dialplan sets before handing the call to our socket. They
 # come from our own rendered XML, never from the caller.
 ROUTE: Final = "backline_route"  # "inbound" (carrier), "outbound" or "feature" (desk phone)
@@ -19,18 +21,18 @@ FEATURE: Final = "feature"
 # controller, never sent back in a command).
 FEATURE_ACTION: Final = "backline_feature"
 FEATURE_PIN: Final = "backline_pin"
-ENGAGE_CODE: Final = "*28"
-END_CODE: Final = "*29"
-HOURS_CLOSED_CODE: Final = "*26"  # force the hours closed until the next scheduled change
-HOURS_OPEN_CODE: Final = "*27"  # ... or open
+ENGAGE_CODE: Final = shared.ENGAGE_CODE
+END_CODE: Final = shared.END_CODE
+HOURS_CLOSED_CODE: Final = shared.HOURS_CLOSED_CODE  # force the hours closed until the next
+HOURS_OPEN_CODE: Final = shared.HOURS_OPEN_CODE  # scheduled change, or open
 
 # The mode, kept in mod_db (``db insert/backline/mode/outage``; ``${db(select/backline/mode)}``
 # in the dialplan); ``fs_cli -x 'db insert/backline/mode/outage'`` is the console switch.
-DB_REALM: Final = "backline"
-DB_MODE: Final = "mode"
-DB_ACK: Final = "ack"
-DB_BY: Final = "by"
-DB_REASON: Final = "reason"
+DB_REALM: Final = shared.MODE_FAMILY
+DB_MODE: Final = shared.MODE
+DB_ACK: Final = shared.ACK
+DB_BY: Final = shared.BY
+DB_REASON: Final = shared.REASON
 
 # Contexts of the rendered dialplan.
 CARRIER_CONTEXT: Final = "backline-carrier"
@@ -64,7 +66,7 @@ KIND: Final = "backline_kind"
 KIND_FAX: Final = "fax"
 # rxfax writes ``fax-UUID.tif`` here (the same name Asterisk's spool uses, so one intake
 # serves both); the controller moves it into the fax directory.
-FAX_FILE: Final = "fax-{uuid}.tif"
+FAX_FILE: Final = shared.FAX_FILE
 # mod_spandsp's results, set on the channel at the end of rxfax (phase E) whatever ended it.
 FAX_SUCCESS: Final = "fax_success"  # "1" or "0"
 FAX_RESULT_CODE: Final = "fax_result_code"
