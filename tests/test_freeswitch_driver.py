@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -278,7 +279,7 @@ async def test_a_malformed_frame_drops_the_link_which_is_made_again(how: str) ->
     async with fs_rig(practice()) as rig:
         # The login's own commands (registrations, then the lamp) answered first: a surplus
         # reply is only "to no command" while nothing else of ours is waiting.
-        await rig.server.wait_command("sendevent")
+        await rig.server.wait_command("sendevent", nth=len(names.LAMP_USERS))
         broken = BROKEN[how]
         rig.server.script_api("db", lambda arg: broken)
         with pytest.raises(EslLinkDown):
@@ -554,25 +555,65 @@ def lamp_events(rig: FsRig) -> list[tuple[str | None, str | None, str | None]]:
             for c in rig.server.commands if c.command == "sendevent PRESENCE_IN"]
 
 
+LAMPS = [f"{user}@{DOMAIN}" for user in names.LAMP_USERS]  # *28 and *29, as on Asterisk
+
+
 async def test_the_lamp_is_lit_with_the_outage_and_put_out_when_it_ends() -> None:
     async with fs_rig(practice()) as rig:
-        presence = f"{names.LAMP}@{DOMAIN}"
         # Lit (off) at login from the controller's mode: FreeSWITCH forgets presence.
-        await rig.server.wait_for(lambda: lamp_events(rig) or None)
-        assert lamp_events(rig) == [(presence, "terminated", "dialog")]
+        await rig.server.wait_for(lambda: len(lamp_events(rig)) == len(LAMPS) or None)
+        assert lamp_events(rig) == [(p, "terminated", "dialog") for p in LAMPS]
         await rig.driver.write_mode(Mode.OUTAGE)
         await rig.driver.write_mode(Mode.NORMAL, ack_only=True)  # a console switch agreed
-        assert lamp_events(rig)[1:] == [(presence, "confirmed", "dialog"),
-                                       (presence, "terminated", "dialog")]
-        (lit,) = [c for c in rig.server.commands if c.get("answer-state") == "confirmed"]
-        assert (lit.get("proto"), lit.get("login"), lit.get("event_type"),
-                lit.get("Presence-Call-Direction")) == ("sip", presence, "presence", "outbound")
+        assert lamp_events(rig)[len(LAMPS):] == [(p, "confirmed", "dialog") for p in LAMPS] + \
+            [(p, "terminated", "dialog") for p in LAMPS]
+        lit = [c for c in rig.server.commands if c.get("answer-state") == "confirmed"]
+        # What sofia_presence.c needs for a <dialog> in the NOTIFY (mod_valet_parking.c sends
+        # the same for a parking lot's lamp): a unique-id, the channel and answer states.
+        assert [(c.get("proto"), c.get("login"), c.get("event_type"), c.get("unique-id"),
+                 c.get("channel-state")) for c in lit] == \
+            [("sip", p, "presence", names.LAMP_DIALOG, "CS_ROUTING") for p in LAMPS]
+
+
+async def test_a_desk_phone_on_star28_sees_the_lamp_lit_and_kept_lit_through_refreshes(
+        ) -> None:
+    """mod_sofia's presence rules (SofiaPresence, from sofia_presence.c) on the rendered
+    profile: a phone subscribed to *28 gets a NOTIFY whose <dialog> is confirmed in an
+    outage; every refresh fires a dialog probe that sofia answers with no dialog, and the
+    driver's answer lights the lamp again; ending the outage puts it out."""
+    from backline.render.freeswitch import sofia_xml
+    from tests.harness.freeswitch_conf import params
+    from tests.harness.freeswitch_rig import SofiaPresence
+
+    async with fs_rig(practice()) as rig:
+        rendered = ET.fromstring(sofia_xml(rig.driver.pbx))
+        presence = SofiaPresence(rig.server, params(
+            rendered, "configuration/profiles/profile/settings/param"))
+        await rig.server.wait_for(lambda: len(lamp_events(rig)) == len(LAMPS) or None)
+
+        def seen(count: int) -> list[str | None] | None:
+            states = [n.state for n in presence.notifies if n.phone == "ana-p0"]
+            return states if len(states) >= count else None
+
+        call_id = presence.subscribe("ana-p0", names.ENGAGE_CODE)
+        assert await rig.server.wait_for(lambda: seen(2)) == [None, "terminated"]
+        rig.mode = Mode.OUTAGE
+        await rig.driver.write_mode(Mode.OUTAGE)
+        assert await rig.server.wait_for(lambda: seen(3)) == [None, "terminated", "confirmed"]
+        presence.subscribe("ana-p0", names.ENGAGE_CODE, call_id)  # the phone's refresh
+        assert (await rig.server.wait_for(lambda: seen(5)))[3:] == [None, "confirmed"]
+        assert presence.lamp("ana-p0") == "confirmed"
+        rig.mode = Mode.NORMAL
+        await rig.driver.write_mode(Mode.NORMAL)
+        assert (await rig.server.wait_for(lambda: seen(6)))[5:] == ["terminated"]
+        assert presence.skipped == 0
 
 
 async def test_a_desk_phone_watching_the_lamp_sees_the_presence_event() -> None:
     """What mod_sofia would hear: the PRESENCE_IN fired into the switch's event system."""
     async with fs_rig(practice()) as rig:
-        await rig.server.wait_for(lambda: lamp_events(rig) or None)  # the login's, first
+        await rig.server.wait_for(  # the login's, first
+            lambda: len(lamp_events(rig)) == len(LAMPS) or None)
         watcher = EslHub("127.0.0.1", rig.server.port, PASSWORD, events=("PRESENCE_IN",))
         await watcher.start()
         try:
@@ -580,7 +621,7 @@ async def test_a_desk_phone_watching_the_lamp_sees_the_presence_event() -> None:
             await rig.driver.write_mode(Mode.OUTAGE)
             event = await asyncio.wait_for(watcher.events.get(), 5.0)
             assert (event.name, event.get("from"), event.get("answer-state")) == \
-                ("PRESENCE_IN", f"{names.LAMP}@{DOMAIN}", "confirmed")
+                ("PRESENCE_IN", LAMPS[0], "confirmed")
         finally:
             await watcher.stop()
 

@@ -21,8 +21,8 @@ lookup ever finds it (``tests/harness/freeswitch_conf.py`` assembles the files t
   *not* in it: ``$${backline_esl_password}`` is set while FreeSWITCH preprocesses the file, from
   the environment variable (or file) the config names (``X-PRE-PROCESS exec-set``);
 * ``autoload_configs/sofia.conf.xml``: the SIP profile desk phones register to (their calls
-  challenged), the carrier recognised by its address (its calls are not), and the carrier
-  gateway;
+  challenged), the carrier recognised by its address (its calls are not), presence managed
+  (the outage lamp), and the carrier gateway;
 * ``autoload_configs/cdr_csv.conf.xml``: mod_cdr_csv's row per carrier call, which the
   controller imports on its return (the calls and faxes the PBX answered alone).
 
@@ -299,10 +299,13 @@ def sofia_xml(pbx: FreeswitchPbx) -> str:
     # auth-calls: a desk phone's INVITE is challenged, then runs in its directory user's
     # context. The carrier neither registers nor answers a challenge: an INVITE from its
     # address passes the inbound ACL, is taken as authenticated and runs in the profile's
-    # context (the carrier's).
+    # context (the carrier's). manage-presence: the outage lamp (SUBSCRIBE and the dialog
+    # package accepted, PRESENCE_IN turned into NOTIFYs); unset, the profile is passive and
+    # skips both.
     _params(profile, {"sip-ip": pbx.sip.host, "rtp-ip": pbx.sip.host,
                       "sip-port": str(pbx.sip.port), "context": names.CARRIER_CONTEXT,
                       "auth-calls": "true", "apply-inbound-acl": carrier_acl(pbx),
+                      "manage-presence": "true",
                       "force-register-domain": pbx.sip.host,
                       "force-register-db-domain": pbx.sip.host, "dialplan": "XML",
                       "inbound-codec-prefs": "PCMU,PCMA", "outbound-codec-prefs": "PCMU,PCMA"},

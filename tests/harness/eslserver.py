@@ -510,6 +510,9 @@ class EslServer:
         self.connections: list[EslConnection] = []
         self.commands: list[ReceivedCommand] = []
         self.channels: dict[str, Channel] = {}
+        # The switch's own event handlers (switch_event_bind): each fired event is handed to
+        # them as well as to the ESL listeners, as mod_sofia's presence handler gets them.
+        self.bindings: list[Callable[[str, Sequence[tuple[str, str]]], None]] = []
         self._api: dict[str, ApiHandler] = {}
         self._ids = itertools.count(1)
         self._sequence = itertools.count(1)
@@ -619,6 +622,8 @@ class EslServer:
         for conn in self.connections:
             if conn.running and conn.wants(name, subclass, all_headers):
                 conn.deliver(serialized)
+        for handler in list(self.bindings):
+            handler(name, all_headers)
         return serialized
 
     def _core_headers(self, name: str, calling: tuple[str, str, int]) -> list[tuple[str, str]]:

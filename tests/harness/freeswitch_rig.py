@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -162,3 +162,131 @@ async def fs_rig(directory: Directory, conversations: ConversationBook | None = 
     finally:
         await driver.stop()
         await srv.close()
+
+
+# --------------------------------------------------------------------------- mod_sofia presence
+
+
+class SubscribeRefused(Exception):
+    """The profile does not manage presence: SUBSCRIBE and the dialog package are not
+    allowed (sofia.c, launch_sofia_profile: ``TAG_IF(profile->pres_type, ...)``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """A dialog NOTIFY mod_sofia sends one subscription. ``state``: the <dialog>'s <state>;
+    None when the body holds no <dialog> (the lamp is dark)."""
+
+    phone: str
+    call_id: str
+    state: str | None
+
+
+@dataclass
+class Subscription:
+    phone: str
+    to_user: str
+    to_host: str
+    call_id: str
+    event: str = "dialog"
+    proto: str = "sip"
+
+
+class SofiaPresence:
+    """mod_sofia's presence on one profile, for the dialog package a BLF key uses, from
+    src/mod/endpoints/mod_sofia/sofia_presence.c (the copy read was commit cc93a683):
+
+    * :meth:`subscribe` (sofia_presence_handle_sip_i_subscribe): the subscription is kept,
+      a PRESENCE_PROBE with ``probe-type: dialog`` is fired on every SUBSCRIBE, refreshes
+      included, and do_dialog_probe NOTIFYs the dialogs sofia knows for the id: none here
+      (no call is up), so a body with no <dialog>;
+    * a fired PRESENCE_IN (actual_sofia_presence_event_handler): skipped unless the profile's
+      ``manage-presence`` is true (PRES_TYPE_FULL, "is passive, skipping"); matched to the
+      subscriptions by ``call-id``, else by proto, event (``event_type``/``alt_event_type``)
+      and the user and host of ``from``; each dialog subscription gets the NOTIFY
+      sofia_presence_sub_callback builds: a <dialog> only with a ``unique-id``, its state
+      from ``answer-state`` (else ``astate``, else the direction's default), ``terminated``
+      when ``channel-state`` is CS_HANGUP.
+    """
+
+    def __init__(self, server: EslServer, settings: dict[str, str], profile: str = "backline"
+                 ) -> None:
+        managed = settings.get("manage-presence", "").lower()
+        self.full = managed in ("true", "yes", "on", "1", "enabled", "active", "allow")
+        self.allowed = self.full or managed in ("passive", "pnp")
+        self.sip_ip = settings.get("sip-ip", "")
+        self.server = server
+        self.profile = profile
+        self.subscriptions: dict[str, Subscription] = {}
+        self.notifies: list[Notify] = []
+        self.skipped = 0
+        server.bindings.append(self.on_event)
+
+    def subscribe(self, phone: str, to_user: str, call_id: str | None = None) -> str:
+        """A SUBSCRIBE (Event: dialog) from ``phone`` for ``to_user@sip-ip``; the same
+        ``call_id`` refreshes. Returns the subscription's Call-ID."""
+        if not self.allowed:
+            raise SubscribeRefused(self.profile)
+        call_id = call_id or str(uuidlib.uuid4())
+        self.subscriptions[call_id] = Subscription(phone, to_user, self.sip_ip, call_id)
+        self.notifies.append(Notify(phone, call_id, None))  # do_dialog_probe: no dialogs
+        self.server.fire_event("PRESENCE_PROBE", [
+            ("probe-type", "dialog"), ("proto", "sip"), ("login", self.profile),
+            ("sip_profile", self.profile), ("from", f"{phone}@{self.sip_ip}"),
+            ("to", f"{to_user}@{self.sip_ip}"), ("proto-specific-event-name", "dialog"),
+            ("expires", "3600"), ("event_type", "presence"), ("alt_event_type", "dialog"),
+            ("sub-call-id", call_id)],
+            calling=("sofia_presence.c", "sofia_presence_handle_sip_i_subscribe", 1))
+        return call_id
+
+    def lamp(self, phone: str) -> str | None:
+        """What the phone's BLF key shows: the state in the last NOTIFY it got."""
+        states = [n.state for n in self.notifies if n.phone == phone]
+        return states[-1] if states else None
+
+    def on_event(self, name: str, headers: Sequence[tuple[str, str]]) -> None:
+        if name != "PRESENCE_IN":
+            return
+        if not self.full:
+            self.skipped += 1
+            return
+        h = {k.lower(): v for k, v in headers}
+        user, at, host = h.get("from", "").partition("@")
+        if not at:
+            return
+        host = host.split("/", 1)[0]
+        plus = user.find("+", 1)
+        euser = user[plus + 1:] if plus > 0 else user
+        proto = h.get("proto") or "sip"
+        proto = "sip" if proto == "any" else proto
+        event_type = h.get("event_type") or "presence"
+        alt = h.get("alt_event_type") or ("dialog" if event_type == "presence" else "presence")
+        if h.get("call-id"):
+            targets = [s for s in self.subscriptions.values() if s.call_id == h["call-id"]]
+        else:
+            targets = [s for s in self.subscriptions.values()
+                       if s.proto == proto and s.event in (event_type, alt)
+                       and s.to_user == euser and s.to_host in (host, self.sip_ip)]
+        for sub in targets:
+            if sub.event == "dialog":
+                self.notifies.append(Notify(sub.phone, sub.call_id,
+                                            self._dialog_state(h, sub)))
+
+    @staticmethod
+    def _dialog_state(h: dict[str, str], sub: Subscription) -> str | None:
+        """sofia_presence_sub_callback's <dialog><state> (no call up: calls_up is 0)."""
+        call_state = h.get("channel-state", "")
+        astate = h.get("astate", "")
+        if call_state.lower() == "cs_hangup":
+            astate = "hangup"
+        if not h.get("unique-id"):
+            return None
+        direction = h.get("presence-call-direction", "")
+        if direction == "inbound" and sub.to_user != h.get("caller-username", ""):
+            direction = "outbound"  # "endpt is internal": reversed
+        default = "early" if direction.lower() == "outbound" else "confirmed"
+        astate = h.get("answer-state") or astate or default
+        astate = {"answered": "confirmed", "hangup": "terminated"}.get(astate.lower(), astate)
+        if astate.lower() == "ringing":
+            astate = "early" if direction.lower() == "outbound" else "confirmed"
+        return astate

@@ -85,6 +85,7 @@ class FreeswitchDriver(CallPath, ModeKeys):
         self._events: asyncio.Task[None] | None = None
         # Registration events seen while ``show registrations`` is on its way.
         self._seen_in_reload: list[wire.Event] | None = None
+        self._probes: set[asyncio.Task[None]] = set()
 
     @property
     def up(self) -> bool:
@@ -105,6 +106,9 @@ class FreeswitchDriver(CallPath, ModeKeys):
 
     async def stop(self) -> None:
         await self.calls.stop()
+        for task in list(self._probes):
+            task.cancel()
+        await asyncio.gather(*self._probes, return_exceptions=True)
         await self.hub.stop()
         if self._events is not None:
             self._events.cancel()
@@ -232,6 +236,29 @@ class FreeswitchDriver(CallPath, ModeKeys):
             event = await self.hub.events.get()
             if event.name == "CUSTOM" and event.subclass is not None:
                 self.on_registration_event(event)
+            elif event.name == "PRESENCE_PROBE":
+                self.on_presence_probe(event)
+
+    def on_presence_probe(self, event: wire.Event) -> None:
+        """A desk phone subscribed (or refreshed its subscription) to the lamp: mod_sofia has
+        answered from the dialogs it knows, none, which puts the lamp out; the answer to its
+        probe lights it again from the controller's mode, for that subscription only
+        (``call-id``). The probed id is ``to``, its user after a ``+`` if one follows the
+        first character (sofia_presence.c, do_dialog_probe)."""
+        user, _, host = (event.get("to") or "").partition("@")
+        plus = user.find("+", 1)
+        user = user[plus + 1:] if plus > 0 else user
+        if user not in names.LAMP_USERS or host.lower() != self.domain.lower():
+            return
+        task = asyncio.create_task(self._answer_probe(user, event.get("sub-call-id") or ""))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _answer_probe(self, user: str, call_id: str) -> None:
+        try:
+            await self._lamp(user, self.mode(), call_id)
+        except (EslCommandFailed, EslLinkDown) as exc:  # the phone's next refresh asks again
+            log.warning("could not answer the lamp's presence probe: %s", exc)
 
     def on_registration_event(self, event: wire.Event) -> None:
         if self._seen_in_reload is not None:
@@ -310,14 +337,27 @@ class FreeswitchDriver(CallPath, ModeKeys):
         await self.hub.api("db", f"delete/{names.DB_REALM}/{key}")
 
     async def light_lamp(self, mode: Mode) -> None:
-        """The BLF lamp on (outage) or off, as a PRESENCE_IN event mod_sofia passes on."""
-        presence = f"{names.LAMP}@{self.domain}"
-        reply = await self.hub.command(wire.encode_sendevent("PRESENCE_IN", [
-            ("proto", "sip"), ("from", presence), ("login", presence),
-            ("status", "Outage engaged" if mode is Mode.OUTAGE else "Normal"),
+        """The BLF lamp on (outage) or off on every desk phone watching ``*28`` or ``*29``."""
+        for user in names.LAMP_USERS:
+            await self._lamp(user, mode)
+
+    async def _lamp(self, user: str, mode: Mode, call_id: str = "") -> None:
+        """One PRESENCE_IN mod_sofia turns into a dialog NOTIFY (see names.LAMP_USERS): to
+        every subscription to ``user@DOMAIN``, or with ``call_id`` to that one alone."""
+        on = mode is Mode.OUTAGE
+        presence = f"{user}@{self.domain}"
+        headers = [
+            ("proto", "sip"), ("login", presence), ("from", presence),
+            ("status", "Outage engaged" if on else "Normal"),
+            ("rpid", "active" if on else "unknown"),
             ("event_type", "presence"), ("alt_event_type", "dialog"),
-            ("Presence-Call-Direction", "outbound"),
-            ("answer-state", names.LAMP_ON if mode is Mode.OUTAGE else names.LAMP_OFF)]))
+            ("unique-id", names.LAMP_DIALOG),
+            ("channel-state", "CS_ROUTING" if on else "CS_HANGUP"),
+            ("answer-state", names.LAMP_ON if on else names.LAMP_OFF),
+            ("presence-call-direction", "inbound")]
+        if call_id:
+            headers.append(("call-id", call_id))
+        reply = await self.hub.command(wire.encode_sendevent("PRESENCE_IN", headers))
         if not isinstance(reply, wire.CommandReply) or not reply.ok:
             raise EslCommandFailed("sendevent PRESENCE_IN",
                                    getattr(reply, "text", "unexpected reply"))

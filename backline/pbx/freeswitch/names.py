@@ -49,10 +49,11 @@ PIN_INVALID_SOUND: Final = "ivr/ivr-that_was_an_invalid_entry.wav"
 FEATURE_OK_SOUND: Final = "ivr/ivr-thank_you.wav"
 FEATURE_REFUSED_SOUND: Final = "ivr/ivr-access_denied.wav"
 
-# Events the inbound link subscribes to: registrations of desk phones (sofia's CUSTOM
-# subclasses) and the results of bgapi jobs.
-SUBSCRIPTIONS: Final = ("BACKGROUND_JOB", "CUSTOM", "sofia::register", "sofia::unregister",
-                        "sofia::expire")
+# Events the inbound link subscribes to: the results of bgapi jobs, mod_sofia's presence
+# probes (a desk phone subscribed to the lamp) and registrations of desk phones (sofia's
+# CUSTOM subclasses: every name after CUSTOM is taken as a subclass, so CUSTOM comes last).
+SUBSCRIPTIONS: Final = ("BACKGROUND_JOB", "PRESENCE_PROBE", "CUSTOM", "sofia::register",
+                        "sofia::unregister", "sofia::expire")
 
 # Fax (mod_spandsp). T.38 when the carrier offers it: ``fax_enable_t38`` lets rxfax take a
 # T.38 re-INVITE, ``fax_enable_t38_request`` has FreeSWITCH send one itself; G.711 audio
@@ -78,10 +79,15 @@ FAX_STATION: Final = "fax_remote_station_id"  # whatever the sending machine say
 REJECT_WAIT_MS: Final = 1000
 REJECT_CAUSE: Final = "CALL_REJECTED"
 
-# The outage lamp (BLF): desk phones' BLF key watches this presence id at the SIP domain (the
-# Asterisk dialplan's Custom:backline-outage). mod_sofia turns a PRESENCE_IN event into the
-# dialog NOTIFY the phones subscribed to: answer-state "confirmed" lights it, "terminated"
-# puts it out (FreeSWITCH's "PRESENCE_IN event example").
-LAMP: Final = "backline-outage"
+# The outage lamp (BLF): a desk phone's BLF key subscribes to the dialog state of ``*28`` (or
+# ``*29``) at the SIP domain, as on Asterisk (whose hints on *28/*29 show
+# Custom:backline-outage). In FreeSWITCH the subscription's user is the presence id, so the
+# lamp is a PRESENCE_IN from ``*28@DOMAIN`` and one from ``*29@DOMAIN``. mod_sofia
+# (sofia_presence.c, sofia_presence_sub_callback) writes a <dialog> into the NOTIFY only when
+# the event has a ``unique-id``, and takes its state from ``answer-state`` unless
+# ``channel-state`` is CS_HANGUP: "confirmed" lights the lamp, "terminated" puts it out (the
+# headers mod_valet_parking.c sends for a parking lot's lamp).
+LAMP_USERS: Final = (ENGAGE_CODE, END_CODE)
+LAMP_DIALOG: Final = "backline-outage"  # the unique-id: the <dialog id> the phones see
 LAMP_ON: Final = "confirmed"
 LAMP_OFF: Final = "terminated"
