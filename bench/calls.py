@@ -58,7 +58,8 @@ from backline.core.model import AsteriskPbx, Directory
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.routing import InboundCall, Registrations, RingDeskPhones, route_inbound
-from backline.localpbx.instance import LOOPBACK, AsteriskError, AsteriskInstance
+from backline.localpbx.instance import AsteriskError, AsteriskInstance
+from backline.localpbx.ports import LOOPBACK
 from backline.pbx.asterisk.commands import inbound_variables, packed
 from backline.pbx.ports import LinkDown
 from backline.render.asterisk import CARRIER_CONTEXT

@@ -53,7 +53,8 @@ from pathlib import Path
 from types import TracebackType
 
 from backline.core.model import Announcement
-from backline.localpbx.instance import LOOPBACK, AsteriskError, AsteriskInstance
+from backline.localpbx.instance import AsteriskError, AsteriskInstance
+from backline.localpbx.ports import LOOPBACK
 from backline.render.announcement import render_announcement
 from bench.calls import (
     BUSY_MACHINE,

@@ -18,7 +18,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from backline.localpbx.instance import LOOPBACK
+from backline.localpbx.ports import LOOPBACK
 from tests.harness.sipp import (
     ERRORS,
     SCENARIOS,

@@ -21,15 +21,14 @@ from typing import Protocol
 import pytest
 
 from backline.localpbx.instance import (
-    LOOPBACK,
     AsteriskCliError,
     AsteriskError,
     AsteriskInstance,
-    AsteriskPorts,
     AsteriskStartError,
     read_ami_banner,
 )
 from backline.localpbx.pbxroot import DEVICES, RootError, ensure_devices, ensure_root
+from backline.localpbx.ports import LOOPBACK, AsteriskPorts
 from backline.render.modules import modules_conf, required_modules
 from tests.harness.sipp import (
     DeskPhoneMode,

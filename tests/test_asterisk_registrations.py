@@ -20,7 +20,7 @@ import pytest
 
 from backline.core.model import AsteriskPbx, HostPort
 from backline.core.routing import ring_set
-from backline.localpbx.instance import free_port
+from backline.localpbx.ports import free_port
 from backline.pbx.asterisk.driver import AsteriskDriver
 from tests.harness.practice_pbx import AMI_ENV, PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, SippProcess, answering_phone, place_calls, register

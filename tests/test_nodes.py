@@ -18,8 +18,9 @@ from backline.core.fax_intake import check_uniqueid
 from backline.core.model import AsteriskPbx
 from backline.core.outage import Mode
 from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
-from backline.localpbx.instance import AsteriskInstance, AsteriskPorts
+from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.pbxroot import RootError, ensure_root
+from backline.localpbx.ports import AsteriskPorts
 from tests.harness.postgres import JournalBackend
 from tests.test_asterisk_harness import pbx_files
 

@@ -20,7 +20,7 @@ from backline.core.outage import Mode, Via
 from backline.features.inbox.payload import item_document
 from backline.features.links.page import render_alert_page
 from backline.journal import AttemptKind, Delivery, Outcome
-from backline.localpbx.instance import DirectoryWatch
+from backline.localpbx.inotify import DirectoryWatch
 from tests.harness.alert_site import INBOX_TOKEN_ENV, PRACTICE_NUMBER, AlertSite
 from tests.harness.inbox_server import InboxServer
 from tests.harness.practice_pbx import practice_pbx

@@ -12,7 +12,8 @@ from pathlib import Path, PurePosixPath
 
 from backline.app.secrets import SecretMissing, read_secret
 from backline.core.model import AsteriskPbx, Directory
-from backline.localpbx.instance import AsteriskInstance, AsteriskPorts
+from backline.localpbx.instance import AsteriskInstance
+from backline.localpbx.ports import AsteriskPorts
 from backline.localpbx.whereabouts import holds_port, port_holders
 from backline.render.announcement import (
     render_announcement,

@@ -25,7 +25,9 @@ from pathlib import Path, PurePosixPath
 
 from backline.fax.errors import UnreadableTiff
 from backline.fax.tiff import read_pages
-from backline.localpbx.instance import LOOPBACK, AsteriskInstance, AsteriskPorts, DirectoryWatch
+from backline.localpbx.inotify import DirectoryWatch
+from backline.localpbx.instance import AsteriskInstance
+from backline.localpbx.ports import LOOPBACK, AsteriskPorts
 from backline.pbx.asterisk import cdr
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.ports import CdrRow

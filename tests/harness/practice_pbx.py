@@ -24,8 +24,9 @@ from backline.app.controller import Controller
 from backline.core.model import AsteriskPbx, Directory
 from backline.journal import open_journal
 from backline.localpbx.asterisk import LocalPbx, prepare
-from backline.localpbx.instance import AsteriskInstance, free_port
+from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.pbxroot import ensure_root
+from backline.localpbx.ports import free_port
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.driver import AsteriskDriver
 from backline.render.asterisk import QUIET_EVENTS

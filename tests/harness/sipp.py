@@ -34,7 +34,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from backline.localpbx.instance import LOOPBACK, DirectoryWatch, free_port
+from backline.localpbx.inotify import DirectoryWatch
+from backline.localpbx.ports import LOOPBACK, free_port
 
 SCENARIOS = Path(__file__).with_name("sipp")
 SIPP = "sipp"
