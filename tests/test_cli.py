@@ -130,6 +130,20 @@ def test_usage_and_config_errors_exit_2_without_traceback(tmp_path: Path) -> Non
     assert since.returncode == 2 and "--since" in since.stderr
 
 
+def test_a_command_for_the_local_asterisk_on_a_freeswitch_config_is_a_usage_error(
+        practice_config: Path) -> None:
+    text = practice_config.read_text()
+    start, end = text.index("  pbx:\n"), text.index("  smtp:")
+    practice_config.write_text(text[:start] + "  pbx:\n    kind: freeswitch\n    esl: {host: "
+                               "127.0.0.1, port: 8021, password_env: BACKLINE_ESL_PASSWORD}\n"
+                               + text[end:])
+    up = backline("up", str(practice_config))
+    assert up.returncode == 2 and "`backline up` starts Asterisk only" in up.stderr
+    console = backline("console", "--config", str(practice_config))
+    assert console.returncode == 2 and "needs an Asterisk PBX" in console.stderr
+    assert "Traceback" not in up.stderr + console.stderr
+
+
 def test_attempts_lists_recent_attempts(practice_config: Path, tmp_path: Path) -> None:
     journal = open_journal(f"sqlite://{tmp_path}/journal.db")
     journal.record_attempt(NewAttempt("c1", datetime.now(UTC), AttemptKind.CALL, Mode.OUTAGE,

@@ -12,7 +12,8 @@ from backline.app import config
 from backline.core.model import AsteriskPbx
 from backline.core.routing import RingExtension
 from backline.pbx.asterisk import dialplan_variables as v
-from backline.pbx.asterisk.commands import UnpackableValue, outbound_variables, packed
+from backline.pbx.asterisk.commands import outbound_variables, packed
+from backline.pbx.ports import UnsafeValue
 from backline.render.asterisk import extensions_conf
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
@@ -45,12 +46,12 @@ def test_every_field_comes_back_out_of_the_rendered_dialplan() -> None:
 
 
 def test_a_value_holding_the_separator_is_refused() -> None:
-    with pytest.raises(UnpackableValue):
+    with pytest.raises(UnsafeValue):
         packed([(v.CALLER_ID_NAME, "Maple^Street"), (v.ACTION, v.CALL)])
 
 
 def test_a_variable_the_dialplan_does_not_unpack_is_refused() -> None:
-    with pytest.raises(UnpackableValue):
+    with pytest.raises(UnsafeValue):
         packed([("BACKLINE_SOMETHING_NEW", "x"), (v.ACTION, v.CALL)])
 
 

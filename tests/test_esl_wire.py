@@ -42,11 +42,11 @@ from backline.pbx.freeswitch.wire import (
     Message,
     ProtocolError,
     RudeRejection,
-    UnsafeArgument,
     classify,
     decode_event,
     url_decode,
 )
+from backline.pbx.ports import UnsafeValue
 from tests.harness.eslserver import (
     GOODBYE,
     Channel,
@@ -414,7 +414,7 @@ INJECTIONS: list[tuple[str, Callable[[], bytes]]] = [
 
 @pytest.mark.parametrize(("case", "build"), INJECTIONS, ids=[c for c, _ in INJECTIONS])
 def test_unsafe_arguments_are_refused(case: str, build: Callable[[], bytes]) -> None:
-    with pytest.raises(UnsafeArgument) as caught:
+    with pytest.raises(UnsafeValue) as caught:
         build()
     assert isinstance(caught.value, ValueError)  # callers may treat it as a bad value
 

@@ -13,9 +13,9 @@ from backline.pbx.asterisk.fastagi import (
     AgiRequest,
     AgiSession,
     FastAgiServer,
-    UnsafeValue,
     parse_header_line,
 )
+from backline.pbx.ports import UnsafeValue
 
 HEADERS = (b"agi_network: yes\n"
            b"agi_network_script: inbound\n"

@@ -236,6 +236,32 @@ async def test_controller_pushes_its_mode_into_freeswitch(tmp_path: Path) -> Non
     journal.close()
 
 
+async def test_a_command_freeswitch_refuses_fails_the_round_as_the_pbxs_and_is_retried(
+        tmp_path: Path) -> None:
+    """-ERR from mod_db is a refused command, not a lost link: the link stays up, the round
+    counts as failed on the PBX's side, and the next round pushes the mode."""
+    d = practice()
+    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
+    controller = Controller(d, journal)
+    journal.record_mode_change(ModeChange(Mode.OUTAGE, controller.clock(), "ops", Via.CLI,
+                                          "drill"), ModeState.initial())
+    async with fs_rig(d, controller.conversations, record=controller.record_attempt,
+                      mode=controller.mode) as rig:
+        controller.attach(rig.driver)
+        rig.server.script_api("db", lambda arg: "-ERR mod_db is not loaded")
+        await controller.sync_once()
+        assert controller.failed_rounds == 1
+        assert 'backline_mode_rounds_failed_total{part="pbx"} 1.0' in \
+            controller.metrics.render().decode()
+        assert rig.driver.up and rig.driver.hub.logins == 1  # the link was never dropped
+        rig.server.script_api("db", rig.db_api)
+        await controller.sync_once()
+        assert rig.db["backline/mode"] == "outage"
+        assert controller.failed_rounds == 1
+    await controller.close()
+    journal.close()
+
+
 async def test_the_consoles_by_and_reason_are_deleted_once_recorded(tmp_path: Path) -> None:
     d = practice()
     journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")

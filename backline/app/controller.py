@@ -58,7 +58,7 @@ from backline.localpbx.whereabouts import NotAsteriskSettings, parse_settings, r
 from backline.pbx.asterisk import cdr
 from backline.pbx.asterisk.fax import DEFAULT_FAX_DIR, FaxIntake
 from backline.pbx.freeswitch import cdr as freeswitch_cdr
-from backline.pbx.ports import FAX_CONTEXTS, CdrRow, LinkDown
+from backline.pbx.ports import FAX_CONTEXTS, CdrRow, PbxError
 
 log = logging.getLogger("backline.controller")
 
@@ -320,7 +320,7 @@ class Controller:
             return
         try:
             dirs = parse_settings(await self.pbx_settings())
-        except (LinkDown, NotAsteriskSettings) as exc:
+        except (PbxError, NotAsteriskSettings) as exc:
             log.error("could not ask Asterisk where it keeps its call records and faxes (%s)%s",
                       exc, "" if self.cdr_path else ": calls it answers while the controller "
                       "is away cannot be imported")
@@ -669,7 +669,7 @@ class Controller:
             await self.conversation_members.refresh()
         except JournalError as exc:
             self._round_failed("journal", f"the journal failed: {exc}")
-        except LinkDown as exc:
+        except PbxError as exc:  # the link down, or a command refused: the next round retries
             self._round_failed("pbx", f"could not bring the PBX's mode up to date: {exc}")
         except Exception as exc:
             log.exception("mode round failed")

@@ -178,13 +178,14 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
 
 async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
                            stop: asyncio.Event | None = None) -> int:
-    from backline.app.secrets import SecretMissing, read_secret
+    from backline.app.secrets import read_secret
+    from backline.localpbx.asterisk import NeedsAsterisk
     from backline.pbx.freeswitch.driver import FreeswitchDriver
 
     pbx = directory.connections.pbx
     assert isinstance(pbx, FreeswitchPbx)
     if start_pbx:
-        raise SecretMissing("connections.pbx: `backline up` starts Asterisk only; start "
+        raise NeedsAsterisk("connections.pbx: `backline up` starts Asterisk only; start "
                             "FreeSWITCH yourself and use `backline run`")
     password = read_secret(pbx.esl_password, "connections.pbx.esl")
     journal = await asyncio.to_thread(open_journal, directory.connections.storage.url)

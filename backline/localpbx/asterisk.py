@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from backline.app.secrets import SecretMissing, read_secret
+from backline.app.secrets import read_secret
 from backline.core.model import AsteriskPbx, Directory
 from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.ports import AsteriskPorts
@@ -29,10 +29,15 @@ class PbxNotReady(Exception):
     Asterisk did not bind its ports (another process holds them)."""
 
 
+class NeedsAsterisk(Exception):
+    """The command works on a local Asterisk only, and the config names another PBX (or
+    none): a usage error, not a missing secret."""
+
+
 def asterisk_pbx(directory: Directory) -> AsteriskPbx:
     pbx = directory.connections.pbx
     if not isinstance(pbx, AsteriskPbx):
-        raise SecretMissing("connections.pbx: this command needs an Asterisk PBX")
+        raise NeedsAsterisk("connections.pbx: this command needs an Asterisk PBX")
     return pbx
 
 

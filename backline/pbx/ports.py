@@ -1,6 +1,7 @@
 """The ports both PBX drivers implement and share: what a driver needs from the rest of
-Backline (the fax desk), what the rest sees of a driver (its link going down), and the
-call records each PBX's CDR import yields.  No driver imports another; both import this.
+Backline (the fax desk), what the rest sees of a driver (one error hierarchy: the link
+down, a command refused, a value we would not send), and the call records each PBX's CDR
+import yields.  No driver imports another; both import this.
 """
 
 from __future__ import annotations
@@ -12,8 +13,38 @@ from typing import Protocol
 from backline.core.fax_intake import FaxEnd, StorageCheck
 
 
-class LinkDown(Exception):
-    """The AMI link is down or an action went unanswered."""
+class PbxError(Exception):
+    """The PBX did not take what we asked (the base the controller catches): its link is
+    down, or it answered and refused."""
+
+
+class LinkDown(PbxError):
+    """The link to the PBX (AMI, the Event Socket) is down, dropped while an action was in
+    flight, or an action went unanswered: the next login tries again."""
+
+
+class PbxRefused(PbxError):
+    """The PBX answered and refused the command: the link is fine, the command is not."""
+
+    def __init__(self, command: str, reply: str) -> None:
+        super().__init__(f"{command}: {reply}")
+        self.command = command
+        self.reply = reply
+
+
+class UnsafeValue(ValueError):
+    """*We* were about to send the PBX a value that would not survive the trip (it could end
+    a command, split a field, or be read as something else): refused, never sent.
+
+    The message names the field and why, never the value, which may be a caller's text; the
+    value is kept on the exception for a debugger.
+    """
+
+    def __init__(self, field: str, value: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
 
 
 class FaxDesk(Protocol):

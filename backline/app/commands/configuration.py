@@ -79,7 +79,7 @@ def _journal_exposure(config: str, url: str) -> list[str]:
 def cmd_render(args: argparse.Namespace) -> int:
     from backline.app.secrets import SecretMissing
     from backline.core.model import FreeswitchPbx
-    from backline.localpbx.asterisk import asterisk_pbx, render_files
+    from backline.localpbx.asterisk import NeedsAsterisk, asterisk_pbx, render_files
     from backline.render.announcement import (
         AnnouncementError,
         render_announcement,
@@ -127,7 +127,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         render_announcement(directory.backup.announcement, out / "announcement.wav",
                             Path(directory.source).parent)
         clips = render_notice_clips(directory, out) + render_closed_clips(directory, out)
-    except (SecretMissing, AnnouncementError) as exc:
+    except (SecretMissing, NeedsAsterisk, AnnouncementError) as exc:
         raise UsageError(str(exc)) from exc
     written = write_render(out, files, directory, str(pbx.sip), secrets_path,
                            sip_user_is_login=True) + 1 + len(clips)  # + the audio

@@ -40,17 +40,17 @@ def add_parsers(sub: Any) -> None:
 def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
     from backline.app.secrets import SecretMissing
     from backline.app.serve import run_controller
-    from backline.localpbx.asterisk import PbxNotReady
+    from backline.localpbx.asterisk import NeedsAsterisk, PbxNotReady
     from backline.localpbx.instance import AsteriskError
     from backline.pbx.asterisk.ami import LoginRefused
-    from backline.pbx.ports import LinkDown
+    from backline.pbx.ports import PbxError
 
     directory = load_directory(args.config)
     try:
         return run_controller(directory, start_pbx=start_pbx)
-    except SecretMissing as exc:
+    except (SecretMissing, NeedsAsterisk) as exc:
         raise UsageError(str(exc)) from exc
-    except (LinkDown, LoginRefused, PbxNotReady, AsteriskError, OSError) as exc:
+    except (PbxError, LoginRefused, PbxNotReady, AsteriskError, OSError) as exc:
         # OSError: a port of ours taken (FastAGI, the pages), e.g. by a `run` already serving
         print(f"backline: {exc}", file=sys.stderr)
         return 1
@@ -68,15 +68,14 @@ def cmd_console(args: argparse.Namespace) -> int:
     import subprocess
 
     from backline.app.controller import config_path
-    from backline.app.secrets import SecretMissing
     from backline.app.serve import instance_name
-    from backline.localpbx.asterisk import local_instance
+    from backline.localpbx.asterisk import NeedsAsterisk, local_instance
     from backline.localpbx.pbxroot import default_root
 
     directory = load_directory(args.config)
     try:
         instance = local_instance(directory, instance_name(directory), root=default_root())
-    except SecretMissing as exc:
+    except NeedsAsterisk as exc:
         raise UsageError(str(exc)) from exc
     if instance.find_running() is None:
         print(f"backline: no Asterisk started by `backline up` is running for "

@@ -13,27 +13,24 @@ from backline.core import routing as r
 from backline.core.hours import closed_clip
 from backline.core.ownership import OwnershipBook
 from backline.pbx.asterisk import dialplan_variables as v
+from backline.pbx.ports import UnsafeValue
 
 Variables = list[tuple[str, str]]
-
-
-class UnpackableValue(ValueError):
-    """A decision that could not be cut back apart in the dialplan: refused, never sent."""
 
 
 def packed(variables: Variables) -> tuple[str, str]:
     """A decision's variables as the single (name, value) the dialplan unpacks.
 
-    Raises UnpackableValue for a variable the dialplan does not unpack, or a value holding
-    the separator (it would shift every field after it).
+    Raises UnsafeValue for a variable the dialplan does not unpack, or a value holding the
+    separator (it would shift every field after it): refused, never sent.
     """
     values = dict(variables)
     unknown = sorted(set(values) - set(v.FIELDS))
     if unknown:
-        raise UnpackableValue(f"the dialplan does not unpack {unknown}")
+        raise UnsafeValue("variables", ",".join(unknown), "the dialplan does not unpack them")
     for name, value in values.items():
         if v.FIELD_SEPARATOR in value:
-            raise UnpackableValue(f"value for {name} holds the field separator")
+            raise UnsafeValue(name, value, "holds the field separator")
     return v.DECISION, v.FIELD_SEPARATOR.join(values.get(name, "") for name in v.FIELDS)
 
 

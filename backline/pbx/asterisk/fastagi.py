@@ -28,6 +28,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from backline.pbx.ports import UnsafeValue
+
 log = logging.getLogger("backline.agi")
 
 HEADER_TIMEOUT = 2.0
@@ -59,10 +61,6 @@ class AgiHangup(Exception):
 
 class AgiProtocolError(Exception):
     """Asterisk sent something we do not understand, or too much, or too late."""
-
-
-class UnsafeValue(ValueError):
-    """We were about to send a value that could break out of an AGI command: refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +203,9 @@ class AgiSession:
         lines = []
         for name, value in pairs:
             if not _SAFE_NAME.fullmatch(name):
-                raise UnsafeValue(f"variable name {name!r}")
+                raise UnsafeValue("variable name", name, "is not one we set")
             if not _SAFE_VALUE.fullmatch(value) or len(value) > 1024:
-                raise UnsafeValue(f"value for {name} has characters we never send")
+                raise UnsafeValue(name, value, "has characters we never send")
             lines.append(f'SET VARIABLE {name} "{value}"')
         for line in lines:
             await self.command(line)

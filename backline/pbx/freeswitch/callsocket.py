@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from backline.pbx.freeswitch import wire
+from backline.pbx.ports import UnsafeValue
 
 log = logging.getLogger("backline.esl.call")
 
@@ -160,7 +161,7 @@ class CallSocketServer:
             await self._handler(data, session)
         except CallGone:
             pass  # the caller hung up: nothing left to do
-        except (wire.ProtocolError, TimeoutError, ConnectionError, wire.UnsafeArgument) as exc:
+        except (wire.ProtocolError, TimeoutError, ConnectionError, UnsafeValue) as exc:
             # The dialplan's fallback answers the caller once we close.
             self.failures += 1
             log.error("call session dropped: %s", exc)

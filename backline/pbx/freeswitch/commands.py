@@ -32,6 +32,7 @@ from backline.core.routing import (
     SendToVoicemail,
 )
 from backline.pbx.freeswitch import names
+from backline.pbx.ports import UnsafeValue
 
 Application = tuple[str, str | None]
 
@@ -47,17 +48,9 @@ _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 _PATH: Final = re.compile(r"/[A-Za-z0-9_./-]{1,255}")
 
 
-class UnsafeValue(ValueError):
-    """A value that is not what its field allows: refused, the call gets the fallback."""
-
-    def __init__(self, field: str, value: str) -> None:
-        super().__init__(f"{field}: {value[:60]!r} is not allowed")
-        self.field = field
-
-
 def _checked(field: str, pattern: re.Pattern[str], value: str) -> str:
     if not pattern.fullmatch(value):
-        raise UnsafeValue(field, value)
+        raise UnsafeValue(field, value, "is not what the field allows")
     return value
 
 

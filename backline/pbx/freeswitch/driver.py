@@ -44,13 +44,13 @@ from backline.pbx.freeswitch.callsocket import CallGone, CallSession, CallSocket
 from backline.pbx.freeswitch.commands import (
     Application,
     Sounds,
-    UnsafeValue,
     inbound_applications,
     outbound_applications,
 )
 from backline.pbx.freeswitch.fax import fax_end, fax_result_event
 from backline.pbx.freeswitch.hub import EslCommandFailed, EslHub, EslLinkDown
 from backline.pbx.mode_keys import ModeKeys
+from backline.pbx.ports import UnsafeValue
 
 log = logging.getLogger("backline.freeswitch")
 

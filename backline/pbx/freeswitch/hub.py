@@ -46,7 +46,7 @@ import gevent.exceptions
 from greenswitch.esl import InboundESL, NotConnectedError
 
 from backline.pbx.freeswitch import wire
-from backline.pbx.ports import LinkDown
+from backline.pbx.ports import LinkDown, PbxRefused
 
 log = logging.getLogger("backline.esl")
 
@@ -64,14 +64,9 @@ class EslLinkDown(LinkDown):
     went unanswered. A :class:`LinkDown`, so the controller treats both PBXs alike."""
 
 
-class EslCommandFailed(LinkDown):
-    """FreeSWITCH answered ``-ERR ...``: the link is fine, the command was refused. A
-    :class:`LinkDown` to the controller too: either way the PBX side did not take it."""
-
-    def __init__(self, command: str, reply: str) -> None:
-        super().__init__(f"{command}: {reply}")
-        self.command = command
-        self.reply = reply
+class EslCommandFailed(PbxRefused):
+    """FreeSWITCH answered ``-ERR ...``: the link is fine, the command was refused (a
+    :class:`PbxRefused`: the controller's round fails and the next one tries again)."""
 
 
 @dataclass(frozen=True, slots=True)

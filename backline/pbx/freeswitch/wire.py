@@ -34,6 +34,12 @@ from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
 from urllib.parse import unquote_to_bytes
 
+# Sending, we refuse with backline.pbx.ports.UnsafeValue (the one "we will not send this"
+# error of both drivers): a CR or LF would end the command line early and let the rest be
+# read as a new header or a new command (injection); a NUL truncates the C string
+# FreeSWITCH copies it into.
+from backline.pbx.ports import UnsafeValue
+
 # A header block larger than this is refused before its end is seen. The largest block
 # FreeSWITCH sends is the outbound ``connect`` answer, which carries every channel variable
 # URL-encoded (an SDP grows threefold): tens of KiB on a busy SIP channel, so 128 KiB leaves
@@ -65,20 +71,6 @@ class ProtocolError(EslError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason = reason
-
-
-class UnsafeArgument(EslError, ValueError):
-    """*We* were asked to send something that would not survive the trip: refused, not sent.
-
-    A CR or LF would end the command line early and let the rest be read as a new header or
-    a new command (injection); a NUL truncates the C string FreeSWITCH copies it into.
-    """
-
-    def __init__(self, field: str, value: str, reason: str) -> None:
-        super().__init__(f"{field}={value!r}: {reason}")
-        self.field = field
-        self.value = value
         self.reason = reason
 
 
@@ -541,12 +533,12 @@ def decode_event(data: bytes) -> Event:
 
 def _check(field: str, value: str, *, word: bool = False, allow_empty: bool = False) -> str:
     if not value and not allow_empty:
-        raise UnsafeArgument(field, value, "must not be empty")
+        raise UnsafeValue(field, value, "must not be empty")
     for bad, why in (("\r", "CR"), ("\n", "LF"), ("\0", "NUL")):
         if bad in value:
-            raise UnsafeArgument(field, value, f"contains {why}, which would split the command")
+            raise UnsafeValue(field, value, f"contains {why}, which would split the command")
     if word and (" " in value or "\t" in value):
-        raise UnsafeArgument(field, value, "must be one word: FreeSWITCH splits at spaces")
+        raise UnsafeValue(field, value, "must be one word: FreeSWITCH splits at spaces")
     return value
 
 
@@ -554,7 +546,7 @@ def _check_header_value(field: str, value: str) -> str:
     _check(field, value)
     if value.startswith(" "):
         # read_packet skips spaces after the colon: the value would arrive shortened.
-        raise UnsafeArgument(field, value, "leading spaces would be stripped by FreeSWITCH")
+        raise UnsafeValue(field, value, "leading spaces would be stripped by FreeSWITCH")
     return value
 
 
@@ -584,7 +576,7 @@ def encode_bgapi(command: str, arg: str | None = None, *, job_uuid: str | None =
     if job_uuid is not None:
         _check_header_value("job_uuid", job_uuid)
         if len(job_uuid) > 36:
-            raise UnsafeArgument("job_uuid", job_uuid, "FreeSWITCH keeps only 36 characters")
+            raise UnsafeValue("job_uuid", job_uuid, "FreeSWITCH keeps only 36 characters")
         headers.append(("Job-UUID", job_uuid))
     return _command(line, headers)
 
@@ -595,7 +587,7 @@ def encode_event_plain(names: Sequence[str]) -> bytes:
     Subscriptions add up: FreeSWITCH never removes names on a later ``event`` command.
     """
     if not names:
-        raise UnsafeArgument("names", "", "at least one event name is needed")
+        raise UnsafeValue("names", "", "at least one event name is needed")
     return _command("event plain " + " ".join(_check("name", n, word=True) for n in names))
 
 
@@ -650,7 +642,7 @@ def encode_linger(seconds: int | None = None) -> bytes:
     if seconds is None:
         return _command("linger")
     if seconds <= 0:
-        raise UnsafeArgument("seconds", str(seconds), "must be positive; omit for no limit")
+        raise UnsafeValue("seconds", str(seconds), "must be positive; omit for no limit")
     return _command(f"linger {int(seconds)}")
 
 
