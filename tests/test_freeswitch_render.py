@@ -259,6 +259,37 @@ def test_the_carriers_invite_is_taken_by_its_address_and_anyone_elses_is_challen
     assert profile.invite(PHONE_IP, "3035550123", ("ana-desk", "not-" + secret)) == Refused(403)
 
 
+def test_911_from_a_desk_phone_leaves_with_its_callback_number_and_the_practices_name(
+        rendered: Path, loaded: ET.Element) -> None:
+    """The call as FreeSWITCH runs it: the desk phone's INVITE answers the challenge, its
+    directory variables land on the channel (sofia_reg_parse_auth, then sofia.c), the desk
+    context's first extension sets the caller ID from them (each action's data expanded as it
+    runs) and bridges to the carrier's gateway, which puts that number in From
+    (caller-id-in-from) and, with sip_cid_type=pid carried to the outbound leg (mod_sofia.c,
+    sofia_outgoing_channel), in P-Asserted-Identity: the callback number and the practice's
+    name, as on Asterisk (backline/core/emergency.py), never the phone's SIP user."""
+    from tests.harness.freeswitch_conf import expand
+
+    secrets = json.loads((rendered.parent / "secrets.json").read_text())
+    profile = sip_profile(loaded, "backline")
+    for phone, callback in (("ana-desk", "+13125550101"), ("jo-desk", "+13125550100")):
+        routed = profile.invite(PHONE_IP, "911", (phone, secrets[phone]))
+        assert isinstance(routed, Routed), routed
+        channel = dict(routed.variables)
+        actions = hunt(loaded, routed)
+        assert actions[-1] == ("bridge", f"sofia/gateway/{names.GATEWAY}/911")
+        for app, data in actions[:-1]:
+            assert app == "set", (app, data)
+            name, _, value = expand(data, channel).partition("=")
+            channel[name] = value
+        assert (channel["effective_caller_id_number"], channel["effective_caller_id_name"],
+                channel["sip_cid_type"]) == (callback, "Maple Street", "pid")
+    sofia = open_cfg(loaded, "sofia.conf")
+    assert sofia is not None
+    gateway = sofia.find(f"profiles/profile/gateways/gateway[@name='{names.GATEWAY}']")
+    assert gateway is not None and params(gateway, "param")["caller-id-in-from"] == "true"
+
+
 def test_a_carrier_freeswitch_cannot_recognise_by_address_is_refused_at_render(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "practice.yaml"
