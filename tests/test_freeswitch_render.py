@@ -334,7 +334,7 @@ def test_a_fax_number_is_decided_by_the_controller_and_received_by_the_pbx_witho
     # Controller away: T.38 both ways, then rxfax into the spool under the call's uuid.
     assert actions[socket + 1:] == [
         ("set", "fax_enable_t38=true"), ("set", "fax_enable_t38_request=true"),
-        ("set", "verbose_events=true"), ("answer", ""),
+        ("answer", ""),
         ("rxfax", "/var/lib/freeswitch/fax/fax-${uuid}.tif"), ("hangup", "")]
 
 

@@ -45,6 +45,9 @@ T = TypeVar("T")
 # switch_utils.c, switch_url_encode: bytes below ' ', above '~', or in this set become %XX
 # (upper-case hex). '/' ',' '(' ')' '\'' '!' '*' '$' '-' '.' '_' '~' stay as they are.
 _URL_UNSAFE: Final = frozenset(b'\r\n "#%&+:;<=>?@[\\]^`{|}')
+# ... except a '%' already followed by two upper-case hex digits, left as it is
+# (switch_url_encode_opt with double_encode false): "%41" is written "%41", read back "A".
+_HEX: Final = frozenset(b"0123456789ABCDEF")
 
 # mod_event_socket.c, listener_run: the message passed to send_disconnect at "done:".
 GOODBYE: Final = b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
@@ -62,8 +65,11 @@ FIRST_PACKET_TIMEOUT: Final = 25.0
 def url_encode(value: str) -> str:
     """switch_url_encode, on the UTF-8 bytes of ``value``."""
     out: list[str] = []
-    for byte in value.encode("utf-8"):
-        if byte < 0x20 or byte > 0x7E or byte in _URL_UNSAFE:
+    data = value.encode("utf-8")
+    for i, byte in enumerate(data):
+        if byte == 0x25 and i + 2 < len(data) and data[i + 1] in _HEX and data[i + 2] in _HEX:
+            out.append("%")  # "e-p > 1": two more bytes after it, then both hex
+        elif byte < 0x20 or byte > 0x7E or byte in _URL_UNSAFE:
             out.append(f"%{byte:02X}")
         else:
             out.append(chr(byte))
@@ -256,7 +262,10 @@ class Channel:
     def event_headers(self) -> list[tuple[str, str]]:
         """A representative subset of switch_channel_event_set_data's headers, in its order:
         channel state, ``Unique-ID``, the caller profile as ``Caller-*``, then every
-        ``variable_*``."""
+        ``variable_*``. Every event this server fires for a channel (CHANNEL_DATA,
+        CHANNEL_EXECUTE, _EXECUTE_COMPLETE, _ANSWER, _HANGUP, _HANGUP_COMPLETE) is one that
+        switch_channel_event_set_extended_data (src/switch_channel.c) gives the variables
+        without ``verbose_events``."""
         headers = [
             ("Channel-State", self.state),
             ("Channel-Call-State", self.call_state),

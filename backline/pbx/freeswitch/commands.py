@@ -127,9 +127,8 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
 
 
 def fax_setup() -> list[Application]:
-    """Before a fax is answered: T.38 both ways, and the fax results on the channel's events."""
-    return [("set", f"{names.FAX_T38}=true"), ("set", f"{names.FAX_T38_REQUEST}=true"),
-            ("set", f"{names.VERBOSE_EVENTS}=true")]
+    """Before a fax is answered: T.38 both ways."""
+    return [("set", f"{names.FAX_T38}=true"), ("set", f"{names.FAX_T38_REQUEST}=true")]
 
 
 def fax_file(spool: str, call_uuid: str) -> str:

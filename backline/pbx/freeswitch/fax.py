@@ -2,10 +2,12 @@
 
 mod_spandsp sets its results as channel variables when rxfax ends, however it ends
 (``fax_success``, ``fax_result_code``, ``fax_result_text``, ``fax_document_transferred_pages``,
-``fax_remote_station_id``; spandsp_fax.c, phase_e_handler).  With ``verbose_events`` they
-ride on the channel's events (``variable_fax_success: 1``), which reach the call's outbound
-socket; :func:`fax_end` reads them into the same :class:`~backline.core.fax_intake.FaxEnd` the
-Asterisk driver reports, so a fax is stored, converted and journaled the same way by either.
+``fax_remote_station_id``; spandsp_fax.c, phase_e_handler).  They ride on the channel's
+CHANNEL_EXECUTE_COMPLETE and CHANNEL_HANGUP_COMPLETE events (``variable_fax_success: 1``:
+switch_channel_event_set_extended_data puts every channel variable on those events), which
+reach the call's outbound socket; :func:`fax_end` reads them into the same
+:class:`~backline.core.fax_intake.FaxEnd` the Asterisk driver reports, so a fax is stored,
+converted and journaled the same way by either.
 """
 
 from __future__ import annotations

@@ -57,11 +57,12 @@ SUBSCRIPTIONS: Final = ("BACKGROUND_JOB", "PRESENCE_PROBE", "CUSTOM", "sofia::re
 
 # Fax (mod_spandsp). T.38 when the carrier offers it: ``fax_enable_t38`` lets rxfax take a
 # T.38 re-INVITE, ``fax_enable_t38_request`` has FreeSWITCH send one itself; G.711 audio
-# otherwise. ``verbose_events`` puts every channel variable (the fax_* results among them)
-# on the channel's events, so the end of the fax reaches us on the call's own socket.
+# otherwise. The fax_* results need nothing more to reach us: every channel variable rides
+# on CHANNEL_EXECUTE_COMPLETE and CHANNEL_HANGUP_COMPLETE, the call's own socket's events.
+# (``verbose_events`` is an application, not a variable: ``set verbose_events=true`` did
+# nothing.)
 FAX_T38: Final = "fax_enable_t38"
 FAX_T38_REQUEST: Final = "fax_enable_t38_request"
-VERBOSE_EVENTS: Final = "verbose_events"
 # What the dialplan marks a fax number's call with, kept in the CDR for the fail-safe import.
 KIND: Final = "backline_kind"
 KIND_FAX: Final = "fax"

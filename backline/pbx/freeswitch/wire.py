@@ -302,8 +302,10 @@ def url_decode(raw: str) -> str:
     here: switch_url_encode writes a space as ``%20`` and ``+`` as ``%2B``). Bad encoding is
     kept verbatim: a ``%`` not followed by two hex digits is copied as is. That is what
     ``switch_url_decode`` does for ``%ZZ`` and for a ``%`` near the end, and it keeps a
-    value readable instead of failing a whole event for one odd header. (FreeSWITCH itself
-    never writes a bare ``%``: it encodes ``%`` as ``%25``.) The bytes are then read as
+    value readable instead of failing a whole event for one odd header. (FreeSWITCH encodes
+    ``%`` as ``%25``, except one already followed by two upper-case hex digits, which
+    switch_url_encode leaves as it is: a value holding ``%41`` reaches us as ``A``, so no
+    decoded value is trusted to be the caller's bytes.) The bytes are then read as
     UTF-8, invalid sequences replaced by U+FFFD, so the result is deterministic.
     """
     if "%" not in raw:
