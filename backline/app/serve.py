@@ -20,7 +20,14 @@ from typing import Protocol
 from aiohttp import web
 
 from backline.app.controller import Controller, ModeMirror, config_path
-from backline.core.model import Directory, FreeswitchPbx, HostPort
+from backline.core.model import (
+    DEFAULT_RESERVED_DESCRIPTORS,
+    Directory,
+    FreeswitchPbx,
+    HostPort,
+    ListenerLimits,
+)
+from backline.features.listeners import DescriptorBudget, PublicListener, raise_descriptor_limit
 from backline.journal import open_journal
 
 log = logging.getLogger("backline.controller")
@@ -56,14 +63,36 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
     controller and the driver, keep the mode agreed, serve the public pages and the status
     listener if configured, print ``ready()`` (once ``verify()``, if given, passed) and run
     until ``stop``; the listeners and the driver are stopped on the way out (the caller closes
-    the controller and whatever it started itself)."""
-    runners: list[web.AppRunner] = []
+    the controller and whatever it started itself).
 
-    async def listen(app: web.Application, at: HostPort) -> None:
+    Every public listener (pages, status, email intake) shares one descriptor budget that
+    keeps ``connections.pbx.reserved_descriptors`` for the PBX (backline.features.listeners)."""
+    runners: list[tuple[web.AppRunner, asyncio.Server]] = []
+    soft, hard = raise_descriptor_limit()
+    pbx = controller.directory.connections.pbx
+    budget = DescriptorBudget(pbx.reserved_descriptors if pbx is not None
+                              else DEFAULT_RESERVED_DESCRIPTORS)
+    log.info("descriptors: limit %d (hard %d), %d kept for the PBX, %d for public connections",
+             soft, hard, budget.reserve, budget.allowance)
+    guards: list[PublicListener] = []
+    if controller.email_intake is not None:
+        controller.email_intake.listener = PublicListener(
+            "email intake", controller.email_intake.config.limits, budget, http=False,
+            idle=False)
+        guards.append(controller.email_intake.listener)
+    controller.metrics.listeners(lambda: [(g.name, g.open, g.refused) for g in guards])
+
+    async def listen(app: web.Application, at: HostPort, name: str,
+                     limits: ListenerLimits) -> None:
+        guard = PublicListener(name, limits, budget, http=True)
+        guards.append(guard)
+        app.middlewares.insert(0, guard.middleware)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        runners.append(runner)
-        await web.TCPSite(runner, at.host, at.port).start()
+        assert runner.server is not None
+        server = await asyncio.get_running_loop().create_server(
+            guard.protocol_factory(runner.server), at.host, at.port)
+        runners.append((runner, server))
 
     try:
         controller.attach(driver)
@@ -74,11 +103,12 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
         watcher = asyncio.create_task(controller.keep_mode(stop))
         pages = controller.directory.connections.pages
         if pages is not None:
-            await listen(controller.web_app(), pages.listen)
+            await listen(controller.web_app(), pages.listen, "pages listener", pages.limits)
             log.info("public pages (SMS webhook, alert links) on http://%s", pages.listen)
         status = controller.directory.connections.status
         if status is not None:
-            await listen(controller.status_app(), status.listen)
+            await listen(controller.status_app(), status.listen, "status listener",
+                         status.limits)
             log.info("status page on http://%s/status, metrics on /metrics%s", status.listen,
                      " (bearer token required)" if status.token.env or status.token.file
                      else "")
@@ -87,7 +117,8 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
         await watcher
         return 0
     finally:
-        for runner in runners:
+        for runner, server in runners:
+            server.close()
             await runner.cleanup()
         await driver.stop()
 

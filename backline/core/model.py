@@ -180,6 +180,9 @@ class PortRange:
     end: int
 
 
+DEFAULT_RESERVED_DESCRIPTORS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class AsteriskPbx:
     ami: HostPort
@@ -204,6 +207,8 @@ class AsteriskPbx:
     # This PBX node's name when several share one journal: attempts carry it, and it is
     # Asterisk's systemname, so call uniqueids (and so attempt keys) never collide.
     node: str = ""
+    # Descriptors no public connection may take: FastAGI calls, AMI, the journal.
+    reserved_descriptors: int = DEFAULT_RESERVED_DESCRIPTORS
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +227,8 @@ class FreeswitchPbx:
     fax_dir: str = "/var/lib/backline/fax"
     fax_spool: str = "/var/lib/freeswitch/fax"
     cdr_file: str = "/var/log/freeswitch/cdr-csv/Master.csv"
+    # Descriptors no public connection may take: call sockets, ESL, the journal.
+    reserved_descriptors: int = DEFAULT_RESERVED_DESCRIPTORS
 
 
 Pbx = AsteriskPbx | FreeswitchPbx
@@ -275,18 +282,43 @@ class Inbox:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """What one listener other machines reach may hold (backline.features.listeners):
+    connections at once, and how long a connection may send nothing (``idle_seconds``), take
+    over a request's head after its first byte, or over its body (an SMTP message's DATA)."""
+
+    max_connections: int = 256
+    idle_seconds: int = 15
+    header_seconds: int = 10
+    body_seconds: int = 30
+
+
+# The intake's sessions: a sending server waits minutes between commands at worst, and a
+# 50 MB message on a slow link takes a while; a sender told 421 tries again later.
+SMTP_LIMITS = ListenerLimits(max_connections=64, idle_seconds=60, body_seconds=300)
+
+
+@dataclass(frozen=True, slots=True)
 class EmailIntake:
     """The SMTP listener that keeps the practice's mail in an outage (``domains``: the
-    practice's mail domains; anything else is refused)."""
+    practice's mail domains; anything else is refused).  ``max_recipients`` per message;
+    ``held_mb``: held mail not yet delivered may take this much of the journal; below
+    ``free_floor_mb`` free on the journal's disk, mail is turned away (452/451) so that
+    calls and SMS still journal."""
 
     listen: HostPort
     domains: tuple[str, ...]
+    limits: ListenerLimits = SMTP_LIMITS
+    max_recipients: int = 100
+    held_mb: int = 1024
+    free_floor_mb: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Pages:
     listen: HostPort
     base_url: str
+    limits: ListenerLimits = ListenerLimits()
 
 
 # Where ops read /status, /status.json and /metrics unless connections.status says otherwise:
@@ -302,6 +334,7 @@ class StatusListener:
 
     listen: HostPort = DEFAULT_STATUS_LISTEN
     token: Secret = Secret()
+    limits: ListenerLimits = ListenerLimits(max_connections=32)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from backline.core.model import EmailIntake
+from backline.core.model import DEFAULT_RESERVED_DESCRIPTORS, EmailIntake
+from backline.features.listeners import DescriptorBudget, PublicListener
 from backline.journal import Journal
 
 log = logging.getLogger("backline.email")
@@ -31,9 +32,11 @@ class HoldingHandler:
     """aiosmtpd handler: accept the practice's domains, keep each message durably."""
 
     def __init__(self, journal: Journal, domains: tuple[str, ...],
-                 clock: Callable[[], datetime], on_held: Callable[[], None]) -> None:
+                 clock: Callable[[], datetime], on_held: Callable[[], None], *,
+                 max_recipients: int = 100) -> None:
         self.journal = journal
         self.domains = frozenset(d.lower() for d in domains)
+        self.max_recipients = max_recipients
         self._clock = clock
         self._on_held = on_held
 
@@ -45,6 +48,9 @@ class HoldingHandler:
                           address: str, rcpt_options: list[str]) -> str:
         if not self.accepts(address):
             return "550 5.1.1 not a domain of this practice; no relaying"
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            # RFC 5321 4.5.3.1.10: the sender sends the rest in another transaction.
+            return "452 4.5.3 too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -76,8 +82,14 @@ class EmailListener:
     def __init__(self, config: EmailIntake, journal: Journal, clock: Callable[[], datetime],
                  on_held: Callable[[], None]) -> None:
         self.config = config
-        self.handler = HoldingHandler(journal, config.domains, clock, on_held)
+        self.handler = HoldingHandler(journal, config.domains, clock, on_held,
+                                      max_recipients=config.max_recipients)
         self._server: asyncio.Server | None = None
+        # Sessions at once, counted against the descriptors the process may give the public
+        # (`backline run` sets one shared with the HTTP listeners before start()).
+        self.listener = PublicListener("email intake", config.limits,
+                                       DescriptorBudget(DEFAULT_RESERVED_DESCRIPTORS),
+                                       http=False, idle=False)
 
     @property
     def port(self) -> int:
@@ -91,12 +103,19 @@ class EmailListener:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
         loop = asyncio.get_running_loop()
 
-        def protocol() -> Any:
-            return SMTP(self.handler, data_size_limit=MAX_MESSAGE_BYTES, enable_SMTPUTF8=True,
-                        hostname=self.config.domains[0] if self.config.domains else None,
-                        loop=loop)
+        limits = self.config.limits
 
-        self._server = await loop.create_server(protocol, self.config.listen.host,
+        def protocol() -> Any:
+            # aiosmtpd's timeout runs from each command it accepts to the next one: a sender
+            # dribbling a command, or sending nothing, is cut off after idle_seconds.
+            return _IntakeSession(
+                limits.body_seconds, self.handler, data_size_limit=MAX_MESSAGE_BYTES,
+                enable_SMTPUTF8=True,
+                hostname=self.config.domains[0] if self.config.domains else None,
+                timeout=limits.idle_seconds, loop=loop)
+
+        self._server = await loop.create_server(self.listener.protocol_factory(protocol),
+                                                self.config.listen.host,
                                                 self.config.listen.port)
         log.info("email intake on %s for %d domain(s)", self.config.listen,
                  len(self.config.domains))
@@ -106,3 +125,18 @@ class EmailListener:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+
+class _IntakeSession(SMTP):
+    """aiosmtpd's session with a deadline of its own for DATA: the whole message within
+    ``data_seconds`` of the DATA command (a message sent a line a minute is cut off)."""
+
+    def __init__(self, data_seconds: float, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._data_seconds = data_seconds
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd re-arms its timer before each command with its own timeout; DATA's own
+        # replaces it (a private method of aiosmtpd 1.4).
+        self._reset_timeout(self._data_seconds)
+        await super().smtp_DATA(arg)

@@ -8,6 +8,7 @@ deadline with "ready" already read).
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -25,20 +26,29 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class BacklineProcess:
-    """``backline ARGS…``; its stdout and stderr kept as lines."""
+    """``backline ARGS…``; its stdout and stderr kept as lines.  ``nofile``: the process's
+    (soft, hard) descriptor limit, as ``ulimit -Sn``/``-Hn`` would set it."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, nofile: tuple[int, int] | None = None) -> None:
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         self.proc = subprocess.Popen([sys.executable, "-m", "backline.app.cli", *args],
                                      cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, bufsize=0)
+                                     stderr=subprocess.STDOUT, bufsize=0,
+                                     preexec_fn=limit if nofile is not None else None)
         self.lines: list[str] = []
         self._partial = b""
 
-    def wait_for(self, needle: str, timeout: float) -> str:
-        """The first output line containing ``needle``, reading on until it comes."""
+    def wait_for(self, needle: str, timeout: float, count: int = 1) -> str:
+        """The ``count``-th output line containing ``needle``, reading on until it comes."""
+        seen = 0
         for line in self.lines:
             if needle in line:
-                return line
+                seen += 1
+                if seen == count:
+                    return line
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         sel = selectors.DefaultSelector()
@@ -53,8 +63,10 @@ class BacklineProcess:
                 line = raw.decode("utf-8", "replace") + "\n"
                 self.lines.append(line)
                 if needle in line:
-                    return line
-        raise AssertionError(f"{needle!r} not seen within {timeout}s:\n"
+                    seen += 1
+                    if seen == count:
+                        return line
+        raise AssertionError(f"{needle!r} not seen {count} time(s) within {timeout}s:\n"
                              + "".join(self.lines[-30:]))
 
     def finish(self, timeout: float) -> str:
@@ -76,6 +88,6 @@ class BacklineProcess:
 class ControllerProcess(BacklineProcess):
     """``backline run`` on the test practice, once it has said ``ready``."""
 
-    def __init__(self, p: PracticePbx) -> None:
-        super().__init__("run", str(p.config_path))
+    def __init__(self, p: PracticePbx, *, nofile: tuple[int, int] | None = None) -> None:
+        super().__init__("run", str(p.config_path), nofile=nofile)
         self.wait_for("ready", 60)

@@ -14,10 +14,12 @@ from backline.app.settings.reader import Reader, entry, where_of
 from backline.app.yamlsource import YMap, YSeq
 from backline.core.addresses import is_loopback
 from backline.core.model import (
+    SMTP_LIMITS,
     AsteriskPbx,
     Connections,
     EmailIntake,
     HostPort,
+    ListenerLimits,
     Pages,
     StatusListener,
     Storage,
@@ -108,7 +110,8 @@ def _storage(r: Reader, parent: YMap, base: Path) -> Storage:
 
 
 def _email_intake(r: Reader, node: YMap, f: str) -> EmailIntake:
-    r.keys(node, f, ["listen", "domains"])
+    r.keys(node, f, ["listen", "domains", "max_sessions", "max_recipients", "idle_seconds",
+                     "data_seconds", "held_mb", "free_floor_mb"])
     listen = r.listen(node, f, HostPort("127.0.0.1", 2526))
     domains = r.strings(node, "domains", f"{f}.domains", _DOMAIN,
                         "a mail domain of the practice, e.g. maple.example")
@@ -116,19 +119,28 @@ def _email_intake(r: Reader, node: YMap, f: str) -> EmailIntake:
     if listed is None or (isinstance(listed, YSeq) and not listed.items):
         r.problem(where_of(node, "domains"), f"{f}.domains",
                   "at least one mail domain of the practice (other mail is refused)")
-    return EmailIntake(listen, tuple(d.lower() for d, _ in domains))
+    defaults = EmailIntake(listen, ())
+    return EmailIntake(
+        listen, tuple(d.lower() for d, _ in domains),
+        _limits(r, node, f, SMTP_LIMITS, http=False, connections="max_sessions"),
+        r.integer(node, "max_recipients", f"{f}.max_recipients", defaults.max_recipients,
+                  1, 1000) or defaults.max_recipients,
+        r.integer(node, "held_mb", f"{f}.held_mb", defaults.held_mb, 1, 1 << 20)
+        or defaults.held_mb,
+        r.integer(node, "free_floor_mb", f"{f}.free_floor_mb", defaults.free_floor_mb,
+                  1, 1 << 20) or defaults.free_floor_mb)
 
 
 def _pages(r: Reader, node: YMap, f: str) -> Pages:
-    r.keys(node, f, ["listen", "base_url"])
+    r.keys(node, f, ["listen", "base_url", *_HTTP_LIMITS])
     return Pages(r.listen(node, f, HostPort("127.0.0.1", 8080)),
-                 r.url(node, "base_url", f))
+                 r.url(node, "base_url", f), _limits(r, node, f, ListenerLimits()))
 
 
 def _status_listener(r: Reader, node: YMap, f: str) -> StatusListener:
     """``/status``, ``/status.json`` and ``/metrics``: who engaged the outage, why, the
     backlog.  Off loopback only behind a bearer token."""
-    r.keys(node, f, ["listen", "token_env", "token_file"])
+    r.keys(node, f, ["listen", "token_env", "token_file", *_HTTP_LIMITS])
     listen = r.listen(node, f, StatusListener().listen)
     token = r.secret(node, "token", f, False)
     if not is_loopback(listen.host.strip("[]")) and not token.env and not token.file:
@@ -136,4 +148,26 @@ def _status_listener(r: Reader, node: YMap, f: str) -> StatusListener:
                   f"a bearer token (token_env or token_file) for a status listener "
                   f"off loopback ({listen.host}): its pages say who engaged the outage, "
                   "why, and the backlog")
-    return StatusListener(listen, token)
+    return StatusListener(listen, token, _limits(r, node, f, StatusListener().limits))
+
+
+_HTTP_LIMITS = ("max_connections", "idle_seconds", "header_seconds", "body_seconds")
+
+
+def _limits(r: Reader, node: YMap, f: str, default: ListenerLimits, *, http: bool = True,
+            connections: str = "max_connections") -> ListenerLimits:
+    """A listener's cap and timeouts (backline.features.listeners); ``connections`` is the
+    cap's key (the intake's is ``max_sessions``), and its DATA deadline is ``data_seconds``."""
+    body = "body_seconds" if http else "data_seconds"
+    header = default.header_seconds
+    if http:
+        header = r.integer(node, "header_seconds", f"{f}.header_seconds", header, 1, 600) \
+            or header
+    return ListenerLimits(
+        r.integer(node, connections, f"{f}.{connections}", default.max_connections,
+                  1, 100000) or default.max_connections,
+        r.integer(node, "idle_seconds", f"{f}.idle_seconds", default.idle_seconds, 1, 3600)
+        or default.idle_seconds,
+        header,
+        r.integer(node, body, f"{f}.{body}", default.body_seconds, 1, 3600)
+        or default.body_seconds)

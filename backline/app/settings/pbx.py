@@ -6,7 +6,15 @@ import re
 
 from backline.app.settings.reader import Reader, entry, where_of
 from backline.app.yamlsource import YMap
-from backline.core.model import AsteriskPbx, FreeswitchPbx, HostPort, Pbx, PortRange, Trunk
+from backline.core.model import (
+    DEFAULT_RESERVED_DESCRIPTORS,
+    AsteriskPbx,
+    FreeswitchPbx,
+    HostPort,
+    Pbx,
+    PortRange,
+    Trunk,
+)
 
 
 def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
@@ -22,7 +30,8 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
     ring = r.integer(node, "ring_seconds", f"{f}.ring_seconds", 25, 5, 120) or 25
     if kind == "freeswitch":
         r.keys(node, f, ["kind", "esl", "sip", "ring_seconds", "socket", "trunk",
-                         "secrets_file", "fax_dir", "fax_spool", "cdr_file"])
+                         "secrets_file", "fax_dir", "fax_spool", "cdr_file",
+                         "reserved_descriptors"])
         esl = r.sub(node, "esl", f) or YMap({}, node.where)
         r.keys(esl, f"{f}.esl", ["host", "port", "password_env", "password_file"])
         sock = r.sub(node, "socket", f) or YMap({}, node.where)
@@ -39,13 +48,14 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
             fax_dir=_fax_dir(r, node, f),
             fax_spool=_plain_path(r, node, "fax_spool", f, "/var/lib/freeswitch/fax"),
             cdr_file=_plain_path(r, node, "cdr_file", f,
-                                 "/var/log/freeswitch/cdr-csv/Master.csv"))
+                                 "/var/log/freeswitch/cdr-csv/Master.csv"),
+            reserved_descriptors=_reserve(r, node, f))
     if kind != "asterisk":
         r.problem(where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
         return None
     r.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
                      "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
-                     "node"])
+                     "node", "reserved_descriptors"])
     ami = r.sub(node, "ami", f) or YMap({}, node.where)
     r.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
     agi = r.sub(node, "agi", f) or YMap({}, node.where)
@@ -77,7 +87,14 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
                                  "(leave it out: it is asked of Asterisk)"),
         fax_dir=_fax_dir(r, node, f),
         node=_node_name(r, node, f),
+        reserved_descriptors=_reserve(r, node, f),
     )
+
+
+def _reserve(r: Reader, node: YMap, f: str) -> int:
+    """Descriptors kept for the PBX's connections: no public connection may take one."""
+    return r.integer(node, "reserved_descriptors", f"{f}.reserved_descriptors",
+                     DEFAULT_RESERVED_DESCRIPTORS, 16, 65536) or DEFAULT_RESERVED_DESCRIPTORS
 
 
 def _node_name(r: Reader, node: YMap, f: str) -> str:

@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from backline.core.outage import Mode, Via
@@ -103,6 +103,11 @@ class Metrics:
     def mode_round_failed(self, part: str) -> None:
         self._failed_rounds.labels(part if part in ROUND_PARTS else "other").inc()
 
+    def listeners(self, counts: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        """``backline_public_connections{listener}`` and ``..._refused_total{listener}``,
+        read at scrape time from ``counts()``: (listener, open now, refused so far)."""
+        self.registry.register(_ListenerCollector(counts))
+
     def render(self) -> bytes:
         """Every metric in Prometheus text format (serve with ``CONTENT_TYPE``).
 
@@ -140,3 +145,31 @@ class _BacklogCollector(Collector):
         return GaugeMetricFamily(
             BACKLOG_NAME, "Attempts held in an outage and not yet delivered to the inbox.",
             labels=["kind"])
+
+
+class _ListenerCollector(Collector):
+    """Connections to the listeners other machines reach: open now, and refused (at a cap,
+    or because the descriptors kept for the PBX would have been touched)."""
+
+    def __init__(self, counts: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        held, refused = self._families()
+        for name, open_now, refusals in self._counts():
+            held.add_metric([name], open_now)
+            refused.add_metric([name], refusals)
+        return [held, refused]
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        return (GaugeMetricFamily("backline_public_connections",
+                                  "Connections open now on a listener other machines reach.",
+                                  labels=["listener"]),
+                CounterMetricFamily("backline_public_connections_refused",
+                                    "Connections refused at once: the listener at its cap, or "
+                                    "the descriptors kept for the PBX would have been used.",
+                                    labels=["listener"]))
