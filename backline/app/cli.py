@@ -12,7 +12,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from backline.app.commands import attempts, configuration, conversation, outage, running
+from backline.app.commands import (
+    attempts,
+    configuration,
+    conversation,
+    hours,
+    outage,
+    running,
+)
 from backline.app.commands.shared import UsageError
 from backline.journal import JournalError
 
@@ -31,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     outage.add_parser(sub)
     attempts.add_parser(sub)
     conversation.add_parser(sub)
+    hours.add_parser(sub)
     return parser
 
 

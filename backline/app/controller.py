@@ -39,6 +39,7 @@ from backline.features.sms.twilio import InboundSms
 from backline.features.sms.webhook import make_sms_routes
 from backline.features.status.health import Health, Verdict, idle, off
 from backline.features.status.metrics import Metrics
+from backline.features.status.page import HoursRow, hours_rows
 from backline.features.status.server import make_status_app, public_app
 from backline.journal import (
     AlertChannel,
@@ -418,10 +419,15 @@ class Controller:
                               self.directory.practice.timezone, self.journal.held,
                               lambda: datetime.now(UTC), health=lambda: dict(self.health),
                               emergency_calls=lambda: self.journal.emergency_calls(10),
-                              token=token)
+                              token=token, hours=self.hours_now)
         if token is not None:  # the conversation API only behind the bearer token
             app.add_routes(self.conversation_members.routes())
         return app
+
+    def hours_now(self) -> list[HoursRow]:
+        """The practice's (and numbers' own) hours at the controller's clock, with the
+        override it runs by: what the status page shows."""
+        return hours_rows(self.directory, self.clock(), self.hours_override)
 
     def _status_token(self) -> str | None:
         """None: no token configured; "" (every request refused) when it cannot be read

@@ -32,9 +32,10 @@ class HoursState(enum.Enum):
 class HoursOverride:
     """An admin forced ``state`` at ``at`` (``*26`` closed, ``*27`` open): it holds until
     the next scheduled change of the hours it is applied to, then the schedule rules again.
-    ``by`` and ``via`` say who and from where (the journal keeps them)."""
+    ``state`` None is an admin handing back to the schedule at once (``backline hours
+    auto``).  ``by`` and ``via`` say who and from where (the journal keeps them)."""
 
-    state: HoursState
+    state: HoursState | None
     at: datetime
     by: str = ""
     via: str = ""
@@ -92,11 +93,50 @@ def next_change(hours: Hours, at: datetime) -> datetime | None:
 def overridden(hours: Hours, at: datetime, override: HoursOverride | None) -> HoursState:
     """``hours`` at ``at``, with an admin's override while it holds (from its moment until
     the next scheduled change after it)."""
-    if override is not None and override.at <= at:
-        until = next_change(hours, override.at)
-        if until is None or at < until:
-            return override.state
-    return state_at(hours, at)
+    held = _holding(hours, at, override)
+    return held.state if held is not None and held.state is not None else state_at(hours, at)
+
+
+def _holding(hours: Hours, at: datetime, override: HoursOverride | None
+             ) -> HoursOverride | None:
+    """``override`` if it forces a state at ``at``, else None."""
+    if override is None or override.state is None or override.at > at:
+        return None
+    until = next_change(hours, override.at)
+    return override if until is None or at < until else None
+
+
+class HoursWhy(enum.Enum):
+    """Why the hours are in their state: the weekly schedule, a holiday, an admin's
+    override."""
+
+    SCHEDULE = "schedule"
+    HOLIDAY = "holiday"
+    OVERRIDE = "override"
+
+
+@dataclass(frozen=True, slots=True)
+class HoursNow:
+    """What ops are shown: the state at a moment, why, and until when (None: no scheduled
+    change ahead); ``override`` is the admin's override that decides it, if one does."""
+
+    state: HoursState
+    why: HoursWhy
+    until: datetime | None
+    override: HoursOverride | None = None
+
+
+def hours_now(hours: Hours, at: datetime, override: HoursOverride | None) -> HoursNow:
+    """``hours`` at ``at`` with ``override``, explained (the same state ``overridden``
+    gives)."""
+    held = _holding(hours, at, override)
+    if held is not None and held.state is not None:
+        return HoursNow(held.state, HoursWhy.OVERRIDE, next_change(hours, held.at), held)
+    state = state_at(hours, at)
+    today = at.astimezone(zoneinfo.ZoneInfo(hours.timezone)).date()
+    why = HoursWhy.HOLIDAY if state is HoursState.CLOSED and today in hours.holidays \
+        else HoursWhy.SCHEDULE
+    return HoursNow(state, why, next_change(hours, at))
 
 
 def hours_state(directory: Directory, dialed: str, at: datetime,

@@ -42,6 +42,9 @@ from backline.journal.emergency import EmergencyJournal
 from backline.journal.replies import ReplyJournal
 from backline.journal.rows import Cursor, _attempt, from_text, to_text
 
+# An override row that hands the hours back to the schedule (``backline hours auto``).
+HOURS_AUTO = "auto"
+
 
 class JournalError(Exception):
     """The journal cannot be used (unreachable, newer schema, corrupt)."""
@@ -212,7 +215,8 @@ class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, ConversationJourn
         with self._lock, self._transaction() as cur:
             cur.execute(self._q("INSERT INTO hours_overrides (state, at, by_whom, via) "
                                 "VALUES (?, ?, ?, ?)"),
-                        (override.state.value, to_text(override.at), override.by, override.via))
+                        (override.state.value if override.state else HOURS_AUTO,
+                         to_text(override.at), override.by, override.via))
 
     def hours_override(self) -> HoursOverride | None:
         """The newest override (whether it still holds is the hours' to say), or None."""
@@ -222,7 +226,8 @@ class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, ConversationJourn
             row = cur.fetchone()
         if row is None:
             return None
-        return HoursOverride(HoursState(row[0]), from_text(row[1]), row[2], row[3])
+        state = None if row[0] == HOURS_AUTO else HoursState(row[0])
+        return HoursOverride(state, from_text(row[1]), row[2], row[3])
 
     # -- running controllers ---------------------------------------------------------------
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
 from typing import assert_never
 from zoneinfo import ZoneInfo
 
+from backline.core.hours import HoursNow, HoursOverride, hours_now
+from backline.core.model import Directory
 from backline.core.outage import Mode, ModeChange, ModeState, Via
 from backline.core.records import AttemptKind
 from backline.features.status.health import WATCHED, Health, health_document
@@ -64,10 +67,43 @@ def backlog_by_kind(backlog: Mapping[str, int]) -> dict[str, int]:
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class HoursRow:
+    """One set of hours ops are shown: the practice's (``applies_to`` "practice") or a
+    number's own (its E.164 number), and its state now."""
+
+    applies_to: str
+    now: HoursNow
+
+
+def hours_rows(directory: Directory, at: datetime, override: HoursOverride | None
+               ) -> list[HoursRow]:
+    """The practice's hours, then each number's own, at ``at`` with the admins' override."""
+    rows = [HoursRow("practice", hours_now(directory.hours, at, override))] \
+        if directory.hours is not None else []
+    return rows + [HoursRow(n.number, hours_now(n.hours, at, override))
+                   for n in directory.numbers if n.hours is not None]
+
+
+def hours_document(rows: Sequence[HoursRow]) -> list[dict[str, object]]:
+    """The hours in ``/status.json`` and ``backline hours status --json``."""
+    out: list[dict[str, object]] = []
+    for row in rows:
+        o = row.now.override
+        out.append({"applies_to": row.applies_to, "state": row.now.state.value,
+                    "why": row.now.why.value,
+                    "until": row.now.until.isoformat() if row.now.until else None,
+                    "override": None if o is None or o.state is None else
+                    {"state": o.state.value, "at": o.at.isoformat(), "by": o.by,
+                     "via": o.via}})
+    return out
+
+
 def status_document(state: ModeState, history: list[ModeChange],
                     backlog: Mapping[str, int],
                     health: Mapping[str, Health] | None = None,
                     emergency_calls: Sequence[EmergencyCallRecord] | None = None,
+                    hours: Sequence[HoursRow] | None = None,
                     ) -> dict[str, object]:
     """``/status.json``: the shape of ``backline outage status --json``, plus ``backlog``, and
     ``health`` (the PBX link, alerts, inbox delivery) when the controller serves it."""
@@ -89,13 +125,16 @@ def status_document(state: ModeState, history: list[ModeChange],
         document["emergency_calls"] = [
             {"at": c.at.isoformat(), "desk_phone": c.desk_phone, "dialled": c.dialled,
              "who": c.who, "location": c.location, "late": c.late} for c in emergency_calls]
+    if hours is not None:  # the practice's hours now, when the controller serves it
+        document["hours"] = hours_document(hours)
     return document
 
 
 def render_status(practice_name: str, state: ModeState, history: list[ModeChange],
                   backlog: Mapping[str, int], now: datetime, tz: str,
                   health: Mapping[str, Health] | None = None,
-                  emergency_calls: Sequence[EmergencyCallRecord] | None = None) -> str:
+                  emergency_calls: Sequence[EmergencyCallRecord] | None = None,
+                  hours: Sequence[HoursRow] | None = None) -> str:
     """The status page as a complete HTML document; ``health``, when given, is shown as
     what is working (the PBX link, alerts, inbox delivery), each with its last success and
     last error.
@@ -123,6 +162,7 @@ def render_status(practice_name: str, state: ModeState, history: list[ModeChange
         f'<p class="mode {css}">{escape(word)}</p>',
         _since(state.since, now, zone),
         *(_health(health, zone) if health is not None else []),
+        *(_hours(hours, zone) if hours else []),
         "<h2>Held for delivery to the inbox</h2>",
         '<table><thead><tr><th>Kind</th><th class="n">Held</th></tr></thead><tbody>',
         *(f"<tr><td>{escape(kind)}</td>{_count(n)}</tr>" for kind, n in rows.items()),
@@ -165,6 +205,20 @@ def _health(health: Mapping[str, Health], zone: ZoneInfo) -> list[str]:
     return ["<h2>What is working</h2>",
             "<table><thead><tr><th>Part</th><th>Now</th><th>Last success</th>"
             "<th>Last error</th></tr></thead><tbody>", *rows, "</tbody></table>"]
+
+
+def _hours(rows: Sequence[HoursRow], zone: ZoneInfo) -> list[str]:
+    body = []
+    for row in rows:
+        now, o = row.now, row.now.override
+        why = now.why.value + (f" by {o.by} (via {o.via}) at {_local(o.at, zone)}"
+                               if o is not None else "")
+        until = _local(now.until, zone) if now.until else "no scheduled change"
+        body.append(f"<tr><td>{escape(row.applies_to)}</td>"
+                    f"<td>{escape(now.state.value)}</td><td>{escape(why)}</td>"
+                    f"<td>{escape(until)}</td></tr>")
+    return ["<h2>Hours</h2>", "<table><thead><tr><th>For</th><th>Now</th><th>Why</th>"
+            "<th>Until</th></tr></thead><tbody>", *body, "</tbody></table>"]
 
 
 def _history(history: list[ModeChange], zone: ZoneInfo) -> str:

@@ -26,7 +26,12 @@ from aiohttp.typedefs import Handler, Middleware
 from backline.core.outage import ModeChange, ModeState
 from backline.features.status.health import Health
 from backline.features.status.metrics import CONTENT_TYPE, Metrics
-from backline.features.status.page import STYLE_SOURCE, render_status, status_document
+from backline.features.status.page import (
+    STYLE_SOURCE,
+    HoursRow,
+    render_status,
+    status_document,
+)
 from backline.journal.emergency import EmergencyCallRecord
 
 log = logging.getLogger("backline.status")
@@ -70,6 +75,7 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
                     health: Callable[[], Mapping[str, Health]] | None = None,
                     emergency_calls: Callable[[], Sequence[EmergencyCallRecord]] | None = None,
                     token: str | None = None,
+                    hours: Callable[[], Sequence[HoursRow]] | None = None,
                     ) -> web.Application:
     """The aiohttp application serving ``/status``, ``/status.json`` and ``/metrics``.
 
@@ -81,11 +87,12 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
     rather than per request.  ``emergency_calls``, when given, lists the latest 911 calls
     (read in the worker thread with the rest).  ``token``, when given, is the bearer token every
     request must carry (``Authorization: Bearer TOKEN``, compared in constant time); without
-    it the answer is a bare 401 whatever the path, and "" refuses every request.
+    it the answer is a bare 401 whatever the path, and "" refuses every request.  ``hours``,
+    when given, says the practice's hours now (read on the event loop: it must not block).
     """
     ZoneInfo(tz)
     pages = _StatusPages(journal_reader, metrics, practice_name, tz, backlog, clock,
-                         history_limit, health, emergency_calls)
+                         history_limit, health, emergency_calls, hours)
     app = public_app()
     if token is not None:
         app.middlewares.append(_bearer(token))
@@ -129,7 +136,9 @@ class _StatusPages:
                  history_limit: int,
                  health: Callable[[], Mapping[str, Health]] | None = None,
                  emergency_calls: Callable[[], Sequence[EmergencyCallRecord]] | None = None,
+                 hours: Callable[[], Sequence[HoursRow]] | None = None,
                  ) -> None:
+        self._hours = hours
         self._reader = reader
         self._metrics = metrics
         self._practice_name = practice_name
@@ -143,13 +152,15 @@ class _StatusPages:
     async def status(self, request: web.Request) -> web.Response:
         state, history, backlog, calls = await self._read()
         html = render_status(self._practice_name, state, history, backlog, self._clock(),
-                             self._tz, self._health() if self._health else None, calls)
+                             self._tz, self._health() if self._health else None, calls,
+                             self._hours() if self._hours else None)
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def status_json(self, request: web.Request) -> web.Response:
         state, history, backlog, calls = await self._read()
         body = json.dumps(status_document(state, history, backlog,
-                                          self._health() if self._health else None, calls),
+                                          self._health() if self._health else None, calls,
+                                          self._hours() if self._hours else None),
                           indent=2)
         return web.Response(text=body + "\n", content_type="application/json")
 
