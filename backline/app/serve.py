@@ -182,6 +182,7 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                 hours_override=lambda: controller.hours_override,
                                 hours_feature=controller.desk_phone_hours)
         controller.emergency.phone = driver
+        driver.on_transfer = controller.conversation_members.transferred
         driver.latency_hook = controller.metrics.agi_latency
         controller.pbx_settings = driver.pbx_settings
 

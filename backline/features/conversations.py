@@ -30,7 +30,13 @@ from backline.core.conversations import (
 )
 from backline.core.e164 import redact
 from backline.core.ownership import OwnershipBook
-from backline.journal.conversations import ADD, REMOVE, AddedMember
+from backline.core.transfers import (
+    RingTransferTarget,
+    Transfer,
+    TransferDecision,
+    transfer_note,
+)
+from backline.journal.conversations import ADD, REMOVE, AddedMember, CallHandling
 
 log = logging.getLogger("backline.conversations")
 
@@ -45,6 +51,7 @@ class ConversationStore(Protocol):
                             via: str, detail: str = "") -> bool: ...
     def conversation_members(self) -> list[AddedMember]: ...
     def conversation_version(self) -> tuple[int, int]: ...
+    def record_handling(self, h: CallHandling) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,24 @@ class ConversationMembers:
                         redact(changed.key.party), by, via)
         await self.refresh()
         return changed
+
+    async def transferred(self, call_key: str, transfer: Transfer,
+                          decision: TransferDecision) -> None:
+        """A desk phone transferred the call ``call_key``: its journal record says who handled
+        it and to whom it went, and whoever it rings who is not a member of the number is
+        added to that one conversation (journaled and audited)."""
+        note = transfer_note(decision, transfer.kind)
+        await asyncio.to_thread(self.store.record_handling, CallHandling(
+            call_key, self.clock(), decision.by, f"transfer.{transfer.kind.value}", note))
+        if isinstance(decision, RingTransferTarget):
+            for user in decision.added:
+                try:
+                    await self.change(ADD, decision.number, decision.party, user,
+                                      by=decision.by, via="transfer",
+                                      detail=f"{transfer.kind.value} transfer of {call_key}")
+                except ConversationRefused as exc:  # deactivated meanwhile, say
+                    log.warning("a transfer could not add %s to its conversation: %s", user,
+                                exc)
 
     # -- the API (on the status listener, behind its bearer token) --------------------------
 

@@ -36,7 +36,7 @@ from backline.core.records import (
     Placement,
     filed,
 )
-from backline.journal.conversations import ConversationJournal
+from backline.journal.conversations import CallHandlingJournal, ConversationJournal
 from backline.journal.delivery import InboxJournal
 from backline.journal.emergency import EmergencyJournal
 from backline.journal.replies import ReplyJournal
@@ -50,7 +50,8 @@ class JournalError(Exception):
     """The journal cannot be used (unreachable, newer schema, corrupt)."""
 
 
-class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, ConversationJournal, abc.ABC):
+class SqlJournal(InboxJournal, ReplyJournal, EmergencyJournal, ConversationJournal,
+                 CallHandlingJournal, abc.ABC):
     """Journal operations over a DB-API connection; subclasses connect and commit durably."""
 
     placeholder = "?"

@@ -116,6 +116,41 @@ class ConversationJournal:
                     for r in cur.fetchall()]
 
 
+@dataclass(frozen=True, slots=True)
+class CallHandling:
+    """One thing done with an answered call (a transfer), as its journal record says it."""
+
+    call_key: str
+    at: datetime
+    by: str
+    action: str
+    note: str
+
+
+class CallHandlingJournal:
+    """Who handled a call and where it went; SqlJournal provides the connection."""
+
+    if TYPE_CHECKING:
+        _lock: threading.Lock
+
+        def _transaction(self) -> AbstractContextManager[Cursor]: ...
+        def _q(self, sql: str) -> str: ...
+
+    def record_handling(self, h: CallHandling) -> None:
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("INSERT INTO call_handling (call_key, at, by_user, action, "
+                                "note) VALUES (?, ?, ?, ?, ?)"),
+                        (h.call_key, _rows.to_text(h.at), h.by, h.action, h.note))
+
+    def call_handling(self, call_key: str) -> list[CallHandling]:
+        """What was done with the call ``call_key`` (``call:UNIQUEID``), oldest first."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("SELECT call_key, at, by_user, action, note FROM call_handling "
+                                "WHERE call_key = ? ORDER BY id"), (call_key,))
+            return [CallHandling(r[0], _rows.from_text(r[1]), r[2], r[3], r[4])
+                    for r in cur.fetchall()]
+
+
 def _member(row: Sequence[Any]) -> AddedMember:
     return AddedMember(ConversationKey(row[0], row[1], row[2]), _rows.from_text(row[3]),
                        row[4], row[5])

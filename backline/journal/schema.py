@@ -251,6 +251,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             detail TEXT NOT NULL DEFAULT ''
         )""",
     ),
+    (  # 10: what happened to a call after it was answered: a desk phone transferred it (who,
+        # how, to whom, what was decided), keyed by the call's attempt key.
+        """CREATE TABLE call_handling (
+            id {autoid},
+            call_key TEXT NOT NULL,
+            at TEXT NOT NULL,
+            by_user TEXT NOT NULL,
+            action TEXT NOT NULL,
+            note TEXT NOT NULL
+        )""",
+        "CREATE INDEX call_handling_key ON call_handling (call_key, id)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -330,8 +330,11 @@ exten => s,1,Answer()
 {unpack}
  same => n,Return()
 
+; TRANSFER_CONTEXT, inherited by every desk phone rung: their transfer button (REFER) sends
+; the caller to backline-transfer, where the controller decides.
 [backline-ring]
-exten => s,1,Dial(${{BACKLINE_DIAL}},${{BACKLINE_RING_SECONDS}})
+exten => s,1,Set(__TRANSFER_CONTEXT={v.TRANSFER_CONTEXT})
+ same => n,Dial(${{BACKLINE_DIAL}},${{BACKLINE_RING_SECONDS}})
  same => n,Goto(backline-voicemail,s,1)
 exten => fax,1,Goto(backline-faxcall,s,1)
 
@@ -420,6 +423,49 @@ exten => s,1,GotoIf($["${{BACKLINE_CID_NUM}}" = ""]?ring)
  same => n,Set(CALLERID(name)=${{BACKLINE_CID_NAME}})
  same => n(ring),Dial(${{BACKLINE_DIAL}},${{BACKLINE_RING_SECONDS}})
  same => n,Hangup()
+
+; A desk phone's blind transfer (REFER) of an outside call: the caller's channel comes here
+; with the digits the phone sent; BLINDTRANSFER names the transferring phone's channel, and
+; the number and caller are the ones this call came in with.  Without the controller the
+; caller goes to the number's voicemail, never into silence.  (\\x2d: a literal - in FILTER.)
+[{v.TRANSFER_CONTEXT}]
+exten => _[*+0-9].,1,Set(BACKLINE_DECISION=)
+ same => n,Set(BACKLINE_ARGS=${{FILTER(A-Za-z0-9/._\\x2d,${{BLINDTRANSFER}})}})
+ same => n,Set(BACKLINE_ARGS=${{BACKLINE_ARGS}},${{FILTER(*#+0-9,${{EXTEN}})}})
+ same => n,Set(BACKLINE_ARGS=${{BACKLINE_ARGS}},${{BACKLINE_DIALED}},${{BACKLINE_CALLER}})
+ same => n,AGI(${{BACKLINE_AGI}}/transfer,${{BACKLINE_ARGS}})
+ same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "${{BACKLINE_DECISION}}" != ""]?decided)
+ same => n,Goto(backline-transfer-ring,s,vm)
+ same => n(decided),Gosub(backline-unpack,s,1)
+ same => n,Goto(backline-${{BACKLINE_ACTION}},s,1)
+exten => _[a-zA-Z].,1,Goto(backline-transfer-ring,s,vm)
+
+; The transferred caller rings the target's desk phones (or, refused, the transferring user's
+; again); unanswered, the number's voicemail.
+[backline-{v.TRANSFER_RING}]
+exten => s,1,GotoIf($["${{BACKLINE_DIAL}}" = ""]?vm)
+ same => n,Dial(${{BACKLINE_DIAL}},${{BACKLINE_RING_SECONDS}})
+ same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?done)
+ same => n(vm),GotoIf($["${{BACKLINE_VMBOX}}" = ""]?backline-refuse,s,1)
+ same => n,Goto(backline-voicemail,s,1)
+ same => n(done),Hangup()
+
+; The transferred caller goes out from the number, with its caller ID on the carrier's
+; channel alone (the caller's own stays theirs); unanswered, the number's voicemail.
+[backline-{v.TRANSFER_OUT}]
+exten => s,1,Set(_{v.TRANSFER_CID_NUM}=${{BACKLINE_CID_NUM}})
+ same => n,Set(_{v.TRANSFER_CID_NAME}=${{BACKLINE_CID_NAME}})
+ same => n,Dial(PJSIP/${{BACKLINE_TO}}@{carrier},,b(backline-transfer-cid^s^1))
+ same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?done)
+ same => n,Goto(backline-transfer-ring,s,vm)
+ same => n(done),Hangup()
+
+; On the carrier's new channel, before it is called: what it presents (From and
+; P-Asserted-Identity) is its connected line, copied from the caller's; the number's replaces it.
+[backline-transfer-cid]
+exten => s,1,Set(CONNECTEDLINE(num,i)=${{{v.TRANSFER_CID_NUM}}})
+ same => n,Set(CONNECTEDLINE(name,i)=${{{v.TRANSFER_CID_NAME}}})
+ same => n,Return()
 
 [backline-refuse]
 exten => s,1,Answer()

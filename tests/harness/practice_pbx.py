@@ -271,6 +271,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                             hours_override=lambda: controller.hours_override,
                             hours_feature=controller.desk_phone_hours)
     controller.emergency.phone = driver
+    driver.on_transfer = controller.conversation_members.transferred
     # The tests watch Asterisk on an AMI session of their own: the controller's session asks
     # only for the events the controller uses.
     events = AmiEvents()

@@ -38,6 +38,8 @@ CALL = "call"
 INTERNAL = "internal"
 REFUSE = "refuse"
 CLOSED = "closed"    # the closed announcement, then voicemail
+TRANSFER_RING = "transfer-ring"  # a transferred caller rings desk phones, then voicemail
+TRANSFER_OUT = "transfer-out"  # a transferred caller goes out from the number, then voicemail
 FORWARD = "forward"  # closed: to the answering service, with the number's caller ID
 
 # The mode, mirrored into AstDB for the dialplan and the console (`database put backline mode
@@ -63,6 +65,13 @@ EMERGENCY_NAME = "BACKLINE_EMERGENCY_NAME"
 EMERGENCY_MARK = "emergency"
 EMERGENCY_EVENT = "BacklineEmergency"
 DESK_CONTEXT = "backline-desk"
+# Where a desk phone's blind transfer (REFER) sends the outside caller: TRANSFER_CONTEXT is set
+# (inherited) on every desk phone an outside call rings.  BLINDTRANSFER, set by Asterisk on the
+# caller's channel, names the transferring phone's channel (PJSIP/ENDPOINT-SEQUENCE).
+TRANSFER_CONTEXT = "backline-transfer"
+# The number the transferred caller goes out from, inherited by the carrier's channel.
+TRANSFER_CID_NUM = "BACKLINE_OUT_NUM"
+TRANSFER_CID_NAME = "BACKLINE_OUT_NAME"
 # A desk phone called with the notice: which phone placed the 911 call, and when (epoch).
 NOTICE_CONTEXT = "backline-emergency-notice"
 NOTICE_ABOUT = "BACKLINE_NOTICE_ABOUT"

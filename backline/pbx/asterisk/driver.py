@@ -33,10 +33,17 @@ from backline.core.routing import (
     decide_outbound,
     dialled,
 )
+from backline.core.transfers import decide_transfer
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.commands import inbound_variables, outbound_variables, packed
 from backline.pbx.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
+from backline.pbx.asterisk.transfers import (
+    OnTransfer,
+    log_transfer,
+    transfer_from_args,
+    transfer_variables,
+)
 from backline.pbx.callpath import CallPath, CallPathOptions
 from backline.pbx.mode_keys import ModeKeys
 from backline.pbx.ports import LinkDown
@@ -67,6 +74,8 @@ class AsteriskDriver(CallPath, ModeKeys):
         # Told of every 911 call a desk phone placed (the dialplan's user event).
         self.emergency = emergency
         self.after_login = after_login
+        # Told of each transfer once its decision is out (journal, conversation members).
+        self.on_transfer: OnTransfer | None = None
         # Per FastAGI session: the controller's decision (request in, decision out) and the
         # whole session with Asterisk's answers (bench/calls.py prints both).
         self.latencies: list[float] = []
@@ -74,7 +83,7 @@ class AsteriskDriver(CallPath, ModeKeys):
         self.latency_hook: Callable[[str, float], None] | None = None
         self.agi = FastAgiServer({"inbound": self.inbound, "outbound": self.outbound,
                                   "feature": self.feature, "fax": self.fax_heard,
-                                  "faxdone": self.fax_done},
+                                  "faxdone": self.fax_done, "transfer": self.transfer},
                                  on_latency=self._latency)
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
                            on_login=self._logged_in)
@@ -160,6 +169,17 @@ class AsteriskDriver(CallPath, ModeKeys):
                  e164.redact(call.to), type(decision).__name__,
                  f" ({decision.why.value})" if isinstance(decision, RefuseOutbound) else "")
         await session.set_variable(*packed(outbound_variables(decision)))
+
+    async def transfer(self, request: AgiRequest, session: AgiSession) -> None:
+        """A desk phone's blind transfer of an outside call (``backline-transfer``)."""
+        t = transfer_from_args(request.args)
+        decision = decide_transfer(self.book, self.conversations, self.registrations, t,
+                                   self.mode(), self.pbx.ring_seconds)
+        log_transfer(t, decision)
+        await session.set_variable(*packed(transfer_variables(decision)))
+        if self.on_transfer is not None:
+            self.after_decision(self.on_transfer(f"call:{request.get('uniqueid')}", t,
+                                                  decision))
 
     async def feature(self, request: AgiRequest, session: AgiSession) -> None:
         """``*28``/``*29`` + PIN from a desk phone: engage or end the outage; ``*26``/``*27``:

@@ -1,0 +1,78 @@
+"""A desk phone's blind transfer (REFER) on Asterisk: the FastAGI request from the rendered
+``backline-transfer`` context in, the core's decision out as the variables its contexts read.
+
+Asterisk performs a REFER by sending the transferred caller's channel to the dialplan at the
+transferring channel's ``TRANSFER_CONTEXT`` with the Refer-To user as the extension, and sets
+``BLINDTRANSFER`` there to the transferring channel's name; the dialplan filters both and
+passes the number and caller the call came in with.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import assert_never
+
+from backline.core import e164
+from backline.core.transfers import (
+    RingTransferTarget,
+    Transfer,
+    TransferDecision,
+    TransferKind,
+    TransferOut,
+    TransferRefused,
+)
+from backline.pbx.asterisk import dialplan_variables as v
+
+log = logging.getLogger("backline.asterisk")
+
+# Told of every transfer decided: the call's journal key, the transfer, the decision.
+OnTransfer = Callable[[str, Transfer, TransferDecision], Awaitable[object]]
+
+_CHANNEL = re.compile(r"PJSIP/([A-Za-z0-9._-]{1,80})-[0-9a-f]{8}")
+
+
+def desk_phone_of(channel: str) -> str:
+    """The endpoint of a PJSIP channel name (``PJSIP/sam-desk-0000002a`` → ``sam-desk``), or
+    "" for anything else."""
+    m = _CHANNEL.fullmatch(channel)
+    return m.group(1) if m else ""
+
+
+def transfer_from_args(args: Sequence[str]) -> Transfer:
+    """The AGI arguments: transferring channel, digits, number, caller (each filtered by
+    the dialplan; a missing one is empty and the core refuses)."""
+    channel, digits, number, caller = [*args, "", "", "", ""][:4]
+    return Transfer(desk_phone_of(channel), digits, number, caller, TransferKind.BLIND)
+
+
+def transfer_variables(decision: TransferDecision) -> list[tuple[str, str]]:
+    match decision:
+        case RingTransferTarget():
+            return [(v.DIAL, _dial(decision.contacts)),
+                    (v.RING_SECONDS, str(decision.ring_seconds)),
+                    (v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.TRANSFER_RING)]
+        case TransferOut():
+            return [(v.CALLER_ID_NUM, decision.number),
+                    (v.CALLER_ID_NAME, decision.caller_id_name), (v.DIAL_TO, decision.to),
+                    (v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.TRANSFER_OUT)]
+        case TransferRefused():
+            return [(v.DIAL, _dial(decision.back_to)),
+                    (v.RING_SECONDS, str(decision.ring_seconds)),
+                    (v.VOICEMAIL_BOX, decision.voicemail_box), (v.REFUSAL, decision.why.value),
+                    (v.ACTION, v.TRANSFER_RING)]
+        case _:
+            assert_never(decision)
+
+
+def _dial(contacts: tuple[tuple[str, str], ...]) -> str:
+    # Each registration by its contact, as for an inbound call (checked when it registered).
+    return "&".join(f"PJSIP/{phone}/{contact}" for phone, contact in contacts)
+
+
+def log_transfer(transfer: Transfer, decision: TransferDecision) -> None:
+    log.info("%s transfer from desk phone %s to %s: %s%s", transfer.kind.value,
+             transfer.desk_phone or "?", e164.redact(transfer.to)
+             if len(transfer.to) > 6 else transfer.to, type(decision).__name__,
+             f" ({decision.why.value})" if isinstance(decision, TransferRefused) else "")

@@ -1,0 +1,184 @@
+"""Transfers by the desk phone's own buttons on the real Asterisk: SIPp desk phones that
+answer an outside call and press transfer (a blind transfer: SIP REFER), a SIPp carrier, and
+the controller deciding in this event loop.  What rang is read from each phone's message log
+and Asterisk's AMI events; the audio each leg carried is counted by Asterisk itself (its
+RTP statistics on each channel)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.practice_pbx import PracticePbx, practice_pbx
+from tests.harness.sipp import DeskPhoneMode, SippProcess, answering_phone
+from tests.harness.transfer_phone import (
+    talking_caller,
+    talking_phone,
+    tone_file,
+    transferring_phone,
+)
+from tests.test_asterisk_calls import call_out, sip
+
+pytestmark = pytest.mark.asterisk
+
+SCHED = "+13125550102"  # Front Desk (sam, jo) and raj; mia and ana are not members
+PATIENT, OTHER = "+17205550141", "+17205550199"
+# Packets of 20 ms: half a second of audio, well past any stray packet.
+HEARD = 25
+
+
+@pytest.fixture()
+async def pbx(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[PracticePbx]:
+    name = "x-" + request.node.name[5:30]
+    # The carrier by its address: the caller's own number is the From user.
+    async with practice_pbx(tmp_path, name, ring_seconds=5, carrier_from_user=False) as p:
+        yield p
+
+
+async def rtp(p: PracticePbx, channel: str, counter: str) -> int:
+    """Asterisk's count of RTP packets received (``rxcount``) or sent (``txcount``) on
+    ``channel``."""
+    answer: Any = await p.driver.ami.action({"Action": "Getvar", "Channel": channel,
+                                             "Variable": f"CHANNEL(rtcp,{counter})"},
+                                            within=5)
+    return int(answer.get("Value") or 0)
+
+
+async def until_heard(p: PracticePbx, caller: str, callee: str, within: float = 15) -> None:
+    """Until audio went both ways between the two channels: Asterisk sent the callee what
+    the caller said and the caller what the callee said (each checked again as packets
+    arrive; AssertionError after ``within`` s)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        to_callee, to_caller = await rtp(p, callee, "txcount"), await rtp(p, caller, "txcount")
+        if to_callee >= HEARD and to_caller >= HEARD:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"audio did not go both ways: {to_callee} packets to "
+                                 f"{callee}, {to_caller} to {caller}")
+        await asyncio.sleep(0.1)  # a poll of Asterisk's counters, not a wait for time
+
+
+def kill(*procs: SippProcess) -> None:
+    for proc in procs:
+        proc.kill()
+
+
+async def test_blind_transfer_to_a_non_member_connects_both_ways_and_adds_them(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    tone = tone_file(tmp_path / "tone.ulaw")
+    # Sam (front desk, a member of the scheduling line) answers and transfers to Mia's
+    # extension; Mia (a nurse) is not a member of that line.  Sam sends no audio: what the
+    # caller hears after the transfer can only be Mia.
+    sam = await asyncio.to_thread(transferring_phone, sip(pbx), tmp_path, "sam-desk",
+                                  pbx.secret("sam-desk"), "121", aor="sam")
+    mia = await asyncio.to_thread(talking_phone, sip(pbx), tmp_path, "mia-desk",
+                                  pbx.secret("mia-desk"), aor="mia", audio=tone)
+    carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER_AND_HANG_UP, name="carrier",
+                              port=pbx.ports.trunk, talk_ms=200)
+    await pbx.driver.wait_registered({"sam", "mia"}, within=10)
+    caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT, audio=tone)
+    try:
+        (invite,) = await asyncio.to_thread(mia.wait_for_invites, 1, 20)
+        assert PATIENT in (invite.header("From") or "")  # Mia sees who is calling
+        answered = await pbx.events.wait_for(
+            lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+            and e.get("DestChannel", "").startswith("PJSIP/mia-desk-"))
+        assert answered["Context"] == "backline-transfer-ring"
+        await until_heard(pbx, answered["Channel"], answered["DestChannel"])
+        # Mia hangs up; the caller's call ends with it (the PBX's BYE), never in silence.
+        await pbx.driver.ami.action({"Action": "Hangup", "Channel": answered["DestChannel"]},
+                                    within=5)
+        assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
+        assert (await asyncio.to_thread(sam.wait, 30)).ok, sam.describe()
+        assert [m.start_line.split()[0] for m in sam.messages() if m.direction == "sent"
+                and m.method] == ["REFER", "BYE"]
+
+        # Mia was added to that one conversation: she may call the caller back from the
+        # scheduling line, with its caller ID, and nobody else from it.
+        conversations = pbx.controller.conversations
+        assert conversations.is_added(pbx.controller.book, SCHED, PATIENT, "mia")
+        await call_out(pbx, tmp_path, "mia-desk", "*7" + SCHED[2:] + PATIENT)
+        (out,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+        assert out.start_line.startswith(f"INVITE sip:{PATIENT}@")
+        assert SCHED in (out.header("P-Asserted-Identity") or "")
+        await call_out(pbx, tmp_path, "mia-desk", "*7" + SCHED[2:] + OTHER)
+        assert len(carrier.invites()) == 1
+
+        # The call's journal record: who handled it, where it went; the addition audited.
+        journal = pbx.controller.journal
+        key = f"call:{answered['Uniqueid']}"
+        assert journal.attempt(key) is not None
+        (handled,) = journal.call_handling(key)
+        assert (handled.by, handled.action) == ("sam", "transfer.blind")
+        assert handled.note == ("handled by sam; blind transfer to extension 121 (mia); added "
+                                "mia to the conversation")
+        (change,) = journal.conversation_changes()
+        assert (change.by, change.via, change.detail) == ("sam", "transfer",
+                                                          f"blind transfer of {key}")
+        assert [(e.actor, e.action) for e in journal.audit_log()] == \
+            [("sam", "conversation.add")]
+    finally:
+        kill(sam, mia, caller, carrier)
+
+
+async def test_blind_transfer_out_follows_the_outbound_rules(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    tone = tone_file(tmp_path / "tone.ulaw")
+    # Sam, a member of the scheduling line, sends the caller out to another number: an
+    # outbound call from that line with its caller ID.
+    sam = await asyncio.to_thread(transferring_phone, sip(pbx), tmp_path, "sam-desk",
+                                  pbx.secret("sam-desk"), OTHER, aor="sam")
+    carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER, name="carrier",
+                              port=pbx.ports.trunk)
+    await pbx.driver.wait_registered({"sam"}, within=10)
+    caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT, audio=tone)
+    try:
+        (out,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 20)
+        assert out.start_line.startswith(f"INVITE sip:{OTHER}@")
+        pai = out.header("P-Asserted-Identity") or ""
+        assert SCHED in pai and "Test Sched" in pai, pai
+        answered = await pbx.events.wait_for(
+            lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+            and e.get("Context") == "backline-transfer-out")
+        await pbx.driver.ami.action({"Action": "Hangup", "Channel": answered["DestChannel"]},
+                                    within=5)
+        assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
+        (handled,) = pbx.controller.journal.call_handling(f"call:{answered['Uniqueid']}")
+        assert handled.note == f"handled by sam; blind transfer out to …99 from {SCHED}"
+    finally:
+        kill(sam, carrier, caller)
+
+    # Mia, given the call by Sam (she is not a member of the line), may not send the caller
+    # out from it: refused; the caller goes back to her desk phone, and with her phone gone,
+    # to the line's voicemail.  The carrier sees nothing.
+    sam = await asyncio.to_thread(transferring_phone, sip(pbx), tmp_path, "sam-desk",
+                                  pbx.secret("sam-desk"), "121", aor="sam")
+    mia = await asyncio.to_thread(transferring_phone, sip(pbx), tmp_path, "mia-desk",
+                                  pbx.secret("mia-desk"), OTHER, aor="mia")
+    carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER, name="carrier2",
+                              port=pbx.ports.trunk)
+    await pbx.driver.wait_registered({"sam", "mia"}, within=10)
+    caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT, audio=tone)
+    try:
+        assert (await asyncio.to_thread(mia.wait, 30)).ok, mia.describe()
+        voicemail = await pbx.events.wait_for(
+            lambda e: e.get("Event") == "Newexten" and e.get("Application") == "VoiceMail",
+            within=30)
+        assert voicemail["AppData"].startswith("3125550102@"), voicemail
+        rings = [e for e in pbx.events.named("DialBegin")
+                 if e.get("Uniqueid") == voicemail["Uniqueid"]]
+        assert [e["DestChannel"].rsplit("-", 1)[0] for e in rings][-2:] == \
+            ["PJSIP/mia-desk", "PJSIP/mia-desk"]  # Mia, then Mia again after the refusal
+        assert carrier.invites() == []
+        notes = [h.note for h in
+                 pbx.controller.journal.call_handling(f"call:{voicemail['Uniqueid']}")]
+        assert notes[-1] == ("handled by mia; blind transfer refused (not-a-member): the "
+                             "caller went back to mia")
+    finally:
+        kill(sam, mia, carrier, caller)
