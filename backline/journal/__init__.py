@@ -23,7 +23,9 @@ from backline.core.records import (
     Outcome,
     Placement,
 )
-from backline.journal.base import JournalError, SqlJournal, StaleMode
+from backline.journal.base import SqlJournal
+from backline.journal.modes import StaleMode
+from backline.journal.store import JournalError
 
 Journal = SqlJournal
 

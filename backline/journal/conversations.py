@@ -1,5 +1,5 @@
 """The journal's side of conversation members: people added to one conversation (a practice
-number and one outside party) alone.  A mixin of :class:`~backline.journal.base.SqlJournal`;
+number and one outside party) alone.  A store of :class:`~backline.journal.base.SqlJournal`;
 the tables are made by the conversation migration.
 
 Each change writes the member list, the change's own row (who, when, from where) and the audit
@@ -8,9 +8,7 @@ log in one transaction: the list never says what no change and no audit entry ex
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import backline.journal.rows as _rows
 from backline.core.conversations import ConversationKey
 from backline.core.e164 import redact
+from backline.journal.store import SqlStore
 
 if TYPE_CHECKING:
-    from backline.journal.rows import Cursor
+    pass
 
 ADD = "add"
 REMOVE = "remove"
@@ -48,14 +47,8 @@ class ConversationChange:
     detail: str
 
 
-class ConversationJournal:
-    """Conversation members; SqlJournal provides the connection."""
-
-    if TYPE_CHECKING:
-        _lock: threading.Lock
-
-        def _transaction(self) -> AbstractContextManager[Cursor]: ...
-        def _q(self, sql: str) -> str: ...
+class ConversationJournal(SqlStore):
+    """Conversation members; the journal provides the connection."""
 
     def change_conversation(self, action: str, key: ConversationKey, at: datetime, by: str,
                             via: str, detail: str = "") -> bool:
@@ -127,14 +120,8 @@ class CallHandling:
     note: str
 
 
-class CallHandlingJournal:
-    """Who handled a call and where it went; SqlJournal provides the connection."""
-
-    if TYPE_CHECKING:
-        _lock: threading.Lock
-
-        def _transaction(self) -> AbstractContextManager[Cursor]: ...
-        def _q(self, sql: str) -> str: ...
+class CallHandlingJournal(SqlStore):
+    """Who handled a call and where it went; the journal provides the connection."""
 
     def record_handling(self, h: CallHandling) -> None:
         with self._lock, self._transaction() as cur:

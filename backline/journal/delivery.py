@@ -1,6 +1,6 @@
 """The journal's side of delivery to the practice's inbox: held emails and the inbox queue.
 
-A mixin of :class:`~backline.journal.base.SqlJournal` (migration 3 makes its tables).  Every
+A store of :class:`~backline.journal.base.SqlJournal` (migration 3 makes its tables).  Every
 item owed to the inbox (an attempt recorded with ``Delivery.HELD``, or an email the SMTP
 listener took in) gets one ``inbox_items`` row; the drain (``backline.features.inbox.service``)
 sends them in (received_at, id) order and records here what the inbox said.  Acceptance and
@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import base64
 import enum
-import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import backline.journal.rows as _rows
 from backline.core.records import Attempt, Delivery
+from backline.journal.store import SqlStore
 
 if TYPE_CHECKING:
     from backline.journal.rows import Cursor
@@ -79,14 +78,8 @@ _ATTEMPT_AT = _ITEM_COLUMNS.count(",") + 1
 _EMAIL_AT = _ATTEMPT_AT + _ATTEMPT_COLUMNS.count(",") + 1
 
 
-class InboxJournal:
-    """Queue operations for the inbox drain; SqlJournal provides the connection."""
-
-    if TYPE_CHECKING:
-        _lock: threading.Lock
-
-        def _transaction(self) -> AbstractContextManager[Cursor]: ...
-        def _q(self, sql: str) -> str: ...
+class InboxJournal(SqlStore):
+    """Queue operations for the inbox drain; the journal provides the connection."""
 
     # -- taking items in -------------------------------------------------------------------
 
@@ -270,11 +263,16 @@ class InboxJournal:
             cur.execute("SELECT state, COUNT(*) FROM inbox_items GROUP BY state")
             return {str(state): int(n) for state, n in cur.fetchall()}
 
-    def _held_email_count(self, cur: Cursor) -> int:
-        """Emails still owed to the inbox (inside the caller's transaction)."""
-        cur.execute(self._q("SELECT COUNT(*) FROM inbox_items WHERE kind = 'email' "
-                            "AND state = ?"), (ItemState.HELD.value,))
-        return int(cur.fetchone()[0])
+    def held(self) -> dict[str, int]:
+        """Attempts and emails waiting for the inbox (received in an outage), by kind."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("SELECT kind, COUNT(*) FROM attempts WHERE delivery = ? "
+                                "GROUP BY kind"), (Delivery.HELD.value,))
+            held = {str(kind): int(n) for kind, n in cur.fetchall()}
+            cur.execute(self._q("SELECT COUNT(*) FROM inbox_items WHERE kind = 'email' "
+                                "AND state = ?"), (ItemState.HELD.value,))
+            emails = int(cur.fetchone()[0])
+            return held | {"email": emails} if emails else held
 
     def item_of_attempts(self, attempt_ids: Sequence[int]) -> dict[int, InboxItem]:
         """The queue rows of these attempts (those queued), by attempt id."""
@@ -288,7 +286,7 @@ class InboxJournal:
 def _item(row: Sequence[Any]) -> InboxItem:
     (id_, key, kind, received_at, state, tries, next_try_at, last_error, accepted_at,
      attempt_id, email_id) = row[:_ATTEMPT_AT]
-    attempt = _rows._attempt(row[_ATTEMPT_AT:_EMAIL_AT]) if attempt_id is not None else None
+    attempt = _rows.attempt_of(row[_ATTEMPT_AT:_EMAIL_AT]) if attempt_id is not None else None
     email = None
     if email_id is not None:
         e_id, e_at, mail_from, rcpt_to = row[_EMAIL_AT:_EMAIL_AT + 4]

@@ -1,5 +1,5 @@
 """The journal's side of emergency calls: each 911 call once, and each on-site notice of it
-sent once (Kari's Law: the people on site are told of every 911 call).  A mixin of
+sent once (Kari's Law: the people on site are told of every 911 call).  A store of
 :class:`~backline.journal.base.SqlJournal`; the tables are made by the emergency migration.
 
 A call and the notices it owes are written in one transaction, so a notice is never owed for
@@ -10,17 +10,16 @@ after a restart) adds nothing the second time.
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import backline.journal.rows as _rows
+from backline.journal.store import SqlStore
 
 if TYPE_CHECKING:
-    from backline.journal.rows import Cursor
+    pass
 
 
 class NoticeState(enum.Enum):
@@ -67,15 +66,8 @@ _NOTICE_COLUMNS = ("d.id, d.channel, d.recipient, d.state, d.tries, d.next_try_a
                    "d.last_error, d.sent_at, " + _CALL_COLUMNS)
 
 
-class EmergencyJournal:
-    """Emergency calls and notices; SqlJournal provides the connection."""
-
-    if TYPE_CHECKING:
-        _lock: threading.Lock
-        claim_lock: str
-
-        def _transaction(self) -> AbstractContextManager[Cursor]: ...
-        def _q(self, sql: str) -> str: ...
+class EmergencyJournal(SqlStore):
+    """Emergency calls and notices; the journal provides the connection."""
 
     def record_emergency_call(self, key: str, at: datetime, desk_phone: str, dialled: str,
                               who: str, location: str, recipients: Sequence[tuple[str, str]],

@@ -22,8 +22,9 @@ from urllib.parse import urlencode
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from backline.journal.base import JournalError, SqlJournal
+from backline.journal.base import SqlJournal
 from backline.journal.rows import Cursor
+from backline.journal.store import JournalError
 
 # pg_advisory_lock key for migrations: any fixed number nobody else on the database uses.
 _MIGRATION_LOCK = 0x6261636B6C696E65 >> 1  # "backline", kept within a signed bigint

@@ -16,9 +16,7 @@ see your message until the system is restored") would no longer be true.
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import backline.journal.rows as _rows
 from backline.core.outage import Mode
 from backline.core.records import Attempt, AttemptKind, Outcome
+from backline.journal.store import SqlStore
 
 if TYPE_CHECKING:
     from backline.journal.rows import Cursor
@@ -67,15 +66,8 @@ _COLUMNS = ("d.id, d.attempt_id, d.sender, d.recipient, d.state, d.detail, d.tri
             "d.next_try_at, d.claimed_until, d.sent_at, d.message_sid")
 
 
-class ReplyJournal:
-    """Reply operations; SqlJournal provides the connection."""
-
-    if TYPE_CHECKING:
-        _lock: threading.Lock
-        claim_lock: str
-
-        def _transaction(self) -> AbstractContextManager[Cursor]: ...
-        def _q(self, sql: str) -> str: ...
+class ReplyJournal(SqlStore):
+    """Reply operations; the journal provides the connection."""
 
     def add_sms_reply(self, attempt_id: int, sender: str, recipient: str, now: datetime,
                       not_sent: str = "") -> bool:
@@ -220,7 +212,7 @@ class ReplyJournal:
                 "(SELECT 1 FROM sms_replies r WHERE r.attempt_id = a.id) ORDER BY a.id LIMIT ?"),
                 (AttemptKind.SMS.value, Mode.OUTAGE.value, Outcome.REFUSED.value,
                  _rows.to_text(since), limit))
-            return [_rows._attempt(r) for r in cur.fetchall()]
+            return [_rows.attempt_of(r) for r in cur.fetchall()]
 
 
 def _reply(row: Sequence[Any]) -> SmsReply:

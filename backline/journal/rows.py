@@ -1,6 +1,6 @@
-"""How the journal's SQL rows and times read and write, shared by ``base`` and its mixins
-(``delivery``, ``emergency``, ``replies``), which import this module and never ``base``:
-that import was the journal's cycle.
+"""How the journal's SQL rows and times read and write, shared by its stores (``attempts``,
+``alerts``, ``delivery``, ``replies``, ...), which import this module and never ``base``: that
+import was the journal's cycle.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-def _attempt(row: Sequence[Any]) -> Attempt:
+def attempt_of(row: Sequence[Any]) -> Attempt:
     (id_, key, at, kind, mode, sender, recipient, outcome, text, file, detail, node,
      delivery, sender_raw) = row
     return Attempt(int(id_), key, from_text(at), AttemptKind(kind), Mode(mode), sender,

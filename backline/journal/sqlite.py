@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backline.journal.base import JournalError, SqlJournal
+from backline.journal.base import SqlJournal
 from backline.journal.rows import Cursor
+from backline.journal.store import JournalError
 
 # The files SQLite keeps for one journal, beside it.
 COMPANIONS = ("", "-wal", "-shm", "-journal")
