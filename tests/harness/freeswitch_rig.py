@@ -63,8 +63,10 @@ class FsRig:
     mode: Mode = Mode.NORMAL
 
     def db_api(self, arg: str | None) -> str:
-        """mod_db's ``db`` API: ``insert/realm/key/value`` → ``+OK``; ``select/realm/key``
-        → the value, or nothing for a key it does not hold; ``delete/realm/key`` → ``+OK``."""
+        """mod_db's ``db`` API (src/mod/applications/mod_db/mod_db.c, db_api_function: the
+        argument split at ``/`` into at most 4, the last keeping any further ``/``):
+        ``insert/realm/key/value`` → ``+OK``; ``select/realm/key`` → the value, or nothing
+        for a key it does not hold; ``delete/realm/key`` → ``+OK``; anything else ``!err!``."""
         parts = (arg or "").split("/", 3)
         if parts[0] == "insert" and len(parts) == 4:
             self.db[f"{parts[1]}/{parts[2]}"] = parts[3]
@@ -74,10 +76,11 @@ class FsRig:
             return "+OK"
         if parts[0] == "select" and len(parts) == 3:
             return self.db.get(f"{parts[1]}/{parts[2]}", "")
-        return "-ERR db [insert|delete|select|exists|count|list]/<realm>/<key>/<val>"
+        return "!err!"
 
     def show_api(self, arg: str | None) -> str:
-        """``show registrations``: mod_commands' CSV, then a blank line and ``N total.``."""
+        """``show registrations``: mod_commands' CSV (mod_commands.c, show_function: the
+        registrations table's columns as a header row, a row each), then ``\nN total.\n``."""
         if arg != "registrations":
             return "-USAGE: show ..."
         rows = ["reg_user,realm,token,url,expires,network_ip,network_port,network_proto,"
@@ -88,7 +91,8 @@ class FsRig:
         return "\n".join(rows) + f"\n\n{len(self.registered)} total.\n"
 
     def register(self, phone: str, *, at: float = 2_000_000_000.0) -> str:
-        """A desk phone registers: sofia::register is fired and ``show`` will list it."""
+        """A desk phone registers: sofia::register is fired (some of the headers sofia_reg.c,
+        sofia_reg_handle_register, gives MY_EVENT_REGISTER) and ``show`` will list it."""
         token = str(uuidlib.uuid4())
         self.registered[token] = (phone, at)
         self.server.fire_event("CUSTOM", [
