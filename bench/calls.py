@@ -54,7 +54,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from backline.app.serve import controller_runner
-from backline.core.model import AsteriskPbx, Directory
+from backline.core.connections import AsteriskPbx
+from backline.core.model import Directory
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.routing import InboundCall, Registrations, RingDeskPhones, route_inbound

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from backline.core.connections import Connections, Storage
 from backline.core.model import (
     PRACTICE,
     Backup,
     Carry,
-    Connections,
     Directory,
     Number,
     OwnerKind,
     Party,
     Practice,
-    Storage,
     Team,
     User,
 )

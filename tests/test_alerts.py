@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from backline.core.model import SmtpTls
+from backline.core.connections import SmtpTls
 from backline.core.outage import Mode, Via
 from backline.features.alerts.compose import alert_email, alert_sms
 from backline.features.alerts.gather import GatherPolicy

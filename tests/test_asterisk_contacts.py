@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
+from backline.core.connections import AsteriskPbx, HostPort, Secret
 from backline.core.conversations import ConversationBook
-from backline.core.model import AsteriskPbx, HostPort, Secret
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt

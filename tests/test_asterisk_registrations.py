@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from backline.core.model import AsteriskPbx, HostPort
+from backline.core.connections import AsteriskPbx, HostPort
 from backline.core.routing import ring_set
 from backline.localpbx.ports import free_port
 from backline.pbx.asterisk.driver import AsteriskDriver

@@ -12,7 +12,8 @@ import pytest
 
 from backline.app import config
 from backline.core import e164
-from backline.core.model import AsteriskPbx, Carry, OwnerKind
+from backline.core.connections import AsteriskPbx
+from backline.core.model import Carry, OwnerKind
 from backline.core.routing import extension_clash
 
 ROOT = Path(__file__).resolve().parent.parent

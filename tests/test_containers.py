@@ -28,7 +28,8 @@ import psycopg
 import pytest
 
 from backline.app import config as config_mod
-from backline.core.model import AsteriskPbx, Directory
+from backline.core.connections import AsteriskPbx
+from backline.core.model import Directory
 from backline.localpbx.pbxroot import PACKAGES
 from tests.harness.postgres import PostgresServer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backline.app import config
-from backline.core.model import AsteriskPbx
+from backline.core.connections import AsteriskPbx
 from backline.core.routing import RingExtension
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.commands import outbound_variables, packed

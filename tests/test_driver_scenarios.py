@@ -22,18 +22,10 @@ from typing import Protocol
 
 import pytest
 
+from backline.core.connections import AsteriskPbx, HostPort, Secret
 from backline.core.conversations import ConversationBook
 from backline.core.hours import HoursState
-from backline.core.model import (
-    AsteriskPbx,
-    ClosedPath,
-    Directory,
-    HostPort,
-    Hours,
-    Secret,
-    Team,
-    Window,
-)
+from backline.core.model import ClosedPath, Directory, Hours, Team, Window
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from backline.app import config
+from backline.core.connections import AsteriskPbx
 from backline.core.fax_intake import (
     BadFaxReport,
     Converted,
@@ -33,7 +34,7 @@ from backline.core.fax_intake import (
     storage_verdict,
     stored_names,
 )
-from backline.core.model import AsteriskPbx, Carry
+from backline.core.model import Carry
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.routing import (

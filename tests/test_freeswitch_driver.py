@@ -120,7 +120,7 @@ async def test_the_announcement_played_is_the_file_backline_render_wrote(tmp_pat
     import dataclasses
     import shutil
 
-    from backline.core.model import Connections, Storage
+    from backline.core.connections import Connections, Storage
     from backline.localpbx.freeswitch import write_rendered
     from tests.harness.freeswitch_conf import (
         Routed,
@@ -425,7 +425,7 @@ async def test_backline_run_picks_the_freeswitch_driver(tmp_path: Path,
     import dataclasses
 
     from backline.app.serve import _serve
-    from backline.core.model import Connections, Secret, Storage
+    from backline.core.connections import Connections, Secret, Storage
     from tests.harness.freeswitch_rig import freeswitch_pbx
 
     async with EslServer(PASSWORD) as srv:
@@ -685,7 +685,7 @@ def write_away_record(cdr_file: Path, spool: Path) -> None:
 def freeswitch_practice(tmp: Path, esl_port: int) -> Directory:
     import dataclasses
 
-    from backline.core.model import Connections, Storage
+    from backline.core.connections import Connections, Storage
     from tests.harness.freeswitch_rig import freeswitch_pbx
 
     pbx = dataclasses.replace(freeswitch_pbx(esl_port, str(tmp / "spool")),

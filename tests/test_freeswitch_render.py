@@ -364,7 +364,7 @@ def freeswitch_config(tmp: Path, extra: str) -> Path:
 def test_fax_and_cdr_paths_are_read_and_a_path_freeswitch_would_split_is_refused(
         tmp_path: Path) -> None:
     from backline.app import config
-    from backline.core.model import FreeswitchPbx
+    from backline.core.connections import FreeswitchPbx
 
     pbx = config.load(freeswitch_config(tmp_path, "    fax_dir: /srv/faxes\n"
                                         "    fax_spool: /srv/fs-spool\n")).directory \

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from backline.core.model import HostPort
+from backline.core.connections import HostPort
 from backline.render.kamailio import Node, dispatcher_list, kamailio_cfg
 from tests.harness.kamailio import (
     Kamailio,

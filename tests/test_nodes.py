@@ -14,8 +14,8 @@ import pytest
 
 from backline.app import config as config_mod
 from backline.app.controller import Controller
+from backline.core.connections import AsteriskPbx
 from backline.core.fax_intake import check_uniqueid
-from backline.core.model import AsteriskPbx
 from backline.core.outage import Mode
 from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
 from backline.localpbx.instance import AsteriskInstance

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from backline.app import config
-from backline.core.model import SmtpTls
+from backline.core.connections import SmtpTls
 from backline.features.sending import retry
 from backline.features.sending.mail import MailError, SmtpMailer
 from backline.journal import AttemptKind

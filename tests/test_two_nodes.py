@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from backline.core.model import HostPort
+from backline.core.connections import HostPort
 from backline.core.outage import Mode
 from backline.journal import Delivery, Outcome
 from backline.render.kamailio import Node

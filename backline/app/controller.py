@@ -18,11 +18,12 @@ from typing import Any, Protocol, assert_never
 from aiohttp import web
 
 from backline.core import e164
+from backline.core.connections import AsteriskPbx, FreeswitchPbx
 from backline.core.conversations import ConversationBook
 from backline.core.emergency import EmergencyCall
 from backline.core.hours import HoursOverride, HoursState
 from backline.core.mode_sync import Agree, InSync, PushToPbx, RecordConsoleSwitch, reconcile
-from backline.core.model import AsteriskPbx, Directory, FreeswitchPbx
+from backline.core.model import Directory
 from backline.core.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch, switch_key
 from backline.core.ownership import OwnershipBook
 from backline.core.pin_lockout import PinJudgement, PinPolicy, PinRecord, PinVerdict, judge_pin

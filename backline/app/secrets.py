@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from backline.core.model import Secret
+from backline.core.connections import Secret
 
 
 class SecretMissing(Exception):

@@ -20,13 +20,13 @@ from typing import Protocol
 from aiohttp import web
 
 from backline.app.controller import Controller, ModeMirror, config_path
-from backline.core.model import (
+from backline.core.connections import (
     DEFAULT_RESERVED_DESCRIPTORS,
-    Directory,
     FreeswitchPbx,
     HostPort,
     ListenerLimits,
 )
+from backline.core.model import Directory
 from backline.features.listeners import DescriptorBudget, PublicListener, raise_descriptor_limit
 from backline.journal import open_journal
 

@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import date
 
+from backline.core.connections import Connections, Secret
+
 CALLER_ID_MAX = 15  # characters of a caller-ID name that carriers keep
 
 
@@ -125,238 +127,15 @@ class Alerts:
 
 
 @dataclass(frozen=True, slots=True)
-class Secret:
-    """Where a secret comes from: an environment variable or a file outside the repo.
-
-    The value itself is never part of the config objects, so it can never be logged with them.
-    """
-
-    env: str = ""
-    file: str = ""
-
-    def __bool__(self) -> bool:
-        return bool(self.env or self.file)
-
-
-@dataclass(frozen=True, slots=True)
 class Backup:
     announcement: Announcement = Announcement(text=DEFAULT_ANNOUNCEMENT)
     sms_reply: str = DEFAULT_SMS_REPLY
     alerts: Alerts = Alerts()
     link_hours: int = 12
-    pin: Secret = Secret()  # admins' desk phones switch the mode with *28/*29 and this PIN
+    # Admins' desk phones switch the mode with *28/*29 and this PIN.
+    pin: Secret = field(default_factory=Secret)
     # While an outage stays engaged, the alert recipients are reminded this often (hours).
     reminder_hours: float = 4.0
-
-
-@dataclass(frozen=True, slots=True)
-class HostPort:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Trunk:
-    """The carrier: where outbound calls go, and how its inbound calls are recognised.
-
-    ``from_user`` set: the carrier is the peer whose From user is that (tests, where every
-    peer is on 127.0.0.1); empty: it is recognised by its address.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 5080
-    from_user: str = ""
-    # Send each 911 call's dispatchable location to the carrier as a PIDF-LO body (RFC 6442
-    # by value): only where the carrier takes it, so off unless the practice turns it on.
-    geolocation: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class PortRange:
-    start: int
-    end: int
-
-
-DEFAULT_RESERVED_DESCRIPTORS = 256
-
-
-@dataclass(frozen=True, slots=True)
-class AsteriskPbx:
-    ami: HostPort
-    ami_username: str
-    ami_secret: Secret
-    agi: HostPort
-    sip: HostPort
-    ring_seconds: int = 25
-    trunk: Trunk = Trunk()
-    rtp: PortRange = PortRange(10000, 10199)
-    udptl: PortRange = PortRange(4000, 4039)
-    secrets_file: str = "/var/lib/backline/desk-phone-secrets.json"
-    # Where the controller reads Asterisk's cdr_csv Master.csv and its spool (ReceiveFax's
-    # TIFFs).  Empty: asked of the running Asterisk at every AMI login (`core show settings`,
-    # under its chroot if it runs in one); set them only where the controller sees Asterisk's
-    # files at other paths (a container's volume).
-    cdr_file: str = ""
-    spool_dir: str = ""
-    # Where received faxes are kept, TIFF and PDF side by side (the controller's path).
-    fax_dir: str = "/var/lib/backline/fax"
-    kind: str = "asterisk"
-    # This PBX node's name when several share one journal: attempts carry it, and it is
-    # Asterisk's systemname, so call uniqueids (and so attempt keys) never collide.
-    node: str = ""
-    # Descriptors no public connection may take: FastAGI calls, AMI, the journal.
-    reserved_descriptors: int = DEFAULT_RESERVED_DESCRIPTORS
-
-
-@dataclass(frozen=True, slots=True)
-class FreeswitchPbx:
-    esl: HostPort
-    esl_password: Secret
-    sip: HostPort
-    ring_seconds: int = 25
-    # Where the controller listens for FreeSWITCH's outbound ``socket`` (one per call).
-    socket: HostPort = HostPort("127.0.0.1", 8084)
-    trunk: Trunk = Trunk()
-    secrets_file: str = "/var/lib/backline/desk-phone-secrets.json"
-    kind: str = "freeswitch"
-    # Where received faxes are kept (the controller's path), where FreeSWITCH's rxfax writes
-    # them (both see it at this path), and the mod_cdr_csv file of carrier calls.
-    fax_dir: str = "/var/lib/backline/fax"
-    fax_spool: str = "/var/lib/freeswitch/fax"
-    cdr_file: str = "/var/log/freeswitch/cdr-csv/Master.csv"
-    # Descriptors no public connection may take: call sockets, ESL, the journal.
-    reserved_descriptors: int = DEFAULT_RESERVED_DESCRIPTORS
-
-
-Pbx = AsteriskPbx | FreeswitchPbx
-
-
-class SmtpTls(enum.Enum):
-    """How alert mail is protected on its way to the relay.  STARTTLS is the default: alert
-    mail carries 12-hour links to patient data, so it is encrypted and the relay's
-    certificate verified unless the config says otherwise."""
-
-    STARTTLS = "starttls"  # required: a server offering none is refused, never fallen back from
-    IMPLICIT = "implicit"  # TLS from the first byte (port 465)
-    NONE = "none"  # cleartext: loopback only, or with insecure_cleartext
-
-
-@dataclass(frozen=True, slots=True)
-class Smtp:
-    """``ca_file``: a PEM bundle that verifies the relay's certificate instead of the
-    system's; ``insecure_cleartext``: the user's explicit consent to cleartext to another
-    machine (``backline check`` warns about it)."""
-
-    host: str
-    port: int
-    tls: SmtpTls
-    sender: str
-    username: Secret = Secret()
-    password: Secret = Secret()
-    ca_file: str = ""
-    insecure_cleartext: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SmsGateway:
-    """A Twilio-format SMS provider: ``url`` is the API base, ``account`` the basic-auth user
-    (Twilio's Account SID), ``token`` its password, ``signing_secret`` what signs webhooks
-    (for Twilio the same Auth Token)."""
-
-    url: str
-    sender: str
-    token: Secret = Secret()
-    signing_secret: Secret = Secret()
-    account: str = ""
-    insecure_cleartext: bool = False  # plain http to another machine, consented to
-
-
-@dataclass(frozen=True, slots=True)
-class Inbox:
-    url: str
-    token: Secret = Secret()
-    insecure_cleartext: bool = False  # plain http to another machine, consented to
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerLimits:
-    """What one listener other machines reach may hold (backline.features.listeners):
-    connections at once, and how long a connection may send nothing (``idle_seconds``), take
-    over a request's head after its first byte, or over its body (an SMTP message's DATA)."""
-
-    max_connections: int = 256
-    idle_seconds: int = 15
-    header_seconds: int = 10
-    body_seconds: int = 30
-
-
-# The intake's sessions: a sending server waits minutes between commands at worst, and a
-# 50 MB message on a slow link takes a while; a sender told 421 tries again later.
-SMTP_LIMITS = ListenerLimits(max_connections=64, idle_seconds=60, body_seconds=300)
-
-
-@dataclass(frozen=True, slots=True)
-class EmailIntake:
-    """The SMTP listener that keeps the practice's mail in an outage (``domains``: the
-    practice's mail domains; anything else is refused).  ``max_recipients`` per message;
-    ``held_mb``: held mail not yet delivered may take this much of the journal; below
-    ``free_floor_mb`` free on the journal's disk, mail is turned away (452/451) so that
-    calls and SMS still journal."""
-
-    listen: HostPort
-    domains: tuple[str, ...]
-    limits: ListenerLimits = SMTP_LIMITS
-    max_recipients: int = 100
-    held_mb: int = 1024
-    free_floor_mb: int = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Pages:
-    listen: HostPort
-    base_url: str
-    limits: ListenerLimits = ListenerLimits()
-
-
-# Where ops read /status, /status.json and /metrics unless connections.status says otherwise:
-# never the pages listener, which faces the internet (the SMS webhook, alert links) directly
-# or through a reverse proxy on loopback, and these pages say who engaged the outage and why.
-DEFAULT_STATUS_LISTEN = HostPort("127.0.0.1", 8089)
-
-
-@dataclass(frozen=True, slots=True)
-class StatusListener:
-    """The ops listener: ``token`` set, every request must carry ``Authorization: Bearer``
-    with it (required off loopback)."""
-
-    listen: HostPort = DEFAULT_STATUS_LISTEN
-    token: Secret = Secret()
-    limits: ListenerLimits = ListenerLimits(max_connections=32)
-
-
-@dataclass(frozen=True, slots=True)
-class Storage:
-    url: str
-
-    @property
-    def scheme(self) -> str:
-        return self.url.split(":", 1)[0]
-
-
-@dataclass(frozen=True, slots=True)
-class Connections:
-    storage: Storage
-    pbx: Pbx | None = None
-    smtp: Smtp | None = None
-    sms_gateway: SmsGateway | None = None
-    inbox: Inbox | None = None
-    pages: Pages | None = None
-    email_intake: EmailIntake | None = None
-    # Given, or defaulted when pages are configured (the pages listener used to serve them).
-    status: StatusListener | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from backline.core.model import DEFAULT_RESERVED_DESCRIPTORS, EmailIntake
+from backline.core.connections import DEFAULT_RESERVED_DESCRIPTORS, EmailIntake
 from backline.features.listeners import DescriptorBudget, PublicListener
 from backline.journal import Journal
 

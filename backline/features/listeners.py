@@ -35,7 +35,7 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from backline.core.model import ListenerLimits
+from backline.core.connections import ListenerLimits
 
 log = logging.getLogger("backline.listeners")
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from backline.app.secrets import read_secret
-from backline.core.model import AsteriskPbx, Directory
+from backline.core.connections import AsteriskPbx
+from backline.core.model import Directory
 from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.ports import AsteriskPorts
 from backline.localpbx.whereabouts import holds_port, port_holders

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backline.core.model import Directory, FreeswitchPbx
+from backline.core.connections import FreeswitchPbx
+from backline.core.model import Directory
 from backline.render.announcement import render_announcement, render_closed_clips
 from backline.render.asterisk import RenderedFile
 from backline.render.freeswitch import FreeswitchSecrets, render, voicemail_boxes

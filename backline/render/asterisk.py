@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from backline.core.connections import AsteriskPbx
 from backline.core.emergency import emergency_callers
-from backline.core.model import AsteriskPbx, Carry, Directory, Location
+from backline.core.model import Carry, Directory, Location
 from backline.pbx.asterisk import dialplan_variables as v
 
 # Contexts: desk phones and the carrier enter here; everything else is internal.

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backline.core.model import HostPort
+from backline.core.connections import HostPort
 from backline.render.asterisk import RenderedFile
 
 _NODE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")  # an Asterisk systemname too

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from backline.core.connections import FreeswitchPbx, HostPort, Secret
 from backline.core.conversations import ConversationBook
 from backline.core.hours import HoursState
-from backline.core.model import Directory, FreeswitchPbx, HostPort, Secret
+from backline.core.model import Directory
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt

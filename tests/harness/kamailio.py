@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from backline.core.model import HostPort
+from backline.core.connections import HostPort
 from backline.render.kamailio import Node, render_kamailio
 from tests.harness import sipp
 

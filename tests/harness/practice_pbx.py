@@ -21,7 +21,8 @@ from pathlib import Path
 
 from backline.app import config
 from backline.app.controller import Controller
-from backline.core.model import AsteriskPbx, Directory
+from backline.core.connections import AsteriskPbx
+from backline.core.model import Directory
 from backline.journal import open_journal
 from backline.localpbx.asterisk import LocalPbx, prepare
 from backline.localpbx.instance import AsteriskInstance

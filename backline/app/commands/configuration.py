@@ -78,7 +78,7 @@ def _journal_exposure(config: str, url: str) -> list[str]:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from backline.app.secrets import SecretMissing
-    from backline.core.model import FreeswitchPbx
+    from backline.core.connections import FreeswitchPbx
     from backline.localpbx.asterisk import NeedsAsterisk, asterisk_pbx, render_files
     from backline.render.announcement import (
         AnnouncementError,

@@ -13,7 +13,7 @@ from backline.app.settings.pbx import read_pbx
 from backline.app.settings.reader import Reader, entry, where_of
 from backline.app.yamlsource import YMap, YSeq
 from backline.core.addresses import is_loopback
-from backline.core.model import (
+from backline.core.connections import (
     SMTP_LIMITS,
     AsteriskPbx,
     Connections,

@@ -16,10 +16,10 @@ from backline.app.settings.reader import (
     where_of,
 )
 from backline.app.yamlsource import YMap
+from backline.core.connections import Connections
 from backline.core.model import (
     CALLER_ID_MAX,
     Carry,
-    Connections,
     DeskPhoneSite,
     Emergency,
     EmergencyNotify,

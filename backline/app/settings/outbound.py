@@ -9,17 +9,8 @@ from backline.app.settings.reader import Reader, entry, where_of
 from backline.app.yamlsource import YMap
 from backline.core import e164
 from backline.core.addresses import is_loopback
-from backline.core.model import (
-    AlertKind,
-    Backup,
-    Carry,
-    Connections,
-    Inbox,
-    Number,
-    SmsGateway,
-    Smtp,
-    SmtpTls,
-)
+from backline.core.connections import Connections, Inbox, SmsGateway, Smtp, SmtpTls
+from backline.core.model import AlertKind, Backup, Carry, Number
 from backline.features.sms.twilio import api_url
 
 

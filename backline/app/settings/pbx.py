@@ -6,7 +6,7 @@ import re
 
 from backline.app.settings.reader import Reader, entry, where_of
 from backline.app.yamlsource import YMap
-from backline.core.model import (
+from backline.core.connections import (
     DEFAULT_RESERVED_DESCRIPTORS,
     AsteriskPbx,
     FreeswitchPbx,

@@ -17,7 +17,7 @@ from typing import TypeVar
 from backline.app.yamlsource import Where, YMap, YNode, YScalar, YSeq
 from backline.core import e164
 from backline.core.addresses import is_private
-from backline.core.model import HostPort, Secret
+from backline.core.connections import HostPort, Secret
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from backline.core.addresses import is_loopback
-from backline.core.model import SmtpTls
+from backline.core.connections import SmtpTls
 
 log = logging.getLogger("backline.notifier.mail")
 

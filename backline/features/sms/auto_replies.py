@@ -32,8 +32,8 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from backline.core.connections import SmsGateway
 from backline.core.e164 import redact
-from backline.core.model import SmsGateway
 from backline.core.outage import Mode
 from backline.features.sending import retry
 from backline.features.sending.rounds import Rounds

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backline.core.model import Carry, Number, SmsGateway
+from backline.core.connections import SmsGateway
+from backline.core.model import Carry, Number
 from backline.core.outage import Mode
 
 NOT_CARRYING_SMS = "the number does not carry SMS"

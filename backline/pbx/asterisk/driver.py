@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from typing import Any, Unpack
 
 from backline.core import e164
+from backline.core.connections import AsteriskPbx
 from backline.core.conversations import ConversationBook
 from backline.core.emergency import EmergencyCall
 from backline.core.fax_intake import FaxEnd, fax_end_from_args
-from backline.core.model import AsteriskPbx
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt

@@ -24,9 +24,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Unpack
 
+from backline.core.connections import FreeswitchPbx
 from backline.core.conversations import ConversationBook
 from backline.core.fax_intake import FaxEnd
-from backline.core.model import FreeswitchPbx
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
