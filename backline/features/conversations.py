@@ -190,7 +190,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY,
                                             actual_size=request.content_length)
-    raw = await request.content.read(MAX_BODY + 1)
+    # request.read(), not request.content: a listener's middleware may have read the body
+    # already (backline.features.listeners), and aiohttp keeps it for read().
+    raw = await request.read()
     if len(raw) > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
     try:
