@@ -55,10 +55,12 @@ from typing import Protocol, TypeVar
 
 from backline.app.serve import controller_runner
 from backline.core.connections import AsteriskPbx
+from backline.core.decisions import InboundCall, RingDeskPhones
 from backline.core.model import Directory
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
-from backline.core.routing import InboundCall, Registrations, RingDeskPhones, route_inbound
+from backline.core.registrations import Registrations
+from backline.core.routing import route_inbound
 from backline.localpbx.instance import AsteriskError, AsteriskInstance
 from backline.localpbx.ports import LOOPBACK
 from backline.pbx.asterisk.commands import inbound_variables, packed

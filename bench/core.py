@@ -15,16 +15,12 @@ import time
 from collections.abc import Callable
 
 from backline.core.conversations import ConversationBook
+from backline.core.decisions import InboundCall, OutboundCall
 from backline.core.model import PRACTICE, Carry, Party, Team
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
-from backline.core.routing import (
-    InboundCall,
-    OutboundCall,
-    Registrations,
-    decide_outbound,
-    route_inbound,
-)
+from backline.core.registrations import Registrations
+from backline.core.routing import decide_outbound, route_inbound
 from tests.practice import directory, number, t, u, user
 
 GOAL_P99_US = 50.0

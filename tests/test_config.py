@@ -13,8 +13,8 @@ import pytest
 from backline.app import config
 from backline.core import e164
 from backline.core.connections import AsteriskPbx
+from backline.core.dialling import extension_clash
 from backline.core.model import Carry, OwnerKind
-from backline.core.routing import extension_clash
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"

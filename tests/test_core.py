@@ -11,10 +11,7 @@ from backline.core.conversations import (
     ConversationBook,
     start_conversation,
 )
-from backline.core.model import Carry, OwnerKind, Team
-from backline.core.outage import Mode
-from backline.core.ownership import OwnershipBook
-from backline.core.routing import (
+from backline.core.decisions import (
     CallKind,
     FaxRefusal,
     InboundCall,
@@ -27,16 +24,17 @@ from backline.core.routing import (
     Refusal,
     RefuseOutbound,
     RefuseUnknownNumber,
-    Registration,
-    Registrations,
     RejectFax,
     RingDeskPhones,
     RingExtension,
     SendToVoicemail,
-    decide_outbound,
-    dialled,
-    route_inbound,
 )
+from backline.core.dialling import dialled
+from backline.core.model import Carry, OwnerKind, Team
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.registrations import Registration, Registrations
+from backline.core.routing import decide_outbound, route_inbound
 from tests.practice import directory, number, t, u, user
 
 MAIN, DIRECT, SCHED, FAX = "+13125550100", "+13125550101", "+13125550102", "+13125550109"

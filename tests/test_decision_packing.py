@@ -10,7 +10,7 @@ import pytest
 
 from backline.app import config
 from backline.core.connections import AsteriskPbx
-from backline.core.routing import RingExtension
+from backline.core.decisions import RingExtension
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.commands import outbound_variables, packed
 from backline.pbx.ports import UnsafeValue

@@ -20,10 +20,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from backline.app import config
 from backline.core.conversations import ConversationBook
+from backline.core.decisions import PlaceEmergencyCall
+from backline.core.dialling import dialled
 from backline.core.emergency import EmergencyCall, caller_id_name, emergency_caller, notice
 from backline.core.outage import Mode, Via
 from backline.core.ownership import OwnershipBook
-from backline.core.routing import PlaceEmergencyCall, decide_outbound, dialled
+from backline.core.routing import decide_outbound
 from backline.journal import open_journal
 from backline.journal.emergency import EmergencyNotice, NoticeState
 from tests.harness.backline_process import ControllerProcess

@@ -18,6 +18,7 @@ import pytest
 
 from backline.app import config
 from backline.core.connections import AsteriskPbx
+from backline.core.decisions import CallKind, FaxRefusal, InboundCall, ReceiveFax, RejectFax
 from backline.core.fax_intake import (
     BadFaxReport,
     Converted,
@@ -37,15 +38,8 @@ from backline.core.fax_intake import (
 from backline.core.model import Carry
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
-from backline.core.routing import (
-    CallKind,
-    FaxRefusal,
-    InboundCall,
-    ReceiveFax,
-    Registrations,
-    RejectFax,
-    route_inbound,
-)
+from backline.core.registrations import Registrations
+from backline.core.routing import route_inbound
 from backline.journal import Delivery, Journal, NewAttempt, Outcome, open_journal
 from backline.pbx.asterisk.fax import FaxIntake, probe_storage, spool_name
 from backline.pbx.ports import REJECT_CONTEXT, CdrRow

@@ -194,18 +194,18 @@ def test_every_hours_mistake_is_named_in_one_run(tmp_path: Path) -> None:
 
 def test_the_inbound_decision_takes_the_hours(tmp_path: Path) -> None:
     """Closed: the number's closed path; the outage wins over the hours; faxes ignore them."""
-    from backline.core.hours import hours_state
-    from backline.core.outage import Mode
-    from backline.core.ownership import OwnershipBook
-    from backline.core.routing import (
+    from backline.core.decisions import (
         ForwardToAnsweringService,
         InboundCall,
         PlayAnnouncement,
         PlayClosedAnnouncement,
-        Registrations,
         SendToVoicemail,
-        route_inbound,
     )
+    from backline.core.hours import hours_state
+    from backline.core.outage import Mode
+    from backline.core.ownership import OwnershipBook
+    from backline.core.registrations import Registrations
+    from backline.core.routing import route_inbound
 
     path = tmp_path / "practice.yaml"
     path.write_text(PRACTICE_YAML)

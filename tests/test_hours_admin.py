@@ -16,15 +16,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from backline.app import config
 from backline.app.controller import Controller
+from backline.core.decisions import InboundCall, PlayClosedAnnouncement, SendToVoicemail
 from backline.core.hours import HoursOverride, HoursState, hours_now
 from backline.core.model import Hours
 from backline.core.ownership import OwnershipBook
-from backline.core.routing import (
-    InboundCall,
-    PlayClosedAnnouncement,
-    Registrations,
-    SendToVoicemail,
-)
+from backline.core.registrations import Registrations
 from backline.journal import open_journal
 from backline.pbx.inbound import decide_inbound
 

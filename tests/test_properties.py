@@ -8,21 +8,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backline.core.conversations import ConversationBook
-from backline.core.model import PRACTICE, Carry, Party, Team
-from backline.core.outage import Mode
-from backline.core.ownership import OwnershipBook
-from backline.core.routing import (
+from backline.core.decisions import (
     InboundCall,
     OutboundCall,
     PlaceCall,
     PlaceEmergencyCall,
     RefuseOutbound,
-    Registrations,
     RingDeskPhones,
     RingExtension,
-    decide_outbound,
-    route_inbound,
 )
+from backline.core.model import PRACTICE, Carry, Party, Team
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.registrations import Registrations
+from backline.core.routing import decide_outbound, route_inbound
 from tests.practice import directory, number, t, u, user
 
 EXAMPLES = settings(max_examples=500, deadline=None)

@@ -8,10 +8,11 @@ import dataclasses
 import pytest
 
 from backline.core.conversations import ConversationBook
+from backline.core.decisions import Refusal
 from backline.core.model import Team, User
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
-from backline.core.routing import Refusal, Registrations
+from backline.core.registrations import Registrations
 from backline.core.transfers import (
     RingTransferTarget,
     Transfer,

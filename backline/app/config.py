@@ -24,8 +24,8 @@ from backline.app.settings.people import read_people
 from backline.app.settings.reader import Problem, Reader, entry, where_of
 from backline.app.yamlsource import YMap, load_with_includes
 from backline.core.connections import FreeswitchPbx
+from backline.core.dialling import extension_clash
 from backline.core.model import DEFAULT_EMERGENCY_NUMBERS, Directory, Practice
-from backline.core.routing import extension_clash
 
 
 class ConfigError(Exception):

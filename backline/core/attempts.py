@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import assert_never
 
-from backline.core.outage import Mode
-from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
-from backline.core.routing import (
+from backline.core.decisions import (
     ForwardToAnsweringService,
     InboundCall,
     InboundDecision,
@@ -19,6 +17,8 @@ from backline.core.routing import (
     RingDeskPhones,
     SendToVoicemail,
 )
+from backline.core.outage import Mode
+from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
 
 
 def outcome_of(decision: InboundDecision) -> Outcome:

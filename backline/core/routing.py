@@ -6,336 +6,40 @@ only turn the decision into PBX commands.  Same input, same answer: no clock, no
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from backline.core import e164
 from backline.core.conversations import ConversationBook
+from backline.core.decisions import (
+    CallKind,
+    FaxRefusal,
+    ForwardToAnsweringService,
+    InboundCall,
+    InboundDecision,
+    OpenVoicemail,
+    OutboundCall,
+    OutboundDecision,
+    PlaceCall,
+    PlaceEmergencyCall,
+    PlayAnnouncement,
+    PlayClosedAnnouncement,
+    ReceiveFax,
+    Refusal,
+    RefuseOutbound,
+    RefuseUnknownNumber,
+    RejectFax,
+    RingDeskPhones,
+    RingExtension,
+    SendToVoicemail,
+)
+from backline.core.dialling import EXTENSION_DIGITS, VOICEMAIL_CODE
 from backline.core.emergency import emergency_caller
 from backline.core.hours import HoursState
 from backline.core.model import Carry, OwnerKind
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
-
-# -- registrations ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Registration:
-    """One registered contact of a desk phone; ``at`` orders them (newest wins): when it
-    registered, or when the PBX will let it expire (a refresh moves that on)."""
-
-    at: float
-    desk_phone: str
-    contact: str = field(default="", compare=False)
-
-
-class Registrations:
-    """Live desk-phone registrations, capped per login (user) at ``max_per_login``.
-
-    A login may hold at most ``max_per_login`` registrations at once; past that the oldest
-    is dropped, so a phone left logged in on a borrowed desk stops ringing.  Fed one event at
-    a time (``register``/``unregister``) the limit is applied here; fed the PBX's whole list
-    (``mirror``) the PBX has applied it.  The per-user view is recomputed on each change (rare)
-    so that ringing (every call) is a few dict lookups.
-    """
-
-    def __init__(self, book: OwnershipBook, max_per_login: int) -> None:
-        self._book = book
-        self._max = max_per_login
-        self._by_phone: dict[str, dict[str, Registration]] = {}
-        self._live: dict[str, tuple[str, ...]] = {}
-        self._kept: dict[str, tuple[Registration, ...]] = {}
-
-    def register(self, desk_phone: str, contact: str, at: float) -> tuple[Registration, ...]:
-        """Record a registration; return the registrations it pushed past the login's limit."""
-        user = self._book.user_of_phone(desk_phone)
-        if user is None:
-            return ()
-        self._by_phone.setdefault(desk_phone, {})[contact] = Registration(at, desk_phone, contact)
-        return self._recompute(user)
-
-    def unregister(self, desk_phone: str, contact: str | None = None) -> None:
-        """Forget one contact of a desk phone, or all of them when ``contact`` is None."""
-        contacts = self._by_phone.get(desk_phone)
-        if contacts is None:
-            return
-        if contact is None:
-            contacts.clear()
-        else:
-            contacts.pop(contact, None)
-        user = self._book.user_of_phone(desk_phone)
-        if user is not None:
-            self._recompute(user)
-
-    def mirror(self, held: Iterable[Registration]
-               ) -> tuple[tuple[Registration, ...], tuple[Registration, ...]]:
-        """Hold exactly ``held``: every registration the PBX lists now, each under the desk
-        phone that registered it; registrations of unknown desk phones are left out.
-
-        Nothing is dropped for the login limit here: a PBX that enforces it (Asterisk's
-        ``max_contacts``) removes the registration it chooses and lists the rest, and a
-        controller that guessed its choice came to ring a different phone from the one it
-        kept.  Returns (added, removed), each sorted by (desk phone, contact), for the log.
-        """
-        before = {(r.desk_phone, r.contact): r
-                  for contacts in self._by_phone.values() for r in contacts.values()}
-        by_phone: dict[str, dict[str, Registration]] = {}
-        for r in held:
-            if self._book.user_of_phone(r.desk_phone) is not None:
-                by_phone.setdefault(r.desk_phone, {})[r.contact] = r
-        self._by_phone = by_phone
-        after = {(r.desk_phone, r.contact): r
-                 for contacts in by_phone.values() for r in contacts.values()}
-        for user in {self._book.user_of_phone(phone) for phone, _ in before.keys() | after}:
-            if user is not None:
-                self._recompute(user, capped=False)
-        return (tuple(after[k] for k in sorted(after.keys() - before.keys())),
-                tuple(before[k] for k in sorted(before.keys() - after.keys())))
-
-    def has_contact(self, user_id: str, contact: str) -> bool:
-        return any(contact in self._by_phone.get(p, {}) for p in self._book.desk_phones(user_id))
-
-    def forget_contact(self, user_id: str, contact: str) -> None:
-        """Forget ``contact`` whichever of the user's desk phones holds it."""
-        for phone in self._book.desk_phones(user_id):
-            self._by_phone.get(phone, {}).pop(contact, None)
-        self._recompute(user_id)
-
-    def live(self, user_id: str) -> tuple[str, ...]:
-        """Desk phones of ``user_id`` that ring now (within the login limit), sorted."""
-        return self._live.get(user_id, ())
-
-    def live_registrations(self, user_id: str) -> tuple[Registration, ...]:
-        """The registrations of ``user_id`` that ring now, newest first."""
-        return self._kept.get(user_id, ())
-
-    def _recompute(self, user: str, *, capped: bool = True) -> tuple[Registration, ...]:
-        """The login's live view again; ``capped``, the oldest registrations past the login
-        limit are dropped and returned."""
-        regs = sorted((r for p in self._book.desk_phones(user)
-                       for r in self._by_phone.get(p, {}).values()), reverse=True)
-        cap = self._max if capped else len(regs)
-        kept, dropped = regs[:cap], tuple(regs[cap:])
-        for r in dropped:
-            self._by_phone[r.desk_phone].pop(r.contact, None)
-        self._live[user] = tuple(sorted({r.desk_phone for r in kept}))
-        self._kept[user] = tuple(kept)
-        return dropped
-
-
-# -- calls and decisions ---------------------------------------------------------------------
-
-
-class CallKind(enum.Enum):
-    VOICE = "voice"
-    FAX = "fax"
-
-
-@dataclass(frozen=True, slots=True)
-class InboundCall:
-    """A call from outside to a practice number.  ``caller`` is untrusted text."""
-
-    dialed: str
-    caller: str
-    kind: CallKind = CallKind.VOICE
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundCall:
-    """A desk phone dialling out; ``from_number`` None means "my default number"."""
-
-    desk_phone: str
-    to: str
-    from_number: str | None = None
-
-
-CHOOSE_NUMBER_PREFIX = "*7"
-VOICEMAIL_CODE = "*97"
-
-
-def dialled(desk_phone: str, digits: str) -> OutboundCall:
-    """What a desk phone dialled: ``DEST``, or ``*7`` + a 10-digit practice number + ``DEST``
-    to call out from that number (a phone has no other way to pick a caller ID)."""
-    if digits.startswith(CHOOSE_NUMBER_PREFIX) and len(digits) > 12 and digits[2:12].isdigit():
-        return OutboundCall(desk_phone, digits[12:], "+1" + digits[2:12])
-    return OutboundCall(desk_phone, digits)
-
-
-@dataclass(frozen=True, slots=True)
-class RingDeskPhones:
-    """Ring, at once, the live desk phones of ``users`` (members with at least one).
-
-    ``contacts`` are the registrations to ring, as (desk phone, contact) pairs.
-    """
-
-    number: str
-    desk_phones: tuple[str, ...]
-    users: tuple[str, ...]
-    contacts: tuple[tuple[str, str], ...]
-    ring_seconds: int
-    voicemail_box: str
-
-
-@dataclass(frozen=True, slots=True)
-class SendToVoicemail:
-    """Nobody who may see the number has a registered desk phone: straight to voicemail."""
-
-    number: str
-    voicemail_box: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlayAnnouncement:
-    """Outage: answer, play the announcement, hang up."""
-
-    number: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlayClosedAnnouncement:
-    """Closed (the number's hours): answer, play the closed announcement, then the number's
-    voicemail."""
-
-    number: str
-    voicemail_box: str
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardToAnsweringService:
-    """Closed, and the hours name an answering service: the call goes there from the
-    number, with its caller ID (carriers refuse to send a caller ID the practice does not
-    own, so the patient's number is not passed on as the caller ID)."""
-
-    number: str
-    to: str
-    caller_id_name: str
-
-
-@dataclass(frozen=True, slots=True)
-class RefuseUnknownNumber:
-    """Dialled something that is not a practice number: a polite refusal, not silence."""
-
-    dialed: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiveFax:
-    number: str
-
-
-class FaxRefusal(enum.Enum):
-    NOT_A_FAX_NUMBER = "not-a-fax-number"
-    NO_STORAGE = "no-storage"  # the fax directory cannot take a fax now (unwritable, full)
-
-
-@dataclass(frozen=True, slots=True)
-class RejectFax:
-    """Refuse during the call, so the sending machine reports a failure."""
-
-    number: str
-    why: FaxRefusal
-
-
-InboundDecision = (RingDeskPhones | SendToVoicemail | PlayAnnouncement | RefuseUnknownNumber
-                   | ReceiveFax | RejectFax | PlayClosedAnnouncement | ForwardToAnsweringService)
-
-
-@dataclass(frozen=True, slots=True)
-class PlaceCall:
-    from_number: str
-    caller_id_name: str
-    to: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlaceEmergencyCall:
-    """911 goes out from every desk phone in every mode, with the desk phone's callback
-    number and the practice's name (backline.core.emergency); ``from_number`` may be empty only
-    for a phone the directory gives none."""
-
-    to: str
-    from_number: str
-    caller_id_name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class OpenVoicemail:
-    """A member listens to a number's voicemail (only members can)."""
-
-    number: str
-    voicemail_box: str
-
-
-@dataclass(frozen=True, slots=True)
-class RingExtension:
-    """A desk phone dialled a colleague's or a team's extension: ring, at once, the
-    registered desk phones of ``users`` (a team's active members: a ring group), showing the
-    caller's name and extension; unanswered within ``ring_seconds``, the call ends.
-
-    Internal: it never reaches the carrier, so it rings in every mode (an outage included),
-    and it is not a patient's attempt, so nothing of it is journaled or reaches the inbox.
-    ``contacts`` are the registrations to ring, as (desk phone, contact) pairs; the calling
-    desk phone is never among them, nor, for a team, any of the caller's.
-    """
-
-    extension: str
-    caller_id_name: str
-    caller_extension: str
-    desk_phones: tuple[str, ...]
-    users: tuple[str, ...]
-    contacts: tuple[tuple[str, str], ...]
-    ring_seconds: int
-
-
-class Refusal(enum.Enum):
-    """Why an outbound call was refused; the value is the short message's name."""
-
-    OUTAGE = "outage"
-    UNKNOWN_DESK_PHONE = "unknown-desk-phone"
-    NO_NUMBER = "no-number"
-    NOT_A_PRACTICE_NUMBER = "not-a-practice-number"
-    NOT_A_MEMBER = "not-a-member"
-    INVALID_DESTINATION = "invalid-destination"  # also an extension that is nobody's
-    NOBODY_REGISTERED = "nobody-registered"  # an extension whose desk phones are all off
-
-
-@dataclass(frozen=True, slots=True)
-class RefuseOutbound:
-    why: Refusal
-
-
-OutboundDecision = (PlaceCall | PlaceEmergencyCall | OpenVoicemail | RingExtension
-                    | RefuseOutbound)
-
-# What a desk phone dials to reach a colleague or a team (config.py checks the same shape).
-EXTENSION_DIGITS = "[1-9][0-9]{1,5}"
-# What else a desk phone dials that is not an outside number: the outage switch, the hours
-# override (*26 closed, *27 open), voicemail, and the prefix that picks the number to call out from.
-FEATURE_CODES = ("*28", "*29", "*26", "*27", VOICEMAIL_CODE, CHOOSE_NUMBER_PREFIX)
-
-
-def extension_clash(extension: str, emergency_numbers: Iterable[str],
-                    numbers: Iterable[str]) -> str | None:
-    """What dialling ``extension`` would reach instead of its owner, or None: an emergency
-    number (which always goes out first), a feature code, or a practice number as a desk
-    phone may dial it (``numbers`` are E.164: +1NXXNXXXXXX, 1NXXNXXXXXX, NXXNXXXXXX)."""
-    if extension in emergency_numbers:
-        return f"the emergency number {extension}"
-    for code in FEATURE_CODES:
-        if extension.startswith(code) or code.startswith(extension):
-            return f"the feature code {code}"
-    for number in numbers:
-        digits = number.lstrip("+")
-        if extension in (number, digits, digits[1:] if number.startswith("+1") else digits):
-            return f"the practice number {number}"
-    try:
-        return f"the outside number {e164.normalise(extension)}"
-    except e164.NotE164:
-        return None
-
+from backline.core.registrations import Registrations
 
 # -- the policy ------------------------------------------------------------------------------
 

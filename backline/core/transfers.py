@@ -20,10 +20,12 @@ from dataclasses import dataclass
 
 from backline.core import e164
 from backline.core.conversations import ConversationBook
+from backline.core.decisions import Refusal
+from backline.core.dialling import EXTENSION_DIGITS
 from backline.core.model import Carry, OwnerKind
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
-from backline.core.routing import EXTENSION_DIGITS, Refusal, Registrations
+from backline.core.registrations import Registrations
 
 
 class TransferKind(enum.Enum):

@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from typing import TypedDict, TypeVar
 
 from backline.core.conversations import ConversationBook
+from backline.core.decisions import InboundCall, InboundDecision
 from backline.core.fax_intake import BadFaxReport, FaxEnd
 from backline.core.hours import HoursOverride, HoursState
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
-from backline.core.routing import InboundCall, InboundDecision, Registrations
+from backline.core.registrations import Registrations
 from backline.pbx import names
 from backline.pbx.inbound import decide_inbound, journaled_first
 from backline.pbx.ports import FaxDesk

@@ -17,19 +17,14 @@ from typing import Protocol
 
 from backline.core import e164
 from backline.core.attempts import call_attempt
+from backline.core.decisions import InboundCall, InboundDecision, ReceiveFax, RejectFax
 from backline.core.fax_intake import StorageCheck
 from backline.core.hours import HoursOverride, hours_state
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
-from backline.core.routing import (
-    InboundCall,
-    InboundDecision,
-    ReceiveFax,
-    Registrations,
-    RejectFax,
-    route_inbound,
-)
+from backline.core.registrations import Registrations
+from backline.core.routing import route_inbound
 
 
 class FaxStorage(Protocol):

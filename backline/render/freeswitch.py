@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from backline.core.connections import FreeswitchPbx
+from backline.core.dialling import EXTENSION_DIGITS
 from backline.core.emergency import emergency_callers
 from backline.core.model import Carry, Directory
-from backline.core.routing import EXTENSION_DIGITS
 from backline.pbx.freeswitch import cdr, names
 from backline.pbx.freeswitch.commands import fax_setup
 from backline.render.asterisk import RenderedFile

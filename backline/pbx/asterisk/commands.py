@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from backline.core import routing as r
+from backline.core import decisions as r
 from backline.core.hours import closed_clip
 from backline.core.ownership import OwnershipBook
 from backline.pbx.asterisk import dialplan_variables as v

@@ -19,20 +19,15 @@ from typing import Any, Unpack
 from backline.core import e164
 from backline.core.connections import AsteriskPbx
 from backline.core.conversations import ConversationBook
+from backline.core.decisions import CallKind, InboundCall, InboundDecision, RefuseOutbound
+from backline.core.dialling import dialled
 from backline.core.emergency import EmergencyCall
 from backline.core.fax_intake import FaxEnd, fax_end_from_args
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
-from backline.core.routing import (
-    CallKind,
-    InboundCall,
-    InboundDecision,
-    RefuseOutbound,
-    Registration,
-    decide_outbound,
-    dialled,
-)
+from backline.core.registrations import Registration
+from backline.core.routing import decide_outbound
 from backline.core.transfers import decide_transfer
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink

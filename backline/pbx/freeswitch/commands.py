@@ -13,8 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, assert_never
 
-from backline.core.hours import closed_clip
-from backline.core.routing import (
+from backline.core.decisions import (
     ForwardToAnsweringService,
     InboundDecision,
     OpenVoicemail,
@@ -31,6 +30,7 @@ from backline.core.routing import (
     RingExtension,
     SendToVoicemail,
 )
+from backline.core.hours import closed_clip
 from backline.pbx.freeswitch import names
 from backline.pbx.ports import UnsafeValue
 

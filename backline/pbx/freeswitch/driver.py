@@ -26,18 +26,14 @@ from typing import Unpack
 
 from backline.core.connections import FreeswitchPbx
 from backline.core.conversations import ConversationBook
+from backline.core.decisions import InboundCall, InboundDecision, ReceiveFax
+from backline.core.dialling import dialled
 from backline.core.fax_intake import FaxEnd
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
-from backline.core.routing import (
-    InboundCall,
-    InboundDecision,
-    ReceiveFax,
-    Registrations,
-    decide_outbound,
-    dialled,
-)
+from backline.core.registrations import Registrations
+from backline.core.routing import decide_outbound
 from backline.pbx.callpath import CallPath, CallPathOptions
 from backline.pbx.freeswitch import names, wire
 from backline.pbx.freeswitch.callsocket import CallGone, CallSession, CallSocketServer
