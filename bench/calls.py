@@ -64,8 +64,8 @@ from backline.core.routing import route_inbound
 from backline.localpbx.instance import AsteriskError, AsteriskInstance
 from backline.localpbx.ports import LOOPBACK
 from backline.pbx.asterisk.commands import inbound_variables, packed
+from backline.pbx.asterisk.dialplan_variables import CARRIER_CONTEXT
 from backline.pbx.ports import LinkDown
-from backline.render.asterisk import CARRIER_CONTEXT
 from bench.sipp_load import LoadResult, LoadSipp, carrier, desk_phone, finish, percentile
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
 from tests.harness.sipp import SippError, register

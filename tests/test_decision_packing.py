@@ -14,7 +14,7 @@ from backline.core.decisions import RingExtension
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.commands import outbound_variables, packed
 from backline.pbx.ports import UnsafeValue
-from backline.render.asterisk import extensions_conf
+from backline.render.asterisk_dialplan import extensions_conf
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 

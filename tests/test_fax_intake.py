@@ -41,7 +41,7 @@ from backline.core.ownership import OwnershipBook
 from backline.core.registrations import Registrations
 from backline.core.routing import route_inbound
 from backline.journal import Delivery, Journal, NewAttempt, Outcome, open_journal
-from backline.pbx.asterisk.fax import FaxIntake, probe_storage, spool_name
+from backline.pbx.fax_desk import FaxIntake, probe_storage, spool_name
 from backline.pbx.ports import REJECT_CONTEXT, CdrRow
 from tests.fax_samples import (
     FINE,
@@ -434,7 +434,7 @@ import json, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from backline.fax.header import FaxHeader
-from backline.pbx.asterisk.fax import convert
+from backline.pbx.fax_desk import convert
 stored = convert(Path(sys.argv[1]), Path(sys.argv[2]),
                  FaxHeader(datetime(2025, 3, 4, tzinfo=UTC), "x", "+13125550109", ""))
 # The peak since exec: getrusage's ru_maxrss would include the forking parent's.

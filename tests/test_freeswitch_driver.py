@@ -18,7 +18,7 @@ from backline.core.model import Carry, Directory, Team
 from backline.core.outage import Mode, ModeChange, ModeState, Via
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
 from backline.journal import open_journal
-from backline.pbx.asterisk.fax import FaxIntake
+from backline.pbx.fax_desk import FaxIntake
 from backline.pbx.freeswitch import names, wire
 from backline.pbx.freeswitch.hub import EslHub, EslLinkDown
 from tests.fax_samples import FINE, STANDARD, fax_tiff, letter

@@ -58,7 +58,7 @@ from backline.journal import (
 from backline.journal.writer import AttemptWriter
 from backline.localpbx.whereabouts import NotAsteriskSettings, parse_settings, root_of, under
 from backline.pbx.asterisk import cdr
-from backline.pbx.asterisk.fax import DEFAULT_FAX_DIR, FaxIntake
+from backline.pbx.fax_desk import DEFAULT_FAX_DIR, FaxIntake
 from backline.pbx.freeswitch import cdr as freeswitch_cdr
 from backline.pbx.ports import FAX_CONTEXTS, CdrRow, PbxError
 

@@ -1,7 +1,7 @@
 """Fax intake, the pure part: how a fax call ended, what was stored, and what is journaled.
 
 No I/O and no clock: the PBX's report, the storage result and the time are arguments.  The
-shell (``backline.pbx.asterisk.fax``) moves the TIFF into the fax directory, converts it,
+shell (``backline.pbx.fax_desk``) moves the TIFF into the fax directory, converts it,
 verifies the PDF, and then asks :func:`fax_attempt` for the one record of the fax.
 
 Everything the PBX reports about a fax is untrusted except the names it generates itself:

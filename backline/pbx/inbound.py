@@ -28,7 +28,7 @@ from backline.core.routing import route_inbound
 
 
 class FaxStorage(Protocol):
-    """Whether the fax directory can take a fax now (``backline.pbx.asterisk.fax.FaxIntake``)."""
+    """Whether the fax directory can take a fax now (``backline.pbx.fax_desk.FaxIntake``)."""
 
     async def storage(self) -> StorageCheck: ...
 

@@ -48,7 +48,7 @@ class UnsafeValue(ValueError):
 
 
 class FaxDesk(Protocol):
-    """Where faxes go (``backline.pbx.asterisk.fax.FaxIntake``): asked before a fax is answered,
+    """Where faxes go (``backline.pbx.fax_desk.FaxIntake``): asked before a fax is answered,
     told when one ends."""
 
     async def storage(self) -> StorageCheck: ...

@@ -118,7 +118,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         secrets_path = Path(args.secrets or pbx.secrets_file).absolute()
         files = render_files(directory, secrets_path, str(out / "announcement"))
         if args.kamailio:  # every carrier INVITE now arrives from Kamailio's address
-            from backline.render.asterisk import RenderedFile, pjsip_conf
+            from backline.render.asterisk import RenderedFile
+            from backline.render.asterisk_pjsip import pjsip_conf
             from backline.render.kamailio import parse_host_port
 
             proxy = parse_host_port(args.kamailio, "--kamailio").host

@@ -1,4 +1,5 @@
-"""The channel variables the dialplan reads after a decision (see backline/render/asterisk.py).
+"""Every Asterisk name the driver and the rendered dialplan (backline/render/asterisk_dialplan.py)
+share: channel variables, contexts, FastAGI scripts, AstDB keys, the lamp's device state.
 
 One place for every Asterisk name, as wazo_agid/dialplan_variables.py does; the names both
 PBXs share come from backline/pbx/names.py.
@@ -76,3 +77,46 @@ TRANSFER_CID_NAME = "BACKLINE_OUT_NAME"
 NOTICE_CONTEXT = "backline-emergency-notice"
 NOTICE_ABOUT = "BACKLINE_NOTICE_ABOUT"
 NOTICE_AT = "BACKLINE_NOTICE_AT"
+
+# -- the dialplan's own names (backline/render/asterisk_dialplan.py) --------------------------
+
+# Contexts: desk phones and the carrier enter here; the rest are internal.  A decision's
+# ACTION value names its context (``context(RING)`` is ``backline-ring``).
+CONTEXT_PREFIX = "backline-"
+CARRIER_CONTEXT = "backline-carrier"
+FAX_NUMBERS_CONTEXT = "backline-fax-numbers"
+FEATURE_CONTEXT = "backline-feature"
+UNPACK_CONTEXT = "backline-unpack"
+FAX_CALL_CONTEXT = "backline-faxcall"  # fax tones heard on a call taken as voice
+TRANSFER_CID_CONTEXT = "backline-transfer-cid"  # a transfer's caller ID on the carrier's leg
+VOICEMAIL_CONTEXT = "backline"  # voicemail.conf's context of the numbers' boxes
+# Asterisk's own: the extension fax_detect sends a call to when it hears fax tones.
+FAX_EXTENSION = "fax"
+
+
+def context(action: str) -> str:
+    """The context that carries out ACTION value ``action``."""
+    return f"{CONTEXT_PREFIX}{action}"
+
+
+# The FastAGI scripts the dialplan asks (agi://HOST:PORT/SCRIPT) and the driver serves.
+AGI_INBOUND = "inbound"
+AGI_OUTBOUND = "outbound"
+AGI_FEATURE = "feature"
+AGI_FAX = "fax"  # fax tones on a call taken as voice: decide again, as a fax
+AGI_FAX_DONE = "faxdone"  # the end of a fax call, with res_fax's results
+AGI_TRANSFER = "transfer"  # a desk phone's blind transfer of an outside call
+
+# Variables only the dialplan uses (globals, and the call's own between its steps).
+AGI_URL = "BACKLINE_AGI"
+ANNOUNCEMENT = "BACKLINE_ANNOUNCEMENT"
+DIALED = "BACKLINE_DIALED"  # the dialled number, filtered
+CALLER = "BACKLINE_CALLER"  # the caller ID, filtered
+DIVERTED = "BACKLINE_DIVERTED"  # the number the call was diverted from, filtered
+FAILSAFE = "BACKLINE_FAILSAFE"  # the action when the controller cannot be reached
+IS_FAX = "BACKLINE_IS_FAX"  # the dialled number carries fax
+FEATURE_ACTION = "BACKLINE_FEATURE_ACTION"  # engage, end, closed, open
+PIN = "BACKLINE_PIN"
+ARGS = "BACKLINE_ARGS"
+SWITCHED_ON = "BACKLINE_ON"  # a feature code turned something on (engage, closed)
+CLIP = "BACKLINE_CLIP"

@@ -76,9 +76,9 @@ class AsteriskDriver(CallPath, ModeKeys):
         self.latencies: list[float] = []
         self.round_trips: list[float] = []
         self.latency_hook: Callable[[str, float], None] | None = None
-        self.agi = FastAgiServer({"inbound": self.inbound, "outbound": self.outbound,
-                                  "feature": self.feature, "fax": self.fax_heard,
-                                  "faxdone": self.fax_done, "transfer": self.transfer},
+        self.agi = FastAgiServer({v.AGI_INBOUND: self.inbound, v.AGI_OUTBOUND: self.outbound,
+                                  v.AGI_FEATURE: self.feature, v.AGI_FAX: self.fax_heard,
+                                  v.AGI_FAX_DONE: self.fax_done, v.AGI_TRANSFER: self.transfer},
                                  on_latency=self._latency)
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
                            on_login=self._logged_in)

@@ -1,9 +1,11 @@
-"""Fax intake on Asterisk: the received TIFF from the PBX's spool into the fax directory, its
-PDF beside it, verified, and one journal record per fax.
+"""Fax intake for either PBX (the :class:`~backline.pbx.ports.FaxDesk` both drivers report
+to): the received TIFF from the PBX's spool into the fax directory, its PDF beside it,
+verified, and one journal record per fax.
 
-Asterisk's ReceiveFax writes ``fax-UNIQUEID.tif`` into its own spool directory
-(``${ASTSPOOLDIR}``, see backline.render.asterisk).  That directory exists on every Asterisk, so the
-PBX still receives when the controller is down, and it needs no path of ours: for the chroot
+Both PBXs write ``fax-CALLID.tif`` (``backline.pbx.names.FAX_FILE``) into a spool of their
+own: Asterisk's ReceiveFax into ``${ASTSPOOLDIR}`` (backline.render.asterisk_dialplan),
+FreeSWITCH's rxfax into ``fax_spool``.  That directory exists on every PBX, so it still
+receives when the controller is down, and it needs no path of ours: for the chroot Asterisk
 instance it lies inside the root, and the controller reads it at ``spool``, its host path.
 Faxes are then kept in ``store`` (``connections.pbx.fax_dir``), wherever the controller may
 write.
@@ -27,7 +29,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from backline.core import e164
@@ -56,8 +58,8 @@ from backline.fax.errors import PdfMismatch, UnreadableTiff
 from backline.fax.header import FaxHeader
 from backline.fax.pdf import tiff_to_pdf
 from backline.fax.verify import verify_pdf
+from backline.pbx import names
 from backline.pbx.ports import REJECT_CONTEXT, CdrRow
-from backline.render.asterisk import FAX_SPOOL_FILE
 
 log = logging.getLogger("backline.fax")
 
@@ -69,8 +71,8 @@ MAX_TIFF_BYTES = 64 * 1024 * 1024
 
 
 def spool_name(uniqueid: str) -> str:
-    """The file the dialplan's ReceiveFax writes in the spool for call ``uniqueid``."""
-    return PurePosixPath(FAX_SPOOL_FILE).name.replace("${UNIQUEID}", check_uniqueid(uniqueid))
+    """The file the PBX writes in its spool for the fax of call ``uniqueid``."""
+    return names.FAX_FILE.format(uuid=check_uniqueid(uniqueid))
 
 
 class FaxIntake:

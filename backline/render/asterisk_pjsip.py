@@ -1,0 +1,200 @@
+"""pjsip.conf, its secrets and geolocation.conf rendered from the practice directory: pure,
+config in, text out.  Desk phones, the carrier trunk (and its 911 twin that carries the
+caller's location), each desk phone's emergency callback number.
+
+What is written (desk-phone names, numbers, caller-ID names, addresses) was validated by the
+config loader; the secrets go only into pjsip_auth.conf, which is written 0600.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from backline.core.connections import AsteriskPbx
+from backline.core.emergency import emergency_callers
+from backline.core.model import Directory, Location
+from backline.pbx.asterisk import dialplan_variables as v
+
+
+def carrier_endpoint(pbx: AsteriskPbx) -> str:
+    """The carrier's endpoint name: its From user when it is recognised by that."""
+    return pbx.trunk.from_user or "carrier"
+
+
+def emergency_endpoint(pbx: AsteriskPbx) -> str:
+    """Where 911 calls go out: the carrier, or with ``trunk.geolocation`` an outbound-only
+    twin of it that sends the caller's location, so that no other call ever carries it."""
+    carrier = carrier_endpoint(pbx)
+    return f"{carrier}-911" if pbx.trunk.geolocation else carrier
+
+
+def location_profile(location: Location) -> str:
+    return f"backline-at-{location.id}"
+
+
+def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
+    """pjsip.conf; ``proxy`` is Kamailio's address when one sits in front of the nodes: every
+    carrier INVITE then arrives from it, so it identifies the carrier too (Kamailio itself
+    refuses INVITEs that did not come from the carrier)."""
+    trunk = pbx.trunk
+    carrier = carrier_endpoint(pbx)
+    out = [
+        "; Rendered by `backline render`: edit the practice YAML, not this file.",
+        "[global]",
+        "type=global",
+        "user_agent=Backline PBX",
+        # Credentials before names, names before addresses.  A desk phone's first request
+        # carries no credentials and its From names its login: the login's gate endpoint
+        # (below) is found by that name and challenges; the answer names the desk phone,
+        # found by its digest user before the login's name or the carrier's address is
+        # tried.  Were the address tried while nothing else matched, a desk phone on the
+        # carrier's address (one host, all on loopback) would be taken for the carrier.
+        "endpoint_identifier_order=auth_username,username,ip",
+        "",
+        "[transport-udp]",
+        "type=transport",
+        "protocol=udp",
+        f"bind={pbx.sip.host}:{pbx.sip.port}",
+        "",
+        "; Desk phones: one endpoint and auth per phone, one AOR per login (user), so that a",
+        "; login holds at most devices.max_per_login registrations and the oldest is dropped.",
+        "[desk-phone](!)",
+        "type=endpoint",
+        f"context={v.DESK_CONTEXT}",
+        "disallow=all",
+        "allow=ulaw,alaw",
+        "direct_media=no",
+        "rtp_symmetric=yes",
+        "force_rport=yes",
+        # RTP on the SIP address, not the wildcard: on 0.0.0.0 Asterisk resolves its own host
+        # name (and then a root server) for every call's RTCP, off the machine, and a lost
+        # query stalls the PJSIP thread for the resolver's timeout.
+        f"media_address={pbx.sip.host}",
+        "bind_rtp_to_media_address=yes",
+        "rewrite_contact=no",  # desk phones are on the practice LAN; their Contact is true
+        "identify_by=username,auth_username",
+        "send_pai=yes",
+        "",
+        "[login](!)",
+        "type=aor",
+        f"max_contacts={d.max_per_login}",
+        "remove_existing=yes",
+        "qualify_frequency=0",
+        "",
+        "; The carrier trunk: inbound calls from it go to the controller; outbound calls go",
+        "; to it with the practice number's caller ID (From and P-Asserted-Identity).",
+        f"[{carrier}]",
+        "type=endpoint",
+        f"context={v.CARRIER_CONTEXT}",
+        "disallow=all",
+        "allow=ulaw,alaw",
+        "direct_media=no",
+        "rtp_symmetric=yes",
+        f"aors={carrier}",
+        "send_pai=yes",
+        "trust_id_outbound=yes",
+        "trust_id_inbound=no",
+        f"media_address={pbx.sip.host}",
+        "bind_rtp_to_media_address=yes",
+        "t38_udptl=yes",
+        "t38_udptl_ec=redundancy",
+        "t38_udptl_maxdatagram=400",
+        # A fax machine calling a number taken as voice is heard by its calling tone (CNG,
+        # which SendFax and fax machines send from the start) and sent to the `fax`
+        # extension of the voice contexts; after 30 s of a call nobody listens any more.
+        "fax_detect=yes",
+        "fax_detect_timeout=30",
+        f"identify_by={'username' if trunk.from_user else 'ip'}",
+        "",
+        f"[{carrier}]",
+        "type=aor",
+        f"contact=sip:{trunk.host}:{trunk.port}",
+        "",
+    ]
+    if trunk.geolocation:
+        out += ["; 911 only: the carrier again, outbound, with the location the desk phone's",
+                "; profile put on the call (PIDF-LO by value).  identify_by=ip and no identify",
+                "; section: no inbound call is ever matched to it.",
+                f"[{emergency_endpoint(pbx)}]", "type=endpoint", f"context={v.CARRIER_CONTEXT}",
+                "disallow=all", "allow=ulaw,alaw", "direct_media=no", "rtp_symmetric=yes",
+                f"aors={carrier}", "send_pai=yes", "trust_id_outbound=yes",
+                "trust_id_inbound=no", f"media_address={pbx.sip.host}",
+                "bind_rtp_to_media_address=yes", "identify_by=ip",
+                "geoloc_outgoing_call_profile=<prefer_incoming>", ""]
+    if not trunk.from_user:
+        out += [f"[{carrier}-identify]", "type=identify", f"endpoint={carrier}",
+                f"match={trunk.host}{f',{proxy}' if proxy and proxy != trunk.host else ''}",
+                ""]
+    # What each desk phone presents on a 911 call (validated by the loader: E.164, and a
+    # caller-ID name of plain characters), set on its channel by the endpoint itself.
+    emergency = {c.desk_phone: c for c in emergency_callers(d)}
+    for user in d.users:
+        if not user.active:
+            continue  # a deactivated user's phones are not provisioned at all
+        out += [f"[{user.id}](login)", ""]
+        for phone in user.desk_phones:
+            out += [f"[{phone}](desk-phone)", f"aors={user.id}", f"auth={phone}-auth",
+                    f"callerid={user.name.replace(chr(34), '')[:40]} <{user.extension}>"
+                    if user.extension else f"callerid={phone}"]
+            caller = emergency.get(phone)
+            if caller is not None:
+                out += [f"set_var={v.EMERGENCY_CALLBACK}={caller.callback}",
+                        f"set_var={v.EMERGENCY_NAME}={caller.caller_id_name}"]
+                if trunk.geolocation and caller.location is not None:
+                    # Rendered for every location below: a profile name that does not exist
+                    # would keep the endpoint from loading at all (no 911 from that phone).
+                    out.append(f"geoloc_incoming_call_profile="
+                               f"{location_profile(caller.location)}")
+            out.append("")
+        if user.desk_phones and user.id not in user.desk_phones:
+            out += _login_gate(user.id, user.desk_phones[0])
+    out.append("#include pjsip_auth.conf")
+    return "\n".join(out) + "\n"
+
+
+def _login_gate(login: str, first_phone: str) -> list[str]:
+    """An endpoint named after a login, found by the From of a desk phone's first request
+    (a REGISTER or INVITE from ``ana`` by the phone ``ana-desk``) only to challenge it.
+
+    Without it that request names no endpoint, and when the carrier is recognised by address
+    and shares it (one host), the carrier's ``ip`` rule took it: REGISTER got 404, INVITE went
+    in as a carrier call.  The phone's answer carries its digest user, which the
+    ``auth_username`` identifier (first in the order) matches to its own endpoint, so the gate
+    never lets anything through; were it passed anyway, it has no AOR to register to and its
+    calls are refused.  Its one auth (any of the login's) only makes the challenge."""
+    return [f"[{login}]", "type=endpoint", f"context={v.context(v.REFUSE)}", "disallow=all",
+            "allow=ulaw", "identify_by=username", f"auth={first_phone}-auth", ""]
+
+
+def pjsip_auth_conf(d: Directory, desk_phones: Mapping[str, str]) -> str:
+    out = ["; Desk-phone credentials: generated, kept outside the repo. Mode 0600."]
+    for user in d.users:
+        if not user.active:
+            continue
+        for phone in user.desk_phones:
+            out += [f"[{phone}-auth]", "type=auth", "auth_type=userpass",
+                    f"username={phone}", f"password={desk_phones[phone]}", ""]
+    return "\n".join(out) + "\n"
+
+
+def geolocation_conf(d: Directory, pbx: AsteriskPbx) -> str:
+    """Each location as a civic address (RFC 5139 fields) and a profile desk phones there
+    carry; the 911 endpoint sends it.  Empty unless ``trunk.geolocation`` is on."""
+    out = ["; Rendered by `backline render`: edit the practice YAML, not this file."]
+    if not pbx.trunk.geolocation:
+        return "\n".join([*out, "; trunk.geolocation is off: no location is sent."]) + "\n"
+    for loc in d.locations:
+        number, _, street = loc.address.partition(" ")
+        if not (number[:1].isdigit() and street):
+            number, street = "", loc.address
+        civic = [("country", loc.country), ("A1", loc.state), ("A3", loc.city),
+                 ("HNO", number), ("RD", street), ("PC", loc.zip), ("LOC", loc.where)]
+        # The loader allows no double quote in these; quoting keeps commas and spaces whole.
+        fields = ", ".join(f'{k}="{value}"' for k, value in civic if value)
+        out += ["", f"[backline-site-{loc.id}]", "type=location", "format=civicAddress",
+                "method=Manual", f"location_info={fields}",
+                "", f"[{location_profile(loc)}]", "type=profile",
+                # What a desk phone sends itself is dropped: the practice's record wins.
+                "profile_precedence=discard_incoming",
+                f"location_reference=backline-site-{loc.id}"]
+    return "\n".join(out) + "\n"
