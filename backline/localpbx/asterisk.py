@@ -69,7 +69,9 @@ def local_instance(directory: Directory, name: str, *, root: Path | None = None
     ports = AsteriskPorts(sip=pbx.sip.port, ami=pbx.ami.port, rtp_start=pbx.rtp.start,
                           rtp_end=pbx.rtp.end, udptl_start=pbx.udptl.start,
                           udptl_end=pbx.udptl.end)
-    return AsteriskInstance(name, ports, root=root, bind=pbx.sip.host, systemname=pbx.node)
+    # ``bind`` is where start() looks for the AMI banner: AMI's address, not SIP's (which
+    # faces the practice's LAN once it is off loopback).
+    return AsteriskInstance(name, ports, root=root, bind=pbx.ami.host, systemname=pbx.node)
 
 
 def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None,

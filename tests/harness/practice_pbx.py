@@ -8,6 +8,7 @@ side by side.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -73,9 +74,9 @@ connections:
     kind: asterisk
 {node_line}    ami: {{host: 127.0.0.1, port: {ami}, username: backline, secret_env: {ami_env}}}
     agi: {{host: 127.0.0.1, port: {agi}}}
-    sip: {{host: 127.0.0.1, port: {sip}}}
-    trunk: {{host: 127.0.0.1, port: {trunk}{trunk_user}{trunk_extra}}}
-    rtp: {{start: {rtp}, end: {rtp_end}}}
+    sip: {{host: {sip_host}, port: {sip}{sip_extra}}}
+    trunk: {{host: {trunk_host}, port: {trunk}{trunk_user}{trunk_extra}}}
+{pbx_extra}    rtp: {{start: {rtp}, end: {rtp_end}}}
     udptl: {{start: {udptl}, end: {udptl_end}}}
     ring_seconds: {ring_seconds}
     secrets_file: {secrets}
@@ -122,19 +123,26 @@ class PracticePorts:
 def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file: Path | None,
                    *, node: str = "", storage_url: str = "", carrier_from_user: bool = True,
                    emergency: str = EMERGENCY, trunk_extra: str = "",
-                   connections_extra: str = "", hours: str = "") -> Path:
+                   connections_extra: str = "", hours: str = "", sip_host: str = "127.0.0.1",
+                   sip_extra: str = "", trunk_host: str = "127.0.0.1", pbx_extra: str = "",
+                   ) -> Path:
     """The practice YAML; ``node`` names the PBX node, ``storage_url`` a shared journal
     (default: an SQLite file of its own).  ``carrier_from_user=False`` leaves out the trunk's
     ``from_user``, as config/example.yaml does: the carrier is then recognised by its
     address, which on loopback is every desk phone's address too.  ``emergency``: its
     locations and emergency section; ``trunk_extra``: more trunk keys (``, key: value``);
     ``connections_extra``: more connections (indented by two); ``hours``: an ``hours:``
-    section (YAML text, at the top level).  Without ``cdr_file`` the
-    controller asks Asterisk where its call record is, as `backline up` configs do."""
+    section (YAML text, at the top level); ``sip_host`` and ``trunk_host``: where SIP listens
+    and the carrier is (loopback unless a test puts them on separate addresses,
+    tests/harness/netns.py); ``sip_extra``: more ``sip`` keys (``, key: value``);
+    ``pbx_extra``: more ``connections.pbx`` keys (whole lines, indented by four).
+    Without ``cdr_file`` the controller asks Asterisk where its call record is, as
+    `backline up` configs do."""
     path = tmp / "practice.yaml"
     path.write_text(PRACTICE.format(
         emergency=emergency, trunk_extra=trunk_extra, connections_extra=connections_extra,
-        hours=hours,
+        hours=hours, sip_host=sip_host, sip_extra=sip_extra, trunk_host=trunk_host,
+        pbx_extra=pbx_extra,
         node_line=f"    node: {node}\n" if node else "",
         trunk_user=", from_user: carrier" if carrier_from_user else "",
         storage=storage_url or f"sqlite://{tmp / 'journal.db'}",
@@ -231,6 +239,9 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        trunk_extra: str = "", connections_extra: str = "",
                        quick_expiry: bool = False, hours: str = "",
                        clock: Callable[[], datetime] | None = None,
+                       sip_host: str = "127.0.0.1", sip_extra: str = "",
+                       trunk_host: str = "127.0.0.1", trunk_port: int | None = None,
+                       pbx_extra: str = "",
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop (or, with
     ``controller_in_process=False``, not started: the test runs ``backline run`` itself).
@@ -239,10 +250,15 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     empty): benchmarks measure the controller's process, not this watcher's parsing.
     ``carrier_from_user=False``: the carrier is recognised by address (see write_practice).
     ``quick_expiry`` lets registrations expire within seconds (``expire_quickly``).
-    ``hours``: the practice's ``hours:`` section; ``clock``: the controller's clock."""
+    ``hours``: the practice's ``hours:`` section; ``clock``: the controller's clock.
+    ``sip_host``, ``sip_extra``, ``trunk_host``, ``trunk_port`` and ``pbx_extra``: see
+    write_practice (a test on separate addresses runs this inside the PBX's namespace:
+    tests/harness/netns.py)."""
     os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
     os.environ[PIN_ENV] = OUTAGE_PIN
     ports = PracticePorts.free()
+    if trunk_port is not None:
+        ports = dataclasses.replace(ports, trunk=trunk_port)
     root = await asyncio.to_thread(ensure_root)
     # A fresh tree every time: Asterisk keeps registrations in its astdb across restarts.
     name = f"{name}-{os.urandom(3).hex()}"
@@ -250,7 +266,9 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     path = write_practice(tmp, ports, ring_seconds, cdr_file, node=node,
                           storage_url=storage_url, carrier_from_user=carrier_from_user,
                           emergency=emergency, trunk_extra=trunk_extra,
-                          connections_extra=connections_extra, hours=hours)
+                          connections_extra=connections_extra, hours=hours,
+                          sip_host=sip_host, sip_extra=sip_extra, trunk_host=trunk_host,
+                          pbx_extra=pbx_extra)
     directory = config.load(path).directory
     local = await asyncio.to_thread(prepare, directory, name, root=root)
     files = None

@@ -36,6 +36,7 @@ from typing import Literal, Self
 
 from backline.localpbx.inotify import DirectoryWatch
 from backline.localpbx.ports import LOOPBACK, free_port
+from tests.harness.netns import Namespace
 
 SCENARIOS = Path(__file__).with_name("sipp")
 SIPP = "sipp"
@@ -58,6 +59,34 @@ class SippError(Exception):
         super().__init__(f"sipp {name}: {detail}")
         self.name = name
         self.detail = detail
+
+
+# ----- where SIPp runs
+
+
+@dataclass(frozen=True)
+class Host:
+    """Where a SIPp runs: the address it binds (SIP and media) and, when not this process's
+    own, the network namespace it runs in (tests/harness/netns.py)."""
+
+    address: str = LOOPBACK
+    netns: str = ""
+
+    def argv(self, command: list[str]) -> list[str]:
+        return Namespace(self.netns).argv(*command) if self.netns else command
+
+    def free_udp_port(self) -> int:
+        if not self.netns:
+            return free_udp_port()
+        return Namespace(self.netns).free_port(self.address)
+
+    def free_media_port(self) -> int:
+        if not self.netns:
+            return free_media_port()
+        return Namespace(self.netns).free_media_port(self.address)
+
+
+LOCAL = Host()
 
 
 # ----- ports
@@ -181,9 +210,11 @@ class SippProcess:
     """One SIPp process: started by start(), ended by wait()/stop()/kill() by PID."""
 
     def __init__(
-        self, name: str, workdir: Path, scenario_text: str, args: Sequence[str], *, port: int
+        self, name: str, workdir: Path, scenario_text: str, args: Sequence[str], *, port: int,
+        host: Host = LOCAL,
     ) -> None:
         self.name = name
+        self.host = host
         self.workdir = workdir
         self.port = port  # our SIP port (-p): a desk phone's Contact
         self.scenario = workdir / "scenario.xml"
@@ -201,7 +232,7 @@ class SippProcess:
     def argv(self) -> list[str]:
         """The full SIPp command line."""
         w = self.workdir
-        return [
+        return self.host.argv([
             SIPP,
             "-sf", str(self.scenario),
             "-nostdin",
@@ -209,7 +240,7 @@ class SippProcess:
             "-trace_stat", "-stf", str(w / STATS),
             "-trace_err", "-error_file", str(w / ERRORS),
             *self.args,
-        ]  # fmt: skip
+        ])  # fmt: skip
 
     def start(self, timeout: float = 10.0) -> Self:
         """Launch SIPp and wait until its sockets are bound.
@@ -422,13 +453,13 @@ def _scenario(name: str, **blocks: str) -> str:
     return "".join(out)
 
 
-def _common_args(port: int, media_port: int) -> list[str]:
+def _common_args(port: int, media_port: int, host: Host = LOCAL) -> list[str]:
     return [
-        "-i", LOOPBACK,
-        "-mi", LOOPBACK,
+        "-i", host.address,
+        "-mi", host.address,
         "-p", str(port),
         "-mp", str(media_port),
-        "-cp", str(free_udp_port()),
+        "-cp", str(host.free_udp_port()),
         "-t", "u1",  # one UDP socket: every message leaves from -p
     ]  # fmt: skip
 
@@ -564,6 +595,7 @@ def answering_phone(
     reject_code: int = 486,
     reject_reason: str = "Busy Here",
     lifetime: float = 300.0,
+    host: Host = LOCAL,
 ) -> SippProcess:
     """A started UAS that handles every INVITE per MODE (no registration).
 
@@ -571,9 +603,9 @@ def answering_phone(
     `lifetime` is SIPp's own -timeout: a UAS orphaned by a killed test run
     still goes away.
     """
-    port = port or free_udp_port()
-    media_port = media_port or free_media_port()
-    args = [*_common_args(port, media_port), "-aa", "-timeout", f"{lifetime:g}s"]
+    port = port or host.free_udp_port()
+    media_port = media_port or host.free_media_port()
+    args = [*_common_args(port, media_port, host), "-aa", "-timeout", f"{lifetime:g}s"]
     if mode is DeskPhoneMode.ANSWER:
         text = _scenario("uas_answer.xml", ON_INVITE="", IN_CALL=in_call())
     elif mode is DeskPhoneMode.ANSWER_AND_HANG_UP:
@@ -585,7 +617,8 @@ def answering_phone(
             raise ValueError(f"not a SIP rejection: {reject_code} {reject_reason!r}")
         status = f"      SIP/2.0 {reject_code} {reject_reason}\n"
         text = _scenario("uas_reject.xml", STATUS_LINE=status)
-    return SippProcess(name, workdir / f"{name}-{port}", text, args, port=port).start()
+    return SippProcess(name, workdir / f"{name}-{port}", text, args, port=port,
+                       host=host).start()
 
 
 def register(
@@ -599,6 +632,7 @@ def register(
     port: int | None = None,
     timeout: float = 10.0,
     aor: str | None = None,
+    host: Host = LOCAL,
 ) -> SippProcess:
     """REGISTER as USER (digest auth with PASSWORD), Contact on contact_port.
 
@@ -606,9 +640,9 @@ def register(
     several desk phones) while USER stays the digest user.
     Returns the finished process; raises SippError unless the PBX said 200.
     """
-    port = port or free_udp_port()
+    port = port or host.free_udp_port()
     args = [
-        *_common_args(port, free_media_port()),
+        *_common_args(port, host.free_media_port(), host),
         "-au", user, "-ap", password,
         "-key", "user", aor or user,
         "-key", "contact_port", str(contact_port),
@@ -619,7 +653,7 @@ def register(
     ]  # fmt: skip
     proc = SippProcess(
         f"register-{user}", workdir / f"register-{user}-{port}", _scenario("register.xml"), args,
-        port=port,
+        port=port, host=host,
     )  # fmt: skip
     result = proc.start().wait(timeout + 5)
     if not result.ok:
@@ -638,6 +672,7 @@ def desk_phone(
     reject_code: int = 486,
     expires: int = 3600,
     aor: str | None = None,
+    host: Host = LOCAL,
 ) -> SippProcess:
     """A registered desk phone: an answering UAS plus a REGISTER pointing at it.
 
@@ -647,10 +682,11 @@ def desk_phone(
     send them to the REGISTER's source port instead).
     """
     uas = answering_phone(
-        workdir, mode, name=f"phone-{user}", talk_ms=talk_ms, reject_code=reject_code
+        workdir, mode, name=f"phone-{user}", talk_ms=talk_ms, reject_code=reject_code, host=host
     )
     try:
-        register(pbx, workdir, user, password, contact_port=uas.port, expires=expires, aor=aor)
+        register(pbx, workdir, user, password, contact_port=uas.port, expires=expires, aor=aor,
+                 host=host)
     except SippError:
         uas.kill()
         raise
@@ -753,6 +789,7 @@ def place_calls(
     port: int | None = None,
     media_port: int | None = None,
     timeout: float = 30.0,
+    host: Host = LOCAL,
 ) -> SippProcess:
     """A started caller placing CALLS calls to TO as FROM_USER; wait() for the result.
 
@@ -768,8 +805,8 @@ def place_calls(
         raise ValueError(f"DTMF digits must be 0-9, * or #: {dtmf!r}")
     if '"' in caller_name or "\n" in caller_name:
         raise ValueError(f"caller name must not contain quotes or newlines: {caller_name!r}")
-    port = port or free_udp_port()
-    media_port = media_port or free_media_port()
+    port = port or host.free_udp_port()
+    media_port = media_port or host.free_media_port()
     headers = "".join(f"      {_safe_header(h)}\n" for h in extra_headers)
     workdir = workdir / f"call-{from_user[:40]}-{to}-{port}"  # a long caller ID: a long name
     after = ""
@@ -785,7 +822,7 @@ def place_calls(
             after += f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
     text = _scenario("uac_call.xml", EXTRA_HEADERS=headers, AFTER_ANSWER=after, IN_CALL=in_call())
     args = [
-        *_common_args(port, media_port),
+        *_common_args(port, media_port, host),
         "-aa",
         "-s", to,
         "-key", "from_user", from_user,
@@ -798,4 +835,5 @@ def place_calls(
     if password is not None:
         args += ["-au", auth_user or from_user, "-ap", password]
     args.append(f"{pbx[0]}:{pbx[1]}")
-    return SippProcess(f"call-{from_user}-{to}", workdir, text, args, port=port).start()
+    return SippProcess(f"call-{from_user}-{to}", workdir, text, args, port=port,
+                       host=host).start()

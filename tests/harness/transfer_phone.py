@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 
 from tests.harness.sipp import (
+    LOCAL,
+    Host,
     SippError,
     SippProcess,
     _common_args,
@@ -71,15 +73,15 @@ def transferring_phone(pbx: tuple[str, int], workdir: Path, user: str, password:
 
 
 def talking_phone(pbx: tuple[str, int], workdir: Path, user: str, password: str, *,
-                  aor: str, audio: Path) -> SippProcess:
+                  aor: str, audio: Path, host: Host = LOCAL) -> SippProcess:
     """A registered desk phone that answers, sends ``audio`` and waits for the PBX's BYE."""
-    port, media = free_udp_port(), free_media_port()
+    port, media = host.free_udp_port(), host.free_media_port()
     text = _scenario("uas_answer.xml", ON_INVITE="", IN_CALL=_audio(audio) + in_call())
-    args = [*_common_args(port, media), "-aa", "-timeout", "120s"]
+    args = [*_common_args(port, media, host), "-aa", "-timeout", "120s"]
     uas = SippProcess(f"phone-{user}", workdir / f"phone-{user}-{port}", text, args,
-                      port=port).start()
+                      port=port, host=host).start()
     try:
-        register(pbx, workdir, user, password, contact_port=uas.port, aor=aor)
+        register(pbx, workdir, user, password, contact_port=uas.port, aor=aor, host=host)
     except SippError:
         uas.kill()
         raise
@@ -87,14 +89,14 @@ def talking_phone(pbx: tuple[str, int], workdir: Path, user: str, password: str,
 
 
 def talking_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: str,
-                   audio: Path, timeout: float = 60.0) -> SippProcess:
+                   audio: Path, timeout: float = 60.0, host: Host = LOCAL) -> SippProcess:
     """A carrier caller that sends ``audio`` once answered and waits for the PBX's BYE."""
-    port, media = free_udp_port(), free_media_port()
+    port, media = host.free_udp_port(), host.free_media_port()
     text = _scenario("uac_call.xml", EXTRA_HEADERS="", AFTER_ANSWER=_audio(audio),
                      IN_CALL=in_call())
-    args = [*_common_args(port, media), "-aa", "-s", to, "-key", "from_user", from_user,
+    args = [*_common_args(port, media, host), "-aa", "-s", to, "-key", "from_user", from_user,
             "-key", "caller_name", "", "-m", "1", "-l", "1", "-timeout", f"{timeout:g}s",
             "-timeout_error", "-recv_timeout", str(int(timeout * 1000)),
             f"{pbx[0]}:{pbx[1]}"]
     return SippProcess(f"caller-{from_user}", workdir / f"caller-{port}", text, args,
-                       port=port).start()
+                       port=port, host=host).start()

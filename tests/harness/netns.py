@@ -1,0 +1,267 @@
+"""Separate addresses for SIP tests: network namespaces joined by veth pairs.
+
+Loopback hides what a real edge does (which address a packet came from, which one Asterisk
+bound, what a NAT rewrites), so these tests put each party in a network namespace of its own:
+
+- ``wan``: the carrier (a second Asterisk playing the provider, SIPp callers and callees
+  behind it) and, on an address of its own, a stranger from the internet;
+- ``pbx``: the practice's PBX host: the Asterisk under test and the controller (AMI and
+  FastAGI stay on this namespace's own loopback);
+- ``lan``: the practice's desk phones (SIPp, baresip).
+
+``pbx`` has one leg in ``wan`` and one in ``lan``; ``wan`` and ``lan`` only reach each other
+through it (and it does not forward).  Every interface is created inside its namespace
+(``ip -n NS link add``), never in the host's, and the namespaces are named per run
+(``bl<pid><random>-wan``) so that parallel workers and other people's runs never meet; the
+addresses are per run too (a random third octet).  ``Topology`` removes them on exit, after a
+failed test as well.
+
+Running things inside:
+- a command: ``Namespace.argv(...)`` (``ip netns exec NS ...``, which execs: the PID is the
+  command's own, so pidfds and process groups keep working);
+- Python code: ``Namespace.call(fn)`` runs ``fn`` in a fresh thread that joined the namespace
+  (setns(2) changes only the calling thread).  A socket keeps the namespace it was made in,
+  and threads and processes started from that thread start in it too: ``Namespace.run(main)``
+  runs a whole asyncio program there (the controller, its AMI and FastAGI links, the chroot
+  Asterisk it starts, ``asyncio.to_thread`` workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import random
+import socket
+import subprocess
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self, TypeVar
+
+T = TypeVar("T")
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NamespaceError(Exception):
+    """An ``ip`` command failed while building or removing a topology."""
+
+
+def ip(*args: str) -> None:
+    """Run ``ip ARGS``; raise NamespaceError with its stderr when it fails."""
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise NamespaceError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """One network namespace of a topology, by name."""
+
+    name: str
+
+    def argv(self, *command: str) -> list[str]:
+        """``command`` run inside this namespace."""
+        return ["ip", "netns", "exec", self.name, *command]
+
+    def enter(self) -> None:
+        """Move the calling thread into this namespace (for good: use a thread of its own)."""
+        fd = os.open(f"{NETNS_DIR}/{self.name}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns {self.name}: {os.strerror(err)}")
+        finally:
+            os.close(fd)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in a fresh thread inside this namespace; its result or its exception."""
+        out: list[T] = []
+        failed: list[BaseException] = []
+
+        def body() -> None:
+            try:
+                self.enter()
+                out.append(fn())
+            except BaseException as exc:  # handed to the caller's thread, re-raised there
+                failed.append(exc)
+
+        thread = threading.Thread(target=body, name=f"netns-{self.name}")
+        thread.start()
+        thread.join()
+        if failed:
+            raise failed[0]
+        return out[0]
+
+    def run(self, main: Callable[[], Awaitable[T]]) -> T:
+        """An asyncio program run to its end inside this namespace (``asyncio.run``)."""
+        async def program() -> T:
+            return await main()
+        return self.call(lambda: asyncio.run(program()))
+
+    def free_port(self, address: str, kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
+        """A port free on ``address`` in this namespace right now (from its kernel)."""
+        def bind() -> int:
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.bind((address, 0))
+                port: int = sock.getsockname()[1]
+                return port
+        return self.call(bind)
+
+    def free_media_port(self, address: str) -> int:
+        """An even port P with P and P+2 free on ``address`` (SIPp's audio and video)."""
+        def pick() -> int:
+            for _ in range(100):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    probe.bind((address, 0))
+                    port: int = probe.getsockname()[1] & ~1
+                socks: list[socket.socket] = []
+                try:
+                    for p in (port, port + 2):
+                        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        socks.append(sock)
+                        sock.bind((address, p))
+                except OSError:
+                    continue
+                finally:
+                    for sock in socks:
+                        sock.close()
+                return port
+            raise OSError(f"no free media port pair on {address}")
+        return self.call(pick)
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """This run's addresses: ``10.201.N.0/24`` the WAN, ``10.202.N.0/24`` the LAN."""
+
+    third: int
+
+    @property
+    def wan_net(self) -> str:
+        return f"10.201.{self.third}.0/24"
+
+    @property
+    def lan_net(self) -> str:
+        return f"10.202.{self.third}.0/24"
+
+    def wan(self, host: int) -> str:
+        return f"10.201.{self.third}.{host}"
+
+    def lan(self, host: int) -> str:
+        return f"10.202.{self.third}.{host}"
+
+
+# Who has which address (the last octet).  The carrier has two, as providers do (a signalling
+# address per region); the stranger is on the internet, neither carrier nor practice.
+CARRIER, CARRIER_2, PSTN, STRANGER, PBX_WAN = 1, 2, 50, 66, 200
+PBX_LAN, PHONES = 1, 10
+
+
+@dataclass
+class Topology:
+    """``wan`` (carrier, PSTN, stranger) ↔ ``pbx`` ↔ ``lan`` (desk phones).
+
+    Use as a context manager: built on entry, every namespace deleted on exit."""
+
+    prefix: str = field(default_factory=lambda: f"bl{os.getpid()}{os.urandom(2).hex()}")
+    addresses: Addresses = field(default_factory=lambda: Addresses(random.randrange(256)))
+    made: list[Namespace] = field(default_factory=list)
+
+    @property
+    def wan(self) -> Namespace:
+        return Namespace(f"{self.prefix}-wan")
+
+    @property
+    def pbx(self) -> Namespace:
+        return Namespace(f"{self.prefix}-pbx")
+
+    @property
+    def lan(self) -> Namespace:
+        return Namespace(f"{self.prefix}-lan")
+
+    # ----- where each party is
+
+    @property
+    def carrier(self) -> str:
+        return self.addresses.wan(CARRIER)
+
+    @property
+    def carrier_2(self) -> str:
+        return self.addresses.wan(CARRIER_2)
+
+    @property
+    def pstn(self) -> str:
+        return self.addresses.wan(PSTN)
+
+    @property
+    def stranger(self) -> str:
+        return self.addresses.wan(STRANGER)
+
+    @property
+    def pbx_wan(self) -> str:
+        return self.addresses.wan(PBX_WAN)
+
+    @property
+    def pbx_lan(self) -> str:
+        return self.addresses.lan(PBX_LAN)
+
+    def phone(self, n: int = 0) -> str:
+        """The ``n``-th desk phone's address on the LAN."""
+        return self.addresses.lan(PHONES + n)
+
+    # ----- building
+
+    def create(self, phones: int = 4) -> None:
+        a = self.addresses
+        for ns in (self.wan, self.pbx, self.lan):
+            ip("netns", "add", ns.name)
+            self.made.append(ns)
+            ip("-n", ns.name, "link", "set", "lo", "up")
+        # The PBX's two legs, made inside the namespaces: no interface ever in the host's.
+        ip("-n", self.pbx.name, "link", "add", "wan0", "type", "veth",
+           "peer", "name", "up0", "netns", self.wan.name)
+        ip("-n", self.pbx.name, "link", "add", "lan0", "type", "veth",
+           "peer", "name", "up0", "netns", self.lan.name)
+        ip("-n", self.pbx.name, "addr", "add", f"{self.pbx_wan}/24", "dev", "wan0")
+        ip("-n", self.pbx.name, "addr", "add", f"{self.pbx_lan}/24", "dev", "lan0")
+        for host in (CARRIER, CARRIER_2, PSTN, STRANGER):
+            ip("-n", self.wan.name, "addr", "add", f"{a.wan(host)}/24", "dev", "up0")
+        for n in range(phones):
+            ip("-n", self.lan.name, "addr", "add", f"{self.phone(n)}/24", "dev", "up0")
+        for ns, dev in ((self.pbx, "wan0"), (self.pbx, "lan0"), (self.wan, "up0"),
+                        (self.lan, "up0")):
+            ip("-n", ns.name, "link", "set", dev, "up")
+        # The PBX's SIP address is its LAN one; the WAN reaches it through the PBX's WAN leg
+        # (delivered there, not forwarded: the PBX namespace forwards nothing).
+        ip("-n", self.wan.name, "route", "add", f"{self.pbx_lan}/32", "via", self.pbx_wan)
+
+    def remove(self) -> None:
+        """Delete every namespace made (their veths go with them); errors are collected."""
+        problems = []
+        while self.made:
+            ns = self.made.pop()
+            try:
+                ip("netns", "delete", ns.name)
+            except NamespaceError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise NamespaceError("; ".join(problems))
+
+    def __enter__(self) -> Self:
+        try:
+            self.create()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.remove()
