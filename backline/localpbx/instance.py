@@ -25,7 +25,6 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import Self
 
 from backline.localpbx.inotify import DirectoryWatch
@@ -372,12 +371,7 @@ class AsteriskInstance:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
