@@ -326,7 +326,7 @@ def widen_rtp_range(instance: AsteriskInstance) -> None:
     """
     start = instance.ports.rtp_start
     end = start + RTP_PORTS
-    if end >= 32768:  # keep below the kernel's ephemeral range, as instance.py does
+    if end >= 32768:  # keep below the kernel's ephemeral range, as localpbx/ports.py does
         raise BenchError(f"RTP range {start}-{end} would reach the ephemeral ports")
     path = instance.host_path(instance.dir("etc")) / "rtp.conf"
     path.write_text(f"[general]\nrtpstart = {start}\nrtpend = {end}\n")

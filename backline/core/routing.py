@@ -41,8 +41,6 @@ from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.registrations import Registrations
 
-# -- the policy ------------------------------------------------------------------------------
-
 
 def ring_set(book: OwnershipBook, registrations: Registrations, number: str
              ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
