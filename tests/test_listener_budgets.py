@@ -32,14 +32,16 @@ from tests.harness.alert_site import free_port
 from tests.harness.backline_process import ControllerProcess
 from tests.harness.practice_pbx import practice_pbx
 from tests.harness.sipp import place_calls
+from tests.harness.sms_gateway import ACCOUNT_SID, AUTH_TOKEN
 
 pytestmark = pytest.mark.asterisk
 
 UNKNOWN = "+13125559999"  # the controller decides it: a polite refusal, journaled
 ATTACK = int(__import__("os").environ.get("ATTACK", 2000))
 CALLS = 20
-RESERVE = 256
-ROOT = Path(__file__).resolve().parent.parent  # connections.pbx.reserved_descriptors' default
+RESERVE = 256  # connections.pbx.reserved_descriptors' default
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN_ENV = "BACKLINE_TEST_SMS_TOKEN"
 
 
 def listeners(pages: int, smtp: int, status: int, **keys: int) -> str:
@@ -202,14 +204,19 @@ def smtp(s: socket.socket, line: str) -> str:
     return reply(s)
 
 
-async def test_dawdlers_are_cut_off_and_each_listener_holds_its_cap(tmp_path: Path) -> None:
+async def test_dawdlers_are_cut_off_and_each_listener_holds_its_cap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pages, smtp_port, status = free_port(), free_port(), free_port()
     extra = (f'  pages: {{listen: "127.0.0.1:{pages}", base_url: "http://127.0.0.1:{pages}", '
              f'idle_seconds: 2, header_seconds: 3, body_seconds: 3}}\n'
              f'  status: {{listen: "127.0.0.1:{status}", max_connections: 2, '
              f'idle_seconds: 600}}\n'
              f'  email_intake: {{listen: "127.0.0.1:{smtp_port}", domains: [t.example], '
-             f'max_sessions: 2, max_recipients: 3, idle_seconds: 10, data_seconds: 3}}\n')
+             f'max_sessions: 2, max_recipients: 3, idle_seconds: 10, data_seconds: 3}}\n'
+             # The webhook, so that a body is waited for (nothing is sent through it).
+             f'  sms_gateway: {{url: "http://127.0.0.1:9", account: {ACCOUNT_SID}, '
+             f'token_env: {TOKEN_ENV}, signing_secret_env: {TOKEN_ENV}}}\n')
+    monkeypatch.setenv(TOKEN_ENV, AUTH_TOKEN)
     async with practice_pbx(tmp_path, "fd-slow", controller_in_process=False,
                             connections_extra=extra, observe=False) as pbx:
         controller = ControllerProcess(pbx)
@@ -218,7 +225,9 @@ async def test_dawdlers_are_cut_off_and_each_listener_holds_its_cap(tmp_path: Pa
             assert await asyncio.to_thread(silent, pages) == b""
             head = b"GET /a/x HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 200
             assert await asyncio.to_thread(dribble, pages, head[:30], head[30:]) == b""
+            # Signed (wrongly, but the webhook reads the body before it can tell).
             body = (b"POST /sms/inbound HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n"
+                    b"X-Twilio-Signature: c2lnbmVk\r\n"
                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\n")
             assert await asyncio.to_thread(dribble, pages, body, b"a" * 200) == b""
             # ...while a request sent at once is answered as before.

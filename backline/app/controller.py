@@ -32,6 +32,7 @@ from backline.features.conversations import ConversationMembers
 from backline.features.email_intake import EmailListener
 from backline.features.emergency_notices import EmergencyNotices, notices_for
 from backline.features.inbox.service import InboxDrain, inbox_for, process_holder
+from backline.features.journal_disk import JournalDisk
 from backline.features.links.tokens import LINK_PREFIX
 from backline.features.reminders.service import OutageReminders, reminders_for
 from backline.features.sms.auto_replies import AutoReplies
@@ -141,8 +142,11 @@ class Controller:
         self.emergency: EmergencyNotices = notices_for(directory, journal, self.clock,
                                                        node=self.node)
         intake = directory.connections.email_intake
-        self.email_intake = EmailListener(intake, journal, self.clock, self.wake_inbox) \
-            if intake is not None else None
+        # The journal's free space (status page, /metrics) and held mail's budget in it.
+        self.journal_disk = JournalDisk.of(journal, intake, journal.held_email_bytes)
+        self.metrics.journal_disk(self.journal_disk.free_bytes, self.journal_disk.floor)
+        self.email_intake = EmailListener(intake, journal, self.clock, self.wake_inbox,
+                                          self.journal_disk) if intake is not None else None
         # What ops watch besides the mode (the status page, /status.json).
         self.holder = process_holder()  # this process, in the journal's `controllers`
         self.pbx_label = (self.node or pbx.kind) if pbx is not None else "none"
@@ -418,7 +422,9 @@ class Controller:
         token = self._status_token()
         app = make_status_app(self.journal, self.metrics, self.directory.practice.name,
                               self.directory.practice.timezone, self.journal.held,
-                              lambda: datetime.now(UTC), health=lambda: dict(self.health),
+                              lambda: datetime.now(UTC),
+                              health=lambda: self.health | {
+                                  "journal_disk": self.journal_disk.health(self.clock())},
                               emergency_calls=lambda: self.journal.emergency_calls(10),
                               token=token, hours=self.hours_now)
         if token is not None:  # the conversation API only behind the bearer token

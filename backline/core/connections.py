@@ -171,6 +171,10 @@ class ListenerLimits:
 SMTP_LIMITS = ListenerLimits(max_connections=64, idle_seconds=60, body_seconds=300)
 
 
+DEFAULT_HELD_MB = 1024
+DEFAULT_FREE_FLOOR_MB = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class EmailIntake:
     """The SMTP listener that keeps the practice's mail in an outage (``domains``: the
@@ -183,8 +187,8 @@ class EmailIntake:
     domains: tuple[str, ...]
     limits: ListenerLimits = SMTP_LIMITS
     max_recipients: int = 100
-    held_mb: int = 1024
-    free_floor_mb: int = 1024
+    held_mb: int = DEFAULT_HELD_MB
+    free_floor_mb: int = DEFAULT_FREE_FLOOR_MB
 
 
 @dataclass(frozen=True, slots=True)

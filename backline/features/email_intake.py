@@ -20,6 +20,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from backline.core.connections import DEFAULT_RESERVED_DESCRIPTORS, EmailIntake
+from backline.features.journal_disk import JournalDisk
 from backline.features.listeners import DescriptorBudget, PublicListener
 from backline.journal import Journal
 
@@ -33,12 +34,39 @@ class HoldingHandler:
 
     def __init__(self, journal: Journal, domains: tuple[str, ...],
                  clock: Callable[[], datetime], on_held: Callable[[], None], *,
-                 max_recipients: int = 100) -> None:
+                 max_recipients: int = 100, disk: JournalDisk | None = None) -> None:
         self.journal = journal
         self.domains = frozenset(d.lower() for d in domains)
         self.max_recipients = max_recipients
+        self.disk = disk
+        self.turned_away = 0
         self._clock = clock
         self._on_held = on_held
+
+    async def _no_room(self, size: int) -> str | None:
+        """The 452 for a message of ``size`` bytes (0: not known yet) when the journal has
+        no room for it (backline.features.journal_disk), else None."""
+        if self.disk is None:
+            return None
+        why = await asyncio.to_thread(self.disk.why_no_room, size)
+        if not why:
+            return None
+        self.turned_away += 1
+        if self.turned_away in (1, 10, 100) or self.turned_away % 1000 == 0:
+            log.warning("email intake: mail turned away (452) %d time(s): %s; calls and SMS "
+                        "still journal", self.turned_away, why)
+        # RFC 3463 4.3.1 "mail system full": the sender's server keeps it, tries again.
+        return "452 4.3.1 insufficient system storage; try again later"
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        declared = next((o[5:] for o in mail_options if o.upper().startswith("SIZE=")), "")
+        refusal = await self._no_room(int(declared) if declared.isdigit() else 0)
+        if refusal is not None:
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     def accepts(self, address: str) -> bool:
         _, at, domain = address.rpartition("@")
@@ -58,6 +86,9 @@ class HoldingHandler:
         data = envelope.original_content
         if data is None or not envelope.rcpt_tos:
             return "554 5.5.1 no message"
+        refusal = await self._no_room(len(data))
+        if refusal is not None:
+            return refusal
         try:
             await asyncio.to_thread(
                 self.journal.hold_email, f"email:{uuid.uuid4()}", self._clock(),
@@ -80,10 +111,10 @@ class EmailListener:
     already goes to a worker thread)."""
 
     def __init__(self, config: EmailIntake, journal: Journal, clock: Callable[[], datetime],
-                 on_held: Callable[[], None]) -> None:
+                 on_held: Callable[[], None], disk: JournalDisk | None = None) -> None:
         self.config = config
         self.handler = HoldingHandler(journal, config.domains, clock, on_held,
-                                      max_recipients=config.max_recipients)
+                                      max_recipients=config.max_recipients, disk=disk)
         self._server: asyncio.Server | None = None
         # Sessions at once, counted against the descriptors the process may give the public
         # (`backline run` sets one shared with the HTTP listeners before start()).

@@ -136,26 +136,28 @@ class PublicListener:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Reads the whole body within ``body_seconds`` before the handler runs (aiohttp keeps
-        it for ``post()``/``json()``), and keeps the idle timer off while the request is
-        handled."""
+        """Closes the connection when the request's body has not all arrived
+        ``body_seconds`` after its head, and keeps the idle timer off while the request is
+        handled.  The body is left to the handler to read as it likes (the SMS webhook
+        streams it with a bound): only whether it has all arrived is looked at."""
         guard = self._guards.get(request.transport)
         if guard is not None:
             guard.handling += 1
+        late = asyncio.get_running_loop().call_later(
+            self.limits.body_seconds, self._body_late, request)
         try:
-            try:
-                async with asyncio.timeout(self.limits.body_seconds):
-                    await request.read()
-            except TimeoutError:
-                self.timed_out += 1
-                if request.transport is not None:
-                    request.transport.abort()
-                raise web.HTTPRequestTimeout from None
             return await handler(request)
         finally:
+            late.cancel()
             if guard is not None:
                 guard.handling -= 1
                 guard.request_done()
+
+    def _body_late(self, request: web.Request) -> None:
+        if not request.content.is_eof() and request.transport is not None:
+            self.timed_out += 1
+            log.debug("%s: a connection closed (request body too slow)", self.name)
+            request.transport.abort()
 
 
 class _Guard(asyncio.Protocol):

@@ -87,18 +87,27 @@ class InboxJournal(SqlStore):
                    rcpt_to: Sequence[str], data: bytes) -> int:
         """Keep an email durably and queue it for the inbox; return its id.  Returns only
         once it is committed, so the SMTP listener may then answer 250."""
+        text = base64.b64encode(data).decode("ascii")
         with self._lock, self._transaction() as cur:
             cur.execute(self._q(
                 "INSERT INTO held_emails (received_at, mail_from, rcpt_to, data_b64) "
                 "VALUES (?, ?, ?, ?) RETURNING id"),
-                (_rows.to_text(received_at), mail_from, "\n".join(rcpt_to),
-                 base64.b64encode(data).decode("ascii")))
+                (_rows.to_text(received_at), mail_from, "\n".join(rcpt_to), text))
             email_id = int(cur.fetchone()[0])
             cur.execute(self._q(
-                "INSERT INTO inbox_items (item_key, kind, email_id, received_at, state) "
-                "VALUES (?, 'email', ?, ?, ?)"),
-                (key, email_id, _rows.to_text(received_at), ItemState.HELD.value))
+                "INSERT INTO inbox_items (item_key, kind, email_id, received_at, state, size) "
+                "VALUES (?, 'email', ?, ?, ?, ?)"),
+                (key, email_id, _rows.to_text(received_at), ItemState.HELD.value, len(text)))
             return email_id
+
+    def held_email_bytes(self) -> int:
+        """What the emails not yet accepted by the inbox take in the journal (their stored
+        text; a failed one stays until ops act, so it counts)."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("SELECT COALESCE(SUM(size), 0) FROM inbox_items "
+                                "WHERE kind = 'email' AND state <> ?"),
+                        (ItemState.DELIVERED.value,))
+            return int(cur.fetchone()[0])
 
     def enqueue_held(self) -> int:
         """Queue every attempt held for the inbox that is not queued yet; return how many.

@@ -263,6 +263,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX call_handling_key ON call_handling (call_key, id)",
     ),
+    (  # 11: how much of the journal a held email takes (its stored text), on its small
+        # queue row: the email intake's budget sums it without reading any message.
+        "ALTER TABLE inbox_items ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        "UPDATE inbox_items SET size = (SELECT length(e.data_b64) FROM held_emails e "
+        "WHERE e.id = inbox_items.email_id) WHERE kind = 'email'",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

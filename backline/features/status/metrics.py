@@ -108,6 +108,12 @@ class Metrics:
         read at scrape time from ``counts()``: (listener, open now, refused so far)."""
         self.registry.register(_ListenerCollector(counts))
 
+    def journal_disk(self, free: Callable[[], int | None], floor: int) -> None:
+        """``backline_journal_free_bytes`` (read at scrape time from ``free()``; absent when
+        the journal is not on this machine) and ``backline_journal_free_floor_bytes``, below
+        which the email intake turns mail away: alert well before the one reaches the other."""
+        self.registry.register(_DiskCollector(free, floor))
+
     def render(self) -> bytes:
         """Every metric in Prometheus text format (serve with ``CONTENT_TYPE``).
 
@@ -173,3 +179,30 @@ class _ListenerCollector(Collector):
                                     "Connections refused at once: the listener at its cap, or "
                                     "the descriptors kept for the PBX would have been used.",
                                     labels=["listener"]))
+
+
+class _DiskCollector(Collector):
+    """The journal's free space and the intake's floor (backline.features.journal_disk)."""
+
+    def __init__(self, free: Callable[[], int | None], floor: int) -> None:
+        self._free = free
+        self._floor = floor
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        free, floor = self._families()
+        now = self._free()
+        if now is not None:
+            free.add_metric([], now)
+        floor.add_metric([], self._floor)
+        return [free, floor]
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (GaugeMetricFamily("backline_journal_free_bytes",
+                                  "Free bytes on the journal's filesystem (SQLite only)."),
+                GaugeMetricFamily("backline_journal_free_floor_bytes",
+                                  "Below this much free space the email intake turns mail "
+                                  "away (452) so that calls and SMS still journal."))
