@@ -53,9 +53,9 @@ from pathlib import Path
 from types import TracebackType
 
 from backline.core.model import Announcement
+from backline.localpbx.announcement import render_announcement
 from backline.localpbx.instance import AsteriskError, AsteriskInstance
 from backline.localpbx.ports import LOOPBACK
-from backline.render.announcement import render_announcement
 from bench.calls import (
     BUSY_MACHINE,
     REACHED,

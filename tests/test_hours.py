@@ -310,7 +310,7 @@ def test_closed_announcements_are_rendered_for_the_numbers_that_play_them(
     forwarded to an answering service, none for a fax-only number."""
     import wave
 
-    from backline.render.announcement import render_closed_clips
+    from backline.localpbx.announcement import render_closed_clips
 
     path = tmp_path / "practice.yaml"
     path.write_text(PRACTICE_YAML.replace('  - {number: "+13125550100"}\n',

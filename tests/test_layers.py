@@ -5,6 +5,7 @@ module fails here with its file and line, not with an ImportError), and checks:
 
 - ``core`` imports nothing of Backline's outside itself, and none of the modules that would
   let it wait, talk or store (asyncio, socket, sqlite3, aiohttp, threading);
+- ``render`` imports none of those either, nor what would write files or run programs;
 - the two drivers (``pbx.asterisk``, ``pbx.freeswitch``) never import each other;
 - no feature imports a driver;
 - every import goes to the same layer or one below (``RANK``), except the few listed in
@@ -53,6 +54,9 @@ KNOWN_UPWARD = {
     ("localpbx.asterisk", "app.secrets"),
 }
 FORBIDDEN_IN_CORE = {"asyncio", "socket", "sqlite3", "aiohttp", "threading"}
+# The renderers are pure functions of the directory: text out, nothing written or run (the
+# local PBX's setup, localpbx/, writes what they make and renders the audio).
+FORBIDDEN_IN_RENDER = FORBIDDEN_IN_CORE | {"subprocess", "tempfile", "shutil", "os"}
 DRIVERS = ("pbx.asterisk", "pbx.freeswitch")
 
 
@@ -151,6 +155,12 @@ def test_core_imports_nothing_outside_itself() -> None:
             bad.append(f"{imp.where()}: imports {imp.target}")
         elif top in FORBIDDEN_IN_CORE:
             bad.append(f"{imp.where()}: imports {imp.target} (core does no I/O)")
+    assert bad == []
+
+
+def test_render_writes_and_runs_nothing() -> None:
+    bad = [f"{imp.where()}: imports {imp.target}" for imp in imports()
+           if layer(imp.source) == "render" and imp.target.split(".")[0] in FORBIDDEN_IN_RENDER]
     assert bad == []
 
 

@@ -153,7 +153,8 @@ def hours_state(directory: Directory, dialed: str, at: datetime,
 
 def closed_clip(number: str) -> str:
     """The name (no extension) of ``number``'s closed announcement, beside the outage
-    announcement; both PBXs play it, backline.render.announcement.render_closed_clips writes it."""
+    announcement; both PBXs play it, backline.localpbx.announcement.render_closed_clips
+    writes it."""
     return "closed-" + number.lstrip("+")
 
 

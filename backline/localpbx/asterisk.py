@@ -13,16 +13,16 @@ from pathlib import Path, PurePosixPath
 from backline.app.secrets import read_secret
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
-from backline.localpbx.instance import AsteriskInstance
-from backline.localpbx.ports import AsteriskPorts
-from backline.localpbx.whereabouts import holds_port, port_holders
-from backline.render.announcement import (
+from backline.localpbx.announcement import (
     render_announcement,
     render_closed_clips,
     render_notice_clips,
 )
+from backline.localpbx.instance import AsteriskInstance
+from backline.localpbx.phone_secrets import load_or_create
+from backline.localpbx.ports import AsteriskPorts
+from backline.localpbx.whereabouts import holds_port, port_holders
 from backline.render.asterisk import AsteriskSecrets, RenderedFile, render
-from backline.render.secrets import load_or_create
 
 
 class PbxNotReady(Exception):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from backline.core.connections import FreeswitchPbx
 from backline.core.model import Directory
-from backline.render.announcement import render_announcement, render_closed_clips
+from backline.localpbx.announcement import render_announcement, render_closed_clips
+from backline.localpbx.output import write_render
+from backline.localpbx.phone_secrets import load_or_create
 from backline.render.asterisk import RenderedFile
 from backline.render.freeswitch import FreeswitchSecrets, render, voicemail_boxes
-from backline.render.output import write_render
-from backline.render.secrets import load_or_create
 
 VOICEMAIL_KEY_PREFIX = "voicemail-box-"
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from backline.core.connections import HostPort
 from backline.render.asterisk import RenderedFile
@@ -212,15 +211,3 @@ def parse_node(text: str) -> Node:
     if not sep:
         raise ValueError(f"--node: expected NAME=HOST:PORT, got {text!r}")
     return Node(name, parse_host_port(address, f"--node {name}"))
-
-
-def write_kamailio(out: Path, listen: str, nodes: Sequence[str], config_dir: str,
-                   carrier: str) -> int:
-    """Validate the command line's Kamailio options, then write its files into ``out``;
-    return how many.  Raises ValueError (nothing written) on a bad option."""
-    files = render_kamailio(parse_host_port(listen, "--kamailio"),
-                            [parse_node(n) for n in nodes], config_dir, carrier=carrier)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        (out / f.name).write_text(f.text)
-    return len(files)

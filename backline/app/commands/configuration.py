@@ -79,19 +79,19 @@ def _journal_exposure(config: str, url: str) -> list[str]:
 def cmd_render(args: argparse.Namespace) -> int:
     from backline.app.secrets import SecretMissing
     from backline.core.connections import FreeswitchPbx
-    from backline.localpbx.asterisk import NeedsAsterisk, asterisk_pbx, render_files
-    from backline.render.announcement import (
+    from backline.localpbx.announcement import (
         AnnouncementError,
         render_announcement,
         render_closed_clips,
         render_notice_clips,
     )
-    from backline.render.output import write_render
+    from backline.localpbx.asterisk import NeedsAsterisk, asterisk_pbx, render_files
+    from backline.localpbx.output import write_render
 
     directory = load_directory(args.config)
     out = Path(args.out).absolute()
     if args.kamailio or args.node:
-        from backline.render.kamailio import write_kamailio
+        from backline.localpbx.output import write_kamailio
 
         try:
             pbx_ = directory.connections.pbx

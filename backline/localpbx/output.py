@@ -1,5 +1,6 @@
 """Writing a render to disk: the PBX's files (private ones 0600) and the desk-phone
-provisioning list that ops hand to the phones.  Shared by the Asterisk and FreeSWITCH renders.
+provisioning list that ops hand to the phones, shared by the Asterisk and FreeSWITCH renders;
+and Kamailio's files.  The renderers (backline/render/) only make the text.
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backline.core.model import Directory
+from backline.localpbx.phone_secrets import write_private
 from backline.render.asterisk import RenderedFile
-from backline.render.secrets import write_private
+from backline.render.kamailio import parse_host_port, parse_node, render_kamailio
 
 
 def write_render(out: Path, files: Sequence[RenderedFile], directory: Directory, domain: str,
@@ -31,3 +33,15 @@ def write_render(out: Path, files: Sequence[RenderedFile], directory: Directory,
               for u in directory.users if u.active for p in u.desk_phones]
     (out / "desk-phones.csv").write_text("\n".join(lines) + "\n")
     return len(files) + 1
+
+
+def write_kamailio(out: Path, listen: str, nodes: Sequence[str], config_dir: str,
+                   carrier: str) -> int:
+    """Validate the command line's Kamailio options, then write its files into ``out``;
+    return how many.  Raises ValueError (nothing written) on a bad option."""
+    files = render_kamailio(parse_host_port(listen, "--kamailio"),
+                            [parse_node(n) for n in nodes], config_dir, carrier=carrier)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (out / f.name).write_text(f.text)
+    return len(files)
