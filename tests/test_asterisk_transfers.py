@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
-from tests.harness.sipp import DeskPhoneMode, SippProcess, answering_phone
+from tests.harness.sip_phone import AttendedPhone
+from tests.harness.sipp import DeskPhoneMode, SippProcess, answering_phone, register
 from tests.harness.transfer_phone import (
     talking_caller,
     talking_phone,
@@ -182,3 +183,48 @@ async def test_blind_transfer_out_follows_the_outbound_rules(
                              "caller went back to mia")
     finally:
         kill(sam, mia, carrier, caller)
+
+
+async def test_attended_transfer_to_a_non_member_connects_both_ways_and_adds_them(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    tone = tone_file(tmp_path / "tone.ulaw")
+    # Sam answers, calls Mia's extension himself (the consultation), then transfers: the
+    # caller and Mia talk; Sam's phone sends no audio, so what each hears is the other.
+    sam = AttendedPhone(sip(pbx), "sam-desk", pbx.secret("sam-desk"))
+    await sam.start()
+    mia = await asyncio.to_thread(talking_phone, sip(pbx), tmp_path, "mia-desk",
+                                  pbx.secret("mia-desk"), aor="mia", audio=tone)
+    caller: SippProcess | None = None
+    try:
+        await asyncio.to_thread(register, sip(pbx), tmp_path, "sam-desk",
+                                pbx.secret("sam-desk"), contact_port=sam.port, aor="sam")
+        await pbx.driver.wait_registered({"sam", "mia"}, within=10)
+        caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT, audio=tone)
+        await sam.answer_call()
+        await sam.consult("121")
+        assert (await sam.transfer("121")).status == 202
+        await sam.hang_up_after_transfer()
+        rang = await pbx.events.wait_for(
+            lambda e: e.get("Event") == "DialBegin"
+            and e.get("DestChannel", "").startswith("PJSIP/sam-desk-"))
+        consulted = await pbx.events.wait_for(
+            lambda e: e.get("Event") == "DialBegin"
+            and e.get("DestChannel", "").startswith("PJSIP/mia-desk-"))
+        await until_heard(pbx, rang["Channel"], consulted["DestChannel"])
+
+        book, conversations = pbx.controller.book, pbx.controller.conversations
+        await pbx.controller.wait_rounds(
+            lambda: conversations.is_added(book, SCHED, PATIENT, "mia"), within=10)
+        await pbx.driver.ami.action({"Action": "Hangup", "Channel": consulted["DestChannel"]},
+                                    within=5)
+        assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
+        key = f"call:{rang['Uniqueid']}"
+        (handled,) = pbx.controller.journal.call_handling(key)
+        assert (handled.by, handled.action, handled.note) == (
+            "sam", "transfer.attended",
+            "handled by sam; attended transfer to mia; added mia to the conversation")
+        (change,) = pbx.controller.journal.conversation_changes()
+        assert (change.by, change.via, change.key.user_id) == ("sam", "transfer", "mia")
+    finally:
+        sam.close()
+        kill(mia, *([caller] if caller else []))

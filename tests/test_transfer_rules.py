@@ -14,12 +14,14 @@ from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.registrations import Registrations
 from backline.core.transfers import (
+    AttendedJoin,
     RingTransferTarget,
     Transfer,
     TransferDecision,
     TransferKind,
     TransferOut,
     TransferRefused,
+    attended_join,
     decide_transfer,
     transfer_note,
 )
@@ -113,3 +115,26 @@ def test_refusals_send_the_caller_back_never_into_silence(
     if why not in (Refusal.UNKNOWN_DESK_PHONE, Refusal.NOT_A_PRACTICE_NUMBER):
         assert d.back_to == (("sam-p0", "sip:sam@10.0.0.1:5060"),)
         assert d.voicemail_box == LINE[-10:]
+
+
+def test_an_attended_transfer_adds_the_colleague_it_joined_if_not_a_member() -> None:
+    def join(target: str, *, caller: str = PATIENT, by: str = "sam-p0",
+             added: tuple[str, str] | None = None) -> AttendedJoin | None:
+        conversations = ConversationBook()
+        if added is not None:
+            conversations.add(LINE, *added)
+        return attended_join(BOOK, conversations,
+                             Transfer(by, target, LINE, caller, TransferKind.ATTENDED), target)
+
+    mia = join("mia-p0")
+    assert mia == AttendedJoin(LINE, PATIENT, "sam", "mia", ("mia",))
+    assert transfer_note(mia, TransferKind.ATTENDED) == \
+        "handled by sam; attended transfer to mia; added mia to the conversation"
+    assert join("jo-p0") == AttendedJoin(LINE, PATIENT, "sam", "jo", ())  # a member
+    assert join("mia-p0", added=(PATIENT, "mia")).added == ()  # type: ignore[union-attr]
+    assert join("mia-p0", caller="anonymous").added == ()  # type: ignore[union-attr]
+    out = join("")  # joined to a call the user placed out
+    assert out == AttendedJoin(LINE, PATIENT, "sam", "", ())
+    assert transfer_note(out, TransferKind.ATTENDED) == \
+        "handled by sam; attended transfer to an outside call"
+    assert join("mia-p0", by="stranger") is None

@@ -88,6 +88,43 @@ class TransferRefused:
 TransferDecision = RingTransferTarget | TransferOut | TransferRefused
 
 
+@dataclass(frozen=True, slots=True)
+class AttendedJoin:
+    """An attended transfer (REFER with Replaces) joined the caller to a call the user had
+    already made: to a colleague's desk phone (``to`` their user id) or out (``to`` "").
+    The PBX did it on its own; ``added``: users to add to the conversation (number, party).
+    Going out, the consultation call already followed the outbound rules when it was made."""
+
+    number: str
+    party: str
+    by: str
+    to: str
+    added: tuple[str, ...]
+
+
+TransferOutcome = TransferDecision | AttendedJoin
+
+
+def attended_join(book: OwnershipBook, conversations: ConversationBook, transfer: Transfer,
+                  target_phone: str) -> AttendedJoin | None:
+    """What an attended transfer of the outside call ``transfer`` (``number``, ``caller``)
+    to the call of ``target_phone`` (a desk phone, or "" for an outside party) means for the
+    conversation: the target's user, if not a member of the number, is added.  None when it
+    was no outside call on a practice number or no known desk phone's."""
+    by = book.user_of_phone(transfer.desk_phone)
+    number = book.number(transfer.number)
+    if by is None or number is None:
+        return None
+    try:
+        party = e164.normalise(transfer.caller)
+    except e164.NotE164:
+        party = ""
+    to = book.user_of_phone(target_phone) or "" if target_phone else ""
+    added = (to,) if to and party and to not in book.members(number.number) \
+        and not conversations.is_added(book, number.number, party, to) else ()
+    return AttendedJoin(number.number, party, by, to, added)
+
+
 def decide_transfer(book: OwnershipBook, conversations: ConversationBook,
                     registrations: Registrations | None, transfer: Transfer, mode: Mode,
                     ring_seconds: int) -> TransferDecision:
@@ -142,7 +179,7 @@ def decide_transfer(book: OwnershipBook, conversations: ConversationBook,
     return TransferOut(number.number, number.caller_id_name, to, user, box)
 
 
-def transfer_note(decision: TransferDecision, kind: TransferKind) -> str:
+def transfer_note(decision: TransferOutcome, kind: TransferKind) -> str:
     """What the call's journal record says of the transfer: who handled the call and to
     whom it went (users and extensions; an outside number by its last digits only)."""
     match decision:
@@ -159,3 +196,8 @@ def transfer_note(decision: TransferDecision, kind: TransferKind) -> str:
             back = f"back to {decision.by}" if decision.back_to else "to voicemail"
             return (f"handled by {decision.by or 'an unknown desk phone'}; {kind.value} "
                     f"transfer refused ({decision.why.value}): the caller went {back}")
+        case AttendedJoin():
+            added = f"; added {', '.join(decision.added)} to the conversation" \
+                if decision.added else ""
+            return (f"handled by {decision.by}; {kind.value} transfer to "
+                    f"{decision.to or 'an outside call'}{added}")

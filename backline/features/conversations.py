@@ -31,9 +31,10 @@ from backline.core.conversations import (
 from backline.core.e164 import redact
 from backline.core.ownership import OwnershipBook
 from backline.core.transfers import (
+    AttendedJoin,
     RingTransferTarget,
     Transfer,
-    TransferDecision,
+    TransferOutcome,
     transfer_note,
 )
 from backline.journal.conversations import ADD, REMOVE, AddedMember, CallHandling
@@ -120,14 +121,14 @@ class ConversationMembers:
         return changed
 
     async def transferred(self, call_key: str, transfer: Transfer,
-                          decision: TransferDecision) -> None:
+                          decision: TransferOutcome) -> None:
         """A desk phone transferred the call ``call_key``: its journal record says who handled
         it and to whom it went, and whoever it rings who is not a member of the number is
         added to that one conversation (journaled and audited)."""
         note = transfer_note(decision, transfer.kind)
         await asyncio.to_thread(self.store.record_handling, CallHandling(
             call_key, self.clock(), decision.by, f"transfer.{transfer.kind.value}", note))
-        if isinstance(decision, RingTransferTarget):
+        if isinstance(decision, RingTransferTarget | AttendedJoin):
             for user in decision.added:
                 try:
                     await self.change(ADD, decision.number, decision.party, user,

@@ -28,13 +28,15 @@ from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registration
 from backline.core.routing import decide_outbound
-from backline.core.transfers import decide_transfer
+from backline.core.transfers import Transfer, TransferKind, attended_join, decide_transfer
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.commands import inbound_variables, outbound_variables, packed
 from backline.pbx.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
 from backline.pbx.asterisk.transfers import (
+    ATTENDED_EVENT,
     OnTransfer,
+    attended_parties,
     log_transfer,
     transfer_from_args,
     transfer_variables,
@@ -46,7 +48,8 @@ from backline.pbx.ports import LinkDown
 log = logging.getLogger("backline.asterisk")
 
 # OriginateResponse: the end of a notice call we placed (panoramisk hands it to the action).
-WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse")
+# AttendedTransfer: a desk phone's REFER with Replaces, which Asterisk performs on its own.
+WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse", ATTENDED_EVENT)
 NOTICE_RING_SECONDS = 30
 # PJSIPShowContacts answers an error, with this message, when no contact is registered at all.
 NO_CONTACTS = "No Contacts found"
@@ -84,6 +87,7 @@ class AsteriskDriver(CallPath, ModeKeys):
                            on_login=self._logged_in)
         self.ami.on_event("ContactStatus", self.on_contact_status)
         self.ami.on_event("UserEvent", self.on_user_event)
+        self.ami.on_event(ATTENDED_EVENT, self.on_attended_transfer)
         self._contacts_stale = False
         self._contacts_sync: asyncio.Task[None] | None = None
         self._odd_contacts: set[tuple[str, str]] = set()
@@ -175,6 +179,40 @@ class AsteriskDriver(CallPath, ModeKeys):
         if self.on_transfer is not None:
             self.after_decision(self.on_transfer(f"call:{request.get('uniqueid')}", t,
                                                   decision))
+
+    def on_attended_transfer(self, event: Mapping[str, str]) -> None:
+        """A desk phone's attended transfer (REFER with Replaces) joined an outside caller to
+        a call it had made: journal it and add the target to the conversation (off the event
+        loop's hot path; the channels are read while they are still up)."""
+        if event.get("Result") == "Success" and self.on_transfer is not None:
+            self.after_decision(self._attended(dict(event)))
+
+    async def _attended(self, event: Mapping[str, str]) -> None:
+        assert self.on_transfer is not None
+        by, ends = attended_parties(event)
+        ours = [phone for phone, _, _ in ends if self.book.user_of_phone(phone)]
+        for phone, channel, uniqueid in ends:
+            if phone in ours:
+                continue
+            # The outside caller is the end that came in on a number (the dialplan kept it on
+            # its channel, filtered); a call placed out has none.
+            number = await self._channel_variable(channel, "BACKLINE_DIALED")
+            if not number:
+                continue
+            caller = await self._channel_variable(channel, "BACKLINE_CALLER")
+            target = ours[0] if ours else ""
+            transfer = Transfer(by, target, number, caller, TransferKind.ATTENDED)
+            join = attended_join(self.book, self.conversations, transfer, target)
+            if join is not None:
+                log.info("attended transfer from desk phone %s to %s", by,
+                         target or "an outside call")
+                await self.on_transfer(f"call:{uniqueid}", transfer, join)
+            return
+
+    async def _channel_variable(self, channel: str, name: str) -> str:
+        answer: Any = await self.ami.action({"Action": "Getvar", "Channel": channel,
+                                             "Variable": name}, within=5.0)
+        return str(answer.get("Value") or "")[:64]
 
     async def feature(self, request: AgiRequest, session: AgiSession) -> None:
         """``*28``/``*29`` + PIN from a desk phone: engage or end the outage; ``*26``/``*27``:

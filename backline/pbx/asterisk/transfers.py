@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import assert_never
 
 from backline.core import e164
@@ -21,6 +21,7 @@ from backline.core.transfers import (
     TransferDecision,
     TransferKind,
     TransferOut,
+    TransferOutcome,
     TransferRefused,
 )
 from backline.pbx.asterisk import dialplan_variables as v
@@ -28,7 +29,7 @@ from backline.pbx.asterisk import dialplan_variables as v
 log = logging.getLogger("backline.asterisk")
 
 # Told of every transfer decided: the call's journal key, the transfer, the decision.
-OnTransfer = Callable[[str, Transfer, TransferDecision], Awaitable[object]]
+OnTransfer = Callable[[str, Transfer, TransferOutcome], Awaitable[object]]
 
 _CHANNEL = re.compile(r"PJSIP/([A-Za-z0-9._-]{1,80})-[0-9a-f]{8}")
 
@@ -38,6 +39,19 @@ def desk_phone_of(channel: str) -> str:
     "" for anything else."""
     m = _CHANNEL.fullmatch(channel)
     return m.group(1) if m else ""
+
+
+ATTENDED_EVENT = "AttendedTransfer"
+
+
+def attended_parties(event: Mapping[str, str]) -> tuple[str, list[tuple[str, str, str]]]:
+    """An ``AttendedTransfer`` event's transferring desk phone, and its two other ends (the
+    transferee and the target) as (endpoint, channel, uniqueid); a channel that is no PJSIP
+    channel has endpoint ""."""
+    by = desk_phone_of(event.get("OrigTransfererChannel", ""))
+    ends = [(desk_phone_of(event.get(f"{who}Channel", "")), event.get(f"{who}Channel", ""),
+             event.get(f"{who}Uniqueid", "")) for who in ("Transferee", "TransferTarget")]
+    return by, [(phone, channel, uniqueid) for phone, channel, uniqueid in ends if channel]
 
 
 def transfer_from_args(args: Sequence[str]) -> Transfer:
