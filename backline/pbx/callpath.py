@@ -14,14 +14,17 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypedDict, TypeVar
 
+from backline.core import e164
 from backline.core.conversations import ConversationBook
-from backline.core.decisions import InboundCall, InboundDecision
+from backline.core.decisions import InboundCall, InboundDecision, OutboundDecision, RefuseOutbound
+from backline.core.dialling import dialled
 from backline.core.fax_intake import BadFaxReport, FaxEnd
 from backline.core.hours import HoursOverride, HoursState
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registrations
+from backline.core.routing import decide_outbound
 from backline.pbx import names
 from backline.pbx.inbound import decide_inbound, journaled_first
 from backline.pbx.ports import FaxDesk
@@ -121,7 +124,22 @@ class CallPath:
         if self._after:
             await asyncio.gather(*self._after, return_exceptions=True)
 
-    # -- desk phones' feature codes and faxes ----------------------------------------------
+    # -- desk phones: calls out, feature codes; faxes ------------------------------------
+
+    def take_outbound(self, desk_phone: str, digits: str) -> OutboundDecision:
+        """A desk phone's call: ``desk_phone`` as the PBX authenticated it, ``digits`` as
+        dialled (untrusted; the core reads them as a number or an extension)."""
+        call = dialled(desk_phone, digits)
+        decision = decide_outbound(self.book, self.conversations, call, self.mode(),
+                                   self.book.directory.emergency_numbers,
+                                   registrations=self.registrations,
+                                   ring_seconds=self.ring_seconds)
+        self.log.info("outbound call from desk phone %s to %s: %s%s", desk_phone[:40],
+                      e164.redact(call.to), type(decision).__name__,
+                      f" ({decision.why.value})" if isinstance(decision, RefuseOutbound)
+                      else "")
+        return decision
+
 
     async def desk_phone_feature(self, desk_phone: str, action: str, pin: str) -> bool:
         """``*28``/``*29`` + PIN from a desk phone: engage or end the outage; ``*26``/``*27``:
@@ -149,6 +167,12 @@ class CallPath:
         await self.faxes.fax_ended(end)
 
     # -- registrations ---------------------------------------------------------------------
+
+    def registrations_unread(self, why: object) -> None:
+        """The PBX's list of registrations could not be read: the ring set stays as it was
+        until the next change or login reads the list again."""
+        self.log.warning("could not list the registrations (the desk phones that rang still "
+                         "ring): %s", why)
 
     def registrations_changed(self) -> None:
         """Wake whoever waits on registrations; the next wait gets a fresh event."""

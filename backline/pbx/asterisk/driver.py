@@ -16,18 +16,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Unpack
 
-from backline.core import e164
 from backline.core.connections import AsteriskPbx
 from backline.core.conversations import ConversationBook
-from backline.core.decisions import CallKind, InboundCall, InboundDecision, RefuseOutbound
-from backline.core.dialling import dialled
+from backline.core.decisions import CallKind, InboundCall, InboundDecision
 from backline.core.emergency import EmergencyCall
 from backline.core.fax_intake import FaxEnd, fax_end_from_args
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registration
-from backline.core.routing import decide_outbound
 from backline.core.transfers import Transfer, TransferKind, attended_join, decide_transfer
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
@@ -159,14 +156,7 @@ class AsteriskDriver(CallPath, ModeKeys):
 
     async def outbound(self, request: AgiRequest, session: AgiSession) -> None:
         desk_phone, digits = [*request.args, "", ""][:2]
-        call = dialled(desk_phone, digits)
-        decision = decide_outbound(self.book, self.conversations, call, self.mode(),
-                                   self.book.directory.emergency_numbers,
-                                   registrations=self.registrations,
-                                   ring_seconds=self.pbx.ring_seconds)
-        log.info("outbound call from desk phone %s to %s: %s%s", desk_phone[:40],
-                 e164.redact(call.to), type(decision).__name__,
-                 f" ({decision.why.value})" if isinstance(decision, RefuseOutbound) else "")
+        decision = self.take_outbound(desk_phone, digits)
         await session.set_variable(*packed(outbound_variables(decision)))
 
     async def transfer(self, request: AgiRequest, session: AgiSession) -> None:
@@ -329,13 +319,13 @@ class AsteriskDriver(CallPath, ModeKeys):
             events: Any = await self.ami.action({"Action": "PJSIPShowContacts"}, as_list=True,
                                                 within=10.0)
         except LinkDown as exc:
-            log.warning("could not list the registrations: %s", exc)
+            self.registrations_unread(exc)
             return
         answer = events[0] if events else {}
         if answer.get("Response") == "Error" and \
                 not str(answer.get("Message", "")).startswith(NO_CONTACTS):
             # Not "none registered": keep ringing what we had; the next change reads again.
-            log.warning("could not list the registrations: %s", answer.get("Message", ""))
+            self.registrations_unread(answer.get("Message", ""))
             return
         self.hold_contacts(events)
 

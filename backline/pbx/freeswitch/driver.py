@@ -27,13 +27,11 @@ from typing import Unpack
 from backline.core.connections import FreeswitchPbx
 from backline.core.conversations import ConversationBook
 from backline.core.decisions import InboundCall, InboundDecision, ReceiveFax
-from backline.core.dialling import dialled
 from backline.core.fax_intake import FaxEnd
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registrations
-from backline.core.routing import decide_outbound
 from backline.pbx.callpath import CallPath, CallPathOptions
 from backline.pbx.freeswitch import names, wire
 from backline.pbx.freeswitch.callsocket import CallGone, CallSession, CallSocketServer
@@ -188,13 +186,7 @@ class FreeswitchDriver(CallPath, ModeKeys):
         # user_name is the directory user the desk phone authenticated as (FreeSWITCH sets
         # it after digest auth); the caller's own From header is not trusted for this.
         desk_phone = data.get("variable_user_name") or ""
-        call = dialled(desk_phone, data.get("Caller-Destination-Number") or "")
-        decision = decide_outbound(self.book, self.conversations, call, self.mode(),
-                                   self.book.directory.emergency_numbers,
-                                   registrations=self.registrations,
-                                   ring_seconds=self.pbx.ring_seconds)
-        log.info("outbound call from desk phone %s: %s", desk_phone[:40],
-                 type(decision).__name__)
+        decision = self.take_outbound(desk_phone, data.get("Caller-Destination-Number") or "")
         try:
             return outbound_applications(decision, self.domain, self.sounds)
         except UnsafeValue as exc:
@@ -291,7 +283,7 @@ class FreeswitchDriver(CallPath, ModeKeys):
         try:
             text = await self.hub.api("show", "registrations")
         except (EslCommandFailed, EslLinkDown) as exc:  # link down: the next login reloads
-            log.warning("could not list the registrations: %s", exc)
+            self.registrations_unread(exc)
             self._seen_in_reload = None
             return
         lines = [line for line in text.splitlines() if line.strip()]
