@@ -60,11 +60,7 @@ def read_locations(r: Reader, top: YMap) -> dict[str, Location]:
         if not re.fullmatch(r"[A-Z]{2}", country):
             r.problem(where_of(node, "country"), f"{f}.country",
                       "a two-letter country code, e.g. US")
-        if lid is None:
-            continue
-        if lid in locations:
-            r.problem(where_of(node, "id"), f"{f}.id",
-                      f"a unique location id ({lid} is listed twice)")
+        if lid is None or r.listed_before(node, f, "location", lid, locations):
             continue
         locations[lid] = Location(lid, fields["address"], fields["city"], fields["state"],
                                   fields["zip"], where, country)

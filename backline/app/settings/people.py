@@ -70,11 +70,7 @@ def _users(r: Reader, top: YMap, extensions_seen: dict[str, Extension],
             if phone in phones:
                 r.problem(where, f"{f}.desk_phones",
                           f"a desk phone of its own ({phone} is already {phones[phone]}'s)")
-        if uid is None:
-            continue
-        if uid in users:
-            r.problem(where_of(node, "id"), f"{f}.id", f"a unique user id ({uid} is "
-                      "listed twice)")
+        if uid is None or r.listed_before(node, f, "user", uid, users):
             continue
         for phone, _ in desk:
             phones.setdefault(phone, uid)
@@ -163,11 +159,7 @@ def _teams(r: Reader, top: YMap, users: dict[str, User],
                 r.problem(where, f"{f}.members[{j}]", unknown("user", uid, users))
             else:
                 members.append(uid)
-        if tid is None:
-            continue
-        if tid in teams:
-            r.problem(where_of(node, "id"), f"{f}.id", f"a unique team id ({tid} is "
-                      "listed twice)")
+        if tid is None or r.listed_before(node, f, "team", tid, teams):
             continue
         ext, well_formed = _extension(r, node, f)
         if not well_formed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -151,6 +151,15 @@ class Reader:
             self.problem(where_of(node, "id"), f"{f}.id", malformed)
             return None
         return ident
+
+    def listed_before(self, node: YMap, f: str, kind: str, ident: str,
+                      earlier: Container[str]) -> bool:
+        """True, and reported, when an earlier item of the list has the id ``ident``."""
+        if ident in earlier:
+            self.problem(where_of(node, "id"), f"{f}.id",
+                         f"a unique {kind} id ({ident} is listed twice)")
+            return True
+        return False
 
     def strings(self, parent: YMap, key: str, field: str, pattern: re.Pattern[str] | None,
                 what: str) -> list[tuple[str, Where]]:
