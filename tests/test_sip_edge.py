@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.harness.carrier_pbx import ACCOUNT, security_events, start_carrier
+from tests.harness.carrier_pbx import SIP_PORT as CARRIER_SIP
 from tests.harness.netns import Topology
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
-from tests.harness.sipp import Host
+from tests.harness.sipp import DeskPhoneMode, Host, SippProcess, answering_phone, place_calls
 from tests.harness.transfer_phone import talking_caller, talking_phone, tone_file
 from tests.test_asterisk_transfers import until_heard
 
@@ -22,6 +25,7 @@ pytestmark = [pytest.mark.asterisk,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
 DIRECT = "+13125550101"  # Dr. Lee's line: her desk phone rings
+MAIN = "+13125550100"  # the practice's main line: what her calls out present by default
 PATIENT = "+17205550141"
 
 
@@ -60,3 +64,117 @@ def test_a_carrier_call_on_the_wan_rings_a_desk_phone_on_the_lan_with_audio_both
                 if caller is not None:
                     caller.kill()
     net.pbx.run(body)
+
+
+TRUNK_PASSWORD_ENV = "BACKLINE_TEST_TRUNK_PASSWORD"
+
+
+async def carrier_calls_and_is_called(net: Topology, tmp: Path, *, registered: bool,
+                                      did_form: str) -> None:
+    """Against the provider (tests/harness/carrier_pbx.py): a PSTN caller's call to Dr. Lee's
+    line rings her desk phone on the LAN, audio both ways; her call out reaches the PSTN
+    through the provider's digest challenge, with the main line's caller ID."""
+    tone = tone_file(tmp / "tone.ulaw")
+    sip_port = net.pbx.free_port(net.pbx_lan)
+    carrier = await asyncio.to_thread(start_carrier, net, sip_port, registered=registered,
+                                      did_form=did_form)
+    os.environ[TRUNK_PASSWORD_ENV] = carrier.password
+    trunk = (f", username: {ACCOUNT}, password_env: {TRUNK_PASSWORD_ENV}"
+             + (", register: true" if registered else
+                f", addresses: [{net.carrier}, {net.carrier_2}/32]"))
+    procs: list[SippProcess] = []
+    try:
+        async with practice_pbx(tmp, "edge-trunk", carrier_from_user=False,
+                                sip_host=net.pbx_lan, trunk_host=net.carrier,
+                                trunk_port=CARRIER_SIP, trunk_extra=trunk,
+                                sip_port=sip_port) as p:
+            phones = Host(net.phone(0), net.lan.name)
+            procs.append(await asyncio.to_thread(
+                talking_phone, sip(net, p), tmp, "ana-desk", p.secret("ana-desk"),
+                aor="ana", audio=tone, host=phones))
+            await p.driver.wait_registered({"ana"}, within=10)
+            if registered:  # the provider knows where we are only from our REGISTER
+                await until_registered(p)
+            procs.append(talking_caller((net.carrier, CARRIER_SIP), tmp, DIRECT,
+                                        from_user=PATIENT, audio=tone,
+                                        host=Host(net.pstn, net.wan.name)))
+            answered = await p.events.wait_for(
+                lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER",
+                within=20)
+            assert answered["DestChannel"].startswith("PJSIP/ana-desk-")
+            await until_heard(p, answered["Channel"], answered["DestChannel"])
+            await p.driver.ami.action({"Action": "Hangup", "Channel": answered["Channel"]},
+                                      within=5)
+            if not registered:
+                # From the carrier's second address, with the number (11 digits) in To
+                # alone: the Request-URI names no user.
+                procs.append(place_calls(sip(net, p), tmp, DIRECT[1:], from_user=PATIENT,
+                                         number_in_to_only=True, timeout=20,
+                                         host=Host(net.carrier_2, net.wan.name)))
+                again = await p.events.wait_for(
+                    lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+                    and e.get("Uniqueid") != answered["Uniqueid"], within=20)
+                assert again["DestChannel"].startswith("PJSIP/ana-desk-")
+                await p.driver.ami.action({"Action": "Hangup", "Channel": again["Channel"]},
+                                          within=5)
+                assert (await asyncio.to_thread(procs[-1].wait, 20)).ok, procs[-1].describe()
+
+            # Out: the provider challenges our INVITE; answered, the call reaches the PSTN
+            # from the main line (Dr. Lee's default), with its caller ID.
+            pstn = answering_phone(tmp, DeskPhoneMode.ANSWER_AND_HANG_UP, name="pstn",
+                                   port=carrier.pstn_port, talk_ms=200,
+                                   host=Host(net.pstn, net.wan.name))
+            procs.append(pstn)
+            before = challenged(carrier.security_log())
+            out = place_calls(sip(net, p), tmp, PATIENT, from_user="ana-desk",
+                              password=p.secret("ana-desk"), timeout=20, host=phones)
+            procs.append(out)
+            assert (await asyncio.to_thread(out.wait, 30)).ok, out.describe()
+            (invite,) = await asyncio.to_thread(pstn.wait_for_invites, 1, 15)
+            assert invite.start_line.startswith(f"INVITE sip:{PATIENT}@")
+            assert MAIN in (invite.header("From") or ""), invite.header("From")
+            assert "Test Main" in (invite.header("From") or "")
+            # One more dialog was challenged and then authenticated: our INVITE's.
+            assert len(challenged(carrier.security_log())) == len(before) + 1, \
+                carrier.security_log()
+    finally:
+        for proc in procs:
+            proc.kill()
+        await asyncio.to_thread(carrier.stop)
+
+
+def challenged(log: str) -> set[str]:
+    """The dialogs (Call-IDs) of the practice's account the provider challenged and then
+    accepted the answer of."""
+    def sessions(event: str) -> set[str]:
+        return {m.group(1) for line in security_events(log, event)
+                if 'AccountID="practice"' in line
+                for m in [re.search(r'SessionID="([^"]+)"', line)] if m}
+    return sessions("ChallengeSent") & sessions("SuccessfulAuth")
+
+
+async def until_registered(p: PracticePbx, within: float = 15) -> None:
+    """Until Asterisk says our registration to the carrier is accepted."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        text = await asyncio.to_thread(p.instance.cli, "pjsip show registrations")
+        if " Registered" in text:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"not registered to the carrier: {text}")
+        await asyncio.sleep(0.2)  # a poll of Asterisk's state, not a wait for time
+
+
+def test_registration_trunk_calls_both_ways_through_the_carriers_digest(
+        net: Topology, tmp_path: Path) -> None:
+    # The provider sends the number as 1NXXNXXXXXX in the Request-URI of our contact.
+    net.pbx.run(lambda: carrier_calls_and_is_called(net, tmp_path, registered=True,
+                                                    did_form="${EXTEN:1}"))
+
+
+def test_address_trunk_calls_both_ways_through_the_carriers_digest(
+        net: Topology, tmp_path: Path) -> None:
+    # The provider sends the number as NXXNXXXXXX (ten digits).
+    net.pbx.run(lambda: carrier_calls_and_is_called(net, tmp_path, registered=False,
+                                                    did_form="${EXTEN:2}"))

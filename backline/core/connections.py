@@ -36,7 +36,13 @@ class Trunk:
     """The carrier: where outbound calls go, and how its inbound calls are recognised.
 
     ``from_user`` set: the carrier is the peer whose From user is that (tests, where every
-    peer is on 127.0.0.1); empty: it is recognised by its address.
+    peer is on 127.0.0.1); empty: it is recognised by its address: ``addresses`` (addresses
+    or CIDR networks), ``host`` when none are listed.
+
+    ``username`` and ``password`` (where it comes from) are the account's digest credentials:
+    they answer the carrier's challenges to our calls and, with ``register``, our REGISTER
+    to ``host``, so that the carrier sends the practice's calls to where we are (the
+    registration's contact, which also recognises them).
     """
 
     host: str = "127.0.0.1"
@@ -45,6 +51,15 @@ class Trunk:
     # Send each 911 call's dispatchable location to the carrier as a PIDF-LO body (RFC 6442
     # by value): only where the carrier takes it, so off unless the practice turns it on.
     geolocation: bool = False
+    addresses: tuple[str, ...] = ()
+    username: str = ""
+    password: Secret = Secret()
+    register: bool = False
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Where the carrier's requests come from: its addresses, else its host."""
+        return self.addresses or (self.host,)
 
 
 @dataclass(frozen=True, slots=True)

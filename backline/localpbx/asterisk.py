@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from backline.app.secrets import read_secret
+from backline.app.secrets import SecretMissing, read_secret
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
 from backline.localpbx.announcement import (
@@ -50,8 +50,13 @@ def desk_phone_secrets(directory: Directory, path: Path) -> dict[str, str]:
 def render_files(directory: Directory, secrets_path: Path, announcement: str
                  ) -> list[RenderedFile]:
     pbx = asterisk_pbx(directory)
+    carrier = read_secret(pbx.trunk.password, "connections.pbx.trunk") \
+        if pbx.trunk.username else ""
+    if any(c in carrier for c in "\r\n\0"):
+        raise SecretMissing("connections.pbx.trunk: the carrier password holds a line break, "
+                            "which Asterisk's configuration cannot hold")
     secrets = AsteriskSecrets(read_secret(pbx.ami_secret, "connections.pbx.ami"),
-                              desk_phone_secrets(directory, secrets_path))
+                              desk_phone_secrets(directory, secrets_path), carrier)
     return render(directory, secrets, announcement)
 
 

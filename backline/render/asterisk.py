@@ -25,6 +25,7 @@ class AsteriskSecrets:
 
     ami: str
     desk_phones: Mapping[str, str]
+    carrier: str = ""  # the carrier account's password (trunk.username), when it has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,8 @@ def render(d: Directory, secrets: AsteriskSecrets, announcement: str) -> list[Re
         raise ValueError("the config's PBX is not Asterisk")
     return [
         RenderedFile("pjsip.conf", pjsip_conf(d, pbx)),
-        RenderedFile("pjsip_auth.conf", pjsip_auth_conf(d, secrets.desk_phones), private=True),
+        RenderedFile("pjsip_auth.conf", pjsip_auth_conf(d, secrets.desk_phones, secrets.carrier),
+                     private=True),
         RenderedFile("extensions.conf", extensions_conf(d, pbx, announcement)),
         RenderedFile("voicemail.conf", voicemail_conf(d)),
         RenderedFile("geolocation.conf", geolocation_conf(d, pbx)),

@@ -86,12 +86,25 @@ def extensions_conf(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
             + _decisions(d, pbx, announcement))
 
 
+# Where a carrier call goes whose Request-URI names no number, and what it reads from To.
+TO_CONTEXT = "backline-carrier-to"
+TO_USER = "BACKLINE_TO_USER"
+TO_NUMBER = "BACKLINE_TO_NUMBER"
+
+
 def _carrier_side(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
     fax_spellings = [s for n in d.numbers if Carry.FAX in n.carries
                      for s in _numbers_as_dialled(n.number)]
     fax_lines = "\n".join(f"exten => {s},1,Return()" for s in fax_spellings) or \
         "; no number carries fax"
     fax_call = f"{v.context(v.FAX)},h,1"
+    # A registration's contact is the account's user: all digits, it would pass for a number.
+    user = pbx.trunk.username
+    account = (f"exten => {user},1,Goto({TO_CONTEXT},s,1)\n"
+               if pbx.trunk.register and user.lstrip("+").isdigit() else "")
+    unknown = f"{v.context(v.UNKNOWN)},s,1"
+    not_account = (f' same => n,GotoIf($["{var(TO_NUMBER)}" = "{user}"]?{unknown})\n'
+                   if account else "")
     return f"""\
 ; Rendered by `backline render`: edit the practice YAML, not this file.
 [general]
@@ -126,9 +139,23 @@ exten => _[+0-9].,1,Set({v.DECISION}=)
  same => n,ExecIf({var(v.IS_FAX)}?Set({v.FAILSAFE}={v.FAX}))
  same => n,{_agi(v.AGI_INBOUND, var(v.DIALED), var(v.CALLER))}
 {_decided(f"{v.CONTEXT_PREFIX}{var(v.FAILSAFE)},s,1")}
-exten => _[a-zA-Z*#].,1,Goto({v.context(v.UNKNOWN)},s,1)
-; A fax sender gone between the decision and the Goto is still reported, as a fax that ended.
+; No number in the Request-URI (a registration's contact, or no user part at all): the
+; carrier named it in To, as many do on registered trunks.
+exten => s,1,Goto({TO_CONTEXT},s,1)
+exten => _[a-zA-Z*#].,1,Goto({TO_CONTEXT},s,1)
+{account}; A fax sender gone between the decision and the Goto is still reported, as a fax
+; that ended.
 exten => h,1,GotoIf($["{var(v.ACTION)}" = "{v.FAX}"]?{fax_call})
+
+; The number from To's user part (sip: or tel:, with or without parameters), taken only when
+; it is + and digits and nothing else; anything else is no number of ours.
+[{TO_CONTEXT}]
+exten => s,1,Set({TO_USER}=${{PJSIP_HEADER(read,To)}})
+ same => n,Set({TO_USER}=${{PJSIP_PARSE_URI_FROM({TO_USER},user)}})
+ same => n,Set({TO_NUMBER}=${{FILTER(+0-9,{var(TO_USER)})}})
+ same => n,GotoIf($["{var(TO_NUMBER)}" = ""]?{unknown})
+ same => n,GotoIf($[${{LEN({var(TO_USER)})}} != ${{LEN({var(TO_NUMBER)})}}]?{unknown})
+{not_account} same => n,Goto({v.CARRIER_CONTEXT},{var(TO_NUMBER)},1)
 
 [{v.FAX_NUMBERS_CONTEXT}]
 {fax_lines}

@@ -105,12 +105,16 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         "fax_detect=yes",
         "fax_detect_timeout=30",
         f"identify_by={'username' if trunk.from_user else 'ip'}",
+        # The account's credentials answer the carrier's challenge to our INVITEs.
+        *([f"outbound_auth={carrier}-auth"] if trunk.username else []),
         "",
         f"[{carrier}]",
         "type=aor",
         f"contact=sip:{trunk.host}:{trunk.port}",
         "",
     ]
+    if trunk.register:
+        out += _registration(pbx, carrier)
     if trunk.geolocation:
         out += ["; 911 only: the carrier again, outbound, with the location the desk phone's",
                 "; profile put on the call (PIDF-LO by value).  identify_by=ip and no identify",
@@ -122,9 +126,9 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
                 "bind_rtp_to_media_address=yes", "identify_by=ip",
                 "geoloc_outgoing_call_profile=<prefer_incoming>", ""]
     if not trunk.from_user:
+        sources = [*trunk.sources, *([proxy] if proxy and proxy not in trunk.sources else [])]
         out += [f"[{carrier}-identify]", "type=identify", f"endpoint={carrier}",
-                f"match={trunk.host}{f',{proxy}' if proxy and proxy != trunk.host else ''}",
-                ""]
+                f"match={','.join(sources)}", ""]
     # What each desk phone presents on a 911 call (validated by the loader: E.164, and a
     # caller-ID name of plain characters), set on its channel by the endpoint itself.
     emergency = {c.desk_phone: c for c in emergency_callers(d)}
@@ -166,8 +170,39 @@ def _login_gate(login: str, first_phone: str) -> list[str]:
             "allow=ulaw", "identify_by=username", f"auth={first_phone}-auth", ""]
 
 
-def pjsip_auth_conf(d: Directory, desk_phones: Mapping[str, str]) -> str:
+def _registration(pbx: AsteriskPbx, carrier: str) -> list[str]:
+    """Our REGISTER to the carrier, with the account's credentials, renewed before it
+    expires and retried while the carrier refuses it.  ``line``: the contact carries a
+    token the carrier sends back on each call to it, which names the carrier's endpoint
+    whatever address the call comes from; the carrier's addresses still let it through the
+    address rules."""
+    trunk = pbx.trunk
+    server = f"sip:{trunk.host}:{trunk.port}"
+    return ["; Registration: the carrier sends the practice's calls to this contact.",
+            f"[{carrier}-registration]", "type=registration", "transport=transport-udp",
+            f"outbound_auth={carrier}-auth", f"server_uri={server}",
+            f"client_uri=sip:{trunk.username}@{trunk.host}:{trunk.port}",
+            f"contact_user={trunk.username}", "expiration=600", "retry_interval=30",
+            "forbidden_retry_interval=300", "max_retries=10000", "auth_rejection_permanent=no",
+            "line=yes", f"endpoint={carrier}", ""]
+
+
+def pjsip_auth_conf(d: Directory, desk_phones: Mapping[str, str],
+                    carrier_password: str = "") -> str:
+    """The desk phones' credentials and, with ``carrier_password``, the carrier account's
+    (``trunk.username``): its password comes from the environment or a file, never the
+    YAML."""
     out = ["; Desk-phone credentials: generated, kept outside the repo. Mode 0600."]
+    pbx = d.connections.pbx
+    if carrier_password and isinstance(pbx, AsteriskPbx) and pbx.trunk.username:
+        if any(c in carrier_password for c in "\r\n\0"):
+            raise ValueError("connections.pbx.trunk: the carrier password holds a line break, "
+                             "which Asterisk's configuration cannot")
+        # A ';' would start a comment: Asterisk reads '\;' as the character itself.
+        escaped = carrier_password.replace(";", "\\;")
+        out += ["; The carrier account (connections.pbx.trunk.username).",
+                f"[{carrier_endpoint(pbx)}-auth]", "type=auth", "auth_type=userpass",
+                f"username={pbx.trunk.username}", f"password={escaped}", ""]
     for user in d.users:
         if not user.active:
             continue

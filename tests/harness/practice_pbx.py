@@ -241,7 +241,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        clock: Callable[[], datetime] | None = None,
                        sip_host: str = "127.0.0.1", sip_extra: str = "",
                        trunk_host: str = "127.0.0.1", trunk_port: int | None = None,
-                       pbx_extra: str = "",
+                       pbx_extra: str = "", sip_port: int | None = None,
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop (or, with
     ``controller_in_process=False``, not started: the test runs ``backline run`` itself).
@@ -251,7 +251,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     ``carrier_from_user=False``: the carrier is recognised by address (see write_practice).
     ``quick_expiry`` lets registrations expire within seconds (``expire_quickly``).
     ``hours``: the practice's ``hours:`` section; ``clock``: the controller's clock.
-    ``sip_host``, ``sip_extra``, ``trunk_host``, ``trunk_port`` and ``pbx_extra``: see
+    ``sip_host``, ``sip_port``, ``sip_extra``, ``trunk_host``, ``trunk_port`` and
+    ``pbx_extra``: see
     write_practice (a test on separate addresses runs this inside the PBX's namespace:
     tests/harness/netns.py)."""
     os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
@@ -259,6 +260,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     ports = PracticePorts.free()
     if trunk_port is not None:
         ports = dataclasses.replace(ports, trunk=trunk_port)
+    if sip_port is not None:
+        ports = dataclasses.replace(ports, sip=sip_port)
     root = await asyncio.to_thread(ensure_root)
     # A fresh tree every time: Asterisk keeps registrations in its astdb across restarts.
     name = f"{name}-{os.urandom(3).hex()}"

@@ -790,6 +790,7 @@ def place_calls(
     media_port: int | None = None,
     timeout: float = 30.0,
     host: Host = LOCAL,
+    number_in_to_only: bool = False,
 ) -> SippProcess:
     """A started caller placing CALLS calls to TO as FROM_USER; wait() for the result.
 
@@ -799,7 +800,8 @@ def place_calls(
     whose From is its login answers as the desk phone).  DTMF digits go out after
     dtmf_delay_ms: RFC 4733 events (a pcap written by write_dtmf_pcap(), played
     by SIPp) or SIP INFO (application/dtmf-relay); Asterisk's pjsip takes both
-    with its default dtmf_mode (rfc4733).
+    with its default dtmf_mode (rfc4733).  ``number_in_to_only``: TO goes in the To header
+    alone, the Request-URI has no user part.
     """
     if not _DTMF_DIGITS.fullmatch(dtmf):
         raise ValueError(f"DTMF digits must be 0-9, * or #: {dtmf!r}")
@@ -821,6 +823,8 @@ def place_calls(
             write_dtmf_pcap(pcap, dtmf)
             after += f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
     text = _scenario("uac_call.xml", EXTRA_HEADERS=headers, AFTER_ANSWER=after, IN_CALL=in_call())
+    if number_in_to_only:  # as carriers do on registered trunks: no user in the Request-URI
+        text = text.replace("INVITE sip:[service]@", "INVITE sip:")
     args = [
         *_common_args(port, media_port, host),
         "-aa",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from backline.app.settings.reader import Reader, entry, where_of
@@ -36,11 +37,16 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         r.keys(esl, f"{f}.esl", ["host", "port", "password_env", "password_file"])
         sock = r.sub(node, "socket", f) or YMap({}, node.where)
         r.keys(sock, f"{f}.socket", ["host", "port"])
+        trunk = _trunk(r, node, f)
+        if trunk.username or trunk.register or trunk.addresses:
+            r.problem(where_of(node, "trunk"), f"{f}.trunk",
+                      "with FreeSWITCH, host, port and from_user only (its gateway's "
+                      "credentials, registration and address list are not rendered yet)")
         return FreeswitchPbx(
             r.host_port(esl, f"{f}.esl", control=True, default_port=8021),
             r.secret(esl, "password", f"{f}.esl", True), sip_hp, ring,
             socket=r.host_port(sock, f"{f}.socket", control=True, default_port=8084),
-            trunk=_trunk(r, node, f),
+            trunk=trunk,
             secrets_file=r.text(node, "secrets_file", f"{f}.secrets_file",
                                 "/var/lib/backline/desk-phone-secrets.json",
                                 "the path of the desk-phone secrets file (outside the "
@@ -141,14 +147,45 @@ def _trunk(r: Reader, node: YMap, f: str) -> Trunk:
     sub = r.sub(node, "trunk", f)
     if sub is None:
         return Trunk()
-    r.keys(sub, f"{f}.trunk", ["host", "port", "from_user", "geolocation"])
-    hp = r.host_port(sub, f"{f}.trunk", control=False, default_port=5080)
-    user = r.text(sub, "from_user", f"{f}.trunk.from_user", "", "a SIP user name") or ""
+    f = f"{f}.trunk"
+    r.keys(sub, f, ["host", "port", "from_user", "geolocation", "addresses", "username",
+                    "password_env", "password_file", "register"])
+    hp = r.host_port(sub, f, control=False, default_port=5080)
+    if not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", hp.host):
+        r.problem(where_of(sub, "host"), f"{f}.host", "a host name or IP address")
+    user = r.text(sub, "from_user", f"{f}.from_user", "", "a SIP user name") or ""
     if user and not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", user):
-        r.problem(where_of(sub, "from_user"), f"{f}.trunk.from_user",
+        r.problem(where_of(sub, "from_user"), f"{f}.from_user",
                   "letters, digits, '.', '-' and '_' only")
-    geolocation = r.flag(sub, "geolocation", f"{f}.trunk.geolocation", False)
-    return Trunk(hp.host, hp.port, user, geolocation)
+    geolocation = r.flag(sub, "geolocation", f"{f}.geolocation", False)
+    addresses = []
+    for text, where in r.strings(sub, "addresses", f"{f}.addresses", None,
+                                 "an IP address or network, e.g. 203.0.113.0/28"):
+        try:
+            addresses.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            r.problem(where, f"{f}.addresses",
+                      "an IP address or network (CIDR), e.g. 203.0.113.0/28")
+    # The account's digest user: written into pjsip.conf, so plain characters only.
+    username = r.text(sub, "username", f"{f}.username", "", "the carrier account's user") or ""
+    if username and not re.fullmatch(r"[A-Za-z0-9_.+-]{1,64}", username):
+        r.problem(where_of(sub, "username"), f"{f}.username",
+                  "letters, digits, '.', '+', '-' and '_' only")
+    password = r.secret(sub, "password", f, False)
+    register = r.flag(sub, "register", f"{f}.register", False)
+    if (username or register) and not password:
+        r.problem(where_of(sub, "username") if username else where_of(sub, "register"),
+                  f"{f}.password_env", "where the carrier account's password comes from: "
+                  "password_env or password_file (never in this file)")
+    if (password or register) and not username:
+        r.problem(sub.where, f"{f}.username", "the carrier account's user name (its digest "
+                  "credentials: username, and password_env or password_file)")
+    if register and user:
+        r.problem(where_of(sub, "from_user"), f"{f}.from_user",
+                  "no from_user with register: true (the registration recognises the "
+                  "carrier's calls)")
+    return Trunk(hp.host, hp.port, user, geolocation, tuple(addresses), username, password,
+                 register)
 
 
 def _port_range(r: Reader, node: YMap, key: str, f: str, default: PortRange) -> PortRange:
