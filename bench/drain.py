@@ -23,6 +23,7 @@ from pathlib import Path
 
 from backline.app.controller import Controller
 from backline.core.outage import Mode, Via
+from backline.features.email_intake import EmailIntakeFeature
 from backline.features.inbox.service import Backoff
 from tests.harness.alert_site import free_port
 from tests.harness.inbox_server import InboxServer
@@ -45,7 +46,8 @@ async def run(items: int, fail_rate: float) -> None:
         # The email listener is not what is measured: it is left unstarted.
         directory = p.directory()
         controller = Controller(directory, p.journal())
-        controller.email_intake = None
+        controller.features = [f for f in controller.features
+                               if not isinstance(f, EmailIntakeFeature)]
         assert controller.inbox is not None
         controller.inbox.backoff = Backoff(first=0.01, cap=0.2)
         await controller.start()

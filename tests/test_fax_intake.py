@@ -383,6 +383,7 @@ class LogEvents(logging.Handler):
 async def test_a_running_controller_takes_in_a_fax_left_in_the_spool_once_storage_returns(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from backline.app import controller as controller_mod
+    from backline.app import pbx_record
 
     path = tmp_path / "practice.yaml"
     path.write_text("practice: {name: P, timezone: America/Chicago}\n"
@@ -401,7 +402,7 @@ async def test_a_running_controller_takes_in_a_fax_left_in_the_spool_once_storag
     faxes.store.write_text("the fax disk is not mounted\n")
     (faxes.spool / spool_name(UID)).write_bytes(fax_tiff((letter(STANDARD, 1),)))
     assert await faxes.fax_ended(FaxEnd(UID, "+17205550141", FAX, FaxStatus.SUCCESS, 1))
-    monkeypatch.setattr(controller_mod, "FAX_RETRY_SECONDS", 0.05)  # the clock, not a peer
+    monkeypatch.setattr(pbx_record, "FAX_RETRY_SECONDS", 0.05)  # the clock, not a peer
     events = LogEvents(asyncio.get_running_loop())
     logging.getLogger("backline.fax").addHandler(events)
     try:

@@ -34,7 +34,7 @@ def test_reconcile(mode: str | None, ack: str | None, journal: ModeState,
 
 
 def test_mode_at_a_cdr_time_counts_a_switch_in_the_same_second_as_before() -> None:
-    from backline.app.controller import mode_at
+    from backline.app.mode_keeper import mode_at
 
     engaged = ModeChange(Mode.OUTAGE, datetime(2026, 1, 1, 8, 0, 10, 700000, tzinfo=UTC),
                          "ops", Via.CLI, "drill")

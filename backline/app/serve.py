@@ -156,7 +156,7 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
             lock = await asyncio.to_thread(
                 hold_instance, local_instance(directory, name, root=root), config)
             local = await asyncio.to_thread(prepare, directory, name, root=root)
-            controller.pbx_root = root
+            controller.pbx_record.pbx_root = root
             controller.cdr_path = local.instance.host_path(
                 local.instance.dir("log") / "cdr-csv" / "Master.csv")
             controller.faxes.spool = local.instance.host_path(local.instance.dir("spool"))
@@ -184,7 +184,7 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
         controller.emergency.phone = driver
         driver.on_transfer = controller.conversation_members.transferred
         driver.latency_hook = controller.metrics.agi_latency
-        controller.pbx_settings = driver.pbx_settings
+        controller.pbx_record.pbx_settings = driver.pbx_settings
 
         async def verify() -> None:
             if local is not None:

@@ -37,6 +37,7 @@ from backline.core.transfers import (
     TransferOutcome,
     transfer_note,
 )
+from backline.features.seam import Context, Feature, Routes
 from backline.journal.conversations import ADD, REMOVE, AddedMember, CallHandling
 
 log = logging.getLogger("backline.conversations")
@@ -185,6 +186,28 @@ class ConversationMembers:
                         "added_at": m.added_at.isoformat(), "added_by": m.added_by,
                         "via": m.via})
         return web.json_response({"added": out})
+
+
+class Conversations(Feature):
+    """The members as a feature: loaded when built (before any call is decided), taken up
+    again each round, and the API on the status listener only behind its bearer token."""
+
+    def __init__(self, context: Context) -> None:
+        self.members = ConversationMembers(context.journal, context.book,
+                                           context.conversations, context.clock)
+        self.members.load()
+        status = context.directory.connections.status
+        self._api = status is not None and bool(status.token.env or status.token.file)
+
+    async def each_round(self) -> None:
+        await self.members.refresh()
+
+    def routes(self) -> Routes:
+        return Routes(status=tuple(self.members.routes()) if self._api else ())
+
+
+def build(context: Context) -> Conversations:
+    return Conversations(context)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

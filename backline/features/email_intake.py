@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from backline.core.connections import DEFAULT_RESERVED_DESCRIPTORS, EmailIntake
 from backline.features.journal_disk import JournalDisk
 from backline.features.listeners import DescriptorBudget, PublicListener
+from backline.features.seam import Context, Feature
 from backline.journal import Journal
 
 log = logging.getLogger("backline.email")
@@ -171,3 +172,24 @@ class _IntakeSession(SMTP):
         # replaces it (a private method of aiosmtpd 1.4).
         self._reset_timeout(self._data_seconds)
         await super().smtp_DATA(arg)
+
+
+class EmailIntakeFeature(Feature):
+    def __init__(self, intake: EmailListener) -> None:
+        self.intake = intake
+
+    async def start(self) -> None:
+        await self.intake.start()
+
+    async def close(self) -> None:
+        await self.intake.close()
+
+
+def build(context: Context) -> EmailIntakeFeature | None:
+    """Email sent to the practice, kept (held for the inbox) while the outage lasts; None
+    without ``connections.email_intake``."""
+    intake = context.directory.connections.email_intake
+    if intake is None:
+        return None
+    return EmailIntakeFeature(EmailListener(intake, context.journal, context.clock,
+                                            context.held, context.disk))

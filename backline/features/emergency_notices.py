@@ -32,6 +32,7 @@ from backline.core.e164 import redact
 from backline.core.emergency import EmergencyCall, Notice, NoticeUnheard, describe, notice
 from backline.core.model import Directory
 from backline.features.alerts.service import Mailer, SmsSender, mailer_for, sms_client_for
+from backline.features.seam import Context, Feature
 from backline.features.sending import retry
 from backline.features.sending.mail import MailError
 from backline.features.sending.rounds import Rounds
@@ -240,3 +241,22 @@ def notices_for(directory: Directory, journal: Journal, clock: Clock, *, node: s
     mailer = mailer_for(directory, "emergency notice") if notify.emails else None
     sms = sms_client_for(directory, "emergency notice") if notify.sms else None
     return EmergencyNotices(directory, journal, mailer, sms, clock, node=node)
+
+
+class Emergency(Feature):
+    """The notices as a feature: every 911 call is journaled and its on-site notice sent,
+    once (Kari's Law), with nobody configured too (the status page lists the calls)."""
+
+    def __init__(self, notices: EmergencyNotices) -> None:
+        self.notices = notices
+
+    async def start(self) -> None:
+        self.notices.start()
+
+    async def close(self) -> None:
+        await self.notices.close()
+
+
+def build(context: Context) -> Emergency:
+    return Emergency(notices_for(context.directory, context.journal, context.clock,
+                                 node=context.node))

@@ -22,6 +22,7 @@ from aiohttp import web
 from backline.app import config
 from backline.app.controller import Controller
 from backline.core.outage import Mode, Via
+from backline.features.alerts.feature import Alerts
 from backline.features.alerts.gather import GatherPolicy
 from backline.features.alerts.service import Notifier, notifier_for
 from backline.journal import AttemptKind, Delivery, Journal, NewAttempt, Outcome, open_journal
@@ -127,8 +128,10 @@ class Site:
         self.journal = open_journal(directory.connections.storage.url)
         self.controller = Controller(directory, self.journal, clock=self.clock)
         if self.policy is not None:  # not yet started: nothing to close on the one replaced
-            self.controller.notifier = notifier_for(directory, self.journal, self.clock,
-                                                    policy=self.policy)
+            alerts = self.controller.feature(Alerts)
+            notifier = notifier_for(directory, self.journal, self.clock, policy=self.policy)
+            assert alerts is not None and notifier is not None
+            alerts.notifier = notifier
         await self.controller.start()
         # The access log on (tests that check it redacts tokens) or off (as `backline run`).
         app = self.controller.web_app()

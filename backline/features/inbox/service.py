@@ -414,3 +414,18 @@ def inbox_for(directory: Directory, journal: Journal, mode: Callable[[], Mode], 
         else None
     return InboxDrain(journal, OwnershipBook(directory), inbox.url, token, mode, clock,
                       files=fax_files(base), backoff=backoff, node=node)
+
+
+def why_blocked(directory: Directory) -> str:
+    """Why held items cannot be delivered ("" when they can)."""
+    from backline.app.secrets import SecretMissing, read_secret
+
+    inbox = directory.connections.inbox
+    if inbox is None or not inbox.url:
+        return "connections.inbox is not configured"
+    if inbox.token:
+        try:
+            read_secret(inbox.token, "connections.inbox.token")
+        except SecretMissing as exc:
+            return f"the controller has no inbox token ({exc})"
+    return ""

@@ -1,0 +1,163 @@
+"""What the PBX did while the controller was away: its call record (CDR) imported, and the
+faxes left in its spool taken in.  Run after every PBX login, and the spool every
+``FAX_RETRY_SECONDS`` besides.
+
+App-level, not a feature: it reads each PBX's own files (``backline.pbx.asterisk.cdr``,
+``backline.pbx.freeswitch.cdr``), and features never import a driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+
+from backline.app.mode_keeper import mode_at
+from backline.core.connections import AsteriskPbx, FreeswitchPbx
+from backline.core.emergency import EmergencyCall
+from backline.core.model import Directory
+from backline.core.outage import Mode
+from backline.journal import Journal, JournalError, NewAttempt
+from backline.localpbx.whereabouts import NotAsteriskSettings, parse_settings, root_of, under
+from backline.pbx.asterisk import cdr
+from backline.pbx.fax_desk import DEFAULT_FAX_DIR, FaxIntake
+from backline.pbx.freeswitch import cdr as freeswitch_cdr
+from backline.pbx.ports import FAX_CONTEXTS, CdrRow, PbxError
+
+log = logging.getLogger("backline.controller")
+
+# How often faxes left in the PBX's spool (storage failed during the call) are tried again,
+# besides at every AMI login: a fax is converted within this long of storage coming back.
+FAX_RETRY_SECONDS = 30.0
+
+
+class PbxRecord:
+    """``record_attempt`` journals one attempt (True if new); ``emergency`` journals a 911
+    call found in the record and sends its notices, late (True if new)."""
+
+    def __init__(self, directory: Directory, journal: Journal,
+                 record_attempt: Callable[[NewAttempt], Awaitable[bool]],
+                 emergency: Callable[[EmergencyCall], Awaitable[bool]],
+                 mode: Callable[[], Mode], clock: Callable[[], datetime]) -> None:
+        self.directory = directory
+        self.journal = journal
+        self._record_attempt = record_attempt
+        self._emergency = emergency
+        pbx = directory.connections.pbx
+        # Where the PBX's call record is read: the config's, else asked of Asterisk at every
+        # AMI login (learn_pbx_files); `pbx_root` is the root `backline up` runs it in.
+        self.cdr_path: Path | None = Path(pbx.cdr_file) if pbx is not None and pbx.cdr_file \
+            else None
+        self.pbx_root: Path | None = None
+        self.pbx_settings: Callable[[], Awaitable[str]] | None = None
+        # Each PBX writes its CDR its own way; both come out as CdrRow.
+        self.cdr_rows: Callable[[str], Iterable[CdrRow]] = cdr.parse
+        self.cdr_emergency: Callable[[str], Iterable[EmergencyCall]] = cdr.emergency_calls
+        if isinstance(pbx, FreeswitchPbx):
+            self.cdr_rows = freeswitch_cdr.parse
+            self.cdr_emergency = lambda _: ()
+        # Faxes: kept in connections.pbx.fax_dir; `faxes.spool` is where this controller reads
+        # the PBX's spool (`backline up` points it inside the Asterisk root).
+        self.faxes = FaxIntake(
+            Path(pbx.fax_dir if pbx is not None else DEFAULT_FAX_DIR),
+            directory.practice.timezone, record_attempt, journal.attempt, mode,
+            clock=clock, correct=journal.correct_fax)
+        if isinstance(pbx, FreeswitchPbx):  # rxfax writes there, on this host
+            self.faxes.spool = Path(pbx.fax_spool)
+        elif isinstance(pbx, AsteriskPbx) and pbx.spool_dir:
+            self.faxes.spool = Path(pbx.spool_dir)
+
+    async def retry_spooled_faxes(self, closing: asyncio.Event) -> None:
+        """Every FAX_RETRY_SECONDS until ``closing`` is set: faxes left in the PBX's spool."""
+        while not closing.is_set():
+            try:
+                await self.faxes.take_left_in_spool()
+            except (OSError, JournalError) as exc:
+                log.error("faxes left in the PBX's spool could not be taken in: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), FAX_RETRY_SECONDS)
+
+    async def learn_pbx_files(self) -> None:
+        """Ask the PBX where it keeps its call record and fax spool (unless the config names
+        them), as seen from this host; say loudly when the call record cannot be read, since
+        calls the PBX answers while the controller is away would then never be journaled."""
+        pbx = self.directory.connections.pbx
+        if not isinstance(pbx, AsteriskPbx) or self.pbx_settings is None:
+            return
+        try:
+            dirs = parse_settings(await self.pbx_settings())
+        except (PbxError, NotAsteriskSettings) as exc:
+            log.error("could not ask Asterisk where it keeps its call records and faxes (%s)%s",
+                      exc, "" if self.cdr_path else ": calls it answers while the controller "
+                      "is away cannot be imported")
+            return
+        root = self.pbx_root or await asyncio.to_thread(root_of, dirs.pid_file) or Path("/")
+        if not pbx.cdr_file:
+            self.cdr_path = under(root, dirs.cdr_file)
+        if not pbx.spool_dir:
+            self.faxes.spool = under(root, dirs.spool)
+        cdr_path, spool = self.cdr_path, self.faxes.spool
+        assert cdr_path is not None
+        if not dirs.cdr_enabled:
+            log.error("Asterisk writes no call records (CDR disabled): calls it answers while "
+                      "the controller is away cannot be imported")
+        elif not await asyncio.to_thread(cdr_path.parent.is_dir):
+            log.error("the PBX's call record %s cannot be found (no such directory): calls it "
+                      "answers while the controller is away cannot be imported; set "
+                      "connections.pbx.cdr_file to where this host sees it", cdr_path)
+        if not await asyncio.to_thread(spool.is_dir):
+            log.error("the PBX's fax spool %s cannot be found: faxes it receives while the "
+                      "controller is away cannot be taken in; set connections.pbx.spool_dir",
+                      spool)
+        log.info("the PBX's call record is %s, its fax spool %s", cdr_path, spool)
+
+    async def import_pbx_record(self) -> int:
+        """Journal the calls the PBX answered on its own (its CDR); return how many were new.
+        Then take in faxes left in its spool.  Run after every AMI login.
+
+        Safe to run any number of times: each call's key is the one the controller uses
+        when it is up, so nothing is recorded twice.
+        """
+        await self.learn_pbx_files()
+        new = await self._import_cdr()
+        await self.faxes.take_left_in_spool()
+        return new
+
+    async def _import_cdr(self) -> int:
+        if self.cdr_path is None:
+            return 0
+        try:
+            text = await asyncio.to_thread(self.cdr_path.read_text, "utf-8", "replace")
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            log.error("cannot read the PBX's call record %s: %s", self.cdr_path, exc)
+            return 0
+        late_911 = 0
+        for call in self.cdr_emergency(text):  # first: people on site are waiting
+            try:
+                late_911 += await self._emergency(call)
+            except JournalError as exc:
+                log.error("EMERGENCY: a 911 call in the PBX's record could not be journaled "
+                          "(%s); the next import tries again", exc)
+        if late_911:
+            log.warning("%d emergency call(s) placed while the controller was away: their "
+                        "notices go out now, late", late_911)
+        rows = list(self.cdr_rows(text))
+        history = await asyncio.to_thread(self.journal.mode_history, 1000)
+        new = 0
+        for row in rows:
+            if row.context in FAX_CONTEXTS:  # converted and stored too, not only journaled
+                recorded = await self.faxes.import_row(row, mode_at(history, row.start))
+            else:
+                recorded = await self._record_attempt(
+                    cdr.attempt_for(row, lambda at: mode_at(history, at)))
+            if recorded:
+                new += 1
+        if new:
+            log.warning("%d call(s) answered by the PBX while the controller was away are now "
+                        "journaled", new)
+        return new

@@ -1,0 +1,25 @@
+"""The outage reminders as a feature (see :mod:`backline.features.seam`)."""
+
+from __future__ import annotations
+
+from backline.features.reminders.service import OutageReminders, reminders_for
+from backline.features.seam import Context, Feature
+
+
+class Reminders(Feature):
+    def __init__(self, reminders: OutageReminders) -> None:
+        self.reminders = reminders
+
+    async def start(self) -> None:
+        self.reminders.start()
+
+    async def close(self) -> None:
+        await self.reminders.close()
+
+
+def build(context: Context) -> Reminders | None:
+    """While an outage stays engaged, a reminder every ``backup.reminder_hours``; None when
+    no reminder can go (logged)."""
+    reminders = reminders_for(context.directory, context.journal, context.clock, context.mode,
+                              context.changed)
+    return Reminders(reminders) if reminders is not None else None
