@@ -22,7 +22,7 @@ from aiohttp import web
 
 from backline.app.desk_phone import DeskPhoneAdmin
 from backline.app.missing_secrets import warn_missing_secrets
-from backline.app.mode_keeper import ModeKeeper, ModeMirror, mode_at
+from backline.app.mode_keeper import ModeKeeper, ModeMirror
 from backline.app.pbx_record import PbxRecord
 from backline.core.connections import AsteriskPbx, Secret
 from backline.core.conversations import ConversationBook
@@ -52,7 +52,7 @@ from backline.features.status.server import make_status_app, public_app
 from backline.journal import Journal, JournalError, NewAttempt
 from backline.journal.writer import AttemptWriter
 
-__all__ = ["FEATURES", "Controller", "ModeMirror", "config_path", "mode_at"]
+__all__ = ["FEATURES", "Controller", "ModeMirror", "config_path"]
 
 log = logging.getLogger("backline.controller")
 
@@ -227,9 +227,6 @@ class Controller:
     def _items_held(self) -> None:
         for feature in self.features:
             feature.items_held()
-
-    def wake_inbox(self) -> None:
-        self._items_held()
 
     async def emergency_call(self, call: EmergencyCall) -> bool:
         """The PBX placed a 911 call (it did not wait for us): journal it and notify the

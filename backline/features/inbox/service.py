@@ -31,7 +31,7 @@ Wiring only; the document and the meaning of the inbox's answer are
    patient message back until someone fixes it by hand.  Going on keeps the order of
    everything delivered, and the refused item is reported rather than hidden.
 5. Switching to outage mode stops the drain after the item in flight; going back to normal
-   wakes it (``Controller._adopt``).
+   wakes it (``backline.features.inbox.feature``).
 
 One drain at a time per journal: a lease in the journal (``inbox_lease``), held by a name
 unique to this process (host, pid and a random suffix), so two controllers on one host do not
