@@ -24,11 +24,11 @@ from backline.core.fax_intake import FaxEnd, fax_end_from_args
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
-from backline.core.registrations import Registration
 from backline.core.transfers import Transfer, TransferKind, attended_join, decide_transfer
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.commands import inbound_variables, outbound_variables, packed
+from backline.pbx.asterisk.contacts import NO_CONTACTS, desk_phone_contacts
 from backline.pbx.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
 from backline.pbx.asterisk.transfers import (
     ATTENDED_EVENT,
@@ -48,11 +48,7 @@ log = logging.getLogger("backline.asterisk")
 # AttendedTransfer: a desk phone's REFER with Replaces, which Asterisk performs on its own.
 WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse", ATTENDED_EVENT)
 NOTICE_RING_SECONDS = 30
-# PJSIPShowContacts answers an error, with this message, when no contact is registered at all.
-NO_CONTACTS = "No Contacts found"
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
-# A contact we will put into a Dial string: nothing that could split it (&, comma) or quote.
-_SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
 
 
 class AsteriskDriver(CallPath, ModeKeys):
@@ -330,38 +326,9 @@ class AsteriskDriver(CallPath, ModeKeys):
         self.hold_contacts(events)
 
     def hold_contacts(self, listing: Iterable[Mapping[str, str]]) -> None:
-        """Hold exactly the desk-phone contacts of a ``PJSIPShowContacts`` answer.
-
-        Each ``ContactList`` event is one contact: ``ObjectName`` is ``AOR;@hash`` (the AOR
-        is the login), ``Endpoint`` the desk phone whose REGISTER made it, ``Uri`` the
-        contact, ``ExpirationTime`` when Asterisk lets it go (epoch seconds; a refresh moves
-        it on; past ``max_contacts`` Asterisk removes the one that expires soonest).
-        """
-        held: list[Registration] = []
-        odd: dict[tuple[str, str], str] = {}  # (login, contact): said once, not every read
-        for e in listing:
-            if e.get("Event") != "ContactList":
-                continue
-            user = e.get("ObjectName", "").partition(";@")[0]
-            uri, endpoint = e.get("Uri", ""), e.get("Endpoint", "")
-            phones = self.book.desk_phones(user)
-            if not self.book.is_active(user) or not phones:
-                continue  # the carrier's static contact, or a login no longer provisioned
-            if not _SAFE_CONTACT.fullmatch(uri):
-                odd[user, uri] = f"a desk phone of {user} registered a contact we will not dial"
-                continue
-            phone = endpoint if endpoint in phones else None
-            if phone is None:
-                # Asterisk 22 records the registering endpoint; a contact without one (made
-                # by hand, or an older Asterisk) still rings, under the login's first phone.
-                odd[user, uri] = (f"a contact of {user} has no desk phone of that login as "
-                                  f"its endpoint; it rings as {phones[0]}")
-                phone = phones[0]
-            try:
-                expires = float(e.get("ExpirationTime", "0") or 0)
-            except ValueError:
-                expires = 0.0
-            held.append(Registration(expires, phone, uri))
+        """Hold exactly the desk-phone contacts of a ``PJSIPShowContacts`` answer (see
+        backline.pbx.asterisk.contacts)."""
+        held, odd = desk_phone_contacts(self.book, listing)
         for key in sorted(odd.keys() - self._odd_contacts):
             log.warning("%s", odd[key])
         self._odd_contacts = set(odd)
