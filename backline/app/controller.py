@@ -24,22 +24,25 @@ from backline.app.desk_phone import DeskPhoneAdmin
 from backline.app.missing_secrets import warn_missing_secrets
 from backline.app.mode_keeper import ModeKeeper, ModeMirror
 from backline.app.pbx_record import PbxRecord
-from backline.core.connections import AsteriskPbx, Secret
+from backline.core.connections import DEFAULT_REFUSALS_PER_MINUTE, AsteriskPbx, Secret
 from backline.core.conversations import ConversationBook
 from backline.core.emergency import EmergencyCall
 from backline.core.hours import HoursOverride
 from backline.core.model import Directory
 from backline.core.outage import Mode, ModeState
 from backline.core.ownership import OwnershipBook
-from backline.features import conversations, email_intake, emergency_notices
+from backline.core.refusals import RefusalTally
+from backline.features import audit_upkeep, conversations, email_intake, emergency_notices
 from backline.features.alerts import feature as alerts
 from backline.features.alerts.service import Notifier
+from backline.features.audit_upkeep import AuditUpkeep
 from backline.features.conversations import ConversationMembers
 from backline.features.email_intake import EmailListener
 from backline.features.emergency_notices import EmergencyNotices
 from backline.features.inbox import feature as inbox
 from backline.features.inbox.service import InboxDrain, process_holder, why_blocked
 from backline.features.journal_disk import JournalDisk
+from backline.features.refusal_gate import RefusalGate
 from backline.features.reminders import feature as reminders
 from backline.features.reminders.service import OutageReminders
 from backline.features.seam import Build, Context, Feature
@@ -64,6 +67,7 @@ FEATURES: tuple[Build, ...] = (
     email_intake.build,       # email kept while the outage lasts
     inbox.build,              # held attempts and emails delivered once the mode is normal
     sms.build,                # the SMS webhook and the outage auto-reply
+    audit_upkeep.build,       # refusal counts written, the audit log pruned by age
 )
 """Every feature, in the order they start (and close)."""
 
@@ -106,11 +110,16 @@ class Controller:
             each_round=self._each_round)
         self.desk_phones = DeskPhoneAdmin(directory, journal, self.book, lambda: self.clock(),
                                           self.modes)
+        # Refused public requests, per source and minute (backline.core.refusals).
+        pages = directory.connections.pages
+        self.refusals = RefusalGate(RefusalTally(
+            pages.refusals_per_minute if pages is not None else DEFAULT_REFUSALS_PER_MINUTE),
+            lambda: self.clock())
         context = Context(
             directory, journal, lambda: self.clock(), self.node, self.book, self.conversations,
             self.journal_disk, mode=lambda: self.modes.state, changed=lambda: self.modes.changed,
             record_attempt=self.record_attempt, held=self._items_held, health=self.health,
-            secret=self._secret)
+            secret=self._secret, refusals=self.refusals)
         self.features: list[Feature] = [
             f for f in (build(context) for build in FEATURES) if f is not None]
         self.pbx_record = PbxRecord(directory, journal, self.record_attempt,
@@ -315,6 +324,12 @@ class Controller:
     def email_intake(self) -> EmailListener | None:
         found = self.feature(email_intake.EmailIntakeFeature)
         return found.intake if found is not None else None
+
+    @property
+    def audit_upkeep(self) -> AuditUpkeep:
+        found = self.feature(audit_upkeep.AuditUpkeepFeature)
+        assert found is not None, "the audit upkeep is in FEATURES"
+        return found.upkeep
 
     @property
     def replies(self) -> AutoReplies:

@@ -206,11 +206,19 @@ class EmailIntake:
     free_floor_mb: int = DEFAULT_FREE_FLOOR_MB
 
 
+DEFAULT_REFUSALS_PER_MINUTE = 60
+DEFAULT_AUDIT_YEARS = 6  # the HIPAA documentation period
+
+
 @dataclass(frozen=True, slots=True)
 class Pages:
+    """``refusals_per_minute``: refused requests (forged SMS posts, unknown link tokens) a
+    source may make in a minute before it is answered 429 (backline.core.refusals)."""
+
     listen: HostPort
     base_url: str
     limits: ListenerLimits = ListenerLimits()
+    refusals_per_minute: int = DEFAULT_REFUSALS_PER_MINUTE
 
 
 # Where ops read /status, /status.json and /metrics unless connections.status says otherwise:
@@ -231,7 +239,10 @@ class StatusListener:
 
 @dataclass(frozen=True, slots=True)
 class Storage:
+    """``audit_years``: how long audit entries and refusal counts are kept."""
+
     url: str
+    audit_years: int = DEFAULT_AUDIT_YEARS
 
     @property
     def scheme(self) -> str:

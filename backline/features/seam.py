@@ -27,6 +27,7 @@ from backline.core.model import Directory
 from backline.core.outage import ModeState
 from backline.core.ownership import OwnershipBook
 from backline.features.journal_disk import JournalDisk
+from backline.features.refusal_gate import RefusalGate
 from backline.features.status.health import Health
 from backline.journal import Attempt, Journal, NewAttempt
 
@@ -57,6 +58,7 @@ class Context:
     held: Callable[[], None]
     health: dict[str, Health]
     secret: Callable[[Secret, str, str], str]
+    refusals: RefusalGate  # refused public requests, per source and minute
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from backline.core.records import AuditEntry
+from backline.core.refusals import RefusalCount
 from backline.journal.rows import from_text, to_text
 from backline.journal.store import SqlStore
 
@@ -21,6 +25,41 @@ class AuditJournal(SqlStore):
             cur.execute(self._q("SELECT at, actor, action, detail FROM audit_log "
                                 "ORDER BY id DESC LIMIT ?"), (limit,))
             return [AuditEntry(from_text(r[0]), r[1], r[2], r[3]) for r in cur.fetchall()]
+
+    def record_refusals(self, counts: Sequence[RefusalCount]) -> None:
+        """Adds refusal counts, one row per (minute, source, action) (a count written again
+        for the same minute, by a restart or another controller, adds to it)."""
+        if not counts:
+            return
+        with self._lock, self._transaction() as cur:
+            for c in counts:
+                cur.execute(self._q(
+                    "INSERT INTO refusals (minute, source, action, count) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (minute, source, action) "
+                    "DO UPDATE SET count = refusals.count + excluded.count"),
+                    (to_text(c.minute), c.source[:64], c.action[:64], c.count))
+
+    def refusal_counts(self, since: datetime) -> list[RefusalCount]:
+        """Refusal counts from ``since``'s minute on, oldest first."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("SELECT minute, source, action, count FROM refusals "
+                                "WHERE minute >= ? ORDER BY minute, source, action"),
+                        (to_text(since.replace(second=0, microsecond=0)),))
+            return [RefusalCount(from_text(r[0]), r[1], r[2], int(r[3]))
+                    for r in cur.fetchall()]
+
+    def prune_audit(self, before: datetime) -> int:
+        """Removes audit entries and refusal counts older than ``before`` (the retention
+        period's start); returns how many rows went."""
+        cut = to_text(before)
+        removed = 0
+        with self._lock, self._transaction() as cur:
+            for table, column in (("audit_log", "at"), ("refusals", "minute")):
+                cur.execute(self._q(f"SELECT COUNT(*) FROM {table} WHERE {column} < ?"),
+                            (cut,))
+                removed += int(cur.fetchone()[0])
+                cur.execute(self._q(f"DELETE FROM {table} WHERE {column} < ?"), (cut,))
+        return removed
 
     def audit_entries(self, action: str, detail_prefix: str = "") -> list[AuditEntry]:
         """The audit entries of ``action`` whose detail starts with ``detail_prefix``, oldest

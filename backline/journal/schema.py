@@ -269,6 +269,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE inbox_items SET size = (SELECT length(e.data_b64) FROM held_emails e "
         "WHERE e.id = inbox_items.email_id) WHERE kind = 'email'",
     ),
+    (  # 12: refused requests on the public listener, counted per minute and source (the
+        # first of each minute is in audit_log in full); audit_log pruned by age.
+        """CREATE TABLE refusals (
+            minute TEXT NOT NULL,
+            source TEXT NOT NULL,
+            action TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (minute, source, action)
+        )""",
+        "CREATE INDEX audit_log_at ON audit_log (at)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -14,6 +14,8 @@ from backline.app.settings.reader import Reader, entry, where_of
 from backline.app.yamlsource import YMap, YSeq
 from backline.core.addresses import is_loopback
 from backline.core.connections import (
+    DEFAULT_AUDIT_YEARS,
+    DEFAULT_REFUSALS_PER_MINUTE,
     SMTP_LIMITS,
     AsteriskPbx,
     Connections,
@@ -80,7 +82,11 @@ def _storage(r: Reader, parent: YMap, base: Path) -> Storage:
     node = r.mapping(entry(parent, "storage"), "connections.storage", parent.where)
     if node is None:
         return Storage(default)
-    r.keys(node, "connections.storage", ["url"])
+    r.keys(node, "connections.storage", ["url", "audit_years"])
+    # How long the audit log (views, downloads, switches) is kept: HIPAA's documentation
+    # period is six years.
+    years = r.integer(node, "audit_years", "connections.storage.audit_years",
+                      DEFAULT_AUDIT_YEARS, 1, 100) or DEFAULT_AUDIT_YEARS
     url = r.text(node, "url", "connections.storage.url", default,
                  "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://...")
     url = url or default
@@ -95,18 +101,18 @@ def _storage(r: Reader, parent: YMap, base: Path) -> Storage:
             r.problem(where_of(node, "url"), "connections.storage.url",
                       "a PostgreSQL URL libpq accepts: postgresql://USER@HOST:PORT/DB "
                       "(query parameters only those libpq knows)")
-            return Storage(url)
+            return Storage(url, years)
         if "password" in fields:
             r.problem(where_of(node, "url"), "connections.storage.url",
                       "no password in the URL: use PGPASSWORD or a .pgpass file")
-        return Storage(url)
+        return Storage(url, years)
     if url.startswith("sqlite:///"):
-        return Storage(url)
+        return Storage(url, years)
     if url.startswith("sqlite:") and len(url) > 7:
-        return Storage("sqlite://" + str((base / url[7:]).resolve()))
+        return Storage("sqlite://" + str((base / url[7:]).resolve()), years)
     r.problem(where_of(node, "url"), "connections.storage.url",
               "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://...")
-    return Storage(default)
+    return Storage(default, years)
 
 
 def _email_intake(r: Reader, node: YMap, f: str) -> EmailIntake:
@@ -132,9 +138,12 @@ def _email_intake(r: Reader, node: YMap, f: str) -> EmailIntake:
 
 
 def _pages(r: Reader, node: YMap, f: str) -> Pages:
-    r.keys(node, f, ["listen", "base_url", *_HTTP_LIMITS])
+    r.keys(node, f, ["listen", "base_url", "refusals_per_minute", *_HTTP_LIMITS])
     return Pages(r.listen(node, f, HostPort("127.0.0.1", 8080)),
-                 r.url(node, "base_url", f), _limits(r, node, f, ListenerLimits()))
+                 r.url(node, "base_url", f), _limits(r, node, f, ListenerLimits()),
+                 r.integer(node, "refusals_per_minute", f"{f}.refusals_per_minute",
+                           DEFAULT_REFUSALS_PER_MINUTE, 1, 100000)
+                 or DEFAULT_REFUSALS_PER_MINUTE)
 
 
 def _status_listener(r: Reader, node: YMap, f: str) -> StatusListener:

@@ -29,7 +29,8 @@ class Alerts(Feature):
         await self.notifier.close()
 
     def routes(self) -> Routes:
-        return Routes(public_apps=((LINK_PREFIX.rstrip("/"), self.notifier.link_app()),))
+        return Routes(public_apps=((LINK_PREFIX.rstrip("/"),
+                                    self.notifier.link_app(self._context.refusals)),))
 
     def attempt_recorded(self, attempt: Attempt) -> None:
         self.notifier.attempt_recorded(attempt)  # queues only: the PBX is waiting

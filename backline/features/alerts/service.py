@@ -37,7 +37,7 @@ from backline.core.model import AlertKind, Directory
 from backline.features.alerts.compose import alert_email, alert_sms, new_message_id
 from backline.features.alerts.gather import GatherPolicy, raises_alert
 from backline.features.links import tokens as links
-from backline.features.links.server import fax_files, make_link_app
+from backline.features.links.server import RefusalJudge, fax_files, make_link_app
 from backline.features.sending import retry
 from backline.features.sending.mail import MailError, SmtpMailer
 from backline.features.sending.rounds import Rounds
@@ -121,10 +121,10 @@ class Notifier:
             self._pending.append(attempt.id)
             self._rounds.woken.set()
 
-    def link_app(self) -> web.Application:
+    def link_app(self, refusals: RefusalJudge | None = None) -> web.Application:
         """The link pages, to mount with ``app.add_subapp("/a", ...)``."""
         return make_link_app(self.journal, self.settings.practice, self.settings.tz,
-                             self._clock, self._files)
+                             self._clock, self._files, refusals)
 
     def start(self) -> None:
         self._rounds.start(self._run)

@@ -35,6 +35,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from backline.core.records import AlertLink, Attempt, AttemptKind, AuditEntry
+from backline.core.refusals import Refusal
 from backline.features.links import tokens as links
 from backline.features.links.page import STYLE_SOURCE, render_alert_page, render_gone_page
 
@@ -85,16 +86,26 @@ def fax_files(base: Path | None) -> Callable[[str], Path]:
     return resolve
 
 
+class RefusalJudge(Protocol):
+    """Says what to do with a refused request (backline.features.audit_upkeep.RefusalGate)."""
+
+    def over(self, source: str) -> bool: ...
+    def refused(self, source: str, action: str) -> Refusal: ...
+
+
 def make_link_app(journal: LinkReader, practice: str, tz: str, clock: Clock,
-                  files: Callable[[str], Path] = Path) -> web.Application:
+                  files: Callable[[str], Path] = Path,
+                  refusals: RefusalJudge | None = None) -> web.Application:
     """The link pages, to mount at :data:`backline.features.links.tokens.LINK_PREFIX` (minus
     the slash).
 
     ``clock`` returns the timezone-aware time (tests move it past a link's expiry);
-    ``files`` maps an attempt's ``file`` to the path to read.
+    ``files`` maps an attempt's ``file`` to the path to read; ``refusals``, when given,
+    rations the audit of refusals per source (the first in a minute in full, the rest
+    counted) and answers a source past its limit 429 before the journal is read.
     """
     _redact_access_log()
-    pages = _LinkPages(journal, practice, tz, clock, files)
+    pages = _LinkPages(journal, practice, tz, clock, files, refusals)
     app = web.Application(middlewares=[_no_leaks])
     app.on_response_prepare.append(_secure)
     app.router.add_get("/{token}", pages.view)
@@ -104,7 +115,8 @@ def make_link_app(journal: LinkReader, practice: str, tz: str, clock: Clock,
 
 class _LinkPages:
     def __init__(self, journal: LinkReader, practice: str, tz: str, clock: Clock,
-                 files: Callable[[str], Path]) -> None:
+                 files: Callable[[str], Path], refusals: RefusalJudge | None = None) -> None:
+        self._refusals = refusals
         self._journal = journal
         self._practice = practice
         self._tz = tz
@@ -113,6 +125,8 @@ class _LinkPages:
         self._gone = render_gone_page()
 
     async def view(self, request: web.Request) -> web.Response:
+        if self._limited(request, "link.view.refused"):
+            return _too_many()
         check = await self._check(request)
         if isinstance(check, links.Gone):
             return await self._refuse(request, check, "link.view")
@@ -125,6 +139,8 @@ class _LinkPages:
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def download(self, request: web.Request) -> web.Response:
+        if self._limited(request, "link.download.refused"):
+            return _too_many()
         check = await self._check(request)
         if isinstance(check, links.Gone):
             return await self._refuse(request, check, "link.download")
@@ -160,8 +176,23 @@ class _LinkPages:
 
     async def _refuse(self, request: web.Request, gone: links.Gone,
                       action: str) -> web.Response:
-        await self._audit(request, gone.link_id, f"{action}.refused", gone.why)
+        # A link of ours that expired is a real record (someone holds it): audited in full.
+        # A token that never existed is guessing: the first from a source in a minute in
+        # full, the rest counted, and past the limit 429.
+        verdict = Refusal.FIRST if self._refusals is None or gone.link_id is not None else \
+            self._refusals.refused(request.remote or "-", f"{action}.refused")
+        if verdict is Refusal.LIMITED:
+            return _too_many()
+        if verdict is Refusal.FIRST:
+            await self._audit(request, gone.link_id, f"{action}.refused", gone.why)
         return self._gone_response()
+
+    def _limited(self, request: web.Request, action: str) -> bool:
+        """The source is past its refusals this minute: refused (and counted) unread."""
+        if self._refusals is None or not self._refusals.over(request.remote or "-"):
+            return False
+        self._refusals.refused(request.remote or "-", action)
+        return True
 
     def _gone_response(self) -> web.Response:
         return web.Response(status=404, text=self._gone, content_type="text/html",
@@ -177,6 +208,12 @@ class _LinkPages:
         entry = AuditEntry(self._clock(), f"link:{link_id if link_id is not None else '-'}",
                            action, detail)
         await asyncio.to_thread(self._journal.audit, entry)
+
+
+def _too_many() -> web.Response:
+    """A source past its refusals for the minute: the same answer whatever it asked for."""
+    return web.Response(status=429, text="429 Too Many Requests\n",
+                        headers={hdrs.RETRY_AFTER: "60"})
 
 
 def _read_capped(path: Path) -> bytes:

@@ -51,7 +51,8 @@ class Sms(Feature):
         if gateway is None or pages is None:
             return Routes()
         return Routes(public=tuple(make_sms_routes(pages.base_url, self._signing_secret,
-                                                   self.on_sms, self.on_sms_refused)))
+                                                   self.on_sms, self.on_sms_refused,
+                                                   self._context.refusals.refused)))
 
     def _signing_secret(self) -> str:
         gateway = self._context.directory.connections.sms_gateway

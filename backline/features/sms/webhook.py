@@ -31,6 +31,7 @@ from http import HTTPStatus
 from aiohttp import hdrs, web
 
 from backline.core.e164 import redact
+from backline.core.refusals import Refusal
 from backline.features.sms.twilio import (
     EMPTY_TWIML,
     FORM_CONTENT_TYPE,
@@ -63,7 +64,9 @@ TOO_LARGE = "too large"
 
 
 def make_sms_routes(public_url_base: str, auth_token: Callable[[], str], on_sms: OnSms,
-                    on_refused: OnRefused) -> list[web.RouteDef]:
+                    on_refused: OnRefused,
+                    judge: Callable[[str, str], Refusal] | None = None,
+                    ) -> list[web.RouteDef]:
     """The route serving ``POST /sms/inbound``; add it with ``app.add_routes(...)``.
 
     ``public_url_base`` is the scheme, host and any path prefix the gateway is configured to
@@ -72,17 +75,20 @@ def make_sms_routes(public_url_base: str, auth_token: Callable[[], str], on_sms:
     per request so a rotated secret takes effect without a restart, and an empty one refuses
     everything.  ``on_sms`` and ``on_refused`` are described in the module docstring.
     """
-    inbound = _InboundSms(public_url_base.rstrip("/") + PATH, auth_token, on_sms, on_refused)
+    inbound = _InboundSms(public_url_base.rstrip("/") + PATH, auth_token, on_sms, on_refused,
+                          judge)
     return [web.post(PATH, inbound.handle)]
 
 
 class _InboundSms:
     def __init__(self, public_url: str, auth_token: Callable[[], str], on_sms: OnSms,
-                 on_refused: OnRefused) -> None:
+                 on_refused: OnRefused,
+                 judge: Callable[[str, str], Refusal] | None = None) -> None:
         self._public_url = public_url
         self._auth_token = auth_token
         self._on_sms = on_sms
         self._on_refused = on_refused
+        self._judge = judge
 
     async def handle(self, request: web.Request) -> web.Response:
         remote = request.remote or ""
@@ -127,6 +133,13 @@ class _InboundSms:
         return self._public_url + question + query
 
     async def _refuse(self, status: int, reason: str, remote: str) -> web.Response:
+        # ``judge`` (backline.core.refusals): the first refusal of a source in a minute is
+        # logged and recorded in full, the rest only counted; past the limit, 429 at once.
+        verdict = self._judge(remote, "sms.refused") if self._judge else Refusal.FIRST
+        if verdict is Refusal.LIMITED:
+            return _plain(429)
+        if verdict is Refusal.COUNTED:
+            return _plain(status)
         log.warning("sms webhook: refused (%s, HTTP %d) from %s", reason, status, remote)
         try:
             await self._on_refused(reason, remote)
