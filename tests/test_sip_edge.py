@@ -17,7 +17,15 @@ from tests.harness.carrier_pbx import ACCOUNT, security_events, start_carrier
 from tests.harness.carrier_pbx import SIP_PORT as CARRIER_SIP
 from tests.harness.netns import Topology
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
-from tests.harness.sipp import DeskPhoneMode, Host, SippProcess, answering_phone, place_calls
+from tests.harness.sipp import (
+    DeskPhoneMode,
+    Host,
+    SippError,
+    SippProcess,
+    answering_phone,
+    place_calls,
+    register,
+)
 from tests.harness.transfer_phone import talking_caller, talking_phone, tone_file
 from tests.test_asterisk_transfers import until_heard
 
@@ -37,6 +45,11 @@ def net() -> Iterator[Topology]:
 
 def sip(t: Topology, p: PracticePbx) -> tuple[str, int]:
     return (t.pbx_lan, p.ports.sip)
+
+
+def lan(t: Topology) -> str:
+    """``connections.pbx.lan``: desk phones only from the practice's LAN."""
+    return f"    lan: [{t.addresses.lan_net}]\n"
 
 
 def test_a_carrier_call_on_the_wan_rings_a_desk_phone_on_the_lan_with_audio_both_ways(
@@ -87,7 +100,7 @@ async def carrier_calls_and_is_called(net: Topology, tmp: Path, *, registered: b
         async with practice_pbx(tmp, "edge-trunk", carrier_from_user=False,
                                 sip_host=net.pbx_lan, trunk_host=net.carrier,
                                 trunk_port=CARRIER_SIP, trunk_extra=trunk,
-                                sip_port=sip_port) as p:
+                                sip_port=sip_port, pbx_extra=lan(net)) as p:
             phones = Host(net.phone(0), net.lan.name)
             procs.append(await asyncio.to_thread(
                 talking_phone, sip(net, p), tmp, "ana-desk", p.secret("ana-desk"),
@@ -178,3 +191,43 @@ def test_address_trunk_calls_both_ways_through_the_carriers_digest(
     # The provider sends the number as NXXNXXXXXX (ten digits).
     net.pbx.run(lambda: carrier_calls_and_is_called(net, tmp_path, registered=False,
                                                     did_form="${EXTEN:2}"))
+
+
+def refused(detail: str) -> list[str]:
+    """The final responses a SIPp's account of its run (SippProcess.describe) received."""
+    return re.findall(r"received +SIP/2\.0 ([1-9][0-9][0-9])", detail)
+
+
+def test_outside_the_lan_and_the_carrier_a_register_or_an_invite_is_refused(
+        net: Topology, tmp_path: Path) -> None:
+    async def body() -> None:
+        async with practice_pbx(tmp_path, "edge-acl", carrier_from_user=False,
+                                sip_host=net.pbx_lan, trunk_host=net.carrier,
+                                trunk_port=CARRIER_SIP, pbx_extra=lan(net)) as p:
+            stranger = Host(net.stranger, net.wan.name)
+            # Dr. Lee's own credentials, from the internet: refused before any challenge.
+            with pytest.raises(SippError) as caught:
+                await asyncio.to_thread(register, sip(net, p), tmp_path, "ana-desk",
+                                        p.secret("ana-desk"), contact_port=5060,
+                                        aor="ana", host=stranger)
+            assert refused(caught.value.detail) == ["403"], caught.value.detail
+            # The same from the carrier's address: a desk phone is not the carrier.
+            with pytest.raises(SippError) as caught:
+                await asyncio.to_thread(register, sip(net, p), tmp_path, "ana-desk",
+                                        p.secret("ana-desk"), contact_port=5060,
+                                        aor="ana", host=Host(net.carrier, net.wan.name))
+            # (the desk phone's own rule answers its credentials as if they were wrong)
+            assert "200" not in refused(caught.value.detail), caught.value.detail
+            # A call to Dr. Lee's line from the internet, as if from the carrier.
+            call = place_calls(sip(net, p), tmp_path, DIRECT, from_user=PATIENT,
+                               timeout=10, host=stranger)
+            assert not (await asyncio.to_thread(call.wait, 20)).ok
+            assert refused(call.describe()) == ["403"], call.describe()
+            # From the LAN the desk phone registers; nothing of the stranger's reached the
+            # controller.
+            await asyncio.to_thread(register, sip(net, p), tmp_path, "ana-desk",
+                                    p.secret("ana-desk"), contact_port=5060, aor="ana",
+                                    host=Host(net.phone(0), net.lan.name))
+            await p.driver.wait_registered({"ana"}, within=10)
+            assert p.controller.journal.attempts() == []
+    net.pbx.run(body)

@@ -97,6 +97,11 @@ class AsteriskPbx:
     node: str = ""
     # Descriptors no public connection may take: FastAGI calls, AMI, the journal.
     reserved_descriptors: int = DEFAULT_RESERVED_DESCRIPTORS
+    # The practice's LAN (networks): desk phones only from there, the carrier only from its
+    # addresses; empty on loopback, where everything is one host.  ``public_address``: the
+    # address the internet sees when SIP's is behind NAT (the LAN is then local_net).
+    lan: tuple[str, ...] = ()
+    public_address: str = ""
 
 
 @dataclass(frozen=True, slots=True)

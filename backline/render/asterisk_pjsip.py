@@ -55,7 +55,9 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         "type=transport",
         "protocol=udp",
         f"bind={pbx.sip.host}:{pbx.sip.port}",
+        *_nat(pbx),
         "",
+        *_address_rules(pbx, proxy),
         "; Desk phones: one endpoint and auth per phone, one AOR per login (user), so that a",
         "; login holds at most devices.max_per_login registrations and the oldest is dropped.",
         "[desk-phone](!)",
@@ -74,6 +76,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         "rewrite_contact=no",  # desk phones are on the practice LAN; their Contact is true
         "identify_by=username,auth_username",
         "send_pai=yes",
+        *_only_from(pbx.lan),
         "",
         "[login](!)",
         "type=aor",
@@ -99,6 +102,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         "t38_udptl=yes",
         "t38_udptl_ec=redundancy",
         "t38_udptl_maxdatagram=400",
+        "t38_bind_udptl_to_media_address=yes",  # UDPTL on the SIP address too
         # A fax machine calling a number taken as voice is heard by its calling tone (CNG,
         # which SendFax and fax machines send from the start) and sent to the `fax`
         # extension of the voice contexts; after 30 s of a call nobody listens any more.
@@ -107,6 +111,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         f"identify_by={'username' if trunk.from_user else 'ip'}",
         # The account's credentials answer the carrier's challenge to our INVITEs.
         *([f"outbound_auth={carrier}-auth"] if trunk.username else []),
+        *(_only_from(_carrier_sources(pbx, proxy)) if pbx.lan else []),
         "",
         f"[{carrier}]",
         "type=aor",
@@ -126,9 +131,8 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
                 "bind_rtp_to_media_address=yes", "identify_by=ip",
                 "geoloc_outgoing_call_profile=<prefer_incoming>", ""]
     if not trunk.from_user:
-        sources = [*trunk.sources, *([proxy] if proxy and proxy not in trunk.sources else [])]
         out += [f"[{carrier}-identify]", "type=identify", f"endpoint={carrier}",
-                f"match={','.join(sources)}", ""]
+                f"match={','.join(_carrier_sources(pbx, proxy))}", ""]
     # What each desk phone presents on a 911 call (validated by the loader: E.164, and a
     # caller-ID name of plain characters), set on its channel by the endpoint itself.
     emergency = {c.desk_phone: c for c in emergency_callers(d)}
@@ -168,6 +172,39 @@ def _login_gate(login: str, first_phone: str) -> list[str]:
     calls are refused.  Its one auth (any of the login's) only makes the challenge."""
     return [f"[{login}]", "type=endpoint", f"context={v.context(v.REFUSE)}", "disallow=all",
             "allow=ulaw", "identify_by=username", f"auth={first_phone}-auth", ""]
+
+
+def _carrier_sources(pbx: AsteriskPbx, proxy: str) -> tuple[str, ...]:
+    sources = pbx.trunk.sources
+    return (*sources, proxy) if proxy and proxy not in sources else sources
+
+
+def _only_from(networks: tuple[str, ...]) -> list[str]:
+    """An endpoint's ACL: requests identified as it only from ``networks``."""
+    if not networks:
+        return []
+    return ["deny=0.0.0.0/0.0.0.0", "deny=::/0", *(f"permit={n}" for n in networks)]
+
+
+def _address_rules(pbx: AsteriskPbx, proxy: str) -> list[str]:
+    """With a LAN: SIP from the LAN and the carrier only.  res_pjsip_acl answers anything
+    else 403 before any endpoint is looked for, REGISTER and INVITE alike; each endpoint's
+    own ACL then keeps desk phones to the LAN and the carrier to its addresses."""
+    if not pbx.lan:
+        return []
+    return ["; Address rules: the practice's LAN and the carrier's addresses, nobody else.",
+            "[backline-address-rules]", "type=acl",
+            *_only_from((*pbx.lan, *_carrier_sources(pbx, proxy))), ""]
+
+
+def _nat(pbx: AsteriskPbx) -> list[str]:
+    """Behind NAT: what leaves for anywhere off the LAN carries the public address (Via,
+    Contact, SDP), so the carrier's answers and media come back through the NAT."""
+    if not pbx.public_address:
+        return []
+    return [f"external_signaling_address={pbx.public_address}",
+            f"external_media_address={pbx.public_address}",
+            *(f"local_net={n}" for n in pbx.lan)]
 
 
 def _registration(pbx: AsteriskPbx, carrier: str) -> list[str]:

@@ -61,7 +61,9 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         return None
     r.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
                      "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
-                     "node", "reserved_descriptors"])
+                     "node", "reserved_descriptors", "lan"])
+    trunk = _trunk(r, node, f)
+    lan, public = _edge(r, node, sip, sip_hp, trunk, f)
     ami = r.sub(node, "ami", f) or YMap({}, node.where)
     r.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
     agi = r.sub(node, "agi", f) or YMap({}, node.where)
@@ -78,7 +80,7 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         agi=r.host_port(agi, f"{f}.agi", control=True, default_port=4573),
         sip=sip_hp,
         ring_seconds=ring,
-        trunk=_trunk(r, node, f),
+        trunk=trunk,
         rtp=_port_range(r, node, "rtp", f, PortRange(10000, 10199)),
         udptl=_port_range(r, node, "udptl", f, PortRange(4000, 4039)),
         secrets_file=r.text(node, "secrets_file", f"{f}.secrets_file",
@@ -94,7 +96,61 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         fax_dir=_fax_dir(r, node, f),
         node=_node_name(r, node, f),
         reserved_descriptors=_reserve(r, node, f),
+        lan=lan,
+        public_address=public,
     )
+
+
+def _networks(r: Reader, node: YMap, key: str, f: str) -> tuple[str, ...]:
+    """A list of IP addresses or CIDR networks, each as a network (``a.b.c.d/32``)."""
+    out = []
+    for text, where in r.strings(node, key, f"{f}.{key}", None,
+                                 "an IP address or network, e.g. 192.168.1.0/24"):
+        try:
+            out.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            r.problem(where, f"{f}.{key}", "an IP address or network (CIDR), e.g. "
+                      "192.168.1.0/24")
+    return tuple(out)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _edge(r: Reader, node: YMap, sip: YMap | None, sip_hp: HostPort, trunk: Trunk,
+          f: str) -> tuple[tuple[str, ...], str]:
+    """``lan`` (where desk phones may be) and ``sip.public_address`` (behind NAT), checked
+    against where SIP listens and where the carrier is."""
+    lan = _networks(r, node, "lan", f)
+    public = ""
+    if sip is not None:
+        r.keys(sip, f"{f}.sip", ["host", "port", "public_address"])
+        public = r.text(sip, "public_address", f"{f}.sip.public_address", "",
+                        "the public IP address or host name") or ""
+        if public and not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", public):
+            r.problem(where_of(sip, "public_address"), f"{f}.sip.public_address",
+                      "the public IP address or host name")
+    loopback = sip_hp.host == "localhost" or (_is_ip(sip_hp.host)
+                                             and ipaddress.ip_address(sip_hp.host).is_loopback)
+    if not lan and not loopback:  # a warning: configs from before `lan` still load
+        r.problem(where_of(sip, "host") if sip is not None else node.where, f"{f}.lan",
+                  "the networks desk phones are on (e.g. [192.168.1.0/24]): with SIP off "
+                  "loopback and no lan, any address may register and call", warning=True)
+    if public and not lan:
+        r.problem(where_of(sip, "public_address") if sip is not None else node.where,
+                  f"{f}.lan", "the LAN's networks (local_net): behind NAT, what is not "
+                  "on them is reached through public_address")
+    if lan and not trunk.from_user and not all(
+            _is_ip(s.split("/")[0]) for s in trunk.sources):
+        r.problem(where_of(node, "trunk"), f"{f}.trunk.addresses",
+                  "the carrier's signalling addresses or networks (its host is a name, and "
+                  "the address rules admit addresses only)")
+    return lan, public
 
 
 def _reserve(r: Reader, node: YMap, f: str) -> int:
