@@ -40,6 +40,7 @@ UNKNOWN = "+13125559999"  # the controller decides it: a polite refusal, journal
 ATTACK = int(__import__("os").environ.get("ATTACK", 2000))
 CALLS = 20
 RESERVE = 256  # connections.pbx.reserved_descriptors' default
+STATUS_SLICE = 32  # connections.status.max_connections' default, kept for ops
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_ENV = "BACKLINE_TEST_SMS_TOKEN"
 
@@ -126,6 +127,11 @@ async def test_idle_connections_cannot_take_the_descriptors_calls_need(
             port = pages if target == "pages" else smtp
             with idle_connections(port, ATTACK) as busy:
                 in_use = open_descriptors(pid)
+                # Ops still read the status listener: its cap is a slice of its own.
+                async with aiohttp.ClientSession() as http, \
+                        http.get(f"http://127.0.0.1:{status}/metrics") as response:
+                    assert response.status == 200
+                    metrics = await response.text()
                 callers = place_calls(("127.0.0.1", pbx.ports.sip), tmp_path, UNKNOWN,
                                       from_user="carrier", calls=CALLS, timeout=60)
                 result = await asyncio.to_thread(callers.wait, 90)
@@ -144,8 +150,14 @@ async def test_idle_connections_cannot_take_the_descriptors_calls_need(
             # The attack was refused at the reserve, not before: the controller held
             # descriptors up to it while the calls went through.
             assert busy.startswith(b"HTTP/1.1 503" if target == "pages" else b"421 4.3.2")
-            assert 1024 - RESERVE - 64 <= in_use <= 1024 - RESERVE + 8, in_use
-            assert in_use_after <= 1024 - RESERVE + 8, in_use_after
+            shared = 1024 - RESERVE - STATUS_SLICE
+            assert shared - 64 <= in_use <= shared + 8, in_use
+            assert in_use_after <= shared + 8, in_use_after
+            attacked = "pages listener" if target == "pages" else "email intake"
+            series = f'backline_public_connections_refused_total{{listener="{attacked}"}}'
+            count = next(float(line.split()[-1]) for line in metrics.splitlines()
+                         if line.startswith(series))
+            assert count >= ATTACK - shared
             refused = "pages listener" if target == "pages" else "email intake"
             assert any(f"{refused}: " in line and "new connection(s) refused" in line
                        and f"the {RESERVE} descriptors kept for the PBX" in line

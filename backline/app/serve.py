@@ -72,8 +72,6 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
     pbx = controller.directory.connections.pbx
     budget = DescriptorBudget(pbx.reserved_descriptors if pbx is not None
                               else DEFAULT_RESERVED_DESCRIPTORS)
-    log.info("descriptors: limit %d (hard %d), %d kept for the PBX, %d for public connections",
-             soft, hard, budget.reserve, budget.allowance)
     guards: list[PublicListener] = []
     if controller.email_intake is not None:
         controller.email_intake.listener = PublicListener(
@@ -83,8 +81,8 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
     controller.metrics.listeners(lambda: [(g.name, g.open, g.refused) for g in guards])
 
     async def listen(app: web.Application, at: HostPort, name: str,
-                     limits: ListenerLimits) -> None:
-        guard = PublicListener(name, limits, budget, http=True)
+                     limits: ListenerLimits, own_slice: bool = False) -> None:
+        guard = PublicListener(name, limits, budget, http=True, own_slice=own_slice)
         guards.append(guard)
         app.middlewares.insert(0, guard.middleware)
         runner = web.AppRunner(app, access_log=None)
@@ -107,11 +105,15 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
             log.info("public pages (SMS webhook, alert links) on http://%s", pages.listen)
         status = controller.directory.connections.status
         if status is not None:
+            # Its own slice: ops read it while the public listeners are flooded.
             await listen(controller.status_app(), status.listen, "status listener",
-                         status.limits)
+                         status.limits, own_slice=True)
             log.info("status page on http://%s/status, metrics on /metrics%s", status.listen,
                      " (bearer token required)" if status.token.env or status.token.file
                      else "")
+        log.info("descriptors: limit %d (hard %d), %d kept for the PBX, %d for public "
+                 "connections, %d more for the status listener", soft, hard, budget.reserve,
+                 budget.allowance, budget.aside)
         print(ready(), flush=True)
         await stop.wait()
         await watcher

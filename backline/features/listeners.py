@@ -13,7 +13,9 @@ outage announcement in normal mode.  So:
   checked both by count and by the accepted socket's own number (the kernel hands out the
   lowest free one, so a number inside the reserve means the reserve is being used, by
   whatever opened the others);
-- each listener has its own cap on connections at once (:class:`PublicListener`);
+- each listener has its own cap on connections at once (:class:`PublicListener`), and the
+  status listener's is set aside from the shared allowance, so ops can read the status page
+  while the pages listener or the intake is flooded;
 - a connection that sends nothing for ``idle_seconds`` is closed, and on HTTP one whose
   request head is not complete ``header_seconds`` after its first byte, or whose body is not
   complete ``body_seconds`` after its head (:meth:`PublicListener.middleware`).  The SMTP
@@ -79,12 +81,22 @@ class DescriptorBudget:
         self.reserve = reserve
         held = descriptors_in_use() if in_use is None else in_use
         self.allowance = max(0, self.limit - reserve - held)
+        self.aside = 0  # kept for listeners with a slice of their own (the status page)
         self.open = 0
 
-    def admits(self, fd: int) -> bool:
+    def set_aside(self, count: int) -> None:
+        """Keeps ``count`` descriptors out of the shared allowance for a listener that must
+        answer while the others are flooded (ops' status page)."""
+        count = min(count, self.allowance)
+        self.allowance -= count
+        self.aside += count
+
+    def admits(self, fd: int, *, own_slice: bool = False) -> bool:
         """Whether one more public connection (on descriptor ``fd``, -1 if unknown) leaves
-        the reserve untouched."""
-        return self.open < self.allowance and fd < self.limit - self.reserve
+        the reserve untouched (and, for the shared allowance, what was set aside)."""
+        if own_slice:
+            return fd < self.limit - self.reserve
+        return self.open < self.allowance and fd < self.limit - self.reserve - self.aside
 
 
 class PublicListener:
@@ -94,10 +106,15 @@ class PublicListener:
     connection is told before it is closed."""
 
     def __init__(self, name: str, limits: ListenerLimits, budget: DescriptorBudget, *,
-                 http: bool, idle: bool = True) -> None:
+                 http: bool, idle: bool = True, own_slice: bool = False) -> None:
         self.name = name
         self.limits = limits
         self.budget = budget
+        # Its cap set aside from the shared allowance: flooding another listener leaves it
+        # answering.
+        self.own_slice = own_slice
+        if own_slice:
+            budget.set_aside(limits.max_connections)
         self.http = http
         self.idle = idle
         self.busy = HTTP_BUSY if http else SMTP_BUSY
@@ -114,9 +131,10 @@ class PublicListener:
         return lambda: _Guard(self, inner)
 
     def admit(self, fd: int) -> bool:
-        if self.open < self.limits.max_connections and self.budget.admits(fd):
+        if self.open < self.limits.max_connections \
+                and self.budget.admits(fd, own_slice=self.own_slice):
             self.open += 1
-            self.budget.open += 1
+            self.budget.open += not self.own_slice
             return True
         self.refused += 1
         loop = asyncio.get_running_loop()
@@ -132,7 +150,7 @@ class PublicListener:
 
     def release(self) -> None:
         self.open -= 1
-        self.budget.open -= 1
+        self.budget.open -= not self.own_slice
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
