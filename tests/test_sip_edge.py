@@ -100,7 +100,9 @@ async def carrier_calls_and_is_called(net: Topology, tmp: Path, *, registered: b
         async with practice_pbx(tmp, "edge-trunk", carrier_from_user=False,
                                 sip_host=net.pbx_lan, trunk_host=net.carrier,
                                 trunk_port=CARRIER_SIP, trunk_extra=trunk,
-                                sip_port=sip_port, pbx_extra=lan(net)) as p:
+                                sip_port=sip_port, pbx_extra=lan(net),
+                                sip_extra=f", public_address: {net.pbx_wan}" if net.nat
+                                else "") as p:
             phones = Host(net.phone(0), net.lan.name)
             procs.append(await asyncio.to_thread(
                 talking_phone, sip(net, p), tmp, "ana-desk", p.secret("ana-desk"),
@@ -121,7 +123,9 @@ async def carrier_calls_and_is_called(net: Topology, tmp: Path, *, registered: b
             if not registered:
                 # From the carrier's second address, with the number (11 digits) in To
                 # alone: the Request-URI names no user.
-                procs.append(place_calls(sip(net, p), tmp, DIRECT[1:], from_user=PATIENT,
+                # (behind the router, the practice is its public address)
+                public = (net.pbx_wan if net.nat else net.pbx_lan, p.ports.sip)
+                procs.append(place_calls(public, tmp, DIRECT[1:], from_user=PATIENT,
                                          number_in_to_only=True, timeout=20,
                                          host=Host(net.carrier_2, net.wan.name)))
                 again = await p.events.wait_for(
@@ -231,3 +235,17 @@ def test_outside_the_lan_and_the_carrier_a_register_or_an_invite_is_refused(
             await p.driver.wait_registered({"ana"}, within=10)
             assert p.controller.journal.attempts() == []
     net.pbx.run(body)
+
+
+@pytest.fixture()
+def behind_nat() -> Iterator[Topology]:
+    with Topology(nat=True) as topology:
+        yield topology
+
+
+def test_behind_the_practices_nat_the_carrier_reaches_the_pbx_at_its_public_address(
+        behind_nat: Topology, tmp_path: Path) -> None:
+    # The PBX on the LAN behind a masquerading router (tests/harness/netns.py): the carrier
+    # sees only the router's address, which the PBX's signalling and SDP must carry.
+    behind_nat.pbx.run(lambda: carrier_calls_and_is_called(
+        behind_nat, tmp_path, registered=False, did_form="${EXTEN}"))

@@ -9,6 +9,8 @@ namespace (tests/harness/netns.py), acting as the provider does.
   practice with the number spelt as ``did_form`` says (``${EXTEN:2}``: ``3125550100``).
 - A call from the practice goes to the PSTN: a SIPp answering at ``pstn_port``.
 - ``security.log`` (res_security_log) records each challenge and each successful digest.
+- Media goes where the SDP says (no symmetric RTP): a practice behind NAT must advertise its
+  public address to be heard.
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ class Carrier:
 
 def carrier_files(t: Topology, practice_port: int, password: str, *, registered: bool,
                   did_form: str, pstn_port: int) -> dict[str, str]:
-    contact = "" if registered else f"contact=sip:{t.pbx_lan}:{practice_port}\n"
+    # Behind the practice's router, the practice is its public address.
+    practice = t.pbx_wan if t.nat else t.pbx_lan
+    contact = "" if registered else f"contact=sip:{practice}:{practice_port}\n"
     media = (f"media_address={t.carrier}\nbind_rtp_to_media_address=yes\ndirect_media=no\n"
-             "rtp_symmetric=yes\ndisallow=all\nallow=ulaw\n")
+             "disallow=all\nallow=ulaw\n")
     pjsip = f"""\
 [global]
 type=global

@@ -10,11 +10,15 @@ bound, what a NAT rewrites), so these tests put each party in a network namespac
 - ``lan``: the practice's desk phones (SIPp, baresip).
 
 ``pbx`` has one leg in ``wan`` and one in ``lan``; ``wan`` and ``lan`` only reach each other
-through it (and it does not forward).  Every interface is created inside its namespace
-(``ip -n NS link add``), never in the host's, and the namespaces are named per run
-(``bl<pid><random>-wan``) so that parallel workers and other people's runs never meet; the
-addresses are per run too (a random third octet).  ``Topology`` removes them on exit, after a
-failed test as well.
+through it (and it does not forward).  ``Topology(nat=True)`` puts the PBX behind the
+practice's router instead: a ``gw`` namespace between the PBX's WAN leg and the WAN, which
+masquerades what leaves (nftables) and forwards what arrives to the PBX (its "DMZ host"), so
+the carrier sees only ``pbx_wan``, the router's public address.
+
+Every interface is created inside its namespace (``ip -n NS link add``), never in the
+host's, and the namespaces are named per run (``bl<pid><random>-wan``) so that parallel
+workers and other people's runs never meet; the addresses are per run too (a random third
+octet).  ``Topology`` removes them on exit, after a failed test as well.
 
 Running things inside:
 - a command: ``Namespace.argv(...)`` (``ip netns exec NS ...``, which execs: the PID is the
@@ -58,6 +62,13 @@ def ip(*args: str) -> None:
                           stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise NamespaceError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+def run(argv: list[str], stdin: str = "") -> None:
+    """Run a command (with ``stdin``); raise NamespaceError with its stderr if it fails."""
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise NamespaceError(f"{' '.join(argv)}: {done.stderr.strip()}")
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,7 @@ class Topology:
 
     Use as a context manager: built on entry, every namespace deleted on exit."""
 
+    nat: bool = False
     prefix: str = field(default_factory=lambda: f"bl{os.getpid()}{os.urandom(2).hex()}")
     addresses: Addresses = field(default_factory=lambda: Addresses(random.randrange(256)))
     made: list[Namespace] = field(default_factory=list)
@@ -185,6 +197,11 @@ class Topology:
     @property
     def lan(self) -> Namespace:
         return Namespace(f"{self.prefix}-lan")
+
+    @property
+    def gw(self) -> Namespace:
+        """The practice's router (with ``nat=True``)."""
+        return Namespace(f"{self.prefix}-gw")
 
     # ----- where each party is
 
@@ -206,7 +223,17 @@ class Topology:
 
     @property
     def pbx_wan(self) -> str:
+        """The PBX's address on the WAN: its own, or (``nat=True``) its router's."""
         return self.addresses.wan(PBX_WAN)
+
+    @property
+    def inside(self) -> str:
+        """The PBX's address towards its router (``nat=True``)."""
+        return f"10.203.{self.addresses.third}.2"
+
+    @property
+    def router_inside(self) -> str:
+        return f"10.203.{self.addresses.third}.1"
 
     @property
     def pbx_lan(self) -> str:
@@ -220,16 +247,20 @@ class Topology:
 
     def create(self, phones: int = 4) -> None:
         a = self.addresses
-        for ns in (self.wan, self.pbx, self.lan):
+        for ns in (self.wan, self.pbx, self.lan, *([self.gw] if self.nat else [])):
             ip("netns", "add", ns.name)
             self.made.append(ns)
             ip("-n", ns.name, "link", "set", "lo", "up")
         # The PBX's two legs, made inside the namespaces: no interface ever in the host's.
         ip("-n", self.pbx.name, "link", "add", "wan0", "type", "veth",
-           "peer", "name", "up0", "netns", self.wan.name)
+           "peer", "name", "in0" if self.nat else "up0",
+           "netns", (self.gw if self.nat else self.wan).name)
         ip("-n", self.pbx.name, "link", "add", "lan0", "type", "veth",
            "peer", "name", "up0", "netns", self.lan.name)
-        ip("-n", self.pbx.name, "addr", "add", f"{self.pbx_wan}/24", "dev", "wan0")
+        if self.nat:
+            self._router()
+        else:
+            ip("-n", self.pbx.name, "addr", "add", f"{self.pbx_wan}/24", "dev", "wan0")
         ip("-n", self.pbx.name, "addr", "add", f"{self.pbx_lan}/24", "dev", "lan0")
         for host in (CARRIER, CARRIER_2, PSTN, STRANGER):
             ip("-n", self.wan.name, "addr", "add", f"{a.wan(host)}/24", "dev", "up0")
@@ -238,9 +269,39 @@ class Topology:
         for ns, dev in ((self.pbx, "wan0"), (self.pbx, "lan0"), (self.wan, "up0"),
                         (self.lan, "up0")):
             ip("-n", ns.name, "link", "set", dev, "up")
+        if self.nat:
+            ip("-n", self.pbx.name, "route", "add", "default", "via", self.router_inside)
+            return
         # The PBX's SIP address is its LAN one; the WAN reaches it through the PBX's WAN leg
         # (delivered there, not forwarded: the PBX namespace forwards nothing).
         ip("-n", self.wan.name, "route", "add", f"{self.pbx_lan}/32", "via", self.pbx_wan)
+
+    def _router(self) -> None:
+        """The practice's router: ``pbx_wan`` outside, masquerading what leaves; every new
+        flow arriving outside goes to the PBX (a "DMZ host", as small routers offer)."""
+        gw = self.gw.name
+        ip("-n", gw, "link", "add", "out0", "type", "veth", "peer", "name", "up0",
+           "netns", self.wan.name)
+        ip("-n", self.pbx.name, "addr", "add", f"{self.inside}/24", "dev", "wan0")
+        ip("-n", gw, "addr", "add", f"{self.router_inside}/24", "dev", "in0")
+        ip("-n", gw, "addr", "add", f"{self.pbx_wan}/24", "dev", "out0")
+        for dev in ("in0", "out0"):
+            ip("-n", gw, "link", "set", dev, "up")
+        ip("-n", gw, "route", "add", self.addresses.lan_net, "via", self.inside)
+        run(self.gw.argv("sysctl", "-qw", "net.ipv4.ip_forward=1"))
+        rules = f"""\
+table ip backline_nat {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat;
+    iifname "out0" ip daddr {self.pbx_wan} udp dport 1024-65535 dnat to {self.pbx_lan}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat;
+    oifname "out0" masquerade
+  }}
+}}
+"""
+        run(self.gw.argv("nft", "-f", "-"), rules)
 
     def remove(self) -> None:
         """Delete every namespace made (their veths go with them); errors are collected."""
