@@ -62,6 +62,27 @@ class Trunk:
         return self.addresses or (self.host,)
 
 
+class Encryption(enum.Enum):
+    """Whether desk phones' calls must be encrypted: ``required`` makes their media SRTP,
+    keyed by SDES inside their TLS signalling, and refuses a call offered without it."""
+
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+@dataclass(frozen=True, slots=True)
+class SipTls:
+    """SIP over TLS for desk phones: the certificate and key files Asterisk serves, or
+    (``practice_ca``, a folder) a CA of the practice's own that ``backline render`` makes
+    there with a server certificate it signs, for a LAN that has no public certificate: the
+    phones are given the CA (``ca.pem``) to trust."""
+
+    port: int = 5061
+    certificate_file: str = ""
+    key_file: str = ""
+    practice_ca: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class PortRange:
     start: int
@@ -102,6 +123,8 @@ class AsteriskPbx:
     # address the internet sees when SIP's is behind NAT (the LAN is then local_net).
     lan: tuple[str, ...] = ()
     public_address: str = ""
+    tls: SipTls | None = None
+    encryption: Encryption = Encryption.OPTIONAL
 
 
 @dataclass(frozen=True, slots=True)

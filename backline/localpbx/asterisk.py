@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -21,8 +22,10 @@ from backline.localpbx.announcement import (
 from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.phone_secrets import load_or_create
 from backline.localpbx.ports import AsteriskPorts
+from backline.localpbx.practice_ca import PracticeCaError, ensure_practice_ca
 from backline.localpbx.whereabouts import holds_port, port_holders
 from backline.render.asterisk import AsteriskSecrets, RenderedFile, render
+from backline.render.asterisk_pjsip import TlsFiles, tls_files
 
 
 class PbxNotReady(Exception):
@@ -47,8 +50,37 @@ def desk_phone_secrets(directory: Directory, path: Path) -> dict[str, str]:
     return load_or_create(path, phones)
 
 
-def render_files(directory: Directory, secrets_path: Path, announcement: str
-                 ) -> list[RenderedFile]:
+class TlsNotReady(Exception):
+    """``connections.pbx.tls`` names a certificate or key that cannot be read, or the
+    practice CA could not be made: Asterisk would start without its TLS transport."""
+
+
+def tls_certificate(directory: Directory) -> TlsFiles | None:
+    """The TLS transport's certificate and key on this host: the practice CA's server
+    certificate (made, or remade, when missing or no longer valid), or the config's files,
+    which must be readable."""
+    pbx = asterisk_pbx(directory)
+    files = tls_files(pbx)
+    if pbx.tls is None or files is None:
+        return None
+    if pbx.tls.practice_ca:
+        try:
+            ensure_practice_ca(Path(pbx.tls.practice_ca), pbx.sip.host,
+                               directory.practice.name)
+        except (PracticeCaError, OSError) as exc:
+            raise TlsNotReady(f"connections.pbx.tls.practice_ca: cannot make the practice CA "
+                              f"in {pbx.tls.practice_ca}: {exc}") from exc
+        return files
+    for field, path in (("certificate_file", files.certificate), ("key_file", files.key)):
+        if not os.access(path, os.R_OK):
+            raise TlsNotReady(f"connections.pbx.tls.{field}: cannot read {path}")
+    return files
+
+
+def render_files(directory: Directory, secrets_path: Path, announcement: str,
+                 tls: TlsFiles | None = None) -> list[RenderedFile]:
+    """``tls``: where Asterisk reads the TLS certificate and key, if not where the config
+    names them (a chroot's copies)."""
     pbx = asterisk_pbx(directory)
     carrier = read_secret(pbx.trunk.password, "connections.pbx.trunk") \
         if pbx.trunk.username else ""
@@ -57,7 +89,7 @@ def render_files(directory: Directory, secrets_path: Path, announcement: str
                             "which Asterisk's configuration cannot hold")
     secrets = AsteriskSecrets(read_secret(pbx.ami_secret, "connections.pbx.ami"),
                               desk_phone_secrets(directory, secrets_path), carrier)
-    return render(directory, secrets, announcement)
+    return render(directory, secrets, announcement, tls or tls_certificate(directory))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +122,7 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
     render_notice_clips(directory, wav.parent)
     render_closed_clips(directory, wav.parent)
     files = render_files(directory, secrets_path or Path(pbx.secrets_file),
-                         str(sounds / "announcement"))
+                         str(sounds / "announcement"), _tls_inside(directory, instance))
     instance.set_files({f.name: f.text for f in files}, write=True)
     # cdr_csv writes into log/cdr-csv/ but does not create it (Debian's package does).
     instance.host_path(instance.dir("log") / "cdr-csv").mkdir(parents=True, exist_ok=True)
@@ -99,6 +131,23 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
         if f.private:
             os.chmod(etc / f.name, 0o600)
     return LocalPbx(instance, tuple(files))
+
+
+def _tls_inside(directory: Directory, instance: AsteriskInstance) -> TlsFiles | None:
+    """The TLS certificate and key copied into the instance's tree (Asterisk runs chrooted
+    and sees nothing outside it), the key 0600; None without ``tls``."""
+    files = tls_certificate(directory)
+    if files is None:
+        return None
+    keys = PurePosixPath(instance.dir("etc")) / "keys"
+    host = instance.host_path(keys)
+    host.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for src, name in ((files.certificate, "tls.pem"), (files.key, "tls.key")):
+        dest = host / name
+        dest.unlink(missing_ok=True)
+        os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        shutil.copyfile(src, dest)
+    return TlsFiles(str(keys / "tls.pem"), str(keys / "tls.key"))
 
 
 UP_LOCK = "up.lock"

@@ -16,7 +16,12 @@ from backline.core.connections import AsteriskPbx
 from backline.core.model import Carry, Directory
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.render.asterisk_dialplan import extensions_conf
-from backline.render.asterisk_pjsip import geolocation_conf, pjsip_auth_conf, pjsip_conf
+from backline.render.asterisk_pjsip import (
+    TlsFiles,
+    geolocation_conf,
+    pjsip_auth_conf,
+    pjsip_conf,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +93,15 @@ write=system,call,agent,user,config,command,reporting,originate
 """
 
 
-def render(d: Directory, secrets: AsteriskSecrets, announcement: str) -> list[RenderedFile]:
-    """Every Asterisk file Backline owns, for the PBX in ``d.connections.pbx``."""
+def render(d: Directory, secrets: AsteriskSecrets, announcement: str,
+           tls: TlsFiles | None = None) -> list[RenderedFile]:
+    """Every Asterisk file Backline owns, for the PBX in ``d.connections.pbx``; ``tls``: the
+    TLS certificate and key where Asterisk reads them, if not where the config names them."""
     pbx = d.connections.pbx
     if not isinstance(pbx, AsteriskPbx):
         raise ValueError("the config's PBX is not Asterisk")
     return [
-        RenderedFile("pjsip.conf", pjsip_conf(d, pbx)),
+        RenderedFile("pjsip.conf", pjsip_conf(d, pbx, tls=tls)),
         RenderedFile("pjsip_auth.conf", pjsip_auth_conf(d, secrets.desk_phones, secrets.carrier),
                      private=True),
         RenderedFile("extensions.conf", extensions_conf(d, pbx, announcement)),

@@ -9,8 +9,9 @@ config loader; the secrets go only into pjsip_auth.conf, which is written 0600.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from backline.core.connections import AsteriskPbx
+from backline.core.connections import AsteriskPbx, Encryption
 from backline.core.emergency import emergency_callers
 from backline.core.model import Directory, Location
 from backline.pbx.asterisk import dialplan_variables as v
@@ -32,10 +33,35 @@ def location_profile(location: Location) -> str:
     return f"backline-at-{location.id}"
 
 
-def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The TLS transport's certificate and key, at the paths Asterisk reads them."""
+
+    certificate: str
+    key: str
+
+
+PRACTICE_CA_CERT, SERVER_CERT, SERVER_KEY = "ca.pem", "server.pem", "server.key"
+
+
+def tls_files(pbx: AsteriskPbx) -> TlsFiles | None:
+    """Where the config puts the certificate and key (``tls.practice_ca``: the server
+    certificate ``backline render`` makes there)."""
+    tls = pbx.tls
+    if tls is None:
+        return None
+    if tls.practice_ca:
+        return TlsFiles(f"{tls.practice_ca}/{SERVER_CERT}", f"{tls.practice_ca}/{SERVER_KEY}")
+    return TlsFiles(tls.certificate_file, tls.key_file)
+
+
+def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
+               tls: TlsFiles | None = None) -> str:
     """pjsip.conf; ``proxy`` is Kamailio's address when one sits in front of the nodes: every
     carrier INVITE then arrives from it, so it identifies the carrier too (Kamailio itself
-    refuses INVITEs that did not come from the carrier)."""
+    refuses INVITEs that did not come from the carrier).  ``tls``: the certificate and key
+    where Asterisk reads them, when not where the config names them (a chroot's copies)."""
+    tls = tls or tls_files(pbx)
     trunk = pbx.trunk
     carrier = carrier_endpoint(pbx)
     out = [
@@ -58,6 +84,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         *_nat(pbx),
         "",
         *_address_rules(pbx, proxy),
+        *_tls_transport(pbx, tls),
         "; Desk phones: one endpoint and auth per phone, one AOR per login (user), so that a",
         "; login holds at most devices.max_per_login registrations and the oldest is dropped.",
         "[desk-phone](!)",
@@ -73,10 +100,14 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
         # query stalls the PJSIP thread for the resolver's timeout.
         f"media_address={pbx.sip.host}",
         "bind_rtp_to_media_address=yes",
-        "rewrite_contact=no",  # desk phones are on the practice LAN; their Contact is true
+        # Desk phones are on the practice LAN: their Contact is true.  Over TLS it names
+        # where the phone listens, not the connection it opened (a phone accepts none of
+        # its own): its calls go down that connection, so the Contact is rewritten to it.
+        f"rewrite_contact={'yes' if tls else 'no'}",
         "identify_by=username,auth_username",
         "send_pai=yes",
         *_only_from(pbx.lan),
+        *_media_encryption(pbx),
         "",
         "[login](!)",
         "type=aor",
@@ -158,6 +189,26 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "") -> str:
             out += _login_gate(user.id, user.desk_phones[0])
     out.append("#include pjsip_auth.conf")
     return "\n".join(out) + "\n"
+
+
+def _tls_transport(pbx: AsteriskPbx, tls: TlsFiles | None) -> list[str]:
+    """SIP over TLS on the SIP address, TLS 1.2 (what desk phones speak); the phones verify
+    the certificate, Asterisk asks none of them (they prove themselves by digest)."""
+    if pbx.tls is None or tls is None:
+        return []
+    return ["; Desk phones over TLS (connections.pbx.tls).", "[transport-tls]",
+            "type=transport", "protocol=tls", f"bind={pbx.sip.host}:{pbx.tls.port}",
+            f"cert_file={tls.certificate}", f"priv_key_file={tls.key}", "method=tlsv1_2",
+            "verify_client=no", "require_client_cert=no", *_nat(pbx), ""]
+
+
+def _media_encryption(pbx: AsteriskPbx) -> list[str]:
+    """``encryption: required``: SRTP keyed by SDES (the keys ride in the SDP, inside the
+    phone's TLS), and never plain RTP: a call offered without a key is refused (488), and
+    none is offered to a phone without one."""
+    if pbx.encryption is not Encryption.REQUIRED:
+        return []
+    return ["media_encryption=sdes", "media_encryption_optimistic=no"]
 
 
 def _login_gate(login: str, first_phone: str) -> list[str]:

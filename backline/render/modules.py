@@ -61,6 +61,7 @@ REQUIRED_MODULES: tuple[tuple[str, str], ...] = (
     ("func_pjsip_aor", "PJSIP_AOR(): which contacts a desk phone has"),
     # --- media
     ("res_rtp_asterisk", "RTP (and rtp.conf port range)"),
+    ("res_srtp", "SRTP: desk phones' media encrypted (encryption: required)"),
     ("codec_ulaw", "G.711 u-law"),
     ("codec_alaw", "G.711 a-law"),
     ("codec_a_mu", "direct a-law/u-law translation"),

@@ -85,7 +85,12 @@ def cmd_render(args: argparse.Namespace) -> int:
         render_closed_clips,
         render_notice_clips,
     )
-    from backline.localpbx.asterisk import NeedsAsterisk, asterisk_pbx, render_files
+    from backline.localpbx.asterisk import (
+        NeedsAsterisk,
+        TlsNotReady,
+        asterisk_pbx,
+        render_files,
+    )
     from backline.localpbx.output import write_render
 
     directory = load_directory(args.config)
@@ -128,10 +133,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         render_announcement(directory.backup.announcement, out / "announcement.wav",
                             Path(directory.source).parent)
         clips = render_notice_clips(directory, out) + render_closed_clips(directory, out)
-    except (SecretMissing, NeedsAsterisk, AnnouncementError) as exc:
+    except (SecretMissing, NeedsAsterisk, AnnouncementError, TlsNotReady) as exc:
         raise UsageError(str(exc)) from exc
     written = write_render(out, files, directory, str(pbx.sip), secrets_path,
                            sip_user_is_login=True) + 1 + len(clips)  # + the audio
     print(f"rendered {written} files into {out}; desk-phone secrets in {secrets_path} "
           "(mode 0600)")
+    if pbx.tls is not None and pbx.tls.practice_ca:
+        print(f"the desk phones trust the practice CA {pbx.tls.practice_ca}/ca.pem; "
+              f"Asterisk serves {pbx.tls.practice_ca}/server.pem (keys mode 0600)")
     return 0

@@ -10,10 +10,12 @@ from backline.app.yamlsource import YMap
 from backline.core.connections import (
     DEFAULT_RESERVED_DESCRIPTORS,
     AsteriskPbx,
+    Encryption,
     FreeswitchPbx,
     HostPort,
     Pbx,
     PortRange,
+    SipTls,
     Trunk,
 )
 
@@ -61,7 +63,7 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         return None
     r.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
                      "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
-                     "node", "reserved_descriptors", "lan"])
+                     "node", "reserved_descriptors", "lan", "tls", "encryption"])
     trunk = _trunk(r, node, f)
     lan, public = _edge(r, node, sip, sip_hp, trunk, f)
     ami = r.sub(node, "ami", f) or YMap({}, node.where)
@@ -98,6 +100,8 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         reserved_descriptors=_reserve(r, node, f),
         lan=lan,
         public_address=public,
+        tls=_tls(r, node, f, sip_hp.port),
+        encryption=_encryption(r, node, f),
     )
 
 
@@ -151,6 +155,61 @@ def _edge(r: Reader, node: YMap, sip: YMap | None, sip_hp: HostPort, trunk: Trun
                   "the carrier's signalling addresses or networks (its host is a name, and "
                   "the address rules admit addresses only)")
     return lan, public
+
+
+def _tls(r: Reader, node: YMap, f: str, sip_port: int) -> SipTls | None:
+    """``tls``: SIP over TLS for desk phones, from the practice's certificate and key
+    files, or from a practice CA that ``backline render`` makes (``practice_ca``)."""
+    sub = r.sub(node, "tls", f)
+    if sub is None:
+        return None
+    f = f"{f}.tls"
+    r.keys(sub, f, ["port", "certificate_file", "key_file", "practice_ca"])
+    port = r.integer(sub, "port", f"{f}.port", 5061, 1, 65535) or 5061
+    if port == sip_port:
+        r.problem(where_of(sub, "port"), f"{f}.port",
+                  f"a port other than SIP's own ({sip_port}): TCP for TLS, UDP for SIP, "
+                  "but phones and Asterisk tell them apart by port")
+    paths = {}
+    for key in ("certificate_file", "key_file", "practice_ca"):
+        path = r.text(sub, key, f"{f}.{key}", "", "an absolute path") or ""
+        if path and not re.fullmatch(r"/[A-Za-z0-9_./-]{1,255}", path):
+            r.problem(where_of(sub, key), f"{f}.{key}", "an absolute path of letters, "
+                      "digits, '_', '.', '/' and '-'")
+            path = ""
+        paths[key] = path
+    cert, key, ca = paths["certificate_file"], paths["key_file"], paths["practice_ca"]
+    if bool(cert) != bool(key):
+        r.problem(where_of(sub, "certificate_file" if cert else "key_file"),
+                  f"{f}.{'key_file' if cert else 'certificate_file'}",
+                  "both certificate_file and key_file (the server certificate, then its "
+                  "private key, each a PEM file)")
+    elif cert and ca:
+        r.problem(where_of(sub, "practice_ca"), f"{f}.practice_ca",
+                  "either certificate_file and key_file, or practice_ca, not both")
+    elif not cert and not ca:
+        r.problem(sub.where, f"{f}.certificate_file",
+                  "where the certificate comes from: certificate_file and key_file (PEM "
+                  "files, e.g. from the practice's CA or a public one), or practice_ca: a "
+                  "folder where `backline render` makes a CA of the practice's own and the "
+                  "server certificate it signs (the phones are given its ca.pem to trust)")
+    return SipTls(port, cert, key, ca)
+
+
+def _encryption(r: Reader, node: YMap, f: str) -> Encryption:
+    what = "required or optional"
+    text = r.text(node, "encryption", f"{f}.encryption", "optional", what) or "optional"
+    try:
+        encryption = Encryption(text)
+    except ValueError:
+        r.problem(where_of(node, "encryption"), f"{f}.encryption", what)
+        return Encryption.OPTIONAL
+    if encryption is Encryption.REQUIRED and entry(node, "tls") is None:
+        r.problem(where_of(node, "encryption"), f"{f}.encryption",
+                  "required needs tls: (SRTP's keys travel in the phones' SIP, so their SIP "
+                  "must be TLS): add connections.pbx.tls with certificate_file and key_file, "
+                  "or practice_ca")
+    return encryption
 
 
 def _reserve(r: Reader, node: YMap, f: str) -> int:
