@@ -1,0 +1,105 @@
+"""``connections.pbx.tls`` and ``encryption`` as ops meet them: ``backline check`` says what
+is missing, ``backline render`` makes the practice CA once and keeps it (a phone that trusts
+it must go on trusting it), and pjsip.conf gets the TLS transport and SRTP.  The calls
+themselves: tests/test_tls_phones.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PBX_SIP = "    sip: {host: 127.0.0.1, port: 5060}\n"
+
+
+def config(tmp_path: Path, pbx_lines: str, sip_host: str = "127.0.0.1") -> Path:
+    """The example config with ``pbx_lines`` added to ``connections.pbx``."""
+    text = (ROOT / "config" / "example.yaml").read_text()
+    assert PBX_SIP in text
+    text = text.replace(PBX_SIP, PBX_SIP.replace("127.0.0.1", sip_host) + pbx_lines)
+    text = text.replace("sqlite:///var/lib/backline/journal.db", f"sqlite://{tmp_path}/j.db")
+    path = tmp_path / "practice.yaml"
+    path.write_text(text)
+    return path
+
+
+def backline(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BACKLINE_AMI_SECRET": "test-ami-secret"}
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+                          check=False)
+
+
+def test_check_says_what_tls_and_required_encryption_are_missing(tmp_path: Path) -> None:
+    cases = {
+        "    encryption: required\n": "connections.pbx.encryption: required needs tls:",
+        "    tls: {port: 5061}\n": "connections.pbx.tls.certificate_file: where the "
+                                  "certificate comes from",
+        "    tls: {certificate_file: /etc/backline/pbx.pem}\n":
+            "connections.pbx.tls.key_file: both certificate_file and key_file",
+        "    tls: {port: 5060, practice_ca: /var/lib/backline/ca}\n":
+            "connections.pbx.tls.port: a port other than SIP's own",
+        "    encryption: always\n": "connections.pbx.encryption: required or optional",
+    }
+    for lines, said in cases.items():
+        done = backline("check", str(config(tmp_path, lines)))
+        assert done.returncode == 2, (lines, done.stdout)
+        assert said in done.stderr, (lines, done.stderr)
+        assert "Traceback" not in done.stderr
+    done = backline("check", str(config(
+        tmp_path, "    tls: {practice_ca: /var/lib/backline/ca}\n    encryption: required\n")))
+    assert done.returncode == 0, done.stderr
+
+
+def test_render_makes_the_practice_ca_once_and_keeps_it_and_the_key_private(
+        tmp_path: Path) -> None:
+    ca = tmp_path / "ca"
+    path = config(tmp_path, f"    tls: {{practice_ca: {ca}}}\n    encryption: required\n",
+                  sip_host="10.20.30.1")
+    out = tmp_path / "out"
+
+    def render() -> dict[str, bytes]:
+        done = backline("render", str(path), "--out", str(out),
+                        "--secrets", str(tmp_path / "secrets.json"))
+        assert done.returncode == 0, done.stderr
+        assert f"{ca}/ca.pem" in done.stdout
+        return {f.name: f.read_bytes() for f in ca.iterdir()}
+
+    first = render()
+    assert sorted(first) == ["ca.key", "ca.pem", "server.key", "server.pem"]
+    for key in ("ca.key", "server.key"):
+        assert (ca / key).stat().st_mode & 0o777 == 0o600
+    # The server certificate is the CA's, for the SIP address, and a phone verifies it.
+    verified = subprocess.run(["openssl", "verify", "-CAfile", ca / "ca.pem",
+                               ca / "server.pem"], capture_output=True, text=True, check=False)
+    assert verified.returncode == 0, verified.stderr
+    names = subprocess.run(["openssl", "x509", "-noout", "-in", ca / "server.pem", "-checkip",
+                            "10.20.30.1"], capture_output=True, text=True, check=True)
+    assert "does match" in names.stdout
+    pjsip = (out / "pjsip.conf").read_text()
+    assert "[transport-tls]\ntype=transport\nprotocol=tls\nbind=10.20.30.1:5061\n" in pjsip
+    assert f"cert_file={ca}/server.pem\npriv_key_file={ca}/server.key\n" in pjsip
+    assert "media_encryption=sdes\nmedia_encryption_optimistic=no\n" in pjsip
+
+    # Rendered again: nothing is made anew.
+    assert render() == first
+    # The SIP address moves: a new server certificate, from the same CA the phones trust.
+    config(tmp_path, f"    tls: {{practice_ca: {ca}}}\n", sip_host="10.20.30.2")
+    moved = render()
+    assert moved["ca.pem"] == first["ca.pem"] and moved["ca.key"] == first["ca.key"]
+    assert moved["server.pem"] != first["server.pem"]
+    assert (ca / "server.key").stat().st_mode & 0o777 == 0o600
+    assert "media_encryption" not in (out / "pjsip.conf").read_text()  # optional: plain RTP
+
+
+def test_render_refuses_certificate_files_it_cannot_read(tmp_path: Path) -> None:
+    path = config(tmp_path, "    tls: {certificate_file: /nonexistent/pbx.pem, "
+                            "key_file: /nonexistent/pbx.key}\n")
+    done = backline("render", str(path), "--out", str(tmp_path / "out"),
+                    "--secrets", str(tmp_path / "secrets.json"))
+    assert done.returncode == 2, done.stdout
+    assert "connections.pbx.tls.certificate_file: cannot read /nonexistent/pbx.pem" \
+        in done.stderr
+    assert "Traceback" not in done.stderr
