@@ -297,7 +297,7 @@ class Controller:
     def emergency(self) -> EmergencyNotices:
         found = self.feature(emergency_notices.Emergency)
         assert found is not None, "the emergency notices are in FEATURES"
-        return found.notices
+        return found.service
 
     @property
     def conversation_members(self) -> ConversationMembers:
@@ -308,17 +308,17 @@ class Controller:
     @property
     def notifier(self) -> Notifier | None:
         found = self.feature(alerts.Alerts)
-        return found.notifier if found is not None else None
+        return found.service if found is not None else None
 
     @property
     def reminders(self) -> OutageReminders | None:
         found = self.feature(reminders.Reminders)
-        return found.reminders if found is not None else None
+        return found.service if found is not None else None
 
     @property
     def inbox(self) -> InboxDrain | None:
         found = self.feature(inbox.InboxDelivery)
-        return found.drain if found is not None else None
+        return found.service if found is not None else None
 
     @property
     def email_intake(self) -> EmailListener | None:
@@ -335,7 +335,7 @@ class Controller:
     def replies(self) -> AutoReplies:
         found = self.feature(sms.Sms)
         assert found is not None, "SMS is in FEATURES"
-        return found.replies
+        return found.service
 
     @property
     def mirror(self) -> ModeMirror | None:

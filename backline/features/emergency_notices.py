@@ -19,9 +19,7 @@ Each call and each sent notice is also written to the audit log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -31,23 +29,23 @@ from typing import Protocol
 from backline.core.e164 import redact
 from backline.core.emergency import EmergencyCall, Notice, NoticeUnheard, describe, notice
 from backline.core.model import Directory
-from backline.features.alerts.service import Mailer, SmsSender, mailer_for, sms_client_for
-from backline.features.seam import Context, Feature
+from backline.features.alerts.service import mailer_for, sms_client_for
+from backline.features.seam import Background, Context
 from backline.features.sending import retry
-from backline.features.sending.mail import MailError
-from backline.features.sending.rounds import Rounds
-from backline.features.sms.gateway import GatewayError, GatewayProtocolError
-from backline.features.sms.twilio import UnsendableSms
-from backline.journal import AuditEntry, Journal, JournalError
+from backline.features.sending.leased import (
+    Clock,
+    LeasedDelivery,
+    Mailer,
+    NotSent,
+    SmsSender,
+)
+from backline.journal import AuditEntry, Journal
 from backline.journal.emergency import EmergencyNotice, NoticeState
 
 log = logging.getLogger("backline.emergency")
 
-Clock = Callable[[], datetime]
-
 LEASE_SECONDS = 120.0  # longer than one try can take (a desk phone rings 30 s at most)
 MAX_NAP = 30.0
-FAILED_ROUND_NAP = 5.0
 PHONE_NOTICE_MINUTES = 15.0  # after that a ringing desk phone tells nobody anything new
 ACTOR = "backline"
 
@@ -61,40 +59,21 @@ class NoticeCaller(Protocol):
         (with why) if it could not be called or did not answer."""
 
 
-class EmergencyNotices:
+class EmergencyNotices(LeasedDelivery):
     """Start with :meth:`start`, stop with :meth:`close`; ``phone`` is attached once the PBX
     driver exists (desk-phone notices wait for it)."""
 
     def __init__(self, directory: Directory, journal: Journal, mailer: Mailer | None,
                  sms: SmsSender | None, clock: Clock, *, node: str = "") -> None:
+        super().__init__("backline-emergency-notices", "emergency notices", log, journal,
+                         clock, mailer=mailer, sms=sms)
         self.directory = directory
-        self.journal = journal
         self.phone: NoticeCaller | None = None
-        self._mailer = mailer
-        self._sms = sms
-        self._clock = clock
         self._node = node
-        self._rounds = Rounds("backline-emergency-notices")
         smtp = directory.connections.smtp
         gateway = directory.connections.sms_gateway
         self._mail_from = smtp.sender if smtp is not None else ""
         self._sms_from = gateway.sender if gateway is not None else ""
-
-    def start(self) -> None:
-        self._rounds.start(self._run)
-
-    def wake(self) -> None:
-        self._rounds.wake()
-
-    async def settle(self, within: float = 10.0) -> None:
-        await self._rounds.settle(within)
-
-    async def close(self) -> None:
-        await self._rounds.stop()
-        if self._mailer is not None:
-            await self._mailer.close()
-        if self._sms is not None:
-            await self._sms.close()
 
     async def call_placed(self, call: EmergencyCall, *, late: bool) -> bool:
         """Record ``call`` and the notices it owes, once; True if it was new."""
@@ -117,36 +96,14 @@ class EmergencyNotices:
 
     # -- the task --------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while not self._rounds.stopping:
-            self._rounds.begin()
-            nap = FAILED_ROUND_NAP
-            try:
-                await self.send_due()
-                nap = await self._nap()
-            except JournalError as exc:
-                log.error("emergency notices: the journal failed (%s); trying again shortly",
-                          exc)
-            except Exception:
-                # The task must outlive one bad round: a notice not sent is what it prevents.
-                log.exception("emergency notices: a round failed; trying again shortly")
-            await self._rounds.end()
-            if self._rounds.stopping:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rounds.woken.wait(), nap)
-
-    async def _nap(self) -> float:
+    async def round(self) -> float:
+        await self.send_due()
         due = await asyncio.to_thread(self.journal.next_notice_at)
-        if due is None:
-            return MAX_NAP
-        return min(max((due - self._clock()).total_seconds(), 0.0), MAX_NAP)
+        return self.nap_until(due, self._clock(), MAX_NAP)
 
     async def send_due(self) -> int:
         """Send every notice due now; return how many went."""
-        now = self._clock()
-        due = await asyncio.to_thread(self.journal.claim_due_notices, now,
-                                      now + timedelta(seconds=LEASE_SECONDS))
+        due = await self.claim_due(self.journal.claim_due_notices, LEASE_SECONDS)
         if not due:
             return 0
         # Desk phones ring side by side (each up to 30 s); email and SMS go meanwhile.
@@ -161,7 +118,8 @@ class EmergencyNotices:
                 await self._text(n)
             else:
                 await self._call(n)
-        except NoticeUnheard as exc:
+        except (NoticeUnheard, NotSent) as exc:
+            # Each goes side by side with the others: one failing holds none of them back.
             await self._failed(n, exc.reason)
             return False
         now = self._clock()
@@ -187,8 +145,6 @@ class EmergencyNotices:
                   tries, reason, retry.retry_delay(tries))
 
     async def _email(self, n: EmergencyNotice) -> None:
-        if self._mailer is None:
-            raise NoticeUnheard("no usable connections.smtp")
         told = self._notice(n)
         message = EmailMessage(policy=SMTP)
         message["From"] = self._mail_from
@@ -201,24 +157,13 @@ class EmergencyNotices:
         message["Auto-Submitted"] = "auto-generated"
         message["Importance"] = "high"
         message.set_content(told.text + "\n")
-        try:
-            await self._mailer.send(message)
-        except MailError as exc:
-            raise NoticeUnheard(exc.reason) from None
+        await self.email(message)
         log.info("emergency notice emailed to %s", n.recipient)
 
     async def _text(self, n: EmergencyNotice) -> None:
-        if self._sms is None:
-            raise NoticeUnheard("no usable connections.sms_gateway")
-        try:
-            await self._sms.send(self._sms_from, n.recipient, self._notice(n).text)
-        except GatewayProtocolError as exc:
-            log.warning("emergency notice texted to %s, but %s", redact(n.recipient),
-                        exc.reason)
-            return  # the gateway took it; again could text twice
-        except (GatewayError, UnsendableSms) as exc:
-            raise NoticeUnheard(str(exc)) from None
-        log.info("emergency notice texted to %s", redact(n.recipient))
+        if await self.text(self._sms_from, n.recipient, self._notice(n).text,
+                           "emergency notice"):
+            log.info("emergency notice texted to %s", redact(n.recipient))
 
     def _notice(self, n: EmergencyNotice) -> Notice:
         """What the journal kept of the call (who and where as they were then), worded."""
@@ -243,18 +188,10 @@ def notices_for(directory: Directory, journal: Journal, clock: Clock, *, node: s
     return EmergencyNotices(directory, journal, mailer, sms, clock, node=node)
 
 
-class Emergency(Feature):
-    """The notices as a feature: every 911 call is journaled and its on-site notice sent,
-    once (Kari's Law), with nobody configured too (the status page lists the calls)."""
-
-    def __init__(self, notices: EmergencyNotices) -> None:
-        self.notices = notices
-
-    async def start(self) -> None:
-        self.notices.start()
-
-    async def close(self) -> None:
-        await self.notices.close()
+class Emergency(Background[EmergencyNotices]):
+    """The notices (``service``) as a feature: every 911 call is journaled and its on-site
+    notice sent, once (Kari's Law), with nobody configured too (the status page lists the
+    calls)."""
 
 
 def build(context: Context) -> Emergency:

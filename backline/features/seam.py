@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -98,6 +99,30 @@ class Feature:
 
     def items_held(self) -> None:
         """Something was held for the inbox (an email kept, say)."""
+
+
+class Service(Protocol):
+    """A background service (:class:`backline.features.sending.leased.LeasedDelivery`)."""
+
+    def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Service)
+
+
+class Background(Feature, Generic[S]):
+    """A feature that is one background service, started and closed with the controller.
+    ``service`` may be replaced before :meth:`start` (tests give the alerts other windows)."""
+
+    def __init__(self, service: S) -> None:
+        self.service = service
+
+    async def start(self) -> None:
+        self.service.start()
+
+    async def close(self) -> None:
+        await self.service.close()
 
 
 Build = Callable[[Context], Feature | None]

@@ -131,7 +131,7 @@ class Site:
             alerts = self.controller.feature(Alerts)
             notifier = notifier_for(directory, self.journal, self.clock, policy=self.policy)
             assert alerts is not None and notifier is not None
-            alerts.notifier = notifier
+            alerts.service = notifier
         await self.controller.start()
         # The access log on (tests that check it redacts tokens) or off (as `backline run`).
         app = self.controller.web_app()

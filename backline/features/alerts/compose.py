@@ -32,20 +32,34 @@ def new_message_id(sender: str) -> str:
     return f"<alert.{secrets.token_hex(12)}@{_header_safe(domain, 200)}>"
 
 
+def automatic_email(*, sender: str, to: str, subject: str, sent_at: datetime,
+                    message_id: str) -> EmailMessage:
+    """An email Backline sends on its own (an alert, a reminder): the headers, no body yet.
+    ``Auto-Submitted`` (RFC 3834) and ``X-Auto-Response-Suppress`` tell autoresponders and
+    vacation replies not to answer."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(sent_at)
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
+    return message
+
+
+def local_time(at: datetime, tz: str) -> str:
+    """``at`` as the practice reads it: "Mon 02 Mar 2026, 09:15 CST"."""
+    return at.astimezone(ZoneInfo(tz)).strftime("%a %d %b %Y, %H:%M %Z")
+
+
 def alert_email(*, practice: str, sender: str, to: str, message_id: str, alert_at: datetime,
                 sent_at: datetime, tz: str, link: str, link_hours: int) -> EmailMessage:
     """The alert email: plain text and an HTML alternative, no images or remote content."""
     name = _header_safe(practice, PRACTICE_NAME_CHARS)
-    when = alert_at.astimezone(ZoneInfo(tz)).strftime("%a %d %b %Y, %H:%M %Z")
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = f"Backup alert: new inbound activity for {name}"
-    message["Date"] = format_datetime(sent_at)
-    message["Message-ID"] = message_id
-    # RFC 3834: tell autoresponders and vacation replies not to answer.
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
+    when = local_time(alert_at, tz)
+    message = automatic_email(sender=sender, to=to, message_id=message_id, sent_at=sent_at,
+                              subject=f"Backup alert: new inbound activity for {name}")
     # Short lines, the link alone on its own: then an ASCII alert goes as 7bit, and the link
     # is never cut by a quoted-printable soft break in a mail client that shows the source.
     # The attempts' own mode, never the mode now: an alert gathered a moment after the

@@ -7,33 +7,30 @@ import dataclasses
 
 from backline.features.alerts.service import Notifier, notifier_for, why_no_alerts
 from backline.features.links.tokens import LINK_PREFIX
-from backline.features.seam import Context, Feature, Routes
+from backline.features.seam import Background, Context, Routes
 from backline.features.status.health import Verdict, idle, off
 from backline.journal import AlertChannel, Attempt
 
 
-class Alerts(Feature):
-    """``notifier`` may be replaced before :meth:`start` (the benchmark and tests give one
-    with other gathering windows)."""
+class Alerts(Background[Notifier]):
+    """The notifier is ``service``; it may be replaced before :meth:`start` (the benchmark
+    and tests give one with other gathering windows)."""
 
     def __init__(self, context: Context, notifier: Notifier) -> None:
-        self.notifier = notifier
+        super().__init__(notifier)
         self._context = context
         self._lanes: dict[AlertChannel, str] = {}  # each channel's last error ("")
 
     async def start(self) -> None:
-        self.notifier.on_result = self._result
-        self.notifier.start()
-
-    async def close(self) -> None:
-        await self.notifier.close()
+        self.service.on_result = self._result
+        await super().start()
 
     def routes(self) -> Routes:
         return Routes(public_apps=((LINK_PREFIX.rstrip("/"),
-                                    self.notifier.link_app(self._context.refusals)),))
+                                    self.service.link_app(self._context.refusals)),))
 
     def attempt_recorded(self, attempt: Attempt) -> None:
-        self.notifier.attempt_recorded(attempt)  # queues only: the PBX is waiting
+        self.service.attempt_recorded(attempt)  # queues only: the PBX is waiting
 
     def _result(self, channel: AlertChannel, ok: bool, why: str) -> None:
         """Alerts are getting through while every channel's last try worked (email and SMS

@@ -21,14 +21,11 @@ at start, outage attempts of the last ``link_hours`` that no alert lists are gat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from email.message import EmailMessage
+from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
 
 from aiohttp import web
 
@@ -39,37 +36,24 @@ from backline.features.alerts.gather import GatherPolicy, raises_alert
 from backline.features.links import tokens as links
 from backline.features.links.server import RefusalJudge, fax_files, make_link_app
 from backline.features.sending import retry
-from backline.features.sending.mail import MailError, SmtpMailer
-from backline.features.sending.rounds import Rounds
-from backline.features.sms.gateway import (
-    GatewayError,
-    GatewayProtocolError,
-    GatewayRefused,
-    SmsGatewayClient,
+from backline.features.sending.leased import (
+    Clock,
+    LeasedDelivery,
+    Mailer,
+    NotSent,
+    SmsSender,
 )
-from backline.features.sms.twilio import UnsendableSms
+from backline.features.sending.mail import SmtpMailer
+from backline.features.sms.gateway import SmsGatewayClient
 from backline.journal import AlertChannel, AlertDelivery, Attempt, Journal, JournalError
 
 log = logging.getLogger("backline.notifier")
-
-Clock = Callable[[], datetime]
 
 LEASE_SECONDS = 120.0
 """How long a claimed delivery is ours: longer than any one try can take (SMTP commands time
 out after 30 s), so another controller on the journal never sends it at the same time."""
 
 MAX_NAP = 30.0  # seconds the task sleeps at most, in case another controller added work
-FAILED_ROUND_NAP = 5.0
-
-
-class Mailer(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
-    async def close(self) -> None: ...
-
-
-class SmsSender(Protocol):
-    async def send(self, sender: str, to: str, body: str) -> str: ...
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,25 +74,20 @@ class AlertSettings:
                 + [(AlertChannel.SMS, n) for n in self.sms])
 
 
-class Notifier:
+class Notifier(LeasedDelivery):
     """Start with :meth:`start`, stop with :meth:`close`.  ``clock`` returns aware datetimes;
     tests pass one they move by hand (then call :meth:`wake`)."""
 
     def __init__(self, journal: Journal, settings: AlertSettings, mailer: Mailer,
                  sms: SmsSender | None, clock: Clock, *, policy: GatherPolicy | None = None,
                  files: Callable[[str], Path] = Path) -> None:
-        if settings.sms and sms is None:
-            raise ValueError("SMS recipients need an SMS gateway")
-        self.journal = journal
+        super().__init__("backline-alerts", "alerts", log, journal, clock, mailer=mailer,
+                         sms=sms, texts_to=settings.sms)
         self.settings = settings
-        self._mailer = mailer
-        self._sms = sms
-        self._clock = clock
         self._policy = policy or GatherPolicy()
         self._files = files
         self._recipients = settings.recipients()
         self._pending: list[int] = []
-        self._rounds = Rounds("backline-alerts")
         # Told of each try's result, (channel, True, "") or (channel, False, why): the status
         # page's verdict.
         self.on_result: Callable[[AlertChannel, bool, str], None] | None = None
@@ -119,61 +98,24 @@ class Notifier:
         """A new attempt is in the journal: alert for it if it came in an outage."""
         if raises_alert(attempt):
             self._pending.append(attempt.id)
-            self._rounds.woken.set()
+            self.wake()
 
     def link_app(self, refusals: RefusalJudge | None = None) -> web.Application:
         """The link pages, to mount with ``app.add_subapp("/a", ...)``."""
         return make_link_app(self.journal, self.settings.practice, self.settings.tz,
                              self._clock, self._files, refusals)
 
-    def start(self) -> None:
-        self._rounds.start(self._run)
-
-    def wake(self) -> None:
-        """Look for due work now (after a test moved the clock, say)."""
-        self._rounds.wake()
-
-    async def close(self) -> None:
-        """Stop the task after the send in progress (if any); close the connections."""
-        await self._rounds.stop()
-        await self._mailer.close()
-        if self._sms is not None:
-            await self._sms.close()
-
-    async def settle(self, within: float = 10.0) -> None:
-        """Wake the task and wait until a whole round that began after this call is done:
-        what was due at the clock's current time has been tried.  TimeoutError after
-        ``within`` s.  For tests and the benchmark, which move the clock by hand."""
-        await self._rounds.settle(within)
-
     # -- the task --------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        with contextlib.suppress(JournalError):
-            await self._catch_up()
-        while not self._rounds.stopping:
-            self._rounds.begin()
-            failed = True
-            try:
-                await self._gather_pending()
-                await self.deliver_due()
-                nap = await self._nap()
-                failed = False
-            except JournalError as exc:
-                log.error("alerts: the journal failed (%s); trying again shortly", exc)
-            except Exception:
-                # The task must outlive one bad round: alerts are what tells anyone at all.
-                log.exception("alerts: a sending round failed; trying again shortly")
-            await self._rounds.end()
-            if failed:
-                nap = FAILED_ROUND_NAP  # not at once: the same failure would spin the loop
-            elif self._rounds.stopping or self._pending:
-                continue
-            if nap > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._rounds.woken.wait(), nap)
+    async def round(self) -> float:
+        await self._gather_pending()
+        await self.deliver_due()
+        if self._pending:
+            return 0.0  # gathered while this round sent: at once
+        due = await asyncio.to_thread(self.journal.next_delivery_at)
+        return self.nap_until(due, self._clock(), MAX_NAP)
 
-    async def _catch_up(self) -> None:
+    async def catch_up(self) -> None:
         since = self._clock() - timedelta(hours=self.settings.link_hours)
         try:
             owed = await asyncio.to_thread(self.journal.unalerted_attempts, since)
@@ -199,17 +141,9 @@ class Notifier:
             self._pending[:0] = ids  # tried again next round
             raise
 
-    async def _nap(self) -> float:
-        due = await asyncio.to_thread(self.journal.next_delivery_at)
-        if due is None:
-            return MAX_NAP
-        return min(max((due - self._clock()).total_seconds(), 0.0), MAX_NAP)
-
     async def deliver_due(self) -> int:
         """Send every delivery due now; return how many were sent."""
-        now = self._clock()
-        due = await asyncio.to_thread(self.journal.claim_due_deliveries, now,
-                                      now + timedelta(seconds=LEASE_SECONDS))
+        due = await self.claim_due(self.journal.claim_due_deliveries, LEASE_SECONDS)
         if not due:
             return 0
         emails = [d for d in due if d.channel is AlertChannel.EMAIL]
@@ -219,27 +153,25 @@ class Notifier:
             sent = await asyncio.gather(self._lane(emails, self._send_email),
                                         self._lane(texts, self._send_sms))
         finally:
-            await self._mailer.close()
+            await self.batch_done()
         return sum(sent)
 
     async def _lane(self, deliveries: Sequence[AlertDelivery],
                     send: Callable[[AlertDelivery], Awaitable[None]]) -> int:
         sent = 0
         for i, d in enumerate(deliveries):
-            if self._rounds.stopping:
+            if self.stopping:
                 await asyncio.to_thread(self.journal.release_deliveries,
                                         [x.id for x in deliveries[i:]])
                 break
             try:
                 await send(d)
-            except _Unreachable as exc:
-                # The server cannot be reached at all: every other delivery in this lane
-                # would wait out the same failure (a timeout each), so all wait for the retry.
-                for rest in deliveries[i:]:
+            except NotSent as exc:
+                # Unreachable: the rest of the lane is put back, due again (see NotSent).
+                for rest in deliveries[i:] if exc.unreachable else (d,):
                     await self._failed(rest, exc.reason)
-                break
-            except _NotSent as exc:
-                await self._failed(d, exc.reason)
+                if exc.unreachable:
+                    break
             else:
                 await asyncio.to_thread(self.journal.delivery_sent, d.id, self._clock())
                 sent += 1
@@ -262,46 +194,17 @@ class Notifier:
         # The link is durable before the email leaves: a page that opens later needs it.
         await asyncio.to_thread(self.journal.add_alert_link, d.id, links.token_hash(token),
                                 now, links.expiry(now, self.settings.link_hours))
-        message = alert_email(
+        await self.email(alert_email(
             practice=self.settings.practice, sender=self.settings.mail_from, to=d.recipient,
             message_id=d.message_id, alert_at=d.alert_due_at, sent_at=now,
             tz=self.settings.tz, link=links.link_url(self.settings.base_url, token),
-            link_hours=self.settings.link_hours)
-        try:
-            await self._mailer.send(message)
-        except MailError as exc:
-            raise (_Unreachable if exc.code is None else _NotSent)(exc.reason) from None
+            link_hours=self.settings.link_hours))
         log.info("alerts: alert %d emailed to %s", d.alert_id, d.recipient)
 
     async def _send_sms(self, d: AlertDelivery) -> None:
-        assert self._sms is not None
-        try:
-            await self._sms.send(self.settings.sms_from, d.recipient,
-                                 alert_sms(self.settings.practice))
-        except GatewayProtocolError as exc:
-            # The gateway said 2xx: it took the message.  Sending again could text twice.
-            log.warning("alerts: alert %d texted to %s, but %s", d.alert_id,
-                        redact(d.recipient), exc.reason)
-            return
-        except (GatewayRefused, UnsendableSms) as exc:
-            # About this message (a 4xx, a number the gateway will not take): the others in
-            # the lane may still go.
-            raise _NotSent(str(exc)) from None
-        except GatewayError as exc:
-            # Not reached, or no answer.  If the request had left (maybe_sent), the retry
-            # may text twice: a rare double text beats a lost alert (see the gateway client).
-            raise _Unreachable(str(exc)) from None
-        log.info("alerts: alert %d texted to %s", d.alert_id, redact(d.recipient))
-
-
-class _NotSent(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _Unreachable(_NotSent):
-    pass
+        if await self.text(self.settings.sms_from, d.recipient,
+                           alert_sms(self.settings.practice), f"alerts: alert {d.alert_id}"):
+            log.info("alerts: alert %d texted to %s", d.alert_id, redact(d.recipient))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,33 +5,29 @@ from __future__ import annotations
 
 from backline.core.outage import Mode, ModeState
 from backline.features.inbox.service import InboxDrain, inbox_for, why_blocked
-from backline.features.seam import Context, Feature
+from backline.features.seam import Background, Context
 from backline.features.status.health import idle, off
 from backline.journal import Attempt, Delivery
 
 
-class InboxDelivery(Feature):
+class InboxDelivery(Background[InboxDrain]):
+    """The drain is ``service``."""
+
     def __init__(self, context: Context, drain: InboxDrain) -> None:
-        self.drain = drain
+        super().__init__(drain)
         self._context = context
         drain.on_result = self._result
 
-    async def start(self) -> None:
-        self.drain.start()
-
-    async def close(self) -> None:
-        await self.drain.close()
-
     def attempt_recorded(self, attempt: Attempt) -> None:
         if attempt.delivery is Delivery.HELD and self._context.mode().mode is Mode.NORMAL:
-            self.drain.wake()  # held in normal mode (an SMS): deliver it now, not later
+            self.service.wake()  # held in normal mode (an SMS): deliver it now, not later
 
     def mode_changed(self, state: ModeState) -> None:
         if state.mode is Mode.NORMAL:
-            self.drain.wake()  # the outage is over: deliver what it held
+            self.service.wake()  # the outage is over: deliver what it held
 
     def items_held(self) -> None:
-        self.drain.wake()
+        self.service.wake()
 
     def _result(self, ok: bool, why: str) -> None:
         health = self._context.health

@@ -71,6 +71,7 @@ from backline.features.inbox.payload import (
     idempotency_key,
     item_document,
 )
+from backline.features.sending.leased import FAILED_ROUND_NAP, Clock, LeasedDelivery
 from backline.features.sms.reply import OUTAGE_OVER
 from backline.journal import AttemptKind, Journal, JournalError
 from backline.journal.delivery import InboxItem
@@ -78,15 +79,12 @@ from backline.journal.replies import SmsReply
 
 log = logging.getLogger("backline.inbox")
 
-Clock = Callable[[], datetime]
-
 LEASE_SECONDS = 120.0
 """How long the drain lease lasts without renewal; renewed at half, also during a long try."""
 CONNECT_SECONDS = 10.0
 READ_SECONDS = 60.0  # without a byte either way; a big item may take longer in all
 BATCH = 50
 MAX_NAP = 30.0  # seconds the task sleeps at most, in case another controller added work
-FAILED_ROUND_NAP = 5.0
 INLINE_WAIT = 2.0  # a retry due within this many seconds is waited for inside the round
 
 
@@ -102,50 +100,34 @@ class Backoff:
         return min(self.first * float(2 ** min(max(failed_tries - 1, 0), 32)), self.cap)
 
 
-class InboxDrain:
+class InboxDrain(LeasedDelivery):
     """Start with :meth:`start`, stop with :meth:`close`; :meth:`wake` when the mode turns
     normal or an item is held."""
 
     def __init__(self, journal: Journal, book: OwnershipBook, url: str, token: str,
                  mode: Callable[[], Mode], clock: Clock, *, files: Callable[[str], Path] = Path,
                  holder: str = "", backoff: Backoff | None = None, node: str = "") -> None:
-        self.journal = journal
+        super().__init__("backline-inbox", "inbox", log, journal, clock)
         self.book = book
         self.url = url
         self._token = token
         self._mode = mode
-        self._clock = clock
         self._files = files
         self.holder = holder or process_holder()
         self.node = node  # this controller's PBX node: whose fax files are on this disk
         self.backoff = backoff or Backoff()
-        self._woken = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._lease_until: datetime | None = None
         self._accepted: list[int] = []  # accepted by the inbox, not yet journaled
-        self._rounds_started = 0
         self._last_empty_round = 0
         self._progress = asyncio.Condition()
         self.delivered = 0  # this process's count, for the benchmark
         # Told of each try's result (True, "") or (False, why): the status page's verdict.
         self.on_result: Callable[[bool, str], None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="backline-inbox")
-
-    def wake(self) -> None:
-        self._woken.set()
-
     async def close(self) -> None:
         """Stop after the try in flight (if any); give the lease back."""
-        self._stopping = True
-        self._woken.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await super().close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -157,48 +139,28 @@ class InboxDrain:
     async def drained(self, within: float = 60.0) -> None:
         """Until a round that began after this call found nothing left to send (accepted or
         refused, all of it).  TimeoutError after ``within`` s.  For tests and the bench."""
-        target = self._rounds_started + 1
+        target = self.rounds_started + 1
         self.wake()  # that round starts now, not after a nap (a backoff is cut short once)
         async with asyncio.timeout(within), self._progress:
             await self._progress.wait_for(lambda: self._last_empty_round >= target)
 
     # -- the task --------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            self._woken.clear()
-            self._rounds_started += 1
-            round_no = self._rounds_started
-            nap = MAX_NAP
-            try:
-                if self._mode() is Mode.NORMAL:
-                    nap = await self._round(round_no)
-            except JournalError as exc:
-                log.error("inbox: the journal failed (%s); trying again shortly", exc)
-                nap = FAILED_ROUND_NAP
-            except Exception:
-                # The task must outlive one bad round: the backlog is patients' messages.
-                log.exception("inbox: a delivery round failed; trying again shortly")
-                nap = FAILED_ROUND_NAP
-            if self._stopping:
-                break
-            if nap > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), nap)
-
-    async def _round(self, round_no: int) -> float:
-        """Send the queue's head until it is empty, blocked or the mode changes; return how
-        long to wait before the next round."""
+    async def round(self) -> float:
+        """While the mode is normal: send the queue's head until it is empty, blocked or the
+        mode changes; return how long to wait before the next round."""
+        if self._mode() is not Mode.NORMAL:
+            return MAX_NAP
         await asyncio.to_thread(self.journal.enqueue_held)
         if not await self._keep_lease():
             return FAILED_ROUND_NAP  # another node drains; look again later
         try:
-            return await self._send_queue(round_no)
+            return await self._send_queue(self.rounds_started)
         finally:
             await self._record_accepted()
 
     async def _send_queue(self, round_no: int) -> float:
-        while not self._stopping and self._mode() is Mode.NORMAL:
+        while not self.stopping and self._mode() is Mode.NORMAL:
             await self._record_accepted()  # before reading the queue: or they come back
             items = await asyncio.to_thread(self.journal.next_inbox_items, BATCH)
             if not items:
@@ -207,7 +169,7 @@ class InboxDrain:
                     self._progress.notify_all()
                 return MAX_NAP
             for item in items:
-                if self._stopping or self._mode() is not Mode.NORMAL:
+                if self.stopping or self._mode() is not Mode.NORMAL:
                     return MAX_NAP
                 now = self._clock()
                 if item.next_try_at is not None and item.next_try_at > now:
@@ -220,11 +182,11 @@ class InboxDrain:
                 # The head is blocked: everything behind it waits too.  A short wait is
                 # spent here, then the queue is read again; a long one (or a wake-up: new
                 # work, a mode change, stopping) ends the round.
-                if wait > INLINE_WAIT or self._woken.is_set():
+                if wait > INLINE_WAIT or self.woken.is_set():
                     return wait
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), wait)
-                if self._woken.is_set():
+                    await asyncio.wait_for(self.woken.wait(), wait)
+                if self.woken.is_set():
                     return 0.0
                 break
         return MAX_NAP

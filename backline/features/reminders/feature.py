@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from backline.features.reminders.service import OutageReminders, reminders_for
-from backline.features.seam import Context, Feature
+from backline.features.seam import Background, Context
 
 
-class Reminders(Feature):
-    def __init__(self, reminders: OutageReminders) -> None:
-        self.reminders = reminders
-
-    async def start(self) -> None:
-        self.reminders.start()
-
-    async def close(self) -> None:
-        await self.reminders.close()
+class Reminders(Background[OutageReminders]):
+    """The reminders are ``service``."""
 
 
 def build(context: Context) -> Reminders | None:

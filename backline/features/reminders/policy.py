@@ -24,12 +24,15 @@ import textwrap
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
 from backline.core.outage import Mode, ModeState
-from backline.features.alerts.compose import PRACTICE_NAME_CHARS, SMS_PRACTICE_CHARS
+from backline.features.alerts.compose import (
+    PRACTICE_NAME_CHARS,
+    SMS_PRACTICE_CHARS,
+    automatic_email,
+    local_time,
+)
 
 SENT_ACTION = "outage.reminder.sent"
 """The audit log action of one reminder that reached one recipient (kept stable: a restarted
@@ -133,15 +136,9 @@ def reminder_email(*, practice: str, sender: str, to: str, message_id: str, slot
                    sent_at: datetime, tz: str, interval: timedelta) -> EmailMessage:
     """The reminder email: plain text only (nothing to link to)."""
     name = _one_line(practice, PRACTICE_NAME_CHARS)
-    when = slot.since.astimezone(ZoneInfo(tz)).strftime("%a %d %b %Y, %H:%M %Z")
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = f"Reminder: {name} is still in backup (outage) mode"
-    message["Date"] = format_datetime(sent_at)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
-    message["X-Auto-Response-Suppress"] = "All"
+    when = local_time(slot.since, tz)
+    message = automatic_email(sender=sender, to=to, message_id=message_id, sent_at=sent_at,
+                              subject=f"Reminder: {name} is still in backup (outage) mode")
     message.set_content("\n\n".join([
         textwrap.fill(f"{name}: the phone system has been in backup (outage) mode since "
                       f"{when}, for {duration(sent_at - slot.since)} now. Callers hear the "

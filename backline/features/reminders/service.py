@@ -37,24 +37,24 @@ from datetime import datetime, timedelta
 from backline.core.e164 import redact
 from backline.core.model import Directory
 from backline.core.outage import ModeState
-from backline.features.alerts.service import Mailer, SmsSender, senders_for
+from backline.features.alerts.service import senders_for
 from backline.features.inbox.service import process_holder
 from backline.features.reminders import policy as reminder
 from backline.features.reminders.policy import Slot
 from backline.features.sending import retry
-from backline.features.sending.mail import MailError
-from backline.features.sending.rounds import Rounds
-from backline.features.sms.gateway import GatewayError, GatewayProtocolError
-from backline.features.sms.twilio import UnsendableSms
+from backline.features.sending.leased import (
+    Clock,
+    LeasedDelivery,
+    Mailer,
+    NotSent,
+    SmsSender,
+)
 from backline.journal import AuditEntry, Journal, JournalError
 
 log = logging.getLogger("backline.notifier.reminders")
 
-Clock = Callable[[], datetime]
-
 MAX_NAP = 60.0  # seconds the task sleeps at most
 CLAIM_SECONDS = 300.0  # a claim on one reminder outlasts one send; a dead sender's then lapses
-FAILED_ROUND_NAP = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,84 +79,35 @@ class _Backoff:
     next_try_at: datetime
 
 
-class OutageReminders:
+class OutageReminders(LeasedDelivery):
     """Start with :meth:`start`, stop with :meth:`close`.  ``mode`` returns the controller's
     mode state and ``changed`` its current change event (a new one after each change)."""
 
     def __init__(self, journal: Journal, settings: ReminderSettings, mailer: Mailer,
                  sms: SmsSender | None, clock: Clock, mode: Callable[[], ModeState],
                  changed: Callable[[], asyncio.Event]) -> None:
-        if settings.sms and sms is None:
-            raise ValueError("SMS recipients need an SMS gateway")
-        self.journal = journal
+        super().__init__("backline-reminders", "reminders", log, journal, clock, mailer=mailer,
+                         sms=sms, texts_to=settings.sms)
         self.settings = settings
-        self._mailer = mailer
-        self._sms = sms
-        self._clock = clock
         self._mode = mode
         self._changed = changed
         self._backoff: dict[str, _Backoff] = {}
         self._complete: Slot | None = None  # every recipient has it: no need to ask the journal
-        self._rounds = Rounds("backline-reminders")
         self.holder = process_holder()  # claims (outage, slot, recipient) as this process
-
-    def start(self) -> None:
-        self._rounds.start(self._run)
-
-    def wake(self) -> None:
-        """Look for a due reminder now (after a test moved the clock, say)."""
-        self._rounds.wake()
-
-    async def close(self) -> None:
-        """Stop the task after the send in progress (if any); close the connections."""
-        await self._rounds.stop()
-        await self._mailer.close()
-        if self._sms is not None:
-            await self._sms.close()
-
-    async def settle(self, within: float = 10.0) -> None:
-        """Wake the task and wait until a whole round that began after this call is done.
-        For tests, which move the clock by hand.  TimeoutError after ``within`` s."""
-        await self._rounds.settle(within)
 
     # -- the task --------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while not self._rounds.stopping:
-            changed = self._changed()  # taken before reading the mode: no change is missed
-            self._rounds.begin()
-            nap = FAILED_ROUND_NAP
-            try:
-                await self.remind_due()
-                nap = self._nap()
-            except JournalError as exc:
-                log.error("reminders: the journal failed (%s); trying again shortly", exc)
-            except Exception:
-                # The task must outlive one bad round: a forgotten outage is what it prevents.
-                log.exception("reminders: a round failed; trying again shortly")
-            await self._rounds.end()
-            if self._rounds.stopping:
-                break
-            woken = asyncio.ensure_future(self._rounds.woken.wait())
-            mode_changed = asyncio.ensure_future(changed.wait())
-            try:
-                await asyncio.wait({woken, mode_changed}, timeout=nap,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in (woken, mode_changed):
-                    waiter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waiter
+    def also_wake(self) -> asyncio.Event:
+        return self._changed()  # a mode change: a reminder may be due, or none any more
 
-    def _nap(self) -> float:
+    async def round(self) -> float:
+        await self.remind_due()
         now = self._clock()
         times = [b.next_try_at for b in self._backoff.values()]
         due = reminder.next_due_at(self._mode(), now, self.settings.interval)
         if due is not None:
             times.append(due)
-        if not times:
-            return MAX_NAP
-        return min(max((min(times) - now).total_seconds(), 0.0), MAX_NAP)
+        return self.nap_until(min(times, default=None), now, MAX_NAP)
 
     async def remind_due(self) -> int:
         """Send the newest reminder due now to each recipient that does not have it yet;
@@ -173,17 +124,17 @@ class OutageReminders:
         # A backoff from an older slot is moot: the newer reminder replaces it.
         self._backoff = {r: b for r, b in self._backoff.items() if b.slot == slot}
         sent = 0
-        mail_down = False
+        down: dict[str, str] = {}  # channel -> why, once it could not be reached this round
         try:
             for recipient in owed:
-                if self._rounds.stopping:
+                if self.stopping:
                     break
                 waiting = self._backoff.get(recipient)
                 if waiting is not None and waiting.next_try_at > now:
                     continue
                 channel, _, to = recipient.partition(":")
-                if channel == "email" and mail_down:
-                    await self._failed(slot, recipient, "the SMTP server cannot be reached")
+                if channel in down:  # put back, as the rest of a batch (see NotSent)
+                    await self._failed(slot, recipient, down[channel])
                     continue
                 claim = "reminder " + reminder.audit_detail(slot, recipient)
                 if not await asyncio.to_thread(
@@ -196,13 +147,10 @@ class OutageReminders:
                         sent += 1  # by another controller, since this round read the log
                         continue
                     try:
-                        if channel == "email":
-                            await self._send_email(slot, recipient, to, now)
-                        else:
-                            await self._send_sms(slot, to, now)
-                    except _NotSent as exc:
-                        # Unreachable: the other emails would wait out the same failure.
-                        mail_down = mail_down or (channel == "email" and exc.unreachable)
+                        await self._send(slot, channel, recipient, to, now)
+                    except NotSent as exc:
+                        if exc.unreachable:
+                            down[channel] = exc.reason
                         await self._failed(slot, recipient, exc.reason)
                         continue
                     await asyncio.to_thread(self.journal.audit, reminder_entry(
@@ -213,7 +161,7 @@ class OutageReminders:
                 self._backoff.pop(recipient, None)
                 sent += 1
         finally:
-            await self._mailer.close()
+            await self.batch_done()
         if sent == len(owed):
             self._complete = slot
         return sent
@@ -234,44 +182,25 @@ class OutageReminders:
         log.warning("reminders: reminder %d by %s not sent (try %d: %s); next try in %.0f s",
                     slot.number, channel, tries, reason, retry.retry_delay(tries))
 
-    async def _send_email(self, slot: Slot, recipient: str, to: str, now: datetime) -> None:
+    async def _send(self, slot: Slot, channel: str, recipient: str, to: str,
+                    now: datetime) -> None:
         s = self.settings
-        message = reminder.reminder_email(
-            practice=s.practice, sender=s.mail_from, to=to,
-            message_id=reminder.message_id(s.practice, s.mail_from, slot, recipient),
-            slot=slot, sent_at=now, tz=s.tz, interval=s.interval)
-        try:
-            await self._mailer.send(message)
-        except MailError as exc:
-            raise _NotSent(exc.reason, unreachable=exc.code is None) from None
-        log.info("reminders: reminder %d of the outage emailed to %s", slot.number, to)
-
-    async def _send_sms(self, slot: Slot, to: str, now: datetime) -> None:
-        assert self._sms is not None
-        s = self.settings
-        try:
-            await self._sms.send(s.sms_from, to, reminder.reminder_sms(s.practice, slot, now,
-                                                                        s.tz))
-        except GatewayProtocolError as exc:
-            # A 2xx the client could not read: the gateway took it; again could text twice.
-            log.warning("reminders: reminder %d texted to %s, but %s", slot.number,
-                        redact(to), exc.reason)
+        if channel == "email":
+            await self.email(reminder.reminder_email(
+                practice=s.practice, sender=s.mail_from, to=to,
+                message_id=reminder.message_id(s.practice, s.mail_from, slot, recipient),
+                slot=slot, sent_at=now, tz=s.tz, interval=s.interval))
+            log.info("reminders: reminder %d of the outage emailed to %s", slot.number, to)
             return
-        except (GatewayError, UnsendableSms) as exc:
-            raise _NotSent(str(exc)) from None
-        log.info("reminders: reminder %d of the outage texted to %s", slot.number, redact(to))
+        if await self.text(s.sms_from, to, reminder.reminder_sms(s.practice, slot, now, s.tz),
+                           f"reminders: reminder {slot.number}"):
+            log.info("reminders: reminder %d of the outage texted to %s", slot.number,
+                     redact(to))
 
 
 def reminder_entry(at: datetime, slot: Slot, recipient: str) -> AuditEntry:
     return AuditEntry(at, reminder.ACTOR, reminder.SENT_ACTION,
                       reminder.audit_detail(slot, recipient))
-
-
-class _NotSent(Exception):
-    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.unreachable = unreachable
 
 
 def reminders_for(directory: Directory, journal: Journal, clock: Clock,

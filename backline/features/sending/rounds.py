@@ -1,9 +1,9 @@
 """The life of a background sender: a task that works in rounds, woken early on demand,
 stopped only between rounds.
 
-The alerts (:mod:`backline.features.alerts.service`) and the outage reminders
-(:mod:`backline.features.reminders.service`) both work this way; tests move their clocks by hand and
-then wait, with :meth:`Rounds.settle`, for a whole round that began after the move.
+Every leased-delivery service works this way (:mod:`backline.features.sending.leased`); tests
+move their clocks by hand and then wait, with :meth:`Rounds.settle`, for a whole round that
+began after the move.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ class Rounds:
         if self._task is not None:
             await self._task
             self._task = None
+
+    @property
+    def started(self) -> int:
+        """How many rounds have begun (the one in progress is the latest)."""
+        return self._started
 
     def begin(self) -> None:
         """A round starts: wake-ups from now on count for the next nap."""

@@ -27,73 +27,45 @@ line holds a number (they are redacted) or any text.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from backline.core.connections import SmsGateway
 from backline.core.e164 import redact
 from backline.core.outage import Mode
 from backline.features.sending import retry
-from backline.features.sending.rounds import Rounds
-from backline.features.sms.gateway import (
-    GatewayError,
-    GatewayProtocolError,
-    GatewayUnavailable,
-    SmsGatewayClient,
-)
+from backline.features.sending.leased import Clock, LeasedDelivery, NotSent
+from backline.features.sms.gateway import SmsGatewayClient
 from backline.features.sms.reply import OUTAGE_OVER, NoReply, ReplyPlan, SendReply
-from backline.features.sms.twilio import UnsendableSms
 from backline.journal import Attempt, Journal, JournalError
 from backline.journal.replies import SmsReply
 
 log = logging.getLogger("backline.sms.reply")
 
-Clock = Callable[[], datetime]
-
 LEASE_SECONDS = 120.0
 """A claimed reply is ours this long: far more than one try (the client's 10 s timeout), so
 no other controller sends it meanwhile, and a dead controller's claim lapses."""
 MAX_NAP = 30.0  # seconds the task sleeps at most, in case another controller added work
-FAILED_ROUND_NAP = 5.0
 CATCH_UP_HOURS = 12
 
 
-class AutoReplies:
+class AutoReplies(LeasedDelivery):
     """Start with :meth:`start`, stop with :meth:`close`.  ``plan`` says what reply an
     attempt is owed (the controller's policy); ``mode`` is the controller's mode now."""
 
     def __init__(self, journal: Journal, gateway: SmsGateway | None, text: str, clock: Clock,
                  mode: Callable[[], Mode], plan: Callable[[Attempt], ReplyPlan | None]) -> None:
-        self.journal = journal
+        super().__init__("backline-sms-replies", "sms replies", log, journal, clock)
         self._gateway = gateway
-        self._text = text
-        self._clock = clock
+        self._reply = text
         self._mode = mode
         self._plan = plan
-        self._sms: SmsGatewayClient | None = None
-        self._rounds = Rounds("backline-sms-replies")
 
     def start(self) -> None:
         """Without a gateway there is nothing to send: replies are recorded as not sent."""
         if self._gateway is not None:
-            self._rounds.start(self._run)
-
-    def wake(self) -> None:
-        """A reply was journaled, or the mode changed: look now."""
-        self._rounds.wake()
-
-    async def close(self) -> None:
-        await self._rounds.stop()
-        if self._sms is not None:
-            await self._sms.close()
-            self._sms = None
-
-    async def settle(self, within: float = 10.0) -> None:
-        """Wake the task and wait until a whole round that began after this call is done.
-        For tests, which move the clock by hand.  TimeoutError after ``within`` s."""
-        await self._rounds.settle(within)
+            super().start()
 
     async def keep(self, attempt: Attempt) -> None:
         """Journal the reply ``attempt`` is owed, if any (idempotent), and wake the task."""
@@ -111,34 +83,18 @@ class AutoReplies:
 
     # -- the task --------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        with contextlib.suppress(JournalError):
-            await self._catch_up()
-        while not self._rounds.stopping:
-            self._rounds.begin()
-            nap = FAILED_ROUND_NAP
-            try:
-                if self._mode() is Mode.OUTAGE:
-                    await self.send_due()
-                else:
-                    closed = await asyncio.to_thread(self.journal.close_open_replies,
-                                                     self._clock(), OUTAGE_OVER)
-                    if closed:
-                        log.warning("%d automatic repl(ies) not sent: %s", closed, OUTAGE_OVER)
-                nap = await self._nap()
-            except JournalError as exc:
-                log.error("sms replies: the journal failed (%s); trying again shortly", exc)
-            except Exception:
-                # The task must outlive one bad round: the next reply must still go.
-                log.exception("sms replies: a round failed; trying again shortly")
-            await self._rounds.end()
-            if self._rounds.stopping:
-                break
-            if nap > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._rounds.woken.wait(), nap)
+    async def round(self) -> float:
+        if self._mode() is not Mode.OUTAGE:
+            closed = await asyncio.to_thread(self.journal.close_open_replies, self._clock(),
+                                             OUTAGE_OVER)
+            if closed:
+                log.warning("%d automatic repl(ies) not sent: %s", closed, OUTAGE_OVER)
+            return MAX_NAP
+        await self.send_due()
+        due = await asyncio.to_thread(self.journal.next_reply_at)
+        return self.nap_until(due, self._clock(), MAX_NAP)
 
-    async def _catch_up(self) -> None:
+    async def catch_up(self) -> None:
         since = self._clock() - timedelta(hours=CATCH_UP_HOURS)
         try:
             owed = await asyncio.to_thread(self.journal.sms_without_reply, since)
@@ -151,63 +107,46 @@ class AutoReplies:
         for attempt in owed:
             await self.keep(attempt)
 
-    async def _nap(self) -> float:
-        if self._mode() is not Mode.OUTAGE:
-            return MAX_NAP
-        due = await asyncio.to_thread(self.journal.next_reply_at)
-        if due is None:
-            return MAX_NAP
-        return min(max((due - self._clock()).total_seconds(), 0.0), MAX_NAP)
-
     async def send_due(self) -> int:
         """Try every reply due now, once; return how many were sent."""
-        now = self._clock()
-        due = await asyncio.to_thread(self.journal.claim_due_replies, now,
-                                      now + timedelta(seconds=LEASE_SECONDS))
+        due = await self.claim_due(self.journal.claim_due_replies, LEASE_SECONDS)
         sent = 0
         for i, reply in enumerate(due):
-            if self._rounds.stopping:
+            if self.stopping:
                 await asyncio.to_thread(self.journal.release_replies, [r.id for r in due[i:]])
                 break
             try:
-                sent += await self._send(reply)
-            except _Unreachable as exc:
-                # Every other reply would wait out the same failure: all are due again later.
-                for rest in due[i:]:
+                sid = await self._send(reply)
+            except NotSent as exc:
+                if exc.never:
+                    await asyncio.to_thread(self.journal.reply_not_sent, reply.id, exc.reason)
+                    log.error("automatic reply to %s not sent: %s", redact(reply.recipient),
+                              exc.reason)
+                    continue
+                # Unreachable: the rest of the batch is put back, due again (see NotSent).
+                for rest in due[i:] if exc.unreachable else (reply,):
                     await self._failed(rest, exc.reason)
-                break
+                if exc.unreachable:
+                    break
+                continue
+            await asyncio.to_thread(self.journal.reply_sent, reply.id, self._clock(), sid)
+            log.info("automatic reply to %s sent", redact(reply.recipient))
+            sent += 1
         return sent
 
-    async def _send(self, reply: SmsReply) -> int:
+    async def _send(self, reply: SmsReply) -> str:
         from backline.app.secrets import SecretMissing, read_secret
 
         assert self._gateway is not None  # the task runs only with one
-        try:
-            if self._sms is None:
+        if self._texts is None:  # the token is read when first needed: it may come later
+            try:
                 token = read_secret(self._gateway.token, "connections.sms_gateway.token")
-                self._sms = SmsGatewayClient(
-                    self._gateway.url, self._gateway.account, token, attempts=1,
-                    insecure_cleartext=self._gateway.insecure_cleartext)
-            sid = await self._sms.send(reply.sender, reply.recipient, self._text)
-        except SecretMissing as exc:
-            raise _Unreachable(str(exc)) from None
-        except GatewayProtocolError as exc:
-            # The gateway said 2xx: it took the message.  Sending again could text twice.
-            log.warning("automatic reply to %s sent, but %s", redact(reply.recipient),
-                        exc.reason)
-            sid = ""
-        except UnsendableSms as exc:
-            await asyncio.to_thread(self.journal.reply_not_sent, reply.id, exc.reason)
-            log.error("automatic reply to %s not sent: %s", redact(reply.recipient), exc.reason)
-            return 0
-        except GatewayUnavailable as exc:
-            raise _Unreachable(str(exc)) from None
-        except GatewayError as exc:
-            await self._failed(reply, str(exc))
-            return 0
-        await asyncio.to_thread(self.journal.reply_sent, reply.id, self._clock(), sid)
-        log.info("automatic reply to %s sent", redact(reply.recipient))
-        return 1
+            except SecretMissing as exc:
+                raise NotSent(str(exc), unreachable=True) from None
+            self._texts = SmsGatewayClient(
+                self._gateway.url, self._gateway.account, token, attempts=1,
+                insecure_cleartext=self._gateway.insecure_cleartext)
+        return await self.text(reply.sender, reply.recipient, self._reply, "automatic reply")
 
     async def _failed(self, reply: SmsReply, why: str) -> None:
         tries = reply.tries + 1
@@ -215,9 +154,3 @@ class AutoReplies:
                                 retry.next_try(self._clock(), tries), why)
         log.warning("automatic reply to %s not sent (try %d: %s); next try in %.0f s",
                     redact(reply.recipient), tries, why, retry.retry_delay(tries))
-
-
-class _Unreachable(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason

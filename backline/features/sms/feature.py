@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from backline.core import e164
 from backline.core.outage import Mode, ModeState
-from backline.features.seam import Context, Feature, Routes
+from backline.features.seam import Background, Context, Routes
 from backline.features.sms.auto_replies import AutoReplies
 from backline.features.sms.reply import ReplyPlan, auto_reply
 from backline.features.sms.twilio import InboundSms
@@ -21,29 +21,23 @@ from backline.journal import Attempt, AttemptKind, AuditEntry, Delivery, NewAtte
 log = logging.getLogger("backline.controller")
 
 
-class Sms(Feature):
-    """Inbound SMS and the outage auto-reply.  The webhook is served only with both
-    ``connections.sms_gateway`` and ``connections.pages``; the replies are journaled either
-    way (not sent, and why, without a gateway)."""
+class Sms(Background[AutoReplies]):
+    """Inbound SMS and the outage auto-reply (``service``).  The webhook is served only
+    with both ``connections.sms_gateway`` and ``connections.pages``; the replies are
+    journaled either way (not sent, and why, without a gateway)."""
 
     def __init__(self, context: Context) -> None:
         self._context = context
         d = context.directory
-        self.replies = AutoReplies(context.journal, d.connections.sms_gateway,
-                                   d.backup.sms_reply, context.clock, self._mode,
-                                   self._reply_plan)
+        super().__init__(AutoReplies(context.journal, d.connections.sms_gateway,
+                                     d.backup.sms_reply, context.clock, self._mode,
+                                     self._reply_plan))
 
     def _mode(self) -> Mode:
         return self._context.mode().mode
 
-    async def start(self) -> None:
-        self.replies.start()
-
-    async def close(self) -> None:
-        await self.replies.close()
-
     def mode_changed(self, state: ModeState) -> None:
-        self.replies.wake()  # replies go in an outage, and are closed after it
+        self.service.wake()  # replies go in an outage, and are closed after it
 
     def routes(self) -> Routes:
         gateway = self._context.directory.connections.sms_gateway
@@ -83,7 +77,7 @@ class Sms(Feature):
         # time: a crash between the two writes is mended by the gateway's retry.
         recorded = await asyncio.to_thread(self._context.journal.attempt, sms.journal_key)
         if recorded is not None:
-            await self.replies.keep(recorded)
+            await self.service.keep(recorded)
 
     def _reply_plan(self, attempt: Attempt) -> ReplyPlan | None:
         """The automatic reply ``attempt`` is owed (None: none at all)."""
