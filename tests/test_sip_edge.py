@@ -142,7 +142,9 @@ async def carrier_calls_and_is_called(net: Topology, tmp: Path, *, registered: b
                                    port=carrier.pstn_port, talk_ms=200,
                                    host=Host(net.pstn, net.wan.name))
             procs.append(pstn)
-            before = challenged(carrier.security_log())
+            # (the registration's own challenge, when there is one, logged first)
+            before = challenged(await asyncio.to_thread(
+                carrier.wait_for_log, lambda log: len(challenged(log)) >= int(registered)))
             out = place_calls(sip(net, p), tmp, PATIENT, from_user="ana-desk",
                               password=p.secret("ana-desk"), timeout=20, host=phones)
             procs.append(out)
@@ -152,8 +154,9 @@ async def carrier_calls_and_is_called(net: Topology, tmp: Path, *, registered: b
             assert MAIN in (invite.header("From") or ""), invite.header("From")
             assert "Test Main" in (invite.header("From") or "")
             # One more dialog was challenged and then authenticated: our INVITE's.
-            assert len(challenged(carrier.security_log())) == len(before) + 1, \
-                carrier.security_log()
+            log = await asyncio.to_thread(
+                carrier.wait_for_log, lambda log: len(challenged(log)) > len(before))
+            assert len(challenged(log)) == len(before) + 1, log
     finally:
         for proc in procs:
             proc.kill()
@@ -214,7 +217,7 @@ def test_outside_the_lan_and_the_carrier_a_register_or_an_invite_is_refused(
                 await asyncio.to_thread(register, sip(net, p), tmp_path, "ana-desk",
                                         p.secret("ana-desk"), contact_port=5060,
                                         aor="ana", host=stranger)
-            assert refused(caught.value.detail) == ["403"], caught.value.detail
+            assert set(refused(caught.value.detail)) == {"403"}, caught.value.detail
             # The same from the carrier's address: a desk phone is not the carrier.
             with pytest.raises(SippError) as caught:
                 await asyncio.to_thread(register, sip(net, p), tmp_path, "ana-desk",
@@ -226,7 +229,7 @@ def test_outside_the_lan_and_the_carrier_a_register_or_an_invite_is_refused(
             call = place_calls(sip(net, p), tmp_path, DIRECT, from_user=PATIENT,
                                timeout=10, host=stranger)
             assert not (await asyncio.to_thread(call.wait, 20)).ok
-            assert refused(call.describe()) == ["403"], call.describe()
+            assert set(refused(call.describe())) == {"403"}, call.describe()
             # From the LAN the desk phone registers; nothing of the stranger's reached the
             # controller.
             await asyncio.to_thread(register, sip(net, p), tmp_path, "ana-desk",

@@ -16,8 +16,12 @@ namespace (tests/harness/netns.py), acting as the provider does.
 from __future__ import annotations
 
 import os
+import select
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from backline.localpbx.inotify import DirectoryWatch
 from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.instance_files import SECURITY_LOG_FILE
 from backline.localpbx.pbxroot import ensure_root
@@ -42,6 +46,21 @@ class Carrier:
             return path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def wait_for_log(self, done: Callable[[str], bool], within: float = 10.0) -> str:
+        """The security log once ``done(log)`` holds: Asterisk's logger writes from a
+        thread of its own, after the request it logs was handled.  Sleeps on writes to the
+        log directory (inotify); AssertionError after ``within`` s."""
+        log_dir = self.instance.host_path(self.instance.dir("log"))
+        deadline = time.monotonic() + within
+        with DirectoryWatch(log_dir) as watch:
+            while not done(log := self.security_log()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"the carrier's security log never showed it:\n{log}")
+                select.select([watch], [], [], remaining)
+                watch.drain()
+        return log
 
     def stop(self) -> None:
         self.instance.stop()
