@@ -302,6 +302,27 @@ async def test_a_restart_sends_no_slot_twice(site: Site) -> None:
     await quiet(site, 2 * EMAILS, 2 * len(ALERT_SMS))
 
 
+async def test_an_unreachable_gateway_is_tried_once_a_round_and_the_other_texts_wait(
+        tmp_path: Path) -> None:
+    # The one rule for a message that did not go (backline.features.sending.leased.NotSent):
+    # a gateway that answers 503 is not tried again for the next number in the same round;
+    # that number's reminder is put back, due after the backoff, and goes then, once.
+    numbers = (ALERT_SMS[0], "+13125550198")
+    async with AlertSite(tmp_path, sms=numbers) as site:
+        await switch_to(site, Mode.OUTAGE)
+        site.gateway.fail_next(1, 503)
+        site.clock.advance(INTERVAL)
+        await reminders_of(site).settle()
+        assert (site.gateway.requests, site.gateway.sent) == (1, [])
+        await site.sink.wait_for(EMAILS)  # the emails are not held back by the gateway
+        site.clock.advance(retry.retry_delay(1))
+        await reminders_of(site).settle()
+        texts = await site.gateway.wait_for_sent(len(numbers))
+        assert sorted(t.to for t in texts) == sorted(numbers)
+        site.clock.advance(retry.MAX_RETRY)
+        await quiet(site, EMAILS, len(numbers))
+
+
 async def test_smtp_and_gateway_down_at_the_due_time_the_reminder_goes_when_back(
         site: Site) -> None:
     await switch_to(site, Mode.OUTAGE)

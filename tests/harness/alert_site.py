@@ -84,6 +84,7 @@ class Site:
     gateway: TwilioGateway
     clock: FakeClock
     kind: str = "email+sms"
+    sms: tuple[str, ...] = ALERT_SMS  # the numbers alerts and reminders are texted to
     port: int = 0
     controller: Controller | None = None
     journal: Journal | None = None
@@ -117,7 +118,7 @@ class Site:
         path = self.tmp / "practice.yaml"
         path.write_text(YAML.format(
             name=PRACTICE_NAME, practice=PRACTICE_NUMBER, fax=FAX_NUMBER, kind=self.kind,
-            emails=", ".join(ALERT_EMAILS), sms=", ".join(f'"{n}"' for n in ALERT_SMS),
+            emails=", ".join(ALERT_EMAILS), sms=", ".join(f'"{n}"' for n in self.sms),
             smtp_port=self.sink.port, smtp=self.smtp, gateway=self.gateway.base_url,
             account=ACCOUNT_SID, token_env=TOKEN_ENV, port=self.port,
             status_port=self.status_port,
@@ -188,9 +189,10 @@ class AlertSite:
 
     def __init__(self, tmp: Path, *, kind: str = "email+sms", access_log: bool = False,
                  policy: GatherPolicy | None = None, inbox_url: str = "",
-                 smtp: str = "starttls: false, ", sink_tls: ssl.SSLContext | None = None
-                 ) -> None:
+                 smtp: str = "starttls: false, ", sink_tls: ssl.SSLContext | None = None,
+                 sms: tuple[str, ...] = ALERT_SMS) -> None:
         self._tmp = tmp
+        self._sms = sms
         self._smtp = smtp
         self._inbox_url = inbox_url
         self._kind = kind
@@ -205,7 +207,7 @@ class AlertSite:
         await self._gateway.start()
         self._site = Site(self._tmp, self._sink, self._gateway, FakeClock(), kind=self._kind,
                           access_log=self._access_log, policy=self._policy,
-                          inbox_url=self._inbox_url, smtp=self._smtp)
+                          inbox_url=self._inbox_url, smtp=self._smtp, sms=self._sms)
         await self._site.start_controller()
         return self._site
 
