@@ -82,6 +82,9 @@ def test_render_makes_the_practice_ca_once_and_keeps_it_and_the_key_private(
     assert "[transport-tls]\ntype=transport\nprotocol=tls\nbind=10.20.30.1:5061\n" in pjsip
     assert f"cert_file={ca}/server.pem\npriv_key_file={ca}/server.key\n" in pjsip
     assert "media_encryption=sdes\nmedia_encryption_optimistic=no\n" in pjsip
+    # Calls over plain SIP are refused in the dialplan, never an emergency call.
+    dialplan = (out / "extensions.conf").read_text()
+    assert "[backline-desk-tls]\nexten => 911,1,Goto(backline-desk,911,1)\n" in dialplan
 
     # Rendered again: nothing is made anew.
     assert render() == first

@@ -196,7 +196,7 @@ def test_a_tls_srtp_phone_talks_both_ways_hears_the_announcement_and_the_lan_sho
     assert rtp_frames_with_tones(lan_media, CALLER + PHONE + ANNOUNCEMENT) == []  # ... sealed
 
 
-def test_an_unencrypted_offer_from_a_desk_phone_is_refused_when_encryption_is_required(
+def test_unencrypted_offers_and_keys_over_plain_sip_are_refused_when_encryption_is_required(
         net: Topology, tmp_path: Path) -> None:
     ca = tmp_path / "practice-ca"
     says = write_wav(tmp_path / "phone.wav", tone_samples(PHONE))
@@ -219,6 +219,22 @@ def test_an_unencrypted_offer_from_a_desk_phone_is_refused_when_encryption_is_re
                     "CALL_CLOSED", since=since,
                     match=lambda e: str(e.get("accountaor")).startswith("sip:raj@"))
                 assert "488" in str(closed.get("param")), closed
+                assert not [e for e in phone.events[since:] if e.get("type") == "CALL_INCOMING"]
+
+                # Jo's phone offers SRTP, but over plain SIP (UDP): its key crosses the LAN
+                # readable, so the call is refused as well, and Dr. Lee is never rung.
+                jo = Account("jo", "jo-desk", p.secret("jo-desk"),
+                             f"{net.pbx_lan}:{p.ports.sip}", transport="udp")
+                plain = await start_baresip(net.lan, tmp_path / "jo", address=net.phone(1),
+                                            ca=ca / "ca.pem", says=says, accounts=[jo])
+                try:
+                    await plain.wait_registered(jo)
+                    await p.driver.wait_registered({"jo"}, within=10)
+                    await plain.command("dial", f"sip:101@{net.pbx_lan}:{p.ports.sip}")
+                    closed = await plain.wait_event("CALL_CLOSED")
+                    assert "488" in str(closed.get("param")), closed
+                finally:
+                    await plain.stop()
                 assert not [e for e in phone.events[since:] if e.get("type") == "CALL_INCOMING"]
             finally:
                 await phone.stop()

@@ -12,11 +12,15 @@ Untrusted text (caller IDs, dialled strings) is never written into this file; wh
 
 from __future__ import annotations
 
-from backline.core.connections import AsteriskPbx
+from backline.core.connections import AsteriskPbx, Encryption
 from backline.core.model import Carry, Directory
 from backline.pbx import names as shared
 from backline.pbx.asterisk import dialplan_variables as v
-from backline.render.asterisk_pjsip import carrier_endpoint, emergency_endpoint
+from backline.render.asterisk_pjsip import (
+    SECURE_DESK_CONTEXT,
+    carrier_endpoint,
+    emergency_endpoint,
+)
 
 # Where ReceiveFax writes, in the PBX's own spool directory: it exists on every Asterisk (for
 # a chroot instance, inside the root), so the PBX receives with or without the controller,
@@ -83,7 +87,24 @@ def extensions_conf(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
     """``announcement``: the outage announcement's path as Asterisk plays it (no extension);
     the emergency notice clips and the closed announcements lie beside it."""
     return (_carrier_side(d, pbx, announcement) + _desk_side(d, pbx)
-            + _decisions(d, pbx, announcement))
+            + _decisions(d, pbx, announcement) + _secure_desk(d, pbx))
+
+
+def _secure_desk(d: Directory, pbx: AsteriskPbx) -> str:
+    """``encryption: required``: a desk phone's call signalled over plain SIP (UDP) carries
+    its SRTP key where anyone on the LAN reads it, so it is refused (cause 58: 488 Not
+    Acceptable Here), except to an emergency number, which is never refused."""
+    if pbx.encryption is not Encryption.REQUIRED:
+        return ""
+    emergency = "\n".join(f"exten => {e},1,Goto({v.DESK_CONTEXT},{e},1)"
+                          for e in d.emergency_numbers)
+    return f"""
+; encryption: required. Desk phones' calls enter here: over TLS on to {v.DESK_CONTEXT}.
+[{SECURE_DESK_CONTEXT}]
+{emergency}
+exten => _[*+0-9].,1,GotoIf(${{CHANNEL(pjsip,secure)}}?{v.DESK_CONTEXT},${{EXTEN}},1)
+ same => n,Hangup(58)
+"""
 
 
 # Where a carrier call goes whose Request-URI names no number, and what it reads from To.

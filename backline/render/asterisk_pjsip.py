@@ -42,6 +42,14 @@ class TlsFiles:
 
 
 PRACTICE_CA_CERT, SERVER_CERT, SERVER_KEY = "ca.pem", "server.pem", "server.key"
+# With ``encryption: required``, where desk phones' calls enter: only those signalled over
+# TLS go on to the desk phones' context (render/asterisk_dialplan.py).
+SECURE_DESK_CONTEXT = "backline-desk-tls"
+
+
+def desk_context(pbx: AsteriskPbx) -> str:
+    """Where a desk phone's calls enter the dialplan."""
+    return SECURE_DESK_CONTEXT if pbx.encryption is Encryption.REQUIRED else v.DESK_CONTEXT
 
 
 def tls_files(pbx: AsteriskPbx) -> TlsFiles | None:
@@ -89,7 +97,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
         "; login holds at most devices.max_per_login registrations and the oldest is dropped.",
         "[desk-phone](!)",
         "type=endpoint",
-        f"context={v.DESK_CONTEXT}",
+        f"context={desk_context(pbx)}",
         "disallow=all",
         "allow=ulaw,alaw",
         "direct_media=no",
@@ -205,10 +213,13 @@ def _tls_transport(pbx: AsteriskPbx, tls: TlsFiles | None) -> list[str]:
 def _media_encryption(pbx: AsteriskPbx) -> list[str]:
     """``encryption: required``: SRTP keyed by SDES (the keys ride in the SDP, inside the
     phone's TLS), and never plain RTP: a call offered without a key is refused (488), and
-    none is offered to a phone without one."""
+    none is offered to a phone without one.  Calls to a phone go over TLS only (a phone
+    registered over UDP is not rung: the key would cross the LAN readable); its calls
+    over UDP are refused in the dialplan (SECURE_DESK_CONTEXT), 911 excepted."""
     if pbx.encryption is not Encryption.REQUIRED:
         return []
-    return ["media_encryption=sdes", "media_encryption_optimistic=no"]
+    return ["media_encryption=sdes", "media_encryption_optimistic=no",
+            "transport=transport-tls"]
 
 
 def _login_gate(login: str, first_phone: str) -> list[str]:

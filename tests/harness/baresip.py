@@ -41,12 +41,14 @@ class Account:
     login: str
     auth: str
     password: str
-    registrar: str  # host:port of the PBX's TLS transport
+    registrar: str  # host:port of the PBX's TLS transport (or its UDP one)
     srtp: bool = True
+    transport: str = "tls"
 
     def line(self) -> str:
         media = ";mediaenc=srtp-mand" if self.srtp else ""
-        return (f"<sip:{self.login}@{self.registrar};transport=tls>;auth_user={self.auth};"
+        return (f"<sip:{self.login}@{self.registrar};transport={self.transport}>;"
+                f"auth_user={self.auth};"
                 f"auth_pass={self.password};answermode=manual;audio_codecs=PCMU;regint=60"
                 f"{media}")
 
@@ -132,9 +134,10 @@ class Baresip:
                           f"the output {text!r}")
 
     async def wait_registered(self, account: Account, within: float = 15) -> None:
-        """Until the PBX accepted ``account``'s registration (200 OK over TLS)."""
+        """Until the PBX accepted ``account``'s registration (200 OK)."""
         host = account.registrar.rpartition(":")[0]
-        await self.wait_output(f"{account.login}@{host}: {{0/TLS/v4}} 200 OK", within)
+        await self.wait_output(f"{account.login}@{host}: {{0/{account.transport.upper()}/v4}}"
+                               " 200 OK", within)
 
     async def stop(self) -> None:
         if self._pump is not None:
