@@ -42,6 +42,8 @@ def test_check_says_what_tls_and_required_encryption_are_missing(tmp_path: Path)
         "    tls: {port: 5060, practice_ca: /var/lib/backline/ca}\n":
             "connections.pbx.tls.port: a port other than SIP's own",
         "    encryption: always\n": "connections.pbx.encryption: required or optional",
+        "    trunk: {host: 203.0.113.5, port: 5061, tls: true}\n":
+            "connections.pbx.trunk.tls: TLS to the carrier needs connections.pbx.tls",
     }
     for lines, said in cases.items():
         done = backline("check", str(config(tmp_path, lines)))

@@ -19,9 +19,11 @@ import pytest
 
 from backline.pbx.asterisk import dialplan_variables as v
 from tests.harness.baresip import Account, Baresip, read_wav, start_baresip, write_wav
+from tests.harness.carrier_pbx import ACCOUNT, SIP_PORT, SIP_TLS_PORT, start_carrier
+from tests.harness.certs import make_ca
 from tests.harness.netns import Namespace, Topology
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
-from tests.harness.sipp import Host
+from tests.harness.sipp import DeskPhoneMode, Host, SippProcess, answering_phone
 from tests.harness.tones import (
     holds_sequence,
     rtp_frames_with_tones,
@@ -239,3 +241,77 @@ def test_unencrypted_offers_and_keys_over_plain_sip_are_refused_when_encryption_
             finally:
                 await phone.stop()
     net.pbx.run(body)
+
+
+TRUNK_PASSWORD_ENV = "BACKLINE_TEST_TRUNK_PASSWORD"
+
+
+def test_with_tls_to_the_carrier_calls_go_both_ways_and_the_wan_shows_no_clear_sip(
+        net: Topology, tmp_path: Path) -> None:
+    ca = tmp_path / "practice-ca"
+    says = write_wav(tmp_path / "phone.wav", tone_samples(PHONE) * 5)
+    caller_audio = tmp_path / "caller.ulaw"
+    caller_audio.write_bytes(ulaw_bytes(tone_samples(CALLER)))
+    # The provider's certificate, from a CA of its own (a public one, for a real provider):
+    # the practice verifies it against that CA and the provider's address.
+    provider_ca = make_ca(tmp_path / "provider", "provider-ca")
+    provider_ca.server("provider", names=f"IP:{net.carrier}")
+
+    async def body() -> None:
+        carrier = await asyncio.to_thread(
+            start_carrier, net, TLS_PORT, registered=False,
+            tls=(tmp_path / "provider" / "provider.pem", tmp_path / "provider" / "provider.key"))
+        os.environ[TRUNK_PASSWORD_ENV] = carrier.password
+        trunk = (f", username: {ACCOUNT}, password_env: {TRUNK_PASSWORD_ENV}, "
+                 f"addresses: [{net.carrier}], tls: true, ca_file: {provider_ca.cert}")
+        procs: list[SippProcess] = []
+        try:
+            async with practice_pbx(tmp_path, "tls-trunk", carrier_from_user=False,
+                                    sip_host=net.pbx_lan, trunk_host=net.carrier,
+                                    trunk_port=SIP_TLS_PORT, trunk_extra=trunk,
+                                    pbx_extra=encrypted(ca)) as p, \
+                    capture(net.wan, tmp_path / "wan.pcap"):
+                phone = await phone_on_lan(net, p, tmp_path / "ana", ca, says,
+                                           account(p, net, "ana"))
+                try:
+                    await p.driver.wait_registered({"ana"}, within=10)
+                    # In: a patient on the telephone network calls Dr. Lee's line; the
+                    # provider brings it over TLS and her phone rings.
+                    procs.append(talking_caller((net.carrier, SIP_PORT), tmp_path, DIRECT,
+                                                from_user=PATIENT, audio=caller_audio,
+                                                host=Host(net.pstn, net.wan.name)))
+                    await phone.wait_event("CALL_INCOMING", within=20)
+                    await phone.command("accept")
+                    answered = await p.events.wait_for(
+                        lambda e: e.get("Event") == "DialEnd"
+                        and e.get("DialStatus") == "ANSWER", within=20)
+                    assert answered["DestChannel"].startswith("PJSIP/ana-desk-")
+                    await until_sent(p, answered["DestChannel"], PACKETS // 4)
+                    await phone.command("hangup")
+                    await phone.wait_event("CALL_CLOSED")
+                    # Out: she calls the patient back; over TLS through the provider's
+                    # challenge, answered on the telephone network.
+                    pstn = answering_phone(tmp_path, DeskPhoneMode.ANSWER_AND_HANG_UP,
+                                           name="pstn", port=carrier.pstn_port, talk_ms=200,
+                                           host=Host(net.pstn, net.wan.name))
+                    procs.append(pstn)
+                    since = len(phone.events)
+                    await phone.command(
+                        "dial", f"sip:{PATIENT}@{net.pbx_lan}:{TLS_PORT};transport=tls")
+                    await phone.wait_event("CALL_ESTABLISHED", since=since, within=20)
+                    (invite,) = await asyncio.to_thread(pstn.wait_for_invites, 1, 15)
+                    assert invite.start_line.startswith(f"INVITE sip:{PATIENT}@")
+                    await phone.wait_event("CALL_CLOSED", since=since, within=20)
+                finally:
+                    await phone.stop()
+        finally:
+            for proc in procs:
+                proc.kill()
+            await asyncio.to_thread(carrier.stop)
+    net.pbx.run(body)
+
+    # Between the practice and the provider: SIP only inside TLS, both ways.
+    wan = tmp_path / "wan.pcap"
+    assert frames_with(wan, 'frame contains "SIP/2.0"') == 0
+    assert frames_with(wan, f"tls.handshake.type == 1 && tcp.dstport == {SIP_TLS_PORT}") >= 1
+    assert frames_with(wan, f"tls.handshake.type == 1 && tcp.dstport == {TLS_PORT}") >= 1

@@ -55,6 +55,10 @@ class Trunk:
     username: str = ""
     password: Secret = Secret()
     register: bool = False
+    # SIP over TLS to and from the carrier (connections.pbx.tls's transport), its
+    # certificate verified against ``ca_file`` (a PEM bundle; empty: the system's CAs).
+    tls: bool = False
+    ca_file: str = ""
 
     @property
     def sources(self) -> tuple[str, ...]:

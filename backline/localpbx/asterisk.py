@@ -70,11 +70,19 @@ def tls_certificate(directory: Directory) -> TlsFiles | None:
         except (PracticeCaError, OSError) as exc:
             raise TlsNotReady(f"connections.pbx.tls.practice_ca: cannot make the practice CA "
                               f"in {pbx.tls.practice_ca}: {exc}") from exc
+        _readable_carrier_ca(files)
         return files
-    for field, path in (("certificate_file", files.certificate), ("key_file", files.key)):
+    for field, path in (("tls.certificate_file", files.certificate),
+                        ("tls.key_file", files.key)):
         if not os.access(path, os.R_OK):
-            raise TlsNotReady(f"connections.pbx.tls.{field}: cannot read {path}")
+            raise TlsNotReady(f"connections.pbx.{field}: cannot read {path}")
+    _readable_carrier_ca(files)
     return files
+
+
+def _readable_carrier_ca(files: TlsFiles) -> None:
+    if files.carrier_ca and not os.access(files.carrier_ca, os.R_OK):
+        raise TlsNotReady(f"connections.pbx.trunk.ca_file: cannot read {files.carrier_ca}")
 
 
 def render_files(directory: Directory, secrets_path: Path, announcement: str,
@@ -142,12 +150,16 @@ def _tls_inside(directory: Directory, instance: AsteriskInstance) -> TlsFiles | 
     keys = PurePosixPath(instance.dir("etc")) / "keys"
     host = instance.host_path(keys)
     host.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for src, name in ((files.certificate, "tls.pem"), (files.key, "tls.key")):
+    copies = [(files.certificate, "tls.pem"), (files.key, "tls.key")]
+    if files.carrier_ca:
+        copies.append((files.carrier_ca, "carrier-ca.pem"))
+    for src, name in copies:
         dest = host / name
         dest.unlink(missing_ok=True)
         os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         shutil.copyfile(src, dest)
-    return TlsFiles(str(keys / "tls.pem"), str(keys / "tls.key"))
+    return TlsFiles(str(keys / "tls.pem"), str(keys / "tls.key"),
+                    str(keys / "carrier-ca.pem") if files.carrier_ca else "")
 
 
 UP_LOCK = "up.lock"

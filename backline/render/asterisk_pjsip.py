@@ -39,6 +39,11 @@ class TlsFiles:
 
     certificate: str
     key: str
+    carrier_ca: str = ""  # with trunk.tls: what verifies the carrier's certificate
+
+
+# Debian's bundle of the CAs it trusts (ca-certificates): the carrier's default.
+SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
 
 
 PRACTICE_CA_CERT, SERVER_CERT, SERVER_KEY = "ca.pem", "server.pem", "server.key"
@@ -58,9 +63,11 @@ def tls_files(pbx: AsteriskPbx) -> TlsFiles | None:
     tls = pbx.tls
     if tls is None:
         return None
+    carrier_ca = (pbx.trunk.ca_file or SYSTEM_CAS) if pbx.trunk.tls else ""
     if tls.practice_ca:
-        return TlsFiles(f"{tls.practice_ca}/{SERVER_CERT}", f"{tls.practice_ca}/{SERVER_KEY}")
-    return TlsFiles(tls.certificate_file, tls.key_file)
+        return TlsFiles(f"{tls.practice_ca}/{SERVER_CERT}", f"{tls.practice_ca}/{SERVER_KEY}",
+                        carrier_ca)
+    return TlsFiles(tls.certificate_file, tls.key_file, carrier_ca)
 
 
 def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
@@ -151,10 +158,11 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
         # The account's credentials answer the carrier's challenge to our INVITEs.
         *([f"outbound_auth={carrier}-auth"] if trunk.username else []),
         *(_only_from(_carrier_sources(pbx, proxy)) if pbx.lan else []),
+        *_carrier_transport(pbx),
         "",
         f"[{carrier}]",
         "type=aor",
-        f"contact=sip:{trunk.host}:{trunk.port}",
+        f"contact={carrier_uri(pbx)}",
         "",
     ]
     if trunk.register:
@@ -168,7 +176,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
                 f"aors={carrier}", "send_pai=yes", "trust_id_outbound=yes",
                 "trust_id_inbound=no", f"media_address={pbx.sip.host}",
                 "bind_rtp_to_media_address=yes", "identify_by=ip",
-                "geoloc_outgoing_call_profile=<prefer_incoming>", ""]
+                "geoloc_outgoing_call_profile=<prefer_incoming>", *_carrier_transport(pbx), ""]
     if not trunk.from_user:
         out += [f"[{carrier}-identify]", "type=identify", f"endpoint={carrier}",
                 f"match={','.join(_carrier_sources(pbx, proxy))}", ""]
@@ -199,15 +207,32 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
     return "\n".join(out) + "\n"
 
 
+def carrier_uri(pbx: AsteriskPbx, user: str = "") -> str:
+    """The carrier's SIP URI (``user@`` it when given), over TLS with ``trunk.tls``."""
+    trunk = pbx.trunk
+    return (f"sip:{f'{user}@' if user else ''}{trunk.host}:{trunk.port}"
+            f"{';transport=tls' if trunk.tls else ''}")
+
+
+def _carrier_transport(pbx: AsteriskPbx) -> list[str]:
+    """``trunk.tls``: every request to the carrier over TLS (the transport's client side
+    verifies its certificate)."""
+    return ["transport=transport-tls"] if pbx.trunk.tls else []
+
+
 def _tls_transport(pbx: AsteriskPbx, tls: TlsFiles | None) -> list[str]:
     """SIP over TLS on the SIP address, TLS 1.2 (what desk phones speak); the phones verify
-    the certificate, Asterisk asks none of them (they prove themselves by digest)."""
+    the certificate, Asterisk asks none of them (they prove themselves by digest).  With
+    ``trunk.tls`` Asterisk connects to the carrier through it too, and verifies the
+    carrier's certificate (its chain and its name) against ``carrier_ca``."""
     if pbx.tls is None or tls is None:
         return []
+    carrier = (["verify_server=yes", f"ca_list_file={tls.carrier_ca}"]
+               if pbx.trunk.tls and tls.carrier_ca else [])
     return ["; Desk phones over TLS (connections.pbx.tls).", "[transport-tls]",
             "type=transport", "protocol=tls", f"bind={pbx.sip.host}:{pbx.tls.port}",
             f"cert_file={tls.certificate}", f"priv_key_file={tls.key}", "method=tlsv1_2",
-            "verify_client=no", "require_client_cert=no", *_nat(pbx), ""]
+            "verify_client=no", "require_client_cert=no", *carrier, *_nat(pbx), ""]
 
 
 def _media_encryption(pbx: AsteriskPbx) -> list[str]:
@@ -276,11 +301,12 @@ def _registration(pbx: AsteriskPbx, carrier: str) -> list[str]:
     whatever address the call comes from; the carrier's addresses still let it through the
     address rules."""
     trunk = pbx.trunk
-    server = f"sip:{trunk.host}:{trunk.port}"
+    server = carrier_uri(pbx)
+    transport = "transport-tls" if trunk.tls else "transport-udp"
     return ["; Registration: the carrier sends the practice's calls to this contact.",
-            f"[{carrier}-registration]", "type=registration", "transport=transport-udp",
+            f"[{carrier}-registration]", "type=registration", f"transport={transport}",
             f"outbound_auth={carrier}-auth", f"server_uri={server}",
-            f"client_uri=sip:{trunk.username}@{trunk.host}:{trunk.port}",
+            f"client_uri={carrier_uri(pbx, trunk.username)}",
             f"contact_user={trunk.username}", "expiration=600", "retry_interval=30",
             "forbidden_retry_interval=300", "max_retries=10000", "auth_rejection_permanent=no",
             "line=yes", f"endpoint={carrier}", ""]

@@ -11,6 +11,8 @@ namespace (tests/harness/netns.py), acting as the provider does.
 - ``security.log`` (res_security_log) records each challenge and each successful digest.
 - Media goes where the SDP says (no symmetric RTP): a practice behind NAT must advertise its
   public address to be heard.
+- ``tls`` (a certificate and its key, PEM): the provider takes SIP over TLS on ``SIP_TLS_PORT``
+  and reaches the practice over TLS only, at its TLS port (``practice_port``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from backline.localpbx.inotify import DirectoryWatch
 from backline.localpbx.instance import AsteriskInstance
@@ -30,7 +33,9 @@ from tests.harness.netns import Topology
 
 ACCOUNT = "maple-street"
 SIP_PORT = 5060
+SIP_TLS_PORT = 5061
 AMI_PORT = 5038
+TLS_CERT, TLS_KEY = "carrier-tls.pem", "carrier-tls.key"
 
 
 @dataclass
@@ -68,10 +73,21 @@ class Carrier:
 
 
 def carrier_files(t: Topology, practice_port: int, password: str, *, registered: bool,
-                  did_form: str, pstn_port: int) -> dict[str, str]:
+                  did_form: str, pstn_port: int, tls_dir: str = "") -> dict[str, str]:
+    """``tls_dir``: where Asterisk reads TLS_CERT and TLS_KEY, when it takes TLS."""
     # Behind the practice's router, the practice is its public address.
     practice = t.pbx_wan if t.nat else t.pbx_lan
-    contact = "" if registered else f"contact=sip:{practice}:{practice_port}\n"
+    over_tls = ";transport=tls" if tls_dir else ""
+    contact = "" if registered else f"contact=sip:{practice}:{practice_port}{over_tls}\n"
+    tls = (f"""
+[transport-tls]
+type=transport
+protocol=tls
+bind={t.carrier}:{SIP_TLS_PORT}
+cert_file={tls_dir}/{TLS_CERT}
+priv_key_file={tls_dir}/{TLS_KEY}
+method=tlsv1_2
+""" if tls_dir else "")
     media = (f"media_address={t.carrier}\nbind_rtp_to_media_address=yes\ndirect_media=no\n"
              "disallow=all\nallow=ulaw\n")
     pjsip = f"""\
@@ -84,12 +100,12 @@ endpoint_identifier_order=ip,username
 type=transport
 protocol=udp
 bind={t.carrier}:{SIP_PORT}
-
+{tls}
 ; The practice: recognised by its address, and challenged on every request all the same.
 [practice]
 type=endpoint
 context=from-practice
-{media}auth=practice-auth
+{"transport=transport-tls" + chr(10) if tls_dir else ""}{media}auth=practice-auth
 aors={ACCOUNT}
 
 [practice-auth]
@@ -148,16 +164,23 @@ bindaddr=127.0.0.1
 
 
 def start_carrier(t: Topology, practice_port: int, *, registered: bool,
-                  did_form: str = "${EXTEN}") -> Carrier:
-    """The provider, started in ``t.wan`` (call from any thread: it starts its own)."""
+                  did_form: str = "${EXTEN}", tls: tuple[Path, Path] | None = None
+                  ) -> Carrier:
+    """The provider, started in ``t.wan`` (call from any thread: it starts its own);
+    ``tls``: its certificate and key, for SIP over TLS (``practice_port`` is then the
+    practice's TLS port)."""
     root = ensure_root()
     password = "carrier-" + os.urandom(8).hex()
     pstn_port = t.wan.free_port(t.pstn)
-    files = carrier_files(t, practice_port, password, registered=registered,
-                          did_form=did_form, pstn_port=pstn_port)
     ports = AsteriskPorts(sip=SIP_PORT, ami=AMI_PORT, rtp_start=20000, rtp_end=20200,
                           udptl_start=4000, udptl_end=4040)
-    instance = AsteriskInstance(f"carrier-{t.prefix}", ports, files, root=root)
+    instance = AsteriskInstance(f"carrier-{t.prefix}", ports, root=root)
+    files = carrier_files(t, practice_port, password, registered=registered,
+                          did_form=did_form, pstn_port=pstn_port,
+                          tls_dir=str(instance.dir("etc")) if tls else "")
+    if tls:
+        files |= {TLS_CERT: tls[0].read_text(), TLS_KEY: tls[1].read_text()}
+    instance.set_files(files, write=False)
     instance.write_config()
     t.wan.call(instance.start)
     return Carrier(instance, password, pstn_port)

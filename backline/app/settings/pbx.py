@@ -40,10 +40,11 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         sock = r.sub(node, "socket", f) or YMap({}, node.where)
         r.keys(sock, f"{f}.socket", ["host", "port"])
         trunk = _trunk(r, node, f)
-        if trunk.username or trunk.register or trunk.addresses:
+        if trunk.username or trunk.register or trunk.addresses or trunk.tls:
             r.problem(where_of(node, "trunk"), f"{f}.trunk",
                       "with FreeSWITCH, host, port and from_user only (its gateway's "
-                      "credentials, registration and address list are not rendered yet)")
+                      "credentials, registration, address list and TLS are not rendered "
+                      "yet)")
         return FreeswitchPbx(
             r.host_port(esl, f"{f}.esl", control=True, default_port=8021),
             r.secret(esl, "password", f"{f}.esl", True), sip_hp, ring,
@@ -66,6 +67,10 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
                      "node", "reserved_descriptors", "lan", "tls", "encryption"])
     trunk = _trunk(r, node, f)
     lan, public = _edge(r, node, sip, sip_hp, trunk, f)
+    if trunk.tls and entry(node, "tls") is None:
+        r.problem(where_of(node, "trunk"), f"{f}.trunk.tls",
+                  "TLS to the carrier needs connections.pbx.tls (the TLS transport, and the "
+                  "certificate Asterisk presents)")
     ami = r.sub(node, "ami", f) or YMap({}, node.where)
     r.keys(ami, f"{f}.ami", ["host", "port", "username", "secret_env", "secret_file"])
     agi = r.sub(node, "agi", f) or YMap({}, node.where)
@@ -264,7 +269,7 @@ def _trunk(r: Reader, node: YMap, f: str) -> Trunk:
         return Trunk()
     f = f"{f}.trunk"
     r.keys(sub, f, ["host", "port", "from_user", "geolocation", "addresses", "username",
-                    "password_env", "password_file", "register"])
+                    "password_env", "password_file", "register", "tls", "ca_file"])
     hp = r.host_port(sub, f, control=False, default_port=5080)
     if not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", hp.host):
         r.problem(where_of(sub, "host"), f"{f}.host", "a host name or IP address")
@@ -299,8 +304,17 @@ def _trunk(r: Reader, node: YMap, f: str) -> Trunk:
         r.problem(where_of(sub, "from_user"), f"{f}.from_user",
                   "no from_user with register: true (the registration recognises the "
                   "carrier's calls)")
+    tls = r.flag(sub, "tls", f"{f}.tls", False)
+    what = "the absolute path of a PEM file of the CAs that sign the carrier's certificate"
+    ca_file = r.text(sub, "ca_file", f"{f}.ca_file", "", what) or ""
+    if ca_file and not re.fullmatch(r"/[A-Za-z0-9_./-]{1,255}", ca_file):
+        r.problem(where_of(sub, "ca_file"), f"{f}.ca_file", what)
+        ca_file = ""
+    if ca_file and not tls:
+        r.problem(where_of(sub, "ca_file"), f"{f}.ca_file",
+                  "ca_file with tls: true only (it verifies the carrier's TLS certificate)")
     return Trunk(hp.host, hp.port, user, geolocation, tuple(addresses), username, password,
-                 register)
+                 register, tls, ca_file)
 
 
 def _port_range(r: Reader, node: YMap, key: str, f: str, default: PortRange) -> PortRange:
