@@ -31,6 +31,7 @@ from backline.app import config as config_mod
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
 from backline.localpbx.pbxroot import PACKAGES
+from backline.render.asterisk import manager_conf
 from tests.harness.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,3 +275,31 @@ def test_the_postgres_init_script_makes_the_journal_role_no_superuser(tmp_path: 
     finally:
         server.stop()
         server.cleanup()
+
+
+def ami_admits(manager: str, user: str, address: str) -> bool:
+    """Asterisk's ACL for one AMI user: each deny/permit whose network holds the address
+    decides in turn, the last one wins (a manager.conf user with no rule admits everyone)."""
+    section = manager.split(f"[{user}]\n", 1)[1].split("\n[", 1)[0]
+    admitted = True
+    for line in section.splitlines():
+        rule, _, net = line.partition("=")
+        if rule in ("deny", "permit"):
+            network = ipaddress.ip_network(net, strict=False)
+            if ipaddress.ip_address(address) in network:
+                admitted = rule == "permit"
+    return admitted
+
+
+def test_the_ami_user_admits_the_controller_container_not_only_asterisks_own_address() -> None:
+    """In the containers Asterisk and the controller have addresses of their own: the AMI
+    user must admit the controller's (it logs in from there), not Asterisk's own, which
+    on loopback is the same address and hid the difference."""
+    d = practice()
+    pbx = d.connections.pbx
+    assert isinstance(pbx, AsteriskPbx)
+    assert pbx.agi.host != pbx.ami.host
+    manager = manager_conf(pbx, "s3cret")
+    assert ami_admits(manager, pbx.ami_username, pbx.agi.host)  # the controller
+    assert not ami_admits(manager, pbx.ami_username, "172.30.0.99")  # anyone else there
+    assert not ami_admits(manager, pbx.ami_username, "203.0.113.9")

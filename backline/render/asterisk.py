@@ -9,6 +9,7 @@ the config loader.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -71,7 +72,23 @@ QUIET_EVENTS = ("Newexten", "VarSet", "AGIExecStart", "AGIExecEnd", "NewConnecte
                 "NewCallerid", "NewAccountCode", "RTCPSent", "RTCPReceived")
 
 
+def controller_address(pbx: AsteriskPbx) -> str:
+    """Where the controller's AMI login comes from: the address it listens on for FastAGI.
+    Only on one host is that Asterisk's own address (``ami.host``); in containers or on
+    separate machines it is not.  A wildcard FastAGI listener names no one address, so the
+    AMI user is then kept to Asterisk's host as before."""
+    host = pbx.agi.host.strip("[]")
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            return pbx.ami.host
+    except ValueError:
+        pass
+    return host
+
+
 def manager_conf(pbx: AsteriskPbx, secret: str) -> str:
+    controller = controller_address(pbx)
+    mask = "128" if ":" in controller else "255.255.255.255"
     return f"""\
 ; Rendered by `backline render`. AMI on loopback or a private address only. Mode 0600.
 [general]
@@ -84,10 +101,11 @@ displayconnects=no
 ; about 1.5 ms of its CPU per call in bench/calls.py.  Remove a name to get it back.
 disabledevents={",".join(QUIET_EVENTS)}
 
+; The AMI user logs in only from the controller's address (where it listens for FastAGI).
 [{pbx.ami_username}]
 secret={secret}
 deny=0.0.0.0/0.0.0.0
-permit={pbx.ami.host}/255.255.255.255
+permit={controller}/{mask}
 read=system,call,agent,user,config,dtmf,reporting,dialplan,originate
 write=system,call,agent,user,config,command,reporting,originate
 """
