@@ -7,6 +7,8 @@ nodes; with one node killed every further call is still answered, by the other.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -81,10 +83,11 @@ def test_calls_spread_over_both_nodes_and_survive_a_dead_node(kamailio_installed
         assert len(node2.invites()) == two + 6
 
 
-def render(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def render(tmp_path: Path, *options: str,
+           config: Path = ROOT / "config/example.yaml") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BACKLINE_AMI_SECRET": "test-ami-secret"}
     return subprocess.run(
-        [sys.executable, "-m", "backline.app.cli", "render", str(ROOT / "config/example.yaml"),
+        [sys.executable, "-m", "backline.app.cli", "render", str(config),
          "--out", str(tmp_path / "out"), "--secrets", str(tmp_path / "secrets.json"),
          *options], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
         check=False)
@@ -99,6 +102,40 @@ def test_backline_render_writes_a_config_kamailio_accepts(kamailio_installed: No
     assert (tmp_path / "out" / "extensions.conf").exists()  # the PBX config as before
     listed = (kdir / "dispatcher.list").read_text().splitlines()[1:]
     assert listed == ["1 sip:10.0.0.11:5060 0 0 duid=node1", "1 sip:10.0.0.12:5060 0 0 duid=node2"]
+    binary, _ = kamailio_binary()
+    check = subprocess.run([binary, "-c", "-f", str(kdir / "kamailio.cfg")],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert check.returncode == 0, check.stderr
+
+
+def test_with_a_registrar_render_writes_ha1_digests_only_and_a_config_kamailio_accepts(
+        kamailio_installed: None, tmp_path: Path) -> None:
+    """Kamailio authenticates desk phones with the secrets the nodes' pjsip.conf gets, as
+    HA1 digests in a private file: no secret in Kamailio's files or in the database."""
+    text = (ROOT / "config/example.yaml").read_text()
+    text = text.replace("    kind: asterisk\n", "    kind: asterisk\n    node: node1\n"
+                        "    registrar: {host: 10.0.0.10, port: 5060}\n", 1)
+    text = text.replace('storage: {url: "sqlite:///var/lib/backline/journal.db"}',
+                        'storage: {url: "postgresql://backline@db.example:5432/backline"}')
+    config = tmp_path / "practice.yaml"
+    config.write_text(text)
+    kdir = tmp_path / "out" / "kamailio"
+    done = render(tmp_path, "--kamailio", "10.0.0.10:5060", "--node", "node1=10.0.0.11:5060",
+                  "--kamailio-dir", str(kdir), config=config)
+    assert done.returncode == 0, done.stderr
+    secrets = json.loads((tmp_path / "secrets.json").read_text())
+    rows = (kdir / "subscriber").read_text().splitlines()[1:]
+    assert (kdir / "subscriber").stat().st_mode & 0o777 == 0o600
+    assert len(rows) == len(secrets) > 0
+    for row in rows:
+        _, phone, _, _, ha1, _, login = row.split(":")
+        assert ha1 == hashlib.md5(f"{phone}:backline:{secrets[phone]}".encode()).hexdigest()
+        assert login and phone.startswith(login), row  # example.yaml: ana-desk is ana's
+    kept = "".join(f.read_text() for f in kdir.iterdir())
+    assert not any(secret in kept for secret in secrets.values())
+    assert "CREATE TABLE IF NOT EXISTS location" in (kdir / "location.sql").read_text()
+    assert "outbound_proxy=sip:10.0.0.10:5060\\;lr" in \
+        (tmp_path / "out" / "pjsip.conf").read_text()
     binary, _ = kamailio_binary()
     check = subprocess.run([binary, "-c", "-f", str(kdir / "kamailio.cfg")],
                            capture_output=True, text=True, timeout=60, check=False)

@@ -14,7 +14,7 @@ import pytest
 
 from backline.app import config as config_mod
 from backline.app.controller import Controller
-from backline.core.connections import AsteriskPbx
+from backline.core.connections import AsteriskPbx, HostPort
 from backline.core.fax_intake import check_uniqueid
 from backline.core.outage import Mode
 from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
@@ -115,6 +115,18 @@ def test_a_shared_journal_requires_every_asterisk_node_to_be_named(tmp_path: Pat
     pbx = config_mod.load(practice(tmp_path, "    node: node1\n", url)).directory.connections.pbx
     assert isinstance(pbx, AsteriskPbx) and pbx.node == "node1"
     config_mod.load(practice(tmp_path, ""))
+
+
+def test_kamailio_as_the_registrar_requires_the_shared_postgresql(tmp_path: Path) -> None:
+    """Its location table lives in the shared journal's database: on SQLite, `backline check`
+    refuses it; on PostgreSQL the node reads where Kamailio listens."""
+    line = "    node: node1\n    registrar: {host: 10.0.0.10, port: 5070}\n"
+    problems = problems_of(practice(tmp_path, line))
+    assert re.search(r"practice\.yaml:\d+: connections\.pbx\.registrar: a postgresql:// "
+                     r"storage", problems), problems
+    url = "postgresql://backline@db.maple.example:5432/backline"
+    pbx = config_mod.load(practice(tmp_path, line, url)).directory.connections.pbx
+    assert isinstance(pbx, AsteriskPbx) and pbx.registrar == HostPort("10.0.0.10", 5070)
 
 
 @pytest.mark.parametrize("url", [

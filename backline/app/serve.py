@@ -182,7 +182,8 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                 emergency=controller.emergency_call,
                                 clock=lambda: controller.clock(),
                                 hours_override=lambda: controller.hours_override,
-                                hours_feature=controller.desk_phone_hours)
+                                hours_feature=controller.desk_phone_hours,
+                                registrar_url=directory.connections.storage.url)
         controller.emergency.phone = driver
         driver.on_transfer = controller.conversation_members.transferred
         driver.latency_hook = controller.metrics.agi_latency

@@ -129,6 +129,10 @@ class AsteriskPbx:
     public_address: str = ""
     tls: SipTls | None = None
     encryption: Encryption = Encryption.OPTIONAL
+    # Kamailio's SIP address when it is the desk phones' registrar for several nodes: the
+    # phones register there, the location table in the journal's PostgreSQL is the ring set,
+    # and this node reaches a desk phone through it (docs/nodes.md).
+    registrar: HostPort | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
-from backline.localpbx.phone_secrets import write_private
+from backline.localpbx.phone_secrets import load_or_create, write_private
 from backline.render.asterisk import RenderedFile
-from backline.render.kamailio import parse_host_port, parse_node, render_kamailio
+from backline.render.kamailio import (
+    Registrar,
+    location_db_url,
+    parse_host_port,
+    parse_node,
+    render_kamailio,
+)
 
 
 def write_render(out: Path, files: Sequence[RenderedFile], directory: Directory, domain: str,
@@ -36,12 +43,28 @@ def write_render(out: Path, files: Sequence[RenderedFile], directory: Directory,
 
 
 def write_kamailio(out: Path, listen: str, nodes: Sequence[str], config_dir: str,
-                   carrier: str) -> int:
+                   carrier: str, *, directory: Directory | None = None,
+                   secrets_path: Path | None = None) -> int:
     """Validate the command line's Kamailio options, then write its files into ``out``;
-    return how many.  Raises ValueError (nothing written) on a bad option."""
+    return how many.  Raises ValueError (nothing written) on a bad option.
+
+    With ``directory`` whose PBX names a ``registrar``, Kamailio is the desk phones'
+    registrar: its ``subscriber`` table (HA1 digests of the secrets in ``secrets_path``, the
+    same the nodes' pjsip.conf gets, 0600) and ``location.sql`` are written too."""
+    registrar = logins = secrets = None
+    pbx = directory.connections.pbx if directory is not None else None
+    if directory is not None and isinstance(pbx, AsteriskPbx) and pbx.registrar is not None:
+        registrar = Registrar(location_db_url(directory.connections.storage.url), config_dir,
+                              directory.max_per_login)
+        logins = {p: u.id for u in directory.users if u.active for p in u.desk_phones}
+        secrets = load_or_create(secrets_path or Path(pbx.secrets_file), logins)
     files = render_kamailio(parse_host_port(listen, "--kamailio"),
-                            [parse_node(n) for n in nodes], config_dir, carrier=carrier)
+                            [parse_node(n) for n in nodes], config_dir, carrier=carrier,
+                            registrar=registrar, logins=logins, secrets=secrets)
     out.mkdir(parents=True, exist_ok=True)
     for f in files:
-        (out / f.name).write_text(f.text)
+        if f.private:
+            write_private(out / f.name, f.text)
+        else:
+            (out / f.name).write_text(f.text)
     return len(files)

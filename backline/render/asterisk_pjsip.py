@@ -79,6 +79,13 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
     tls = tls or tls_files(pbx)
     trunk = pbx.trunk
     carrier = carrier_endpoint(pbx)
+    registrar = pbx.registrar
+    if registrar is not None and not proxy:
+        proxy = registrar.host  # the carrier's calls come through the registrar's Kamailio
+    # Behind Kamailio as the registrar a desk phone is reached through it (the phone's
+    # registration, NAT pinhole and firewall are with Kamailio, not with this node).
+    via_registrar = ([f"outbound_proxy=sip:{registrar.host}:{registrar.port}\\;lr"]
+                     if registrar is not None else [])
     out = [
         "; Rendered by `backline render`: edit the practice YAML, not this file.",
         "[global]",
@@ -121,6 +128,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
         f"rewrite_contact={'yes' if tls else 'no'}",
         "identify_by=username,auth_username",
         "send_pai=yes",
+        *via_registrar,
         *_only_from(pbx.lan),
         *_media_encryption(pbx),
         "",

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from backline.core.connections import HostPort
-from backline.render.kamailio import Node, render_kamailio
+from backline.render.kamailio import Node, Registrar, render_kamailio
 from tests.harness import sipp
 
 MODULE_DIRS = sorted(Path("/usr/lib").glob("*/kamailio/modules"))
@@ -95,13 +95,18 @@ class Kamailio:
     """One Kamailio in ``workdir`` dispatching to ``nodes`` from ``listen``."""
 
     def __init__(self, workdir: Path, listen: HostPort, nodes: list[Node],
-                 carrier: str = "127.0.0.1", ring_timeout_ms: int = 120_000) -> None:
+                 carrier: str = "127.0.0.1", ring_timeout_ms: int = 120_000, *,
+                 registrar: Registrar | None = None, logins: dict[str, str] | None = None,
+                 secrets: dict[str, str] | None = None) -> None:
+        """With a ``registrar`` (its ``auth_dir`` is ``workdir``) Kamailio is the desk
+        phones' registrar; libpq finds the database password through ``PGPASSFILE``."""
         self.binary, module_dir = kamailio_binary()
         self.workdir = workdir
         self.listen = listen
         workdir.mkdir(parents=True, exist_ok=True)
         for f in render_kamailio(listen, nodes, str(workdir), module_dir, carrier=carrier,
-                                 ring_timeout_ms=ring_timeout_ms):
+                                 ring_timeout_ms=ring_timeout_ms, registrar=registrar,
+                                 logins=logins, secrets=secrets):
             (workdir / f.name).write_text(f.text)
         self.cfg = workdir / "kamailio.cfg"
         self.log_path = workdir / "kamailio.log"

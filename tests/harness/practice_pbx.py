@@ -291,7 +291,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                             emergency=controller.emergency_call,
                             clock=lambda: controller.clock(),
                             hours_override=lambda: controller.hours_override,
-                            hours_feature=controller.desk_phone_hours)
+                            hours_feature=controller.desk_phone_hours,
+                            registrar_url=directory.connections.storage.url)
     controller.emergency.phone = driver
     driver.on_transfer = controller.conversation_members.transferred
     # The tests watch Asterisk on an AMI session of their own: the controller's session asks

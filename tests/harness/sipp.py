@@ -596,12 +596,15 @@ def answering_phone(
     reject_reason: str = "Busy Here",
     lifetime: float = 300.0,
     host: Host = LOCAL,
+    pickup_ms: int = 0,
 ) -> SippProcess:
     """A started UAS that handles every INVITE per MODE (no registration).
 
     Use it directly for a carrier the PBX dials at a static contact.
     `lifetime` is SIPp's own -timeout: a UAS orphaned by a killed test run
-    still goes away.
+    still goes away.  ``pickup_ms``: an answering phone rings that long before it answers,
+    as a person picking up does (an instant answer can CANCEL the other phones' INVITEs
+    before a proxy has relayed them, and they never ring).
     """
     port = port or host.free_udp_port()
     media_port = media_port or host.free_media_port()
@@ -613,6 +616,12 @@ def answering_phone(
     elif mode is DeskPhoneMode.RING:
         text = _scenario("uas_ring.xml")
     else:
+        text = ""
+    if pickup_ms and mode in (DeskPhoneMode.ANSWER, DeskPhoneMode.ANSWER_AND_HANG_UP):
+        text = text.replace('  <send retrans="500">',
+                            f'  <pause milliseconds="{int(pickup_ms)}"/>\n\n'
+                            '  <send retrans="500">', 1)
+    if mode is DeskPhoneMode.REJECT:
         if not 300 <= reject_code <= 699 or not re.fullmatch(r"[A-Za-z ]+", reject_reason):
             raise ValueError(f"not a SIP rejection: {reject_code} {reject_reason!r}")
         status = f"      SIP/2.0 {reject_code} {reject_reason}\n"
@@ -673,8 +682,10 @@ def desk_phone(
     expires: int = 3600,
     aor: str | None = None,
     host: Host = LOCAL,
+    pickup_ms: int = 0,
 ) -> SippProcess:
-    """A registered desk phone: an answering UAS plus a REGISTER pointing at it.
+    """A registered desk phone: an answering UAS plus a REGISTER pointing at it
+    (``pickup_ms``: see answering_phone).
 
     Two SIPp processes because a SIPp scenario is either a client or a server;
     the REGISTER's Contact names the UAS's port, which is where Asterisk
@@ -682,7 +693,8 @@ def desk_phone(
     send them to the REGISTER's source port instead).
     """
     uas = answering_phone(
-        workdir, mode, name=f"phone-{user}", talk_ms=talk_ms, reject_code=reject_code, host=host
+        workdir, mode, name=f"phone-{user}", talk_ms=talk_ms, reject_code=reject_code, host=host,
+        pickup_ms=pickup_ms,
     )
     try:
         register(pbx, workdir, user, password, contact_port=uas.port, expires=expires, aor=aor,

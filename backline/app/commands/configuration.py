@@ -101,7 +101,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         try:
             pbx_ = directory.connections.pbx
             count = write_kamailio(out / "kamailio", args.kamailio or "", args.node,
-                                   args.kamailio_dir, pbx_.trunk.host if pbx_ else "")
+                                   args.kamailio_dir, pbx_.trunk.host if pbx_ else "",
+                                   directory=directory,
+                                   secrets_path=Path(args.secrets).absolute()
+                                   if args.secrets else None)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         print(f"rendered {count} Kamailio files into {out / 'kamailio'}")

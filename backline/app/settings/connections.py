@@ -51,6 +51,11 @@ def read_connections(r: Reader, top: YMap, base: Path) -> Connections | None:
         r.problem(pbx_map.where, "connections.pbx.node",
                   "a node name (e.g. node: node1), required with a postgresql:// "
                   "storage: every node on a shared journal needs its own")
+    if isinstance(pbx, AsteriskPbx) and isinstance(pbx_map, YMap) \
+            and pbx.registrar is not None and not storage.url.startswith("postgres"):
+        # The registrar's location table lives in the shared journal's database.
+        r.problem(where_of(pbx_map, "registrar"), "connections.pbx.registrar",
+                  "a postgresql:// storage: Kamailio keeps the registrations in its database")
     pages = _section(r, node, "pages", _pages)
     status = _section(r, node, "status", _status_listener)
     if status is None and pages is not None:

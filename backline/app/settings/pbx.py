@@ -64,7 +64,8 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         return None
     r.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
                      "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
-                     "node", "reserved_descriptors", "lan", "tls", "encryption"])
+                     "node", "reserved_descriptors", "lan", "tls", "encryption",
+                     "registrar"])
     trunk = _trunk(r, node, f)
     lan, public = _edge(r, node, sip, sip_hp, trunk, f)
     if trunk.tls and entry(node, "tls") is None:
@@ -107,7 +108,17 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         public_address=public,
         tls=_tls(r, node, f, sip_hp.port),
         encryption=_encryption(r, node, f),
+        registrar=_registrar(r, node, f),
     )
+
+
+def _registrar(r: Reader, node: YMap, f: str) -> HostPort | None:
+    """``registrar: {host, port}``: Kamailio's SIP address, when it is the registrar."""
+    sub = r.sub(node, "registrar", f)
+    if sub is None:
+        return None
+    r.keys(sub, f"{f}.registrar", ["host", "port"])
+    return r.host_port(sub, f"{f}.registrar", control=False, default_port=5060)
 
 
 def _networks(r: Reader, node: YMap, key: str, f: str) -> tuple[str, ...]:

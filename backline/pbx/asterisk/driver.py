@@ -24,6 +24,7 @@ from backline.core.fax_intake import FaxEnd, fax_end_from_args
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
+from backline.core.registrations import Registration
 from backline.core.transfers import Transfer, TransferKind, attended_join, decide_transfer
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
@@ -41,6 +42,7 @@ from backline.pbx.asterisk.transfers import (
 from backline.pbx.callpath import CallPath, CallPathOptions
 from backline.pbx.mode_keys import ModeKeys
 from backline.pbx.ports import LinkDown
+from backline.pbx.registrar import LocationWatch
 
 log = logging.getLogger("backline.asterisk")
 
@@ -58,6 +60,7 @@ class AsteriskDriver(CallPath, ModeKeys):
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
                  after_login: Callable[[], Awaitable[object]] | None = None, *,
                  emergency: Callable[[EmergencyCall], Awaitable[object]] | None = None,
+                 registrar_url: str = "",
                  **options: Unpack[CallPathOptions]) -> None:
         super().__init__(book, conversations, mode, record, log=log, feature=feature,
                          ring_seconds=pbx.ring_seconds, **options)
@@ -84,6 +87,14 @@ class AsteriskDriver(CallPath, ModeKeys):
         self._contacts_stale = False
         self._contacts_sync: asyncio.Task[None] | None = None
         self._odd_contacts: set[tuple[str, str]] = set()
+        # Behind Kamailio as the registrar the ring set is its location table, not
+        # Asterisk's contacts (this node holds none): backline.pbx.registrar.
+        self.location: LocationWatch | None = None
+        if pbx.registrar is not None:
+            if not registrar_url:
+                raise ValueError("connections.pbx.registrar needs the shared database's URL")
+            self.location = LocationWatch(registrar_url, book, self.hold_registrations,
+                                          self.registrations_unread)
 
     @property
     def up(self) -> bool:
@@ -93,10 +104,14 @@ class AsteriskDriver(CallPath, ModeKeys):
     async def start(self, *, ami_within: float = 10.0) -> None:
         """Serve FastAGI first (calls get decisions at once), then log in to AMI."""
         await self.agi.start(self.pbx.agi.host, self.pbx.agi.port)
+        if self.location is not None:
+            self.location.start()
         await self.ami.connect(within=ami_within)
 
     async def stop(self) -> None:
         self.ami.close()
+        if self.location is not None:
+            await self.location.stop()
         if self._contacts_sync is not None:
             self._contacts_sync.cancel()
             await asyncio.gather(self._contacts_sync, return_exceptions=True)
@@ -218,7 +233,7 @@ class AsteriskDriver(CallPath, ModeKeys):
         which Asterisk drops contacts past ``max_contacts`` cannot be followed from events.
         The contact list says both (its ``Endpoint`` is the registering endpoint).
         """
-        if self.book.is_active(event.get("AOR", "")):
+        if self.book.is_active(event.get("AOR", "")) and self.location is None:
             self._contacts_changed()
 
     def _contacts_changed(self) -> None:
@@ -283,6 +298,10 @@ class AsteriskDriver(CallPath, ModeKeys):
 
     async def _logged_in(self) -> None:
         await self._only_events_we_use()
+        if self.location is not None:  # the registrar's table, not Asterisk's, rings
+            if self.after_login is not None:
+                await self.after_login()
+            return
         if self._contacts_sync is not None and not self._contacts_sync.done():
             # A read sent on the lost link would wait out its deadline; nothing is held
             # until its answer, so it is dropped and the list read again on this login.
@@ -332,6 +351,10 @@ class AsteriskDriver(CallPath, ModeKeys):
         for key in sorted(odd.keys() - self._odd_contacts):
             log.warning("%s", odd[key])
         self._odd_contacts = set(odd)
+        self.hold_registrations(held)
+
+    def hold_registrations(self, held: list[Registration]) -> None:
+        """Hold exactly ``held`` (the PBX's or the registrar's list) as the ring set."""
         added, removed = self.registrations.mirror(held)
         for r in removed:
             log.info("desk phone %s is no longer registered (%s)", r.desk_phone,
