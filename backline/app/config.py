@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +21,13 @@ from backline.app.settings.emergency import check_emergency_sites, read_emergenc
 from backline.app.settings.hours import read_hours
 from backline.app.settings.numbers import read_numbers
 from backline.app.settings.outbound import check_sms_senders
-from backline.app.settings.people import read_people
+from backline.app.settings.park import read_park
+from backline.app.settings.people import Extension, read_people
 from backline.app.settings.reader import Problem, Reader, entry, where_of
 from backline.app.yamlsource import YMap, load_with_includes
 from backline.core.connections import FreeswitchPbx
 from backline.core.dialling import extension_clash
-from backline.core.model import DEFAULT_EMERGENCY_NUMBERS, Directory, Practice
+from backline.core.model import DEFAULT_EMERGENCY_NUMBERS, Directory, Park, Practice
 
 
 class ConfigError(Exception):
@@ -62,7 +64,7 @@ def _directory(r: Reader, top: YMap, source: str) -> Directory | None:
     """The sections in the order their checks need each other (the warnings keep it)."""
     r.keys(top, "", ["practice", "devices", "users", "teams", "numbers", "backup",
                      "connections", "emergency_numbers", "emergency", "locations",
-                     "hours"])
+                     "hours", "park"])
     practice = _practice(r, top)
     timezone = practice.timezone if practice is not None else "UTC"  # hours are in it
     devices = r.mapping(entry(top, "devices"), "devices", top.where)
@@ -86,6 +88,10 @@ def _directory(r: Reader, top: YMap, source: str) -> Directory | None:
         if clash is not None:
             r.problem(where, field, f"an extension a desk phone can reach ({ext} "
                       f"dials {clash})")
+    park = read_park(r, top)
+    if park is not None:
+        _check_park(r, top, park, people.extensions, emergency_numbers or
+                    DEFAULT_EMERGENCY_NUMBERS, [n.number for n in numbers])
     locations = read_locations(r, top)
     emergency = read_emergency(r, top, users, locations, connections, numbers)
     pbx = connections.pbx if connections is not None else None
@@ -97,6 +103,10 @@ def _directory(r: Reader, top: YMap, source: str) -> Directory | None:
                   "an emergency: section and the practice's locations: "
                   "connections.pbx.trunk.geolocation sends each desk phone's location "
                   "with its 911 calls")
+    if isinstance(pbx, FreeswitchPbx) and park is not None:
+        r.problem(where_of(top, "park"), "park",
+                  "no park: section with FreeSWITCH: call parking is rendered for Asterisk "
+                  "only so far")
     check_emergency_sites(r, people, locations, numbers, emergency)
     if connections is not None:
         check_sms_senders(r, top, numbers, backup, connections)
@@ -105,7 +115,23 @@ def _directory(r: Reader, top: YMap, source: str) -> Directory | None:
     return Directory(practice, max_per_login, tuple(users.values()), tuple(teams.values()),
                      tuple(numbers), backup, connections, source,
                      tuple(emergency_numbers) or DEFAULT_EMERGENCY_NUMBERS, emergency,
-                     tuple(locations.values()), hours)
+                     tuple(locations.values()), hours, park)
+
+
+def _check_park(r: Reader, top: YMap, park: Park, extensions: Mapping[str, Extension],
+                emergency_numbers: Sequence[str], numbers: Sequence[str]) -> None:
+    """The park extension and every slot are dialled as they are: none may be anyone's
+    extension, a feature code, an emergency or practice number (each named where it is)."""
+    node = entry(top, "park")
+    for key, codes in (("extension", (park.extension,)), ("slots", park.slots)):
+        field = f"park.{key}"
+        where = where_of(node, key) if isinstance(node, YMap) else top.where
+        for code in codes:
+            taken = extensions.get(code)
+            clash = f"{taken[0]}'s extension" if taken is not None else \
+                extension_clash(code, emergency_numbers, numbers)
+            if clash is not None:
+                r.problem(where, field, f"codes nobody else dials ({code} is {clash})")
 
 
 def _practice(r: Reader, top: YMap) -> Practice | None:

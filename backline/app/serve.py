@@ -28,6 +28,7 @@ from backline.core.connections import (
 )
 from backline.core.model import Directory
 from backline.features.listeners import DescriptorBudget, PublicListener, raise_descriptor_limit
+from backline.features.parking import ParkRecords
 from backline.journal import open_journal
 
 log = logging.getLogger("backline.controller")
@@ -186,6 +187,10 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                 registrar_url=directory.connections.storage.url)
         controller.emergency.phone = driver
         driver.on_transfer = controller.conversation_members.transferred
+        park = controller.directory.park
+        if park is not None:
+            driver.on_park = ParkRecords(controller.journal, controller.book, park.timeout,
+                                         controller.clock).on_park
         driver.latency_hook = controller.metrics.agi_latency
         controller.pbx_record.pbx_settings = driver.pbx_settings
 

@@ -234,6 +234,17 @@ class Hours:
 
 
 @dataclass(frozen=True, slots=True)
+class Park:
+    """Call parking: a desk phone's park key (a blind transfer to ``extension``) puts the
+    caller in the first free of ``slots`` with music; dialling the slot picks it up; after
+    ``timeout`` seconds unanswered it rings back whoever parked it."""
+
+    extension: str
+    slots: tuple[str, ...]
+    timeout: int
+
+
+@dataclass(frozen=True, slots=True)
 class Directory:
     """One practice, as the YAML describes it, validated."""
 
@@ -249,6 +260,7 @@ class Directory:
     emergency: Emergency = Emergency()
     locations: tuple[Location, ...] = ()
     hours: Hours | None = None  # None: always open
+    park: Park | None = None  # None: no call parking
 
     def hours_of(self, e164: str) -> Hours | None:
         """The hours that apply to a call to ``e164``: its own, else the practice's."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from backline.core.emergency import emergency_callers, spoken_notice
 from backline.core.hours import closed_clip
 from backline.core.model import Announcement, Carry, Directory
+from backline.render.hold_music import HOLD_MUSIC, hold_music_wav
 
 
 class AnnouncementError(Exception):
@@ -78,3 +79,12 @@ def render_closed_clips(d: Directory, sounds: Path) -> list[Path]:
         render_announcement(hours.closed.announcement, path, Path(d.source).parent)
         out.append(path)
     return out
+
+
+def write_hold_music(sounds: Path) -> Path:
+    """Write the hold music (``hold-music.wav``, backline.render.hold_music) into
+    ``sounds``, created if need be; return its path."""
+    sounds.mkdir(parents=True, exist_ok=True)
+    path = sounds / f"{HOLD_MUSIC}.wav"
+    path.write_bytes(hold_music_wav())
+    return path

@@ -18,6 +18,7 @@ from backline.localpbx.announcement import (
     render_announcement,
     render_closed_clips,
     render_notice_clips,
+    write_hold_music,
 )
 from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.phone_secrets import load_or_create
@@ -129,6 +130,7 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
     render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
     render_notice_clips(directory, wav.parent)
     render_closed_clips(directory, wav.parent)
+    write_hold_music(wav.parent)
     files = render_files(directory, secrets_path or Path(pbx.secrets_file),
                          str(sounds / "announcement"), _tls_inside(directory, instance))
     instance.set_files({f.name: f.text for f in files}, write=True)

@@ -25,7 +25,7 @@ OWNED_FILES = frozenset({"asterisk.conf", "logger.conf", "rtp.conf", "udptl.conf
 # Written empty (or, for modules.conf, from backline.render.modules) unless the
 # caller hands in its own: they only silence "cannot load X.conf" errors.
 DEFAULT_FILES = ("cdr.conf", "cel.conf", "features.conf", "acl.conf", "ccss.conf",
-                 "pjproject.conf", "res_fax.conf")  # fmt: skip
+                 "pjproject.conf", "res_fax.conf", "res_parking.conf")  # fmt: skip
 # US tones (Asterisk's sample): without a default country, Asterisk logs a
 # warning and has no busy/congestion/ring tones to play in-band.
 INDICATIONS_CONF = """\

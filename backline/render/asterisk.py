@@ -16,13 +16,19 @@ from dataclasses import dataclass
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Carry, Directory
 from backline.pbx.asterisk import dialplan_variables as v
-from backline.render.asterisk_dialplan import extensions_conf
+from backline.render.asterisk_dialplan import (
+    PARK_TIMEOUT_CONTEXT,
+    PARKED_CONTEXT,
+    PARKING_LOT,
+    extensions_conf,
+)
 from backline.render.asterisk_pjsip import (
     TlsFiles,
     geolocation_conf,
     pjsip_auth_conf,
     pjsip_conf,
 )
+from backline.render.hold_music import HOLD_MUSIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +117,32 @@ write=system,call,agent,user,config,command,reporting,originate
 """
 
 
+def res_parking_conf(d: Directory) -> str:
+    """The one parking lot: its slots, how long a call waits, and where it goes then."""
+    park = d.park
+    out = ["; Rendered by `backline render`: edit the practice YAML, not this file.",
+           "[general]", "parkeddynamic=no", ""]
+    if park is None:
+        return "\n".join([*out, "; no park: section: nothing is parked"]) + "\n"
+    out += [f"[{PARKING_LOT}]", f"context={PARKED_CONTEXT}",
+            f"parkpos={park.slots[0]}-{park.slots[-1]}", "findslot=first",
+            f"parkingtime={park.timeout}", "parkedmusicclass=default",
+            # Back to our own context (not Asterisk's park-dial): the ring-back, then
+            # voicemail if the parker does not answer either.
+            "comebacktoorigin=no", f"comebackcontext={PARK_TIMEOUT_CONTEXT}",
+            "parkedcalltransfers=no", "parkedcallreparking=no", ""]
+    return "\n".join(out) + "\n"
+
+
+def musiconhold_conf(announcement: str) -> str:
+    """What a parked (or held) caller hears: the hold music rendered beside the outage
+    announcement (backline.render.hold_music), looped."""
+    sounds = announcement.rpartition("/")[0] or "."
+    return ("; Rendered by `backline render`: edit the practice YAML, not this file.\n"
+            "[default]\nmode=playlist\n"
+            f"entry={sounds}/{HOLD_MUSIC}\n")
+
+
 def render(d: Directory, secrets: AsteriskSecrets, announcement: str,
            tls: TlsFiles | None = None) -> list[RenderedFile]:
     """Every Asterisk file Backline owns, for the PBX in ``d.connections.pbx``; ``tls``: the
@@ -127,4 +159,6 @@ def render(d: Directory, secrets: AsteriskSecrets, announcement: str,
         RenderedFile("geolocation.conf", geolocation_conf(d, pbx)),
         RenderedFile("cdr.conf", cdr_conf()),
         RenderedFile("manager.conf", manager_conf(pbx, secrets.ami), private=True),
+        RenderedFile("res_parking.conf", res_parking_conf(d)),
+        RenderedFile("musiconhold.conf", musiconhold_conf(announcement)),
     ]

@@ -87,7 +87,8 @@ def extensions_conf(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
     """``announcement``: the outage announcement's path as Asterisk plays it (no extension);
     the emergency notice clips and the closed announcements lie beside it."""
     return (_carrier_side(d, pbx, announcement) + _desk_side(d, pbx)
-            + _decisions(d, pbx, announcement) + _secure_desk(d, pbx))
+            + _decisions(d, pbx, announcement) + _secure_desk(d, pbx)
+            + _park_timeout(d, pbx))
 
 
 def _secure_desk(d: Directory, pbx: AsteriskPbx) -> str:
@@ -196,6 +197,7 @@ def _desk_side(d: Directory, pbx: AsteriskPbx) -> str:
 ; next scheduled change of the hours.
 {_feature_code(shared.HOURS_CLOSED_CODE, shared.HOURS_CLOSED, lamp=False)}
 {_feature_code(shared.HOURS_OPEN_CODE, shared.HOURS_OPEN, lamp=False)}
+{_park_codes(d)}
 exten => _[*+0-9].,1,Set({v.DECISION}=)
  same => n,{_agi(v.AGI_OUTBOUND, "${CHANNEL(endpoint)}", "${FILTER(*#+0-9,${EXTEN})}")}
 {_decided(f"{v.context(v.REFUSE)},s,1")}
@@ -322,7 +324,7 @@ exten => s,1,GotoIf($["{var(v.CALLER_ID_NUM)}" = ""]?ring)
  same => n(ring),Dial({var(v.DIAL)},{var(v.RING_SECONDS)})
  same => n,Hangup()
 
-{_transfers(pbx)}
+{_transfers(d, pbx)}
 [{v.context(v.REFUSE)}]
 exten => s,1,Answer()
  same => n,Playback(cannot-complete-as-dialed)
@@ -343,7 +345,7 @@ exten => s,1,Answer()
 """
 
 
-def _transfers(pbx: AsteriskPbx) -> str:
+def _transfers(d: Directory, pbx: AsteriskPbx) -> str:
     """A desk phone's blind transfer (REFER) of an outside call, and where it sends the
     caller: the target's desk phones, or out from the number; unanswered, the voicemail."""
     ring, out = v.context(v.TRANSFER_RING), v.context(v.TRANSFER_OUT)
@@ -353,6 +355,7 @@ def _transfers(pbx: AsteriskPbx) -> str:
 ; the number and caller are the ones this call came in with.  Without the controller the
 ; caller goes to the number's voicemail, never into silence.  (\\x2d: a literal - in FILTER.)
 [{v.TRANSFER_CONTEXT}]
+{_park_key(d)}
 exten => _[*+0-9].,1,Set({v.DECISION}=)
  same => n,Set({v.ARGS}=${{FILTER(A-Za-z0-9/._\\x2d,${{BLINDTRANSFER}})}})
  same => n,Set({v.ARGS}={var(v.ARGS)},${{FILTER(*#+0-9,${{EXTEN}})}})
@@ -387,4 +390,52 @@ exten => s,1,Set(_{v.TRANSFER_CID_NUM}={var(v.CALLER_ID_NUM)})
 exten => s,1,Set(CONNECTEDLINE(num,i)={var(v.TRANSFER_CID_NUM)})
  same => n,Set(CONNECTEDLINE(name,i)={var(v.TRANSFER_CID_NAME)})
  same => n,Return()
+"""
+
+
+PARKING_LOT = "default"  # Park() and the phones' park keys use it without naming it
+PARKED_CONTEXT = "backline-parked"  # the lot's own context: its hints are park:SLOT@this
+PARK_TIMEOUT_CONTEXT = "backline-park-timeout"
+
+
+def _park_codes(d: Directory) -> str:
+    """For the desk phones: the park extension, each slot to pick up, and each slot's hint
+    (``park:SLOT@CONTEXT``, res_parking's device state) for BLF keys."""
+    park = d.park
+    if park is None:
+        return "; no call parking (no park: section)"
+    codes = [f"; Call parking: {park.extension} parks the call in the first free slot, a slot "
+             "picks it up;", "; a BLF key on a slot shows it occupied.",
+             f"exten => {park.extension},1,Park({PARKING_LOT})"]
+    for slot in park.slots:
+        codes += [f"exten => {slot},hint,park:{slot}@{PARKED_CONTEXT}",
+                  f"exten => {slot},1,ParkedCall({PARKING_LOT},{slot})"]
+    return "\n".join(codes)
+
+
+def _park_key(d: Directory) -> str:
+    """For a blind transfer: the park key is a transfer to the park extension, which
+    Asterisk recognises by its Park application at priority 1 and parks the caller with the
+    transferring phone as the parker (before the pattern that asks the controller)."""
+    if d.park is None:
+        return "; no call parking"
+    return (f"; The park key (a blind transfer to {d.park.extension}) parks the caller.\n"
+            f"exten => {d.park.extension},1,Park({PARKING_LOT})")
+
+
+def _park_timeout(d: Directory, pbx: AsteriskPbx) -> str:
+    """Where a parked call nobody picked up comes (res_parking.conf's comebackcontext, with
+    the slot as the extension): ``PARKER`` is the dial string of the phone that parked it
+    (``PJSIP/ENDPOINT``, one of ours); unanswered there too, the number's voicemail, never
+    silence."""
+    if d.park is None:
+        return ""
+    return f"""
+; A parked call nobody picked up within park.timeout rings back the phone that parked it,
+; then goes to the number's voicemail.
+[{PARK_TIMEOUT_CONTEXT}]
+exten => _[A-Za-z0-9].,1,Dial(${{PARKER}},{pbx.ring_seconds})
+ same => n,GotoIf($["{var(v.VOICEMAIL_BOX)}" = ""]?{v.context(v.REFUSE)},s,1)
+ same => n,Goto({v.context(v.VOICEMAIL)},s,1)
+exten => s,1,Goto({v.context(v.VOICEMAIL)},s,1)
 """

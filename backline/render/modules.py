@@ -77,6 +77,7 @@ REQUIRED_MODULES: tuple[tuple[str, str], ...] = (
     ("bridge_builtin_features", "DTMF features (transfer, hangup) in bridges"),
     ("bridge_holding", "holding bridges (parked / held parties)"),
     ("res_musiconhold", "music on hold"),
+    ("res_parking", "call parking: Park(), ParkedCall(), park: hints for BLF keys"),
     # --- fax (app_fax is gone since Asterisk 19: SendFax/ReceiveFax live in res_fax)
     ("res_fax", "SendFax/ReceiveFax"),
     ("res_fax_spandsp", "the fax engine: T.38 and G.711 audio fax"),

@@ -24,6 +24,7 @@ from backline.app import config
 from backline.app.controller import Controller
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
+from backline.features.parking import ParkRecords
 from backline.journal import open_journal
 from backline.localpbx.asterisk import LocalPbx, prepare
 from backline.localpbx.instance import AsteriskInstance
@@ -55,7 +56,7 @@ users:
      desk_phones: [mia-desk]}}
   - {{id: pat, name: Pat Quinn, email: pat@t.example, active: false, extension: "122",
      desk_phones: [pat-desk]}}
-{emergency}{hours}teams:
+{emergency}{hours}{park}teams:
   - {{id: front-desk, name: Front Desk, members: [sam, jo, pat], extension: "200"}}
   - {{id: nurses, name: Nursing, members: [mia, pat], extension: "300"}}
 numbers:
@@ -125,7 +126,7 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
                    emergency: str = EMERGENCY, trunk_extra: str = "",
                    connections_extra: str = "", hours: str = "", sip_host: str = "127.0.0.1",
                    sip_extra: str = "", trunk_host: str = "127.0.0.1", pbx_extra: str = "",
-                   ) -> Path:
+                   park: str = "") -> Path:
     """The practice YAML; ``node`` names the PBX node, ``storage_url`` a shared journal
     (default: an SQLite file of its own).  ``carrier_from_user=False`` leaves out the trunk's
     ``from_user``, as config/example.yaml does: the carrier is then recognised by its
@@ -135,14 +136,15 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
     section (YAML text, at the top level); ``sip_host`` and ``trunk_host``: where SIP listens
     and the carrier is (loopback unless a test puts them on separate addresses,
     tests/harness/netns.py); ``sip_extra``: more ``sip`` keys (``, key: value``);
-    ``pbx_extra``: more ``connections.pbx`` keys (whole lines, indented by four).
-    Without ``cdr_file`` the controller asks Asterisk where its call record is, as
+    ``pbx_extra``: more ``connections.pbx`` keys (whole lines, indented by four);
+    ``park``: a ``park:`` section (YAML text, at the top level).  Without ``cdr_file``
+    the controller asks Asterisk where its call record is, as
     `backline up` configs do."""
     path = tmp / "practice.yaml"
     path.write_text(PRACTICE.format(
         emergency=emergency, trunk_extra=trunk_extra, connections_extra=connections_extra,
         hours=hours, sip_host=sip_host, sip_extra=sip_extra, trunk_host=trunk_host,
-        pbx_extra=pbx_extra,
+        pbx_extra=pbx_extra, park=park,
         node_line=f"    node: {node}\n" if node else "",
         trunk_user=", from_user: carrier" if carrier_from_user else "",
         storage=storage_url or f"sqlite://{tmp / 'journal.db'}",
@@ -241,7 +243,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        clock: Callable[[], datetime] | None = None,
                        sip_host: str = "127.0.0.1", sip_extra: str = "",
                        trunk_host: str = "127.0.0.1", trunk_port: int | None = None,
-                       pbx_extra: str = "", sip_port: int | None = None,
+                       pbx_extra: str = "", sip_port: int | None = None, park: str = "",
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop (or, with
     ``controller_in_process=False``, not started: the test runs ``backline run`` itself).
@@ -250,7 +252,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     empty): benchmarks measure the controller's process, not this watcher's parsing.
     ``carrier_from_user=False``: the carrier is recognised by address (see write_practice).
     ``quick_expiry`` lets registrations expire within seconds (``expire_quickly``).
-    ``hours``: the practice's ``hours:`` section; ``clock``: the controller's clock.
+    ``hours``: the practice's ``hours:`` section; ``park``: its ``park:`` section;
+    ``clock``: the controller's clock.
     ``sip_host``, ``sip_port``, ``sip_extra``, ``trunk_host``, ``trunk_port`` and
     ``pbx_extra``: see
     write_practice (a test on separate addresses runs this inside the PBX's namespace:
@@ -271,7 +274,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                           emergency=emergency, trunk_extra=trunk_extra,
                           connections_extra=connections_extra, hours=hours,
                           sip_host=sip_host, sip_extra=sip_extra, trunk_host=trunk_host,
-                          pbx_extra=pbx_extra)
+                          pbx_extra=pbx_extra, park=park)
     directory = config.load(path).directory
     local = await asyncio.to_thread(prepare, directory, name, root=root)
     files = None
@@ -295,6 +298,9 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                             registrar_url=directory.connections.storage.url)
     controller.emergency.phone = driver
     driver.on_transfer = controller.conversation_members.transferred
+    if directory.park is not None:
+        driver.on_park = ParkRecords(journal, controller.book, directory.park.timeout,
+                                     controller.clock).on_park
     # The tests watch Asterisk on an AMI session of their own: the controller's session asks
     # only for the events the controller uses.
     events = AmiEvents()

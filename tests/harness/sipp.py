@@ -392,6 +392,19 @@ class SippProcess:
                 raise SippError(self.name, f"exited before {count} INVITEs arrived")
         return self.invites()
 
+    def wait_for_messages(self, done: Callable[[list[SipMessage]], bool],
+                          timeout: float = 10.0) -> list[SipMessage]:
+        """Wait until ``done`` holds for the messages so far (checked at each write of the
+        message log); return them."""
+        if self._proc is None:
+            raise SippError(self.name, "not running")
+        with DirectoryWatch(self.workdir) as watch:
+            if not self._wait_event(
+                watch, lambda: done(self.messages()), time.monotonic() + timeout
+            ):
+                raise SippError(self.name, "exited before the messages arrived")
+        return self.messages()
+
     def errors(self) -> str:
         """SIPp's unexpected-message log (`-trace_err`)."""
         try:

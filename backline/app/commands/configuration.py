@@ -84,6 +84,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         render_announcement,
         render_closed_clips,
         render_notice_clips,
+        write_hold_music,
     )
     from backline.localpbx.asterisk import (
         NeedsAsterisk,
@@ -136,6 +137,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         render_announcement(directory.backup.announcement, out / "announcement.wav",
                             Path(directory.source).parent)
         clips = render_notice_clips(directory, out) + render_closed_clips(directory, out)
+        clips.append(write_hold_music(out))
     except (SecretMissing, NeedsAsterisk, AnnouncementError, TlsNotReady) as exc:
         raise UsageError(str(exc)) from exc
     written = write_render(out, files, directory, str(pbx.sip), secrets_path,

@@ -23,6 +23,7 @@ from backline.core.emergency import EmergencyCall
 from backline.core.fax_intake import FaxEnd, fax_end_from_args
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
+from backline.core.park import ParkEvent, ParkStep
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registration
 from backline.core.transfers import Transfer, TransferKind, attended_join, decide_transfer
@@ -35,6 +36,7 @@ from backline.pbx.asterisk.transfers import (
     ATTENDED_EVENT,
     OnTransfer,
     attended_parties,
+    desk_phone_of,
     log_transfer,
     transfer_from_args,
     transfer_variables,
@@ -47,8 +49,12 @@ from backline.pbx.registrar import LocationWatch
 log = logging.getLogger("backline.asterisk")
 
 # OriginateResponse: the end of a notice call we placed (panoramisk hands it to the action).
+# res_parking's events about a parked call: each is a step of the call's record.
+PARK_EVENTS = {"ParkedCall": ParkStep.PARKED, "UnParkedCall": ParkStep.PICKED_UP,
+               "ParkedCallTimeOut": ParkStep.TIMED_OUT, "ParkedCallGiveUp": ParkStep.ABANDONED}
 # AttendedTransfer: a desk phone's REFER with Replaces, which Asterisk performs on its own.
-WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse", ATTENDED_EVENT)
+WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse", ATTENDED_EVENT,
+                 *PARK_EVENTS)
 NOTICE_RING_SECONDS = 30
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
 
@@ -70,6 +76,8 @@ class AsteriskDriver(CallPath, ModeKeys):
         self.after_login = after_login
         # Told of each transfer once its decision is out (journal, conversation members).
         self.on_transfer: OnTransfer | None = None
+        # Told of each step of a parked call (journal).
+        self.on_park: Callable[[ParkEvent], Awaitable[object]] | None = None
         # Per FastAGI session: the controller's decision (request in, decision out) and the
         # whole session with Asterisk's answers (bench/calls.py prints both).
         self.latencies: list[float] = []
@@ -84,6 +92,8 @@ class AsteriskDriver(CallPath, ModeKeys):
         self.ami.on_event("ContactStatus", self.on_contact_status)
         self.ami.on_event("UserEvent", self.on_user_event)
         self.ami.on_event(ATTENDED_EVENT, self.on_attended_transfer)
+        for name in PARK_EVENTS:
+            self.ami.on_event(name, self.on_park_event)
         self._contacts_stale = False
         self._contacts_sync: asyncio.Task[None] | None = None
         self._odd_contacts: set[tuple[str, str]] = set()
@@ -266,6 +276,24 @@ class AsteriskDriver(CallPath, ModeKeys):
             return
         self.after_decision(self.emergency(
             EmergencyCall(f"emergency:{uniqueid}", datetime.now(UTC), phone, dialled[:8])))
+
+    def on_park_event(self, event: Mapping[str, str]) -> None:
+        """A step of a parked call (res_parking's events): the parked channel is the outside
+        caller's, whose uniqueid keys the call's record; the parker is a dial string
+        (``PJSIP/ENDPOINT``), whoever picked it up a channel name."""
+        step = PARK_EVENTS.get(event.get("Event", ""))
+        if step is None or self.on_park is None:
+            return
+        uniqueid, slot = event.get("ParkeeUniqueid", ""), event.get("ParkingSpace", "")
+        if not (_NAME.fullmatch(uniqueid) and slot.isdigit() and len(slot) <= 8):
+            log.error("a parking event we cannot read (%s)", step.value)
+            return
+        if step is ParkStep.PICKED_UP:
+            phone = desk_phone_of(event.get("RetrieverChannel", ""))
+        else:
+            parker = event.get("ParkerDialString", "").removeprefix("PJSIP/")
+            phone = parker if _NAME.fullmatch(parker) else ""
+        self.after_decision(self.on_park(ParkEvent(f"call:{uniqueid}", step, slot, phone)))
 
     async def call_with_notice(self, desk_phone: str, about_phone: str, at: datetime) -> None:
         """Call ``desk_phone`` and play it the 911 notice about ``about_phone`` (see
