@@ -101,12 +101,13 @@ def test_the_rendered_dialplan_parks_picks_up_and_rings_back(tmp_path: Path) -> 
     dialplan = files["extensions.conf"]
     desk = dialplan.split("[backline-desk]")[1].split("\n[")[0]
     transfer = dialplan.split("[backline-transfer]")[1].split("\n[")[0]
-    assert "exten => 700,1,Park(default)" in desk and "exten => 700,1,Park(default)" in transfer
+    park = "exten => 700,1,NoOp(park)\n same => n,Park(default,s)"
+    assert park in desk and park in transfer
     for slot in ("711", "712"):
         assert f"exten => {slot},hint,park:{slot}@backline-parked" in desk
         assert f"exten => {slot},1,ParkedCall(default,{slot})" in desk
     # Explicit extensions come before the outbound pattern in the file too.
-    assert desk.index("Park(default)") < desk.index("exten => _[*+0-9].")
+    assert desk.index("Park(default,s)") < desk.index("exten => _[*+0-9].")
     lot = files["res_parking.conf"]
     assert "parkpos=711-712" in lot and "parkingtime=30" in lot
     assert "comebackcontext=backline-park-timeout" in lot

@@ -406,7 +406,7 @@ def _park_codes(d: Directory) -> str:
         return "; no call parking (no park: section)"
     codes = [f"; Call parking: {park.extension} parks the call in the first free slot, a slot "
              "picks it up;", "; a BLF key on a slot shows it occupied.",
-             f"exten => {park.extension},1,Park({PARKING_LOT})"]
+             _park_extension(park.extension)]
     for slot in park.slots:
         codes += [f"exten => {slot},hint,park:{slot}@{PARKED_CONTEXT}",
                   f"exten => {slot},1,ParkedCall({PARKING_LOT},{slot})"]
@@ -414,28 +414,41 @@ def _park_codes(d: Directory) -> str:
 
 
 def _park_key(d: Directory) -> str:
-    """For a blind transfer: the park key is a transfer to the park extension, which
-    Asterisk recognises by its Park application at priority 1 and parks the caller with the
-    transferring phone as the parker (before the pattern that asks the controller)."""
+    """For a blind transfer: the park key is a transfer to the park extension (before the
+    pattern that asks the controller)."""
     if d.park is None:
         return "; no call parking"
     return (f"; The park key (a blind transfer to {d.park.extension}) parks the caller.\n"
-            f"exten => {d.park.extension},1,Park({PARKING_LOT})")
+            + _park_extension(d.park.extension))
+
+
+def _park_extension(extension: str) -> str:
+    """Park() at priority 2, not 1: at 1 Asterisk takes a blind transfer to it as a park of
+    its own, queued on the caller's bridge, and a phone that hangs up right after its REFER
+    is accepted (as many do) dissolves that bridge first, hanging the caller up.  Run from
+    the dialplan, the caller parks itself, and Park() takes the transferring phone from
+    BLINDTRANSFER as the parker (its ring-back); ``s``: the caller hears no slot number."""
+    return (f"exten => {extension},1,NoOp(park)\n"
+            f" same => n,Park({PARKING_LOT},s)")
 
 
 def _park_timeout(d: Directory, pbx: AsteriskPbx) -> str:
     """Where a parked call nobody picked up comes (res_parking.conf's comebackcontext, with
-    the slot as the extension): ``PARKER`` is the dial string of the phone that parked it
-    (``PJSIP/ENDPOINT``, one of ours); unanswered there too, the number's voicemail, never
-    silence."""
+    the parker's flattened name as the extension): ``PARKER`` is the dial string of the
+    phone that parked it (``PJSIP/ENDPOINT``, one of ours).  Every registration of its login
+    rings (PJSIP_DIAL_CONTACTS): ``Dial(PJSIP/ENDPOINT)`` calls only one of them, perhaps a
+    phone that hung up after its transfer.  Unanswered there too, the number's voicemail,
+    never silence."""
     if d.park is None:
         return ""
     return f"""
 ; A parked call nobody picked up within park.timeout rings back the phone that parked it,
 ; then goes to the number's voicemail.
 [{PARK_TIMEOUT_CONTEXT}]
-exten => _[A-Za-z0-9].,1,Dial(${{PARKER}},{pbx.ring_seconds})
- same => n,GotoIf($["{var(v.VOICEMAIL_BOX)}" = ""]?{v.context(v.REFUSE)},s,1)
+exten => _[A-Za-z0-9].,1,GotoIf($["${{PARKER:0:6}}" != "PJSIP/"]?vm)
+ same => n,Set({v.DIAL}=${{PJSIP_DIAL_CONTACTS(${{PARKER:6}})}})
+ same => n,ExecIf($["{var(v.DIAL)}" != ""]?Dial({var(v.DIAL)},{pbx.ring_seconds}))
+ same => n(vm),GotoIf($["{var(v.VOICEMAIL_BOX)}" = ""]?{v.context(v.REFUSE)},s,1)
  same => n,Goto({v.context(v.VOICEMAIL)},s,1)
 exten => s,1,Goto({v.context(v.VOICEMAIL)},s,1)
 """

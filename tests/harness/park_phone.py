@@ -47,8 +47,9 @@ def talking_desk_caller(pbx: tuple[str, int], workdir: Path, phone: str, passwor
     """A desk phone that dials ``to`` (answering the digest challenge), sends ``audio`` once
     answered and waits for the PBX's BYE."""
     port, media = free_udp_port(), free_media_port()
-    sending = f'  <nop><action><exec rtp_stream="{audio},-1,0"/></action></nop>\n'
-    text = _scenario("uac_call.xml", EXTRA_HEADERS="", AFTER_ANSWER=sending,
+    # Started as the 200 OK arrives (see uac_call.xml's ON_ANSWER).
+    sending = f'      <exec rtp_stream="{audio},-1,0"/>\n'
+    text = _scenario("uac_call.xml", EXTRA_HEADERS="", ON_ANSWER=sending, AFTER_ANSWER="",
                      IN_CALL=in_call())
     args = [*_common_args(port, media), "-aa", "-s", to, "-key", "from_user", phone,
             "-key", "caller_name", "", "-au", phone, "-ap", password, "-m", "1", "-l", "1",

@@ -847,7 +847,8 @@ def place_calls(
             workdir.mkdir(parents=True, exist_ok=True)
             write_dtmf_pcap(pcap, dtmf)
             after += f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
-    text = _scenario("uac_call.xml", EXTRA_HEADERS=headers, AFTER_ANSWER=after, IN_CALL=in_call())
+    text = _scenario("uac_call.xml", EXTRA_HEADERS=headers, ON_ANSWER="", AFTER_ANSWER=after,
+                     IN_CALL=in_call())
     if number_in_to_only:  # as carriers do on registered trunks: no user in the Request-URI
         text = text.replace("INVITE sip:[service]@", "INVITE sip:")
     args = [

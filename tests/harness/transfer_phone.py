@@ -50,6 +50,13 @@ def _audio(audio: Path | None) -> str:
             if audio is not None else "")
 
 
+def _audio_action(audio: Path) -> str:
+    """Start ``audio`` as an action of the step that answers the call (the 200 OK received,
+    the INVITE taken): a step of its own after the answer lets a re-INVITE (Asterisk's
+    connected-line update) arrive while the call stands there, and SIPp aborts the call."""
+    return f'      <exec rtp_stream="{audio},-1,0"/>\n'
+
+
 def transferring_phone(pbx: tuple[str, int], workdir: Path, user: str, password: str,
                        target: str, *, aor: str, talk_ms: int = 1000,
                        audio: Path | None = None) -> SippProcess:
@@ -76,7 +83,8 @@ def talking_phone(pbx: tuple[str, int], workdir: Path, user: str, password: str,
                   aor: str, audio: Path, host: Host = LOCAL) -> SippProcess:
     """A registered desk phone that answers, sends ``audio`` and waits for the PBX's BYE."""
     port, media = host.free_udp_port(), host.free_media_port()
-    text = _scenario("uas_answer.xml", ON_INVITE="", IN_CALL=_audio(audio) + in_call())
+    text = _scenario("uas_answer.xml", ON_INVITE=f"    <action>\n{_audio_action(audio)}"
+                     "    </action>", IN_CALL=in_call())
     args = [*_common_args(port, media, host), "-aa", "-timeout", "120s"]
     uas = SippProcess(f"phone-{user}", workdir / f"phone-{user}-{port}", text, args,
                       port=port, host=host).start()
@@ -92,7 +100,8 @@ def talking_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: s
                    audio: Path, timeout: float = 60.0, host: Host = LOCAL) -> SippProcess:
     """A carrier caller that sends ``audio`` once answered and waits for the PBX's BYE."""
     port, media = host.free_udp_port(), host.free_media_port()
-    text = _scenario("uac_call.xml", EXTRA_HEADERS="", AFTER_ANSWER=_audio(audio),
+    text = _scenario("uac_call.xml", EXTRA_HEADERS="", ON_ANSWER=_audio_action(audio),
+                     AFTER_ANSWER="",
                      IN_CALL=in_call())
     args = [*_common_args(port, media, host), "-aa", "-s", to, "-key", "from_user", from_user,
             "-key", "caller_name", "", "-m", "1", "-l", "1", "-timeout", f"{timeout:g}s",
