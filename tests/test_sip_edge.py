@@ -6,6 +6,7 @@ Asterisk (its RTP statistics on each channel), as in test_asterisk_transfers."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.baresip import Account, read_wav, start_baresip, write_wav
 from tests.harness.carrier_pbx import ACCOUNT, security_events, start_carrier
 from tests.harness.carrier_pbx import SIP_PORT as CARRIER_SIP
 from tests.harness.netns import Topology
@@ -252,3 +254,57 @@ def test_behind_the_practices_nat_the_carrier_reaches_the_pbx_at_its_public_addr
     # sees only the router's address, which the PBX's signalling and SDP must carry.
     behind_nat.pbx.run(lambda: carrier_calls_and_is_called(
         behind_nat, tmp_path, registered=False, did_form="${EXTEN}"))
+
+
+@pytest.fixture()
+def branch() -> Iterator[Topology]:
+    with Topology(branch=True) as topology:
+        yield topology
+
+
+def test_a_desk_phone_behind_a_nat_of_its_own_registers_rings_and_talks_both_ways(
+        branch: Topology, tmp_path: Path) -> None:
+    # baresip (one socket, as desk phones are) in a branch office behind a masquerading
+    # router (tests/harness/netns.py): its Contact names a private address the PBX has no
+    # route to; the PBX must answer it where its REGISTER came from.
+    net = branch
+    tone = tone_file(tmp_path / "caller.ulaw")
+    says = write_wav(tmp_path / "phone.wav",
+                     [int(8000 * math.sin(2 * math.pi * 600 * i / 8000)) for i in range(16000)])
+    folder = tmp_path / "ana"
+
+    async def body() -> None:
+        extra = (f"    lan: [{net.addresses.lan_net}, {net.site_net}]\n"
+                 "    desk_phones_behind_nat: true\n")
+        async with practice_pbx(tmp_path, "edge-natphone", carrier_from_user=False,
+                                sip_host=net.pbx_lan, trunk_host=net.carrier,
+                                trunk_port=CARRIER_SIP, pbx_extra=extra) as p:
+            ana = Account("ana", "ana-desk", p.secret("ana-desk"),
+                          f"{net.pbx_lan}:{p.ports.sip}", srtp=False, transport="udp")
+            phone = await start_baresip(net.home, folder, address=net.home_phone(0), ca=None,
+                                        says=says, accounts=[ana])
+            caller = None
+            try:
+                await phone.wait_registered(ana)
+                await p.driver.wait_registered({"ana"}, within=10)
+                caller = talking_caller(sip(net, p), tmp_path, DIRECT, from_user=PATIENT,
+                                        audio=tone, host=Host(net.carrier, net.wan.name))
+                await phone.wait_event("CALL_INCOMING", within=20)
+                await phone.command("accept")
+                answered = await p.events.wait_for(
+                    lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER",
+                    within=20)
+                assert answered["DestChannel"].startswith("PJSIP/ana-desk-")
+                await until_heard(p, answered["Channel"], answered["DestChannel"])
+                await phone.command("hangup")
+                await phone.wait_event("CALL_CLOSED")
+            finally:
+                await phone.stop()
+                if caller is not None:
+                    caller.kill()
+    net.pbx.run(body)
+    # What the phone heard, through its NAT: the caller's tone (at least a fifth of a
+    # second of it), not silence.
+    (heard,) = [read_wav(f) for f in folder.glob("sound/dump-*-dec.wav")]
+    loud = sum(1 for s in heard if abs(s) > 2000)
+    assert loud > 1600, (loud, max(map(abs, heard), default=0))

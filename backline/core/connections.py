@@ -127,6 +127,9 @@ class AsteriskPbx:
     # address the internet sees when SIP's is behind NAT (the LAN is then local_net).
     lan: tuple[str, ...] = ()
     public_address: str = ""
+    # Desk phones reach the PBX through a NAT of their own (a branch office, a home): each is
+    # answered where its requests come from, not at the private Contact it names.
+    desk_phones_behind_nat: bool = False
     tls: SipTls | None = None
     encryption: Encryption = Encryption.OPTIONAL
     # Kamailio's SIP address when it is the desk phones' registrar for several nodes: the

@@ -125,7 +125,9 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
         # Desk phones are on the practice LAN: their Contact is true.  Over TLS it names
         # where the phone listens, not the connection it opened (a phone accepts none of
         # its own): its calls go down that connection, so the Contact is rewritten to it.
-        f"rewrite_contact={'yes' if tls else 'no'}",
+        # Behind a NAT of their own (desk_phones_behind_nat) it names a private address:
+        # the phone is reached where its REGISTER came from.
+        f"rewrite_contact={'yes' if tls or pbx.desk_phones_behind_nat else 'no'}",
         "identify_by=username,auth_username",
         "send_pai=yes",
         *via_registrar,

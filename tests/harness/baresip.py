@@ -154,14 +154,14 @@ class Baresip:
             await self._output
 
 
-def write_config(folder: Path, *, address: str, ctrl_port: int, ca: Path, says: Path,
+def write_config(folder: Path, *, address: str, ctrl_port: int, ca: Path | None, says: Path,
                  accounts: list[Account]) -> None:
     """baresip's ``config`` and ``accounts`` in ``folder`` (its ``-f``)."""
     (folder / "sound").mkdir(parents=True, exist_ok=True)
     (folder / "config").write_text(f"""\
 poll_method epoll
 sip_listen {address}:5060
-sip_cafile {ca}
+{f"sip_cafile {ca}" if ca is not None else ""}
 call_local_timeout 60
 call_max_calls 2
 audio_path /usr/share/baresip
@@ -187,10 +187,11 @@ snd_path {folder / "sound"}
     os.chmod(folder / "accounts", 0o600)
 
 
-async def start_baresip(netns: Namespace, folder: Path, *, address: str, ca: Path,
+async def start_baresip(netns: Namespace, folder: Path, *, address: str, ca: Path | None,
                         says: Path, accounts: list[Account]) -> Baresip:
     """baresip in ``netns`` on ``address``, connected to; its ctrl_tcp socket is made in
-    that namespace (a socket keeps the namespace it was made in)."""
+    that namespace (a socket keeps the namespace it was made in).  ``ca``: the CA it trusts
+    for TLS (None: UDP accounts only)."""
     ctrl_port = netns.free_port("127.0.0.1", socket.SOCK_STREAM)
     write_config(folder, address=address, ctrl_port=ctrl_port, ca=ca, says=says,
                  accounts=accounts)

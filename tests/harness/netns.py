@@ -182,6 +182,7 @@ class Topology:
     Use as a context manager: built on entry, every namespace deleted on exit."""
 
     nat: bool = False
+    branch: bool = False
     prefix: str = field(default_factory=lambda: f"bl{os.getpid()}{os.urandom(2).hex()}")
     addresses: Addresses = field(default_factory=lambda: Addresses(random.randrange(256)))
     made: list[Namespace] = field(default_factory=list)
@@ -197,6 +198,25 @@ class Topology:
     @property
     def lan(self) -> Namespace:
         return Namespace(f"{self.prefix}-lan")
+
+    @property
+    def home(self) -> Namespace:
+        """Desk phones behind a NAT of their own (``branch=True``): a branch office."""
+        return Namespace(f"{self.prefix}-home")
+
+    @property
+    def br(self) -> Namespace:
+        """The branch office's router (``branch=True``), masquerading towards the PBX."""
+        return Namespace(f"{self.prefix}-br")
+
+    @property
+    def site_net(self) -> str:
+        """Where the branch's router meets the PBX: its outside address is on it."""
+        return f"10.205.{self.addresses.third}.0/24"
+
+    def home_phone(self, n: int = 0) -> str:
+        """The ``n``-th desk phone's private address behind the branch's NAT."""
+        return f"10.204.{self.addresses.third}.{PHONES + n}"
 
     @property
     def gw(self) -> Namespace:
@@ -247,7 +267,8 @@ class Topology:
 
     def create(self, phones: int = 4) -> None:
         a = self.addresses
-        for ns in (self.wan, self.pbx, self.lan, *([self.gw] if self.nat else [])):
+        for ns in (self.wan, self.pbx, self.lan, *([self.gw] if self.nat else []),
+                   *([self.br, self.home] if self.branch else [])):
             ip("netns", "add", ns.name)
             self.made.append(ns)
             ip("-n", ns.name, "link", "set", "lo", "up")
@@ -269,12 +290,42 @@ class Topology:
         for ns, dev in ((self.pbx, "wan0"), (self.pbx, "lan0"), (self.wan, "up0"),
                         (self.lan, "up0")):
             ip("-n", ns.name, "link", "set", dev, "up")
+        if self.branch:
+            self._branch()
         if self.nat:
             ip("-n", self.pbx.name, "route", "add", "default", "via", self.router_inside)
             return
         # The PBX's SIP address is its LAN one; the WAN reaches it through the PBX's WAN leg
         # (delivered there, not forwarded: the PBX namespace forwards nothing).
         ip("-n", self.wan.name, "route", "add", f"{self.pbx_lan}/32", "via", self.pbx_wan)
+
+    def _branch(self) -> None:
+        """A branch office: phones on 10.204.N.0/24 behind a router that masquerades them
+        as 10.205.N.2 towards the PBX (10.205.N.1), which has no route back to them."""
+        third = self.addresses.third
+        br, home = self.br.name, self.home.name
+        ip("-n", self.pbx.name, "link", "add", "site0", "type", "veth", "peer", "name", "out0",
+           "netns", br)
+        ip("-n", br, "link", "add", "in0", "type", "veth", "peer", "name", "up0",
+           "netns", home)
+        ip("-n", self.pbx.name, "addr", "add", f"10.205.{third}.1/24", "dev", "site0")
+        ip("-n", br, "addr", "add", f"10.205.{third}.2/24", "dev", "out0")
+        ip("-n", br, "addr", "add", f"10.204.{third}.1/24", "dev", "in0")
+        for n in range(2):
+            ip("-n", home, "addr", "add", f"{self.home_phone(n)}/24", "dev", "up0")
+        for ns, dev in ((self.pbx.name, "site0"), (br, "out0"), (br, "in0"), (home, "up0")):
+            ip("-n", ns, "link", "set", dev, "up")
+        ip("-n", home, "route", "add", "default", "via", f"10.204.{third}.1")
+        ip("-n", br, "route", "add", "default", "via", f"10.205.{third}.1")
+        run(self.br.argv("sysctl", "-qw", "net.ipv4.ip_forward=1"))
+        run(self.br.argv("nft", "-f", "-"), """\
+table ip backline_nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat;
+    oifname "out0" masquerade
+  }
+}
+""")
 
     def _router(self) -> None:
         """The practice's router: ``pbx_wan`` outside, masquerading what leaves; every new

@@ -65,7 +65,7 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
     r.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
                      "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
                      "node", "reserved_descriptors", "lan", "tls", "encryption",
-                     "registrar"])
+                     "registrar", "desk_phones_behind_nat"])
     trunk = _trunk(r, node, f)
     lan, public = _edge(r, node, sip, sip_hp, trunk, f)
     if trunk.tls and entry(node, "tls") is None:
@@ -106,6 +106,8 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         reserved_descriptors=_reserve(r, node, f),
         lan=lan,
         public_address=public,
+        desk_phones_behind_nat=r.flag(node, "desk_phones_behind_nat",
+                                      f"{f}.desk_phones_behind_nat", False),
         tls=_tls(r, node, f, sip_hp.port),
         encryption=_encryption(r, node, f),
         registrar=_registrar(r, node, f),

@@ -18,7 +18,9 @@ from backline.core.registrations import Registration
 # PJSIPShowContacts answers an error, with this message, when no contact is registered at all.
 NO_CONTACTS = "No Contacts found"
 # A contact we will put into a Dial string: nothing that could split it (&, comma) or quote.
-_SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
+# A parameter may hold an address and port: Asterisk keeps a NAT-rewritten contact's
+# original one as x-ast-orig-host=192.168.1.10:5060.
+_SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._:-]+)*")
 
 # (login, contact) -> what is odd about it, for a warning said once, not at every read.
 Odd = dict[tuple[str, str], str]
