@@ -24,7 +24,7 @@ from pathlib import Path
 from backline.app.controller import Controller
 from backline.core.outage import Mode, Via
 from backline.features.email_intake import EmailIntakeFeature
-from backline.features.inbox.service import Backoff
+from backline.features.sending.retry import Backoff
 from tests.harness.alert_site import free_port
 from tests.harness.inbox_server import InboxServer
 from tests.test_inbox_delivery import TOKEN, Practice, engage, practice_yaml, seed

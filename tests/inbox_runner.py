@@ -15,7 +15,7 @@ import sys
 
 from backline.app import config
 from backline.app.controller import Controller
-from backline.features.inbox.service import Backoff
+from backline.features.sending.retry import Backoff
 from backline.journal import open_journal
 
 FAST = Backoff(first=0.01, cap=0.2)

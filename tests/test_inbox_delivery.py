@@ -28,7 +28,7 @@ from backline.app import config
 from backline.app.controller import Controller
 from backline.core.outage import Mode, Via, switch
 from backline.features.inbox.payload import Accepted, Refused, TryAgain, answer_for
-from backline.features.inbox.service import Backoff
+from backline.features.sending.retry import Backoff
 from backline.journal import AttemptKind, Delivery, Journal, NewAttempt, Outcome, open_journal
 from backline.journal.delivery import ItemState
 from tests.harness.alert_site import free_port

@@ -51,7 +51,6 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import assert_never
@@ -72,6 +71,7 @@ from backline.features.inbox.payload import (
     item_document,
 )
 from backline.features.sending.leased import FAILED_ROUND_NAP, Clock, LeasedDelivery
+from backline.features.sending.retry import Backoff
 from backline.features.sms.reply import OUTAGE_OVER
 from backline.journal import AttemptKind, Journal, JournalError
 from backline.journal.delivery import InboxItem
@@ -88,16 +88,7 @@ MAX_NAP = 30.0  # seconds the task sleeps at most, in case another controller ad
 INLINE_WAIT = 2.0  # a retry due within this many seconds is waited for inside the round
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Seconds before the next try of the head item: ``first`` after the first failure,
-    doubling up to ``cap``.  Tests make it short; nothing is ever given up on."""
-
-    first: float = 1.0
-    cap: float = 300.0
-
-    def delay(self, failed_tries: int) -> float:
-        return min(self.first * float(2 ** min(max(failed_tries - 1, 0), 32)), self.cap)
+INBOX_BACKOFF = Backoff(first=1.0)  # the head holds every later item back: soon at first
 
 
 class InboxDrain(LeasedDelivery):
@@ -115,7 +106,7 @@ class InboxDrain(LeasedDelivery):
         self._files = files
         self.holder = holder or process_holder()
         self.node = node  # this controller's PBX node: whose fax files are on this disk
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or INBOX_BACKOFF
         self._session: aiohttp.ClientSession | None = None
         self._lease_until: datetime | None = None
         self._accepted: list[int] = []  # accepted by the inbox, not yet journaled
