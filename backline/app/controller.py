@@ -329,7 +329,7 @@ class Controller:
     def audit_upkeep(self) -> AuditUpkeep:
         found = self.feature(audit_upkeep.AuditUpkeepFeature)
         assert found is not None, "the audit upkeep is in FEATURES"
-        return found.upkeep
+        return found.service
 
     @property
     def replies(self) -> AutoReplies:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from backline.core.refusals import RefusalTally
-from backline.features.seam import Context, Feature
+from backline.features.seam import Background, Context
 from backline.journal import Journal, JournalError
 
 log = logging.getLogger("backline.audit")
@@ -91,15 +91,8 @@ class AuditUpkeep:
             log.error("refusal counts were not written on the way out: %s", exc)
 
 
-class AuditUpkeepFeature(Feature):
-    def __init__(self, upkeep: AuditUpkeep) -> None:
-        self.upkeep = upkeep
-
-    async def start(self) -> None:
-        self.upkeep.start()
-
-    async def close(self) -> None:
-        await self.upkeep.close()
+class AuditUpkeepFeature(Background[AuditUpkeep]):
+    """The upkeep is ``service``."""
 
 
 def build(context: Context) -> AuditUpkeepFeature:
