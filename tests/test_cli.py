@@ -153,6 +153,9 @@ def test_attempts_lists_recent_attempts(practice_config: Path, tmp_path: Path) -
     journal.record_attempt(NewAttempt("s1", datetime.now(UTC), AttemptKind.SMS, Mode.OUTAGE,
                                       "Bob\x1b[2J", "+13125550102", Outcome.AUTO_REPLIED,
                                       text="refill", delivery=Delivery.HELD))
+    journal.record_attempt(NewAttempt("c2", datetime.now(UTC), AttemptKind.CALL, Mode.NORMAL,
+                                      "+17205550142", "+13125550100", Outcome.RANG,
+                                      detail="answered by the PBX while the controller was away"))
     journal.close()
     table = backline("attempts", "--since", "1h", config=practice_config)
     assert table.returncode == 0
@@ -161,7 +164,9 @@ def test_attempts_lists_recent_attempts(practice_config: Path, tmp_path: Path) -
     assert "\x1b" not in table.stdout  # an untrusted caller ID cannot drive the terminal
     rows = json.loads(backline("attempts", "--json", config=practice_config).stdout)
     assert [(r["kind"], r["to"], r["delivery"]) for r in rows] == [
-        ("call", "+13125550100", "held"), ("sms", "+13125550102", "held")]
+        ("call", "+13125550100", "held"), ("sms", "+13125550102", "held"),
+        ("call", "+13125550100", Delivery.NOT_NEEDED.value)]
+    assert rows[2]["detail"] == "answered by the PBX while the controller was away"
 
 
 def test_journal_is_private_whatever_the_umask_and_check_warns_of_an_open_one(

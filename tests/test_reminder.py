@@ -152,7 +152,8 @@ def test_reminder_hours_defaults_to_four(tmp_path: Path) -> None:
     assert config.load(path).directory.backup.reminder_hours == 4.0
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "often", "true", ".inf", "[4]"])
+@pytest.mark.parametrize("value", ["0", "-1", "often", "true", ".inf", "[4]", "0.0001", "0.2",
+                                   "169"])
 def test_a_bad_reminder_hours_is_a_problem_with_file_line_and_field(
         tmp_path: Path, value: str) -> None:
     path = tmp_path / "p.yaml"

@@ -24,7 +24,7 @@ from backline.core.outage import Mode, ModeChange, ModeState, Via
 from backline.features.status.metrics import AGI_BUCKETS, Metrics
 from backline.features.status.page import render_status
 from backline.features.status.server import SECURITY_HEADERS, make_status_app
-from backline.journal import AttemptKind, Journal, Outcome, open_journal
+from backline.journal import AttemptKind, AuditEntry, Journal, Outcome, open_journal
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 02:00 in Chicago (CST)
@@ -112,6 +112,7 @@ async def test_status_json_is_the_cli_shape_plus_the_backlog(
         "history": [{"mode": "outage", "at": "2026-11-23T08:00:00+00:00", "by": "ops & ana",
                      "via": "desk-phone", "reason": XSS}],
         "backlog": {"call": 0, "sms": 2, "fax": 0, "email": 1},
+        "refused_switches": [],
     }
     # Scripts written against `backline outage status --json` read this page unchanged.
     config = tmp_path / "practice.yaml"
@@ -121,9 +122,45 @@ async def test_status_json_is_the_cli_shape_plus_the_backlog(
     assert backline(["outage", "status", "--json", "--history", "20",
                      "--config", str(config)]) == 0
     cli = json.loads(capsys.readouterr().out)
-    assert cli["backlog"] == {"call": 0, "sms": 0, "fax": 0}  # the CLI reads the real journal
+    assert cli["backlog"] == {"call": 0, "sms": 0, "fax": 0, "email": 0}  # the real journal
     del doc["backlog"], cli["backlog"]
     assert doc == cli
+
+
+async def test_refused_desk_phone_switches_are_shown_plainly_on_the_page_and_the_cli(
+        site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # What the controller audits when a desk phone's *28 / *26 is refused (desk_phone.py).
+    site.journal.audit(AuditEntry(T0, "desk-phone:ana-desk", "outage.outage.refused",
+                                  "wrong PIN"))
+    site.journal.audit(AuditEntry(T0 + timedelta(minutes=1), "ops", "outage.outage",
+                                  "engaged from the command line"))
+    site.journal.audit(AuditEntry(T0 + timedelta(minutes=2), "desk-phone:sam<b>",
+                                  "hours.closed.refused", "not an admin's desk phone"))
+    _, page = await get(site, "/status")
+    assert "<h2>Refused desk-phone switches</h2>" in page
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>"
+                      r"</tr>", page.split("Refused desk-phone switches")[1])
+    assert rows == [
+        ("2026-11-23 02:02:00 CST", "sam&lt;b&gt;", "force the practice closed",
+         "not an admin&#x27;s desk phone"),
+        ("2026-11-23 02:00:00 CST", "ana-desk", "engage the outage", "wrong PIN")]
+    assert "outage.outage.refused" not in page
+    _, text = await get(site, "/status.json")
+    assert json.loads(text)["refused_switches"] == [
+        {"at": "2026-11-23T08:02:00+00:00", "desk_phone": "sam<b>",
+         "action": "force the practice closed", "why": "not an admin's desk phone"},
+        {"at": "2026-11-23T08:00:00+00:00", "desk_phone": "ana-desk",
+         "action": "engage the outage", "why": "wrong PIN"}]
+    config = tmp_path / "practice.yaml"
+    config.write_text((ROOT / "config" / "example.yaml").read_text().replace(
+        "sqlite:///var/lib/backline/journal.db", f"sqlite://{site.db}"))
+    capsys.readouterr()
+    assert backline(["outage", "status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "desk phone ana-desk asked to engage the outage: refused, wrong PIN" in out
+    assert "desk phone sam<b> asked to force the practice closed: refused, not an admin's " \
+        "desk phone" in out
+    assert out.index("sam<b>") < out.index("ana-desk")  # newest first
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [
@@ -239,9 +276,9 @@ async def test_backlog_gauge_and_page_follow_the_callable(site: Site) -> None:
         _, text = await get(site, "/metrics")
         return {s.labels["kind"]: s.value for s in samples(text)["backline_delivery_backlog"]}
 
-    assert await backlog() == {"call": 0, "sms": 0, "fax": 0}
+    assert await backlog() == {"call": 0, "sms": 0, "fax": 0, "email": 0}
     site.held.update({"fax": 3, "call": 1})
-    assert await backlog() == {"call": 1, "sms": 0, "fax": 3}
+    assert await backlog() == {"call": 1, "sms": 0, "fax": 3, "email": 0}
     _, page = await get(site, "/status")
     assert '<tr><td>fax</td><td class="n held">3</td></tr>' in page
     assert '<tr><th>total</th><td class="n held">4</td></tr>' in page
@@ -250,6 +287,13 @@ async def test_backlog_gauge_and_page_follow_the_callable(site: Site) -> None:
     assert await backlog() == {"call": 0, "sms": 0, "fax": 0, "email": 2}
     _, page = await get(site, "/status")
     assert '<tr><td>fax</td><td class="n">0</td></tr>' in page
+    # Drained, the email row stays (at 0) on the page, in /status.json and in the metric.
+    site.held.clear()
+    assert await backlog() == {"call": 0, "sms": 0, "fax": 0, "email": 0}
+    _, page = await get(site, "/status")
+    assert '<tr><td>email</td><td class="n">0</td></tr>' in page
+    _, text = await get(site, "/status.json")
+    assert json.loads(text)["backlog"] == {"call": 0, "sms": 0, "fax": 0, "email": 0}
 
 
 def test_each_metrics_has_its_own_registry_and_a_failing_backlog_spares_the_scrape() -> None:

@@ -26,6 +26,17 @@ class AuditJournal(SqlStore):
                                 "ORDER BY id DESC LIMIT ?"), (limit,))
             return [AuditEntry(from_text(r[0]), r[1], r[2], r[3]) for r in cur.fetchall()]
 
+    def desk_phone_refusals(self, limit: int = 10) -> list[AuditEntry]:
+        """The latest switches a desk phone asked for and was refused (wrong PIN, locked out,
+        not an admin's phone), newest first: audited as ``desk-phone:PHONE`` /
+        ``ACTION.refused`` by the controller."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q("SELECT at, actor, action, detail FROM audit_log "
+                                "WHERE substr(actor, 1, 11) = 'desk-phone:' "
+                                "AND substr(action, -8) = '.refused' "
+                                "ORDER BY id DESC LIMIT ?"), (limit,))
+            return [AuditEntry(from_text(r[0]), r[1], r[2], r[3]) for r in cur.fetchall()]
+
     def record_refusals(self, counts: Sequence[RefusalCount]) -> None:
         """Adds refusal counts, one row per (minute, source, action) (a count written again
         for the same minute, by a restart or another controller, adds to it)."""

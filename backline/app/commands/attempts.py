@@ -119,7 +119,7 @@ def _attempt_json(a: Attempt) -> dict[str, object]:
     return {"id": a.id, "key": a.key, "at": a.at.isoformat(), "kind": a.kind.value,
             "mode": a.mode.value, "from": a.sender, "from_raw": a.sender_raw or a.sender,
             "to": a.recipient, "outcome": a.outcome.value, "text": a.text, "file": a.file,
-            "node": a.node, "delivery": a.delivery.value}
+            "detail": a.detail, "node": a.node, "delivery": a.delivery.value}
 
 
 def parse_since(text: str, now: datetime) -> datetime:

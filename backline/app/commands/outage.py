@@ -22,7 +22,7 @@ from backline.app.commands.shared import (
 from backline.core.mode_sync import Effect, InEffect, NoController, NotYet, effect_of
 from backline.core.model import Directory
 from backline.core.outage import AlreadyInMode, Mode, ModeChange, ModeState, Via, switch, switch_key
-from backline.features.status.page import status_document
+from backline.features.status.page import RefusedSwitch, refused_switches, status_document
 from backline.journal import Journal, open_journal
 
 
@@ -59,7 +59,8 @@ def add_parser(sub: Any) -> None:
                                     "and why, and recent switches.")
     s.add_argument("--json", action="store_true", help="machine-readable output for scripts")
     s.add_argument("--history", type=int, default=10, metavar="N",
-                   help="how many recent switches to show (default 10)")
+                   help="how many recent switches, and refused desk-phone switches, to show "
+                   "(default 10)")
     for q in (e, osub.choices["end"], s):
         q.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
         q.add_argument("--by", metavar="NAME", help="who is switching (default: your login)")
@@ -71,7 +72,8 @@ def cmd_outage(args: argparse.Namespace) -> int:
     try:
         if args.action == "status":
             return _outage_status(journal.mode_state(), journal.mode_history(args.history),
-                                  directory, args.json, journal.held())
+                                  directory, args.json, journal.held(),
+                                  refused_switches(journal.desk_phone_refusals(args.history)))
         target = Mode.OUTAGE if args.action == "engage" else Mode.NORMAL
         state = journal.mode_state()
         now = datetime.now(UTC)
@@ -168,10 +170,11 @@ def _why_not_delivered(effect: Effect, journal: Journal) -> str:
 
 
 def _outage_status(state: ModeState, history: list[ModeChange], directory: Directory,
-                   as_json: bool, backlog: Mapping[str, int]) -> int:
+                   as_json: bool, backlog: Mapping[str, int],
+                   refused: list[RefusedSwitch]) -> int:
     since = state.since
     if as_json:
-        print(json.dumps(status_document(state, history, backlog), indent=2))
+        print(json.dumps(status_document(state, history, backlog, refused=refused), indent=2))
         return 0
     if state.mode is Mode.OUTAGE and since:
         print(f"outage ENGAGED since {local_time(since.at, directory)} by {since.by} "
@@ -184,4 +187,9 @@ def _outage_status(state: ModeState, history: list[ModeChange], directory: Direc
     for c in history[1:]:
         print(f"  {local_time(c.at, directory)}  {c.mode.value:<7} by {c.by} (via {c.via.value})"
               + (f": {c.reason}" if c.reason else ""))
+    if refused:
+        print("refused desk-phone switches (newest first):")
+    for r in refused:
+        print(f"  {local_time(r.at, directory)}  desk phone {r.desk_phone} asked to {r.action}: "
+              f"refused, {r.why}")
     return 0

@@ -6,6 +6,11 @@ from backline.app.settings.reader import EMAIL, Reader, entry, where_of
 from backline.app.yamlsource import YMap, YScalar
 from backline.core.model import AlertKind, Alerts, Announcement, Backup
 
+# A reminder nags every admin by email and SMS: more often than every quarter hour is a typo
+# (0.0001 h would send one every 0.36 s), and less often than weekly is no reminder at all.
+MIN_REMINDER_HOURS = 0.25
+MAX_REMINDER_HOURS = 168
+
 
 def read_backup(r: Reader, top: YMap) -> Backup:
     node = r.mapping(entry(top, "backup"), "backup", top.where)
@@ -39,11 +44,12 @@ def read_backup(r: Reader, top: YMap) -> Backup:
     if reminder is not None:
         value = reminder.value if isinstance(reminder, YScalar) else None
         if isinstance(value, int | float) and not isinstance(value, bool) \
-                and 0 < value < float("inf"):
+                and MIN_REMINDER_HOURS <= value <= MAX_REMINDER_HOURS:
             reminder_hours = float(value)
         else:
             r.problem(reminder.where, "backup.reminder_hours",
-                      "a positive number of hours (e.g. 4 or 0.5)")
+                      f"a positive number of hours from {MIN_REMINDER_HOURS} to "
+                      f"{MAX_REMINDER_HOURS} (e.g. 4 or 0.5)")
     return Backup(announcement, sms_reply, alerts, hours,
                   r.secret(node, "pin", "backup", False), reminder_hours)
 

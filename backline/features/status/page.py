@@ -20,10 +20,10 @@ from html import escape
 from typing import assert_never
 from zoneinfo import ZoneInfo
 
-from backline.core.hours import HoursNow, HoursOverride, hours_now
+from backline.core.hours import HoursNow, HoursOverride, HoursState, hours_now
 from backline.core.model import Directory
 from backline.core.outage import Mode, ModeChange, ModeState, Via
-from backline.core.records import AttemptKind
+from backline.core.records import AttemptKind, AuditEntry
 from backline.features.status.health import WATCHED, Health, health_document
 from backline.journal.emergency import EmergencyCallRecord
 
@@ -54,14 +54,53 @@ STYLE_SOURCE = f"'sha256-{base64.b64encode(hashlib.sha256(STYLE.encode()).digest
 
 _TIME = "%Y-%m-%d %H:%M:%S %Z"
 
+@dataclass(frozen=True, slots=True)
+class RefusedSwitch:
+    """A switch a desk phone asked for and was refused, as ops are shown it: the audit log
+    keeps it as ``desk-phone:PHONE`` / ``outage.outage.refused``, which says little."""
+
+    at: datetime
+    desk_phone: str
+    action: str  # in plain words: "engage the outage", "force the practice closed", ...
+    why: str     # wrong PIN, locked out, not an admin's desk phone
+
+
+# What each refused action asked for; the keys are the controller's audit actions
+# (``backline/app/desk_phone.py``: ``outage.MODE`` and ``hours.STATE``, then ``.refused``).
+REFUSED_ACTIONS = {
+    f"outage.{Mode.OUTAGE.value}.refused": "engage the outage",
+    f"outage.{Mode.NORMAL.value}.refused": "end the outage",
+    f"hours.{HoursState.CLOSED.value}.refused": "force the practice closed",
+    f"hours.{HoursState.OPEN.value}.refused": "force the practice open",
+}
+_DESK_PHONE_ACTOR = "desk-phone:"
+
+
+def refused_switches(entries: Sequence[AuditEntry]) -> list[RefusedSwitch]:
+    """The audit entries of refused desk-phone switches in plain words, in their order; an
+    action not in ``REFUSED_ACTIONS`` is shown as recorded rather than dropped."""
+    return [RefusedSwitch(e.at, e.actor.removeprefix(_DESK_PHONE_ACTOR),
+                          REFUSED_ACTIONS.get(e.action, e.action), e.detail)
+            for e in entries]
+
+
+def refused_document(refused: Sequence[RefusedSwitch]) -> list[dict[str, str]]:
+    return [{"at": r.at.isoformat(), "desk_phone": r.desk_phone, "action": r.action,
+             "why": r.why} for r in refused]
+
+
+HELD_EMAIL = "email"  # the backlog's kind for emails held in an outage (journal.held())
+
 
 def backlog_by_kind(backlog: Mapping[str, int]) -> dict[str, int]:
-    """Every attempt kind (0 when absent), then any other kind the controller holds, sorted.
+    """Every attempt kind and email (0 when absent), then any other kind the controller
+    holds, sorted.
 
     Listing the kinds with nothing held keeps the page's table and the metric's series from
-    appearing and vanishing as the backlog drains.
+    appearing and vanishing as the backlog drains.  Email is held beside the attempts (the
+    journal counts it as ``email``), so it is listed with them.
     """
-    rows = {kind.value: 0 for kind in AttemptKind}
+    rows = {kind.value: 0 for kind in AttemptKind} | {HELD_EMAIL: 0}
     for kind in sorted(backlog):
         rows[kind] = int(backlog[kind])
     return rows
@@ -104,9 +143,11 @@ def status_document(state: ModeState, history: list[ModeChange],
                     health: Mapping[str, Health] | None = None,
                     emergency_calls: Sequence[EmergencyCallRecord] | None = None,
                     hours: Sequence[HoursRow] | None = None,
+                    refused: Sequence[RefusedSwitch] = (),
                     ) -> dict[str, object]:
     """``/status.json``: the shape of ``backline outage status --json``, plus ``backlog``, and
-    ``health`` (the PBX link, alerts, inbox delivery) when the controller serves it."""
+    ``health`` (the PBX link, alerts, inbox delivery) when the controller serves it;
+    ``refused_switches``, newest first, always (an empty list when none)."""
     since = state.since
     document: dict[str, object] = {
         "mode": state.mode.value,
@@ -118,6 +159,7 @@ def status_document(state: ModeState, history: list[ModeChange],
         "history": [{"mode": c.mode.value, "at": c.at.isoformat(), "by": c.by,
                      "via": c.via.value, "reason": c.reason} for c in history],
         "backlog": backlog_by_kind(backlog),
+        "refused_switches": refused_document(refused),
     }
     if health is not None:
         document["health"] = health_document(dict(health))
@@ -134,7 +176,8 @@ def render_status(practice_name: str, state: ModeState, history: list[ModeChange
                   backlog: Mapping[str, int], now: datetime, tz: str,
                   health: Mapping[str, Health] | None = None,
                   emergency_calls: Sequence[EmergencyCallRecord] | None = None,
-                  hours: Sequence[HoursRow] | None = None) -> str:
+                  hours: Sequence[HoursRow] | None = None,
+                  refused: Sequence[RefusedSwitch] = ()) -> str:
     """The status page as a complete HTML document; ``health``, when given, is shown as
     what is working (the PBX link, alerts, inbox delivery), each with its last success and
     last error.
@@ -170,6 +213,7 @@ def render_status(practice_name: str, state: ModeState, history: list[ModeChange
         "</tbody></table>",
         "<h2>Recent switches</h2>",
         _history(history, zone),
+        *(_refused(refused, zone) if refused else []),
         *(_emergency(emergency_calls, zone) if emergency_calls is not None else []),
         f'<p class="quiet">As of {escape(_local(now, zone))}.</p>',
         "</body></html>",
@@ -234,6 +278,15 @@ def _history(history: list[ModeChange], zone: ZoneInfo) -> str:
         f"<td>{escape(c.reason)}</td></tr>"
         for c in history)
     return head + body + "</tbody></table>"
+
+
+def _refused(refused: Sequence[RefusedSwitch], zone: ZoneInfo) -> list[str]:
+    head = ("<table><thead><tr><th>When</th><th>Desk phone</th><th>Asked to</th>"
+            "<th>Refused because</th></tr></thead><tbody>")
+    body = "".join(
+        f"<tr><td>{escape(_local(r.at, zone))}</td><td>{escape(r.desk_phone)}</td>"
+        f"<td>{escape(r.action)}</td><td>{escape(r.why)}</td></tr>" for r in refused)
+    return ["<h2>Refused desk-phone switches</h2>", head + body + "</tbody></table>"]
 
 
 def _emergency(calls: Sequence[EmergencyCallRecord], zone: ZoneInfo) -> list[str]:

@@ -24,11 +24,14 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from backline.core.outage import ModeChange, ModeState
+from backline.core.records import AuditEntry
 from backline.features.status.health import Health
 from backline.features.status.metrics import CONTENT_TYPE, Metrics
 from backline.features.status.page import (
     STYLE_SOURCE,
     HoursRow,
+    RefusedSwitch,
+    refused_switches,
     render_status,
     status_document,
 )
@@ -60,13 +63,15 @@ class ModeReader(Protocol):
 
     def mode_state(self) -> ModeState: ...
     def mode_history(self, limit: int = ...) -> list[ModeChange]: ...
+    def desk_phone_refusals(self, limit: int = ...) -> list[AuditEntry]: ...
 
 
 class JournalUnreadable(Exception):
     """The journal (or the backlog source) could not be read; the client gets a bare 503."""
 
 
-Snapshot = tuple[ModeState, list[ModeChange], dict[str, int], list[EmergencyCallRecord] | None]
+Snapshot = tuple[ModeState, list[ModeChange], dict[str, int], list[EmergencyCallRecord] | None,
+                 list[RefusedSwitch]]
 
 
 def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name: str, tz: str,
@@ -150,17 +155,17 @@ class _StatusPages:
         self._emergency_calls = emergency_calls
 
     async def status(self, request: web.Request) -> web.Response:
-        state, history, backlog, calls = await self._read()
+        state, history, backlog, calls, refused = await self._read()
         html = render_status(self._practice_name, state, history, backlog, self._clock(),
                              self._tz, self._health() if self._health else None, calls,
-                             self._hours() if self._hours else None)
+                             self._hours() if self._hours else None, refused)
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def status_json(self, request: web.Request) -> web.Response:
-        state, history, backlog, calls = await self._read()
+        state, history, backlog, calls, refused = await self._read()
         body = json.dumps(status_document(state, history, backlog,
                                           self._health() if self._health else None, calls,
-                                          self._hours() if self._hours else None),
+                                          self._hours() if self._hours else None, refused),
                           indent=2)
         return web.Response(text=body + "\n", content_type="application/json")
 
@@ -185,7 +190,8 @@ class _StatusPages:
             # headline must agree with the first row of the table below it.
             state = ModeState(history[0].mode, history[0])
         calls = list(self._emergency_calls()) if self._emergency_calls else None
-        return state, history, dict(self._backlog()), calls
+        refused = refused_switches(self._reader.desk_phone_refusals(self._history_limit))
+        return state, history, dict(self._backlog()), calls, refused
 
 
 @web.middleware
