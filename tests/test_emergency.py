@@ -147,13 +147,11 @@ async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(tmp_path: P
                                           aor="raj")
             try:
                 await pbx.driver.wait_registered({"raj"}, within=10)
-                loop = asyncio.get_running_loop()
                 await dial(pbx, tmp_path, "ana-desk", "911")
-                placed = loop.time()
-                emails = await sink.wait_for(1, within=5)
-                texts = await gateway.wait_for_sent(1, within=5)
-                took = loop.time() - placed
-                assert took < 2.0, f"the notice took {took:.2f} s"
+                # "At once": the call wakes the notices (the service would otherwise nap up
+                # to MAX_NAP, 30 s, longer than these waits), each sent on its first try.
+                emails = await sink.wait_for(1, within=10)
+                texts = await gateway.wait_for_sent(1, within=10)
                 calls = pbx.controller.journal.emergency_calls()
                 assert len(calls) == 1 and not calls[0].late
                 local = calls[0].at.astimezone(ZoneInfo("America/Chicago"))
@@ -180,9 +178,9 @@ async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(tmp_path: P
                 assert clips and clips[0].endswith("/emergency-ana-desk"), clips
                 assert played["AppData"].startswith(str(int(calls[0].at.timestamp())))
                 notices = await _settled(pbx, 3)
-                assert {(n.channel, n.state) for n in notices} == {
-                    ("email", NoticeState.SENT), ("sms", NoticeState.SENT),
-                    ("desk-phone", NoticeState.SENT)}
+                assert {(n.channel, n.state, n.tries) for n in notices} == {
+                    ("email", NoticeState.SENT, 1), ("sms", NoticeState.SENT, 1),
+                    ("desk-phone", NoticeState.SENT, 1)}
                 sent = pbx.controller.journal.audit_entries("emergency.notice.sent")
                 assert len(sent) == 3
                 # The 911 call itself went out with its callback number meanwhile.
