@@ -76,6 +76,9 @@ class AttendedPhone(asyncio.DatagramProtocol):
     _queue: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     _transport: asyncio.DatagramTransport | None = None
     _byes: int = 0
+    # Calls whose transfer the PBX said is done (a NOTIFY with a 2xx sipfrag), noted as they
+    # arrive: the NOTIFY may come before the REFER's 202.
+    _done: set[str] = field(default_factory=set)
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
@@ -98,6 +101,8 @@ class AttendedPhone(asyncio.DatagramProtocol):
             self._answer(message)  # NOTIFY, BYE, OPTIONS: 200 at once
             if message.method == "BYE":
                 self._byes += 1
+            if message.method == "NOTIFY" and message.body.startswith("SIP/2.0 2"):
+                self._done.add(message.get("Call-ID"))
         self._queue.put_nowait(message)
 
     def _send(self, message: Message) -> None:
@@ -219,22 +224,59 @@ class AttendedPhone(asyncio.DatagramProtocol):
         return await self._next(202, a.get("Call-ID"), within)
 
     async def hang_up_after_transfer(self, within: float = 20) -> None:
-        """As phones do: on the PBX's final NOTIFY (sipfrag ``SIP/2.0 200``) the first call
-        is hung up (BYE); the consultation call is the PBX's to end (its BYE).  Returns once
-        both are over."""
+        """As phones do: once the PBX says the transfer is done (a NOTIFY with sipfrag
+        ``SIP/2.0 200``) the first call is hung up (BYE); the consultation call is the PBX's
+        to end (its BYE).  Returns once both are over."""
         a = self.a_invite
         bye_sent = bye_answered = False
         async with asyncio.timeout(within):
-            while not (bye_answered and self._byes >= 1):
+            while True:
+                if not bye_sent and a.get("Call-ID") in self._done:
+                    bye_sent = True
+                    self._bye(a)
+                if bye_answered and self._byes >= 1:
+                    return
                 m = await self._queue.get()
                 if m.method == "INVITE" and _tag(m.get("To")):
                     self._answer(m, sdp=True)
-                elif m.method == "NOTIFY" and m.get("Call-ID") == a.get("Call-ID") \
-                        and m.body.startswith("SIP/2.0 2") and not bye_sent:
-                    bye_sent = True
-                    self._send(Message(f"BYE {_uri(a.get('Contact'))} SIP/2.0", [
-                        ("Via", self._via()), ("Max-Forwards", "70"),
-                        ("From", f"{a.get('To')};tag={self.a_tag}"), ("To", a.get("From")),
-                        ("Call-ID", a.get("Call-ID")), ("CSeq", "2 BYE")]))
                 elif m.status == 200 and m.get("CSeq") == "2 BYE":
                     bye_answered = True
+
+    def _bye(self, a: Message) -> None:
+        self._send(Message(f"BYE {_uri(a.get('Contact'))} SIP/2.0", [
+            ("Via", self._via()), ("Max-Forwards", "70"),
+            ("From", f"{a.get('To')};tag={self.a_tag}"), ("To", a.get("From")),
+            ("Call-ID", a.get("Call-ID")), ("CSeq", "2 BYE")]))
+
+    async def blind_transfer_taken_back(self, target: str, within: float = 30) -> Message:
+        """A blind transfer (REFER, no Replaces) of the first call to ``target`` that the
+        PBX refuses by ringing this phone again: the new call is answered, the first call is
+        hung up on the PBX's final NOTIFY.  Returns the new call's INVITE."""
+        a = self.a_invite
+        self._send(Message(f"REFER {_uri(a.get('Contact'))} SIP/2.0", [
+            ("Via", self._via()), ("Max-Forwards", "70"),
+            ("From", f"{a.get('To')};tag={self.a_tag}"), ("To", a.get("From")),
+            ("Call-ID", a.get("Call-ID")), ("CSeq", "1 REFER"), ("Contact", self.contact),
+            ("Refer-To", f"<sip:{target}@{self.pbx[0]}:{self.pbx[1]}>"),
+            ("Referred-By", f"<sip:{self.endpoint}@{LOOPBACK}>")]))
+        back: Message | None = None
+        accepted = bye_sent = bye_answered = False
+        async with asyncio.timeout(within):
+            while True:
+                if not bye_sent and a.get("Call-ID") in self._done:
+                    bye_sent = True
+                    self._bye(a)
+                if accepted and back is not None and bye_answered:
+                    break
+                m = await self._queue.get()
+                if m.method == "INVITE" and _tag(m.get("To")):
+                    self._answer(m, sdp=True)
+                elif m.method == "INVITE" and back is None:
+                    back = m
+                    self._answer(m, to_tag=os.urandom(4).hex(), sdp=True)
+                elif m.status == 202 and m.get("CSeq") == "1 REFER":
+                    accepted = True
+                elif m.status == 200 and m.get("CSeq") == "2 BYE":
+                    bye_answered = True
+        assert back is not None
+        return back

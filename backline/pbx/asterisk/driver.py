@@ -211,6 +211,11 @@ class AsteriskDriver(CallPath, ModeKeys):
             if not number:
                 continue
             caller = await self._channel_variable(channel, "BACKLINE_CALLER")
+            if not ours:
+                # Some AttendedTransfer events name no target (seen on Asterisk 22 under
+                # load): whom the caller is bridged to now says it.
+                peer = desk_phone_of(await self._channel_variable(channel, "BRIDGEPEER"))
+                ours = [peer] if self.book.user_of_phone(peer) else []
             target = ours[0] if ours else ""
             transfer = Transfer(by, target, number, caller, TransferKind.ATTENDED)
             join = attended_join(self.book, self.conversations, transfer, target)
