@@ -8,7 +8,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 import wave
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from backline.app.mode_keeper import MODE_POLL_SECONDS
 from backline.core.outage import Mode, Via
 from backline.features.status.health import Verdict
 from backline.journal import Delivery, Outcome
@@ -109,12 +109,15 @@ async def test_engaged_from_the_cli_20_concurrent_callers_hear_the_whole_announc
 
 async def test_switched_on_the_asterisk_console_within_two_seconds(pbx: PracticePbx) -> None:
     await pbx.controller.sync_once()  # the PBX has agreed on "normal" once
-    started = time.monotonic()
     pbx.instance.cli("database put backline reason fiber-cut")
     pbx.instance.cli("database put backline mode outage")
-    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.0)
+    switched = pbx.controller.modes.rounds
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=30)
+    # Taken up by the round under way or the next one (one each MODE_POLL_SECONDS = 1 s):
+    # counted in rounds, not read off a clock a loaded machine stretches.
+    assert pbx.controller.modes.rounds - switched <= 2
+    assert MODE_POLL_SECONDS == 1.0
     data = status(pbx)
-    assert time.monotonic() - started < 2.0 + 1.0  # + the status command's own start-up
     assert data["engaged"] is True and data["via"] == "console" and data["by"] == "console"
     assert data["reason"] == "fiber-cut"
     await pbx.controller.sync_once()
