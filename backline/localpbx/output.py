@@ -12,6 +12,7 @@ from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
 from backline.localpbx.phone_secrets import load_or_create, write_private
 from backline.render.asterisk import RenderedFile
+from backline.render.firewall import render_firewall
 from backline.render.kamailio import (
     Registrar,
     location_db_url,
@@ -68,3 +69,20 @@ def write_kamailio(out: Path, listen: str, nodes: Sequence[str], config_dir: str
         else:
             (out / f.name).write_text(f.text)
     return len(files)
+
+
+FIREWALL_FILE = "firewall.nft"
+
+
+def write_firewall(out: Path, directory: Directory) -> Path:
+    """Write the PBX host's nftables rules (backline/render/firewall.py) into ``out``; return
+    the file.  Raises ValueError (nothing written) when the config cannot be made into rules.
+    """
+    pbx = directory.connections.pbx
+    if not isinstance(pbx, AsteriskPbx):
+        raise ValueError("--firewall: only an Asterisk PBX (connections.pbx.kind: asterisk) "
+                         "has rendered firewall rules so far")
+    text = render_firewall(pbx, directory.connections.pages)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / FIREWALL_FILE).write_text(text)
+    return out / FIREWALL_FILE

@@ -41,6 +41,10 @@ def add_render_parser(sub: Any) -> None:
                    "PBX nodes (round robin, fail-over to the next node)")
     p.add_argument("--node", action="append", default=[], metavar="NAME=HOST:PORT",
                    help="a PBX node's SIP address, for --kamailio (repeat for each node)")
+    p.add_argument("--firewall", action="store_true", help="write only DIR/firewall.nft: "
+                   "nftables rules (load with nft -f) admitting SIP, RTP and UDPTL only from "
+                   "the carrier's addresses and connections.pbx.lan, AMI and FastAGI only from "
+                   "loopback or the controller, with the set that scanners are banned into")
     p.add_argument("--kamailio-dir", default="/etc/kamailio", metavar="DIR",
                    help="where Kamailio will read dispatcher.list (default /etc/kamailio)")
 
@@ -96,6 +100,15 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     directory = load_directory(args.config)
     out = Path(args.out).absolute()
+    if args.firewall:
+        from backline.localpbx.output import write_firewall
+
+        try:
+            rules = write_firewall(out, directory)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        print(f"rendered {rules}; load it with: nft -f {rules}")
+        return 0
     if args.kamailio or args.node:
         from backline.localpbx.output import write_kamailio
 
