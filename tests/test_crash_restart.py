@@ -244,3 +244,25 @@ async def test_run_says_loudly_at_start_when_the_call_record_cannot_be_found(
             run.signal(signal.SIGTERM)
         assert " ERROR " in line and f"{cdr_dir}/Master.csv cannot be found" in line, line
         assert "cannot be imported" in line
+
+
+async def test_a_second_run_on_the_same_config_says_which_is_running_and_starts_nothing(
+        tmp_path: Path) -> None:
+    async with practice_pbx(tmp_path, "cr-twice", controller_in_process=False) as pbx:
+        run = Backline("run", str(pbx.config_path))
+        try:
+            run.wait_for("ready", 60)
+            second = await asyncio.to_thread(backline, "run", str(pbx.config_path))
+            assert run.proc.poll() is None  # the first serves on
+        finally:
+            run.signal(signal.SIGTERM)
+    assert second.returncode == 2, second
+    assert "Traceback" not in second.stderr, second.stderr
+    # Which one: the first controller's pid and command line (the config it runs).
+    # One line says so, and no log line follows: nothing started (the rest is `check`'s
+    # warnings about the config, printed as it is read).
+    (line,) = [ln for ln in second.stderr.splitlines() if "warning:" not in ln]
+    assert f"FastAGI address 127.0.0.1:{pbx.ports.agi} is already in use" in line, line
+    assert f"pid {run.proc.pid} (" in line and str(pbx.config_path) in line, line
+    assert "already running" in line and "nothing was started" in line, line
+    assert not second.stdout

@@ -39,7 +39,7 @@ def add_parsers(sub: Any) -> None:
 
 def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
     from backline.app.secrets import SecretMissing
-    from backline.app.serve import run_controller
+    from backline.app.serve import AlreadyRunning, run_controller
     from backline.localpbx.asterisk import NeedsAsterisk, PbxNotReady
     from backline.localpbx.instance import AsteriskError
     from backline.pbx.asterisk.ami import LoginRefused
@@ -50,6 +50,9 @@ def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
         return run_controller(directory, start_pbx=start_pbx)
     except (SecretMissing, NeedsAsterisk) as exc:
         raise UsageError(str(exc)) from exc
+    except AlreadyRunning as exc:
+        print(f"backline: {exc}", file=sys.stderr)
+        return 2
     except (PbxError, LoginRefused, PbxNotReady, AsteriskError, OSError) as exc:
         # OSError: a port of ours taken (FastAGI, the pages), e.g. by a `run` already serving
         print(f"backline: {exc}", file=sys.stderr)
