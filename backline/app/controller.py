@@ -32,7 +32,13 @@ from backline.core.model import Directory
 from backline.core.outage import Mode, ModeState
 from backline.core.ownership import OwnershipBook
 from backline.core.refusals import RefusalTally
-from backline.features import audit_upkeep, conversations, email_intake, emergency_notices
+from backline.features import (
+    audit_upkeep,
+    conversations,
+    email_intake,
+    emergency_notices,
+    provisioning,
+)
 from backline.features.alerts import feature as alerts
 from backline.features.alerts.service import Notifier
 from backline.features.audit_upkeep import AuditUpkeep
@@ -68,6 +74,7 @@ FEATURES: tuple[Build, ...] = (
     inbox.build,              # held attempts and emails delivered once the mode is normal
     sms.build,                # the SMS webhook and the outage auto-reply
     audit_upkeep.build,       # refusal counts written, the audit log pruned by age
+    provisioning.build,       # desk phones' provisioning files over HTTPS
 )
 """Every feature, in the order they start (and close)."""
 

@@ -136,6 +136,9 @@ class AsteriskPbx:
     # phones register there, the location table in the journal's PostgreSQL is the ring set,
     # and this node reaches a desk phone through it (docs/nodes.md).
     registrar: HostPort | None = None
+    # Where the controller serves desk phones their provisioning files (HTTPS, with the
+    # TLS transport's certificate; backline.features.provisioning).
+    provisioning: HostPort | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from backline.core.connections import Connections, Secret
+from backline.core.provisioning import ProvisionedPhone
 
 CALLER_ID_MAX = 15  # characters of a caller-ID name that carriers keep
 
@@ -70,6 +71,8 @@ class User:
     emergency_callback: str = ""
     location: str = ""
     sites: tuple[DeskPhoneSite, ...] = ()
+    # Desk phones given a ``mac`` and ``model``: the controller serves their provisioning.
+    provisioned: tuple[ProvisionedPhone, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

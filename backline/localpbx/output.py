@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
+from backline.core.provisioning import ProvisionedPhone, file_names
 from backline.localpbx.phone_secrets import load_or_create, write_private
 from backline.render.asterisk import RenderedFile
 from backline.render.firewall import render_firewall
@@ -20,6 +21,7 @@ from backline.render.kamailio import (
     parse_node,
     render_kamailio,
 )
+from backline.render.phone_provisioning import provisioning_files
 
 
 def write_render(out: Path, files: Sequence[RenderedFile], directory: Directory, domain: str,
@@ -40,6 +42,40 @@ def write_render(out: Path, files: Sequence[RenderedFile], directory: Directory,
     lines += [f"{p},{u.id},{u.id if sip_user_is_login else p},{p},{domain},{secrets_path},{p}"
               for u in directory.users if u.active for p in u.desk_phones]
     (out / "desk-phones.csv").write_text("\n".join(lines) + "\n")
+    return len(files) + 1 + write_provisioning(out, directory, secrets_path)
+
+
+PROVISIONING_KEY_PREFIX = "provisioning:"  # never a desk phone's name (no ':' allowed there)
+
+
+def provisioned_phones(directory: Directory) -> list[ProvisionedPhone]:
+    return [p for u in directory.users if u.active for p in u.provisioned]
+
+
+def device_credentials(directory: Directory, secrets_path: Path) -> dict[str, str]:
+    """Each provisioned phone's password for fetching its file, by MAC (its user name):
+    generated once and kept with the desk-phone secrets (0600), stable across renders."""
+    phones = provisioned_phones(directory)
+    kept = load_or_create(secrets_path, [PROVISIONING_KEY_PREFIX + p.mac for p in phones])
+    return {p.mac: kept[PROVISIONING_KEY_PREFIX + p.mac] for p in phones}
+
+
+def write_provisioning(out: Path, directory: Directory, secrets_path: Path) -> int:
+    """Write each provisioned phone's files into ``out/provisioning/`` (0600) and
+    ``provisioning.csv`` (the user name and where its password is kept, for the phone's
+    provisioning settings); return how many files.  None provisioned: nothing written."""
+    phones = provisioned_phones(directory)
+    if not phones:
+        return 0
+    secrets = load_or_create(secrets_path, [p.desk_phone for p in phones])
+    device_credentials(directory, secrets_path)
+    files = provisioning_files(directory, secrets)
+    for f in files:
+        write_private(out / f.name, f.text)
+    lines = ["desk_phone,mac,model,files,username,secret_file,secret_key"]
+    lines += [f"{p.desk_phone},{p.mac},{p.model},{' '.join(file_names(p))},{p.mac},"
+              f"{secrets_path},{PROVISIONING_KEY_PREFIX}{p.mac}" for p in phones]
+    (out / "provisioning.csv").write_text("\n".join(lines) + "\n")
     return len(files) + 1
 
 

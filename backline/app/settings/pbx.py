@@ -65,7 +65,7 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
     r.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
                      "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
                      "node", "reserved_descriptors", "lan", "tls", "encryption",
-                     "registrar", "desk_phones_behind_nat"])
+                     "registrar", "desk_phones_behind_nat", "provisioning"])
     trunk = _trunk(r, node, f)
     lan, public = _edge(r, node, sip, sip_hp, trunk, f)
     if trunk.tls and entry(node, "tls") is None:
@@ -111,7 +111,23 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         tls=_tls(r, node, f, sip_hp.port),
         encryption=_encryption(r, node, f),
         registrar=_registrar(r, node, f),
+        provisioning=_provisioning(r, node, f),
     )
+
+
+def _provisioning(r: Reader, node: YMap, f: str) -> HostPort | None:
+    """``provisioning: {host, port}``: where the controller serves desk phones their files
+    over HTTPS, with the TLS transport's certificate (which the phones already trust):
+    the files hold SIP passwords, so never in the clear."""
+    sub = r.sub(node, "provisioning", f)
+    if sub is None:
+        return None
+    r.keys(sub, f"{f}.provisioning", ["host", "port"])
+    if entry(node, "tls") is None:
+        r.problem(where_of(node, "provisioning"), f"{f}.provisioning",
+                  "connections.pbx.tls too: the files are served over HTTPS with its "
+                  "certificate")
+    return r.host_port(sub, f"{f}.provisioning", control=False, default_port=8443)
 
 
 def _registrar(r: Reader, node: YMap, f: str) -> HostPort | None:

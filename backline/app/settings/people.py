@@ -14,6 +14,7 @@ from backline.app.settings.reader import EMAIL, Reader, unknown, where_of
 from backline.app.yamlsource import Where, YMap, YScalar
 from backline.core import e164
 from backline.core.model import DeskPhoneSite, Team, User
+from backline.core.provisioning import MODELS_WHAT, ProvisionedPhone, normal_mac, vendor_of
 
 _DESK_PHONE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _EXTENSION = re.compile(r"[1-9]\d{1,5}")
@@ -46,6 +47,7 @@ def _users(r: Reader, top: YMap, extensions_seen: dict[str, Extension],
            user_where: dict[str, UserWhere]) -> dict[str, User]:
     users: dict[str, User] = {}
     phones: dict[str, str] = {}
+    macs: dict[str, str] = {}  # MAC: the field that listed it first
     extensions: dict[str, str] = {}
     for f, node in r.listed(top, "users"):
         r.keys(node, f, ["id", "name", "email", "admin", "active", "extension",
@@ -62,7 +64,7 @@ def _users(r: Reader, top: YMap, extensions_seen: dict[str, Extension],
         if well_formed and ext in extensions:
             r.problem(where_of(node, "extension"), f"{f}.extension",
                       f"an extension of its own ({ext} is already {extensions[ext]}'s)")
-        desk, sites = _desk_phones(r, node, f)
+        desk, sites, provisioned = _desk_phones(r, node, f, macs)
         callback = emergency_callback(r, node, "emergency_callback", f"{f}.emergency_callback")
         location = r.text(node, "location", f"{f}.location", "",
                           "the id of one of the practice's locations") or ""
@@ -79,7 +81,8 @@ def _users(r: Reader, top: YMap, extensions_seen: dict[str, Extension],
             extensions_seen.setdefault(ext, (f"user {uid}", f"{f}.extension",
                                              where_of(node, "extension")))
         users[uid] = User(uid, name, email or "", admin, active, ext,
-                          tuple(p for p, _ in desk), callback, location, tuple(sites))
+                          tuple(p for p, _ in desk), callback, location, tuple(sites),
+                          tuple(provisioned))
         user_where[uid] = (f, where_of(node, "location"),
                            {p: (f"{f}.desk_phones[{j}]", w)
                             for j, (p, w) in enumerate(desk)})
@@ -97,18 +100,24 @@ def _extension(r: Reader, node: YMap, f: str) -> tuple[str, bool]:
     return ext, True
 
 
-def _desk_phones(r: Reader, node: YMap, f: str
-                ) -> tuple[list[tuple[str, Where]], list[DeskPhoneSite]]:
+def _desk_phones(r: Reader, node: YMap, f: str, macs: dict[str, str]
+                ) -> tuple[list[tuple[str, Where]], list[DeskPhoneSite],
+                           list[ProvisionedPhone]]:
     """A user's desk phones: each a name, or ``{name, location, emergency_callback}``
-    for a phone somewhere other than its user's other phones."""
+    for a phone somewhere other than its user's other phones, with ``mac`` and ``model``
+    for one the controller provisions (``macs``: the MACs listed so far, each once)."""
     what = "a desk phone name (lowercase letters, digits, '-', '_')"
     desk: list[tuple[str, Where]] = []
     sites: list[DeskPhoneSite] = []
+    provisioned: list[ProvisionedPhone] = []
     for j, item in enumerate(r.seq(node, "desk_phones", f"{f}.desk_phones")):
         field = f"{f}.desk_phones[{j}]"
         if isinstance(item, YMap):
-            r.keys(item, field, ["name", "location", "emergency_callback"])
+            r.keys(item, field, ["name", "location", "emergency_callback", "mac", "model"])
             name = r.text(item, "name", f"{field}.name", None, what)
+            phone = _provisioned(r, item, field, name or "", macs)
+            if phone is not None:
+                provisioned.append(phone)
             site = DeskPhoneSite(
                 name or "",
                 r.text(item, "location", f"{field}.location", "",
@@ -127,7 +136,33 @@ def _desk_phones(r: Reader, node: YMap, f: str
         desk.append((name, where))
         if site is not None:
             sites.append(site)
-    return desk, sites
+    return desk, sites, provisioned
+
+
+def _provisioned(r: Reader, item: YMap, field: str, name: str, macs: dict[str, str]
+                 ) -> ProvisionedPhone | None:
+    """``mac`` and ``model`` of one desk phone (both or neither), checked: a MAC of six
+    bytes listed once in the whole config, a model whose vendor the renderer knows."""
+    if "mac" not in item.entries and "model" not in item.entries:
+        return None
+    mac_what = "a MAC address of six bytes, like 00:15:65:aa:bb:cc"
+    raw_mac = r.text(item, "mac", f"{field}.mac", None, mac_what)
+    model = r.text(item, "model", f"{field}.model", None, MODELS_WHAT)
+    mac = normal_mac(raw_mac) if raw_mac is not None else None
+    if raw_mac is not None and mac is None:
+        r.problem(where_of(item, "mac"), f"{field}.mac", mac_what)
+    elif mac is not None and mac in macs:
+        r.problem(where_of(item, "mac"), f"{field}.mac",
+                  f"a MAC of its own ({raw_mac} is already {macs[mac]}'s)")
+        mac = None
+    elif mac is not None:
+        macs[mac] = field
+    if model is not None and vendor_of(model) is None:
+        r.problem(where_of(item, "model"), f"{field}.model", MODELS_WHAT)
+        model = None
+    if mac is None or model is None or not name:
+        return None
+    return ProvisionedPhone(name, mac, model)
 
 
 def emergency_callback(r: Reader, node: YMap, key: str, field: str) -> str:

@@ -1,0 +1,147 @@
+"""Desk-phone provisioning, as a feature (see backline.features.seam): each provisioned desk
+phone fetches its file over HTTPS from the controller, at the path its vendor requests.
+
+Why a listener of its own (``connections.pbx.provisioning``): the pages listener faces the
+internet (the SMS provider, alert links) and the status listener is ops' own, behind a
+bearer token; neither speaks TLS.  The phones are on the practice LAN and already trust the
+certificate of the PBX's TLS transport (the practice CA's, or the configured one), so this
+listener serves with that certificate and nothing is ever sent in the clear: the files hold
+SIP passwords.
+
+Each phone authenticates with HTTP basic credentials over that TLS: its MAC as the user name
+and a password generated once per device and kept with the desk-phone secrets (0600).  A
+path no provisioned phone requests is 404; a request without the right credentials is 401.
+Every answer is audited (``provisioning.fetched``/``provisioning.refused``), by desk phone
+and file name; no secret is in a URL or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import ssl
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from backline.core.connections import AsteriskPbx
+from backline.core.provisioning import ProvisionedPhone, phone_for_path
+from backline.core.records import AuditEntry
+from backline.features.seam import Context, Feature
+from backline.journal import Journal
+from backline.localpbx.output import device_credentials, provisioned_phones
+from backline.localpbx.phone_secrets import load_or_create
+from backline.localpbx.practice_ca import ensure_practice_ca
+from backline.render.asterisk_pjsip import tls_files
+from backline.render.phone_provisioning import account, phone_files
+
+log = logging.getLogger("backline.provisioning")
+
+REALM = "backline provisioning"
+
+
+class Provisioning(Feature):
+    """The HTTPS listener that hands each desk phone its provisioning file."""
+
+    def __init__(self, context: Context, pbx: AsteriskPbx, phones: list[ProvisionedPhone]
+                 ) -> None:
+        self._context = context
+        self._pbx = pbx
+        self._phones = phones
+        self._journal: Journal = context.journal
+        self._clock: Callable[[], datetime] = context.clock
+        self._files: dict[str, str] = {}  # file name: text
+        self._credentials: dict[str, str] = {}  # MAC: password
+        self._runner: web.AppRunner | None = None
+        self.port = 0  # where it listens, once started (the config's, or the one given)
+
+    async def start(self) -> None:
+        self._files, self._credentials, tls = await asyncio.to_thread(self._load)
+        app = web.Application()
+        app.router.add_get("/{name}", self._serve)
+        # No access log: the phone's files are named by MAC, and an access log line is
+        # where a URL or header would leak; the audit log says who fetched what.
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        listen = self._pbx.provisioning
+        assert listen is not None, "built only when configured"
+        site = web.TCPSite(self._runner, listen.host, listen.port, ssl_context=tls)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else listen.port
+        log.info("desk-phone provisioning on https://%s:%d/ (%d phones)", listen.host,
+                 self.port, len(self._phones))
+
+    def _load(self) -> tuple[dict[str, str], dict[str, str], ssl.SSLContext]:
+        """The files (rendered as ``backline render`` does), the devices' credentials and
+        the TLS context: blocking reads, off the event loop."""
+        d = self._context.directory
+        secrets_path = Path(self._pbx.secrets_file)
+        secrets = load_or_create(secrets_path, [p.desk_phone for p in self._phones])
+        files: dict[str, str] = {}
+        for phone in self._phones:
+            files.update(phone_files(phone, account(d, phone, secrets[phone.desk_phone])))
+        credentials = device_credentials(d, secrets_path)
+        tls = self._pbx.tls
+        found = tls_files(self._pbx)
+        assert tls is not None and found is not None, "the loader requires tls"
+        if tls.practice_ca:
+            ensure_practice_ca(Path(tls.practice_ca), self._pbx.sip.host, d.practice.name)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(found.certificate, found.key)
+        return files, credentials, context
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _serve(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"].lower()
+        phone = phone_for_path(self._phones, name)
+        if phone is None or name not in self._files:
+            await self._audit("provisioning.unknown", "-", name[:64])
+            raise web.HTTPNotFound()
+        if not self._authenticated(request, phone):
+            await self._audit("provisioning.refused", phone.desk_phone, name)
+            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
+        await self._audit("provisioning.fetched", phone.desk_phone, name)
+        content_type = "application/xml" if name.endswith(".xml") else "text/plain"
+        return web.Response(text=self._files[name], content_type=content_type,
+                            headers={"Cache-Control": "no-store"})
+
+    def _authenticated(self, request: web.Request, phone: ProvisionedPhone) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        expected = self._credentials.get(phone.mac, "")
+        # Both compared in constant time: the user name is the MAC, the password its secret.
+        return bool(expected) and hmac.compare_digest(user.lower().encode(), phone.mac.encode()) \
+            and hmac.compare_digest(password.encode(), expected.encode())
+
+    async def _audit(self, action: str, desk_phone: str, name: str) -> None:
+        await asyncio.to_thread(self._journal.audit, AuditEntry(
+            self._clock(), f"desk-phone:{desk_phone}", action, name))
+
+
+def build(context: Context) -> Provisioning | None:
+    """None unless the PBX is an Asterisk with ``provisioning`` and a phone to provision."""
+    pbx = context.directory.connections.pbx
+    if not isinstance(pbx, AsteriskPbx) or pbx.provisioning is None:
+        return None
+    phones = provisioned_phones(context.directory)
+    if not phones:
+        log.warning("connections.pbx.provisioning: no desk phone has a mac and model; "
+                    "nothing to serve")
+        return None
+    return Provisioning(context, pbx, phones)
