@@ -45,6 +45,7 @@ class AuditUpkeep:
         self._clock = clock
         self.keep_years = keep_years
         self._pruned_at: datetime | None = None
+        self.pruned = asyncio.Event()  # set once the first prune is done (at start)
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -69,6 +70,7 @@ class AuditUpkeep:
                 log.error("the audit log could not be pruned: %s", exc)
                 return
             self._pruned_at = now
+            self.pruned.set()
             if removed:
                 log.info("audit log: %d entries older than %d years removed", removed,
                          self.keep_years)
