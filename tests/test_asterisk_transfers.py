@@ -239,11 +239,10 @@ async def test_attended_transfer_to_a_non_member_connects_both_ways_and_adds_the
         consulted = await pbx.events.wait_for(
             lambda e: e.get("Event") == "DialBegin"
             and e.get("DestChannel", "").startswith("PJSIP/mia-desk-"))
-        # The caller and Mia are bridged together (Sam's two legs are gone).  Audio is
-        # counted in the blind-transfer tests; after this attended one Asterisk's own count of
-        # packets sent to the caller reads 0 in some runs although it received both streams
-        # (its native RTP bridge forwarding them uncounted, it seems), so it proves nothing.
+        # The caller and Mia are bridged together (Sam's two legs are gone) and talk: Sam's
+        # phone sends no audio, so what each hears is the other.
         await until_bridged(pbx, rang["Channel"], consulted["DestChannel"])
+        await until_heard(pbx, rang["Channel"], consulted["DestChannel"])
 
         book, conversations = pbx.controller.book, pbx.controller.conversations
         await pbx.controller.wait_rounds(
