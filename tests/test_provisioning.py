@@ -137,9 +137,9 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
     assert y["account.1.user_name"] == users["ana-desk"].id
     assert y["account.1.auth_name"] == "ana-desk"
     assert y["account.1.password"] == secrets["ana-desk"]
-    assert y["account.1.sip_server_host"] == pbx.sip.host
-    assert int(y["account.1.sip_server_port"]) == pbx.tls.port
-    assert y["account.1.transport"] == "2"
+    assert y["account.1.sip_server.1.address"] == pbx.sip.host
+    assert int(y["account.1.sip_server.1.port"]) == pbx.tls.port
+    assert y["account.1.sip_server.1.transport_type"] == "2"
     assert y["account.1.srtp_encryption"] == ("2" if required else "0")
     assert int(y["local_time.time_zone"]) * 60 == offset
     assert (y["linekey.2.type"], y["linekey.2.value"]) == ("16", "*28")
@@ -159,9 +159,9 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
     assert (p["reg.1.server.1.address"], int(p["reg.1.server.1.port"])) == (
         pbx.sip.host, pbx.tls.port)
     assert p["reg.1.server.1.transport"] == "TLS"
-    assert p["reg.1.srtp.require"] == ("1" if required else "0")
+    assert p["sec.srtp.require"] == p["sec.srtp.offer"] == ("1" if required else "0")
     assert int(p["tcpIpApp.sntp.gmtOffset"]) == offset * 60
-    assert p["attendant.resourceList.1.address"] == "*28"
+    assert (p["attendant.reg"], p["attendant.resourceList.1.address"]) == ("1", "*28")
 
     # Grandstream: P-values under gs_provision/config.
     status, text = got["jo-desk"]
@@ -175,7 +175,7 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
     assert g["P130"] == "2"
     assert g["P183"] == ("2" if required else "0")
     assert g["P246"] == f"STD+{-offset // 60}"
-    assert (g["P323"], g["P303"]) == ("1", "*28")
+    assert (g["P1365"], g["P1366"], g["P1468"]) == ("1", "0", "*28")
 
     # Audited by desk phone and file, with no secret in the log.
     fetched = journal.audit_entries("provisioning.fetched")
