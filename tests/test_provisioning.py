@@ -19,7 +19,7 @@ import pytest
 
 from backline.app import config as config_mod
 from backline.app.controller import Controller
-from backline.core.connections import AsteriskPbx
+from backline.core.connections import DEFAULT_REFUSALS_PER_MINUTE, AsteriskPbx
 from backline.features.provisioning import Provisioning
 from backline.journal import open_journal
 from backline.localpbx.ports import free_port
@@ -111,6 +111,13 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
                         http, feature.port, name,
                         basic(other, secrets[f"provisioning:{other}"]))
                 out["unknown"] = await _fetch(http, feature.port, "001565ffffff.cfg", good)
+                # A guesser: past the source's refusals this minute, even the right
+                # credentials are answered 429 unread.
+                pages = d.connections.pages
+                limit = pages.refusals_per_minute if pages else DEFAULT_REFUSALS_PER_MINUTE
+                for _ in range(limit):
+                    await _fetch(http, feature.port, "cfg000b82aabb03.xml", basic("x", "y"))
+                out["limited"] = await _fetch(http, feature.port, "cfg000b82aabb03.xml", good)
             return out
         finally:
             await controller.close()
@@ -121,6 +128,7 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
         for refused in ("none", "wrong", "other"):
             assert got[f"{phone}:{refused}"][0] == 401, (phone, refused)
     assert got["unknown"][0] == 404
+    assert got["limited"][0] == 429
 
     required = encryption == "required"
     offset = standard_offset_minutes(d.practice.timezone)
@@ -184,7 +192,9 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
         ("desk-phone:sam-desk", "phone0004f2aabb02.cfg"),
         ("desk-phone:sam-desk", "0004f2aabb02.cfg"),
         ("desk-phone:jo-desk", "cfg000b82aabb03.xml")}
-    assert len(journal.audit_entries("provisioning.refused")) == 9
+    # Refusals: the first from this source this minute in full, the rest counted.
+    assert [(e.actor, e.detail) for e in journal.audit_entries("provisioning.refused")] == [
+        ("desk-phone:ana-desk", "001565aabb01.cfg")]
     assert [e.detail for e in journal.audit_entries("provisioning.unknown")] == [
         "001565ffffff.cfg"]
     every = [e.detail + e.actor for a in ("provisioning.fetched", "provisioning.refused",

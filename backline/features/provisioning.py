@@ -11,8 +11,11 @@ SIP passwords.
 Each phone authenticates with HTTP basic credentials over that TLS: its MAC as the user name
 and a password generated once per device and kept with the desk-phone secrets (0600).  A
 path no provisioned phone requests is 404; a request without the right credentials is 401.
-Every answer is audited (``provisioning.fetched``/``provisioning.refused``), by desk phone
-and file name; no secret is in a URL or a log line.
+Every file served is audited (``provisioning.fetched``, by desk phone and file name).
+Refusals go through the controller's refusal tally as the public listener's do: the first of
+a kind from a source in a minute is audited in full, the rest counted (the audit upkeep
+writes the counts), and a source past its limit is answered 429 unread, so a guesser cannot
+try passwords at line rate.  No secret is in a URL or a log line.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from aiohttp import web
 from backline.core.connections import AsteriskPbx
 from backline.core.provisioning import ProvisionedPhone, phone_for_path
 from backline.core.records import AuditEntry
+from backline.core.refusals import Refusal
 from backline.features.seam import Context, Feature
 from backline.journal import Journal
 from backline.localpbx.output import device_credentials, provisioned_phones
@@ -102,13 +106,18 @@ class Provisioning(Feature):
             await self._runner.cleanup()
 
     async def _serve(self, request: web.Request) -> web.Response:
+        source = request.remote or "-"
+        refusals = self._context.refusals
+        if refusals.over(source):
+            refusals.refused(source, "provisioning.limited")
+            raise web.HTTPTooManyRequests()
         name = request.match_info["name"].lower()
         phone = phone_for_path(self._phones, name)
         if phone is None or name not in self._files:
-            await self._audit("provisioning.unknown", "-", name[:64])
+            await self._refuse(source, "provisioning.unknown", "-", name[:64])
             raise web.HTTPNotFound()
         if not self._authenticated(request, phone):
-            await self._audit("provisioning.refused", phone.desk_phone, name)
+            await self._refuse(source, "provisioning.refused", phone.desk_phone, name)
             raise web.HTTPUnauthorized(headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
         await self._audit("provisioning.fetched", phone.desk_phone, name)
         content_type = "application/xml" if name.endswith(".xml") else "text/plain"
@@ -128,6 +137,15 @@ class Provisioning(Feature):
         # Both compared in constant time: the user name is the MAC, the password its secret.
         return bool(expected) and hmac.compare_digest(user.lower().encode(), phone.mac.encode()) \
             and hmac.compare_digest(password.encode(), expected.encode())
+
+    async def _refuse(self, source: str, action: str, desk_phone: str, name: str) -> None:
+        """Counted; the first of its kind from ``source`` this minute audited in full;
+        past the source's limit, 429."""
+        verdict = self._context.refusals.refused(source, action)
+        if verdict is Refusal.LIMITED:
+            raise web.HTTPTooManyRequests()
+        if verdict is Refusal.FIRST:
+            await self._audit(action, desk_phone, name)
 
     async def _audit(self, action: str, desk_phone: str, name: str) -> None:
         await asyncio.to_thread(self._journal.audit, AuditEntry(
