@@ -20,6 +20,7 @@ import pytest
 from backline.app import config as config_mod
 from backline.app.controller import Controller
 from backline.core.connections import DEFAULT_REFUSALS_PER_MINUTE, AsteriskPbx
+from backline.core.provisioning import Vendor, normal_mac, vendor_of
 from backline.features.provisioning import Provisioning
 from backline.journal import open_journal
 from backline.localpbx.ports import free_port
@@ -215,3 +216,26 @@ def test_render_writes_each_vendors_file_0600(tmp_path: Path) -> None:
     secrets = json.loads((tmp_path / "secrets.json").read_text())
     assert not any(s in csv for s in secrets.values())
     assert "001565aabb01.cfg" in csv and "provisioning:000b82aabb03" in csv
+
+
+def test_check_refuses_provisioning_without_tls(tmp_path: Path) -> None:
+    path = config(tmp_path, "    provisioning: {host: 127.0.0.1, port: 8443}\n")
+    done = backline("check", str(path))
+    assert done.returncode == 2, done.stdout
+    assert "connections.pbx.provisioning: connections.pbx.tls too" in done.stderr
+
+
+@pytest.mark.parametrize(("written", "mac"), [
+    ("00:15:65:AA:BB:01", "001565aabb01"), ("00-15-65-aa-bb-01", "001565aabb01"),
+    ("001565AABB01", "001565aabb01"), ("00:15:65:aa:bb", None), ("00:15:65-aa:bb:01", None),
+    ("0015.65aa.bb01", None), ("00:15:65:aa:bb:0g", None), ("", None)])
+def test_a_mac_is_six_bytes_in_one_spelling(written: str, mac: str | None) -> None:
+    assert normal_mac(written) == mac
+
+
+@pytest.mark.parametrize(("model", "vendor"), [
+    ("T46U", Vendor.YEALINK), ("SIP-T54W", Vendor.YEALINK), ("yealink t48s", Vendor.YEALINK),
+    ("VVX 411", Vendor.POLYCOM), ("vvx450", Vendor.POLYCOM), ("GRP2614", Vendor.GRANDSTREAM),
+    ("GRP2612W", Vendor.GRANDSTREAM), ("T28P", None), ("SPA504G", None), ("GXP2160", None)])
+def test_a_model_is_known_by_its_family(model: str, vendor: Vendor | None) -> None:
+    assert vendor_of(model) is vendor
