@@ -7,6 +7,8 @@ waiting for something not to arrive."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import socket
@@ -17,7 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from backline.core.bans import BanPolicy, FailureWindow, source_of
+from backline.core.connections import AsteriskPbx
+from backline.render import firewall
+from backline.render.asterisk import QUIET_EVENTS, manager_conf
 from tests.harness.netns import Namespace, Topology
+from tests.harness.practice_pbx import practice_pbx
+from tests.harness.sipp import Host, SippError, register
+from tests.harness.transfer_phone import talking_caller, talking_phone, tone_file
+from tests.test_asterisk_transfers import until_heard
+from tests.test_sip_edge import DIRECT, PATIENT
 from tests.test_tls_config import backline, config
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -137,3 +148,104 @@ def test_render_firewall_refuses_a_carrier_known_only_by_name(tmp_path: Path) ->
     assert done.returncode == 2
     assert "connections.pbx.trunk.host: 'sip.carrier.example' is not an address" in done.stderr
     assert not (tmp_path / "out" / "firewall.nft").exists()
+
+
+@pytest.fixture()
+def wifi() -> Iterator[Topology]:
+    with Topology(scanner=True) as topology:
+        yield topology
+
+
+@needs_root
+@pytest.mark.asterisk
+def test_a_scanner_failing_auth_is_banned_while_a_desk_phone_registers_and_talks(
+        wifi: Topology, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A device on the practice's second LAN segment guesses Dr. Lee's password: after three
+    failures (connections.pbx.bans) the controller puts it in the firewall's set and the PBX
+    host drops its packets; a desk phone on the LAN still registers and takes a call."""
+    net = wifi
+    caplog.set_level(logging.INFO, logger="backline.bans")
+
+    async def body() -> None:
+        tone = tone_file(tmp_path / "tone.ulaw")
+        bans = "    bans: {failures: 3, window_seconds: 600, ban_minutes: 5}\n"
+        async with practice_pbx(tmp_path, "edge-bans", carrier_from_user=False,
+                                sip_host=net.pbx_lan, trunk_host=net.carrier,
+                                trunk_port=5060,
+                                pbx_extra=f"    lan: [{net.addresses.lan_net}, {net.scan_net}]\n"
+                                + bans) as p:
+            pbx = p.directory.connections.pbx
+            assert isinstance(pbx, AsteriskPbx)
+            # Backline's AMI user hears the security events; the per-call events stay off.
+            manager = manager_conf(pbx, "secret").splitlines()
+            assert "security" in next(x for x in manager if x.startswith("read=")).split(",")
+            assert f"disabledevents={','.join(QUIET_EVENTS)}" in manager
+            rules = firewall.render_firewall(pbx, p.directory.connections.pages)
+            nft(net.pbx, "-f", "-", stdin=rules)
+            to = (net.pbx_lan, p.ports.sip)
+            scanner = Host(net.scanning, net.scan.name)
+            for _ in range(3):
+                with pytest.raises(SippError):
+                    await asyncio.to_thread(register, to, tmp_path, "ana-desk", "guess-1234",
+                                            contact_port=5060, aor="ana", host=scanner)
+            deadline = time.monotonic() + 10
+            while net.scanning not in nft(net.pbx, "list", "set", "inet", "backline",
+                                          "banned4"):
+                assert time.monotonic() < deadline, "the scanner was not banned"
+                await asyncio.sleep(0.05)
+            metrics = p.controller.metrics.render().decode()
+            assert 'backline_sip_auth_total{outcome="banned"} 1.0' in metrics, metrics
+            failures = re.search(r'backline_sip_auth_total\{outcome="failure"\} (\d+)', metrics)
+            assert failures and int(failures[1]) >= 3, metrics  # (a retransmission: more)
+            # Its next packet is dropped by the ban (counted on the banned set's rule).
+            probe(net.scan, net.scanning, to)
+            listing = nft(net.pbx, "list", "chain", "inet", "backline", "input")
+            while f"@{firewall.BANNED4} counter packets 0 " in listing:
+                assert time.monotonic() < deadline + 5, listing
+                await asyncio.sleep(0.05)
+                listing = nft(net.pbx, "list", "chain", "inet", "backline", "input")
+
+            # The desk phone on the LAN registers and answers a call from the carrier.
+            phone = await asyncio.to_thread(
+                talking_phone, to, tmp_path, "ana-desk", p.secret("ana-desk"),
+                aor="ana", audio=tone, host=Host(net.phone(0), net.lan.name))
+            caller = None
+            try:
+                await p.driver.wait_registered({"ana"}, within=10)
+                caller = talking_caller(to, tmp_path, DIRECT, from_user=PATIENT, audio=tone,
+                                        host=Host(net.carrier, net.wan.name))
+                answered = await p.events.wait_for(
+                    lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER",
+                    within=20)
+                assert answered["DestChannel"].startswith("PJSIP/ana-desk-")
+                await until_heard(p, answered["Channel"], answered["DestChannel"])
+            finally:
+                phone.kill()
+                if caller is not None:
+                    caller.kill()
+    net.pbx.run(body)
+    banned = [r.getMessage() for r in caplog.records if r.name == "backline.bans"]
+    assert banned and net.scanning in banned[0], banned
+    assert not any(PATIENT[2:] in m or "ana" in m for m in banned), banned
+
+
+def test_a_source_is_banned_after_its_failures_within_the_window_and_never_the_carrier(
+        ) -> None:
+    window = FailureWindow(BanPolicy(failures=3, window_seconds=60), never=["203.0.113.0/29"])
+    assert not window.failed("198.51.100.7", 0) and not window.failed("198.51.100.7", 30)
+    assert not window.failed("198.51.100.7", 61)  # the first has left the window
+    assert window.failed("198.51.100.7", 62)
+    assert not window.failed("198.51.100.7", 63)  # counted afresh after a ban
+    assert not any(window.failed("203.0.113.5", t) for t in range(10))  # the carrier
+    assert not any(window.failed("127.0.0.1", t) for t in range(10))
+    assert source_of("IPV4/UDP/198.51.100.7/5060") == "198.51.100.7"
+    assert source_of("IPV6/TLS/[2001:db8::1]/5061") == "2001:db8::1"
+    assert source_of("IPV4/UDP/not-an-address/5060") is None
+    assert source_of("") is None
+
+
+def test_check_names_a_bad_ban_setting(tmp_path: Path) -> None:
+    path = config(tmp_path, "    bans: {failures: 0, window_seconds: 60, ban_minutes: 60}\n")
+    done = backline("check", str(path))
+    assert done.returncode == 2
+    assert "connections.pbx.bans.failures: a whole number from 1 to 1000" in done.stderr

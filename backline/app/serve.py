@@ -28,6 +28,7 @@ from backline.core.connections import (
     ListenerLimits,
 )
 from backline.core.model import Directory
+from backline.features.bans import ScannerBans
 from backline.features.listeners import DescriptorBudget, PublicListener, raise_descriptor_limit
 from backline.features.parking import ParkRecords
 from backline.journal import open_journal
@@ -194,6 +195,8 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
             driver.on_park = ParkRecords(controller.journal, controller.book, park.timeout,
                                          controller.clock).on_park
         driver.latency_hook = controller.metrics.agi_latency
+        if pbx.bans is not None:
+            driver.on_security = ScannerBans(pbx, counted=controller.metrics.sip_auth).failed
         controller.pbx_record.pbx_settings = driver.pbx_settings
 
         async def verify() -> None:

@@ -97,6 +97,16 @@ DEFAULT_RESERVED_DESCRIPTORS = 256
 
 
 @dataclass(frozen=True, slots=True)
+class Bans:
+    """A source with ``failures`` failed SIP authentications within ``window_seconds`` is
+    dropped by the firewall for ``ban_minutes`` (backline/core/bans.py)."""
+
+    failures: int = 5
+    window_seconds: int = 60
+    ban_minutes: int = 60
+
+
+@dataclass(frozen=True, slots=True)
 class AsteriskPbx:
     ami: HostPort
     ami_username: str
@@ -139,6 +149,8 @@ class AsteriskPbx:
     # Where the controller serves desk phones their provisioning files (HTTPS, with the
     # TLS transport's certificate; backline.features.provisioning).
     provisioning: HostPort | None = None
+    # Scanners banned in the firewall's set (``backline render --firewall``); None: off.
+    bans: Bans | None = None
 
 
 @dataclass(frozen=True, slots=True)

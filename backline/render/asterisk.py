@@ -108,11 +108,13 @@ displayconnects=no
 disabledevents={",".join(QUIET_EVENTS)}
 
 ; The AMI user logs in only from the controller's address (where it listens for FastAGI).
+; "security": failed SIP authentications, from which the controller bans scanners
+; (connections.pbx.bans); the events disabled above stay disabled.
 [{pbx.ami_username}]
 secret={secret}
 deny=0.0.0.0/0.0.0.0
 permit={controller}/{mask}
-read=system,call,agent,user,config,dtmf,reporting,dialplan,originate
+read=system,call,agent,user,config,dtmf,reporting,dialplan,originate,security
 write=system,call,agent,user,config,command,reporting,originate
 """
 

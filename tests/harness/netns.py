@@ -183,6 +183,7 @@ class Topology:
 
     nat: bool = False
     branch: bool = False
+    scanner: bool = False
     prefix: str = field(default_factory=lambda: f"bl{os.getpid()}{os.urandom(2).hex()}")
     addresses: Addresses = field(default_factory=lambda: Addresses(random.randrange(256)))
     made: list[Namespace] = field(default_factory=list)
@@ -217,6 +218,20 @@ class Topology:
     def home_phone(self, n: int = 0) -> str:
         """The ``n``-th desk phone's private address behind the branch's NAT."""
         return f"10.204.{self.addresses.third}.{PHONES + n}"
+
+    @property
+    def scan(self) -> Namespace:
+        """A second LAN segment (``scanner=True``, the practice's Wi-Fi, say) with one
+        device of its own on it: ``scan_net``, the device at ``scanning``."""
+        return Namespace(f"{self.prefix}-scan")
+
+    @property
+    def scan_net(self) -> str:
+        return f"10.206.{self.addresses.third}.0/24"
+
+    @property
+    def scanning(self) -> str:
+        return f"10.206.{self.addresses.third}.{PHONES}"
 
     @property
     def gw(self) -> Namespace:
@@ -268,7 +283,8 @@ class Topology:
     def create(self, phones: int = 4) -> None:
         a = self.addresses
         for ns in (self.wan, self.pbx, self.lan, *([self.gw] if self.nat else []),
-                   *([self.br, self.home] if self.branch else [])):
+                   *([self.br, self.home] if self.branch else []),
+                   *([self.scan] if self.scanner else [])):
             ip("netns", "add", ns.name)
             self.made.append(ns)
             ip("-n", ns.name, "link", "set", "lo", "up")
@@ -292,6 +308,15 @@ class Topology:
             ip("-n", ns.name, "link", "set", dev, "up")
         if self.branch:
             self._branch()
+        if self.scanner:
+            third, scan = self.addresses.third, self.scan.name
+            ip("-n", self.pbx.name, "link", "add", "scan0", "type", "veth", "peer", "name",
+               "up0", "netns", scan)
+            ip("-n", self.pbx.name, "addr", "add", f"10.206.{third}.1/24", "dev", "scan0")
+            ip("-n", scan, "addr", "add", f"{self.scanning}/24", "dev", "up0")
+            for name, dev in ((self.pbx.name, "scan0"), (scan, "up0")):
+                ip("-n", name, "link", "set", dev, "up")
+            ip("-n", scan, "route", "add", "default", "via", f"10.206.{third}.1")
         if self.nat:
             ip("-n", self.pbx.name, "route", "add", "default", "via", self.router_inside)
             return

@@ -24,6 +24,7 @@ from backline.app import config
 from backline.app.controller import Controller
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
+from backline.features.bans import ScannerBans
 from backline.features.parking import ParkRecords
 from backline.journal import open_journal
 from backline.localpbx.asterisk import LocalPbx, prepare
@@ -301,6 +302,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     if directory.park is not None:
         driver.on_park = ParkRecords(journal, controller.book, directory.park.timeout,
                                      controller.clock).on_park
+    if pbx.bans is not None:  # as backline.app.serve wires them
+        driver.on_security = ScannerBans(pbx, counted=controller.metrics.sip_auth).failed
     # The tests watch Asterisk on an AMI session of their own: the controller's session asks
     # only for the events the controller uses.
     events = AmiEvents()

@@ -10,6 +10,7 @@ from backline.app.yamlsource import YMap
 from backline.core.connections import (
     DEFAULT_RESERVED_DESCRIPTORS,
     AsteriskPbx,
+    Bans,
     Encryption,
     FreeswitchPbx,
     HostPort,
@@ -65,7 +66,7 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
     r.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
                      "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
                      "node", "reserved_descriptors", "lan", "tls", "encryption",
-                     "registrar", "desk_phones_behind_nat", "provisioning"])
+                     "registrar", "desk_phones_behind_nat", "provisioning", "bans"])
     trunk = _trunk(r, node, f)
     lan, public = _edge(r, node, sip, sip_hp, trunk, f)
     if trunk.tls and entry(node, "tls") is None:
@@ -112,6 +113,7 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         encryption=_encryption(r, node, f),
         registrar=_registrar(r, node, f),
         provisioning=_provisioning(r, node, f),
+        bans=_bans(r, node, f),
     )
 
 
@@ -128,6 +130,22 @@ def _provisioning(r: Reader, node: YMap, f: str) -> HostPort | None:
                   "connections.pbx.tls too: the files are served over HTTPS with its "
                   "certificate")
     return r.host_port(sub, f"{f}.provisioning", control=False, default_port=8443)
+
+
+def _bans(r: Reader, node: YMap, f: str) -> Bans | None:
+    """``bans: {failures, window_seconds, ban_minutes}``: when a scanner is banned."""
+    sub = r.sub(node, "bans", f)
+    if sub is None:
+        return None
+    r.keys(sub, f"{f}.bans", ["failures", "window_seconds", "ban_minutes"])
+    d = Bans()
+    return Bans(
+        failures=r.integer(sub, "failures", f"{f}.bans.failures", d.failures, 1, 1000)
+        or d.failures,
+        window_seconds=r.integer(sub, "window_seconds", f"{f}.bans.window_seconds",
+                                 d.window_seconds, 1, 86400) or d.window_seconds,
+        ban_minutes=r.integer(sub, "ban_minutes", f"{f}.bans.ban_minutes", d.ban_minutes,
+                              1, 525600) or d.ban_minutes)
 
 
 def _registrar(r: Reader, node: YMap, f: str) -> HostPort | None:

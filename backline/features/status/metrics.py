@@ -38,7 +38,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 AGI_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05)
 
 BACKLOG_NAME = "backline_delivery_backlog"
-ROUND_PARTS = ("journal", "pbx", "other")  # what a failed mode round failed on
+ROUND_PARTS = ("journal", "pbx", "other")
+SIP_AUTH_OUTCOMES = ("failure", "banned", "ban_failed")  # what a failed mode round failed on
 
 
 class Metrics:
@@ -73,6 +74,12 @@ class Metrics:
             registry=self.registry)
         for part in ROUND_PARTS:
             self._failed_rounds.labels(part)
+        self._sip_auth = Counter(
+            "backline_sip_auth", "Failed SIP authentications Asterisk reported (failure), "
+            "sources banned in the firewall (banned) and bans nft refused (ban_failed).",
+            ["outcome"], registry=self.registry)
+        for sip_outcome in SIP_AUTH_OUTCOMES:
+            self._sip_auth.labels(sip_outcome)
         # Start every closed-set series at zero, so rate() and increase() see the first event
         # instead of a series that appears out of nowhere with its first increment.
         for kind in AttemptKind:
@@ -99,6 +106,10 @@ class Metrics:
 
     def link(self, pbx: str, up: bool) -> None:
         self._link.labels(pbx).set(1 if up else 0)
+
+    def sip_auth(self, outcome: str) -> None:
+        """One of :data:`SIP_AUTH_OUTCOMES` (backline.features.bans)."""
+        self._sip_auth.labels(outcome).inc()
 
     def mode_round_failed(self, part: str) -> None:
         self._failed_rounds.labels(part if part in ROUND_PARTS else "other").inc()

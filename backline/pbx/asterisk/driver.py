@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Unpack
 
+from backline.core.bans import FAILURES as SECURITY_FAILURES
+from backline.core.bans import source_of
 from backline.core.connections import AsteriskPbx
 from backline.core.conversations import ConversationBook
 from backline.core.decisions import CallKind, InboundCall, InboundDecision
@@ -54,7 +56,7 @@ PARK_EVENTS = {"ParkedCall": ParkStep.PARKED, "UnParkedCall": ParkStep.PICKED_UP
                "ParkedCallTimeOut": ParkStep.TIMED_OUT, "ParkedCallGiveUp": ParkStep.ABANDONED}
 # AttendedTransfer: a desk phone's REFER with Replaces, which Asterisk performs on its own.
 WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse", ATTENDED_EVENT,
-                 *PARK_EVENTS)
+                 *PARK_EVENTS, *sorted(SECURITY_FAILURES))
 NOTICE_RING_SECONDS = 30
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
 
@@ -78,6 +80,9 @@ class AsteriskDriver(CallPath, ModeKeys):
         self.on_transfer: OnTransfer | None = None
         # Told of each step of a parked call (journal).
         self.on_park: Callable[[ParkEvent], Awaitable[object]] | None = None
+        # Told of each failed SIP authentication (AMI security events): its event name and
+        # the source's address (backline.features.bans).
+        self.on_security: Callable[[str, str], object] | None = None
         # Per FastAGI session: the controller's decision (request in, decision out) and the
         # whole session with Asterisk's answers (bench/calls.py prints both).
         self.latencies: list[float] = []
@@ -94,6 +99,8 @@ class AsteriskDriver(CallPath, ModeKeys):
         self.ami.on_event(ATTENDED_EVENT, self.on_attended_transfer)
         for name in PARK_EVENTS:
             self.ami.on_event(name, self.on_park_event)
+        for name in SECURITY_FAILURES:
+            self.ami.on_event(name, self.on_security_event)
         self._contacts_stale = False
         self._contacts_sync: asyncio.Task[None] | None = None
         self._odd_contacts: set[tuple[str, str]] = set()
@@ -281,6 +288,12 @@ class AsteriskDriver(CallPath, ModeKeys):
             return
         self.after_decision(self.emergency(
             EmergencyCall(f"emergency:{uniqueid}", datetime.now(UTC), phone, dialled[:8])))
+
+    def on_security_event(self, event: Mapping[str, str]) -> None:
+        """A failed SIP authentication: only its kind and the source's address go on."""
+        source = source_of(event.get("RemoteAddress", ""))
+        if source is not None and self.on_security is not None:
+            self.on_security(event.get("Event", ""), source)
 
     def on_park_event(self, event: Mapping[str, str]) -> None:
         """A step of a parked call (res_parking's events): the parked channel is the outside
