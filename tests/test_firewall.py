@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from backline.core.bans import BanPolicy, FailureWindow, source_of
-from backline.core.connections import AsteriskPbx
+from backline.core.connections import AsteriskPbx, HostPort, Secret, Trunk
 from backline.render import firewall
 from backline.render.asterisk import QUIET_EVENTS, manager_conf
 from tests.harness.netns import Namespace, Topology
@@ -249,3 +249,15 @@ def test_check_names_a_bad_ban_setting(tmp_path: Path) -> None:
     done = backline("check", str(path))
     assert done.returncode == 2
     assert "connections.pbx.bans.failures: a whole number from 1 to 1000" in done.stderr
+
+
+def test_provisioning_is_reached_only_from_the_lan() -> None:
+    pbx = AsteriskPbx(ami=HostPort("127.0.0.1", 5038), ami_username="backline",
+                      ami_secret=Secret(env="X"), agi=HostPort("127.0.0.1", 4573),
+                      sip=HostPort("192.168.1.2", 5060), trunk=Trunk(host="203.0.113.9"),
+                      lan=("192.168.1.0/24",), provisioning=HostPort("192.168.1.2", 8443))
+    rules = firewall.render_firewall(pbx, None).splitlines()
+    assert "    ip saddr { 192.168.1.0/24 } tcp dport 8443 accept" in rules
+    assert "    tcp dport 8443 counter drop" in rules
+    assert "    ip saddr { 192.168.1.0/24, 203.0.113.9 } udp dport { 5060, 10000-10199, " \
+           "4000-4039 } accept" in rules

@@ -2,10 +2,11 @@
 
 SIP, its TLS port, RTP and UDPTL are accepted only from the carrier's addresses and the
 practice's LAN (issue 19, item 5); AMI and FastAGI only over loopback or from the controller's
-address; the public pages listener stays open.  Ports Backline does not own are left alone
-(the chain's policy is accept), so applying the rules never cuts off ssh or anything else the
-host serves.  The ``banned4``/``banned6`` sets (entries with a timeout) drop everything from a
-source that kept failing SIP authentication (backline/core/bans.py).
+address; desk-phone provisioning only from the LAN; the public pages listener stays open.
+Ports Backline does not own are left alone (the chain's policy is accept), so applying the
+rules never cuts off ssh or anything else the host serves.  The ``banned4``/``banned6`` sets
+(entries with a timeout) drop everything from a source that kept failing SIP authentication
+(backline/core/bans.py).
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ def render_firewall(pbx: AsteriskPbx, pages: Pages | None) -> str:
     for family, allowed in _by_family(controller):
         lines.append(f"    {family} saddr {allowed} tcp dport {_set(control)} accept")
     lines.append(f"    tcp dport {_set(control)} counter drop")
+    if pbx.provisioning is not None:  # the phones' files hold their SIP passwords
+        lan = [_network(n, "connections.pbx.lan") for n in pbx.lan]
+        port = pbx.provisioning.port
+        for family, allowed in _by_family(lan):
+            lines.append(f"    {family} saddr {allowed} tcp dport {port} accept")
+        lines.append(f"    tcp dport {port} counter drop")
     if pages is not None:
         lines.append(f"    tcp dport {pages.listen.port} accept")
     lines += ["  }", "}", ""]
