@@ -111,6 +111,11 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
                     out[f"{phone}:other"] = await _fetch(
                         http, feature.port, name,
                         basic(other, secrets[f"provisioning:{other}"]))
+                # What phones ask for on every boot besides their own file: 404, not
+                # counted or audited as guessing.
+                for common in ("y000000000028.cfg", "000000000000.cfg", "cfggrp2614.xml",
+                               "cfg.xml"):
+                    out[common] = await _fetch(http, feature.port, common, None)
                 out["unknown"] = await _fetch(http, feature.port, "001565ffffff.cfg", good)
                 # A guesser: past the source's refusals this minute, even the right
                 # credentials are answered 429 unread.
@@ -130,6 +135,8 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
             assert got[f"{phone}:{refused}"][0] == 401, (phone, refused)
     assert got["unknown"][0] == 404
     assert got["limited"][0] == 429
+    for common in ("y000000000028.cfg", "000000000000.cfg", "cfggrp2614.xml", "cfg.xml"):
+        assert got[common][0] == 404, common
 
     required = encryption == "required"
     offset = standard_offset_minutes(d.practice.timezone)
@@ -196,6 +203,7 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
     # Refusals: the first from this source this minute in full, the rest counted.
     assert [(e.actor, e.detail) for e in journal.audit_entries("provisioning.refused")] == [
         ("desk-phone:ana-desk", "001565aabb01.cfg")]
+    # The unknown MAC is the first unknown file audited: the boot-time files came before it.
     assert [e.detail for e in journal.audit_entries("provisioning.unknown")] == [
         "001565ffffff.cfg"]
     every = [e.detail + e.actor for a in ("provisioning.fetched", "provisioning.refused",

@@ -75,6 +75,18 @@ def file_names(phone: ProvisionedPhone) -> tuple[str, ...]:
             return (f"cfg{phone.mac}.xml",)
 
 
+# What a phone asks for on every boot besides its own file: Yealink's common file
+# (y0000000000NN.cfg, by model), Polycom's default master file (000000000000.cfg), and
+# Grandstream's model and generic files (cfggrp2614.xml, cfg.xml).  Not served (the account
+# is in the phone's own file), but answered 404 as ordinary, not counted as guessing.
+_COMMON_FILE = re.compile(r"y0{10}\d{2}\.cfg|0{12}\.cfg|cfg(?:grp\d{4}[a-z]?)?\.xml")
+
+
+def common_file(name: str) -> bool:
+    """Whether ``name`` is a file every phone of a vendor asks for (see _COMMON_FILE)."""
+    return _COMMON_FILE.fullmatch(name.lower()) is not None
+
+
 def phone_for_path(phones: Iterable[ProvisionedPhone], name: str
                    ) -> ProvisionedPhone | None:
     """The phone whose file ``name`` is (case-insensitive, as phones vary), or None."""

@@ -33,7 +33,7 @@ from pathlib import Path
 from aiohttp import web
 
 from backline.core.connections import AsteriskPbx
-from backline.core.provisioning import ProvisionedPhone, phone_for_path
+from backline.core.provisioning import ProvisionedPhone, common_file, phone_for_path
 from backline.core.records import AuditEntry
 from backline.core.refusals import Refusal
 from backline.features.seam import Context, Feature
@@ -112,6 +112,8 @@ class Provisioning(Feature):
             refusals.refused(source, "provisioning.limited")
             raise web.HTTPTooManyRequests()
         name = request.match_info["name"].lower()
+        if common_file(name):
+            raise web.HTTPNotFound()  # asked on every boot: nothing to audit or count
         phone = phone_for_path(self._phones, name)
         if phone is None or name not in self._files:
             await self._refuse(source, "provisioning.unknown", "-", name[:64])
