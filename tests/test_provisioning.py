@@ -92,6 +92,7 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
         try:
             feature = controller.feature(Provisioning)
             assert feature is not None
+            port = feature.listen.port
             secrets = json.loads(await asyncio.to_thread(Path(pbx.secrets_file).read_text))
             trust = ssl.create_default_context(cafile=f"{tmp_path}/ca/ca.pem")
             out: dict[str, tuple[int, str]] = {}
@@ -101,29 +102,29 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
                     mac = name.removeprefix("phone").removeprefix("cfg")[:12]
                     good = basic(mac, secrets[f"provisioning:{mac}"])
                     if phone == "sam-desk":  # Polycom's master file, then the one it names
-                        out["master"] = await _fetch(http, feature.port, f"{mac}.cfg", good)
-                    out[phone] = await _fetch(http, feature.port, name, good)
-                    out[f"{phone}:none"] = await _fetch(http, feature.port, name, None)
+                        out["master"] = await _fetch(http, port, f"{mac}.cfg", good)
+                    out[phone] = await _fetch(http, port, name, good)
+                    out[f"{phone}:none"] = await _fetch(http, port, name, None)
                     out[f"{phone}:wrong"] = await _fetch(
-                        http, feature.port, name, basic(mac, secrets[phone]))
+                        http, port, name, basic(mac, secrets[phone]))
                     # Another phone's credentials do not fetch this one's file.
                     other = "001565aabb01" if mac != "001565aabb01" else "000b82aabb03"
                     out[f"{phone}:other"] = await _fetch(
-                        http, feature.port, name,
+                        http, port, name,
                         basic(other, secrets[f"provisioning:{other}"]))
                 # What phones ask for on every boot besides their own file: 404, not
                 # counted or audited as guessing.
                 for common in ("y000000000028.cfg", "000000000000.cfg", "cfggrp2614.xml",
                                "cfg.xml"):
-                    out[common] = await _fetch(http, feature.port, common, None)
-                out["unknown"] = await _fetch(http, feature.port, "001565ffffff.cfg", good)
+                    out[common] = await _fetch(http, port, common, None)
+                out["unknown"] = await _fetch(http, port, "001565ffffff.cfg", good)
                 # A guesser: past the source's refusals this minute, even the right
                 # credentials are answered 429 unread.
                 pages = d.connections.pages
                 limit = pages.refusals_per_minute if pages else DEFAULT_REFUSALS_PER_MINUTE
                 for _ in range(limit):
-                    await _fetch(http, feature.port, "cfg000b82aabb03.xml", basic("x", "y"))
-                out["limited"] = await _fetch(http, feature.port, "cfg000b82aabb03.xml", good)
+                    await _fetch(http, port, "cfg000b82aabb03.xml", basic("x", "y"))
+                out["limited"] = await _fetch(http, port, "cfg000b82aabb03.xml", good)
             return out
         finally:
             await controller.close()

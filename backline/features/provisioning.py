@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from backline.core.connections import AsteriskPbx
+from backline.core.connections import AsteriskPbx, HostPort
 from backline.core.provisioning import ProvisionedPhone, common_file, phone_for_path
 from backline.core.records import AuditEntry
 from backline.core.refusals import Refusal
@@ -62,7 +62,12 @@ class Provisioning(Feature):
         self._files: dict[str, str] = {}  # file name: text
         self._credentials: dict[str, str] = {}  # MAC: password
         self._runner: web.AppRunner | None = None
-        self.port = 0  # where it listens, once started (the config's, or the one given)
+
+    @property
+    def listen(self) -> HostPort:
+        """Where the phones fetch their files (``connections.pbx.provisioning``)."""
+        assert self._pbx.provisioning is not None, "built only when configured"
+        return self._pbx.provisioning
 
     async def start(self) -> None:
         self._files, self._credentials, tls = await asyncio.to_thread(self._load)
@@ -72,15 +77,11 @@ class Provisioning(Feature):
         # where a URL or header would leak; the audit log says who fetched what.
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        listen = self._pbx.provisioning
-        assert listen is not None, "built only when configured"
+        listen = self.listen
         site = web.TCPSite(self._runner, listen.host, listen.port, ssl_context=tls)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else listen.port
         log.info("desk-phone provisioning on https://%s:%d/ (%d phones)", listen.host,
-                 self.port, len(self._phones))
+                 listen.port, len(self._phones))
 
     def _load(self) -> tuple[dict[str, str], dict[str, str], ssl.SSLContext]:
         """The files (rendered as ``backline render`` does), the devices' credentials and
