@@ -147,7 +147,10 @@ def test_the_journal_lists_an_attempt_once_and_leases_a_delivery_to_one_sender(
     first = journal.claim_due_deliveries(T0, at(120))
     assert [d.alert_id for d in first] == [1]
     assert journal.claim_due_deliveries(T0, at(120)) == []
-    assert journal.next_delivery_at() == at(10)  # alert 2's window end
+    # Alert 2's window ends at 10 s, but the recipient's alerts go in order: not before
+    # alert 1 is sent or its lease (another sender's) runs out.
+    assert journal.next_delivery_at() == at(120)
+    assert journal.claim_due_deliveries(at(10), at(130)) == []
     assert [d.id for d in journal.claim_due_deliveries(at(120), at(240))] == [
         first[0].id, first[0].id + 1]
     journal.delivery_sent(first[0].id, at(121))
@@ -455,6 +458,36 @@ async def test_smtp_and_gateway_down_during_a_burst_nothing_lost_or_sent_twice(
 
 async def test_the_same_with_a_controller_restart_while_down(site: Site) -> None:
     await burst_with_smtp_down(site, restart=True)
+
+
+async def test_a_recipients_alerts_go_in_order_after_an_smtp_outage(site: Site) -> None:
+    """Alert 1 has failed more often than alert 2, so its own retry falls due later: when
+    the server is back, alert 2 must still not go before it (each recipient's in order)."""
+    await site.engage()
+    await site.sink.stop()
+    await site.record(AttemptKind.CALL, "+17205550141", PRACTICE_NUMBER)  # alert 1, at once
+    await site.notifier.settle()  # try 1 fails
+    for failures in (1, 2):
+        site.clock.advance(retry.retry_delay(failures))
+        await site.notifier.settle()  # tries 2 and 3 fail: the next waits 20 s
+    site.clock.advance(1)
+    # A quiet window has passed: alert 2 is made due at once, ahead of alert 1's next try.
+    await site.record(AttemptKind.CALL, "+17205550142", PRACTICE_NUMBER)
+    await site.notifier.settle()
+    await site.sink.start()
+    site.clock.advance(retry.retry_delay(1))  # alert 2's own retry time, were it tried
+    await site.notifier.settle()
+    site.clock.advance(retry.retry_delay(3))  # alert 1's next try: everything is due
+    await site.notifier.settle()
+    emails = await site.sink.wait_for(2 * EMAILS)
+    assert site.journal is not None
+    alert_of = {d.message_id: d.alert_id for d in site.journal.alert_deliveries()}
+    order: dict[str, list[int]] = {}
+    for m in emails:
+        order.setdefault(m.rcpt_tos[0], []).append(alert_of[str(m.message()["Message-ID"])])
+    first, second = sorted(set(alert_of.values()))
+    assert order == {e: [first, second] for e in ALERT_EMAILS}
+    assert [await listed_on(site, m) for m in emails] == [1] * (2 * EMAILS)
 
 
 async def test_a_4xx_from_the_smtp_server_is_retried_with_the_same_message_id(

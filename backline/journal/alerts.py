@@ -94,15 +94,33 @@ class AlertJournal(SqlStore):
 
     def claim_due_deliveries(self, now: datetime, lease_until: datetime,
                              limit: int = 200) -> list[AlertDelivery]:
-        """Pending deliveries due at ``now`` and not leased to someone else, oldest first,
-        now leased until ``lease_until``; their alerts are closed to new attempts."""
+        """Pending deliveries due at ``now`` and not leased to someone else, in the order
+        their alerts were made, now leased until ``lease_until``; their alerts are closed to
+        new attempts.
+
+        A recipient's alerts go in order: what is due is a recipient's (channel and address)
+        earliest pending delivery, and with it every later one of theirs whose alert is due
+        (its gathering over), whatever their own retry times.  Each failed try sets its own
+        next try (an alert that failed three times waits longer than one that failed once),
+        so after an SMTP outage a later alert would otherwise fall due, and go, before an
+        earlier one."""
+        pending = AlertState.PENDING.value
         with self._lock, self._transaction() as cur:
             cur.execute(self._q(
                 f"SELECT {_DELIVERY_COLUMNS} FROM alert_deliveries d "
                 "JOIN alerts al ON al.id = d.alert_id "
-                "WHERE d.state = ? AND d.next_try_at <= ? AND d.claimed_until <= ? "
-                "ORDER BY d.next_try_at, d.id LIMIT ?" + self.claim_lock),
-                (AlertState.PENDING.value, to_text(now), to_text(now), limit))
+                "WHERE d.state = ? AND d.claimed_until <= ? AND al.due_at <= ? "
+                # The recipient's earliest pending delivery is due ...
+                "AND (SELECT h.next_try_at FROM alert_deliveries h WHERE h.state = ? "
+                "AND h.channel = d.channel AND h.recipient = d.recipient "
+                "ORDER BY h.id LIMIT 1) <= ? "
+                # ... and none before this one is leased to another sender.
+                "AND NOT EXISTS (SELECT 1 FROM alert_deliveries e WHERE e.state = ? "
+                "AND e.channel = d.channel AND e.recipient = d.recipient AND e.id < d.id "
+                "AND e.claimed_until > ?) "
+                "ORDER BY d.id LIMIT ?" + self.claim_lock),
+                (pending, to_text(now), to_text(now), pending, to_text(now), pending,
+                 to_text(now), limit))
             due = [_delivery(r) for r in cur.fetchall()]
             for alert_id in sorted({d.alert_id for d in due}):
                 cur.execute(self._q("UPDATE alerts SET closed = 1 WHERE id = ?"), (alert_id,))
@@ -113,12 +131,17 @@ class AlertJournal(SqlStore):
             return due
 
     def next_delivery_at(self) -> datetime | None:
-        """When the earliest pending delivery falls due (its lease, if any, counted)."""
+        """When the earliest pending delivery falls due (its lease, if any, counted): only a
+        recipient's earliest pending one counts, as only it can make theirs due (see
+        ``claim_due_deliveries``)."""
+        pending = AlertState.PENDING.value
         with self._lock, self._transaction() as cur:
             cur.execute(self._q(
-                "SELECT MIN(CASE WHEN claimed_until > next_try_at THEN claimed_until "
-                "ELSE next_try_at END) FROM alert_deliveries WHERE state = ?"),
-                (AlertState.PENDING.value,))
+                "SELECT MIN(CASE WHEN d.claimed_until > d.next_try_at THEN d.claimed_until "
+                "ELSE d.next_try_at END) FROM alert_deliveries d WHERE d.state = ? "
+                "AND NOT EXISTS (SELECT 1 FROM alert_deliveries e WHERE e.state = ? "
+                "AND e.channel = d.channel AND e.recipient = d.recipient AND e.id < d.id)"),
+                (pending, pending))
             row = cur.fetchone()
             return from_text(row[0]) if row is not None and row[0] else None
 
