@@ -9,6 +9,7 @@ import asyncio
 import base64
 import configparser
 import json
+import re
 import ssl
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
@@ -191,7 +192,10 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
     assert g["P47"] == f"{pbx.sip.host}:{pbx.tls.port}"
     assert g["P130"] == "2"
     assert g["P183"] == ("2" if required else "0")
-    assert g["P246"] == f"STD+{-offset // 60}"
+    # The zone as a POSIX rule: its standard offset, and the daylight-saving dates.
+    std = re.match(r"(?:[A-Za-z]{3,}|<[^>]+>)([+-]?\d+)", g["P246"])
+    assert std is not None and int(std.group(1)) * -60 == offset
+    assert ",M" in g["P246"] and g["P64"] == "customize"  # Chicago keeps daylight saving
     assert (g["P1365"], g["P1366"], g["P1468"]) == ("1", "0", "*28")
 
     # Audited by desk phone and file, with no secret in the log.

@@ -38,7 +38,7 @@ from backline.core.records import AuditEntry
 from backline.core.refusals import Refusal
 from backline.features.seam import Context, Feature
 from backline.journal import Journal
-from backline.localpbx.output import device_credentials, provisioned_phones
+from backline.localpbx.output import device_credentials, posix_tz, provisioned_phones
 from backline.localpbx.phone_secrets import load_or_create
 from backline.localpbx.practice_ca import ensure_practice_ca
 from backline.render.asterisk_pjsip import tls_files
@@ -89,9 +89,10 @@ class Provisioning(Feature):
         d = self._context.directory
         secrets_path = Path(self._pbx.secrets_file)
         secrets = load_or_create(secrets_path, [p.desk_phone for p in self._phones])
+        zone = posix_tz(d.practice.timezone)
         files: dict[str, str] = {}
         for phone in self._phones:
-            files.update(phone_files(phone, account(d, phone, secrets[phone.desk_phone])))
+            files.update(phone_files(phone, account(d, phone, secrets[phone.desk_phone], zone)))
         credentials = device_credentials(d, secrets_path)
         tls = self._pbx.tls
         found = tls_files(self._pbx)

@@ -5,6 +5,7 @@ and Kamailio's files.  The renderers (backline/render/) only make the text.
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +61,23 @@ def device_credentials(directory: Directory, secrets_path: Path) -> dict[str, st
     return {p.mac: kept[PROVISIONING_KEY_PREFIX + p.mac] for p in phones}
 
 
+def posix_tz(timezone: str) -> str:
+    """The zone's POSIX TZ rule ("CST6CDT,M3.2.0,M11.1.0"): the footer of its TZif file
+    (RFC 8536, section 3.3), which holds the rule in force after the last transition; ""
+    when the zone file cannot be read or holds none (the phones then keep standard time)."""
+    for folder in zoneinfo.TZPATH:
+        try:
+            data = (Path(folder) / timezone).read_bytes()
+        except (OSError, ValueError):
+            continue
+        if data.startswith(b"TZif") and data.endswith(b"\n"):
+            footer = data[:-1].rsplit(b"\n", 1)[-1]
+            if footer and footer.isascii() and footer.decode().isprintable():
+                return footer.decode()
+        return ""
+    return ""
+
+
 def write_provisioning(out: Path, directory: Directory, secrets_path: Path) -> int:
     """Write each provisioned phone's files into ``out/provisioning/`` (0600) and
     ``provisioning.csv`` (the user name and where its password is kept, for the phone's
@@ -69,7 +87,7 @@ def write_provisioning(out: Path, directory: Directory, secrets_path: Path) -> i
         return 0
     secrets = load_or_create(secrets_path, [p.desk_phone for p in phones])
     device_credentials(directory, secrets_path)
-    files = provisioning_files(directory, secrets)
+    files = provisioning_files(directory, secrets, posix_tz(directory.practice.timezone))
     for f in files:
         write_private(out / f.name, f.text)
     lines = ["desk_phone,mac,model,files,username,secret_file,secret_key"]

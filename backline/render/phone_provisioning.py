@@ -64,11 +64,16 @@ class PhoneAccount:
     port: int
     tls: bool
     srtp_required: bool
-    utc_offset_minutes: int  # the practice's standard time; the phone applies DST itself
+    utc_offset_minutes: int  # the practice's standard time
+    # The zone as a POSIX TZ rule with its daylight-saving dates ("CST6CDT,M3.2.0,M11.1.0"),
+    # where the caller could read it from the time zone database; "" for standard time only.
+    posix_tz: str = ""
 
 
-def account(directory: Directory, phone: ProvisionedPhone, secret: str) -> PhoneAccount:
-    """The account ``phone`` is given, from the config and its desk-phone ``secret``."""
+def account(directory: Directory, phone: ProvisionedPhone, secret: str, posix_tz: str = ""
+            ) -> PhoneAccount:
+    """The account ``phone`` is given, from the config and its desk-phone ``secret``
+    (``posix_tz``: the practice's zone as a POSIX TZ rule, see :class:`PhoneAccount`)."""
     pbx = directory.connections.pbx
     assert isinstance(pbx, AsteriskPbx | FreeswitchPbx), "provisioning needs a PBX"
     user = next(u for u in directory.users if phone.desk_phone in u.desk_phones)
@@ -80,7 +85,8 @@ def account(directory: Directory, phone: ProvisionedPhone, secret: str) -> Phone
         port=pbx.tls.port if isinstance(pbx, AsteriskPbx) and pbx.tls else pbx.sip.port,
         tls=tls,
         srtp_required=isinstance(pbx, AsteriskPbx) and pbx.encryption is Encryption.REQUIRED,
-        utc_offset_minutes=standard_offset_minutes(directory.practice.timezone))
+        utc_offset_minutes=standard_offset_minutes(directory.practice.timezone),
+        posix_tz=posix_tz)
 
 
 def standard_offset_minutes(timezone: str) -> int:
@@ -91,7 +97,7 @@ def standard_offset_minutes(timezone: str) -> int:
     return min(int(o.total_seconds()) // 60 for o in offsets if o is not None)
 
 
-def provisioning_files(directory: Directory, secrets: Mapping[str, str]
+def provisioning_files(directory: Directory, secrets: Mapping[str, str], posix_tz: str = ""
                        ) -> list[RenderedFile]:
     """Every provisioned desk phone's files under ``provisioning/`` (0600: they hold the SIP
     password).  A phone of a deactivated user is not provisioned."""
@@ -100,8 +106,8 @@ def provisioning_files(directory: Directory, secrets: Mapping[str, str]
         if not user.active:
             continue
         for phone in user.provisioned:
-            for name, text in phone_files(phone, account(directory, phone,
-                                                         secrets[phone.desk_phone])).items():
+            acct = account(directory, phone, secrets[phone.desk_phone], posix_tz)
+            for name, text in phone_files(phone, acct).items():
                 out.append(RenderedFile(f"provisioning/{name}", text, private=True))
     return out
 
@@ -206,7 +212,8 @@ def grandstream(mac: str, a: PhoneAccount) -> str:
         ("P183", "2" if a.srtp_required else "0",
          "SRTP Mode: 0 - Disabled, 2 - Enabled and forced"),
         ("P64", "customize", "Time Zone: Self-Defined Time Zone"),
-        ("P246", f"STD{_hours(offset)}", "Self Defined Time Zone (POSIX TZ)"),
+        ("P246", a.posix_tz or f"STD{_hours(offset)}",
+         "Self Defined Time Zone (POSIX TZ, with its daylight-saving rule)"),
         # VPK 2 (a fixed VPK on every GRP261x) as BLF on account 1, watching *28.
         ("P1365", "1", "VPK 2 Key Mode: BLF (1)"),
         ("P1366", "0", "VPK 2 Account: 0 - Account 1"),
