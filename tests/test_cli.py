@@ -40,7 +40,8 @@ def backline(*args: str, config: Path | None = None) -> subprocess.CompletedProc
 @pytest.mark.parametrize("command", [[], ["check"], ["run"], ["up"], ["outage"],
                                      ["outage", "engage"], ["outage", "end"],
                                      ["outage", "status"], ["attempts"], ["console"],
-                                     ["hours"], ["hours", "status"], ["hours", "closed"]])
+                                     ["hours"], ["hours", "status"], ["hours", "closed"],
+                                     ["doctor"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = backline(*command, "--help")
     assert result.returncode == 0

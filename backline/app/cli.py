@@ -16,6 +16,7 @@ from backline.app.commands import (
     attempts,
     configuration,
     conversation,
+    doctor,
     hours,
     outage,
     running,
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     attempts.add_parser(sub)
     conversation.add_parser(sub)
     hours.add_parser(sub)
+    doctor.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,217 @@
+"""``backline doctor``: `check` validates the file; this tries the world the file describes,
+one line per check with its verdict and, when it is not ok, the fix.
+
+The local checks: the journal writable with free space, the file modes of the journal and the
+secrets, and on Asterisk the AMI login, the modules Backline needs loaded and the desk phones
+registered now.  Exit 0 when nothing failed (warnings included), 1 otherwise, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from backline.app.commands.shared import CONFIG_HELP, add_command, load_directory
+from backline.core.connections import DEFAULT_FREE_FLOOR_MB, AsteriskPbx, Secret
+from backline.core.model import Directory
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
+AMI_WITHIN = 5.0  # seconds: a doctor that hangs on a dead PBX tells ops nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One check's verdict (``ok``, ``warn``, ``FAIL``, ``skip``), what was seen, and the fix
+    ("" when ok)."""
+
+    check: str
+    verdict: str
+    seen: str
+    fix: str = ""
+
+
+def add_parser(sub: Any) -> None:
+    """The ``doctor`` command, on the top-level subparsers ``sub``."""
+    p = add_command(
+        sub, "doctor", cmd_doctor, "try what the config connects to, and say what to fix",
+        "Try each thing CONFIG relies on for real and print one line per check with its "
+        "verdict (ok, warn, FAIL, skip) and the fix: the journal writable with free space, "
+        "the file modes of the journal and the secrets, the AMI login, the Asterisk modules "
+        "Backline needs, the desk phones registered now. Exits 1 if any check failed, else 0.")
+    p.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
+    p.add_argument("--json", action="store_true", help="machine-readable output for scripts")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    directory = load_directory(args.config)
+    findings = journal_findings(directory) + secret_findings(directory)
+    findings += asyncio.run(pbx_findings(directory))
+    if args.json:
+        print(json.dumps([asdict(f) for f in findings], indent=2))
+    else:
+        width = max(len(f.check) for f in findings)
+        for f in findings:
+            print(f"{f.verdict:<4}  {f.check:<{width}}  {f.seen}"
+                  + (f"; fix: {f.fix}" if f.fix else ""))
+    return 1 if any(f.verdict == FAIL for f in findings) else 0
+
+
+def journal_findings(directory: Directory) -> list[Finding]:
+    """The SQLite journal's directory writable, with free space above the floor, and no file
+    of it open to other users (PostgreSQL's disk and modes are its server's to watch)."""
+    from backline.journal.sqlite import exposed_files
+
+    url = directory.connections.storage.url
+    if not url.startswith("sqlite://"):
+        return [Finding("journal disk", SKIP, "the journal is on PostgreSQL: its server "
+                        "watches its disk and modes")]
+    path = Path(url.removeprefix("sqlite://"))
+    where = path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent  # the controller creates the missing directories
+    intake = directory.connections.email_intake
+    floor = (intake.free_floor_mb if intake is not None else DEFAULT_FREE_FLOOR_MB) << 20
+    out: list[Finding] = []
+    writable_target = path if path.exists() else where
+    if not os.access(writable_target, os.W_OK) or not os.access(where, os.W_OK | os.X_OK):
+        out.append(Finding("journal writable", FAIL, f"{writable_target} is not writable by "
+                           f"this user (uid {os.getuid()})",
+                           f"run doctor as the controller's user, or chown {where} to it"))
+    else:
+        out.append(Finding("journal writable", OK, f"{path} (in {where})"))
+    free = shutil.disk_usage(where).free
+    seen = f"{free >> 20} MB free on {where} (floor {floor >> 20} MB)"
+    if free < floor:
+        out.append(Finding("journal disk", FAIL, seen, "free space on that disk: below the "
+                           "floor the email intake turns mail away"))
+    elif free < 2 * floor:
+        out.append(Finding("journal disk", WARN, seen, "free space on that disk soon"))
+    else:
+        out.append(Finding("journal disk", OK, seen))
+    exposed = exposed_files(path)
+    if exposed:
+        out.append(Finding("journal modes", FAIL, ", ".join(
+            f"{p} is mode {m:04o}" for p, m in exposed) + ": other users can read callers' "
+            "numbers", f"chmod go-rwx {' '.join(str(p) for p, _ in exposed)}"))
+    else:
+        out.append(Finding("journal modes", OK, "private to its owner"))
+    return out
+
+
+def secret_findings(directory: Directory) -> list[Finding]:
+    """Every secret the config names by file, and the desk-phone secrets file: present and
+    readable by no one but their owner."""
+    files = sorted({s.file for s in _secrets(directory) if s.file}
+                   | _desk_phone_secrets(directory))
+    out: list[Finding] = []
+    for name in files:
+        path = Path(name)
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            out.append(Finding(f"secret {name}", FAIL, "missing",
+                               f"create it (mode 0600) or fix its path in {directory.source}"))
+            continue
+        except OSError as exc:
+            out.append(Finding(f"secret {name}", FAIL, f"cannot be read ({exc.strerror})",
+                               "run doctor as the controller's user"))
+            continue
+        if mode & 0o077:
+            out.append(Finding(f"secret {name}", FAIL, f"mode {mode:04o}: other users can "
+                               "read it", f"chmod 600 {name}"))
+        else:
+            out.append(Finding(f"secret {name}", OK, f"mode {mode:04o}"))
+    return out
+
+
+def _secrets(directory: Directory) -> list[Secret]:
+    """The secrets the connections name (found by walking them: a new one is not missed)."""
+    found: list[Secret] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, Secret):
+            found.append(value)
+        elif hasattr(value, "__dataclass_fields__"):
+            for name in value.__dataclass_fields__:
+                walk(getattr(value, name))
+        elif isinstance(value, tuple):
+            for item in value:
+                walk(item)
+
+    walk(directory.connections)
+    walk(directory.backup)
+    return found
+
+
+def _desk_phone_secrets(directory: Directory) -> set[str]:
+    pbx = directory.connections.pbx
+    if pbx is None or not Path(pbx.secrets_file).exists():
+        return set()  # `backline render` creates it; nothing to check before
+    return {pbx.secrets_file}
+
+
+async def pbx_findings(directory: Directory) -> list[Finding]:
+    """On Asterisk: the AMI login, the modules Backline needs, the desk phones registered."""
+    from backline.app.secrets import SecretMissing, read_secret
+    from backline.core.ownership import OwnershipBook
+    from backline.pbx.asterisk.ami import AmiLink, LoginRefused
+    from backline.pbx.asterisk.contacts import desk_phone_contacts
+    from backline.pbx.ports import LinkDown
+    from backline.render.modules import required_modules
+
+    pbx = directory.connections.pbx
+    if not isinstance(pbx, AsteriskPbx):
+        why = "connections.pbx is not configured" if pbx is None else \
+            "FreeSWITCH: these checks are for Asterisk"
+        return [Finding("AMI login", SKIP, why)]
+    try:
+        secret = read_secret(pbx.ami_secret, "connections.pbx.ami")
+    except SecretMissing as exc:
+        return [Finding("AMI login", FAIL, str(exc), "set the AMI secret the config names")]
+    link = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, secret)
+    try:
+        try:
+            await link.connect(within=AMI_WITHIN)
+        except LoginRefused as exc:
+            return [Finding("AMI login", FAIL, f"{pbx.ami}: {exc}",
+                            "the secret must be the one `backline render` wrote into "
+                            "manager.conf: render again with it and reload Asterisk")]
+        except LinkDown as exc:
+            return [Finding("AMI login", FAIL, f"{pbx.ami}: {exc}",
+                            "start Asterisk (`backline up`), or fix connections.pbx.ami")]
+        out = [Finding("AMI login", OK, f"{pbx.ami_username}@{pbx.ami}")]
+        missing = []
+        for module in required_modules():
+            answer = await link.action({"Action": "ModuleCheck", "Module": module})
+            if answer.get("Response") != "Success":
+                missing.append(module)
+        if missing:
+            out.append(Finding("modules", FAIL, "not loaded: " + ", ".join(missing),
+                               "install them and load them (`module load NAME`); "
+                               "`backline render` writes the modules.conf that loads them"))
+        else:
+            out.append(Finding("modules", OK, f"{len(required_modules())} loaded"))
+        listing = await link.action({"Action": "PJSIPShowContacts"}, as_list=True,
+                                    within=10.0)
+        book = OwnershipBook(directory)
+        held, _ = desk_phone_contacts(book, listing)
+        registered = {r.desk_phone for r in held}
+        phones = sorted(p for u in directory.users if u.active for p in u.desk_phones)
+        absent = [p for p in phones if p not in registered]
+        seen = f"{len(phones) - len(absent)} of {len(phones)} registered"
+        if absent:
+            out.append(Finding("desk phones", WARN, f"{seen}; not: {', '.join(absent)}",
+                               "check each phone is on, on the network, and provisioned "
+                               "with its account (desk-phones.csv from `backline render`)"))
+        else:
+            out.append(Finding("desk phones", OK, seen))
+        return out
+    finally:
+        link.close()
