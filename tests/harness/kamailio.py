@@ -78,15 +78,24 @@ def options_ping(address: HostPort, timeout: float) -> int | None:
     return int(status[1]) if len(status) > 1 and status[1].isdigit() else None
 
 
-def answering_node(workdir: Path, name: str, talk_ms: int = 200) -> sipp.SippProcess:
+def answering_node(workdir: Path, name: str, talk_ms: int = 200, *,
+                   late_ringing: bool = False) -> sipp.SippProcess:
     """A started SIPp UAS standing in for a PBX node: answers every INVITE, hangs up after
     ``talk_ms``.  Unlike the desk-phone UAS it copies Record-Route into its responses, as
-    Asterisk does, so the ACK and BYE travel through the proxy that recorded the route."""
+    Asterisk does, so the ACK and BYE travel through the proxy that recorded the route.
+    ``late_ringing``: it sends its 180 after its 200 (and the ACK), as a proxy relaying the
+    two from different workers may hand them on."""
     port, media_port = sipp.free_udp_port(), sipp.free_media_port()
     text = sipp._scenario("uas_answer.xml", ON_INVITE=sipp._CAPTURE_DIALOG,
                           IN_CALL=sipp.in_call(talk_ms))
     # The first two responses are the INVITE's 180 and 200 (uas_answer.xml).
     text = text.replace("[last_CSeq:]\n", "[last_CSeq:]\n      [last_Record-Route:]\n", 2)
+    if late_ringing:
+        ringing = text.index("  <send>\n    <![CDATA[\n\n      SIP/2.0 180 Ringing")
+        answer = text.index('  <send retrans="500">')
+        # After the ACK: SIPp takes an ACK that arrives between two sends as unexpected.
+        acked = text.index("\n", text.index('  <recv request="ACK"')) + 1
+        text = text[:ringing] + text[answer:acked] + text[ringing:answer] + text[acked:]
     args = [*sipp._common_args(port, media_port), "-aa", "-timeout", "300s"]
     return sipp.SippProcess(name, workdir / f"{name}-{port}", text, args, port=port).start()
 

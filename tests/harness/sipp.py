@@ -580,8 +580,13 @@ def in_call(hang_up_after_ms: int | None = None) -> str:
     a receive timeout, not a pause.
     """
     if hang_up_after_ms is None:
+        # A provisional response may arrive after the 200 it preceded: a proxy relays the
+        # two from different worker processes (Kamailio's UDP children), and UDP keeps no
+        # order.  It is stale, not unexpected.
         wait = """\
   <label id="in_call"/>
+  <recv response="180" optional="true" next="in_call"/>
+  <recv response="183" optional="true" next="in_call"/>
   <recv request="INVITE" optional="true" next="reinvite"/>
   <recv request="BYE" next="far_bye"/>
 """
