@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -105,6 +107,16 @@ async def test_kamailio_registrar_rings_every_member_on_either_node(
                         and bool(r.live("ana")) and bool(r.live("mia")), within=10)
                     held = p.instance.cli("pjsip show contacts")
                     assert not re.search(r"Contact:\s+(ana|mia|sam)/", held), held
+
+                # `backline doctor` on a node counts the registrar's registrations.
+                doctor = await asyncio.to_thread(
+                    subprocess.run, [sys.executable, "-m", "backline.app.cli", "doctor",
+                                     str(b.config_path)], capture_output=True, text=True,
+                    timeout=60, check=False)
+                phones_line = next(line for line in doctor.stdout.splitlines()
+                                   if "desk phones" in line)
+                assert "4 of 7 registered; not: jo-desk, raj-desk, sam-desk;" in phones_line, \
+                    doctor.stdout + doctor.stderr
 
                 # 20 carrier calls, round robin over the nodes: each rings both members.
                 for n in range(1, 21):

@@ -92,7 +92,16 @@ class LocationWatch:
 
     async def _read(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         cur = await conn.execute(QUERY)
-        rows = [(str(login), str(contact), float(str(expires)), None if phone is None
-                 else str(phone)) for login, contact, expires, phone in await cur.fetchall()]
-        self.hold(location_contacts(self.book, rows))
+        self.hold(location_contacts(self.book, [_row(r) for r in await cur.fetchall()]))
         self.read_once.set()
+
+
+def read_location(url: str) -> list[Row]:
+    """The location table once (`backline doctor`); raises psycopg.Error."""
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        return [_row(r) for r in conn.execute(QUERY).fetchall()]
+
+
+def _row(r: tuple[object, ...]) -> Row:
+    login, contact, expires, phone = r
+    return str(login), str(contact), float(str(expires)), None if phone is None else str(phone)

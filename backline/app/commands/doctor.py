@@ -198,10 +198,25 @@ async def pbx_findings(directory: Directory) -> list[Finding]:
                                "`backline render` writes the modules.conf that loads them"))
         else:
             out.append(Finding("modules", OK, f"{len(required_modules())} loaded"))
-        listing = await link.action({"Action": "PJSIPShowContacts"}, as_list=True,
-                                    within=10.0)
         book = OwnershipBook(directory)
-        held, _ = desk_phone_contacts(book, listing)
+        if pbx.registrar is not None:  # Kamailio holds them, in the shared database
+            import psycopg
+
+            from backline.pbx.registrar import location_contacts, read_location
+
+            try:
+                rows = await asyncio.to_thread(read_location,
+                                               directory.connections.storage.url)
+            except psycopg.Error as exc:
+                out.append(Finding("desk phones", FAIL, "the registrar's location table: "
+                                   f"{type(exc).__name__}", "create it (location.sql from "
+                                   "`backline render --kamailio`) in the shared database"))
+                return out
+            held = location_contacts(book, rows)
+        else:
+            listing = await link.action({"Action": "PJSIPShowContacts"}, as_list=True,
+                                        within=10.0)
+            held, _ = desk_phone_contacts(book, listing)
         registered = {r.desk_phone for r in held}
         phones = sorted(p for u in directory.users if u.active for p in u.desk_phones)
         absent = [p for p in phones if p not in registered]
