@@ -175,6 +175,17 @@ async def test_outbound_carries_the_numbers_caller_id_and_911_always_goes_out() 
                         ("hangup", "")]
 
 
+async def test_911_the_controller_places_carries_the_callback_number_in_pai() -> None:
+    """A 911 the controller decides (not the rendered dialplan's own extension) leaves with
+    the callback number in From and, through sip_cid_type=pid, in P-Asserted-Identity, as
+    on Asterisk (tests/test_emergency.py); set before the bridge, which reads it."""
+    async with fs_rig(practice()) as rig:
+        _, apps = await rig.call(outbound("sam-p0", "911"))
+        bridge = apps.index(("bridge", "sofia/gateway/carrier/911"))
+        assert ("set", "effective_caller_id_number=+13125550100") in apps[:bridge]
+        assert ("set", "sip_cid_type=pid") in apps[:bridge]
+
+
 @pytest.mark.parametrize(("name", "caller"), [
     (ODD_CALLER_NAME, "123;x"),
     ("Eve\nHangup", "+1720\r\nsendmsg"),

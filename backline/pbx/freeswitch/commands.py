@@ -151,8 +151,12 @@ def outbound_applications(decision: OutboundDecision, domain: str, sounds: Sound
         case PlaceEmergencyCall():
             apps: list[Application] = []
             if decision.from_number:
+                # The callback number in From (the gateway's caller-id-in-from) and, with
+                # sip_cid_type=pid, in P-Asserted-Identity too, as the rendered dialplan's own
+                # 911 extension and Asterisk send it (backline/core/emergency.py).
                 apps.append(("set", "effective_caller_id_number="
                              f"{_checked('from_number', _NUMBER, decision.from_number)}"))
+                apps.append(("set", "sip_cid_type=pid"))
             if decision.caller_id_name:
                 apps.append(("set", "effective_caller_id_name="
                              f"{caller_id_name(decision.caller_id_name)}"))
