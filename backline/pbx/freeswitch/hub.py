@@ -19,15 +19,9 @@ Traps of greenswitch 0.0.19 and how each is guarded here:
   ends, and ``LoopExit`` is caught as "link down" anyway.
 * No reconnect, and commands in flight hang forever after a drop: a *new* ``InboundESL`` is
   built for every connection, and every pending command is failed when its link drops.
-* The socket reader: greenswitch leaves a ``BACKGROUND_JOB`` body inside
-  ``headers['Content-Length']``, spins the hub at 100% CPU on a body cut short by a close
-  (``_read_socket`` loops on ``b''``), and has no bound on a header line. These cannot be
-  guarded from outside its ``receive_events``/``handle_event``, so that one part is replaced:
-  :class:`_GuardedInboundESL` reads the socket with our own sans-IO codec
-  (:mod:`backline.pbx.freeswitch.wire`), which refuses wrong Content-Lengths, truncated bodies,
-  1 MB headers and malformed events with :class:`~backline.pbx.freeswitch.wire.ProtocolError`;
-  the link is then dropped and made again. greenswitch still does the connecting, the
-  ``auth`` exchange, and the pairing of replies with commands (``_commands_sent``).
+* The socket reader: replaced by our own codec (see
+  :mod:`backline.pbx.freeswitch.inbound_esl`); greenswitch still does the connecting, the
+  ``auth`` exchange, and the pairing of replies with commands.
 """
 
 from __future__ import annotations
@@ -37,15 +31,15 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import gevent
 import gevent.event
 import gevent.exceptions
-from greenswitch.esl import InboundESL, NotConnectedError
+from greenswitch.esl import NotConnectedError
 
 from backline.pbx.freeswitch import wire
+from backline.pbx.freeswitch.inbound_esl import Dropped, GuardedInboundESL, command_text
 from backline.pbx.ports import LinkDown, PbxRefused
 
 log = logging.getLogger("backline.esl")
@@ -56,7 +50,6 @@ COMMAND_TIMEOUT: Final = 10.0
 CONNECT_TIMEOUT: Final = 5.0
 BACKOFF_FIRST: Final = 0.2
 BACKOFF_MAX: Final = 5.0
-_READ_BYTES: Final = 65536
 
 
 class EslLinkDown(LinkDown):
@@ -67,128 +60,6 @@ class EslLinkDown(LinkDown):
 class EslCommandFailed(PbxRefused):
     """FreeSWITCH answered ``-ERR ...``: the link is fine, the command was refused (a
     :class:`PbxRefused`: the controller's round fails and the next one tries again)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """What greenswitch's ``send`` hands back: our classified reply, in its ``headers`` slot
-    shape (``authenticate`` reads ``headers['Reply-Text']``)."""
-
-    message: wire.CommandReply | wire.ApiResponse
-
-    @property
-    def headers(self) -> dict[str, str]:
-        if isinstance(self.message, wire.CommandReply):
-            return {"Reply-Text": self.message.text}
-        return {}
-
-
-class _Dropped(Exception):
-    """Set on every pending greenswitch result when its link drops."""
-
-
-class _GuardedInboundESL(InboundESL):  # type: ignore[misc]
-    """InboundESL whose socket is read by our codec (see the module docstring for why).
-
-    ``deliver`` gets each batch of events (called in the hub thread); ``dropped`` is set,
-    with ``why``, when the link ends for any reason.
-    """
-
-    def __init__(self, host: str, port: int, password: str, timeout: float,
-                 deliver: Callable[[list[wire.Event]], None],
-                 on_drop: Callable[[], None]) -> None:
-        super().__init__(host, port, password, timeout=timeout)
-        self._deliver = deliver
-        self._on_drop = on_drop
-        self._decoder = wire.Decoder()
-        self.dropped = gevent.event.Event()
-        self.why = ""
-        # Beside each pending result, the kind of answer it must get: ``api`` is answered with
-        # api/response, every other command with command/reply. Replies come in order, so one
-        # of the wrong kind means the stream is out of step and every later pairing is wrong.
-        self._expected: list[type[wire.CommandReply] | type[wire.ApiResponse]] = []
-
-    def start_event_handlers(self) -> None:
-        # Only our reader: greenswitch's process_events greenlet would poll an empty queue.
-        self._receive_events_greenlet = gevent.spawn(self.receive_events)
-
-    def receive_events(self) -> None:
-        try:
-            while self._run:
-                data = self.sock.recv(_READ_BYTES)
-                if not data:
-                    self._decoder.eof()  # raises if a frame was cut short
-                    self._drop("FreeSWITCH closed the connection")
-                    return
-                events: list[wire.Event] = []
-                for frame in self._decoder.feed(data):
-                    message = wire.classify(frame)
-                    if isinstance(message, wire.Event):
-                        events.append(message)
-                    else:
-                        self._on_message(message)
-                if events:
-                    self._deliver(events)
-        except wire.ProtocolError as exc:
-            self._drop(f"FreeSWITCH broke the protocol: {exc.reason}")
-        except OSError as exc:
-            self._drop(f"connection lost: {exc}")
-
-    def _on_message(self, message: wire.Message) -> None:
-        if isinstance(message, wire.AuthRequest):
-            self._auth_request_event.set()
-        elif isinstance(message, (wire.CommandReply, wire.ApiResponse)):
-            if not self._commands_sent:
-                self._drop("FreeSWITCH sent a reply to no command")
-            elif not isinstance(message, self._expected[0]):
-                self._drop("FreeSWITCH answered out of step (a reply of the wrong kind)")
-            else:
-                self._expected.pop(0)
-                self._commands_sent.pop(0).set(_Reply(message))
-        elif isinstance(message, wire.DisconnectNotice):
-            self._drop("FreeSWITCH said goodbye")
-        elif isinstance(message, wire.RudeRejection):
-            self._drop("FreeSWITCH's ACL refused this address")
-        # ChannelData (outbound only) and UnknownFrame (log/data): nothing to do here.
-
-    def _drop(self, why: str) -> None:
-        if self.dropped.is_set():
-            return
-        self.why = why
-        self._run = False
-        self.connected = False
-        self._on_drop()  # first: "down" reaches asyncio before any failed command does
-        sock = getattr(self, "sock", None)  # None: closed before connect() made one
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-        pending: list[Any] = list(self._commands_sent)
-        del self._commands_sent[:]
-        del self._expected[:]
-        for result in pending:
-            result.set_exception(_Dropped(why))
-        self._auth_request_event.set()  # a connect() waiting for auth must not LoopExit
-        self.dropped.set()
-
-    def send(self, data: str) -> Any:
-        """greenswitch's send, with ``sendall`` (``send`` may write part of a command)."""
-        if not self.connected:
-            raise NotConnectedError()
-        result = gevent.event.AsyncResult()
-        self._commands_sent.append(result)
-        self._expected.append(wire.ApiResponse if data.startswith("api ") else wire.CommandReply)
-        self.sock.sendall((data + "\n\n").encode("utf-8"))
-        return result.get()
-
-    def close(self) -> None:
-        self._drop("closed by us")
-
-
-def _command_text(encoded: bytes) -> str:
-    """A wire encoder's bytes as greenswitch's ``send`` wants them (it adds the blank line)."""
-    text = encoded.decode("utf-8")
-    assert text.endswith("\n\n")
-    return text[:-2]
 
 
 class EslHub:
@@ -221,7 +92,7 @@ class EslHub:
         self._hub: Any = None
         self._hub_ready = threading.Event()
         self._stop: gevent.event.Event | None = None
-        self._esl: _GuardedInboundESL | None = None
+        self._esl: GuardedInboundESL | None = None
         self._changed = asyncio.Event()
 
     @property
@@ -264,7 +135,7 @@ class EslHub:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[wire.CommandReply | wire.ApiResponse] = loop.create_future()
-        text = _command_text(encoded)
+        text = command_text(encoded)
         self._in_hub(lambda: gevent.spawn(self._run_command, text, future))
         return await future
 
@@ -353,7 +224,7 @@ class EslHub:
         assert self._stop is not None
         delay = self.backoff[0]
         while not self._stop.is_set():
-            esl = _GuardedInboundESL(self.host, self.port, self._password,
+            esl = GuardedInboundESL(self.host, self.port, self._password,
                                      self.connect_timeout,
                                      lambda batch: self._to_loop(self._deliver, batch),
                                      lambda: self._to_loop(self._set_up, False))
@@ -375,20 +246,20 @@ class EslHub:
                 break
             delay = min(delay * 2, self.backoff[1])
 
-    def _connect(self, esl: _GuardedInboundESL) -> str | None:
+    def _connect(self, esl: GuardedInboundESL) -> str | None:
         """Connect, authenticate and subscribe; None when logged in, else why not."""
         try:
             with gevent.Timeout(self.connect_timeout, NotConnectedError("no auth/request")):
                 esl.connect()
                 if self.subscriptions:
-                    esl.send(_command_text(wire.encode_event_plain(self.subscriptions)))
+                    esl.send(command_text(wire.encode_event_plain(self.subscriptions)))
             if esl.dropped.is_set():
                 return esl.why
             return None
         except ValueError:  # greenswitch's authenticate: the reply was not +OK accepted
             esl.close()
             return "FreeSWITCH refused the ESL password"
-        except (NotConnectedError, _Dropped, OSError, gevent.exceptions.LoopExit) as exc:
+        except (NotConnectedError, Dropped, OSError, gevent.exceptions.LoopExit) as exc:
             esl.close()
             return esl.why if esl.why and esl.why != "closed by us" else \
                 f"{type(exc).__name__}: {exc}"
@@ -400,9 +271,9 @@ class EslHub:
                           EslLinkDown("the Event Socket link is down"))
             return
         try:
-            with gevent.Timeout(self.command_timeout, _Dropped("no answer in time")):
+            with gevent.Timeout(self.command_timeout, Dropped("no answer in time")):
                 reply = esl.send(text)
-        except _Dropped as exc:
+        except Dropped as exc:
             esl._drop(str(exc))
             self._to_loop(self._settle, future, None, EslLinkDown(str(exc)))
             return
