@@ -14,9 +14,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -33,6 +33,11 @@ from backline.features.listeners import DescriptorBudget, PublicListener, raise_
 from backline.features.parking import ParkRecords
 from backline.journal import open_journal
 
+if TYPE_CHECKING:
+    from backline.app.reload import Reloader
+    from backline.localpbx.instance import AsteriskInstance
+    from backline.pbx.asterisk.driver import AsteriskDriver
+
 log = logging.getLogger("backline.controller")
 
 
@@ -48,6 +53,57 @@ class PbxDriver(ModeMirror, Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+def asterisk_reloader(controller: Controller, driver: AsteriskDriver,
+                      instance: AsteriskInstance | None) -> Reloader:
+    """The live reload of ``controller``'s config; with ``instance`` (``backline up``: the
+    files are ours) the PBX's files are rendered again and their modules reloaded over the
+    driver's AMI link; without it (``backline run``) only the controller's view changes."""
+    from backline.app.reload import MODULE_OF_FILE, PbxFiles, Reloader
+    from backline.localpbx.asterisk import rendered_files
+    from backline.pbx.ports import PbxRefused
+
+    files = None
+    if instance is not None:
+        running = instance
+
+        async def reload_module(module: str) -> None:
+            answer = await driver.ami.action({"Action": "ModuleLoad", "Module": module,
+                                              "LoadType": "reload"}, within=10.0)
+            if answer.get("Response") != "Success":
+                raise PbxRefused(f"ModuleLoad reload {module}",
+                                 str(answer.get("Message", "")))
+
+        etc = running.host_path(running.dir("etc"))
+        # What Asterisk runs now, as written in its etc/ (a missing file counts as changed).
+        current = {n: (etc / n).read_text() for n in MODULE_OF_FILE if (etc / n).exists()}
+
+        def write(texts: Mapping[str, str]) -> None:
+            for name, text in texts.items():
+                # 0600 if new (pjsip_auth.conf holds the phones' secrets); an existing
+                # file keeps its mode.
+                fd = os.open(etc / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(text)
+
+        files = PbxFiles(current, lambda d: rendered_files(d, running), write, reload_module)
+    return Reloader(config_path(controller.directory), controller, files,
+                    lambda: controller.clock())
+
+
+def reload_on_sighup(reloader: Reloader) -> None:
+    """SIGHUP (``systemctl reload``, ``backline reload``) reloads the config, one at a
+    time; the result is logged and audited."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[object]] = set()
+
+    def hup() -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(reloader.reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hup)
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -198,6 +254,8 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
         if pbx.bans is not None:
             driver.on_security = ScannerBans(pbx, counted=controller.metrics.sip_auth).failed
         controller.pbx_record.pbx_settings = driver.pbx_settings
+        reload_on_sighup(asterisk_reloader(controller, driver,
+                                           local.instance if local is not None else None))
 
         async def verify() -> None:
             if local is not None:

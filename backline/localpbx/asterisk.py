@@ -143,6 +143,17 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
     return LocalPbx(instance, tuple(files))
 
 
+def rendered_files(directory: Directory, instance: AsteriskInstance,
+                   secrets_path: Path | None = None) -> dict[str, str]:
+    """The files :func:`prepare` writes for ``directory`` into ``instance``, by name, as
+    text, written nowhere (a live reload compares them with what Asterisk runs)."""
+    pbx = asterisk_pbx(directory)
+    sounds = PurePosixPath(instance.dir("lib")) / "sounds"
+    files = render_files(directory, secrets_path or Path(pbx.secrets_file),
+                         str(sounds / "announcement"), _tls_inside(directory, instance))
+    return {f.name: f.text for f in files}
+
+
 def _tls_inside(directory: Directory, instance: AsteriskInstance) -> TlsFiles | None:
     """The TLS certificate and key copied into the instance's tree (Asterisk runs chrooted
     and sees nothing outside it), the key 0600; None without ``tls``."""

@@ -1,0 +1,110 @@
+"""A live reload on the real Asterisk, with SIPp desk phones and a SIPp carrier: the owner of
+a number changed and a user deactivated while a call is in progress; the next calls ring the
+new members, the call in progress goes on; a broken YAML is refused and the old config keeps
+running.  The reload is the one SIGHUP runs in `backline run`/`up` (backline/app/serve.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from backline.app.serve import asterisk_reloader
+from tests.harness.practice_pbx import PracticePbx, practice_pbx
+from tests.harness.sipp import DeskPhoneMode, SippProcess, desk_phone, place_calls
+
+pytestmark = pytest.mark.asterisk
+
+SCHED, DIRECT, MAIN = "+13125550102", "+13125550101", "+13125550100"
+PHONES = {"ana-desk": "ana", "raj-desk": "raj", "sam-desk": "sam", "jo-desk": "jo",
+          "mia-desk": "mia"}
+TALK_MS = 10_000  # long enough that the first call is still up across the reload
+
+OLD_SCHED = 'owner: "team:front-desk",\n     members: ["user:raj"], caller_id_name: Test Sched'
+NEW_SCHED = 'owner: "user:mia", caller_id_name: Test Sched'
+OLD_JO = 'extension: "112", desk_phones: [jo-desk]'
+NEW_JO = 'extension: "112", active: false, desk_phones: [jo-desk]'
+
+
+def dialled(p: PracticePbx, since: int) -> list[str]:
+    """Desk phones Asterisk dialled after the first ``since`` DialBegin events."""
+    return [e["DestChannel"].removeprefix("PJSIP/").rsplit("-", 1)[0]
+            for e in p.events.named("DialBegin")[since:]]
+
+
+def byes(phone: SippProcess, call_id: str, direction: str) -> int:
+    """The BYEs of one dialog the phone sent or received (a phone that answered a ring-all
+    call a moment after another phone did gets a BYE for that call: not this one's)."""
+    return sum(1 for m in phone.messages() if m.direction == direction
+               and m.method == "BYE" and m.header("Call-ID") == call_id)
+
+
+async def test_an_owner_changed_and_a_user_deactivated_apply_live_without_dropping_a_call(
+        tmp_path: Path) -> None:
+    async with practice_pbx(tmp_path, "reload", ring_seconds=8) as pbx:
+        sip = ("127.0.0.1", pbx.ports.sip)
+        phones = {}
+        try:
+            for phone, user in PHONES.items():
+                phones[phone] = await asyncio.to_thread(
+                    desk_phone, sip, tmp_path, phone, pbx.secret(phone),
+                    DeskPhoneMode.ANSWER_AND_HANG_UP, talk_ms=TALK_MS, aor=user)
+            await pbx.driver.wait_registered(set(PHONES.values()), within=10)
+            reloader = asterisk_reloader(pbx.controller, pbx.driver, pbx.instance)
+
+            # A call in progress: the doctor's line, answered by ana or mia.
+            first = place_calls(sip, tmp_path, DIRECT, from_user="carrier", timeout=60)
+            answered = await pbx.events.wait_for(
+                lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER")
+            talker = phones[answered["DestChannel"].removeprefix("PJSIP/").rsplit("-", 1)[0]]
+            call_id = talker.invites()[0].header("Call-ID") or ""  # its first call is this
+            assert call_id
+
+            text = pbx.config_path.read_text()
+            assert OLD_SCHED in text and OLD_JO in text
+            pbx.config_path.write_text(text.replace(OLD_SCHED, NEW_SCHED).replace(OLD_JO,
+                                                                                  NEW_JO))
+            result = await reloader.reload()
+            assert result.applied, result
+            assert "pjsip.conf" in result.changed and "res_pjsip.so" in result.modules
+            # The first call was up across the reload.
+            assert byes(talker, call_id, "sent") == byes(talker, call_id, "received") == 0
+
+            # The next call to the scheduling line rings its new owner only.
+            seen = len(pbx.events.named("DialBegin"))
+            second = place_calls(sip, tmp_path, SCHED, from_user="carrier", timeout=60)
+            await pbx.events.wait_for(lambda e: e.get("Event") == "DialBegin"
+                                      and len(pbx.events.named("DialBegin")) > seen)
+            assert dialled(pbx, seen) == ["mia-desk"]
+            assert (await asyncio.to_thread(second.wait, 60)).ok, second.describe()
+
+            # The main line rings every active user's phone: jo's no longer.
+            seen = len(pbx.events.named("DialBegin"))
+            third = place_calls(sip, tmp_path, MAIN, from_user="carrier", timeout=60)
+            assert (await asyncio.to_thread(third.wait, 60)).ok, third.describe()
+            rang = set(dialled(pbx, seen))
+            assert "jo-desk" not in rang and {"ana-desk", "raj-desk", "sam-desk"} <= rang, rang
+
+            # A broken YAML is refused, says why, and the practice runs on as it was.
+            good = pbx.config_path.read_text()
+            pbx.config_path.write_text(good.replace(NEW_SCHED, 'owner: "user:nobody", '
+                                                    "caller_id_name: Test Sched"))
+            refused = await reloader.reload()
+            assert not refused.applied and any("nobody" in p for p in refused.problems), \
+                refused
+            assert pbx.controller.book.sorted_members(SCHED) == ("mia",)
+            seen = len(pbx.events.named("DialBegin"))
+            fourth = place_calls(sip, tmp_path, SCHED, from_user="carrier", timeout=60)
+            assert (await asyncio.to_thread(fourth.wait, 60)).ok, fourth.describe()
+            assert dialled(pbx, seen) == ["mia-desk"]
+
+            # The first call ended as its phone hung up, never dropped by the PBX.
+            assert (await asyncio.to_thread(first.wait, 60)).ok, first.describe()
+            assert byes(talker, call_id, "sent") == 1
+            assert byes(talker, call_id, "received") == 0
+            audited = [e.action for e in pbx.controller.journal.audit_log()]
+            assert audited[:2] == ["config.reload.refused", "config.reload"]
+        finally:
+            for proc in phones.values():
+                proc.kill()
