@@ -302,6 +302,36 @@ def test_a_carrier_freeswitch_cannot_recognise_by_address_is_refused_at_render(
     assert "connections.pbx.trunk.host" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("password", ['pa"ss', "a<b", "R&D-2026", "two words"])
+def test_an_esl_password_freeswitch_cannot_load_is_refused_naming_its_variable(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        password: str) -> None:
+    """FreeSWITCH's preprocessor pastes the password raw into event_socket.conf.xml, so with
+    '"', '<' or '&' in it the file does not parse (shown with the preprocessor model);
+    check and render refuse it, naming the variable, never the value, and write nothing."""
+    config = tmp_path / "practice.yaml"
+    text = EXAMPLE.read_text()
+    start, end = text.index("  pbx:\n"), text.index("  smtp:")
+    config.write_text(text[:start] + FREESWITCH_PBX + text[end:])
+    monkeypatch.setenv("BACKLINE_ESL_PASSWORD", password)
+    out = tmp_path / "out"
+    assert main(["check", str(config)]) == 2
+    assert main(["render", str(config), "--out", str(out),
+                 "--secrets", str(tmp_path / "secrets.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("connections.pbx.esl.password_env") == 2
+    assert "BACKLINE_ESL_PASSWORD" in err and password not in err
+    assert not out.exists()
+    if password != "two words":  # why: loaded as FreeSWITCH loads it, the XML breaks
+        monkeypatch.setenv("BACKLINE_ESL_PASSWORD", ESL_PASSWORD)
+        assert main(["render", str(config), "--out", str(out),
+                     "--secrets", str(tmp_path / "secrets.json")]) == 0
+        conf = stock_tree(tmp_path / "conf")
+        shutil.copytree(out, conf, dirs_exist_ok=True)
+        with pytest.raises(ET.ParseError):
+            load(conf, env={"PATH": "/usr/bin:/bin", "BACKLINE_ESL_PASSWORD": password})
+
+
 def test_rendering_twice_keeps_the_secrets(rendered: Path, tmp_path: Path) -> None:
     before = (rendered / DIRECTORY_FILE).read_text()
     config = rendered.parent / "practice.yaml"

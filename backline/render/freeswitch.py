@@ -254,11 +254,31 @@ def _secret_source(pbx: FreeswitchPbx) -> str:
     raise RenderError("connections.pbx.esl: no password_env or password_file")
 
 
+# The preprocessor pastes the password raw into an XML attribute ("$${...}", expand_vars in
+# src/switch_xml.c), where '"', '<' or '&' break the load ('>' is legal there); exec-set
+# cuts trailing whitespace and the ESL "auth" line ends at a newline.
+_ESL_PASSWORD = re.compile(r'[^"<&\s\x00-\x1f\x7f]+')
+
+
+def check_esl_password(pbx: FreeswitchPbx, password: str) -> None:
+    """Refuse an ESL password FreeSWITCH could not load, naming where it comes from (never
+    the value)."""
+    if _ESL_PASSWORD.fullmatch(password):
+        return
+    secret = pbx.esl_password
+    where = (f"connections.pbx.esl.password_env: the environment variable {secret.env}"
+             if secret.env else f"connections.pbx.esl.password_file: {secret.file}")
+    raise RenderError(f"{where} holds a password FreeSWITCH cannot load: it is pasted as it "
+                      "is into event_socket.conf.xml, so it must not contain '\"', '<', '&', "
+                      "spaces or control characters")
+
+
 def event_socket_xml(pbx: FreeswitchPbx) -> str:
     """mod_event_socket on the config's address. The password line reads
     ``$${backline_esl_password}``, which the ``exec-set`` line above it sets from the
     environment (or file) the config names while FreeSWITCH preprocesses this file: the
-    password is in no file we write. The preprocessor pastes the value in raw, unescaped."""
+    password is in no file we write. The preprocessor pastes the value in raw, unescaped
+    (check_esl_password refuses a password that would break the file)."""
     doc = _include()
     ET.SubElement(doc, "X-PRE-PROCESS", cmd="exec-set",
                   data=f"backline_esl_password={_secret_source(pbx)}")

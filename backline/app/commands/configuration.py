@@ -10,6 +10,7 @@ from typing import Any
 
 from backline.app import config as config_mod
 from backline.app.commands.shared import UsageError, add_command, load_directory
+from backline.core.model import Directory
 
 
 def add_check_parser(sub: Any) -> None:
@@ -59,6 +60,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     warnings = [str(w) for w in loaded.warnings]
     d = loaded.directory
+    esl_problem = _esl_password_problem(d)
+    if esl_problem:
+        print(f"{args.config}: {esl_problem}", file=sys.stderr)
+        print(f"{args.config}: 1 problem(s)", file=sys.stderr)
+        return 2
     warnings += _journal_exposure(args.config, d.connections.storage.url)
     for warning in warnings:
         print(warning)
@@ -66,6 +72,25 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{len(d.numbers)} numbers" + (f", {len(warnings)} warning(s)"
                                          if warnings else ""))
     return 0
+
+
+def _esl_password_problem(d: Directory) -> str | None:
+    """FreeSWITCH's ESL password, when it can be read here, checked as FreeSWITCH will load
+    it (it may live only on the PBX host: then nothing is said)."""
+    from backline.app.secrets import SecretMissing, read_secret
+    from backline.core.connections import FreeswitchPbx
+    from backline.render.freeswitch import RenderError, check_esl_password
+
+    pbx = d.connections.pbx
+    if not isinstance(pbx, FreeswitchPbx):
+        return None
+    try:
+        check_esl_password(pbx, read_secret(pbx.esl_password, "connections.pbx.esl"))
+    except SecretMissing:
+        return None
+    except RenderError as exc:
+        return str(exc)
+    return None
 
 
 def _journal_exposure(config: str, url: str) -> list[str]:
@@ -127,6 +152,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         from backline.render.freeswitch import RenderError
 
         fs = directory.connections.pbx
+        problem = _esl_password_problem(directory)
+        if problem:
+            raise UsageError(problem)
         fs_secrets = Path(args.secrets or fs.secrets_file).absolute()
         try:
             count = write_rendered(directory, fs, out, fs_secrets)
