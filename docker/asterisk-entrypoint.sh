@@ -24,5 +24,11 @@ if [ -n "${ASTERISK_SYSTEMNAME:-}" ]; then
   sed -i '/^;*\s*systemname\s*=/d; /^\[options\]/a systemname = '"$ASTERISK_SYSTEMNAME" \
     /etc/asterisk/asterisk.conf
 fi
+# The spool is shared with the controller (compose.yaml's pbx-spool volume), which moves each
+# received fax's TIFF out of it: its group is the controller's (uid and gid 10001 in
+# controller.Dockerfile), group-writable and inherited (setgid) by the files Asterisk writes.
+spool=/var/spool/asterisk
+chgrp "${CONTROLLER_GID:-10001}" "$spool"
+chmod 2775 "$spool"
 
 exec /usr/sbin/asterisk -f -U asterisk -G asterisk -vvv

@@ -10,8 +10,11 @@ RUN apt-get update \
 WORKDIR /opt/backline
 COPY pyproject.toml README.md ./
 COPY backline backline
+# uid and gid 10001, both fixed: Asterisk's container gives the shared spool to that group
+# (asterisk-entrypoint.sh), so this user can move received faxes out of it.
 RUN pip install --no-cache-dir . \
- && useradd --system --uid 10001 --user-group --home-dir /var/lib/backline backline \
+ && groupadd --system --gid 10001 backline \
+ && useradd --system --uid 10001 --gid backline --home-dir /var/lib/backline backline \
  && mkdir -p /var/lib/backline/fax /etc/backline/pbx \
  && chown -R backline:backline /var/lib/backline /etc/backline/pbx
 

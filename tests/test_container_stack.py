@@ -31,9 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 
 from backline.localpbx.inotify import DirectoryWatch
+from backline.localpbx.pbxroot import default_root
+from tests.fax_samples import STANDARD, fax_tiff, letter
 from tests.harness import container_images
+from tests.harness.fax_sender import FaxSender
 from tests.harness.sipp import Host, place_calls
 from tests.harness.tones import FRAME, ULAW, udp_payloads
 from tests.test_containers import COMPOSE, DOCKER, SECRET_NAMES, compose_binary
@@ -41,6 +45,7 @@ from tests.test_containers import COMPOSE, DOCKER, SECRET_NAMES, compose_binary
 PROJECT = "backline-test"
 DIRECT = "+13125550100"
 CARRIER = "+13125550142"
+FAX_NUMBER = "+13125550109"
 CONFIG_IN_CONTAINER = "/etc/backline/backline.yaml"
 
 pytestmark = pytest.mark.timeout(1800)
@@ -98,12 +103,11 @@ class Stack:
                          for s in ("render", "asterisk", "controller", "postgres"))
 
 
-@pytest.fixture
-def podman_socket(tmp_path: Path) -> Iterator[Path]:
-    """podman's Docker-compatible API on a socket of this test's own (started here,
+@pytest.fixture(scope="module")
+def podman_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """podman's Docker-compatible API on a socket of these tests' own (started here,
     stopped after); returns once the socket is there."""
-    sock_dir = tmp_path / "podman"
-    sock_dir.mkdir()
+    sock_dir = tmp_path_factory.mktemp("podman")
     sock = sock_dir / "podman.sock"
     with DirectoryWatch(sock_dir) as watch:
         proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
@@ -164,8 +168,10 @@ def practice_config(tmp_path: Path, carrier: str) -> Path:
     return path
 
 
-@pytest.fixture
-def stack(podman_socket: Path, tmp_path: Path) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def stack(podman_socket: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack, up for this module's tests (one after the other) and removed after."""
+    tmp_path = tmp_path_factory.mktemp("stack")
     images = container_images.build_all()
     assert set(images) >= {"localhost/backline-controller", "localhost/backline-asterisk"}
     secrets_dir = tmp_path / "secrets"
@@ -311,6 +317,53 @@ def test_a_carrier_call_through_the_compose_stack_hears_the_announcement_and_is_
     # The attempt, journaled by the controller in the PostgreSQL container.
     rows = stack.exec("postgres", "psql", "--username=backline", "--dbname=backline",
                       "--no-align", "--tuples-only", "--field-separator=|", "--command",
-                      "SELECT kind, mode, sender, recipient, node FROM attempts")
+                      "SELECT kind, mode, sender, recipient, node FROM attempts "
+                      "WHERE kind = 'call'")
     assert rows.returncode == 0, rows.stderr
     assert rows.stdout.split() == [f"call|outage|{CARRIER}|{DIRECT}|node1"], rows.stdout
+
+
+async def test_a_fax_from_the_carrier_lands_as_a_pdf_on_the_state_volume_owned_by_backline(
+        stack: Stack, tmp_path: Path) -> None:
+    """A fax machine at the carrier (a second Asterisk on the host's `edge` address) sends a
+    page to the fax number: Asterisk's container receives it into the spool volume, the
+    controller's container turns it into a PDF in the state volume, owned by the
+    controller's user, and journals it in PostgreSQL."""
+    stack.wait_for_line("controller", "ready", within=180)
+    vol = podman("volume", "inspect", f"{PROJECT}_state", "--format", "{{.Mountpoint}}")
+    fax_dir = Path(vol.stdout.strip()) / "fax"
+    assert fax_dir.is_dir(), vol.stdout + vol.stderr
+    sender = FaxSender(f"fs-ctr-{os.urandom(3).hex()}", sip_port=5060, practice_sip=5060,
+                       root=default_root(), address="172.31.0.1",
+                       practice_address="172.31.0.12")
+    with DirectoryWatch(fax_dir) as watch:
+        await sender.start()
+        try:
+            document = sender.document("one", fax_tiff((letter(STANDARD, 1),),
+                                                       coding="group3"))
+            sent = await sender.send(FAX_NUMBER, document, within=300)
+            assert (sent.answered, sent.status, sent.pages) == (True, "SUCCESS", 1), \
+                (sent, stack.logs())
+        finally:
+            await sender.stop()
+        deadline = time.monotonic() + 120
+        while not list(fax_dir.glob("*.pdf")):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([watch], [], [], left)[0]:
+                pytest.fail("no PDF in the state volume\n" + stack.logs(), pytrace=False)
+            watch.drain()
+    (pdf,) = fax_dir.glob("*.pdf")
+    uid = stack.exec("controller", "id", "-u").stdout.strip()
+    assert str(pdf.stat().st_uid) == uid != "0"
+    assert PdfReader(pdf, strict=True).pages  # a whole PDF, readable
+
+    # Journaled in the PostgreSQL container (right after the PDF is verified).
+    deadline = time.monotonic() + 60
+    while True:
+        rows = stack.exec("postgres", "psql", "--username=backline", "--dbname=backline",
+                          "--no-align", "--tuples-only", "--field-separator=|", "--command",
+                          "SELECT recipient, outcome, file FROM attempts WHERE kind = 'fax'")
+        assert rows.returncode == 0, rows.stderr
+        if rows.stdout.strip() or time.monotonic() > deadline:
+            break
+    assert rows.stdout.split() == [f"{FAX_NUMBER}|received|/var/lib/backline/fax/{pdf.name}"]

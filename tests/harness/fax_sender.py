@@ -53,7 +53,8 @@ class SentFax:
     seconds: float = 0.0
 
 
-def pjsip_conf(sip_port: int, practice_sip: int) -> str:
+def pjsip_conf(sip_port: int, practice_sip: int, address: str = LOOPBACK,
+               practice_address: str = LOOPBACK) -> str:
     return f"""\
 [global]
 type=global
@@ -63,7 +64,7 @@ endpoint_identifier_order=ip
 [transport-udp]
 type=transport
 protocol=udp
-bind={LOOPBACK}:{sip_port}
+bind={address}:{sip_port}
 
 [practice]
 type=endpoint
@@ -74,7 +75,7 @@ direct_media=no
 rtp_symmetric=yes
 from_user=carrier
 aors=practice
-media_address={LOOPBACK}
+media_address={address}
 bind_rtp_to_media_address=yes
 t38_udptl=yes
 t38_udptl_ec=redundancy
@@ -82,12 +83,12 @@ t38_udptl_maxdatagram=400
 
 [practice]
 type=aor
-contact=sip:{LOOPBACK}:{practice_sip}
+contact=sip:{practice_address}:{practice_sip}
 
 [practice-identify]
 type=identify
 endpoint=practice
-match={LOOPBACK}
+match={practice_address}
 """
 
 
@@ -131,14 +132,17 @@ class FaxSender:
     """The sending Asterisk; ``start()``, ``document()``, ``send()``, ``stop()``."""
 
     def __init__(self, name: str, *, sip_port: int, practice_sip: int, root: Path,
-                 station: str = "+1 720 555 0199") -> None:
+                 station: str = "+1 720 555 0199", address: str = LOOPBACK,
+                 practice_address: str = LOOPBACK) -> None:
+        """``address``: where its SIP and media are (its AMI stays on loopback);
+        ``practice_address``: the practice PBX's SIP address."""
         if not _STATION.fullmatch(station):
             raise ValueError(f"a station ID this harness writes into its dialplan: {station!r}")
         ports = dataclasses.replace(AsteriskPorts.on_free_loopback_ports(), sip=sip_port)
         self.secret = os.urandom(12).hex()
         self.station = station
         self.instance = AsteriskInstance(name, ports, {
-            "pjsip.conf": pjsip_conf(sip_port, practice_sip),
+            "pjsip.conf": pjsip_conf(sip_port, practice_sip, address, practice_address),
             "extensions.conf": extensions_conf(station),
             "manager.conf": manager_conf(ports.ami, self.secret),
         }, root=root)
