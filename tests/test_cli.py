@@ -41,7 +41,7 @@ def backline(*args: str, config: Path | None = None) -> subprocess.CompletedProc
                                      ["outage", "engage"], ["outage", "end"],
                                      ["outage", "status"], ["attempts"], ["console"],
                                      ["hours"], ["hours", "status"], ["hours", "closed"],
-                                     ["doctor"]])
+                                     ["doctor"], ["reload"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = backline(*command, "--help")
     assert result.returncode == 0

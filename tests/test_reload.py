@@ -6,15 +6,21 @@ running.  The reload is the one SIGHUP runs in `backline run`/`up` (backline/app
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from backline.app.serve import asterisk_reloader
+from tests.harness.backline_process import BacklineProcess as Backline
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, SippProcess, desk_phone, place_calls
 
 pytestmark = pytest.mark.asterisk
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SCHED, DIRECT, MAIN = "+13125550102", "+13125550101", "+13125550100"
 PHONES = {"ana-desk": "ana", "raj-desk": "raj", "sam-desk": "sam", "jo-desk": "jo",
@@ -106,5 +112,54 @@ async def test_an_owner_changed_and_a_user_deactivated_apply_live_without_droppi
             audited = [e.action for e in pbx.controller.journal.audit_log()]
             assert audited[:2] == ["config.reload.refused", "config.reload"]
         finally:
+            for proc in phones.values():
+                proc.kill()
+
+
+def backline(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+async def test_backline_reload_applies_a_change_to_a_running_controller_and_refuses_a_broken_one(
+        tmp_path: Path) -> None:
+    async with practice_pbx(tmp_path, "reload-cli", controller_in_process=False) as pbx:
+        sip = ("127.0.0.1", pbx.ports.sip)
+        cfg = str(pbx.config_path)
+        none_yet = await asyncio.to_thread(backline, "reload", cfg)
+        assert none_yet.returncode == 1 and "no controller is running" in none_yet.stderr
+        run = Backline("run", cfg)
+        phones = {}
+        try:
+            run.wait_for("ready", 60)
+            for phone in ("mia-desk", "sam-desk", "raj-desk"):
+                phones[phone] = await asyncio.to_thread(
+                    desk_phone, sip, tmp_path, phone, pbx.secret(phone),
+                    DeskPhoneMode.ANSWER_AND_HANG_UP, talk_ms=300, aor=PHONES[phone])
+            text = pbx.config_path.read_text()
+            pbx.config_path.write_text(text.replace(OLD_SCHED, NEW_SCHED))
+            applied = await asyncio.to_thread(backline, "reload", cfg)
+            assert applied.returncode == 0, applied
+            assert f"reload (pid {run.proc.pid}): applied" in applied.stdout, applied.stdout
+            assert "`backline render`" in applied.stdout  # run: the files are ops'
+            run.wait_for("reload of", 10)
+            call = place_calls(sip, tmp_path, SCHED, from_user="carrier", timeout=40)
+            assert (await asyncio.to_thread(call.wait, 60)).ok, call.describe()
+            assert [len(phones[p].invites()) for p in ("mia-desk", "sam-desk", "raj-desk")] \
+                == [1, 0, 0]
+
+            # A broken YAML: refused before the controller hears of it; nothing changes.
+            pbx.config_path.write_text(text.replace(OLD_SCHED, 'owner: "user:nobody", '
+                                                    "caller_id_name: Test Sched"))
+            broken = await asyncio.to_thread(backline, "reload", cfg)
+            assert broken.returncode == 2, broken
+            assert "nobody" in broken.stderr and "not reloaded" in broken.stderr
+            assert run.proc.poll() is None
+            again = place_calls(sip, tmp_path, SCHED, from_user="carrier", timeout=40)
+            assert (await asyncio.to_thread(again.wait, 60)).ok, again.describe()
+            assert [len(phones[p].invites()) for p in ("mia-desk", "sam-desk", "raj-desk")] \
+                == [2, 0, 0]
+        finally:
+            run.signal(signal.SIGTERM)
             for proc in phones.values():
                 proc.kill()

@@ -19,6 +19,7 @@ from backline.app.commands import (
     doctor,
     hours,
     outage,
+    reload,
     running,
 )
 from backline.app.commands.shared import UsageError
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     conversation.add_parser(sub)
     hours.add_parser(sub)
     doctor.add_parser(sub)
+    reload.add_parser(sub)
     return parser
 
 

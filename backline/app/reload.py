@@ -49,6 +49,7 @@ class ReloadResult:
     changed: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
     restart_needed: str = ""
+    files_ours: bool = True  # False under `backline run`: the PBX's files are ops' own
 
     @property
     def applied(self) -> bool:
@@ -60,7 +61,10 @@ class ReloadResult:
                     + "; ".join(self.problems))
         files = ", ".join(self.changed) or "none"
         modules = ", ".join(self.modules) or "none"
-        return (f"applied: PBX files changed: {files}; modules reloaded: {modules}"
+        pbx = (f"PBX files changed: {files}; modules reloaded: {modules}" if self.files_ours
+               else "the PBX's files are not Backline's here (`backline run`): render them "
+               "(`backline render`) and reload Asterisk for phones added or removed")
+        return (f"applied to the controller; {pbx}"
                 + (f"; {self.restart_needed}" if self.restart_needed else ""))
 
 
@@ -141,7 +145,8 @@ class Reloader:
         self._controller.directory = new
         restart = "" if new.connections == old.connections else \
             "connections changed: they apply at the next restart"
-        return ReloadResult(changed=changed, modules=modules, restart_needed=restart)
+        return ReloadResult(changed=changed, modules=modules, restart_needed=restart,
+                            files_ours=self._files is not None)
 
 
 class _Auditing(Protocol):

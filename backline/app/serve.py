@@ -291,6 +291,10 @@ async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
         raise NeedsAsterisk("connections.pbx: `backline up` starts Asterisk only; start "
                             "FreeSWITCH yourself and use `backline run`")
     password = read_secret(pbx.esl_password, "connections.pbx.esl")
+    # SIGHUP's default would end the controller: a live reload is built for Asterisk only.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: log.error(
+        "SIGHUP: a live reload is built for Asterisk only: restart the controller to apply "
+        "the config on FreeSWITCH"))
     journal = await asyncio.to_thread(open_journal, directory.connections.storage.url)
     controller = Controller(directory, journal)
     try:
@@ -369,7 +373,8 @@ def claim_addresses(directory: Directory) -> None:
                                           for pid, comm in sorted(held.items()))
                        if held else "")
                     + ": a controller is most likely already running on this config "
-                    "(stop it first); nothing was started") from None
+                    "(stop it first, or apply a change to it with `backline reload CONFIG`); "
+                    "nothing was started") from None
 
 
 def _command_line(pid: int) -> str:
