@@ -9,6 +9,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,14 @@ import pytest
 from backline.app.serve import asterisk_reloader
 from tests.harness.backline_process import BacklineProcess as Backline
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
-from tests.harness.sipp import DeskPhoneMode, SippProcess, desk_phone, place_calls
+from tests.harness.sipp import (
+    DeskPhoneMode,
+    SippError,
+    SippProcess,
+    desk_phone,
+    place_calls,
+    register,
+)
 
 pytestmark = pytest.mark.asterisk
 
@@ -71,11 +79,20 @@ async def test_an_owner_changed_and_a_user_deactivated_apply_live_without_droppi
             assert OLD_SCHED in text and OLD_JO in text
             pbx.config_path.write_text(text.replace(OLD_SCHED, NEW_SCHED).replace(OLD_JO,
                                                                                   NEW_JO))
+            started = time.monotonic()
             result = await reloader.reload()
+            took = time.monotonic() - started
             assert result.applied, result
             assert "pjsip.conf" in result.changed and "res_pjsip.so" in result.modules
             # The first call was up across the reload.
             assert byes(talker, call_id, "sent") == byes(talker, call_id, "received") == 0
+            print(f"\nbench: reload in {took * 1000:.0f} ms ({', '.join(result.modules)}), "
+                  "1 call in progress, 0 dropped")
+            # jo's phone is no longer Asterisk's: its next REGISTER is refused.
+            with pytest.raises(SippError):
+                await asyncio.to_thread(register, sip, tmp_path, "jo-desk",
+                                        pbx.secret("jo-desk"), contact_port=5999, aor="jo",
+                                        timeout=3)
 
             # The next call to the scheduling line rings its new owner only.
             seen = len(pbx.events.named("DialBegin"))
