@@ -474,7 +474,7 @@ async def test_outage_end_no_wait_returns_at_once(practice: Practice) -> None:
     status, out = await backline(practice, "outage", "end", "--no-wait", "--by", "ops")
     assert status == 0 and len(out.splitlines()) == 1  # no controller runs: nothing to wait on
     status, out = await backline(practice, "outage", "status", "--json")
-    assert json.loads(out)["backlog"] == {"call": 2, "sms": 2, "fax": 1}
+    assert json.loads(out)["backlog"] == {"call": 2, "sms": 2, "fax": 1, "email": 0}
 
 
 async def test_outage_end_without_an_inbox_token_says_the_items_cannot_be_delivered(
