@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import select
-import shutil
 import signal
 import subprocess
 import threading
@@ -276,7 +275,6 @@ def wav_samples(path: Path) -> list[int]:
     return [int.from_bytes(raw[i:i + 2], "little", signed=True) for i in range(0, len(raw), 2)]
 
 
-@pytest.mark.skipif(shutil.which("podman") is None, reason="podman: run scripts/setup.sh")
 def test_a_carrier_call_through_the_compose_stack_hears_the_announcement_and_is_journaled(
         stack: Stack, tmp_path: Path) -> None:
     # The controller serving: logged in to Asterisk's AMI from its own address, the journal

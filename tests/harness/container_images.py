@@ -175,10 +175,12 @@ class Built:
     context: Path
     inputs: tuple[Path, ...]
 
+    def cache_name(self) -> str:
+        return "localhost/backline-cache-" + self.name.rsplit("/", 1)[-1].split(":")[0]
+
     def build(self, base_key: str) -> str:
         key = digest(base_key.encode(), tree_bytes(self.dockerfile, *self.inputs))
-        short = self.name.rsplit("/", 1)[-1].split(":")[0]
-        ref = f"localhost/backline-cache-{short}:{key}"
+        ref = f"{self.cache_name()}:{key}"
         if not exists(ref):
             run(["podman", "build", "--pull=never", "--network=host", "-f",
                  str(self.dockerfile), "-t", ref, str(self.context)])
@@ -207,10 +209,31 @@ def build_all() -> dict[str, str]:
         bookworm = BOOKWORM.build()
         sid = SID.build()
         python = PYTHON.build(bookworm)
-        return {PYTHON.name: python,
-                POSTGRES.name: POSTGRES.build(bookworm),
-                CONTROLLER.name: CONTROLLER.build(python),
-                ASTERISK.name: ASTERISK.build(sid)}
+        built = {PYTHON.name: python,
+                 POSTGRES.name: POSTGRES.build(bookworm),
+                 CONTROLLER.name: CONTROLLER.build(python),
+                 ASTERISK.name: ASTERISK.build(sid)}
+        for built_from in (CONTROLLER, ASTERISK):
+            forget_old(built_from.cache_name(), KEEP, in_use=set(built.values()))
+        # A rebuild leaves the image it replaced untagged: remove those.
+        run(["podman", "image", "prune", "--force"])
+        return built
+
+
+# Digests kept per built image: the sources change with every commit, and a few worktrees or
+# branches build their own at the same time; older ones are removed.
+KEEP = 4
+
+
+def forget_old(repository: str, keep: int, in_use: set[str]) -> None:
+    """Untag all but the ``keep`` newest digests of ``repository``, never one ``in_use``
+    (an image a container still uses stays too: podman refuses, and that is fine)."""
+    listed = run(["podman", "images", "--filter", f"reference={repository}", "--format",
+                  "{{.CreatedAt}}\t{{.Repository}}:{{.Tag}}"])
+    refs = [line.split("\t")[1] for line in sorted(listed.splitlines(), reverse=True)
+            if "\t" in line]
+    for ref in [r for r in refs if r not in in_use][keep:]:
+        subprocess.run(["podman", "rmi", ref], capture_output=True, check=False, timeout=120)
 
 
 if __name__ == "__main__":
