@@ -261,3 +261,36 @@ def test_provisioning_is_reached_only_from_the_lan() -> None:
     assert "    tcp dport 8443 counter drop" in rules
     assert "    ip saddr { 192.168.1.0/24, 203.0.113.9 } udp dport { 5060, 10000-10199, " \
            "4000-4039 } accept" in rules
+
+
+async def test_an_address_a_desk_phone_is_registered_from_is_never_banned() -> None:
+    # Failures from a registered phone's address (a stale second account, or UDP forged with
+    # the phone's address) must not cut that phone off: it could not dial 911 for an hour.
+    from backline.core.connections import Bans
+    from backline.core.ownership import OwnershipBook
+    from backline.core.registrations import Registrations
+    from backline.features.bans import ScannerBans
+    from tests.practice import directory, user
+
+    book = OwnershipBook(directory([user("ana")], [], []))
+    registrations = Registrations(book, 2)
+    phone = book.desk_phones("ana")[0]
+    registrations.register(phone, "sip:ana@192.168.1.40:5060;transport=udp", 0.0)
+    registrations.register(phone, "sip:ana@[2001:db8::40]:5062", 0.0)
+    assert registrations.contact_hosts() == {"192.168.1.40", "2001:db8::40"}
+    pbx = AsteriskPbx(ami=HostPort("127.0.0.1", 5038), ami_username="backline",
+                      ami_secret=Secret(env="X"), agi=HostPort("127.0.0.1", 4573),
+                      sip=HostPort("192.168.1.2", 5060), trunk=Trunk(host="203.0.113.9"),
+                      lan=("192.168.1.0/24",), bans=Bans(failures=2, window_seconds=60,
+                                                         ban_minutes=60))
+    outcomes: list[str] = []
+    bans = ScannerBans(pbx, counted=outcomes.append, clock=lambda: 0.0, nft="false",
+                       registered=registrations.contact_hosts)
+    for _ in range(5):
+        bans.failed("InvalidPassword", "192.168.1.40")
+        bans.failed("InvalidPassword", "2001:db8::40")
+    bans.failed("InvalidPassword", "192.168.1.66")  # a scanner on the LAN: banned
+    bans.failed("InvalidPassword", "192.168.1.66")
+    await asyncio.gather(*bans.tasks)
+    assert outcomes.count("failure") == 12
+    assert outcomes.count("ban_failed") == 1  # `false` as nft: the one ban was tried

@@ -252,7 +252,9 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                          controller.clock).on_park
         driver.latency_hook = controller.metrics.agi_latency
         if pbx.bans is not None:
-            driver.on_security = ScannerBans(pbx, counted=controller.metrics.sip_auth).failed
+            driver.on_security = ScannerBans(
+            pbx, counted=controller.metrics.sip_auth,
+            registered=lambda: driver.registrations.contact_hosts()).failed
         controller.pbx_record.pbx_settings = driver.pbx_settings
         reload_on_sighup(asterisk_reloader(controller, driver,
                                            local.instance if local is not None else None))

@@ -82,6 +82,22 @@ class Registrations:
         return (tuple(after[k] for k in sorted(after.keys() - before.keys())),
                 tuple(before[k] for k in sorted(before.keys() - after.keys())))
 
+    def contact_hosts(self) -> frozenset[str]:
+        """The addresses desk phones are registered from now (the host of each contact URI,
+        which Asterisk rewrites to the source behind NAT): a ban must never cut one off."""
+        hosts = set()
+        for contacts in self._by_phone.values():
+            for contact in contacts:
+                host = contact.partition("@")[2] or contact.partition(":")[2]
+                host = host.split(";", 1)[0].split(">", 1)[0]
+                if host.startswith("["):
+                    host = host[1:].partition("]")[0]
+                else:
+                    host = host.partition(":")[0]
+                if host:
+                    hosts.add(host)
+        return frozenset(hosts)
+
     def has_contact(self, user_id: str, contact: str) -> bool:
         return any(contact in self._by_phone.get(p, {}) for p in self._book.desk_phones(user_id))
 

@@ -14,7 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from backline.core.bans import BanPolicy, FailureWindow
 from backline.core.connections import AsteriskPbx
@@ -27,7 +27,8 @@ class ScannerBans:
     """Counts failures per source and bans the ones past the policy."""
 
     def __init__(self, pbx: AsteriskPbx, *, counted: Callable[[str], None] = lambda _: None,
-                 clock: Callable[[], float] = time.monotonic, nft: str = "nft") -> None:
+                 clock: Callable[[], float] = time.monotonic, nft: str = "nft",
+                 registered: Callable[[], Collection[str]] = frozenset) -> None:
         bans = pbx.bans
         policy = BanPolicy(bans.failures, bans.window_seconds, bans.ban_minutes) \
             if bans is not None else BanPolicy()
@@ -36,11 +37,17 @@ class ScannerBans:
         self.counted = counted  # "failure", "banned", "ban_failed": the metrics
         self.clock = clock
         self.nft = nft
+        # Addresses a desk phone is registered from now: never banned, whatever fails from
+        # them (a stale password on a second account, or UDP forged with a phone's address),
+        # or that phone could not dial 911 for the ban's length.
+        self.registered = registered
         self.tasks: set[asyncio.Task[None]] = set()
 
     def failed(self, kind: str, source: str) -> None:
         """A failed SIP authentication (``kind``, Asterisk's event name) from ``source``."""
         self.counted("failure")
+        if source in self.registered():
+            return
         if self.window.failed(source, self.clock()):
             task = asyncio.get_running_loop().create_task(self.ban(source, kind))
             self.tasks.add(task)

@@ -303,7 +303,9 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
         driver.on_park = ParkRecords(journal, controller.book, directory.park.timeout,
                                      controller.clock).on_park
     if pbx.bans is not None:  # as backline.app.serve wires them
-        driver.on_security = ScannerBans(pbx, counted=controller.metrics.sip_auth).failed
+        driver.on_security = ScannerBans(
+            pbx, counted=controller.metrics.sip_auth,
+            registered=lambda: driver.registrations.contact_hosts()).failed
     # The tests watch Asterisk on an AMI session of their own: the controller's session asks
     # only for the events the controller uses.
     events = AmiEvents()
