@@ -79,9 +79,11 @@ PASSWORD=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
 for _ in $(seq 300); do
     runuser -u postgres -- "$PGBIN/pg_isready" -q -h "$RUN/pg/run" && break; sleep 0.1
 done
-runuser -u postgres -- psql -q -h "$RUN/pg/run" -U postgres -v ON_ERROR_STOP=1 \
-    -c "CREATE ROLE backline LOGIN PASSWORD '$PASSWORD'" \
-    -c "CREATE DATABASE backline OWNER backline"
+# The SQL goes on stdin, not -c: a password in argv is visible to every user in ps.
+runuser -u postgres -- psql -q -h "$RUN/pg/run" -U postgres -v ON_ERROR_STOP=1 <<SQL
+CREATE ROLE backline LOGIN PASSWORD '$PASSWORD';
+CREATE DATABASE backline OWNER backline;
+SQL
 echo "$HUB_IP:5432:*:backline:$PASSWORD" >"$RUN/pgpass"
 chmod 600 "$RUN/pgpass"
 export PGPASSFILE="$RUN/pgpass"
