@@ -130,6 +130,11 @@ def test_usage_and_config_errors_exit_2_without_traceback(tmp_path: Path) -> Non
     since = backline("attempts", "--since", "yesterday-ish", "--config",
                      str(ROOT / "config" / "example.yaml"))
     assert since.returncode == 2 and "--since" in since.stderr
+    for far in ("1000000d", "99999999999999999999d"):
+        too_far = backline("attempts", "--since", far, "--config",
+                           str(ROOT / "config" / "example.yaml"))
+        assert too_far.returncode == 2 and "--since" in too_far.stderr
+        assert "Traceback" not in too_far.stderr
 
 
 def test_a_command_for_the_local_asterisk_on_a_freeswitch_config_is_a_usage_error(

@@ -107,6 +107,16 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(practice: Path,
     assert not (tmp_path / "other.db").exists()
 
 
+def test_a_moment_at_the_edge_of_the_calendar_is_a_usage_error(practice: Path) -> None:
+    # East of UTC, year 1's first minute is in year 0 in UTC; Chicago's last is past 9999.
+    for at in ("0001-01-01T00:00+05:00", "9999-12-31T23:59", "0001-01-01T00:00"):
+        done = backline_hours("closed", str(practice), "--at", at)
+        assert done.returncode == 2, done.stderr
+        assert "--at" in done.stderr and "out of range" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert status(practice, "2026-01-05T10:00")["practice"]["why"] == "schedule"
+
+
 async def test_a_running_controller_takes_up_the_cli_override_and_shows_it(
         practice: Path) -> None:
     d = config.load(practice).directory

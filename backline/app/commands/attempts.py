@@ -127,7 +127,11 @@ def parse_since(text: str, now: datetime) -> datetime:
     m = re.fullmatch(r"(\d+)\s*([smhd])", text.strip())
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return now - timedelta(**{unit: int(m.group(1))})
+        try:
+            return now - timedelta(**{unit: int(m.group(1))})
+        except OverflowError as exc:
+            raise UsageError(f"--since {text!r}: too far back; give at most a few years, "
+                             f"e.g. 365d") from exc
     try:
         at = datetime.fromisoformat(text)
     except ValueError as exc:

@@ -83,6 +83,10 @@ def cmd_hours(args: argparse.Namespace) -> int:
     return 0
 
 
+_EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+
+
 def _moment(text: str | None, directory: Directory) -> datetime:
     if not text:
         return datetime.now(UTC)
@@ -94,7 +98,15 @@ def _moment(text: str | None, directory: Directory) -> datetime:
     if at.tzinfo is None:
         from zoneinfo import ZoneInfo
         at = at.replace(tzinfo=ZoneInfo(directory.practice.timezone))
-    return at.astimezone(UTC)
+    try:
+        at = at.astimezone(UTC)
+    except OverflowError:
+        at = datetime.min.replace(tzinfo=UTC)  # out of range either way: refused below
+    # The schedule looks days either side of the moment: a year's margin keeps that in range.
+    if not _EARLIEST <= at <= _LATEST:
+        raise UsageError(f"--at {text!r}: out of range; give a time between years "
+                         f"{_EARLIEST.year} and {_LATEST.year}")
+    return at
 
 
 def _words(now: HoursNow, directory: Directory) -> str:
