@@ -392,6 +392,25 @@ def test_owned_files_cannot_be_overridden(make_instance: MakeInstance) -> None:
         inst.set_files({"../escape.conf": ""})
 
 
+def test_config_files_are_private_from_the_first_byte(make_instance: MakeInstance) -> None:
+    inst = make_instance()
+    etc = inst.host_path(inst.dir("etc"))
+    etc.mkdir(parents=True, exist_ok=True)
+    os.chmod(etc, 0o755)
+    (etc / "manager.conf").write_text("old\n")
+    os.chmod(etc / "manager.conf", 0o644)  # as an older tree left it
+    old_umask = os.umask(0o022)
+    try:
+        inst.set_files(pbx_files(inst.ports))  # writes etc/ now, before any later chmod
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(etc.stat().st_mode) == 0o700
+    written = sorted(etc.iterdir())
+    assert {p.name for p in written} >= {"manager.conf", "pjsip.conf", "asterisk.conf"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} \
+        == {p.name: 0o600 for p in written}
+
+
 # ----- SIPp phones against the instance
 
 

@@ -173,10 +173,17 @@ class AsteriskInstance:
         for kind in ("spool", "log"):
             os.chmod(self.host_path(self.dir(kind)), 0o700)
         etc = self.host_path(self.dir("etc"))
+        # etc/ holds the phones' SIP secrets and the AMI secret: readable by Asterisk (this
+        # user) only, every file 0600 from its first byte (no world-readable window).
+        os.chmod(etc, 0o700)
         owned = owned_files(self.home, module_dir(self.root), self.ports, self.verbose,
                             self.systemname)
         for fname, text in {**owned, **self._files}.items():
-            (etc / fname).write_text(text)
+            fd = os.open(etc / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                         0o600)
+            os.fchmod(fd, 0o600)  # an existing file (an older tree's 0644) keeps its mode
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
 
     # ----- process
 
