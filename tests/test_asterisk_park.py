@@ -95,7 +95,7 @@ async def park_a_call(pbx: PracticePbx, tmp_path: Path, tone: Path,
     """Ana answers an outside call on the main line and presses her park key; the parked
     call's AMI DialEnd (its ``Channel`` and ``Uniqueid`` are the caller's)."""
     ana = await asyncio.to_thread(transferring_phone, sip(pbx), tmp_path, "ana-desk",
-                                  pbx.secret("ana-desk"), "700", aor="ana", talk_ms=500)
+                                  pbx.secret("ana-desk"), "700", aor="ana", talk_ms=3000)
     await pbx.driver.wait_registered({"ana"}, within=10)
     caller = talking_caller(sip(pbx), tmp_path, MAIN, from_user=PATIENT, audio=tone)
     answered = await pbx.events.wait_for(

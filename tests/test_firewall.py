@@ -189,7 +189,7 @@ def test_a_scanner_failing_auth_is_banned_while_a_desk_phone_registers_and_talks
                     await asyncio.to_thread(register, to, tmp_path, "ana-desk", "guess-1234",
                                             contact_port=5060, aor="ana", host=scanner)
             # Counted once nft has put it in the set (the controller's own report of it).
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             banned = 'backline_sip_auth_total{outcome="banned"} 1.0'
             while banned not in (metrics := p.controller.metrics.render().decode()):
                 assert time.monotonic() < deadline, f"the scanner was not banned: {metrics}"

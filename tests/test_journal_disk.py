@@ -10,7 +10,6 @@ free space, and warn before the floor.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import smtplib
 import subprocess
@@ -120,7 +119,7 @@ async def test_mail_fills_its_budget_and_the_floor_while_calls_and_sms_still_jou
                                      "--config", str(pbx.config_path)],
                     capture_output=True, text=True, cwd=ROOT, timeout=60)
                 assert engaged.returncode == 0, engaged.stdout + engaged.stderr
-                controller.wait_for("mode is now outage", 5)
+                controller.wait_for("mode is now outage", 30)
                 health, metrics = await status_of(status)
                 assert health["verdict"] == "ok", health
                 assert gauge(metrics, "backline_journal_free_floor_bytes") == FLOOR_MB * MB
@@ -169,6 +168,5 @@ async def test_mail_fills_its_budget_and_the_floor_while_calls_and_sms_still_jou
                                                                   Outcome.ANNOUNCED)}
                 sms = [a for a in journal.attempts(limit=200) if a.kind is AttemptKind.SMS]
                 assert sorted(a.text for a in sms) == [f"refill number {n}" for n in range(5)]
-                assert json.dumps(health)  # the page said so without failing itself
             finally:
                 controller.stop()

@@ -102,8 +102,12 @@ async def phone_on_lan(net: Topology, p: PracticePbx, folder: Path, ca: Path, sa
                        *accounts: Account) -> Baresip:
     phone = await start_baresip(net.lan, folder, address=net.phone(0), ca=ca / "ca.pem",
                                 says=says, accounts=list(accounts))
-    for account in accounts:
-        await phone.wait_registered(account)
+    try:
+        for account in accounts:
+            await phone.wait_registered(account)
+    except BaseException:
+        await phone.stop()  # its own session: it would outlive the test and the namespace
+        raise
     return phone
 
 

@@ -58,7 +58,7 @@ def _audio_action(audio: Path) -> str:
 
 
 def transferring_phone(pbx: tuple[str, int], workdir: Path, user: str, password: str,
-                       target: str, *, aor: str, talk_ms: int = 1000,
+                       target: str, *, aor: str, talk_ms: int = 3000,
                        audio: Path | None = None) -> SippProcess:
     """A registered desk phone whose first call it answers, then blind-transfers to
     ``target`` after ``talk_ms``; it hangs up once the PBX accepted the transfer."""
