@@ -20,8 +20,14 @@ import pytest
 
 from backline.app import config as config_mod
 from backline.app.controller import Controller
-from backline.core.connections import DEFAULT_REFUSALS_PER_MINUTE, AsteriskPbx
+from backline.core.connections import (
+    DEFAULT_REFUSALS_PER_MINUTE,
+    DEFAULT_RESERVED_DESCRIPTORS,
+    AsteriskPbx,
+    ListenerLimits,
+)
 from backline.core.provisioning import Vendor, normal_mac, vendor_of
+from backline.features.listeners import DescriptorBudget, PublicListener
 from backline.features.provisioning import Provisioning
 from backline.journal import open_journal
 from backline.localpbx.ports import free_port
@@ -216,6 +222,49 @@ def test_each_vendor_fetches_its_file_with_its_credentials_only(tmp_path: Path,
              for e in journal.audit_entries(a)]
     assert not any(s in line for s in secrets.values() for line in every)
     journal.close()
+
+
+def test_the_listener_is_capped_and_counted_like_the_other_public_ones(
+        tmp_path: Path) -> None:
+    """A LAN host holding TLS connections open gets no more than the listener's cap: the
+    next connection is told 503 and closed, before any handler reads it."""
+    path = provisioned(tmp_path)
+    d = config_mod.load(path).directory
+    journal = open_journal(d.connections.storage.url)
+    controller = Controller(d, journal, clock=lambda: datetime(2026, 1, 5, tzinfo=UTC))
+    feature = controller.feature(Provisioning)
+    assert feature is not None
+    feature.listener = PublicListener("provisioning listener",
+                                      ListenerLimits(max_connections=1),
+                                      DescriptorBudget(DEFAULT_RESERVED_DESCRIPTORS),
+                                      http=True)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        await controller.start()
+        try:
+            port = feature.listen.port
+            trust = ssl.create_default_context(cafile=f"{tmp_path}/ca/ca.pem")
+            head = b"GET /cfg.xml HTTP/1.1\r\nHost: x\r\n\r\n"
+            # The first connection is answered and kept open (keep-alive): admitted.
+            answers, held = await asyncio.open_connection("127.0.0.1", port, ssl=trust)
+            held.write(head)
+            first = await answers.readuntil(b"\r\n\r\n")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=trust)
+            writer.write(head)
+            second = await reader.readuntil(b"\r\n\r\n")
+            if second.startswith(b"HTTP/1.1 503"):
+                second += await reader.read()  # and closed
+            writer.close()
+            held.close()
+            return first, second
+        finally:
+            await controller.close()
+
+    first, second = asyncio.run(scenario())
+    journal.close()
+    assert first.startswith(b"HTTP/1.1 404"), first
+    assert second.startswith(b"HTTP/1.1 503"), second
+    assert feature.listener.refused == 1
 
 
 def test_render_writes_each_vendors_file_0600(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from backline.core.model import Directory
 from backline.features.bans import ScannerBans
 from backline.features.listeners import DescriptorBudget, PublicListener, raise_descriptor_limit
 from backline.features.parking import ParkRecords
+from backline.features.provisioning import Provisioning
 from backline.journal import open_journal
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
     until ``stop``; the listeners and the driver are stopped on the way out (the caller closes
     the controller and whatever it started itself).
 
-    Every public listener (pages, status, email intake) shares one descriptor budget that
+    Every public listener (pages, status, email intake, provisioning) shares one budget that
     keeps ``connections.pbx.reserved_descriptors`` for the PBX (backline.features.listeners)."""
     runners: list[tuple[web.AppRunner, asyncio.Server]] = []
     soft, hard = raise_descriptor_limit()
@@ -137,6 +138,11 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
             "email intake", controller.email_intake.config.limits, budget, http=False,
             idle=False)
         guards.append(controller.email_intake.listener)
+    provisioning = controller.feature(Provisioning)
+    if provisioning is not None:
+        provisioning.listener = PublicListener(
+            "provisioning listener", provisioning.listener.limits, budget, http=True)
+        guards.append(provisioning.listener)
     controller.metrics.listeners(lambda: [(g.name, g.open, g.refused) for g in guards])
 
     async def listen(app: web.Application, at: HostPort, name: str,

@@ -32,10 +32,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from backline.core.connections import AsteriskPbx, HostPort
+from backline.core.connections import (
+    DEFAULT_RESERVED_DESCRIPTORS,
+    AsteriskPbx,
+    HostPort,
+    ListenerLimits,
+)
 from backline.core.provisioning import ProvisionedPhone, common_file, phone_for_path
 from backline.core.records import AuditEntry
 from backline.core.refusals import Refusal
+from backline.features.listeners import DescriptorBudget, PublicListener
 from backline.features.seam import Context, Feature
 from backline.journal import Journal
 from backline.localpbx.output import device_credentials, posix_tz, provisioned_phones
@@ -47,6 +53,8 @@ from backline.render.phone_provisioning import account, phone_files
 log = logging.getLogger("backline.provisioning")
 
 REALM = "backline provisioning"
+# Phones fetch once at boot; a whole practice rebooting at once is told 503 and retries.
+PROVISIONING_LIMITS = ListenerLimits(max_connections=64)
 
 
 class Provisioning(Feature):
@@ -62,6 +70,14 @@ class Provisioning(Feature):
         self._files: dict[str, str] = {}  # file name: text
         self._credentials: dict[str, str] = {}  # MAC: password
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        # Connections at once and dawdlers cut off, counted against the descriptors the
+        # process may give other machines (`backline run` sets one shared with the other
+        # listeners before start()): a LAN host holding idle TLS connections cannot take
+        # the PBX's descriptors.
+        self.listener = PublicListener("provisioning listener", PROVISIONING_LIMITS,
+                                       DescriptorBudget(DEFAULT_RESERVED_DESCRIPTORS),
+                                       http=True)
 
     @property
     def listen(self) -> HostPort:
@@ -71,15 +87,19 @@ class Provisioning(Feature):
 
     async def start(self) -> None:
         self._files, self._credentials, tls = await asyncio.to_thread(self._load)
-        app = web.Application()
+        app = web.Application(middlewares=[self.listener.middleware])
         app.router.add_get("/{name}", self._serve)
         # No access log: the phone's files are named by MAC, and an access log line is
         # where a URL or header would leak; the audit log says who fetched what.
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
+        assert self._runner.server is not None
         listen = self.listen
-        site = web.TCPSite(self._runner, listen.host, listen.port, ssl_context=tls)
-        await site.start()
+        # The guard sits inside TLS (it reads request heads); a handshake that has not
+        # finished within the head's allowance is dropped.
+        self._server = await asyncio.get_running_loop().create_server(
+            self.listener.protocol_factory(self._runner.server), listen.host, listen.port,
+            ssl=tls, ssl_handshake_timeout=self.listener.limits.header_seconds)
         log.info("desk-phone provisioning on https://%s:%d/ (%d phones)", listen.host,
                  listen.port, len(self._phones))
 
@@ -104,6 +124,8 @@ class Provisioning(Feature):
         return files, credentials, context
 
     async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
