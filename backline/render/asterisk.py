@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Carry, Directory
 from backline.pbx.asterisk import dialplan_variables as v
-from backline.render.asterisk_dialplan import (
+from backline.render.asterisk_desk_dialplan import (
     PARK_TIMEOUT_CONTEXT,
     PARKED_CONTEXT,
     PARKING_LOT,
-    extensions_conf,
 )
+from backline.render.asterisk_dialplan import extensions_conf
 from backline.render.asterisk_pjsip import (
     TlsFiles,
     geolocation_conf,

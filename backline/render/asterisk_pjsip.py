@@ -48,7 +48,7 @@ SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
 
 PRACTICE_CA_CERT, SERVER_CERT, SERVER_KEY = "ca.pem", "server.pem", "server.key"
 # With ``encryption: required``, where desk phones' calls enter: only those signalled over
-# TLS go on to the desk phones' context (render/asterisk_dialplan.py).
+# TLS go on to the desk phones' context (render/asterisk_desk_dialplan.py).
 SECURE_DESK_CONTEXT = "backline-desk-tls"
 
 

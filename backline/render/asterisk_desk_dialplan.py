@@ -1,0 +1,199 @@
+"""extensions.conf's desk-phone side: calls out (911 first), the admins' feature codes,
+blind transfers, call parking and ``encryption: required``.  Pure; see
+backline/render/asterisk_dialplan.py for the carrier's side and the decisions."""
+
+from __future__ import annotations
+
+from backline.core.connections import AsteriskPbx, Encryption
+from backline.core.model import Directory
+from backline.pbx import names as shared
+from backline.pbx.asterisk import dialplan_variables as v
+from backline.render.asterisk_dialplan_steps import agi, decided, var
+from backline.render.asterisk_pjsip import (
+    SECURE_DESK_CONTEXT,
+    carrier_endpoint,
+    emergency_endpoint,
+)
+
+
+def _feature_code(code: str, action: str, lamp: bool) -> str:
+    hint = f"exten => {code},hint,{v.LAMP}\n" if lamp else ""
+    return (f"{hint}exten => {code},1,Set({v.FEATURE_ACTION}={action})\n"
+            f" same => n,Goto({v.FEATURE_CONTEXT},s,1)")
+
+
+def _emergency(d: Directory, pbx: AsteriskPbx) -> str:
+    """911 and the other emergency numbers, straight out.  The callback number and the
+    practice's caller-ID name replace the extension and the person's name (From and
+    P-Asserted-Identity follow the caller ID); the CDR mark and the user event only tell the
+    controller afterwards, neither waits on it."""
+    return "\n".join(
+        f"exten => {e},1,NoOp(emergency: never through the controller)\n"
+        f" same => n,Set(CALLERID(num)={var(v.EMERGENCY_CALLBACK)})\n"
+        f" same => n,Set(CALLERID(name)={var(v.EMERGENCY_NAME)})\n"
+        f" same => n,Set(CDR(userfield)={v.EMERGENCY_MARK})\n"
+        f" same => n,UserEvent({v.EMERGENCY_EVENT},Phone: ${{CHANNEL(endpoint)}},"
+        f"Dialled: ${{EXTEN}})\n"
+        f" same => n,Dial(PJSIP/{e}@{emergency_endpoint(pbx)})\n"
+        f" same => n,Hangup()" for e in d.emergency_numbers)
+
+
+def secure_desk(d: Directory, pbx: AsteriskPbx) -> str:
+    """``encryption: required``: a desk phone's call signalled over plain SIP (UDP) carries
+    its SRTP key where anyone on the LAN reads it, so it is refused (cause 58: 488 Not
+    Acceptable Here), except to an emergency number, which is never refused."""
+    if pbx.encryption is not Encryption.REQUIRED:
+        return ""
+    emergency = "\n".join(f"exten => {e},1,Goto({v.DESK_CONTEXT},{e},1)"
+                          for e in d.emergency_numbers)
+    return f"""
+; encryption: required. Desk phones' calls enter here: over TLS on to {v.DESK_CONTEXT}.
+[{SECURE_DESK_CONTEXT}]
+{emergency}
+exten => _[*+0-9].,1,GotoIf(${{CHANNEL(pjsip,secure)}}?{v.DESK_CONTEXT},${{EXTEN}},1)
+ same => n,Hangup(58)
+"""
+
+
+def desk_side(d: Directory, pbx: AsteriskPbx) -> str:
+    return f"""
+; Desk phones calling out. 911 first and directly: it never waits on the controller.
+[{v.DESK_CONTEXT}]
+{_emergency(d, pbx)}
+; The outage switch for admins: *28 engages, *29 ends, each after the PIN. The lamp (BLF)
+; on every desk phone watches the same custom device state.
+{_feature_code(shared.ENGAGE_CODE, shared.ENGAGE, lamp=True)}
+{_feature_code(shared.END_CODE, shared.END, lamp=True)}
+; The hours override for admins: *26 forces closed, *27 open, each after the PIN, until the
+; next scheduled change of the hours.
+{_feature_code(shared.HOURS_CLOSED_CODE, shared.HOURS_CLOSED, lamp=False)}
+{_feature_code(shared.HOURS_OPEN_CODE, shared.HOURS_OPEN, lamp=False)}
+{_park_codes(d)}
+exten => _[*+0-9].,1,Set({v.DECISION}=)
+ same => n,{agi(v.AGI_OUTBOUND, "${CHANNEL(endpoint)}", "${FILTER(*#+0-9,${EXTEN})}")}
+{decided(f"{v.context(v.REFUSE)},s,1")}
+
+[{v.FEATURE_CONTEXT}]
+exten => s,1,Answer()
+ same => n,Read({v.PIN},vm-password,12,,1,10)
+ same => n,Set({v.FEATURE_RESULT}=)
+ same => n,Set({v.PIN}=${{FILTER(0-9,{var(v.PIN)})}})
+ same => n,Set({v.ARGS}=${{CHANNEL(endpoint)}},{var(v.FEATURE_ACTION)})
+ same => n,{agi(v.AGI_FEATURE, var(v.ARGS), var(v.PIN))}
+ same => n,GotoIf($["{var(v.FEATURE_RESULT)}" != "ok"]?refused)
+ same => n,Set({v.SWITCHED_ON}=${{REGEX("^({shared.ENGAGE}|{shared.HOURS_CLOSED})$" \
+{var(v.FEATURE_ACTION)})}})
+ same => n,Playback(${{IF({var(v.SWITCHED_ON)}?activated:de-activated)}})
+ same => n,Hangup()
+ same => n(refused),Playback(auth-incorrect)
+ same => n,Hangup()
+"""
+
+
+def transfers(d: Directory, pbx: AsteriskPbx) -> str:
+    """A desk phone's blind transfer (REFER) of an outside call, and where it sends the
+    caller: the target's desk phones, or out from the number; unanswered, the voicemail."""
+    ring, out = v.context(v.TRANSFER_RING), v.context(v.TRANSFER_OUT)
+    return f"""\
+; A desk phone's blind transfer (REFER) of an outside call: the caller's channel comes here
+; with the digits the phone sent; BLINDTRANSFER names the transferring phone's channel, and
+; the number and caller are the ones this call came in with.  Without the controller the
+; caller goes to the number's voicemail, never into silence.  (\\x2d: a literal - in FILTER.)
+[{v.TRANSFER_CONTEXT}]
+{_park_key(d)}
+exten => _[*+0-9].,1,Set({v.DECISION}=)
+ same => n,Set({v.ARGS}=${{FILTER(A-Za-z0-9/._\\x2d,${{BLINDTRANSFER}})}})
+ same => n,Set({v.ARGS}={var(v.ARGS)},${{FILTER(*#+0-9,${{EXTEN}})}})
+ same => n,Set({v.ARGS}={var(v.ARGS)},{var(v.DIALED)},{var(v.CALLER)})
+ same => n,{agi(v.AGI_TRANSFER, var(v.ARGS))}
+{decided(f"{ring},s,vm")}
+exten => _[a-zA-Z].,1,Goto({ring},s,vm)
+
+; The transferred caller rings the target's desk phones (or, refused, the transferring user's
+; again); unanswered, the number's voicemail.
+[{ring}]
+exten => s,1,GotoIf($["{var(v.DIAL)}" = ""]?vm)
+ same => n,Dial({var(v.DIAL)},{var(v.RING_SECONDS)})
+ same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?done)
+ same => n(vm),GotoIf($["{var(v.VOICEMAIL_BOX)}" = ""]?{v.context(v.REFUSE)},s,1)
+ same => n,Goto({v.context(v.VOICEMAIL)},s,1)
+ same => n(done),Hangup()
+
+; The transferred caller goes out from the number, with its caller ID on the carrier's
+; channel alone (the caller's own stays theirs); unanswered, the number's voicemail.
+[{out}]
+exten => s,1,Set(_{v.TRANSFER_CID_NUM}={var(v.CALLER_ID_NUM)})
+ same => n,Set(_{v.TRANSFER_CID_NAME}={var(v.CALLER_ID_NAME)})
+ same => n,Dial(PJSIP/{var(v.DIAL_TO)}@{carrier_endpoint(pbx)},,b({v.TRANSFER_CID_CONTEXT}^s^1))
+ same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?done)
+ same => n,Goto({ring},s,vm)
+ same => n(done),Hangup()
+
+; On the carrier's new channel, before it is called: what it presents (From and
+; P-Asserted-Identity) is its connected line, copied from the caller's; the number's replaces it.
+[{v.TRANSFER_CID_CONTEXT}]
+exten => s,1,Set(CONNECTEDLINE(num,i)={var(v.TRANSFER_CID_NUM)})
+ same => n,Set(CONNECTEDLINE(name,i)={var(v.TRANSFER_CID_NAME)})
+ same => n,Return()
+"""
+
+
+PARKING_LOT = "default"  # Park() and the phones' park keys use it without naming it
+PARKED_CONTEXT = "backline-parked"  # the lot's own context: its hints are park:SLOT@this
+PARK_TIMEOUT_CONTEXT = "backline-park-timeout"
+
+
+def _park_codes(d: Directory) -> str:
+    """For the desk phones: the park extension, each slot to pick up, and each slot's hint
+    (``park:SLOT@CONTEXT``, res_parking's device state) for BLF keys."""
+    park = d.park
+    if park is None:
+        return "; no call parking (no park: section)"
+    codes = [f"; Call parking: {park.extension} parks the call in the first free slot, a slot "
+             "picks it up;", "; a BLF key on a slot shows it occupied.",
+             _park_extension(park.extension)]
+    for slot in park.slots:
+        codes += [f"exten => {slot},hint,park:{slot}@{PARKED_CONTEXT}",
+                  f"exten => {slot},1,ParkedCall({PARKING_LOT},{slot})"]
+    return "\n".join(codes)
+
+
+def _park_key(d: Directory) -> str:
+    """For a blind transfer: the park key is a transfer to the park extension (before the
+    pattern that asks the controller)."""
+    if d.park is None:
+        return "; no call parking"
+    return (f"; The park key (a blind transfer to {d.park.extension}) parks the caller.\n"
+            + _park_extension(d.park.extension))
+
+
+def _park_extension(extension: str) -> str:
+    """Park() at priority 2, not 1: at 1 Asterisk takes a blind transfer to it as a park of
+    its own, queued on the caller's bridge, and a phone that hangs up right after its REFER
+    is accepted (as many do) dissolves that bridge first, hanging the caller up.  Run from
+    the dialplan, the caller parks itself, and Park() takes the transferring phone from
+    BLINDTRANSFER as the parker (its ring-back); ``s``: the caller hears no slot number."""
+    return (f"exten => {extension},1,NoOp(park)\n"
+            f" same => n,Park({PARKING_LOT},s)")
+
+
+def park_timeout(d: Directory, pbx: AsteriskPbx) -> str:
+    """Where a parked call nobody picked up comes (res_parking.conf's comebackcontext, with
+    the parker's flattened name as the extension): ``PARKER`` is the dial string of the
+    phone that parked it (``PJSIP/ENDPOINT``, one of ours).  Every registration of its login
+    rings (PJSIP_DIAL_CONTACTS): ``Dial(PJSIP/ENDPOINT)`` calls only one of them, perhaps a
+    phone that hung up after its transfer.  Unanswered there too, the number's voicemail,
+    never silence."""
+    if d.park is None:
+        return ""
+    return f"""
+; A parked call nobody picked up within park.timeout rings back the phone that parked it,
+; then goes to the number's voicemail.
+[{PARK_TIMEOUT_CONTEXT}]
+exten => _[A-Za-z0-9].,1,GotoIf($["${{PARKER:0:6}}" != "PJSIP/"]?vm)
+ same => n,Set({v.DIAL}=${{PJSIP_DIAL_CONTACTS(${{PARKER:6}})}})
+ same => n,ExecIf($["{var(v.DIAL)}" != ""]?Dial({var(v.DIAL)},{pbx.ring_seconds}))
+ same => n(vm),GotoIf($["{var(v.VOICEMAIL_BOX)}" = ""]?{v.context(v.REFUSE)},s,1)
+ same => n,Goto({v.context(v.VOICEMAIL)},s,1)
+exten => s,1,Goto({v.context(v.VOICEMAIL)},s,1)
+"""
