@@ -90,12 +90,13 @@ async def test_an_owner_changed_and_a_user_deactivated_apply_live_without_droppi
             print(f"\nbench: reload in {took * 1000:.0f} ms ({', '.join(result.modules)}), "
                   "1 call in progress, 0 dropped")
             # jo's phone is no longer Asterisk's: its next REGISTER is refused.
-            with pytest.raises(SippError) as refused:
+            with pytest.raises(SippError) as unregistered:
                 await asyncio.to_thread(register, sip, tmp_path, "jo-desk",
                                         pbx.secret("jo-desk"), contact_port=5999, aor="jo",
                                         timeout=10)
             # Refused by the PBX (401/403/404 to the REGISTER), not merely unanswered.
-            assert re.search(r"SIP/2\.0 40[134]", str(refused.value)), str(refused.value)
+            assert re.search(r"SIP/2\.0 40[134]", str(unregistered.value)), \
+                str(unregistered.value)
 
             # The next call to the scheduling line rings its new owner only.
             seen = len(pbx.events.named("DialBegin"))
