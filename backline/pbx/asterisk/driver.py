@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Unpack
@@ -25,20 +24,25 @@ from backline.core.emergency import EmergencyCall
 from backline.core.fax_intake import FaxEnd, fax_end_from_args
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
-from backline.core.park import ParkEvent, ParkStep
+from backline.core.park import ParkEvent
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registration
-from backline.core.transfers import Transfer, TransferKind, attended_join, decide_transfer
+from backline.core.transfers import decide_transfer
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.commands import inbound_variables, outbound_variables, packed
 from backline.pbx.asterisk.contacts import NO_CONTACTS, desk_phone_contacts
+from backline.pbx.asterisk.events import (
+    PARK_EVENTS,
+    attended_transfer,
+    emergency_call,
+    only_events_we_use,
+    park_event,
+)
 from backline.pbx.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
 from backline.pbx.asterisk.transfers import (
     ATTENDED_EVENT,
     OnTransfer,
-    attended_parties,
-    desk_phone_of,
     log_transfer,
     transfer_from_args,
     transfer_variables,
@@ -50,15 +54,7 @@ from backline.pbx.registrar import LocationWatch
 
 log = logging.getLogger("backline.asterisk")
 
-# OriginateResponse: the end of a notice call we placed (panoramisk hands it to the action).
-# res_parking's events about a parked call: each is a step of the call's record.
-PARK_EVENTS = {"ParkedCall": ParkStep.PARKED, "UnParkedCall": ParkStep.PICKED_UP,
-               "ParkedCallTimeOut": ParkStep.TIMED_OUT, "ParkedCallGiveUp": ParkStep.ABANDONED}
-# AttendedTransfer: a desk phone's REFER with Replaces, which Asterisk performs on its own.
-WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse", ATTENDED_EVENT,
-                 *PARK_EVENTS, *sorted(SECURITY_FAILURES))
 NOTICE_RING_SECONDS = 30
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
 
 
 class AsteriskDriver(CallPath, ModeKeys):
@@ -207,30 +203,8 @@ class AsteriskDriver(CallPath, ModeKeys):
 
     async def _attended(self, event: Mapping[str, str]) -> None:
         assert self.on_transfer is not None
-        by, ends = attended_parties(event)
-        ours = [phone for phone, _, _ in ends if self.book.user_of_phone(phone)]
-        for phone, channel, uniqueid in ends:
-            if phone in ours:
-                continue
-            # The outside caller is the end that came in on a number (the dialplan kept it on
-            # its channel, filtered); a call placed out has none.
-            number = await self._channel_variable(channel, "BACKLINE_DIALED")
-            if not number:
-                continue
-            caller = await self._channel_variable(channel, "BACKLINE_CALLER")
-            if not ours:
-                # Some AttendedTransfer events name no target (seen on Asterisk 22 under
-                # load): whom the caller is bridged to now says it.
-                peer = desk_phone_of(await self._channel_variable(channel, "BRIDGEPEER"))
-                ours = [peer] if self.book.user_of_phone(peer) else []
-            target = ours[0] if ours else ""
-            transfer = Transfer(by, target, number, caller, TransferKind.ATTENDED)
-            join = attended_join(self.book, self.conversations, transfer, target)
-            if join is not None:
-                log.info("attended transfer from desk phone %s to %s", by,
-                         target or "an outside call")
-                await self.on_transfer(f"call:{uniqueid}", transfer, join)
-            return
+        await attended_transfer(event, self.book, self.conversations, self._channel_variable,
+                                self.on_transfer)
 
     async def _channel_variable(self, channel: str, name: str) -> str:
         answer: Any = await self.ami.action({"Action": "Getvar", "Channel": channel,
@@ -281,13 +255,9 @@ class AsteriskDriver(CallPath, ModeKeys):
         both ours; checked all the same)."""
         if event.get("UserEvent") != v.EMERGENCY_EVENT or self.emergency is None:
             return
-        phone, dialled = event.get("Phone", ""), event.get("Dialled", "")
-        uniqueid = event.get("Uniqueid", "")
-        if not (_NAME.fullmatch(phone) and dialled.isdigit() and _NAME.fullmatch(uniqueid)):
-            log.error("an emergency call event we cannot read; the CDR import will bring it")
-            return
-        self.after_decision(self.emergency(
-            EmergencyCall(f"emergency:{uniqueid}", datetime.now(UTC), phone, dialled[:8])))
+        call = emergency_call(event, datetime.now(UTC))
+        if call is not None:
+            self.after_decision(self.emergency(call))
 
     def on_security_event(self, event: Mapping[str, str]) -> None:
         """A failed SIP authentication: only its kind and the source's address go on."""
@@ -299,19 +269,11 @@ class AsteriskDriver(CallPath, ModeKeys):
         """A step of a parked call (res_parking's events): the parked channel is the outside
         caller's, whose uniqueid keys the call's record; the parker is a dial string
         (``PJSIP/ENDPOINT``), whoever picked it up a channel name."""
-        step = PARK_EVENTS.get(event.get("Event", ""))
-        if step is None or self.on_park is None:
+        if self.on_park is None:
             return
-        uniqueid, slot = event.get("ParkeeUniqueid", ""), event.get("ParkingSpace", "")
-        if not (_NAME.fullmatch(uniqueid) and slot.isdigit() and len(slot) <= 8):
-            log.error("a parking event we cannot read (%s)", step.value)
-            return
-        if step is ParkStep.PICKED_UP:
-            phone = desk_phone_of(event.get("RetrieverChannel", ""))
-        else:
-            parker = event.get("ParkerDialString", "").removeprefix("PJSIP/")
-            phone = parker if _NAME.fullmatch(parker) else ""
-        self.after_decision(self.on_park(ParkEvent(f"call:{uniqueid}", step, slot, phone)))
+        park = park_event(event)
+        if park is not None:
+            self.after_decision(self.on_park(park))
 
     async def call_with_notice(self, desk_phone: str, about_phone: str, at: datetime) -> None:
         """Call ``desk_phone`` and play it the 911 notice about ``about_phone`` (see
@@ -343,7 +305,7 @@ class AsteriskDriver(CallPath, ModeKeys):
             raise NoticeUnheard(f"desk phone {desk_phone} did not answer (reason {reason})")
 
     async def _logged_in(self) -> None:
-        await self._only_events_we_use()
+        await only_events_we_use(self.ami)
         if self.location is not None:  # the registrar's table, not Asterisk's, rings
             if self.after_login is not None:
                 await self.after_login()
@@ -358,20 +320,6 @@ class AsteriskDriver(CallPath, ModeKeys):
         await self._contacts_sync
         if self.after_login is not None:
             await self.after_login()
-
-    async def _only_events_we_use(self) -> None:
-        """Ask Asterisk for the events the controller acts on, and no others.
-
-        Unfiltered, Asterisk sends about 120 events a call (VarSet, Newexten, ...); parsing
-        them took two thirds of the controller's CPU per call in bench/calls.py.  Answers to
-        our own actions (ContactList, DBGetResponse) are not events of the stream and pass.
-        """
-        try:
-            for event in WANTED_EVENTS:
-                await self.ami.action({"Action": "Filter", "Operation": "Add",
-                                       "Filter": f"Event: {event}"}, within=3.0)
-        except LinkDown as exc:
-            log.warning("could not filter AMI events (all of them will come): %s", exc)
 
     async def reload_contacts(self) -> None:
         """The registrations Asterisk holds now become the ring set (after every AMI login,

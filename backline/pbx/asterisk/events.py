@@ -1,0 +1,114 @@
+"""The AMI events the Asterisk driver acts on, read into the core's values: a parked call's
+steps, the dialplan's 911 user event and attended transfers (which calls they join).  Apart
+from the driver (backline/pbx/asterisk/driver.py) so that it keeps to the link and the calls."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+
+from backline.core.bans import FAILURES as SECURITY_FAILURES
+from backline.core.conversations import ConversationBook
+from backline.core.emergency import EmergencyCall
+from backline.core.ownership import OwnershipBook
+from backline.core.park import ParkEvent, ParkStep
+from backline.core.transfers import Transfer, TransferKind, attended_join
+from backline.pbx.asterisk.ami import AmiLink
+from backline.pbx.asterisk.transfers import (
+    ATTENDED_EVENT,
+    OnTransfer,
+    attended_parties,
+    desk_phone_of,
+)
+from backline.pbx.ports import LinkDown
+
+log = logging.getLogger("backline.asterisk")
+
+# OriginateResponse: the end of a notice call we placed (panoramisk hands it to the action).
+# res_parking's events about a parked call: each is a step of the call's record.
+PARK_EVENTS = {"ParkedCall": ParkStep.PARKED, "UnParkedCall": ParkStep.PICKED_UP,
+               "ParkedCallTimeOut": ParkStep.TIMED_OUT, "ParkedCallGiveUp": ParkStep.ABANDONED}
+# AttendedTransfer: a desk phone's REFER with Replaces, which Asterisk performs on its own.
+WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse", ATTENDED_EVENT,
+                 *PARK_EVENTS, *sorted(SECURITY_FAILURES))
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
+
+
+async def only_events_we_use(ami: AmiLink) -> None:
+    """Ask Asterisk for the events the controller acts on, and no others.
+
+    Unfiltered, Asterisk sends about 120 events a call (VarSet, Newexten, ...); parsing
+    them took two thirds of the controller's CPU per call in bench/calls.py.  Answers to
+    our own actions (ContactList, DBGetResponse) are not events of the stream and pass.
+    """
+    try:
+        for event in WANTED_EVENTS:
+            await ami.action({"Action": "Filter", "Operation": "Add",
+                              "Filter": f"Event: {event}"}, within=3.0)
+    except LinkDown as exc:
+        log.warning("could not filter AMI events (all of them will come): %s", exc)
+
+
+def emergency_call(event: Mapping[str, str], at: datetime) -> EmergencyCall | None:
+    """The dialplan's user event of a 911 call (``Phone`` is the endpoint, ``Dialled`` one of
+    the emergency numbers, both ours; checked all the same); None, logged, if unreadable."""
+    phone, dialled = event.get("Phone", ""), event.get("Dialled", "")
+    uniqueid = event.get("Uniqueid", "")
+    if not (_NAME.fullmatch(phone) and dialled.isdigit() and _NAME.fullmatch(uniqueid)):
+        log.error("an emergency call event we cannot read; the CDR import will bring it")
+        return None
+    return EmergencyCall(f"emergency:{uniqueid}", at, phone, dialled[:8])
+
+
+def park_event(event: Mapping[str, str]) -> ParkEvent | None:
+    """A step of a parked call (res_parking's events): the parked channel is the outside
+    caller's, whose uniqueid keys the call's record; the parker is a dial string
+    (``PJSIP/ENDPOINT``), whoever picked it up a channel name.  None for other events, and
+    (logged) for one we cannot read."""
+    step = PARK_EVENTS.get(event.get("Event", ""))
+    if step is None:
+        return None
+    uniqueid, slot = event.get("ParkeeUniqueid", ""), event.get("ParkingSpace", "")
+    if not (_NAME.fullmatch(uniqueid) and slot.isdigit() and len(slot) <= 8):
+        log.error("a parking event we cannot read (%s)", step.value)
+        return None
+    if step is ParkStep.PICKED_UP:
+        phone = desk_phone_of(event.get("RetrieverChannel", ""))
+    else:
+        parker = event.get("ParkerDialString", "").removeprefix("PJSIP/")
+        phone = parker if _NAME.fullmatch(parker) else ""
+    return ParkEvent(f"call:{uniqueid}", step, slot, phone)
+
+
+async def attended_transfer(event: Mapping[str, str], book: OwnershipBook,
+                            conversations: ConversationBook,
+                            channel_variable: Callable[[str, str], Awaitable[str]],
+                            on_transfer: OnTransfer) -> None:
+    """A successful AttendedTransfer event: which outside call it joined to which desk phone
+    (``channel_variable`` reads a channel's variable while the channels are still up)."""
+    by, ends = attended_parties(event)
+    ours = [phone for phone, _, _ in ends if book.user_of_phone(phone)]
+    for phone, channel, uniqueid in ends:
+        if phone in ours:
+            continue
+        # The outside caller is the end that came in on a number (the dialplan kept it on
+        # its channel, filtered); a call placed out has none.
+        number = await channel_variable(channel, "BACKLINE_DIALED")
+        if not number:
+            continue
+        caller = await channel_variable(channel, "BACKLINE_CALLER")
+        if not ours:
+            # Some AttendedTransfer events name no target (seen on Asterisk 22 under
+            # load): whom the caller is bridged to now says it.
+            peer = desk_phone_of(await channel_variable(channel, "BRIDGEPEER"))
+            ours = [peer] if book.user_of_phone(peer) else []
+        target = ours[0] if ours else ""
+        transfer = Transfer(by, target, number, caller, TransferKind.ATTENDED)
+        join = attended_join(book, conversations, transfer, target)
+        if join is not None:
+            log.info("attended transfer from desk phone %s to %s", by,
+                     target or "an outside call")
+            await on_transfer(f"call:{uniqueid}", transfer, join)
+        return
