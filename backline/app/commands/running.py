@@ -38,8 +38,9 @@ def add_parsers(sub: Any) -> None:
 
 
 def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
+    from backline.app.claims import AlreadyRunning
     from backline.app.secrets import SecretMissing
-    from backline.app.serve import AlreadyRunning, run_controller
+    from backline.app.serve import run_controller
     from backline.localpbx.asterisk import NeedsAsterisk, PbxNotReady
     from backline.localpbx.instance import AsteriskError
     from backline.pbx.asterisk.ami import LoginRefused
