@@ -23,6 +23,7 @@ from backline.app.claims import claim_addresses
 from backline.app.controller import Controller, ModeMirror, config_path
 from backline.core.connections import (
     DEFAULT_RESERVED_DESCRIPTORS,
+    AsteriskPbx,
     FreeswitchPbx,
     HostPort,
     ListenerLimits,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from backline.app.reload import Reloader
     from backline.localpbx.instance import AsteriskInstance
     from backline.pbx.asterisk.driver import AsteriskDriver
+    from backline.pbx.ports import FaxDesk
 
 log = logging.getLogger("backline.controller")
 
@@ -199,7 +201,6 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
         local_instance,
         prepare,
     )
-    from backline.pbx.asterisk.driver import AsteriskDriver
 
     if directory.connections.pbx is not None and directory.connections.pbx.kind == "freeswitch":
         return await serve_freeswitch(directory, start_pbx=start_pbx)
@@ -240,27 +241,9 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
             else:
                 await asyncio.to_thread(local.instance.start)
                 log.info("Asterisk started (pid %s), SIP on %s", local.instance.pid, pbx.sip)
-        driver = AsteriskDriver(pbx, read_secret(pbx.ami_secret, "connections.pbx.ami"),
-                                controller.book, controller.conversations, controller.mode,
-                                controller.record_attempt, controller.desk_phone_switch,
-                                controller.import_pbx_record, faxes=controller.faxes,
-                                record_later=controller.record_later,
-                                emergency=controller.emergency_call,
-                                clock=lambda: controller.clock(),
-                                hours_override=lambda: controller.hours_override,
-                                hours_feature=controller.desk_phone_hours,
-                                registrar_url=directory.connections.storage.url)
-        controller.emergency.phone = driver
-        driver.on_transfer = controller.conversation_members.transferred
-        park = controller.directory.park
-        if park is not None:
-            driver.on_park = ParkRecords(controller.journal, controller.book, park.timeout,
-                                         controller.clock).on_park
-        driver.latency_hook = controller.metrics.agi_latency
-        if pbx.bans is not None:
-            driver.on_security = ScannerBans(
-            pbx, counted=controller.metrics.sip_auth,
-            registered=lambda: driver.registrations.contact_hosts()).failed
+        driver = asterisk_driver(controller, pbx,
+                                 read_secret(pbx.ami_secret, "connections.pbx.ami"),
+                                 faxes=controller.faxes)
         controller.pbx_record.pbx_settings = driver.pbx_settings
         reload_on_sighup(asterisk_reloader(controller, driver,
                                            local.instance if local is not None else None))
@@ -342,3 +325,33 @@ def controller_runner() -> asyncio.Runner:
     import uvloop
 
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def asterisk_driver(controller: Controller, pbx: AsteriskPbx, ami_secret: str, *,
+                    faxes: FaxDesk | None = None) -> AsteriskDriver:
+    """The Asterisk driver joined to ``controller``: its decisions, the emergency notice
+    phone, transfers, parking and scanner bans. The tests' PBX is wired by this too, so what
+    they exercise is what ``run`` and ``up`` run."""
+    from backline.pbx.asterisk.driver import AsteriskDriver  # not loaded for FreeSWITCH
+
+    directory = controller.directory
+    driver = AsteriskDriver(pbx, ami_secret, controller.book, controller.conversations,
+                            controller.mode, controller.record_attempt,
+                            controller.desk_phone_switch, controller.import_pbx_record,
+                            faxes=faxes, record_later=controller.record_later,
+                            emergency=controller.emergency_call,
+                            clock=lambda: controller.clock(),
+                            hours_override=lambda: controller.hours_override,
+                            hours_feature=controller.desk_phone_hours,
+                            registrar_url=directory.connections.storage.url)
+    controller.emergency.phone = driver
+    driver.on_transfer = controller.conversation_members.transferred
+    if directory.park is not None:
+        driver.on_park = ParkRecords(controller.journal, controller.book,
+                                     directory.park.timeout, controller.clock).on_park
+    driver.latency_hook = controller.metrics.agi_latency
+    if pbx.bans is not None:
+        driver.on_security = ScannerBans(
+            pbx, counted=controller.metrics.sip_auth,
+            registered=lambda: driver.registrations.contact_hosts()).failed
+    return driver

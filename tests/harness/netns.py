@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
 import random
 import socket
@@ -51,6 +52,27 @@ NETNS_DIR = "/run/netns"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
+
+def free_port_pair(address: str) -> int:
+    """An even UDP port P with P and P+2 free on ``address`` in the calling thread's network
+    namespace: SIPp binds -mp for audio and -mp+2 for video."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((address, 0))
+            port: int = probe.getsockname()[1] & ~1
+        socks: list[socket.socket] = []
+        try:
+            for p in (port, port + 2):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((address, p))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return port
+    raise OSError(errno.EADDRINUSE, f"no free media port pair on {address}")
 
 class NamespaceError(Exception):
     """An ``ip`` command failed while building or removing a topology."""
@@ -127,25 +149,7 @@ class Namespace:
 
     def free_media_port(self, address: str) -> int:
         """An even port P with P and P+2 free on ``address`` (SIPp's audio and video)."""
-        def pick() -> int:
-            for _ in range(100):
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                    probe.bind((address, 0))
-                    port: int = probe.getsockname()[1] & ~1
-                socks: list[socket.socket] = []
-                try:
-                    for p in (port, port + 2):
-                        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                        socks.append(sock)
-                        sock.bind((address, p))
-                except OSError:
-                    continue
-                finally:
-                    for sock in socks:
-                        sock.close()
-                return port
-            raise OSError(f"no free media port pair on {address}")
-        return self.call(pick)
+        return self.call(lambda: free_port_pair(address))
 
 
 @dataclass(frozen=True)

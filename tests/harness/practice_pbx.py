@@ -22,10 +22,9 @@ from pathlib import Path
 
 from backline.app import config
 from backline.app.controller import Controller
+from backline.app.serve import asterisk_driver
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
-from backline.features.bans import ScannerBans
-from backline.features.parking import ParkRecords
 from backline.journal import open_journal
 from backline.localpbx.asterisk import LocalPbx, prepare
 from backline.localpbx.instance import AsteriskInstance
@@ -288,24 +287,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     controller = Controller(directory, journal, clock=clock)
     pbx = directory.connections.pbx
     assert isinstance(pbx, AsteriskPbx)
-    driver = AsteriskDriver(pbx, os.environ[AMI_ENV], controller.book, controller.conversations,
-                            controller.mode, controller.record_attempt,
-                            controller.desk_phone_switch, controller.import_pbx_record,
-                            record_later=controller.record_later,
-                            emergency=controller.emergency_call,
-                            clock=lambda: controller.clock(),
-                            hours_override=lambda: controller.hours_override,
-                            hours_feature=controller.desk_phone_hours,
-                            registrar_url=directory.connections.storage.url)
-    controller.emergency.phone = driver
-    driver.on_transfer = controller.conversation_members.transferred
-    if directory.park is not None:
-        driver.on_park = ParkRecords(journal, controller.book, directory.park.timeout,
-                                     controller.clock).on_park
-    if pbx.bans is not None:  # as backline.app.serve wires them
-        driver.on_security = ScannerBans(
-            pbx, counted=controller.metrics.sip_auth,
-            registered=lambda: driver.registrations.contact_hosts()).failed
+    driver = asterisk_driver(controller, pbx, os.environ[AMI_ENV])
     # The tests watch Asterisk on an AMI session of their own: the controller's session asks
     # only for the events the controller uses.
     events = AmiEvents()

@@ -18,7 +18,6 @@ Waiting is on process exit (pidfd) or on writes to the working directory
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import select
@@ -36,7 +35,7 @@ from typing import Literal, Self
 
 from backline.localpbx.inotify import DirectoryWatch
 from backline.localpbx.ports import LOOPBACK, free_port
-from tests.harness.netns import Namespace
+from tests.harness.netns import Namespace, free_port_pair
 
 SCENARIOS = Path(__file__).with_name("sipp")
 SIPP = "sipp"
@@ -98,22 +97,8 @@ def free_udp_port() -> int:
 
 
 def free_media_port() -> int:
-    """An even UDP port P with P and P+2 free: SIPp binds -mp for audio and -mp+2 for video."""
-    for _ in range(100):
-        port = free_udp_port() & ~1
-        socks = []
-        try:
-            for p in (port, port + 2):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind((LOOPBACK, p))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return port
-    raise OSError(errno.EADDRINUSE, "no free media port pair on loopback")
+    """An even UDP port P with P and P+2 free on loopback (SIPp's -mp audio and video)."""
+    return free_port_pair(LOOPBACK)
 
 
 # ----- results
