@@ -60,6 +60,23 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   echo "$digest" > "$stamp"
 fi
+# The install can go stale with pyproject.toml unchanged (a clone moved, an entry point edited
+# by hand, an interrupted install): reinstall this package alone when `backline` does not import
+# from this directory or its console script names another function than pyproject.toml does.
+if ! .venv/bin/python -I - <<'PY'
+import importlib.metadata, pathlib, sys, tomllib
+here = pathlib.Path.cwd().resolve()
+want = tomllib.loads((here / "pyproject.toml").read_text())["project"]["scripts"]
+have = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")
+        if e.dist is not None and e.dist.name == "backline"}
+import backline
+inside = pathlib.Path(backline.__file__).resolve().is_relative_to(here)
+sys.exit(0 if inside and have == want and (here / ".venv/bin/backline").exists() else 1)
+PY
+then
+  say "refreshing the editable install of Backline in .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+fi
 
 # 3. The Asterisk root (Debian unstable's Asterisk 22, run with chroot on loopback).
 if [ "$want_asterisk" = 1 ] && [ -f backline/localpbx/pbxroot.py ]; then
