@@ -1,9 +1,10 @@
 #!/bin/sh
 # Start Asterisk in the foreground on the configuration `backline render` wrote.
 #
-# The rendered files (dial plan, PJSIP endpoints, AMI user, voicemail, CDR) replace Debian's
-# defaults; the media port ranges come from RTP_START/RTP_END and UDPTL_START/UDPTL_END, which
-# compose.yaml sets to the ranges it publishes and docker/backline.yaml names.
+# The rendered files (dial plan, PJSIP endpoints, AMI user, voicemail, CDR, parking, music on
+# hold, the 911 location) replace Debian's defaults; the media port ranges come from
+# RTP_START/RTP_END and UDPTL_START/UDPTL_END, which compose.yaml sets to the ranges it
+# publishes and docker/backline.yaml names.
 set -eu
 
 rendered=${BACKLINE_PBX_DIR:-/etc/backline/pbx}
@@ -12,8 +13,12 @@ for f in pjsip.conf pjsip_auth.conf extensions.conf voicemail.conf cdr.conf mana
     echo "backline-asterisk: $rendered/$f is missing: run \`backline render CONFIG --out $rendered\` first" >&2
     exit 1
   fi
-  # Secrets inside (AMI, desk phones): readable by Asterisk's group only.
-  install -m 0640 -o root -g asterisk "$rendered/$f" "/etc/asterisk/$f"
+done
+# Every file render wrote, not a list kept here: which ones it writes depends on the practice
+# (parking, music on hold, the 911 location, TLS), and a file left out leaves Debian's default
+# in its place.  Secrets inside (AMI, desk phones): readable by Asterisk's group only.
+for path in "$rendered"/*.conf; do
+  install -m 0640 -o root -g asterisk "$path" "/etc/asterisk/$(basename "$path")"
 done
 printf '[general]\nrtpstart = %s\nrtpend = %s\n' \
   "${RTP_START:-10000}" "${RTP_END:-10199}" > /etc/asterisk/rtp.conf

@@ -47,7 +47,9 @@ CARRIER = "+13125550142"
 FAX_NUMBER = "+13125550109"
 CONFIG_IN_CONTAINER = "/etc/backline/backline.yaml"
 
-pytestmark = pytest.mark.timeout(1800)
+# One xdist worker runs both tests (scripts/test.sh passes --dist loadgroup): the module's stack
+# is started once, not once per worker.
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.xdist_group("compose-stack")]
 
 
 def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -289,6 +291,11 @@ def test_a_carrier_call_through_the_compose_stack_hears_the_announcement_and_is_
     assert "in effect on the PBX" in engaged.stdout, engaged.stdout
     mode = stack.exec("asterisk", "asterisk", "-rx", "database get backline mode")
     assert "outage" in mode.stdout, mode.stdout + mode.stderr
+    # Asterisk runs every file render wrote, not only the six the entrypoint once listed:
+    # parking, music on hold and the 911 location were left at Debian's defaults.
+    for name in ("res_parking.conf", "musiconhold.conf", "geolocation.conf"):
+        installed = stack.exec("asterisk", "head", "-n", "1", f"/etc/asterisk/{name}")
+        assert "Rendered by `backline render`" in installed.stdout, (name, installed.stdout)
 
     carrier = "172.31.0.1"
     capture = Capture(bridge_of(f"{PROJECT}_edge"), tmp_path / "edge.pcap",
