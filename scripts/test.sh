@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --images
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; exec .venv/bin/pytest -n 2 "$@"
+echo "== pytest"; exec .venv/bin/pytest -n 2 --dist loadgroup "$@"
