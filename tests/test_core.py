@@ -170,6 +170,34 @@ def test_a_mirrored_login_holds_exactly_what_the_pbx_lists() -> None:
 OUT = "+17205550141"
 
 
+def test_a_number_rings_whoever_is_registered_and_a_member_now() -> None:
+    # Ring sets are kept between calls (bench.core): each change below must show at once.
+    book = practice()
+    regs = registered(book, "sam-p0")
+    sam = ("sam-p0", "sip:sam-p0@127.0.0.1:5000")
+
+    def rings(dialed: str) -> tuple[tuple[str, str], ...]:
+        decision = route_inbound(book, regs, InboundCall(dialed, OUT), Mode.NORMAL, 25)
+        return decision.contacts if isinstance(decision, RingDeskPhones) else ()
+
+    assert rings(SCHED) == (sam,)
+    regs.register("raj-p0", "sip:raj-p0", at=2.0)
+    assert rings(SCHED) == (("raj-p0", "sip:raj-p0"), sam)
+    regs.register("raj-p0", "sip:raj-p0-moved", at=3.0)  # a second contact, newest first
+    assert rings(SCHED)[:2] == (("raj-p0", "sip:raj-p0-moved"), ("raj-p0", "sip:raj-p0"))
+    regs.unregister("raj-p0")
+    assert rings(SCHED) == (sam,)
+    regs.mirror([Registration(5.0, "jo-p0", "sip:jo-p0")])
+    assert rings(SCHED) == (("jo-p0", "sip:jo-p0"),)
+    # A reload that hands the number to Raj alone: Jo's phone no longer rings for it.
+    book.take_over(OwnershipBook(dataclasses.replace(book.directory, numbers=tuple(
+        dataclasses.replace(n, owner=u("raj"), members=()) if n.number == SCHED else n
+        for n in book.directory.numbers))))
+    assert rings(SCHED) == ()
+    regs.register("raj-p0", "sip:raj-p0", at=6.0)
+    assert rings(SCHED) == (("raj-p0", "sip:raj-p0"),)
+
+
 @pytest.mark.parametrize(("call", "mode", "expected"), [
     (OutboundCall("sam-p0", OUT, SCHED), Mode.NORMAL, PlaceCall(SCHED, "", OUT)),
     (OutboundCall("ana-p0", "(720) 555-0141", DIRECT), Mode.NORMAL,

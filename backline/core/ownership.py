@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from backline.core.model import Carry, Directory, Number, OwnerKind, Party
+from backline.core.model import Carry, Directory, Hours, Number, OwnerKind, Party
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,12 @@ class OwnershipBook:
 
     def number(self, e164: str) -> Number | None:
         return self._numbers.get(e164)
+
+    def hours_of(self, e164: str) -> Hours | None:
+        """As ``Directory.hours_of`` (its own hours, else the practice's), by a dict hit:
+        the directory scans its numbers, 500 of them in bench.core."""
+        number = self._numbers.get(e164)
+        return (number.hours if number is not None else None) or self.directory.hours
 
     @property
     def numbers(self) -> Iterable[Number]:

@@ -39,25 +39,14 @@ from backline.core.hours import HoursState
 from backline.core.model import Carry, OwnerKind
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
-from backline.core.registrations import Registrations
+from backline.core.registrations import Registrations, RingSet
 
 
-def ring_set(book: OwnershipBook, registrations: Registrations, number: str
-             ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
+def ring_set(book: OwnershipBook, registrations: Registrations, number: str) -> RingSet:
     """Registered desk phones of exactly the members of ``number``, those members, and the
     registrations to ring.  Stable order (members sorted): the same state rings the same way.
     """
-    phones: list[str] = []
-    users: list[str] = []
-    contacts: list[tuple[str, str]] = []
-    for user in book.sorted_members(number):
-        live = registrations.live(user)
-        if live:
-            phones.extend(live)
-            users.append(user)
-            contacts.extend((r.desk_phone, r.contact)
-                            for r in registrations.live_registrations(user))
-    return tuple(phones), tuple(users), tuple(contacts)
+    return registrations.ring_set(number, book.sorted_members(number))
 
 
 def route_inbound(book: OwnershipBook, registrations: Registrations, call: InboundCall,
@@ -86,8 +75,8 @@ def route_inbound(book: OwnershipBook, registrations: Registrations, call: Inbou
         return PlayAnnouncement(dialed)
     if Carry.VOICE not in number.carries:
         return RefuseUnknownNumber(dialed)
-    closed = book.directory.hours_of(dialed)
-    if hours is HoursState.CLOSED and closed is not None:
+    closed = book.hours_of(dialed) if hours is HoursState.CLOSED else None
+    if closed is not None:
         if closed.closed.forward_to:
             return ForwardToAnsweringService(dialed, closed.closed.forward_to,
                                              number.caller_id_name)
