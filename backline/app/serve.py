@@ -21,6 +21,7 @@ from aiohttp import web
 
 from backline.app.claims import claim_addresses
 from backline.app.controller import Controller, ModeMirror, config_path
+from backline.app.hangups import HeldHangups, notify_ready
 from backline.core.connections import (
     DEFAULT_RESERVED_DESCRIPTORS,
     AsteriskPbx,
@@ -95,10 +96,9 @@ def asterisk_reloader(controller: Controller, driver: AsteriskDriver,
                     lambda: controller.clock())
 
 
-def reload_on_sighup(reloader: Reloader) -> None:
-    """SIGHUP (``systemctl reload``, ``backline reload``) reloads the config, one at a
-    time; the result is logged and audited."""
-    loop = asyncio.get_running_loop()
+def reload_action(reloader: Reloader) -> Callable[[], None]:
+    """What SIGHUP (``systemctl reload``, ``backline reload``) runs once the controller is
+    ready: a reload of the config, one at a time; the result is logged and audited."""
     tasks: set[asyncio.Task[object]] = set()
 
     def hup() -> None:
@@ -106,7 +106,7 @@ def reload_on_sighup(reloader: Reloader) -> None:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    loop.add_signal_handler(signal.SIGHUP, hup)
+    return hup
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -182,6 +182,7 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
                  "connections, %d more for the status listener", soft, hard, budget.reserve,
                  budget.allowance, budget.aside)
         print(ready(), flush=True)
+        notify_ready()
         await stop.wait()
         await watcher
         return 0
@@ -192,7 +193,8 @@ async def serve_with(controller: Controller, driver: PbxDriver, stop: asyncio.Ev
         await driver.stop()
 
 
-async def _serve(directory: Directory, *, start_pbx: bool) -> int:
+async def _serve(directory: Directory, *, start_pbx: bool,
+                 hangups: HeldHangups | None = None) -> int:
     from backline.app.secrets import read_secret
     from backline.localpbx.asterisk import (
         asterisk_pbx,
@@ -202,8 +204,10 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
         prepare,
     )
 
+    hangups = hangups or HeldHangups()
+    hangups.on_loop()
     if directory.connections.pbx is not None and directory.connections.pbx.kind == "freeswitch":
-        return await serve_freeswitch(directory, start_pbx=start_pbx)
+        return await serve_freeswitch(directory, start_pbx=start_pbx, hangups=hangups)
     journal = await asyncio.to_thread(open_journal, directory.connections.storage.url)
     stop = stop_on_signals()
     controller = Controller(directory, journal)
@@ -245,8 +249,8 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
                                  read_secret(pbx.ami_secret, "connections.pbx.ami"),
                                  faxes=controller.faxes)
         controller.pbx_record.pbx_settings = driver.pbx_settings
-        reload_on_sighup(asterisk_reloader(controller, driver,
-                                           local.instance if local is not None else None))
+        reload = reload_action(asterisk_reloader(controller, driver,
+                                                 local.instance if local is not None else None))
 
         async def verify() -> None:
             if local is not None:
@@ -255,6 +259,7 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
         def ready() -> str:
             nonlocal said_ready
             said_ready = True
+            hangups.ready(reload)  # its reload starts after the ready line is printed
             console = f"; Asterisk console: backline console --config {config}" \
                 if local is not None else ""
             return (f"ready: {directory.practice.name}: mode {controller.mode().value}; SIP on "
@@ -271,7 +276,8 @@ async def _serve(directory: Directory, *, start_pbx: bool) -> int:
 
 
 async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
-                           stop: asyncio.Event | None = None) -> int:
+                           stop: asyncio.Event | None = None,
+                           hangups: HeldHangups | None = None) -> int:
     from backline.app.secrets import read_secret
     from backline.localpbx.asterisk import NeedsAsterisk
     from backline.pbx.freeswitch.driver import FreeswitchDriver
@@ -282,10 +288,8 @@ async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
         raise NeedsAsterisk("connections.pbx: `backline up` starts Asterisk only; start "
                             "FreeSWITCH yourself and use `backline run`")
     password = read_secret(pbx.esl_password, "connections.pbx.esl")
-    # SIGHUP's default would end the controller: a live reload is built for Asterisk only.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: log.error(
-        "SIGHUP: a live reload is built for Asterisk only: restart the controller to apply "
-        "the config on FreeSWITCH"))
+    hangups = hangups or HeldHangups()
+    hangups.on_loop()  # SIGHUP's default would end the controller
     journal = await asyncio.to_thread(open_journal, directory.connections.storage.url)
     controller = Controller(directory, journal)
     try:
@@ -297,17 +301,24 @@ async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
                                   clock=lambda: controller.clock(),
                                   hours_override=lambda: controller.hours_override,
                                   hours_feature=controller.desk_phone_hours)
-        return await serve_with(
-            controller, driver, stop or stop_on_signals(),
-            lambda: f"ready: {directory.practice.name}: mode {controller.mode().value}; "
+        def ready() -> str:
+            hangups.ready(lambda: log.error(
+                "SIGHUP: a live reload is built for Asterisk only: restart the controller "
+                "to apply the config on FreeSWITCH"))
+            return (f"ready: {directory.practice.name}: mode {controller.mode().value}; "
                     f"FreeSWITCH ESL {pbx.esl} ({'up' if driver.up else 'connecting'}), call "
                     f"socket on {pbx.socket.host}:{driver.socket_port}; Ctrl-C stops")
+
+        return await serve_with(controller, driver, stop or stop_on_signals(), ready)
     finally:
         await controller.close()
         journal.close()
 
 
-def run_controller(directory: Directory, *, start_pbx: bool) -> int:
+def run_controller(directory: Directory, *, start_pbx: bool,
+                   hangups: HeldHangups | None = None) -> int:
+    """`run` or `up` in the foreground; ``hangups`` holds SIGHUPs since the command began."""
+    hangups = hangups or HeldHangups()
     if not start_pbx:
         # `up` claims them once it holds its Asterisk instance: a second `up` on the config
         # is told so by that lock, in its own words.
@@ -315,7 +326,7 @@ def run_controller(directory: Directory, *, start_pbx: bool) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with controller_runner() as runner:
-        return runner.run(_serve(directory, start_pbx=start_pbx))
+        return runner.run(_serve(directory, start_pbx=start_pbx, hangups=hangups))
 
 
 def controller_runner() -> asyncio.Runner:

@@ -39,6 +39,7 @@ def add_parsers(sub: Any) -> None:
 
 def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
     from backline.app.claims import AlreadyRunning
+    from backline.app.hangups import HeldHangups
     from backline.app.secrets import SecretMissing
     from backline.app.serve import run_controller
     from backline.localpbx.asterisk import NeedsAsterisk, PbxNotReady
@@ -46,9 +47,10 @@ def _controller(args: argparse.Namespace, *, start_pbx: bool) -> int:
     from backline.pbx.asterisk.ami import LoginRefused
     from backline.pbx.ports import PbxError
 
+    hangups = HeldHangups()  # from the first moment: SIGHUP's default would end us
     directory = load_directory(args.config)
     try:
-        return run_controller(directory, start_pbx=start_pbx)
+        return run_controller(directory, start_pbx=start_pbx, hangups=hangups)
     except (SecretMissing, NeedsAsterisk) as exc:
         raise UsageError(str(exc)) from exc
     except AlreadyRunning as exc:
