@@ -48,6 +48,8 @@ from backline.features.emergency_notices import EmergencyNotices
 from backline.features.inbox import feature as inbox
 from backline.features.inbox.service import InboxDrain, process_holder, why_blocked
 from backline.features.journal_disk import JournalDisk
+from backline.features.notices import feature as notices
+from backline.features.notices.service import OutageNotices
 from backline.features.refusal_gate import RefusalGate
 from backline.features.reminders import feature as reminders
 from backline.features.reminders.service import OutageReminders
@@ -70,6 +72,7 @@ FEATURES: tuple[Build, ...] = (
     emergency_notices.build,  # every 911 call journaled and its on-site notice sent
     alerts.build,             # backup alerts and their link pages
     reminders.build,          # while an outage stays engaged, a reminder every few hours
+    notices.build,            # a notice when an outage starts and when it ends
     email_intake.build,       # email kept while the outage lasts
     inbox.build,              # held attempts and emails delivered once the mode is normal
     sms.build,                # the SMS webhook and the outage auto-reply
@@ -320,6 +323,11 @@ class Controller:
     @property
     def reminders(self) -> OutageReminders | None:
         found = self.feature(reminders.Reminders)
+        return found.service if found is not None else None
+
+    @property
+    def notices(self) -> OutageNotices | None:
+        found = self.feature(notices.Notices)
         return found.service if found is not None else None
 
     @property

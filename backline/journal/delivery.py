@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import backline.journal.rows as _rows
+from backline.core.outage import Mode
 from backline.core.records import Attempt, Delivery
 from backline.journal.store import SqlStore
 
@@ -282,6 +283,19 @@ class InboxJournal(SqlStore):
                                 "AND state = ?"), (ItemState.HELD.value,))
             emails = int(cur.fetchone()[0])
             return held | {"email": emails} if emails else held
+
+    def held_between(self, since: datetime, until: datetime) -> dict[str, int]:
+        """What an outage from ``since`` to ``until`` held, by kind: its attempts (``call``,
+        ``sms``, ``fax``) and the emails kept (``email``), whether delivered since or not."""
+        with self._lock, self._transaction() as cur:
+            window = (_rows.to_text(since), _rows.to_text(until))
+            cur.execute(self._q("SELECT kind, COUNT(*) FROM attempts WHERE mode = ? AND "
+                                "at >= ? AND at <= ? GROUP BY kind"),
+                        (Mode.OUTAGE.value, *window))
+            held = {str(kind): int(n) for kind, n in cur.fetchall()}
+            cur.execute(self._q("SELECT COUNT(*) FROM held_emails WHERE received_at >= ? "
+                                "AND received_at <= ?"), window)
+            return held | {"email": int(cur.fetchone()[0])}
 
     def item_of_attempts(self, attempt_ids: Sequence[int]) -> dict[int, InboxItem]:
         """The queue rows of these attempts (those queued), by attempt id."""

@@ -25,6 +25,7 @@ from backline.core.outage import Mode, Via
 from backline.features.alerts.feature import Alerts
 from backline.features.alerts.gather import GatherPolicy
 from backline.features.alerts.service import Notifier, notifier_for
+from backline.features.notices.feature import Notices
 from backline.journal import AttemptKind, Delivery, Journal, NewAttempt, Outcome, open_journal
 from tests.harness.sms_gateway import ACCOUNT_SID, AUTH_TOKEN, TwilioGateway
 from tests.harness.smtp_sink import SmtpSink
@@ -95,6 +96,9 @@ class Site:
     policy: GatherPolicy | None = None
     inbox_url: str = ""  # the practice's inbox (token from INBOX_TOKEN_ENV), if any
     smtp: str = "starttls: false, "  # connections.smtp's TLS keys, each followed by ", "
+    # The outage's start and end notices: off unless a test is about them, so that the
+    # other tests' counts of what the SMTP server and the gateway took are of their own.
+    notices: bool = False
     _keys: int = 0
 
     @property
@@ -133,6 +137,9 @@ class Site:
             notifier = notifier_for(directory, self.journal, self.clock, policy=self.policy)
             assert alerts is not None and notifier is not None
             alerts.service = notifier
+        if not self.notices:  # not yet started: nothing to close on the one left out
+            self.controller.features = [f for f in self.controller.features
+                                        if not isinstance(f, Notices)]
         await self.controller.start()
         # The access log on (tests that check it redacts tokens) or off (as `backline run`).
         app = self.controller.web_app()
@@ -190,8 +197,9 @@ class AlertSite:
     def __init__(self, tmp: Path, *, kind: str = "email+sms", access_log: bool = False,
                  policy: GatherPolicy | None = None, inbox_url: str = "",
                  smtp: str = "starttls: false, ", sink_tls: ssl.SSLContext | None = None,
-                 sms: tuple[str, ...] = ALERT_SMS) -> None:
+                 sms: tuple[str, ...] = ALERT_SMS, notices: bool = False) -> None:
         self._tmp = tmp
+        self._notices = notices
         self._sms = sms
         self._smtp = smtp
         self._inbox_url = inbox_url
@@ -207,7 +215,8 @@ class AlertSite:
         await self._gateway.start()
         self._site = Site(self._tmp, self._sink, self._gateway, FakeClock(), kind=self._kind,
                           access_log=self._access_log, policy=self._policy,
-                          inbox_url=self._inbox_url, smtp=self._smtp, sms=self._sms)
+                          inbox_url=self._inbox_url, smtp=self._smtp, sms=self._sms,
+                          notices=self._notices)
         await self._site.start_controller()
         return self._site
 

@@ -1,0 +1,1 @@
+"""The notices that an outage has started and has ended."""
