@@ -5,7 +5,9 @@ backline/render/kamailio.py with the location table in a real PostgreSQL, SIPp p
 SIPp carrier.  The phones register with Kamailio only; every carrier call, whichever node
 Kamailio hands it to, rings every member's phones; the login limit holds the same on the
 registrar and in both controllers; with one node SIGKILLed the next calls still ring every
-member; a restarted Kamailio still holds every registration.
+member; a restarted Kamailio still holds every registration.  A live reload reaches the ring
+set the registrar's table makes: a user deactivated leaves it at once, and reactivated rings
+again without their phone registering again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from backline.app.serve import asterisk_reloader
 from backline.core.connections import HostPort
 from backline.render.kamailio import LOCATION_SQL, Node, Registrar, location_db_url
 from tests.harness.kamailio import Kamailio, KamailioMissing, free_sip_port, kamailio_binary
@@ -154,3 +157,66 @@ async def test_kamailio_registrar_rings_every_member_on_either_node(
                 for proc in phones:
                     proc.kill()
                 kam.stop()
+
+
+MIA = 'extension: "121",\n     desk_phones: [mia-desk]'
+MIA_DEACTIVATED = 'extension: "121", active: false,\n     desk_phones: [mia-desk]'
+
+
+async def test_a_reload_reaches_the_ring_set_the_registrar_keeps(
+        tmp_path: Path, postgres_server: PostgresServer) -> None:
+    try:
+        kamailio_binary()
+    except KamailioMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    url = postgres_server.new_database("registrar_reload")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(LOCATION_SQL)
+    listen = HostPort("127.0.0.1", free_sip_port())
+    proxy = (listen.host, listen.port)
+    behind = f"    registrar: {{host: {listen.host}, port: {listen.port}}}\n"
+    async with practice_pbx(tmp_path, "reg-reload", ring_seconds=10, node="node-a",
+                            storage_url=url, pbx_extra=behind) as p:
+        logins = {phone: u.id for u in p.directory.users if u.active
+                  for phone in u.desk_phones}
+        kam = Kamailio(tmp_path / "kamailio", listen,
+                       [Node("node-a", HostPort("127.0.0.1", p.ports.sip))],
+                       registrar=Registrar(location_db_url(url), str(tmp_path / "kamailio"),
+                                           p.directory.max_per_login),
+                       logins=logins, secrets=p.secrets)
+        await asyncio.to_thread(kam.start)
+        phones: list[SippProcess] = []
+        try:
+            ana = await asyncio.to_thread(desk_phone, proxy, tmp_path, "ana-desk",
+                                          p.secret("ana-desk"),
+                                          DeskPhoneMode.ANSWER_AND_HANG_UP, talk_ms=200,
+                                          aor="ana", pickup_ms=1000)
+            phones.append(ana)
+            mia = await asyncio.to_thread(desk_phone, proxy, tmp_path, "mia-desk",
+                                          p.secret("mia-desk"), DeskPhoneMode.RING, aor="mia")
+            phones.append(mia)
+            await p.driver.wait_registrations(
+                lambda r: bool(r.live("ana")) and bool(r.live("mia")), within=10)
+            reloader = asterisk_reloader(p.controller, p.driver, p.instance)
+            text = p.config_path.read_text()
+            assert MIA in text
+
+            # Mia deactivated: her registration, still in the registrar's table (which the
+            # YAML does not change, so no notice comes), leaves the ring set at once.
+            p.config_path.write_text(text.replace(MIA, MIA_DEACTIVATED))
+            assert (await reloader.reload()).applied
+            await p.driver.wait_registrations(
+                lambda r: not r.live("mia") and bool(r.live("ana")), within=5)
+
+            # Reactivated: her phone rings again, with no REGISTER of its own in between.
+            registers = len([m for m in mia.messages() if m.method == "REGISTER"])
+            p.config_path.write_text(text)
+            assert (await reloader.reload()).applied
+            await p.driver.wait_registrations(lambda r: r.live("mia") == ("mia-desk",),
+                                              within=5)
+            await call_rings_both(proxy, tmp_path, ana, mia, 1)
+            assert len([m for m in mia.messages() if m.method == "REGISTER"]) == registers
+        finally:
+            for proc in phones:
+                proc.kill()
+            kam.stop()

@@ -101,8 +101,10 @@ class Reloader:
     and its ``directory``; ``files`` when Backline writes the PBX's files (``backline up``)."""
 
     def __init__(self, path: str, controller: ReloadTarget, files: PbxFiles | None,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime],
+                 applied: Callable[[], None] = lambda: None) -> None:
         self.path = path
+        self._applied = applied  # told once the new practice is in (the driver's ring set)
         self._controller = controller
         self._files = files
         self._clock = clock
@@ -143,6 +145,7 @@ class Reloader:
         # book, so all see the new practice together.
         self._controller.book.take_over(OwnershipBook(new))
         self._controller.directory = new
+        self._applied()
         restart = "" if new.connections == old.connections else \
             "connections changed: they apply at the next restart"
         return ReloadResult(changed=changed, modules=modules, restart_needed=restart,

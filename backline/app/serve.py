@@ -93,7 +93,7 @@ def asterisk_reloader(controller: Controller, driver: AsteriskDriver,
 
         files = PbxFiles(current, lambda d: rendered_files(d, running), write, reload_module)
     return Reloader(config_path(controller.directory), controller, files,
-                    lambda: controller.clock())
+                    lambda: controller.clock(), driver.practice_changed)
 
 
 def reload_action(reloader: Reloader) -> Callable[[], None]:

@@ -83,7 +83,10 @@ class Registrations:
         self._by_phone = by_phone
         after = {(r.desk_phone, r.contact): r
                  for contacts in by_phone.values() for r in contacts.values()}
-        for user in {self._book.user_of_phone(phone) for phone, _ in before.keys() | after}:
+        users = {self._book.user_of_phone(phone) for phone, _ in before.keys() | after}
+        # A login deactivated by a reload owns no phone any more: its view is emptied too.
+        users |= {u for u, live in self._live.items() if live and not self._book.is_active(u)}
+        for user in users:
             if user is not None:
                 self._recompute(user, capped=False)
         return (tuple(after[k] for k in sorted(after.keys() - before.keys())),

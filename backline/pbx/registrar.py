@@ -60,6 +60,7 @@ class LocationWatch:
         self.retry_seconds = retry_seconds
         self.read_once = asyncio.Event()  # set after the first reading is held
         self._task: asyncio.Task[None] | None = None
+        self._rows: list[Row] | None = None  # the last reading, as the table listed it
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -92,8 +93,18 @@ class LocationWatch:
 
     async def _read(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         cur = await conn.execute(QUERY)
-        self.hold(location_contacts(self.book, [_row(r) for r in await cur.fetchall()]))
+        self._rows = [_row(r) for r in await cur.fetchall()]
+        self.hold(location_contacts(self.book, self._rows))
         self.read_once.set()
+
+    def practice_changed(self) -> None:
+        """The book now answers for a reloaded practice: hold the last reading again under
+        it.  The table does not change with the YAML, so no notice would come: a user
+        deactivated kept their registrations, and one reactivated stayed silent until their
+        phone registered again.  Every change of the table is noticed, so the last reading
+        is the table as it is."""
+        if self._rows is not None:
+            self.hold(location_contacts(self.book, self._rows))
 
 
 def read_location(url: str) -> list[Row]:

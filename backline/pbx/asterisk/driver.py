@@ -338,6 +338,10 @@ class AsteriskDriver(CallPath, ModeKeys):
             return
         self.hold_contacts(events)
 
+    def practice_changed(self) -> None:
+        """After a live reload: the ring set drawn again under the new practice."""
+        self.location.practice_changed() if self.location else self._contacts_changed()
+
     def hold_contacts(self, listing: Iterable[Mapping[str, str]]) -> None:
         """Hold exactly the desk-phone contacts of a ``PJSIPShowContacts`` answer (see
         backline.pbx.asterisk.contacts)."""
