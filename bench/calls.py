@@ -253,7 +253,8 @@ def ring_variables(directory: Directory, phones: Sequence[tuple[str, str, int]]
     return inbound_variables(decision, book)
 
 
-AGI_STEP = " same => n,AGI(${BACKLINE_AGI}/inbound)"
+# The carrier context's one question to the controller (with its arguments, whatever they are).
+AGI_STEP = re.compile(r"^ same => n,AGI\(\$\{BACKLINE_AGI\}/inbound[,)].*\n", re.MULTILINE)
 # What a Set() value in extensions.conf may hold without quoting: no ';' (a comment), ','
 # (an argument separator), '$' or '[' (expressions), no spaces.
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9_/:@.&+*#=^-]*")
@@ -269,14 +270,14 @@ def static_dialplan(extensions_conf: str, variables: Sequence[tuple[str, str]]) 
     """
     head, sep, rest = extensions_conf.partition(f"[{CARRIER_CONTEXT}]\n")
     context, sep2, tail = rest.partition("\n[")
-    if not sep or context.count(AGI_STEP + "\n") != 1:
-        raise BenchError(f"no single `{AGI_STEP.strip()}` in [{CARRIER_CONTEXT}]")
+    if not sep or len(AGI_STEP.findall(context)) != 1:
+        raise BenchError(f"no single `AGI(${{BACKLINE_AGI}}/inbound...)` in [{CARRIER_CONTEXT}]")
     name, value = packed(list(variables))  # the one variable the controller would set
     if not _PLAIN_VALUE.fullmatch(value) or not re.fullmatch(r"[A-Z_]+", name):
         raise BenchError(f"cannot write {name}={value!r} into a static dialplan")
     sets = f" same => n,Set({name}={value})\n"
     sets += " same => n,Set(AGISTATUS=SUCCESS)\n"
-    context = context.replace(AGI_STEP + "\n", sets)
+    context = AGI_STEP.sub(lambda _: sets, context)
     return head + sep + context + sep2 + tail
 
 
