@@ -270,7 +270,8 @@ def backline(config_path: Path, *args: str) -> None:
                              str(config_path)], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     if result.returncode != 0:
-        raise BenchError(f"backline {' '.join(args)}: {result.stderr.strip()}")
+        raise BenchError(f"backline {' '.join(args)} (exit {result.returncode}): "
+                         f"{result.stdout.strip()} {result.stderr.strip()}")
 
 
 def agi_refuses(port: int) -> bool:
@@ -320,7 +321,7 @@ async def start_rig(stack: contextlib.AsyncExitStack, work: Path, *, kill: bool)
     controller = ControllerProcess(pbx.config_path, work / "controller.log")
     stack.callback(controller.stop)
     await asyncio.to_thread(controller.wait_for, "ready")
-    await asyncio.to_thread(backline, pbx.config_path, "outage", "engage", "--reason",
+    await asyncio.to_thread(backline, pbx.config_path, "outage", "engage", "--no-wait", "--reason",
                             "bench", "--by", "bench")
     await asyncio.to_thread(controller.wait_for, "the PBX now shows mode outage", 10)
     shown = await asyncio.to_thread(pbx.instance.cli, "database get backline mode")
