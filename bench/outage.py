@@ -11,23 +11,24 @@ controller as ops run it, a process of its own) started against it:
 - killed: the controller is SIGKILLed once the PBX shows the outage; its FastAGI port then
   refuses, ``AGI()`` fails at once and the dialplan's fail-safe answers alone.
 
-Both arms' Asterisk get the changes bench.calls makes (RTP on 127.0.0.1, 2000 RTP ports), and
-the announcement is re-rendered short (SHORT_ANNOUNCEMENT, with the renderer `backline
-render` uses), so that each call holds a channel for about two seconds and the calls open at
-once stay in the hundreds.
+Both arms' Asterisk get the changes bench.calls makes (bench/pbx_setup.py: RTP on 127.0.0.1,
+thousands of RTP ports), and the announcement is re-rendered short (SHORT_ANNOUNCEMENT, with the
+renderer `backline render` uses), so that each call holds a channel for about three seconds.
 
 The load: a SIPp carrier calls the practice's main line.  Each call must be answered and then
 hung up *by the PBX* after the whole announcement: SIPp waits for Asterisk's BYE (or fails
-the call), and the bench fails the step if any call's answer-to-BYE time is shorter than the
+the call), and a step is not clean if any call's answer-to-BYE time is shorter than the
 recording (the dialplan hangs up only once ``Playback()`` returns, and a Playback that cannot
-play returns at once).  Rates rise step by step, the two arms taking turns, as in bench.calls:
-a step fails on a failed or short call or if answers arrive more than 5% slower than the
-target rate; an arm stops at a rate that fails twice in a row.  Sustained = the rate of an
-arm's highest passing step.
+play returns at once), if a call failed or a SIP message was retransmitted (SIPp's own
+counts), or if answers arrive more than 5% slower than the target rate.  The rates are searched
+by bench/ceiling.py: the killed arm (the fail-safe dialplan: the reference) doubled then
+bisected to its ceiling, the up arm measured at and just below it.
 
-Prints a table per arm, the ratio killed/up (goal >= 0.9: the fail-safe costs nothing
-noticeable), and how many calls each arm's journal holds (up: every call; killed: none,
-until a controller returns and imports the CDR).
+Prints every step with its CPU split (Asterisk, the controller's process, the carrier SIPp,
+other work), the killed arm's ceiling, the ratio at saturation up/killed (goal >= 0.9: the
+controller in the path costs no noticeable capacity), who ran out of CPU first on each arm, and
+how many calls each arm's journal holds (up: every call; killed: none, until a controller
+returns and imports the CDR).
 Run: .venv/bin/python -m bench.outage [--quick] [--keep] [--trace]
 """
 
@@ -37,9 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import re
-import resource
 import shutil
 import socket
 import subprocess
@@ -56,17 +55,10 @@ from backline.core.model import Announcement
 from backline.localpbx.announcement import render_announcement
 from backline.localpbx.instance import AsteriskError, AsteriskInstance
 from backline.localpbx.ports import LOOPBACK
-from bench.calls import (
-    BUSY_MACHINE,
-    REACHED,
-    BenchError,
-    Plan,
-    bind_rtp_to_loopback,
-    climb,
-    cpu_seconds,
-    keep_log,
-    widen_rtp_range,
-)
+from bench import ceiling
+from bench.calls import BUSY_MACHINE, REACHED
+from bench.ceiling import Ceiling, Meter, Plan, Probe, Split, find_ceiling
+from bench.pbx_setup import BenchError, bind_rtp_to_loopback, keep_log, widen_rtp_range
 from bench.sipp_load import (
     RECV_TIMEOUT_MS,
     LoadResult,
@@ -87,9 +79,11 @@ PLAYED_SLACK = 0.25  # s: answer to BYE at least the recording's length minus th
 OPEN_SLACK = 3.0  # calls open at once are capped at rate x (announcement + this)
 READY_SECONDS = 60.0
 
-FULL = Plan(rates=(5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 120, 140, 160, 180, 200, 250),
-            step_seconds=5.0, max_calls_per_step=1250, budget_seconds=300.0)
-QUICK = Plan(rates=(5, 10), step_seconds=3.0, max_calls_per_step=30, budget_seconds=60.0)
+FULL = Plan(first=25, top=1600, step_seconds=5.0, max_calls_per_step=4000,
+            budget_seconds=300.0)
+SHORT = Plan(first=25, top=1600, step_seconds=4.0, max_calls_per_step=3000,
+             budget_seconds=150.0, resolution=0.2)  # python -m bench
+QUICK = Plan(first=5, top=10, step_seconds=2.0, max_calls_per_step=20, budget_seconds=60.0)
 
 
 # ----- results: pure
@@ -111,47 +105,11 @@ def held_seconds(call_log: str) -> list[float]:
 
 
 @dataclass(frozen=True, slots=True)
-class Cpu:
-    """CPU used over a step, in cores (1.0 = one core busy the whole step)."""
-
-    asterisk: float
-    controller: float  # the `backline run` process (up arm; 0 once killed)
-    sipp: float  # the carrier (reaped by the end of the step)
-    other: float  # everything else on the machine: the other arm, other jobs, this bench
-
-
-@dataclass(frozen=True, slots=True)
-class CpuSample:
-    wall: float
-    asterisk: float
-    controller: float
-    children: float
-    machine: float
-
-    @classmethod
-    def now(cls, asterisk_pid: int | None, controller_pid: int | None) -> CpuSample:
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        with open("/proc/stat") as stat:
-            ticks = [int(t) for t in stat.readline().split()[1:]]
-        busy = sum(ticks[:8]) - ticks[3] - ticks[4]
-        return cls(time.monotonic(), cpu_seconds(asterisk_pid), cpu_seconds(controller_pid),
-                   children.ru_utime + children.ru_stime, busy / os.sysconf("SC_CLK_TCK"))
-
-    def since(self, start: CpuSample) -> Cpu:
-        wall = max(self.wall - start.wall, 1e-9)
-        asterisk = (self.asterisk - start.asterisk) / wall
-        controller = max(self.controller - start.controller, 0.0) / wall
-        sipp = (self.children - start.children) / wall
-        machine = (self.machine - start.machine) / wall
-        return Cpu(asterisk, controller, sipp, max(0.0, machine - asterisk - controller - sipp))
-
-
-@dataclass(frozen=True, slots=True)
 class Step:
     rate: int
     calls: int
     load: LoadResult
-    cpu: Cpu
+    split: Split
     held: tuple[float, ...]  # answer to BYE, per successful call
     announcement: float  # the recording's length, s
     workdir: Path
@@ -165,30 +123,22 @@ class Step:
     def passed(self) -> bool:
         r = self.load
         return (r.returncode == 0 and r.failed == 0 and r.successful == self.calls
+                and r.retransmissions == 0
                 and len(self.held) == self.calls and self.short == 0
                 and r.answered_cps >= REACHED * self.rate)
 
 
 @dataclass(frozen=True, slots=True)
-class Arm:
-    name: str
-    steps: tuple[Step, ...]
-    stopped_by: str
-    journaled: int  # calls to NUMBER in the arm's journal at the end
+class Result:
+    found: Ceiling[Step]
+    journaled: dict[str, int]  # calls to NUMBER in each arm's journal at the end
+
+    def answered(self, arm: str) -> int:
+        return sum(p.step.load.successful for p in self.found.probes if p.arm == arm)
 
     @property
-    def top_step(self) -> Step | None:
-        passed = [s for s in self.steps if s.passed]
-        return max(passed, key=lambda s: s.rate) if passed else None
-
-    @property
-    def sustained(self) -> int:
-        top = self.top_step
-        return top.rate if top else 0
-
-    @property
-    def answered(self) -> int:
-        return sum(s.load.successful for s in self.steps)
+    def announcement(self) -> float:
+        return next((p.step.announcement for p in self.found.probes), math.nan)
 
 
 # ----- the controller as ops run it
@@ -302,9 +252,6 @@ class Rig:
     pbx: PracticePbx
     controller: ControllerProcess
     announcement: float
-    stopped_by: str = ""
-    next_rate: int = 0
-    failed_once: bool = False
 
 
 async def start_rig(stack: contextlib.AsyncExitStack, work: Path, *, kill: bool) -> Rig:
@@ -361,14 +308,13 @@ def outage_carrier(pbx: tuple[str, int], workdir: Path, *, rate: float, calls: i
 
 
 async def run_step(rig: Rig, rate: int, calls: int, trace: bool) -> Step:
-    pids = (rig.pbx.instance.pid, rig.controller.pid)
-    before = CpuSample.now(*pids)
+    meter = Meter(rig.pbx.instance.pid, rig.controller.pid)
     proc = await asyncio.to_thread(
         outage_carrier, (LOOPBACK, rig.pbx.ports.sip), rig.work, rate=rate, calls=calls,
         max_open=max(20, math.ceil(rate * (rig.announcement + OPEN_SLACK))), trace=trace)
     load = await asyncio.to_thread(finish, proc, calls / rate + 60)
-    cpu = CpuSample.now(*pids).since(before)
-    return Step(rate, calls, load, cpu, tuple(held_seconds(proc.call_log())),
+    split = meter.split(load.sipp_cpu)
+    return Step(rate, calls, load, split, tuple(held_seconds(proc.call_log())),
                 rig.announcement, proc.workdir)
 
 
@@ -388,78 +334,77 @@ async def settled_journal(rig: Rig, expected: int, within: float = 30.0) -> int:
         await asyncio.sleep(0.5)  # a bench's last look, not a test's wait
 
 
-async def run(plan: Plan, work: Path, trace: bool) -> list[Arm]:
-    """Both arms up the plan's rates by bench.calls.climb(), then each journal's count."""
+async def run(plan: Plan, work: Path, trace: bool) -> Result:
+    """The killed arm's ceiling and the up arm at it (bench.ceiling), then each journal's
+    count."""
     async with contextlib.AsyncExitStack() as stack:
-        rigs = [await start_rig(stack, work / "up", kill=False),
-                await start_rig(stack, work / "killed", kill=True)]
-        steps = await climb(rigs, plan,
-                            lambda rig, rate, calls: run_step(rig, rate, calls, trace))
-        arms = []
-        for rig in rigs:
-            answered = sum(s.load.successful for s in steps[rig.name])
-            count = await settled_journal(rig, answered if rig.name == "up" else 0,
-                                          within=30.0 if rig.name == "up" else 0.0)
-            arms.append(Arm(rig.name, tuple(steps[rig.name]), rig.stopped_by, count))
-        return arms
+        up = await start_rig(stack, work / "up", kill=False)
+        killed = await start_rig(stack, work / "killed", kill=True)
+        found = await find_ceiling(killed, up, plan,
+                                   lambda rig, rate, calls: run_step(rig, rate, calls, trace))
+        answered = sum(p.step.load.successful for p in found.probes if p.arm == "up")
+        journaled = {"up": await settled_journal(up, answered),
+                     "killed": await settled_journal(killed, 0, within=0.0)}
+        return Result(found, journaled)
 
 
 # ----- output
 
 
-HEADER = (f"{'target':>6} {'calls':>6} {'failed':>6} {'offered':>8} {'answered':>8} "
-          f"{'setup p50':>9} {'setup p99':>9} {'held min':>8} {'short':>5} {'retrans':>7} "
-          f"{'ast':>5} {'ctl':>5} {'sipp':>5} {'other':>5}  pass")
+HEADER = (f"{'arm':<7} {'phase':<16} {'target':>6} {'calls':>6} {'failed':>6} {'retrans':>7} "
+          f"{'answered':>8} {'setup p50':>9} {'setup p99':>9} {'held min':>8} {'short':>5} "
+          f"{ceiling.cpu_columns()}  clean")
 
 
 def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f}ms"
 
 
-def row(step: Step) -> str:
-    r, c = step.load, step.cpu
+def row(probe: Probe[Step]) -> str:
+    step = probe.step
+    r = step.load
     held = f"{min(step.held):.2f}s" if step.held else "-"
-    return (f"{step.rate:>6} {step.calls:>6} {r.failed:>6} {r.offered_cps:>8.1f} "
-            f"{r.answered_cps:>8.1f} {_ms(r.setup_p50_ms):>9} {_ms(r.setup_p99_ms):>9} "
-            f"{held:>8} {step.short:>5} {r.retransmissions:>7} {c.asterisk:>5.0%} "
-            f"{c.controller:>5.0%} {c.sipp:>5.0%} {c.other:>5.0%}  "
-            f"{'yes' if step.passed else 'NO'}")
+    return (f"{probe.arm:<7} {probe.phase:<16} {step.rate:>6} {step.calls:>6} {r.failed:>6} "
+            f"{r.retransmissions:>7} {r.answered_cps:>8.1f} {_ms(r.setup_p50_ms):>9} "
+            f"{_ms(r.setup_p99_ms):>9} {held:>8} {step.short:>5} "
+            f"{ceiling.cpu_row(step.split)}  {'yes' if step.passed else 'NO'}")
 
 
-TITLES = {"up": "controller up (FastAGI decides \"announce\", journals each call)",
-          "killed": "controller SIGKILLed (the dialplan's fail-safe answers alone)"}
+def table(result: Result) -> list[str]:
+    return ["up: the controller decides \"announce\" over FastAGI and journals each call; "
+            "killed: it is SIGKILLed, the dialplan's fail-safe answers alone",
+            HEADER, *(row(p) for p in result.found.probes)]
 
 
-def table(arm: Arm) -> list[str]:
-    return [TITLES[arm.name], HEADER, *(row(s) for s in arm.steps)]
-
-
-def summary(up: Arm, killed: Arm, announcement: float) -> list[str]:
-    out = [f"announcement: {announcement:.2f} s (\"{SHORT_ANNOUNCEMENT}\"); each call held "
-           "until the PBX hung up after it"]
-    out += [f"{arm.name}: sustained {arm.sustained} calls/s answered with the whole "
-            f"announcement (answers at "
-            f"{arm.top_step.load.answered_cps if arm.top_step else 0:.1f}/s; stopped: "
-            f"{arm.stopped_by})" for arm in (up, killed)]
-    if up.sustained > 0:
-        ratio = killed.sustained / up.sustained
-        verdict = "meets" if ratio >= GOAL_RATIO else "MISSES"
-        out.append(f"ratio killed/up: {ratio:.2f} ({verdict} the >= {GOAL_RATIO} goal: "
-                   "the fail-safe costs nothing noticeable)")
-        if any(a.stopped_by.startswith("the plan's top") for a in (up, killed)):
-            out.append("  (an arm passed every rate: its limit lies above the plan's top rate)")
-    else:
-        out.append("ratio killed/up: - (the up arm sustained nothing)")
-    out.append(f"journal: up arm {up.journaled} of {up.answered} answered calls (the "
-               f"controller decided each); killed arm {killed.journaled} of "
-               f"{killed.answered} (nobody to journal them until a controller returns and "
-               "imports the CDR)")
-    busy = [s for a in (up, killed) for s in a.steps if s.cpu.other >= BUSY_MACHINE]
+def summary(result: Result) -> list[str]:
+    found = result.found
+    out = [f"announcement: {result.announcement:.2f} s (\"{SHORT_ANNOUNCEMENT}\"); each call "
+           "held until the PBX hung up after it"]
+    out += ceiling.summary(found, reference="killed (fail-safe)", subject="up",
+                           goal=GOAL_RATIO)
+    out.append(f"journal: up arm {result.journaled['up']} of {result.answered('up')} answered "
+               f"calls (the controller decided each); killed arm "
+               f"{result.journaled['killed']} of {result.answered('killed')} (nobody to "
+               "journal them until a controller returns and imports the CDR)")
+    busy = [p for p in found.probes if p.step.split.other >= BUSY_MACHINE]
     if busy:
         out.append(f"  warning: other work took {BUSY_MACHINE:.0%} of a core or more during "
-                   f"{len(busy)} of {len(up.steps) + len(killed.steps)} steps (\"other\"): "
-                   "the limits are then the shared machine's; rerun when it is quiet")
+                   f"{len(busy)} of {len(found.probes)} steps (\"other\"): the limits are "
+                   "then the shared machine's; rerun when it is quiet")
     return out
+
+
+def measure(plan: Plan, trace: bool = False, keep: bool = False) -> Result:
+    """Both arms by ``plan``, in a work directory of its own (removed unless ``keep``);
+    raises BenchError, SippError or AsteriskError if the comparison could not be made."""
+    work = Path(tempfile.mkdtemp(prefix="backline-bench-outage-"))
+    try:
+        return asyncio.run(run(plan, work, trace))
+    finally:
+        if keep:
+            print(f"SIPp, Asterisk and controller logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,21 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", action="store_true",
                         help="SIPp logs every SIP message too (costs CPU at high rates)")
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    work = Path(tempfile.mkdtemp(prefix="backline-bench-outage-"))
     begun = time.monotonic()
     try:
-        up, killed = asyncio.run(run(plan, work, args.trace))
+        result = measure(QUICK if args.quick else FULL, args.trace, args.keep)
     except (BenchError, SippError, AsteriskError) as exc:
         print(f"bench.outage: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if args.keep:
-            print(f"SIPp, Asterisk and controller logs kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    announcement = next((s.announcement for a in (up, killed) for s in a.steps), math.nan)
-    for line in [*table(up), "", *table(killed), "", *summary(up, killed, announcement)]:
+    for line in [*table(result), "", *summary(result)]:
         print(line)
     print(f"took {time.monotonic() - begun:.0f} s")
     return 0

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backline.localpbx.ports import LOOPBACK
+from bench.ceiling import cpu_seconds
 from tests.harness.sipp import (
     ERRORS,
     SCENARIOS,
@@ -61,6 +62,10 @@ class LoadSipp(SippProcess):
             "-trace_logs", "-log_file", str(w / CALL_LOG),
             *self.args,
         ]  # fmt: skip
+
+    def exited_within(self, timeout: float) -> bool:
+        """Whether SIPp exits within TIMEOUT s; it is not reaped (wait() does that)."""
+        return self._exited(timeout)
 
     def stats(self) -> dict[str, str]:
         """The last row of SIPp's statistics (complete once SIPp has exited)."""
@@ -197,9 +202,11 @@ class LoadResult:
     answered_cps: float   # answers received per second, first to last
     setup_p50_ms: float   # INVITE to 200
     setup_p99_ms: float
+    sipp_cpu: float = 0.0  # CPU seconds of the carrier SIPp over its whole life
 
 
-def load_result(returncode: int, stats: dict[str, str], call_log: str) -> LoadResult:
+def load_result(returncode: int, stats: dict[str, str], call_log: str,
+                sipp_cpu: float = 0.0) -> LoadResult:
     def count(column: str) -> int:
         value = stats.get(column, "0").strip()
         return int(value) if value.isdigit() else 0
@@ -216,16 +223,22 @@ def load_result(returncode: int, stats: dict[str, str], call_log: str) -> LoadRe
         answered_cps=rate_of([c.answer for c in calls]),
         setup_p50_ms=percentile(setup, 50),
         setup_p99_ms=percentile(setup, 99),
+        sipp_cpu=sipp_cpu,
     )
 
 
 def finish(proc: LoadSipp, timeout: float) -> LoadResult:
-    """Wait for a carrier to exit by itself (blocking; run it in a thread) and read it."""
+    """Wait for a carrier to exit by itself (blocking; run it in a thread) and read it,
+    with its CPU time: read from /proc once it has exited and before it is reaped, when the
+    kernel still shows a zombie's final figures."""
+    pid = proc.pid
+    exited = pid is not None and proc.exited_within(timeout)
+    cpu = cpu_seconds(pid) if exited else 0.0
     try:
-        result = proc.wait(timeout)
+        result = proc.wait(0 if exited else 1)
     except SippError:
-        return load_result(-1, proc.stats(), proc.call_log())
-    return load_result(result.returncode, proc.stats(), proc.call_log())
+        return load_result(-1, proc.stats(), proc.call_log(), cpu)
+    return load_result(result.returncode, proc.stats(), proc.call_log(), cpu)
 
 
 __all__ = [

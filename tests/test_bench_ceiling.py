@@ -1,0 +1,112 @@
+"""bench/ceiling.py's search and its reading of CPU: where it spends steps, what it calls the
+ceiling and the ratio at saturation, and who it says ran out.  The arms here are tables of
+which rates are clean (the search's contract with a step), not PBXs: the benchmarks run the
+real ones (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bench.ceiling import Plan, Split, find_ceiling, ran_out
+
+IDLE = Split(0.1, 0.0, 0.1, 0.0, 0.0, 2)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    split: Split = IDLE
+
+
+@dataclass
+class Arm:
+    """An arm clean up to ``limit`` cps; ``flaky`` rates fail the first time only."""
+
+    name: str
+    limit: int
+    flaky: set[int] = field(default_factory=set)
+    tried: list[int] = field(default_factory=list)
+
+    def clean(self, rate: int) -> bool:
+        if rate in self.flaky:
+            self.flaky.discard(rate)
+            return False
+        return rate <= self.limit
+
+
+def stepper(calls: list[tuple[str, int]]) -> Callable[[Arm, int, int], Awaitable[Outcome]]:
+    async def step(arm: Arm, rate: int, _calls: int) -> Outcome:
+        calls.append((arm.name, rate))
+        arm.tried.append(rate)
+        return Outcome(arm.clean(rate))
+    return step
+
+
+PLAN = Plan(first=25, top=1600, step_seconds=0.0, max_calls_per_step=10, budget_seconds=1e9)
+
+
+async def test_the_reference_is_doubled_then_bisected_and_the_subject_met_at_its_ceiling(
+        ) -> None:
+    calls: list[tuple[str, int]] = []
+    static, controller = Arm("static", 300), Arm("controller", 300)
+    found = await find_ceiling(static, controller, PLAN, stepper(calls))
+    assert static.tried[:5] == [25, 50, 100, 200, 400]
+    assert 300 <= found.ceiling < found.saturated_at <= 330, found
+    assert found.saturated_at - found.ceiling <= 0.1 * found.ceiling
+    # The subject at the ceiling (clean), then at the reference's first unclean rate (not).
+    assert controller.tried[0] == found.ceiling
+    assert found.saturated_at in controller.tried
+    assert found.subject_rate == found.ceiling and found.ratio == 1.0
+    assert not any(r < 200 for r in controller.tried), "no time spent on low rates"
+
+
+async def test_a_subject_that_gives_out_first_is_measured_just_below_the_ceiling() -> None:
+    calls: list[tuple[str, int]] = []
+    static, controller = Arm("static", 200), Arm("controller", 160)
+    found = await find_ceiling(static, controller, PLAN, stepper(calls))
+    assert found.ceiling == 200 and found.saturated_at <= 220
+    assert found.subject_rate == 150  # 0.9 x 200 = 180 not clean, 0.75 x 200 clean
+    assert math.isclose(found.ratio, 0.75)
+    unclean = found.unclean("controller")
+    assert unclean is not None and unclean.rate == 200
+
+
+async def test_one_failed_step_is_tried_again_before_it_counts() -> None:
+    calls: list[tuple[str, int]] = []
+    static, controller = Arm("static", 300, flaky={100}), Arm("controller", 300)
+    found = await find_ceiling(static, controller, PLAN, stepper(calls))
+    assert static.tried[:4] == [25, 50, 100, 100]
+    assert found.ceiling >= 300
+    phases = [p.phase for p in found.probes if p.rate == 100]
+    assert phases == ["climb", "climb again"]
+    unclean = found.unclean("static")
+    assert unclean is None or unclean.rate > 300
+
+
+async def test_a_reference_clean_at_the_top_says_the_ceiling_lies_above() -> None:
+    calls: list[tuple[str, int]] = []
+    plan = Plan(first=5, top=10, step_seconds=0.0, max_calls_per_step=10, budget_seconds=1e9)
+    found = await find_ceiling(Arm("static", 99), Arm("controller", 99), plan,
+                               stepper(calls))
+    assert (found.ceiling, found.saturated_at, found.subject_rate) == (10, 0, 10)
+    assert "top rate" in found.stopped_by
+
+
+async def test_the_budget_stops_the_climb_and_says_so() -> None:
+    calls: list[tuple[str, int]] = []
+    plan = Plan(first=25, top=1600, step_seconds=1.0, max_calls_per_step=10, budget_seconds=0.5)
+    found = await find_ceiling(Arm("static", 300), Arm("controller", 300), plan,
+                               stepper(calls))
+    assert calls == [] and found.ceiling == 0 and "budget" in found.stopped_by
+
+
+def test_who_ran_out_names_sipp_when_the_carrier_has_a_whole_core() -> None:
+    assert ran_out(Split(0.6, 0.0, 0.97, 0.1, 0.1, 2)).startswith("the carrier SIPp")
+    assert ran_out(Split(0.5, 0.95, 0.3, 0.1, 0.0, 2)).startswith("the controller")
+    assert ran_out(Split(1.5, 0.0, 0.4, 0.1, 0.0, 2)).startswith("the machine's 2 cores, "
+                                                                 "mostly Asterisk")
+    assert ran_out(Split(0.5, 0.0, 0.3, 0.1, 1.2, 2)).startswith("the machine's 2 cores, "
+                                                                 "mostly other")
+    assert ran_out(IDLE).startswith("no CPU")
