@@ -385,7 +385,7 @@ async def run(plan: Plan, work: Path, trace: bool) -> Result:
 
 
 # CPU columns: % of one core over the step; "other" is everything on the machine but the arm.
-HEADER = (f"{'arm':<10} {'phase':<16} {'target':>6} {'calls':>6} {'failed':>6} "
+HEADER = (f"{'arm':<10} {'phase':<17} {'target':>6} {'calls':>6} {'failed':>6} "
           f"{'retrans':>7} {'answered':>8} {'setup p50':>9} {'setup p99':>9} "
           f"{ceiling.cpu_columns()} {'agi p99':>8} {'sess p99':>8}  clean")
 
@@ -399,7 +399,7 @@ def row(probe: ceiling.Probe[Step]) -> str:
     r = step.load
     agi99 = percentile(list(step.decisions_ms), 99)
     session99 = percentile(list(step.sessions_ms), 99)
-    return (f"{probe.arm:<10} {probe.phase:<16} {step.rate:>6} {step.calls:>6} {r.failed:>6} "
+    return (f"{probe.arm:<10} {probe.phase:<17} {step.rate:>6} {step.calls:>6} {r.failed:>6} "
             f"{r.retransmissions:>7} {r.answered_cps:>8.1f} {_ms(r.setup_p50_ms):>9} "
             f"{_ms(r.setup_p99_ms):>9} {ceiling.cpu_row(step.split)} {_ms(agi99):>8} "
             f"{_ms(session99):>8}  {'yes' if step.passed else 'NO'}")

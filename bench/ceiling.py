@@ -184,12 +184,15 @@ class Ceiling(Generic[S]):
         return self.subject_rate / self.ceiling if self.ceiling else float("nan")
 
     def unclean(self, arm: str) -> Probe[S] | None:
-        """The arm's highest-rate step at a rate it never passed: where it ran out (a rate
+        """The arm's last step at the lowest rate it never passed: where it ran out (a rate
         that failed once and then passed was the machine's hiccup, not the arm's limit)."""
         mine = [p for p in self.probes if p.arm == arm]
         passed = {p.rate for p in mine if p.step.passed}
         failed = [p for p in mine if p.rate not in passed]
-        return max(failed, key=lambda p: p.rate) if failed else None
+        if not failed:
+            return None
+        lowest = min(p.rate for p in failed)
+        return [p for p in failed if p.rate == lowest][-1]
 
 
 class _Search(Generic[R, S]):

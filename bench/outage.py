@@ -351,7 +351,7 @@ async def run(plan: Plan, work: Path, trace: bool) -> Result:
 # ----- output
 
 
-HEADER = (f"{'arm':<7} {'phase':<16} {'target':>6} {'calls':>6} {'failed':>6} {'retrans':>7} "
+HEADER = (f"{'arm':<7} {'phase':<17} {'target':>6} {'calls':>6} {'failed':>6} {'retrans':>7} "
           f"{'answered':>8} {'setup p50':>9} {'setup p99':>9} {'held min':>8} {'short':>5} "
           f"{ceiling.cpu_columns()}  clean")
 
@@ -364,7 +364,7 @@ def row(probe: Probe[Step]) -> str:
     step = probe.step
     r = step.load
     held = f"{min(step.held):.2f}s" if step.held else "-"
-    return (f"{probe.arm:<7} {probe.phase:<16} {step.rate:>6} {step.calls:>6} {r.failed:>6} "
+    return (f"{probe.arm:<7} {probe.phase:<17} {step.rate:>6} {step.calls:>6} {r.failed:>6} "
             f"{r.retransmissions:>7} {r.answered_cps:>8.1f} {_ms(r.setup_p50_ms):>9} "
             f"{_ms(r.setup_p99_ms):>9} {held:>8} {step.short:>5} "
             f"{ceiling.cpu_row(step.split)}  {'yes' if step.passed else 'NO'}")

@@ -70,7 +70,7 @@ async def test_a_subject_that_gives_out_first_is_measured_just_below_the_ceiling
     assert found.subject_rate == 150  # 0.9 x 200 = 180 not clean, 0.75 x 200 clean
     assert math.isclose(found.ratio, 0.75)
     unclean = found.unclean("controller")
-    assert unclean is not None and unclean.rate == 200
+    assert unclean is not None and unclean.rate == 180  # the lowest rate it never passed
 
 
 async def test_one_failed_step_is_tried_again_before_it_counts() -> None:
