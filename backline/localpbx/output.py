@@ -9,14 +9,21 @@ import zoneinfo
 from collections.abc import Sequence
 from pathlib import Path
 
-from backline.core.connections import AsteriskPbx
+from backline.core.connections import AsteriskPbx, HostPort
 from backline.core.model import Directory
 from backline.core.provisioning import ProvisionedPhone, file_names
 from backline.localpbx.phone_secrets import load_or_create, write_private
+from backline.localpbx.practice_ca import (
+    KAMAILIO_CERT,
+    KAMAILIO_KEY,
+    PracticeCaError,
+    ensure_practice_ca,
+)
 from backline.render.asterisk import RenderedFile
 from backline.render.firewall import render_firewall
 from backline.render.kamailio import (
     Registrar,
+    RegistrarTls,
     location_db_url,
     parse_host_port,
     parse_node,
@@ -108,12 +115,14 @@ def write_kamailio(out: Path, listen: str, nodes: Sequence[str], config_dir: str
     same the nodes' pjsip.conf gets, 0600) and ``location.sql`` are written too."""
     registrar = logins = secrets = None
     pbx = directory.connections.pbx if directory is not None else None
+    address = parse_host_port(listen, "--kamailio")
     if directory is not None and isinstance(pbx, AsteriskPbx) and pbx.registrar is not None:
         registrar = Registrar(location_db_url(directory.connections.storage.url), config_dir,
-                              directory.max_per_login)
+                              directory.max_per_login,
+                              registrar_tls(directory, pbx, address))
         logins = {p: u.id for u in directory.users if u.active for p in u.desk_phones}
         secrets = load_or_create(secrets_path or Path(pbx.secrets_file), logins)
-    files = render_kamailio(parse_host_port(listen, "--kamailio"),
+    files = render_kamailio(address,
                             [parse_node(n) for n in nodes], config_dir, carrier=carrier,
                             registrar=registrar, logins=logins, secrets=secrets)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +132,27 @@ def write_kamailio(out: Path, listen: str, nodes: Sequence[str], config_dir: str
         else:
             (out / f.name).write_text(f.text)
     return len(files)
+
+
+def registrar_tls(directory: Directory, pbx: AsteriskPbx, listen: HostPort
+                  ) -> RegistrarTls | None:
+    """Kamailio's TLS listener as the registrar, when the practice has ``tls``: on the
+    config's TLS port at Kamailio's address, serving the practice's certificate and key, or
+    (``practice_ca``) a certificate the practice CA signs for Kamailio's address (made, or
+    remade, beside Asterisk's: the phones trust the one CA).  Raises ValueError when the CA
+    cannot be made."""
+    tls = pbx.tls
+    if tls is None:
+        return None
+    if not tls.practice_ca:
+        return RegistrarTls(tls.port, tls.certificate_file, tls.key_file)
+    try:
+        made = ensure_practice_ca(Path(tls.practice_ca), listen.host, directory.practice.name,
+                                  certificate=KAMAILIO_CERT, key_file=KAMAILIO_KEY)
+    except (PracticeCaError, OSError) as exc:
+        raise ValueError(f"connections.pbx.tls.practice_ca: cannot make Kamailio's "
+                         f"certificate in {tls.practice_ca}: {exc}") from exc
+    return RegistrarTls(tls.port, str(made.certificate), str(made.key))
 
 
 FIREWALL_FILE = "firewall.nft"

@@ -20,6 +20,9 @@ from pathlib import Path
 from backline.render.asterisk_pjsip import PRACTICE_CA_CERT, SERVER_CERT, SERVER_KEY
 
 CA_KEY = "ca.key"
+# Kamailio's server certificate (the registrar's TLS listener, on its own address), signed by
+# the same CA, so the phones trust it as they trust Asterisk's.
+KAMAILIO_CERT, KAMAILIO_KEY = "kamailio.pem", "kamailio.key"
 CA_DAYS = 3650
 SERVER_DAYS = 825  # what Apple's and the browsers' rules allow a server certificate
 RENEW_DAYS = 30  # reissued when it ends within this
@@ -38,12 +41,15 @@ class PracticeCa:
     made: tuple[str, ...]  # what this call made ("ca", "server"): nothing when reused
 
 
-def ensure_practice_ca(folder: Path, host: str, practice: str) -> PracticeCa:
+def ensure_practice_ca(folder: Path, host: str, practice: str, *,
+                       certificate: str = SERVER_CERT, key_file: str = SERVER_KEY) -> PracticeCa:
     """The CA and the server certificate for ``host`` (the SIP address) in ``folder``,
-    made only when missing or no longer valid."""
+    made only when missing or no longer valid.  ``certificate`` and ``key_file``: the
+    server certificate's file names, when another listener on another address (Kamailio
+    as the registrar, KAMAILIO_CERT) needs one of its own from the same CA."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca, ca_key = folder / PRACTICE_CA_CERT, folder / CA_KEY
-    cert, key = folder / SERVER_CERT, folder / SERVER_KEY
+    cert, key = folder / certificate, folder / key_file
     made: list[str] = []
     if not (_valid_for(ca, RENEW_DAYS) and _matches(ca, ca_key)):
         _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",

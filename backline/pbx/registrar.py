@@ -28,8 +28,9 @@ Row = tuple[str, str, float, str | None]
 QUERY = ("SELECT l.username, l.contact, extract(epoch FROM l.expires)::float8, a.avalue "
          "FROM location l LEFT JOIN location_attrs a ON a.ruid = l.ruid AND a.aname = 'phone' "
          "ORDER BY l.id")
-# A contact we will put into a Dial string (as backline.pbx.asterisk.contacts).
-_SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._-]+)*")
+# A contact we will put into a Dial string (as backline.pbx.asterisk.contacts); a phone on TCP
+# or TLS has Kamailio's ``;alias=IP~PORT~PROTO`` (backline/render/kamailio_registrar.py).
+_SAFE_CONTACT = re.compile(r"sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.\[\]:-]+(;[A-Za-z0-9=._~-]+)*")
 
 
 def location_contacts(book: OwnershipBook, rows: Iterable[Row]) -> list[Registration]:

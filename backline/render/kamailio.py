@@ -29,12 +29,15 @@ from backline.render.asterisk import RenderedFile
 from backline.render.kamailio_registrar import (
     LOCATION_CHANNEL,
     LOCATION_SQL,
+    REACH_PHONE_IN_DIALOG,
     REALM,
     Registrar,
+    RegistrarTls,
     location_db_url,
     registrar_modules,
     registrar_phones,
     registrar_routes,
+    registrar_tls_module,
     subscriber_table,
 )
 
@@ -45,6 +48,7 @@ __all__ = [
     "REALM",
     "Node",
     "Registrar",
+    "RegistrarTls",
     "dispatcher_list",
     "kamailio_cfg",
     "location_db_url",
@@ -97,6 +101,7 @@ def kamailio_cfg(listen: HostPort, list_file: str, module_dir: str, *, carrier: 
     registered login's desk phone and the nodes (towards a desk phone) may too."""
     if not _HOST.fullmatch(carrier):
         raise ValueError(f"carrier {carrier!r} is not a host name or address")
+    listen_tls = tls_module = in_dialog = ""
     if registrar is None:
         modules = ""
         register = """    if (is_method("REGISTER")) {
@@ -113,6 +118,10 @@ def kamailio_cfg(listen: HostPort, list_file: str, module_dir: str, *, carrier: 
     }"""
         phones = registrar_phones(DISPATCHER_SET)
         routes = registrar_routes(registrar)
+        in_dialog = REACH_PHONE_IN_DIALOG
+        if registrar.tls is not None:
+            listen_tls = f"enable_tls=yes\nlisten=tls:{listen.host}:{registrar.tls.port}\n"
+            tls_module = registrar_tls_module(registrar)
     return f"""#!KAMAILIO
 # Rendered by Backline (backline/render/kamailio.py).  Calls are spread over the PBX nodes in
 # {list_file}; see that module for why each line is here.
@@ -123,11 +132,11 @@ memlog=5
 children=4
 listen=udp:{listen.host}:{listen.port}
 listen=tcp:{listen.host}:{listen.port}
-auto_aliases=no
+{listen_tls}auto_aliases=no
 alias="{listen.host}:{listen.port}"
 
 mpath="{module_dir}"
-loadmodule "kex.so"
+{tls_module}loadmodule "kex.so"
 loadmodule "corex.so"
 loadmodule "tm.so"
 loadmodule "tmx.so"
@@ -164,7 +173,7 @@ request_route {{
     # Within a dialog: follow the Route set we recorded.
     if (has_totag()) {{
         if (loose_route()) {{
-            t_relay();
+{in_dialog}            t_relay();
             exit;
         }}
         if (is_method("ACK")) {{

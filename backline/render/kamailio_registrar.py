@@ -12,6 +12,15 @@ controllers read the same table for their ring set (a trigger NOTIFYs them of ea
 a node reaches each contact through Kamailio (the desk-phone endpoints' outbound proxy).  A
 desk phone's own INVITE goes to a node chosen by its Call-ID, so the node's digest challenge
 and the phone's answer meet on one node.
+
+With ``connections.pbx.tls`` the registrar listens for SIP over TLS too (Debian's
+``kamailio-tls-modules``: ``tls.so``), with the practice's certificate, or one the practice
+CA signs for Kamailio's address, so desk phones keep TLS behind several nodes.  A phone on
+TCP or TLS is reached over the connection it opened (a phone accepts none: it has no server
+certificate), whose source port is not the one its Contact names: Kamailio adds the
+connection to each Contact it takes from such a phone (nathelper's ``set_contact_alias``,
+``;alias=IP~PORT~PROTO``), and a request to such a Contact is sent over that connection
+(``handle_ruri_alias``), from a node's INVITE to the dialog's ACK and BYE.
 """
 
 from __future__ import annotations
@@ -27,6 +36,23 @@ LOCATION_CHANNEL = "backline_location"  # NOTIFY channel: the location table cha
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrarTls:
+    """The registrar's SIP-over-TLS listener: its port on Kamailio's address, and the
+    certificate and key it serves (files Kamailio can read)."""
+
+    port: int
+    certificate: str
+    key: str
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"TLS port {self.port} out of range")
+        for path in (self.certificate, self.key):
+            if not re.fullmatch(r"/[A-Za-z0-9_./-]+", path):
+                raise ValueError(f"{path!r}: Kamailio's TLS files need a plain absolute path")
+
+
+@dataclass(frozen=True, slots=True)
 class Registrar:
     """Kamailio as the registrar: where the location table is (a Kamailio db_url, no
     password: libpq reads it from PGPASSFILE), where the rendered ``subscriber`` table is,
@@ -35,6 +61,7 @@ class Registrar:
     location_db: str
     auth_dir: str
     max_per_login: int
+    tls: RegistrarTls | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"postgres://[A-Za-z0-9_.-]+@[A-Za-z0-9.:-]+/[A-Za-z0-9_]+",
@@ -134,13 +161,27 @@ CREATE OR REPLACE TRIGGER backline_location_attrs_changed
 
 
 
+# Within a dialog, a request towards a desk phone on TCP or TLS: over its connection.
+REACH_PHONE_IN_DIALOG = """\
+            if ($du == "") {
+                handle_ruri_alias();
+            }
+"""
+
+
 def registrar_phones(dispatcher_set: int) -> str:
     """The main route's lines for calls to and from registered desk phones."""
     return f"""    # A node calling a desk phone: its Request-URI is a contact the controller
-    # took from the location table; relay it there and stay in the path.
+    # took from the location table (over TCP or TLS: with the connection's alias); relay
+    # it there and stay in the path.
     if (is_method("INVITE") && ds_is_from_list("{dispatcher_set}", "2")) {{
         remove_hf("Route");
         record_route();
+        if (handle_ruri_alias() < 0) {{
+            sl_send_reply("400", "Bad alias");
+            exit;
+        }}
+        t_on_reply("PHONE_ANSWER");
         if (!t_relay()) {{
             sl_reply_error();
         }}
@@ -151,6 +192,9 @@ def registrar_phones(dispatcher_set: int) -> str:
     if (is_method("INVITE") && registered("location", "$fu")) {{
         remove_hf("Route");
         record_route();
+        if (!(proto == UDP)) {{
+            set_contact_alias();  # the node's BYE comes back over this connection
+        }}
         if (!ds_select_dst("{dispatcher_set}", "0")) {{
             sl_send_reply("503", "No PBX node available");
             exit;
@@ -164,6 +208,21 @@ def registrar_phones(dispatcher_set: int) -> str:
 """
 
 
+def registrar_tls_module(r: Registrar) -> str:
+    """tls.so and its settings, for the top of kamailio.cfg: it must be loaded before any
+    module that uses libssl (db_postgres, through libpq: Debian's README.tls.gz, section
+    1).  TLS 1.2 or newer, as Asterisk's transport; phones present no certificate."""
+    if r.tls is None:
+        return ""
+    return f"""loadmodule "tls.so"
+modparam("tls", "tls_method", "TLSv1.2+")
+modparam("tls", "certificate", "{r.tls.certificate}")
+modparam("tls", "private_key", "{r.tls.key}")
+modparam("tls", "verify_certificate", 0)
+modparam("tls", "require_certificate", 0)
+"""
+
+
 def registrar_modules(r: Registrar) -> str:
     return f"""loadmodule "db_postgres.so"
 loadmodule "db_text.so"
@@ -171,6 +230,7 @@ loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "auth.so"
 loadmodule "auth_db.so"
+loadmodule "nathelper.so"
 
 # Registrations only in the shared database (no cache): every Kamailio, restarted or not,
 # sees every registration, and the controllers read the same rows.
@@ -192,6 +252,14 @@ modparam("auth_db", "load_credentials", "$avp(login)=login")
 
 def registrar_routes(r: Registrar) -> str:
     return f"""
+# A desk phone on TCP or TLS answering: its Contact names its connection, for the ACK and
+# BYE the node sends within the dialog.
+onreply_route[PHONE_ANSWER] {{
+    if (!(proto == UDP) && is_present_hf("Contact")) {{
+        set_contact_alias();
+    }}
+}}
+
 route[REGISTRAR] {{
     if (!www_authorize("{REALM}", "subscriber")) {{
         www_challenge("{REALM}", "0");
@@ -204,6 +272,9 @@ route[REGISTRAR] {{
     }}
     consume_credentials();
     $xavp(ulattrs=>phone) = $au;
+    if (!(proto == UDP)) {{
+        set_contact_alias(1);  # reached over this connection (see the module docstring)
+    }}
     route(OLDEST_OUT);
     if (!save("location")) {{
         sl_reply_error();
@@ -221,6 +292,9 @@ route[OLDEST_OUT] {{
         return;
     }}
     $var(contact) = $(ct{{tobody.uri}});
+    if (!(proto == UDP)) {{  # as saved: with the connection's alias
+        $var(contact) = $var(contact) + ";alias=" + $si + "~" + $sp + "~" + $prid;
+    }}
     $var(i) = 0;
     $var(oldest) = 0;
     while ($var(i) < $ulc(held=>count)) {{

@@ -110,6 +110,10 @@ class Kamailio:
         """With a ``registrar`` (its ``auth_dir`` is ``workdir``) Kamailio is the desk
         phones' registrar; libpq finds the database password through ``PGPASSFILE``."""
         self.binary, module_dir = kamailio_binary()
+        if registrar is not None and registrar.tls is not None \
+                and not (Path(module_dir) / "tls.so").exists():
+            raise KamailioMissing("Kamailio's TLS module is not installed: install the Debian "
+                                  "package `kamailio-tls-modules` (scripts/setup.sh does)")
         self.workdir = workdir
         self.listen = listen
         workdir.mkdir(parents=True, exist_ok=True)

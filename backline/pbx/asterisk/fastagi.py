@@ -50,7 +50,9 @@ ASTERISK_KEYS = frozenset({
     "agi_accountcode", "agi_threadid"})
 _ARG_KEY = re.compile(r"agi_arg_([1-9][0-9]?)")
 
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9 _.,:;/&@+*#'()=^-]*")
+# '~': in contacts (an unreserved URI character; Kamailio's ``;alias=IP~PORT~PROTO`` for a
+# desk phone on TLS behind the registrar); nothing in the dialplan or Dial parses it.
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9 _.,:;/&@+*#'()=^~-]*")
 _SAFE_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _RESULT = re.compile(rb"200 result=(-?\d+)")
 
