@@ -77,20 +77,22 @@ def alive(pid: int) -> bool:
 def up_practice(tmp: Path) -> Iterator[tuple[Path, PracticePorts, AsteriskInstance]]:
     """A practice config as `backline up` is given it (no cdr_file: Asterisk is asked), and
     the instance `up` runs for it, stopped and removed at the end whatever the test did."""
-    os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
-    os.environ[PIN_ENV] = OUTAGE_PIN
-    ports = PracticePorts.free()
-    path = write_practice(tmp, ports, 5, None)
-    directory = config.load(path).directory
-    instance = local_instance(directory, instance_name(directory), root=ensure_root())
-    try:
-        yield path, ports, instance
-    finally:
-        pid = instance.find_running()
-        if pid is not None:
-            instance.adopt(pid)
-            instance.kill()
-        instance.remove()
+    with pytest.MonkeyPatch.context() as env:  # the variables are restored at the end
+        if AMI_ENV not in os.environ:
+            env.setenv(AMI_ENV, "test-" + os.urandom(9).hex())
+        env.setenv(PIN_ENV, OUTAGE_PIN)
+        ports = PracticePorts.free()
+        path = write_practice(tmp, ports, 5, None)
+        directory = config.load(path).directory
+        instance = local_instance(directory, instance_name(directory), root=ensure_root())
+        try:
+            yield path, ports, instance
+        finally:
+            pid = instance.find_running()
+            if pid is not None:
+                instance.adopt(pid)
+                instance.kill()
+            instance.remove()
 
 
 @asynccontextmanager

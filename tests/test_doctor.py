@@ -69,13 +69,13 @@ def test_an_open_journal_and_secret_fail_with_the_fix_and_pass_once_fixed(
 
 @pytest.mark.asterisk
 async def test_on_asterisk_the_ami_login_modules_and_registered_desk_phones(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with practice_pbx(tmp_path, "doctor", controller_in_process=False) as pbx:
         before = await asyncio.to_thread(doctor, pbx.config_path)
         await asyncio.to_thread(register, ("127.0.0.1", pbx.ports.sip), tmp_path, "ana-desk",
                                 pbx.secret("ana-desk"), contact_port=5999, aor="ana")
         after = await asyncio.to_thread(doctor, pbx.config_path, "--json")
-        os.environ["BACKLINE_DOCTOR_WRONG"] = "not-the-secret"
+        monkeypatch.setenv("BACKLINE_DOCTOR_WRONG", "not-the-secret")
         wrong = pbx.config_path.with_name("wrong.yaml")
         text = pbx.config_path.read_text()
         assert f"secret_env: {AMI_ENV}" in text

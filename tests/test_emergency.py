@@ -8,7 +8,6 @@ number or location.
 from __future__ import annotations
 
 import asyncio
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -129,8 +128,9 @@ async def test_every_desk_phone_presents_its_callback_number_in_every_mode(
         far.kill()
 
 
-async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(tmp_path: Path) -> None:
-    os.environ[SMS_TOKEN_ENV] = AUTH_TOKEN
+async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SMS_TOKEN_ENV, AUTH_TOKEN)
     async with SmtpSink() as sink, TwilioGateway() as gateway:
         extra = (f"  smtp: {{host: 127.0.0.1, port: {sink.port}, starttls: false, "
                  "from: backline@t.example}\n"

@@ -84,8 +84,8 @@ def test_a_carrier_call_on_the_wan_rings_a_desk_phone_on_the_lan_with_audio_both
 TRUNK_PASSWORD_ENV = "BACKLINE_TEST_TRUNK_PASSWORD"
 
 
-async def carrier_calls_and_is_called(net: Topology, tmp: Path, *, registered: bool,
-                                      did_form: str) -> None:
+async def carrier_calls_and_is_called(net: Topology, tmp: Path, env: pytest.MonkeyPatch, *,
+                                      registered: bool, did_form: str) -> None:
     """Against the provider (tests/harness/carrier_pbx.py): a PSTN caller's call to Dr. Lee's
     line rings her desk phone on the LAN, audio both ways; her call out reaches the PSTN
     through the provider's digest challenge, with the main line's caller ID."""
@@ -93,7 +93,7 @@ async def carrier_calls_and_is_called(net: Topology, tmp: Path, *, registered: b
     sip_port = net.pbx.free_port(net.pbx_lan)
     carrier = await asyncio.to_thread(start_carrier, net, sip_port, registered=registered,
                                       did_form=did_form)
-    os.environ[TRUNK_PASSWORD_ENV] = carrier.password
+    env.setenv(TRUNK_PASSWORD_ENV, carrier.password)  # restored after the test
     trunk = (f", username: {ACCOUNT}, password_env: {TRUNK_PASSWORD_ENV}"
              + (", register: true" if registered else
                 f", addresses: [{net.carrier}, {net.carrier_2}/32]"))
@@ -189,16 +189,16 @@ async def until_registered(p: PracticePbx, within: float = 15) -> None:
 
 
 def test_registration_trunk_calls_both_ways_through_the_carriers_digest(
-        net: Topology, tmp_path: Path) -> None:
+        net: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The provider sends the number as 1NXXNXXXXXX in the Request-URI of our contact.
-    net.pbx.run(lambda: carrier_calls_and_is_called(net, tmp_path, registered=True,
+    net.pbx.run(lambda: carrier_calls_and_is_called(net, tmp_path, monkeypatch, registered=True,
                                                     did_form="${EXTEN:1}"))
 
 
 def test_address_trunk_calls_both_ways_through_the_carriers_digest(
-        net: Topology, tmp_path: Path) -> None:
+        net: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The provider sends the number as NXXNXXXXXX (ten digits).
-    net.pbx.run(lambda: carrier_calls_and_is_called(net, tmp_path, registered=False,
+    net.pbx.run(lambda: carrier_calls_and_is_called(net, tmp_path, monkeypatch, registered=False,
                                                     did_form="${EXTEN:2}"))
 
 
@@ -249,11 +249,11 @@ def behind_nat() -> Iterator[Topology]:
 
 
 def test_behind_the_practices_nat_the_carrier_reaches_the_pbx_at_its_public_address(
-        behind_nat: Topology, tmp_path: Path) -> None:
+        behind_nat: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The PBX on the LAN behind a masquerading router (tests/harness/netns.py): the carrier
     # sees only the router's address, which the PBX's signalling and SDP must carry.
     behind_nat.pbx.run(lambda: carrier_calls_and_is_called(
-        behind_nat, tmp_path, registered=False, did_form="${EXTEN}"))
+        behind_nat, tmp_path, monkeypatch, registered=False, did_form="${EXTEN}"))
 
 
 @pytest.fixture()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -58,8 +57,8 @@ class Site:
 
 
 @pytest.fixture()
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    os.environ["BACKLINE_TEST_SMS_TOKEN"] = AUTH_TOKEN
+async def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Site]:
+    monkeypatch.setenv("BACKLINE_TEST_SMS_TOKEN", AUTH_TOKEN)
     async with TwilioGateway() as gateway:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

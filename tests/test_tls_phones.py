@@ -251,7 +251,7 @@ TRUNK_PASSWORD_ENV = "BACKLINE_TEST_TRUNK_PASSWORD"
 
 
 def test_with_tls_to_the_carrier_calls_go_both_ways_and_the_wan_shows_no_clear_sip(
-        net: Topology, tmp_path: Path) -> None:
+        net: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = tmp_path / "practice-ca"
     says = write_wav(tmp_path / "phone.wav", tone_samples(PHONE) * 5)
     caller_audio = tmp_path / "caller.ulaw"
@@ -265,7 +265,7 @@ def test_with_tls_to_the_carrier_calls_go_both_ways_and_the_wan_shows_no_clear_s
         carrier = await asyncio.to_thread(
             start_carrier, net, TLS_PORT, registered=False,
             tls=(tmp_path / "provider" / "provider.pem", tmp_path / "provider" / "provider.key"))
-        os.environ[TRUNK_PASSWORD_ENV] = carrier.password
+        monkeypatch.setenv(TRUNK_PASSWORD_ENV, carrier.password)
         trunk = (f", username: {ACCOUNT}, password_env: {TRUNK_PASSWORD_ENV}, "
                  f"addresses: [{net.carrier}], tls: true, ca_file: {provider_ca.cert}")
         procs: list[SippProcess] = []
