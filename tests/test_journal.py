@@ -23,6 +23,7 @@ import pytest
 
 from backline.core.mode_sync import InEffect, NoController, NotYet, effect_of
 from backline.core.outage import Mode, ModeChange, ModeState, Via, switch_key
+from backline.core.pin_lockout import PinRecord
 from backline.features.alerts.gather import GatherPolicy
 from backline.journal import (
     AlertChannel,
@@ -204,6 +205,24 @@ def test_audit_log(journal_backend: JournalBackend) -> None:
     journal = open_journal(journal_backend.url)
     journal.audit(AuditEntry(T0, "cli:ops", "outage.engage", "reason given"))
     assert journal.audit_log() == [AuditEntry(T0, "cli:ops", "outage.engage", "reason given")]
+    journal.close()
+
+
+def test_pin_records_are_kept_per_desk_phone_and_a_clean_one_removed(
+        journal_backend: JournalBackend) -> None:
+    journal = open_journal(journal_backend.url)
+    assert journal.pin_record("ana-desk") == PinRecord()
+    journal.save_pin_record("ana-desk", PinRecord(2))
+    locked = PinRecord(3, T0 + timedelta(seconds=30))
+    journal.save_pin_record("ana-desk", locked)  # the same desk phone: its row, rewritten
+    journal.save_pin_record("raj-desk", PinRecord(1))
+    journal.close()
+    journal = open_journal(journal_backend.url)  # as after a restart
+    assert journal.pin_record("ana-desk") == locked
+    assert journal.pin_record("raj-desk") == PinRecord(1)
+    journal.save_pin_record("raj-desk", PinRecord())
+    assert journal.pin_record("raj-desk") == PinRecord()
+    assert journal_backend.execute("SELECT desk_phone FROM pin_records") == [("ana-desk",)]
     journal.close()
 
 

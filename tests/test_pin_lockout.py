@@ -125,3 +125,61 @@ connections:
     assert "3 wrong PINs in a row; locked out for 30 s" in body
     assert not any(pin in m.raw.decode() for m in mails
                    for pin in ("1111", "2222", "3333", "4321"))
+
+
+class MovedClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_a_lockout_outlasts_a_controller_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Restarting the controller (a crash, an upgrade, a reload gone wrong: or one the attacker
+    # provoked) must not hand a PIN guesser a fresh set of tries.  The records are in the
+    # journal, read by the next controller.
+    monkeypatch.setenv("BACKLINE_TEST_LOCKOUT_PIN", "4321")
+    path = tmp_path / "practice.yaml"
+    path.write_text(f"""\
+practice: {{name: Maple Street Family Medicine, timezone: America/Chicago}}
+users:
+  - {{id: ana, name: Dr. Ana Lee, email: ana@maple.example, admin: true, extension: "101",
+     desk_phones: [ana-desk]}}
+  - {{id: raj, name: Dr. Raj Patel, email: raj@maple.example, admin: true, extension: "102",
+     desk_phones: [raj-desk]}}
+numbers:
+  - {{number: "+13125550100", carries: [voice], owner: "user:ana"}}
+locations:
+  - {{id: front, address: 1200 W Maple St, city: Chicago, state: IL, zip: "60607",
+     where: "Floor 1"}}
+emergency: {{callback: "+13125550100", location: front}}
+backup:
+  pin_env: BACKLINE_TEST_LOCKOUT_PIN
+connections:
+  storage: {{url: "sqlite://{tmp_path}/journal.db"}}
+""")
+    clock = MovedClock()
+
+    async def tries(pins: list[str], phone: str = "ana-desk") -> list[bool]:
+        directory = config.load(path).directory
+        journal = open_journal(directory.connections.storage.url)
+        controller = Controller(directory, journal, clock=clock)
+        try:
+            return [await controller.desk_phone_switch(phone, Mode.OUTAGE, pin)
+                    for pin in pins]
+        finally:
+            await controller.close()
+            journal.close()
+
+    assert await tries(["1111", "2222"]) == [False, False]
+    # Restarted: the third wrong PIN still counts as the third, and locks.
+    assert await tries(["3333"]) == [False]
+    clock.now = T0 + timedelta(seconds=29)
+    assert await tries(["4321"]) == [False]  # restarted during the lockout: still locked
+    assert await tries(["4321"], "raj-desk") == [True]  # only that desk phone
+    clock.now = T0 + timedelta(seconds=30)
+    assert await tries(["4321"]) == [True]  # the lockout is over
+    assert await tries(["1111", "2222"]) == [False, False]  # and the right PIN cleared it
+    assert await tries(["4321"]) == [True]

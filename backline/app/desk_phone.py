@@ -20,7 +20,7 @@ from backline.core.hours import HoursOverride, HoursState
 from backline.core.model import Directory
 from backline.core.outage import AlreadyInMode, Mode, Via
 from backline.core.ownership import OwnershipBook
-from backline.core.pin_lockout import PinJudgement, PinPolicy, PinRecord, PinVerdict, judge_pin
+from backline.core.pin_lockout import PinJudgement, PinPolicy, PinVerdict, judge_pin
 from backline.journal import AuditEntry, Journal
 
 log = logging.getLogger("backline.controller")
@@ -36,10 +36,11 @@ class DeskPhoneAdmin:
         self.book = book
         self._clock = clock
         self.keeper = keeper
-        # Wrong outage PINs per desk phone (backline.core.pin_lockout), in this process's memory:
-        # a restart forgets them, which an attacker at a desk phone cannot bring about.
+        # Wrong outage PINs per desk phone (backline.core.pin_lockout), kept in the journal so
+        # that a restart does not end a lockout.  One try is judged at a time: a try read
+        # between another's read and write would not see its count.
         self.pin_policy = PinPolicy()
-        self._pins: dict[str, PinRecord] = {}
+        self._judging = asyncio.Lock()
         self._pin_alerts: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -87,9 +88,11 @@ class DeskPhoneAdmin:
         phone = desk_phone[:40]
         judged: PinJudgement | None = None
         if admin:
-            # Judged and stored before any await: two tries at once see each other's count.
-            judged = judge_pin(self._pins.get(phone, PinRecord()), pin_ok, now, self.pin_policy)
-            self._pins[phone] = judged.record
+            async with self._judging:
+                record = await asyncio.to_thread(self.journal.pin_record, phone)
+                judged = judge_pin(record, pin_ok, now, self.pin_policy)
+                if judged.record != record:
+                    await asyncio.to_thread(self.journal.save_pin_record, phone, judged.record)
         if judged is None or judged.verdict is not PinVerdict.ACCEPTED:
             why = "not an admin's desk phone" if judged is None else judged.verdict.value
             await asyncio.to_thread(self.journal.audit, AuditEntry(

@@ -2,7 +2,8 @@
 
 The journal is the durable record every feature writes; each consumer's SQL is a store of its
 own (``attempts``, ``modes``, ``hours``, ``controllers``, ``audit``, ``alerts``, ``delivery``,
-``replies``, ``emergency``, ``conversations``), all on :class:`~backline.journal.store.SqlStore`.
+``replies``, ``emergency``, ``conversations``, ``pins``), all on
+:class:`~backline.journal.store.SqlStore`.
 Backends differ only in how they connect, their placeholder and their auto-increment type.
 """
 
@@ -18,13 +19,14 @@ from backline.journal.delivery import InboxJournal
 from backline.journal.emergency import EmergencyJournal
 from backline.journal.hours import HoursJournal
 from backline.journal.modes import ModeJournal
+from backline.journal.pins import PinJournal
 from backline.journal.replies import ReplyJournal
 from backline.journal.store import JournalError
 
 
 class SqlJournal(AttemptJournal, ModeJournal, HoursJournal, ControllerJournal, AuditJournal,
                  AlertJournal, InboxJournal, ReplyJournal, EmergencyJournal,
-                 ConversationJournal, CallHandlingJournal):
+                 ConversationJournal, CallHandlingJournal, PinJournal):
     """Every store over one DB-API connection; subclasses connect and commit durably."""
 
     def migrate(self) -> int:

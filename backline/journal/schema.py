@@ -280,6 +280,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX audit_log_at ON audit_log (at)",
     ),
+    (  # 13: wrong outage PINs per desk phone since its last right one, and its lockout: kept
+        # here so that a controller restart does not give a PIN guesser a fresh set of tries.
+        """CREATE TABLE pin_records (
+            desk_phone TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            locked_until TEXT
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
