@@ -1,5 +1,6 @@
 """bench/ceiling.py's search and its reading of CPU: where it spends steps, what it calls the
-ceiling and the ratio at saturation, and who it says ran out.  The arms here are tables of
+ceiling and the ratio at saturation, and who it says ran out; and how bench/emergency.py pairs
+its two SIPps' logs and judges "no difference beyond noise".  The arms here are tables of
 which rates are clean (the search's contract with a step), not PBXs: the benchmarks run the
 real ones (docs/benchmarks.md)."""
 
@@ -9,6 +10,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from bench import emergency
 from bench.ceiling import Plan, Split, find_ceiling, ran_out
 
 IDLE = Split(0.1, 0.0, 0.1, 0.0, 0.0, 2)
@@ -110,3 +112,28 @@ def test_who_ran_out_names_sipp_when_the_carrier_has_a_whole_core() -> None:
     assert ran_out(Split(0.5, 0.0, 0.3, 0.1, 1.2, 2)).startswith("the machine's 2 cores, "
                                                                  "mostly other")
     assert ran_out(IDLE).startswith("no CPU")
+
+
+# ----- bench/emergency.py's reading of its two SIPps' logs
+
+
+def test_each_invite_the_carrier_got_is_timed_from_the_last_the_phone_sent_before_it() -> None:
+    phone = ("call 911 1796431433.000000 724199.000000\n"
+             "call 9911 1796431433.000000 823348.000000\n"
+             "call 911 1796431433.000000 923478.000000\n")  # this one never reached the carrier
+    carrier = ("invite sip:+13125550100 1796431433.000000 729418.000000\n"
+               "invite sip:102 1796431433.000000 826663.000000\n")
+    sent, got = emergency.phone_times(phone), emergency.carrier_times(carrier)
+    assert [len(sent["backline"]), len(sent["direct"])] == [2, 1]
+    backline = emergency.delays_ms(sent["backline"], got["backline"])
+    direct = emergency.delays_ms(sent["direct"], got["direct"])
+    assert [round(x, 3) for x in backline] == [5.219]
+    assert [round(x, 3) for x in direct] == [3.315]
+
+
+def test_no_difference_beyond_noise_is_an_interval_around_zero() -> None:
+    same = emergency.Result([3.0, 3.2, 3.1, 3.4, 2.9] * 20, [3.1, 3.0, 3.3, 2.9, 3.2] * 20, 0, 0)
+    slower = emergency.Result([4.0, 4.2, 4.1, 4.4, 3.9] * 20, same.direct_ms, 0, 0)
+    assert same.meets and not slower.meets
+    diff, low, high = slower.difference
+    assert low <= diff <= high and low > 0.5

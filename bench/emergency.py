@@ -1,0 +1,270 @@
+"""911 through Backline's rendered dialplan against a dialplan that dials directly.
+
+One fresh Asterisk from the repo's chroot runs the test practice (tests/harness/practice_pbx.py)
+with the controller connected, as in production.  Its desk context gets one more extension,
+DIRECT, that does nothing but ``Dial(PJSIP/911@<carrier>)``: the least a PBX can do with a 911.
+Backline's own ``911`` (backline/render/asterisk_desk_dialplan.py) also sets the callback
+number and name, marks the call record and tells the controller with a user event, all before
+its ``Dial()``, and never waits on the controller.
+
+The load: a SIPp desk phone dials, one call at a time, alternately 911 and DIRECT (so both arms
+meet the machine's other work alike); a SIPp carrier on the trunk answers each at once.  The
+figure is the time from the phone's INVITE (the one with credentials, which the PBX routes) to
+the carrier's receiving Asterisk's INVITE, both read from the same clock by the two SIPps.
+The carrier tells the arms apart by From: the callback number through Backline, the extension
+when dialled directly.
+
+Prints p50/p90/p99/max per arm and the difference of the medians with a 95% bootstrap
+interval; the goal is no difference beyond noise: the interval contains zero.
+Run: .venv/bin/python -m bench.emergency [--quick] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import logging
+import random
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from backline.core.connections import AsteriskPbx
+from backline.localpbx.instance import AsteriskError, AsteriskInstance
+from backline.localpbx.ports import LOOPBACK
+from backline.pbx.asterisk.dialplan_variables import DESK_CONTEXT
+from backline.render.asterisk_pjsip import emergency_endpoint
+from bench.pbx_setup import BenchError, bind_rtp_to_loopback, keep_log, widen_rtp_range
+from bench.sipp_load import LoadSipp
+from tests.harness.practice_pbx import PracticePbx, practice_pbx
+from tests.harness.sipp import SippError, free_media_port, free_udp_port
+
+SCENARIOS = Path(__file__).with_name("sipp")
+PHONE = "raj-desk"  # presents the practice's main line as its callback number
+BACKLINE, DIRECT = "911", "9911"
+ARMS = {BACKLINE: "backline", DIRECT: "direct"}
+RESAMPLES = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    calls_per_arm: int
+    rate: float  # calls a second, one open at a time
+
+
+FULL = Plan(calls_per_arm=1000, rate=20)
+SHORT = Plan(calls_per_arm=300, rate=20)  # python -m bench
+QUICK = Plan(calls_per_arm=20, rate=10)
+
+
+# ----- results: pure
+
+
+_TIME = r"(\d+)(?:\.0+)? (\d+)(?:\.0+)?"  # SIPp prints its variables as 1796431433.000000
+_PHONE_LINE = re.compile(rf"call (\d+) {_TIME}")
+_CARRIER_LINE = re.compile(rf"invite sip:(\S*) {_TIME}")
+
+
+def phone_times(log: str) -> dict[str, list[float]]:
+    """Per arm, the wall-clock seconds each call's routed INVITE left the phone, in order."""
+    out: dict[str, list[float]] = {arm: [] for arm in ARMS.values()}
+    for dialled, s, us in _PHONE_LINE.findall(log):
+        if dialled in ARMS:
+            out[ARMS[dialled]].append(int(s) + int(us) / 1e6)
+    return out
+
+
+def carrier_times(log: str) -> dict[str, list[float]]:
+    """Per arm, when each INVITE reached the carrier, in order: a From of + and digits is
+    a callback number (Backline's 911), anything else the extension (dialled directly)."""
+    out: dict[str, list[float]] = {arm: [] for arm in ARMS.values()}
+    for user, s, us in _CARRIER_LINE.findall(log):
+        arm = "backline" if user.startswith("+") else "direct"
+        out[arm].append(int(s) + int(us) / 1e6)
+    return out
+
+
+def delays_ms(sent: list[float], received: list[float]) -> list[float]:
+    """INVITE out to INVITE in, call by call: one call is open at a time, so an INVITE the
+    carrier got belongs to the last one the phone sent before it (a call that failed on the
+    way has none).  BenchError if an INVITE arrived before any was sent."""
+    sent = sorted(sent)
+    out = []
+    for at in sorted(received):
+        i = bisect.bisect_right(sent, at)
+        if i == 0:
+            raise BenchError("the carrier got an INVITE before the phone sent one")
+        out.append(1000 * (at - sent[i - 1]))
+    return out
+
+
+def median_difference(a: list[float], b: list[float], seed: int = 17
+                      ) -> tuple[float, float, float]:
+    """median(a) - median(b) and its 95% bootstrap interval (RESAMPLES resamples)."""
+    rng = random.Random(seed)
+    diffs = sorted(statistics.median(rng.choices(a, k=len(a)))
+                   - statistics.median(rng.choices(b, k=len(b))) for _ in range(RESAMPLES))
+    return (statistics.median(a) - statistics.median(b), diffs[int(0.025 * RESAMPLES)],
+            diffs[int(0.975 * RESAMPLES) - 1])
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    backline_ms: list[float]
+    direct_ms: list[float]
+    failed: int  # calls the phone's SIPp counted as failed
+    unmatched: int  # INVITEs sent that never reached the carrier
+
+    @property
+    def difference(self) -> tuple[float, float, float]:
+        return median_difference(self.backline_ms, self.direct_ms)
+
+    @property
+    def meets(self) -> bool:
+        _, low, high = self.difference
+        return low <= 0 <= high
+
+
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile (1..99), within the values (statistics' inclusive method: a few
+    hundred calls do not say what lies beyond their maximum); nan if empty."""
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+# ----- the run
+
+
+def add_direct_dial(instance: AsteriskInstance, carrier: str) -> None:
+    """DIRECT in the desk context: Dial the carrier with 911, nothing else; BenchError
+    unless Asterisk then shows it."""
+    path = instance.host_path(instance.dir("etc")) / "extensions.conf"
+    text = path.read_text()
+    head = f"[{DESK_CONTEXT}]\n"
+    if text.count(head) != 1:
+        raise BenchError(f"no single [{DESK_CONTEXT}] in extensions.conf")
+    direct = (f"exten => {DIRECT},1,Dial(PJSIP/{BACKLINE}@{carrier})\n"
+              " same => n,Hangup()\n")
+    path.write_text(text.replace(head, head + direct))
+    instance.cli("dialplan reload")
+    shown = instance.cli(f"dialplan show {DIRECT}@{DESK_CONTEXT}")
+    if f"Dial(PJSIP/{BACKLINE}@{carrier})" not in shown:
+        raise BenchError(f"the direct dial did not load:\n{shown}")
+
+
+def _args(port: int) -> list[str]:
+    return ["-i", LOOPBACK, "-mi", LOOPBACK, "-p", str(port), "-mp", str(free_media_port()),
+            "-cp", str(free_udp_port()), "-t", "u1", "-aa"]
+
+
+def start_carrier(work: Path, port: int, calls: int) -> LoadSipp:
+    args = [*_args(port), "-m", str(calls), "-timeout", f"{calls + 120}s"]
+    return LoadSipp("carrier-911", work / "carrier", (SCENARIOS / "emergency_carrier.xml")
+                    .read_text(), args, port=port).start()
+
+
+def start_phone(work: Path, pbx: PracticePbx, plan: Plan) -> LoadSipp:
+    calls = 2 * plan.calls_per_arm
+    inf = work / "dialled.csv"
+    inf.parent.mkdir(parents=True, exist_ok=True)
+    inf.write_text("SEQUENTIAL\n" + f"{BACKLINE};{PHONE}\n{DIRECT};{PHONE}\n")
+    port = free_udp_port()
+    args = [*_args(port), "-inf", str(inf), "-au", PHONE, "-ap", pbx.secret(PHONE),
+            "-s", BACKLINE, "-m", str(calls), "-l", "1", "-r", f"{plan.rate:g}",
+            "-recv_timeout", "8000",
+            "-timeout", f"{calls / plan.rate + 60:g}s", "-timeout_error",
+            f"{LOOPBACK}:{pbx.ports.sip}"]
+    return LoadSipp(f"phone-{PHONE}", work / "phone", (SCENARIOS / "emergency_phone.xml")
+                    .read_text(), args, port=port).start()
+
+
+async def run(plan: Plan, work: Path) -> Result:
+    async with contextlib.AsyncExitStack() as stack:
+        await asyncio.to_thread(work.mkdir, exist_ok=True)
+        pbx = await stack.enter_async_context(practice_pbx(work, "bench-911", observe=False))
+        stack.callback(keep_log, pbx.instance, work / "asterisk-messages.log")
+        settings = pbx.directory.connections.pbx
+        assert isinstance(settings, AsteriskPbx)
+        # As bench.calls: RTP on loopback, and ports enough that no other Asterisk on the
+        # machine holding some of them makes a call fail.
+        await asyncio.to_thread(bind_rtp_to_loopback, pbx.instance)
+        await asyncio.to_thread(widen_rtp_range, pbx.instance)
+        await asyncio.to_thread(add_direct_dial, pbx.instance, emergency_endpoint(settings))
+        far = await asyncio.to_thread(start_carrier, work, pbx.ports.trunk,
+                                      2 * plan.calls_per_arm)
+        stack.callback(far.kill)
+        phone = await asyncio.to_thread(start_phone, work, pbx, plan)
+        stack.callback(phone.kill)
+        timeout = 2 * plan.calls_per_arm / plan.rate + 90
+        result = await asyncio.to_thread(phone.wait, timeout)
+        await asyncio.to_thread(far.stop)
+        sent, received = phone_times(phone.call_log()), carrier_times(far.call_log())
+        lost = sum(len(sent[a]) - len(received[a]) for a in ARMS.values())
+        return Result(delays_ms(sent["backline"], received["backline"]),
+                      delays_ms(sent["direct"], received["direct"]), result.failed, lost)
+
+
+def measure(plan: Plan, keep: bool = False) -> Result:
+    """The two arms by ``plan`` in a work directory of its own (removed unless ``keep``);
+    raises BenchError, SippError or AsteriskError if they could not be compared."""
+    work = Path(tempfile.mkdtemp(prefix="backline-bench-911-"))
+    try:
+        return asyncio.run(run(plan, work))
+    finally:
+        if keep:
+            print(f"SIPp and Asterisk logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# ----- output
+
+
+def report(result: Result) -> list[str]:
+    out = ["911 from a desk phone: its INVITE out to the carrier's INVITE in, one call at a "
+           "time, the arms alternating",
+           f"{'arm':<10} {'calls':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}   (ms)"]
+    for name, values in (("backline", result.backline_ms), ("direct", result.direct_ms)):
+        out.append(f"{name:<10} {len(values):>6} {percentile(values, 50):>8.2f} "
+                   f"{percentile(values, 90):>8.2f} {percentile(values, 99):>8.2f} "
+                   f"{max(values, default=float('nan')):>8.2f}")
+    diff, low, high = result.difference
+    verdict = "meets" if result.meets else "MISSES"
+    out.append(f"median backline - direct: {diff:+.3f} ms (95% interval {low:+.3f} to "
+               f"{high:+.3f} ms): {verdict} the goal of no difference beyond noise")
+    if result.failed or result.unmatched:
+        out.append(f"  the phone counted {result.failed} failed calls; {result.unmatched} "
+                   "INVITEs never reached the carrier (not in the figures)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.emergency", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: a few calls")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (SIPp and Asterisk logs)")
+    args = parser.parse_args(argv)
+    logging.getLogger("backline").setLevel(logging.ERROR)  # each 911's notice line: not figures
+    begun = time.monotonic()
+    try:
+        result = measure(QUICK if args.quick else FULL, args.keep)
+    except (BenchError, SippError, AsteriskError) as exc:
+        print(f"bench.emergency: {exc}", file=sys.stderr)
+        return 1
+    for line in report(result):
+        print(line)
+    print(f"took {time.monotonic() - begun:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
