@@ -8,7 +8,7 @@ decision's cost does not grow with the conversations.  Each figure is the median
 process), with the load average before and after.  Also printed: a ring set built again
 after a registration change (the whole practice's number: the costliest one), and one full
 garbage collection at the largest size.
-Run: .venv/bin/python -m bench.core [--runs 5] [--samples 20000]
+Run: .venv/bin/python -m bench.core [--runs 7] [--samples 20000]
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def rebuild_cost(book: OwnershipBook, regs: Registrations, phones: Sequence[str]
     return statistics.median(times)
 
 
-def measure(runs: int = 5, samples: int = SAMPLES, sizes: Sequence[int] = SIZES) -> CoreFigures:
+def measure(runs: int = 7, samples: int = SAMPLES, sizes: Sequence[int] = SIZES) -> CoreFigures:
     """The figures; ``python -m bench`` calls this with a short plan."""
     load_before = os.getloadavg()
     rng = random.Random(7)
@@ -169,7 +169,7 @@ def report(f: CoreFigures) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--samples", type=int, default=SAMPLES)
     args = parser.parse_args(argv)
     print("practice: 200 users, 40 teams, 500 numbers (10 owned by the whole practice)")

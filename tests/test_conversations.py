@@ -25,6 +25,7 @@ from backline.core.conversations import (
     removal,
 )
 from backline.core.ownership import OwnershipBook
+from backline.features.conversations import ConversationMembers
 from backline.journal import open_journal
 from backline.journal.conversations import ADD, REMOVE
 from tests.harness.backline_process import ROOT, ControllerProcess
@@ -195,6 +196,10 @@ def test_changes_are_journaled_once_with_the_audit_on_every_backend(
         assert (member.key, member.added_at, member.added_by, member.via) == \
             (key, at, "ana", "cli")
         assert journal.conversation_version() == (1, 1)
+        assert journal.conversation_keys() == [(DIRECT, PATIENT, "sam")]
+        assert journal.conversation_changes_after(0) == ([(1, ADD, DIRECT, PATIENT, "sam")],
+                                                         (1, 1))
+        assert journal.conversation_changes_after(1) == ([], (1, 1))
         assert journal.change_conversation(REMOVE, key, at, "jo", "api")
         assert not journal.change_conversation(REMOVE, key, at, "jo", "api")  # not added
         assert journal.conversation_members() == []
@@ -204,3 +209,43 @@ def test_changes_are_journaled_once_with_the_audit_on_every_backend(
             [("jo", "conversation.remove"), ("ana", "conversation.add")]
     finally:
         journal.close()
+
+
+async def test_a_running_controller_takes_in_each_change_and_reads_all_when_one_was_missed(
+        tmp_path: Path) -> None:
+    # Only the new changes are read (a practice with 100,000 conversations read them all on
+    # each one); a change committed late under a lower id (PostgreSQL) must still be seen.
+    url = f"sqlite://{tmp_path / 'journal.db'}"
+    writer, reader = open_journal(url), open_journal(url)
+    book = OwnershipBook(directory([user("ana"), user("sam"), user("jo")], [],
+                                   [number(DIRECT, u("ana"))]))
+    held = ConversationBook()
+    members = ConversationMembers(reader, book, held, lambda: datetime.now(UTC))
+    at = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
+    try:
+        members.load()
+        assert not await members.refresh()
+        writer.change_conversation(ADD, ConversationKey(DIRECT, PATIENT, "sam"), at, "ana",
+                                   "cli")
+        assert await members.refresh()
+        assert held.is_added(book, DIRECT, PATIENT, "sam")
+        writer.change_conversation(REMOVE, ConversationKey(DIRECT, PATIENT, "sam"), at, "ana",
+                                   "cli")
+        writer.change_conversation(ADD, ConversationKey(DIRECT, OTHER, "jo"), at, "ana", "cli")
+        assert await members.refresh()
+        assert not held.is_added(book, DIRECT, PATIENT, "sam")
+        assert held.is_added(book, DIRECT, OTHER, "jo")
+        # Committed late under an id below the newest, as two PostgreSQL writers can.
+        with writer._lock, writer._transaction() as cur:
+            cur.execute("INSERT INTO conversation_members (number, party, user_id, added_at, "
+                        "added_by, via) VALUES (?, ?, 'jo', '', 'ana', 'cli')",
+                        (DIRECT, PATIENT))
+            cur.execute("INSERT INTO conversation_changes (id, at, by_whom, via, action, "
+                        "number, party, user_id) VALUES (0, '', 'ana', 'cli', ?, ?, ?, 'jo')",
+                        (ADD, DIRECT, PATIENT))
+        assert await members.refresh()
+        assert held.is_added(book, DIRECT, PATIENT, "jo")
+        assert held.is_added(book, DIRECT, OTHER, "jo")
+    finally:
+        writer.close()
+        reader.close()

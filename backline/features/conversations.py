@@ -53,6 +53,10 @@ class ConversationStore(Protocol):
                             via: str, detail: str = "") -> bool: ...
     def conversation_members(self) -> list[AddedMember]: ...
     def conversation_version(self) -> tuple[int, int]: ...
+    def conversation_keys(self) -> list[tuple[str, str, str]]: ...
+    def conversation_changes_after(self, after: int
+                                   ) -> tuple[list[tuple[int, str, str, str, str]],
+                                              tuple[int, int]]: ...
     def record_handling(self, h: CallHandling) -> None: ...
 
 
@@ -91,20 +95,43 @@ class ConversationMembers:
     def load(self) -> None:
         """Read the journal's members now (at start, before any call is decided)."""
         version = self.store.conversation_version()
-        self.conversations.hold(m.key for m in self.store.conversation_members())
+        self.conversations.hold(self.store.conversation_keys())
         self._version = version
 
     async def refresh(self) -> bool:
-        """Read the members again if the journal's changes moved; True if they did."""
+        """Take in the journal's changes if there are new ones; True if there were.
+
+        Only the new changes are read and applied, as the journal applied them (a practice
+        with 100,000 conversations read them all again on each change: 45 MB more resident,
+        bench.memory); when the version says a change was missed, all are read again."""
         async with self._refreshing:
+            if self._version is not None:
+                seen_count, seen_newest = self._version
+                newer, version = await asyncio.to_thread(self.store.conversation_changes_after,
+                                                         seen_newest)
+                if version == self._version:
+                    return False
+                if version == (seen_count + len(newer), newer[-1][0] if newer else seen_newest):
+                    for _, action, number, party, user_id in newer:
+                        if action == ADD:
+                            self.conversations.add(number, party, user_id)
+                        else:
+                            self.conversations.discard(number, party, user_id)
+                    self._version = version
+                    log.info("conversation members now in effect: %d change(s) read, %d "
+                             "conversation(s) with someone added (change #%d)", len(newer),
+                             len(self.conversations), version[1])
+                    return True
             version = await asyncio.to_thread(self.store.conversation_version)
             if version == self._version:
                 return False
-            members = await asyncio.to_thread(self.store.conversation_members)
-            self.conversations.hold(m.key for m in members)
+            keys = await asyncio.to_thread(self.store.conversation_keys)
+            # Built off the loop (100,000 entries take tens of ms), swapped in one step; only
+            # this method changes the book, one call at a time.
+            await asyncio.to_thread(self.conversations.hold, keys)
             self._version = version
             log.info("conversation members now in effect: %d addition(s) (change #%d)",
-                     len(members), version[1])
+                     len(keys), version[1])
             return True
 
     async def change(self, action: str, number: str, party: str, user_id: str, *, by: str,

@@ -8,6 +8,7 @@ log in one transaction: the list never says what no change and no audit entry ex
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,6 +90,33 @@ class ConversationJournal(SqlStore):
             cur.execute("SELECT number, party, user_id, added_at, added_by, via "
                         "FROM conversation_members ORDER BY added_at, number, party, user_id")
             return [_member(r) for r in cur.fetchall()]
+
+    def conversation_keys(self) -> list[tuple[str, str, str]]:
+        """Everyone added to a conversation alone as (number, party, user id), in no order:
+        what a controller holds (ConversationBook.hold), without the when and by whom."""
+        intern = sys.intern  # a few numbers and users repeated in every row: one string each
+        keys: list[tuple[str, str, str]] = []
+        with self._lock, self._transaction() as cur:
+            cur.execute("SELECT number, party, user_id FROM conversation_members")
+            while rows := cur.fetchmany(4096):
+                keys.extend((intern(r[0]), r[1], intern(r[2])) for r in rows)
+        return keys
+
+    def conversation_changes_after(
+            self, after: int) -> tuple[list[tuple[int, str, str, str, str]], tuple[int, int]]:
+        """The changes with an id above ``after`` as (id, action, number, party, user id),
+        oldest first, then the version (conversation_version) read after them.  A reader
+        that held the changes up to ``after`` applies these only if the version is exactly
+        its own moved by them; otherwise a change it did not see (a lower id committed late,
+        on PostgreSQL) or one committed between the two reads is there: it reads all again."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q(
+                "SELECT id, action, number, party, user_id FROM conversation_changes "
+                "WHERE id > ? ORDER BY id"), (after,))
+            rows = [(int(r[0]), r[1], r[2], r[3], r[4]) for r in cur.fetchall()]
+            cur.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM conversation_changes")
+            count, newest = cur.fetchone()
+            return rows, (int(count), int(newest))
 
     def conversation_version(self) -> tuple[int, int]:
         """How many changes there were and the newest's id: different whenever a change was

@@ -14,11 +14,13 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Iterable
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from backline.core.ownership import OwnershipBook
 from backline.core.registrations import Registration
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("backline.registrar")
 
@@ -72,6 +74,10 @@ class LocationWatch:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        # Imported here, where a registrar is configured: psycopg and libpq add ~10 MB to a
+        # controller that has none (bench.memory).
+        import psycopg
+
         while True:
             try:
                 await self._follow()
@@ -82,6 +88,8 @@ class LocationWatch:
             await asyncio.sleep(self.retry_seconds)  # before reconnecting to a lost database
 
     async def _follow(self) -> None:
+        import psycopg
+
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
             await conn.execute(f"LISTEN {CHANNEL}")
             await self._read(conn)  # after LISTEN: no change between the two is missed
@@ -110,6 +118,8 @@ class LocationWatch:
 
 def read_location(url: str) -> list[Row]:
     """The location table once (`backline doctor`); raises psycopg.Error."""
+    import psycopg
+
     with psycopg.connect(url, connect_timeout=5) as conn:
         return [_row(r) for r in conn.execute(QUERY).fetchall()]
 
