@@ -301,6 +301,10 @@ async def serve_freeswitch(directory: Directory, *, start_pbx: bool,
                                   clock=lambda: controller.clock(),
                                   hours_override=lambda: controller.hours_override,
                                   hours_feature=controller.desk_phone_hours)
+        if pbx.bans is not None:
+            driver.on_security = ScannerBans(pbx, counted=controller.metrics.sip_auth,
+                                             registered=driver.registered_from).failed
+
         def ready() -> str:
             hangups.ready(lambda: log.error(
                 "SIGHUP: a live reload is built for Asterisk only: restart the controller "

@@ -171,6 +171,10 @@ class FreeswitchPbx:
     cdr_file: str = "/var/log/freeswitch/cdr-csv/Master.csv"
     # Descriptors no public connection may take: call sockets, ESL, the journal.
     reserved_descriptors: int = DEFAULT_RESERVED_DESCRIPTORS
+    # The practice's LAN (networks): the firewall admits SIP and RTP only from there and the
+    # carrier (``backline render --firewall``).  ``bans``: as Asterisk's, fed by sofia.
+    lan: tuple[str, ...] = ()
+    bans: Bans | None = None
 
 
 Pbx = AsteriskPbx | FreeswitchPbx

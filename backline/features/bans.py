@@ -1,11 +1,12 @@
 """Scanners banned in the firewall (issue 19, item 5): a built-in fail2ban for SIP.
 
-The driver tells of each failed SIP authentication Asterisk reports over AMI (kind and source
-address); the core's :class:`~backline.core.bans.FailureWindow` says when a source has failed
+The driver tells of each failed SIP authentication Asterisk reports over AMI, or FreeSWITCH
+over ESL (``sofia::register_failure``: backline/pbx/freeswitch/security.py), with its kind and
+source address; the core's :class:`~backline.core.bans.FailureWindow` says when a source has failed
 too often, and this puts it in the ``banned4``/``banned6`` set of the rules ``backline render
 --firewall`` wrote, with the ban's length as the element's timeout: the kernel drops its
 packets and forgets it then.  ``nft`` runs where the controller runs, which must be the
-network namespace (the host) where Asterisk receives SIP.  Logged with the address only.
+network namespace (the host) where the PBX receives SIP.  Logged with the address only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Collection
 
 from backline.core.bans import BanPolicy, FailureWindow
-from backline.core.connections import AsteriskPbx
+from backline.core.connections import AsteriskPbx, FreeswitchPbx
 from backline.render.firewall import BANNED4, BANNED6, TABLE
 
 log = logging.getLogger("backline.bans")
@@ -26,7 +27,8 @@ log = logging.getLogger("backline.bans")
 class ScannerBans:
     """Counts failures per source and bans the ones past the policy."""
 
-    def __init__(self, pbx: AsteriskPbx, *, counted: Callable[[str], None] = lambda _: None,
+    def __init__(self, pbx: AsteriskPbx | FreeswitchPbx, *,
+                 counted: Callable[[str], None] = lambda _: None,
                  clock: Callable[[], float] = time.monotonic, nft: str = "nft",
                  registered: Callable[[], Collection[str]] = frozenset) -> None:
         bans = pbx.bans
@@ -44,7 +46,8 @@ class ScannerBans:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def failed(self, kind: str, source: str) -> None:
-        """A failed SIP authentication (``kind``, Asterisk's event name) from ``source``."""
+        """A failed SIP authentication (``kind``: Asterisk's event name, or sofia's) from
+        ``source``."""
         self.counted("failure")
         if source in self.registered():
             return

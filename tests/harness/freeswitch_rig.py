@@ -60,6 +60,8 @@ class FsRig:
     driver: FreeswitchDriver
     db: dict[str, str] = field(default_factory=dict)
     registered: dict[str, tuple[str, float]] = field(default_factory=dict)  # call-id → phone
+    # Where each registration came from (call-id → address; 127.0.0.1 when not named).
+    sources: dict[str, str] = field(default_factory=dict)
     attempts: list[NewAttempt] = field(default_factory=list)
     mode: Mode = Mode.NORMAL
 
@@ -87,21 +89,37 @@ class FsRig:
         rows = ["reg_user,realm,token,url,expires,network_ip,network_port,network_proto,"
                 "hostname,metadata"]
         for token, (phone, expires) in self.registered.items():
-            rows.append(f"{phone},{DOMAIN},{token},sofia/backline/sip:{phone}@127.0.0.1:5070,"
-                        f"{int(expires)},127.0.0.1,5070,udp,backline-test,")
+            source = self.sources.get(token, "127.0.0.1")
+            rows.append(f"{phone},{DOMAIN},{token},sofia/backline/sip:{phone}@{source}:5070,"
+                        f"{int(expires)},{source},5070,udp,backline-test,")
         return "\n".join(rows) + f"\n\n{len(self.registered)} total.\n"
 
-    def register(self, phone: str, *, at: float = 2_000_000_000.0) -> str:
-        """A desk phone registers: sofia::register is fired (some of the headers sofia_reg.c,
-        sofia_reg_handle_register, gives MY_EVENT_REGISTER) and ``show`` will list it."""
+    def register(self, phone: str, *, at: float = 2_000_000_000.0,
+                 source: str = "127.0.0.1") -> str:
+        """A desk phone registers from ``source``: sofia::register is fired (some of the
+        headers sofia_reg.c, sofia_reg_handle_register, gives MY_EVENT_REGISTER) and ``show``
+        will list it."""
         token = str(uuidlib.uuid4())
         self.registered[token] = (phone, at)
+        self.sources[token] = source
         self.server.fire_event("CUSTOM", [
             ("profile-name", "backline"), ("from-user", phone), ("from-host", DOMAIN),
-            ("contact", f'"{phone}" <sip:{phone}@127.0.0.1:5070>'), ("call-id", token),
-            ("expires", "3600"), ("username", phone), ("realm", DOMAIN)],
+            ("contact", f'"{phone}" <sip:{phone}@{source}:5070>'), ("call-id", token),
+            ("expires", "3600"), ("to-user", phone), ("to-host", DOMAIN),
+            ("network-ip", source), ("network-port", "5070"), ("username", phone),
+            ("realm", DOMAIN)],
             subclass="sofia::register")
         return token
+
+    def refuse_digest(self, user: str, source: str, kind: str = "REGISTER") -> None:
+        """sofia answers 403 to a REGISTER (or an INVITE, ``kind``) whose digest it refused:
+        MY_EVENT_REGISTER_FAILURE with the headers sofia_reg.c
+        (sofia_reg_handle_register_token) gives it, in that order (profile-name twice)."""
+        self.server.fire_event("CUSTOM", [
+            ("profile-name", "backline"), ("to-user", user), ("to-host", DOMAIN),
+            ("network-ip", source), ("user-agent", "friendly-scanner"),
+            ("profile-name", "backline"), ("network-port", "5060"),
+            ("registration-type", kind)], subclass="sofia::register_failure")
 
     async def call(self, channel: Channel, within: float = 5.0) -> tuple[EslConnection,
                                                                          list[tuple[str, str]]]:

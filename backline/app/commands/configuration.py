@@ -44,8 +44,9 @@ def add_render_parser(sub: Any) -> None:
                    help="a PBX node's SIP address, for --kamailio (repeat for each node)")
     p.add_argument("--firewall", action="store_true", help="write only DIR/firewall.nft: "
                    "nftables rules (load with nft -f) admitting SIP, RTP and UDPTL only from "
-                   "the carrier's addresses and connections.pbx.lan, AMI and FastAGI only from "
-                   "loopback or the controller, with the set that scanners are banned into")
+                   "the carrier's addresses and connections.pbx.lan, AMI and FastAGI (or "
+                   "FreeSWITCH's ESL and call socket) only from loopback or the controller, "
+                   "with the set that scanners are banned into")
     p.add_argument("--kamailio-dir", default="/etc/kamailio", metavar="DIR",
                    help="where Kamailio will read dispatcher.list (default /etc/kamailio)")
 

@@ -35,7 +35,7 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
     if kind == "freeswitch":
         r.keys(node, f, ["kind", "esl", "sip", "ring_seconds", "socket", "trunk",
                          "secrets_file", "fax_dir", "fax_spool", "cdr_file",
-                         "reserved_descriptors"])
+                         "reserved_descriptors", "lan", "bans"])
         esl = r.sub(node, "esl", f) or YMap({}, node.where)
         r.keys(esl, f"{f}.esl", ["host", "port", "password_env", "password_file"])
         sock = r.sub(node, "socket", f) or YMap({}, node.where)
@@ -59,7 +59,8 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
             fax_spool=_plain_path(r, node, "fax_spool", f, "/var/lib/freeswitch/fax"),
             cdr_file=_plain_path(r, node, "cdr_file", f,
                                  "/var/log/freeswitch/cdr-csv/Master.csv"),
-            reserved_descriptors=_reserve(r, node, f))
+            reserved_descriptors=_reserve(r, node, f),
+            lan=_networks(r, node, "lan", f), bans=_bans(r, node, f))
     if kind != "asterisk":
         r.problem(where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
         return None

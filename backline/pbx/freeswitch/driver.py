@@ -9,6 +9,9 @@ mode over the inbound socket, around the same pure core as the Asterisk driver.
 * Registrations: ``sofia::register``/``unregister``/``expire`` events on the inbound link
   (greenswitch, in its own thread: :mod:`backline.pbx.freeswitch.hub`), and a full
   ``show registrations`` after every login, so a restarted FreeSWITCH is picked up again.
+  ``sofia::register_failure`` (a refused digest) goes to ``on_security`` for the scanner
+  bans, which spare the addresses desk phones are registered from
+  (:mod:`backline.pbx.freeswitch.security`).
 * The mode: mod_db keys ``backline/mode`` and ``backline/ack``, read by the dialplan with
   ``${db(select/backline/mode)}``, so the PBX answers with the announcement on its own
   when it is engaged and we are away.
@@ -43,6 +46,7 @@ from backline.pbx.freeswitch.commands import (
 )
 from backline.pbx.freeswitch.fax import fax_end, fax_result_event
 from backline.pbx.freeswitch.hub import EslCommandFailed, EslHub, EslLinkDown
+from backline.pbx.freeswitch.security import RegisteredFrom, failed_auth
 from backline.pbx.mode_keys import ModeKeys
 from backline.pbx.ports import UnsafeValue
 
@@ -80,6 +84,10 @@ class FreeswitchDriver(CallPath, ModeKeys):
         # Registration events seen while ``show registrations`` is on its way.
         self._seen_in_reload: list[wire.Event] | None = None
         self._probes: set[asyncio.Task[None]] = set()
+        # Told of each refused SIP digest (sofia::register_failure): its kind and the
+        # source's address (backline.features.bans).
+        self.on_security: Callable[[str, str], object] | None = None
+        self.sources = RegisteredFrom()
 
     @property
     def up(self) -> bool:
@@ -222,7 +230,11 @@ class FreeswitchDriver(CallPath, ModeKeys):
     async def _consume_events(self) -> None:
         while True:
             event = await self.hub.events.get()
-            if event.name == "CUSTOM" and event.subclass is not None:
+            failed = failed_auth(event)
+            if failed is not None:
+                if self.on_security is not None:
+                    self.on_security(*failed)
+            elif event.name == "CUSTOM" and event.subclass is not None:
                 self.on_registration_event(event)
             elif event.name == "PRESENCE_PROBE":
                 self.on_presence_probe(event)
@@ -251,22 +263,30 @@ class FreeswitchDriver(CallPath, ModeKeys):
     def on_registration_event(self, event: wire.Event) -> None:
         if self._seen_in_reload is not None:
             self._seen_in_reload.append(event)
-        if self._apply(event, self.registrations):
+        if self._apply(event, self.registrations, self.sources):
             self.registrations_changed()
 
-    def _apply(self, event: wire.Event, registrations: Registrations) -> bool:
-        """A register/unregister event into ``registrations``; False if it is none of ours."""
+    def registered_from(self) -> frozenset[str]:
+        """The addresses desk phones are registered from now: never banned."""
+        return self.sources.addresses()
+
+    def _apply(self, event: wire.Event, registrations: Registrations,
+               sources: RegisteredFrom) -> bool:
+        """A register/unregister event into ``registrations`` (and where it came from into
+        ``sources``); False if it is none of ours."""
         phone = event.get("username") or event.get("from-user") or event.get("user") or ""
         contact = event.get("call-id") or event.get("contact") or ""
         if self.book.user_of_phone(phone) is None or not contact:
             return False
         if event.subclass == _REGISTERED:
+            sources.note(event, registered=True)
             dropped = registrations.register(phone, contact, time.time())
             log.info("desk phone %s registered", phone)
             for r in dropped:
                 log.info("desk phone %s dropped: its login is over the device limit",
                          r.desk_phone)
         elif event.subclass in _GONE:
+            sources.note(event, registered=False)
             registrations.unregister(phone, contact)
             log.info("desk phone %s unregistered", phone)
         return True
@@ -300,9 +320,12 @@ class FreeswitchDriver(CallPath, ModeKeys):
             if self.book.user_of_phone(phone) is not None:
                 fresh.register(phone, row.get("token", "") or row.get("url", ""),
                                _number(row.get("expires", "")))
+        sources = RegisteredFrom(row for row in rows
+                                 if self.book.user_of_phone(row.get("reg_user", "")) is not None)
         for event in self._seen_in_reload:
-            self._apply(event, fresh)
+            self._apply(event, fresh, sources)
         self._seen_in_reload = None
+        self.sources = sources
         self.registrations = fresh
         self.registrations_changed()
         log.info("%d desk-phone registration(s) loaded from FreeSWITCH", len(rows))

@@ -53,7 +53,9 @@ FEATURE_REFUSED_SOUND: Final = "ivr/ivr-access_denied.wav"
 # probes (a desk phone subscribed to the lamp) and registrations of desk phones (sofia's
 # CUSTOM subclasses: every name after CUSTOM is taken as a subclass, so CUSTOM comes last).
 SUBSCRIPTIONS: Final = ("BACKGROUND_JOB", "PRESENCE_PROBE", "CUSTOM", "sofia::register",
-                        "sofia::unregister", "sofia::expire")
+                        "sofia::unregister", "sofia::expire", "sofia::register_failure")
+# A REGISTER or INVITE whose digest sofia refused (backline/pbx/freeswitch/security.py).
+REGISTER_FAILURE: Final = "sofia::register_failure"
 
 # Fax (mod_spandsp). T.38 when the carrier offers it: ``fax_enable_t38`` lets rxfax take a
 # T.38 re-INVITE, ``fax_enable_t38_request`` has FreeSWITCH send one itself; G.711 audio
