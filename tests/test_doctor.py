@@ -1,7 +1,10 @@
 """``backline doctor``: each check tried for real, one line each with its verdict and fix.
 
 The local checks against a real SQLite journal and real files; the PBX checks against the
-real Asterisk (AMI login, the modules Backline needs, a SIPp desk phone registered).
+real Asterisk (AMI login, the modules Backline needs, a SIPp desk phone registered, the clock,
+the trunk's registration to a SIPp carrier that checks the digest); the mail relay against a
+real aiosmtpd (STARTTLS, a certificate from the test's CA or a stranger's, AUTH); the SMS
+gateway and the inbox against the stand-ins the delivery tests use.  No secret is printed.
 """
 
 from __future__ import annotations
@@ -9,15 +12,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from backline.app.commands.doctor import pbx_findings
 from backline.journal import open_journal
+from tests.harness.certs import make_ca
+from tests.harness.inbox_server import InboxServer
 from tests.harness.practice_pbx import AMI_ENV, practice_pbx
-from tests.harness.sipp import register
+from tests.harness.sipp import carrier_registrar, free_udp_port, register
+from tests.harness.sms_gateway import ACCOUNT_SID, AUTH_TOKEN, TwilioGateway
+from tests.harness.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,9 +40,17 @@ connections:
 """
 
 
-def doctor(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def doctor(config: Path, *extra: str, env: dict[str, str] | None = None,
+           ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "backline.app.cli", "doctor", str(config),
-                           *extra], capture_output=True, text=True, cwd=ROOT, timeout=60)
+                           *extra], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def verdicts(found: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """Each check's line (``--json``), by name: verdict, what was seen and the fix."""
+    return {r["check"]: f"{r['verdict']}: {r['seen']}; fix: {r['fix']}"
+            for r in json.loads(found.stdout)}
 
 
 def test_an_open_journal_and_secret_fail_with_the_fix_and_pass_once_fixed(
@@ -100,3 +119,203 @@ async def test_on_asterisk_the_ami_login_modules_and_registered_desk_phones(
     assert refused.returncode == 1, refused
     assert any(line.startswith("FAIL") and "AMI login" in line and "fix:" in line
                for line in refused.stdout.splitlines()), refused.stdout
+
+
+RELAY = """\
+practice: {{name: Maple, timezone: America/Chicago}}
+backup:
+  alerts: {{kind: email, emails: [ops@maple.example]}}
+connections:
+  storage: {{url: "sqlite://{journal}"}}
+  smtp: {{host: 127.0.0.1, port: {port}, tls: starttls, ca_file: {ca}, from: backline@maple.example,
+         username_env: BACKLINE_DOCTOR_SMTP_USER, password_env: BACKLINE_DOCTOR_SMTP_PASSWORD}}
+"""
+SMTP_USER, SMTP_PASSWORD = "backline", "relay-pass-" + os.urandom(6).hex()
+
+
+async def test_the_mail_relay_starttls_certificate_and_login_fail_with_the_fix(
+        tmp_path: Path) -> None:
+    relay_ca, stranger = make_ca(tmp_path, "relay-ca"), make_ca(tmp_path, "stranger-ca")
+    right = {"BACKLINE_DOCTOR_SMTP_USER": SMTP_USER,
+             "BACKLINE_DOCTOR_SMTP_PASSWORD": SMTP_PASSWORD}
+    wrong = {**right, "BACKLINE_DOCTOR_SMTP_PASSWORD": "not-" + SMTP_PASSWORD}
+
+    def config(port: int, ca: Path) -> Path:
+        path = tmp_path / f"relay-{port}-{ca.stem}.yaml"
+        path.write_text(RELAY.format(journal=tmp_path / "journal.db", port=port, ca=ca))
+        return path
+
+    async with SmtpSink(relay_ca.server("lapsing"), credentials=(SMTP_USER, SMTP_PASSWORD)
+                        ) as lapsing:  # valid 2 more days
+        soon = await asyncio.to_thread(doctor, config(lapsing.port, relay_ca.cert), "--json",
+                                       env=right)
+    async with SmtpSink(relay_ca.server("relay", days=90),
+                        credentials=(SMTP_USER, SMTP_PASSWORD)) as sink:
+        good = config(sink.port, relay_ca.cert)
+        passed = await asyncio.to_thread(doctor, good, "--json", env=right)
+        refused = await asyncio.to_thread(doctor, good, "--json", env=wrong)
+        untrusted = await asyncio.to_thread(doctor, config(sink.port, stranger.cert), "--json",
+                                            env=right)
+        assert sink.received == []  # no test message unless asked
+        sent = await asyncio.to_thread(doctor, good, "--send-test", env=right)
+        [test_message] = await sink.wait_for(1)
+    async with SmtpSink() as cleartext:  # offers no STARTTLS
+        stripped = await asyncio.to_thread(doctor, config(cleartext.port, relay_ca.cert),
+                                           "--json", env=right)
+
+    assert passed.returncode == 0, passed
+    checks = verdicts(passed)
+    for check in ("SMTP reach", "SMTP STARTTLS", "SMTP certificate", "SMTP login"):
+        assert checks[check].startswith("ok"), checks
+    assert checks["SMTP test message"].startswith("skip"), checks
+    assert sink.logins[:1] == [True], sink.logins
+    assert soon.returncode == 0, soon  # a warning, not a failure
+    line = verdicts(soon)["SMTP certificate"]
+    assert line.startswith("warn") and "(1 days)" in line and "renew" in line, line
+
+    assert refused.returncode == 1, refused
+    assert verdicts(refused)["SMTP login"].startswith("FAIL: refused (535)"), refused.stdout
+    assert "the relay's account" in verdicts(refused)["SMTP login"]
+
+    assert untrusted.returncode == 1, untrusted
+    line = verdicts(untrusted)["SMTP certificate"]
+    assert line.startswith("FAIL: not trusted: unable to get local issuer certificate"), line
+    assert "connections.smtp.ca_file" in line
+    assert "SMTP login" not in verdicts(untrusted)  # nothing is sent over an untrusted link
+
+    assert stripped.returncode == 1, stripped
+    line = verdicts(stripped)["SMTP STARTTLS"]
+    assert line.startswith("FAIL") and "offers no STARTTLS" in line and "fix: turn " in line
+    assert cleartext.received == [] and "SMTP login" not in verdicts(stripped)
+
+    assert sent.returncode == 0, sent
+    assert any(line.startswith("ok") and "SMTP test message" in line
+               for line in sent.stdout.splitlines()), sent.stdout
+    assert test_message.over_tls and test_message.rcpt_tos == ("ops@maple.example",)
+    assert "doctor --send-test" in test_message.message().get_content()
+
+    for found in (passed, refused, untrusted, stripped, sent):
+        assert SMTP_PASSWORD not in found.stdout + found.stderr
+
+
+GATEWAY = """\
+practice: {{name: Maple, timezone: America/Chicago}}
+connections:
+  storage: {{url: "sqlite://{journal}"}}
+  sms_gateway: {{url: "{url}", account: {account}, from: "+13125550100",
+                token_env: BACKLINE_DOCTOR_SMS_TOKEN}}
+  inbox: {{url: "{inbox}", token_env: BACKLINE_DOCTOR_INBOX_TOKEN}}
+"""
+INBOX_TOKEN = "inbox-token-" + os.urandom(6).hex()
+
+
+async def test_the_sms_gateway_and_inbox_credentials_are_tried_and_nothing_is_sent_or_filed(
+        tmp_path: Path) -> None:
+    inbox = InboxServer(tmp_path / "inbox.db", token=INBOX_TOKEN)
+    await inbox.start()
+    right = {"BACKLINE_DOCTOR_SMS_TOKEN": AUTH_TOKEN, "BACKLINE_DOCTOR_INBOX_TOKEN": INBOX_TOKEN}
+    wrong = {"BACKLINE_DOCTOR_SMS_TOKEN": "not-" + AUTH_TOKEN,
+             "BACKLINE_DOCTOR_INBOX_TOKEN": "not-" + INBOX_TOKEN}
+    try:
+        async with TwilioGateway() as gw:
+            def config(prefix: str = "", url: str = inbox.url) -> Path:
+                path = tmp_path / f"gw{prefix.replace('/', '-')}-{url.rsplit('/', 1)[1]}.yaml"
+                path.write_text(GATEWAY.format(journal=tmp_path / "journal.db",
+                                               url=gw.base_url + prefix, account=ACCOUNT_SID,
+                                               inbox=url))
+                return path
+
+            passed = await asyncio.to_thread(doctor, config(), "--json", env=right)
+            refused = await asyncio.to_thread(doctor, config(), "--json", env=wrong)
+            elsewhere = await asyncio.to_thread(
+                doctor, config("/nowhere", inbox.url.replace("/inbox", "/nowhere")),
+                "--json", env=right)
+            gw.account_status = "suspended"
+            suspended = await asyncio.to_thread(doctor, config(), "--json", env=right)
+            assert gw.account_reads == 3 and gw.requests == 0 and gw.sent == []
+        assert inbox.probes == 3 and inbox.requests == 0 and inbox.count() == 0
+    finally:
+        await inbox.stop()
+
+    assert passed.returncode == 0, passed
+    checks = verdicts(passed)
+    assert checks["SMS gateway"].startswith(f"ok: credentials accepted: account {ACCOUNT_SID}")
+    assert checks["inbox"].startswith("ok") and "nothing filed" in checks["inbox"], checks
+
+    assert refused.returncode == 1, refused
+    checks = verdicts(refused)
+    assert checks["SMS gateway"].startswith("FAIL: the credentials were refused (HTTP 401)")
+    assert "Auth Token" in checks["SMS gateway"]
+    assert checks["inbox"].startswith("FAIL: the token was refused (HTTP 401)"), checks
+
+    assert elsewhere.returncode == 1, elsewhere
+    checks = verdicts(elsewhere)
+    assert checks["SMS gateway"].startswith("FAIL: no account") and \
+        "its url (the API base)" in checks["SMS gateway"], checks
+    assert checks["inbox"].startswith("FAIL") and "HTTP 404" in checks["inbox"] and \
+        "fix: fix connections.inbox.url" in checks["inbox"], checks
+
+    assert suspended.returncode == 1, suspended
+    assert verdicts(suspended)["SMS gateway"].startswith(f"FAIL: account {ACCOUNT_SID} is "
+                                                         "suspended")
+    for found in (passed, refused, elsewhere, suspended):
+        assert AUTH_TOKEN not in found.stdout + found.stderr
+        assert INBOX_TOKEN not in found.stdout + found.stderr
+
+
+TRUNK_ENV, TRUNK_PASSWORD = "BACKLINE_DOCTOR_TRUNK", "trunk-" + os.urandom(6).hex()
+
+
+@pytest.mark.asterisk
+@pytest.mark.parametrize("carrier_takes", ["our password", "another password"])
+async def test_on_asterisk_the_clock_and_the_carrier_trunk_registration(
+        tmp_path: Path, carrier_takes: str) -> None:
+    os.environ[TRUNK_ENV] = TRUNK_PASSWORD
+    right = carrier_takes == "our password"
+    port = free_udp_port()
+    # The carrier checks our REGISTER's digest answer: 200 if right, 403 if not.
+    carrier = await asyncio.to_thread(carrier_registrar, tmp_path, port, "practice",
+                                      TRUNK_PASSWORD if right else "other-" + TRUNK_PASSWORD)
+    trunk = f", username: practice, password_env: {TRUNK_ENV}, register: true"
+    try:
+        async with practice_pbx(tmp_path, "doctor-trunk", controller_in_process=False,
+                                carrier_from_user=False, trunk_port=port,
+                                trunk_extra=trunk) as pbx:
+            assert (await asyncio.to_thread(carrier.wait, 30)).ok, carrier.describe()
+            await until_carrier_answer_is_held(pbx.instance.cli)
+            found = await asyncio.to_thread(doctor, pbx.config_path, "--json")
+            # This machine's clock 90 s behind the PBX's (the clock is the doctor's seam).
+            skewed = {f.check: f for f in await pbx_findings(
+                pbx.directory, now=lambda: time.time() - 90)}
+    finally:
+        carrier.kill()
+
+    checks = verdicts(found)
+    assert TRUNK_PASSWORD not in found.stdout + found.stderr
+    assert checks["clock"].startswith("ok: the PBX's clock is "), checks
+    offset = re.search(r"clock is ([0-9.]+) s ahead", skewed["clock"].seen)
+    assert skewed["clock"].verdict == "FAIL" and offset, skewed["clock"]
+    assert 89 < float(offset.group(1)) < 91, skewed["clock"]
+    assert "NTP" in skewed["clock"].fix
+    if right:
+        assert found.returncode == 0, found
+        assert checks["carrier trunk"] == f"ok: practice@127.0.0.1:{port}: registered; fix: "
+    else:
+        assert found.returncode == 1, found
+        line = checks["carrier trunk"]
+        assert line.startswith(f"FAIL: practice@127.0.0.1:{port}: rejected by the carrier"), \
+            line
+        assert "connections.pbx.trunk.username" in line
+
+
+async def until_carrier_answer_is_held(cli: Callable[[str], str], within: float = 15) -> None:
+    """Until Asterisk has taken in the carrier's answer to its REGISTER (it may still be
+    reading it when the carrier's scenario ends)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        text = await asyncio.to_thread(cli, "pjsip show registrations")
+        if re.search(r"\s(Registered|Rejected)", text):
+            return
+        assert loop.time() < deadline, f"the carrier's answer never reached Asterisk: {text}"
+        await asyncio.sleep(0.1)  # a poll of Asterisk's state, not a wait for time

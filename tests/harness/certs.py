@@ -16,9 +16,10 @@ class Authority:
     cert: Path  # what a client trusts (ca_file)
     key: Path
 
-    def server(self, name: str, names: str = "IP:127.0.0.1, DNS:localhost") -> ssl.SSLContext:
+    def server(self, name: str, names: str = "IP:127.0.0.1, DNS:localhost", *,
+               days: int = 2) -> ssl.SSLContext:
         """A server-side context whose certificate this CA signed for ``names`` (a
-        subjectAltName: by default 127.0.0.1 and localhost)."""
+        subjectAltName: by default 127.0.0.1 and localhost), valid ``days``."""
         folder = self.cert.parent
         key, csr, cert = (folder / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
         ext = folder / f"{name}.ext"
@@ -27,7 +28,7 @@ class Authority:
         _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                  "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
         _openssl("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
-                 "-CAcreateserial", "-days", "2", "-out", cert, "-extfile", ext)
+                 "-CAcreateserial", "-days", str(days), "-out", cert, "-extfile", ext)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
         return context
@@ -38,7 +39,7 @@ def make_ca(folder: Path, name: str) -> Authority:
     folder.mkdir(parents=True, exist_ok=True)
     cert, key = folder / f"{name}.pem", folder / f"{name}-ca.key"
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN=Backline test {name}",
+             "-keyout", key, "-out", cert, "-days", "120", "-subj", f"/CN=Backline test {name}",
              "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     return Authority(cert, key)

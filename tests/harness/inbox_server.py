@@ -12,6 +12,7 @@ fixed seed, in three ways spread evenly:
 
 The last two are the cases idempotency keys exist for: the client cannot know the item is
 filed, and must retry without filing it twice.  ``refuse`` picks items to answer ``422``.
+A ``GET`` of ``/inbox`` files nothing: 200 with the token, 401 without (docs/inbox.md).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class InboxServer:
         self._conn: sqlite3.Connection | None = None  # the endpoint's, while it runs
         self._changed = asyncio.Condition()
         self.requests = 0
+        self.probes = 0  # GETs of the endpoint (doctor's check), never filing anything
         self.hold: asyncio.Event | None = None  # if set: answer each POST only once it is set
         self.failures = {"before": 0, "dropped": 0, "after": 0, "refused": 0}
         self.refused_keys: Counter[str] = Counter()  # 422s answered, by idempotency key
@@ -71,6 +73,7 @@ class InboxServer:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/inbox", self._post)
+        app.router.add_get("/inbox", self._probe)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
@@ -140,6 +143,13 @@ class InboxServer:
         ``within`` s)."""
         async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(lambda: self.requests >= count)
+
+    async def _probe(self, request: web.Request) -> web.StreamResponse:
+        """Whether the token is right; nothing is filed or counted as a delivery."""
+        self.probes += 1
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return web.json_response({"inbox": "ready"})
 
     async def _post(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1

@@ -633,6 +633,23 @@ def answering_phone(
                        host=host).start()
 
 
+def carrier_registrar(workdir: Path, port: int, username: str, password: str, *,
+                      host: Host = LOCAL) -> SippProcess:
+    """A started carrier on ``port`` that challenges the practice's REGISTER and checks the
+    digest answer against ``username``/``password`` (SIPp's verifyauth): 200 if right, 403
+    if wrong; one registration per process."""
+    for value in (username, password):
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError(f"not a plain account value: {value!r}")
+    verify = (f'      <verifyauth assign_to="authvalid" username="{username}" '
+              f'password="{password}"/>\n')
+    args = [*_common_args(port, host.free_media_port(), host), "-aa", "-m", "1",
+            "-timeout", "120s"]
+    return SippProcess("registrar", workdir / f"registrar-{port}",
+                       _scenario("registrar.xml", VERIFY=verify), args, port=port,
+                       host=host).start()
+
+
 def register(
     pbx: tuple[str, int],
     workdir: Path,

@@ -113,6 +113,8 @@ class TwilioGateway:
         self.auth_token = auth_token
         self.sent: list[SentSms] = []
         self.requests = 0  # Messages API requests that reached us, failed ones included
+        self.account_reads = 0  # GETs of the Account resource
+        self.account_status = "active"  # or "suspended", "closed"
         self._faults = _Faults()
         self._changed = asyncio.Condition()
         self._released = asyncio.Event()
@@ -131,6 +133,7 @@ class TwilioGateway:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", self._messages)
+        app.router.add_get("/2010-04-01/Accounts/{account}.json", self._account)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -229,6 +232,22 @@ class TwilioGateway:
                 "media": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}/Media.json"},
             "to": to, "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
         })
+
+    # --- the Account resource (a read: what `backline doctor` tries the credentials with) ----
+
+    async def _account(self, request: web.Request) -> web.StreamResponse:
+        self.account_reads += 1
+        auth = request.headers.get("Authorization", "")
+        expected = "Basic " + base64.b64encode(
+            f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        if not hmac.compare_digest(auth.encode(), expected.encode()):
+            return _error(401, 20003, "Authenticate")
+        if request.match_info["account"] != self.account_sid:
+            return _error(404, 20404, "The requested resource was not found")
+        return web.json_response(data={
+            "sid": self.account_sid, "friendly_name": "Maple test account",
+            "status": self.account_status, "type": "Full",
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}.json"})
 
     # --- inbound webhooks ---------------------------------------------------------------------
 

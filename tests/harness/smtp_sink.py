@@ -7,7 +7,8 @@ waits for them with :meth:`SmtpSink.wait_for`, which is woken by each arrival (n
 :meth:`SmtpSink.refuse_next` answers the next DATA commands with a 4xx, as a busy server does.
 Given ``tls`` (a server-side context), it offers STARTTLS and requires it before MAIL, as a
 relay that will not take mail in the clear does; without, it offers no STARTTLS.  With
-``implicit`` too, it speaks TLS from the first byte, as on port 465.
+``implicit`` too, it speaks TLS from the first byte, as on port 465.  Given ``credentials``
+(user, password), it offers AUTH (after TLS, when it has TLS) and accepts only those.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +60,13 @@ class _AnyPortController(Controller):
 
 
 class SmtpSink:
-    def __init__(self, tls: ssl.SSLContext | None = None, *, implicit: bool = False) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, *, implicit: bool = False,
+                 credentials: tuple[str, str] | None = None) -> None:
         self.port = 0
         self.tls = tls
         self.implicit = implicit
+        self.credentials = credentials
+        self.logins: list[bool] = []  # each AUTH tried: accepted or not
         self.received: list[Received] = []
         self.refusals = 0  # DATA commands answered with a 4xx so far
         self._refuse = 0
@@ -92,6 +96,9 @@ class SmtpSink:
         if self.tls is not None:
             tls = {"ssl_context": self.tls} if self.implicit else {
                 "tls_context": self.tls, "require_starttls": True}
+        if self.credentials is not None:
+            tls["authenticator"] = self._authenticate
+            tls["auth_require_tls"] = self.tls is not None
         controller = _AnyPortController(_Handler(self), hostname="127.0.0.1", port=self.port,
                                         **tls)
         await asyncio.to_thread(controller.start)
@@ -103,6 +110,16 @@ class SmtpSink:
         controller, self._controller = self._controller, None
         if controller is not None:
             await asyncio.to_thread(controller.stop)
+
+    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope,
+                      mechanism: str, data: Any) -> AuthResult:  # on the server's thread
+        assert self.credentials is not None
+        user, password = self.credentials
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            user.encode(), password.encode())
+        with self._lock:
+            self.logins.append(ok)
+        return AuthResult(success=ok, handled=False)
 
     def refuse_next(self, count: int) -> None:
         """Answer the next ``count`` messages' DATA with ``451 4.3.0``."""

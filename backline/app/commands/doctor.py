@@ -2,8 +2,10 @@
 one line per check with its verdict and, when it is not ok, the fix.
 
 The local checks: the journal writable with free space, the file modes of the journal and the
-secrets, and on Asterisk the AMI login, the modules Backline needs loaded and the desk phones
-registered now.  Exit 0 when nothing failed (warnings included), 1 otherwise, for scripts.
+secrets; on Asterisk the AMI login, the modules Backline needs loaded, the clock, the carrier
+trunk's registration and the desk phones registered now (doctor_pbx); the mail relay, the SMS
+gateway and the inbox (doctor_relays).  Exit 0 when nothing failed (warnings included), 1
+otherwise, for scripts.
 """
 
 from __future__ import annotations
@@ -14,27 +16,18 @@ import json
 import os
 import shutil
 import stat
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from backline.app.commands.doctor_verdicts import FAIL, OK, SKIP, WARN, Finding
 from backline.app.commands.shared import CONFIG_HELP, add_command, load_directory
 from backline.core.connections import DEFAULT_FREE_FLOOR_MB, AsteriskPbx, Secret
 from backline.core.model import Directory
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 AMI_WITHIN = 5.0  # seconds: a doctor that hangs on a dead PBX tells ops nothing
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One check's verdict (``ok``, ``warn``, ``FAIL``, ``skip``), what was seen, and the fix
-    ("" when ok)."""
-
-    check: str
-    verdict: str
-    seen: str
-    fix: str = ""
 
 
 def add_parser(sub: Any) -> None:
@@ -44,15 +37,20 @@ def add_parser(sub: Any) -> None:
         "Try each thing CONFIG relies on for real and print one line per check with its "
         "verdict (ok, warn, FAIL, skip) and the fix: the journal writable with free space, "
         "the file modes of the journal and the secrets, the AMI login, the Asterisk modules "
-        "Backline needs, the desk phones registered now. Exits 1 if any check failed, else 0.")
+        "Backline needs, the PBX's clock, the carrier trunk's registration, the desk phones "
+        "registered now, the mail relay (STARTTLS, its certificate, the login), the SMS "
+        "gateway's credentials and the inbox's URL and token (nothing is sent or filed; "
+        "--send-test sends one test email). Exits 1 if any check failed, else 0.")
     p.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output for scripts")
+    p.add_argument("--send-test", action="store_true",
+                   help="also send a test email to the alert recipients (never by default)")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     directory = load_directory(args.config)
     findings = journal_findings(directory) + secret_findings(directory)
-    findings += asyncio.run(pbx_findings(directory))
+    findings += asyncio.run(world_findings(directory, send_test=args.send_test))
     if args.json:
         print(json.dumps([asdict(f) for f in findings], indent=2))
     else:
@@ -61,6 +59,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(f"{f.verdict:<4}  {f.check:<{width}}  {f.seen}"
                   + (f"; fix: {f.fix}" if f.fix else ""))
     return 1 if any(f.verdict == FAIL for f in findings) else 0
+
+
+async def world_findings(directory: Directory, *, send_test: bool) -> list[Finding]:
+    """The checks that talk to peers, run side by side (each bounded in time), in order."""
+    from backline.app.commands.doctor_relays import inbox_findings, sms_findings, smtp_findings
+
+    found = await asyncio.gather(pbx_findings(directory),
+                                 smtp_findings(directory, send_test=send_test),
+                                 sms_findings(directory), inbox_findings(directory))
+    return [f for part in found for f in part]
 
 
 def journal_findings(directory: Directory) -> list[Finding]:
@@ -157,8 +165,11 @@ def _desk_phone_secrets(directory: Directory) -> set[str]:
     return {pbx.secrets_file}
 
 
-async def pbx_findings(directory: Directory) -> list[Finding]:
-    """On Asterisk: the AMI login, the modules Backline needs, the desk phones registered."""
+async def pbx_findings(directory: Directory,
+                       now: Callable[[], float] = time.time) -> list[Finding]:
+    """On Asterisk: the AMI login, the modules Backline needs, the clock against ``now``,
+    the carrier trunk's registration, the desk phones registered."""
+    from backline.app.commands.doctor_pbx import clock_finding, trunk_finding
     from backline.app.secrets import SecretMissing, read_secret
     from backline.core.ownership import OwnershipBook
     from backline.pbx.asterisk.ami import AmiLink, LoginRefused
@@ -198,6 +209,8 @@ async def pbx_findings(directory: Directory) -> list[Finding]:
                                "`backline render` writes the modules.conf that loads them"))
         else:
             out.append(Finding("modules", OK, f"{len(required_modules())} loaded"))
+        out.append(await clock_finding(link, now))
+        out.append(await trunk_finding(link, pbx))
         book = OwnershipBook(directory)
         if pbx.registrar is not None:  # Kamailio holds them, in the shared database
             import psycopg

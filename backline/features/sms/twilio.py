@@ -310,6 +310,14 @@ def messages_path(account_sid: str) -> str:
     return f"/{API_VERSION}/Accounts/{quote(account_sid, safe='')}/Messages.json"
 
 
+def account_path(account_sid: str) -> str:
+    """The Account resource's path (Twilio's ``GET`` of it reads, sends nothing): what
+    `backline doctor` tries the credentials with."""
+    if not account_sid:
+        raise UnsendableSms("no account SID (the basic-auth user) configured")
+    return f"/{API_VERSION}/Accounts/{quote(account_sid, safe='')}.json"
+
+
 def outbound_form(sender: str, to: str, body: str) -> dict[str, str]:
     """The Messages API form that sends ``body`` from ``sender`` to ``to``.
 

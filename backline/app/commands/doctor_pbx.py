@@ -1,0 +1,73 @@
+"""`backline doctor`'s checks of the PBX beyond its AMI login: its clock against this
+machine's, and the carrier trunk's outbound registration.  Both ask Asterisk over the AMI
+link the doctor already holds; neither changes anything."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from backline.app.commands.doctor_verdicts import FAIL, OK, SKIP, WARN, WITHIN, Finding
+from backline.core.connections import AsteriskPbx
+from backline.pbx.asterisk.ami import AmiLink
+
+# Call times, the 12-hour links and the import of calls the PBX took alone are compared
+# across the two clocks: NTP keeps them within milliseconds, so seconds mean it is off.
+CLOCK_WARN, CLOCK_FAIL = 0.5, 2.0
+# The PBX's time, to the millisecond, read with a dialplan function (Asterisk's AMI says
+# its start time but not the time now).
+PBX_NOW = "STRFTIME(,UTC,%s.%3q)"
+NTP_FIX = ("keep both machines' clocks on NTP (systemd-timesyncd or chrony; `timedatectl` "
+           "says whether the clock is synchronized)")
+
+
+async def clock_finding(link: AmiLink, now: Callable[[], float] = time.time) -> Finding:
+    """The PBX's clock less this machine's (``now``), with the read's round trip as its
+    margin: ``FAIL`` past 2 s, ``warn`` past 0.5 s."""
+    before = now()
+    answer = await link.action({"Action": "Getvar", "Variable": PBX_NOW}, within=WITHIN)
+    after = now()
+    try:
+        pbx = float(str(answer.get("Value", "")))
+    except ValueError:
+        return Finding("clock", WARN, "the PBX did not say its time "
+                       f"({answer.get('Message', 'no value')})", "check func_strftime is "
+                       "loaded (`module show like strftime`)")
+    offset, margin = pbx - (before + after) / 2, (after - before) / 2
+    seen = (f"the PBX's clock is {abs(offset):.3f} s "
+            f"{'ahead of' if offset > 0 else 'behind'} this machine's (±{margin:.3f} s)")
+    if abs(offset) - margin > CLOCK_FAIL:
+        return Finding("clock", FAIL, seen, NTP_FIX)
+    if abs(offset) - margin > CLOCK_WARN:
+        return Finding("clock", WARN, seen, NTP_FIX)
+    return Finding("clock", OK, seen)
+
+
+async def trunk_finding(link: AmiLink, pbx: AsteriskPbx) -> Finding:
+    """With ``trunk.register``, the registration to the carrier as Asterisk holds it now
+    (only each registration's ``Status`` is read: the listing also carries the password)."""
+    trunk = pbx.trunk
+    if not trunk.register:
+        return Finding("carrier trunk", SKIP, "the carrier knows the practice by its address "
+                       "(trunk.register is off): nothing to register")
+    listing: Any = await link.action({"Action": "PJSIPShowRegistrationsOutbound"},
+                                     as_list=True, within=WITHIN)
+    states = [str(e.get("Status", "")) for e in listing
+              if e.get("Event") == "OutboundRegistrationDetail"]
+    where = f"{trunk.username}@{trunk.host}:{trunk.port}"
+    if not states:
+        return Finding("carrier trunk", FAIL, "Asterisk holds no registration to the carrier",
+                       "render the PBX configuration again (`backline render`) and reload "
+                       "Asterisk")
+    if "Registered" in states:
+        return Finding("carrier trunk", OK, f"{where}: registered")
+    if "Rejected" in states:
+        return Finding("carrier trunk", FAIL, f"{where}: rejected by the carrier",
+                       "check connections.pbx.trunk.username and the password it names "
+                       "against the carrier's account; then `pjsip send register *all` on "
+                       "the Asterisk console")
+    return Finding("carrier trunk", FAIL, f"{where}: {states[0].lower() or 'unknown'}",
+                   "check connections.pbx.trunk.host and port and the network to the "
+                   "carrier; Asterisk's log says what it answered (a registration just "
+                   "started may take up to 10 s)")
