@@ -269,8 +269,8 @@ TRUNK_ENV, TRUNK_PASSWORD = "BACKLINE_DOCTOR_TRUNK", "trunk-" + os.urandom(6).he
 @pytest.mark.asterisk
 @pytest.mark.parametrize("carrier_takes", ["our password", "another password"])
 async def test_on_asterisk_the_clock_and_the_carrier_trunk_registration(
-        tmp_path: Path, carrier_takes: str) -> None:
-    os.environ[TRUNK_ENV] = TRUNK_PASSWORD
+        tmp_path: Path, carrier_takes: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TRUNK_ENV, TRUNK_PASSWORD)
     right = carrier_takes == "our password"
     port = free_udp_port()
     # The carrier checks our REGISTER's digest answer: 200 if right, 403 if not.
