@@ -39,7 +39,8 @@ def test_behind_kamailio_a_desk_phone_registers_over_tls_and_rings_with_no_clear
     """On separate addresses (tests/harness/netns.py): baresip on the LAN registers with
     Kamailio over TLS, trusting only the practice CA; a carrier call from the WAN reaches the
     node through Kamailio and rings it through Kamailio, over the same TLS connection; the
-    phone answers and hangs up.  The LAN's capture holds no SIP outside TLS."""
+    phone answers and hangs up; two phones of one login refresh their registrations over
+    TLS without pushing each other out.  The LAN's capture holds no SIP outside TLS."""
     try:
         kamailio_binary()
     except KamailioMissing as exc:
@@ -130,7 +131,33 @@ async def through_kamailio(net: Topology, p: PracticePbx, listen: HostPort, tmp:
             call.kill()
         (dialled_phone,) = dialled(p)
         assert dialled_phone == "ana-desk"
+
+        # Sam's login holds 2; two of his phones on TLS refresh their registrations: a
+        # refresh is the same contact (with its connection's alias), so it neither pushes
+        # the other phone out nor is removed and added again.
+        sam = [Account("sam", desk, p.secret(desk), f"{listen.host}:{KAMAILIO_TLS}",
+                       srtp=False, regint=4) for desk in ("sam-desk", "sam-exam")]
+        sams = await start_baresip(net.lan, tmp / "sam", address=net.phone(1),
+                                   ca=ca / "ca.pem", says=says, accounts=sam)
+        try:
+            await sams.wait_registered(sam[0], times=2)
+            kept = await asyncio.to_thread(sams_registrations, p)
+            assert sorted(kept.values()) == ["sam-desk", "sam-exam"], kept
+            refreshed = sum(e.get("type") == "REGISTER_OK" for e in sams.events)
+            await sams.wait_events("REGISTER_OK", refreshed + 4, within=30)  # each twice
+            assert await asyncio.to_thread(sams_registrations, p) == kept
+        finally:
+            await sams.stop()
     finally:
         if phone is not None:
             await phone.stop()
         await asyncio.to_thread(kam.stop)
+
+
+def sams_registrations(p: PracticePbx) -> dict[str, str]:
+    """Sam's registrations in Kamailio's location table: ruid -> the desk phone."""
+    with psycopg.connect(p.directory.connections.storage.url) as conn:
+        rows = conn.execute(
+            "SELECT l.ruid, a.avalue FROM location l JOIN location_attrs a ON a.ruid = l.ruid "
+            "AND a.aname = 'phone' WHERE l.username = 'sam'").fetchall()
+    return {ruid: phone for ruid, phone in rows}

@@ -44,12 +44,14 @@ class Account:
     registrar: str  # host:port of the PBX's TLS transport (or its UDP one)
     srtp: bool = True
     transport: str = "tls"
+    regint: int = 60  # seconds between registrations (baresip refreshes a little before)
 
     def line(self) -> str:
         media = ";mediaenc=srtp-mand" if self.srtp else ""
         return (f"<sip:{self.login}@{self.registrar};transport={self.transport}>;"
                 f"auth_user={self.auth};"
-                f"auth_pass={self.password};answermode=manual;audio_codecs=PCMU;regint=60"
+                f"auth_pass={self.password};answermode=manual;audio_codecs=PCMU;"
+                f"regint={self.regint}"
                 f"{media}")
 
 
@@ -112,6 +114,11 @@ class Baresip:
         await self._until(seen, within, f"the event {kind}")
         return found[0]
 
+    async def wait_events(self, kind: str, count: int, within: float = 15) -> None:
+        """Until ``count`` events of type ``kind`` have come in all."""
+        await self._until(lambda: sum(e.get("type") == kind for e in self.events) >= count,
+                          within, f"{count} events {kind}")
+
     async def _until(self, done: Callable[[], bool], within: float, what: str) -> None:
         async def wait() -> None:
             while not done():
@@ -127,17 +134,19 @@ class Baresip:
                                f"{[e.get('type') for e in self.events]}:\n{self.tail()}"
                                ) from None
 
-    async def wait_output(self, text: str, within: float = 15) -> None:
-        """Until a line of baresip's output holds ``text`` (what it says before ctrl_tcp
-        has a client, such as the first registration's answer)."""
-        await self._until(lambda: any(text in line for line in self.lines), within,
-                          f"the output {text!r}")
+    async def wait_output(self, text: str, within: float = 15, times: int = 1) -> None:
+        """Until ``times`` lines of baresip's output hold ``text`` (what it says before
+        ctrl_tcp has a client, such as the first registration's answer)."""
+        await self._until(lambda: sum(text in line for line in self.lines) >= times, within,
+                          f"the output {text!r} {times} time(s)")
 
-    async def wait_registered(self, account: Account, within: float = 15) -> None:
-        """Until the PBX accepted ``account``'s registration (200 OK)."""
+    async def wait_registered(self, account: Account, within: float = 15,
+                              times: int = 1) -> None:
+        """Until the PBX accepted ``account``'s registration (200 OK), ``times`` times in
+        all for its login (every account of the login counts)."""
         host = account.registrar.rpartition(":")[0]
         await self.wait_output(f"{account.login}@{host}: {{0/{account.transport.upper()}/v4}}"
-                               " 200 OK", within)
+                               " 200 OK", within, times)
 
     async def stop(self) -> None:
         if self._pump is not None:
