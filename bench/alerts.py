@@ -45,7 +45,8 @@ from tests.harness.alert_site import (
 EMAILS = len(ALERT_EMAILS)
 
 
-async def attempts_to_alerts(tmp: Path, attempts: int, *, gathered: bool) -> None:
+async def attempts_to_alerts(tmp: Path, attempts: int, *, gathered: bool) -> float:
+    """Attempts per second, journaled to delivered alerts (printed with the emails/s)."""
     policy = None if gathered else GatherPolicy(first_window=0, max_window=0)
     async with AlertSite(tmp, kind="email", policy=policy) as site:
         await site.engage()
@@ -66,14 +67,18 @@ async def attempts_to_alerts(tmp: Path, attempts: int, *, gathered: bool) -> Non
               f"({attempts / recorded:,.0f}/s); {expected} emails delivered after "
               f"{elapsed:.2f} s: {attempts / elapsed:,.0f} attempts/s, "
               f"{expected / elapsed:,.0f} emails/s")
+        return attempts / elapsed
 
 
-async def link_pages(tmp: Path, seconds: int, connections: int) -> None:
+async def link_pages(tmp: Path, seconds: int, connections: int) -> dict[str, tuple[float, float]]:
+    """Per page (alert page, unknown link): requests per second and p99 ms under wrk."""
+    out = {}
     async with AlertSite(tmp, kind="email") as site:
         link = await one_alert(site, tmp)
         unknown = f"{site.base_url}/a/{links.new_token()}"
         for name, url in (("alert page (3 attempts)", link), ("unknown link (404)", unknown)):
             rate, p50, p99, errors = await wrk(url, seconds, connections)
+            out[name] = (rate, p99)
             print(f"  {name:26} {rate:8,.0f} requests/s   p50 {p50:6.2f} ms   "
                   f"p99 {p99:6.2f} ms   ({connections} connections, {seconds} s"
                   f"{', ' + errors if errors else ''})")
@@ -81,6 +86,7 @@ async def link_pages(tmp: Path, seconds: int, connections: int) -> None:
         audited = sum(1 for e in site.journal.audit_log(1_000_000)
                       if e.action.startswith("link."))
         print(f"  audit rows written: {audited:,}")
+    return out
 
 
 async def one_alert(site: Site, tmp: Path) -> str:

@@ -30,7 +30,9 @@ from tests.harness.inbox_server import InboxServer
 from tests.test_inbox_delivery import TOKEN, Practice, engage, practice_yaml, seed
 
 
-async def run(items: int, fail_rate: float) -> None:
+async def run(items: int, fail_rate: float) -> float:
+    """Held items per second delivered (printed with the rest); raises AssertionError if
+    the inbox did not get each item once."""
     tmp = Path(tempfile.mkdtemp(prefix="backline-drain-bench-"))
     os.environ["BACKLINE_INBOX_TOKEN"] = TOKEN
     inbox = InboxServer(tmp / "inbox.db", fail_rate=fail_rate, token=TOKEN)
@@ -63,6 +65,8 @@ async def run(items: int, fail_rate: float) -> None:
         print(f"recording held items: {items / recorded:,.0f} items/s (one fsync each)")
         print(f"drain: {items / elapsed:,.1f} items/s ({elapsed:.1f} s for {items}), "
               f"inbox fail rate {fail_rate:.0%}, {inbox.requests} requests")
+        assert filed == items == len(set(inbox.keys())), (filed, items)
+        return items / elapsed
     finally:
         await inbox.stop()
         shutil.rmtree(tmp, ignore_errors=True)
