@@ -55,17 +55,20 @@ class Plan:
     alert_attempts: int
     wrk_seconds: int
     drain_items: int
+    memory_conversations: int
+    memory_held: int
 
 
 SHORT = Plan("short", core_runs=3, core_samples=10_000, calls=calls.SHORT,
              outage=outage.SHORT, emergency=emergency.SHORT, journal_seconds=3.0,
              postgres=True, esl_events=50_000, fax_pages=50, fax_runs=3, alert_attempts=300,
-             wrk_seconds=3, drain_items=1000)
+             wrk_seconds=3, drain_items=1000, memory_conversations=100_000,
+             memory_held=10_000)
 QUICK = Plan("quick (a smoke run: figures too small to mean much)", core_runs=1,
              core_samples=2000, calls=calls.QUICK, outage=outage.QUICK,
              emergency=emergency.QUICK, journal_seconds=0.5, postgres=False,
              esl_events=5000, fax_pages=3, fax_runs=1, alert_attempts=20, wrk_seconds=1,
-             drain_items=50)
+             drain_items=50, memory_conversations=1000, memory_held=100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,16 @@ def _ceiling_rows(found: Ceiling[calls.Step] | Ceiling[outage.Step], bench: str,
             notes.append(f"{bench}, {arm} at {probe.rate} cps ran out of: "
                          f"{ceiling.ran_out(probe.step.split)}")
     return rows, notes
+
+
+def memory_section(plan: Plan) -> tuple[list[Figure], list[str]]:
+    from bench import memory
+
+    f = asyncio.run(memory.measure(plan.memory_conversations, plan.memory_held))
+    phases = " / ".join(f"{p.rss_mb:.0f}" for p in f.phases)
+    return [Figure("controller memory, resident: " + " / ".join(p.name for p in f.phases),
+                   f"{phases} MB (peak {max(p.peak_mb for p in f.phases):.0f})",
+                   f"< {memory.GOAL_MB:g} MB", f.meets)], []
 
 
 def calls_section(plan: Plan) -> tuple[list[Figure], list[str]]:
@@ -222,6 +235,7 @@ def drain_section(plan: Plan) -> tuple[list[Figure], list[str]]:
 
 SECTIONS = (
     Section("core", core_section),
+    Section("memory", memory_section),
     Section("journal", journal_section),
     Section("esl", esl_section),
     Section("fax_pdf", fax_section),

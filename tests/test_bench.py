@@ -19,7 +19,8 @@ TINY = table.Plan(
     calls=Rates(first=5, top=5, step_seconds=1.0, max_calls_per_step=5, budget_seconds=30.0),
     outage=Rates(first=5, top=5, step_seconds=1.0, max_calls_per_step=5, budget_seconds=30.0),
     emergency=emergency.Plan(calls_per_arm=5, rate=10), journal_seconds=0.2, postgres=False,
-    esl_events=1000, fax_pages=1, fax_runs=1, alert_attempts=5, wrk_seconds=1, drain_items=10)
+    esl_events=1000, fax_pages=1, fax_runs=1, alert_attempts=5, wrk_seconds=1, drain_items=10,
+    memory_conversations=100, memory_held=10)
 
 ROW = re.compile(r"^\| (.+) \| (.+) \| (.+) \| (yes|\*\*no\*\*|-) \|$")
 
@@ -36,8 +37,8 @@ def test_every_bench_gives_rows_in_one_table_that_notes_the_machine() -> None:
     rows = [ROW.match(line) for line in lines[4:4 + len(report.rows)]]
     assert all(rows), lines
     named = {m.group(1).split(":")[0] for m in rows if m}
-    assert named == {"routing", "journal", "ESL", "fax", "alerts", "inbox drain", "911",
-                     "calls", "outage"}, named
+    assert named == {"routing", "controller memory, resident", "journal", "ESL", "fax",
+                     "alerts", "inbox drain", "911", "calls", "outage"}, named
     for f in report.rows:
         assert f.value and f.value != "none", f
         assert (f.meets is None) == (f.goal == "-"), f
