@@ -133,12 +133,14 @@ class Controller:
         self.features: list[Feature] = [
             f for f in (build(context) for build in FEATURES) if f is not None]
         self.pbx_record = PbxRecord(directory, journal, self.record_attempt,
-                                    self._late_emergency_call, self.mode, lambda: self.clock())
+                                    self._late_emergency_call, self.mode, lambda: self.clock(),
+                                    book=self.book, node=self.node)
         # The PBX drivers call these.
         self.desk_phone_switch = self.desk_phones.desk_phone_switch
         self.desk_phone_hours = self.desk_phones.desk_phone_hours
         self.import_pbx_record = self.pbx_record.import_pbx_record
         self.faxes = self.pbx_record.faxes
+        self.voicemail = self.pbx_record.voicemail
         # The mode keeping, as the drivers, the CLI and the tests use it.
         self.switch = self.modes.switch
         self.sync_once = self.modes.sync_once

@@ -1,6 +1,6 @@
 """What the PBX did while the controller was away: its call record (CDR) imported, and the
-faxes left in its spool taken in.  Run after every PBX login, and the spool every
-``FAX_RETRY_SECONDS`` besides.
+faxes and voicemail left in its spool taken in.  Run after every PBX login, and the faxes
+every ``FAX_RETRY_SECONDS`` besides.
 
 App-level, not a feature: it reads each PBX's own files (``backline.pbx.asterisk.cdr``,
 ``backline.pbx.freeswitch.cdr``), and features never import a driver.
@@ -20,12 +20,14 @@ from backline.core.connections import AsteriskPbx, FreeswitchPbx
 from backline.core.emergency import EmergencyCall
 from backline.core.model import Directory
 from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
 from backline.journal import Journal, JournalError, NewAttempt
 from backline.localpbx.whereabouts import NotAsteriskSettings, parse_settings, root_of, under
 from backline.pbx.asterisk import cdr
 from backline.pbx.fax_desk import DEFAULT_FAX_DIR, FaxIntake
 from backline.pbx.freeswitch import cdr as freeswitch_cdr
 from backline.pbx.ports import FAX_CONTEXTS, CdrRow, PbxError
+from backline.pbx.voicemail_desk import VoicemailIntake
 
 log = logging.getLogger("backline.controller")
 
@@ -41,7 +43,8 @@ class PbxRecord:
     def __init__(self, directory: Directory, journal: Journal,
                  record_attempt: Callable[[NewAttempt], Awaitable[bool]],
                  emergency: Callable[[EmergencyCall], Awaitable[bool]],
-                 mode: Callable[[], Mode], clock: Callable[[], datetime]) -> None:
+                 mode: Callable[[], Mode], clock: Callable[[], datetime], *,
+                 book: OwnershipBook | None = None, node: str = "") -> None:
         self.directory = directory
         self.journal = journal
         self._record_attempt = record_attempt
@@ -69,6 +72,10 @@ class PbxRecord:
             self.faxes.spool = Path(pbx.fax_spool)
         elif isinstance(pbx, AsteriskPbx) and pbx.spool_dir:
             self.faxes.spool = Path(pbx.spool_dir)
+        # Voicemail: read from the same spool, kept beside the fax directory (voicemail/).
+        self.voicemail = VoicemailIntake(
+            self.faxes.store.parent / "voicemail", book or OwnershipBook(directory),
+            record_attempt, journal.attempt, lambda: self.faxes.spool, clock, node=node)
 
     async def retry_spooled_faxes(self, closing: asyncio.Event) -> None:
         """Every FAX_RETRY_SECONDS until ``closing`` is set: faxes left in the PBX's spool."""
@@ -116,7 +123,7 @@ class PbxRecord:
 
     async def import_pbx_record(self) -> int:
         """Journal the calls the PBX answered on its own (its CDR); return how many were new.
-        Then take in faxes left in its spool.  Run after every AMI login.
+        Then take in faxes and voicemail left in its spool.  Run after every AMI login.
 
         Safe to run any number of times: each call's key is the one the controller uses
         when it is up, so nothing is recorded twice.
@@ -124,6 +131,12 @@ class PbxRecord:
         await self.learn_pbx_files()
         new = await self._import_cdr()
         await self.faxes.take_left_in_spool()
+        if isinstance(self.directory.connections.pbx, AsteriskPbx):
+            try:
+                await self.voicemail.take_spool()
+            except OSError as exc:
+                log.error("voicemail left in the PBX's spool could not be read: %s",
+                          exc.strerror or exc)
         return new
 
     async def _import_cdr(self) -> int:

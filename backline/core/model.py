@@ -97,6 +97,9 @@ class Number:
     texting_registered: bool
     voicemail_box: str = ""
     hours: Hours | None = None  # this number's own hours; None: the practice's
+    # What a caller hears before leaving a message (voicemail_greeting); None: the default,
+    # spoken from the number's caller-ID name (backline.core.voicemail.greeting_of).
+    greeting: Announcement | None = None
 
 
 @dataclass(frozen=True, slots=True)

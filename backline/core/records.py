@@ -14,6 +14,7 @@ class AttemptKind(enum.Enum):
     CALL = "call"
     SMS = "sms"
     FAX = "fax"
+    VOICEMAIL = "voicemail"  # a message left on a number's voicemail (its audio in ``file``)
 
 
 class Outcome(enum.Enum):
@@ -21,6 +22,7 @@ class Outcome(enum.Enum):
 
     RANG = "rang"                  # desk phones rang (normal mode)
     VOICEMAIL = "voicemail"
+    MISSED = "missed"              # nobody answered and no message was left
     FORWARDED = "forwarded"        # closed: forwarded to the answering service
     ANNOUNCED = "announced"        # outage: announcement played, hung up
     AUTO_REPLIED = "auto-replied"  # outage SMS: the sender got the automatic reply

@@ -13,6 +13,7 @@ from pathlib import Path
 from backline.core.emergency import emergency_callers, spoken_notice
 from backline.core.hours import closed_clip
 from backline.core.model import Announcement, Carry, Directory
+from backline.core.voicemail import greeting_clip, greeting_of
 from backline.render.hold_music import HOLD_MUSIC, hold_music_wav
 
 
@@ -77,6 +78,21 @@ def render_closed_clips(d: Directory, sounds: Path) -> list[Path]:
             continue
         path = sounds / f"{closed_clip(number.number)}.wav"
         render_announcement(hours.closed.announcement, path, Path(d.source).parent)
+        out.append(path)
+    return out
+
+
+def render_greeting_clips(d: Directory, sounds: Path) -> list[Path]:
+    """The voicemail greeting of each voice number (``greeting-BOX.wav``, see greeting_clip):
+    its ``voicemail_greeting`` (text or a recording), or the default."""
+    out = []
+    for number in d.numbers:
+        if Carry.VOICE not in number.carries or not number.voicemail_box:
+            continue
+        path = sounds / f"{greeting_clip(number.voicemail_box)}.wav"
+        if path in out:
+            continue  # two numbers sharing a box: the first one's greeting
+        render_announcement(greeting_of(number, d.practice.name), path, Path(d.source).parent)
         out.append(path)
     return out
 

@@ -17,6 +17,7 @@ from backline.core.model import Directory
 from backline.localpbx.announcement import (
     render_announcement,
     render_closed_clips,
+    render_greeting_clips,
     render_notice_clips,
     write_hold_music,
 )
@@ -130,6 +131,7 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
     render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
     render_notice_clips(directory, wav.parent)
     render_closed_clips(directory, wav.parent)
+    render_greeting_clips(directory, wav.parent)
     write_hold_music(wav.parent)
     files = render_files(directory, secrets_path or Path(pbx.secrets_file),
                          str(sounds / "announcement"), _tls_inside(directory, instance))

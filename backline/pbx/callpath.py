@@ -25,9 +25,10 @@ from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registrations
 from backline.core.routing import decide_outbound
+from backline.core.voicemail import CallEnd
 from backline.pbx import names
 from backline.pbx.inbound import decide_inbound, journaled_first
-from backline.pbx.ports import FaxDesk
+from backline.pbx.ports import FaxDesk, VoicemailDesk
 
 T = TypeVar("T")
 
@@ -43,6 +44,7 @@ class CallPathOptions(TypedDict, total=False):
     hours_feature: Callable[[str, HoursState, str], Awaitable[bool]] | None
     hours_override: Callable[[], HoursOverride | None]
     faxes: FaxDesk | None
+    voicemail: VoicemailDesk | None
     clock: Callable[[], datetime]
 
 
@@ -62,7 +64,7 @@ class CallPath:
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
                  hours_feature: Callable[[str, HoursState, str], Awaitable[bool]] | None = None,
                  hours_override: Callable[[], HoursOverride | None] = lambda: None,
-                 faxes: FaxDesk | None = None,
+                 faxes: FaxDesk | None = None, voicemail: VoicemailDesk | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.book = book
         self.conversations = conversations
@@ -73,6 +75,7 @@ class CallPath:
         self.hours_feature = hours_feature
         self.hours_override = hours_override
         self.faxes = faxes
+        self.voicemail = voicemail
         self.clock = clock
         self.log = log
         self.ring_seconds = ring_seconds
@@ -165,6 +168,19 @@ class CallPath:
             self.log.error("fax report refused: %s", exc)
             return
         await self.faxes.fax_ended(end)
+
+    async def take_call_end(self, end: CallEnd | None) -> None:
+        """An unanswered call ended (``end``: None if the PBX's report was not one of ours):
+        its message taken in, or a missed call journaled."""
+        if end is None:
+            self.log.error("a call-end report that is not one of ours: render the dialplan "
+                           "again (`backline render`)")
+            return
+        if self.voicemail is None:
+            self.log.warning("a call ended unanswered but voicemail intake is not wired; the "
+                             "spool is read at the next login")
+            return
+        await self.voicemail.call_ended(end)
 
     # -- registrations ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 from backline.core.fax_intake import FaxEnd, StorageCheck
+from backline.core.voicemail import CallEnd
 
 
 class PbxError(Exception):
@@ -54,6 +55,13 @@ class FaxDesk(Protocol):
     async def storage(self) -> StorageCheck: ...
 
     async def fax_ended(self, end: FaxEnd) -> bool: ...
+
+
+class VoicemailDesk(Protocol):
+    """Where unanswered calls go (``backline.pbx.voicemail_desk.VoicemailIntake``): told when
+    one ends, to take in its message or journal it as missed."""
+
+    async def call_ended(self, end: CallEnd) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Carry, Directory
+from backline.core.voicemail import greeting_clip
 from backline.pbx import names as shared
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.render.asterisk_desk_dialplan import desk_side, park_timeout, secure_desk, transfers
@@ -145,17 +146,28 @@ def _decisions(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
 
 ; TRANSFER_CONTEXT, inherited by every desk phone rung: their transfer button (REFER) sends
 ; the caller to {v.TRANSFER_CONTEXT}, where the controller decides.
+; The caller hanging up while the desk phones ring (none answered) is a missed call: the h
+; extension tells the controller, which journals it for the inbox.
 [{v.context(v.RING)}]
 exten => s,1,Set(__TRANSFER_CONTEXT={v.TRANSFER_CONTEXT})
  same => n,Dial({var(v.DIAL)},{var(v.RING_SECONDS)})
  same => n,Goto({v.context(v.VOICEMAIL)},s,1)
 {fax_call}
+exten => h,1,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?done)
+ same => n,{agi(v.AGI_CALL_END, var(v.VOICEMAIL_BOX), var(v.CALLER), v.ENDED_RINGING)}
+ same => n(done),NoOp()
 
+; The number's greeting (rendered beside the announcement), then the beep (no instructions:
+; the greeting says them).  The message is kept in the PBX's spool (the controller may be
+; away); at the end of the call the h extension tells the controller, which takes the
+; message in (or journals a missed call if none was left).
 [{v.context(v.VOICEMAIL)}]
 exten => s,1,Answer()
- same => n,VoiceMail({var(v.VOICEMAIL_BOX)}@{v.VOICEMAIL_CONTEXT},u)
+ same => n,Playback({notice_sounds}/{greeting_clip("")}{var(v.VOICEMAIL_BOX)})
+ same => n,VoiceMail({var(v.VOICEMAIL_BOX)}@{v.VOICEMAIL_CONTEXT},s)
  same => n,Hangup()
 {fax_call}
+exten => h,1,{agi(v.AGI_CALL_END, var(v.VOICEMAIL_BOX), var(v.CALLER), v.ENDED_IN_VOICEMAIL)}
 
 [{v.context(v.VOICEMAIL_MAIN)}]
 exten => s,1,Answer()

@@ -113,6 +113,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         AnnouncementError,
         render_announcement,
         render_closed_clips,
+        render_greeting_clips,
         render_notice_clips,
         write_hold_music,
     )
@@ -178,7 +179,8 @@ def cmd_render(args: argparse.Namespace) -> int:
                      if f.name == "pjsip.conf" else f for f in files]
         render_announcement(directory.backup.announcement, out / "announcement.wav",
                             Path(directory.source).parent)
-        clips = render_notice_clips(directory, out) + render_closed_clips(directory, out)
+        clips = render_notice_clips(directory, out) + render_closed_clips(directory, out) + \
+            render_greeting_clips(directory, out)
         clips.append(write_hold_music(out))
     except (SecretMissing, NeedsAsterisk, AnnouncementError, TlsNotReady) as exc:
         raise UsageError(str(exc)) from exc

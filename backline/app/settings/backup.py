@@ -54,9 +54,11 @@ def read_backup(r: Reader, top: YMap) -> Backup:
                   r.secret(node, "pin", "backup", False), reminder_hours)
 
 
-def read_announcement(r: Reader, parent: YMap, f: str, default: Announcement) -> Announcement:
-    """``announcement: {text: ...}`` (rendered to audio) or ``{file: ...}`` (a recording)."""
-    ann = r.mapping(entry(parent, "announcement"), f, parent.where)
+def read_announcement(r: Reader, parent: YMap, f: str, default: Announcement, *,
+                      key: str = "announcement") -> Announcement:
+    """``announcement: {text: ...}`` (rendered to audio) or ``{file: ...}`` (a recording);
+    ``key`` names the entry (a number's ``voicemail_greeting`` has the same shape)."""
+    ann = r.mapping(entry(parent, key), f, parent.where)
     if ann is None:
         return default
     r.keys(ann, f, ["text", "file"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 
+from backline.app.settings.backup import read_announcement
 from backline.app.settings.hours import read_hours
 from backline.app.settings.reader import CALLER_ID_CHARS, Reader, entry, unknown, where_of
 from backline.app.yamlsource import Where, YMap
@@ -12,6 +13,7 @@ from backline.core import e164
 from backline.core.model import (
     CALLER_ID_MAX,
     PRACTICE,
+    Announcement,
     Carry,
     Number,
     OwnerKind,
@@ -21,6 +23,8 @@ from backline.core.model import (
 )
 
 _TAG = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_BOX = re.compile(r"[0-9]{1,20}")  # a box's name becomes a spool folder and a clip's name
+_NO_GREETING = Announcement()  # no voicemail_greeting: the default (core.voicemail.greeting_of)
 
 
 def read_numbers(r: Reader, top: YMap, users: dict[str, User], teams: dict[str, Team],
@@ -32,7 +36,8 @@ def read_numbers(r: Reader, top: YMap, users: dict[str, User], teams: dict[str, 
     for f, node in r.listed(top, "numbers"):
         r.keys(node, f, ["number", "carries", "owner", "members", "auto_assign",
                          "conversation_tags", "contact_tags", "caller_id_name",
-                         "texting_registered", "voicemail_box", "hours"])
+                         "texting_registered", "voicemail_box", "voicemail_greeting",
+                         "hours"])
         raw = r.text(node, "number", f"{f}.number", None, "an E.164 number like "
                      "+13125550100")
         canonical = None
@@ -100,13 +105,20 @@ def read_numbers(r: Reader, top: YMap, users: dict[str, User], teams: dict[str, 
                       "it will send no SMS", warning=True)
         box = r.text(node, "voicemail_box", f"{f}.voicemail_box", "",
                      "a voicemail box number") or ""
+        if box and not _BOX.fullmatch(box):
+            r.problem(where_of(node, "voicemail_box"), f"{f}.voicemail_box",
+                      "a voicemail box number (digits only)")
+            box = ""
         hours = read_hours(r, node, f"{f}.hours", timezone)
+        greeting = read_announcement(r, node, f"{f}.voicemail_greeting", _NO_GREETING,
+                                     key="voicemail_greeting")
         if canonical is None or owner is None:
             continue
         numbers.append(Number(canonical, frozenset(carries), owner, tuple(extra), auto,
                               tuple(t for t, _ in conv_tags),
                               tuple(t for t, _ in contact_tags), cid, registered,
-                              box or canonical[-10:], hours))
+                              box or canonical[-10:], hours,
+                              None if greeting is _NO_GREETING else greeting))
     return numbers
 
 

@@ -14,11 +14,13 @@ the inbox needs to file it as normal mode would have at the time:
   people when auto-assigned, else the number's members.  Carrying it in the item, rather than
   as a second request, makes "filed" and "notified" one commit on the inbox's side: there is
   no state in which one happened and the other is lost.
-- the item itself: times, sender, recipient, SMS text, the fax file and the email's bytes
-  (both base64, exactly as kept).  An attempt's sender (``from`` and the conversation's
-  ``party``) is in E.164 where the numbering plan allows, as the journal files it, so a caller
-  whose carrier sent 10 national digits joins the same conversation as their texts;
-  ``from_raw`` is the sender as the carrier or gateway sent it;
+- the item itself: times, sender, recipient, SMS text, the fax file, a voicemail's audio
+  (``file``, ``audio/wav``, with ``voicemail.duration_seconds``) and the email's bytes
+  (all base64, exactly as kept); a missed call is a ``call`` with the outcome ``missed``.
+  An attempt's sender (``from`` and the conversation's ``party``) is in E.164 where the
+  numbering plan allows, as the journal files it, so a caller whose carrier sent 10 national
+  digits joins the same conversation as their texts; ``from_raw`` is the sender as the
+  carrier or gateway sent it;
 - for an SMS, ``reply``: the outage auto-reply's final state (``sent``, or ``not-sent`` with
   ``detail`` saying why: the number is not registered for texting, does not carry SMS, the
   outage ended before the gateway took it...), its tries and when it was sent; null when no
@@ -36,6 +38,7 @@ from typing import Any, assert_never
 from backline.core.model import OwnerKind, Party
 from backline.core.ownership import OwnershipBook
 from backline.core.records import AttemptKind, Outcome
+from backline.core.voicemail import wav_seconds
 from backline.journal.delivery import InboxItem
 from backline.journal.replies import ReplyState, SmsReply
 
@@ -92,7 +95,11 @@ def item_document(item: InboxItem, book: OwnershipBook, file: bytes | None,
             if reply is not None and reply.state is ReplyState.SENT:
                 # Sent after the queue was read: the journal now says auto-replied too.
                 doc["outcome"] = Outcome.AUTO_REPLIED.value
-        if file is not None:
+        if file is not None and a.kind is AttemptKind.VOICEMAIL:
+            doc["voicemail"] = {"duration_seconds": round(wav_seconds(file), 2)}
+            doc["file"] = {"name": a.file.rsplit("/", 1)[-1], "type": "audio/wav",
+                           "data": base64.b64encode(file).decode("ascii")}
+        elif file is not None:
             pdf = a.file.lower().endswith(".pdf")
             doc["file"] = {"name": a.file.rsplit("/", 1)[-1],
                            "type": "application/pdf" if pdf else "image/tiff",

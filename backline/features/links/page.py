@@ -33,7 +33,8 @@ STYLE_SOURCE = f"'sha256-{base64.b64encode(hashlib.sha256(STYLE.encode()).digest
 
 _TIME = "%a %d %b %Y, %H:%M:%S %Z"
 
-_TITLES = {AttemptKind.CALL: "Call", AttemptKind.SMS: "Text message", AttemptKind.FAX: "Fax"}
+_TITLES = {AttemptKind.CALL: "Call", AttemptKind.SMS: "Text message", AttemptKind.FAX: "Fax",
+           AttemptKind.VOICEMAIL: "Voicemail"}
 
 
 def render_alert_page(practice: str, tz: str, attempts: list[Attempt], expires_at: datetime,
@@ -64,7 +65,7 @@ def _section(a: Attempt, zone: ZoneInfo, download_prefix: str) -> str:
     at = escape(a.at.astimezone(zone).strftime(_TIME))
     rows: list[tuple[str, str]] = [("Time", at)]
     match a.kind:
-        case AttemptKind.CALL:
+        case AttemptKind.CALL | AttemptKind.VOICEMAIL:
             rows += [("Caller", _sender(a)), ("Dialed", _value(a.recipient))]
         case AttemptKind.SMS:
             rows += [("From", _sender(a)), ("To", _value(a.recipient)),

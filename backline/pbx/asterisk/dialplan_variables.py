@@ -5,6 +5,7 @@ One place for every Asterisk name, as wazo_agid/dialplan_variables.py does; the 
 PBXs share come from backline/pbx/names.py.
 """
 
+from backline.core import voicemail
 from backline.pbx import names as shared
 
 ACTION = "BACKLINE_ACTION"
@@ -106,6 +107,9 @@ AGI_FEATURE = "feature"
 AGI_FAX = "fax"  # fax tones on a call taken as voice: decide again, as a fax
 AGI_FAX_DONE = "faxdone"  # the end of a fax call, with res_fax's results
 AGI_TRANSFER = "transfer"  # a desk phone's blind transfer of an outside call
+AGI_CALL_END = "callend"  # an unanswered call ended: in voicemail, or while ringing
+ENDED_IN_VOICEMAIL = voicemail.ENDED_IN_VOICEMAIL  # AGI_CALL_END's third argument
+ENDED_RINGING = voicemail.ENDED_RINGING
 
 # Variables only the dialplan uses (globals, and the call's own between its steps).
 AGI_URL = "BACKLINE_AGI"

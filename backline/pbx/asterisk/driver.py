@@ -30,6 +30,7 @@ from backline.core.registrations import Registration
 from backline.core.transfers import decide_transfer
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
+from backline.pbx.asterisk.call_end import call_end_handler
 from backline.pbx.asterisk.commands import inbound_variables, outbound_variables, packed
 from backline.pbx.asterisk.contacts import NO_CONTACTS, desk_phone_contacts
 from backline.pbx.asterisk.events import (
@@ -86,7 +87,8 @@ class AsteriskDriver(CallPath, ModeKeys):
         self.latency_hook: Callable[[str, float], None] | None = None
         self.agi = FastAgiServer({v.AGI_INBOUND: self.inbound, v.AGI_OUTBOUND: self.outbound,
                                   v.AGI_FEATURE: self.feature, v.AGI_FAX: self.fax_heard,
-                                  v.AGI_FAX_DONE: self.fax_done, v.AGI_TRANSFER: self.transfer},
+                                  v.AGI_FAX_DONE: self.fax_done, v.AGI_TRANSFER: self.transfer,
+                                  v.AGI_CALL_END: call_end_handler(self)},
                                  on_latency=self._latency)
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
                            on_login=self._logged_in)

@@ -1,0 +1,162 @@
+"""Voicemail intake: each message the PBX recorded is copied into Backline's own store and
+journaled once, held for the inbox; a call that went unanswered and left no message is
+journaled as a missed call.
+
+The PBX's spool is the record: app_voicemail writes ``voicemail/backline/BOX/FOLDER/msgNNNN``
+(``.txt`` and ``.wav``) whether or not the controller is up, so a message left while it was
+away is still there when it returns.  The spool is read whole at every PBX login (with the
+CDR import) and a box again when a call there ends (the dialplan's h extension), each message
+keyed by its ``msg_id``: journaled once, however often it is read, and also after a member
+listened to it (moved to ``Old``) on a desk phone.
+
+The audio is patient data: the copy is written 0600 in a 0700 directory, fsynced and renamed
+into place before the message is journaled, and only the controller's process reads it (to
+send it to the inbox, to play it on a member's link page).  No log line names a caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from backline.core import e164
+from backline.core.ownership import OwnershipBook
+from backline.core.records import Attempt, NewAttempt
+from backline.core.voicemail import (
+    CallEnd,
+    NotAMessage,
+    VoicemailMessage,
+    missed_call_attempt,
+    parse_message,
+    voicemail_attempt,
+    voicemail_key,
+    wav_seconds,
+)
+
+log = logging.getLogger("backline.voicemail")
+
+VOICEMAIL_CONTEXT = "backline"  # voicemail.conf's context (backline.render.asterisk)
+MAX_AUDIO_BYTES = 64 * 1024 * 1024  # 180 s at 8 kHz, 16 bit is under 3 MB
+# A message left on a call: on the same channel, and not long before the call ended.
+_SAME_CALL = timedelta(hours=2)
+
+
+class VoicemailIntake:
+    """``record`` journals an attempt (True if new); ``recorded`` looks one up by key (in a
+    worker thread); ``spool`` says where the PBX's spool is on this host now."""
+
+    def __init__(self, store: Path, book: OwnershipBook,
+                 record: Callable[[NewAttempt], Awaitable[bool]],
+                 recorded: Callable[[str], Attempt | None], spool: Callable[[], Path],
+                 clock: Callable[[], datetime], *, node: str = "") -> None:
+        self.store = store
+        self.book = book
+        self._record = record
+        self._recorded = recorded
+        self._spool = spool
+        self._clock = clock
+        self._node = node
+        # One read of the spool at a time: a call's end and a login may both read it.
+        self._lock = asyncio.Lock()
+
+    def number_of(self, box: str) -> str | None:
+        return next((n.number for n in self.book.directory.numbers
+                     if n.voicemail_box == box), None)
+
+    async def take_spool(self, box: str | None = None) -> list[VoicemailMessage]:
+        """Journal every message in the spool (of ``box``, or of every box) not yet
+        journaled; return every message seen there."""
+        async with self._lock:
+            seen = await asyncio.to_thread(self._messages, box)
+            for message, audio in seen:
+                await self._take(message, audio)
+            return [m for m, _ in seen]
+
+    async def call_ended(self, end: CallEnd) -> bool:
+        """A call ended unanswered: its message is journaled, or, if it left none, a missed
+        call; True if something new was journaled."""
+        number = self.number_of(end.box)
+        if number is None:
+            log.error("a call ended on voicemail box %s, which no number has", end.box[:40])
+            return False
+        now = self._clock()
+        if end.voicemail:
+            messages = await self.take_spool(end.box)
+            if end.channel and any(m.channel == end.channel and now - m.at < _SAME_CALL
+                                   for m in messages):
+                return True
+        new = await self._record(missed_call_attempt(end.uniqueid, number, end.caller, now,
+                                                     node=self._node))
+        if new:
+            log.info("missed call from %s to %s: no answer and no message",
+                     e164.redact(end.caller), number)
+        return new
+
+    async def _take(self, message: VoicemailMessage, audio: Path) -> None:
+        key = voicemail_key(message.msg_id)
+        if await asyncio.to_thread(self._recorded, key) is not None:
+            return
+        number = self.number_of(message.box)
+        if number is None:
+            return  # a box no number has now (a number removed from the YAML): left alone
+        try:
+            stored = await asyncio.to_thread(self._keep, message, audio)
+        except (OSError, ValueError) as exc:
+            # Left in the spool: the next read (a call's end, a login) tries again.
+            log.error("voicemail %s on %s could not be kept: %s", message.msg_id, number,
+                      exc.strerror if isinstance(exc, OSError) else exc)
+            return
+        if await self._record(voicemail_attempt(message, number, str(stored),
+                                                node=self._node)):
+            log.info("voicemail from %s to %s kept (%d s)", e164.redact(message.caller),
+                     number, message.seconds)
+
+    def _messages(self, box: str | None) -> list[tuple[VoicemailMessage, Path]]:
+        """Whole messages in the spool, oldest first."""
+        root = self._spool() / "voicemail" / VOICEMAIL_CONTEXT
+        boxes = [root / box] if box is not None else \
+            (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
+        found: list[tuple[VoicemailMessage, Path]] = []
+        for box_dir in boxes:
+            if not box_dir.is_dir():
+                continue
+            for info in sorted(box_dir.glob("*/msg[0-9][0-9][0-9][0-9].txt")):
+                if info.parent.name == "tmp":  # being recorded
+                    continue
+                audio = info.with_suffix(".wav")
+                try:
+                    message = parse_message(info.read_text("utf-8", "replace"), box_dir.name)
+                except (OSError, NotAMessage):
+                    continue
+                if audio.is_file():
+                    found.append((message, audio))
+        return sorted(found, key=lambda f: (f[0].at, f[0].msg_id))
+
+    def _keep(self, message: VoicemailMessage, audio: Path) -> Path:
+        """Copy the audio into the store (0600, fsynced, renamed into place)."""
+        with audio.open("rb") as f:
+            data = f.read(MAX_AUDIO_BYTES + 1)
+        if len(data) > MAX_AUDIO_BYTES:
+            raise ValueError("larger than any message")
+        wav_seconds(data)  # a WAVE file, or ValueError: nothing half-written is kept
+        self.store.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.store, 0o700)  # an existing directory too: the audio is patient data
+        dest = self.store / f"voicemail-{message.msg_id}.wav"
+        tmp = dest.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file left by an earlier try keeps no wider mode
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+        dir_fd = os.open(self.store, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return dest
