@@ -129,6 +129,20 @@ def test_kamailio_as_the_registrar_requires_the_shared_postgresql(tmp_path: Path
     assert isinstance(pbx, AsteriskPbx) and pbx.registrar == HostPort("10.0.0.10", 5070)
 
 
+def test_required_encryption_behind_the_registrar_is_refused_by_check(tmp_path: Path) -> None:
+    """The nodes reach desk phones through Kamailio over UDP: with SRTP required no phone
+    would ring (tests/test_registrar_tls.py shows TLS with optional encryption)."""
+    url = "postgresql://backline@db.maple.example:5432/backline"
+    line = ("    node: node1\n    registrar: {host: 10.0.0.10, port: 5070}\n"
+            f"    tls: {{port: 5061, practice_ca: {tmp_path}/ca}}\n    encryption: required\n")
+    problems = problems_of(practice(tmp_path, line, url))
+    assert re.search(r"practice\.yaml:\d+: connections\.pbx\.encryption: optional behind "
+                     r"Kamailio as the registrar", problems), problems
+    pbx = config_mod.load(practice(tmp_path, line.replace("required", "optional"),
+                                   url)).directory.connections.pbx
+    assert isinstance(pbx, AsteriskPbx) and pbx.tls is not None
+
+
 @pytest.mark.parametrize("url", [
     "postgresql://backline@db/backline?password=hunter2",
     "postgresql://backline:hunter2@db/backline",

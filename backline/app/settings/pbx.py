@@ -262,6 +262,11 @@ def _encryption(r: Reader, node: YMap, f: str) -> Encryption:
                   "required needs tls: (SRTP's keys travel in the phones' SIP, so their SIP "
                   "must be TLS): add connections.pbx.tls with certificate_file and key_file, "
                   "or practice_ca")
+    if encryption is Encryption.REQUIRED and entry(node, "registrar") is not None:
+        # The nodes reach the phones through Kamailio over UDP, so nothing would ring.
+        r.problem(where_of(node, "encryption"), f"{f}.encryption",
+                  "optional behind Kamailio as the registrar: required (SRTP to desk "
+                  "phones) is not supported there yet, and no desk phone would ring")
     return encryption
 
 
