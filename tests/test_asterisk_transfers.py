@@ -317,3 +317,116 @@ async def test_a_refused_blind_transfer_sends_the_caller_back_to_the_transferrin
     finally:
         mia.close()
         kill(sam, carrier, *([caller] if caller else []))
+
+
+NURSES = "+13125550101"  # Ana's line, with the nurses (mia, pat) as members
+
+
+def answered_on(p: PracticePbx, phone: str, context: str) -> list[dict[str, str]]:
+    """The calls ``phone`` answered that were dialled from ``context``, in order."""
+    return [e for e in p.events.named("DialEnd") if e.get("DialStatus") == "ANSWER"
+            and e.get("Context") == context
+            and e.get("DestChannel", "").startswith(f"PJSIP/{phone}-")]
+
+
+async def consulted_out(p: PracticePbx, phone: str) -> dict[str, str]:
+    """The DialEnd of ``phone``'s consultation call answered by the carrier, once Asterisk
+    has the two bridged (a transfer pressed before that fails)."""
+    consulted = await p.events.wait_for(
+        lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+        and e.get("Channel", "").startswith(f"PJSIP/{phone}-"))
+    await until_bridged(p, consulted["DestChannel"], consulted["Channel"])
+    return consulted
+
+
+async def test_an_attended_transfer_out_by_a_member_joins_the_caller_to_the_party(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    # Sam, a member of the scheduling line, calls another party from that line and joins
+    # the caller to that call: he could have called the party from it, so it stands.
+    sam = AttendedPhone(sip(pbx), "sam-desk", pbx.secret("sam-desk"))
+    await sam.start()
+    carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER, name="carrier",
+                              port=pbx.ports.trunk)
+    caller: SippProcess | None = None
+    try:
+        await asyncio.to_thread(register, sip(pbx), tmp_path, "sam-desk",
+                                pbx.secret("sam-desk"), contact_port=sam.port, aor="sam")
+        await pbx.driver.wait_registered({"sam"}, within=10)
+        caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT,
+                                audio=tone_file(tmp_path / "tone.ulaw"))
+        await sam.answer_call()
+        await until_answered_and_bridged(pbx, "sam-desk", 1)
+        await sam.consult("*7" + SCHED[2:] + OTHER)
+        consulted = await consulted_out(pbx, "sam-desk")
+        assert (await sam.transfer(OTHER)).status == 202
+        await sam.hang_up_after_transfer()
+        (rang,) = answered_on(pbx, "sam-desk", "backline-ring")
+        await until_bridged(pbx, rang["Channel"], consulted["DestChannel"])
+        key = f"call:{rang['Uniqueid']}"
+        await pbx.controller.wait_rounds(
+            lambda: len(pbx.controller.journal.call_handling(key)) == 1, within=10)
+        (handled,) = pbx.controller.journal.call_handling(key)
+        assert handled.note == "handled by sam; attended transfer to an outside call"
+        assert carrier.invites()[0].start_line.startswith(f"INVITE sip:{OTHER}@")
+        await pbx.driver.ami.action({"Action": "Hangup", "Channel": consulted["DestChannel"]},
+                                    within=5)
+        assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
+    finally:
+        sam.close()
+        kill(carrier, *([caller] if caller else []))
+
+
+async def test_an_attended_transfer_out_follows_the_outbound_rules(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    # Sam puts the caller through to Mia, who is not a member of the scheduling line.  Mia
+    # calls another party from her own line (the nurses', hers to use) and then joins the
+    # caller to that call.  From the scheduling line she may call the caller and nobody
+    # else, so the transfer is refused as a blind one would be: the party is hung up and the
+    # caller rings Mia's desk phone again.
+    mia = AttendedPhone(sip(pbx), "mia-desk", pbx.secret("mia-desk"))
+    await mia.start()
+    sam = await asyncio.to_thread(transferring_phone, sip(pbx), tmp_path, "sam-desk",
+                                  pbx.secret("sam-desk"), "121", aor="sam")
+    carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER, name="carrier",
+                              port=pbx.ports.trunk)
+    caller: SippProcess | None = None
+    try:
+        await asyncio.to_thread(register, sip(pbx), tmp_path, "mia-desk",
+                                pbx.secret("mia-desk"), contact_port=mia.port, aor="mia")
+        await pbx.driver.wait_registered({"sam", "mia"}, within=10)
+        caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT,
+                                audio=tone_file(tmp_path / "tone.ulaw"))
+        await mia.answer_call()
+        await until_answered_and_bridged(pbx, "mia-desk", 1)
+        await mia.consult("*7" + NURSES[2:] + OTHER)
+        (out,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+        assert out.start_line.startswith(f"INVITE sip:{OTHER}@")
+        assert NURSES in (out.header("P-Asserted-Identity") or "")  # her call to make
+        consulted = await consulted_out(pbx, "mia-desk")
+        back = await mia.attended_transfer_taken_back(OTHER)
+        assert PATIENT in back.get("From")  # the caller, back on Mia's phone
+        await pbx.events.wait_for(lambda e: e.get("Event") == "Hangup"
+                                  and e.get("Channel") == consulted["DestChannel"])
+        # Answered twice in the caller's call: Sam's transfer, then the way back; and the
+        # caller is bridged to Mia's phone, not to the party.
+        await pbx.events.wait_for(
+            lambda _: len(answered_on(pbx, "mia-desk", "backline-transfer-ring")) >= 2)
+        first, answered = answered_on(pbx, "mia-desk", "backline-transfer-ring")
+        assert first["Uniqueid"] == answered["Uniqueid"]
+        await until_bridged(pbx, answered["Channel"], answered["DestChannel"])
+        key = f"call:{answered['Uniqueid']}"
+        await pbx.controller.wait_rounds(
+            lambda: len(pbx.controller.journal.call_handling(key)) >= 2, within=10)
+        (sam_put_through, refused) = pbx.controller.journal.call_handling(key)
+        assert sam_put_through.note.startswith("handled by sam; blind transfer to extension 121")
+        assert (refused.by, refused.action, refused.note) == (
+            "mia", "transfer.attended", "handled by mia; attended transfer refused "
+            "(not-a-member): the caller went back to mia")
+        book, conversations = pbx.controller.book, pbx.controller.conversations
+        assert not conversations.is_added(book, SCHED, OTHER, "mia")
+        await pbx.driver.ami.action({"Action": "Hangup", "Channel": answered["DestChannel"]},
+                                    within=5)
+        assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
+    finally:
+        mia.close()
+        kill(sam, carrier, *([caller] if caller else []))

@@ -93,7 +93,9 @@ class AttendedJoin:
     """An attended transfer (REFER with Replaces) joined the caller to a call the user had
     already made: to a colleague's desk phone (``to`` their user id) or out (``to`` "").
     The PBX did it on its own; ``added``: users to add to the conversation (number, party).
-    Going out, the consultation call already followed the outbound rules when it was made."""
+    Going out, it stands only if :func:`decide_transfer` allows the same transfer blind: the
+    consultation call followed the outbound rules of the number it went out from, which need
+    not be the caller's."""
 
     number: str
     party: str

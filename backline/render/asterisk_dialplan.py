@@ -136,6 +136,7 @@ def _decisions(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
     fax_call = f"exten => {v.FAX_EXTENSION},1,Goto({v.FAX_CALL_CONTEXT},s,1)"
     place_call = (f"exten => s,1,Set(CALLERID(num)={var(v.CALLER_ID_NUM)})\n"
                   f" same => n,Set(CALLERID(name)={var(v.CALLER_ID_NAME)})\n"
+                  f" same => n,Set(_{v.PARTY}={var(v.DIAL_TO)})\n"
                   f" same => n,Dial(PJSIP/{var(v.DIAL_TO)}@{carrier})\n"
                   f" same => n,Hangup()")
     return f"""

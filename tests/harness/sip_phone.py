@@ -252,12 +252,25 @@ class AttendedPhone(asyncio.DatagramProtocol):
         """A blind transfer (REFER, no Replaces) of the first call to ``target`` that the
         PBX refuses by ringing this phone again: the new call is answered, the first call is
         hung up on the PBX's final NOTIFY.  Returns the new call's INVITE."""
+        return await self._taken_back(f"sip:{target}@{self.pbx[0]}:{self.pbx[1]}", within)
+
+    async def attended_transfer_taken_back(self, extension: str, within: float = 30
+                                           ) -> Message:
+        """An attended transfer (REFER with Replaces, after :meth:`consult`) that the PBX
+        undoes by ringing this phone again with the first call's caller: as
+        :meth:`blind_transfer_taken_back`; the consultation call is the PBX's to end."""
+        replaces = (f"{self.b_call_id}%3Bto-tag%3D{_tag(self.b_to)}%3Bfrom-tag%3D"
+                    f"{self.b_tag}")
+        return await self._taken_back(
+            f"sip:{extension}@{self.pbx[0]}:{self.pbx[1]}?Replaces={replaces}", within)
+
+    async def _taken_back(self, refer_to: str, within: float) -> Message:
         a = self.a_invite
         self._send(Message(f"REFER {_uri(a.get('Contact'))} SIP/2.0", [
             ("Via", self._via()), ("Max-Forwards", "70"),
             ("From", f"{a.get('To')};tag={self.a_tag}"), ("To", a.get("From")),
             ("Call-ID", a.get("Call-ID")), ("CSeq", "1 REFER"), ("Contact", self.contact),
-            ("Refer-To", f"<sip:{target}@{self.pbx[0]}:{self.pbx[1]}>"),
+            ("Refer-To", f"<{refer_to}>"),
             ("Referred-By", f"<sip:{self.endpoint}@{LOOPBACK}>")]))
         back: Message | None = None
         accepted = bye_sent = bye_answered = False

@@ -116,6 +116,9 @@ AGI_URL = "BACKLINE_AGI"
 ANNOUNCEMENT = "BACKLINE_ANNOUNCEMENT"
 DIALED = "BACKLINE_DIALED"  # the dialled number, filtered
 CALLER = "BACKLINE_CALLER"  # the caller ID, filtered
+# On the carrier's channel of a call placed out: the party called (the decision's DIAL_TO),
+# read when an attended transfer joins an outside caller to that call.
+PARTY = "BACKLINE_PARTY"
 DIVERTED = "BACKLINE_DIVERTED"  # the number the call was diverted from, filtered
 FAILSAFE = "BACKLINE_FAILSAFE"  # the action when the controller cannot be reached
 IS_FAX = "BACKLINE_IS_FAX"  # the dialled number carries fax

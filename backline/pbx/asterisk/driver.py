@@ -205,13 +205,10 @@ class AsteriskDriver(CallPath, ModeKeys):
 
     async def _attended(self, event: Mapping[str, str]) -> None:
         assert self.on_transfer is not None
-        await attended_transfer(event, self.book, self.conversations, self._channel_variable,
-                                self.on_transfer)
-
-    async def _channel_variable(self, channel: str, name: str) -> str:
-        answer: Any = await self.ami.action({"Action": "Getvar", "Channel": channel,
-                                             "Variable": name}, within=5.0)
-        return str(answer.get("Value") or "")[:64]
+        await attended_transfer(
+            event, self.ami, self.book, self.conversations, self.on_transfer,
+            lambda t: decide_transfer(self.book, self.conversations, self.registrations, t,
+                                      self.mode(), self.pbx.ring_seconds))
 
     async def feature(self, request: AgiRequest, session: AgiSession) -> None:
         """``*28``/``*29`` + PIN from a desk phone: engage or end the outage; ``*26``/``*27``:

@@ -8,19 +8,28 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from typing import Any
 
 from backline.core.bans import FAILURES as SECURITY_FAILURES
 from backline.core.conversations import ConversationBook
 from backline.core.emergency import EmergencyCall
 from backline.core.ownership import OwnershipBook
 from backline.core.park import ParkEvent, ParkStep
-from backline.core.transfers import Transfer, TransferKind, attended_join
+from backline.core.transfers import (
+    Transfer,
+    TransferDecision,
+    TransferKind,
+    TransferRefused,
+    attended_join,
+)
 from backline.pbx.asterisk.ami import AmiLink
+from backline.pbx.asterisk.dialplan_variables import CALLER, PARTY
 from backline.pbx.asterisk.transfers import (
     ATTENDED_EVENT,
     OnTransfer,
     attended_parties,
     desk_phone_of,
+    take_back,
 )
 from backline.pbx.ports import LinkDown
 
@@ -82,12 +91,26 @@ def park_event(event: Mapping[str, str]) -> ParkEvent | None:
     return ParkEvent(f"call:{uniqueid}", step, slot, phone)
 
 
-async def attended_transfer(event: Mapping[str, str], book: OwnershipBook,
-                            conversations: ConversationBook,
-                            channel_variable: Callable[[str, str], Awaitable[str]],
-                            on_transfer: OnTransfer) -> None:
+async def attended_transfer(event: Mapping[str, str], ami: AmiLink, book: OwnershipBook,
+                            conversations: ConversationBook, on_transfer: OnTransfer,
+                            decide: Callable[[Transfer], TransferDecision]) -> None:
     """A successful AttendedTransfer event: which outside call it joined to which desk phone
-    (``channel_variable`` reads a channel's variable while the channels are still up)."""
+    (the channels' variables are read over ``ami`` while the channels are still up).
+
+    Joined to an outside party instead, the transfer is judged by the rules of a blind one
+    (``decide``, the core's ``decide_transfer``): the user must be one who could call that
+    party from the number the caller came in on.  Asterisk has joined them already (it
+    performs a REFER with Replaces on its own, before telling anyone), so a refused one is
+    undone at once: the caller goes back to the transferring user's desk phones (then the
+    number's voicemail) and the outside party is hung up (:func:`take_back`)."""
+    async def channel_variable(channel: str, name: str) -> str:
+        answer: Any = await ami.action({"Action": "Getvar", "Channel": channel,
+                                        "Variable": name}, within=5.0)
+        return str(answer.get("Value") or "")[:64]
+
+    async def refuse(caller: str, target: str, decision: TransferRefused) -> None:
+        await take_back(ami.action, caller, target, decision)
+
     by, ends = attended_parties(event)
     ours = [phone for phone, _, _ in ends if book.user_of_phone(phone)]
     for phone, channel, uniqueid in ends:
@@ -99,12 +122,18 @@ async def attended_transfer(event: Mapping[str, str], book: OwnershipBook,
         if not number:
             continue
         caller = await channel_variable(channel, "BACKLINE_CALLER")
+        peer = ""
         if not ours:
             # Some AttendedTransfer events name no target (seen on Asterisk 22 under
             # load): whom the caller is bridged to now says it.
-            peer = desk_phone_of(await channel_variable(channel, "BRIDGEPEER"))
-            ours = [peer] if book.user_of_phone(peer) else []
+            peer = await channel_variable(channel, "BRIDGEPEER")
+            ours = [desk_phone_of(peer)] if book.user_of_phone(desk_phone_of(peer)) else []
         target = ours[0] if ours else ""
+        outside = next((c for _, c, _ in ends if c != channel), peer)
+        if not target and outside and await _refused_out(
+                by, number, caller, channel, outside, channel_variable, decide, refuse,
+                on_transfer, f"call:{uniqueid}"):
+            return
         transfer = Transfer(by, target, number, caller, TransferKind.ATTENDED)
         join = attended_join(book, conversations, transfer, target)
         if join is not None:
@@ -112,3 +141,23 @@ async def attended_transfer(event: Mapping[str, str], book: OwnershipBook,
                      target or "an outside call")
             await on_transfer(f"call:{uniqueid}", transfer, join)
         return
+
+
+async def _refused_out(by: str, number: str, caller: str, caller_channel: str, target: str,
+                       channel_variable: Callable[[str, str], Awaitable[str]],
+                       decide: Callable[[Transfer], TransferDecision],
+                       take_back: Callable[[str, str, TransferRefused], Awaitable[None]],
+                       on_transfer: OnTransfer, key: str) -> bool:
+    """Whether the attended transfer of ``caller_channel`` to the outside channel ``target``
+    was refused (and undone, and journaled).  The party is the one the consultation call was
+    placed to, or the caller ID of an outside caller that came in; unknown, it is refused."""
+    party = await channel_variable(target, PARTY) or await channel_variable(target, CALLER)
+    transfer = Transfer(by, party, number, caller, TransferKind.ATTENDED)
+    decision = decide(transfer)
+    if not isinstance(decision, TransferRefused):
+        return False
+    log.warning("attended transfer from desk phone %s to an outside party refused (%s): the "
+                "caller goes back", by, decision.why.value)
+    await take_back(caller_channel, target, decision)
+    await on_transfer(key, transfer, decision)
+    return True

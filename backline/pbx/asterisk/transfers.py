@@ -80,6 +80,20 @@ def transfer_variables(decision: TransferDecision) -> list[tuple[str, str]]:
             assert_never(decision)
 
 
+async def take_back(action: Callable[[dict[str, str]], Awaitable[object]], caller: str,
+                    target: str, decision: TransferRefused) -> None:
+    """Undo an attended transfer the rules refused (Asterisk joined the two already): the
+    caller's channel is given the refusal's variables and sent to ring the transferring
+    user's desk phones again, then the number's voicemail, as after a refused blind
+    transfer; the outside party's channel, left alone in the bridge, is hung up.  Neither
+    action is one to re-send after a reconnect: the channels will have moved on."""
+    for name, value in transfer_variables(decision):
+        await action({"Action": "Setvar", "Channel": caller, "Variable": name, "Value": value})
+    await action({"Action": "Redirect", "Channel": caller,
+                  "Context": v.context(v.TRANSFER_RING), "Exten": "s", "Priority": "1"})
+    await action({"Action": "Hangup", "Channel": target})
+
+
 def _dial(contacts: tuple[tuple[str, str], ...]) -> str:
     # Each registration by its contact, as for an inbound call (checked when it registered).
     return "&".join(f"PJSIP/{phone}/{contact}" for phone, contact in contacts)
