@@ -3,6 +3,7 @@ alert a lockout sends."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -86,6 +87,9 @@ async def test_a_lockout_emails_the_alert_recipients_without_the_digits(
     # The controller's own seam for *28/*29 (both drivers call it), a real SMTP server and a
     # real SQLite journal; tests/test_asterisk_outage.py drives the same through Asterisk.
     monkeypatch.setenv("BACKLINE_TEST_LOCKOUT_PIN", "4321")
+    # The wall clock at a time whose digits hold the PIN (a Message-ID made from the clock
+    # carried it then); only the clock is replaced.
+    monkeypatch.setattr(time, "time", lambda: 1796432171.65)
     async with SmtpSink() as sink:
         path = tmp_path / "practice.yaml"
         path.write_text(f"""\
