@@ -1,22 +1,169 @@
-"""Backline as a service: what a service manager does to it.
+"""Backline as a service: installed as systemd would run it, and what systemd does to it.
 
+- `backline install --root DIR` creates the user, the directories with their modes, the
+  secrets' environment file and a hardened unit, enabled; `systemd-analyze verify` accepts the
+  unit and `systemd-analyze security` rates it; `--dry-run` changes nothing; `uninstall` leaves
+  the journal.  (systemd is not PID 1 in this container, so `systemd-run` cannot run it: the
+  unit's own command lines are run directly instead.)
+- The unit's ExecStart, run as it is with a notification socket, reaches ready and sends
+  READY=1; its ExecReload applies a change and refuses a broken YAML (exit 2).
 - A SIGHUP that comes while `backline up` is still starting (Asterisk booting, no controller
   yet) is held until the controller is ready and then reloads; it never ends the process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
 import signal
+import socket
+import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from backline.render.systemd import unit_command
 from tests.harness.backline_process import BacklineProcess as Backline
+from tests.harness.practice_pbx import AMI_ENV, practice_pbx
 from tests.test_crash_restart import up_practice
+from tests.test_reload import NEW_SCHED, OLD_SCHED
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD = "SIGHUP before the controller is ready"
+EXAMPLE = ROOT / "config" / "example.yaml"
+SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
+UNIT = "etc/systemd/system/backline.service"
+
+
+def backline(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def seeded_root(folder: Path) -> Path:
+    """An empty system root with only root's account, for `install --root`."""
+    (folder / "etc").mkdir(parents=True)
+    for name, line in (("passwd", "root:x:0:0:root:/root:/bin/bash"), ("group", "root:x:0:"),
+                       ("shadow", "root:*:19000:0:99999:7:::"), ("gshadow", "root:*::")):
+        (folder / "etc" / name).write_text(line + "\n")
+    return folder
+
+
+def files_in(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def owner_mode(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+@pytest.mark.parametrize("local_pbx", [False, True], ids=["run", "up"])
+def test_install_makes_the_user_directories_and_a_hardened_unit_systemd_verifies(
+        tmp_path: Path, local_pbx: bool) -> None:
+    root = seeded_root(tmp_path / "root")
+    pbx = ["--local-pbx"] if local_pbx else []
+    before = files_in(root)
+    dry = backline("install", "--config", str(EXAMPLE), "--root", str(root), "--dry-run", *pbx)
+    assert dry.returncode == 0, dry
+    assert all(line.startswith("would") for line in dry.stdout.splitlines()), dry.stdout
+    assert "useradd" in dry.stdout and "enable backline.service" in dry.stdout
+    assert files_in(root) == before  # a dry run changes nothing
+
+    done = backline("install", "--config", str(EXAMPLE), "--root", str(root), *pbx)
+    assert done.returncode == 0, done
+    [user] = [line.split(":") for line in (root / "etc/passwd").read_text().splitlines()
+              if line.startswith("backline:")]
+    uid, gid = int(user[2]), int(user[3])
+    assert user[5:] == ["/var/lib/backline", "/usr/sbin/nologin"], user
+    assert 0 < uid < 1000  # a system account
+    assert owner_mode(root / "var/lib/backline") == (uid, gid, 0o750)
+    assert owner_mode(root / "etc/backline") == (0, gid, 0o750)
+    env = root / "etc/backline/backline.env"
+    assert owner_mode(env) == (0, gid, 0o640)
+    assert "BACKLINE_AMI_SECRET=\n" in env.read_text()  # the names, to fill in; no values
+
+    unit = (root / UNIT).read_text()
+    for line in ("Type=notify", "User=backline", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                 "PrivateTmp=yes", "LimitNOFILE=65536", "StandardError=journal",
+                 "EnvironmentFile=-/etc/backline/backline.env"):
+        assert f"\n{line}\n" in unit, (line, unit)
+    assert unit_command(unit, "ExecStart")[-2:] == ["up" if local_pbx else "run", str(EXAMPLE)]
+    assert unit_command(unit, "ExecReload")[-2:] == ["reload", str(EXAMPLE)]
+    writable = re.search(r"\nReadWritePaths=(.*)\n", unit)
+    assert writable and "/var/lib/backline" in writable.group(1).split(), unit
+    assert ("KillMode=process" in unit) == local_pbx  # Asterisk outlives a controller crash
+    wants = root / "etc/systemd/system/multi-user.target.wants/backline.service"
+    assert os.readlink(wants) == "/etc/systemd/system/backline.service"  # enabled
+
+    verified = subprocess.run([SYSTEMD_ANALYZE, "verify", str(root / UNIT)],
+                              capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0 and verified.stdout + verified.stderr == "", verified
+    rated = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", str(root / UNIT)],
+                           capture_output=True, text=True, timeout=60)
+    exposure = re.search(r"Overall exposure level for backline\.service: ([0-9.]+)",
+                         rated.stdout + rated.stderr)
+    assert exposure, rated
+    # systemd's scale: 10 is a unit with no hardening at all (0-2 SAFE, 2-5 OK).
+    assert float(exposure.group(1)) < (5.0 if local_pbx else 4.0), rated.stdout[-2000:]
+
+    again = backline("install", "--config", str(EXAMPLE), "--root", str(root), *pbx)
+    assert again.returncode == 0, again
+    assert "user backline exists" in again.stdout and "kept as it is" in again.stdout
+
+    journal = root / "var/lib/backline/journal.db"
+    journal.write_bytes(b"the practice's history")
+    removed = backline("uninstall", "--root", str(root))
+    assert removed.returncode == 0, removed
+    assert not (root / UNIT).exists() and not wants.is_symlink()
+    assert journal.read_bytes() == b"the practice's history" and env.exists()
+    assert "backline:" in (root / "etc/passwd").read_text()
+
+
+@pytest.mark.asterisk
+async def test_the_unit_s_exec_start_reaches_ready_and_its_exec_reload_applies_a_change(
+        tmp_path: Path) -> None:
+    async with practice_pbx(tmp_path, "unit", controller_in_process=False) as pbx:
+        root = seeded_root(tmp_path / "root")
+        config = str(pbx.config_path)
+        installed = await asyncio.to_thread(backline, "install", "--config", config,
+                                            "--root", str(root))
+        assert installed.returncode == 0, installed
+        unit = (root / UNIT).read_text()
+        start, reload = unit_command(unit, "ExecStart"), unit_command(unit, "ExecReload")
+        # systemd's notification socket, as Type=notify hands the service one.
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(30)
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"),
+               AMI_ENV: os.environ[AMI_ENV]}
+        service = Backline(argv=start, env=env)
+        try:
+            await asyncio.to_thread(service.wait_for, "ready", 60)
+            told = await asyncio.to_thread(notify.recv, 4096)
+            assert told.split(b"\n")[0] == b"READY=1", told
+
+            text = pbx.config_path.read_text()
+            pbx.config_path.write_text(text.replace(OLD_SCHED, NEW_SCHED))
+            applied = await asyncio.to_thread(
+                subprocess.run, reload, capture_output=True, text=True, timeout=60, env=env)
+            assert applied.returncode == 0, applied
+            assert f"reload (pid {service.proc.pid}): applied" in applied.stdout, applied
+            await asyncio.to_thread(service.wait_for, "reload of", 10)
+
+            pbx.config_path.write_text(text.replace(OLD_SCHED, 'owner: "user:nobody"'))
+            refused = await asyncio.to_thread(
+                subprocess.run, reload, capture_output=True, text=True, timeout=60, env=env)
+            assert refused.returncode == 2 and "not reloaded" in refused.stderr, refused
+            assert service.proc.poll() is None
+        finally:
+            service.signal(signal.SIGTERM)  # what `systemctl stop` sends
+            notify.close()
+        assert service.proc.returncode == 0, "".join(service.lines)
 
 
 @pytest.mark.asterisk

@@ -18,6 +18,7 @@ from backline.app.commands import (
     conversation,
     doctor,
     hours,
+    install,
     outage,
     reload,
     running,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     hours.add_parser(sub)
     doctor.add_parser(sub)
     reload.add_parser(sub)
+    install.add_parsers(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,12 +30,18 @@ class BacklineProcess:
     """``backline ARGS…``; its stdout and stderr kept as lines.  ``nofile``: the process's
     (soft, hard) descriptor limit, as ``ulimit -Sn``/``-Hn`` would set it."""
 
-    def __init__(self, *args: str, nofile: tuple[int, int] | None = None) -> None:
+    def __init__(self, *args: str, nofile: tuple[int, int] | None = None,
+                 argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+                 ) -> None:
+        """``argv``: the whole command line instead (a unit's ExecStart); ``env``: the
+        environment instead of this process's."""
         def limit() -> None:
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "backline.app.cli", *args],
+        command = [sys.executable, "-m", "backline.app.cli", *args] if argv is None \
+            else list(argv)
+        self.proc = subprocess.Popen(command, env=env,
                                      cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, bufsize=0,
                                      preexec_fn=limit if nofile is not None else None)
