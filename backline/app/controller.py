@@ -60,6 +60,8 @@ from backline.features.status.health import Health, idle, off
 from backline.features.status.metrics import Metrics
 from backline.features.status.page import HoursRow, hours_rows
 from backline.features.status.server import make_status_app, public_app
+from backline.features.texting import feature as texting
+from backline.features.texting.sender import StaffTexts
 from backline.journal import Journal, JournalError, NewAttempt
 from backline.journal.writer import AttemptWriter
 
@@ -76,6 +78,7 @@ FEATURES: tuple[Build, ...] = (
     email_intake.build,       # email kept while the outage lasts
     inbox.build,              # held attempts and emails delivered once the mode is normal
     sms.build,                # the SMS webhook and the outage auto-reply
+    texting.build,            # staff text from practice numbers (API, sender, status)
     audit_upkeep.build,       # refusal counts written, the audit log pruned by age
     provisioning.build,       # desk phones' provisioning files over HTTPS
 )
@@ -352,6 +355,12 @@ class Controller:
     def replies(self) -> AutoReplies:
         found = self.feature(sms.Sms)
         assert found is not None, "SMS is in FEATURES"
+        return found.service
+
+    @property
+    def texts(self) -> StaffTexts:
+        found = self.feature(texting.Texting)
+        assert found is not None, "texting is in FEATURES"
         return found.service
 
     @property

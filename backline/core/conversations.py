@@ -153,6 +153,17 @@ class ConversationBook:
     def is_added(self, book: OwnershipBook, number: str, party: str, user_id: str) -> bool:
         return user_id in self._of(number, party) and book.is_active(user_id)
 
+    def may_use(self, book: OwnershipBook, number: str, party: str, user_id: str) -> bool:
+        """Whether ``user_id`` may call or text ``party`` from ``number``: the number's
+        members may, towards anyone; someone added to one conversation, towards that party
+        only.  The one rule outbound calls and staff texts are both decided by."""
+        return user_id in book.members(number) or self.is_added(book, number, party, user_id)
+
+    def added_on(self, book: OwnershipBook, number: str, user_id: str) -> bool:
+        """Whether ``user_id`` (active) was added to any conversation of ``number``."""
+        return book.is_active(user_id) and any(
+            user_id in who for who in self._added.get(number, {}).values())
+
     def members(self, book: OwnershipBook, number: str, party: str) -> frozenset[str]:
         """Everyone who sees the conversation: the number's members plus those added."""
         return book.members(number) | self.added(book, number, party)

@@ -130,8 +130,7 @@ def decide_outbound(book: OwnershipBook, conversations: ConversationBook, call: 
     number = book.number(from_number)
     if number is None or Carry.VOICE not in number.carries:
         return RefuseOutbound(Refusal.NOT_A_PRACTICE_NUMBER)
-    if user not in book.members(from_number) and \
-            not conversations.is_added(book, from_number, to, user):
+    if not conversations.may_use(book, from_number, to, user):
         return RefuseOutbound(Refusal.NOT_A_MEMBER)
     return PlaceCall(from_number, number.caller_id_name, to)
 

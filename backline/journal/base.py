@@ -2,7 +2,7 @@
 
 The journal is the durable record every feature writes; each consumer's SQL is a store of its
 own (``attempts``, ``modes``, ``hours``, ``controllers``, ``audit``, ``alerts``, ``delivery``,
-``replies``, ``emergency``, ``conversations``, ``pins``), all on
+``replies``, ``emergency``, ``conversations``, ``pins``, ``texts``), all on
 :class:`~backline.journal.store.SqlStore`.
 Backends differ only in how they connect, their placeholder and their auto-increment type.
 """
@@ -22,11 +22,12 @@ from backline.journal.modes import ModeJournal
 from backline.journal.pins import PinJournal
 from backline.journal.replies import ReplyJournal
 from backline.journal.store import JournalError
+from backline.journal.texts import TextJournal
 
 
 class SqlJournal(AttemptJournal, ModeJournal, HoursJournal, ControllerJournal, AuditJournal,
                  AlertJournal, InboxJournal, ReplyJournal, EmergencyJournal,
-                 ConversationJournal, CallHandlingJournal, PinJournal):
+                 ConversationJournal, CallHandlingJournal, PinJournal, TextJournal):
     """Every store over one DB-API connection; subclasses connect and commit durably."""
 
     def migrate(self) -> int:

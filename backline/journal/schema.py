@@ -288,6 +288,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             locked_until TEXT
         )""",
     ),
+    (  # 14: texts staff send from practice numbers (backline.journal.texts), one per the
+        # caller's idempotency `key`: who, from which number, to whom, the text (patient data,
+        # kept as an inbound SMS's text is), our sending `state` and `detail` (why, in words),
+        # the lease (`claimed_until`, `claimed_by`), and the gateway's `message_sid` and
+        # `delivery` status from its signed status callbacks.
+        """CREATE TABLE staff_texts (
+            id {autoid},
+            key TEXT NOT NULL UNIQUE,
+            at TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            tries INTEGER NOT NULL DEFAULT 0,
+            next_try_at TEXT NOT NULL,
+            claimed_until TEXT NOT NULL DEFAULT '',
+            claimed_by TEXT NOT NULL DEFAULT '',
+            sent_at TEXT NOT NULL DEFAULT '',
+            message_sid TEXT NOT NULL DEFAULT '',
+            delivery TEXT NOT NULL DEFAULT '',
+            delivery_at TEXT NOT NULL DEFAULT '',
+            error_code TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX staff_texts_due ON staff_texts (state, next_try_at)",
+        "CREATE INDEX staff_texts_sid ON staff_texts (message_sid)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

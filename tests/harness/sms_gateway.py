@@ -6,7 +6,8 @@ accepted message recorded, a ``201`` JSON Message resource answered.  It can be 
 the next requests with a status, to drop the connection after reading the request, or to
 hold a request until the harness stops (a timeout for the client).
 
-Inbound, it posts webhooks to a URL the way Twilio does: the full parameter set Twilio sends
+Inbound, it posts webhooks to a URL the way Twilio does (and, for a message sent with a
+``StatusCallback``, its status callbacks): the full parameter set Twilio sends
 for an SMS, form-encoded, signed with ``X-Twilio-Signature``, and on request unsigned, signed
 with the wrong token, signed for another URL, or altered after signing.
 
@@ -57,6 +58,7 @@ class SentSms:
     sender: str
     to: str
     body: str
+    status_callback: str = ""  # where the sender asked for the message's status
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class _Faults:
     status: list[tuple[int, int | None]] = field(default_factory=list)  # (status, retry-after)
     drops: int = 0
     stalls: int = 0
+    lost_answers: int = 0
 
 
 class TwilioGateway:
@@ -163,6 +166,11 @@ class TwilioGateway:
         the client cannot tell whether the message went out."""
         self._faults.drops += count
 
+    def lose_answer_next(self, count: int) -> None:
+        """Accept the next ``count`` messages (they count as sent), then close the
+        connection before answering: the gateway took them, the client cannot know it."""
+        self._faults.lost_answers += count
+
     def stall_next(self, count: int) -> None:
         """Hold the next ``count`` requests until :meth:`stop`: the client times out."""
         self._faults.stalls += count
@@ -206,7 +214,8 @@ class TwilioGateway:
             return _error(404, 20404, "The requested resource was not found")
         if form is None:
             return _error(400, 21600, "Expected a form")  # not Twilio's wording; never seen
-        to, sender, body = (str(form.get(name, "")) for name in ("To", "From", "Body"))
+        to, sender, body, callback = (str(form.get(name, "")) for name in (
+            "To", "From", "Body", "StatusCallback"))
         if not _E164.fullmatch(to):
             return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if not _E164.fullmatch(sender):
@@ -219,8 +228,13 @@ class TwilioGateway:
                           "character limit.")
         sid = "SM" + secrets.token_hex(16)
         async with self._changed:
-            self.sent.append(SentSms(sid, self.account_sid, sender, to, body))
+            self.sent.append(SentSms(sid, self.account_sid, sender, to, body, callback))
             self._changed.notify_all()
+        if self._faults.lost_answers:
+            self._faults.lost_answers -= 1
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()  # never reaches the client: the connection is gone
         now = formatdate(usegmt=True)
         return web.json_response(status=201, data={
             "account_sid": self.account_sid, "api_version": "2010-04-01", "body": body,
@@ -269,6 +283,32 @@ class TwilioGateway:
         if signing is Signing.TAMPERED:
             params = [(k, v + " (and more)" if k == "Body" else v) for k, v in params]
         return await self.post_raw(url, urlencode(params).encode(), headers, tuple(params))
+
+    async def report_status(self, message: SentSms, status: str, *, error_code: str = "",
+                            signing: Signing = Signing.TWILIO,
+                            message_sid: str | None = None) -> Delivered:
+        """Post the status callback Twilio posts for ``message`` (to the ``StatusCallback``
+        it was sent with): ``status`` is Twilio's MessageStatus (queued, sent, delivered,
+        undelivered, failed), ``error_code`` its ErrorCode; signed as :meth:`deliver` signs.
+        ``message_sid`` stands in for the message's own (a message the sender lost track of
+        still has the one the gateway gave it)."""
+        assert message.status_callback, "the message was sent without a StatusCallback"
+        sid = message_sid or message.sid
+        params = [("SmsSid", sid), ("SmsStatus", status), ("MessageStatus", status),
+                  ("To", message.to), ("MessageSid", sid), ("AccountSid", message.account_sid),
+                  ("From", message.sender), ("ApiVersion", "2010-04-01")]
+        if error_code:
+            params.append(("ErrorCode", error_code))
+        headers: dict[str, str] = {}
+        key = self.auth_token if signing is not Signing.WRONG_TOKEN else "not-" + self.auth_token
+        if signing is not Signing.NONE:
+            headers["X-Twilio-Signature"] = twilio_signature(message.status_callback, params,
+                                                             key)
+        if signing is Signing.TAMPERED:
+            forged = "failed" if status != "failed" else "delivered"
+            params = [(k, forged if k == "MessageStatus" else v) for k, v in params]
+        return await self.post_raw(message.status_callback, urlencode(params).encode(),
+                                   headers, tuple(params))
 
     async def post_raw(self, url: str, body: bytes, headers: Mapping[str, str] | None = None,
                        params: tuple[tuple[str, str], ...] = (),

@@ -161,14 +161,15 @@ class SmsGatewayClient:
             await self._session.close()
             self._session = None
 
-    async def send(self, sender: str, to: str, body: str) -> str:
+    async def send(self, sender: str, to: str, body: str, *, status_callback: str = "") -> str:
         """Send ``body`` from ``sender`` to ``to`` (both E.164); return the gateway's sid.
+        ``status_callback``: where the gateway is to post the message's delivery status.
 
         Raises :class:`~backline.features.sms.twilio.UnsendableSms` before any traffic for a bad
         number or body, :class:`GatewayRefused`, :class:`GatewayUnavailable` or
         :class:`GatewayProtocolError` as described on each.
         """
-        form = outbound_form(sender, to, body)
+        form = outbound_form(sender, to, body, status_callback)
         if self._session is None:
             # Created here, not in __init__: a ClientSession belongs to the running loop.
             self._session = aiohttp.ClientSession(timeout=self._timeout)

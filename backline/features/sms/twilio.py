@@ -260,6 +260,33 @@ def parse_inbound(params: Params) -> InboundSms:
                       given if given != numbers[0] else "")
 
 
+@dataclass(frozen=True, slots=True)
+class MessageStatus:
+    """A status callback: the gateway's ``status`` of the message ``message_sid`` it took
+    (Twilio's ``MessageStatus``), and its ``ErrorCode`` ("" when none)."""
+
+    message_sid: str
+    status: str
+    error_code: str = ""
+
+
+def parse_status(params: Params) -> MessageStatus:
+    """The status in a (signature-checked) status callback form, or :class:`BadWebhook`:
+    ``MessageSid`` as the Messages API answers it, ``MessageStatus`` one word (which ones
+    count is the caller's), ``ErrorCode`` digits when present."""
+    pairs = _pairs(params)
+    sid = _required(pairs, "MessageSid")
+    if not _ANSWER_SID.fullmatch(sid):
+        raise BadWebhook("expected a message sid", "MessageSid")
+    status = _required(pairs, "MessageStatus")
+    if not (status.isascii() and status.isalpha() and len(status) <= 20):
+        raise BadWebhook("expected a status word", "MessageStatus")
+    code = _optional(pairs, "ErrorCode") or ""
+    if code and not (code.isascii() and code.isdigit() and len(code) <= 8):
+        raise BadWebhook("expected a number", "ErrorCode")
+    return MessageStatus(sid, status.lower(), code)
+
+
 # --- the Messages API -------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +345,10 @@ def account_path(account_sid: str) -> str:
     return f"/{API_VERSION}/Accounts/{quote(account_sid, safe='')}.json"
 
 
-def outbound_form(sender: str, to: str, body: str) -> dict[str, str]:
-    """The Messages API form that sends ``body`` from ``sender`` to ``to``.
+def outbound_form(sender: str, to: str, body: str, status_callback: str = ""
+                  ) -> dict[str, str]:
+    """The Messages API form that sends ``body`` from ``sender`` to ``to`` (and has the
+    gateway post the message's status to ``status_callback``, when given).
 
     Raises :class:`UnsendableSms` for a number that is not E.164 or an empty or over-long
     body: Twilio would refuse them (21211, 21602, 21617) and retrying cannot help.
@@ -332,7 +361,10 @@ def outbound_form(sender: str, to: str, body: str) -> dict[str, str]:
         raise UnsendableSms("the message is empty")
     if len(body) > MAX_BODY_CHARS:
         raise UnsendableSms(f"the message is longer than {MAX_BODY_CHARS} characters")
-    return {"To": to, "From": sender, "Body": body}
+    form = {"To": to, "From": sender, "Body": body}
+    if status_callback:
+        form["StatusCallback"] = status_callback
+    return form
 
 
 def sid_from_answer(payload: bytes) -> str:

@@ -1,4 +1,5 @@
-"""``POST /sms/inbound``: the gateway's inbound-message webhook, as a thin aiohttp shell.
+"""``POST /sms/inbound``: the gateway's inbound-message webhook, and ``POST /sms/status``: its
+status callbacks for the texts staff send; thin aiohttp shells, checked alike.
 
 The order of the checks is the contract:
 
@@ -38,14 +39,17 @@ from backline.features.sms.twilio import (
     SIGNATURE_HEADER,
     BadWebhook,
     InboundSms,
+    MessageStatus,
     parse_form,
     parse_inbound,
+    parse_status,
     verify,
 )
 
 log = logging.getLogger("backline.sms.webhook")
 
 PATH = "/sms/inbound"
+STATUS_PATH = "/sms/status"
 
 MAX_FORM_BYTES = 64 * 1024
 """A 1600-character body percent-encodes to at most ~15 KB (4-byte UTF-8, three bytes per
@@ -75,18 +79,35 @@ def make_sms_routes(public_url_base: str, auth_token: Callable[[], str], on_sms:
     per request so a rotated secret takes effect without a restart, and an empty one refuses
     everything.  ``on_sms`` and ``on_refused`` are described in the module docstring.
     """
-    inbound = _InboundSms(public_url_base.rstrip("/") + PATH, auth_token, on_sms, on_refused,
-                          judge)
+    inbound = _InboundSms(public_url_base.rstrip("/") + PATH, auth_token, on_refused, judge,
+                          on_sms)
     return [web.post(PATH, inbound.handle)]
 
 
-class _InboundSms:
-    def __init__(self, public_url: str, auth_token: Callable[[], str], on_sms: OnSms,
-                 on_refused: OnRefused,
-                 judge: Callable[[str, str], Refusal] | None = None) -> None:
+OnStatus = Callable[[MessageStatus, str], Awaitable[None]]
+
+
+def make_status_routes(public_url_base: str, auth_token: Callable[[], str],
+                       on_status: OnStatus, on_refused: OnRefused,
+                       judge: Callable[[str, str], Refusal] | None = None,
+                       ) -> list[web.RouteDef]:
+    """The route serving ``POST /sms/status`` (:data:`STATUS_PATH`): the gateway's status
+    callbacks for messages we sent, checked in the same order as an inbound SMS (steps 1 to
+    4 above, with :func:`~backline.features.sms.twilio.parse_status`), then
+    ``on_status(status, query)`` is awaited (``query``: the callback URL's query string, as
+    signed) before the 200."""
+    status = _StatusCallback(public_url_base.rstrip("/") + STATUS_PATH, auth_token,
+                             on_refused, judge, on_status)
+    return [web.post(STATUS_PATH, status.handle)]
+
+
+class _SignedWebhook:
+    """A form the gateway posts and signs; :meth:`taken` is what a signed one does."""
+
+    def __init__(self, public_url: str, auth_token: Callable[[], str], on_refused: OnRefused,
+                 judge: Callable[[str, str], Refusal] | None) -> None:
         self._public_url = public_url
         self._auth_token = auth_token
-        self._on_sms = on_sms
         self._on_refused = on_refused
         self._judge = judge
 
@@ -111,20 +132,13 @@ class _InboundSms:
         if not verify(self._signed_url(request), params, header, token):
             return await self._refuse(403, BAD_SIGNATURE, remote)
         try:
-            sms = parse_inbound(params)
+            return await self.taken(params, request)
         except BadWebhook as exc:
             return await self._refuse(400, f"malformed: {exc}", remote)
-        try:
-            await self._on_sms(sms)
-        except Exception:
-            # Not 200: the gateway keeps the message and posts it again, and the journal key
-            # makes that second delivery harmless if the first was in fact recorded.
-            log.exception("sms webhook: recording %s failed; the gateway will retry",
-                          sms.message_sid)
-            return _plain(500)
-        log.info("sms webhook: %s from %s to %s taken", sms.message_sid, redact(sms.sender),
-                 redact(sms.recipient))
-        return web.Response(text=EMPTY_TWIML, content_type="text/xml", charset="utf-8")
+
+    async def taken(self, params: tuple[tuple[str, str], ...],
+                    request: web.Request) -> web.Response:
+        raise NotImplementedError
 
     def _signed_url(self, request: web.Request) -> str:
         # raw_path keeps the query string percent-encoded as received, which is how Twilio
@@ -147,6 +161,46 @@ class _InboundSms:
             # The refusal stands whether or not it could be recorded.
             log.exception("sms webhook: recording a refusal failed")
         return _plain(status)
+
+
+class _InboundSms(_SignedWebhook):
+    def __init__(self, public_url: str, auth_token: Callable[[], str], on_refused: OnRefused,
+                 judge: Callable[[str, str], Refusal] | None, on_sms: OnSms) -> None:
+        super().__init__(public_url, auth_token, on_refused, judge)
+        self._on_sms = on_sms
+
+    async def taken(self, params: tuple[tuple[str, str], ...],
+                    request: web.Request) -> web.Response:
+        sms = parse_inbound(params)
+        try:
+            await self._on_sms(sms)
+        except Exception:
+            # Not 200: the gateway keeps the message and posts it again, and the journal key
+            # makes that second delivery harmless if the first was in fact recorded.
+            log.exception("sms webhook: recording %s failed; the gateway will retry",
+                          sms.message_sid)
+            return _plain(500)
+        log.info("sms webhook: %s from %s to %s taken", sms.message_sid, redact(sms.sender),
+                 redact(sms.recipient))
+        return web.Response(text=EMPTY_TWIML, content_type="text/xml", charset="utf-8")
+
+
+class _StatusCallback(_SignedWebhook):
+    def __init__(self, public_url: str, auth_token: Callable[[], str], on_refused: OnRefused,
+                 judge: Callable[[str, str], Refusal] | None, on_status: OnStatus) -> None:
+        super().__init__(public_url, auth_token, on_refused, judge)
+        self._on_status = on_status
+
+    async def taken(self, params: tuple[tuple[str, str], ...],
+                    request: web.Request) -> web.Response:
+        status = parse_status(params)
+        try:
+            await self._on_status(status, request.raw_path.partition("?")[2])
+        except Exception:
+            log.exception("sms status: recording %s failed; the gateway will retry",
+                          status.message_sid)
+            return _plain(500)
+        return _plain(200)
 
 
 async def _read_bounded(request: web.Request) -> bytes | None:

@@ -1,0 +1,177 @@
+"""The texting API the inbox calls, on the status listener behind its bearer token (as the
+conversation API is), and the gateway's status callbacks for what it sent.
+
+``POST /texts/send`` with a JSON object: ``key`` (the caller's idempotency key: a request
+sent again under it sends nothing more and answers what became of the first), ``user`` (who
+is texting), ``number`` (the practice number to text from), ``to`` (the party) and ``text``.
+Answers:
+
+- 202 and the text's state (``pending``): journaled, to be sent by the sender task;
+- 200 and its state now, ``duplicate: true``: the key was used for this very text already;
+- 409: the key was used for another text; 400/413/422: a request that is not one;
+- 403 ``{"refused", "why"}``: :func:`backline.core.texting.decide_text` refused it (audited);
+- 503 ``{"refused"}``: no SMS gateway is configured.
+
+``POST /texts/show`` with ``{"key"}``: the text's state now (404 if none).  No answer and no
+log line echoes the text; bodies, never URLs, carry numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from backline.core import e164
+from backline.core.conversations import ConversationBook
+from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.records import AuditEntry
+from backline.core.texting import OutboundText, RefuseText, decide_text, is_delivery_status
+from backline.features.sms.twilio import MAX_BODY_CHARS, MessageStatus
+from backline.journal import Journal
+from backline.journal.texts import StaffText
+
+log = logging.getLogger("backline.texting")
+
+MAX_REQUEST = 32 * 1024
+"""A 1600-character text JSON-escaped (up to 12 bytes a character, surrogate pairs) and the
+few other fields fit; anything bigger is not a request."""
+MAX_KEY = 200
+FIELDS = ("key", "user", "number", "to", "text")
+NO_GATEWAY = "no SMS gateway is configured to send it"
+
+
+class TextingApi:
+    """The handlers; ``wake`` tells the sender a text is due (``backline.features.texting
+    .sender``); ``gateway`` says whether one is configured."""
+
+    def __init__(self, journal: Journal, book: OwnershipBook, conversations: ConversationBook,
+                 clock: Callable[[], datetime], mode: Callable[[], Mode],
+                 wake: Callable[[], None], gateway: bool) -> None:
+        self.journal = journal
+        self.book = book
+        self.conversations = conversations
+        self.clock = clock
+        self.mode = mode
+        self.wake = wake
+        self.gateway = gateway
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/texts/send", self.send), web.post("/texts/show", self.show)]
+
+    async def send(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        fields = {k: body.get(k) for k in FIELDS}
+        missing = [k for k, value in fields.items() if not isinstance(value, str) or not value]
+        if missing:
+            return _refusal(400, f"expected strings for {', '.join(missing)}")
+        key, user, number, to, text = (str(fields[k]) for k in FIELDS)
+        if len(key) > MAX_KEY or not key.isprintable():
+            return _refusal(400, f"expected a key of at most {MAX_KEY} printable characters")
+        if not text.strip():
+            return _refusal(422, "the text is empty")
+        if len(text) > MAX_BODY_CHARS:
+            return _refusal(422, f"the text is longer than {MAX_BODY_CHARS} characters")
+        known = await asyncio.to_thread(self.journal.text_by_key, key)
+        if known is not None:  # a request sent again: what became of the first
+            return self._again(known, user, number, to, text)
+        if not self.gateway:
+            return _refusal(503, NO_GATEWAY)
+        decision = decide_text(self.book, self.conversations, OutboundText(user, number, to),
+                               self.mode())
+        if isinstance(decision, RefuseText):
+            await asyncio.to_thread(self.journal.audit, AuditEntry(
+                self.clock(), user[:80], "text.refused",
+                f"{decision.why.value}: {decision.detail}"))
+            log.warning("staff text by %s refused: %s", user[:80], decision.detail)
+            return web.json_response({"refused": decision.detail,
+                                      "why": decision.why.value}, status=403)
+        kept, new = await asyncio.to_thread(self.journal.add_text, key, self.clock(), user,
+                                            decision.from_number, decision.to, text)
+        if not new:  # the same key, sent twice at once: the other one won
+            return self._again(kept, user, number, to, text)
+        log.info("staff text #%d by %s from %s to %s: to be sent", kept.id, user,
+                 kept.sender, e164.redact(kept.recipient))
+        self.wake()
+        return web.json_response(_shown(kept), status=202)
+
+    def _again(self, known: StaffText, user: str, number: str, to: str,
+               text: str) -> web.Response:
+        if not known.same_request(user, _spelt(number), _spelt(to), text):
+            return _refusal(409, "the key was used for another text")
+        return web.json_response(_shown(known) | {"duplicate": True})
+
+    async def show(self, request: web.Request) -> web.Response:
+        key = (await _body(request)).get("key")
+        if not isinstance(key, str) or not key:
+            return _refusal(400, "expected a string for key")
+        known = await asyncio.to_thread(self.journal.text_by_key, key)
+        if known is None:
+            return _refusal(404, "no text was sent under that key")
+        return web.json_response(_shown(known))
+
+    # -- the gateway's status callbacks (signed: backline.features.sms.webhook) -------------
+
+    async def status(self, status: MessageStatus, query: str) -> None:
+        """Record what the gateway says of a text it took.  ``query`` is the callback URL's
+        (signed, so ours): it names the text, which matters when the gateway's answer to
+        the send never reached us."""
+        if not is_delivery_status(status.status):
+            log.info("sms status: %s for %s ignored (not a delivery status)", status.status,
+                     status.message_sid)
+            return
+        ids = parse_qs(query).get("text", [])
+        text_id = int(ids[0]) if len(ids) == 1 and ids[0].isdigit() else None
+        text = await asyncio.to_thread(self.journal.text_status, text_id,
+                                       status.message_sid, status.status, status.error_code,
+                                       self.clock())
+        if text is None:
+            log.info("sms status: %s for %s, none of ours", status.status, status.message_sid)
+        else:
+            log.info("staff text #%d: the gateway says %s%s", text.id, status.status,
+                     f" (error {status.error_code})" if status.error_code else "")
+
+
+def _spelt(number: str) -> str:
+    """``number`` as the journal keeps it (E.164), when it is one."""
+    try:
+        return e164.normalise(number)
+    except e164.NotE164:
+        return number
+
+
+def _shown(text: StaffText) -> dict[str, Any]:
+    """A text's state for the caller: never the text or the party's number."""
+    return {"key": text.key, "id": text.id, "user": text.user, "number": text.sender,
+            "state": text.state.value, "detail": text.detail, "tries": text.tries,
+            "message_sid": text.message_sid, "delivery": text.delivery,
+            "error_code": text.error_code}
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_REQUEST:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST,
+                                            actual_size=request.content_length)
+    # request.read(), not request.content: a listener's middleware may have read the body
+    # already (backline.features.listeners), and aiohttp keeps it for read().
+    raw = await request.read()
+    if len(raw) > MAX_REQUEST:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST, actual_size=len(raw))
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise web.HTTPBadRequest() from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest()
+    return body
+
+
+def _refusal(status: int, why: str) -> web.Response:
+    return web.json_response({"refused": why}, status=status)

@@ -1,0 +1,317 @@
+"""Staff text from practice numbers by the rules calls follow (issue 20, part 2): the texting
+API on the status listener (behind its bearer token), the controller as `backline run` wires
+it over a real SQLite journal, the Twilio-format stand-in both ways (the Messages API and its
+signed status callbacks), and a clock the test moves by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from backline.app import config
+from backline.app.controller import Controller
+from backline.core.outage import Mode, Via
+from backline.features.texting.sender import BACKOFF, LEASE_SECONDS
+from backline.journal import Journal, open_journal
+from backline.journal.texts import TextState
+from tests.harness.alert_site import FakeClock, free_port
+from tests.harness.sms_gateway import ACCOUNT_SID, AUTH_TOKEN, Signing, TwilioGateway
+
+MAIN = "+13125550100"      # ana's number, registered for business texting
+UNREGISTERED = "+13125550102"  # ana's too, carries SMS, not registered
+PATIENT, OTHER = "+17205550141", "+17205550199"
+TEXT = "Your lisinopril refill is ready for pickup"
+TOKEN_ENV = "BACKLINE_TEST_TEXTING_TOKEN"
+SMS_ENV = "BACKLINE_TEST_TEXTING_SMS_TOKEN"
+
+YAML = """\
+practice: {{name: Texting Clinic, timezone: America/Chicago}}
+users:
+  - {{id: ana, name: Dr. Ana Lee, email: ana@t.example, admin: true}}
+  - {{id: sam, name: Sam Reyes, email: sam@t.example}}
+numbers:
+  - {{number: "{main}", carries: [voice, sms], owner: "user:ana", texting_registered: true}}
+  - {{number: "{unregistered}", carries: [voice, sms], owner: "user:ana"}}
+connections:
+  sms_gateway: {{url: "{gateway}", account: {account}, token_env: {sms_env},
+                signing_secret_env: {sms_env}}}
+  pages: {{listen: "127.0.0.1:{port}", base_url: "http://127.0.0.1:{port}"}}
+  status: {{listen: "127.0.0.1:{status_port}", token_env: {token_env}}}
+  storage: {{url: "sqlite://{journal}"}}
+"""
+
+
+class Clinic:
+    """Controllers over one journal, each with its public and status listeners, restartable;
+    the Twilio stand-in beside them."""
+
+    def __init__(self, tmp: Path, gateway: TwilioGateway, token: str) -> None:
+        self.gateway = gateway
+        self.token = token
+        self.clock = FakeClock()
+        self.port, self.status_port = free_port(), free_port()
+        self.config = tmp / "clinic.yaml"
+        self.config.write_text(YAML.format(
+            main=MAIN, unregistered=UNREGISTERED, gateway=gateway.base_url,
+            account=ACCOUNT_SID, sms_env=SMS_ENV, port=self.port, status_port=self.status_port,
+            token_env=TOKEN_ENV, journal=tmp / "journal.db"))
+        self.controllers: list[Controller] = []
+        self._runners: list[web.AppRunner] = []
+
+    @property
+    def c(self) -> Controller:
+        return self.controllers[0]
+
+    @property
+    def journal(self) -> Journal:
+        return self.c.journal
+
+    async def start(self, *, listen: bool = True) -> Controller:
+        """A controller over the clinic's journal; the first one listens."""
+        directory = config.load(self.config).directory
+        controller = Controller(directory, open_journal(directory.connections.storage.url),
+                                clock=self.clock)
+        await controller.start()
+        self.controllers.append(controller)
+        if listen:
+            for app, port in ((controller.web_app(), self.port),
+                              (controller.status_app(), self.status_port)):
+                runner = web.AppRunner(app, access_log=None)
+                await runner.setup()
+                await web.TCPSite(runner, "127.0.0.1", port).start()
+                self._runners.append(runner)
+        return controller
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        for controller in self.controllers:
+            await controller.close()
+            controller.journal.close()
+        self.controllers.clear()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def api(self, path: str, body: dict[str, str], token: str | None = "",
+                  ) -> tuple[int, dict[str, Any]]:
+        given = self.token if token == "" else token
+        headers = {"Authorization": f"Bearer {given}"} if given is not None else {}
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{self.status_port}{path}", json=body,
+                headers=headers) as r:
+            text = await r.text()
+            return r.status, json.loads(text) if r.content_type == "application/json" else {}
+
+    async def text(self, key: str, user: str, number: str, to: str, text: str = TEXT,
+                   ) -> tuple[int, dict[str, Any]]:
+        return await self.api("/texts/send", {"key": key, "user": user, "number": number,
+                                              "to": to, "text": text})
+
+    async def show(self, key: str) -> dict[str, Any]:
+        status, answer = await self.api("/texts/show", {"key": key})
+        assert status == 200, answer
+        return answer
+
+    async def settle(self) -> None:
+        for controller in self.controllers:
+            await controller.texts.settle()
+
+
+@pytest.fixture()
+async def clinic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Clinic]:
+    token = secrets.token_urlsafe(24)
+    monkeypatch.setenv(TOKEN_ENV, token)
+    monkeypatch.setenv(SMS_ENV, AUTH_TOKEN)
+    async with TwilioGateway() as gateway:
+        site = Clinic(tmp_path, gateway, token)
+        await site.start()
+        try:
+            yield site
+        finally:
+            await site.stop()
+
+
+def sent(gateway: TwilioGateway) -> list[tuple[str, str, str]]:
+    return [(m.sender, m.to, m.body) for m in gateway.sent]
+
+
+async def test_a_member_texts_once_per_key_and_the_signed_status_callback_is_journaled(
+        clinic: Clinic, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert (await clinic.api("/texts/send", {}, token=None))[0] == 401
+    status, answer = await clinic.text("k-1", "ana", "(312) 555-0100", "720-555-0141")
+    assert status == 202 and answer["state"] == "pending", answer
+    await clinic.settle()
+    assert sent(clinic.gateway) == [(MAIN, PATIENT, TEXT)]
+    [message] = clinic.gateway.sent
+    shown = await clinic.show("k-1")
+    assert (shown["state"], shown["tries"], shown["message_sid"], shown["delivery"]) == (
+        "sent", 1, message.sid, "")
+
+    # The same request again (the inbox retried it): answered from the journal, not sent.
+    status, again = await clinic.text("k-1", "ana", MAIN, PATIENT)
+    assert status == 200 and again["duplicate"] is True and again["state"] == "sent"
+    # The same key for another text is refused, without echoing either text.
+    status, other = await clinic.text("k-1", "ana", MAIN, PATIENT, "another text")
+    assert (status, other) == (409, {"refused": "the key was used for another text"})
+    await clinic.settle()
+    assert len(clinic.gateway.sent) == 1 and clinic.gateway.requests == 1
+
+    # The gateway's status callbacks: forged ones refused and change nothing.
+    for signing in (Signing.NONE, Signing.WRONG_TOKEN, Signing.TAMPERED):
+        forged = await clinic.gateway.report_status(message, "delivered", signing=signing)
+        assert forged.status == 403, signing
+    assert (await clinic.show("k-1"))["delivery"] == ""
+    refused = [e for e in clinic.journal.audit_log() if e.action == "sms.refused"]
+    assert len(refused) >= 1 and all(e.detail.startswith("status callback:") for e in refused)
+    for status_word in ("sent", "delivered", "sent"):  # the last one arrives late
+        assert (await clinic.gateway.report_status(message, status_word)).status == 200
+    [row] = clinic.journal.staff_texts()
+    assert (row.state, row.delivery, row.message_sid, row.body) == (
+        TextState.SENT, "delivered", message.sid, TEXT)
+    assert message.status_callback == \
+        f"http://127.0.0.1:{clinic.port}/sms/status?text={row.id}"
+
+    audit = [(e.actor, e.detail) for e in clinic.journal.audit_log() if e.action == "text.send"]
+    assert audit == [("ana", f"ana texted from {MAIN} to …41")]
+    assert "lisinopril" not in caplog.text and PATIENT not in caplog.text
+
+
+async def test_refusals_say_why_without_the_text_and_send_nothing(
+        clinic: Clinic, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def refused(key: str, user: str, number: str, to: str) -> tuple[str, str]:
+        status, answer = await clinic.text(key, user, number, to)
+        assert status == 403, answer
+        assert "lisinopril" not in json.dumps(answer) and PATIENT not in json.dumps(answer)
+        return answer["why"], answer["refused"]
+
+    # Sam is not a member of the main number.
+    assert await refused("r-1", "sam", MAIN, PATIENT) == (
+        "not-a-member", f"sam is not a member of {MAIN} and was not added to this "
+        "conversation")
+    # Added to its conversation with the patient (the conversation API), Sam texts the
+    # patient from it, and only the patient.
+    status, _ = await clinic.api("/conversations/add", {"number": MAIN, "party": PATIENT,
+                                                        "user": "sam", "by": "ana"})
+    assert status == 200
+    assert await refused("r-2", "sam", MAIN, OTHER) == (
+        "wrong-party", f"sam was added to other conversations of {MAIN}, not to this "
+        "party's")
+    assert (await clinic.text("r-3", "sam", MAIN, PATIENT))[0] == 202
+    # A number not registered for business texting sends nothing, even for its owner.
+    assert (await refused("r-4", "ana", UNREGISTERED, PATIENT))[0] == "unregistered"
+    # In an outage, outbound messaging is refused.
+    await clinic.c.switch(Mode.OUTAGE, by="ops", via=Via.CLI, reason="carrier down")
+    assert await refused("r-5", "ana", MAIN, PATIENT) == (
+        "outage", "an outage is engaged: outbound messaging is refused until it ends")
+    await clinic.settle()
+
+    assert sent(clinic.gateway) == [(MAIN, PATIENT, TEXT)]  # Sam's one allowed text
+    assert [t.key for t in clinic.journal.staff_texts()] == ["r-3"]
+    audit = [(e.actor, e.detail.split(":")[0]) for e in reversed(clinic.journal.audit_log())
+             if e.action == "text.refused"]
+    assert audit == [("sam", "not-a-member"), ("sam", "wrong-party"), ("ana", "unregistered"),
+                     ("ana", "outage")]
+    assert "lisinopril" not in caplog.text and PATIENT not in caplog.text
+
+
+async def test_a_transient_503_is_retried_and_the_text_sent_once(clinic: Clinic) -> None:
+    clinic.gateway.fail_next(1, 503)
+    assert (await clinic.text("t-1", "ana", MAIN, PATIENT))[0] == 202
+    await clinic.settle()
+    shown = await clinic.show("t-1")
+    assert (shown["state"], shown["tries"], shown["detail"]) == ("failed", 1, "HTTP 503")
+    assert clinic.gateway.sent == [] and clinic.gateway.requests == 1
+
+    await clinic.restart()  # the schedule is in the journal, not in the process
+    await clinic.settle()
+    assert clinic.gateway.requests == 1  # not due yet
+    clinic.clock.advance(BACKOFF.delay(1))
+    await clinic.settle()
+    assert sent(clinic.gateway) == [(MAIN, PATIENT, TEXT)]
+    for _ in range(3):
+        clinic.clock.advance(3600)
+        await clinic.settle()
+    await clinic.restart()
+    await clinic.settle()
+    assert clinic.gateway.requests == 2 and len(clinic.gateway.sent) == 1
+    shown = await clinic.show("t-1")
+    assert (shown["state"], shown["tries"], shown["detail"]) == ("sent", 2, "")
+
+
+async def test_a_text_the_gateway_may_have_taken_is_never_sent_again(clinic: Clinic) -> None:
+    clinic.gateway.lose_answer_next(1)  # it takes the text, and the answer is lost
+    assert (await clinic.text("d-1", "ana", MAIN, PATIENT))[0] == 202
+    await clinic.settle()
+    shown = await clinic.show("d-1")
+    assert shown["state"] == "in-doubt" and "not sent again" in shown["detail"], shown
+    for _ in range(3):
+        clinic.clock.advance(3600)
+        await clinic.settle()
+    await clinic.restart()
+    await clinic.settle()
+    assert clinic.gateway.requests == 1 and len(clinic.gateway.sent) == 1
+    # Its status callback names the text (the signed URL), so the journal learns it went.
+    [message] = clinic.gateway.sent
+    assert (await clinic.gateway.report_status(message, "delivered")).status == 200
+    shown = await clinic.show("d-1")
+    assert (shown["state"], shown["message_sid"], shown["delivery"]) == (
+        "sent", message.sid, "delivered")
+
+
+async def test_two_controllers_on_one_journal_send_a_text_once(clinic: Clinic) -> None:
+    second = await clinic.start(listen=False)
+    for i in range(5):
+        assert (await clinic.text(f"two-{i}", "ana", MAIN, PATIENT, f"{TEXT} ({i})"))[0] == 202
+        # Both look at once: each text is claimed by one of them.
+        await asyncio.gather(clinic.c.texts.settle(), second.texts.settle())
+    await clinic.settle()
+    assert sorted(m.body for m in clinic.gateway.sent) == [f"{TEXT} ({i})" for i in range(5)]
+    assert clinic.gateway.requests == 5
+
+
+async def test_a_restart_between_claim_and_send_sends_the_text_once(clinic: Clinic) -> None:
+    await clinic.stop()
+    # What a controller that stopped leaves in the journal: one text claimed and never
+    # handed to the gateway, one handed to it (the request may have left).
+    journal = open_journal(f"sqlite://{clinic.config.parent / 'journal.db'}")
+    try:
+        now = clinic.clock()
+        lease = now + timedelta(seconds=LEASE_SECONDS)
+        journal.add_text("c-1", now, "ana", MAIN, PATIENT, TEXT)
+        journal.add_text("c-2", now, "ana", MAIN, OTHER, TEXT)
+        claimed = journal.claim_due_texts(now, lease, "stopped-controller")
+        assert [t.key for t in claimed] == ["c-1", "c-2"]
+        assert journal.text_handed(claimed[1].id, now, "stopped-controller")
+    finally:
+        journal.close()
+
+    await clinic.start()
+    await clinic.settle()
+    assert clinic.gateway.requests == 0  # its claim holds: the other may still be sending
+    clinic.clock.advance(LEASE_SECONDS)
+    await clinic.settle()
+    assert sent(clinic.gateway) == [(MAIN, PATIENT, TEXT)]
+    for _ in range(3):
+        clinic.clock.advance(3600)
+        await clinic.settle()
+    await clinic.restart()
+    await clinic.settle()
+    assert clinic.gateway.requests == 1
+    assert ((await clinic.show("c-1"))["state"], (await clinic.show("c-2"))["state"]) == (
+        "sent", "in-doubt")
