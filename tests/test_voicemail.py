@@ -45,20 +45,22 @@ async def voicemail_practice(tmp_path: Path, name: str, inbox: InboxServer,
                              **options: Any) -> AsyncIterator[PracticePbx]:
     """The test practice with an inbox, the scheduling line tagged and auto-assigned to its
     owner team, and the carrier recognised by address (its From carries the caller)."""
-    os.environ[TOKEN_ENV] = TOKEN
     extra = f'  inbox: {{url: "{inbox.url}", token_env: {TOKEN_ENV}}}\n' + \
         options.pop("connections_extra", "")
-    async with practice_pbx(tmp_path, name, connections_extra=extra, carrier_from_user=False,
-                            number_keys={SCHED: SCHED_KEYS}, **options) as pbx:
-        # As `backline up` sets it for its own instance (`run` asks Asterisk).
-        pbx.controller.faxes.spool = pbx.instance.host_path(pbx.instance.dir("spool"))
-        drain = pbx.controller.inbox
-        assert drain is not None
-        drain.start()
-        try:
-            yield pbx
-        finally:
-            await drain.close()
+    with pytest.MonkeyPatch.context() as env:  # restored after the practice (test_hygiene)
+        env.setenv(TOKEN_ENV, TOKEN)
+        async with practice_pbx(tmp_path, name, connections_extra=extra,
+                                carrier_from_user=False, number_keys={SCHED: SCHED_KEYS},
+                                **options) as pbx:
+            # As `backline up` sets it for its own instance (`run` asks Asterisk).
+            pbx.controller.faxes.spool = pbx.instance.host_path(pbx.instance.dir("spool"))
+            drain = pbx.controller.inbox
+            assert drain is not None
+            drain.start()
+            try:
+                yield pbx
+            finally:
+                await drain.close()
 
 
 @pytest.fixture()
