@@ -173,13 +173,19 @@ def test_a_sighup_while_up_is_starting_is_held_until_ready_then_reloads(
         up = Backline("up", str(cfg))
         try:
             # Asterisk launched (its pid file names it) and `up` waiting on its boot: the
-            # controller does not exist yet.
+            # controller does not exist yet.  Asterisk is held still meanwhile, so `up`
+            # cannot get further before the SIGHUP is taken.
             deadline = time.monotonic() + 60
-            while instance.find_running() is None:
+            while (asterisk := instance.find_running()) is None:
                 assert up.proc.poll() is None, up.finish(5)
                 assert time.monotonic() < deadline, "Asterisk never started"
-                time.sleep(0.01)
-            up.proc.send_signal(signal.SIGHUP)
+                time.sleep(0.01)  # a poll of the process table, not a wait for time
+            os.kill(asterisk, signal.SIGSTOP)
+            try:
+                up.proc.send_signal(signal.SIGHUP)
+                up.wait_for(HELD, 30)
+            finally:
+                os.kill(asterisk, signal.SIGCONT)
             up.wait_for("ready", 90)
             up.wait_for("reload of", 30)
             assert up.proc.poll() is None

@@ -44,9 +44,9 @@ def controller_unit(spec: ServiceSpec) -> str:
     """``backline.service`` for ``spec``."""
     run = shlex.join([*spec.command, "up" if spec.local_pbx else "run", spec.config])
     reload = shlex.join([*spec.command, "reload", spec.config])
-    # The home directories are hidden unless backline itself lives in one.
-    home = "read-only" if any(c.startswith(("/home/", "/root/")) for c in spec.command) \
-        else "yes"
+    # The home directories are hidden unless backline or its config lives in one.
+    home = "read-only" if any(c.startswith(("/home/", "/root/"))
+                              for c in (*spec.command, spec.config)) else "yes"
     lines = [
         "[Unit]",
         f"Description=Backline controller for {_one_line(spec.practice)}",
