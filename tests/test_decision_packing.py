@@ -62,7 +62,7 @@ def test_a_call_to_an_extension_packs_whatever_the_callers_name_holds() -> None:
     conf = extensions_conf(directory, pbx, "/announcement")
     decision = RingExtension("102", 'Ana "^" Lee <a\\b>, MD', "101", ("raj-desk",), ("raj",),
                              (("raj-desk", "sip:raj@10.0.0.5:5062"),), 25)
-    got = unpack_as_the_dialplan_does(conf, packed(outbound_variables(decision))[1])
+    got = unpack_as_the_dialplan_does(conf, packed(outbound_variables(decision, directory))[1])
     assert (got[v.ACTION], got[v.CALLER_ID_NUM], got[v.CALLER_ID_NAME], got[v.DIAL]) == (
         v.INTERNAL, "101", "Ana  Lee ab, MD", "PJSIP/raj-desk/sip:raj@10.0.0.5:5062")
     assert f"[backline-{v.INTERNAL}]" in conf

@@ -84,6 +84,11 @@ def test_render_makes_the_practice_ca_once_and_keeps_it_and_the_key_private(
     assert "[transport-tls]\ntype=transport\nprotocol=tls\nbind=10.20.30.1:5061\n" in pjsip
     assert f"cert_file={ca}/server.pem\npriv_key_file={ca}/server.key\n" in pjsip
     assert "media_encryption=sdes\nmedia_encryption_optimistic=no\n" in pjsip
+    # ... in the twin that rings each phone; the phone's own endpoint takes a plain offer
+    # (911 must never be refused by PJSIP), and the dialplan refuses any other call on it.
+    assert ("[ana-desk-SRTP](desk-phone)\naors=ana\nauth=ana-desk-auth\n"
+            "context=backline-refuse\nidentify_by=auth_username\n") in pjsip
+    assert "media_encryption=sdes\nmedia_encryption_optimistic=yes\n" in pjsip
     # Calls over plain SIP are refused in the dialplan, never an emergency call.
     dialplan = (out / "extensions.conf").read_text()
     assert "[backline-desk-tls]\nexten => 911,1,Goto(backline-desk,911,1)\n" in dialplan

@@ -167,8 +167,10 @@ def test_a_tls_srtp_phone_talks_both_ways_hears_the_announcement_and_the_lan_sho
                 wav = p.instance.host_path(p.instance.dir("lib") / "sounds" / "announcement.wav")
                 write_wav(wav, tone_samples(ANNOUNCEMENT))
                 since = len(phone.events)
+                # Rung as Backline rings her phone: through its SRTP-only twin (its own
+                # endpoint takes plain offers, for 911, and so offers SRTP optimistically).
                 await p.driver.ami.action({
-                    "Action": "Originate", "Channel": "PJSIP/ana-desk",
+                    "Action": "Originate", "Channel": f"PJSIP/ana-desk{v.SRTP_TWIN}",
                     "Context": v.context(v.ANNOUNCE), "Exten": "s", "Priority": "1",
                     "Async": "true"}, within=5)
                 await phone.wait_event("CALL_INCOMING", since=since)

@@ -348,6 +348,7 @@ def asterisk_driver(controller: Controller, pbx: AsteriskPbx, ami_secret: str, *
     phone, transfers, parking and scanner bans. The tests' PBX is wired by this too, so what
     they exercise is what ``run`` and ``up`` run."""
     from backline.pbx.asterisk.driver import AsteriskDriver  # not loaded for FreeSWITCH
+    from backline.pbx.asterisk.events import told_unsealed
 
     directory = controller.directory
     driver = AsteriskDriver(pbx, ami_secret, controller.book, controller.conversations,
@@ -366,6 +367,12 @@ def asterisk_driver(controller: Controller, pbx: AsteriskPbx, ami_secret: str, *
         driver.on_park = ParkRecords(controller.journal, controller.book,
                                      directory.park.timeout, controller.clock).on_park
     driver.latency_hook = controller.metrics.agi_latency
+
+    def unsealed(event: Mapping[str, str]) -> None:
+        """A desk phone's call refused for want of TLS or SRTP: logged there, counted."""
+        if told_unsealed(event, driver.book):
+            controller.metrics.unsealed_refused()
+    driver.ami.on_event("UserEvent", unsealed)
     if pbx.bans is not None:
         driver.on_security = ScannerBans(
             pbx, counted=controller.metrics.sip_auth,

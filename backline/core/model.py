@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import date
 
-from backline.core.connections import Connections, Secret
+from backline.core.connections import AsteriskPbx, Connections, Encryption, Secret
 from backline.core.provisioning import ProvisionedPhone
 
 CALLER_ID_MAX = 15  # characters of a caller-ID name that carriers keep
@@ -276,6 +276,13 @@ class Directory:
 
     def user(self, user_id: str) -> User | None:
         return next((u for u in self.users if u.id == user_id), None)
+
+    def requires_srtp(self, desk_phone: str) -> bool:
+        """Whether ``desk_phone``'s media must be SRTP, keyed over TLS (``encryption:
+        required`` on the Asterisk PBX): its calls to anything but an emergency number are
+        refused otherwise, and calls to it offer nothing else."""
+        pbx = self.connections.pbx
+        return isinstance(pbx, AsteriskPbx) and pbx.encryption is Encryption.REQUIRED
 
     def number(self, e164: str) -> Number | None:
         return next((n for n in self.numbers if n.number == e164), None)

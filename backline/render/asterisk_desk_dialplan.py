@@ -40,17 +40,31 @@ def _emergency(d: Directory, pbx: AsteriskPbx) -> str:
 
 def secure_desk(d: Directory, pbx: AsteriskPbx) -> str:
     """``encryption: required``: a desk phone's call signalled over plain SIP (UDP) carries
-    its SRTP key where anyone on the LAN reads it, so it is refused (cause 58: 488 Not
-    Acceptable Here), except to an emergency number, which is never refused."""
+    its SRTP key where anyone on the LAN reads it, and one offered plain RTP (the endpoint
+    takes such an offer, media_encryption_optimistic, so that 911 is never refused by
+    PJSIP before the dialplan runs) would cross the LAN audible: either is refused (cause
+    58: 488 Not Acceptable Here), logged and told to the controller (the desk phone's name,
+    never the number dialled), except to an emergency number, which is never refused."""
     if pbx.encryption is not Encryption.REQUIRED:
         return ""
     emergency = "\n".join(f"exten => {e},1,Goto({v.DESK_CONTEXT},{e},1)"
                           for e in d.emergency_numbers)
+    refused = (f"desk phone ${{CHANNEL(endpoint)}}: call refused: TLS and SRTP "
+               f"{var(v.SEALED)} of 11 (encryption: required)")
     return f"""
-; encryption: required. Desk phones' calls enter here: over TLS on to {v.DESK_CONTEXT}.
+; encryption: required. Desk phones' calls enter here: over TLS with SRTP on to {v.DESK_CONTEXT}.
 [{SECURE_DESK_CONTEXT}]
 {emergency}
-exten => _[*+0-9].,1,GotoIf(${{CHANNEL(pjsip,secure)}}?{v.DESK_CONTEXT},${{EXTEN}},1)
+; Progress() answers the offer (183): only then does CHANNEL(rtp,secure) say what was agreed.
+exten => _[*+0-9].,1,Progress()
+ same => n,Set({v.SEALED}=${{CHANNEL(pjsip,secure)}}${{CHANNEL(rtp,secure)}})
+ same => n,GotoIf($["{var(v.SEALED)}" = "11"]?{v.DESK_CONTEXT},${{EXTEN}},1)
+ same => n,Goto({SECURE_DESK_CONTEXT}-refused,s,1)
+
+; Logged at extension s: Log() names the extension, and the number dialled stays out.
+[{SECURE_DESK_CONTEXT}-refused]
+exten => s,1,Log(WARNING,{refused})
+ same => n,UserEvent({v.UNSEALED_EVENT},Phone: ${{CHANNEL(endpoint)}},Sealed: {var(v.SEALED)})
  same => n,Hangup(58)
 """
 
@@ -177,6 +191,18 @@ def _park_extension(extension: str) -> str:
             f" same => n,Park({PARKING_LOT},s)")
 
 
+def _ring_through_twin(d: Directory) -> str:
+    """A phone whose media must be SRTP is rung through its twin (dialplan_variables
+    .SRTP_TWIN), whichever of the two parked the call."""
+    if not any(d.requires_srtp(p) for u in d.users for p in u.desk_phones):
+        return ""
+    n, ring, twin = len(v.SRTP_TWIN), var(v.RING_ENDPOINT), v.SRTP_TWIN
+    return (f' same => n,ExecIf($["${{{v.RING_ENDPOINT}:-{n}}}" = "{twin}"]?'
+            f"Set({v.RING_ENDPOINT}=${{{v.RING_ENDPOINT}:0:-{n}}}))\n"
+            f' same => n,ExecIf($["${{PJSIP_ENDPOINT({ring}{twin},aors)}}" != ""]?'
+            f"Set({v.RING_ENDPOINT}={ring}{twin}))\n")
+
+
 def park_timeout(d: Directory, pbx: AsteriskPbx) -> str:
     """Where a parked call nobody picked up comes (res_parking.conf's comebackcontext, with
     the parker's flattened name as the extension): ``PARKER`` is the dial string of the
@@ -191,7 +217,8 @@ def park_timeout(d: Directory, pbx: AsteriskPbx) -> str:
 ; then goes to the number's voicemail.
 [{PARK_TIMEOUT_CONTEXT}]
 exten => _[A-Za-z0-9].,1,GotoIf($["${{PARKER:0:6}}" != "PJSIP/"]?vm)
- same => n,Set({v.DIAL}=${{PJSIP_DIAL_CONTACTS(${{PARKER:6}})}})
+ same => n,Set({v.RING_ENDPOINT}=${{PARKER:6}})
+{_ring_through_twin(d)} same => n,Set({v.DIAL}=${{PJSIP_DIAL_CONTACTS({var(v.RING_ENDPOINT)})}})
  same => n,ExecIf($["{var(v.DIAL)}" != ""]?Dial({var(v.DIAL)},{pbx.ring_seconds}))
  same => n(vm),GotoIf($["{var(v.VOICEMAIL_BOX)}" = ""]?{v.context(v.REFUSE)},s,1)
  same => n,Goto({v.context(v.VOICEMAIL)},s,1)

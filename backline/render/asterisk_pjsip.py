@@ -211,6 +211,8 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
                     out.append(f"geoloc_incoming_call_profile="
                                f"{location_profile(caller.location)}")
             out.append("")
+            if d.requires_srtp(phone):
+                out += _srtp_twin(user.id, phone)
         if user.desk_phones and user.id not in user.desk_phones:
             out += _login_gate(user.id, user.desk_phones[0])
     out.append("#include pjsip_auth.conf")
@@ -247,14 +249,27 @@ def _tls_transport(pbx: AsteriskPbx, tls: TlsFiles | None) -> list[str]:
 
 def _media_encryption(pbx: AsteriskPbx) -> list[str]:
     """``encryption: required``: SRTP keyed by SDES (the keys ride in the SDP, inside the
-    phone's TLS), and never plain RTP: a call offered without a key is refused (488), and
-    none is offered to a phone without one.  Calls to a phone go over TLS only (a phone
-    registered over UDP is not rung: the key would cross the LAN readable); its calls
-    over UDP are refused in the dialplan (SECURE_DESK_CONTEXT), 911 excepted."""
+    phone's TLS).  The phone's own endpoint takes a plain-RTP offer (optimistic) so that
+    PJSIP never refuses a 911 call before the dialplan runs; the dialplan then refuses any
+    other call not signalled over TLS or not SRTP (SECURE_DESK_CONTEXT).  Calls to a phone
+    go through its twin (``_srtp_twin``), which offers nothing but SRTP, over TLS only (a
+    phone registered over UDP is not rung: the key would cross the LAN readable)."""
     if pbx.encryption is not Encryption.REQUIRED:
         return []
-    return ["media_encryption=sdes", "media_encryption_optimistic=no",
+    return ["media_encryption=sdes", "media_encryption_optimistic=yes",
             "transport=transport-tls"]
+
+
+def _srtp_twin(login: str, phone: str) -> list[str]:
+    """The endpoint that rings ``phone`` when its media must be SRTP: the phone's own takes
+    a plain-RTP offer (so 911 is never refused before the dialplan runs), and so offers SRTP
+    keys in plain RTP/AVP, which a phone that insists on SRTP refuses (RFC 8643); this one
+    offers RTP/SAVP and takes no answer without keys.  Nothing comes in through it: it is
+    found only by a digest user of its own name, which no auth has, and its context
+    refuses."""
+    return [f"[{phone}{v.SRTP_TWIN}](desk-phone)", f"aors={login}", f"auth={phone}-auth",
+            f"context={v.context(v.REFUSE)}", "identify_by=auth_username",
+            "media_encryption=sdes", "media_encryption_optimistic=no", ""]
 
 
 def _login_gate(login: str, first_phone: str) -> list[str]:

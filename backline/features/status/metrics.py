@@ -80,6 +80,10 @@ class Metrics:
             ["outcome"], registry=self.registry)
         for sip_outcome in SIP_AUTH_OUTCOMES:
             self._sip_auth.labels(sip_outcome)
+        self._unsealed = Counter(
+            "backline_desk_calls_unencrypted_refused", "Desk-phone calls refused under "
+            "encryption: required for want of TLS or SRTP (emergency calls are never "
+            "refused).", registry=self.registry)
         # Start every closed-set series at zero, so rate() and increase() see the first event
         # instead of a series that appears out of nowhere with its first increment.
         for kind in AttemptKind:
@@ -110,6 +114,9 @@ class Metrics:
     def sip_auth(self, outcome: str) -> None:
         """One of :data:`SIP_AUTH_OUTCOMES` (backline.features.bans)."""
         self._sip_auth.labels(outcome).inc()
+
+    def unsealed_refused(self) -> None:
+        self._unsealed.inc()
 
     def mode_round_failed(self, part: str) -> None:
         self._failed_rounds.labels(part if part in ROUND_PARTS else "other").inc()

@@ -7,15 +7,29 @@ from the caller.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import assert_never
 
 from backline.core import decisions as r
 from backline.core.hours import closed_clip
+from backline.core.model import Directory
 from backline.core.ownership import OwnershipBook
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.ports import UnsafeValue
 
 Variables = list[tuple[str, str]]
+
+
+def ring_endpoint(desk_phone: str, d: Directory) -> str:
+    """The endpoint that rings ``desk_phone``: its SRTP-only twin when its media must be
+    SRTP (dialplan_variables.SRTP_TWIN), else its own."""
+    return desk_phone + v.SRTP_TWIN if d.requires_srtp(desk_phone) else desk_phone
+
+
+def ring_targets(contacts: Iterable[tuple[str, str]], d: Directory) -> str:
+    """Each registration by its contact: ``PJSIP/endpoint`` alone would ring only one
+    contact of a login's shared AOR.  Contacts were checked when they registered."""
+    return "&".join(f"PJSIP/{ring_endpoint(phone, d)}/{contact}" for phone, contact in contacts)
 
 
 def packed(variables: Variables) -> tuple[str, str]:
@@ -37,11 +51,8 @@ def packed(variables: Variables) -> tuple[str, str]:
 def inbound_variables(decision: r.InboundDecision, book: OwnershipBook) -> Variables:
     match decision:
         case r.RingDeskPhones():
-            # Each live registration by its contact: PJSIP/endpoint alone would ring only one
-            # contact of a login's shared AOR.  Contacts were checked when they registered.
-            targets = "&".join(f"PJSIP/{phone}/{contact}"
-                               for phone, contact in decision.contacts)
-            return [(v.DIAL, targets), (v.RING_SECONDS, str(decision.ring_seconds)),
+            return [(v.DIAL, ring_targets(decision.contacts, book.directory)),
+                    (v.RING_SECONDS, str(decision.ring_seconds)),
                     (v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.RING)]
         case r.SendToVoicemail():
             return [(v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.VOICEMAIL)]
@@ -66,7 +77,7 @@ def inbound_variables(decision: r.InboundDecision, book: OwnershipBook) -> Varia
             assert_never(decision)
 
 
-def outbound_variables(decision: r.OutboundDecision) -> Variables:
+def outbound_variables(decision: r.OutboundDecision, d: Directory) -> Variables:
     match decision:
         case r.PlaceCall():
             return [(v.CALLER_ID_NUM, decision.from_number),
@@ -83,8 +94,7 @@ def outbound_variables(decision: r.OutboundDecision) -> Variables:
         case r.RingExtension():
             # Contacts as for an inbound call (RingDeskPhones); the caller's name loses what
             # would split the packed decision or a SIP display name.
-            return [(v.DIAL, "&".join(f"PJSIP/{phone}/{contact}"
-                                      for phone, contact in decision.contacts)),
+            return [(v.DIAL, ring_targets(decision.contacts, d)),
                     (v.RING_SECONDS, str(decision.ring_seconds)),
                     (v.CALLER_ID_NUM, decision.caller_extension),
                     (v.CALLER_ID_NAME, "".join(ch for ch in decision.caller_id_name

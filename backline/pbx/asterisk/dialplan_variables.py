@@ -67,6 +67,18 @@ EMERGENCY_NAME = "BACKLINE_EMERGENCY_NAME"
 EMERGENCY_MARK = "emergency"
 EMERGENCY_EVENT = "BacklineEmergency"
 DESK_CONTEXT = "backline-desk"
+# ``encryption: required``: what a desk phone's call was signalled and offered over, "1" for
+# TLS then "1" for SRTP (CHANNEL(pjsip,secure), CHANNEL(rtp,secure)); anything but "11" is
+# refused, emergency numbers excepted, and the UNSEALED_EVENT user event names the phone.
+SEALED = "BACKLINE_SEALED"
+UNSEALED_EVENT = "BacklineUnsealed"
+# Such a phone is rung through a twin endpoint, its name and this suffix (upper case: no
+# desk phone name has any, so no twin is ever taken for a phone): the phone's own endpoint
+# takes a plain-RTP offer (911 must go through), which makes Asterisk offer SRTP keys in
+# plain RTP/AVP, and a phone that insists on SRTP refuses that offer (RFC 8643); the twin
+# offers RTP/SAVP and accepts no answer without keys.
+SRTP_TWIN = "-SRTP"
+RING_ENDPOINT = "BACKLINE_RING_ENDPOINT"
 # Where a desk phone's blind transfer (REFER) sends the outside caller: TRANSFER_CONTEXT is set
 # (inherited) on every desk phone an outside call rings.  BLINDTRANSFER, set by Asterisk on the
 # caller's channel, names the transferring phone's channel (PJSIP/ENDPOINT-SEQUENCE).

@@ -28,6 +28,7 @@ from backline.core.park import ParkEvent
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registration
 from backline.core.transfers import decide_transfer
+from backline.pbx.asterisk import commands
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.call_end import call_end_handler
@@ -183,7 +184,7 @@ class AsteriskDriver(CallPath, ModeKeys):
     async def outbound(self, request: AgiRequest, session: AgiSession) -> None:
         desk_phone, digits = [*request.args, "", ""][:2]
         decision = self.take_outbound(desk_phone, digits)
-        await session.set_variable(*packed(outbound_variables(decision)))
+        await session.set_variable(*packed(outbound_variables(decision, self.book.directory)))
 
     async def transfer(self, request: AgiRequest, session: AgiSession) -> None:
         """A desk phone's blind transfer of an outside call (``backline-transfer``)."""
@@ -191,7 +192,7 @@ class AsteriskDriver(CallPath, ModeKeys):
         decision = decide_transfer(self.book, self.conversations, self.registrations, t,
                                    self.mode(), self.pbx.ring_seconds)
         log_transfer(t, decision)
-        await session.set_variable(*packed(transfer_variables(decision)))
+        await session.set_variable(*packed(transfer_variables(decision, self.book.directory)))
         if self.on_transfer is not None:
             self.after_decision(self.on_transfer(f"call:{request.get('uniqueid')}", t,
                                                   decision))
@@ -285,7 +286,7 @@ class AsteriskDriver(CallPath, ModeKeys):
                     if r.desk_phone == desk_phone]
         if not contacts:
             raise NoticeUnheard(f"desk phone {desk_phone} is not registered")
-        channel = "&".join(f"PJSIP/{desk_phone}/{c}" for c in contacts)
+        channel = commands.ring_targets([(desk_phone, c) for c in contacts], self.book.directory)
         try:
             reply: Any = await self.ami.action({
                 "Action": "Originate", "Channel": channel, "Context": v.NOTICE_CONTEXT,

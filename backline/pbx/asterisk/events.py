@@ -22,6 +22,7 @@ from backline.core.transfers import (
     TransferRefused,
     attended_join,
 )
+from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.dialplan_variables import CALLER, PARTY
 from backline.pbx.asterisk.transfers import (
@@ -86,7 +87,8 @@ def park_event(event: Mapping[str, str]) -> ParkEvent | None:
     if step is ParkStep.PICKED_UP:
         phone = desk_phone_of(event.get("RetrieverChannel", ""))
     else:
-        parker = event.get("ParkerDialString", "").removeprefix("PJSIP/")
+        parker = (event.get("ParkerDialString", "").removeprefix("PJSIP/")
+                  .removesuffix(v.SRTP_TWIN))
         phone = parker if _NAME.fullmatch(parker) else ""
     return ParkEvent(f"call:{uniqueid}", step, slot, phone)
 
@@ -109,7 +111,7 @@ async def attended_transfer(event: Mapping[str, str], ami: AmiLink, book: Owners
         return str(answer.get("Value") or "")[:64]
 
     async def refuse(caller: str, target: str, decision: TransferRefused) -> None:
-        await take_back(ami.action, caller, target, decision)
+        await take_back(ami.action, caller, target, decision, book.directory)
 
     by, ends = attended_parties(event)
     ours = [phone for phone, _, _ in ends if book.user_of_phone(phone)]
@@ -160,4 +162,18 @@ async def _refused_out(by: str, number: str, caller: str, caller_channel: str, t
                 "caller goes back", by, decision.why.value)
     await take_back(caller_channel, target, decision)
     await on_transfer(key, transfer, decision)
+    return True
+
+
+def told_unsealed(event: Mapping[str, str], book: OwnershipBook) -> bool:
+    """Whether ``event`` is the dialplan's UNSEALED_EVENT (a desk phone's call refused
+    under ``encryption: required`` for want of TLS or SRTP), logged if so: which phone and
+    what it lacked, never the number it dialled."""
+    if event.get("UserEvent") != v.UNSEALED_EVENT:
+        return False
+    phone, sealed = event.get("Phone", ""), event.get("Sealed", "")[:2].ljust(2, "0")
+    lacked = [what for what, bit in zip(("TLS", "SRTP"), sealed, strict=True) if bit != "1"]
+    log.warning("desk phone %s: a call without %s refused (encryption: required)",
+                phone if book.user_of_phone(phone) else "?",
+                " and ".join(lacked) or "TLS and SRTP")
     return True

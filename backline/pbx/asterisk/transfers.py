@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import assert_never
 
 from backline.core import e164
+from backline.core.model import Directory
 from backline.core.transfers import (
     RingTransferTarget,
     Transfer,
@@ -25,6 +26,7 @@ from backline.core.transfers import (
     TransferRefused,
 )
 from backline.pbx.asterisk import dialplan_variables as v
+from backline.pbx.asterisk.commands import ring_targets
 
 log = logging.getLogger("backline.asterisk")
 
@@ -35,10 +37,11 @@ _CHANNEL = re.compile(r"PJSIP/([A-Za-z0-9._-]{1,80})-[0-9a-f]{8}")
 
 
 def desk_phone_of(channel: str) -> str:
-    """The endpoint of a PJSIP channel name (``PJSIP/sam-desk-0000002a`` → ``sam-desk``), or
-    "" for anything else."""
+    """The desk phone of a PJSIP channel name (``PJSIP/sam-desk-0000002a`` → ``sam-desk``;
+    ``PJSIP/sam-desk-SRTP-0000002b``, its SRTP twin ringing it, too), or "" for anything
+    else."""
     m = _CHANNEL.fullmatch(channel)
-    return m.group(1) if m else ""
+    return m.group(1).removesuffix(v.SRTP_TWIN) if m else ""
 
 
 ATTENDED_EVENT = "AttendedTransfer"
@@ -61,10 +64,10 @@ def transfer_from_args(args: Sequence[str]) -> Transfer:
     return Transfer(desk_phone_of(channel), digits, number, caller, TransferKind.BLIND)
 
 
-def transfer_variables(decision: TransferDecision) -> list[tuple[str, str]]:
+def transfer_variables(decision: TransferDecision, d: Directory) -> list[tuple[str, str]]:
     match decision:
         case RingTransferTarget():
-            return [(v.DIAL, _dial(decision.contacts)),
+            return [(v.DIAL, ring_targets(decision.contacts, d)),
                     (v.RING_SECONDS, str(decision.ring_seconds)),
                     (v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.TRANSFER_RING)]
         case TransferOut():
@@ -72,7 +75,7 @@ def transfer_variables(decision: TransferDecision) -> list[tuple[str, str]]:
                     (v.CALLER_ID_NAME, decision.caller_id_name), (v.DIAL_TO, decision.to),
                     (v.VOICEMAIL_BOX, decision.voicemail_box), (v.ACTION, v.TRANSFER_OUT)]
         case TransferRefused():
-            return [(v.DIAL, _dial(decision.back_to)),
+            return [(v.DIAL, ring_targets(decision.back_to, d)),
                     (v.RING_SECONDS, str(decision.ring_seconds)),
                     (v.VOICEMAIL_BOX, decision.voicemail_box), (v.REFUSAL, decision.why.value),
                     (v.ACTION, v.TRANSFER_RING)]
@@ -81,22 +84,17 @@ def transfer_variables(decision: TransferDecision) -> list[tuple[str, str]]:
 
 
 async def take_back(action: Callable[[dict[str, str]], Awaitable[object]], caller: str,
-                    target: str, decision: TransferRefused) -> None:
+                    target: str, decision: TransferRefused, d: Directory) -> None:
     """Undo an attended transfer the rules refused (Asterisk joined the two already): the
     caller's channel is given the refusal's variables and sent to ring the transferring
     user's desk phones again, then the number's voicemail, as after a refused blind
     transfer; the outside party's channel, left alone in the bridge, is hung up.  Neither
     action is one to re-send after a reconnect: the channels will have moved on."""
-    for name, value in transfer_variables(decision):
+    for name, value in transfer_variables(decision, d):
         await action({"Action": "Setvar", "Channel": caller, "Variable": name, "Value": value})
     await action({"Action": "Redirect", "Channel": caller,
                   "Context": v.context(v.TRANSFER_RING), "Exten": "s", "Priority": "1"})
     await action({"Action": "Hangup", "Channel": target})
-
-
-def _dial(contacts: tuple[tuple[str, str], ...]) -> str:
-    # Each registration by its contact, as for an inbound call (checked when it registered).
-    return "&".join(f"PJSIP/{phone}/{contact}" for phone, contact in contacts)
 
 
 def log_transfer(transfer: Transfer, decision: TransferDecision) -> None:
