@@ -22,6 +22,7 @@ from pathlib import Path
 from backline.journal.base import SqlJournal
 from backline.journal.rows import Cursor
 from backline.journal.store import JournalError
+from backline.journal.turns import give_turn, take_turn
 
 # The files SQLite keeps for one journal, beside it.
 COMPANIONS = ("", "-wal", "-shm", "-journal")
@@ -63,6 +64,7 @@ class SqliteJournal(SqlJournal):
             # exactly one `with` block and nothing is left open between calls.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                        timeout=30.0)
+            self._lock_wait = 30.0  # for a turn (backline.journal.turns), then for the lock
             self._wal()
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -92,6 +94,10 @@ class SqliteJournal(SqlJournal):
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
+        turn = take_turn(self.path.parent, self._lock_wait)
+        if turn is None:
+            raise JournalError(f"the journal at {self.path} failed: another writer kept its "
+                               f"turn past {self._lock_wait:g} s")
         cur = self._db.cursor()
         committed = False
         try:
@@ -110,11 +116,13 @@ class SqliteJournal(SqlJournal):
             if not committed and self._db.in_transaction:
                 self._db.rollback()
             cur.close()
+            give_turn(turn)
 
     def wait_on_locks(self, seconds: float) -> None:
         """How long a transaction waits for another connection's write lock before it
         fails with JournalError (30 s unless set here)."""
         with self._lock:
+            self._lock_wait = max(0.0, seconds)
             self._db.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
 
     def close(self) -> None:
