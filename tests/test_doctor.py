@@ -127,7 +127,7 @@ backup:
   alerts: {{kind: email, emails: [ops@maple.example]}}
 connections:
   storage: {{url: "sqlite://{journal}"}}
-  smtp: {{host: 127.0.0.1, port: {port}, tls: starttls, ca_file: {ca}, from: backline@maple.example,
+  smtp: {{host: 127.0.0.1, port: {port}, tls: {tls}, ca_file: {ca}, from: backline@maple.example,
          username_env: BACKLINE_DOCTOR_SMTP_USER, password_env: BACKLINE_DOCTOR_SMTP_PASSWORD}}
 """
 SMTP_USER, SMTP_PASSWORD = "backline", "relay-pass-" + os.urandom(6).hex()
@@ -140,9 +140,10 @@ async def test_the_mail_relay_starttls_certificate_and_login_fail_with_the_fix(
              "BACKLINE_DOCTOR_SMTP_PASSWORD": SMTP_PASSWORD}
     wrong = {**right, "BACKLINE_DOCTOR_SMTP_PASSWORD": "not-" + SMTP_PASSWORD}
 
-    def config(port: int, ca: Path) -> Path:
+    def config(port: int, ca: Path, tls: str = "starttls") -> Path:
         path = tmp_path / f"relay-{port}-{ca.stem}.yaml"
-        path.write_text(RELAY.format(journal=tmp_path / "journal.db", port=port, ca=ca))
+        path.write_text(RELAY.format(journal=tmp_path / "journal.db", port=port, ca=ca,
+                                     tls=tls))
         return path
 
     async with SmtpSink(relay_ca.server("lapsing"), credentials=(SMTP_USER, SMTP_PASSWORD)
@@ -159,6 +160,12 @@ async def test_the_mail_relay_starttls_certificate_and_login_fail_with_the_fix(
         assert sink.received == []  # no test message unless asked
         sent = await asyncio.to_thread(doctor, good, "--send-test", env=right)
         [test_message] = await sink.wait_for(1)
+    async with SmtpSink(relay_ca.server("implicit", days=90), implicit=True,
+                        credentials=(SMTP_USER, SMTP_PASSWORD)) as port_465:
+        implicit = await asyncio.to_thread(doctor, config(port_465.port, relay_ca.cert,
+                                                          "implicit"), "--json", env=right)
+        implicit_untrusted = await asyncio.to_thread(
+            doctor, config(port_465.port, stranger.cert, "implicit"), "--json", env=right)
     async with SmtpSink() as cleartext:  # offers no STARTTLS
         stripped = await asyncio.to_thread(doctor, config(cleartext.port, relay_ca.cert),
                                            "--json", env=right)
@@ -183,6 +190,14 @@ async def test_the_mail_relay_starttls_certificate_and_login_fail_with_the_fix(
     assert "connections.smtp.ca_file" in line
     assert "SMTP login" not in verdicts(untrusted)  # nothing is sent over an untrusted link
 
+    assert implicit.returncode == 0, implicit
+    checks = verdicts(implicit)
+    assert checks["SMTP STARTTLS"].startswith("skip: not needed"), checks
+    assert checks["SMTP certificate"].startswith("ok: verified for 127.0.0.1"), checks
+    assert checks["SMTP login"].startswith("ok"), checks
+    assert implicit_untrusted.returncode == 1, implicit_untrusted
+    assert verdicts(implicit_untrusted)["SMTP certificate"].startswith("FAIL: not trusted")
+
     assert stripped.returncode == 1, stripped
     line = verdicts(stripped)["SMTP STARTTLS"]
     assert line.startswith("FAIL") and "offers no STARTTLS" in line and "fix: turn " in line
@@ -194,7 +209,7 @@ async def test_the_mail_relay_starttls_certificate_and_login_fail_with_the_fix(
     assert test_message.over_tls and test_message.rcpt_tos == ("ops@maple.example",)
     assert "doctor --send-test" in test_message.message().get_content()
 
-    for found in (passed, refused, untrusted, stripped, sent):
+    for found in (passed, refused, untrusted, implicit, implicit_untrusted, stripped, sent):
         assert SMTP_PASSWORD not in found.stdout + found.stderr
 
 

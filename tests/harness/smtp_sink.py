@@ -98,7 +98,8 @@ class SmtpSink:
                 "tls_context": self.tls, "require_starttls": True}
         if self.credentials is not None:
             tls["authenticator"] = self._authenticate
-            tls["auth_require_tls"] = self.tls is not None
+            # aiosmtpd counts only STARTTLS as TLS: on implicit TLS it must not wait for it.
+            tls["auth_require_tls"] = self.tls is not None and not self.implicit
         controller = _AnyPortController(_Handler(self), hostname="127.0.0.1", port=self.port,
                                         **tls)
         await asyncio.to_thread(controller.start)

@@ -92,6 +92,9 @@ async def smtp_findings(directory: Directory, *, send_test: bool) -> list[Findin
                     return [*out, _untrusted(smtp, untrusted)]
                 return [*out, Finding("SMTP certificate", FAIL, f"TLS failed: {_why(exc)}",
                                       "check the relay's TLS setup")]
+        elif smtp.tls is SmtpTls.IMPLICIT:
+            out.append(Finding("SMTP STARTTLS", SKIP, "not needed: TLS from the first byte "
+                               "(connections.smtp.tls: implicit)"))
         elif smtp.tls is SmtpTls.NONE:
             out.append(Finding("SMTP STARTTLS", SKIP, "connections.smtp.tls is none: "
                                "cleartext (this machine only, or consented to)"))
@@ -265,6 +268,8 @@ async def _get(url: str, authorization: str) -> tuple[int, bytes | Exception]:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return f"{exc.code} {exc.message[:80]}"
+    if isinstance(exc, aiosmtplib.SMTPException) and exc.message:
+        return exc.message[:80]
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
