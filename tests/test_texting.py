@@ -9,8 +9,10 @@ import asyncio
 import json
 import logging
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,9 @@ from backline.features.texting.sender import BACKOFF, LEASE_SECONDS
 from backline.journal import Journal, open_journal
 from backline.journal.texts import TextState
 from tests.harness.alert_site import FakeClock, free_port
+from tests.harness.postgres import JournalBackend
 from tests.harness.sms_gateway import ACCOUNT_SID, AUTH_TOKEN, Signing, TwilioGateway
+from tests.test_journal import together
 
 MAIN = "+13125550100"      # ana's number, registered for business texting
 UNREGISTERED = "+13125550102"  # ana's too, carries SMS, not registered
@@ -33,6 +37,7 @@ PATIENT, OTHER = "+17205550141", "+17205550199"
 TEXT = "Your lisinopril refill is ready for pickup"
 TOKEN_ENV = "BACKLINE_TEST_TEXTING_TOKEN"
 SMS_ENV = "BACKLINE_TEST_TEXTING_SMS_TOKEN"
+ROOT = Path(__file__).resolve().parent.parent
 
 YAML = """\
 practice: {{name: Texting Clinic, timezone: America/Chicago}}
@@ -315,3 +320,61 @@ async def test_a_restart_between_claim_and_send_sends_the_text_once(clinic: Clin
     assert clinic.gateway.requests == 1
     assert ((await clinic.show("c-1"))["state"], (await clinic.show("c-2"))["state"]) == (
         "sent", "in-doubt")
+
+
+def test_texts_are_claimed_and_handed_once_by_two_controllers_on_every_backend(
+        journal_backend: JournalBackend) -> None:
+    """The journal's side on SQLite and PostgreSQL: two controllers claiming at the same
+    instant each get different texts, only a claim's holder may hand a text to the gateway,
+    and one key sent to both at once keeps one text."""
+    journals = [open_journal(journal_backend.url) for _ in range(2)]
+    try:
+        now = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
+        lease = now + timedelta(seconds=LEASE_SECONDS)
+        for i in range(40):
+            journals[0].add_text(f"k-{i}", now, "ana", MAIN, f"+1720555{i:04d}", TEXT)
+        claimed = together(2, lambda i: journals[i].claim_due_texts(now, lease, f"c{i}"))
+        ids = [t.id for batch in claimed for t in batch]
+        assert len(ids) == len(set(ids)) == 40  # each once, none lost
+        holder = {t.id: f"c{i}" for i, batch in enumerate(claimed) for t in batch}
+        first, second = list(holder)[:2]
+        other = "c1" if holder[first] == "c0" else "c0"
+        assert not journals[0].text_handed(first, now, other)  # not its claim
+        assert journals[0].text_handed(first, now, holder[first])
+        assert not journals[1].text_handed(first, now, holder[first])  # handed once
+        assert not journals[1].text_handed(second, lease, holder[second])  # its claim lapsed
+        added = together(2, lambda i: journals[i].add_text("same", now, "ana", MAIN, PATIENT,
+                                                           TEXT))
+        assert sorted(new for _, new in added) == [False, True]
+        assert added[0][0].id == added[1][0].id
+    finally:
+        for j in journals:
+            j.close()
+
+
+async def test_backline_text_send_takes_the_text_on_stdin_and_the_controller_sends_it_once(
+        clinic: Clinic) -> None:
+    def backline(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "backline.app.cli", "text", *args,
+                               "--config", str(clinic.config)], input=stdin, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    refused = await asyncio.to_thread(backline, "send", MAIN, PATIENT, "--as", "sam", "--key",
+                                      "cli-1", stdin=TEXT)
+    assert refused.returncode == 2
+    assert f"refused (not-a-member): sam is not a member of {MAIN}" in refused.stderr
+    assert "lisinopril" not in refused.stderr + refused.stdout
+    for _ in range(2):  # the second run is the same request: sent once
+        done = await asyncio.to_thread(backline, "send", MAIN, "(720) 555-0141", "--as", "ana",
+                                       "--key", "cli-2", stdin=TEXT + "\n")
+        assert done.returncode == 0, done.stderr
+        # The CLI journals at the wall clock's time: the controller's (the test's) moves there.
+        asked = clinic.journal.text_by_key("cli-2")
+        assert asked is not None
+        clinic.clock.now = max(clinic.clock.now, asked.at)
+        await clinic.settle()
+    assert "already sent under that key" in done.stdout
+    assert sent(clinic.gateway) == [(MAIN, PATIENT, TEXT)]
+    shown = await asyncio.to_thread(backline, "show", "cli-2", "--json")
+    assert json.loads(shown.stdout)["state"] == "sent"
+    assert PATIENT not in done.stdout + shown.stdout and "lisinopril" not in shown.stdout

@@ -22,6 +22,7 @@ from backline.app.commands import (
     outage,
     reload,
     running,
+    text,
 )
 from backline.app.commands.shared import UsageError
 from backline.journal import JournalError
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     outage.add_parser(sub)
     attempts.add_parser(sub)
     conversation.add_parser(sub)
+    text.add_parser(sub)
     hours.add_parser(sub)
     doctor.add_parser(sub)
     reload.add_parser(sub)

@@ -34,6 +34,7 @@ from typing import Any
 import backline.journal.rows as _rows
 from backline.core.e164 import redact
 from backline.core.texting import later_status
+from backline.journal.rows import Cursor
 from backline.journal.store import SqlStore
 
 
@@ -127,10 +128,7 @@ class TextJournal(SqlStore):
         whose lease lapsed becomes ``in-doubt``: it may have gone."""
         when = _rows.to_text(now)
         with self._lock, self._transaction() as cur:
-            cur.execute(self._q(
-                "UPDATE staff_texts SET state = ?, claimed_until = '', claimed_by = '', "
-                "detail = ? WHERE state = ? AND claimed_until <= ?"),
-                (TextState.IN_DOUBT.value, IN_DOUBT_STOPPED, TextState.SENDING.value, when))
+            self._lapse(cur, now)
             cur.execute(self._q(
                 f"SELECT {_COLUMNS} FROM staff_texts d WHERE d.state IN (?, ?) "
                 "AND d.next_try_at <= ? AND d.claimed_until <= ? "
@@ -141,6 +139,13 @@ class TextJournal(SqlStore):
                 cur.execute(self._q("UPDATE staff_texts SET claimed_until = ?, claimed_by = ? "
                                     "WHERE id = ?"), (_rows.to_text(lease_until), holder, t.id))
             return due
+
+    def _lapse(self, cur: Cursor, now: datetime) -> None:
+        cur.execute(self._q(
+            "UPDATE staff_texts SET state = ?, claimed_until = '', claimed_by = '', "
+            "detail = ? WHERE state = ? AND claimed_until <= ?"),
+            (TextState.IN_DOUBT.value, IN_DOUBT_STOPPED, TextState.SENDING.value,
+             _rows.to_text(now)))
 
     def text_handed(self, text_id: int, now: datetime, holder: str) -> bool:
         """About to post the text to the gateway: ``sending``, the try counted.  False (and
@@ -211,8 +216,10 @@ class TextJournal(SqlStore):
 
     def close_open_texts(self, now: datetime, why: str) -> int:
         """Every open text nobody is trying right now becomes ``not-sent`` for ``why`` (an
-        outage was engaged before it went); return how many."""
+        outage was engaged before it went); return how many.  One left ``sending`` by a
+        controller whose lease lapsed is ``in-doubt``, as when claiming."""
         with self._lock, self._transaction() as cur:
+            self._lapse(cur, now)
             cur.execute(self._q(
                 "UPDATE staff_texts SET state = ?, detail = CASE WHEN detail = '' THEN ? "
                 "ELSE CAST(? AS TEXT) || ' (last try: ' || detail || ')' END "

@@ -32,9 +32,9 @@ from backline.core import e164
 from backline.core.conversations import ConversationBook
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
-from backline.core.records import AuditEntry
-from backline.core.texting import OutboundText, RefuseText, decide_text, is_delivery_status
-from backline.features.sms.twilio import MAX_BODY_CHARS, MessageStatus
+from backline.core.texting import is_delivery_status
+from backline.features.sms.twilio import MessageStatus
+from backline.features.texting.requests import NotKept, TextRequest, request_text
 from backline.journal import Journal
 from backline.journal.texts import StaffText
 
@@ -43,9 +43,7 @@ log = logging.getLogger("backline.texting")
 MAX_REQUEST = 32 * 1024
 """A 1600-character text JSON-escaped (up to 12 bytes a character, surrogate pairs) and the
 few other fields fit; anything bigger is not a request."""
-MAX_KEY = 200
-FIELDS = ("key", "user", "number", "to", "text")
-NO_GATEWAY = "no SMS gateway is configured to send it"
+FIELDS = ("key", "user", "number", "to", "text")  # TextRequest's, in its order
 
 
 class TextingApi:
@@ -72,41 +70,23 @@ class TextingApi:
         missing = [k for k, value in fields.items() if not isinstance(value, str) or not value]
         if missing:
             return _refusal(400, f"expected strings for {', '.join(missing)}")
-        key, user, number, to, text = (str(fields[k]) for k in FIELDS)
-        if len(key) > MAX_KEY or not key.isprintable():
-            return _refusal(400, f"expected a key of at most {MAX_KEY} printable characters")
-        if not text.strip():
-            return _refusal(422, "the text is empty")
-        if len(text) > MAX_BODY_CHARS:
-            return _refusal(422, f"the text is longer than {MAX_BODY_CHARS} characters")
-        known = await asyncio.to_thread(self.journal.text_by_key, key)
-        if known is not None:  # a request sent again: what became of the first
-            return self._again(known, user, number, to, text)
-        if not self.gateway:
-            return _refusal(503, NO_GATEWAY)
-        decision = decide_text(self.book, self.conversations, OutboundText(user, number, to),
-                               self.mode())
-        if isinstance(decision, RefuseText):
-            await asyncio.to_thread(self.journal.audit, AuditEntry(
-                self.clock(), user[:80], "text.refused",
-                f"{decision.why.value}: {decision.detail}"))
-            log.warning("staff text by %s refused: %s", user[:80], decision.detail)
-            return web.json_response({"refused": decision.detail,
-                                      "why": decision.why.value}, status=403)
-        kept, new = await asyncio.to_thread(self.journal.add_text, key, self.clock(), user,
-                                            decision.from_number, decision.to, text)
-        if not new:  # the same key, sent twice at once: the other one won
-            return self._again(kept, user, number, to, text)
-        log.info("staff text #%d by %s from %s to %s: to be sent", kept.id, user,
+        asked = TextRequest(*(str(fields[k]) for k in FIELDS))
+        outcome = await asyncio.to_thread(
+            request_text, self.journal, self.book, self.conversations, self.mode(), asked,
+            self.clock(), gateway=self.gateway)
+        if isinstance(outcome, NotKept):
+            if outcome.code:
+                log.warning("staff text by %s refused: %s", asked.user[:80], outcome.why)
+                return web.json_response({"refused": outcome.why, "why": outcome.code},
+                                         status=outcome.status)
+            return _refusal(outcome.status, outcome.why)
+        if outcome.duplicate:
+            return web.json_response(_shown(outcome.text) | {"duplicate": True})
+        kept = outcome.text
+        log.info("staff text #%d by %s from %s to %s: to be sent", kept.id, kept.user,
                  kept.sender, e164.redact(kept.recipient))
         self.wake()
         return web.json_response(_shown(kept), status=202)
-
-    def _again(self, known: StaffText, user: str, number: str, to: str,
-               text: str) -> web.Response:
-        if not known.same_request(user, _spelt(number), _spelt(to), text):
-            return _refusal(409, "the key was used for another text")
-        return web.json_response(_shown(known) | {"duplicate": True})
 
     async def show(self, request: web.Request) -> web.Response:
         key = (await _body(request)).get("key")
@@ -137,14 +117,6 @@ class TextingApi:
         else:
             log.info("staff text #%d: the gateway says %s%s", text.id, status.status,
                      f" (error {status.error_code})" if status.error_code else "")
-
-
-def _spelt(number: str) -> str:
-    """``number`` as the journal keeps it (E.164), when it is one."""
-    try:
-        return e164.normalise(number)
-    except e164.NotE164:
-        return number
 
 
 def _shown(text: StaffText) -> dict[str, Any]:

@@ -55,6 +55,15 @@ class Texting(Background[StaffTexts]):
             self._context.clock(), f"sms-webhook:{remote[:64]}", "sms.refused",
             f"status callback: {reason}"[:200]))
 
+    async def each_round(self) -> None:
+        """A text journaled by another process (``backline text send``, another controller)
+        is due: send it now rather than after the sender's nap."""
+        if self._context.directory.connections.sms_gateway is None:
+            return
+        due = await asyncio.to_thread(self._context.journal.next_text_at)
+        if due is not None and due <= self._context.clock():
+            self.service.wake()
+
     def mode_changed(self, state: ModeState) -> None:
         self.service.wake()  # an outage closes the open texts
 
