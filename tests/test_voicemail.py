@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import os
+import re
 import stat
 import wave
 from collections.abc import AsyncIterator
@@ -16,18 +18,26 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from backline.app.controller import Controller
 from backline.app.serve import asterisk_driver
 from backline.core.connections import AsteriskPbx
 from backline.core.records import AttemptKind, Delivery, Outcome
+from backline.features.voicemail.emails import VoicemailEmailFeature
 from backline.journal import open_journal
+from tests.harness.alert_site import free_port
 from tests.harness.inbox_server import InboxServer
 from tests.harness.practice_pbx import AMI_ENV, PracticePbx, practice_pbx
+from tests.harness.sipp import place_calls
+from tests.harness.smtp_sink import SmtpSink
 from tests.harness.tones import ULAW, strongest
 from tests.harness.transfer_phone import tone_file
 from tests.harness.voicemail_caller import message_caller
+from tests.test_alerts import everything_in, spellings, text_part
+from tests.test_link_pages import chromium
 
 pytestmark = pytest.mark.asterisk
 
@@ -77,10 +87,11 @@ def sip(pbx: PracticePbx) -> tuple[str, int]:
     return ("127.0.0.1", pbx.ports.sip)
 
 
-async def leave_message(pbx: PracticePbx, tmp_path: Path, to: str = SCHED) -> None:
+async def leave_message(pbx: PracticePbx, tmp_path: Path, to: str = SCHED,
+                        caller_name: str = "") -> None:
     audio = tone_file(tmp_path / "tone.ulaw", seconds=30)
     caller = message_caller(sip(pbx), tmp_path, to, from_user=PATIENT, audio=audio,
-                            talk_ms=TALK_MS)
+                            talk_ms=TALK_MS, caller_name=caller_name)
     result = await asyncio.to_thread(caller.wait, 60)
     assert result.ok, caller.describe()
 
@@ -208,3 +219,114 @@ async def test_a_message_left_while_the_controller_is_away_is_delivered_once_on_
         assert doc["voicemail"]["duration_seconds"] == round(seconds, 2) and seconds > 1.0
         assert share_of_tone(samples) > 0.8
         assert inbox.tries() == 1
+
+
+CALLER_NAME = "Janette Quillfeather"
+LINK = re.compile(r"http://127\.0\.0\.1:\d+/v/[A-Za-z0-9_-]{43}")
+OPTED_IN = {"sam": "voicemail_email: true", "raj": "voicemail_email: true",
+            "ana": "voicemail_email: true"}  # ana is no member of the scheduling line
+
+
+async def test_members_who_opted_in_get_only_a_link_and_chromium_plays_the_message(
+        tmp_path: Path, inbox: InboxServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = free_port()
+    async with SmtpSink() as sink:
+        extra = (f"  smtp: {{host: 127.0.0.1, port: {sink.port}, starttls: false, "
+                 "from: backline@t.example}\n"
+                 f'  pages: {{listen: "127.0.0.1:{port}", base_url: "http://127.0.0.1:{port}"}}\n')
+        async with voicemail_practice(tmp_path, "vm-email", inbox, connections_extra=extra,
+                                      user_keys=OPTED_IN) as pbx:
+            feature = pbx.controller.feature(VoicemailEmailFeature)
+            assert feature is not None
+            feature.service.start()
+            runner = web.AppRunner(pbx.controller.web_app())
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                await leave_message(pbx, tmp_path, caller_name=CALLER_NAME)
+                emails = await sink.wait_for(2, within=30)
+                await inbox.wait_for(1, within=30)
+                # The number's members who opted in, each once; not ana (no member), not
+                # jo (did not opt in).
+                assert sorted(m.rcpt_tos[0] for m in emails) == ["raj@t.example",
+                                                                 "sam@t.example"]
+                # Only the link: no caller number (any spelling), name or audio.
+                for m in emails:
+                    text = everything_in(m)
+                    for secret in (PATIENT, CALLER_NAME):
+                        for spelling in spellings(secret):
+                            assert spelling.lower() not in text, (spelling, m.rcpt_tos)
+                    assert [p.get_content_type() for p in m.message().walk()] == [
+                        "multipart/alternative", "text/plain", "text/html"]
+                    assert "riff" not in text and "audio" not in text
+                    assert len(LINK.findall(text_part(m))) == 1
+                [doc] = inbox.items()
+                seconds, _ = recording(doc)
+                link = LINK.findall(text_part(next(m for m in emails
+                                                   if m.rcpt_tos[0] == "sam@t.example")))[0]
+                async with chromium(tmp_path / "profile") as context:
+                    page = await context.new_page()
+                    problems: list[str] = []
+                    page.on("console",
+                            lambda c: problems.append(c.text) if c.type == "error" else None)
+                    response = await page.goto(link)
+                    assert response is not None and response.status == 200
+                    headers = await response.all_headers()
+                    assert headers["cache-control"] == "no-store"
+                    assert headers["referrer-policy"] == "no-referrer"
+                    shown = await page.locator("section").inner_text()
+                    assert PATIENT in shown and SCHED in shown
+                    # The player loads the recording and plays it.
+                    audio = page.locator("audio")
+                    await audio.evaluate("a => a.play()")
+                    # Played past its first second (a listener, not a poll: the page's CSP
+                    # allows no string evaluation, which wait_for_function needs).
+                    played = audio.evaluate(
+                        "a => new Promise(done => { const past = () => a.currentTime > 1 "
+                        "&& done(a.currentTime); past(); a.addEventListener('timeupdate', "
+                        "past); })")
+                    assert await asyncio.wait_for(played, 20) > 1
+                    duration = await audio.evaluate("a => a.duration")
+                    assert abs(duration - seconds) < 0.05, (duration, seconds)
+                    assert problems == []
+                actions = [e.action for e in pbx.controller.journal.audit_log()]
+                assert "voicemail.view" in actions and "voicemail.listen" in actions
+                # A token that is not one of ours opens nothing.
+                async with aiohttp.ClientSession() as http, \
+                        http.get(link[:-4] + "AAAA") as answer:
+                    assert answer.status == 404
+                    assert "expired or is not valid" in await answer.text()
+            finally:
+                await runner.cleanup()
+                await feature.service.close()
+    # No log line of ours names the caller or holds a link's token.
+    ours = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records
+                     if r.name != "mail.log").lower()
+    for secret in (PATIENT, CALLER_NAME):
+        for spelling in spellings(secret):
+            assert spelling.lower() not in ours, spelling
+    assert link.rsplit("/", 1)[1].lower() not in ours
+
+
+async def test_only_a_member_reaches_a_numbers_voicemail_with_star_97(
+        tmp_path: Path, inbox: InboxServer) -> None:
+    async with voicemail_practice(tmp_path, "vm-97", inbox) as pbx:
+        # Ana is no member of the scheduling line: refused, no mailbox opened.
+        ana = place_calls(sip(pbx), tmp_path, "*97" + SCHED[2:], from_user="ana-desk",
+                          password=pbx.secret("ana-desk"), timeout=30)
+        assert (await asyncio.to_thread(ana.wait, 45)).ok, ana.describe()
+        refused = await pbx.events.wait_for(
+            lambda e: e.get("Application") == "Playback"
+            and e.get("AppData") == "cannot-complete-as-dialed")
+        assert refused["Context"] == "backline-refuse"
+        assert not [e for e in pbx.events.seen if e.get("Application") == "VoiceMailMain"]
+        # Raj, an extra member, reaches it.
+        raj = place_calls(sip(pbx), tmp_path, "*97" + SCHED[2:], from_user="raj-desk",
+                          password=pbx.secret("raj-desk"), timeout=30)
+        try:
+            opened = await pbx.events.wait_for(
+                lambda e: e.get("Application") == "VoiceMailMain", within=30)
+            assert opened["AppData"].startswith(SCHED[2:] + "@")
+        finally:
+            raj.kill()

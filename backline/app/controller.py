@@ -62,6 +62,7 @@ from backline.features.status.page import HoursRow, hours_rows
 from backline.features.status.server import make_status_app, public_app
 from backline.features.texting import feature as texting
 from backline.features.texting.sender import StaffTexts
+from backline.features.voicemail import emails as voicemail_emails
 from backline.journal import Journal, JournalError, NewAttempt
 from backline.journal.writer import AttemptWriter
 
@@ -81,6 +82,7 @@ FEATURES: tuple[Build, ...] = (
     texting.build,            # staff text from practice numbers (API, sender, status)
     audit_upkeep.build,       # refusal counts written, the audit log pruned by age
     provisioning.build,       # desk phones' provisioning files over HTTPS
+    voicemail_emails.build,   # members who opted in told of each voicemail, by a link
 )
 """Every feature, in the order they start (and close)."""
 

@@ -73,6 +73,9 @@ class User:
     sites: tuple[DeskPhoneSite, ...] = ()
     # Desk phones given a ``mac`` and ``model``: the controller serves their provisioning.
     provisioned: tuple[ProvisionedPhone, ...] = ()
+    # Opted in to an email (a link, nothing of the caller) for each voicemail on a number
+    # they are a member of (backline.features.voicemail).
+    voicemail_email: bool = False
 
 
 @dataclass(frozen=True, slots=True)

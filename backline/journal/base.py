@@ -23,11 +23,13 @@ from backline.journal.pins import PinJournal
 from backline.journal.replies import ReplyJournal
 from backline.journal.store import JournalError
 from backline.journal.texts import TextJournal
+from backline.journal.voicemail import VoicemailJournal
 
 
 class SqlJournal(AttemptJournal, ModeJournal, HoursJournal, ControllerJournal, AuditJournal,
                  AlertJournal, InboxJournal, ReplyJournal, EmergencyJournal,
-                 ConversationJournal, CallHandlingJournal, PinJournal, TextJournal):
+                 ConversationJournal, CallHandlingJournal, PinJournal, TextJournal,
+                 VoicemailJournal):
     """Every store over one DB-API connection; subclasses connect and commit durably."""
 
     def migrate(self) -> int:

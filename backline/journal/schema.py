@@ -316,6 +316,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX staff_texts_due ON staff_texts (state, next_try_at)",
         "CREATE INDEX staff_texts_sid ON staff_texts (message_sid)",
     ),
+    (  # 15: voicemail emails (a member who opted in is told of a message, with a link and
+        # nothing of the caller): one row per message and member, sent once, retried until it
+        # goes, leased like alert deliveries; and each try's link, kept only as its hash.
+        """CREATE TABLE voicemail_emails (
+            id {autoid},
+            attempt_id INTEGER NOT NULL REFERENCES attempts (id),
+            user_id TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            state TEXT NOT NULL,
+            tries INTEGER NOT NULL DEFAULT 0,
+            next_try_at TEXT NOT NULL,
+            claimed_until TEXT NOT NULL DEFAULT '',
+            last_error TEXT NOT NULL DEFAULT '',
+            sent_at TEXT NOT NULL DEFAULT '',
+            UNIQUE (attempt_id, user_id)
+        )""",
+        "CREATE INDEX voicemail_emails_due ON voicemail_emails (state, next_try_at)",
+        """CREATE TABLE voicemail_links (
+            id {autoid},
+            email_id INTEGER NOT NULL REFERENCES voicemail_emails (id),
+            attempt_id INTEGER NOT NULL REFERENCES attempts (id),
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -126,7 +126,8 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
                    emergency: str = EMERGENCY, trunk_extra: str = "",
                    connections_extra: str = "", hours: str = "", sip_host: str = "127.0.0.1",
                    sip_extra: str = "", trunk_host: str = "127.0.0.1", pbx_extra: str = "",
-                   park: str = "", number_keys: Mapping[str, str] | None = None) -> Path:
+                   park: str = "", number_keys: Mapping[str, str] | None = None,
+                   user_keys: Mapping[str, str] | None = None) -> Path:
     """The practice YAML; ``node`` names the PBX node, ``storage_url`` a shared journal
     (default: an SQLite file of its own).  ``carrier_from_user=False`` leaves out the trunk's
     ``from_user``, as config/example.yaml does: the carrier is then recognised by its
@@ -137,8 +138,9 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
     and the carrier is (loopback unless a test puts them on separate addresses,
     tests/harness/netns.py); ``sip_extra``: more ``sip`` keys (``, key: value``);
     ``pbx_extra``: more ``connections.pbx`` keys (whole lines, indented by four);
-    ``park``: a ``park:`` section (YAML text, at the top level); ``number_keys``: more keys
-    of a number (E.164 to YAML flow text, ``key: value, ...``).  Without ``cdr_file``
+    ``park``: a ``park:`` section (YAML text, at the top level); ``number_keys`` and
+    ``user_keys``: more keys of a number or a user (its E.164 number or id to YAML flow
+    text, ``key: value, ...``).  Without ``cdr_file``
     the controller asks Asterisk where its call record is, as
     `backline up` configs do."""
     path = tmp / "practice.yaml"
@@ -155,8 +157,10 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
         ami_env=AMI_ENV, pin_env=PIN_ENV, fax_dir=tmp / "fax",
         cdr_line=f"    cdr_file: {cdr_file}\n" if cdr_file is not None else ""))
     text = path.read_text()
-    for number, keys in (number_keys or {}).items():
-        at = text.index(f'{{number: "{number}"')
+    anchors = [(f'{{number: "{n}"', k) for n, k in (number_keys or {}).items()] + \
+        [(f"{{id: {u},", k) for u, k in (user_keys or {}).items()]
+    for anchor, keys in anchors:
+        at = text.index(anchor)
         end = text.index("}\n", at)
         text = text[:end] + f", {keys}" + text[end:]
     path.write_text(text)
@@ -252,6 +256,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        trunk_host: str = "127.0.0.1", trunk_port: int | None = None,
                        pbx_extra: str = "", sip_port: int | None = None, park: str = "",
                        number_keys: Mapping[str, str] | None = None,
+                       user_keys: Mapping[str, str] | None = None,
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop (or, with
     ``controller_in_process=False``, not started: the test runs ``backline run`` itself).
@@ -261,7 +266,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     ``carrier_from_user=False``: the carrier is recognised by address (see write_practice).
     ``quick_expiry`` lets registrations expire within seconds (``expire_quickly``).
     ``hours``: the practice's ``hours:`` section; ``park``: its ``park:`` section;
-    ``number_keys``: more keys of a number (see write_practice);
+    ``number_keys``, ``user_keys``: more keys of a number or a user (see write_practice);
     ``clock``: the controller's clock.
     ``sip_host``, ``sip_port``, ``sip_extra``, ``trunk_host``, ``trunk_port`` and
     ``pbx_extra``: see
@@ -283,7 +288,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                           emergency=emergency, trunk_extra=trunk_extra,
                           connections_extra=connections_extra, hours=hours,
                           sip_host=sip_host, sip_extra=sip_extra, trunk_host=trunk_host,
-                          pbx_extra=pbx_extra, park=park, number_keys=number_keys)
+                          pbx_extra=pbx_extra, park=park, number_keys=number_keys,
+                          user_keys=user_keys)
     directory = config.load(path).directory
     local = await asyncio.to_thread(prepare, directory, name, root=root)
     files = None

@@ -39,10 +39,12 @@ _CALLER_BYE = """\
 
 
 def message_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: str,
-                   audio: Path, talk_ms: int, timeout: float = 90.0,
+                   audio: Path, talk_ms: int, caller_name: str = "", timeout: float = 90.0,
                    host: Host = LOCAL) -> SippProcess:
     """A started caller to ``to`` that talks (``audio``, looped) for ``talk_ms`` once
-    answered, then hangs up."""
+    answered, then hangs up; ``caller_name`` is the From's display name."""
+    if '"' in caller_name or "\n" in caller_name:
+        raise ValueError(f"caller name must not contain quotes or newlines: {caller_name!r}")
     port, media = host.free_udp_port(), host.free_media_port()
     on_answer = (f'      <exec rtp_stream="{audio},-1,0"/>\n'
                  '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="remote_to"/>\n')
@@ -52,7 +54,7 @@ def message_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: s
     text = _scenario("uac_call.xml", EXTRA_HEADERS="", ON_ANSWER=on_answer, AFTER_ANSWER="",
                      IN_CALL=talk.replace(_SEND_BYE, _CALLER_BYE))
     args = [*_common_args(port, media, host), "-aa", "-s", to, "-key", "from_user", from_user,
-            "-key", "caller_name", "", "-m", "1", "-l", "1", "-timeout", f"{timeout:g}s",
+            "-key", "caller_name", caller_name, "-m", "1", "-l", "1", "-timeout", f"{timeout:g}s",
             "-timeout_error", "-recv_timeout", str(int(timeout * 1000)),
             f"{pbx[0]}:{pbx[1]}"]
     return SippProcess(f"message-{from_user}", workdir / f"message-{port}", text, args,

@@ -51,7 +51,8 @@ def _users(r: Reader, top: YMap, extensions_seen: dict[str, Extension],
     extensions: dict[str, str] = {}
     for f, node in r.listed(top, "users"):
         r.keys(node, f, ["id", "name", "email", "admin", "active", "extension",
-                         "desk_phones", "emergency_callback", "location"])
+                         "desk_phones", "emergency_callback", "location",
+                         "voicemail_email"])
         uid = r.ident(node, f, "a user id (lowercase letters, digits, '-', '_', '.')",
                       "a user id (lowercase letters, digits, '-', '_', '.'; at most 32)")
         name = r.text(node, "name", f"{f}.name", None, "the user's name") or ""
@@ -60,6 +61,7 @@ def _users(r: Reader, top: YMap, extensions_seen: dict[str, Extension],
             r.problem(where_of(node, "email"), f"{f}.email", "an email address")
         admin = r.flag(node, "admin", f"{f}.admin", False)
         active = r.flag(node, "active", f"{f}.active", True)
+        voicemail_email = r.flag(node, "voicemail_email", f"{f}.voicemail_email", False)
         ext, well_formed = _extension(r, node, f)
         if well_formed and ext in extensions:
             r.problem(where_of(node, "extension"), f"{f}.extension",
@@ -82,7 +84,7 @@ def _users(r: Reader, top: YMap, extensions_seen: dict[str, Extension],
                                              where_of(node, "extension")))
         users[uid] = User(uid, name, email or "", admin, active, ext,
                           tuple(p for p, _ in desk), callback, location, tuple(sites),
-                          tuple(provisioned))
+                          tuple(provisioned), voicemail_email)
         user_where[uid] = (f, where_of(node, "location"),
                            {p: (f"{f}.desk_phones[{j}]", w)
                             for j, (p, w) in enumerate(desk)})

@@ -53,6 +53,26 @@ def render_alert_page(practice: str, tz: str, attempts: list[Attempt], expires_a
         "Do not share its address.</p>" + sections)
 
 
+def render_voicemail_page(practice: str, tz: str, message: Attempt, seconds: float,
+                          expires_at: datetime, audio_src: str) -> str:
+    """The page a voicemail email's link opens: who called which line and when, and the
+    message to play (``audio_src``, relative to the page)."""
+    zone = ZoneInfo(tz)
+    rows = [("Time", escape(message.at.astimezone(zone).strftime(_TIME))),
+            ("Caller", _sender(message)), ("Dialed", _value(message.recipient)),
+            ("Length", f"{seconds:.0f} s"),
+            ("Message", f"<audio controls preload=\"metadata\" "
+                        f"src=\"{escape(audio_src, quote=True)}\"></audio>")]
+    items = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
+    return _document(
+        f"Voicemail: {practice}",
+        f"<h1>{escape(practice)}: a voicemail</h1>"
+        f"<p class=\"quiet\">This page works until "
+        f"{escape(expires_at.astimezone(zone).strftime(_TIME))}. Every view is recorded. "
+        "Do not share its address.</p>"
+        f"<section><h2>Voicemail</h2><dl>{items}</dl></section>")
+
+
 def render_gone_page() -> str:
     """What an expired, unknown or malformed link shows: the same bytes whatever the case."""
     return _document(

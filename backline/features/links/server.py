@@ -266,7 +266,8 @@ class _RedactLinks(logging.Filter):
             record.args = tuple(links.redact_links(a) if isinstance(a, str) else a
                                 for a in record.args)
         for key, value in list(vars(record).items()):
-            if isinstance(value, str) and links.LINK_PREFIX in value:
+            if isinstance(value, str) and (links.LINK_PREFIX in value
+                                           or links.VOICEMAIL_PREFIX in value):
                 setattr(record, key, links.redact_links(value))
         return True
 

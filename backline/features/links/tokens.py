@@ -36,9 +36,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token[:MAX_TOKEN_CHARS].encode("utf-8", "replace")).hexdigest()
 
 
-def link_url(base_url: str, token: str) -> str:
+VOICEMAIL_PREFIX = "/v/"
+"""A voicemail email's link (backline.features.voicemail): the same tokens, their own pages."""
+
+
+def link_url(base_url: str, token: str, prefix: str = LINK_PREFIX) -> str:
     """The page's address under the config's ``pages.base_url``."""
-    return base_url.rstrip("/") + LINK_PREFIX + token
+    return base_url.rstrip("/") + prefix + token
 
 
 def expiry(created_at: datetime, hours: int) -> datetime:
@@ -70,9 +74,10 @@ def check(link: AlertLink | None, now: datetime) -> LinkCheck:
     return Opens(link)
 
 
-LINK_IN_TEXT = re.compile(r"(/a/)[^/\s?#\"']+")
+LINK_IN_TEXT = re.compile(r"(/[av]/)[^/\s?#\"']+")
 
 
 def redact_links(text: str) -> str:
-    """``text`` with every link token replaced by ``…`` (for log lines that quote a path)."""
+    """``text`` with every link token (an alert's, a voicemail's) replaced by ``…`` (for log
+    lines that quote a path)."""
     return LINK_IN_TEXT.sub(r"\1…", text)
