@@ -22,7 +22,12 @@ from aiohttp import web
 
 from backline.app import config
 from backline.app.controller import Controller
+from backline.core.conversations import ConversationBook, ConversationKey
+from backline.core.decisions import OutboundCall, PlaceCall
 from backline.core.outage import Mode, Via
+from backline.core.ownership import OwnershipBook
+from backline.core.routing import decide_outbound
+from backline.core.texting import OutboundText, SendText, decide_text
 from backline.features.texting.sender import BACKOFF, LEASE_SECONDS
 from backline.journal import Journal, open_journal
 from backline.journal.texts import TextState
@@ -235,7 +240,9 @@ async def test_refusals_say_why_without_the_text_and_send_nothing(
     assert "lisinopril" not in caplog.text and PATIENT not in caplog.text
 
 
-async def test_a_transient_503_is_retried_and_the_text_sent_once(clinic: Clinic) -> None:
+async def test_a_transient_503_is_retried_and_the_text_sent_once(
+        clinic: Clinic, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     clinic.gateway.fail_next(1, 503)
     assert (await clinic.text("t-1", "ana", MAIN, PATIENT))[0] == 202
     await clinic.settle()
@@ -257,9 +264,12 @@ async def test_a_transient_503_is_retried_and_the_text_sent_once(clinic: Clinic)
     assert clinic.gateway.requests == 2 and len(clinic.gateway.sent) == 1
     shown = await clinic.show("t-1")
     assert (shown["state"], shown["tries"], shown["detail"]) == ("sent", 2, "")
+    assert "lisinopril" not in caplog.text and PATIENT not in caplog.text
 
 
-async def test_a_text_the_gateway_may_have_taken_is_never_sent_again(clinic: Clinic) -> None:
+async def test_a_text_the_gateway_may_have_taken_is_never_sent_again(
+        clinic: Clinic, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     clinic.gateway.lose_answer_next(1)  # it takes the text, and the answer is lost
     assert (await clinic.text("d-1", "ana", MAIN, PATIENT))[0] == 202
     await clinic.settle()
@@ -277,6 +287,7 @@ async def test_a_text_the_gateway_may_have_taken_is_never_sent_again(clinic: Cli
     shown = await clinic.show("d-1")
     assert (shown["state"], shown["message_sid"], shown["delivery"]) == (
         "sent", message.sid, "delivered")
+    assert "lisinopril" not in caplog.text and PATIENT not in caplog.text
 
 
 async def test_two_controllers_on_one_journal_send_a_text_once(clinic: Clinic) -> None:
@@ -378,3 +389,50 @@ async def test_backline_text_send_takes_the_text_on_stdin_and_the_controller_sen
     shown = await asyncio.to_thread(backline, "show", "cli-2", "--json")
     assert json.loads(shown.stdout)["state"] == "sent"
     assert PATIENT not in done.stdout + shown.stdout and "lisinopril" not in shown.stdout
+
+
+RULES_YAML = """\
+practice: {name: Rules Clinic, timezone: America/Chicago}
+emergency: {callback: "+13125550100", location: main}
+locations:
+  - {id: main, address: 1200 W Maple St, city: Chicago, state: IL, zip: "60607"}
+users:
+  - {id: ana, name: Dr. Ana Lee, email: ana@t.example, admin: true, desk_phones: [ana-desk]}
+  - {id: sam, name: Sam Reyes, email: sam@t.example, desk_phones: [sam-desk]}
+  - {id: jo, name: Jo Park, email: jo@t.example, desk_phones: [jo-desk]}
+  - {id: old, name: Old Hand, email: old@t.example, active: false, desk_phones: [old-desk]}
+teams:
+  - {id: nurses, name: Nurses, members: [jo, old]}
+numbers:
+  - {number: "+13125550100", carries: [voice, sms], owner: "user:ana",
+     members: ["team:nurses"], texting_registered: true}
+  - {number: "+13125550101", carries: [voice, sms], owner: "team:nurses",
+     texting_registered: true}
+connections:
+  storage: {url: "sqlite:///tmp/unused.db"}
+"""
+
+
+@pytest.mark.parametrize("mode", [Mode.NORMAL, Mode.OUTAGE])
+def test_texting_allows_exactly_the_outbound_calls_the_same_person_may_place(
+        tmp_path: Path, mode: Mode) -> None:
+    """Every user, registered number and party: a text is allowed exactly when that user's
+    desk phone may call the party from the number (one rule, in backline.core)."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES_YAML)
+    book = OwnershipBook(config.load(path).directory)
+    conversations = ConversationBook()
+    conversations.hold([ConversationKey("+13125550100", PATIENT, "sam"),
+                        ConversationKey("+13125550101", OTHER, "ana")])
+    allowed = 0
+    for user in ("ana", "sam", "jo", "old"):
+        for number in ("+13125550100", "+13125550101"):
+            for party in (PATIENT, OTHER):
+                call = decide_outbound(book, conversations,
+                                       OutboundCall(f"{user}-desk", party, number), mode)
+                text = decide_text(book, conversations, OutboundText(user, number, party),
+                                   mode)
+                assert isinstance(call, PlaceCall) == isinstance(text, SendText), (
+                    user, number, party, call, text)
+                allowed += isinstance(text, SendText)
+    assert allowed == (0 if mode is Mode.OUTAGE else 8)  # ana 3, sam 1, jo 4, old 0
