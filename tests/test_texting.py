@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -288,6 +289,47 @@ async def test_a_text_the_gateway_may_have_taken_is_never_sent_again(
     assert (shown["state"], shown["message_sid"], shown["delivery"]) == (
         "sent", message.sid, "delivered")
     assert "lisinopril" not in caplog.text and PATIENT not in caplog.text
+
+
+async def test_a_controller_killed_while_its_text_is_on_the_way_never_sends_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kill -9` of a controller whose request to the gateway has left (the gateway holds it
+    unanswered): the next controller on the journal finds it handed over, and leaves it
+    in-doubt rather than text the patient twice."""
+    token = secrets.token_urlsafe(24)
+    monkeypatch.setenv(TOKEN_ENV, token)
+    monkeypatch.setenv(SMS_ENV, AUTH_TOKEN)
+    async with TwilioGateway() as gateway:
+        clinic = Clinic(tmp_path, gateway, token)
+        gateway.stall_next(1)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.texting_runner", str(clinic.config), cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            assert proc.stdout is not None
+            assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
+            assert (await clinic.text("kill-1", "ana", MAIN, PATIENT))[0] == 202
+            await gateway.wait_for_requests(1)  # on its way: the gateway holds it
+        finally:
+            proc.send_signal(signal.SIGKILL)  # no goodbye, no lease given back
+            await proc.wait()
+        try:
+            await clinic.start()
+            asked = clinic.journal.text_by_key("kill-1")
+            assert asked is not None and asked.state is TextState.SENDING
+            clinic.clock.now = asked.at  # the killed one's clock: its lease still holds
+            await clinic.settle()
+            assert (await clinic.show("kill-1"))["state"] == "sending"
+            clinic.clock.advance(LEASE_SECONDS + 30)  # it has lapsed
+            await clinic.settle()
+            shown = await clinic.show("kill-1")
+            assert shown["state"] == "in-doubt" and shown["tries"] == 1, shown
+            for _ in range(3):
+                clinic.clock.advance(3600)
+                await clinic.settle()
+            assert gateway.requests == 1
+        finally:
+            await clinic.stop()
 
 
 async def test_two_controllers_on_one_journal_send_a_text_once(clinic: Clinic) -> None:

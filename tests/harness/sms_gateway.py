@@ -175,6 +175,12 @@ class TwilioGateway:
         """Hold the next ``count`` requests until :meth:`stop`: the client times out."""
         self._faults.stalls += count
 
+    async def wait_for_requests(self, count: int, within: float = 30.0) -> None:
+        """Wait until at least ``count`` Messages API requests have reached us (failed,
+        dropped and stalled ones included); TimeoutError after ``within`` seconds."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: self.requests >= count)
+
     async def wait_for_sent(self, count: int, within: float = 5.0) -> list[SentSms]:
         """Wait until at least ``count`` messages have been accepted (TimeoutError after
         ``within`` seconds); return them all."""
