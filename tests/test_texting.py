@@ -478,3 +478,40 @@ def test_texting_allows_exactly_the_outbound_calls_the_same_person_may_place(
                     user, number, party, call, text)
                 allowed += isinstance(text, SendText)
     assert allowed == (0 if mode is Mode.OUTAGE else 8)  # ana 3, sam 1, jo 4, old 0
+
+
+def test_a_texts_life_in_the_journal_on_every_backend(journal_backend: JournalBackend) -> None:
+    """Each step the sender and the status callbacks take, on SQLite and PostgreSQL."""
+    journal = open_journal(journal_backend.url)
+    try:
+        now = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
+        later = now + timedelta(seconds=2)
+        sid = "SM" + "ab" * 16
+        text, new = journal.add_text("life", now, "ana", MAIN, PATIENT, TEXT)
+        assert new and text.state is TextState.PENDING and journal.next_text_at() == now
+        [claimed] = journal.claim_due_texts(now, now + timedelta(seconds=60), "me")
+        assert journal.text_handed(claimed.id, now, "me")
+        journal.text_failed(claimed.id, later, "HTTP 503")
+        failed = journal.text_by_key("life")
+        assert failed is not None and (failed.state, failed.tries, failed.detail) == (
+            TextState.FAILED, 1, "HTTP 503")
+        assert journal.next_text_at() == later and journal.claim_due_texts(
+            now, later, "me") == []
+        [claimed] = journal.claim_due_texts(later, later + timedelta(seconds=60), "me")
+        assert journal.text_handed(claimed.id, later, "me")
+        journal.text_sent(claimed.id, later, sid)
+        for status in ("delivered", "sent"):  # the late "sent" does not move it back
+            shown = journal.text_status(None, sid, status, "", later)
+            assert shown is not None and shown.delivery == "delivered"
+        assert journal.text_status(claimed.id, "SM" + "cd" * 16, "failed", "30003",
+                                   later) is None  # another message's sid
+        sent_text = journal.text_by_key("life")
+        assert sent_text is not None and (sent_text.state, sent_text.tries,
+                                          sent_text.message_sid) == (TextState.SENT, 2, sid)
+        journal.add_text("open", later, "ana", MAIN, OTHER, TEXT)
+        assert journal.close_open_texts(later, "an outage was engaged") == 1
+        closed = journal.text_by_key("open")
+        assert closed is not None and closed.state is TextState.NOT_SENT
+        assert journal.next_text_at() is None
+    finally:
+        journal.close()
