@@ -100,7 +100,10 @@ def backlog_by_kind(backlog: Mapping[str, int]) -> dict[str, int]:
     appearing and vanishing as the backlog drains.  Email is held beside the attempts (the
     journal counts it as ``email``), so it is listed with them.
     """
-    rows = {kind.value: 0 for kind in AttemptKind} | {HELD_EMAIL: 0}
+    # The kinds an outage holds; a voicemail (held in normal mode too, and gone to the inbox
+    # within seconds) is listed while one waits, as any other kind is.
+    rows = {kind.value: 0 for kind in AttemptKind if kind is not AttemptKind.VOICEMAIL} | \
+        {HELD_EMAIL: 0}
     for kind in sorted(backlog):
         rows[kind] = int(backlog[kind])
     return rows

@@ -1,0 +1,166 @@
+"""Voicemail without a PBX: a message's text file read as untrusted data, a recording's length,
+the dialplan's report of a call's end, the config keys, and the voicemail link page on a real
+SQLite journal with a clock moved by hand (open for ``link_hours``, then nothing)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import wave
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from backline.core.outage import Mode
+from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
+from backline.core.voicemail import (
+    NotAMessage,
+    call_end_from_args,
+    caller_number,
+    parse_message,
+    wav_seconds,
+)
+from backline.features.links import tokens as links
+from backline.features.links.voicemail_server import make_voicemail_app
+from backline.journal import open_journal
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGE = """\
+;
+; Message Information file
+;
+[message]
+origmailbox=3125550102
+context=backline-voicemail
+callerchan=PJSIP/carrier-0000000a
+callerid="Janette Quillfeather" <+17205550141>
+origtime=1796431304
+msg_id=1796431304-0000000a
+duration=12
+"""
+
+
+def test_a_message_file_keeps_the_callers_number_and_never_their_name() -> None:
+    m = parse_message(MESSAGE, "3125550102")
+    assert (m.msg_id, m.box, m.caller, m.channel, m.seconds) == (
+        "1796431304-0000000a", "3125550102", "+17205550141", "PJSIP/carrier-0000000a", 12)
+    assert m.at == datetime.fromtimestamp(1796431304, UTC)
+    assert caller_number("Unknown") == "" and caller_number("+17205550141") == "+17205550141"
+
+
+@pytest.mark.parametrize(("text", "box"), [
+    (MESSAGE.replace("msg_id=1796431304-0000000a", "msg_id=../../etc"), "3125550102"),
+    (MESSAGE.replace("origtime=1796431304", "origtime=soon"), "3125550102"),
+    (MESSAGE, "../3125550102"),
+    (MESSAGE + ";" * 9000, "3125550102"),
+    ("[message]\n", "3125550102"),
+])
+def test_a_text_file_that_is_not_a_whole_message_is_refused(text: str, box: str) -> None:
+    with pytest.raises(NotAMessage):
+        parse_message(text, box)
+
+
+def test_an_odd_channel_in_a_message_is_dropped_not_kept() -> None:
+    odd = MESSAGE.replace("PJSIP/carrier-0000000a", "PJSIP/x\x00y<script>")
+    assert parse_message(odd, "3125550102").channel == ""
+
+
+def wav(frames: int, rate: int = 8000) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x01\x00" * frames)
+    return out.getvalue()
+
+
+def test_a_recordings_length_is_read_from_its_chunks() -> None:
+    assert wav_seconds(wav(8000 * 3)) == 3.0
+    assert wav_seconds(wav(4000)) == 0.5
+    # A caller who hung up mid-write leaves a data size larger than the bytes: the bytes win.
+    assert wav_seconds(wav(8000)[:-8000]) == 0.5
+    for junk in (b"", b"RIFF", b"%PDF-1.4", wav(8000)[:40]):
+        with pytest.raises(ValueError):
+            wav_seconds(junk)
+
+
+def test_a_call_end_that_is_not_ours_is_refused() -> None:
+    end = call_end_from_args("1796431296.0", "PJSIP/carrier-00000000",
+                             ["3125550102", "+17205550141", "voicemail"])
+    assert end is not None and end.voicemail and end.box == "3125550102"
+    assert call_end_from_args("1.0", "PJSIP/c-1", ["3125550102", "", "ringing"]) is not None
+    for args in (["../x", "", "voicemail"], ["3125550102", "", "hangup"], []):
+        assert call_end_from_args("1.0", "PJSIP/c-1", args) is None
+
+
+def check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", "check", str(path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_voicemail_keys_are_checked_at_their_line(tmp_path: Path) -> None:
+    text = ("practice: {name: P, timezone: UTC}\n"
+            "users:\n"
+            "  - {id: ana, name: Ana, email: ana@x.example, voicemail_email: maybe}\n"
+            "numbers:\n"
+            "  - {number: '+13125550100', voicemail_box: '12a'}\n"
+            "  - {number: '+13125550101', voicemail_greeting: {text: Hi, file: hi.wav}}\n"
+            "connections: {storage: {url: 'sqlite:j.db'}}\n")
+    result = check(text, tmp_path)
+    assert result.returncode == 2
+    assert ":3: users[0].voicemail_email: true or false" in result.stderr, result.stderr
+    assert ":5: numbers[0].voicemail_box: a voicemail box number (digits only)" in \
+        result.stderr
+    assert ":6: numbers[1].voicemail_greeting: exactly one of text:" in result.stderr
+    fixed = (text.replace("maybe", "true").replace("'12a'", "'120'")
+             .replace("text: Hi, file: hi.wav", "text: Hello"))
+    assert check(fixed, tmp_path).returncode == 0
+
+
+async def test_a_voicemail_link_opens_for_its_hours_then_nothing_and_is_audited(
+        tmp_path: Path) -> None:
+    journal = open_journal(f"sqlite://{tmp_path / 'journal.db'}")
+    recording = tmp_path / "voicemail-1.wav"
+    recording.write_bytes(wav(8000 * 2))
+    t0 = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+    now = [t0]
+    message, _ = journal.record_attempt(NewAttempt(
+        key="voicemail:1-a", at=t0, kind=AttemptKind.VOICEMAIL, mode=Mode.NORMAL,
+        sender="+17205550141", recipient="+13125550102", outcome=Outcome.VOICEMAIL,
+        file=str(recording), delivery=Delivery.HELD))
+    journal.owe_voicemail_emails(message.id, [("sam", "sam@x.example")], t0)
+    [email] = journal.voicemail_emails()
+    token = links.new_token()
+    journal.add_voicemail_link(email.id, message.id, links.token_hash(token), t0,
+                               links.expiry(t0, 12))
+    app = make_voicemail_app(journal, "Test Family Medicine", "America/Chicago",
+                             lambda: now[0])
+    try:
+        async with TestClient(TestServer(app)) as http:
+            page = await http.get(f"/{token}")
+            assert page.status == 200
+            html = await page.text()
+            assert "+17205550141" in html and "2 s" in html and f'src="{token}/audio"' in html
+            assert "media-src 'self'" in page.headers["Content-Security-Policy"]
+            audio = await http.get(f"/{token}/audio")
+            assert (audio.status, audio.headers["Content-Type"]) == (200, "audio/wav")
+            assert await audio.read() == recording.read_bytes()
+            now[0] = t0 + timedelta(hours=12)
+            gone = [await http.get(f"/{token}"), await http.get(f"/{token}/audio"),
+                    await http.get(f"/{links.new_token()}")]
+            bodies = {await r.text() for r in gone}
+            assert [r.status for r in gone] == [404, 404, 404] and len(bodies) == 1
+            assert "+17205550141" not in bodies.pop()
+        actions = [(e.action, e.detail) for e in journal.audit_log()]
+        assert sorted(a for a, _ in actions) == sorted([
+            "voicemail.view", "voicemail.listen", "voicemail.view.refused",
+            "voicemail.listen.refused", "voicemail.view.refused"])
+        assert not any(token in d for _, d in actions)
+    finally:
+        journal.close()
