@@ -136,6 +136,14 @@ class Clinic:
         assert status == 200, answer
         return answer
 
+    async def health(self) -> dict[str, Any]:
+        """The status listener's word on staff texting (``/status.json``)."""
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{self.status_port}/status.json",
+                headers={"Authorization": f"Bearer {self.token}"}) as r:
+            found: dict[str, Any] = (await r.json())["health"]["staff_texts"]
+            return found
+
     async def settle(self) -> None:
         for controller in self.controllers:
             await controller.texts.settle()
@@ -250,6 +258,9 @@ async def test_a_transient_503_is_retried_and_the_text_sent_once(
     shown = await clinic.show("t-1")
     assert (shown["state"], shown["tries"], shown["detail"]) == ("failed", 1, "HTTP 503")
     assert clinic.gateway.sent == [] and clinic.gateway.requests == 1
+    health = await clinic.health()  # what ops read on the status page
+    assert (health["verdict"], health["says"], health["last_error"]) == (
+        "failing", "staff texts are not getting through", "HTTP 503")
 
     await clinic.restart()  # the schedule is in the journal, not in the process
     await clinic.settle()
@@ -266,6 +277,10 @@ async def test_a_transient_503_is_retried_and_the_text_sent_once(
     shown = await clinic.show("t-1")
     assert (shown["state"], shown["tries"], shown["detail"]) == ("sent", 2, "")
     assert "lisinopril" not in caplog.text and PATIENT not in caplog.text
+    assert (await clinic.health())["verdict"] == "idle"  # restarted: nothing tried since
+    assert (await clinic.text("t-2", "ana", MAIN, PATIENT))[0] == 202
+    await clinic.settle()
+    assert (await clinic.health())["says"] == "staff texts are being sent"
 
 
 async def test_a_text_the_gateway_may_have_taken_is_never_sent_again(

@@ -13,8 +13,11 @@ from backline.core.outage import Mode, ModeState
 from backline.core.records import AuditEntry
 from backline.features.seam import Background, Context, Routes
 from backline.features.sms.webhook import STATUS_PATH, make_status_routes
+from backline.features.status.health import idle, off
 from backline.features.texting.api import TextingApi
 from backline.features.texting.sender import StaffTexts
+
+HEALTH = "staff_texts"  # its line on the status page
 
 
 class Texting(Background[StaffTexts]):
@@ -31,6 +34,15 @@ class Texting(Background[StaffTexts]):
                               gateway is not None)
         status = connections.status
         self._api = status is not None and bool(status.token.env or status.token.file)
+        context.health[HEALTH] = off("no staff text will be sent: connections.sms_gateway is "
+                                     "not configured") if gateway is None \
+            else idle("no staff text sent yet")
+        self.service.on_result = self._result
+
+    def _result(self, ok: bool, why: str) -> None:
+        health, now = self._context.health, self._context.clock()
+        health[HEALTH] = health[HEALTH].succeeded(now, "staff texts are being sent") if ok \
+            else health[HEALTH].failed(now, why, "staff texts are not getting through")
 
     def _mode(self) -> Mode:
         return self._context.mode().mode

@@ -70,6 +70,9 @@ class StaffTexts(LeasedDelivery):
         # Which claims are this sender's: a lease another controller took over is not.
         self.holder = secrets.token_hex(8)
         self._client: SmsGatewayClient | None = None
+        # Told of each try that the gateway took (True) or could not be reached for (False,
+        # why): what the status page says of staff texting.
+        self.on_result: Callable[[bool, str], None] = lambda ok, why: None
 
     def start(self) -> None:
         if self._gateway is not None:
@@ -127,12 +130,14 @@ class StaffTexts(LeasedDelivery):
             if exc.maybe_sent:
                 why = f"{exc.last}: the gateway may have sent it, so it is not sent again"
                 await asyncio.to_thread(self.journal.text_in_doubt, text.id, why)
+                self.on_result(False, why)
                 log.error("staff text #%d to %s in doubt: %s", text.id,
                           redact(text.recipient), why)
             else:
                 await self._failed(text, exc.last)
         else:
             await asyncio.to_thread(self.journal.text_sent, text.id, self._clock(), sid)
+            self.on_result(True, "")
             log.info("staff text #%d from %s to %s sent (%s)", text.id, text.sender,
                      redact(text.recipient), sid)
 
@@ -153,6 +158,7 @@ class StaffTexts(LeasedDelivery):
         if self._clock() - text.at >= GIVE_UP_AFTER:
             await self._not_sent(text, f"still not sent after {GIVE_UP_AFTER} ({why})")
             return
+        self.on_result(False, why)
         delay = BACKOFF.delay(tries)
         await asyncio.to_thread(self.journal.text_failed, text.id,
                                 self._clock() + timedelta(seconds=delay), why)
