@@ -3,7 +3,9 @@
 An environment variable a test sets and leaves behind (a trunk password, a wrong AMI
 secret) is read by every later test in the same worker, so one test's outcome would depend
 on which ran before it.  Tests set variables with ``monkeypatch.setenv`` (or
-``pytest.MonkeyPatch.context()`` in a helper), which restores them afterwards.
+``pytest.MonkeyPatch.context()`` in a helper), which restores them afterwards.  The harness
+(tests/harness/) is held to the same rule: a practice or alert site it starts sets its
+variables only while it runs.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def _writes_environ(node: ast.AST) -> bool:
 
 
 def test_no_test_module_sets_the_environment_without_restoring_it() -> None:
-    found = [f"{path.name}:{node.lineno}"
-             for path in sorted(TESTS.glob("test_*.py"))
+    found = [f"{path.relative_to(TESTS)}:{node.lineno}"
+             for path in sorted([*TESTS.glob("test_*.py"), *TESTS.glob("harness/*.py")])
              for node in ast.walk(ast.parse(path.read_text(), str(path)))
              if isinstance(node, ast.stmt | ast.expr) and _writes_environ(node)]
     assert found == [], f"use monkeypatch.setenv instead: {found}"

@@ -9,7 +9,6 @@ driver, the SMS webhook and the CDR import use.
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
+import pytest
 from aiohttp import web
 
 from backline.app import config
@@ -115,8 +115,9 @@ class Site:
         return self.controller.notifier
 
     async def start_controller(self) -> Controller:
-        """A controller (and HTTP app) over the site's journal, as after a restart."""
-        os.environ[TOKEN_ENV] = AUTH_TOKEN
+        """A controller (and HTTP app) over the site's journal, as after a restart.
+
+        The gateway's token is in TOKEN_ENV while the AlertSite runs (AlertSite sets it)."""
         self.port = self.port or free_port()
         self.status_port = self.status_port or free_port()
         path = self.tmp / "practice.yaml"
@@ -209,20 +210,33 @@ class AlertSite:
         self._sink = SmtpSink(sink_tls)
         self._gateway = TwilioGateway()
         self._site: Site | None = None
+        # Undone when the site stops: the next test in this worker must not inherit the
+        # token (tests/test_hygiene.py).
+        self._env = pytest.MonkeyPatch()
 
     async def __aenter__(self) -> Site:
-        await self._sink.start()
-        await self._gateway.start()
-        self._site = Site(self._tmp, self._sink, self._gateway, FakeClock(), kind=self._kind,
-                          access_log=self._access_log, policy=self._policy,
-                          inbox_url=self._inbox_url, smtp=self._smtp, sms=self._sms,
-                          notices=self._notices)
-        await self._site.start_controller()
+        self._env.setenv(TOKEN_ENV, AUTH_TOKEN)
+        started = False
+        try:
+            await self._sink.start()
+            await self._gateway.start()
+            self._site = Site(self._tmp, self._sink, self._gateway, FakeClock(),
+                              kind=self._kind, access_log=self._access_log,
+                              policy=self._policy, inbox_url=self._inbox_url, smtp=self._smtp,
+                              sms=self._sms, notices=self._notices)
+            await self._site.start_controller()
+            started = True
+        finally:
+            if not started:  # __aexit__ is not called when __aenter__ raises
+                self._env.undo()
         return self._site
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self._site is not None:
-            await self._site.close()
-        await self._gateway.stop()
-        await self._sink.stop()
+        try:
+            if self._site is not None:
+                await self._site.close()
+            await self._gateway.stop()
+            await self._sink.stop()
+        finally:
+            self._env.undo()

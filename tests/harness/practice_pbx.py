@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from backline.app import config
 from backline.app.controller import Controller
 from backline.app.serve import asterisk_driver
@@ -272,70 +274,74 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     ``pbx_extra``: see
     write_practice (a test on separate addresses runs this inside the PBX's namespace:
     tests/harness/netns.py)."""
-    os.environ.setdefault(AMI_ENV, "test-" + os.urandom(9).hex())
-    os.environ[PIN_ENV] = OUTAGE_PIN
-    ports = PracticePorts.free()
-    if trunk_port is not None:
-        ports = dataclasses.replace(ports, trunk=trunk_port)
-    if sip_port is not None:
-        ports = dataclasses.replace(ports, sip=sip_port)
-    root = await asyncio.to_thread(ensure_root)
-    # A fresh tree every time: Asterisk keeps registrations in its astdb across restarts.
-    name = f"{name}-{os.urandom(3).hex()}"
-    cdr_file = root / "srv" / f"backline-{name}" / "log" / "cdr-csv" / "Master.csv"
-    path = write_practice(tmp, ports, ring_seconds, cdr_file, node=node,
-                          storage_url=storage_url, carrier_from_user=carrier_from_user,
-                          emergency=emergency, trunk_extra=trunk_extra,
-                          connections_extra=connections_extra, hours=hours,
-                          sip_host=sip_host, sip_extra=sip_extra, trunk_host=trunk_host,
-                          pbx_extra=pbx_extra, park=park, number_keys=number_keys,
-                          user_keys=user_keys)
-    directory = config.load(path).directory
-    local = await asyncio.to_thread(prepare, directory, name, root=root)
-    files = None
-    if observe:  # the tests follow each call's dialplan steps, which production leaves out
-        files = hear_newexten(local)
-    if quick_expiry:
-        expire_quickly(local, files)
-    secrets = json.loads((tmp / "secrets.json").read_text())
-    journal = open_journal(directory.connections.storage.url)
-    controller = Controller(directory, journal, clock=clock)
-    pbx = directory.connections.pbx
-    assert isinstance(pbx, AsteriskPbx)
-    driver = asterisk_driver(controller, pbx, os.environ[AMI_ENV])
-    # The tests watch Asterisk on an AMI session of their own: the controller's session asks
-    # only for the events the controller uses.
-    events = AmiEvents()
-    observed = ("DialBegin", "DialEnd", "Newexten", "ContactStatus", "Hangup", "HangupRequest")
+    # Restored when the practice ends: the next test in this worker must not inherit them
+    # (tests/test_hygiene.py). A secret the test set itself (test_crash_restart) is kept.
+    with pytest.MonkeyPatch.context() as env:
+        if AMI_ENV not in os.environ:
+            env.setenv(AMI_ENV, "test-" + os.urandom(9).hex())
+        env.setenv(PIN_ENV, OUTAGE_PIN)
+        ports = PracticePorts.free()
+        if trunk_port is not None:
+            ports = dataclasses.replace(ports, trunk=trunk_port)
+        if sip_port is not None:
+            ports = dataclasses.replace(ports, sip=sip_port)
+        root = await asyncio.to_thread(ensure_root)
+        # A fresh tree every time: Asterisk keeps registrations in its astdb across restarts.
+        name = f"{name}-{os.urandom(3).hex()}"
+        cdr_file = root / "srv" / f"backline-{name}" / "log" / "cdr-csv" / "Master.csv"
+        path = write_practice(tmp, ports, ring_seconds, cdr_file, node=node,
+                              storage_url=storage_url, carrier_from_user=carrier_from_user,
+                              emergency=emergency, trunk_extra=trunk_extra,
+                              connections_extra=connections_extra, hours=hours,
+                              sip_host=sip_host, sip_extra=sip_extra, trunk_host=trunk_host,
+                              pbx_extra=pbx_extra, park=park, number_keys=number_keys,
+                              user_keys=user_keys)
+        directory = config.load(path).directory
+        local = await asyncio.to_thread(prepare, directory, name, root=root)
+        files = None
+        if observe:  # the tests follow each call's dialplan steps, which production leaves out
+            files = hear_newexten(local)
+        if quick_expiry:
+            expire_quickly(local, files)
+        secrets = json.loads((tmp / "secrets.json").read_text())
+        journal = open_journal(directory.connections.storage.url)
+        controller = Controller(directory, journal, clock=clock)
+        pbx = directory.connections.pbx
+        assert isinstance(pbx, AsteriskPbx)
+        driver = asterisk_driver(controller, pbx, os.environ[AMI_ENV])
+        # The tests watch Asterisk on an AMI session of their own: the controller's session asks
+        # only for the events the controller uses.
+        events = AmiEvents()
+        observed = ("DialBegin", "DialEnd", "Newexten", "ContactStatus", "Hangup", "HangupRequest")
 
-    async def only_observed() -> None:
-        # Asked of Asterisk at every login: unfiltered, a call sends some 120 events (VarSet
-        # above all) that this process would parse only to drop, on the controller's loop.
+        async def only_observed() -> None:
+            # Asked of Asterisk at every login: unfiltered, a call sends some 120 events (VarSet
+            # above all) that this process would parse only to drop, on the controller's loop.
+            for event_name in observed:
+                await observer.action({"Action": "Filter", "Operation": "Add",
+                                       "Filter": f"Event: {event_name}"}, within=5.0)
+
+        observer = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, os.environ[AMI_ENV],
+                           on_login=only_observed)
         for event_name in observed:
-            await observer.action({"Action": "Filter", "Operation": "Add",
-                                   "Filter": f"Event: {event_name}"}, within=5.0)
-
-    observer = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, os.environ[AMI_ENV],
-                       on_login=only_observed)
-    for event_name in observed:
-        observer.on_event(event_name, events.record)
-    await asyncio.to_thread(local.instance.start)
-    if observe:
-        await observer.connect()
-    stop = asyncio.Event()
-    controller.attach(driver)
-    watcher = asyncio.create_task(controller.keep_mode(stop))
-    try:
-        if controller_in_process:
-            await driver.start()
-        yield PracticePbx(directory, ports, local.instance, controller, driver, secrets, path,
-                          events)
-    finally:
-        stop.set()
-        await watcher
-        await driver.stop()
+            observer.on_event(event_name, events.record)
+        await asyncio.to_thread(local.instance.start)
         if observe:
-            observer.close()
-        await asyncio.to_thread(local.instance.stop)
-        await asyncio.to_thread(local.instance.remove)
-        journal.close()
+            await observer.connect()
+        stop = asyncio.Event()
+        controller.attach(driver)
+        watcher = asyncio.create_task(controller.keep_mode(stop))
+        try:
+            if controller_in_process:
+                await driver.start()
+            yield PracticePbx(directory, ports, local.instance, controller, driver, secrets, path,
+                              events)
+        finally:
+            stop.set()
+            await watcher
+            await driver.stop()
+            if observe:
+                observer.close()
+            await asyncio.to_thread(local.instance.stop)
+            await asyncio.to_thread(local.instance.remove)
+            journal.close()
