@@ -11,9 +11,9 @@ rates:
 2. bisect: between the last clean rate and the first unclean one, until they lie within
    ``resolution`` of each other; the reference's ceiling is then the last clean rate;
 3. at the ceiling: the subject at the ceiling and at the reference's first unclean rate (or,
-   if it is not clean at the ceiling, just below it and further down), with the reference
-   measured at its ceiling once more in between, so both arms meet the machine's other work
-   at the same time.
+   if it is not clean at the ceiling, just below it and further down, then bisected to its
+   own ceiling), with the reference measured at its ceiling once more in between, so both
+   arms meet the machine's other work at the same time.
 
 A rate counts as unclean only if it fails twice in a row: the machine is shared, and one burst
 of another job's work must not decide a ceiling.  Ratio at saturation = the subject's highest
@@ -270,6 +270,7 @@ async def find_ceiling(reference: R, subject: R, plan: Plan,
                 found = hi
         else:
             await search.clean(reference, lo, "ceiling")
+            failed = lo
             for fraction in plan.below:
                 below = max(1, round(lo * fraction))
                 verdict = await search.clean(subject, below, "below")
@@ -278,6 +279,15 @@ async def find_ceiling(reference: R, subject: R, plan: Plan,
                 if verdict:
                     found = below
                     break
+                failed = below
+            # The subject's own ceiling between its last clean and first unclean rate, as
+            # finely as the reference's, while the budget lasts.
+            while found and failed - found > max(1, plan.resolution * found):
+                mid = (found + failed) // 2
+                verdict = await search.clean(subject, mid, "bisect")
+                if verdict is None:
+                    break
+                found, failed = (mid, failed) if verdict else (found, mid)
     return Ceiling(tuple(search.probes), reference.name, subject.name, lo, hi, found, stopped)
 
 

@@ -116,7 +116,13 @@ def memory_section(plan: Plan) -> tuple[list[Figure], list[str]]:
 
     f = asyncio.run(memory.measure(plan.memory_conversations, plan.memory_held))
     phases = " / ".join(f"{p.rss_mb:.0f}" for p in f.phases)
-    return [Figure("controller memory, resident: " + " / ".join(p.name for p in f.phases),
+    seen: set[str] = set()
+    labels = []
+    for p in f.phases:  # a phase measured twice is told apart by its note
+        labels.append(f"{p.name} ({p.note})" if p.name in seen and p.note else p.name)
+        seen.add(p.name)
+    names = " / ".join(labels)
+    return [Figure(f"controller memory, resident: {names}",
                    f"{phases} MB (peak {max(p.peak_mb for p in f.phases):.0f})",
                    f"< {memory.GOAL_MB:g} MB", f.meets)], []
 
