@@ -18,7 +18,7 @@ TINY = table.Plan(
     "tiny (the test's)", core_runs=1, core_samples=500,
     calls=Rates(first=5, top=5, step_seconds=1.0, max_calls_per_step=5, budget_seconds=30.0),
     outage=Rates(first=5, top=5, step_seconds=1.0, max_calls_per_step=5, budget_seconds=30.0),
-    emergency=emergency.Plan(calls_per_arm=5, rate=10), journal_seconds=0.2, postgres=False,
+    emergency=emergency.Plan(calls_per_arm=5, rate=10), journal_seconds=0.2,
     esl_events=1000, fax_pages=1, fax_runs=1, alert_attempts=5, wrk_seconds=1, drain_items=10,
     memory_conversations=100, memory_held=10)
 
