@@ -36,7 +36,17 @@ from backline.pbx.asterisk.fastagi import (
     AgiSession,
     known_key,
 )
-from backline.pbx.freeswitch.wire import Decoder, Frame, ProtocolError, classify, decode_event
+from backline.pbx.freeswitch.wire import (
+    _EMPTY_LINE,
+    Decoder,
+    Frame,
+    Headers,
+    ProtocolError,
+    _decode_value,
+    _event_lines,
+    classify,
+    decode_event,
+)
 from tests.harness.sms_gateway import AUTH_TOKEN, inbound_params, twilio_signature
 
 FUZZ = settings(max_examples=int(os.environ.get("BACKLINE_FUZZ_EXAMPLES", "300")),
@@ -182,6 +192,49 @@ def test_the_esl_decoder_takes_any_bytes_in_any_split_to_frames_or_its_own_error
 def test_an_event_body_decodes_or_is_refused_by_name(body: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         decode_event(body)
+
+
+def _line_by_line(data: bytes) -> tuple[str, Headers, bytes, str | None]:
+    """The event as the line-by-line reader makes of it (the reference for the fast path)."""
+    end = _EMPTY_LINE.search(data)
+    if end is None:
+        raise ProtocolError("no empty line")
+    rest = data[end.end():]
+    headers = tuple((k, _decode_value(v)) for k, v in _event_lines(data[: end.start()], rest))
+    name = next((v for k, v in headers if k.lower() == "event-name"), None)
+    if not name:
+        raise ProtocolError("no Event-Name")
+    subclass = next((v for k, v in headers if k.lower() == "event-subclass"), None)
+    return name, headers, rest, subclass if name == "CUSTOM" else None
+
+
+_EVENT_BYTES = st.lists(st.sampled_from([b"a", b"Z", b"-", b":", b" ", b"%", b"4", b"1",
+                                         b"\n", b"\r", b"_undef_", b"\xc3\xa9",
+                                         b"Event-Name: CUSTOM\n", b"Content-Length: 2\n",
+                                         b"Event-Subclass: x%3A%3Ay\n"]),
+                        max_size=40).map(b"".join)
+
+
+@FUZZ
+@given(_EVENT_BYTES | mutated([b"Event-Name: CUSTOM\nEvent-Subclass: sofia%3A%3Aregister\n"
+                                b"contact: %22ana%22%20%3Csip%3Aana%40127.0.0.1%3E\n"
+                                b"expires: 3600\nEmpty: _undef_\n\n",
+                                b"Event-Name: BACKGROUND_JOB\nContent-Length: 3\n\n+OK",
+                                b"Event-Name: CUSTOM\n:x: y\n\n",  # a line with no name
+                                b"Event-Name: CUSTOM\nno colon\nA: b\n\n"]))
+def test_an_event_reads_the_same_whole_as_line_by_line(body: bytes) -> None:
+    # decode_event reads a plain ASCII block with one regex; it must agree with the line by
+    # line reader on every body: the same event, or a refusal.
+    try:
+        expected: object = _line_by_line(body)
+    except ProtocolError:
+        expected = ProtocolError
+    try:
+        event = decode_event(body)
+        got: object = (event.name, event.headers, event.body, event.subclass)
+    except ProtocolError:
+        got = ProtocolError
+    assert got == expected
 
 
 # --------------------------------------------------------------------------- SMS webhook

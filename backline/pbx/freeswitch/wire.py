@@ -29,8 +29,8 @@ freeswitch, the copy read was commit 5a650e4c), ``src/switch_event.c`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final, NoReturn, TypeAlias
 from urllib.parse import unquote_to_bytes
 
@@ -101,6 +101,10 @@ class Frame:
 
     def get(self, name: str) -> str | None:
         return header(self.headers, name)
+
+
+_EVENT_ENVELOPE: Final = re.compile(
+    rb"Content-Length: ([0-9]{1,10})\nContent-Type: text/event-plain\n\n")
 
 
 class _State:
@@ -215,6 +219,15 @@ class Decoder:
 
     def _step_headers(self) -> Frame | None:
         buf = self._buf
+        if not self._lines:
+            # The envelope of nearly every frame on a busy link, exactly as read_packet's
+            # ``hbuf`` writes it: read in one match instead of line by line (bench/esl.py).
+            plain = _EVENT_ENVELOPE.match(buf, self._pos)
+            if plain is not None:
+                length = plain[1].decode("ascii")
+                self._lines = [("Content-Length", length), ("Content-Type", "text/event-plain")]
+                self._pos = plain.end()
+                return self._end_of_headers()
         while True:
             newline = buf.find(b"\n", max(self._pos, self._scan))
             if newline < 0:
@@ -372,21 +385,46 @@ class ApiResponse:
         return self.body.decode("utf-8", "replace")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Event:
-    """A ``text/event-plain`` event: headers URL-decoded, its own body split off.
+    """A ``text/event-plain`` event: its headers, its own body split off.
 
-    The event's inner ``Content-Length`` is framing and is not kept among ``headers`` (the
-    trap greenswitch falls into is leaving a BACKGROUND_JOB result inside that header).
+    ``raw_headers`` keep the values as they came (URL-encoded); ``get`` and ``headers``
+    decode them (:func:`url_decode`, ``_undef_`` as ``""``) when asked: a consumer reads a
+    few of an event's 20 to 200 headers, and decoding them all was most of an event's cost
+    (bench/esl.py).  The event's inner ``Content-Length`` is framing and is not kept among
+    them (the trap greenswitch falls into is leaving a BACKGROUND_JOB result inside that
+    header).  Equal when name, decoded headers, body and subclass are.
     """
 
     name: str
-    headers: Headers
+    raw_headers: Headers
     body: bytes = b""
     subclass: str | None = None
+    # Lower-cased name -> index of its first header, for ``get`` (a scan lower-casing every
+    # name was the largest cost left of an event).
+    index: Mapping[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def headers(self) -> Headers:
+        return tuple((k, _decode_value(v)) for k, v in self.raw_headers)
 
     def get(self, name: str) -> str | None:
-        return header(self.headers, name)
+        at = self.index.get(name.lower()) if self.index else None
+        if at is None:
+            raw = None if self.index else header(self.raw_headers, name)
+        else:
+            raw = self.raw_headers[at][1]
+        return None if raw is None else _decode_value(raw)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (self.name, self.headers, self.body, self.subclass) == \
+            (other.name, other.headers, other.body, other.subclass)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.headers, self.body, self.subclass))
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,22 +524,71 @@ def _command_reply(frame: Frame) -> CommandReply | ChannelData:
 _EMPTY_LINE: Final = re.compile(rb"(?:^|\n)\r?\n")
 
 
+# One header line of an event block that is plain ASCII without CR: a name (no colon) at
+# the start of the line, the colon, spaces dropped, the value to the end of the line.
+_EVENT_LINE: Final = re.compile(r"^([^:\n]+): *(.*)$", re.MULTILINE)
+_EVENT_NAME: Final = re.compile(r"^([^:\n]+):", re.MULTILINE)
+
+
 def decode_event(data: bytes) -> Event:
     """Parse the body of a ``text/event-plain`` frame (``switch_event_serialize`` output).
 
-    Header values are URL-decoded (:func:`url_decode`), ``_undef_`` becomes ``""``. If the
+    Header values are kept as they came and URL-decoded when read (:class:`Event`). If the
     headers carry ``Content-Length: n``, exactly n bytes must follow the empty line; without
     it nothing may follow. Anything else raises :class:`ProtocolError`.
     """
+    # The block ends at the first empty line (a lone "\r" counts as empty, as in Decoder).
+    # The usual event (ASCII, no CR, no inner Content-Length) is read with a few calls that
+    # each run over the whole block (find, lower, findall), checked to have matched every
+    # line; anything else line by line: an event has 20 to 200 headers and a loop over them
+    # was most of its cost (bench/esl.py).
+    if b"\r" not in data:
+        if data.startswith(b"\n"):
+            block, rest = b"", data[1:]
+        else:
+            cut = data.find(b"\n\n")
+            if cut < 0:
+                raise ProtocolError("event without an empty line after its headers")
+            block, rest = data[:cut], data[cut + 2 :]
+    else:
+        end = _EMPTY_LINE.search(data)
+        if end is None:
+            raise ProtocolError("event without an empty line after its headers")
+        block, rest = data[: end.start()], data[end.end() :]
+    pairs: list[tuple[str, str]] | None = None
+    index: dict[str, int] = {}
+    if block.isascii() and b"\r" not in block:
+        text = block.decode("ascii")
+        lowered = text.lower()
+        found = _EVENT_LINE.findall(text) if text else []
+        if len(found) == (text.count("\n") + 1 if text else 0) and \
+                not lowered.startswith("content-length:") and \
+                "\ncontent-length:" not in lowered:
+            pairs = found
+            names = _EVENT_NAME.findall(lowered)
+            index = dict(zip(reversed(names), range(len(names) - 1, -1, -1), strict=True))
+            if rest:
+                raise ProtocolError(f"event body is {len(rest)} bytes, its Content-Length "
+                                    "says 0")
+    if pairs is None:
+        pairs = _event_lines(block, rest)
+        for i in range(len(pairs) - 1, -1, -1):
+            index[pairs[i][0].lower()] = i
+    headers = tuple(pairs)
+    named = index.get("event-name")
+    event_name = _decode_value(headers[named][1]) if named is not None else ""
+    if not event_name:
+        raise ProtocolError("event without Event-Name")
+    sub = index.get("event-subclass") if event_name == "CUSTOM" else None
+    return Event(name=event_name, raw_headers=headers, body=rest,
+                 subclass=None if sub is None else _decode_value(headers[sub][1]), index=index)
+
+
+def _event_lines(block: bytes, rest: bytes) -> list[tuple[str, str]]:
+    """The header lines one by one (and the inner Content-Length checked against ``rest``),
+    raising on the first line that is not a header."""
     pairs: list[tuple[str, str]] = []
     length: int | None = None
-    # The block ends at the first empty line (a lone "\r" counts as empty, as in Decoder); one
-    # regex search and one split instead of a find per line: an event has 50 to 200 headers
-    # and this loop is most of the cost of an event (bench/esl.py).
-    end = _EMPTY_LINE.search(data)
-    if end is None:
-        raise ProtocolError("event without an empty line after its headers")
-    block = data[: end.start()]
     for line in block.split(b"\n") if block else ():
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -511,23 +598,13 @@ def decode_event(data: bytes) -> Event:
                 raise ProtocolError("event with two Content-Length headers")
             length = _content_length(((name, raw),), MAX_CONTENT_LENGTH)
             continue
-        pairs.append((name, _decode_value(raw)))
-    rest = data[end.end() :]
+        pairs.append((name, raw))
     expected = length or 0
     if len(rest) != expected:
         raise ProtocolError(
             f"event body is {len(rest)} bytes, its Content-Length says {expected}"
         )
-    headers = tuple(pairs)
-    event_name = header(headers, "Event-Name")
-    if not event_name:
-        raise ProtocolError("event without Event-Name")
-    return Event(
-        name=event_name,
-        headers=headers,
-        body=rest,
-        subclass=header(headers, "Event-Subclass") if event_name == "CUSTOM" else None,
-    )
+    return pairs
 
 
 # --------------------------------------------------------------------------- encoders
