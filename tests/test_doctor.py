@@ -334,3 +334,33 @@ async def until_carrier_answer_is_held(cli: Callable[[str], str], within: float 
             return
         assert loop.time() < deadline, f"the carrier's answer never reached Asterisk: {text}"
         await asyncio.sleep(0.1)  # a poll of Asterisk's state, not a wait for time
+
+
+@pytest.mark.asterisk
+async def test_fastagi_is_tried_where_asterisk_sends_calls_with_the_controller_up_and_down(
+        tmp_path: Path) -> None:
+    async with practice_pbx(tmp_path, "doctor-agi") as pbx:
+        up = await asyncio.to_thread(doctor, pbx.config_path, "--json")
+        sessions = pbx.driver.agi.sessions
+        attempts = len(pbx.controller.journal.attempts())
+        # The config moved to another port while Asterisk still sends calls to the old one
+        # (rendered and loaded before the change).
+        moved = pbx.config_path.with_name("moved.yaml")
+        agi = f"agi: {{host: 127.0.0.1, port: {pbx.ports.agi}}}"
+        assert agi in pbx.config_path.read_text()
+        moved.write_text(pbx.config_path.read_text().replace(
+            agi, f"agi: {{host: 127.0.0.1, port: {free_udp_port()}}}"))
+        elsewhere = await asyncio.to_thread(doctor, moved, "--json")
+        await pbx.driver.stop()  # the controller down: nothing serves FastAGI
+        down = await asyncio.to_thread(doctor, pbx.config_path, "--json")
+    where = f"agi://127.0.0.1:{pbx.ports.agi}"
+    assert verdicts(up)["FastAGI"] == f"ok: {where} answered as Backline's controller; fix: ", \
+        up.stdout
+    assert sessions >= 1 and attempts == 0  # the doctor's exchange is no call
+    line = verdicts(elsewhere)["FastAGI"]
+    assert line.startswith(f"FAIL: Asterisk sends calls to {where}, the config says "), line
+    assert "render" in line.partition("fix:")[2], line
+    assert elsewhere.returncode == 1, elsewhere
+    line = verdicts(down)["FastAGI"]
+    assert line.startswith(f"warn: nothing answers at {where}"), line
+    assert "start the controller" in line.partition("fix:")[2], line

@@ -3,7 +3,8 @@ one line per check with its verdict and, when it is not ok, the fix.
 
 The local checks: the journal writable with free space, the file modes of the journal and the
 secrets; on Asterisk the AMI login, the modules Backline needs loaded, the clock, the carrier
-trunk's registration and the desk phones registered now (doctor_pbx); the mail relay, the SMS
+trunk's registration, the controller's FastAGI where Asterisk sends calls, and the desk phones
+registered now (doctor_pbx); the mail relay, the SMS
 gateway and the inbox (doctor_relays).  Exit 0 when nothing failed (warnings included), 1
 otherwise, for scripts.
 """
@@ -37,8 +38,9 @@ def add_parser(sub: Any) -> None:
         "Try each thing CONFIG relies on for real and print one line per check with its "
         "verdict (ok, warn, FAIL, skip) and the fix: the journal writable with free space, "
         "the file modes of the journal and the secrets, the AMI login, the Asterisk modules "
-        "Backline needs, the PBX's clock, the carrier trunk's registration, the desk phones "
-        "registered now, the mail relay (STARTTLS, its certificate, the login), the SMS "
+        "Backline needs, the PBX's clock, the carrier trunk's registration, the controller's "
+        "FastAGI where Asterisk sends calls, the desk phones registered now, the mail relay "
+        "(STARTTLS, its certificate, the login), the SMS "
         "gateway's credentials and the inbox's URL and token (nothing is sent or filed; "
         "--send-test sends one test email). Exits 1 if any check failed, else 0.")
     p.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
@@ -169,7 +171,7 @@ async def pbx_findings(directory: Directory,
                        now: Callable[[], float] = time.time) -> list[Finding]:
     """On Asterisk: the AMI login, the modules Backline needs, the clock against ``now``,
     the carrier trunk's registration, the desk phones registered."""
-    from backline.app.commands.doctor_pbx import clock_finding, trunk_finding
+    from backline.app.commands.doctor_pbx import clock_finding, fastagi_finding, trunk_finding
     from backline.app.secrets import SecretMissing, read_secret
     from backline.core.ownership import OwnershipBook
     from backline.pbx.asterisk.ami import AmiLink, LoginRefused
@@ -211,6 +213,7 @@ async def pbx_findings(directory: Directory,
             out.append(Finding("modules", OK, f"{len(required_modules())} loaded"))
         out.append(await clock_finding(link, now))
         out.append(await trunk_finding(link, pbx))
+        out.append(await fastagi_finding(link, pbx))
         book = OwnershipBook(directory)
         if pbx.registrar is not None:  # Kamailio holds them, in the shared database
             import psycopg

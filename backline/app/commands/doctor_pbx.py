@@ -1,15 +1,19 @@
 """`backline doctor`'s checks of the PBX beyond its AMI login: its clock against this
-machine's, and the carrier trunk's outbound registration.  Both ask Asterisk over the AMI
-link the doctor already holds; neither changes anything."""
+machine's, the carrier trunk's outbound registration, and the controller's FastAGI where
+Asterisk's dialplan sends calls.  Each asks Asterisk over the AMI link the doctor already
+holds; none changes anything."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 from backline.app.commands.doctor_verdicts import FAIL, OK, SKIP, WARN, WITHIN, Finding
 from backline.core.connections import AsteriskPbx
+from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 
 # Call times, the 12-hour links and the import of calls the PBX took alone are compared
@@ -71,3 +75,53 @@ async def trunk_finding(link: AmiLink, pbx: AsteriskPbx) -> Finding:
                    "check connections.pbx.trunk.host and port and the network to the "
                    "carrier; Asterisk's log says what it answered (a registration just "
                    "started may take up to 10 s)")
+
+
+async def fastagi_finding(link: AmiLink, pbx: AsteriskPbx) -> Finding:
+    """Where Asterisk's dialplan sends calls (its ``BACKLINE_AGI`` global) against the config,
+    then a FastAGI exchange there as Asterisk would start one: ``ok`` when the controller
+    answers, ``warn`` when nothing listens (the controller is down: calls get the fail-safe
+    announcement), ``FAIL`` when the address differs or something else answers."""
+    answer = await link.action({"Action": "Getvar", "Variable": v.AGI_URL}, within=WITHIN)
+    sent = str(answer.get("Value") or "")
+    configured = f"agi://{pbx.agi.host}:{pbx.agi.port}"
+    if sent != configured:
+        seen = (f"Asterisk sends calls to {sent}, the config says {configured}" if sent
+                else "Asterisk's dialplan names no controller (no BACKLINE_AGI global)")
+        return Finding("FastAGI", FAIL, seen, "render the PBX configuration again "
+                       "(`backline render`) and `dialplan reload` on the Asterisk console")
+    try:
+        async with asyncio.timeout(WITHIN):
+            heard = await _agi_exchange(pbx.agi.host, pbx.agi.port)
+    except (OSError, TimeoutError) as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        return Finding("FastAGI", WARN, f"nothing answers at {sent} ({why}): Asterisk answers "
+                       "every call alone with the announcement", "start the controller "
+                       "(`backline run CONFIG`, or the service), or open the network between "
+                       "Asterisk and it")
+    if heard != v.AGI_DOCTOR_REPLY:
+        return Finding("FastAGI", FAIL, f"{sent} answered, but not as Backline's controller",
+                       "another program holds that port: move it, or change "
+                       "connections.pbx.agi and render again")
+    return Finding("FastAGI", OK, f"{sent} answered as Backline's controller")
+
+
+async def _agi_exchange(host: str, port: int) -> str:
+    """The header block Asterisk sends for ``agi://HOST:PORT/doctor``, answered with
+    success; the first line the server sends back (its command), or "" if none."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        url = f"agi://{host}:{port}/{v.AGI_DOCTOR}"
+        writer.write(f"agi_network: yes\nagi_network_script: {v.AGI_DOCTOR}\n"
+                     f"agi_request: {url}\n"
+                     "agi_channel: doctor\nagi_type: doctor\n\n".encode())
+        await writer.drain()
+        heard = (await reader.readline()).decode("utf-8", "replace").strip()
+        if heard:
+            writer.write(b"200 result=0\n")
+            await writer.drain()
+        return heard
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

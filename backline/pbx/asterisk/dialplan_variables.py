@@ -120,6 +120,9 @@ AGI_FAX = "fax"  # fax tones on a call taken as voice: decide again, as a fax
 AGI_FAX_DONE = "faxdone"  # the end of a fax call, with res_fax's results
 AGI_TRANSFER = "transfer"  # a desk phone's blind transfer of an outside call
 AGI_CALL_END = "callend"  # an unanswered call ended: in voicemail, or while ringing
+# `backline doctor`'s probe, no call: the FastAGI server answers it with AGI_DOCTOR_REPLY.
+AGI_DOCTOR = "doctor"
+AGI_DOCTOR_REPLY = "NOOP backline"
 ENDED_IN_VOICEMAIL = voicemail.ENDED_IN_VOICEMAIL  # AGI_CALL_END's third argument
 ENDED_RINGING = voicemail.ENDED_RINGING
 

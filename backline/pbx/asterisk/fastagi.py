@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from backline.pbx.asterisk.dialplan_variables import AGI_DOCTOR, AGI_DOCTOR_REPLY
 from backline.pbx.ports import UnsafeValue
 
 log = logging.getLogger("backline.agi")
@@ -255,6 +256,11 @@ class FastAgiServer:
         try:
             request = await session.read_request()
             started = time.perf_counter()
+            if request.script.strip("/") == AGI_DOCTOR:
+                # `backline doctor` asks whether this server answers where Asterisk sends
+                # calls: one harmless command, and no call, decision or latency to count.
+                await session.command(AGI_DOCTOR_REPLY)
+                return
             handler = self._routes.get(request.script.strip("/"))
             if handler is None:
                 log.warning("FastAGI request for unknown script %r", request.script[:40])
