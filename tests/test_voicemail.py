@@ -167,6 +167,10 @@ async def test_a_call_nobody_answered_that_left_no_message_is_a_missed_call_item
                                 talk_ms=1000)
         assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
         await inbox.wait_for(1, within=40)
+        # The number's own greeting (rendered beside the announcement), not Asterisk's.
+        greeting = await pbx.events.wait_for(
+            lambda e: e.get("Application") == "Playback" and "greeting" in e.get("AppData", ""))
+        assert greeting["AppData"].endswith("/greeting-" + SCHED[2:])
         [doc] = inbox.items()
         assert (doc["kind"], doc["outcome"], doc["from"], doc["to"]) == (
             "call", "missed", PATIENT, SCHED)

@@ -14,18 +14,26 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from backline.app import config
 from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
 from backline.core.voicemail import (
     NotAMessage,
     call_end_from_args,
     caller_number,
+    greeting_of,
     parse_message,
     wav_seconds,
 )
+from backline.features.alerts.service import mailer_for
 from backline.features.links import tokens as links
 from backline.features.links.voicemail_server import make_voicemail_app
+from backline.features.voicemail.emails import VoicemailEmails
 from backline.journal import open_journal
+from backline.journal.voicemail import EmailState
+from backline.localpbx.announcement import render_greeting_clips
+from tests.harness.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGE = """\
@@ -163,4 +171,94 @@ async def test_a_voicemail_link_opens_for_its_hours_then_nothing_and_is_audited(
             "voicemail.listen.refused", "voicemail.view.refused"])
         assert not any(token in d for _, d in actions)
     finally:
+        journal.close()
+
+
+def test_each_voice_number_gets_its_greeting_spoken_or_recorded(tmp_path: Path) -> None:
+    recorded = tmp_path / "hello.wav"
+    with wave.open(str(recorded), "wb") as w:  # 16 kHz: converted to Asterisk's 8 kHz
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x10" * 16000 * 2)
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "practice: {name: Test Family Medicine, timezone: UTC}\n"
+        "numbers:\n"
+        "  - {number: '+13125550100', caller_id_name: Test Main}\n"
+        "  - {number: '+13125550101', voicemail_greeting: {file: hello.wav}}\n"
+        "  - {number: '+13125550102', voicemail_greeting: {text: Leave a message.}}\n"
+        "  - {number: '+13125550109', carries: [fax]}\n"
+        "connections: {storage: {url: 'sqlite:j.db'}}\n")
+    directory = config.load(path).directory
+    assert greeting_of(directory.numbers[0], "P").text.startswith("You have reached Test Main.")
+    clips = render_greeting_clips(directory, tmp_path / "sounds")
+    assert [c.name for c in clips] == ["greeting-3125550100.wav", "greeting-3125550101.wav",
+                                       "greeting-3125550102.wav"]  # no fax-only number
+    for clip in clips:
+        with wave.open(str(clip)) as w:
+            assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (8000, 2, 1)
+            seconds = w.getnframes() / w.getframerate()
+        if clip.name == "greeting-3125550101.wav":
+            assert abs(seconds - 2.0) < 0.01  # the recording, as long as it was
+        else:
+            assert seconds > 1.0  # spoken
+
+
+async def test_a_voicemail_email_waits_for_the_relay_and_is_sent_once_across_a_restart(
+        tmp_path: Path) -> None:
+    sink = SmtpSink()
+    await sink.start()
+    await sink.stop()  # its port known, the relay down when the message comes
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "practice: {name: Test Family Medicine, timezone: UTC}\n"
+        "users:\n"
+        "  - {id: sam, name: Sam, email: sam@x.example, voicemail_email: true}\n"
+        "  - {id: jo, name: Jo, email: jo@x.example}\n"
+        "teams: [{id: desk, name: Desk, members: [sam, jo]}]\n"
+        "numbers: [{number: '+13125550102', owner: team:desk, caller_id_name: Sched}]\n"
+        "connections:\n"
+        f"  smtp: {{host: 127.0.0.1, port: {sink.port}, starttls: false, "
+        "from: backline@x.example}\n"
+        "  pages: {listen: '127.0.0.1:1', base_url: 'https://b.x.example'}\n"
+        f"  storage: {{url: 'sqlite://{tmp_path / 'journal.db'}'}}\n")
+    directory = config.load(path).directory
+    journal = open_journal(directory.connections.storage.url)
+    t0 = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+    now = [t0]
+
+    def service() -> VoicemailEmails:
+        return VoicemailEmails(directory, journal, OwnershipBook(directory),
+                               mailer_for(directory, "voicemail email"), lambda: now[0])
+
+    emails = service()
+    try:
+        journal.record_attempt(NewAttempt(
+            key="voicemail:1-a", at=t0, kind=AttemptKind.VOICEMAIL, mode=Mode.NORMAL,
+            sender="+17205550141", recipient="+13125550102", outcome=Outcome.VOICEMAIL,
+            file=str(tmp_path / "v.wav"), delivery=Delivery.HELD))
+        emails.start()
+        await emails.settle()
+        [owed] = journal.voicemail_emails()  # sam only: jo did not opt in
+        assert (owed.user_id, owed.state, owed.tries) == ("sam", EmailState.PENDING, 1)
+        await sink.start()  # the relay is back; the retry falls due
+        now[0] = t0 + timedelta(seconds=10)
+        await emails.settle()
+        [received] = await sink.wait_for(1)
+        assert received.rcpt_tos == ("sam@x.example",)
+        assert "/v/" in received.raw.decode() and "7205550141" not in received.raw.decode()
+        await emails.close()
+        # A restart (a new service on the same journal, later): nothing is sent twice.
+        emails = service()
+        now[0] = t0 + timedelta(hours=1)
+        emails.start()
+        await emails.settle()
+        assert len(sink.received) == 1
+        assert [e.state for e in journal.voicemail_emails()] == [EmailState.SENT]
+        sent = [e for e in journal.audit_log() if e.action == "voicemail.email.sent"]
+        assert [e.detail for e in sent] == ["voicemail:1-a user:sam"]
+    finally:
+        await emails.close()
+        await sink.stop()
         journal.close()
