@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backline.localpbx.instance_files import LOG_FILE
 from tests.harness.baresip import Baresip, start_baresip, write_wav
 from tests.harness.netns import Topology
-from tests.harness.practice_pbx import practice_pbx
+from tests.harness.practice_pbx import PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, Host, SippProcess, answering_phone
 from tests.harness.tones import rtp_frames_with_tones, tone_samples, udp_payloads
+from tests.test_asterisk_transfers import rtp
 from tests.test_emergency import MAIN, assert_presents
 from tests.test_tls_phones import (
     CALLER,
@@ -30,6 +33,7 @@ from tests.test_tls_phones import (
     encrypted,
     frames_with,
     phone_on_lan,
+    until_sent,
 )
 
 pytestmark = [pytest.mark.asterisk,
@@ -137,3 +141,96 @@ async def calls(net: Topology, raj: Baresip, ana: Baresip, carrier: SippProcess)
     assert invites[1].start_line.startswith(f"INVITE sip:{PATIENT}@"), invites[1].start_line
     assert MAIN in (invites[1].header("P-Asserted-Identity") or "")
     await ana.wait_event("CALL_CLOSED", since=since, within=20)
+
+
+def test_a_lobby_phone_left_optional_calls_out_and_rings_a_phone_that_must_use_srtp(
+        net: Topology, tmp_path: Path) -> None:
+    ca = tmp_path / "practice-ca"
+    raj_says = write_wav(tmp_path / "raj.wav", tone_samples(PHONE) * 10)
+    ana_says = write_wav(tmp_path / "ana.wav", tone_samples(CALLER) * 10)
+
+    ports: dict[str, int] = {}  # each leg's phone's RTP port, as Asterisk sends to it
+
+    async def body() -> None:
+        # The practice requires SRTP; Dr. Patel's phone (no SRTP) is allowed plain RTP.
+        async with practice_pbx(tmp_path, "tls-lobby", carrier_from_user=False,
+                                sip_host=net.pbx_lan, trunk_host=net.carrier,
+                                trunk_port=5060, pbx_extra=encrypted(ca),
+                                phone_keys={"raj-desk": "encryption: optional"}) as p, \
+                capture(net.lan, tmp_path / "lan.pcap"):
+            carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER_AND_HANG_UP,
+                                      name="carrier", port=5060, talk_ms=2000,
+                                      host=Host(net.carrier, net.wan.name))
+            raj = await phone_on_lan(net, p, tmp_path / "raj", ca, raj_says,
+                                     account(p, net, "raj", srtp=False))
+            ana: Baresip | None = None
+            try:
+                ana = await start_baresip(net.lan, tmp_path / "ana", address=net.phone(1),
+                                          ca=ca / "ca.pem", says=ana_says,
+                                          accounts=[account(p, net, "ana")])
+                await ana.wait_registered(account(p, net, "ana"))
+                await p.driver.wait_registered({"ana", "raj"}, within=10)
+                # Out to a patient, plain RTP: taken.
+                since = len(raj.events)
+                await raj.command("dial", tls_uri(net, PATIENT))
+                await raj.wait_event("CALL_ESTABLISHED", since=since, within=20)
+                (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+                assert invite.start_line.startswith(f"INVITE sip:{PATIENT}@")
+                await raj.wait_event("CALL_CLOSED", since=since, within=20)
+                # To Dr. Lee (extension 101): her phone, which must use SRTP, rings through
+                # its SRTP-only twin and talks.
+                since = len(raj.events)
+                await raj.command("dial", tls_uri(net, "101"))
+                await ana.wait_event("CALL_INCOMING", within=20)
+                await ana.command("accept")
+                answered = await p.events.wait_for(
+                    lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+                    and e.get("DestChannel", "").startswith("PJSIP/ana-desk-"), within=20)
+                assert answered["DestChannel"].startswith("PJSIP/ana-desk-SRTP-")
+                # Each phone has said something and been sent some of the other's words.
+                lobby, sealed = answered["Channel"], answered["DestChannel"]
+                await until_sent(p, sealed, 100)
+                await until_received(p, sealed, 50)
+                await until_sent(p, lobby, await rtp(p, lobby, "txcount") + 50)
+                for leg, channel in (("lobby", lobby), ("sealed", sealed)):
+                    reply: Any = await p.driver.ami.action({
+                        "Action": "Getvar", "Channel": channel,
+                        "Variable": "CHANNEL(rtp,dest)"}, within=5)
+                    ports[leg] = int(str(reply.get("Value")).rpartition(":")[2])
+                await ana.command("hangup")
+                await raj.wait_event("CALL_CLOSED", since=since, within=20)
+            finally:
+                await raj.stop()
+                if ana is not None:
+                    await ana.stop()
+                carrier.kill()
+    net.pbx.run(body)
+
+    # On the LAN, the lobby phone's leg is plain as it offered (both voices audible there);
+    # Dr. Lee's leg is SRTP: neither voice can be heard on it.
+    lan = tmp_path / "lan.pcap"
+    lobby_leg = payloads_of(lan, ports["lobby"])
+    assert rtp_frames_with_tones(lobby_leg, PHONE)
+    assert rtp_frames_with_tones(lobby_leg, CALLER)
+    sealed_leg = payloads_of(lan, ports["sealed"])
+    assert len(sealed_leg) >= 100
+    assert rtp_frames_with_tones(sealed_leg, PHONE + CALLER) == []
+
+
+async def until_received(p: PracticePbx, channel: str, packets: int,
+                         within: float = 30) -> None:
+    """Until Asterisk has received ``packets`` RTP packets on ``channel``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while (got := await rtp(p, channel, "rxcount")) < packets:
+        if loop.time() > deadline:
+            raise AssertionError(f"only {got} packets received on {channel}")
+        await asyncio.sleep(0.1)  # a poll of Asterisk's counter, not a wait for time
+
+
+def payloads_of(pcap: Path, port: int) -> list[bytes]:
+    """The UDP payloads to or from ``port`` in ``pcap`` (tshark)."""
+    done = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y", f"udp.port == {port}",
+                           "-T", "fields", "-e", "udp.payload"],
+                          capture_output=True, text=True, check=True, timeout=120)
+    return [bytes.fromhex(line.replace(":", "")) for line in done.stdout.split()]

@@ -113,3 +113,69 @@ def test_render_refuses_certificate_files_it_cannot_read(tmp_path: Path) -> None
     assert "connections.pbx.tls.certificate_file: cannot read /nonexistent/pbx.pem" \
         in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def endpoint(pjsip: str, name: str) -> str:
+    """The lines of pjsip.conf's section ``[name](...)`` or ``[name]``."""
+    at = pjsip.index(f"[{name}]")
+    return pjsip[at:pjsip.find("\n\n", at)]
+
+
+def test_a_desk_phones_own_encryption_is_checked_and_rendered_on_its_endpoint(
+        tmp_path: Path) -> None:
+    ca = tmp_path / "ca"
+    raj = "desk_phones: [raj-desk, {name: raj-exam2, location: exam-rooms}]"
+
+    def practice(pbx_lines: str, own: str) -> Path:
+        path = config(tmp_path, pbx_lines)
+        text = path.read_text()
+        assert raj in text
+        path.write_text(text.replace(raj, raj.replace("location: exam-rooms}",
+                                                      f"location: exam-rooms, {own}}}")))
+        return path
+
+    # Checked at its line, by its field, like the practice's own.
+    lobby = practice("", "encryption: sometimes")
+    done = backline("check", str(lobby))
+    assert done.returncode == 2
+    assert (f"{lobby}:13: users[1].desk_phones[1].encryption: required or optional"
+            in done.stderr), done.stderr
+    done = backline("check", str(practice("", "encryption: required")))
+    assert done.returncode == 2
+    assert ("users[1].desk_phones[1].encryption: required needs connections.pbx.tls"
+            in done.stderr), done.stderr
+    fs = practice("", "encryption: optional")
+    fs.write_text(fs.read_text().replace(
+        "    kind: asterisk\n    ami: {host: 127.0.0.1, port: 5038, username: backline, "
+        "secret_env: BACKLINE_AMI_SECRET}\n    agi: {host: 127.0.0.1, port: 4573}\n",
+        "    kind: freeswitch\n    esl: {host: 127.0.0.1, port: 8021, password_env: X_ESL}\n"))
+    done = backline("check", str(fs))
+    assert done.returncode == 2
+    assert ("users[1].desk_phones[1].encryption: no encryption: with FreeSWITCH"
+            in done.stderr), done.stderr
+
+    def render(path: Path) -> str:
+        done = backline("render", str(path), "--out", str(tmp_path / "out"),
+                        "--secrets", str(tmp_path / "secrets.json"))
+        assert done.returncode == 0, done.stderr
+        return (tmp_path / "out" / "pjsip.conf").read_text()
+
+    # The practice requires SRTP, the exam-room phone cannot: plain on its endpoint alone.
+    pjsip = render(practice(f"    tls: {{practice_ca: {ca}}}\n    encryption: required\n",
+                            "encryption: optional"))
+    assert "media_encryption" not in endpoint(pjsip, "raj-exam2")
+    assert "context=backline-desk\n" in endpoint(pjsip, "desk-phone") + "\n"
+    assert "[raj-exam2-SRTP]" not in pjsip
+    for phone in ("raj-desk", "ana-desk"):
+        assert ("context=backline-desk-tls\nmedia_encryption=sdes\n"
+                "media_encryption_optimistic=yes\ntransport=transport-tls") in \
+            endpoint(pjsip, phone)
+        assert f"[{phone}-SRTP](desk-phone)" in pjsip
+    # The other way round: only the phone that asks for it.
+    pjsip = render(practice(f"    tls: {{practice_ca: {ca}}}\n", "encryption: required"))
+    assert "media_encryption=sdes" in endpoint(pjsip, "raj-exam2")
+    assert "[raj-exam2-SRTP](desk-phone)" in pjsip
+    assert "media_encryption" not in endpoint(pjsip, "raj-desk")
+    assert "[raj-desk-SRTP]" not in pjsip
+    extensions = (tmp_path / "out" / "extensions.conf").read_text()
+    assert "[backline-desk-tls]" in extensions  # its calls are checked there

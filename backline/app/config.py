@@ -22,7 +22,7 @@ from backline.app.settings.hours import read_hours
 from backline.app.settings.numbers import read_numbers
 from backline.app.settings.outbound import check_sms_senders
 from backline.app.settings.park import read_park
-from backline.app.settings.people import Extension, read_people
+from backline.app.settings.people import Extension, check_phone_encryption, read_people
 from backline.app.settings.reader import Problem, Reader, entry, where_of
 from backline.app.yamlsource import YMap, load_with_includes
 from backline.core.connections import FreeswitchPbx
@@ -108,6 +108,7 @@ def _directory(r: Reader, top: YMap, source: str) -> Directory | None:
                   "no park: section with FreeSWITCH: call parking is rendered for Asterisk "
                   "only so far")
     check_emergency_sites(r, people, locations, numbers, emergency)
+    check_phone_encryption(r, top, users, pbx, people.user_where)
     if connections is not None:
         check_sms_senders(r, top, numbers, backup, connections)
     if practice is None or connections is None:

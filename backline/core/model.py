@@ -55,6 +55,8 @@ class DeskPhoneSite:
     desk_phone: str
     location: str = ""
     emergency_callback: str = ""
+    # Its own ``encryption`` (a lobby phone that cannot do SRTP); None: the practice's.
+    encryption: Encryption | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,10 +284,18 @@ class Directory:
 
     def requires_srtp(self, desk_phone: str) -> bool:
         """Whether ``desk_phone``'s media must be SRTP, keyed over TLS (``encryption:
-        required`` on the Asterisk PBX): its calls to anything but an emergency number are
-        refused otherwise, and calls to it offer nothing else."""
+        required``, its own or else the Asterisk PBX's): its calls to anything but an
+        emergency number are refused otherwise, and calls to it offer nothing else."""
         pbx = self.connections.pbx
-        return isinstance(pbx, AsteriskPbx) and pbx.encryption is Encryption.REQUIRED
+        if not isinstance(pbx, AsteriskPbx):
+            return False
+        own = next((s.encryption for u in self.users for s in u.sites
+                    if s.desk_phone == desk_phone), None)
+        return (own or pbx.encryption) is Encryption.REQUIRED
+
+    def any_srtp(self) -> bool:
+        """Whether any active desk phone's media must be SRTP."""
+        return any(self.requires_srtp(p) for u in self.users if u.active for p in u.desk_phones)
 
     def number(self, e164: str) -> Number | None:
         return next((n for n in self.numbers if n.number == e164), None)

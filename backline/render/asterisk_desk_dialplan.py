@@ -4,7 +4,7 @@ backline/render/asterisk_dialplan.py for the carrier's side and the decisions.""
 
 from __future__ import annotations
 
-from backline.core.connections import AsteriskPbx, Encryption
+from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
 from backline.pbx import names as shared
 from backline.pbx.asterisk import dialplan_variables as v
@@ -45,7 +45,7 @@ def secure_desk(d: Directory, pbx: AsteriskPbx) -> str:
     PJSIP before the dialplan runs) would cross the LAN audible: either is refused (cause
     58: 488 Not Acceptable Here), logged and told to the controller (the desk phone's name,
     never the number dialled), except to an emergency number, which is never refused."""
-    if pbx.encryption is not Encryption.REQUIRED:
+    if not d.any_srtp():
         return ""
     emergency = "\n".join(f"exten => {e},1,Goto({v.DESK_CONTEXT},{e},1)"
                           for e in d.emergency_numbers)
@@ -194,7 +194,7 @@ def _park_extension(extension: str) -> str:
 def _ring_through_twin(d: Directory) -> str:
     """A phone whose media must be SRTP is rung through its twin (dialplan_variables
     .SRTP_TWIN), whichever of the two parked the call."""
-    if not any(d.requires_srtp(p) for u in d.users for p in u.desk_phones):
+    if not d.any_srtp():
         return ""
     n, ring, twin = len(v.SRTP_TWIN), var(v.RING_ENDPOINT), v.SRTP_TWIN
     return (f' same => n,ExecIf($["${{{v.RING_ENDPOINT}:-{n}}}" = "{twin}"]?'

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from backline.core.connections import AsteriskPbx, Encryption
+from backline.core.connections import AsteriskPbx
 from backline.core.emergency import emergency_callers
 from backline.core.model import Directory, Location
 from backline.pbx.asterisk import dialplan_variables as v
@@ -52,9 +52,9 @@ PRACTICE_CA_CERT, SERVER_CERT, SERVER_KEY = "ca.pem", "server.pem", "server.key"
 SECURE_DESK_CONTEXT = "backline-desk-tls"
 
 
-def desk_context(pbx: AsteriskPbx) -> str:
+def desk_context(d: Directory, desk_phone: str) -> str:
     """Where a desk phone's calls enter the dialplan."""
-    return SECURE_DESK_CONTEXT if pbx.encryption is Encryption.REQUIRED else v.DESK_CONTEXT
+    return SECURE_DESK_CONTEXT if d.requires_srtp(desk_phone) else v.DESK_CONTEXT
 
 
 def tls_files(pbx: AsteriskPbx) -> TlsFiles | None:
@@ -111,7 +111,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
         "; login holds at most devices.max_per_login registrations and the oldest is dropped.",
         "[desk-phone](!)",
         "type=endpoint",
-        f"context={desk_context(pbx)}",
+        f"context={v.DESK_CONTEXT}",
         "disallow=all",
         "allow=ulaw,alaw",
         "direct_media=no",
@@ -132,7 +132,6 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
         "send_pai=yes",
         *via_registrar,
         *_only_from(pbx.lan),
-        *_media_encryption(pbx),
         "",
         "[login](!)",
         "type=aor",
@@ -210,7 +209,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
                     # would keep the endpoint from loading at all (no 911 from that phone).
                     out.append(f"geoloc_incoming_call_profile="
                                f"{location_profile(caller.location)}")
-            out.append("")
+            out += [*_media_encryption(d, phone), ""]
             if d.requires_srtp(phone):
                 out += _srtp_twin(user.id, phone)
         if user.desk_phones and user.id not in user.desk_phones:
@@ -247,17 +246,18 @@ def _tls_transport(pbx: AsteriskPbx, tls: TlsFiles | None) -> list[str]:
             "verify_client=no", "require_client_cert=no", *carrier, *_nat(pbx), ""]
 
 
-def _media_encryption(pbx: AsteriskPbx) -> list[str]:
-    """``encryption: required``: SRTP keyed by SDES (the keys ride in the SDP, inside the
-    phone's TLS).  The phone's own endpoint takes a plain-RTP offer (optimistic) so that
-    PJSIP never refuses a 911 call before the dialplan runs; the dialplan then refuses any
+def _media_encryption(d: Directory, desk_phone: str) -> list[str]:
+    """``encryption: required`` (the phone's own, else the practice's): SRTP keyed by SDES
+    (the keys ride in the SDP, inside the phone's TLS).  The phone's own endpoint takes a
+    plain-RTP offer (optimistic) so that PJSIP never refuses a 911 call before the dialplan
+    runs; the dialplan then refuses any
     other call not signalled over TLS or not SRTP (SECURE_DESK_CONTEXT).  Calls to a phone
     go through its twin (``_srtp_twin``), which offers nothing but SRTP, over TLS only (a
     phone registered over UDP is not rung: the key would cross the LAN readable)."""
-    if pbx.encryption is not Encryption.REQUIRED:
+    if not d.requires_srtp(desk_phone):
         return []
-    return ["media_encryption=sdes", "media_encryption_optimistic=yes",
-            "transport=transport-tls"]
+    return [f"context={SECURE_DESK_CONTEXT}", "media_encryption=sdes",
+            "media_encryption_optimistic=yes", "transport=transport-tls"]
 
 
 def _srtp_twin(login: str, phone: str) -> list[str]:
@@ -269,7 +269,8 @@ def _srtp_twin(login: str, phone: str) -> list[str]:
     refuses."""
     return [f"[{phone}{v.SRTP_TWIN}](desk-phone)", f"aors={login}", f"auth={phone}-auth",
             f"context={v.context(v.REFUSE)}", "identify_by=auth_username",
-            "media_encryption=sdes", "media_encryption_optimistic=no", ""]
+            "media_encryption=sdes", "media_encryption_optimistic=no",
+            "transport=transport-tls", ""]
 
 
 def _login_gate(login: str, first_phone: str) -> list[str]:

@@ -14,7 +14,7 @@ from datetime import datetime
 from xml.sax.saxutils import escape, quoteattr
 from zoneinfo import ZoneInfo
 
-from backline.core.connections import AsteriskPbx, Encryption, FreeswitchPbx
+from backline.core.connections import AsteriskPbx, FreeswitchPbx
 from backline.core.model import Directory
 from backline.core.provisioning import ProvisionedPhone, Vendor, file_names
 from backline.pbx.names import ENGAGE_CODE
@@ -84,7 +84,7 @@ def account(directory: Directory, phone: ProvisionedPhone, secret: str, posix_tz
         server=pbx.sip.host,
         port=pbx.tls.port if isinstance(pbx, AsteriskPbx) and pbx.tls else pbx.sip.port,
         tls=tls,
-        srtp_required=isinstance(pbx, AsteriskPbx) and pbx.encryption is Encryption.REQUIRED,
+        srtp_required=directory.requires_srtp(phone.desk_phone),
         utc_offset_minutes=standard_offset_minutes(directory.practice.timezone),
         posix_tz=posix_tz)
 

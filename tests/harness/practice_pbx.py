@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -129,7 +130,8 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
                    connections_extra: str = "", hours: str = "", sip_host: str = "127.0.0.1",
                    sip_extra: str = "", trunk_host: str = "127.0.0.1", pbx_extra: str = "",
                    park: str = "", number_keys: Mapping[str, str] | None = None,
-                   user_keys: Mapping[str, str] | None = None) -> Path:
+                   user_keys: Mapping[str, str] | None = None,
+                   phone_keys: Mapping[str, str] | None = None) -> Path:
     """The practice YAML; ``node`` names the PBX node, ``storage_url`` a shared journal
     (default: an SQLite file of its own).  ``carrier_from_user=False`` leaves out the trunk's
     ``from_user``, as config/example.yaml does: the carrier is then recognised by its
@@ -142,7 +144,8 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
     ``pbx_extra``: more ``connections.pbx`` keys (whole lines, indented by four);
     ``park``: a ``park:`` section (YAML text, at the top level); ``number_keys`` and
     ``user_keys``: more keys of a number or a user (its E.164 number or id to YAML flow
-    text, ``key: value, ...``).  Without ``cdr_file``
+    text, ``key: value, ...``); ``phone_keys``: keys of a desk phone listed by name alone
+    (its name to YAML flow text).  Without ``cdr_file``
     the controller asks Asterisk where its call record is, as
     `backline up` configs do."""
     path = tmp / "practice.yaml"
@@ -165,6 +168,9 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
         at = text.index(anchor)
         end = text.index("}\n", at)
         text = text[:end] + f", {keys}" + text[end:]
+    for phone, keys in (phone_keys or {}).items():
+        text = re.sub(rf"(?<=[\[ ]){phone}(?=[],])", f"{{name: {phone}, {keys}}}", text,
+                      count=1)
     path.write_text(text)
     return path
 
@@ -259,6 +265,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                        pbx_extra: str = "", sip_port: int | None = None, park: str = "",
                        number_keys: Mapping[str, str] | None = None,
                        user_keys: Mapping[str, str] | None = None,
+                       phone_keys: Mapping[str, str] | None = None,
                        ) -> AsyncIterator[PracticePbx]:
     """Asterisk running the test practice, and the controller in this event loop (or, with
     ``controller_in_process=False``, not started: the test runs ``backline run`` itself).
@@ -268,7 +275,8 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
     ``carrier_from_user=False``: the carrier is recognised by address (see write_practice).
     ``quick_expiry`` lets registrations expire within seconds (``expire_quickly``).
     ``hours``: the practice's ``hours:`` section; ``park``: its ``park:`` section;
-    ``number_keys``, ``user_keys``: more keys of a number or a user (see write_practice);
+    ``number_keys``, ``user_keys``, ``phone_keys``: more keys of a number, a user or a desk
+    phone (see write_practice);
     ``clock``: the controller's clock.
     ``sip_host``, ``sip_port``, ``sip_extra``, ``trunk_host``, ``trunk_port`` and
     ``pbx_extra``: see
@@ -295,7 +303,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                               connections_extra=connections_extra, hours=hours,
                               sip_host=sip_host, sip_extra=sip_extra, trunk_host=trunk_host,
                               pbx_extra=pbx_extra, park=park, number_keys=number_keys,
-                              user_keys=user_keys)
+                              user_keys=user_keys, phone_keys=phone_keys)
         directory = config.load(path).directory
         local = await asyncio.to_thread(prepare, directory, name, root=root)
         files = None

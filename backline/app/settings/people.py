@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from backline.app.settings.reader import EMAIL, Reader, unknown, where_of
 from backline.app.yamlsource import Where, YMap, YScalar
 from backline.core import e164
+from backline.core.connections import AsteriskPbx, Encryption, FreeswitchPbx, Pbx
 from backline.core.model import DeskPhoneSite, Team, User
 from backline.core.provisioning import MODELS_WHAT, ProvisionedPhone, normal_mac, vendor_of
 
@@ -115,7 +116,8 @@ def _desk_phones(r: Reader, node: YMap, f: str, macs: dict[str, str]
     for j, item in enumerate(r.seq(node, "desk_phones", f"{f}.desk_phones")):
         field = f"{f}.desk_phones[{j}]"
         if isinstance(item, YMap):
-            r.keys(item, field, ["name", "location", "emergency_callback", "mac", "model"])
+            r.keys(item, field, ["name", "location", "emergency_callback", "mac", "model",
+                                 "encryption"])
             name = r.text(item, "name", f"{field}.name", None, what)
             phone = _provisioned(r, item, field, name or "", macs)
             if phone is not None:
@@ -124,7 +126,8 @@ def _desk_phones(r: Reader, node: YMap, f: str, macs: dict[str, str]
                 name or "",
                 r.text(item, "location", f"{field}.location", "",
                        "the id of one of the practice's locations") or "",
-                emergency_callback(r, item, "emergency_callback", f"{field}.emergency_callback"))
+                emergency_callback(r, item, "emergency_callback", f"{field}.emergency_callback"),
+                _phone_encryption(r, item, field))
             where = item.where
         else:
             value = item.value if isinstance(item, YScalar) else None
@@ -139,6 +142,38 @@ def _desk_phones(r: Reader, node: YMap, f: str, macs: dict[str, str]
         if site is not None:
             sites.append(site)
     return desk, sites, provisioned
+
+
+def _phone_encryption(r: Reader, item: YMap, field: str) -> Encryption | None:
+    """A desk phone's own ``encryption`` (required or optional), over the practice's
+    ``connections.pbx.encryption``; None when it names none (or a wrong one, reported)."""
+    what = "required or optional (this desk phone's own, over connections.pbx.encryption)"
+    text = r.text(item, "encryption", f"{field}.encryption", "", what)
+    if not text:
+        return None
+    try:
+        return Encryption(text)
+    except ValueError:
+        r.problem(where_of(item, "encryption"), f"{field}.encryption", what)
+        return None
+
+
+def check_phone_encryption(r: Reader, top: YMap, users: dict[str, User], pbx: Pbx | None,
+                           user_where: dict[str, UserWhere]) -> None:
+    """A desk phone's own ``encryption`` needs the Asterisk PBX (FreeSWITCH renders no
+    SRTP), and ``required`` its TLS transport (SRTP's keys travel in the phone's SIP)."""
+    for uid, user in users.items():
+        for site in user.sites:
+            if site.encryption is None or uid not in user_where:
+                continue
+            field, where = user_where[uid][2].get(site.desk_phone, ("", top.where))
+            if isinstance(pbx, FreeswitchPbx):
+                r.problem(where, f"{field}.encryption", "no encryption: with FreeSWITCH "
+                          "(desk phones' SRTP is rendered for Asterisk only so far)")
+            elif (isinstance(pbx, AsteriskPbx) and pbx.tls is None
+                  and site.encryption is Encryption.REQUIRED):
+                r.problem(where, f"{field}.encryption", "required needs connections.pbx.tls "
+                          "(SRTP's keys travel in the phone's SIP, so its SIP must be TLS)")
 
 
 def _provisioned(r: Reader, item: YMap, field: str, name: str, macs: dict[str, str]
