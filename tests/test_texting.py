@@ -50,8 +50,10 @@ practice: {{name: Texting Clinic, timezone: America/Chicago}}
 users:
   - {{id: ana, name: Dr. Ana Lee, email: ana@t.example, admin: true}}
   - {{id: sam, name: Sam Reyes, email: sam@t.example}}
+  - {{id: jo, name: Jo Park, email: jo@t.example}}
 numbers:
-  - {{number: "{main}", carries: [voice, sms], owner: "user:ana", texting_registered: true}}
+  - {{number: "{main}", carries: [voice, sms], owner: "user:ana", members: ["user:jo"],
+     texting_registered: true}}
   - {{number: "{unregistered}", carries: [voice, sms], owner: "user:ana"}}
 connections:
   sms_gateway: {{url: "{gateway}", account: {account}, token_env: {sms_env},

@@ -185,6 +185,28 @@ class TextJournal(SqlStore):
                 (TextState.NOT_SENT.value, why[:300], text_id, *_OPEN,
                  TextState.SENDING.value))
 
+    def text_refused(self, text_id: int, now: datetime, holder: str, why: str,
+                     audited: str) -> bool:
+        """Decided again before its try and refused (``why``): ``not-sent``, never tried,
+        and audited as its user's refused text (``audited``: the refusal, never the text or
+        the party).  False (and nothing changed) unless ``holder`` still holds its lease at
+        ``now``: then another controller has it."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q(
+                "UPDATE staff_texts SET state = ?, detail = CASE WHEN detail = '' THEN ? "
+                "ELSE CAST(? AS TEXT) || ' (last try: ' || detail || ')' END, "
+                "claimed_until = '', claimed_by = '' WHERE id = ? AND state IN (?, ?) "
+                "AND claimed_by = ? AND claimed_until > ? RETURNING user_id"),
+                (TextState.NOT_SENT.value, why[:300], why[:300], text_id, *_OPEN, holder,
+                 _rows.to_text(now)))
+            row = cur.fetchone()
+            if row is None:
+                return False
+            cur.execute(self._q("INSERT INTO audit_log (at, actor, action, detail) "
+                                "VALUES (?, ?, ?, ?)"),
+                        (_rows.to_text(now), row[0], "text.refused", audited[:300]))
+            return True
+
     def _end_try(self, text_id: int, state: TextState, why: str,
                  next_try_at: datetime | None = None) -> None:
         with self._lock, self._transaction() as cur:

@@ -28,7 +28,8 @@ class Texting(Background[StaffTexts]):
         status_url = f"{pages.base_url.rstrip('/')}{STATUS_PATH}?text={{id}}" \
             if gateway is not None and pages is not None else ""
         super().__init__(StaffTexts(context.journal, gateway, self._token, context.clock,
-                                    self._mode, status_url))
+                                    self._mode, context.book, context.conversations,
+                                    status_url))
         self.api = TextingApi(context.journal, context.book, context.conversations,
                               context.clock, self._mode, self.service.wake,
                               gateway is not None)

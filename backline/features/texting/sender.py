@@ -15,6 +15,13 @@ durable schedule does), then records what came of it:
   Messages API takes no idempotency key, so trying again could text the patient twice:
   ``in-doubt``, never tried again.  The gateway's status callback, if it did send it, says so.
 
+Before each try, inside the claim, the text is decided again by the rule that allowed it
+(:func:`backline.core.texting.decide_text`, over the controller's book and conversations as
+they are now): while it waited (a retry's backoff, a queue, a controller down) its sender
+may have been removed from the conversation or deactivated, the number may have lost them
+or its registration, an outage may have been engaged.  Refused now, it is ``not-sent`` with
+the refusal, audited, and never handed to the gateway.
+
 In an outage nothing goes out: open texts are closed as ``not-sent`` (outbound messaging is
 refused until it ends, and a text sent hours later would be out of date).  No log line holds
 a text or a full number.
@@ -29,8 +36,11 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from backline.core.connections import SmsGateway
+from backline.core.conversations import ConversationBook
 from backline.core.e164 import redact
 from backline.core.outage import Mode
+from backline.core.ownership import OwnershipBook
+from backline.core.texting import OutboundText, RefuseText, decide_text
 from backline.features.sending.leased import Clock, LeasedDelivery
 from backline.features.sending.retry import Backoff
 from backline.features.sms.gateway import (
@@ -58,14 +68,19 @@ NO_TOKEN = "the SMS gateway's token cannot be read"
 class StaffTexts(LeasedDelivery):
     """Start with :meth:`start`, stop with :meth:`close`.  ``token`` reads the gateway's
     token ("" when it cannot); ``status_url`` is where the gateway is to post a text's
-    status ("" for nowhere), ``{id}`` standing for the text's journal id."""
+    status ("" for nowhere), ``{id}`` standing for the text's journal id.  ``book`` and
+    ``conversations`` are the controller's own, changed in place by a reload and by the
+    journal's conversation changes: each try is decided by them as they are then."""
 
     def __init__(self, journal: Journal, gateway: SmsGateway | None, token: Callable[[], str],
-                 clock: Clock, mode: Callable[[], Mode], status_url: str = "") -> None:
+                 clock: Clock, mode: Callable[[], Mode], book: OwnershipBook,
+                 conversations: ConversationBook, status_url: str = "") -> None:
         super().__init__("backline-staff-texts", "staff texts", log, journal, clock)
         self._gateway = gateway
         self._token = token
         self._mode = mode
+        self._book = book
+        self._conversations = conversations
         self._status_url = status_url
         # Which claims are this sender's: a lease another controller took over is not.
         self.holder = secrets.token_hex(8)
@@ -103,6 +118,19 @@ class StaffTexts(LeasedDelivery):
         return self.nap_until(later, self._clock(), MAX_NAP)
 
     async def _try(self, text: StaffText) -> None:
+        decision = decide_text(self._book, self._conversations,
+                               OutboundText(text.user, text.sender, text.recipient),
+                               self._mode())
+        if isinstance(decision, RefuseText):
+            why = f"refused before it was sent ({decision.why.value}): {decision.detail}"
+            closed = await asyncio.to_thread(
+                self.journal.text_refused, text.id, self._clock(), self.holder, why,
+                f"{decision.why.value}: {decision.detail} (text #{text.id}, decided again "
+                "before it was sent)")
+            if closed:
+                log.warning("staff text #%d by %s to %s not sent: %s", text.id, text.user,
+                            redact(text.recipient), why)
+            return
         handed = await asyncio.to_thread(self.journal.text_handed, text.id, self._clock(),
                                          self.holder)
         if not handed:
