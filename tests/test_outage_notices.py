@@ -6,13 +6,17 @@ by hand (tests/harness/alert_site.py, as the alert and reminder tests).
 What is shown: both notices reach every recipient once, across controller restarts in
 between (even one where an address had refused the notice); an SMTP server and gateway down
 at the switch get the notice when back, once; two controllers on one journal send each once;
-no notice names a patient or the reason typed when the outage was engaged.
+no notice names a patient or the reason typed when the outage was engaged.  On the real
+Asterisk: after a crash in an outage, the closing notice waits for the import of the PBX's
+record and counts the call Asterisk answered alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -368,3 +372,82 @@ async def test_two_controllers_on_one_journal_send_each_notice_once(site: Site) 
     finally:
         await other.close()
         other.journal.close()
+
+
+# -- after a crash: the calls the PBX answered alone are counted ------------------------------
+
+CALLER_LINE = "+13125550101"  # the test practice's direct line (tests/harness/practice_pbx.py)
+
+
+@pytest.mark.asterisk
+@pytest.mark.timeout(240)
+async def test_after_a_crash_the_end_notice_waits_for_and_counts_what_the_pbx_took_alone(
+        tmp_path: Path) -> None:
+    from backline.app import config
+    from backline.app.controller import Controller
+    from backline.app.serve import asterisk_driver
+    from backline.core.connections import AsteriskPbx
+    from backline.features.notices.feature import Notices
+    from backline.journal import open_journal
+    from tests.harness.backline_process import BacklineProcess
+    from tests.harness.fax_sender import wait_for_cdr
+    from tests.harness.practice_pbx import AMI_ENV, practice_pbx
+    from tests.harness.sipp import place_calls
+    from tests.harness.smtp_sink import SmtpSink
+
+    async with SmtpSink() as sink, practice_pbx(
+            tmp_path, "notice-crash", controller_in_process=False, connections_extra=(
+                f"  smtp: {{host: 127.0.0.1, port: {sink.port}, starttls: false, "
+                "from: backline@t.example}\n")) as pbx:
+        alerting = pbx.config_path.with_name("alerting.yaml")
+        alerting.write_text(pbx.config_path.read_text().replace(
+            "backup:\n", "backup:\n  alerts: {kind: email, emails: [ops@t.example]}\n", 1))
+        directory = config.load(alerting).directory
+        conf = directory.connections.pbx
+        assert isinstance(conf, AsteriskPbx) and conf.cdr_file
+        run = BacklineProcess("run", str(alerting))
+        journal = open_journal(directory.connections.storage.url)
+        try:
+            await asyncio.to_thread(run.wait_for, "ready", 60)
+            # Engaged (as `backline outage engage` writes it) ten seconds back: the call
+            # record's times are whole seconds, and the call must fall inside the outage.
+            state = journal.mode_state()
+            journal.record_mode_change(switch(
+                state, Mode.OUTAGE, at=datetime.now(UTC) - timedelta(seconds=10), by="ops",
+                via=Via.CLI, reason="drill"), state)
+            await asyncio.to_thread(run.wait_for, "mode is now outage", 10)
+            run.signal(signal.SIGKILL)  # the crash: no goodbye, Asterisk goes on alone
+        finally:
+            run.signal(signal.SIGKILL)
+        call = place_calls(("127.0.0.1", pbx.ports.sip), tmp_path, CALLER_LINE,
+                           from_user="carrier", calls=1, timeout=60)
+        assert (await asyncio.to_thread(call.wait, 60)).ok, call.describe()
+        await asyncio.to_thread(wait_for_cdr, Path(conf.cdr_file),
+                                lambda r: r.context != "backline-fax", 30)
+        state = journal.mode_state()
+        journal.record_mode_change(switch(state, Mode.NORMAL, at=datetime.now(UTC),
+                                          by="ops", via=Via.CLI, reason=""), state)
+        journal.close()
+
+        # The controller returns; the PBX is not reached yet, so its record is not read.
+        back = Controller(directory, open_journal(directory.connections.storage.url))
+        notices = back.feature(Notices)
+        assert notices is not None
+        driver = asterisk_driver(back, conf, os.environ[AMI_ENV])
+        back.attach(driver)
+        try:
+            await back.start()
+            await notices.service.settle()
+            assert not [m for m in sink.received if is_notice(m) and "mode has ended"
+                        in " ".join(str(m.message()["Subject"]).split())], \
+                "the end notice went before the PBX's record was imported"
+            before = len(sink.received)  # the start notice, if `run` sent it before the crash
+            await driver.start()  # the login imports the record, and the notice goes
+            await sink.wait_for(before + 1, within=30)
+        finally:
+            await driver.stop()
+            await back.close()
+            back.journal.close()
+    (ended,) = [m for m in sink.received
+                if "mode has ended" in " ".join(str(m.message()["Subject"]).split())]
+    assert "Held during the outage: 1 call, 0 texts, 0 faxes and 0 emails." in body(ended)

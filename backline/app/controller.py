@@ -130,16 +130,22 @@ class Controller:
         self.refusals = RefusalGate(RefusalTally(
             pages.refusals_per_minute if pages is not None else DEFAULT_REFUSALS_PER_MINUTE),
             lambda: self.clock())
+        # Set by the first import of the PBX's record (after the first PBX login): the end
+        # notice waits for it, so it counts what the PBX took alone (the fail-safe).
+        self.record_imported = asyncio.Event()
+        if pbx is None:
+            self.record_imported.set()
         context = Context(
             directory, journal, lambda: self.clock(), self.node, self.book, self.conversations,
             self.journal_disk, mode=lambda: self.modes.state, changed=lambda: self.modes.changed,
             record_attempt=self.record_attempt, held=self._items_held, health=self.health,
-            secret=self._secret, refusals=self.refusals)
+            secret=self._secret, refusals=self.refusals, record_imported=self.record_imported)
         self.features: list[Feature] = [
             f for f in (build(context) for build in FEATURES) if f is not None]
         self.pbx_record = PbxRecord(directory, journal, self.record_attempt,
                                     self._late_emergency_call, self.mode, lambda: self.clock(),
-                                    book=self.book, node=self.node)
+                                    book=self.book, node=self.node,
+                                    imported=self.record_imported)
         # The PBX drivers call these.
         self.desk_phone_switch = self.desk_phones.desk_phone_switch
         self.desk_phone_hours = self.desk_phones.desk_phone_hours

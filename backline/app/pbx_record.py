@@ -44,8 +44,11 @@ class PbxRecord:
                  record_attempt: Callable[[NewAttempt], Awaitable[bool]],
                  emergency: Callable[[EmergencyCall], Awaitable[bool]],
                  mode: Callable[[], Mode], clock: Callable[[], datetime], *,
-                 book: OwnershipBook | None = None, node: str = "") -> None:
+                 book: OwnershipBook | None = None, node: str = "",
+                 imported: asyncio.Event | None = None) -> None:
+        """``imported`` is set when an import has completed (see import_pbx_record)."""
         self.directory = directory
+        self.imported = imported or asyncio.Event()
         self.journal = journal
         self._record_attempt = record_attempt
         self._emergency = emergency
@@ -126,7 +129,8 @@ class PbxRecord:
         Then take in faxes and voicemail left in its spool.  Run after every AMI login.
 
         Safe to run any number of times: each call's key is the one the controller uses
-        when it is up, so nothing is recorded twice.
+        when it is up, so nothing is recorded twice.  Sets ``imported`` when done (not when
+        it raised: the next login imports again).
         """
         await self.learn_pbx_files()
         new = await self._import_cdr()
@@ -137,6 +141,7 @@ class PbxRecord:
             except OSError as exc:
                 log.error("voicemail left in the PBX's spool could not be read: %s",
                           exc.strerror or exc)
+        self.imported.set()
         return new
 
     async def _import_cdr(self) -> int:

@@ -44,6 +44,9 @@ class Context:
     ``health`` is what the status page shows: a feature keeps its own entry in it.
     ``secret`` reads a secret the config names: the value, or "" with ``what`` and why it
     is missing logged as an error, followed by ``effect`` (the secrets stay with the app).
+    ``record_imported`` is set once the PBX's record (its CDR, the faxes and voicemail in its
+    spool) has been imported after this controller's start: the attempts the PBX took alone
+    while no controller ran are journaled by then (set at once when there is no PBX).
     """
 
     directory: Directory
@@ -60,6 +63,7 @@ class Context:
     health: dict[str, Health]
     secret: Callable[[Secret, str, str], str]
     refusals: RefusalGate  # refused public requests, per source and minute
+    record_imported: asyncio.Event
 
 
 @dataclass(frozen=True)

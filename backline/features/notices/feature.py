@@ -13,5 +13,6 @@ class Notices(Background[OutageNotices]):
 def build(context: Context) -> Notices | None:
     """A notice to the alert recipients when an outage is engaged and when it ends; None
     when none can go (logged)."""
-    notices = notices_for(context.directory, context.journal, context.clock, context.changed)
+    notices = notices_for(context.directory, context.journal, context.clock, context.changed,
+                          context.record_imported)
     return Notices(notices) if notices is not None else None

@@ -80,20 +80,44 @@ class _Backoff:
 
 class OutageNotices(LeasedDelivery):
     """Start with :meth:`start`, stop with :meth:`close`.  ``changed`` returns the
-    controller's current mode-change event (a new one after each change)."""
+    controller's current mode-change event (a new one after each change).
+
+    End notices wait for ``record_imported`` (None: nothing to wait for): the calls the PBX
+    answered alone while no controller ran are journaled only by the import that follows a
+    controller's start, and a notice sent before it would count too few held attempts."""
 
     def __init__(self, journal: Journal, settings: NoticeSettings, mailer: Mailer,
                  sms: SmsSender | None, clock: Clock,
-                 changed: Callable[[], asyncio.Event]) -> None:
+                 changed: Callable[[], asyncio.Event],
+                 record_imported: asyncio.Event | None = None) -> None:
         super().__init__("backline-notices", "notices", log, journal, clock, mailer=mailer,
                          sms=sms, texts_to=settings.sms)
         self.settings = settings
         self._changed = changed
+        self._imported = record_imported
+        self._import_waiter: asyncio.Task[None] | None = None
+        self._said_waiting = False
         self._backoff: dict[str, _Backoff] = {}  # by claim name
         self._complete: set[Notice] = set()  # every recipient has it: no need to ask again
         self.holder = process_holder()  # claims (outage, notice, recipient) as this process
 
     # -- the task --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        super().start()
+        if self._imported is not None and not self._imported.is_set():
+            self._import_waiter = asyncio.create_task(self._wake_once_imported(self._imported))
+
+    async def close(self) -> None:
+        if self._import_waiter is not None:
+            self._import_waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._import_waiter
+        await super().close()
+
+    async def _wake_once_imported(self, imported: asyncio.Event) -> None:
+        await imported.wait()
+        self.wake()  # the end notices held back can go now
 
     def also_wake(self) -> asyncio.Event:
         return self._changed()  # a switch: a notice is owed
@@ -117,6 +141,8 @@ class OutageNotices(LeasedDelivery):
             for notice in owed:
                 if self.stopping:
                     break
+                if notice.kind is Kind.END and not self._record_imported():
+                    continue  # woken when it is (_wake_once_imported)
                 sent += await self._notify(notice, now)
         finally:
             await self.batch_done()
@@ -167,6 +193,16 @@ class OutageNotices(LeasedDelivery):
         if sent == len(owed):
             self._complete.add(notice)
         return sent
+
+    def _record_imported(self) -> bool:
+        if self._imported is None or self._imported.is_set():
+            return True
+        if not self._said_waiting:
+            self._said_waiting = True
+            log.info("notices: the end notice waits for the PBX's call record to be imported "
+                     "(the calls it answered alone are counted); it is read once the PBX is "
+                     "reached")
+        return False
 
     @staticmethod
     def _claim(notice: Notice, recipient: str) -> str:
@@ -243,9 +279,11 @@ def status_url(status: StatusListener | None) -> str:
 
 
 def notices_for(directory: Directory, journal: Journal, clock: Clock,
-                changed: Callable[[], asyncio.Event]) -> OutageNotices | None:
+                changed: Callable[[], asyncio.Event],
+                record_imported: asyncio.Event | None = None) -> OutageNotices | None:
     """The practice's outage notices, or None (with the reason logged) if they cannot go:
-    they need email recipients and ``connections.smtp``; SMS ones also the gateway."""
+    they need email recipients and ``connections.smtp``; SMS ones also the gateway.
+    ``record_imported``: see OutageNotices."""
     alerts = directory.backup.alerts
     smtp = directory.connections.smtp
     gateway = directory.connections.sms_gateway
@@ -266,4 +304,5 @@ def notices_for(directory: Directory, journal: Journal, clock: Clock,
         announcement=announcement.text if not announcement.file else "",
         status_url=status_url(directory.connections.status),
         inbox_blocked=why_blocked(directory))
-    return OutageNotices(journal, settings, senders.mailer, senders.sms, clock, changed)
+    return OutageNotices(journal, settings, senders.mailer, senders.sms, clock, changed,
+                         record_imported)
