@@ -281,11 +281,11 @@ class InboxDrain(LeasedDelivery):
             attempt = item.attempt
             if attempt is not None and (not attempt.node or attempt.node == self.node):
                 # Recorded on this node and gone from its disk: no try will do better.
-                return Refused(f"the fax file is missing ({exc.strerror})")
-            return TryAgain(f"the fax file is not on this node ({exc.strerror})")
+                return Refused(f"the {_file_of(item)} is missing ({exc.strerror})")
+            return TryAgain(f"the {_file_of(item)} is not on this node ({exc.strerror})")
         except OSError as exc:
             # Permissions, a full or unmounted disk, an I/O error: ops can fix it; try again.
-            return TryAgain(f"the fax file cannot be read now ({exc.strerror})")
+            return TryAgain(f"the {_file_of(item)} cannot be read now ({exc.strerror})")
         return await self._post(item, body)
 
     def _document(self, item: InboxItem, reply: SmsReply | None = None) -> bytes:
@@ -319,6 +319,11 @@ class InboxDrain(LeasedDelivery):
             # Includes a connection dropped after the inbox committed: the key makes the
             # retry harmless.
             return TryAgain(f"connection failed ({type(exc).__name__})")
+
+
+def _file_of(item: InboxItem) -> str:
+    """What an item's file is, for its error: a fax's, or a voicemail's recording."""
+    return "voicemail recording" if item.kind == AttemptKind.VOICEMAIL.value else "fax file"
 
 
 def process_holder() -> str:
