@@ -110,14 +110,24 @@ exten => _[a-zA-Z*#].,1,Goto({TO_CONTEXT},s,1)
 exten => h,1,GotoIf($["{var(v.ACTION)}" = "{v.FAX}"]?{fax_call})
 
 ; The number from To's user part (sip: or tel:, with or without parameters), taken only when
-; it is + and digits and nothing else; anything else is no number of ours.
+; it is + and digits and nothing else; anything else is no number of ours.  A tel: URI
+; (RFC 3966) is cut by hand, PJSIP_PARSE_URI_FROM reads sip: and sips: only: what follows
+; "tel:" up to > or ;, its visual separators - and . dropped.
 [{TO_CONTEXT}]
 exten => s,1,Set({TO_USER}=${{PJSIP_HEADER(read,To)}})
+ same => n,GotoIf(${{REGEX("(^|<)tel:" {var(TO_USER)})}}?tel)
  same => n,Set({TO_USER}=${{PJSIP_PARSE_URI_FROM({TO_USER},user)}})
- same => n,Set({TO_NUMBER}=${{FILTER(+0-9,{var(TO_USER)})}})
+ same => n(number),Set({TO_NUMBER}=${{FILTER(+0-9,{var(TO_USER)})}})
  same => n,GotoIf($["{var(TO_NUMBER)}" = ""]?{unknown})
  same => n,GotoIf($[${{LEN({var(TO_USER)})}} != ${{LEN({var(TO_NUMBER)})}}]?{unknown})
 {not_account} same => n,Goto({v.CARRIER_CONTEXT},{var(TO_NUMBER)},1)
+ same => n(tel),Set({TO_USER}=${{STRREPLACE({TO_USER},tel:,^)}})
+ same => n,Set({TO_USER}=${{CUT({TO_USER},^,2)}})
+ same => n,Set({TO_USER}=${{CUT({TO_USER},>,1)}})
+ same => n,Set({TO_USER}=${{CUT({TO_USER},\\;,1)}})
+ same => n,Set({TO_USER}=${{STRREPLACE({TO_USER},-,)}})
+ same => n,Set({TO_USER}=${{STRREPLACE({TO_USER},.,)}})
+ same => n,Goto(number)
 
 [{v.FAX_NUMBERS_CONTEXT}]
 {fax_lines}

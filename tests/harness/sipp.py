@@ -823,6 +823,7 @@ def place_calls(
     timeout: float = 30.0,
     host: Host = LOCAL,
     number_in_to_only: bool = False,
+    tel: Literal["", "request", "to"] = "",
 ) -> SippProcess:
     """A started caller placing CALLS calls to TO as FROM_USER; wait() for the result.
 
@@ -833,7 +834,8 @@ def place_calls(
     dtmf_delay_ms: RFC 4733 events (a pcap written by write_dtmf_pcap(), played
     by SIPp) or SIP INFO (application/dtmf-relay); Asterisk's pjsip takes both
     with its default dtmf_mode (rfc4733).  ``number_in_to_only``: TO goes in the To header
-    alone, the Request-URI has no user part.
+    alone, the Request-URI has no user part.  ``tel``: TO as a tel: URI (RFC 3966), in the
+    Request-URI and To (``request``) or in To alone (``to``, the Request-URI with no user).
     """
     if not _DTMF_DIGITS.fullmatch(dtmf):
         raise ValueError(f"DTMF digits must be 0-9, * or #: {dtmf!r}")
@@ -856,8 +858,13 @@ def place_calls(
             after += f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
     text = _scenario("uac_call.xml", EXTRA_HEADERS=headers, ON_ANSWER="", AFTER_ANSWER=after,
                      IN_CALL=in_call())
-    if number_in_to_only:  # as carriers do on registered trunks: no user in the Request-URI
+    if number_in_to_only or tel == "to":  # as on registered trunks: no user in the R-URI
         text = text.replace("INVITE sip:[service]@", "INVITE sip:")
+    elif tel == "request":
+        text = text.replace("sip:[service]@[remote_ip]:[remote_port] SIP/2.0",
+                            "tel:[service] SIP/2.0")  # the INVITEs and the challenge's ACK
+    if tel:
+        text = text.replace("To: <sip:[service]@[remote_ip]:[remote_port]>", "To: <tel:[service]>")
     args = [
         *_common_args(port, media_port, host),
         "-aa",
