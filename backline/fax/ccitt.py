@@ -7,7 +7,8 @@ CCITT page is still decoded once, in full, as the check that it can be (`fax.dec
   which Asterisk and FreeSWITCH use, decodes what it receives and writes it again with libtiff,
   regenerating damaged rows, and says so in that tag.
 Anything else (Group 3 as received off a noisy line, several strips, Modified Huffman without
-EOLs, uncompressed, PackBits) is transcoded to Group 4 by libtiff through Pillow. libtiff skips
+EOLs, uncompressed, PackBits) is transcoded to Group 4 by libtiff: a CCITT page from the bits
+its check decoded (`fax.group4`), any other through Pillow. libtiff skips
 damaged rows and carries on, where PDF viewers differ; a strip boundary restarts the coding,
 which PDF's decoder cannot follow.
 
@@ -26,6 +27,7 @@ from PIL import Image
 
 from backline.fax.decodecheck import decode_page
 from backline.fax.errors import UnreadableTiff
+from backline.fax.group4 import encode_group4
 from backline.fax.tiff import Compression, Photometric, Tag, TiffPage, read_pages
 from backline.fax.tiffbuild import PageSpec, build_tiff
 
@@ -67,7 +69,12 @@ def ccitt_image(tiff: bytes, page: TiffPage) -> CcittImage:
     black_is_1 = page.photometric is Photometric.BLACK_IS_ZERO
     k = _passthrough_k(page)
     if page.compression in _CCITT:
-        _check_decodes(tiff, page, as_is=k is not None)
+        bits = _check_decodes(tiff, page, as_is=k is not None)
+        if k is None:
+            # Coded again from the check's own decoding, by libtiff directly (`fax.group4`).
+            data = encode_group4(bits, page.width, page.height)
+            return CcittImage(data, page.width, page.height, K_GROUP4, black_is_1,
+                              transcoded=True)
     if k is None:
         data = _transcode(tiff, page)
         return CcittImage(data, page.width, page.height, K_GROUP4, black_is_1, transcoded=True)
@@ -92,14 +99,18 @@ def _passthrough_k(page: TiffPage) -> int | None:
     return None
 
 
-def _check_decodes(tiff: bytes, page: TiffPage, *, as_is: bool) -> None:
+def _check_decodes(tiff: bytes, page: TiffPage, *, as_is: bool) -> bytes:
+    """The decoded page when it is to be coded again (not `as_is`), else b""."""
     rows = [
         min(page.rows_per_strip, page.height - first)
         for first in range(0, page.height, page.rows_per_strip)
     ]
-    report = decode_page(_single_page(tiff, page), rows, page.width)
-    if report.clean or (not as_is and report.damaged_rows * 2 <= report.rows):
-        return
+    report = decode_page(_single_page(tiff, page), rows, page.width, keep=not as_is)
+    # A page coded again may have damaged rows, but every strip must be read: a strip libtiff
+    # cannot read at all failed the page when it was decoded a second time through Pillow.
+    if report.clean or (not as_is and report.damaged_rows * 2 <= report.rows
+                        and not report.unread_strips):
+        return report.bits
     raise UnreadableTiff(
         f"image data cannot be decoded ({report.damaged_rows} of {report.rows} rows damaged: "
         f"{report.first_problem})",

@@ -51,6 +51,11 @@ class DecodeReport:
     rows: int
     damaged_rows: int
     first_problem: str
+    # The decoded page, MSB first, rows of (width + 7) // 8 bytes, when asked for (`keep`);
+    # rows libtiff never wrote are coded white (0 bits).
+    bits: bytes = b""
+    # Strips libtiff could not read at all (TIFFReadEncodedStrip failed), not merely damaged.
+    unread_strips: int = 0
 
     @property
     def clean(self) -> bool:
@@ -77,6 +82,11 @@ class _Libtiff:
             ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_ssize_t,
         ]  # fmt: skip
         lib.TIFFClose.argtypes = [ctypes.c_void_p]
+        lib.TIFFWriteEncodedStrip.restype = ctypes.c_ssize_t
+        lib.TIFFWriteEncodedStrip.argtypes = [
+            ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_ssize_t,
+        ]  # fmt: skip
+        lib.TIFFSetField.restype = ctypes.c_int  # variadic: arguments passed as c_int below
         self.lib = lib
         libc = ctypes.CDLL(None)
         libc.vsnprintf.argtypes = [
@@ -98,11 +108,14 @@ def _libtiff() -> _Libtiff:
     raise UnreadableTiff(f"no libtiff >= 4.5 to check the image data ({'; '.join(problems)})")
 
 
-def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int) -> DecodeReport:
+def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int, *,
+                keep: bool = False) -> DecodeReport:
     """Decode every strip of a one-page TIFF (as `fax.ccitt` builds them) and report damage.
 
-    `strip_rows` is the number of rows in each strip. Raises UnreadableTiff only if libtiff
-    cannot open the file at all (which our own one-page files never should).
+    `strip_rows` is the number of rows in each strip. With `keep`, the decoded page comes
+    back in the report (a page to be coded again: it is not decoded a second time). Raises
+    UnreadableTiff only if libtiff cannot open the file at all (which our own one-page files
+    never should).
     """
     lib = _libtiff()
     messages: list[bytes] = []
@@ -133,11 +146,16 @@ def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int) 
             raise UnreadableTiff(f"libtiff cannot open the page ({_said(messages)})")
         try:
             row_bytes = (width + 7) // 8
-            buffer = ctypes.create_string_buffer(max(strip_rows) * row_bytes)
+            page = ctypes.create_string_buffer(sum(strip_rows) * row_bytes) if keep else None
+            reused = None if keep else ctypes.create_string_buffer(max(strip_rows) * row_bytes)
             damaged: set[tuple[int, int]] = set()
+            first_row = unread = 0
             for strip, rows in enumerate(strip_rows):
                 before = len(messages)
                 unwritten = rows
+                buffer = reused if page is None else \
+                    (ctypes.c_char * (rows * row_bytes)).from_buffer(page, first_row * row_bytes)
+                assert buffer is not None
                 # A decoder that meets an end-of-block mark early stops without a word; the
                 # rows it never wrote still hold the fill. Any fill could be a real row, so a
                 # row counts as unwritten only if it kept both of two different fills.
@@ -150,6 +168,7 @@ def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int) 
                     if not unwritten:
                         break
                 if got < 0:
+                    unread += 1
                     damaged.update((strip, row) for row in range(rows))
                     if len(messages) == before:
                         messages.append(b"strip %d could not be read" % strip)
@@ -161,13 +180,19 @@ def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int) 
                     )
                 for message in messages[before:]:
                     damaged.update(_rows_named(message, strip, rows))
+                if page is not None and (got < 0 or unwritten):
+                    left = rows if got < 0 else unwritten
+                    ctypes.memset(ctypes.byref(buffer, (rows - left) * row_bytes), 0,
+                                  left * row_bytes)
+                first_row += rows
+            bits = page.raw if page is not None else b""
         finally:
             lib.lib.TIFFClose(tif)
     finally:
         os.close(fd)
         lib.lib.TIFFOpenOptionsFree(options)
     total = sum(strip_rows)
-    return DecodeReport(total, min(len(damaged), total), _said(messages))
+    return DecodeReport(total, min(len(damaged), total), _said(messages), bits, unread)
 
 
 def _trailing_fill_rows(buffer: ctypes.Array[ctypes.c_char], rows: int, row_bytes: int,
