@@ -207,7 +207,9 @@ async def test_a_member_texts_once_per_key_and_the_signed_status_callback_is_jou
         f"http://127.0.0.1:{clinic.port}/sms/status?text={row.id}"
 
     audit = [(e.actor, e.detail) for e in clinic.journal.audit_log() if e.action == "text.send"]
-    assert audit == [("ana", f"ana texted from {MAIN} to …41")]
+    # Who is texting is the user the inbox names; who asked is the token's holder.
+    assert audit == [("ana", f"ana texted from {MAIN} to …41 (via api: the connections.status "
+                      "token, from 127.0.0.1)")]
     assert "lisinopril" not in caplog.text and PATIENT not in caplog.text
 
 

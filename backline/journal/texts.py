@@ -87,9 +87,10 @@ class TextJournal(SqlStore):
     """Staff texts; the journal provides the connection."""
 
     def add_text(self, key: str, at: datetime, user: str, sender: str, recipient: str,
-                 body: str) -> tuple[StaffText, bool]:
-        """Keep a text, pending and due ``at``, and audit who asked; or, when ``key`` is
-        known already, the text kept under it.  True if it is new.  Durable on return."""
+                 body: str, via: str = "") -> tuple[StaffText, bool]:
+        """Keep a text, pending and due ``at``, and audit who asked and, in ``via``, through
+        whom (the API's token-holder, the CLI's login); or, when ``key`` is known already,
+        the text kept under it.  True if it is new.  Durable on return."""
         with self._lock, self._transaction() as cur:
             cur.execute(self._q(
                 "INSERT INTO staff_texts (key, at, user_id, sender, recipient, body, state, "
@@ -102,7 +103,8 @@ class TextJournal(SqlStore):
                 cur.execute(self._q("INSERT INTO audit_log (at, actor, action, detail) "
                                     "VALUES (?, ?, ?, ?)"),
                             (_rows.to_text(at), user, "text.send",
-                             f"{user} texted from {sender} to {redact(recipient)}"))
+                             f"{user} texted from {sender} to {redact(recipient)}"
+                             + (f" (via {via})" if via else "")))
             cur.execute(self._q(f"SELECT {_COLUMNS} FROM staff_texts d WHERE d.key = ?"),
                         (key,))
             return _text(cur.fetchone()), new

@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from backline.app.commands.shared import CONFIG_HELP, UsageError, load_directory
+from backline.app.commands.shared import CONFIG_HELP, UsageError, load_directory, who
 from backline.core.conversations import ConversationBook
 from backline.core.e164 import redact
 from backline.core.ownership import OwnershipBook
@@ -75,7 +75,8 @@ def cmd_text(args: argparse.Namespace) -> int:
         conversations.hold(m.key for m in journal.conversation_members())
         outcome = request_text(
             journal, book, conversations, journal.mode_state().mode,
-            TextRequest(args.key, args.user, args.number, args.party, body),
+            TextRequest(args.key, args.user, args.number, args.party, body,
+                        f"cli: login {who(None)}"),
             datetime.now(UTC), gateway=directory.connections.sms_gateway is not None)
         if isinstance(outcome, NotKept):
             named = f" ({outcome.code})" if outcome.code else ""

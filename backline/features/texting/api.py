@@ -3,7 +3,9 @@ conversation API is), and the gateway's status callbacks for what it sent.
 
 ``POST /texts/send`` with a JSON object: ``key`` (the caller's idempotency key: a request
 sent again under it sends nothing more and answers what became of the first), ``user`` (who
-is texting), ``number`` (the practice number to text from), ``to`` (the party) and ``text``.
+is texting: trusted as named, since the token proves only that the caller is the inbox, which
+authenticates its own staff; the token-holder and address are audited and logged beside it),
+``number`` (the practice number to text from), ``to`` (the party) and ``text``.
 Answers:
 
 - 202 and the text's state (``pending``): journaled, to be sent by the sender task;
@@ -70,21 +72,23 @@ class TextingApi:
         missing = [k for k, value in fields.items() if not isinstance(value, str) or not value]
         if missing:
             return _refusal(400, f"expected strings for {', '.join(missing)}")
-        asked = TextRequest(*(str(fields[k]) for k in FIELDS))
+        key, user, number, to, text = (str(fields[k]) for k in FIELDS)
+        asked = TextRequest(key, user, number, to, text, _token_holder(request))
         outcome = await asyncio.to_thread(
             request_text, self.journal, self.book, self.conversations, self.mode(), asked,
             self.clock(), gateway=self.gateway)
         if isinstance(outcome, NotKept):
             if outcome.code:
-                log.warning("staff text by %s refused: %s", asked.user[:80], outcome.why)
+                log.warning("staff text by %s refused: %s (via %s)", asked.user[:80],
+                            outcome.why, asked.via)
                 return web.json_response({"refused": outcome.why, "why": outcome.code},
                                          status=outcome.status)
             return _refusal(outcome.status, outcome.why)
         if outcome.duplicate:
             return web.json_response(_shown(outcome.text) | {"duplicate": True})
         kept = outcome.text
-        log.info("staff text #%d by %s from %s to %s: to be sent", kept.id, kept.user,
-                 kept.sender, e164.redact(kept.recipient))
+        log.info("staff text #%d by %s from %s to %s: to be sent (via %s)", kept.id,
+                 kept.user, kept.sender, e164.redact(kept.recipient), asked.via)
         self.wake()
         return web.json_response(_shown(kept), status=202)
 
@@ -117,6 +121,12 @@ class TextingApi:
         else:
             log.info("staff text #%d: the gateway says %s%s", text.id, status.status,
                      f" (error {status.error_code})" if status.error_code else "")
+
+
+def _token_holder(request: web.Request) -> str:
+    """Who sent ``request``: the holder of the status listener's one bearer token (checked
+    before any handler runs), from this address."""
+    return f"api: the connections.status token, from {(request.remote or 'unknown')[:64]}"
 
 
 def _shown(text: StaffText) -> dict[str, Any]:

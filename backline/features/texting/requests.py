@@ -25,11 +25,16 @@ NO_GATEWAY = "no SMS gateway is configured to send it"
 
 @dataclass(frozen=True, slots=True)
 class TextRequest:
+    """``user`` is whom the caller names: trusted, not proven (docs/sms.md, "Texting").
+    ``via`` is who made the request, as far as Backline can tell (the API's token-holder and
+    address, the CLI's login): audited beside the user."""
+
     key: str
     user: str
     number: str
     to: str
     text: str
+    via: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +73,12 @@ def request_text(journal: Journal, book: OwnershipBook, conversations: Conversat
         return NotKept(503, NO_GATEWAY)
     decision = decide_text(book, conversations, OutboundText(r.user, r.number, r.to), mode)
     if isinstance(decision, RefuseText):
+        via = f" (via {r.via})" if r.via else ""
         journal.audit(AuditEntry(at, r.user[:80], "text.refused",
-                                 f"{decision.why.value}: {decision.detail}"))
+                                 f"{decision.why.value}: {decision.detail}{via}"))
         return NotKept(403, decision.detail, decision.why.value)
-    kept, new = journal.add_text(r.key, at, r.user, decision.from_number, decision.to, r.text)
+    kept, new = journal.add_text(r.key, at, r.user, decision.from_number, decision.to, r.text,
+                                 r.via)
     return Kept(kept, False) if new else _again(kept, r)  # not new: the same key at once
 
 
