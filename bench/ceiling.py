@@ -22,6 +22,7 @@ clean rate / the reference's ceiling.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -177,6 +178,7 @@ class Ceiling(Generic[S]):
     saturated_at: int  # its lowest unclean rate (0: none found, see stopped_by)
     subject_rate: int  # the subject's highest clean rate tried (0: none)
     stopped_by: str
+    out_of_time: bool = False  # the budget ended the search before it was done
 
     @property
     def ratio(self) -> float:
@@ -200,6 +202,7 @@ class _Search(Generic[R, S]):
         self.plan = plan
         self.step = step
         self.probes: list[Probe[S]] = []
+        self.out_of_time = False
         self.started = time.monotonic()
 
     def fits(self, rate: int, reserve: float = 0.0) -> bool:
@@ -217,6 +220,7 @@ class _Search(Generic[R, S]):
         """Whether RATE is clean on RIG: passed, or failed once and then passed (None: the
         budget has no room for it)."""
         if not self.fits(rate, reserve):
+            self.out_of_time = True
             return None
         if await self.once(rig, rate, phase):
             return True
@@ -229,9 +233,10 @@ async def find_ceiling(reference: R, subject: R, plan: Plan,
                        step: Callable[[R, int, int], Awaitable[S]]) -> Ceiling[S]:
     """The search in the module's docstring; ``step(rig, rate, calls)`` runs one step."""
     search = _Search(plan, step)
-    # The subject's part needs about three steps at the ceiling: keep room for them.
+    # The subject's part needs some five steps near the ceiling (each unclean rate is tried
+    # twice): keep room for them.
     def reserve(rate: int) -> float:
-        return 3 * plan.seconds(rate)
+        return 5 * plan.seconds(rate)
 
     lo, hi, stopped = 0, 0, ""
     rate = plan.first
@@ -288,7 +293,15 @@ async def find_ceiling(reference: R, subject: R, plan: Plan,
                 if verdict is None:
                     break
                 found, failed = (mid, failed) if verdict else (found, mid)
-    return Ceiling(tuple(search.probes), reference.name, subject.name, lo, hi, found, stopped)
+    if lo and not found and search.out_of_time:
+        stopped += "; the time budget ended before the subject had a clean rate"
+    return Ceiling(tuple(search.probes), reference.name, subject.name, lo, hi, found, stopped,
+                   search.out_of_time)
+
+
+def two_places(ratio: float) -> str:
+    """RATIO cut (not rounded) to two decimals, so that 0.897 does not read as a met 0.90."""
+    return f"{math.floor(ratio * 100) / 100:.2f}"
 
 
 def cpu_columns() -> str:
@@ -309,9 +322,12 @@ def summary(found: Ceiling[S], *, reference: str, subject: str, goal: float) -> 
                    + f" ({found.stopped_by})")
     else:
         out.append(f"{reference} ceiling: none found ({found.stopped_by})")
-    if found.ceiling:
+    if found.ceiling and not found.subject_rate and found.out_of_time:
+        out.append(f"ratio at saturation {subject}/{reference}: not measured (the time "
+                   f"budget ended before {subject} had a clean rate)")
+    elif found.ceiling:
         verdict = "meets" if found.ratio >= goal else "MISSES"
-        out.append(f"ratio at saturation {subject}/{reference}: {found.ratio:.2f} "
+        out.append(f"ratio at saturation {subject}/{reference}: {two_places(found.ratio)} "
                    f"({found.subject_rate} / {found.ceiling} cps; {verdict} the >= {goal} "
                    "goal)")
     for arm, label in ((found.reference, reference), (found.subject, subject)):
@@ -336,4 +352,5 @@ __all__ = [
     "machine_busy_seconds",
     "ran_out",
     "summary",
+    "two_places",
 ]

@@ -82,7 +82,7 @@ READY_SECONDS = 60.0
 FULL = Plan(first=25, top=1600, step_seconds=5.0, max_calls_per_step=4000,
             budget_seconds=300.0)
 SHORT = Plan(first=25, top=1600, step_seconds=4.0, max_calls_per_step=3000,
-             budget_seconds=150.0, resolution=0.2)  # python -m bench
+             budget_seconds=200.0, resolution=0.2)  # python -m bench
 QUICK = Plan(first=5, top=10, step_seconds=2.0, max_calls_per_step=20, budget_seconds=60.0)
 
 

@@ -98,9 +98,11 @@ def _ceiling_rows(found: Ceiling[calls.Step] | Ceiling[outage.Step], bench: str,
         value += " (clean at the plan's top: the ceiling lies above)"
     rows = [Figure(f"{bench}: {reference} ceiling, no failed call or retransmission", value)]
     if found.ceiling:
-        rows.append(Figure(f"{bench}: {subject}/{reference} at saturation",
-                           f"{found.ratio:.2f} ({found.subject_rate} cps)", f">= {goal}",
-                           found.ratio >= goal))
+        ratio = (f"{ceiling.two_places(found.ratio)} ({found.subject_rate} cps)"
+                 if found.subject_rate or not found.out_of_time
+                 else f"not measured: the time budget ended before {subject} had a clean rate")
+        rows.append(Figure(f"{bench}: {subject}/{reference} at saturation", ratio,
+                           f">= {goal}", found.ratio >= goal))
     notes = []
     for arm in (found.reference, found.subject):
         probe = found.unclean(arm)

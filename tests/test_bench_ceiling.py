@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bench import emergency
-from bench.ceiling import Plan, Split, find_ceiling, ran_out
+from bench.ceiling import Plan, Split, find_ceiling, ran_out, two_places
 
 IDLE = Split(0.1, 0.0, 0.1, 0.0, 0.0, 2)
 
@@ -74,6 +74,7 @@ async def test_a_subject_that_gives_out_first_is_measured_just_below_the_ceiling
     assert sorted(set(controller.tried)) == [150, 165, 180, 200]
     assert found.subject_rate == 150
     assert math.isclose(found.ratio, 0.75)
+    assert two_places(78 / 87) == "0.89"  # a ratio just under a 0.9 goal does not read 0.90
     unclean = found.unclean("controller")
     assert unclean is not None and unclean.rate == 165  # the lowest rate it never passed
 
