@@ -120,7 +120,8 @@ def memory_section(plan: Plan) -> tuple[list[Figure], list[str]]:
     seen: set[str] = set()
     labels = []
     for p in f.phases:  # a phase measured twice is told apart by its note
-        labels.append(f"{p.name} ({p.note})" if p.name in seen and p.note else p.name)
+        note = p.note.split(" (")[0]
+        labels.append(f"{p.name}, {note}" if p.name in seen and note else p.name)
         seen.add(p.name)
     names = " / ".join(labels)
     return [Figure(f"controller memory, resident: {names}",
