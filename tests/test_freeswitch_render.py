@@ -18,6 +18,7 @@ import pytest
 from backline.app.cli import main
 from backline.pbx.freeswitch import names
 from backline.render.freeswitch import (
+    ACL_FILE,
     CDR_CSV_FILE,
     DIALPLAN_FILE,
     DIRECTORY_FILE,
@@ -26,6 +27,7 @@ from backline.render.freeswitch import (
 )
 from tests.harness.freeswitch_conf import (
     Refused,
+    Registered,
     Routed,
     find_child,
     hunt,
@@ -110,9 +112,11 @@ def test_the_files_load_into_a_stock_freeswitch_xml_and_every_lookup_finds_them(
     """Each file is an <include> fragment at its stock path; assembled by the preprocessor's
     include rule into the stock sections, every configuration, context and user the driver
     relies on is found by FreeSWITCH's own lookups, and the stock neighbours still are."""
-    for name in (DIRECTORY_FILE, DIALPLAN_FILE, EVENT_SOCKET_FILE, SOFIA_FILE, CDR_CSV_FILE):
+    for name in (DIRECTORY_FILE, DIALPLAN_FILE, EVENT_SOCKET_FILE, SOFIA_FILE, CDR_CSV_FILE,
+                 ACL_FILE):
         fragment(rendered / name)
-    for conf in ("event_socket.conf", "sofia.conf", "cdr_csv.conf", "modules.conf"):
+    for conf in ("event_socket.conf", "sofia.conf", "cdr_csv.conf", "acl.conf",
+                 "modules.conf"):
         assert open_cfg(loaded, conf) is not None, conf
     sofia = open_cfg(loaded, "sofia.conf")
     assert sofia is not None and sofia.find("profiles/profile[@name='backline']") is not None
@@ -407,3 +411,55 @@ def test_fax_and_cdr_paths_are_read_and_a_path_freeswitch_would_split_is_refused
                                       "    cdr_file: log/Master.csv\n"))
     assert [p.field for p in caught.value.problems] == ["connections.pbx.fax_spool",
                                                         "connections.pbx.cdr_file"]
+
+
+LAN = "192.168.10.0/24"
+LAN_PHONE_IP = "192.168.10.20"
+OUTSIDER_IP = "203.0.113.9"
+
+
+def test_with_a_lan_sofia_refuses_desk_phones_from_elsewhere_and_911_goes_out_from_the_lan(
+        tmp_path: Path) -> None:
+    """``connections.pbx.lan`` enforced by FreeSWITCH itself, not only by the firewall: the
+    rendered acl.conf's lists loaded as switch_load_network_lists builds them, a REGISTER and
+    an INVITE run through the loaded profile as sofia.c and sofia_reg.c take them. A desk
+    phone's credentials from outside the LAN are refused (403: its directory user's
+    ``auth-acl``), REGISTER and INVITE alike, 911 too (as on Asterisk); from the LAN it
+    registers and 911 goes out; the carrier, off the LAN, is still taken by its address;
+    and a LAN address without credentials is challenged, never bound (so no
+    ``apply-register-acl``, which binds a REGISTER from its list without a challenge)."""
+    config = freeswitch_config(tmp_path, f"    lan: [{LAN}]\n")
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BACKLINE_ESL_PASSWORD", ESL_PASSWORD)
+        assert main(["render", str(config), "--out", str(out),
+                     "--secrets", str(tmp_path / "secrets.json")]) == 0
+    loaded = installed(out, tmp_path / "conf")
+    secret = json.loads((tmp_path / "secrets.json").read_text())["ana-desk"]
+    profile = sip_profile(loaded, "backline")
+    ana = ("ana-desk", secret)
+
+    assert profile.register(LAN_PHONE_IP, ana) == Registered("ana-desk")
+    assert profile.register(OUTSIDER_IP, ana) == Refused(403)
+    assert profile.register(LAN_PHONE_IP) == Refused(401)  # challenged, not bound
+    assert profile.invite(OUTSIDER_IP, "3035550123", ana) == Refused(403)
+    assert profile.invite(OUTSIDER_IP, "911", ana) == Refused(403)
+    assert profile.invite(OUTSIDER_IP, "+13125550100") == Refused(407)
+    emergency = profile.invite(LAN_PHONE_IP, "911", ana)
+    assert isinstance(emergency, Routed), emergency
+    assert hunt(loaded, emergency)[-1] == ("bridge", f"sofia/gateway/{names.GATEWAY}/911")
+    carrier = profile.invite(CARRIER_IP, "+13125550100")
+    assert isinstance(carrier, Routed) and carrier.context == names.CARRIER_CONTEXT, carrier
+    assert ("socket", "127.0.0.1:8084 full") in hunt(loaded, carrier)
+    # Every directory user is kept to the LAN: desk phones and voicemail boxes.
+    users = domain_of(loaded).findall("groups/group/users/user")
+    assert users and all(params(u, "params/param").get("auth-acl") for u in users)
+    assert profile.setting("apply-register-acl") is None
+
+
+def test_without_a_lan_no_directory_user_is_kept_to_one(loaded: ET.Element) -> None:
+    """No ``lan``: desk phones authenticate from anywhere (the config warns off loopback)."""
+    users = domain_of(loaded).findall("groups/group/users/user")
+    assert users and not any("auth-acl" in params(u, "params/param") for u in users)
+    assert sip_profile(loaded, "backline").register(
+        "198.51.100.7", ("ana-desk", "wrong")) == Refused(403)

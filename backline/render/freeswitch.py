@@ -25,6 +25,9 @@ lookup ever finds it (``tests/harness/freeswitch_conf.py`` assembles the files t
   (the outage lamp), and the carrier gateway;
 * ``autoload_configs/cdr_csv.conf.xml``: mod_cdr_csv's row per carrier call, which the
   controller imports on its return (the calls and faxes the PBX answered alone).
+* ``autoload_configs/acl.conf.xml``: the network lists the profile and the directory name:
+  the carrier's address (``apply-inbound-acl``) and, with ``connections.pbx.lan``, the LAN
+  (each directory user's ``auth-acl``: its digest is refused from anywhere else).
 
 Untrusted text (caller IDs, dialled strings) is never written here; what is written was
 validated by the config loader, and ElementTree escapes every attribute value.
@@ -69,6 +72,10 @@ DIALPLAN_FILE = "dialplan/backline.xml"
 EVENT_SOCKET_FILE = "autoload_configs/event_socket.conf.xml"
 SOFIA_FILE = "autoload_configs/sofia.conf.xml"
 CDR_CSV_FILE = "autoload_configs/cdr_csv.conf.xml"
+ACL_FILE = "autoload_configs/acl.conf.xml"
+# acl.conf's lists (switch_load_network_lists in src/switch_core.c).
+CARRIER_LIST = "backline-carrier"
+LAN_LIST = "backline-lan"
 
 
 def _include() -> ET.Element:
@@ -94,6 +101,13 @@ def _params(parent: ET.Element, values: Mapping[str, str], tag: str | None = "pa
         ET.SubElement(box, item, name=key, value=value)
 
 
+def lan_only(pbx: FreeswitchPbx) -> dict[str, str]:
+    """A directory user's ``auth-acl`` with ``connections.pbx.lan``: sofia_reg_parse_auth
+    (sofia_reg.c) refuses its digest (403, REGISTER and INVITE alike) from an address outside
+    the LAN list before it looks at the password; no ``lan``, no restriction."""
+    return {"auth-acl": LAN_LIST} if pbx.lan else {}
+
+
 def voicemail_boxes(d: Directory) -> list[str]:
     return sorted({n.voicemail_box for n in d.numbers
                    if Carry.VOICE in n.carries and n.voicemail_box})
@@ -113,7 +127,7 @@ def directory_xml(d: Directory, pbx: FreeswitchPbx, secrets: FreeswitchSecrets) 
             continue  # a deactivated user's phones cannot register at all
         for phone in user.desk_phones:
             entry = ET.SubElement(users, "user", id=phone)
-            _params(entry, {"password": secrets.desk_phones[phone]})
+            _params(entry, {"password": secrets.desk_phones[phone], **lan_only(pbx)})
             caller = emergency.get(phone)
             _params(entry, {"user_context": names.DESK_CONTEXT,
                             "backline_user": user.id,
@@ -125,7 +139,8 @@ def directory_xml(d: Directory, pbx: FreeswitchPbx, secrets: FreeswitchSecrets) 
     for box in voicemail_boxes(d):
         entry = ET.SubElement(users, "user", id=box)
         # A box, not a phone: its SIP password is a generated secret nobody is given.
-        _params(entry, {"password": secrets.voicemail[box], "vm-enabled": "true"})
+        _params(entry, {"password": secrets.voicemail[box], "vm-enabled": "true",
+                        **lan_only(pbx)})
     return _text(doc)
 
 
@@ -292,20 +307,32 @@ def event_socket_xml(pbx: FreeswitchPbx) -> str:
 
 
 def carrier_acl(pbx: FreeswitchPbx) -> str:
-    """The carrier's address as the ``apply-inbound-acl`` value: a CIDR names a network list
-    of its own in ``switch_check_network_list_ip_port_token`` (src/switch_core.c), so no
-    ``acl.conf`` list is needed. IPv4 only: sofia cuts the value at its first ``:`` into
-    list, pass context and fail context (``apply-inbound-acl`` in src/mod/endpoints/
-    mod_sofia/sofia.c), which an IPv6 address would be cut by."""
+    """The carrier's address as the CIDR of its list's node. An address, not a name:
+    acl.conf's nodes hold networks (switch_network_list_add_cidr_port_token in
+    src/switch_utils.c), never resolved names."""
     try:
         address = ipaddress.ip_address(pbx.trunk.host)
     except ValueError:
-        address = None
-    if not isinstance(address, ipaddress.IPv4Address):
         raise RenderError(f"connections.pbx.trunk.host: {pbx.trunk.host!r} must be the "
-                          "carrier's IPv4 address: FreeSWITCH recognises the carrier's calls "
-                          "by it (apply-inbound-acl)")
-    return f"{address}/32"
+                          "carrier's IP address: FreeSWITCH recognises the carrier's calls "
+                          "by it (apply-inbound-acl)") from None
+    return str(ipaddress.ip_network(address))
+
+
+def acl_xml(pbx: FreeswitchPbx) -> str:
+    """acl.conf's network lists, each denying what it does not list: the carrier's address,
+    and with ``connections.pbx.lan`` the LAN's networks. Lists are built when FreeSWITCH
+    starts and on ``reloadacl`` (switch_load_network_lists), which loads the XML again."""
+    doc = _include()
+    conf = ET.SubElement(doc, "configuration", name="acl.conf", description="Network Lists")
+    lists = ET.SubElement(conf, "network-lists")
+    carrier = ET.SubElement(lists, "list", name=CARRIER_LIST, default="deny")
+    ET.SubElement(carrier, "node", type="allow", cidr=carrier_acl(pbx))
+    if pbx.lan:
+        lan = ET.SubElement(lists, "list", name=LAN_LIST, default="deny")
+        for network in pbx.lan:
+            ET.SubElement(lan, "node", type="allow", cidr=network)
+    return _text(doc)
 
 
 def sofia_xml(pbx: FreeswitchPbx) -> str:
@@ -322,10 +349,12 @@ def sofia_xml(pbx: FreeswitchPbx) -> str:
     # address passes the inbound ACL, is taken as authenticated and runs in the profile's
     # context (the carrier's). manage-presence: the outage lamp (SUBSCRIBE and the dialog
     # package accepted, PRESENCE_IN turned into NOTIFYs); unset, the profile is passive and
-    # skips both.
+    # skips both. The LAN is kept by each directory user's auth-acl, not by
+    # apply-register-acl: sofia binds a REGISTER from an address on that list without any
+    # challenge (REG_AUTO_REGISTER in sofia_reg.c), so any LAN host could take a phone's name.
     _params(profile, {"sip-ip": pbx.sip.host, "rtp-ip": pbx.sip.host,
                       "sip-port": str(pbx.sip.port), "context": names.CARRIER_CONTEXT,
-                      "auth-calls": "true", "apply-inbound-acl": carrier_acl(pbx),
+                      "auth-calls": "true", "apply-inbound-acl": CARRIER_LIST,
                       "manage-presence": "true",
                       "force-register-domain": pbx.sip.host,
                       "force-register-db-domain": pbx.sip.host, "dialplan": "XML",
@@ -364,4 +393,5 @@ def render(d: Directory, secrets: FreeswitchSecrets, announcement: str) -> list[
         RenderedFile(EVENT_SOCKET_FILE, event_socket_xml(pbx)),
         RenderedFile(SOFIA_FILE, sofia_xml(pbx)),
         RenderedFile(CDR_CSV_FILE, cdr_csv_xml(pbx)),
+        RenderedFile(ACL_FILE, acl_xml(pbx)),
     ]

@@ -15,6 +15,13 @@ instead of being guessed at.
 * :func:`find_child` and :func:`locate` follow ``switch_xml_find_child`` and
   ``switch_xml_locate``: the *first* ``section`` whose name matches, and in it the first child
   tag whose attribute matches (case-insensitively).
+* :func:`network_lists` and :func:`check_network_list` follow ``switch_load_network_lists``
+  and ``switch_check_network_list_ip_port_token`` (``src/switch_core.c``) and the list match
+  of ``src/switch_utils.c``: acl.conf's lists (``cidr`` nodes only) and the ``.auto`` ones the
+  rendered files name.
+* :meth:`SipProfile.invite` and :meth:`SipProfile.register` follow mod_sofia's INVITE and
+  REGISTER: the profile's ACLs, the digest challenge, and ``sofia_reg_parse_auth``'s user
+  checks (``auth-acl``, the password).
 * :func:`stock_tree` writes a configuration directory shaped like FreeSWITCH's stock one
   (``conf/vanilla/freeswitch.xml``: ``vars.xml`` first, then one ``configuration`` section
   including ``autoload_configs/*.xml``, one ``dialplan`` section including ``dialplan/*.xml``,
@@ -25,6 +32,7 @@ instead of being guessed at.
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
 import re
 import subprocess
@@ -278,16 +286,91 @@ class Routed:
     variables: dict[str, str]
 
 
-def network_list_has(acl: str, ip: str) -> bool:
-    """switch_check_network_list_ip_port_token (src/switch_core.c) for a list that is a CIDR
-    or comma-separated CIDRs (used as written, no acl.conf list needed). A named list
-    (``acl.conf``, ``*.auto``) is not modelled."""
-    import ipaddress
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A REGISTER accepted: the directory user it is bound to (``authenticated`` False when
+    an apply-register-acl let it in without a challenge: REG_AUTO_REGISTER)."""
 
-    if "/" not in acl:
-        raise NotModelled(f"named network list {acl!r}")
-    address = ipaddress.ip_address(ip)
-    return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in acl.split(","))
+    user: str
+    authenticated: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkList:
+    """One network list (switch_network_list_t): its default and its nodes, each a network
+    and whether it allows (src/switch_utils.c)."""
+
+    default: bool
+    nodes: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, bool], ...] = ()
+
+    def allows(self, ip: str) -> bool:
+        """switch_network_list_validate_ip_port_token (port 0): of the nodes of the
+        address's family that hold it, the one with the most bits decides (a later node
+        with as many bits wins: ``node->bits >= bits``); none: the list's default."""
+        address = ipaddress.ip_address(ip)
+        ok, bits = self.default, 0
+        for network, allow in self.nodes:
+            if network.version == address.version and network.prefixlen >= bits \
+                    and address in network:
+                ok, bits = allow, network.prefixlen
+        return ok
+
+
+def _true(value: str) -> bool:
+    """switch_true (src/include/switch_utils.h): yes, on, true, t, enabled, active, allow,
+    or a number other than 0."""
+    text = value.strip().lower()
+    return text in ("yes", "on", "true", "t", "enabled", "active", "allow") or (
+        text.lstrip("-").isdigit() and int(text) != 0)
+
+
+# The lists switch_load_network_lists makes before reading acl.conf (those these tests use).
+AUTO_LISTS = {
+    "loopback.auto": NetworkList(False, ((ipaddress.ip_network("127.0.0.0/8"), True),
+                                         (ipaddress.ip_network("::1/128"), True))),
+    "rfc1918.auto": NetworkList(False, tuple((ipaddress.ip_network(n), True) for n in (
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fe80::/10"))),
+}
+
+
+def network_lists(root: ET.Element) -> dict[str, NetworkList]:
+    """switch_load_network_lists (src/switch_core.c): the ``.auto`` lists, then each ``list``
+    of acl.conf's ``network-lists`` (no name: skipped; ``default`` absent: allow), each node
+    ``type`` (absent: the list's default) with a ``cidr``. A node naming a ``domain``, a
+    ``host``/``mask`` or ports is not modelled."""
+    lists = dict(AUTO_LISTS)
+    acl = open_cfg(root, "acl.conf")
+    holder = None if acl is None else acl.find("network-lists")
+    if holder is None:
+        return lists
+    for entry in holder.findall("list"):
+        name = entry.get("name")
+        if not name:
+            continue
+        default = _true(entry.get("default", "true"))
+        nodes = []
+        for node in entry.findall("node"):
+            if set(node.attrib) - {"type", "cidr"} or node.get("cidr") is None:
+                raise NotModelled(f"acl.conf node {node.attrib}")
+            kind = node.get("type")
+            nodes.append((ipaddress.ip_network(node.get("cidr") or "", strict=False),
+                          default if kind is None else _true(kind)))
+        lists[name] = NetworkList(default, tuple(nodes))
+    return lists
+
+
+def check_network_list(lists: dict[str, NetworkList], ip: str, name: str) -> bool:
+    """switch_check_network_list_ip_port_token (src/switch_core.c, port 0): a list by that
+    name, else a name holding ``/`` is one CIDR or comma-separated CIDRs, else nothing
+    matches (an unknown list allows no one)."""
+    found = lists.get(name)
+    if found is not None:
+        return found.allows(ip)
+    if "/" in name:
+        address = ipaddress.ip_address(ip)
+        return any(address in ipaddress.ip_network(cidr, strict=False)
+                   for cidr in name.split(","))
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +380,7 @@ class SipProfile:
     root: ET.Element
     name: str
     settings: list[tuple[str, str]]
+    lists: dict[str, NetworkList] = field(default_factory=dict)  # acl.conf's, as loaded
 
     def flag(self, name: str, default: bool = False) -> bool:
         value = self.setting(name)
@@ -334,7 +418,7 @@ class SipProfile:
         if acls:
             ok = False
             for acl, passed, failed in acls:
-                ok = network_list_has(acl, network_ip)
+                ok = check_network_list(self.lists, network_ip, acl)
                 if ok:
                     acl_context = passed or acl_context
                     break
@@ -350,9 +434,8 @@ class SipProfile:
             if credentials is None:
                 return Refused(407)
             user, password = credentials
-            domain = self.setting("force-register-domain") or self.setting("sip-ip") or ""
-            entry = locate_user(self.root, user, domain)
-            if entry is None or params(entry, "params/param").get("password") != password:
+            domain, entry = self.authenticate(network_ip, user, password)
+            if entry is None:
                 return Refused(403)
             # sofia_reg_parse_auth: user_name, domain_name, then the user's variables (empty
             # names or values skipped); sofia.c sets each on the channel.
@@ -366,6 +449,49 @@ class SipProfile:
         variables.update({"sip_network_ip": network_ip, "destination_number": destination})
         return Routed(context, variables)
 
+    def authenticate(self, network_ip: str, user: str,
+                     password: str) -> tuple[str, ET.Element | None]:
+        """sofia_reg_parse_auth (sofia_reg.c) for a digest from ``network_ip``: the domain and
+        the directory user, or None (AUTH_FORBIDDEN: no such user, ``sip-forbid-register``,
+        the address outside the user's ``auth-acl`` (no ``apply-proxy-acl`` rendered), or
+        the wrong password). The answer is taken as computed right: only the password is
+        compared."""
+        domain = self.setting("force-register-domain") or self.setting("sip-ip") or ""
+        entry = locate_user(self.root, user, domain)
+        if entry is None:
+            return domain, None
+        given = params(entry, "params/param")
+        if _true(given.get("sip-forbid-register", "false")):
+            return domain, None
+        auth_acl = given.get("auth-acl")
+        if auth_acl and not check_network_list(self.lists, network_ip, auth_acl):
+            if self.setting("apply-proxy-acl"):
+                raise NotModelled("apply-proxy-acl")
+            return domain, None  # "IP ... Rejected by user acl [...] and no proxy acl"
+        return domain, entry if given.get("password") == password else None
+
+    def register(self, network_ip: str,
+                 credentials: tuple[str, str] | None = None) -> Refused | Registered:
+        """A REGISTER from ``network_ip`` (sofia_reg_handle_sip_i_register, then
+        sofia_reg_handle_register_token): with ``apply-register-acl``, an address outside any
+        of the lists is refused (403) and one inside all of them is bound without a
+        challenge (REG_AUTO_REGISTER); otherwise no Authorization is
+        challenged (401), and one sofia_reg_parse_auth forbids is refused (403). With
+        ``blind-reg`` every REGISTER is bound without a challenge."""
+        reg_acls = [v for k, v in self.settings if k.lower() == "apply-register-acl" and v]
+        if any(v.lower() == "none" for v in reg_acls):
+            raise NotModelled("apply-register-acl none")
+        if reg_acls and not all(check_network_list(self.lists, network_ip, a)
+                                for a in reg_acls):
+            return Refused(403)  # "IP ... Rejected by register acl"
+        if reg_acls or self.flag("blind-reg"):  # REG_AUTO_REGISTER, or blind-reg: no auth
+            return Registered(credentials[0] if credentials else "", False)
+        if credentials is None:
+            return Refused(401)
+        user, password = credentials
+        _, entry = self.authenticate(network_ip, user, password)
+        return Refused(403) if entry is None else Registered(user)
+
 
 def sip_profile(root: ET.Element, name: str) -> SipProfile:
     sofia = open_cfg(root, "sofia.conf")
@@ -374,7 +500,7 @@ def sip_profile(root: ET.Element, name: str) -> SipProfile:
         raise LookupError(f"no sofia profile {name!r}")
     settings = [(p.get("name") or "", p.get("value") or "")
                 for p in profile.findall("settings/param")]
-    return SipProfile(root, name, settings)
+    return SipProfile(root, name, settings, network_lists(root))
 
 
 Api = Callable[[str, str], str]
