@@ -51,7 +51,8 @@ class VoicemailEmails(LeasedDelivery):
 
     def recipients(self, message: Attempt) -> list[tuple[str, str]]:
         """(user, address) of each active member of the message's number who opted in."""
-        users = {u.id: u for u in self.directory.users}
+        # The book's practice: a reload (who opted in, their addresses) applies at once.
+        users = {u.id: u for u in self.book.directory.users}
         return [(m, users[m].email) for m in self.book.sorted_members(message.recipient)
                 if m in users and users[m].voicemail_email and users[m].email]
 
@@ -75,7 +76,7 @@ class VoicemailEmails(LeasedDelivery):
         return self.nap_until(after, self._clock(), MAX_NAP)
 
     async def _owe(self) -> None:
-        since = self._clock() - timedelta(hours=self.directory.backup.link_hours)
+        since = self._clock() - timedelta(hours=self.book.directory.backup.link_hours)
         messages = await asyncio.to_thread(self.journal.voicemail_unconsidered, since,
                                            self._considered)
         for message in messages:
@@ -87,14 +88,14 @@ class VoicemailEmails(LeasedDelivery):
 
     async def _send(self, e: VoicemailEmail) -> None:
         now = self._clock()
-        hours = self.directory.backup.link_hours
+        hours = self.book.directory.backup.link_hours
         token = links.new_token()
         # The link is durable before the email leaves: a page that opens later needs it.
         await asyncio.to_thread(self.journal.add_voicemail_link, e.id, e.attempt.id,
                                 links.token_hash(token), now, links.expiry(now, hours))
         number = self.book.number(e.attempt.recipient)
         domain = self._sender.rpartition("@")[2] or "backline.invalid"
-        practice = self.directory.practice
+        practice = self.book.directory.practice
         await self.email(voicemail_email(
             practice=practice.name, line=number.caller_id_name if number else "",
             sender=self._sender, to=e.recipient,
