@@ -5,6 +5,7 @@ journal, against the Twilio-format stand-in; the CLI as its own process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import sys
 import pytest
 
 from backline.app.commands.shared import who
-from tests.test_texting import MAIN, PATIENT, ROOT, TEXT, Clinic
+from tests.test_texting import MAIN, OTHER, PATIENT, ROOT, TEXT, Clinic
 from tests.test_texting_send_time import clinic
 
 __all__ = ["clinic"]  # the fixture
@@ -45,3 +46,41 @@ async def test_each_text_is_audited_with_who_asked_for_it_beside_the_user_it_nam
     assert f"staff text by sam refused: sam is not a member of {MAIN} and was not added to " \
         f"this conversation (via {api})" in caplog.text
     assert "lisinopril" not in caplog.text and PATIENT not in caplog.text
+
+
+async def test_backline_text_list_shows_recent_texts_without_the_text_or_the_partys_number(
+        clinic: Clinic) -> None:
+    assert (await clinic.text("list-1", "ana", MAIN, PATIENT))[0] == 202
+    await clinic.settle()
+    [message] = clinic.gateway.sent
+    assert (await clinic.gateway.report_status(message, "delivered")).status == 200
+    clinic.clock.advance(60)
+    clinic.gateway.fail_next(1, 503)
+    assert (await clinic.text("list-2", "jo", MAIN, OTHER))[0] == 202
+    await clinic.settle()
+    assert (await clinic.text("list-3", "sam", MAIN, PATIENT))[0] == 403  # never journaled
+
+    listed = await asyncio.to_thread(backline, clinic, "text", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["when", "key", "user", "number", "to", "state"]
+    assert [line.split() for line in lines[1:]] == [  # oldest first, at the practice's time
+        ["2025-03-03", "08:00:00", "list-1", "ana", MAIN, "…41", "sent", "(delivered)"],
+        ["2025-03-03", "08:01:00", "list-2", "jo", MAIN, "…99", "failed"]]
+
+    as_json = await asyncio.to_thread(backline, clinic, "text", "list", "--json", "--since",
+                                      "2025-03-03T14:00:30")
+    assert as_json.returncode == 0, as_json.stderr
+    [row] = json.loads(as_json.stdout)
+    assert (row["key"], row["user"], row["number"], row["to"], row["state"], row["detail"],
+            row["tries"], row["at"], row["sent_at"]) == (
+        "list-2", "jo", MAIN, "…99", "failed", "HTTP 503", 1, "2025-03-03T14:01:00+00:00",
+        None)
+    none = await asyncio.to_thread(backline, clinic, "text", "list", "--since",
+                                   "2025-03-03T15:00")
+    assert (none.returncode, none.stdout) == (0, "no staff texts since 2025-03-03 09:00:00\n")
+    bad = await asyncio.to_thread(backline, clinic, "text", "list", "--since", "soon")
+    assert bad.returncode == 2 and "--since 'soon'" in bad.stderr
+
+    shown = listed.stdout + as_json.stdout
+    assert "lisinopril" not in shown and PATIENT not in shown and OTHER not in shown

@@ -116,11 +116,13 @@ class TextJournal(SqlStore):
             row = cur.fetchone()
             return _text(row) if row is not None else None
 
-    def staff_texts(self, limit: int = 100) -> list[StaffText]:
-        """The latest texts, newest first."""
+    def staff_texts(self, limit: int = 100, since: datetime | None = None
+                    ) -> list[StaffText]:
+        """The latest texts (asked for at or after ``since``), newest first."""
         with self._lock, self._transaction() as cur:
-            cur.execute(self._q(f"SELECT {_COLUMNS} FROM staff_texts d ORDER BY d.id DESC "
-                                "LIMIT ?"), (limit,))
+            cur.execute(self._q(f"SELECT {_COLUMNS} FROM staff_texts d WHERE d.at >= ? "
+                                "ORDER BY d.id DESC LIMIT ?"),
+                        (_rows.to_text(since) if since else "", limit))
             return [_text(r) for r in cur.fetchall()]
 
     def claim_due_texts(self, now: datetime, lease_until: datetime, holder: str,

@@ -1,10 +1,11 @@
-"""``backline text send|show``: a member of staff texts a party from a practice number.
+"""``backline text send|show|list``: a member of staff texts a party from a practice number.
 
 Decided as the API decides (``backline.features.texting.requests``): a number's members text
 from it; someone added to one conversation texts that party only; a number not registered
 for business texting sends nothing; nothing in an outage.  The text is read from standard
 input, never the command line (``ps`` shows every login's arguments), and journaled under
-``--key``; a running controller sends it within a second, once.
+``--key``; a running controller sends it within a second, once.  ``list`` shows the recent
+texts for ops: never a text, and the party only by its last digits.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from backline.app.commands.shared import CONFIG_HELP, UsageError, load_directory, who
+from backline.app.commands.attempts import parse_since
+from backline.app.commands.shared import CONFIG_HELP, UsageError, load_directory, local_time, who
 from backline.core.conversations import ConversationBook
 from backline.core.e164 import redact
+from backline.core.model import Directory
 from backline.core.ownership import OwnershipBook
 from backline.features.texting.requests import NotKept, TextRequest, request_text
 from backline.journal import open_journal
@@ -54,10 +57,22 @@ def add_parser(sub: Any) -> None:
     q.add_argument("key", metavar="KEY")
     q.add_argument("--json", action="store_true", help="machine-readable output for scripts")
     q.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
+    q = tsub.add_parser("list", help="list recent staff texts",
+                        description="Recent staff texts, oldest first: when each was asked "
+                                    "for, its key, who texted, from which number, to the "
+                                    "party's last digits, and its state (and the gateway's "
+                                    "delivery status). Never the text itself.")
+    q.add_argument("--since", metavar="TIME", help="only texts since TIME: 2h, 30m, 7d or an "
+                   "ISO 8601 time")
+    q.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")
+    q.add_argument("--json", action="store_true", help="machine-readable output for scripts")
+    q.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
 
 
 def cmd_text(args: argparse.Namespace) -> int:
     directory = load_directory(args.config)
+    if args.action == "list":
+        return _list(args, directory)
     journal = open_journal(directory.connections.storage.url)
     try:
         if args.action == "show":
@@ -91,6 +106,30 @@ def cmd_text(args: argparse.Namespace) -> int:
         return 0
     finally:
         journal.close()
+
+
+def _list(args: argparse.Namespace, directory: Directory) -> int:
+    if args.limit < 1:
+        raise UsageError("--limit: expected a number of texts, 1 or more")
+    since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    journal = open_journal(directory.connections.storage.url)
+    try:
+        texts = list(reversed(journal.staff_texts(args.limit, since)))
+    finally:
+        journal.close()
+    if args.json:
+        print(json.dumps([_shown(t) | {"at": t.at.isoformat(), "sent_at": t.sent_at
+                                       and t.sent_at.isoformat()} for t in texts], indent=2))
+        return 0
+    if not texts:
+        print("no staff texts" + (f" since {local_time(since, directory)}" if since else ""))
+        return 0
+    print(f"{'when':<19}  {'key':<20}  {'user':<12}  {'number':<12}  {'to':<5}  state")
+    for t in texts:
+        delivery = f" ({t.delivery})" if t.delivery else ""
+        print(f"{local_time(t.at, directory):<19}  {t.key[:20]:<20}  {t.user[:12]:<12}  "
+              f"{t.sender:<12}  {redact(t.recipient):<5}  {t.state.value}{delivery}")
+    return 0
 
 
 def _shown(text: StaffText) -> dict[str, Any]:
