@@ -85,7 +85,12 @@ class VoicemailIntake:
             return False
         now = self._clock()
         if end.voicemail:
-            messages = await self.take_spool(end.box)
+            try:
+                messages = await self.take_spool(end.box)
+            except OSError as exc:
+                # Whether a message was left cannot be told: the next login reads the spool.
+                log.error("the voicemail spool cannot be read: %s", exc.strerror or exc)
+                return False
             if end.channel and any(m.channel == end.channel and now - m.at < _SAME_CALL
                                    for m in messages):
                 return True
