@@ -32,7 +32,7 @@ from pathlib import Path
 from backline.core.outage import Mode
 from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
 from backline.journal.rows import to_text
-from bench.outage import ControllerProcess, backline
+from bench.controller_process import ControllerProcess, backline
 from tests.harness.practice_pbx import practice_pbx
 
 GOAL_MB = 100.0

@@ -40,16 +40,12 @@ import contextlib
 import math
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from backline.core.model import Announcement
 from backline.localpbx.announcement import render_announcement
@@ -58,6 +54,7 @@ from backline.localpbx.ports import LOOPBACK
 from bench import ceiling
 from bench.calls import BUSY_MACHINE, REACHED
 from bench.ceiling import Ceiling, Meter, Plan, Probe, Split, find_ceiling
+from bench.controller_process import ControllerProcess, agi_refuses, backline
 from bench.pbx_setup import BenchError, bind_rtp_to_loopback, keep_log, widen_rtp_range
 from bench.sipp_load import (
     RECV_TIMEOUT_MS,
@@ -77,7 +74,6 @@ CARRIER_USER = "carrier"  # the test practice's trunk From user
 SHORT_ANNOUNCEMENT = "Outage. Please call back later."
 PLAYED_SLACK = 0.25  # s: answer to BYE at least the recording's length minus this
 OPEN_SLACK = 3.0  # calls open at once are capped at rate x (announcement + this)
-READY_SECONDS = 60.0
 
 FULL = Plan(first=25, top=1600, step_seconds=5.0, max_calls_per_step=4000,
             budget_seconds=300.0)
@@ -139,98 +135,6 @@ class Result:
     @property
     def announcement(self) -> float:
         return next((p.step.announcement for p in self.found.probes), math.nan)
-
-
-# ----- the controller as ops run it
-
-
-class ControllerProcess:
-    """``backline run CONFIG`` in a process of its own; its output goes to ``log`` and is
-    read by a thread, so a test can wait for a line (and a chatty controller never blocks
-    on a full pipe)."""
-
-    def __init__(self, config_path: Path, log: Path) -> None:
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backline.app.cli", "run", str(config_path)], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self._lines: list[str] = []
-        self._ended = False
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, name="controller-output",
-                                        daemon=True)
-        self._reader.start()
-
-    def __enter__(self) -> ControllerProcess:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc.poll() is None else None
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._log.write(line)
-            with self._changed:
-                self._lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self._ended = True
-            self._changed.notify_all()
-
-    def wait_for(self, needle: str, timeout: float = READY_SECONDS) -> str:
-        """The first output line containing ``needle``; BenchError if the process ends or
-        ``timeout`` passes first."""
-        def found() -> str | None:
-            return next((line for line in self._lines if needle in line), None)
-
-        with self._changed:
-            self._changed.wait_for(lambda: found() is not None or self._ended, timeout)
-            line = found()
-            if line is None:
-                tail = "".join(self._lines[-20:])
-                raise BenchError(f"the controller did not print {needle!r}:\n{tail}")
-            return line
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye, no flush, the FastAGI port closed by the kernel."""
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._reader.join(10)
-        self._log.close()
-
-
-def backline(config_path: Path, *args: str) -> None:
-    """Run a ``backline`` subcommand on the practice; BenchError unless it exits 0."""
-    result = subprocess.run([sys.executable, "-m", "backline.app.cli", *args, "--config",
-                             str(config_path)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
-    if result.returncode != 0:
-        raise BenchError(f"backline {' '.join(args)} (exit {result.returncode}): "
-                         f"{result.stdout.strip()} {result.stderr.strip()}")
-
-
-def agi_refuses(port: int) -> bool:
-    """True if nothing listens on the FastAGI port any more."""
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 # ----- one arm's rig
