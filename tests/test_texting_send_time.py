@@ -40,10 +40,10 @@ async def clinic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
             await site.stop()
 
 
-def backline(clinic: Clinic, *args: str) -> subprocess.CompletedProcess[str]:
+def backline(clinic: Clinic, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "backline.app.cli", *args, "--config",
-                           str(clinic.config)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, check=False)
+                           str(clinic.config)], input=stdin, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
 
 
 async def waiting_after_a_503(clinic: Clinic, key: str, user: str) -> None:
@@ -174,3 +174,24 @@ def test_a_text_is_refused_at_its_try_only_by_the_holder_of_its_claim_on_every_b
         assert journal.next_text_at() is None
     finally:
         journal.close()
+
+
+async def test_a_text_queued_while_no_controller_runs_is_decided_by_the_practice_it_starts_with(
+        clinic: Clinic) -> None:
+    """`backline text send` journals a text while the controller is down; jo is deactivated
+    before it starts again: the text waiting in the queue is refused, never sent."""
+    await clinic.stop()
+    queued = await asyncio.to_thread(backline, clinic, "text", "send", MAIN, PATIENT, "--as",
+                                     "jo", "--key", "queued-1", stdin=TEXT)
+    assert queued.returncode == 0, queued.stderr
+    clinic.config.write_text(clinic.config.read_text().replace(JO, JO[:-1] + ", active: false}"))
+    await clinic.start()
+    asked = clinic.journal.text_by_key("queued-1")
+    assert asked is not None
+    clinic.clock.now = max(clinic.clock.now, asked.at)  # the CLI journals at the wall clock
+    await clinic.settle()
+    shown = await clinic.show("queued-1")
+    assert (shown["state"], shown["tries"]) == ("not-sent", 0), shown
+    assert shown["detail"] == "refused before it was sent (unknown-user): no active user 'jo' " \
+        "in the directory"
+    assert clinic.gateway.requests == 0
