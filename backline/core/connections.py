@@ -59,6 +59,8 @@ class Trunk:
     # certificate verified against ``ca_file`` (a PEM bundle; empty: the system's CAs).
     tls: bool = False
     ca_file: str = ""
+    # The calls' media to and from the carrier as SRTP, keyed by SDES inside that TLS.
+    srtp: bool = False
 
     @property
     def sources(self) -> tuple[str, ...]:

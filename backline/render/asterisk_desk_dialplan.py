@@ -9,11 +9,8 @@ from backline.core.model import Directory
 from backline.pbx import names as shared
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.render.asterisk_dialplan_steps import agi, decided, var
-from backline.render.asterisk_pjsip import (
-    SECURE_DESK_CONTEXT,
-    carrier_endpoint,
-    emergency_endpoint,
-)
+from backline.render.asterisk_pjsip import carrier_endpoint, emergency_endpoint
+from backline.render.asterisk_srtp import SECURE_DESK_CONTEXT, clear_emergency_endpoint
 
 
 def _feature_code(code: str, action: str, lamp: bool) -> str:
@@ -35,7 +32,18 @@ def _emergency(d: Directory, pbx: AsteriskPbx) -> str:
         f" same => n,UserEvent({v.EMERGENCY_EVENT},Phone: ${{CHANNEL(endpoint)}},"
         f"Dialled: ${{EXTEN}})\n"
         f" same => n,Dial(PJSIP/{e}@{emergency_endpoint(pbx)})\n"
+        f"{_in_the_clear(pbx, e)}"
         f" same => n,Hangup()" for e in d.emergency_numbers)
+
+
+def _in_the_clear(pbx: AsteriskPbx, number: str) -> str:
+    """``trunk.srtp``: a 911 call the carrier would not take as SRTP (488: the call did not
+    go through) is sent again with plain RTP: the practice's policy never fails it."""
+    if not pbx.trunk.srtp:
+        return ""
+    failed = '$["${DIALSTATUS}" = "CHANUNAVAIL" | "${DIALSTATUS}" = "CONGESTION"]'
+    return (f" same => n,ExecIf({failed}?Dial(PJSIP/{number}@"
+            f"{clear_emergency_endpoint(carrier_endpoint(pbx))}))\n")
 
 
 def secure_desk(d: Directory, pbx: AsteriskPbx) -> str:

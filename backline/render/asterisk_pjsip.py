@@ -15,6 +15,13 @@ from backline.core.connections import AsteriskPbx
 from backline.core.emergency import emergency_callers
 from backline.core.model import Directory, Location
 from backline.pbx.asterisk import dialplan_variables as v
+from backline.render.asterisk_srtp import (
+    SECURE_DESK_CONTEXT,
+    carrier_media,
+    clear_emergency,
+    desk_phone_media,
+    srtp_twin,
+)
 
 
 def carrier_endpoint(pbx: AsteriskPbx) -> str:
@@ -47,9 +54,6 @@ SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
 
 
 PRACTICE_CA_CERT, SERVER_CERT, SERVER_KEY = "ca.pem", "server.pem", "server.key"
-# With ``encryption: required``, where desk phones' calls enter: only those signalled over
-# TLS go on to the desk phones' context (render/asterisk_desk_dialplan.py).
-SECURE_DESK_CONTEXT = "backline-desk-tls"
 
 
 def desk_context(d: Directory, desk_phone: str) -> str:
@@ -168,6 +172,7 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
         *([f"outbound_auth={carrier}-auth"] if trunk.username else []),
         *(_only_from(_carrier_sources(pbx, proxy)) if pbx.lan else []),
         *_carrier_transport(pbx),
+        *carrier_media(pbx),
         "",
         f"[{carrier}]",
         "type=aor",
@@ -185,7 +190,9 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
                 f"aors={carrier}", "send_pai=yes", "trust_id_outbound=yes",
                 "trust_id_inbound=no", f"media_address={pbx.sip.host}",
                 "bind_rtp_to_media_address=yes", "identify_by=ip",
-                "geoloc_outgoing_call_profile=<prefer_incoming>", *_carrier_transport(pbx), ""]
+                "geoloc_outgoing_call_profile=<prefer_incoming>", *_carrier_transport(pbx),
+                *carrier_media(pbx), ""]
+    out += clear_emergency(pbx, carrier, _carrier_transport(pbx))
     if not trunk.from_user:
         out += [f"[{carrier}-identify]", "type=identify", f"endpoint={carrier}",
                 f"match={','.join(_carrier_sources(pbx, proxy))}", ""]
@@ -209,9 +216,9 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
                     # would keep the endpoint from loading at all (no 911 from that phone).
                     out.append(f"geoloc_incoming_call_profile="
                                f"{location_profile(caller.location)}")
-            out += [*_media_encryption(d, phone), ""]
+            out += [*desk_phone_media(d, phone), ""]
             if d.requires_srtp(phone):
-                out += _srtp_twin(user.id, phone)
+                out += srtp_twin(user.id, phone)
         if user.desk_phones and user.id not in user.desk_phones:
             out += _login_gate(user.id, user.desk_phones[0])
     out.append("#include pjsip_auth.conf")
@@ -244,33 +251,6 @@ def _tls_transport(pbx: AsteriskPbx, tls: TlsFiles | None) -> list[str]:
             "type=transport", "protocol=tls", f"bind={pbx.sip.host}:{pbx.tls.port}",
             f"cert_file={tls.certificate}", f"priv_key_file={tls.key}", "method=tlsv1_2",
             "verify_client=no", "require_client_cert=no", *carrier, *_nat(pbx), ""]
-
-
-def _media_encryption(d: Directory, desk_phone: str) -> list[str]:
-    """``encryption: required`` (the phone's own, else the practice's): SRTP keyed by SDES
-    (the keys ride in the SDP, inside the phone's TLS).  The phone's own endpoint takes a
-    plain-RTP offer (optimistic) so that PJSIP never refuses a 911 call before the dialplan
-    runs; the dialplan then refuses any
-    other call not signalled over TLS or not SRTP (SECURE_DESK_CONTEXT).  Calls to a phone
-    go through its twin (``_srtp_twin``), which offers nothing but SRTP, over TLS only (a
-    phone registered over UDP is not rung: the key would cross the LAN readable)."""
-    if not d.requires_srtp(desk_phone):
-        return []
-    return [f"context={SECURE_DESK_CONTEXT}", "media_encryption=sdes",
-            "media_encryption_optimistic=yes", "transport=transport-tls"]
-
-
-def _srtp_twin(login: str, phone: str) -> list[str]:
-    """The endpoint that rings ``phone`` when its media must be SRTP: the phone's own takes
-    a plain-RTP offer (so 911 is never refused before the dialplan runs), and so offers SRTP
-    keys in plain RTP/AVP, which a phone that insists on SRTP refuses (RFC 8643); this one
-    offers RTP/SAVP and takes no answer without keys.  Nothing comes in through it: it is
-    found only by a digest user of its own name, which no auth has, and its context
-    refuses."""
-    return [f"[{phone}{v.SRTP_TWIN}](desk-phone)", f"aors={login}", f"auth={phone}-auth",
-            f"context={v.context(v.REFUSE)}", "identify_by=auth_username",
-            "media_encryption=sdes", "media_encryption_optimistic=no",
-            "transport=transport-tls", ""]
 
 
 def _login_gate(login: str, first_phone: str) -> list[str]:

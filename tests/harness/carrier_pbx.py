@@ -13,6 +13,7 @@ namespace (tests/harness/netns.py), acting as the provider does.
   public address to be heard.
 - ``tls`` (a certificate and its key, PEM): the provider takes SIP over TLS on ``SIP_TLS_PORT``
   and reaches the practice over TLS only, at its TLS port (``practice_port``).
+- ``srtp``: the practice's calls' media is SRTP only (SDES, inside that TLS), both ways.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class Carrier:
 
 
 def carrier_files(t: Topology, practice_port: int, password: str, *, registered: bool,
-                  did_form: str, pstn_port: int, tls_dir: str = "") -> dict[str, str]:
+                  did_form: str, pstn_port: int, tls_dir: str = "",
+                  srtp: bool = False) -> dict[str, str]:
     """``tls_dir``: where Asterisk reads TLS_CERT and TLS_KEY, when it takes TLS."""
     # Behind the practice's router, the practice is its public address.
     practice = t.pbx_wan if t.nat else t.pbx_lan
@@ -90,6 +92,7 @@ method=tlsv1_2
 """ if tls_dir else "")
     media = (f"media_address={t.carrier}\nbind_rtp_to_media_address=yes\ndirect_media=no\n"
              "disallow=all\nallow=ulaw\n")
+    srtp_lines = "media_encryption=sdes\nmedia_encryption_optimistic=no\n" if srtp else ""
     pjsip = f"""\
 [global]
 type=global
@@ -105,7 +108,7 @@ bind={t.carrier}:{SIP_PORT}
 [practice]
 type=endpoint
 context=from-practice
-{"transport=transport-tls" + chr(10) if tls_dir else ""}{media}auth=practice-auth
+{"transport=transport-tls" + chr(10) if tls_dir else ""}{media}{srtp_lines}auth=practice-auth
 aors={ACCOUNT}
 
 [practice-auth]
@@ -164,8 +167,8 @@ bindaddr=127.0.0.1
 
 
 def start_carrier(t: Topology, practice_port: int, *, registered: bool,
-                  did_form: str = "${EXTEN}", tls: tuple[Path, Path] | None = None
-                  ) -> Carrier:
+                  did_form: str = "${EXTEN}", tls: tuple[Path, Path] | None = None,
+                  srtp: bool = False) -> Carrier:
     """The provider, started in ``t.wan`` (call from any thread: it starts its own);
     ``tls``: its certificate and key, for SIP over TLS (``practice_port`` is then the
     practice's TLS port)."""
@@ -177,7 +180,7 @@ def start_carrier(t: Topology, practice_port: int, *, registered: bool,
     instance = AsteriskInstance(f"carrier-{t.prefix}", ports, root=root)
     files = carrier_files(t, practice_port, password, registered=registered,
                           did_form=did_form, pstn_port=pstn_port,
-                          tls_dir=str(instance.dir("etc")) if tls else "")
+                          tls_dir=str(instance.dir("etc")) if tls else "", srtp=srtp)
     if tls:
         files |= {TLS_CERT: tls[0].read_text(), TLS_KEY: tls[1].read_text()}
     instance.set_files(files, write=False)

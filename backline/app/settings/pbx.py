@@ -41,7 +41,7 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         sock = r.sub(node, "socket", f) or YMap({}, node.where)
         r.keys(sock, f"{f}.socket", ["host", "port"])
         trunk = _trunk(r, node, f)
-        if trunk.username or trunk.register or trunk.addresses or trunk.tls:
+        if trunk.username or trunk.register or trunk.addresses or trunk.tls or trunk.srtp:
             r.problem(where_of(node, "trunk"), f"{f}.trunk",
                       "with FreeSWITCH, host, port and from_user only (its gateway's "
                       "credentials, registration, address list and TLS are not rendered "
@@ -322,7 +322,7 @@ def _trunk(r: Reader, node: YMap, f: str) -> Trunk:
         return Trunk()
     f = f"{f}.trunk"
     r.keys(sub, f, ["host", "port", "from_user", "geolocation", "addresses", "username",
-                    "password_env", "password_file", "register", "tls", "ca_file"])
+                    "password_env", "password_file", "register", "tls", "ca_file", "srtp"])
     hp = r.host_port(sub, f, control=False, default_port=5080)
     if not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", hp.host):
         r.problem(where_of(sub, "host"), f"{f}.host", "a host name or IP address")
@@ -366,8 +366,12 @@ def _trunk(r: Reader, node: YMap, f: str) -> Trunk:
     if ca_file and not tls:
         r.problem(where_of(sub, "ca_file"), f"{f}.ca_file",
                   "ca_file with tls: true only (it verifies the carrier's TLS certificate)")
+    srtp = r.flag(sub, "srtp", f"{f}.srtp", False)
+    if srtp and not tls:
+        r.problem(where_of(sub, "srtp"), f"{f}.srtp", "srtp with tls: true only (SRTP's "
+                  "keys travel in the calls' SIP, which must then be TLS)")
     return Trunk(hp.host, hp.port, user, geolocation, tuple(addresses), username, password,
-                 register, tls, ca_file)
+                 register, tls, ca_file, srtp)
 
 
 def _port_range(r: Reader, node: YMap, key: str, f: str, default: PortRange) -> PortRange:
