@@ -33,6 +33,7 @@ from backline.features.voicemail.emails import VoicemailEmails
 from backline.journal import open_journal
 from backline.journal.voicemail import EmailState
 from backline.localpbx.announcement import render_greeting_clips
+from tests.harness.postgres import JournalBackend
 from tests.harness.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,3 +263,39 @@ async def test_a_voicemail_email_waits_for_the_relay_and_is_sent_once_across_a_r
         await emails.close()
         await sink.stop()
         journal.close()
+
+
+def test_voicemail_emails_are_owed_once_and_claimed_by_one_controller(
+        journal_backend: JournalBackend) -> None:
+    first, second = open_journal(journal_backend.url), open_journal(journal_backend.url)
+    t0 = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+    try:
+        message, _ = first.record_attempt(NewAttempt(
+            key="voicemail:1-a", at=t0, kind=AttemptKind.VOICEMAIL, mode=Mode.NORMAL,
+            sender="+17205550141", recipient="+13125550102", outcome=Outcome.VOICEMAIL,
+            file="/nowhere.wav", delivery=Delivery.HELD))
+        assert [a.key for a in first.voicemail_unconsidered(t0, 0)] == ["voicemail:1-a"]
+        told = [("sam", "sam@x.example"), ("raj", "raj@x.example")]
+        assert first.owe_voicemail_emails(message.id, told, t0) == 2
+        assert second.owe_voicemail_emails(message.id, told, t0) == 0  # once per member
+        assert first.voicemail_unconsidered(t0, 0) == []
+        lease = t0 + timedelta(minutes=2)
+        claimed = first.claim_due_voicemail_emails(t0, lease)
+        assert sorted(e.user_id for e in claimed) == ["raj", "sam"]
+        assert second.claim_due_voicemail_emails(t0, lease) == []  # leased to the first
+        assert second.next_voicemail_email_at() == lease
+        sam = next(e for e in claimed if e.user_id == "sam")
+        first.voicemail_email_sent(sam.id, t0)
+        raj = next(e for e in claimed if e.user_id == "raj")
+        first.voicemail_email_failed(raj.id, t0 + timedelta(seconds=5), "relay down")
+        [again] = second.claim_due_voicemail_emails(t0 + timedelta(seconds=5), lease)
+        assert (again.user_id, again.tries, again.attempt.key) == ("raj", 1, "voicemail:1-a")
+        token_hash = links.token_hash(links.new_token())
+        first.add_voicemail_link(sam.id, message.id, token_hash, t0, t0 + timedelta(hours=12))
+        link = second.voicemail_link(token_hash)
+        assert link is not None and link.attempt_id == message.id
+        assert second.voicemail_message(link.attempt_id) == message
+        assert second.voicemail_link(links.token_hash("guess")) is None
+    finally:
+        first.close()
+        second.close()
