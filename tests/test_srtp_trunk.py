@@ -55,9 +55,10 @@ def net() -> Iterator[Topology]:
         yield topology
 
 
-def trunk(net: Topology, password: str, provider_ca: Path) -> str:
-    """The trunk's keys: the provider's account over TLS, SRTP on."""
-    os.environ[TRUNK_PASSWORD_ENV] = password
+def trunk(net: Topology, password: str, provider_ca: Path, env: pytest.MonkeyPatch) -> str:
+    """The trunk's keys: the provider's account over TLS, SRTP on (its password in the
+    environment until the test ends)."""
+    env.setenv(TRUNK_PASSWORD_ENV, password)
     return (f", username: {ACCOUNT}, password_env: {TRUNK_PASSWORD_ENV}, "
             f"addresses: [{net.carrier}], tls: true, ca_file: {provider_ca}, srtp: true")
 
@@ -70,7 +71,7 @@ def provider(net: Topology, tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_with_srtp_to_the_carrier_the_wan_carries_no_audible_rtp_and_both_sides_hear(
-        net: Topology, tmp_path: Path) -> None:
+        net: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = tmp_path / "practice-ca"
     says = write_wav(tmp_path / "phone.wav", tone_samples(PHONE) * 10)
     caller_audio = tmp_path / "caller.ulaw"
@@ -85,7 +86,8 @@ def test_with_srtp_to_the_carrier_the_wan_carries_no_audible_rtp_and_both_sides_
             async with practice_pbx(tmp_path, "srtp-trunk", carrier_from_user=False,
                                     sip_host=net.pbx_lan, trunk_host=net.carrier,
                                     trunk_port=SIP_TLS_PORT,
-                                    trunk_extra=trunk(net, carrier.password, provider_ca),
+                                    trunk_extra=trunk(net, carrier.password, provider_ca,
+                                                      monkeypatch),
                                     pbx_extra=encrypted(ca)) as p, \
                     capture(net.wan, tmp_path / "wan.pcap"):
                 phone = await phone_on_lan(net, p, tmp_path / "ana", ca, says,
@@ -125,7 +127,7 @@ def test_with_srtp_to_the_carrier_the_wan_carries_no_audible_rtp_and_both_sides_
 
 
 def test_a_911_call_goes_out_in_the_clear_when_the_carrier_will_not_take_srtp(
-        net: Topology, tmp_path: Path) -> None:
+        net: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = tmp_path / "practice-ca"
     says = write_wav(tmp_path / "phone.wav", tone_samples(PHONE) * 5)
     provider_ca, cert, key = provider(net, tmp_path)
@@ -141,7 +143,8 @@ def test_a_911_call_goes_out_in_the_clear_when_the_carrier_will_not_take_srtp(
             async with practice_pbx(tmp_path, "srtp-911", carrier_from_user=False,
                                     sip_host=net.pbx_lan, trunk_host=net.carrier,
                                     trunk_port=SIP_TLS_PORT,
-                                    trunk_extra=trunk(net, carrier.password, provider_ca),
+                                    trunk_extra=trunk(net, carrier.password, provider_ca,
+                                                      monkeypatch),
                                     pbx_extra=encrypted(ca)) as p:
                 phone = await phone_on_lan(net, p, tmp_path / "ana", ca, says,
                                            account(p, net, "ana"))
