@@ -430,3 +430,45 @@ async def test_an_attended_transfer_out_follows_the_outbound_rules(
     finally:
         mia.close()
         kill(sam, carrier, *([caller] if caller else []))
+
+
+async def test_an_attended_transfer_of_the_caller_to_911_stands(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    # Sam, on the phone with a patient in distress, calls 911 and joins the patient to the
+    # dispatcher.  The outbound rules are for calls the practice pays for, never for 911:
+    # the dispatcher stays on the line with the patient, and nothing is undone.
+    sam = AttendedPhone(sip(pbx), "sam-desk", pbx.secret("sam-desk"))
+    await sam.start()
+    carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER, name="carrier",
+                              port=pbx.ports.trunk)
+    caller: SippProcess | None = None
+    try:
+        await asyncio.to_thread(register, sip(pbx), tmp_path, "sam-desk",
+                                pbx.secret("sam-desk"), contact_port=sam.port, aor="sam")
+        await pbx.driver.wait_registered({"sam"}, within=10)
+        caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT,
+                                audio=tone_file(tmp_path / "tone.ulaw"))
+        await sam.answer_call()
+        await until_answered_and_bridged(pbx, "sam-desk", 1)
+        await sam.consult("911")
+        dispatcher = await consulted_out(pbx, "sam-desk")
+        assert carrier.invites()[0].start_line.startswith("INVITE sip:911@")
+        assert (await sam.transfer("911")).status == 202
+        await sam.hang_up_after_transfer()
+        (rang,) = answered_on(pbx, "sam-desk", "backline-ring")
+        await until_bridged(pbx, rang["Channel"], dispatcher["DestChannel"])
+        key = f"call:{rang['Uniqueid']}"
+        await pbx.controller.wait_rounds(
+            lambda: len(pbx.controller.journal.call_handling(key)) == 1, within=10)
+        (handled,) = pbx.controller.journal.call_handling(key)
+        assert handled.note == "handled by sam; attended transfer to an outside call"
+        # Still joined once the controller has judged it: nothing hung the dispatcher up.
+        await until_bridged(pbx, rang["Channel"], dispatcher["DestChannel"])
+        assert not [e for e in pbx.events.named("Hangup")
+                    if e.get("Channel") == dispatcher["DestChannel"]]
+        await pbx.driver.ami.action({"Action": "Hangup", "Channel": dispatcher["DestChannel"]},
+                                    within=5)
+        assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
+    finally:
+        sam.close()
+        kill(carrier, *([caller] if caller else []))

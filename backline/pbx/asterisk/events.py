@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -134,7 +134,7 @@ async def attended_transfer(event: Mapping[str, str], ami: AmiLink, book: Owners
         outside = next((c for _, c, _ in ends if c != channel), peer)
         if not target and outside and await _refused_out(
                 by, number, caller, channel, outside, channel_variable, decide, refuse,
-                on_transfer, f"call:{uniqueid}"):
+                on_transfer, f"call:{uniqueid}", book.directory.emergency_numbers):
             return
         transfer = Transfer(by, target, number, caller, TransferKind.ATTENDED)
         join = attended_join(book, conversations, transfer, target)
@@ -149,11 +149,15 @@ async def _refused_out(by: str, number: str, caller: str, caller_channel: str, t
                        channel_variable: Callable[[str, str], Awaitable[str]],
                        decide: Callable[[Transfer], TransferDecision],
                        take_back: Callable[[str, str, TransferRefused], Awaitable[None]],
-                       on_transfer: OnTransfer, key: str) -> bool:
+                       on_transfer: OnTransfer, key: str, emergency: Collection[str]) -> bool:
     """Whether the attended transfer of ``caller_channel`` to the outside channel ``target``
     was refused (and undone, and journaled).  The party is the one the consultation call was
-    placed to, or the caller ID of an outside caller that came in; unknown, it is refused."""
+    placed to, or the caller ID of an outside caller that came in; unknown, it is refused.
+    To one of the ``emergency`` numbers it always stands: no rule is between a patient and
+    the dispatcher."""
     party = await channel_variable(target, PARTY) or await channel_variable(target, CALLER)
+    if party in emergency:
+        return False  # a caller put through to 911 stays with the dispatcher
     transfer = Transfer(by, party, number, caller, TransferKind.ATTENDED)
     decision = decide(transfer)
     if not isinstance(decision, TransferRefused):
