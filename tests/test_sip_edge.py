@@ -308,3 +308,35 @@ def test_a_desk_phone_behind_a_nat_of_its_own_registers_rings_and_talks_both_way
     (heard,) = [read_wav(f) for f in folder.glob("sound/dump-*-dec.wav")]
     loud = sum(1 for s in heard if abs(s) > 2000)
     assert loud > 1600, (loud, max(map(abs, heard), default=0))
+
+
+def test_with_geolocation_a_911_call_answers_the_carriers_digest_challenge(
+        net: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """911 goes out through the carrier's outbound-only twin when the location is sent
+    (trunk.geolocation): that twin answers the provider's challenge as the trunk does, or a
+    provider that authenticates our INVITEs would never see the call."""
+    async def body() -> None:
+        sip_port = net.pbx.free_port(net.pbx_lan)
+        carrier = await asyncio.to_thread(start_carrier, net, sip_port, registered=False)
+        monkeypatch.setenv(TRUNK_PASSWORD_ENV, carrier.password)
+        trunk = (f", username: {ACCOUNT}, password_env: {TRUNK_PASSWORD_ENV}, "
+                 f"addresses: [{net.carrier}], geolocation: true")
+        pstn = answering_phone(tmp_path, DeskPhoneMode.ANSWER_AND_HANG_UP, name="pstn",
+                               port=carrier.pstn_port, talk_ms=200,
+                               host=Host(net.pstn, net.wan.name))
+        try:
+            async with practice_pbx(tmp_path, "edge-911", carrier_from_user=False,
+                                    sip_host=net.pbx_lan, trunk_host=net.carrier,
+                                    trunk_port=CARRIER_SIP, trunk_extra=trunk,
+                                    sip_port=sip_port, pbx_extra=lan(net)) as p:
+                out = place_calls(sip(net, p), tmp_path, "911", from_user="ana-desk",
+                                  password=p.secret("ana-desk"), timeout=20,
+                                  host=Host(net.phone(0), net.lan.name))
+                assert (await asyncio.to_thread(out.wait, 30)).ok, out.describe()
+                (invite,) = await asyncio.to_thread(pstn.wait_for_invites, 1, 15)
+                assert invite.start_line.startswith("INVITE sip:911@")
+                assert DIRECT in (invite.header("From") or "")  # Dr. Lee's callback number
+        finally:
+            pstn.kill()
+            await asyncio.to_thread(carrier.stop)
+    net.pbx.run(body)

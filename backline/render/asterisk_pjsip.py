@@ -191,6 +191,9 @@ def pjsip_conf(d: Directory, pbx: AsteriskPbx, proxy: str = "",
                 "trust_id_inbound=no", f"media_address={pbx.sip.host}",
                 "bind_rtp_to_media_address=yes", "identify_by=ip",
                 "geoloc_outgoing_call_profile=<prefer_incoming>", *_carrier_transport(pbx),
+                # The account's credentials, as the trunk's: a carrier that challenges our
+                # INVITEs would otherwise refuse every 911 call sent with its location.
+                *([f"outbound_auth={carrier}-auth"] if trunk.username else []),
                 *carrier_media(pbx), ""]
     out += clear_emergency(pbx, carrier, _carrier_transport(pbx))
     if not trunk.from_user:
