@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from backline.pbx.voicemail_desk import voicemail_store
 from backline.render.systemd import unit_command
 from tests.harness.backline_process import BacklineProcess as Backline
 from tests.harness.practice_pbx import AMI_ENV, practice_pbx
@@ -122,6 +123,27 @@ def test_install_makes_the_user_directories_and_a_hardened_unit_systemd_verifies
     assert not (root / UNIT).exists() and not wants.is_symlink()
     assert journal.read_bytes() == b"the practice's history" and env.exists()
     assert "backline:" in (root / "etc/passwd").read_text()
+
+
+def test_the_unit_lets_the_controller_write_its_voicemail_store_wherever_the_faxes_are(
+        tmp_path: Path) -> None:
+    # The journal on PostgreSQL and the faxes on their own disk: under ProtectSystem=strict
+    # the controller writes only ReadWritePaths, and it keeps voicemail beside the faxes.
+    config = tmp_path / "practice.yaml"
+    config.write_text(EXAMPLE.read_text()
+                      .replace("    kind: asterisk\n", "    kind: asterisk\n    node: node1\n")
+                      .replace("sqlite:///var/lib/backline/journal.db",
+                               "postgresql://backline@127.0.0.1:5432/backline")
+                      .replace("fax_dir: /var/lib/backline/fax", "fax_dir: /srv/faxes/in"))
+    root = seeded_root(tmp_path / "root")
+    done = backline("install", "--config", str(config), "--root", str(root))
+    assert done.returncode == 0, done
+    writable = re.search(r"\nReadWritePaths=(.*)\n", (root / UNIT).read_text())
+    assert writable, done
+    paths = [Path(p) for p in writable.group(1).split()]
+    store = voicemail_store(Path("/srv/faxes/in"))
+    assert any(store.is_relative_to(p) for p in paths), (store, paths)
+    assert owner_mode(root / str(store).lstrip("/"))[2] == 0o750
 
 
 @pytest.mark.asterisk

@@ -27,7 +27,7 @@ from backline.pbx.asterisk import cdr
 from backline.pbx.fax_desk import DEFAULT_FAX_DIR, FaxIntake
 from backline.pbx.freeswitch import cdr as freeswitch_cdr
 from backline.pbx.ports import FAX_CONTEXTS, CdrRow, PbxError
-from backline.pbx.voicemail_desk import VoicemailIntake
+from backline.pbx.voicemail_desk import VoicemailIntake, voicemail_store
 
 log = logging.getLogger("backline.controller")
 
@@ -77,7 +77,7 @@ class PbxRecord:
             self.faxes.spool = Path(pbx.spool_dir)
         # Voicemail: read from the same spool, kept beside the fax directory (voicemail/).
         self.voicemail = VoicemailIntake(
-            self.faxes.store.parent / "voicemail", book or OwnershipBook(directory),
+            voicemail_store(self.faxes.store), book or OwnershipBook(directory),
             record_attempt, journal.attempt, lambda: self.faxes.spool, clock, node=node)
 
     async def retry_spooled_faxes(self, closing: asyncio.Event) -> None:

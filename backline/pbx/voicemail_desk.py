@@ -45,6 +45,11 @@ MAX_AUDIO_BYTES = 64 * 1024 * 1024  # 180 s at 8 kHz, 16 bit is under 3 MB
 _SAME_CALL = timedelta(hours=2)
 
 
+def voicemail_store(fax_dir: Path) -> Path:
+    """Where the controller keeps voicemail: beside ``connections.pbx.fax_dir``."""
+    return fax_dir.parent / "voicemail"
+
+
 class VoicemailIntake:
     """``record`` journals an attempt (True if new); ``recorded`` looks one up by key (in a
     worker thread); ``spool`` says where the PBX's spool is on this host now."""

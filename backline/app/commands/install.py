@@ -3,9 +3,9 @@ dedicated user.
 
 ``install --config PATH`` checks the YAML, then: creates the system user (``useradd
 --system``, no login shell), the directories the controller writes (0750, the user's: the
-journal's, the desk-phone secrets', the faxes', with ``--local-pbx`` the local Asterisk's
-instances), ``/etc/backline`` (0750 root:backline) with ``backline.env`` (0640, the names of
-the variables the config's secrets come from, to fill in), the unit
+journal's, the desk-phone secrets', the faxes', the voicemail's, with ``--local-pbx`` the
+local Asterisk's instances), ``/etc/backline`` (0750 root:backline) with ``backline.env``
+(0640, the names of the variables the config's secrets come from, to fill in), the unit
 (backline/render/systemd.py), and enables it.  Each step says what it does; ``--dry-run``
 only says.  ``--root DIR`` does all of it inside DIR (tests; an image being built).  It is
 idempotent: what exists is kept (an existing ``backline.env`` is never overwritten).
@@ -27,6 +27,7 @@ from typing import Any
 
 from backline.app.commands.shared import add_command, load_directory
 from backline.core.model import Directory
+from backline.pbx.voicemail_desk import voicemail_store
 from backline.render.systemd import UNIT_NAME, ServiceSpec, controller_unit
 
 ETC = "/etc/backline"
@@ -146,7 +147,8 @@ def service_spec(directory: Directory, config: str, user: str, *,
     if c.storage.url.startswith("sqlite://"):
         writable.append(str(Path(c.storage.url.removeprefix("sqlite://")).parent))
     if c.pbx is not None:
-        writable += [str(Path(c.pbx.secrets_file).parent), c.pbx.fax_dir]
+        writable += [str(Path(c.pbx.secrets_file).parent), c.pbx.fax_dir,
+                     str(voicemail_store(Path(c.pbx.fax_dir)))]
     if local_pbx:
         from backline.localpbx.pbxroot import default_root
 
