@@ -54,7 +54,7 @@ async def register_phones(p: PracticePbx, tmp: Path, mode: DeskPhoneMode,
     for phone, user in phones.items():
         out[phone] = await asyncio.to_thread(desk_phone, sip(p), tmp, phone, p.secret(phone),
                                              mode, aor=user)
-    await p.driver.wait_registered(set(phones.values()), within=10)
+    await p.driver.wait_registered(set(phones.values()), within=30)
     return out
 
 
@@ -194,7 +194,7 @@ async def test_unknown_number_hears_a_refusal_and_odd_caller_ids_are_data(
     # The attempt is journaled once, with the caller as the journal files it (the filtered
     # number, E.164 where it can be) and nothing of the name anywhere in the row.
     journal = pbx.controller.journal
-    await pbx.controller.wait_rounds(lambda: len(journal.attempts(limit=10)) >= 1, within=10)
+    await pbx.controller.wait_rounds(lambda: len(journal.attempts(limit=10)) >= 1, within=30)
     (attempt,) = journal.attempts(limit=10)
     assert attempt.key == f"call:{played['Uniqueid']}"
     assert (attempt.recipient, attempt.outcome) == ("+13125559999", Outcome.REFUSED)
@@ -231,7 +231,7 @@ async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_i
         played = await pbx.events.wait_for(lambda e: e.get("Application") == "Playback")
         assert played["AppData"] == "ss-noservice"  # refused: not rung, not voicemail
         assert dialled_endpoints(pbx) == []
-        await pbx.controller.wait_rounds(lambda: journaled(1), within=10)
+        await pbx.controller.wait_rounds(lambda: journaled(1), within=30)
         (first,) = journal.attempts(limit=10)
         assert first.recipient == unknown
         raw = first.sender_raw or first.sender
@@ -241,7 +241,7 @@ async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_i
         long_caller = place_calls(sip(pbx), tmp_path, unknown, from_user="7" * 5000,
                                   timeout=20)
         assert (await asyncio.to_thread(long_caller.wait, 30)).ok, long_caller.describe()
-        await pbx.controller.wait_rounds(lambda: journaled(2), within=10)
+        await pbx.controller.wait_rounds(lambda: journaled(2), within=30)
         second = journal.attempts(limit=10)[-1]
         assert second.recipient == unknown and (second.sender_raw or second.sender) == "7" * 64
         plays = [e["AppData"] for e in pbx.events.seen if e.get("Application") == "Playback"]
@@ -252,7 +252,7 @@ async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_i
                                extra_headers=[f"Diversion: <sip:{injected}@127.0.0.1>"
                                               ";reason=unconditional"], timeout=20)
         assert (await asyncio.to_thread(diverted.wait, 30)).ok, diverted.describe()
-        await pbx.controller.wait_rounds(lambda: journaled(3), within=10)
+        await pbx.controller.wait_rounds(lambda: journaled(3), within=30)
         assert journal.attempts(limit=10)[-1].recipient == unknown
         plays = [e["AppData"] for e in pbx.events.seen if e.get("Application") == "Playback"]
         assert plays == ["ss-noservice"] * 3
@@ -331,7 +331,7 @@ async def test_at_debug_level_no_log_line_holds_the_callers_name(
     played = await pbx.events.wait_for(lambda e: e.get("Application") == "Playback")
     assert played["CallerIDName"] == name  # the name did reach Asterisk and its AMI
     await pbx.controller.wait_rounds(
-        lambda: len(pbx.controller.journal.attempts(limit=10)) >= 1, within=10)
+        lambda: len(pbx.controller.journal.attempts(limit=10)) >= 1, within=30)
     assert logging.getLogger("backline").getEffectiveLevel() == logging.DEBUG
     leaked = [f"{r.name}: {r.getMessage()}" for r in caplog.records
               if "Quillfeather" in r.getMessage() or "Zedediah" in r.getMessage()]

@@ -99,7 +99,7 @@ def calls(p: PracticePbx) -> list[Attempt]:
 
 
 async def journaled(p: PracticePbx, n: int) -> None:
-    await p.controller.wait_rounds(lambda: len(calls(p)) >= n, within=10)
+    await p.controller.wait_rounds(lambda: len(calls(p)) >= n, within=30)
 
 
 async def wait_app(p: PracticePbx, name: str, where: Callable[[str], bool]) -> str:
@@ -115,7 +115,7 @@ async def test_a_call_at_a_closed_time_gets_the_closed_path(
     carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER_AND_HANG_UP, name="carrier",
                               port=pbx.ports.trunk, talk_ms=200)
     try:
-        await pbx.driver.wait_registered({"ana"}, within=10)
+        await pbx.driver.wait_registered({"ana"}, within=30)
         # Open (Monday 10:00 in Chicago): the main line rings Ana's desk phone.
         await call_in(pbx, tmp_path, MAIN)
         assert len(ana.invites()) == 1
@@ -188,7 +188,7 @@ async def test_an_admin_forces_closed_or_open_until_the_next_scheduled_change(
                                   pbx.secret("ana-desk"), DeskPhoneMode.RING, aor="ana")
     journal = pbx.controller.journal
     try:
-        await pbx.driver.wait_registered({"ana"}, within=10)
+        await pbx.driver.wait_registered({"ana"}, within=30)
         # Monday 10:00, open.  Mia is no admin: refused and audited, nothing changes.
         await dial_feature(pbx, tmp_path, "mia-desk", "*26", OUTAGE_PIN)
         assert journal.hours_override() is None

@@ -47,7 +47,7 @@ async def rtp(p: PracticePbx, channel: str, counter: str) -> int:
     """Asterisk's count of RTP packets sent (``txcount``) on ``channel``."""
     answer: Any = await p.driver.ami.action({"Action": "Getvar", "Channel": channel,
                                              "Variable": f"CHANNEL(rtcp,{counter})"},
-                                            within=5)
+                                            within=30)
     return int(answer.get("Value") or 0)
 
 
@@ -96,7 +96,7 @@ async def park_a_call(pbx: PracticePbx, tmp_path: Path, tone: Path,
     call's AMI DialEnd (its ``Channel`` and ``Uniqueid`` are the caller's)."""
     ana = await asyncio.to_thread(transferring_phone, sip(pbx), tmp_path, "ana-desk",
                                   pbx.secret("ana-desk"), "700", aor="ana", talk_ms=3000)
-    await pbx.driver.wait_registered({"ana"}, within=10)
+    await pbx.driver.wait_registered({"ana"}, within=30)
     caller = talking_caller(sip(pbx), tmp_path, MAIN, from_user=PATIENT, audio=tone)
     answered = await pbx.events.wait_for(
         lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
@@ -138,7 +138,7 @@ async def test_a_parked_call_shows_on_a_blf_key_and_is_picked_up_from_another_ph
                                 lambda m: dialog_states(m)[-1] == "terminated", 15)
         # Jo hangs up; the caller's call ends with it.
         await pbx.driver.ami.action({"Action": "Hangup", "Channel": picked["Channel"]},
-                                    within=5)
+                                    within=30)
         assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
 
         # The call's journal record: parked by Ana in 701, picked up by Jo.
@@ -178,7 +178,7 @@ async def test_a_parked_call_nobody_picks_up_rings_back_the_parker(
             lambda e: e.get("Event") == "Newexten" and e.get("Application") == "VoiceMail"
             and e.get("Channel") == answered["Channel"])
         await pbx.driver.ami.action({"Action": "Hangup", "Channel": answered["Channel"]},
-                                    within=5)
+                                    within=30)
         assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
         assert await steps_written(written, 2) == [ParkStep.PARKED, ParkStep.TIMED_OUT]
         key = f"call:{answered['Uniqueid']}"

@@ -103,7 +103,7 @@ async def test_a_teammate_added_to_one_conversation_calls_that_party_only_until_
             assert added.returncode == 0, added.stderr
             assert f"sam added to the conversation of {DIRECT} with {PATIENT} by ana" \
                 in added.stdout
-            run.wait_for("(change #1)", 10)
+            run.wait_for("(change #1)", 60)
             await placed(pbx, tmp_path, "sam-desk", sam_to_patient, carrier, 1)
             # Another party from that number: still refused.
             await refused(pbx, tmp_path, "sam-desk", "*7" + DIRECT[2:] + OTHER, carrier, 1)

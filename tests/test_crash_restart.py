@@ -130,7 +130,7 @@ async def test_up_killed_then_run_imports_what_the_pbx_took_alone_and_up_adopts_
             assert instance.find_running() == pid
             engaged = backline("outage", "engage", "--reason", "drill", "--config", str(cfg))
             assert engaged.returncode == 0, engaged.stderr
-            up.wait_for("mode is now outage", 5)
+            up.wait_for("mode is now outage", 30)
             up.signal(signal.SIGKILL)  # no goodbye: Asterisk goes on alone
             assert alive(pid)
 
@@ -152,7 +152,7 @@ async def test_up_killed_then_run_imports_what_the_pbx_took_alone_and_up_adopts_
             run = Backline("run", str(cfg))
             try:
                 run.wait_for("ready", 60)
-                run.wait_for("2 call(s) answered by the PBX", 15)
+                run.wait_for("2 call(s) answered by the PBX", 60)
             finally:
                 run.signal(signal.SIGTERM)
             (answered,) = attempts_to(cfg, DIRECT)
@@ -241,7 +241,7 @@ async def test_run_says_loudly_at_start_when_the_call_record_cannot_be_found(
         run = Backline("run", str(pbx.config_path))
         try:
             run.wait_for("ready", 60)
-            line = run.wait_for("call record", 15)
+            line = run.wait_for("call record", 60)
         finally:
             run.signal(signal.SIGTERM)
         assert " ERROR " in line and f"{cdr_dir}/Master.csv cannot be found" in line, line

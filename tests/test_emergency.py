@@ -146,12 +146,12 @@ async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(
                                           pbx.secret("raj-desk"), DeskPhoneMode.ANSWER,
                                           aor="raj")
             try:
-                await pbx.driver.wait_registered({"raj"}, within=10)
+                await pbx.driver.wait_registered({"raj"}, within=30)
                 await dial(pbx, tmp_path, "ana-desk", "911")
                 # "At once": the call wakes the notices (the service would otherwise nap up
                 # to MAX_NAP, 30 s, longer than these waits), each sent on its first try.
-                emails = await sink.wait_for(1, within=10)
-                texts = await gateway.wait_for_sent(1, within=10)
+                emails = await sink.wait_for(1, within=30)
+                texts = await gateway.wait_for_sent(1, within=30)
                 calls = pbx.controller.journal.emergency_calls()
                 assert len(calls) == 1 and not calls[0].late
                 local = calls[0].at.astimezone(ZoneInfo("America/Chicago"))
@@ -228,7 +228,7 @@ async def test_a_911_placed_while_the_controller_was_killed_is_noticed_once_on_r
                 assert sink.received == []
                 controller = ControllerProcess(pbx)
                 controller.wait_for("emergency call(s) placed while the controller was away", 20)
-                emails = await sink.wait_for(1, within=10)
+                emails = await sink.wait_for(1, within=30)
                 text = str(emails[0].message().get_content())
                 assert "Sam Ortiz's desk phone (sam-exam)" in text
                 assert "Suite 300, 45 Oak Ave, Evanston, IL 60201" in text
@@ -236,7 +236,7 @@ async def test_a_911_placed_while_the_controller_was_killed_is_noticed_once_on_r
                 controller.stop()
                 controller = ControllerProcess(pbx)
                 await dial(pbx, tmp_path, "mia-desk", "911")
-                emails = await sink.wait_for(2, within=10)
+                emails = await sink.wait_for(2, within=30)
                 texts = [str(e.message().get_content()) for e in emails]
                 assert sum("(sam-exam)" in t for t in texts) == 1, texts
                 assert sum("(mia-desk)" in t for t in texts) == 1, texts

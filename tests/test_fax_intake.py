@@ -407,9 +407,9 @@ async def test_a_running_controller_takes_in_a_fax_left_in_the_spool_once_storag
     logging.getLogger("backline.fax").addHandler(events)
     try:
         await controller.start()
-        await events.wait_for("could not be moved", 5)  # a round while storage still fails
+        await events.wait_for("could not be moved", 30)  # a round while storage still fails
         faxes.store.unlink()  # storage is back
-        await events.wait_for("is now taken in", 5)
+        await events.wait_for("is now taken in", 30)
     finally:
         logging.getLogger("backline.fax").removeHandler(events)
         await controller.close()

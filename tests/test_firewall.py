@@ -211,7 +211,7 @@ def test_a_scanner_failing_auth_is_banned_while_a_desk_phone_registers_and_talks
                 aor="ana", audio=tone, host=Host(net.phone(0), net.lan.name))
             caller = None
             try:
-                await p.driver.wait_registered({"ana"}, within=10)
+                await p.driver.wait_registered({"ana"}, within=30)
                 caller = talking_caller(to, tmp_path, DIRECT, from_user=PATIENT, audio=tone,
                                         host=Host(net.carrier, net.wan.name))
                 answered = await p.events.wait_for(

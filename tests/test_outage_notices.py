@@ -415,7 +415,7 @@ async def test_after_a_crash_the_end_notice_waits_for_and_counts_what_the_pbx_to
             journal.record_mode_change(switch(
                 state, Mode.OUTAGE, at=datetime.now(UTC) - timedelta(seconds=10), by="ops",
                 via=Via.CLI, reason="drill"), state)
-            await asyncio.to_thread(run.wait_for, "mode is now outage", 10)
+            await asyncio.to_thread(run.wait_for, "mode is now outage", 60)
             run.signal(signal.SIGKILL)  # the crash: no goodbye, Asterisk goes on alone
         finally:
             run.signal(signal.SIGKILL)

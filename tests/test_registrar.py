@@ -107,7 +107,7 @@ async def test_kamailio_registrar_rings_every_member_on_either_node(
                 for p in (a, b):  # neither node holds a registration: both read Kamailio's
                     await p.driver.wait_registrations(
                         lambda r: r.live("sam") == ("sam-exam", "sam-lab")
-                        and bool(r.live("ana")) and bool(r.live("mia")), within=10)
+                        and bool(r.live("ana")) and bool(r.live("mia")), within=30)
                     held = p.instance.cli("pjsip show contacts")
                     assert not re.search(r"Contact:\s+(ana|mia|sam)/", held), held
 
@@ -196,7 +196,7 @@ async def test_a_reload_reaches_the_ring_set_the_registrar_keeps(
                                           p.secret("mia-desk"), DeskPhoneMode.RING, aor="mia")
             phones.append(mia)
             await p.driver.wait_registrations(
-                lambda r: bool(r.live("ana")) and bool(r.live("mia")), within=10)
+                lambda r: bool(r.live("ana")) and bool(r.live("mia")), within=30)
             reloader = asterisk_reloader(p.controller, p.driver, p.instance)
             text = p.config_path.read_text()
             assert MIA in text
@@ -206,14 +206,14 @@ async def test_a_reload_reaches_the_ring_set_the_registrar_keeps(
             p.config_path.write_text(text.replace(MIA, MIA_DEACTIVATED))
             assert (await reloader.reload()).applied
             await p.driver.wait_registrations(
-                lambda r: not r.live("mia") and bool(r.live("ana")), within=5)
+                lambda r: not r.live("mia") and bool(r.live("ana")), within=30)
 
             # Reactivated: her phone rings again, with no REGISTER of its own in between.
             registers = len([m for m in mia.messages() if m.method == "REGISTER"])
             p.config_path.write_text(text)
             assert (await reloader.reload()).applied
             await p.driver.wait_registrations(lambda r: r.live("mia") == ("mia-desk",),
-                                              within=5)
+                                              within=30)
             await call_rings_both(proxy, tmp_path, ana, mia, 1)
             assert len([m for m in mia.messages() if m.method == "REGISTER"]) == registers
         finally:

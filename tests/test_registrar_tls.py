@@ -107,7 +107,7 @@ async def through_kamailio(net: Topology, p: PracticePbx, listen: HostPort, tmp:
         phone = await start_baresip(net.lan, tmp / "ana", address=net.phone(0),
                                     ca=ca / "ca.pem", says=says, accounts=[ana])
         await phone.wait_registered(ana)
-        await p.driver.wait_registrations(lambda r: bool(r.live("ana")), within=10)
+        await p.driver.wait_registrations(lambda r: bool(r.live("ana")), within=30)
         held = p.instance.cli("pjsip show contacts")
         assert not re.search(r"Contact:\s+ana/", held), held  # Kamailio holds it, not the node
         with psycopg.connect(p.directory.connections.storage.url) as conn:

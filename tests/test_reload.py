@@ -65,7 +65,7 @@ async def test_an_owner_changed_and_a_user_deactivated_apply_live_without_droppi
                 phones[phone] = await asyncio.to_thread(
                     desk_phone, sip, tmp_path, phone, pbx.secret(phone),
                     DeskPhoneMode.ANSWER_AND_HANG_UP, talk_ms=TALK_MS, aor=user)
-            await pbx.driver.wait_registered(set(PHONES.values()), within=10)
+            await pbx.driver.wait_registered(set(PHONES.values()), within=30)
             reloader = asterisk_reloader(pbx.controller, pbx.driver, pbx.instance)
 
             # A call in progress: the doctor's line, answered by ana or mia.
@@ -163,7 +163,7 @@ async def test_backline_reload_applies_a_change_to_a_running_controller_and_refu
             assert applied.returncode == 0, applied
             assert f"reload (pid {run.proc.pid}): applied" in applied.stdout, applied.stdout
             assert "`backline render`" in applied.stdout  # run: the files are ops'
-            run.wait_for("reload of", 10)
+            run.wait_for("reload of", 60)
             call = place_calls(sip, tmp_path, SCHED, from_user="carrier", timeout=40)
             assert (await asyncio.to_thread(call.wait, 60)).ok, call.describe()
             assert [len(phones[p].invites()) for p in ("mia-desk", "sam-desk", "raj-desk")] \

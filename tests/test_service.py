@@ -175,7 +175,7 @@ async def test_the_unit_s_exec_start_reaches_ready_and_its_exec_reload_applies_a
                 subprocess.run, reload, capture_output=True, text=True, timeout=60, env=env)
             assert applied.returncode == 0, applied
             assert f"reload (pid {service.proc.pid}): applied" in applied.stdout, applied
-            await asyncio.to_thread(service.wait_for, "reload of", 10)
+            await asyncio.to_thread(service.wait_for, "reload of", 60)
 
             pbx.config_path.write_text(text.replace(OLD_SCHED, 'owner: "user:nobody"'))
             refused = await asyncio.to_thread(

@@ -66,7 +66,7 @@ def test_a_carrier_call_on_the_wan_rings_a_desk_phone_on_the_lan_with_audio_both
                 aor="ana", audio=tone, host=Host(net.phone(0), net.lan.name))
             caller = None
             try:
-                await p.driver.wait_registered({"ana"}, within=10)
+                await p.driver.wait_registered({"ana"}, within=30)
                 caller = talking_caller(sip(net, p), tmp_path, DIRECT, from_user=PATIENT,
                                         audio=tone, host=Host(net.carrier, net.wan.name))
                 answered = await p.events.wait_for(
@@ -109,7 +109,7 @@ async def carrier_calls_and_is_called(net: Topology, tmp: Path, env: pytest.Monk
             procs.append(await asyncio.to_thread(
                 talking_phone, sip(net, p), tmp, "ana-desk", p.secret("ana-desk"),
                 aor="ana", audio=tone, host=phones))
-            await p.driver.wait_registered({"ana"}, within=10)
+            await p.driver.wait_registered({"ana"}, within=30)
             if registered:  # the provider knows where we are only from our REGISTER
                 await until_registered(p)
             procs.append(talking_caller((net.carrier, CARRIER_SIP), tmp, DIRECT,
@@ -121,7 +121,7 @@ async def carrier_calls_and_is_called(net: Topology, tmp: Path, env: pytest.Monk
             assert answered["DestChannel"].startswith("PJSIP/ana-desk-")
             await until_heard(p, answered["Channel"], answered["DestChannel"])
             await p.driver.ami.action({"Action": "Hangup", "Channel": answered["Channel"]},
-                                      within=5)
+                                      within=30)
             if not registered:
                 # From the carrier's second address, with the number (11 digits) in To
                 # alone: the Request-URI names no user.
@@ -135,7 +135,7 @@ async def carrier_calls_and_is_called(net: Topology, tmp: Path, env: pytest.Monk
                     and e.get("Uniqueid") != answered["Uniqueid"], within=20)
                 assert again["DestChannel"].startswith("PJSIP/ana-desk-")
                 await p.driver.ami.action({"Action": "Hangup", "Channel": again["Channel"]},
-                                          within=5)
+                                          within=30)
                 assert (await asyncio.to_thread(procs[-1].wait, 20)).ok, procs[-1].describe()
 
             # Out: the provider challenges our INVITE; answered, the call reaches the PSTN
@@ -237,7 +237,7 @@ def test_outside_the_lan_and_the_carrier_a_register_or_an_invite_is_refused(
             await asyncio.to_thread(register, sip(net, p), tmp_path, "ana-desk",
                                     p.secret("ana-desk"), contact_port=5060, aor="ana",
                                     host=Host(net.phone(0), net.lan.name))
-            await p.driver.wait_registered({"ana"}, within=10)
+            await p.driver.wait_registered({"ana"}, within=30)
             assert p.controller.journal.attempts() == []
     net.pbx.run(body)
 
@@ -286,7 +286,7 @@ def test_a_desk_phone_behind_a_nat_of_its_own_registers_rings_and_talks_both_way
             caller = None
             try:
                 await phone.wait_registered(ana)
-                await p.driver.wait_registered({"ana"}, within=10)
+                await p.driver.wait_registered({"ana"}, within=30)
                 caller = talking_caller(sip(net, p), tmp_path, DIRECT, from_user=PATIENT,
                                         audio=tone, host=Host(net.carrier, net.wan.name))
                 await phone.wait_event("CALL_INCOMING", within=20)

@@ -83,11 +83,11 @@ def test_a_phone_without_srtp_reaches_911_with_its_callback_number_and_nothing_e
                                           ca=ca / "ca.pem", says=ana_says,
                                           accounts=[account(p, net, "ana")])
                 await ana.wait_registered(account(p, net, "ana"))
-                await p.driver.wait_registered({"ana", "raj"}, within=10)
+                await p.driver.wait_registered({"ana", "raj"}, within=30)
                 await calls(net, raj, ana, carrier)
                 # Each refusal logged and counted, with the phone's name and what it lacked,
                 # never the number it dialled.
-                await p.driver.ami.action({"Action": "Ping"}, within=5)  # its events read
+                await p.driver.ami.action({"Action": "Ping"}, within=30)  # its events read
                 assert b"backline_desk_calls_unencrypted_refused_total 2.0" in \
                     p.controller.metrics.render()
                 told = [r.getMessage() for r in caplog.records if "refused (encryption" in
@@ -169,7 +169,7 @@ def test_a_lobby_phone_left_optional_calls_out_and_rings_a_phone_that_must_use_s
                                           ca=ca / "ca.pem", says=ana_says,
                                           accounts=[account(p, net, "ana")])
                 await ana.wait_registered(account(p, net, "ana"))
-                await p.driver.wait_registered({"ana", "raj"}, within=10)
+                await p.driver.wait_registered({"ana", "raj"}, within=30)
                 # Out to a patient, plain RTP: taken.
                 since = len(raj.events)
                 await raj.command("dial", tls_uri(net, PATIENT))
@@ -195,7 +195,7 @@ def test_a_lobby_phone_left_optional_calls_out_and_rings_a_phone_that_must_use_s
                 for leg, channel in (("lobby", lobby), ("sealed", sealed)):
                     reply: Any = await p.driver.ami.action({
                         "Action": "Getvar", "Channel": channel,
-                        "Variable": "CHANNEL(rtp,dest)"}, within=5)
+                        "Variable": "CHANNEL(rtp,dest)"}, within=30)
                     ports[leg] = int(str(reply.get("Value")).rpartition(":")[2])
                 await ana.command("hangup")
                 await raj.wait_event("CALL_CLOSED", since=since, within=20)

@@ -28,7 +28,7 @@ async def call(p: PracticePbx, tmp: Path, number: str, tel: Literal["request", "
     assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
     journal = p.controller.journal
     await p.controller.wait_rounds(lambda: len(journal.attempts(limit=10)) > len(seen),
-                                   within=10)
+                                   within=30)
     (attempt,) = [a for a in journal.attempts(limit=10) if a.key not in seen]
     seen.add(attempt.key)
     played = [e for e in p.events.seen if e.get("Application") == "Playback"

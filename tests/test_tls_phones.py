@@ -141,7 +141,7 @@ def test_a_tls_srtp_phone_talks_both_ways_hears_the_announcement_and_the_lan_sho
             phone = await phone_on_lan(net, p, tmp_path / "ana", ca, says, account(p, net, "ana"))
             caller = None
             try:
-                await p.driver.wait_registered({"ana"}, within=10)
+                await p.driver.wait_registered({"ana"}, within=30)
                 # baresip 1.0 does not check the certificate it is given; a phone that does
                 # (openssl here) finds it signed by the practice CA, for the PBX's address.
                 trusted = await asyncio.to_thread(trusts, net, ca / "ca.pem")
@@ -172,7 +172,7 @@ def test_a_tls_srtp_phone_talks_both_ways_hears_the_announcement_and_the_lan_sho
                 await p.driver.ami.action({
                     "Action": "Originate", "Channel": f"PJSIP/ana-desk{v.SRTP_TWIN}",
                     "Context": v.context(v.ANNOUNCE), "Exten": "s", "Priority": "1",
-                    "Async": "true"}, within=5)
+                    "Async": "true"}, within=30)
                 await phone.wait_event("CALL_INCOMING", since=since)
                 await phone.command("accept")
                 await phone.wait_event("CALL_ESTABLISHED", since=since)
@@ -220,7 +220,7 @@ def test_unencrypted_offers_and_keys_over_plain_sip_are_refused_when_encryption_
                                        account(p, net, "raj", srtp=False),
                                        account(p, net, "ana"))
             try:
-                await p.driver.wait_registered({"ana", "raj"}, within=10)
+                await p.driver.wait_registered({"ana", "raj"}, within=30)
                 since = len(phone.events)
                 await phone.command("dial", f"sip:101@{net.pbx_lan}:{TLS_PORT};transport=tls")
                 closed = await phone.wait_event(
@@ -237,7 +237,7 @@ def test_unencrypted_offers_and_keys_over_plain_sip_are_refused_when_encryption_
                                             ca=ca / "ca.pem", says=says, accounts=[jo])
                 try:
                     await plain.wait_registered(jo)
-                    await p.driver.wait_registered({"jo"}, within=10)
+                    await p.driver.wait_registered({"jo"}, within=30)
                     await plain.command("dial", f"sip:101@{net.pbx_lan}:{p.ports.sip}")
                     closed = await plain.wait_event("CALL_CLOSED")
                     assert "488" in str(closed.get("param")), closed
@@ -280,7 +280,7 @@ def test_with_tls_to_the_carrier_calls_go_both_ways_and_the_wan_shows_no_clear_s
                 phone = await phone_on_lan(net, p, tmp_path / "ana", ca, says,
                                            account(p, net, "ana"))
                 try:
-                    await p.driver.wait_registered({"ana"}, within=10)
+                    await p.driver.wait_registered({"ana"}, within=30)
                     # In: a patient on the telephone network calls Dr. Lee's line; the
                     # provider brings it over TLS and her phone rings.
                     procs.append(talking_caller((net.carrier, SIP_PORT), tmp_path, DIRECT,

@@ -581,7 +581,7 @@ class EslServer:
         self._tick.set()
         self._tick = asyncio.Event()
 
-    async def wait_for(self, probe: Callable[[], T | None], within: float = 5.0) -> T:
+    async def wait_for(self, probe: Callable[[], T | None], within: float = 30.0) -> T:
         """Wait until ``probe()`` returns something other than None, and return it."""
         async with asyncio.timeout(within):
             while True:
@@ -591,7 +591,7 @@ class EslServer:
                     return result
                 await tick.wait()
 
-    async def wait_connection(self, number: int = 1, within: float = 5.0) -> EslConnection:
+    async def wait_connection(self, number: int = 1, within: float = 30.0) -> EslConnection:
         """The ``number``-th connection (1-based), once it exists."""
 
         def probe() -> EslConnection | None:
@@ -600,7 +600,7 @@ class EslServer:
         return await self.wait_for(probe, within)
 
     async def wait_command(
-        self, prefix: str, *, nth: int = 1, within: float = 5.0
+        self, prefix: str, *, nth: int = 1, within: float = 30.0
     ) -> ReceivedCommand:
         """The ``nth`` received command whose first line starts with ``prefix``."""
 

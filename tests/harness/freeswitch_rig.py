@@ -121,7 +121,7 @@ class FsRig:
             ("profile-name", "backline"), ("network-port", "5060"),
             ("registration-type", kind)], subclass="sofia::register_failure")
 
-    async def call(self, channel: Channel, within: float = 5.0) -> tuple[EslConnection,
+    async def call(self, channel: Channel, within: float = 30.0) -> tuple[EslConnection,
                                                                          list[tuple[str, str]]]:
         """Place a call to the driver's socket; return the session and the applications the
         driver had the channel execute, in order (``(name, arg)``, arg "" when none).
@@ -180,7 +180,7 @@ async def fs_rig(directory: Directory, conversations: ConversationBook | None = 
     srv.script_api("db", rig.db_api)
     srv.script_api("show", rig.show_api)
     try:
-        await driver.start(esl_within=5.0 if wait_login else 0.0)
+        await driver.start(esl_within=30.0 if wait_login else 0.0)
         yield rig
     finally:
         await driver.stop()

@@ -181,7 +181,7 @@ class TwilioGateway:
         async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(lambda: self.requests >= count)
 
-    async def wait_for_sent(self, count: int, within: float = 5.0) -> list[SentSms]:
+    async def wait_for_sent(self, count: int, within: float = 30.0) -> list[SentSms]:
         """Wait until at least ``count`` messages have been accepted (TimeoutError after
         ``within`` seconds); return them all."""
         async with asyncio.timeout(within), self._changed:

@@ -127,7 +127,7 @@ class SmtpSink:
         with self._lock:
             self._refuse += count
 
-    async def wait_for(self, count: int, within: float = 5.0) -> list[Received]:
+    async def wait_for(self, count: int, within: float = 30.0) -> list[Received]:
         """Until at least ``count`` messages have arrived in all; return them all."""
         assert self._changed is not None, "start the sink first"
         async with asyncio.timeout(within), self._changed:
