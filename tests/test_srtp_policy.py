@@ -234,3 +234,37 @@ def payloads_of(pcap: Path, port: int) -> list[bytes]:
                            "-T", "fields", "-e", "udp.payload"],
                           capture_output=True, text=True, check=True, timeout=120)
     return [bytes.fromhex(line.replace(":", "")) for line in done.stdout.split()]
+
+
+def test_a_parked_call_nobody_took_rings_back_the_parker_through_its_srtp_twin(
+        net: Topology, tmp_path: Path) -> None:
+    """A call parked by a phone that must use SRTP comes back to that phone (res_parking's
+    comeback context, PARKER naming the phone's own endpoint, as when it parked from a call
+    it placed): it rings through the SRTP-only twin, which the phone accepts; the phone's
+    own endpoint would offer SRTP in plain RTP/AVP, which it refuses."""
+    ca = tmp_path / "practice-ca"
+    says = write_wav(tmp_path / "ana.wav", tone_samples(CALLER) * 3)
+
+    async def body() -> None:
+        async with practice_pbx(tmp_path, "tls-park", carrier_from_user=False,
+                                sip_host=net.pbx_lan, trunk_host=net.carrier,
+                                trunk_port=5060, pbx_extra=encrypted(ca),
+                                park='park: {extension: "700", slots: "701-703"}\n') as p:
+            ana = await phone_on_lan(net, p, tmp_path / "ana", ca, says, account(p, net, "ana"))
+            try:
+                await p.driver.wait_registered({"ana"}, within=10)
+                await p.driver.ami.action({
+                    "Action": "Originate", "Channel": "Local/s@backline-refuse",
+                    "Context": "backline-park-timeout", "Exten": "PJSIP_ana-desk",
+                    "Priority": "1", "Variable": "PARKER=PJSIP/ana-desk",
+                    "Async": "true"}, within=5)
+                await ana.wait_event("CALL_INCOMING", within=20)
+                await ana.command("accept")
+                answered = await p.events.wait_for(
+                    lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+                    and e.get("DestChannel", "").startswith("PJSIP/"), within=20)
+                assert answered["DestChannel"].startswith("PJSIP/ana-desk-SRTP-")
+                await ana.command("hangup")
+            finally:
+                await ana.stop()
+    net.pbx.run(body)
