@@ -142,6 +142,10 @@ def write_config(tmp: Path, status: str) -> Path:
      "connections.status.listen: a HOST:PORT of its own: 127.0.0.1:8080 is "
      "connections.pages.listen"),
     ('  status: {listen: "127.0.0.1"}\n', "connections.status.listen: HOST:PORT"),
+    # Plain HTTP off loopback: staff texts and their numbers would cross the network.
+    ('  status: {listen: "0.0.0.0:8089", token_env: BACKLINE_STATUS_TOKEN}\n',
+     "connections.status.listen: a loopback address, behind a TLS reverse proxy for other "
+     "machines (cleartext only to this machine"),
 ])
 def test_check_refuses_an_open_status_listener_off_loopback(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], status: str, problem: str) -> None:
@@ -154,16 +158,22 @@ def test_check_refuses_an_open_status_listener_off_loopback(
 
 
 @pytest.mark.parametrize(("status", "listen", "token"), [
-    ('  status: {listen: "0.0.0.0:8089", token_env: BACKLINE_STATUS_TOKEN}\n',
-     "0.0.0.0:8089", "BACKLINE_STATUS_TOKEN"),
+    ('  status: {listen: "0.0.0.0:8089", token_env: BACKLINE_STATUS_TOKEN, '
+     'insecure_cleartext: true}\n', "0.0.0.0:8089", "BACKLINE_STATUS_TOKEN"),
     ('  status: {listen: "[::1]:9100"}\n', "[::1]:9100", ""),
     ('  status: {listen: "localhost:9100"}\n', "localhost:9100", ""),
     ("", "127.0.0.1:8089", ""),  # absent: loopback, never the pages listener
 ])
 def test_check_accepts_a_loopback_or_token_guarded_status_listener(
-        tmp_path: Path, status: str, listen: str, token: str) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], status: str, listen: str,
+        token: str) -> None:
     path = write_config(tmp_path, status)
+    capsys.readouterr()
     assert backline(["check", str(path)]) == 0
+    # Off loopback only as the operator's own, loudly reported, choice.
+    insecure = "connections.status.insecure_cleartext: false: INSECURE: the bearer token, " \
+               "staff texts"
+    assert (insecure in capsys.readouterr().out) == ("insecure_cleartext" in status)
     directory = config.load(path).directory
     assert directory.connections.status is not None
     assert str(directory.connections.status.listen) == listen

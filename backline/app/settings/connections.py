@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from backline.app.settings.outbound import read_inbox, read_sms_gateway, read_smtp
+from backline.app.settings.outbound import cleartext, read_inbox, read_sms_gateway, read_smtp
 from backline.app.settings.pbx import read_pbx
 from backline.app.settings.reader import Reader, entry, where_of
 from backline.app.yamlsource import YMap, YSeq
@@ -154,7 +154,8 @@ def _pages(r: Reader, node: YMap, f: str) -> Pages:
 def _status_listener(r: Reader, node: YMap, f: str) -> StatusListener:
     """``/status``, ``/status.json`` and ``/metrics``: who engaged the outage, why, the
     backlog.  Off loopback only behind a bearer token."""
-    r.keys(node, f, ["listen", "token_env", "token_file", *_HTTP_LIMITS])
+    r.keys(node, f, ["listen", "token_env", "token_file", "insecure_cleartext",
+                     *_HTTP_LIMITS])
     listen = r.listen(node, f, StatusListener().listen)
     token = r.secret(node, "token", f, False)
     if not is_loopback(listen.host.strip("[]")) and not token.env and not token.file:
@@ -162,6 +163,13 @@ def _status_listener(r: Reader, node: YMap, f: str) -> StatusListener:
                   f"a bearer token (token_env or token_file) for a status listener "
                   f"off loopback ({listen.host}): its pages say who engaged the outage, "
                   "why, and the backlog")
+    # Plain HTTP, and the texting and conversation APIs it serves carry patient data: off
+    # loopback only when the operator says so (a TLS reverse proxy belongs in front).
+    cleartext(r, node, f, "listen", listen.host.strip("[]"), True,
+              r.flag(node, "insecure_cleartext", f"{f}.insecure_cleartext", False),
+              "the bearer token, staff texts (the party's number and the words) and "
+              "conversation members' numbers",
+              "a loopback address, behind a TLS reverse proxy for other machines")
     return StatusListener(listen, token, _limits(r, node, f, StatusListener().limits))
 
 
