@@ -301,3 +301,25 @@ def test_a_mac_is_six_bytes_in_one_spelling(written: str, mac: str | None) -> No
     ("GRP2612W", Vendor.GRANDSTREAM), ("T28P", None), ("SPA504G", None), ("GXP2160", None)])
 def test_a_model_is_known_by_its_family(model: str, vendor: Vendor | None) -> None:
     assert vendor_of(model) is vendor
+
+
+def test_a_desk_phones_own_encryption_is_what_its_provisioning_file_says(
+        tmp_path: Path) -> None:
+    """The practice requires SRTP; Jo's phone is left optional (``encryption`` on the
+    phone): her Grandstream is told SRTP off, the others SRTP compulsory."""
+    from backline.render.phone_provisioning import provisioning_files
+
+    path = provisioned(tmp_path)
+    text = path.read_text()
+    mac, model, _ = PHONES["jo-desk"]
+    text = text.replace(f'{{name: jo-desk, mac: "{mac}", model: "{model}"}}',
+                        f'{{name: jo-desk, mac: "{mac}", model: "{model}", '
+                        'encryption: optional}')
+    path.write_text(text)
+    d = config_mod.load(path).directory
+    files = {f.name.removeprefix("provisioning/"): f.text
+             for f in provisioning_files(d, {p: "secret" for p in PHONES})}
+    grandstream = {e.tag: e.text or "" for e in
+                   ET.fromstring(files[PHONES["jo-desk"][2]]).find("config") or []}
+    assert grandstream["P183"] == "0"
+    assert "account.1.srtp_encryption = 2" in files[PHONES["ana-desk"][2]].splitlines()
