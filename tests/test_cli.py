@@ -162,16 +162,23 @@ def test_attempts_lists_recent_attempts(practice_config: Path, tmp_path: Path) -
     journal.record_attempt(NewAttempt("c2", datetime.now(UTC), AttemptKind.CALL, Mode.NORMAL,
                                       "+17205550142", "+13125550100", Outcome.RANG,
                                       detail="answered by the PBX while the controller was away"))
+    journal.record_attempt(NewAttempt("v1", datetime.now(UTC), AttemptKind.VOICEMAIL,
+                                      Mode.NORMAL, "+17205550143", "+13125550100",
+                                      Outcome.VOICEMAIL))
     journal.close()
     table = backline("attempts", "--since", "1h", config=practice_config)
     assert table.returncode == 0
     lines = table.stdout.splitlines()
+    # Every row's columns under the header's, a voicemail's longer kind included.
+    assert {line.index(" normal ") if " normal " in line else line.index(" outage ")
+            for line in lines[1:]} == {lines[0].index(" mode ")}
     assert "call" in lines[1] and "announced" in lines[1] and "held" in lines[1]
     assert "\x1b" not in table.stdout  # an untrusted caller ID cannot drive the terminal
     rows = json.loads(backline("attempts", "--json", config=practice_config).stdout)
     assert [(r["kind"], r["to"], r["delivery"]) for r in rows] == [
         ("call", "+13125550100", "held"), ("sms", "+13125550102", "held"),
-        ("call", "+13125550100", Delivery.NOT_NEEDED.value)]
+        ("call", "+13125550100", Delivery.NOT_NEEDED.value),
+        ("voicemail", "+13125550100", Delivery.NOT_NEEDED.value)]
     assert rows[2]["detail"] == "answered by the PBX while the controller was away"
 
 

@@ -16,6 +16,7 @@ from backline.app.commands.shared import (
     local_time,
 )
 from backline.core.model import Directory
+from backline.core.records import AttemptKind
 from backline.journal import Attempt, open_journal
 from backline.journal.delivery import InboxItem, ItemState
 from backline.journal.replies import ReplyState, SmsReply
@@ -63,10 +64,11 @@ def cmd_attempts(args: argparse.Namespace) -> int:
     if not rows:
         print("no attempts" + (f" since {local_time(since, directory)}" if since else ""))
         return 0
-    print(f"{'time':<19}  {'kind':<4}  {'mode':<7}  {'from':<16}  {'to':<13}  "
+    kind = max(len(k.value) for k in AttemptKind)  # voicemail is longer than call, sms, fax
+    print(f"{'time':<19}  {'kind':<{kind}}  {'mode':<7}  {'from':<16}  {'to':<13}  "
           f"{'outcome':<12}  delivery")
     for a in rows:
-        print(f"{local_time(a.at, directory):<19}  {a.kind.value:<4}  {a.mode.value:<7}  "
+        print(f"{local_time(a.at, directory):<19}  {a.kind.value:<{kind}}  {a.mode.value:<7}  "
               f"{_printable(a.sender)[:16]:<16}  {a.recipient:<13}  {a.outcome.value:<12}  "
               f"{a.delivery.value}{_delivery_note(queued.get(a.id))}"
               f"{_reply_note(replies.get(a.id), directory)}")
