@@ -36,4 +36,7 @@ spool=/var/spool/asterisk
 chgrp "${CONTROLLER_GID:-10001}" "$spool"
 chmod 2775 "$spool"
 
+# Voicemail recordings and faxes are patient data: what Asterisk writes is its own and its
+# group's (the controller's, through the setgid spool), never other users' (it was 0644).
+umask 0007
 exec /usr/sbin/asterisk -f -U asterisk -G asterisk -vvv

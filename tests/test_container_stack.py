@@ -296,6 +296,9 @@ def test_a_carrier_call_through_the_compose_stack_hears_the_announcement_and_is_
     for name in ("res_parking.conf", "musiconhold.conf", "geolocation.conf"):
         installed = stack.exec("asterisk", "head", "-n", "1", f"/etc/asterisk/{name}")
         assert "Rendered by `backline render`" in installed.stdout, (name, installed.stdout)
+    # What Asterisk writes to the shared spool (voicemail, faxes) is not for other users.
+    umask = stack.exec("asterisk", "grep", "^Umask:", "/proc/1/status")
+    assert umask.stdout.split() == ["Umask:", "0007"], umask.stdout + umask.stderr
 
     carrier = "172.31.0.1"
     capture = Capture(bridge_of(f"{PROJECT}_edge"), tmp_path / "edge.pcap",
