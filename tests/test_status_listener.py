@@ -180,6 +180,31 @@ def test_check_accepts_a_loopback_or_token_guarded_status_listener(
     assert directory.connections.status.token.env == token
 
 
+@pytest.mark.parametrize(("base_url", "verdict"), [
+    # Links in emails open the alert and voicemail pages: never over plain HTTP to another
+    # machine unless the operator says so, loudly.
+    ('"http://backline.maple.example"', "refused"),
+    ('"http://10.0.0.5:8080", insecure_cleartext: true', "INSECURE"),
+    ('"https://backline.maple.example"', "ok"),
+    ('"http://127.0.0.1:8080"', "ok"),
+])
+def test_check_refuses_cleartext_links_to_another_machine(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], base_url: str,
+        verdict: str) -> None:
+    pages = '  pages: {listen: "127.0.0.1:8080", base_url: "http://127.0.0.1:8080"}\n'
+    text = (ROOT / "config" / "example.yaml").read_text()
+    path = tmp_path / "practice.yaml"
+    path.write_text(text.replace(pages, f'  pages: {{listen: "127.0.0.1:8080", '
+                                        f'base_url: {base_url}}}\n'))
+    capsys.readouterr()
+    assert backline(["check", str(path)]) == (2 if verdict == "refused" else 0)
+    said = capsys.readouterr()
+    assert ("connections.pages.base_url: an https:// URL (cleartext only to this machine"
+            in said.err) == (verdict == "refused"), said
+    assert ("connections.pages.insecure_cleartext: false: INSECURE: the links' tokens, the "
+            "alert and voicemail pages" in said.out) == (verdict == "INSECURE"), said
+
+
 async def test_a_token_configured_but_unset_refuses_every_request_and_is_warned_of(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from backline.app.settings.outbound import cleartext, read_inbox, read_sms_gateway, read_smtp
 from backline.app.settings.pbx import read_pbx
@@ -143,9 +144,20 @@ def _email_intake(r: Reader, node: YMap, f: str) -> EmailIntake:
 
 
 def _pages(r: Reader, node: YMap, f: str) -> Pages:
-    r.keys(node, f, ["listen", "base_url", "refusals_per_minute", *_HTTP_LIMITS])
+    r.keys(node, f, ["listen", "base_url", "refusals_per_minute", "insecure_cleartext",
+                     *_HTTP_LIMITS])
+    reported = len(r.problems)
+    base_url = r.url(node, "base_url", f)
+    if base_url and len(r.problems) == reported:
+        # The address alert and voicemail links carry, and the SMS provider posts to.
+        cleartext(r, node, f, "base_url", urlsplit(base_url).hostname or "",
+                  base_url.startswith("http:"),
+                  r.flag(node, "insecure_cleartext", f"{f}.insecure_cleartext", False),
+                  "the links' tokens, the alert and voicemail pages (callers' numbers, "
+                  "messages, recordings) and the SMS provider's posts",
+                  "an https:// URL")
     return Pages(r.listen(node, f, HostPort("127.0.0.1", 8080)),
-                 r.url(node, "base_url", f), _limits(r, node, f, ListenerLimits()),
+                 base_url, _limits(r, node, f, ListenerLimits()),
                  r.integer(node, "refusals_per_minute", f"{f}.refusals_per_minute",
                            DEFAULT_REFUSALS_PER_MINUTE, 1, 100000)
                  or DEFAULT_REFUSALS_PER_MINUTE)
