@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.harness
 
@@ -102,8 +103,10 @@ def sqlite_urls(tmp: Path) -> Iterator[Callable[[str], str]]:
 
 @contextmanager
 def postgres_urls() -> Iterator[Callable[[str], str]]:
-    with running_server() as server:
-        os.environ["PGPASSFILE"] = str(server.passfile)
+    # libpq's password file only while the server runs (tests/test_bench.py runs this in a
+    # pytest worker whose later tests must not inherit it).
+    with running_server() as server, mock.patch.dict(os.environ,
+                                                     {"PGPASSFILE": str(server.passfile)}):
         yield server.new_database
 
 

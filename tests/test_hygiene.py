@@ -5,7 +5,8 @@ secret) is read by every later test in the same worker, so one test's outcome wo
 on which ran before it.  Tests set variables with ``monkeypatch.setenv`` (or
 ``pytest.MonkeyPatch.context()`` in a helper), which restores them afterwards.  The harness
 (tests/harness/) is held to the same rule: a practice or alert site it starts sets its
-variables only while it runs.
+variables only while it runs.  So are the benches (bench/), which tests/test_bench.py runs
+inside a pytest worker.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).parent
+BENCH = TESTS.parent / "bench"
 
 
 def _writes_environ(node: ast.AST) -> bool:
@@ -36,8 +38,9 @@ def _writes_environ(node: ast.AST) -> bool:
 
 
 def test_no_test_module_sets_the_environment_without_restoring_it() -> None:
-    found = [f"{path.relative_to(TESTS)}:{node.lineno}"
-             for path in sorted([*TESTS.glob("test_*.py"), *TESTS.glob("harness/*.py")])
+    found = [f"{path.relative_to(TESTS.parent)}:{node.lineno}"
+             for path in sorted([*TESTS.glob("test_*.py"), *TESTS.glob("harness/*.py"),
+                                 *BENCH.glob("*.py")])
              for node in ast.walk(ast.parse(path.read_text(), str(path)))
              if isinstance(node, ast.stmt | ast.expr) and _writes_environ(node)]
     assert found == [], f"use monkeypatch.setenv instead: {found}"
