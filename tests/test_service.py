@@ -146,6 +146,27 @@ def test_the_unit_lets_the_controller_write_its_voicemail_store_wherever_the_fax
     assert owner_mode(root / str(store).lstrip("/"))[2] == 0o750
 
 
+def test_install_never_takes_over_a_directory_other_programs_keep_files_in(
+        tmp_path: Path) -> None:
+    # The journal put straight into /var/lib: that directory is the system's, holding other
+    # services' state (Asterisk's, PostgreSQL's).  Made the controller's (0750) it would
+    # lock them out of it; install stops and says so, and changes nothing there.
+    config = tmp_path / "practice.yaml"
+    config.write_text(EXAMPLE.read_text().replace("sqlite:///var/lib/backline/journal.db",
+                                                  "sqlite:///var/lib/journal.db"))
+    root = seeded_root(tmp_path / "root")
+    shared = root / "var/lib"
+    (shared / "asterisk").mkdir(parents=True)
+    os.chmod(shared, 0o755)
+    before = owner_mode(shared)
+    done = backline("install", "--config", str(config), "--root", str(root))
+    assert done.returncode == 1, done
+    assert f"{shared} holds files that are not Backline's" in done.stderr, done.stderr
+    assert owner_mode(shared) == before
+    assert not (root / UNIT).exists()
+    assert "backline:" not in (root / "etc/passwd").read_text()  # stopped before any step
+
+
 @pytest.mark.asterisk
 async def test_the_unit_s_exec_start_reaches_ready_and_its_exec_reload_applies_a_change(
         tmp_path: Path) -> None:

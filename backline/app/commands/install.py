@@ -98,6 +98,12 @@ def cmd_install(args: argparse.Namespace) -> int:
     spec = service_spec(directory, str(Path(args.config).resolve()), args.user,
                         local_pbx=args.local_pbx)
     try:
+        for path in spec.writable:  # before anything is done
+            if _shared(steps, path, args.user):
+                raise InstallFailed(
+                    f"{steps.at(path)} holds files that are not Backline's (the system's or "
+                    "another program's): making it the service's would shut them out; give "
+                    "Backline a directory of its own in the config (e.g. /var/lib/backline)")
         _user(steps, args.user)
         for path in spec.writable:
             _directory(steps, path, 0o750, args.user, args.user)
@@ -187,6 +193,25 @@ def _uid(steps: Steps, user: str) -> tuple[int, int] | None:
         if len(fields) > 3 and fields[0] == user:
             return int(fields[2]), int(fields[3])
     return None
+
+
+SYSTEM_DIRECTORIES = frozenset({
+    "/", "/etc", "/home", "/mnt", "/media", "/opt", "/root", "/run", "/srv", "/tmp", "/usr",
+    "/usr/local", "/var", "/var/cache", "/var/lib", "/var/local", "/var/log", "/var/opt",
+    "/var/spool", "/var/tmp"})
+"""Directories the system and other programs share: never made the service's."""
+
+
+def _shared(steps: Steps, path: str, owner: str) -> bool:
+    """Whether ``path`` is the system's or holds other users' files (not root's, not the
+    service's): made the service's (0750) it would shut them out."""
+    if os.path.normpath(path) in SYSTEM_DIRECTORIES:
+        return True
+    target = steps.at(path)
+    if not target.is_dir():
+        return False
+    mine = {0, *(_uid(steps, owner) or ())}
+    return any(entry.lstat().st_uid not in mine for entry in target.iterdir())
 
 
 def _directory(steps: Steps, path: str, mode: int, owner: str, group: str) -> None:
