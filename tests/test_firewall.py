@@ -294,3 +294,27 @@ async def test_an_address_a_desk_phone_is_registered_from_is_never_banned() -> N
     await asyncio.gather(*bans.tasks)
     assert outcomes.count("failure") == 12
     assert outcomes.count("ban_failed") == 1  # `false` as nft: the one ban was tried
+
+
+async def test_the_registrar_the_desk_phones_calls_come_through_is_never_banned() -> None:
+    # Behind Kamailio as the registrar, every desk phone's INVITE (and the carrier's calls)
+    # reach this node from Kamailio's address, so a digest a phone gets wrong fails "from"
+    # Kamailio.  Banned, it would cut off every desk phone, 911 included, for the ban's
+    # length: one phone with a stale password, or a LAN host guessing, must never do that.
+    from backline.core.connections import Bans
+    from backline.features.bans import ScannerBans
+
+    pbx = AsteriskPbx(ami=HostPort("127.0.0.1", 5038), ami_username="backline",
+                      ami_secret=Secret(env="X"), agi=HostPort("127.0.0.1", 4573),
+                      sip=HostPort("192.168.1.2", 5060), trunk=Trunk(host="203.0.113.9"),
+                      lan=("192.168.1.0/24",), registrar=HostPort("192.168.1.5", 5060),
+                      bans=Bans(failures=2, window_seconds=60, ban_minutes=60))
+    outcomes: list[str] = []
+    bans = ScannerBans(pbx, counted=outcomes.append, clock=lambda: 0.0, nft="false")
+    for _ in range(5):
+        bans.failed("ChallengeResponseFailed", "192.168.1.5")
+    bans.failed("InvalidPassword", "192.168.1.66")  # a scanner reaching the node: banned
+    bans.failed("InvalidPassword", "192.168.1.66")
+    await asyncio.gather(*bans.tasks)
+    assert outcomes.count("failure") == 7
+    assert outcomes.count("ban_failed") == 1  # `false` as nft: only the scanner's was tried

@@ -35,7 +35,13 @@ class ScannerBans:
         policy = BanPolicy(bans.failures, bans.window_seconds, bans.ban_minutes) \
             if bans is not None else BanPolicy()
         carrier = pbx.trunk.addresses or tuple(h for h in (pbx.trunk.host,) if _is_ip(h))
-        self.window = FailureWindow(policy, never=carrier)
+        # Kamailio as the registrar: every desk phone's request (and the carrier's calls)
+        # reaches this node from its address, so a phone's wrong digest fails "from" it;
+        # banned, it would cut off every desk phone, 911 included.
+        registrar = pbx.registrar if isinstance(pbx, AsteriskPbx) else None
+        relays = tuple(h for h in ((registrar.host,) if registrar is not None else ())
+                       if _is_ip(h.strip("[]")))
+        self.window = FailureWindow(policy, never=(*carrier, *(h.strip("[]") for h in relays)))
         self.counted = counted  # "failure", "banned", "ban_failed": the metrics
         self.clock = clock
         self.nft = nft
