@@ -784,6 +784,40 @@ async def test_only_a_fax_file_missing_on_its_own_node_is_refused(practice: Prac
     assert practice.inbox.requests == 0
 
 
+async def test_a_voicemail_recording_damaged_on_disk_still_arrives_and_blocks_nothing(
+        practice: Practice) -> None:
+    # The recording was checked when it was kept; a disk error may still damage it later.
+    # Its length can no longer be read, but its bytes are sent as they are (the inbox may
+    # yet play them), and the items behind it in the queue are never held up by it.
+    from backline.core.ownership import OwnershipBook
+    from backline.features.inbox.service import InboxDrain
+
+    practice.inbox.fail_rate = 0.0
+    journal = await asyncio.to_thread(practice.journal)
+    at = datetime.now(UTC)
+    damaged = practice.tmp / "voicemail-1733300000-00000001.wav"
+    damaged.write_bytes(b"RIFF\x00\x00")  # cut short
+    journal.record_attempt(NewAttempt(
+        "voicemail:damaged", at, AttemptKind.VOICEMAIL, Mode.NORMAL, "+15550100001", MAIN,
+        Outcome.VOICEMAIL, file=str(damaged), delivery=Delivery.HELD))
+    journal.record_attempt(NewAttempt(
+        "sms:after", at + timedelta(seconds=1), AttemptKind.SMS, Mode.NORMAL, "+15550100002",
+        MAIN, Outcome.RECEIVED, text="Is the clinic open?", delivery=Delivery.HELD))
+    drain = InboxDrain(journal, OwnershipBook(practice.directory()), practice.inbox.url, TOKEN,
+                       lambda: Mode.NORMAL, lambda: datetime.now(UTC), backoff=FAST)
+    drain.start()
+    try:
+        await drain.drained(within=30)
+    finally:
+        await drain.close()
+        journal.close()
+    voicemail, sms = practice.inbox.items()
+    assert base64.b64decode(voicemail["file"]["data"]) == damaged.read_bytes()
+    assert voicemail["file"]["type"] == "audio/wav"
+    assert voicemail["voicemail"] == {"duration_seconds": None}
+    assert sms["text"] == "Is the clinic open?"
+
+
 async def test_the_drain_lease_is_renewed_while_a_long_try_runs(
         practice: Practice, monkeypatch: pytest.MonkeyPatch) -> None:
     import backline.features.inbox.service

@@ -96,7 +96,7 @@ def item_document(item: InboxItem, book: OwnershipBook, file: bytes | None,
                 # Sent after the queue was read: the journal now says auto-replied too.
                 doc["outcome"] = Outcome.AUTO_REPLIED.value
         if file is not None and a.kind is AttemptKind.VOICEMAIL:
-            doc["voicemail"] = {"duration_seconds": round(wav_seconds(file), 2)}
+            doc["voicemail"] = {"duration_seconds": _seconds(file)}
             doc["file"] = {"name": a.file.rsplit("/", 1)[-1], "type": "audio/wav",
                            "data": base64.b64encode(file).decode("ascii")}
         elif file is not None:
@@ -184,3 +184,12 @@ def describe(answer: Answer) -> str:
             return answer.reason
         case _:
             assert_never(answer)
+
+
+def _seconds(audio: bytes) -> float | None:
+    """The recording's length; None once it cannot be read (checked when it was kept, so
+    damaged on disk since): the bytes still go, and nothing behind them waits."""
+    try:
+        return round(wav_seconds(audio), 2)
+    except ValueError:
+        return None
