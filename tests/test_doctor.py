@@ -278,6 +278,31 @@ async def test_the_sms_gateway_and_inbox_credentials_are_tried_and_nothing_is_se
         assert INBOX_TOKEN not in found.stdout + found.stderr
 
 
+async def test_an_inbox_url_whose_query_carries_a_key_is_never_printed_whole(
+        tmp_path: Path) -> None:
+    # Some inboxes take their key in the URL's query: doctor names where it went, never that.
+    key = "inbox-key-" + os.urandom(6).hex()
+    inbox = InboxServer(tmp_path / "inbox.db", token=INBOX_TOKEN)
+    await inbox.start()
+    path = tmp_path / "practice.yaml"
+    try:
+        for url, name in ((f"{inbox.url}?key={key}", "ok"),
+                          (f"{inbox.url.replace('/inbox', '/nowhere')}?key={key}", "FAIL")):
+            path.write_text(
+                "practice: {name: Maple, timezone: America/Chicago}\n"
+                "connections:\n"
+                f"  storage: {{url: \"sqlite://{tmp_path / 'journal.db'}\"}}\n"
+                f"  inbox: {{url: \"{url}\", token_env: BACKLINE_DOCTOR_INBOX_TOKEN}}\n")
+            found = await asyncio.to_thread(doctor, path, "--json",
+                                            env={"BACKLINE_DOCTOR_INBOX_TOKEN": INBOX_TOKEN})
+            checks = verdicts(found)
+            assert checks["inbox"].startswith(name), checks
+            assert key not in found.stdout + found.stderr, checks["inbox"]
+        assert inbox.count() == 0
+    finally:
+        await inbox.stop()
+
+
 TRUNK_ENV, TRUNK_PASSWORD = "BACKLINE_DOCTOR_TRUNK", "trunk-" + os.urandom(6).hex()
 
 

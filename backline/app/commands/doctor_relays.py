@@ -16,6 +16,7 @@ import ssl
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import aiosmtplib
@@ -231,14 +232,15 @@ async def inbox_findings(directory: Directory) -> list[Finding]:
     if missing is not None:
         return [missing]
     status, answer = await _get(inbox.url, f"Bearer {token}")
+    where = _without_query(inbox.url)
     if isinstance(answer, Exception):
-        return [Finding("inbox", FAIL, f"{inbox.url}: {_why(answer)}",
+        return [Finding("inbox", FAIL, f"{where}: {_why(answer)}",
                         "fix connections.inbox.url, or the network to it")]
     if status in (401, 403, 407):
         return [Finding("inbox", FAIL, f"the token was refused (HTTP {status})",
                         "set the token the config names to the one the inbox expects")]
     if status in (404, 410):
-        return [Finding("inbox", FAIL, f"{inbox.url}: no such endpoint (HTTP {status})",
+        return [Finding("inbox", FAIL, f"{where}: no such endpoint (HTTP {status})",
                         "fix connections.inbox.url")]
     if status == 405:
         return [Finding("inbox", WARN, "the URL answers, but not to GET (HTTP 405): the token "
@@ -249,7 +251,7 @@ async def inbox_findings(directory: Directory) -> list[Finding]:
                         "follow redirects", "set connections.inbox.url to where it leads")]
     if not 200 <= status < 300:
         return [Finding("inbox", FAIL, f"HTTP {status}", "the inbox is failing: see its log")]
-    return [Finding("inbox", OK, f"{inbox.url} accepted the token (HTTP {status}), nothing "
+    return [Finding("inbox", OK, f"{where} accepted the token (HTTP {status}), nothing "
                     "filed")]
 
 
@@ -263,6 +265,12 @@ async def _get(url: str, authorization: str) -> tuple[int, bytes | Exception]:
             return got.status, await got.content.read(64 * 1024)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return 0, exc
+
+
+def _without_query(url: str) -> str:
+    """``url`` as a finding names it: no query string, which may carry the inbox's key."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _why(exc: BaseException) -> str:
