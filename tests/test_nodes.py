@@ -143,6 +143,22 @@ def test_required_encryption_behind_the_registrar_is_refused_by_check(tmp_path: 
     assert isinstance(pbx, AsteriskPbx) and pbx.tls is not None
 
 
+def test_one_desk_phones_required_encryption_behind_the_registrar_is_refused_by_check(
+        tmp_path: Path) -> None:
+    """As the practice's: a phone of its own ``encryption: required`` behind Kamailio would
+    never ring, and every call it placed but 911 would be refused (its SIP reaches the node
+    from Kamailio, not over TLS)."""
+    url = "postgresql://backline@db.maple.example:5432/backline"
+    line = ("    node: node1\n    registrar: {host: 10.0.0.10, port: 5070}\n"
+            f"    tls: {{port: 5061, practice_ca: {tmp_path}/ca}}\n")
+    path = practice(tmp_path, line, url)
+    path.write_text(path.read_text().replace(
+        "desk_phones: [sam-desk]", "desk_phones: [{name: sam-desk, encryption: required}]", 1))
+    problems = problems_of(path)
+    assert re.search(r"practice\.yaml:\d+: users\[\d+\]\.desk_phones\[0\]\.encryption: "
+                     r"optional behind Kamailio as the registrar", problems), problems
+
+
 @pytest.mark.parametrize("url", [
     "postgresql://backline@db/backline?password=hunter2",
     "postgresql://backline:hunter2@db/backline",

@@ -161,7 +161,8 @@ def _phone_encryption(r: Reader, item: YMap, field: str) -> Encryption | None:
 def check_phone_encryption(r: Reader, top: YMap, users: dict[str, User], pbx: Pbx | None,
                            user_where: dict[str, UserWhere]) -> None:
     """A desk phone's own ``encryption`` needs the Asterisk PBX (FreeSWITCH renders no
-    SRTP), and ``required`` its TLS transport (SRTP's keys travel in the phone's SIP)."""
+    SRTP), and ``required`` its TLS transport (SRTP's keys travel in the phone's SIP) and no
+    Kamailio as the registrar."""
     for uid, user in users.items():
         for site in user.sites:
             if site.encryption is None or uid not in user_where:
@@ -174,6 +175,12 @@ def check_phone_encryption(r: Reader, top: YMap, users: dict[str, User], pbx: Pb
                   and site.encryption is Encryption.REQUIRED):
                 r.problem(where, f"{field}.encryption", "required needs connections.pbx.tls "
                           "(SRTP's keys travel in the phone's SIP, so its SIP must be TLS)")
+            elif (isinstance(pbx, AsteriskPbx) and pbx.registrar is not None
+                  and site.encryption is Encryption.REQUIRED):
+                # As the practice's (settings.pbx): the nodes reach it through Kamailio.
+                r.problem(where, f"{field}.encryption", "optional behind Kamailio as the "
+                          "registrar: required (SRTP to this desk phone) is not supported "
+                          "there yet; it would never ring, and only its 911 calls go through")
 
 
 def _provisioned(r: Reader, item: YMap, field: str, name: str, macs: dict[str, str]
