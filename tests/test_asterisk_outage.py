@@ -19,9 +19,10 @@ from aiohttp import web
 
 from backline.core.outage import Mode, Via
 from backline.features.status.health import Verdict
-from backline.journal import Delivery, Outcome
+from backline.journal import Attempt, Delivery, Outcome
 from backline.journal.sqlite import SqliteJournal
 from tests.harness.backline_process import ControllerProcess
+from tests.harness.fax_sender import wait_for_cdr
 from tests.harness.practice_pbx import OUTAGE_PIN, PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, desk_phone, place_calls
 
@@ -306,6 +307,41 @@ async def test_controller_killed_the_pbx_answers_alone_and_nothing_is_lost(
                 (Outcome.ANNOUNCED, Mode.OUTAGE, Delivery.HELD)}
         finally:
             controller.stop(kill=True)
+
+
+async def test_a_call_the_fail_safe_takes_while_the_controller_is_up_is_journaled_at_once(
+        pbx: PracticePbx, tmp_path: Path) -> None:
+    # The controller stays up and logged in to AMI, but one call gets no decision: its
+    # FastAGI listener refuses (as a listener past its backlog does under load), so the
+    # dialplan's fail-safe answers alone.  The call is journaled from the fail-safe's user
+    # event, without a new login, and the CDR import later adds nothing twice.
+    engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason", "drill")
+    assert engaged.returncode == 0, engaged.stdout + engaged.stderr
+    logins = pbx.driver.ami.logins
+    await pbx.driver.agi.stop()
+    callers = place_calls(sip(pbx), tmp_path, DIRECT, from_user="carrier", calls=1,
+                          timeout=30)
+    result = await asyncio.to_thread(callers.wait, 45)
+    assert result.ok and result.successful == 1, callers.describe()
+    [played] = [e for e in pbx.events.seen
+                if e.get("Event") == "Newexten" and e.get("Application") == "Playback"]
+    assert played["Context"] == "backline-announce", played  # the fail-safe took it
+    journal = pbx.controller.journal
+
+    def calls() -> list[Attempt]:
+        return [a for a in journal.attempts(limit=10) if a.recipient == DIRECT]
+
+    await pbx.controller.wait_rounds(lambda: len(calls()) == 1, within=10)
+    [call] = calls()
+    assert call.key == f"call:{played['Uniqueid']}"
+    assert (call.outcome, call.mode, call.delivery) == (
+        Outcome.ANNOUNCED, Mode.OUTAGE, Delivery.HELD)
+    assert pbx.driver.ami.logins == logins and pbx.driver.ami.up
+    assert pbx.controller.cdr_path is not None
+    await asyncio.to_thread(wait_for_cdr, pbx.controller.cdr_path,
+                            lambda row: row.uniqueid == played["Uniqueid"], 30)
+    assert await pbx.controller.import_pbx_record() == 0
+    assert calls() == [call]
 
 
 def link_gauge(p: PracticePbx) -> float:

@@ -67,6 +67,9 @@ def _carrier_side(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
     unknown = f"{v.context(v.UNKNOWN)},s,1"
     not_account = (f' same => n,GotoIf($["{var(TO_NUMBER)}" = "{user}"]?{unknown})\n'
                    if account else "")
+    # No decision came back: the controller, if still on AMI, journals the call from this.
+    failsafe_told = (f"UserEvent({v.FAILSAFE_EVENT},Failsafe: {var(v.FAILSAFE)},"
+                     f"Dialled: {var(v.DIALED)},Caller: {var(v.CALLER)})")
     return f"""\
 ; Rendered by `backline render`: edit the practice YAML, not this file.
 [general]
@@ -80,7 +83,8 @@ clearglobalvars=yes
 
 ; Calls from the carrier. The controller decides; if it cannot be reached (AGISTATUS is not
 ; SUCCESS, or no decision came back) the PBX answers on its own: the announcement, or fax
-; reception for a fax number.
+; reception for a fax number, and says so in a user event (a controller still on AMI journals
+; the call from it).
 ; What the controller routes on comes as AGI arguments, filtered here: Asterisk writes the
 ; caller ID unescaped into the AGI header block, so a line break in it (a %0A in the From
 ; URI) could add header lines.  The caller ID and the number a call was diverted from
@@ -100,7 +104,7 @@ exten => _[+0-9].,1,Set({v.DECISION}=)
  same => n,Set({v.IS_FAX}=${{DIALPLAN_EXISTS({v.FAX_NUMBERS_CONTEXT},{var(v.DIALED)},1)}})
  same => n,ExecIf({var(v.IS_FAX)}?Set({v.FAILSAFE}={v.FAX}))
  same => n,{agi(v.AGI_INBOUND, var(v.DIALED), var(v.CALLER))}
-{decided(f"{v.CONTEXT_PREFIX}{var(v.FAILSAFE)},s,1")}
+{decided(f"{v.CONTEXT_PREFIX}{var(v.FAILSAFE)},s,1", failsafe_told)}
 ; No number in the Request-URI (a registration's contact, or no user part at all): the
 ; carrier named it in To, as many do on registered trunks.
 exten => s,1,Goto({TO_CONTEXT},s,1)

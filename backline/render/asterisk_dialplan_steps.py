@@ -16,11 +16,12 @@ def agi(script: str, *args: str) -> str:
     return f"AGI({var(v.AGI_URL)}/{script},{','.join(args)})"
 
 
-def decided(fallback: str) -> str:
+def decided(fallback: str, told: str = "") -> str:
     """After an AGI step: carry out the decision, or ``fallback`` (a Goto target) if none
-    came back."""
+    came back, after the dialplan application ``told`` (if any) has said so."""
     return (f' same => n,GotoIf($["${{AGISTATUS}}" = "SUCCESS" & "{var(v.DECISION)}" != ""]'
             f"?decided)\n"
-            f" same => n,Goto({fallback})\n"
+            + (f" same => n,{told}\n" if told else "")
+            + f" same => n,Goto({fallback})\n"
             f" same => n(decided),Gosub({v.UNPACK_CONTEXT},s,1)\n"
             f" same => n,Goto({v.CONTEXT_PREFIX}{var(v.ACTION)},s,1)")

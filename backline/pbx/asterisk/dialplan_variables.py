@@ -72,6 +72,11 @@ DESK_CONTEXT = "backline-desk"
 # refused, emergency numbers excepted, and the UNSEALED_EVENT user event names the phone.
 SEALED = "BACKLINE_SEALED"
 UNSEALED_EVENT = "BacklineUnsealed"
+# A carrier call the PBX took by its fail-safe (no decision came back over FastAGI): the
+# dialplan raises this user event, with the fail-safe's action and the filtered dialled
+# number and caller, so that a controller still logged in to AMI journals the call at once;
+# one that was away imports it from the CDR at its next login.
+FAILSAFE_EVENT = "BacklineFailsafe"
 # Such a phone is rung through a twin endpoint, its name and this suffix (upper case: no
 # desk phone name has any, so no twin is ever taken for a phone): the phone's own endpoint
 # takes a plain-RTP offer (911 must go through), which makes Asterisk offer SRTP keys in

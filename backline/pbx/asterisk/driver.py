@@ -38,6 +38,7 @@ from backline.pbx.asterisk.events import (
     PARK_EVENTS,
     attended_transfer,
     emergency_call,
+    failsafe_call,
     only_events_we_use,
     park_event,
 )
@@ -250,13 +251,12 @@ class AsteriskDriver(CallPath, ModeKeys):
                               "change or login reads them again)")
 
     def on_user_event(self, event: Mapping[str, str]) -> None:
-        """A desk phone dialled 911: the dialplan already sent the call out, this only tells
-        the controller (``Phone`` is the endpoint, ``Dialled`` one of the emergency numbers,
-        both ours; checked all the same)."""
-        if event.get("UserEvent") != v.EMERGENCY_EVENT or self.emergency is None:
-            return
-        call = emergency_call(event, datetime.now(UTC))
-        if call is not None:
+        """A call the fail-safe took (failsafe_call), or a desk phone's 911, which the dialplan
+        sent out already: only told (``Phone``, ``Dialled``: ours, checked all the same)."""
+        if (failsafe := failsafe_call(event, self.clock(), self.mode())) is not None:
+            self.after_decision(self.record_later(failsafe))
+        elif event.get("UserEvent") == v.EMERGENCY_EVENT and self.emergency is not None and (
+                call := emergency_call(event, datetime.now(UTC))) is not None:
             self.after_decision(self.emergency(call))
 
     def on_security_event(self, event: Mapping[str, str]) -> None:

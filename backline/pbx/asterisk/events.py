@@ -4,6 +4,7 @@ from the driver (backline/pbx/asterisk/driver.py) so that it keeps to the link a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -13,8 +14,10 @@ from typing import Any
 from backline.core.bans import FAILURES as SECURITY_FAILURES
 from backline.core.conversations import ConversationBook
 from backline.core.emergency import EmergencyCall
+from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.park import ParkEvent, ParkStep
+from backline.core.records import NewAttempt
 from backline.core.transfers import (
     Transfer,
     TransferDecision,
@@ -22,6 +25,7 @@ from backline.core.transfers import (
     TransferRefused,
     attended_join,
 )
+from backline.pbx.asterisk import cdr
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.dialplan_variables import CALLER, PARTY
@@ -32,7 +36,7 @@ from backline.pbx.asterisk.transfers import (
     desk_phone_of,
     take_back,
 )
-from backline.pbx.ports import LinkDown
+from backline.pbx.ports import CdrRow, LinkDown
 
 log = logging.getLogger("backline.asterisk")
 
@@ -44,6 +48,8 @@ PARK_EVENTS = {"ParkedCall": ParkStep.PARKED, "UnParkedCall": ParkStep.PICKED_UP
 WANTED_EVENTS = ("ContactStatus", "UserEvent", "OriginateResponse", ATTENDED_EVENT,
                  *PARK_EVENTS, *sorted(SECURITY_FAILURES))
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,80}")
+_DIALLED = re.compile(r"\+?[0-9]{1,32}")  # FILTER(+0-9) in the dialplan, as the CDR keeps it
+_CALLER = re.compile(r"[+*#0-9A-Za-z]{0,64}")  # CALLER_CHARS, cut to MAX_CALLER
 
 
 async def only_events_we_use(ami: AmiLink) -> None:
@@ -70,6 +76,29 @@ def emergency_call(event: Mapping[str, str], at: datetime) -> EmergencyCall | No
         log.error("an emergency call event we cannot read; the CDR import will bring it")
         return None
     return EmergencyCall(f"emergency:{uniqueid}", at, phone, dialled[:8])
+
+
+def failsafe_call(event: Mapping[str, str], at: datetime, mode: Mode) -> NewAttempt | None:
+    """The attempt the dialplan's FAILSAFE_EVENT stands for: a carrier call the PBX answered
+    with the announcement because no decision came back (late, or FastAGI refused) while
+    this controller was still on AMI.  Keyed as the controller and the CDR import key it, so
+    it is journaled once whichever comes first.  None for a fax (journaled when it ends, with
+    its pages), for any other event and, logged, for one we cannot read (the next login's
+    import brings it)."""
+    if event.get("UserEvent") != v.FAILSAFE_EVENT or event.get("Failsafe") != v.ANNOUNCE:
+        return None
+    dialled, caller = event.get("Dialled", ""), event.get("Caller", "")
+    uniqueid = event.get("Uniqueid", "")
+    if not (_NAME.fullmatch(uniqueid) and _DIALLED.fullmatch(dialled)
+            and _CALLER.fullmatch(caller)):
+        log.error("a fail-safe call event we cannot read; the CDR import will bring it")
+        return None
+    log.warning("a call was answered by the PBX's fail-safe (no decision reached it in "
+                "time); journaling it")
+    row = CdrRow(caller, dialled, v.context(v.ANNOUNCE), "Playback", at, uniqueid)
+    return dataclasses.replace(
+        cdr.attempt_for(row, lambda _: mode),
+        detail="answered by the PBX alone: no decision reached it from the controller")
 
 
 def park_event(event: Mapping[str, str]) -> ParkEvent | None:
