@@ -223,6 +223,29 @@ async def test_engage_says_when_the_controller_has_not_put_it_on_the_pbx(
     assert "normal" in pbx.instance.cli("database get backline mode")
 
 
+async def test_engage_waits_for_backline_run_while_it_decides_calls(tmp_path: Path) -> None:
+    # `backline run` as ops run it, busy deciding a stream of carrier calls (SIPp, 10 a
+    # second) when the outage is engaged: the command returns once the PBX has the mode,
+    # exit 0.  The harness's own controller, never started here, must not count as running:
+    # it did (its mode rounds reported it, PBX link down), and engage waited for it in vain,
+    # as bench.outage saw.
+    async with practice_pbx(tmp_path, "o-busy-engage", controller_in_process=False) as pbx:
+        controller = ControllerProcess(pbx)
+        try:
+            callers = place_calls(sip(pbx), tmp_path, "+13125559999", from_user="carrier",
+                                  calls=20, timeout=60)
+            await pbx.events.wait_for(lambda e: e.get("Application") == "AGI", within=30)
+            engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason",
+                                              "drill", "--wait", "5")
+            assert engaged.returncode == 0, engaged.stdout + engaged.stderr
+            assert "; in effect on the PBX at " in engaged.stdout
+            assert "outage" in pbx.instance.cli("database get backline mode")
+            result = await asyncio.to_thread(callers.wait, 90)
+            assert result.ok and result.successful == 20, callers.describe()
+        finally:
+            controller.stop(kill=True)
+
+
 async def dial_feature(p: PracticePbx, tmp: Path, phone: str, code: str, pin: str) -> None:
     call = place_calls(sip(p), tmp, code, from_user=phone, password=p.secret(phone),
                        dtmf=pin + "#", dtmf_delay_ms=1500, timeout=30)
