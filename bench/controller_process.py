@@ -23,10 +23,12 @@ class ControllerProcess:
     read by a thread, so a test can wait for a line (and a chatty controller never blocks
     on a full pipe)."""
 
-    def __init__(self, config_path: Path, log: Path) -> None:
+    def __init__(self, config_path: Path, log: Path, tree: Path = ROOT) -> None:
+        """``tree``: the source tree whose ``backline`` runs (another commit's, for
+        bench/outage_cpu.py's before and after)."""
         self._log = log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backline.app.cli", "run", str(config_path)], cwd=ROOT,
+            [sys.executable, "-m", "backline.app.cli", "run", str(config_path)], cwd=tree,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._lines: list[str] = []
         self._ended = False

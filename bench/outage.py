@@ -158,10 +158,12 @@ class Rig:
     announcement: float
 
 
-async def start_rig(stack: contextlib.AsyncExitStack, work: Path, *, kill: bool) -> Rig:
+async def start_rig(stack: contextlib.AsyncExitStack, work: Path, *, kill: bool,
+                    tree: Path = ROOT, name: str = "") -> Rig:
     """A fresh Asterisk running the test practice with the outage engaged through
-    ``backline run``; with ``kill`` that controller is then SIGKILLed.  Undone by ``stack``."""
-    name = "killed" if kill else "up"
+    ``backline run`` (from ``tree``); with ``kill`` that controller is then SIGKILLed.  Undone
+    by ``stack``."""
+    name = name or ("killed" if kill else "up")
     await asyncio.to_thread(work.mkdir)
     pbx = await stack.enter_async_context(practice_pbx(
         work, f"bench-outage-{name}", controller_in_process=False, observe=False))
@@ -169,7 +171,7 @@ async def start_rig(stack: contextlib.AsyncExitStack, work: Path, *, kill: bool)
     await asyncio.to_thread(bind_rtp_to_loopback, pbx.instance)
     await asyncio.to_thread(widen_rtp_range, pbx.instance)
     length = await asyncio.to_thread(short_announcement, pbx.instance)
-    controller = ControllerProcess(pbx.config_path, work / "controller.log")
+    controller = ControllerProcess(pbx.config_path, work / "controller.log", tree)
     stack.callback(controller.stop)
     await asyncio.to_thread(controller.wait_for, "ready")
     await asyncio.to_thread(backline, pbx.config_path, "outage", "engage", "--no-wait", "--reason",
