@@ -86,10 +86,12 @@ class Metrics:
             "refused).", registry=self.registry)
         # Start every closed-set series at zero, so rate() and increase() see the first event
         # instead of a series that appears out of nowhere with its first increment.
-        for kind in AttemptKind:
-            for mode in Mode:
-                for outcome in Outcome:
-                    self._attempts.labels(kind.value, mode.value, outcome.value)
+        # Each series' child is kept: labels() checked and looked it up again on every
+        # call's path (bench/outage_cpu.py).
+        self._attempt_series = {
+            (kind, mode, outcome): self._attempts.labels(kind.value, mode.value, outcome.value)
+            for kind in AttemptKind for mode in Mode for outcome in Outcome}
+        self._agi_series: dict[str, Histogram] = {}
         for mode in Mode:
             for via in Via:
                 self._mode_changes.labels(mode.value, via.value)
@@ -97,7 +99,7 @@ class Metrics:
             self.registry.register(_BacklogCollector(backlog))
 
     def attempt(self, kind: AttemptKind, mode: Mode, outcome: Outcome) -> None:
-        self._attempts.labels(kind.value, mode.value, outcome.value).inc()
+        self._attempt_series[kind, mode, outcome].inc()
 
     def mode_changed(self, mode: Mode, via: Via) -> None:
         self._mode_changes.labels(mode.value, via.value).inc()
@@ -106,7 +108,10 @@ class Metrics:
         self._engaged.set(1 if engaged else 0)
 
     def agi_latency(self, script: str, seconds: float) -> None:
-        self._agi.labels(script).observe(seconds)
+        series = self._agi_series.get(script)
+        if series is None:
+            series = self._agi_series[script] = self._agi.labels(script)
+        series.observe(seconds)
 
     def link(self, pbx: str, up: bool) -> None:
         self._link.labels(pbx).set(1 if up else 0)
