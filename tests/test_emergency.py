@@ -200,6 +200,50 @@ async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(
                 await pbx.controller.emergency.close()
 
 
+async def test_the_notices_start_after_the_carrier_invite_and_go_when_it_refuses_at_once(
+        tmp_path: Path) -> None:
+    """DESIGN.md §12: the controller's work for a 911 (journal, notice calls, email) starts
+    only once the carrier's INVITE is out (Asterisk's DialBegin for the call, which it
+    publishes after writing the INVITE), so it never shares the CPU with sending it; and a
+    carrier that refuses at once (503) still leaves the notices to go."""
+    notify = "{desk_phones: [raj-desk]}"
+    async with practice_pbx(tmp_path, "e-after", emergency=emergency_with_notice(notify)
+                            ) as pbx:
+        pbx.controller.emergency.start()
+        far = answering_phone(tmp_path, DeskPhoneMode.REJECT, name="carrier",
+                              port=pbx.ports.trunk, reject_code=503,
+                              reject_reason="Service Unavailable")
+        raj = await asyncio.to_thread(desk_phone, sip(pbx), tmp_path, "raj-desk",
+                                      pbx.secret("raj-desk"), DeskPhoneMode.ANSWER, aor="raj")
+        try:
+            await pbx.driver.wait_registered({"raj"}, within=30)
+            ana = place_calls(sip(pbx), tmp_path, "911", from_user="ana-desk",
+                              password=pbx.secret("ana-desk"), timeout=20)
+            await asyncio.to_thread(ana.wait, 30)  # refused: the call fails, as it should
+            invite = (await asyncio.to_thread(far.wait_for_invites, 1, 15))[0]
+            assert_presents(invite, ANA_LINE)
+            (await asyncio.to_thread(raj.wait_for_invites, 1, 15))[0]
+
+            def ana_911(e: dict[str, str]) -> bool:
+                return e.get("Channel", "").startswith("PJSIP/ana-desk-") \
+                    and e.get("Exten") == "911"
+
+            refused = await pbx.events.wait_for(
+                lambda e: e.get("Event") == "DialEnd" and ana_911(e), within=15)
+            assert refused["DialStatus"] in ("CONGESTION", "CHANUNAVAIL"), refused
+            order = [("911 out" if ana_911(e) else "notice")
+                     for e in pbx.events.named("DialBegin")
+                     if ana_911(e) or "raj-desk" in e.get("DestChannel", "")]
+            assert order[:2] == ["911 out", "notice"], order
+            notices = await _settled(pbx, 1)
+            assert [(n.channel, n.recipient, n.state) for n in notices] == [
+                ("desk-phone", "raj-desk", NoticeState.SENT)]
+        finally:
+            raj.kill()
+            far.kill()
+            await pbx.controller.emergency.close()
+
+
 async def _settled(p: PracticePbx, count: int) -> list[EmergencyNotice]:
     """The notices, once ``count`` of them are no longer pending (woken per round)."""
     for _ in range(40):

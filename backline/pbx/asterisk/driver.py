@@ -34,10 +34,10 @@ from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.call_end import call_end_handler
 from backline.pbx.asterisk.commands import inbound_variables, outbound_variables, packed
 from backline.pbx.asterisk.contacts import NO_CONTACTS, desk_phone_contacts
+from backline.pbx.asterisk.emergency_leg import CarrierLegWatch, leg_filters
 from backline.pbx.asterisk.events import (
     PARK_EVENTS,
     attended_transfer,
-    emergency_call,
     failsafe_call,
     only_events_we_use,
     park_event,
@@ -72,8 +72,7 @@ class AsteriskDriver(CallPath, ModeKeys):
         super().__init__(book, conversations, mode, record, log=log, feature=feature,
                          ring_seconds=pbx.ring_seconds, **options)
         self.pbx = pbx
-        # Told of every 911 call a desk phone placed (the dialplan's user event).
-        self.emergency = emergency
+        self.emergency = emergency  # told of each 911 a desk phone placed (emergency_leg)
         self.after_login = after_login
         # Told of each transfer once its decision is out (journal, conversation members).
         self.on_transfer: OnTransfer | None = None
@@ -94,6 +93,7 @@ class AsteriskDriver(CallPath, ModeKeys):
                                  on_latency=self._latency)
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
                            on_login=self._logged_in)
+        self.emergency_legs = CarrierLegWatch(self.ami, emergency, self.after_decision)
         self.ami.on_event("ContactStatus", self.on_contact_status)
         self.ami.on_event("UserEvent", self.on_user_event)
         self.ami.on_event(ATTENDED_EVENT, self.on_attended_transfer)
@@ -126,6 +126,7 @@ class AsteriskDriver(CallPath, ModeKeys):
         await self.ami.connect(within=ami_within)
 
     async def stop(self) -> None:
+        self.emergency_legs.release_all()
         self.ami.close()
         if self.location is not None:
             await self.location.stop()
@@ -251,13 +252,12 @@ class AsteriskDriver(CallPath, ModeKeys):
                               "change or login reads them again)")
 
     def on_user_event(self, event: Mapping[str, str]) -> None:
-        """A call the fail-safe took (failsafe_call), or a desk phone's 911, which the dialplan
-        sent out already: only told (``Phone``, ``Dialled``: ours, checked all the same)."""
+        """A call the fail-safe took (failsafe_call), or a desk phone's 911 (the dialplan sends
+        it out; told once the carrier leg is on its way: emergency_leg)."""
         if (failsafe := failsafe_call(event, self.clock(), self.mode())) is not None:
             self.after_decision(self.record_later(failsafe))
-        elif event.get("UserEvent") == v.EMERGENCY_EVENT and self.emergency is not None and (
-                call := emergency_call(event, datetime.now(UTC))) is not None:
-            self.after_decision(self.emergency(call))
+        elif event.get("UserEvent") == v.EMERGENCY_EVENT:
+            self.emergency_legs.told(event, datetime.now(UTC))
 
     def on_security_event(self, event: Mapping[str, str]) -> None:
         """A failed SIP authentication: only its kind and the source's address go on."""
@@ -305,7 +305,7 @@ class AsteriskDriver(CallPath, ModeKeys):
             raise NoticeUnheard(f"desk phone {desk_phone} did not answer (reason {reason})")
 
     async def _logged_in(self) -> None:
-        await only_events_we_use(self.ami)
+        await only_events_we_use(self.ami, leg_filters(self.book.directory.emergency_numbers))
         if self.location is not None:  # the registrar's table, not Asterisk's, rings
             if self.after_login is not None:
                 await self.after_login()
