@@ -4,10 +4,13 @@ panoramisk's server breaks: a hangup inside the header block, sync handlers, jun
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
+from backline.pbx.asterisk.dialplan_variables import AGI_DOCTOR, AGI_DOCTOR_REPLY
 from backline.pbx.asterisk.fastagi import (
     MAX_VALUE,
     AgiRequest,
@@ -217,3 +220,44 @@ async def test_an_oversized_header_block_is_refused_and_the_next_call_served(
     await writer2.drain()
     assert (await asyncio.wait_for(reader2.readline(), 5)).startswith(b"SET VARIABLE")
     writer2.close()
+
+
+# res_agi.c: MAX_AGI_CONNECT, the milliseconds Asterisk gives a FastAGI connect before the
+# AGI fails and the dialplan's fail-safe takes the call.
+ASTERISK_CONNECT_MS = 2000
+
+
+def connect_as_asterisk(port: int, calls: int) -> tuple[list[socket.socket], int]:
+    """``calls`` non-blocking connects as res_agi makes them, each given Asterisk's connect
+    time; blocking, so the server on this thread's loop accepts none meanwhile (a controller
+    held up).  The sockets, and how many connected."""
+    socks = []
+    for _ in range(calls):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+    _, writable, _ = select.select([], socks, [], ASTERISK_CONNECT_MS / 1000)
+    return socks, sum(1 for s in writable
+                      if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+
+
+async def test_calls_arriving_while_the_loop_is_held_up_still_connect_then_are_served(
+        server: tuple[FastAgiServer, int, Seen]) -> None:
+    # 200 calls' connects while the controller's loop is held up (as on a machine whose
+    # cores are taken): the kernel's queue must take them all, or Asterisk gives up on the
+    # rest after 2 s and its fail-safe answers them without the controller's decision.
+    srv, port, _ = server
+    socks, connected = connect_as_asterisk(port, 200)
+    try:
+        assert connected == 200
+        # The loop runs again: each connection is a session the server serves.
+        for s in socks:
+            s.setblocking(True)
+            s.sendall(HEADERS.replace(b"inbound", AGI_DOCTOR.encode()))
+        replies = await asyncio.gather(*(asyncio.to_thread(s.recv, 100) for s in socks))
+        assert set(replies) == {AGI_DOCTOR_REPLY.encode() + b"\n"}
+        assert srv.sessions == 200
+    finally:
+        for s in socks:
+            s.close()

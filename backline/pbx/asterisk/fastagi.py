@@ -40,6 +40,11 @@ MAX_LINE = 4096
 MAX_VALUE = 1024  # a header value kept past this is cut: no value we route on comes near it
 MAX_HEADER_BYTES = 32 * 1024  # the stream's limit: a header block is about 1 KiB
 MAX_ARGS = 16
+# Connections the kernel completes for us while the loop is held up (asyncio's default is
+# 100).  Asterisk gives a FastAGI connect 2 s (res_agi's MAX_AGI_CONNECT), and a SYN the full
+# queue drops is sent again only after 1 s and 3 s: at 180 calls a second, a loop held up
+# for about 0.6 s sent calls to the dialplan's fail-safe; 1024 covers 5 s of such a rate.
+BACKLOG = 1024
 
 # Every key Asterisk 22 writes before the arguments (res_agi.c ``setup_env``; the first two
 # for FastAGI only), and no other.
@@ -251,7 +256,7 @@ class FastAgiServer:
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._session, host, port,
-                                                  limit=MAX_HEADER_BYTES)
+                                                  limit=MAX_HEADER_BYTES, backlog=BACKLOG)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
