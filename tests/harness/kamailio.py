@@ -8,9 +8,7 @@ needs it, naming the package.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import random
 import shutil
 import signal
 import socket
@@ -23,6 +21,7 @@ from types import TracebackType
 from backline.core.connections import HostPort
 from backline.render.kamailio import Node, Registrar, render_kamailio
 from tests.harness import sipp
+from tests.harness.ports import listen_port
 
 MODULE_DIRS = sorted(Path("/usr/lib").glob("*/kamailio/modules"))
 
@@ -41,28 +40,10 @@ def kamailio_binary() -> tuple[str, str]:
     return binary, str(MODULE_DIRS[-1])
 
 
-# Where Kamailio's port is picked: below the kernel's ephemeral range (32768+), where every
-# client connection of the run (AMI, FastAGI, PostgreSQL, SIPp) gets its local port, and below
-# the RTP ports local Asterisks take (10000+, backline.localpbx.ports).  A port picked from
-# the ephemeral range was taken once by such a connection while the PBX was starting, before
-# Kamailio bound it (kamailio exited: "Address already in use").
-SIP_SPAN = (2000, 5000)
-
-
 def free_sip_port() -> int:
-    """A port free on 127.0.0.1 for both UDP and TCP right now, in :data:`SIP_SPAN`:
+    """A port free on 127.0.0.1 for both UDP and TCP right now (tests/harness/ports.py):
     kamailio.cfg listens on both, and Kamailio exits at start if either is taken."""
-    for _ in range(100):
-        port = random.randrange(*SIP_SPAN)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            try:
-                udp.bind(("127.0.0.1", port))
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP on loopback")
+    return listen_port()
 
 
 def options_ping(address: HostPort, timeout: float) -> int | None:

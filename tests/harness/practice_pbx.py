@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -32,10 +31,10 @@ from backline.journal import open_journal
 from backline.localpbx.asterisk import LocalPbx, prepare
 from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.pbxroot import ensure_root
-from backline.localpbx.ports import free_port
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.driver import AsteriskDriver
 from backline.render.asterisk import QUIET_EVENTS
+from tests.harness.ports import listen_port
 
 AMI_ENV = "BACKLINE_TEST_AMI_SECRET"
 PIN_ENV = "BACKLINE_TEST_OUTAGE_PIN"
@@ -119,8 +118,8 @@ class PracticePorts:
 
     @classmethod
     def free(cls) -> PracticePorts:
-        return cls(sip=free_port(socket.SOCK_DGRAM), ami=free_port(), agi=free_port(),
-                   trunk=free_port(socket.SOCK_DGRAM),
+        return cls(sip=listen_port(), ami=listen_port(), agi=listen_port(),
+                   trunk=listen_port(),
                    rtp=random.randrange(20000, 29000, 2), udptl=random.randrange(30000, 31900, 2))
 
 

@@ -1,0 +1,50 @@
+"""Ports for the servers a test configures before they start (Asterisk's SIP and AMI, the
+controller's FastAGI, the SIPp carrier, Kamailio): picked now, bound seconds later.
+
+A port the kernel hands out with ``bind(0)`` comes from its ephemeral range (32768+), the
+same range every client connection of the run takes its local port from (AMI, FastAGI,
+PostgreSQL, SMTP, HTTP, in this worker or the other): one such connection took Kamailio's
+port while the PBX was starting, and Kamailio exited ("Address already in use").  These ports
+come from below that range and below the RTP ports local Asterisks use (10000+,
+backline.localpbx.ports), each pytest-xdist worker from a share of its own, handed out in
+turn so that one worker never gives the same port twice in a row.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import socket
+
+LISTEN_SPAN = (2000, 5000)  # below 5038/5060/8080, which a developer's `up.sh` may hold
+_cursor: int | None = None  # the worker's next port to try
+
+
+def _share() -> tuple[int, int]:
+    """This worker's part of :data:`LISTEN_SPAN` (``gwN`` of ``PYTEST_XDIST_WORKER_COUNT``)."""
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) % count if worker.isdigit() else 0
+    width = (LISTEN_SPAN[1] - LISTEN_SPAN[0]) // count
+    low = LISTEN_SPAN[0] + index * width
+    return low, low + width
+
+
+def listen_port() -> int:
+    """A port free on 127.0.0.1 for both UDP and TCP right now, for a server to bind soon."""
+    global _cursor
+    low, high = _share()
+    if _cursor is None or not low <= _cursor < high:
+        _cursor = random.randrange(low, high)  # another run on the machine starts elsewhere
+    for _ in range(high - low):
+        port, _cursor = _cursor, low + (_cursor + 1 - low) % (high - low)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            try:
+                udp.bind(("127.0.0.1", port))
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError(errno.EADDRINUSE, f"no port free for UDP and TCP in {low}-{high - 1}")
