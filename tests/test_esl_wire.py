@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backline.pbx.freeswitch import wire
@@ -332,11 +332,15 @@ def test_undef_is_the_empty_value() -> None:
 _TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 
 
+# No deadline: a loaded machine can stall one example past Hypothesis's 200 ms, which it
+# reports as a failure ("Unreliable test timings") though the property held.
+@settings(deadline=None)
 @given(_TEXT)
 def test_url_encode_then_decode_is_identity(value: str) -> None:
     assert url_decode(url_encode(value)) == value
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.tuples(st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,20}", fullmatch=True), _TEXT),
