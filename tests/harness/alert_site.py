@@ -9,7 +9,6 @@ driver, the SMS webhook and the CDR import use.
 
 from __future__ import annotations
 
-import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from backline.features.alerts.gather import GatherPolicy
 from backline.features.alerts.service import Notifier, notifier_for
 from backline.features.notices.feature import Notices
 from backline.journal import AttemptKind, Delivery, Journal, NewAttempt, Outcome, open_journal
+from tests.harness.ports import listen_port
 from tests.harness.sms_gateway import ACCOUNT_SID, AUTH_TOKEN, TwilioGateway
 from tests.harness.smtp_sink import SmtpSink
 
@@ -72,10 +72,9 @@ class FakeClock:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port for a listener this test starts, and may start again after a restart (one of
+    the worker's own, below the ephemeral range: tests/harness/ports.py)."""
+    return listen_port()
 
 
 @dataclass
