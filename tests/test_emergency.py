@@ -229,8 +229,12 @@ async def test_the_notices_start_after_the_carrier_invite_and_go_when_it_refuses
                     and e.get("Exten") == "911"
 
             refused = await pbx.events.wait_for(
-                lambda e: e.get("Event") == "DialEnd" and ana_911(e), within=15)
+                lambda e: e.get("Event") == "DialEnd" and ana_911(e), within=30)
             assert refused["DialStatus"] in ("CONGESTION", "CHANUNAVAIL"), refused
+            # Raj's phone has its INVITE; the test's AMI session may not have read that
+            # dial's DialBegin yet.
+            await pbx.events.wait_for(lambda e: e.get("Event") == "DialBegin"
+                                      and "raj-desk" in e.get("DestChannel", ""), within=30)
             order = [("911 out" if ana_911(e) else "notice")
                      for e in pbx.events.named("DialBegin")
                      if ana_911(e) or "raj-desk" in e.get("DestChannel", "")]
