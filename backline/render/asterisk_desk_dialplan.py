@@ -22,18 +22,17 @@ def _feature_code(code: str, action: str, lamp: bool) -> str:
 def _emergency(d: Directory, pbx: AsteriskPbx) -> str:
     """911 and the other emergency numbers, straight out.  The callback number and the
     practice's caller-ID name replace the extension and the person's name (From and
-    P-Asserted-Identity follow the caller ID); the CDR mark and the user event only tell the
-    controller afterwards, neither waits on it.  The party dialled is kept on the call out
-    (``PARTY``), so that an attended transfer of a caller to it is known to be to 911 and
-    never undone (backline.pbx.asterisk.events)."""
+    P-Asserted-Identity follow the caller ID); nothing waits on the controller, which learns
+    of the call from Asterisk's own DialBegin after the carrier's INVITE is out
+    (backline.pbx.asterisk.emergency_leg), or from the CDR mark.  The party dialled is kept
+    on the call out (``PARTY``), so that an attended transfer of a caller to it is known to
+    be to 911 and never undone (backline.pbx.asterisk.events)."""
     return "\n".join(
         f"exten => {e},1,NoOp(emergency: never through the controller)\n"
         f" same => n,Set(CALLERID(num)={var(v.EMERGENCY_CALLBACK)})\n"
         f" same => n,Set(_{v.PARTY}=${{EXTEN}})\n"
         f" same => n,Set(CALLERID(name)={var(v.EMERGENCY_NAME)})\n"
         f" same => n,Set(CDR(userfield)={v.EMERGENCY_MARK})\n"
-        f" same => n,UserEvent({v.EMERGENCY_EVENT},Phone: ${{CHANNEL(endpoint)}},"
-        f"Dialled: ${{EXTEN}})\n"
         f" same => n,Dial(PJSIP/{e}@{emergency_endpoint(pbx)})\n"
         f"{_in_the_clear(pbx, e)}"
         f" same => n,Hangup()" for e in d.emergency_numbers)

@@ -120,7 +120,6 @@ class AmiLink:
                                  forgetable_actions=_ForgetEverything(),
                                  loop=asyncio.get_running_loop(), log=_library_log)
         self.logins = 0
-        self.on_lost: Callable[[], None] | None = None  # each time the link goes down
         self._tasks: set[asyncio.Future[None]] = set()
 
     @property
@@ -190,5 +189,3 @@ class AmiLink:
         if self._up.is_set():
             log.warning("AMI link lost; reconnecting with backoff")
         self._up.clear()
-        if self.on_lost is not None:
-            self.on_lost()

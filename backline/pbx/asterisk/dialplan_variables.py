@@ -59,13 +59,12 @@ HOURS_OPEN = shared.HOURS_OPEN
 
 # Emergency calls (backline/render/asterisk.py; the rules in backline/core/emergency.py).
 # Each desk phone's endpoint carries its callback number and caller-ID name (set_var), so 911
-# needs no controller.  The dialplan marks the call's CDR with EMERGENCY_MARK and raises the
-# EMERGENCY_EVENT user event; the controller sends the on-site notice from either (the CDR
-# when it was away).
+# needs no controller.  The dialplan marks the call's CDR with EMERGENCY_MARK; the controller
+# sends the on-site notice from the call's DialBegin (or Hangup) event, or from the CDR when it
+# was away (backline/pbx/asterisk/emergency_leg.py).
 EMERGENCY_CALLBACK = "BACKLINE_EMERGENCY_CALLBACK"
 EMERGENCY_NAME = "BACKLINE_EMERGENCY_NAME"
 EMERGENCY_MARK = "emergency"
-EMERGENCY_EVENT = "BacklineEmergency"
 DESK_CONTEXT = "backline-desk"
 # ``encryption: required``: what a desk phone's call was signalled and offered over, "1" for
 # TLS then "1" for SRTP (CHANNEL(pjsip,secure), CHANNEL(rtp,secure)); anything but "11" is

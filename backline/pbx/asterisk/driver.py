@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Unpack
 
 from backline.core.bans import FAILURES as SECURITY_FAILURES
@@ -93,7 +93,8 @@ class AsteriskDriver(CallPath, ModeKeys):
                                  on_latency=self._latency)
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
                            on_login=self._logged_in)
-        self.emergency_legs = CarrierLegWatch(self.ami, emergency, self.after_decision)
+        self.emergency_legs = CarrierLegWatch(self.ami, book.directory.emergency_numbers,
+                                              emergency, self.after_decision)
         self.ami.on_event("ContactStatus", self.on_contact_status)
         self.ami.on_event("UserEvent", self.on_user_event)
         self.ami.on_event(ATTENDED_EVENT, self.on_attended_transfer)
@@ -126,7 +127,6 @@ class AsteriskDriver(CallPath, ModeKeys):
         await self.ami.connect(within=ami_within)
 
     async def stop(self) -> None:
-        self.emergency_legs.release_all()
         self.ami.close()
         if self.location is not None:
             await self.location.stop()
@@ -252,12 +252,10 @@ class AsteriskDriver(CallPath, ModeKeys):
                               "change or login reads them again)")
 
     def on_user_event(self, event: Mapping[str, str]) -> None:
-        """A call the fail-safe took (failsafe_call), or a desk phone's 911 (the dialplan sends
-        it out; told once the carrier leg is on its way: emergency_leg)."""
+        """A call the fail-safe took (failsafe_call); a desk phone's 911 is told by its
+        carrier leg (backline.pbx.asterisk.emergency_leg)."""
         if (failsafe := failsafe_call(event, self.clock(), self.mode())) is not None:
             self.after_decision(self.record_later(failsafe))
-        elif event.get("UserEvent") == v.EMERGENCY_EVENT:
-            self.emergency_legs.told(event, datetime.now(UTC))
 
     def on_security_event(self, event: Mapping[str, str]) -> None:
         """A failed SIP authentication: only its kind and the source's address go on."""

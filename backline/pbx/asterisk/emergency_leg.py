@@ -1,32 +1,35 @@
-"""A 911 call's notices wait until its carrier leg is on its way (DESIGN.md §12: an
-emergency call never waits on Backline, not even for CPU).
+"""A 911 call is told to the controller only once its carrier leg is on its way (DESIGN.md
+§12: an emergency call never waits on Backline, not even for CPU).
 
-The dialplan's user event comes just before its ``Dial()``.  Acted on at once, the journal
-write and the notice calls and emails shared the machine with Asterisk while it was still
-writing the carrier's INVITE (bench/emergency.py measured 0.4-0.8 ms).  So the call is held
-here until Asterisk's ``DialBegin`` for it: app_dial publishes that only after ``ast_call``
-returned, and chan_pjsip's ``ast_call`` builds and sends the INVITE on the session's
-serializer and waits for it (``ast_sip_push_task_wait_serializer``), so the INVITE is out
-first (to a trunk addressed by IP; a host name would wait on DNS).  A 911 that never gets
-that far (no channel, or hung up first) is released by the caller's ``Hangup``; a 503 from
-the carrier still has its ``DialBegin``.  Both events are asked of Asterisk only for the
-emergency numbers (:func:`leg_filters`), so no other call sends the controller more events.
+The dialplan used to raise a user event just before its ``Dial()``; acted on at once, the
+journal write and the notice calls and emails shared the machine with Asterisk while it was
+still writing the carrier's INVITE (bench/emergency.py measured 0.4-0.8 ms).  Now the
+controller acts on Asterisk's own ``DialBegin`` for the call: app_dial publishes it only
+after ``ast_call`` returned, and chan_pjsip's ``ast_call`` builds and sends the INVITE on
+the session's serializer and waits for it (``ast_sip_push_task_wait_serializer``), so the
+INVITE is out first (to a trunk addressed by IP over UDP; a host name waits on DNS, TCP or
+TLS on a new connection).  A 911 that never gets that far (no channel, or hung up first)
+is told by its caller's ``Hangup``; one the carrier refuses at once (503) has its
+``DialBegin``.  Both events are asked of Asterisk only for the emergency numbers
+(:func:`leg_filters`), so no other call sends the controller more events, and the dialplan
+has one step fewer before its ``Dial()``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from backline.core.emergency import EmergencyCall
+from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.asterisk.events import emergency_call
 
 log = logging.getLogger("backline.asterisk")
 
 LEG_EVENTS = ("DialBegin", "Hangup")
-HELD_AT_MOST = 64  # calls; beyond it the oldest is told at once
+TOLD_KEPT = 256  # calls remembered as told (a Hangup follows each DialBegin)
 
 
 def leg_filters(emergency_numbers: Collection[str]) -> Iterator[dict[str, str]]:
@@ -42,39 +45,28 @@ def leg_filters(emergency_numbers: Collection[str]) -> Iterator[dict[str, str]]:
 
 
 class CarrierLegWatch:
-    """911 calls the dialplan told of, each held until its carrier leg is on its way, its
-    caller hung up, or the AMI link was lost (the end can no longer be seen), then handed to
-    ``tell`` once (its work to ``run``, the driver's work after decisions); with no ``tell``
-    none is held."""
+    """The 911 calls desk phones placed, each handed to ``tell`` once (its work to ``run``,
+    the driver's work after decisions) at the first ``DialBegin`` or ``Hangup`` of the
+    caller's channel in the desk context on an emergency number; with no ``tell``, nothing."""
 
-    def __init__(self, ami: AmiLink, tell: Callable[[EmergencyCall], Awaitable[object]] | None,
+    def __init__(self, ami: AmiLink, numbers: Collection[str],
+                 tell: Callable[[EmergencyCall], Awaitable[object]] | None,
                  run: Callable[[Awaitable[object]], None]) -> None:
-        self._tell, self._run = tell, run
-        self._held: dict[str, EmergencyCall] = {}
+        self._numbers, self._tell, self._run = frozenset(numbers), tell, run
+        self._told: dict[str, None] = {}  # the latest calls' keys, oldest first
         for name in LEG_EVENTS:
             ami.on_event(name, self.on_its_way)
-        ami.on_lost = self.release_all
 
-    def told(self, event: Mapping[str, str], at: datetime) -> None:
-        """The dialplan's user event (read by :func:`emergency_call`)."""
-        call = emergency_call(event, at) if self._tell is not None else None
-        if call is None:
+    def on_its_way(self, event: Mapping[str, str], at: datetime | None = None) -> None:
+        """``DialBegin`` or ``Hangup`` of a channel (Asterisk sends only those on an emergency
+        number, :func:`leg_filters`); a desk phone's 911 it is not, and one told, is let be."""
+        if self._tell is None or event.get("Context") != v.DESK_CONTEXT \
+                or event.get("Exten") not in self._numbers:
             return
-        self._held[call.key] = call
-        if len(self._held) > HELD_AT_MOST:
-            self._release(next(iter(self._held)))
-
-    def on_its_way(self, event: Mapping[str, str]) -> None:
-        """``DialBegin`` or ``Hangup`` of a channel: the held call it is, if any, goes on."""
-        self._release(f"emergency:{event.get('Uniqueid', '')}")
-
-    def release_all(self) -> None:
-        """The AMI link is gone or closing: nothing held waits for events that may not come
-        (a call told twice, here and from the PBX's record, is journaled once)."""
-        for key in list(self._held):
-            self._release(key)
-
-    def _release(self, key: str) -> None:
-        call = self._held.pop(key, None)
-        if call is not None and self._tell is not None:
-            self._run(self._tell(call))
+        call = emergency_call(event, at or datetime.now(UTC))
+        if call is None or call.key in self._told:
+            return
+        self._told[call.key] = None
+        if len(self._told) > TOLD_KEPT:
+            del self._told[next(iter(self._told))]
+        self._run(self._tell(call))

@@ -1,5 +1,5 @@
 """The AMI events the Asterisk driver acts on, read into the core's values: a parked call's
-steps, the dialplan's 911 user event and attended transfers (which calls they join).  Apart
+steps, a desk phone's 911 and attended transfers (which calls they join).  Apart
 from the driver (backline/pbx/asterisk/driver.py) so that it keeps to the link and the calls."""
 
 from __future__ import annotations
@@ -72,10 +72,11 @@ async def only_events_we_use(ami: AmiLink, narrower: Iterable[Mapping[str, str]]
 
 
 def emergency_call(event: Mapping[str, str], at: datetime) -> EmergencyCall | None:
-    """The dialplan's user event of a 911 call (``Phone`` is the endpoint, ``Dialled`` one of
-    the emergency numbers, both ours; checked all the same); None, logged, if unreadable."""
-    phone, dialled = event.get("Phone", ""), event.get("Dialled", "")
-    uniqueid = event.get("Uniqueid", "")
+    """A desk phone's 911 from an event of its channel (``PJSIP/ana-desk-0000002a``: the
+    endpoint, then Asterisk's sequence number; ``Exten`` the number dialled, one of the
+    emergency numbers); None, logged, if unreadable."""
+    phone = event.get("Channel", "").removeprefix("PJSIP/").rpartition("-")[0]
+    dialled, uniqueid = event.get("Exten", ""), event.get("Uniqueid", "")
     if not (_NAME.fullmatch(phone) and dialled.isdigit() and _NAME.fullmatch(uniqueid)):
         log.error("an emergency call event we cannot read; the CDR import will bring it")
         return None
