@@ -93,8 +93,8 @@ class AsteriskDriver(CallPath, ModeKeys):
                                  on_latency=self._latency)
         self.ami = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, ami_secret,
                            on_login=self._logged_in)
-        self.emergency_legs = CarrierLegWatch(self.ami, book.directory.emergency_numbers,
-                                              emergency, self.after_decision)
+        self.emergency_legs = CarrierLegWatch(
+            self.ami, lambda: self.book.directory.emergency_numbers, emergency, self.after_decision)
         self.ami.on_event("ContactStatus", self.on_contact_status)
         self.ami.on_event("UserEvent", self.on_user_event)
         self.ami.on_event(ATTENDED_EVENT, self.on_attended_transfer)

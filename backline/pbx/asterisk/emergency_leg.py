@@ -33,7 +33,7 @@ TOLD_KEPT = 256  # calls remembered as told (a Hangup follows each DialBegin)
 
 
 def leg_filters(emergency_numbers: Collection[str]) -> Iterator[dict[str, str]]:
-    """AMI ``Filter`` actions for the events that release a held 911 call: the caller's
+    """AMI ``Filter`` actions for the events that tell of a desk phone's 911: the caller's
     channel (``Exten`` is the number it dialled; the carrier leg's ``DestExten`` is not
     matched) beginning its Dial or hanging up, on an emergency number only."""
     for event in LEG_EVENTS:
@@ -49,10 +49,10 @@ class CarrierLegWatch:
     the driver's work after decisions) at the first ``DialBegin`` or ``Hangup`` of the
     caller's channel in the desk context on an emergency number; with no ``tell``, nothing."""
 
-    def __init__(self, ami: AmiLink, numbers: Collection[str],
+    def __init__(self, ami: AmiLink, numbers: Callable[[], Collection[str]],
                  tell: Callable[[EmergencyCall], Awaitable[object]] | None,
                  run: Callable[[Awaitable[object]], None]) -> None:
-        self._numbers, self._tell, self._run = frozenset(numbers), tell, run
+        self._numbers, self._tell, self._run = numbers, tell, run
         self._told: dict[str, None] = {}  # the latest calls' keys, oldest first
         for name in LEG_EVENTS:
             ami.on_event(name, self.on_its_way)
@@ -61,7 +61,7 @@ class CarrierLegWatch:
         """``DialBegin`` or ``Hangup`` of a channel (Asterisk sends only those on an emergency
         number, :func:`leg_filters`); a desk phone's 911 it is not, and one told, is let be."""
         if self._tell is None or event.get("Context") != v.DESK_CONTEXT \
-                or event.get("Exten") not in self._numbers:
+                or event.get("Exten") not in self._numbers():
             return
         call = emergency_call(event, at or datetime.now(UTC))
         if call is None or call.key in self._told:

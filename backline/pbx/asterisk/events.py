@@ -66,7 +66,10 @@ async def only_events_we_use(ami: AmiLink, narrower: Iterable[Mapping[str, str]]
             await ami.action({"Action": "Filter", "Operation": "Add",
                               "Filter": f"Event: {event}"}, within=3.0)
         for action in narrower:
-            await ami.action(action, within=3.0)
+            answer: Any = await ami.action(action, within=3.0)
+            if str(answer.get("Response", "")).lower() == "error":
+                log.error("Asterisk refused an AMI filter (%s): %s", action.get("Filter"),
+                          answer.get("Message", "?"))
     except LinkDown as exc:
         log.warning("could not filter AMI events (all of them will come): %s", exc)
 
