@@ -353,7 +353,7 @@ class FreeswitchScenarioRig:
         for phone in s.registered:
             self.rig.register(phone)
         live = {p.rsplit("-", 1)[0] for p in s.registered} - {"lee"}
-        await self.rig.driver.wait_registered(live, 5.0)
+        await self.rig.driver.wait_registered(live, 30)
         if s.dialed:
             channel = Channel(caller_id_number="+17205550141",
                               caller_id_name='"Bob\\"; Hangup()" <123;x>',

@@ -72,7 +72,7 @@ async def registered(rig: FsRig, *phones: str) -> None:
     for phone in phones:
         rig.register(phone)
     users = {p.rsplit("-", 1)[0] for p in phones}
-    await rig.driver.wait_registered(users, 5.0)
+    await rig.driver.wait_registered(users, 30)
 
 
 async def test_session_opens_with_connect_myevents_linger_then_rings_the_members() -> None:
@@ -96,7 +96,7 @@ async def test_registrations_are_reloaded_after_every_login() -> None:
         rig.registered["tok-1"] = ("sam-p0", 100.0)
         rig.server.connections[0].drop()  # the switch restarts
         await rig.server.wait_connection(2)
-        await rig.driver.wait_registered({"sam"}, 5.0)
+        await rig.driver.wait_registered({"sam"}, 30)
         _, apps = await rig.call(inbound(TEAM))
         assert ("bridge", f"user/sam-p0@{DOMAIN}") in apps
 
@@ -342,7 +342,7 @@ async def test_bad_url_encoding_in_an_event_is_kept_verbatim_and_the_link_stays(
                                ("username", "ana-p0"), ("call-id", "a%ZZb%"),
                                ("contact", "%")], encode=False)
         conn.send_raw(event_frame(bad))
-        await rig.driver.wait_registered({"ana"}, 5.0)
+        await rig.driver.wait_registered({"ana"}, 30)
         assert rig.driver.registrations.has_contact("ana", "a%ZZb%")
         assert rig.driver.hub.logins == 1 and rig.driver.up
 
