@@ -5,6 +5,8 @@ backline/render/asterisk_dialplan.py for the carrier's side and the decisions.""
 from __future__ import annotations
 
 from backline.core.connections import AsteriskPbx
+from backline.core.emergency import caller_id_name
+from backline.core.emergency import emergency_callers as callers_of
 from backline.core.model import Directory
 from backline.pbx import names as shared
 from backline.pbx.asterisk import dialplan_variables as v
@@ -38,14 +40,49 @@ def _emergency(d: Directory, pbx: AsteriskPbx) -> str:
         f" same => n,Hangup()" for e in d.emergency_numbers)
 
 
-def _in_the_clear(pbx: AsteriskPbx, number: str) -> str:
+def _in_the_clear(pbx: AsteriskPbx, number: str, options: str = "") -> str:
     """``trunk.srtp``: a 911 call the carrier would not take as SRTP (488: the call did not
     go through) is sent again with plain RTP: the practice's policy never fails it."""
     if not pbx.trunk.srtp:
         return ""
     failed = '$["${DIALSTATUS}" = "CHANUNAVAIL" | "${DIALSTATUS}" = "CONGESTION"]'
     return (f" same => n,ExecIf({failed}?Dial(PJSIP/{number}@"
-            f"{clear_emergency_endpoint(carrier_endpoint(pbx))}))\n")
+            f"{clear_emergency_endpoint(carrier_endpoint(pbx))}{options}))\n")
+
+
+def emergency_callers(d: Directory) -> str:
+    """[globals] lines: each desk phone's callback number and caller-ID name by its name, for
+    a blind transfer to 911, which runs on the caller's channel, not the phone's."""
+    return "\n".join(
+        f"{v.EMERGENCY_CALLBACK}_{c.desk_phone}={c.callback}\n"
+        f"{v.EMERGENCY_NAME}_{c.desk_phone}={c.caller_id_name}" for c in callers_of(d))
+
+
+def _emergency_transfer(d: Directory, pbx: AsteriskPbx) -> str:
+    """A blind transfer of the caller to 911 (or another emergency number): straight out as
+    the transferring desk phone's own 911 would go, before anything asks the controller.
+    BLINDTRANSFER names that phone's channel (``PJSIP/ENDPOINT-0000002a``, or its SRTP
+    twin's); its callback number and name come from [globals] (else the number the call
+    came in on), presented on the emergency channel alone, as a transfer out presents
+    the number's; the CDR mark and the user event name the phone, and only tell."""
+    phone, n = var(v.EMERGENCY_PHONE), len(v.SRTP_TWIN)
+    cid, name = var(v.TRANSFER_CID_NUM), var(v.TRANSFER_CID_NAME)
+    presents = f",,b({v.TRANSFER_CID_CONTEXT}^s^1)"
+    return "\n".join(
+        f"exten => {e},1,NoOp(emergency: a blind transfer, never through the controller)\n"
+        f" same => n,Set({v.EMERGENCY_PHONE}=${{BLINDTRANSFER:6:-9}})\n"
+        f' same => n,ExecIf($["${{{v.EMERGENCY_PHONE}:-{n}}}" = "{v.SRTP_TWIN}"]?'
+        f"Set({v.EMERGENCY_PHONE}=${{{v.EMERGENCY_PHONE}:0:-{n}}}))\n"
+        f" same => n,Set(_{v.TRANSFER_CID_NUM}=${{{v.EMERGENCY_CALLBACK}_{phone}}})\n"
+        f' same => n,ExecIf($["{cid}" = ""]?Set(_{v.TRANSFER_CID_NUM}={var(v.DIALED)}))\n'
+        f" same => n,Set(_{v.TRANSFER_CID_NAME}=${{{v.EMERGENCY_NAME}_{phone}}})\n"
+        f' same => n,ExecIf($["{name}" = ""]?Set(_{v.TRANSFER_CID_NAME}={caller_id_name(d)}))\n'
+        f" same => n,Set(_{v.PARTY}=${{EXTEN}})\n"
+        f" same => n,Set(CDR(userfield)={v.EMERGENCY_MARK})\n"
+        f" same => n,UserEvent({v.EMERGENCY_EVENT},Phone: {phone},Dialled: ${{EXTEN}})\n"
+        f" same => n,Dial(PJSIP/{e}@{emergency_endpoint(pbx)}{presents})\n"
+        f"{_in_the_clear(pbx, e, presents)}"
+        f" same => n,Hangup()" for e in d.emergency_numbers)
 
 
 def secure_desk(d: Directory, pbx: AsteriskPbx) -> str:
@@ -124,6 +161,7 @@ def transfers(d: Directory, pbx: AsteriskPbx) -> str:
 ; the number and caller are the ones this call came in with.  Without the controller the
 ; caller goes to the number's voicemail, never into silence.  (\\x2d: a literal - in FILTER.)
 [{v.TRANSFER_CONTEXT}]
+{_emergency_transfer(d, pbx)}
 {_park_key(d)}
 exten => _[*+0-9].,1,Set({v.DECISION}=)
  same => n,Set({v.ARGS}=${{FILTER(A-Za-z0-9/._\\x2d,${{BLINDTRANSFER}})}})

@@ -17,7 +17,13 @@ from backline.core.model import Carry, Directory
 from backline.core.voicemail import greeting_clip
 from backline.pbx import names as shared
 from backline.pbx.asterisk import dialplan_variables as v
-from backline.render.asterisk_desk_dialplan import desk_side, park_timeout, secure_desk, transfers
+from backline.render.asterisk_desk_dialplan import (
+    desk_side,
+    emergency_callers,
+    park_timeout,
+    secure_desk,
+    transfers,
+)
 from backline.render.asterisk_dialplan_steps import agi, decided, var
 from backline.render.asterisk_pjsip import carrier_endpoint
 
@@ -80,6 +86,7 @@ clearglobalvars=yes
 [globals]
 {v.AGI_URL}=agi://{pbx.agi.host}:{pbx.agi.port}
 {v.ANNOUNCEMENT}={announcement}
+{emergency_callers(d)}
 
 ; Calls from the carrier. The controller decides; if it cannot be reached (AGISTATUS is not
 ; SUCCESS, or no decision came back) the PBX answers on its own: the announcement, or fax

@@ -248,6 +248,36 @@ class AttendedPhone(asyncio.DatagramProtocol):
             ("From", f"{a.get('To')};tag={self.a_tag}"), ("To", a.get("From")),
             ("Call-ID", a.get("Call-ID")), ("CSeq", "2 BYE")]))
 
+    async def blind_transfer(self, target: str, within: float = 30) -> None:
+        """A blind transfer (REFER, no Replaces) of the first call to ``target``, as phones
+        make it: once the PBX says it is done (the final NOTIFY) the first call is hung up;
+        returns once that BYE is answered.  A call the PBX offers meanwhile is left ringing."""
+        a = self.a_invite
+        self._refer(f"sip:{target}@{self.pbx[0]}:{self.pbx[1]}")
+        accepted = bye_sent = False
+        async with asyncio.timeout(within):
+            while True:
+                if not bye_sent and a.get("Call-ID") in self._done:
+                    bye_sent = True
+                    self._bye(a)
+                m = await self._queue.get()
+                if m.method == "INVITE" and _tag(m.get("To")):
+                    self._answer(m, sdp=True)
+                elif m.status == 202 and m.get("CSeq") == "1 REFER":
+                    accepted = True
+                elif m.status == 200 and m.get("CSeq") == "2 BYE":
+                    assert accepted, "BYE answered before the REFER was accepted"
+                    return
+
+    def _refer(self, refer_to: str) -> None:
+        a = self.a_invite
+        self._send(Message(f"REFER {_uri(a.get('Contact'))} SIP/2.0", [
+            ("Via", self._via()), ("Max-Forwards", "70"),
+            ("From", f"{a.get('To')};tag={self.a_tag}"), ("To", a.get("From")),
+            ("Call-ID", a.get("Call-ID")), ("CSeq", "1 REFER"), ("Contact", self.contact),
+            ("Refer-To", f"<{refer_to}>"),
+            ("Referred-By", f"<sip:{self.endpoint}@{LOOPBACK}>")]))
+
     async def blind_transfer_taken_back(self, target: str, within: float = 30) -> Message:
         """A blind transfer (REFER, no Replaces) of the first call to ``target`` that the
         PBX refuses by ringing this phone again: the new call is answered, the first call is

@@ -64,6 +64,9 @@ HOURS_OPEN = shared.HOURS_OPEN
 # was away (backline/pbx/asterisk/emergency_leg.py).
 EMERGENCY_CALLBACK = "BACKLINE_EMERGENCY_CALLBACK"
 EMERGENCY_NAME = "BACKLINE_EMERGENCY_NAME"
+# A blind transfer to 911: the transferring desk phone, whose callback number and name
+# ([globals] EMERGENCY_CALLBACK_PHONE, EMERGENCY_NAME_PHONE) the caller's call presents.
+EMERGENCY_PHONE = "BACKLINE_EMERGENCY_PHONE"
 EMERGENCY_MARK = "emergency"
 DESK_CONTEXT = "backline-desk"
 # ``encryption: required``: what a desk phone's call was signalled and offered over, "1" for

@@ -1,0 +1,101 @@
+"""A desk phone's blind transfer of a caller to 911 on the real Asterisk: out at once through
+the emergency path (the transferring phone's callback number and the practice's name in
+From and P-Asserted-Identity, the on-site notice), decided in the dialplan, so it goes out
+with the controller stopped too.  SipP carrier and caller, a scripted desk phone that
+answers and transfers, aiosmtpd for the notice."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.harness.practice_pbx import PracticePbx, emergency_with_notice, practice_pbx
+from tests.harness.sip_phone import AttendedPhone
+from tests.harness.sipp import DeskPhoneMode, SippProcess, answering_phone, register
+from tests.harness.smtp_sink import SmtpSink
+from tests.harness.transfer_phone import talking_caller, tone_file
+from tests.test_asterisk_transfers import until_answered_and_bridged
+from tests.test_emergency import MAIN, SCHED, assert_presents, sip
+
+pytestmark = pytest.mark.asterisk
+
+PATIENT = "+17205550141"
+NOTIFY_EMAIL = "ops@t.example"
+
+
+async def _sam_has_the_caller(pbx: PracticePbx, tmp_path: Path, sam: AttendedPhone
+                              ) -> SippProcess:
+    """Sam's desk phone (callback number: the main line) answers a patient's call to the
+    scheduling line; returns the patient's SIPp once they are bridged."""
+    await sam.start()
+    await asyncio.to_thread(register, sip(pbx), tmp_path, "sam-desk", pbx.secret("sam-desk"),
+                            contact_port=sam.port, aor="sam")
+    await pbx.driver.wait_registered({"sam"}, within=10)
+    caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT,
+                            audio=tone_file(tmp_path / "tone.ulaw"))
+    await sam.answer_call()
+    await until_answered_and_bridged(pbx, "sam-desk", 1)
+    return caller
+
+
+async def test_a_blind_transfer_to_911_goes_out_with_the_callback_number_and_the_notice(
+        tmp_path: Path) -> None:
+    # Sam, on the phone with a patient in distress, presses transfer and dials 911.  The
+    # dispatcher gets the call with the practice's callback number, never the patient's
+    # number, and the notify list hears of it at once, as for a 911 from Sam's phone.
+    async with SmtpSink() as sink:
+        extra = (f"  smtp: {{host: 127.0.0.1, port: {sink.port}, starttls: false, "
+                 "from: backline@t.example}\n")
+        async with practice_pbx(tmp_path, "et-notice", ring_seconds=5,
+                                carrier_from_user=False, connections_extra=extra,
+                                emergency=emergency_with_notice(
+                                    f"{{emails: [{NOTIFY_EMAIL}]}}")) as pbx:
+            pbx.controller.emergency.start()
+            carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER, name="carrier",
+                                      port=pbx.ports.trunk)
+            sam = AttendedPhone(sip(pbx), "sam-desk", pbx.secret("sam-desk"))
+            caller: SippProcess | None = None
+            try:
+                caller = await _sam_has_the_caller(pbx, tmp_path, sam)
+                await sam.blind_transfer("911")
+                (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+                assert_presents(invite, MAIN)
+                assert not any(PATIENT in value for _, value in invite.headers)
+                (email,) = await sink.wait_for(1, within=30)
+                message = email.message()
+                assert email.rcpt_tos == (NOTIFY_EMAIL,)
+                assert "sam-desk" in message["Subject"]
+                body = str(message.get_content()) if not message.is_multipart() else ""
+                assert "(sam-desk)" in body and "911" in body, body
+                assert PATIENT not in body and PATIENT[-4:] not in body
+                (call,) = pbx.controller.journal.emergency_calls()
+                assert (call.desk_phone, call.dialled, call.late) == ("sam-desk", "911", False)
+            finally:
+                sam.close()
+                carrier.kill()
+                if caller is not None:
+                    caller.kill()
+                await pbx.controller.emergency.close()
+
+
+async def test_a_blind_transfer_to_911_goes_out_with_the_controller_stopped(
+        tmp_path: Path) -> None:
+    async with practice_pbx(tmp_path, "et-stopped", ring_seconds=5,
+                            carrier_from_user=False) as pbx:
+        carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER, name="carrier",
+                                  port=pbx.ports.trunk)
+        sam = AttendedPhone(sip(pbx), "sam-desk", pbx.secret("sam-desk"))
+        caller: SippProcess | None = None
+        try:
+            caller = await _sam_has_the_caller(pbx, tmp_path, sam)
+            await pbx.driver.stop()  # FastAGI and AMI closed: nobody answers the PBX
+            await sam.blind_transfer("911")
+            (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+            assert_presents(invite, MAIN)
+        finally:
+            sam.close()
+            carrier.kill()
+            if caller is not None:
+                caller.kill()
