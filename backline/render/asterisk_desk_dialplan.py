@@ -64,7 +64,9 @@ def _emergency_transfer(d: Directory, pbx: AsteriskPbx) -> str:
     BLINDTRANSFER names that phone's channel (``PJSIP/ENDPOINT-0000002a``, or its SRTP
     twin's); its callback number and name come from [globals] (else the number the call
     came in on), presented on the emergency channel alone, as a transfer out presents
-    the number's; the CDR mark and the user event name the phone, and only tell."""
+    the number's.  The phone's name is the caller's account code: the controller reads it
+    from the call's DialBegin (backline.pbx.asterisk.emergency_leg) or the CDR, and only
+    learns; the CDR's userfield keeps the number the call came in on."""
     phone, n = var(v.EMERGENCY_PHONE), len(v.SRTP_TWIN)
     cid, name = var(v.TRANSFER_CID_NUM), var(v.TRANSFER_CID_NAME)
     presents = f",,b({v.TRANSFER_CID_CONTEXT}^s^1)"
@@ -78,8 +80,7 @@ def _emergency_transfer(d: Directory, pbx: AsteriskPbx) -> str:
         f" same => n,Set(_{v.TRANSFER_CID_NAME}=${{{v.EMERGENCY_NAME}_{phone}}})\n"
         f' same => n,ExecIf($["{name}" = ""]?Set(_{v.TRANSFER_CID_NAME}={caller_id_name(d)}))\n'
         f" same => n,Set(_{v.PARTY}=${{EXTEN}})\n"
-        f" same => n,Set(CDR(userfield)={v.EMERGENCY_MARK})\n"
-        f" same => n,UserEvent({v.EMERGENCY_EVENT},Phone: {phone},Dialled: ${{EXTEN}})\n"
+        f" same => n,Set(CHANNEL(accountcode)={phone})\n"
         f" same => n,Dial(PJSIP/{e}@{emergency_endpoint(pbx)}{presents})\n"
         f"{_in_the_clear(pbx, e, presents)}"
         f" same => n,Hangup()" for e in d.emergency_numbers)

@@ -30,6 +30,8 @@ log = logging.getLogger("backline.asterisk")
 
 LEG_EVENTS = ("DialBegin", "Hangup")
 TOLD_KEPT = 256  # calls remembered as told (a Hangup follows each DialBegin)
+# A desk phone's own 911, and a caller it blind-transferred to 911 (same numbers, same notice).
+_EMERGENCY_CONTEXTS = (v.DESK_CONTEXT, v.TRANSFER_CONTEXT)
 
 
 def leg_filters(emergency_numbers: Collection[str]) -> Iterator[dict[str, str]]:
@@ -60,7 +62,7 @@ class CarrierLegWatch:
     def on_its_way(self, event: Mapping[str, str], at: datetime | None = None) -> None:
         """``DialBegin`` or ``Hangup`` of a channel (Asterisk sends only those on an emergency
         number, :func:`leg_filters`); a desk phone's 911 it is not, and one told, is let be."""
-        if self._tell is None or event.get("Context") != v.DESK_CONTEXT \
+        if self._tell is None or event.get("Context") not in _EMERGENCY_CONTEXTS \
                 or event.get("Exten") not in self._numbers():
             return
         call = emergency_call(event, at or datetime.now(UTC))

@@ -77,8 +77,10 @@ async def only_events_we_use(ami: AmiLink, narrower: Iterable[Mapping[str, str]]
 def emergency_call(event: Mapping[str, str], at: datetime) -> EmergencyCall | None:
     """A desk phone's 911 from an event of its channel (``PJSIP/ana-desk-0000002a``: the
     endpoint, then Asterisk's sequence number; ``Exten`` the number dialled, one of the
-    emergency numbers); None, logged, if unreadable."""
-    phone = event.get("Channel", "").removeprefix("PJSIP/").rpartition("-")[0]
+    emergency numbers); None, logged, if unreadable.  A caller a desk phone blind-transferred
+    to 911 is its own channel: the dialplan put the phone's name in its ``AccountCode``."""
+    phone = event.get("AccountCode", "") if event.get("Context") == v.TRANSFER_CONTEXT \
+        else event.get("Channel", "").removeprefix("PJSIP/").rpartition("-")[0]
     dialled, uniqueid = event.get("Exten", ""), event.get("Uniqueid", "")
     if not (_NAME.fullmatch(phone) and dialled.isdigit() and _NAME.fullmatch(uniqueid)):
         log.error("an emergency call event we cannot read; the CDR import will bring it")
