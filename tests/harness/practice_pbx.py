@@ -191,7 +191,7 @@ class AmiEvents:
         return [e for e in self.seen if e.get("Event") == name]
 
     async def wait_for(self, predicate: Callable[[dict[str, str]], bool],
-                       within: float = 15.0) -> dict[str, str]:
+                       within: float = 30.0) -> dict[str, str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
@@ -326,7 +326,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
             # above all) that this process would parse only to drop, on the controller's loop.
             for event_name in observed:
                 await observer.action({"Action": "Filter", "Operation": "Add",
-                                       "Filter": f"Event: {event_name}"}, within=5.0)
+                                       "Filter": f"Event: {event_name}"}, within=30)
 
         observer = AmiLink(pbx.ami.host, pbx.ami.port, pbx.ami_username, os.environ[AMI_ENV],
                            on_login=only_observed)
