@@ -8,9 +8,10 @@ over FastAGI and journaled before the PBX hears "announce"), and each step must 
 bench.outage counts it.
 
 With ``--against REV``, a second rig runs the controller from commit REV's tree (``git
-archive``), and the steps alternate between the two, so before and after meet the same
-machine in the same run.  Prints each step (with the event loop's thread apart from the
-journal's worker threads) and each tree's median.
+archive``; or from REV itself if it is a directory holding a source tree), and the steps
+alternate between the two, so before and after meet the same machine in the same run.
+Prints each step (the event loop's thread apart from the journal's worker threads) and each
+tree's median.
 Run: .venv/bin/python -m bench.outage_cpu [--against REV] [--rate 80] [--calls 1600]
 """
 
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -81,14 +83,25 @@ def archived(rev: str, into: Path) -> Path:
     return tree
 
 
+def against_tree(against: str, work: Path) -> tuple[Path, str]:
+    """The tree AGAINST names (a directory, or a commit archived into WORK) and a name for
+    its rig."""
+    tree = Path(against)
+    if not tree.is_dir():
+        tree = archived(against, work)
+    else:
+        against = tree.name
+    return tree, re.sub(r"[^A-Za-z0-9_.-]", "-", against)[:20]
+
+
 async def run(rate: int, calls: int, rounds: int, against: str | None,
               work: Path) -> list[Sample]:
     async with contextlib.AsyncExitStack() as stack:
         rigs = [await outage.start_rig(stack, work / "this", kill=False, name="this-tree")]
         if against is not None:
-            tree = await asyncio.to_thread(archived, against, work)
+            tree, name = await asyncio.to_thread(against_tree, against, work)
             rigs.append(await outage.start_rig(stack, work / "against", kill=False, tree=tree,
-                                               name=against))
+                                               name=name))
         out = []
         for _ in range(rounds):
             for rig in rigs:
@@ -106,7 +119,8 @@ def line(s: Sample) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.outage_cpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--against", help="a commit whose controller runs alongside")
+    parser.add_argument("--against", help="a commit (or a source tree's directory) whose "
+                        "controller runs alongside")
     parser.add_argument("--rate", type=int, default=80, help="calls per second (80)")
     parser.add_argument("--calls", type=int, default=1600, help="calls per step (1600)")
     parser.add_argument("--rounds", type=int, default=3, help="steps per tree (3)")
