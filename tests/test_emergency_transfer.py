@@ -17,7 +17,7 @@ from tests.harness.sipp import DeskPhoneMode, SippProcess, answering_phone, regi
 from tests.harness.smtp_sink import SmtpSink
 from tests.harness.transfer_phone import talking_caller, tone_file
 from tests.test_asterisk_transfers import until_answered_and_bridged
-from tests.test_emergency import MAIN, SCHED, assert_presents, sip
+from tests.test_emergency import MAIN, SCHED, assert_presents, civic_address, sip
 
 pytestmark = pytest.mark.asterisk
 
@@ -94,6 +94,29 @@ async def test_a_blind_transfer_to_911_goes_out_with_the_controller_stopped(
             await sam.blind_transfer("911")
             (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
             assert_presents(invite, MAIN)
+        finally:
+            sam.close()
+            carrier.kill()
+            if caller is not None:
+                caller.kill()
+
+
+async def test_with_geolocation_a_blind_transfer_to_911_carries_the_transferring_phones_address(
+        tmp_path: Path) -> None:
+    async with practice_pbx(tmp_path, "et-geo", ring_seconds=5, carrier_from_user=False,
+                            trunk_extra=", geolocation: true") as pbx:
+        carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER, name="carrier",
+                                  port=pbx.ports.trunk)
+        sam = AttendedPhone(sip(pbx), "sam-desk", pbx.secret("sam-desk"))
+        caller: SippProcess | None = None
+        try:
+            caller = await _sam_has_the_caller(pbx, tmp_path, sam)
+            await sam.blind_transfer("911")
+            (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+            assert_presents(invite, MAIN)
+            assert civic_address(invite) == {  # sam-desk is at the front desk
+                "country": "US", "A1": "IL", "A3": "Chicago", "HNO": "1200",
+                "RD": "W Maple St", "PC": "60607", "LOC": "Floor 1, front desk"}
         finally:
             sam.close()
             carrier.kill()

@@ -11,7 +11,7 @@ from backline.core.model import Directory
 from backline.pbx import names as shared
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.render.asterisk_dialplan_steps import agi, decided, var
-from backline.render.asterisk_pjsip import carrier_endpoint, emergency_endpoint
+from backline.render.asterisk_pjsip import carrier_endpoint, emergency_endpoint, location_site
 from backline.render.asterisk_srtp import SECURE_DESK_CONTEXT, clear_emergency_endpoint
 
 
@@ -50,12 +50,28 @@ def _in_the_clear(pbx: AsteriskPbx, number: str, options: str = "") -> str:
             f"{clear_emergency_endpoint(carrier_endpoint(pbx))}{options}))\n")
 
 
-def emergency_callers(d: Directory) -> str:
-    """[globals] lines: each desk phone's callback number and caller-ID name by its name, for
-    a blind transfer to 911, which runs on the caller's channel, not the phone's."""
+def emergency_callers(d: Directory, pbx: AsteriskPbx) -> str:
+    """[globals] lines: each desk phone's callback number, caller-ID name and (with
+    ``trunk.geolocation``) location by its name, for a blind transfer to 911, which runs on
+    the caller's channel, not the phone's."""
     return "\n".join(
         f"{v.EMERGENCY_CALLBACK}_{c.desk_phone}={c.callback}\n"
-        f"{v.EMERGENCY_NAME}_{c.desk_phone}={c.caller_id_name}" for c in callers_of(d))
+        f"{v.EMERGENCY_NAME}_{c.desk_phone}={c.caller_id_name}"
+        + (f"\n{v.EMERGENCY_LOCATION}_{c.desk_phone}={location_site(c.location)}"
+           if pbx.trunk.geolocation and c.location is not None else "")
+        for c in callers_of(d))
+
+
+def _located(pbx: AsteriskPbx) -> str:
+    """``trunk.geolocation``: the transferring phone's location on the caller's channel, as
+    its own endpoint's profile puts it on its own 911 (geolocation.conf), passed on to the
+    911 channel; a phone with none sends none."""
+    if not pbx.trunk.geolocation:
+        return ""
+    site = f"${{{v.EMERGENCY_LOCATION}_{var(v.EMERGENCY_PHONE)}}}"
+    return (f' same => n,ExecIf($["{site}" != ""]?'
+            f"Set(GEOLOC_PROFILE(location_reference,r)={site}))\n"
+            f' same => n,ExecIf($["{site}" != ""]?Set(GEOLOC_PROFILE(inheritable)=true))\n')
 
 
 def _emergency_transfer(d: Directory, pbx: AsteriskPbx) -> str:
@@ -81,6 +97,7 @@ def _emergency_transfer(d: Directory, pbx: AsteriskPbx) -> str:
         f' same => n,ExecIf($["{name}" = ""]?Set(_{v.TRANSFER_CID_NAME}={caller_id_name(d)}))\n'
         f" same => n,Set(_{v.PARTY}=${{EXTEN}})\n"
         f" same => n,Set(CHANNEL(accountcode)={phone})\n"
+        f"{_located(pbx)}"
         f" same => n,Dial(PJSIP/{e}@{emergency_endpoint(pbx)}{presents})\n"
         f"{_in_the_clear(pbx, e, presents)}"
         f" same => n,Hangup()" for e in d.emergency_numbers)

@@ -86,7 +86,7 @@ clearglobalvars=yes
 [globals]
 {v.AGI_URL}=agi://{pbx.agi.host}:{pbx.agi.port}
 {v.ANNOUNCEMENT}={announcement}
-{emergency_callers(d)}
+{emergency_callers(d, pbx)}
 
 ; Calls from the carrier. The controller decides; if it cannot be reached (AGISTATUS is not
 ; SUCCESS, or no decision came back) the PBX answers on its own: the announcement, or fax

@@ -40,6 +40,10 @@ def location_profile(location: Location) -> str:
     return f"backline-at-{location.id}"
 
 
+def location_site(location: Location) -> str:
+    return f"backline-site-{location.id}"
+
+
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
     """The TLS transport's certificate and key, at the paths Asterisk reads them."""
@@ -360,10 +364,10 @@ def geolocation_conf(d: Directory, pbx: AsteriskPbx) -> str:
                  ("HNO", number), ("RD", street), ("PC", loc.zip), ("LOC", loc.where)]
         # The loader allows no double quote in these; quoting keeps commas and spaces whole.
         fields = ", ".join(f'{k}="{value}"' for k, value in civic if value)
-        out += ["", f"[backline-site-{loc.id}]", "type=location", "format=civicAddress",
+        out += ["", f"[{location_site(loc)}]", "type=location", "format=civicAddress",
                 "method=Manual", f"location_info={fields}",
                 "", f"[{location_profile(loc)}]", "type=profile",
                 # What a desk phone sends itself is dropped: the practice's record wins.
                 "profile_precedence=discard_incoming",
-                f"location_reference=backline-site-{loc.id}"]
+                f"location_reference={location_site(loc)}"]
     return "\n".join(out) + "\n"

@@ -67,6 +67,7 @@ EMERGENCY_NAME = "BACKLINE_EMERGENCY_NAME"
 # A blind transfer to 911: the transferring desk phone, whose callback number and name
 # ([globals] EMERGENCY_CALLBACK_PHONE, EMERGENCY_NAME_PHONE) the caller's call presents.
 EMERGENCY_PHONE = "BACKLINE_EMERGENCY_PHONE"
+EMERGENCY_LOCATION = "BACKLINE_EMERGENCY_LOCATION"  # [globals] ..._PHONE: its geolocation.conf site
 EMERGENCY_MARK = "emergency"
 DESK_CONTEXT = "backline-desk"
 # ``encryption: required``: what a desk phone's call was signalled and offered over, "1" for
