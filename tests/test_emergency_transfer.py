@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backline.journal.emergency import EmergencyCallRecord
 from tests.harness.practice_pbx import PracticePbx, emergency_with_notice, practice_pbx
 from tests.harness.sip_phone import AttendedPhone
 from tests.harness.sipp import DeskPhoneMode, SippProcess, answering_phone, register
@@ -80,12 +81,26 @@ async def test_a_blind_transfer_to_911_goes_out_with_the_callback_number_and_the
                 await pbx.controller.emergency.close()
 
 
+async def _imported(pbx: PracticePbx) -> list[EmergencyCallRecord]:
+    """The 911 calls journaled once the PBX's record, imported again as Asterisk appends
+    to it, has one."""
+    for _ in range(100):
+        await pbx.controller.import_pbx_record()
+        calls = pbx.controller.journal.emergency_calls()
+        if calls:
+            return calls
+        await asyncio.sleep(0.1)  # a poll of Asterisk's record, not a wait for time
+    path = pbx.controller.cdr_path
+    raise AssertionError(f"no 911 in the PBX's record: "
+                         f"{path.read_text() if path and path.exists() else path}")
+
+
 async def test_a_blind_transfer_to_911_goes_out_with_the_controller_stopped(
         tmp_path: Path) -> None:
     async with practice_pbx(tmp_path, "et-stopped", ring_seconds=5,
                             carrier_from_user=False) as pbx:
-        carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER, name="carrier",
-                                  port=pbx.ports.trunk)
+        carrier = answering_phone(tmp_path, DeskPhoneMode.ANSWER_AND_HANG_UP, name="carrier",
+                                  port=pbx.ports.trunk, talk_ms=200)
         sam = AttendedPhone(sip(pbx), "sam-desk", pbx.secret("sam-desk"))
         caller: SippProcess | None = None
         try:
@@ -94,6 +109,13 @@ async def test_a_blind_transfer_to_911_goes_out_with_the_controller_stopped(
             await sam.blind_transfer("911")
             (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
             assert_presents(invite, MAIN)
+            assert pbx.controller.journal.emergency_calls() == []
+            # The dispatcher hangs up; back, the controller finds the call in Asterisk's
+            # record (written as the call ends) and journals it as Sam's 911, late.
+            assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
+            calls = await _imported(pbx)
+            assert [(c.desk_phone, c.dialled, c.late) for c in calls] == [
+                ("sam-desk", "911", True)]
         finally:
             sam.close()
             carrier.kill()

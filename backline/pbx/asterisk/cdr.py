@@ -51,13 +51,20 @@ def parse(text: str) -> Iterator[CdrRow]:
 
 
 def emergency_calls(text: str) -> Iterator[EmergencyCall]:
-    """The 911 calls desk phones placed (the dialplan marks their userfield), keyed as the
+    """The 911 calls desk phones placed (the dialplan marks their userfield) or blind-
+    transferred a caller to (its account code names the phone), keyed as the
     PBX's event keys them, so a call told both ways is noticed once."""
     for row, start in _rows(text):
-        if row["dcontext"] != v.DESK_CONTEXT or row["userfield"] != v.EMERGENCY_MARK:
+        if row["dcontext"] == v.DESK_CONTEXT and row["userfield"] == v.EMERGENCY_MARK:
+            # PJSIP/ana-desk-0000002a: the endpoint, then the channel's sequence number.
+            endpoint = row["channel"].removeprefix("PJSIP/").rpartition("-")[0]
+        elif row["dcontext"] == v.TRANSFER_CONTEXT and row["accountcode"] \
+                and row["dst"].isdigit():
+            # A caller a desk phone blind-transferred to 911: the dialplan gave the caller's
+            # channel that phone's name as its account code, on that call out alone.
+            endpoint = row["accountcode"]
+        else:
             continue
-        # PJSIP/ana-desk-0000002a: the endpoint, then the channel's sequence number.
-        endpoint = row["channel"].removeprefix("PJSIP/").rpartition("-")[0]
         yield EmergencyCall(f"emergency:{row['uniqueid']}", start, endpoint[:40],
                             row["dst"][:8])
 
