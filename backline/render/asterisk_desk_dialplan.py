@@ -30,8 +30,8 @@ def _emergency(d: Directory, pbx: AsteriskPbx) -> str:
     on the call out (``PARTY``), so that an attended transfer of a caller to it is known to
     be to 911 and never undone (backline.pbx.asterisk.events)."""
     return "\n".join(
-        f"exten => {e},1,NoOp(emergency: never through the controller)\n"
-        f" same => n,Set(CALLERID(num)={var(v.EMERGENCY_CALLBACK)})\n"
+        f"; {e}: emergency, never through the controller (no step it does not need)\n"
+        f"exten => {e},1,Set(CALLERID(num)={var(v.EMERGENCY_CALLBACK)})\n"
         f" same => n,Set(_{v.PARTY}=${{EXTEN}})\n"
         f" same => n,Set(CALLERID(name)={var(v.EMERGENCY_NAME)})\n"
         f" same => n,Set(CDR(userfield)={v.EMERGENCY_MARK})\n"
