@@ -16,6 +16,7 @@ import errno
 import os
 import random
 import socket
+from collections.abc import Callable
 
 LISTEN_SPAN = (2000, 5000)  # below 5038/5060/8080, which a developer's `up.sh` may hold
 _cursor: int | None = None  # the worker's next port to try
@@ -33,18 +34,36 @@ def _share() -> tuple[int, int]:
 
 def listen_port() -> int:
     """A port free on 127.0.0.1 for both UDP and TCP right now, for a server to bind soon."""
+    return _take(lambda port: (port,))
+
+
+def media_port_pair() -> int:
+    """An even port P with P and P+2 free on 127.0.0.1 (UDP and TCP) right now: SIPp's
+    ``-mp`` audio and video ports."""
+    return _take(lambda port: (port, port + 2) if port % 2 == 0 else ())
+
+
+def _take(ports_of: Callable[[int], tuple[int, ...]]) -> int:
+    """The worker's next port whose ``ports_of`` are all free (none: not a candidate)."""
     global _cursor
     low, high = _share()
     if _cursor is None or not low <= _cursor < high:
         _cursor = random.randrange(low, high)  # another run on the machine starts elsewhere
     for _ in range(high - low):
         port, _cursor = _cursor, low + (_cursor + 1 - low) % (high - low)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            try:
-                udp.bind(("127.0.0.1", port))
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+        wanted = ports_of(port)
+        if wanted and all(p < high for p in wanted) and all(_free(p) for p in wanted):
+            _cursor = low + (max(wanted) + 1 - low) % (high - low)
+            return port
     raise OSError(errno.EADDRINUSE, f"no port free for UDP and TCP in {low}-{high - 1}")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        try:
+            udp.bind(("127.0.0.1", port))
+            tcp.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -34,8 +34,9 @@ from types import TracebackType
 from typing import Literal, Self
 
 from backline.localpbx.inotify import DirectoryWatch
-from backline.localpbx.ports import LOOPBACK, free_port
-from tests.harness.netns import Namespace, free_port_pair
+from backline.localpbx.ports import LOOPBACK
+from tests.harness.netns import Namespace
+from tests.harness.ports import listen_port, media_port_pair
 
 SCENARIOS = Path(__file__).with_name("sipp")
 SIPP = "sipp"
@@ -92,13 +93,16 @@ LOCAL = Host()
 
 
 def free_udp_port() -> int:
-    """A UDP port free on 127.0.0.1 right now (from the kernel's ephemeral range)."""
-    return free_port(socket.SOCK_DGRAM)
+    """A UDP port free on 127.0.0.1 right now, one of the worker's own below the ephemeral
+    range (tests/harness/ports.py): a client socket of any process can take an ephemeral
+    port before SIPp binds it."""
+    return listen_port()
 
 
 def free_media_port() -> int:
-    """An even UDP port P with P and P+2 free on loopback (SIPp's -mp audio and video)."""
-    return free_port_pair(LOOPBACK)
+    """An even UDP port P with P and P+2 free on loopback (SIPp's -mp audio and video), as
+    :func:`free_udp_port` picks them (SIPp once found its video port taken)."""
+    return media_port_pair()
 
 
 # ----- results
