@@ -87,15 +87,14 @@ def _emergency_transfer(d: Directory, pbx: AsteriskPbx) -> str:
     cid, name = var(v.TRANSFER_CID_NUM), var(v.TRANSFER_CID_NAME)
     presents = f",,b({v.TRANSFER_CID_CONTEXT}^s^1)"
     return "\n".join(
-        f"exten => {e},1,NoOp(emergency: a blind transfer, never through the controller)\n"
-        f" same => n,Set({v.EMERGENCY_PHONE}=${{BLINDTRANSFER:6:-9}})\n"
+        f"; {e}: a blind transfer to emergency, never through the controller\n"
+        f"exten => {e},1,Set({v.EMERGENCY_PHONE}=${{BLINDTRANSFER:6:-9}})\n"
         f' same => n,ExecIf($["${{{v.EMERGENCY_PHONE}:-{n}}}" = "{v.SRTP_TWIN}"]?'
         f"Set({v.EMERGENCY_PHONE}=${{{v.EMERGENCY_PHONE}:0:-{n}}}))\n"
         f" same => n,Set(_{v.TRANSFER_CID_NUM}=${{{v.EMERGENCY_CALLBACK}_{phone}}})\n"
         f' same => n,ExecIf($["{cid}" = ""]?Set(_{v.TRANSFER_CID_NUM}={var(v.DIALED)}))\n'
         f" same => n,Set(_{v.TRANSFER_CID_NAME}=${{{v.EMERGENCY_NAME}_{phone}}})\n"
         f' same => n,ExecIf($["{name}" = ""]?Set(_{v.TRANSFER_CID_NAME}={caller_id_name(d)}))\n'
-        f" same => n,Set(_{v.PARTY}=${{EXTEN}})\n"
         f" same => n,Set(CHANNEL(accountcode)={phone})\n"
         f"{_located(pbx)}"
         f" same => n,Dial(PJSIP/{e}@{emergency_endpoint(pbx)}{presents})\n"
