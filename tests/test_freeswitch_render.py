@@ -46,7 +46,7 @@ FREESWITCH_PBX = """\
     esl: {host: 127.0.0.1, port: 8021, password_env: BACKLINE_ESL_PASSWORD}
     socket: {host: 127.0.0.1, port: 8084}
     sip: {host: 127.0.0.1, port: 5060}
-    trunk: {host: 10.200.0.1, port: 5060}
+    trunk: {host: 10.200.0.1, port: 5060, insecure_cleartext: true}
 """
 CARRIER_IP = "10.200.0.1"
 PHONE_IP = "10.200.0.2"
@@ -428,7 +428,7 @@ def test_with_a_lan_sofia_refuses_desk_phones_from_elsewhere_and_911_goes_out_fr
     registers and 911 goes out; the carrier, off the LAN, is still taken by its address;
     and a LAN address without credentials is challenged, never bound (so no
     ``apply-register-acl``, which binds a REGISTER from its list without a challenge)."""
-    config = freeswitch_config(tmp_path, f"    lan: [{LAN}]\n")
+    config = freeswitch_config(tmp_path, f"    lan: [{LAN}]\n    insecure_cleartext: true\n")
     out = tmp_path / "out"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("BACKLINE_ESL_PASSWORD", ESL_PASSWORD)

@@ -79,7 +79,7 @@ def test_a_registration_trunk_renders_its_registration_credentials_and_addresses
     path.write_text(PRACTICE.format(kind="asterisk", trunk=(
         "{host: sip.carrier.example, port: 5060, username: '100200', "
         "password_file: /etc/backline/trunk-password, register: true, "
-        "addresses: [203.0.113.0/28, 198.51.100.7]}"), extra=""))
+        "addresses: [203.0.113.0/28, 198.51.100.7], insecure_cleartext: true}"), extra=""))
     assert check(path).returncode == 0
     d = config.load(path).directory
     pbx = d.connections.pbx
@@ -105,7 +105,8 @@ def test_a_registration_trunk_renders_its_registration_credentials_and_addresses
 def test_behind_nat_the_public_address_and_the_lan_are_rendered(tmp_path: Path) -> None:
     path = tmp_path / "edge.yaml"
     path.write_text(PRACTICE.format(
-        kind="asterisk", trunk="{host: 203.0.113.4, addresses: [203.0.113.0/28]}",
+        kind="asterisk",
+        trunk="{host: 203.0.113.4, addresses: [203.0.113.0/28], insecure_cleartext: true}",
         extra="    sip: {host: 192.168.1.5, port: 5060, public_address: 198.51.100.20}\n"
               "    lan: [192.168.1.0/24, 10.20.0.0/16]\n"))
     result = check(path)
@@ -134,7 +135,7 @@ def test_behind_nat_the_public_address_and_the_lan_are_rendered(tmp_path: Path) 
 
 def test_off_loopback_without_a_lan_check_warns(tmp_path: Path) -> None:
     path = tmp_path / "edge.yaml"
-    path.write_text(PRACTICE.format(kind="asterisk", trunk="{host: 203.0.113.4}",
+    path.write_text(PRACTICE.format(kind="asterisk", trunk="{host: 127.0.0.1}",
                                     extra=SIP_ON_LAN))
     result = check(path)
     assert result.returncode == 0, result.stderr

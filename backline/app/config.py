@@ -17,6 +17,7 @@ from pathlib import Path
 
 from backline.app.settings.backup import read_backup
 from backline.app.settings.connections import read_connections
+from backline.app.settings.edge import check_cleartext_edge
 from backline.app.settings.emergency import check_emergency_sites, read_emergency, read_locations
 from backline.app.settings.hours import read_hours
 from backline.app.settings.numbers import read_numbers
@@ -109,6 +110,7 @@ def _directory(r: Reader, top: YMap, source: str) -> Directory | None:
                   "only so far")
     check_emergency_sites(r, people, locations, numbers, emergency)
     check_phone_encryption(r, top, users, pbx, people.user_where)
+    check_cleartext_edge(r, top, users.values(), pbx)
     if connections is not None:
         check_sms_senders(r, top, numbers, backup, connections)
     if practice is None or connections is None:

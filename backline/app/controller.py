@@ -32,6 +32,7 @@ from backline.core.model import Directory
 from backline.core.outage import Mode, ModeState
 from backline.core.ownership import OwnershipBook
 from backline.core.refusals import RefusalTally
+from backline.core.wire import insecure
 from backline.features import (
     audit_upkeep,
     conversations,
@@ -291,7 +292,9 @@ class Controller:
                               health=lambda: self.health | {
                                   "journal_disk": self.journal_disk.health(self.clock())},
                               emergency_calls=lambda: self.journal.emergency_calls(10),
-                              token=self._status_token(), hours=self.hours_now)
+                              token=self._status_token(), hours=self.hours_now,
+                              insecure=lambda: insecure(self.directory.connections.pbx,
+                                                        self.directory.users))
         for feature in self.features:
             app.add_routes(feature.routes().status)
         return app

@@ -61,6 +61,9 @@ class Trunk:
     ca_file: str = ""
     # The calls' media to and from the carrier as SRTP, keyed by SDES inside that TLS.
     srtp: bool = False
+    # The operator's consent to plain SIP and RTP to a carrier off this machine (many take
+    # only UDP): without it `backline check` refuses a trunk without ``tls``.
+    insecure_cleartext: bool = False
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -148,6 +151,9 @@ class AsteriskPbx:
     # phones register there, the location table in the journal's PostgreSQL is the ring set,
     # and this node reaches a desk phone through it (docs/nodes.md).
     registrar: HostPort | None = None
+    # The operator's consent to desk phones' SIP and audio in the clear on the LAN (SIP off
+    # loopback and a phone not ``encryption: required``); without it `check` refuses.
+    insecure_cleartext: bool = False
     # Where the controller serves desk phones their provisioning files (HTTPS, with the
     # TLS transport's certificate; backline.features.provisioning).
     provisioning: HostPort | None = None
@@ -177,6 +183,9 @@ class FreeswitchPbx:
     # carrier (``backline render --firewall``).  ``bans``: as Asterisk's, fed by sofia.
     lan: tuple[str, ...] = ()
     bans: Bans | None = None
+    # As Asterisk's: FreeSWITCH renders no TLS or SRTP for desk phones, so off loopback
+    # their SIP and audio are plain, with this consent only.
+    insecure_cleartext: bool = False
 
 
 Pbx = AsteriskPbx | FreeswitchPbx

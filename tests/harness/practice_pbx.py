@@ -25,6 +25,7 @@ import pytest
 from backline.app import config
 from backline.app.controller import Controller
 from backline.app.serve import asterisk_driver
+from backline.core.addresses import is_loopback
 from backline.core.connections import AsteriskPbx
 from backline.core.model import Directory
 from backline.journal import open_journal
@@ -146,8 +147,15 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
     text, ``key: value, ...``); ``phone_keys``: keys of a desk phone listed by name alone
     (its name to YAML flow text).  Without ``cdr_file``
     the controller asks Asterisk where its call record is, as
-    `backline up` configs do."""
+    `backline up` configs do.  SIP or the carrier off loopback in plain SIP (these tests'
+    namespaces) is opted into as an operator would, ``insecure_cleartext: true``
+    (docs/security.md): not where every phone's media is required SRTP, nor over TLS."""
     path = tmp / "practice.yaml"
+    if not is_loopback(sip_host) and not ("encryption: required" in pbx_extra and not any(
+            "encryption: optional" in k for k in (phone_keys or {}).values())):
+        pbx_extra += "    insecure_cleartext: true\n"
+    if not is_loopback(trunk_host) and "tls: true" not in trunk_extra:
+        trunk_extra += ", insecure_cleartext: true"
     path.write_text(PRACTICE.format(
         emergency=emergency, trunk_extra=trunk_extra, connections_extra=connections_extra,
         hours=hours, sip_host=sip_host, sip_extra=sip_extra, trunk_host=trunk_host,

@@ -35,7 +35,7 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
     if kind == "freeswitch":
         r.keys(node, f, ["kind", "esl", "sip", "ring_seconds", "socket", "trunk",
                          "secrets_file", "fax_dir", "fax_spool", "cdr_file",
-                         "reserved_descriptors", "lan", "bans"])
+                         "reserved_descriptors", "lan", "bans", "insecure_cleartext"])
         esl = r.sub(node, "esl", f) or YMap({}, node.where)
         r.keys(esl, f"{f}.esl", ["host", "port", "password_env", "password_file"])
         sock = r.sub(node, "socket", f) or YMap({}, node.where)
@@ -60,14 +60,16 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
             cdr_file=_plain_path(r, node, "cdr_file", f,
                                  "/var/log/freeswitch/cdr-csv/Master.csv"),
             reserved_descriptors=_reserve(r, node, f),
-            lan=_networks(r, node, "lan", f), bans=_bans(r, node, f))
+            lan=_networks(r, node, "lan", f), bans=_bans(r, node, f),
+            insecure_cleartext=_consent(r, node, f))
     if kind != "asterisk":
         r.problem(where_of(node, "kind"), f"{f}.kind", "asterisk or freeswitch")
         return None
     r.keys(node, f, ["kind", "ami", "agi", "sip", "ring_seconds", "trunk", "rtp",
                      "udptl", "secrets_file", "cdr_file", "spool_dir", "fax_dir",
                      "node", "reserved_descriptors", "lan", "tls", "encryption",
-                     "registrar", "desk_phones_behind_nat", "provisioning", "bans"])
+                     "registrar", "desk_phones_behind_nat", "provisioning", "bans",
+                     "insecure_cleartext"])
     trunk = _trunk(r, node, f)
     lan, public = _edge(r, node, sip, sip_hp, trunk, f)
     if trunk.tls and entry(node, "tls") is None:
@@ -115,7 +117,13 @@ def read_pbx(r: Reader, parent: YMap) -> Pbx | None:
         registrar=_registrar(r, node, f),
         provisioning=_provisioning(r, node, f),
         bans=_bans(r, node, f),
+        insecure_cleartext=_consent(r, node, f),
     )
+
+
+def _consent(r: Reader, node: YMap, f: str) -> bool:
+    """``insecure_cleartext``: consent to plain SIP and RTP (backline.app.settings.edge)."""
+    return r.flag(node, "insecure_cleartext", f"{f}.insecure_cleartext", False)
 
 
 def _provisioning(r: Reader, node: YMap, f: str) -> HostPort | None:
@@ -322,7 +330,8 @@ def _trunk(r: Reader, node: YMap, f: str) -> Trunk:
         return Trunk()
     f = f"{f}.trunk"
     r.keys(sub, f, ["host", "port", "from_user", "geolocation", "addresses", "username",
-                    "password_env", "password_file", "register", "tls", "ca_file", "srtp"])
+                    "password_env", "password_file", "register", "tls", "ca_file", "srtp",
+                    "insecure_cleartext"])
     hp = r.host_port(sub, f, control=False, default_port=5080)
     if not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", hp.host):
         r.problem(where_of(sub, "host"), f"{f}.host", "a host name or IP address")
@@ -371,7 +380,7 @@ def _trunk(r: Reader, node: YMap, f: str) -> Trunk:
         r.problem(where_of(sub, "srtp"), f"{f}.srtp", "srtp with tls: true only (SRTP's "
                   "keys travel in the calls' SIP, which must then be TLS)")
     return Trunk(hp.host, hp.port, user, geolocation, tuple(addresses), username, password,
-                 register, tls, ca_file, srtp)
+                 register, tls, ca_file, srtp, _consent(r, sub, f))
 
 
 def _port_range(r: Reader, node: YMap, key: str, f: str, default: PortRange) -> PortRange:

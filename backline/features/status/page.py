@@ -147,10 +147,12 @@ def status_document(state: ModeState, history: list[ModeChange],
                     emergency_calls: Sequence[EmergencyCallRecord] | None = None,
                     hours: Sequence[HoursRow] | None = None,
                     refused: Sequence[RefusedSwitch] = (),
+                    insecure: Sequence[str] | None = None,
                     ) -> dict[str, object]:
     """``/status.json``: the shape of ``backline outage status --json``, plus ``backlog``, and
     ``health`` (the PBX link, alerts, inbox delivery) when the controller serves it;
-    ``refused_switches``, newest first, always (an empty list when none)."""
+    ``refused_switches``, newest first, always (an empty list when none); ``insecure``
+    (what the config's opt-outs send in the clear, backline.core.wire) when it serves it."""
     since = state.since
     document: dict[str, object] = {
         "mode": state.mode.value,
@@ -164,6 +166,8 @@ def status_document(state: ModeState, history: list[ModeChange],
         "backlog": backlog_by_kind(backlog),
         "refused_switches": refused_document(refused),
     }
+    if insecure is not None:
+        document["insecure"] = list(insecure)
     if health is not None:
         document["health"] = health_document(dict(health))
     if emergency_calls is not None:  # the latest 911 calls, when the controller serves it
@@ -180,7 +184,8 @@ def render_status(practice_name: str, state: ModeState, history: list[ModeChange
                   health: Mapping[str, Health] | None = None,
                   emergency_calls: Sequence[EmergencyCallRecord] | None = None,
                   hours: Sequence[HoursRow] | None = None,
-                  refused: Sequence[RefusedSwitch] = ()) -> str:
+                  refused: Sequence[RefusedSwitch] = (),
+                  insecure: Sequence[str] | None = None) -> str:
     """The status page as a complete HTML document; ``health``, when given, is shown as
     what is working (the PBX link, alerts, inbox delivery), each with its last success and
     last error.
@@ -207,6 +212,9 @@ def render_status(practice_name: str, state: ModeState, history: list[ModeChange
         f"<h1>{name}: phone system status</h1>",
         f'<p class="mode {css}">{escape(word)}</p>',
         _since(state.since, now, zone),
+        *(['<h2 class="mode outage">INSECURE: in the clear on the network</h2><ul>'
+           + "".join(f"<li>{escape(line)}</li>" for line in insecure) + "</ul>"]
+          if insecure else []),
         *(_health(health, zone) if health is not None else []),
         *(_hours(hours, zone) if hours else []),
         "<h2>Held for delivery to the inbox</h2>",

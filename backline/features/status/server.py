@@ -81,6 +81,7 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
                     emergency_calls: Callable[[], Sequence[EmergencyCallRecord]] | None = None,
                     token: str | None = None,
                     hours: Callable[[], Sequence[HoursRow]] | None = None,
+                    insecure: Callable[[], Sequence[str]] | None = None,
                     ) -> web.Application:
     """The aiohttp application serving ``/status``, ``/status.json`` and ``/metrics``.
 
@@ -93,11 +94,12 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
     (read in the worker thread with the rest).  ``token``, when given, is the bearer token every
     request must carry (``Authorization: Bearer TOKEN``, compared in constant time); without
     it the answer is a bare 401 whatever the path, and "" refuses every request.  ``hours``,
-    when given, says the practice's hours now (read on the event loop: it must not block).
+    when given, says the practice's hours now (read on the event loop: it must not block);
+    ``insecure``, what the config sends in the clear (the same).
     """
     ZoneInfo(tz)
     pages = _StatusPages(journal_reader, metrics, practice_name, tz, backlog, clock,
-                         history_limit, health, emergency_calls, hours)
+                         history_limit, health, emergency_calls, hours, insecure)
     app = public_app()
     if token is not None:
         app.middlewares.append(_bearer(token))
@@ -142,8 +144,10 @@ class _StatusPages:
                  health: Callable[[], Mapping[str, Health]] | None = None,
                  emergency_calls: Callable[[], Sequence[EmergencyCallRecord]] | None = None,
                  hours: Callable[[], Sequence[HoursRow]] | None = None,
+                 insecure: Callable[[], Sequence[str]] | None = None,
                  ) -> None:
         self._hours = hours
+        self._insecure = insecure
         self._reader = reader
         self._metrics = metrics
         self._practice_name = practice_name
@@ -158,14 +162,16 @@ class _StatusPages:
         state, history, backlog, calls, refused = await self._read()
         html = render_status(self._practice_name, state, history, backlog, self._clock(),
                              self._tz, self._health() if self._health else None, calls,
-                             self._hours() if self._hours else None, refused)
+                             self._hours() if self._hours else None, refused,
+                             self._insecure() if self._insecure else None)
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def status_json(self, request: web.Request) -> web.Response:
         state, history, backlog, calls, refused = await self._read()
         body = json.dumps(status_document(state, history, backlog,
                                           self._health() if self._health else None, calls,
-                                          self._hours() if self._hours else None, refused),
+                                          self._hours() if self._hours else None, refused,
+                                          self._insecure() if self._insecure else None),
                           indent=2)
         return web.Response(text=body + "\n", content_type="application/json")
 

@@ -1,0 +1,127 @@
+"""Desk phones' and the carrier's SIP in the clear off this machine: the real `backline check`
+refuses it, naming the line, the field and the fix, unless ``insecure_cleartext: true``; then
+check and the status page (a real aiohttp server over a real SQLite journal) say INSECURE.
+Loopback-only configs (the example) are unaffected."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from backline.app import config
+from backline.core.wire import insecure
+from backline.features.status.metrics import Metrics
+from backline.features.status.server import make_status_app
+from backline.journal import open_journal
+from tests.test_config import EXAMPLE, check
+
+LOOPBACK_SIP = "    sip: {host: 127.0.0.1, port: 5060}\n"
+
+
+def practice(tmp: Path, pbx: str) -> Path:
+    """The example config with its ``sip:`` line replaced by ``pbx`` (lines under pbx:)."""
+    text = EXAMPLE.read_text()
+    assert LOOPBACK_SIP in text
+    path = tmp / "practice.yaml"
+    path.write_text(text.replace(LOOPBACK_SIP, pbx, 1))
+    return path
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+ON_LAN = "    sip: {host: 192.168.1.5, port: 5060}\n    lan: [192.168.1.0/24]\n"
+
+
+def test_desk_phones_in_plain_sip_on_the_lan_are_refused_with_the_line_field_and_fix(
+        tmp_path: Path) -> None:
+    path = practice(tmp_path, ON_LAN)
+    result = check(path)
+    assert result.returncode == 2, result.stdout
+    line = line_of(path, "sip: {host: 192.168.1.5")
+    assert f"{path}:{line}: connections.pbx.encryption: required, with tls:" in result.stderr
+    assert "set connections.pbx.insecure_cleartext: true" in result.stderr
+    assert "ana-desk" in result.stderr and "INSECURE" not in result.stderr
+
+
+def test_with_the_opt_out_check_accepts_and_says_insecure_naming_the_phones(
+        tmp_path: Path) -> None:
+    path = practice(tmp_path, ON_LAN + "    insecure_cleartext: true\n")
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    line = line_of(path, "insecure_cleartext: true")
+    out = result.stdout + result.stderr
+    assert (f"{path}:{line}: warning: connections.pbx.insecure_cleartext: false: INSECURE: "
+            "desk phones ana-desk") in out, out
+
+
+def test_a_phone_left_optional_under_required_is_the_one_named(tmp_path: Path) -> None:
+    text = ON_LAN + ("    tls: {practice_ca: /var/lib/backline/ca}\n"
+                     "    encryption: required\n")
+    path = practice(tmp_path, text)
+    assert check(path).returncode == 0
+    path.write_text(path.read_text().replace(
+        "desk_phones: [ana-desk]", "desk_phones: [{name: ana-desk, encryption: optional}]", 1))
+    result = check(path)
+    assert result.returncode == 2, result.stdout
+    assert "desk phones ana-desk: their SIP" in result.stderr, result.stderr
+
+
+def test_a_carrier_without_tls_is_refused_unless_opted_out(tmp_path: Path) -> None:
+    trunk = "    trunk: {host: 203.0.113.4, port: 5060}\n"
+    path = practice(tmp_path, LOOPBACK_SIP + trunk)
+    result = check(path)
+    assert result.returncode == 2, result.stdout
+    line = line_of(path, "trunk: {host: 203.0.113.4")
+    assert f"{path}:{line}: connections.pbx.trunk.tls: true, with connections.pbx.tls" \
+        in result.stderr
+    assert "set connections.pbx.trunk.insecure_cleartext: true" in result.stderr
+    path = practice(tmp_path, LOOPBACK_SIP + trunk.replace("}", ", insecure_cleartext: true}"))
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert (f"{line}: warning: connections.pbx.trunk.insecure_cleartext: false: INSECURE: "
+            "calls to and from the carrier (203.0.113.4)") in result.stdout + result.stderr
+
+
+def test_the_loopback_example_is_unaffected() -> None:
+    result = check(EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    assert "INSECURE" not in result.stdout + result.stderr
+    loaded = config.load(EXAMPLE).directory
+    assert insecure(loaded.connections.pbx, loaded.users) == ()
+
+
+async def test_the_status_page_and_json_say_what_is_in_the_clear(tmp_path: Path) -> None:
+    path = practice(tmp_path, ON_LAN + "    insecure_cleartext: true\n"
+                    "    trunk: {host: 203.0.113.4, port: 5060, insecure_cleartext: true}\n")
+    directory = config.load(path).directory
+    journal = open_journal(f"sqlite://{tmp_path / 'journal.db'}")
+    held: dict[str, int] = {}
+    app = make_status_app(journal, Metrics(backlog=lambda: held), "P", "UTC", lambda: held,
+                          lambda: datetime.now(UTC),
+                          insecure=lambda: insecure(directory.connections.pbx,
+                                                    directory.users))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        async with aiohttp.ClientSession(f"http://{host}:{port}") as http:
+            async with http.get("/status.json") as response:
+                doc = json.loads(await response.text())
+            async with http.get("/status") as response:
+                page = await response.text()
+    finally:
+        await runner.cleanup()
+        journal.close()
+    phones, trunk = doc["insecure"]
+    assert phones.startswith("INSECURE: desk phones ana-desk")
+    assert "cross the LAN unencrypted (SIP on 192.168.1.5" in phones
+    assert trunk.startswith("INSECURE: the carrier trunk (203.0.113.4)")
+    assert "INSECURE: in the clear on the network" in page and "ana-desk" in page
