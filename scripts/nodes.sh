@@ -118,7 +118,9 @@ connections:
     ami: {host: 127.0.0.1, port: 5038, username: backline, secret_env: BACKLINE_AMI_SECRET}
     agi: {host: 127.0.0.1, port: 4573}
     sip: {host: $2, port: 5060}
-    trunk: {host: $HUB_IP, port: 5090}
+    # Plain SIP and RTP between this machine's namespaces (check says INSECURE).
+    insecure_cleartext: true
+    trunk: {host: $HUB_IP, port: 5090, insecure_cleartext: true}
     secrets_file: $RUN/desk-phone-secrets.json
     fax_dir: $RUN/fax-$1
   storage: {url: "postgresql://backline@$HUB_IP:5432/backline"}

@@ -161,7 +161,8 @@ def practice_config(tmp_path: Path, carrier: str) -> Path:
     text = (DOCKER / "backline.yaml").read_text()
     text = text.replace("    sip: {host: 172.31.0.12, port: 5060}\n",
                         "    sip: {host: 172.31.0.12, port: 5060}\n"
-                        f"    trunk: {{host: {carrier}, port: 5060, addresses: [{carrier}]}}\n")
+                        f"    trunk: {{host: {carrier}, port: 5060, addresses: [{carrier}], "
+                        "insecure_cleartext: true}\n")
     assert carrier in text
     path = tmp_path / "backline.yaml"
     path.write_text(text)

@@ -44,8 +44,9 @@ def net() -> Iterator[Topology]:
 
 def render_firewall(tmp_path: Path, net: Topology, sip_port: int) -> Path:
     path = config(tmp_path, f"    trunk: {{host: {net.carrier}, addresses: [{net.carrier}, "
-                            f"{net.carrier_2}/32], port: 5060}}\n"
+                            f"{net.carrier_2}/32], port: 5060, insecure_cleartext: true}}\n"
                             f"    lan: [{net.addresses.lan_net}]\n"
+                            "    insecure_cleartext: true\n"
                             f"    tls: {{port: 5061, practice_ca: {tmp_path}/ca}}\n",
                   sip_host=net.pbx_lan)
     sip = f"sip: {{host: {net.pbx_lan}, port: "

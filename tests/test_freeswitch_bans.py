@@ -49,8 +49,9 @@ def freeswitch_config(tmp_path: Path, net: Topology, sip_port: int) -> Path:
         f"    esl: {{host: 127.0.0.1, port: {ESL_PORT}, password_env: BACKLINE_ESL_PASSWORD}}\n"
         f"    socket: {{host: 127.0.0.1, port: {SOCKET_PORT}}}\n"
         f"    sip: {{host: {net.pbx_lan}, port: {sip_port}}}\n"
-        f"    trunk: {{host: {net.carrier}, port: 5060}}\n"
+        f"    trunk: {{host: {net.carrier}, port: 5060, insecure_cleartext: true}}\n"
         f"    lan: [{net.addresses.lan_net}]\n"
+        "    insecure_cleartext: true\n"
         "    bans: {failures: 3, window_seconds: 60, ban_minutes: 60}\n") + text[end:]
     text = text.replace("sqlite:///var/lib/backline/journal.db", f"sqlite://{tmp_path}/j.db")
     path = tmp_path / "practice.yaml"
