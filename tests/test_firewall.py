@@ -144,7 +144,8 @@ def test_rendered_rules_drop_a_stranger_and_admit_the_carrier_and_the_lan(
 
 
 def test_render_firewall_refuses_a_carrier_known_only_by_name(tmp_path: Path) -> None:
-    path = config(tmp_path, "    trunk: {host: sip.carrier.example, port: 5060}\n")
+    path = config(tmp_path, "    trunk: {host: sip.carrier.example, port: 5060, "
+                            "insecure_cleartext: true}\n")
     done = backline("render", str(path), "--out", str(tmp_path / "out"), "--firewall")
     assert done.returncode == 2
     assert "connections.pbx.trunk.host: 'sip.carrier.example' is not an address" in done.stderr
