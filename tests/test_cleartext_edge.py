@@ -6,6 +6,9 @@ Loopback-only configs (the example) are unaffected."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -125,3 +128,26 @@ async def test_the_status_page_and_json_say_what_is_in_the_clear(tmp_path: Path)
     assert "cross the LAN unencrypted (SIP on 192.168.1.5" in phones
     assert trunk.startswith("INSECURE: the carrier trunk (203.0.113.4)")
     assert "INSECURE: in the clear on the network" in page and "ana-desk" in page
+
+
+def test_backline_run_says_insecure_at_start_and_refuses_without_the_opt_out(
+        tmp_path: Path) -> None:
+    """`backline run` loads the config first: with the opt-out the INSECURE line is printed
+    before anything else happens (here it then stops: no AMI secret in its environment);
+    without it nothing is started."""
+    env = {k: v for k, v in os.environ.items() if k != "BACKLINE_AMI_SECRET"}
+    path = practice(tmp_path, ON_LAN + "    insecure_cleartext: true\n")
+    path.write_text(path.read_text().replace("sqlite:///var/lib/backline/journal.db",
+                                             f"sqlite://{tmp_path / 'journal.db'}"))
+    done = subprocess.run([sys.executable, "-m", "backline.app.cli", "run", str(path)],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "connections.pbx.insecure_cleartext: false: INSECURE: desk phones ana-desk" \
+        in done.stderr
+    assert "BACKLINE_AMI_SECRET is not set" in done.stderr
+    path.write_text(path.read_text().replace("    insecure_cleartext: true\n", "", 1))
+    done = subprocess.run([sys.executable, "-m", "backline.app.cli", "run", str(path)],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "connections.pbx.encryption: required" in done.stderr
+    assert "nothing was started" in done.stderr
