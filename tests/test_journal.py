@@ -23,7 +23,7 @@ import pytest
 
 from backline.core.mode_sync import InEffect, NoController, NotYet, effect_of
 from backline.core.outage import Mode, ModeChange, ModeState, Via, switch_key
-from backline.core.pin_lockout import PinRecord
+from backline.core.pin_lockout import PinPolicy, PinRecord, PinVerdict
 from backline.features.alerts.gather import GatherPolicy
 from backline.journal import (
     AlertChannel,
@@ -224,6 +224,26 @@ def test_pin_records_are_kept_per_desk_phone_and_a_clean_one_removed(
     assert journal.pin_record("raj-desk") == PinRecord()
     assert journal_backend.execute("SELECT desk_phone FROM pin_records") == [("ana-desk",)]
     journal.close()
+
+
+def test_wrong_pins_from_controllers_sharing_the_journal_never_exceed_the_policy(
+        journal_backend: JournalBackend) -> None:
+    """A guesser's calls land on several controllers (behind Kamailio) sharing one journal:
+    each judges its tries on its own connection, and no try is counted from a stale record,
+    so the wrong PINs judged before the lockout are exactly the policy's free tries."""
+    policy = PinPolicy(free_tries=40)
+    journals = [open_journal(journal_backend.url) for _ in range(4)]
+
+    def guess(i: int) -> list[PinVerdict]:
+        return [journals[i].judge_pin_try("ana-desk", False, T0, policy).verdict
+                for _ in range(30)]
+
+    verdicts = [v for tries in together(4, guess) for v in tries]
+    assert verdicts.count(PinVerdict.WRONG) == policy.free_tries
+    assert verdicts.count(PinVerdict.LOCKED_OUT) == 4 * 30 - policy.free_tries
+    assert journals[0].pin_record("ana-desk").failures == policy.free_tries
+    for journal in journals:
+        journal.close()
 
 
 def test_schema_is_versioned_and_a_newer_journal_is_refused(

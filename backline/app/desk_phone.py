@@ -22,7 +22,7 @@ from backline.core.hours import HoursOverride, HoursState
 from backline.core.model import Directory
 from backline.core.outage import AlreadyInMode, Mode, Via
 from backline.core.ownership import OwnershipBook
-from backline.core.pin_lockout import PinJudgement, PinPolicy, PinVerdict, judge_pin
+from backline.core.pin_lockout import PinJudgement, PinPolicy, PinVerdict
 from backline.journal import AuditEntry, Journal
 
 log = logging.getLogger("backline.controller")
@@ -39,10 +39,9 @@ class DeskPhoneAdmin:
         self._clock = clock
         self.keeper = keeper
         # Wrong outage PINs per desk phone (backline.core.pin_lockout), kept in the journal so
-        # that a restart does not end a lockout.  One try is judged at a time: a try read
-        # between another's read and write would not see its count.
+        # that a restart does not end a lockout.  Each try is judged in one journal
+        # transaction: the controllers sharing the journal cannot lose each other's counts.
         self.pin_policy = PinPolicy()
-        self._judging = asyncio.Lock()
         self._pin_alerts: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -90,11 +89,8 @@ class DeskPhoneAdmin:
         phone = desk_phone[:40]
         judged: PinJudgement | None = None
         if admin:
-            async with self._judging:
-                record = await asyncio.to_thread(self.journal.pin_record, phone)
-                judged = judge_pin(record, pin_ok, now, self.pin_policy)
-                if judged.record != record:
-                    await asyncio.to_thread(self.journal.save_pin_record, phone, judged.record)
+            judged = await asyncio.to_thread(self.journal.judge_pin_try, phone, pin_ok, now,
+                                             self.pin_policy)
         if judged is None or judged.verdict is not PinVerdict.ACCEPTED:
             why = "not an admin's desk phone" if judged is None else judged.verdict.value
             await asyncio.to_thread(self.journal.audit, AuditEntry(
