@@ -30,6 +30,7 @@ from backline.localpbx.instance import (
 from backline.localpbx.pbxroot import DEVICES, RootError, ensure_devices, ensure_root
 from backline.localpbx.ports import LOOPBACK, AsteriskPorts
 from backline.render.modules import modules_conf, required_modules
+from tests.harness.ports import asterisk_ports
 from tests.harness.sipp import (
     DeskPhoneMode,
     SippError,
@@ -197,7 +198,7 @@ def make_instance(request: pytest.FixtureRequest) -> Iterator[MakeInstance]:
     made: list[AsteriskInstance] = []
 
     def make(suffix: str = "", *, carrier_port: int | None = None) -> AsteriskInstance:
-        ports = AsteriskPorts.on_free_loopback_ports()
+        ports = asterisk_ports()
         inst = AsteriskInstance(
             _instance_name(request, suffix), ports, pbx_files(ports, carrier_port)
         )

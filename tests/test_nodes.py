@@ -20,7 +20,7 @@ from backline.core.outage import Mode
 from backline.journal import AttemptKind, Delivery, NewAttempt, Outcome, open_journal
 from backline.localpbx.instance import AsteriskInstance
 from backline.localpbx.pbxroot import RootError, ensure_root
-from backline.localpbx.ports import AsteriskPorts
+from tests.harness.ports import asterisk_ports
 from tests.harness.postgres import JournalBackend
 from tests.test_asterisk_harness import pbx_files
 
@@ -78,7 +78,7 @@ def node_instance() -> Iterator[AsteriskInstance]:
         root = ensure_root()
     except RootError as exc:
         pytest.fail(f"no Asterisk root: {exc}", pytrace=False)
-    ports = AsteriskPorts.on_free_loopback_ports()
+    ports = asterisk_ports()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     inst = AsteriskInstance(f"t-{worker}-node-{os.getpid()}", ports, pbx_files(ports),
                             root=root, systemname="node7")

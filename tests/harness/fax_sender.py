@@ -27,10 +27,11 @@ from backline.fax.errors import UnreadableTiff
 from backline.fax.tiff import read_pages
 from backline.localpbx.inotify import DirectoryWatch
 from backline.localpbx.instance import AsteriskInstance
-from backline.localpbx.ports import LOOPBACK, AsteriskPorts
+from backline.localpbx.ports import LOOPBACK
 from backline.pbx.asterisk import cdr
 from backline.pbx.asterisk.ami import AmiLink
 from backline.pbx.ports import CdrRow
+from tests.harness.ports import asterisk_ports
 from tests.harness.practice_pbx import PracticePbx
 
 AMI_USER = "faxsender"
@@ -138,7 +139,7 @@ class FaxSender:
         ``practice_address``: the practice PBX's SIP address."""
         if not _STATION.fullmatch(station):
             raise ValueError(f"a station ID this harness writes into its dialplan: {station!r}")
-        ports = dataclasses.replace(AsteriskPorts.on_free_loopback_ports(), sip=sip_port)
+        ports = dataclasses.replace(asterisk_ports(), sip=sip_port)
         self.secret = os.urandom(12).hex()
         self.station = station
         self.instance = AsteriskInstance(name, ports, {

@@ -12,11 +12,14 @@ turn so that one worker never gives the same port twice in a row.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import random
 import socket
 from collections.abc import Callable
+
+from backline.localpbx.ports import AsteriskPorts
 
 LISTEN_SPAN = (2000, 5000)  # below 5038/5060/8080, which a developer's `up.sh` may hold
 _cursor: int | None = None  # the worker's next port to try
@@ -67,3 +70,10 @@ def _free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def asterisk_ports() -> AsteriskPorts:
+    """A local Asterisk's ports: its SIP and AMI as :func:`listen_port` picks them, its RTP
+    and UDPTL ranges as :meth:`AsteriskPorts.on_free_loopback_ports` places them."""
+    return dataclasses.replace(AsteriskPorts.on_free_loopback_ports(), sip=listen_port(),
+                               ami=listen_port())
