@@ -104,6 +104,30 @@ async def test_guessed_link_tokens_are_counted_and_then_refused_before_the_journ
         RefusalCount(minute_of(start), "127.0.0.1", "link.view.refused", DEFAULT_PER_MINUTE + 41)]
 
 
+async def test_an_expired_link_asked_for_again_and_again_is_audited_once_a_minute(
+        site: Site) -> None:
+    """A client asking for an expired alert link over and over: each answered 404 (up to the
+    limit), one audit row for the minute and the rest counted, not a row each."""
+    assert site.controller is not None and site.journal is not None
+    await site.engage()
+    await site.record(AttemptKind.CALL, "+17205550100", PRACTICE_NUMBER)
+    link = link_in((await site.sink.wait_for(EMAILS))[0])
+    site.clock.advance(12 * 3600 + 1)
+    start = site.clock()
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for _ in range(DEFAULT_PER_MINUTE):
+            async with http.get(link) as r:
+                statuses.append(r.status)
+        assert statuses == [404] * DEFAULT_PER_MINUTE
+    refused = [e for e in site.journal.audit_log(limit=1000) if e.action == "link.view.refused"]
+    assert len(refused) == 1 and refused[0].detail.startswith("expired")
+    site.clock.advance(60)
+    await site.controller.audit_upkeep.round()
+    assert site.journal.refusal_counts(since=start) == [
+        RefusalCount(minute_of(start), "127.0.0.1", "link.view.expired", DEFAULT_PER_MINUTE)]
+
+
 async def test_audit_entries_are_kept_six_years_and_then_pruned(site: Site) -> None:
     assert site.controller is not None and site.journal is not None
     journal = site.journal

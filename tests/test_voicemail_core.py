@@ -18,6 +18,7 @@ from backline.app import config
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
+from backline.core.refusals import DEFAULT_PER_MINUTE, RefusalTally
 from backline.core.voicemail import (
     NotAMessage,
     call_end_from_args,
@@ -29,6 +30,7 @@ from backline.core.voicemail import (
 from backline.features.alerts.service import mailer_for
 from backline.features.links import tokens as links
 from backline.features.links.voicemail_server import make_voicemail_app
+from backline.features.refusal_gate import RefusalGate
 from backline.features.voicemail.emails import VoicemailEmails
 from backline.journal import open_journal
 from backline.journal.voicemail import EmailState
@@ -171,6 +173,44 @@ async def test_a_voicemail_link_opens_for_its_hours_then_nothing_and_is_audited(
             "voicemail.view", "voicemail.listen", "voicemail.view.refused",
             "voicemail.listen.refused", "voicemail.view.refused"])
         assert not any(token in d for _, d in actions)
+    finally:
+        journal.close()
+
+
+async def test_an_expired_voicemail_link_asked_for_again_and_again_is_audited_once_a_minute(
+        tmp_path: Path) -> None:
+    """A client asking for an expired voicemail link over and over (page and audio): 404 each
+    time up to the limit, one audit row per minute for each, the rest only counted."""
+    journal = open_journal(f"sqlite://{tmp_path / 'journal.db'}")
+    recording = tmp_path / "voicemail-1.wav"
+    recording.write_bytes(wav(8000))
+    t0 = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+    now = [t0]
+    message, _ = journal.record_attempt(NewAttempt(
+        key="voicemail:1-a", at=t0, kind=AttemptKind.VOICEMAIL, mode=Mode.NORMAL,
+        sender="+17205550141", recipient="+13125550102", outcome=Outcome.VOICEMAIL,
+        file=str(recording), delivery=Delivery.HELD))
+    journal.owe_voicemail_emails(message.id, [("sam", "sam@x.example")], t0)
+    [email] = journal.voicemail_emails()
+    token = links.new_token()
+    journal.add_voicemail_link(email.id, message.id, links.token_hash(token), t0,
+                               links.expiry(t0, 12))
+    tally = RefusalTally()
+    app = make_voicemail_app(journal, "Test Family Medicine", "America/Chicago",
+                             lambda: now[0], RefusalGate(tally, lambda: now[0]))
+    try:
+        now[0] = t0 + timedelta(hours=12)
+        async with TestClient(TestServer(app)) as http:
+            statuses = []
+            for _ in range(DEFAULT_PER_MINUTE // 2):
+                for path in (f"/{token}", f"/{token}/audio"):
+                    statuses.append((await http.get(path)).status)
+            assert statuses == [404] * (DEFAULT_PER_MINUTE // 2 * 2)
+        actions = sorted(e.action for e in journal.audit_log())
+        assert actions == ["voicemail.listen.refused", "voicemail.view.refused"]
+        assert sorted((c.action, c.count) for c in tally.take()) == [
+            ("voicemail.listen.expired", DEFAULT_PER_MINUTE // 2),
+            ("voicemail.view.expired", DEFAULT_PER_MINUTE // 2)]
     finally:
         journal.close()
 

@@ -176,11 +176,12 @@ class _LinkPages:
 
     async def _refuse(self, request: web.Request, gone: links.Gone,
                       action: str) -> web.Response:
-        # A link of ours that expired is a real record (someone holds it): audited in full.
-        # A token that never existed is guessing: the first from a source in a minute in
-        # full, the rest counted, and past the limit 429.
-        verdict = Refusal.FIRST if self._refusals is None or gone.link_id is not None else \
-            self._refusals.refused(request.remote or "-", f"{action}.refused")
+        # A token that never existed (guessing) and a link of ours that expired (someone holds
+        # it, and may ask again and again): the first of each from a source in a minute
+        # audited in full, the rest counted, and past the limit 429.
+        kind = f"{action}.refused" if gone.link_id is None else f"{action}.expired"
+        verdict = Refusal.FIRST if self._refusals is None else \
+            self._refusals.refused(request.remote or "-", kind)
         if verdict is Refusal.LIMITED:
             return _too_many()
         if verdict is Refusal.FIRST:

@@ -108,8 +108,12 @@ class _VoicemailPages:
             if link is not None else None
         if link is None or message is None or self._clock() >= link.expires_at:
             why = "unknown" if link is None else "expired"
-            verdict = Refusal.FIRST if self._refusals is None or link is not None else \
-                self._refusals.refused(source, f"{action}.refused")
+            # An expired link and a token that never existed take one path: the first of each
+            # from a source in a minute audited in full, the rest only counted, and past the
+            # limit 429 (asking for an old link again and again cannot fill the journal).
+            kind = f"{action}.refused" if link is None else f"{action}.expired"
+            verdict = Refusal.FIRST if self._refusals is None else \
+                self._refusals.refused(source, kind)
             if verdict is Refusal.LIMITED:
                 return _too_many()
             if verdict is Refusal.FIRST:
