@@ -329,18 +329,25 @@ def test_undef_is_the_empty_value() -> None:
     assert event.get("Empty") == ""
 
 
-_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+# switch_url_encode leaves a "%" alone when two upper-case hex digits follow (it takes them
+# for an escape already made: url_encode), so such text decodes to something else, in
+# FreeSWITCH as here ("%00" came back as NUL once Hypothesis happened to generate it).  The
+# round trips hold for all other text.
+_ALREADY_ESCAPED = re.compile(r"%[0-9A-F]{2}")
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40).filter(
+    lambda v: not _ALREADY_ESCAPED.search(v))
 
 
 # No deadline: a loaded machine can stall one example past Hypothesis's 200 ms, which it
-# reports as a failure ("Unreliable test timings") though the property held.
-@settings(deadline=None)
+# reports as a failure ("Unreliable test timings") though the property held.  Derandomized,
+# as tests/test_fuzz.py is: every CI run tries the same examples.
+@settings(deadline=None, derandomize=True, database=None)
 @given(_TEXT)
 def test_url_encode_then_decode_is_identity(value: str) -> None:
     assert url_decode(url_encode(value)) == value
 
 
-@settings(deadline=None)
+@settings(deadline=None, derandomize=True, database=None)
 @given(
     st.lists(
         st.tuples(st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,20}", fullmatch=True), _TEXT),
