@@ -103,6 +103,10 @@ def _ceiling_rows(found: Ceiling[calls.Step] | Ceiling[outage.Step], bench: str,
                  else f"not measured: the time budget ended before {subject} had a clean rate")
         rows.append(Figure(f"{bench}: {subject}/{reference} at saturation", ratio,
                            f">= {goal}", found.ratio >= goal))
+    else:  # a loaded machine: the reference failed even at the plan's lowest rate
+        rows.append(Figure(f"{bench}: {subject}/{reference} at saturation",
+                           f"not measured: {reference} was not clean at any rate of the plan",
+                           f">= {goal}", False))
     notes = []
     for arm in (found.reference, found.subject):
         probe = found.unclean(arm)

@@ -10,8 +10,9 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bench import emergency
-from bench.ceiling import Plan, Split, find_ceiling, ran_out, two_places
+from bench import calls, emergency
+from bench.ceiling import Ceiling, Plan, Split, find_ceiling, ran_out, two_places
+from bench.table import _ceiling_rows
 
 IDLE = Split(0.1, 0.0, 0.1, 0.0, 0.0, 2)
 
@@ -141,3 +142,17 @@ def test_no_difference_beyond_noise_is_an_interval_around_zero() -> None:
     assert same.meets and not slower.meets
     diff, low, high = slower.difference
     assert low <= diff <= high and low > 0.5
+
+
+def test_a_reference_never_clean_still_gives_the_ratio_row_as_not_measured() -> None:
+    # A loaded machine where the static arm fails even at the plan's lowest rate: the table
+    # keeps the ratio's row (its goal not met), so a reader sees it was not measured.
+    found: Ceiling[calls.Step] = Ceiling(probes=(), reference="static", subject="controller",
+                                     ceiling=0, saturated_at=5, subject_rate=0,
+                                     stopped_by="the reference failed its first rate")
+    rows, _ = _ceiling_rows(found, "calls", "static", "controller", 0.9)
+    assert [(r.name, r.meets) for r in rows] == [
+        ("calls: static ceiling, no failed call or retransmission", None),
+        ("calls: controller/static at saturation", False)]
+    assert rows[0].value == "none (not clean at 5)"
+    assert rows[1].value.startswith("not measured")
