@@ -277,7 +277,9 @@ async def find_ceiling(reference: R, subject: R, plan: Plan,
             await search.clean(reference, lo, "ceiling")
             failed = lo
             for fraction in plan.below:
-                below = max(1, round(lo * fraction))
+                # Up, not to the nearest: at 0.9 x 225 = 202.5 the subject tried at 202 and
+                # clean there read 0.89 against a 0.9 goal it may well have met.
+                below = max(1, math.ceil(lo * fraction))
                 verdict = await search.clean(subject, below, "below")
                 if verdict is None:
                     break

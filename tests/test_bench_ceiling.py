@@ -156,3 +156,15 @@ def test_a_reference_never_clean_still_gives_the_ratio_row_as_not_measured() -> 
         ("calls: controller/static at saturation", False)]
     assert rows[0].value == "none (not clean at 5)"
     assert rows[1].value.startswith("not measured")
+
+
+async def test_the_subject_is_first_tried_at_the_goals_own_rate_below_the_ceiling() -> None:
+    # The reference clean at 225, the subject up to 203 (0.9 x 225 = 202.5): tried at 202 it
+    # read 0.89 against a 0.9 goal it meets; tried at 203 (rounded up) it reads 0.90.
+    calls: list[tuple[str, int]] = []
+    static, controller = Arm("static", 225), Arm("controller", 203)
+    found = await find_ceiling(static, controller, PLAN, stepper(calls))
+    assert found.ceiling == 225, found
+    assert 203 in controller.tried and 202 not in controller.tried, controller.tried
+    assert found.subject_rate == 203 and found.ratio >= 0.9
+    assert two_places(found.ratio) == "0.90"
