@@ -84,3 +84,29 @@ async def test_backline_text_list_shows_recent_texts_without_the_text_or_the_par
 
     shown = listed.stdout + as_json.stdout
     assert "lisinopril" not in shown and PATIENT not in shown and OTHER not in shown
+
+
+async def test_a_body_too_large_or_not_a_json_object_is_refused_and_nothing_is_sent(
+        clinic: Clinic) -> None:
+    # The texting API and the conversation API read bodies the same way (backline/features/
+    # json_requests.py): bounded before and after reading, an object or nothing.
+    import aiohttp
+
+    from backline.features.conversations import MAX_BODY
+    from backline.features.texting.api import MAX_REQUEST
+
+    async def post(path: str, data: bytes) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{clinic.status_port}{path}", data=data,
+                headers={"Authorization": f"Bearer {clinic.token}",
+                         "Content-Type": "application/json"}) as r:
+            return r.status, await r.text()
+
+    for path, limit in (("/texts/send", MAX_REQUEST), ("/conversations/add", MAX_BODY)):
+        assert (await post(path, b"{" + b" " * limit + b"}"))[0] == 413, path
+        assert (await post(path, b"[1, 2]"))[0] == 400, path
+        assert (await post(path, b"{not json"))[0] == 400, path
+        status, answer = await post(path, b"{}")
+        assert status == 400 and json.loads(answer)["refused"].startswith("expected strings")
+    await clinic.settle()
+    assert clinic.gateway.sent == []

@@ -11,7 +11,6 @@ restart.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from backline.core.transfers import (
     TransferOutcome,
     transfer_note,
 )
+from backline.features.json_requests import json_object, refusal
 from backline.features.seam import Context, Feature, Routes
 from backline.journal.conversations import ADD, REMOVE, AddedMember, CallHandling
 
@@ -187,13 +187,13 @@ class ConversationMembers:
         fields = {k: body.get(k) for k in ("number", "party", "user", "by")}
         missing = [k for k, value in fields.items() if not isinstance(value, str) or not value]
         if missing:
-            return _refusal(400, f"expected strings for {', '.join(missing)}")
+            return refusal(400, f"expected strings for {', '.join(missing)}")
         try:
             changed = await self.change(action, str(fields["number"]), str(fields["party"]),
                                         str(fields["user"]), by=str(fields["by"])[:80],
                                         via="api")
         except ConversationRefused as exc:
-            return _refusal(409 if isinstance(exc, CannotRemoveNumberMember) else 422,
+            return refusal(409 if isinstance(exc, CannotRemoveNumberMember) else 422,
                             str(exc))
         return web.json_response({"number": changed.key.number, "party": changed.key.party,
                                   "user": changed.key.user_id, "action": action,
@@ -238,22 +238,4 @@ def build(context: Context) -> Conversations:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY,
-                                            actual_size=request.content_length)
-    # request.read(), not request.content: a listener's middleware may have read the body
-    # already (backline.features.listeners), and aiohttp keeps it for read().
-    raw = await request.read()
-    if len(raw) > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise web.HTTPBadRequest() from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest()
-    return body
-
-
-def _refusal(status: int, why: str) -> web.Response:
-    return web.json_response({"refused": why}, status=status)
+    return await json_object(request, MAX_BODY)

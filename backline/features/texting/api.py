@@ -21,7 +21,6 @@ log line echoes the text; bodies, never URLs, carry numbers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -35,6 +34,7 @@ from backline.core.conversations import ConversationBook
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.texting import is_delivery_status
+from backline.features.json_requests import json_object, refusal
 from backline.features.sms.twilio import MessageStatus
 from backline.features.texting.requests import NotKept, TextRequest, request_text
 from backline.journal import Journal
@@ -71,7 +71,7 @@ class TextingApi:
         fields = {k: body.get(k) for k in FIELDS}
         missing = [k for k, value in fields.items() if not isinstance(value, str) or not value]
         if missing:
-            return _refusal(400, f"expected strings for {', '.join(missing)}")
+            return refusal(400, f"expected strings for {', '.join(missing)}")
         key, user, number, to, text = (str(fields[k]) for k in FIELDS)
         asked = TextRequest(key, user, number, to, text, _token_holder(request))
         outcome = await asyncio.to_thread(
@@ -83,7 +83,7 @@ class TextingApi:
                             outcome.why, asked.via)
                 return web.json_response({"refused": outcome.why, "why": outcome.code},
                                          status=outcome.status)
-            return _refusal(outcome.status, outcome.why)
+            return refusal(outcome.status, outcome.why)
         if outcome.duplicate:
             return web.json_response(_shown(outcome.text) | {"duplicate": True})
         kept = outcome.text
@@ -95,10 +95,10 @@ class TextingApi:
     async def show(self, request: web.Request) -> web.Response:
         key = (await _body(request)).get("key")
         if not isinstance(key, str) or not key:
-            return _refusal(400, "expected a string for key")
+            return refusal(400, "expected a string for key")
         known = await asyncio.to_thread(self.journal.text_by_key, key)
         if known is None:
-            return _refusal(404, "no text was sent under that key")
+            return refusal(404, "no text was sent under that key")
         return web.json_response(_shown(known))
 
     # -- the gateway's status callbacks (signed: backline.features.sms.webhook) -------------
@@ -138,22 +138,4 @@ def _shown(text: StaffText) -> dict[str, Any]:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_REQUEST:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST,
-                                            actual_size=request.content_length)
-    # request.read(), not request.content: a listener's middleware may have read the body
-    # already (backline.features.listeners), and aiohttp keeps it for read().
-    raw = await request.read()
-    if len(raw) > MAX_REQUEST:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST, actual_size=len(raw))
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise web.HTTPBadRequest() from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest()
-    return body
-
-
-def _refusal(status: int, why: str) -> web.Response:
-    return web.json_response({"refused": why}, status=status)
+    return await json_object(request, MAX_REQUEST)
