@@ -217,6 +217,19 @@ class Senders:
     sms_numbers: tuple[str, ...]
 
 
+def outage_senders(directory: Directory, what: str) -> Senders | None:
+    """The senders of what goes to the alert recipients about the outage itself (``what``:
+    "outage reminder", "outage notice"), or None (with the reason logged) if it cannot go: it
+    needs email recipients and ``connections.smtp``; SMS also the gateway."""
+    if not directory.backup.alerts.emails:
+        return None
+    if directory.connections.smtp is None:
+        log.error("backup alerts are configured but connections.smtp is not: no %s will be "
+                  "sent", what)
+        return None
+    return senders_for(directory, what)
+
+
 def senders_for(directory: Directory, what: str) -> Senders | None:
     """The alert recipients' senders for ``what`` ("alert", "outage reminder"), or None (with
     the reason logged) when no email can go; SMS that cannot go is logged and left out."""

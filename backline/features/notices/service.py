@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from backline.core.connections import StatusListener
 from backline.core.e164 import redact
 from backline.core.model import Directory
-from backline.features.alerts.service import senders_for
+from backline.features.alerts.service import outage_senders
 from backline.features.inbox.service import process_holder, why_blocked
 from backline.features.notices import policy as notices
 from backline.features.notices.policy import Held, Kind, Notice
@@ -284,18 +284,12 @@ def notices_for(directory: Directory, journal: Journal, clock: Clock,
     """The practice's outage notices, or None (with the reason logged) if they cannot go:
     they need email recipients and ``connections.smtp``; SMS ones also the gateway.
     ``record_imported``: see OutageNotices."""
-    alerts = directory.backup.alerts
+    senders = outage_senders(directory, "outage notice")
     smtp = directory.connections.smtp
+    if senders is None or smtp is None:
+        return None
+    alerts = directory.backup.alerts
     gateway = directory.connections.sms_gateway
-    if not alerts.emails:
-        return None
-    if smtp is None:
-        log.error("backup alerts are configured but connections.smtp is not: no outage "
-                  "notice will be sent")
-        return None
-    senders = senders_for(directory, "outage notice")
-    if senders is None:
-        return None
     announcement = directory.backup.announcement
     settings = NoticeSettings(
         practice=directory.practice.name, tz=directory.practice.timezone, emails=alerts.emails,

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from backline.core.e164 import redact
 from backline.core.model import Directory
 from backline.core.outage import ModeState
-from backline.features.alerts.service import senders_for
+from backline.features.alerts.service import outage_senders
 from backline.features.inbox.service import process_holder
 from backline.features.reminders import policy as reminder
 from backline.features.reminders.policy import Slot
@@ -208,18 +208,12 @@ def reminders_for(directory: Directory, journal: Journal, clock: Clock,
                   ) -> OutageReminders | None:
     """The practice's outage reminders, or None (with the reason logged) if they cannot go:
     they need email recipients and ``connections.smtp``; SMS ones also the gateway."""
-    alerts = directory.backup.alerts
+    senders = outage_senders(directory, "outage reminder")
     smtp = directory.connections.smtp
+    if senders is None or smtp is None:
+        return None
+    alerts = directory.backup.alerts
     gateway = directory.connections.sms_gateway
-    if not alerts.emails:
-        return None
-    if smtp is None:
-        log.error("backup alerts are configured but connections.smtp is not: no outage "
-                  "reminder will be sent")
-        return None
-    senders = senders_for(directory, "outage reminder")
-    if senders is None:
-        return None
     settings = ReminderSettings(
         practice=directory.practice.name, tz=directory.practice.timezone,
         interval=timedelta(hours=directory.backup.reminder_hours), emails=alerts.emails,
