@@ -14,12 +14,13 @@ The libtiff is Pillow's own copy if it has one (a wheel bundles it), else the sy
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,16 +109,12 @@ def _libtiff() -> _Libtiff:
     raise UnreadableTiff(f"no libtiff >= 4.5 to check the image data ({'; '.join(problems)})")
 
 
-def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int, *,
-                keep: bool = False) -> DecodeReport:
-    """Decode every strip of a one-page TIFF (as `fax.ccitt` builds them) and report damage.
-
-    `strip_rows` is the number of rows in each strip. With `keep`, the decoded page comes
-    back in the report (a page to be coded again: it is not decoded a second time). Raises
-    UnreadableTiff only if libtiff cannot open the file at all (which our own one-page files
-    never should).
-    """
-    lib = _libtiff()
+@contextlib.contextmanager
+def opened(lib: _Libtiff, fd: int, name: bytes, mode: bytes
+           ) -> Iterator[tuple[int, list[bytes]]]:
+    """libtiff's handle on a duplicate of ``fd`` (0 if it cannot open it) and the messages it
+    gives while open, which go to that list, not to stderr; its allocations bounded (a page's
+    own header cannot make it take more than _MAX_LIBTIFF_ALLOC).  Closed on leaving."""
     messages: list[bytes] = []
 
     def handler(_tif: int, _user: int, module: bytes, fmt: bytes, ap: int) -> int:
@@ -130,21 +127,43 @@ def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int, 
     options = lib.lib.TIFFOpenOptionsAlloc()
     if not options:
         raise MemoryError("libtiff could not allocate its open options")
+    try:
+        lib.lib.TIFFOpenOptionsSetErrorHandlerExtR(options, callback, None)
+        lib.lib.TIFFOpenOptionsSetWarningHandlerExtR(options, callback, None)
+        lib.lib.TIFFOpenOptionsSetMaxSingleMemAlloc(options, _MAX_LIBTIFF_ALLOC)
+        libtiff_fd = os.dup(fd)
+        tif = lib.lib.TIFFFdOpenExt(libtiff_fd, name, mode, options)
+        if not tif:
+            os.close(libtiff_fd)  # libtiff closes the descriptor only once it has opened it
+            yield 0, messages
+            return
+        try:
+            yield tif, messages
+        finally:
+            lib.lib.TIFFClose(tif)
+    finally:
+        lib.lib.TIFFOpenOptionsFree(options)
+
+
+def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int, *,
+                keep: bool = False) -> DecodeReport:
+    """Decode every strip of a one-page TIFF (as `fax.ccitt` builds them) and report damage.
+
+    `strip_rows` is the number of rows in each strip. With `keep`, the decoded page comes
+    back in the report (a page to be coded again: it is not decoded a second time). Raises
+    UnreadableTiff only if libtiff cannot open the file at all (which our own one-page files
+    never should).
+    """
+    lib = _libtiff()
     fd = os.memfd_create("fax-page", os.MFD_CLOEXEC)
     try:
         view = memoryview(single_page_tiff)
         while view:
             view = view[os.write(fd, view) :]
         os.lseek(fd, 0, os.SEEK_SET)
-        lib.lib.TIFFOpenOptionsSetErrorHandlerExtR(options, callback, None)
-        lib.lib.TIFFOpenOptionsSetWarningHandlerExtR(options, callback, None)
-        lib.lib.TIFFOpenOptionsSetMaxSingleMemAlloc(options, _MAX_LIBTIFF_ALLOC)
-        libtiff_fd = os.dup(fd)
-        tif = lib.lib.TIFFFdOpenExt(libtiff_fd, b"fax-page", b"r", options)
-        if not tif:
-            os.close(libtiff_fd)  # libtiff closes the descriptor only once it has opened it
-            raise UnreadableTiff(f"libtiff cannot open the page ({_said(messages)})")
-        try:
+        with opened(lib, fd, b"fax-page", b"r") as (tif, messages):
+            if not tif:
+                raise UnreadableTiff(f"libtiff cannot open the page ({_said(messages)})")
             row_bytes = (width + 7) // 8
             page = ctypes.create_string_buffer(sum(strip_rows) * row_bytes) if keep else None
             reused = None if keep else ctypes.create_string_buffer(max(strip_rows) * row_bytes)
@@ -186,11 +205,8 @@ def decode_page(single_page_tiff: bytes, strip_rows: Sequence[int], width: int, 
                                   left * row_bytes)
                 first_row += rows
             bits = page.raw if page is not None else b""
-        finally:
-            lib.lib.TIFFClose(tif)
     finally:
         os.close(fd)
-        lib.lib.TIFFOpenOptionsFree(options)
     total = sum(strip_rows)
     return DecodeReport(total, min(len(damaged), total), _said(messages), bits, unread)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from backline.fax.decodecheck import _HANDLER, _MAX_LIBTIFF_ALLOC, _MESSAGE_BYTES, _libtiff
+from backline.fax.decodecheck import _libtiff, opened
 from backline.fax.tiff import Compression, Photometric, Tag, read_pages
 
 _COMPRESSION_CCITT_T6 = 4
@@ -23,29 +23,11 @@ def encode_group4(bits: bytes, width: int, height: int) -> bytes:
     Photometric BlackIsZero, as the page was decoded (`fax.ccitt`): the coded colours stay as
     they were.  A failure here is a bug, not a bad file: RuntimeError."""
     lib = _libtiff()
-    messages: list[bytes] = []
-
-    def handler(_tif: int, _user: int, module: bytes, fmt: bytes, ap: int) -> int:
-        text = ctypes.create_string_buffer(_MESSAGE_BYTES)
-        lib.vsnprintf(text, _MESSAGE_BYTES, fmt, ap)
-        messages.append((module or b"") + b": " + text.value)
-        return 1
-
-    callback = _HANDLER(handler)  # kept referenced until TIFFClose below
-    options = lib.lib.TIFFOpenOptionsAlloc()
-    if not options:
-        raise MemoryError("libtiff could not allocate its open options")
     fd = os.memfd_create("fax-group4", os.MFD_CLOEXEC)
     try:
-        lib.lib.TIFFOpenOptionsSetErrorHandlerExtR(options, callback, None)
-        lib.lib.TIFFOpenOptionsSetWarningHandlerExtR(options, callback, None)
-        lib.lib.TIFFOpenOptionsSetMaxSingleMemAlloc(options, _MAX_LIBTIFF_ALLOC)
-        libtiff_fd = os.dup(fd)
-        tif = lib.lib.TIFFFdOpenExt(libtiff_fd, b"fax-group4", b"w", options)
-        if not tif:
-            os.close(libtiff_fd)
-            raise RuntimeError(f"libtiff cannot write a TIFF: {messages}")
-        try:
+        with opened(lib, fd, b"fax-group4", b"w") as (tif, messages):
+            if not tif:
+                raise RuntimeError(f"libtiff cannot write a TIFF: {messages}")
             for tag, value in ((Tag.IMAGE_WIDTH, width), (Tag.IMAGE_LENGTH, height),
                                (Tag.BITS_PER_SAMPLE, 1), (Tag.SAMPLES_PER_PIXEL, 1),
                                (Tag.COMPRESSION, _COMPRESSION_CCITT_T6),
@@ -56,12 +38,9 @@ def encode_group4(bits: bytes, width: int, height: int) -> bytes:
                     raise RuntimeError(f"libtiff refused tag {tag}: {messages}")
             if lib.lib.TIFFWriteEncodedStrip(tif, 0, bits, len(bits)) < 0:
                 raise RuntimeError(f"libtiff could not code the page: {messages}")
-        finally:
-            lib.lib.TIFFClose(tif)
         written = os.pread(fd, os.fstat(fd).st_size, 0)
     finally:
         os.close(fd)
-        lib.lib.TIFFOpenOptionsFree(options)
     (page,) = read_pages(written)
     if page.compression is not Compression.GROUP4 or len(page.strips) != 1 \
             or page.fill_order != 1:
