@@ -15,7 +15,7 @@ from backline.features.seam import Background, Context, Routes
 from backline.features.sms.auto_replies import AutoReplies
 from backline.features.sms.reply import ReplyPlan, auto_reply
 from backline.features.sms.twilio import InboundSms
-from backline.features.sms.webhook import make_sms_routes
+from backline.features.sms.webhook import make_sms_routes, signing_secret
 from backline.journal import Attempt, AttemptKind, AuditEntry, Delivery, NewAttempt, Outcome
 
 log = logging.getLogger("backline.controller")
@@ -49,13 +49,7 @@ class Sms(Background[AutoReplies]):
                                                    self._context.refusals.refused)))
 
     def _signing_secret(self) -> str:
-        gateway = self._context.directory.connections.sms_gateway
-        if gateway is None:
-            return ""
-        # An empty secret verifies nothing: every webhook gets 403.
-        return self._context.secret(gateway.signing_secret,
-                                    "connections.sms_gateway.signing_secret",
-                                    "every inbound SMS is refused")
+        return signing_secret(self._context, "every inbound SMS is refused")
 
     async def on_sms(self, sms: InboundSms) -> None:
         """A signed inbound SMS: journaled (fsynced), and in an outage its automatic reply

@@ -33,6 +33,7 @@ from aiohttp import hdrs, web
 
 from backline.core.e164 import redact
 from backline.core.refusals import Refusal
+from backline.features.seam import Context
 from backline.features.sms.twilio import (
     EMPTY_TWIML,
     FORM_CONTENT_TYPE,
@@ -222,3 +223,14 @@ def _plain(status: int) -> web.Response:
     # A bare status line: nothing of the request (path, fields, exception) is echoed back.
     return web.Response(status=status, text=f"{status} {HTTPStatus(status).phrase}\n",
                         headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+def signing_secret(context: Context, consequence: str) -> str:
+    """The gateway's signing secret, which both webhooks check; ``consequence`` is what its
+    absence means for the webhook asking, for the log.  An empty secret verifies nothing:
+    every request to that webhook gets 403."""
+    gateway = context.directory.connections.sms_gateway
+    if gateway is None:
+        return ""
+    return context.secret(gateway.signing_secret, "connections.sms_gateway.signing_secret",
+                          consequence)

@@ -12,7 +12,7 @@ from aiohttp import web
 from backline.core.outage import Mode, ModeState
 from backline.core.records import AuditEntry
 from backline.features.seam import Background, Context, Routes
-from backline.features.sms.webhook import STATUS_PATH, make_status_routes
+from backline.features.sms.webhook import STATUS_PATH, make_status_routes, signing_secret
 from backline.features.status.health import idle, off
 from backline.features.texting.api import TextingApi
 from backline.features.texting.sender import StaffTexts
@@ -56,12 +56,7 @@ class Texting(Background[StaffTexts]):
                                     "staff texts are not sent")
 
     def _signing_secret(self) -> str:
-        gateway = self._context.directory.connections.sms_gateway
-        if gateway is None:
-            return ""
-        return self._context.secret(gateway.signing_secret,
-                                    "connections.sms_gateway.signing_secret",
-                                    "every status callback is refused")
+        return signing_secret(self._context, "every status callback is refused")
 
     async def _refused(self, reason: str, remote: str) -> None:
         await asyncio.to_thread(self._context.journal.audit, AuditEntry(
