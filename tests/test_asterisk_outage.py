@@ -30,6 +30,10 @@ pytestmark = pytest.mark.asterisk
 
 ROOT = Path(__file__).resolve().parent.parent
 DIRECT = "+13125550101"
+# How long `outage engage|end` may wait for the controller to confirm its PBX has the mode
+# (the CLI's default is 5 s): these tests expect it to, and a loaded machine can take longer;
+# the command returns as soon as it is confirmed, so this only bounds a hang.
+WAIT = ("--wait", "30")
 
 
 @pytest.fixture()
@@ -71,9 +75,9 @@ async def test_engaged_from_the_cli_20_concurrent_callers_hear_the_whole_announc
         # In a thread: the controller under test runs on this event loop, and the CLI waits
         # for it to have the PBX in the mode.
         engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason",
-                                          "carrier down", "--by", "ops")
+                                          "carrier down", "--by", "ops", *WAIT)
         assert engaged.returncode == 0, engaged.stderr
-        await pbx.controller.wait_mode(Mode.OUTAGE, within=2.5)
+        await pbx.controller.wait_mode(Mode.OUTAGE, within=30)
         await pbx.controller.sync_once()  # the push to the PBX follows the adoption
         assert "outage" in pbx.instance.cli("database get backline mode")
         callers = place_calls(sip(pbx), tmp_path, DIRECT, from_user="carrier", calls=20,
@@ -83,7 +87,8 @@ async def test_engaged_from_the_cli_20_concurrent_callers_hear_the_whole_announc
         for proc in phones.values():
             assert proc.invites() == []  # desk phones never ring in an outage
         # The whole announcement: each channel's Playback step lasted the recording's length
-        # before the dialplan moved on to hang up.
+        # before the dialplan moved on to hang up.  Timed by Asterisk's own event timestamps:
+        # when this loaded test process read an event says nothing of when the step began.
         length = announcement_seconds(pbx)
         assert length > 5
         started: dict[str, float] = {}
@@ -92,9 +97,9 @@ async def test_engaged_from_the_cli_20_concurrent_callers_hear_the_whole_announc
             if e.get("Event") != "Newexten" or e.get("Context") != "backline-announce":
                 continue
             if e.get("Application") == "Playback":
-                started[e["Channel"]] = float(e["_seen"])
+                started[e["Channel"]] = float(e["Timestamp"])
             elif e.get("Application") == "Hangup" and e["Channel"] in started:
-                lasted.append(float(e["_seen"]) - started[e["Channel"]])
+                lasted.append(float(e["Timestamp"]) - started[e["Channel"]])
         assert len(lasted) == 20
         assert min(lasted) >= length - 0.25, (length, sorted(lasted)[:3])
         attempts = [a for a in pbx.controller.journal.attempts(limit=100)
@@ -122,7 +127,9 @@ async def test_switched_on_the_asterisk_console_within_two_seconds(pbx: Practice
     await pbx.controller.sync_once()
     assert "State:InUse" in pbx.instance.cli("core show hints")  # every desk phone's lamp
     pbx.instance.cli("database put backline mode normal")
-    await pbx.controller.wait_mode(Mode.NORMAL, within=2.0)
+    switched = pbx.controller.modes.rounds
+    await pbx.controller.wait_mode(Mode.NORMAL, within=30)  # a deadline against hanging only
+    assert pbx.controller.modes.rounds - switched <= 2  # the promise, in rounds as above
     data = status(pbx)
     assert data["engaged"] is False and data["via"] == "console"
     await pbx.controller.sync_once()
@@ -148,7 +155,7 @@ async def test_the_mode_loop_outlives_a_locked_journal_then_takes_the_console_sw
     finally:
         locker.rollback()
         locker.close()
-    await pbx.controller.wait_mode(Mode.OUTAGE, within=3.0)
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=30)
     data = status(pbx)
     assert data["engaged"] is True and data["via"] == "console"
     assert data["reason"] == "fiber-cut"
@@ -157,7 +164,7 @@ async def test_the_mode_loop_outlives_a_locked_journal_then_takes_the_console_sw
                 if m.startswith('backline_mode_rounds_failed_total{part="journal"}'))
     assert float(line.split()[-1]) >= 3
     # and it goes on: a CLI switch is picked up as well
-    ended = await asyncio.to_thread(backline, pbx, "outage", "end")
+    ended = await asyncio.to_thread(backline, pbx, "outage", "end", *WAIT)
     assert ended.returncode == 0 and "; in effect on the PBX at " in ended.stdout
     assert pbx.controller.mode() is Mode.NORMAL
 
@@ -167,23 +174,24 @@ async def test_the_consoles_by_and_reason_are_used_once(pbx: PracticePbx) -> Non
     pbx.instance.cli("database put backline by kim")
     pbx.instance.cli("database put backline reason fiber-cut")
     pbx.instance.cli("database put backline mode outage")
-    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.0)
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=30)
     data = status(pbx)
     assert (data["by"], data["reason"]) == ("console:kim", "fiber-cut")
     await pbx.controller.sync_once()
     assert "fiber-cut" not in pbx.instance.cli("database show backline")
     assert "kim" not in pbx.instance.cli("database show backline")
     pbx.instance.cli("database put backline mode normal")  # a plain switch: no by, no reason
-    await pbx.controller.wait_mode(Mode.NORMAL, within=2.0)
+    await pbx.controller.wait_mode(Mode.NORMAL, within=30)
     data = status(pbx)
     assert (data["by"], data["via"]) == ("console", "console")
     assert data["reason"] == "switched on the Asterisk console"
 
 
 async def test_cli_switch_reaches_the_pbx(pbx: PracticePbx) -> None:
-    engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason", "drill")
+    engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason", "drill",
+                                      *WAIT)
     assert engaged.returncode == 0
-    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.5)
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=30)
     await pbx.controller.sync_once()
     assert "outage" in pbx.instance.cli("database get backline mode")
     assert "State:InUse" in pbx.instance.cli("core show hints")
@@ -193,7 +201,7 @@ async def test_engage_and_end_return_once_the_pbx_has_the_mode(
         pbx: PracticePbx, tmp_path: Path) -> None:
     await pbx.controller.sync_once()
     engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason", "drill",
-                                      "--by", "ops")
+                                      "--by", "ops", *WAIT)
     assert engaged.returncode == 0, engaged.stdout + engaged.stderr
     assert "; in effect on the PBX at " in engaged.stdout
     # Nothing awaited in between: the PBX had it when the command returned.
@@ -205,7 +213,7 @@ async def test_engage_and_end_return_once_the_pbx_has_the_mode(
     assert result.ok and result.successful == 1, callers.describe()
     [call] = [a for a in pbx.controller.journal.attempts(limit=10) if a.recipient == DIRECT]
     assert (call.mode, call.outcome) == (Mode.OUTAGE, Outcome.ANNOUNCED)
-    ended = await asyncio.to_thread(backline, pbx, "outage", "end", "--by", "ops")
+    ended = await asyncio.to_thread(backline, pbx, "outage", "end", "--by", "ops", *WAIT)
     assert ended.returncode == 0, ended.stdout + ended.stderr
     assert "; in effect on the PBX at " in ended.stdout.splitlines()[0]
     assert "normal" in pbx.instance.cli("database get backline mode")
@@ -236,7 +244,7 @@ async def test_engage_waits_for_backline_run_while_it_decides_calls(tmp_path: Pa
                                   calls=20, timeout=60)
             await pbx.events.wait_for(lambda e: e.get("Application") == "AGI", within=30)
             engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason",
-                                              "drill", "--wait", "5")
+                                              "drill", *WAIT)
             assert engaged.returncode == 0, engaged.stdout + engaged.stderr
             assert "; in effect on the PBX at " in engaged.stdout
             assert "outage" in pbx.instance.cli("database get backline mode")
@@ -256,7 +264,7 @@ async def dial_feature(p: PracticePbx, tmp: Path, phone: str, code: str, pin: st
 async def test_admin_desk_phone_switches_with_the_pin_and_wrong_pins_are_recorded(
         pbx: PracticePbx, tmp_path: Path) -> None:
     await dial_feature(pbx, tmp_path, "ana-desk", "*28", OUTAGE_PIN)
-    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.0)
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=30)
     since = pbx.controller.state.since
     assert since is not None and since.by == "ana" and since.via is Via.DESK_PHONE
     await dial_feature(pbx, tmp_path, "ana-desk", "*29", "1111")  # wrong PIN
@@ -268,7 +276,7 @@ async def test_admin_desk_phone_switches_with_the_pin_and_wrong_pins_are_recorde
         ("desk-phone:ana-desk", "wrong PIN"), ("desk-phone:mia-desk", "not an admin's desk phone")]
     assert all(OUTAGE_PIN not in e.detail and "1111" not in e.detail for e in refusals)
     await dial_feature(pbx, tmp_path, "ana-desk", "*29", OUTAGE_PIN)
-    await pbx.controller.wait_mode(Mode.NORMAL, within=2.0)
+    await pbx.controller.wait_mode(Mode.NORMAL, within=30)
 
 
 async def test_wrong_pins_lock_the_desk_phone_out_even_for_the_right_pin_until_it_ends(
@@ -295,7 +303,7 @@ async def test_wrong_pins_lock_the_desk_phone_out_even_for_the_right_pin_until_i
     # After the lockout the right PIN switches as before.
     pbx.controller.clock = lambda: start + timedelta(seconds=31)
     await dial_feature(pbx, tmp_path, "ana-desk", "*28", OUTAGE_PIN)
-    await pbx.controller.wait_mode(Mode.OUTAGE, within=2.0)
+    await pbx.controller.wait_mode(Mode.OUTAGE, within=30)
 
 
 async def test_controller_killed_the_pbx_answers_alone_and_nothing_is_lost(
@@ -303,7 +311,7 @@ async def test_controller_killed_the_pbx_answers_alone_and_nothing_is_lost(
     async with practice_pbx(tmp_path, "o-failsafe", controller_in_process=False) as pbx:
         controller = ControllerProcess(pbx)
         try:
-            assert backline(pbx, "outage", "engage", "--reason", "drill").returncode == 0
+            assert backline(pbx, "outage", "engage", "--reason", "drill", *WAIT).returncode == 0
             controller.wait_for("mode is now outage", 30)
             controller.stop(kill=True)  # SIGKILL: no goodbye, no flush
             callers = place_calls(sip(pbx), tmp_path, DIRECT, from_user="carrier", calls=20,
@@ -338,7 +346,8 @@ async def test_a_call_the_fail_safe_takes_while_the_controller_is_up_is_journale
     # FastAGI listener refuses (as a listener past its backlog does under load), so the
     # dialplan's fail-safe answers alone.  The call is journaled from the fail-safe's user
     # event, without a new login, and the CDR import later adds nothing twice.
-    engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason", "drill")
+    engaged = await asyncio.to_thread(backline, pbx, "outage", "engage", "--reason", "drill",
+                                      *WAIT)
     assert engaged.returncode == 0, engaged.stdout + engaged.stderr
     logins = pbx.driver.ami.logins
     await pbx.driver.agi.stop()
@@ -354,7 +363,7 @@ async def test_a_call_the_fail_safe_takes_while_the_controller_is_up_is_journale
     def calls() -> list[Attempt]:
         return [a for a in journal.attempts(limit=10) if a.recipient == DIRECT]
 
-    await pbx.controller.wait_rounds(lambda: len(calls()) == 1, within=10)
+    await pbx.controller.wait_rounds(lambda: len(calls()) == 1, within=30)
     [call] = calls()
     assert call.key == f"call:{played['Uniqueid']}"
     assert (call.outcome, call.mode, call.delivery) == (

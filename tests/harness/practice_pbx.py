@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -190,8 +189,9 @@ class AmiEvents:
         self._changed = asyncio.Event()
 
     def record(self, event: Mapping[str, str]) -> None:
-        # When we saw it: AMI events carry no time of their own here.
-        self.seen.append({**event, "_seen": repr(time.monotonic())})
+        # No time of our own: when a loaded test process read an event says nothing; the
+        # event's own time, Asterisk's, is its "Timestamp" (see hear_newexten).
+        self.seen.append(dict(event))
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -230,14 +230,18 @@ class PracticePbx:
 
 
 def hear_newexten(local: LocalPbx, files: dict[str, str] | None = None) -> dict[str, str]:
-    """Let Asterisk raise Newexten again (the rendered manager.conf disables it)."""
+    """Let Asterisk raise Newexten again (the rendered manager.conf disables it), and stamp
+    each event with Asterisk's own time (``Timestamp``): a test that measures how long a step
+    lasted reads the PBX's clock, not when a loaded test process got round to reading it."""
     files = dict(files or {f.name: f.text for f in local.files})
     text = files["manager.conf"]
     kept = ",".join(e for e in QUIET_EVENTS if e != "Newexten")
-    files["manager.conf"] = text.replace(f"disabledevents={','.join(QUIET_EVENTS)}",
-                                         f"disabledevents={kept}")
-    if files["manager.conf"] == text:
+    heard = text.replace(f"disabledevents={','.join(QUIET_EVENTS)}", f"disabledevents={kept}")
+    if heard == text:
         raise RuntimeError("manager.conf has no disabledevents line to change")
+    files["manager.conf"] = heard.replace("[general]\n", "[general]\ntimestampevents=yes\n", 1)
+    if files["manager.conf"] == heard:
+        raise RuntimeError("manager.conf has no [general] section to stamp events in")
     local.instance.set_files(files)
     return files
 
