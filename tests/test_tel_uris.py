@@ -51,3 +51,7 @@ async def test_a_did_in_a_tel_uri_is_read_from_the_request_uri_or_to(tmp_path: P
         # Visual separators (RFC 3966) in To's tel: URI are no part of the number.
         played, recipient, outcome = await call(p, tmp_path, "+1-312-555-0101", "to", seen)
         assert (recipient, outcome) == (DIRECT, Outcome.ANNOUNCED)
+        # ... nor in the Request-URI's.
+        played, recipient, outcome = await call(p, tmp_path, "+1-312-555-0101", "request", seen)
+        assert (recipient, outcome) == (DIRECT, Outcome.ANNOUNCED)
+        assert played.endswith("announcement"), played

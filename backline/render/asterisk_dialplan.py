@@ -96,12 +96,14 @@ clearglobalvars=yes
 ; caller ID unescaped into the AGI header block, so a line break in it (a %0A in the From
 ; URI) could add header lines.  The caller ID and the number a call was diverted from
 ; (Diversion: agi_rdnis) on the channel are replaced by their filtered forms too (cut to 64
-; characters), and a dialled string with anything but + and digits is no number of ours.
+; characters), and a dialled string with anything but + and digits is no number of ours,
+; but for the visual separators - and . of a tel: URI (RFC 3966), which are dropped (off the
+; path of a plain number: only a string with something else in it takes these steps).
 [{v.CARRIER_CONTEXT}]
 exten => _[+0-9].,1,Set({v.DECISION}=)
  same => n,Set({v.DIALED}=${{FILTER(+0-9,${{EXTEN}})}})
- same => n,GotoIf($[${{LEN(${{EXTEN}})}} != ${{LEN({var(v.DIALED)})}}]?{v.context(v.UNKNOWN)},s,1)
- same => n,Set({v.CALLER}=${{FILTER({CALLER_CHARS},${{CALLERID(num)}})}})
+ same => n,GotoIf($[${{LEN(${{EXTEN}})}} != ${{LEN({var(v.DIALED)})}}]?separated)
+ same => n(number),Set({v.CALLER}=${{FILTER({CALLER_CHARS},${{CALLERID(num)}})}})
  same => n,Set({v.CALLER}=${{{v.CALLER}:0:{MAX_CALLER}}})
  same => n,Set(CALLERID(num)={var(v.CALLER)})
  same => n,Set({v.DIVERTED}=${{FILTER({CALLER_CHARS},${{REDIRECTING(from-num)}})}})
@@ -112,6 +114,9 @@ exten => _[+0-9].,1,Set({v.DECISION}=)
  same => n,ExecIf({var(v.IS_FAX)}?Set({v.FAILSAFE}={v.FAX}))
  same => n,{agi(v.AGI_INBOUND, var(v.DIALED), var(v.CALLER))}
 {decided(f"{v.CONTEXT_PREFIX}{var(v.FAILSAFE)},s,1", failsafe_told)}
+ same => n(separated),Set({TO_USER}=${{STRREPLACE(EXTEN,-,)}})
+ same => n,Set({TO_USER}=${{STRREPLACE({TO_USER},.,)}})
+ same => n,GotoIf($[${{LEN({var(TO_USER)})}} = ${{LEN({var(v.DIALED)})}}]?number:{unknown})
 ; No number in the Request-URI (a registration's contact, or no user part at all): the
 ; carrier named it in To, as many do on registered trunks.
 exten => s,1,Goto({TO_CONTEXT},s,1)
