@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypedDict, TypeVar
 
 from backline.core import e164
@@ -25,7 +26,7 @@ from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registrations
 from backline.core.routing import decide_outbound
-from backline.core.voicemail import CallEnd
+from backline.core.voicemail import CallEnd, VoicemailMessage
 from backline.pbx import names
 from backline.pbx.inbound import decide_inbound, journaled_first
 from backline.pbx.ports import FaxDesk, VoicemailDesk
@@ -108,15 +109,16 @@ class CallPath:
             self.after_decision(self.record_later(attempt))
         return sent
 
-    def after_decision(self, work: Awaitable[object]) -> None:
+    def after_decision(self, work: Awaitable[object], failed: str =
+                       "journaling a call after its decision failed (the CDR import brings "
+                       "it in)") -> None:
         """Run ``work`` once the PBX has its decision; kept so that ``stop_after`` waits
-        for it."""
+        for it.  ``failed`` is logged if it raises."""
         async def run() -> None:
             try:
                 await work
             except Exception:
-                self.log.exception("journaling a call after its decision failed (the CDR "
-                                   "import brings it in)")
+                self.log.exception(failed)
 
         task = asyncio.create_task(run())
         self._after.add(task)
@@ -181,6 +183,25 @@ class CallPath:
                              "spool is read at the next login")
             return
         await self.voicemail.call_ended(end)
+
+    def take_message_left(self, report: Callable[[], tuple[VoicemailMessage, Path] | None]
+                          ) -> None:
+        """The PBX reports a message left (FreeSWITCH's event): ``report()`` reads the
+        message and where its recording is (None: none of ours; ValueError: not in the PBX's
+        shape, and nothing is read).  To the voicemail intake in the background (kept,
+        journaled once by its key); ``stop_after`` waits for it."""
+        try:
+            left = report()
+        except ValueError as exc:
+            self.log.error("a voicemail report was ignored: %s", exc)
+            return
+        if left is None:
+            return
+        if self.voicemail is None:
+            self.log.warning("a voicemail was left but voicemail intake is not wired")
+            return
+        self.after_decision(self.voicemail.message_left(*left),
+                            "a voicemail left could not be taken in")
 
     # -- registrations ---------------------------------------------------------------------
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from backline.core.fax_intake import FaxEnd, StorageCheck
-from backline.core.voicemail import CallEnd
+from backline.core.voicemail import CallEnd, VoicemailMessage
 
 
 class PbxError(Exception):
@@ -59,9 +60,12 @@ class FaxDesk(Protocol):
 
 class VoicemailDesk(Protocol):
     """Where unanswered calls go (``backline.pbx.voicemail_desk.VoicemailIntake``): told when
-    one ends, to take in its message or journal it as missed."""
+    one ends, to take in its message or journal it as missed, or told of a message left and
+    where its recording is (FreeSWITCH says so by an event)."""
 
     async def call_ended(self, end: CallEnd) -> bool: ...
+
+    async def message_left(self, message: VoicemailMessage, audio: Path) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

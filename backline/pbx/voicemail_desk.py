@@ -106,24 +106,33 @@ class VoicemailIntake:
                      e164.redact(end.caller), number)
         return new
 
-    async def _take(self, message: VoicemailMessage, audio: Path) -> None:
+    async def message_left(self, message: VoicemailMessage, audio: Path) -> bool:
+        """The PBX says ``message`` was left, its recording at ``audio`` (FreeSWITCH's
+        ``vm::maintenance`` event): kept and journaled once by its key, however often it is
+        told; True if it was new."""
+        async with self._lock:
+            return await self._take(message, audio)
+
+    async def _take(self, message: VoicemailMessage, audio: Path) -> bool:
         key = voicemail_key(message.msg_id)
         if await asyncio.to_thread(self._recorded, key) is not None:
-            return
+            return False
         number = self.number_of(message.box)
         if number is None:
-            return  # a box no number has now (a number removed from the YAML): left alone
+            return False  # a box no number has now (a number removed from the YAML): left alone
         try:
             stored = await asyncio.to_thread(self._keep, message, audio)
         except (OSError, ValueError) as exc:
             # Left in the spool: the next read (a call's end, a login) tries again.
             log.error("voicemail %s on %s could not be kept: %s", message.msg_id, number,
                       exc.strerror if isinstance(exc, OSError) else exc)
-            return
-        if await self._record(voicemail_attempt(message, number, str(stored),
-                                                node=self._node)):
+            return False
+        new = await self._record(voicemail_attempt(message, number, str(stored),
+                                                   node=self._node))
+        if new:
             log.info("voicemail from %s to %s kept (%d s)", e164.redact(message.caller),
                      number, message.seconds)
+        return new
 
     def _messages(self, box: str | None) -> list[tuple[VoicemailMessage, Path]]:
         """Whole messages in the spool, oldest first."""

@@ -25,7 +25,7 @@ from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.pbx.freeswitch import names
 from backline.pbx.freeswitch.driver import FreeswitchDriver
-from backline.pbx.ports import FaxDesk
+from backline.pbx.ports import FaxDesk, VoicemailDesk
 from tests.harness.eslserver import Channel, EslConnection, EslServer
 
 PASSWORD = "ClueCon-test"
@@ -154,6 +154,7 @@ async def fs_rig(directory: Directory, conversations: ConversationBook | None = 
                  mode: Callable[[], Mode] | None = None,
                  feature: Callable[[str, Mode, str], Awaitable[bool]] | None = None,
                  faxes: FaxDesk | None = None, fax_spool: str = "/var/lib/freeswitch/fax",
+                 voicemail: VoicemailDesk | None = None,
                  import_record: Callable[[], Awaitable[object]] | None = None,
                  wait_login: bool = True,
                  clock: Callable[[], datetime] | None = None,
@@ -170,7 +171,7 @@ async def fs_rig(directory: Directory, conversations: ConversationBook | None = 
     driver = FreeswitchDriver(freeswitch_pbx(srv.port, fax_spool), PASSWORD,
                               OwnershipBook(directory), conversations or ConversationBook(),
                               mode or (lambda: holder[0].mode), record or recorded,
-                              feature=feature, faxes=faxes,
+                              feature=feature, faxes=faxes, voicemail=voicemail,
                               import_record=import_record,
                               clock=clock or (lambda: datetime.now(UTC)),
                               hours_feature=hours_feature)

@@ -12,6 +12,8 @@ mode over the inbound socket, around the same pure core as the Asterisk driver.
   ``sofia::register_failure`` (a refused digest) goes to ``on_security`` for the scanner
   bans, which spare the addresses desk phones are registered from
   (:mod:`backline.pbx.freeswitch.security`).
+* Voicemail: mod_voicemail's ``vm::maintenance`` event says a message was kept
+  (:mod:`backline.pbx.freeswitch.voicemail`): taken in on the shared call path.
 * The mode: mod_db keys ``backline/mode`` and ``backline/ack``, read by the dialplan with
   ``${db(select/backline/mode)}``, so the PBX answers with the announcement on its own
   when it is engaged and we are away.
@@ -25,6 +27,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Unpack
 
 from backline.core.connections import FreeswitchPbx
@@ -36,7 +39,7 @@ from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registrations
 from backline.pbx.callpath import CallPath, CallPathOptions
-from backline.pbx.freeswitch import names, wire
+from backline.pbx.freeswitch import names, voicemail, wire
 from backline.pbx.freeswitch.callsocket import CallGone, CallSession, CallSocketServer
 from backline.pbx.freeswitch.commands import (
     Application,
@@ -234,6 +237,8 @@ class FreeswitchDriver(CallPath, ModeKeys):
             if failed is not None:
                 if self.on_security is not None:
                     self.on_security(*failed)
+            elif event.subclass == names.VOICEMAIL_EVENT:
+                self.take_message_left(partial(voicemail.left_message, event, self.domain))
             elif event.name == "CUSTOM" and event.subclass is not None:
                 self.on_registration_event(event)
             elif event.name == "PRESENCE_PROBE":

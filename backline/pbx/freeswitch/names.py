@@ -49,11 +49,19 @@ PIN_INVALID_SOUND: Final = "ivr/ivr-that_was_an_invalid_entry.wav"
 FEATURE_OK_SOUND: Final = "ivr/ivr-thank_you.wav"
 FEATURE_REFUSED_SOUND: Final = "ivr/ivr-access_denied.wav"
 
+# mod_voicemail: the profile the rendered voicemail.conf.xml holds and every ``voicemail``
+# application names, and its CUSTOM event (VM_EVENT_MAINT in mod_voicemail.c), whose
+# ``VM-Action: leave-message`` says a message was kept (backline/pbx/freeswitch/voicemail.py).
+VOICEMAIL_PROFILE: Final = "default"
+VOICEMAIL_EVENT: Final = "vm::maintenance"
+
 # Events the inbound link subscribes to: the results of bgapi jobs, mod_sofia's presence
-# probes (a desk phone subscribed to the lamp) and registrations of desk phones (sofia's
-# CUSTOM subclasses: every name after CUSTOM is taken as a subclass, so CUSTOM comes last).
+# probes (a desk phone subscribed to the lamp), registrations of desk phones and messages
+# left in voicemail (CUSTOM subclasses: every name after CUSTOM is taken as a subclass, so
+# CUSTOM comes last).
 SUBSCRIPTIONS: Final = ("BACKGROUND_JOB", "PRESENCE_PROBE", "CUSTOM", "sofia::register",
-                        "sofia::unregister", "sofia::expire", "sofia::register_failure")
+                        "sofia::unregister", "sofia::expire", "sofia::register_failure",
+                        VOICEMAIL_EVENT)
 # A REGISTER or INVITE whose digest sofia refused (backline/pbx/freeswitch/security.py).
 REGISTER_FAILURE: Final = "sofia::register_failure"
 

@@ -1,0 +1,259 @@
+"""Voicemail on FreeSWITCH, over the Event Socket's wire format only (no FreeSWITCH runs
+here): the ESL test server fires mod_voicemail's ``vm::maintenance`` / ``leave-message``
+event as mod_event_socket serializes it, with the recording on disk where the event says,
+and the controller files it in the inbox (the tests' real inbox server) by ownership, once,
+across a reconnect and a restart.
+
+The event's headers, their order and when it fires are mod_voicemail.c's (deliver_vm:
+after the recording is closed, before the message is filed in mod_voicemail's database),
+then the channel's data (switch_channel_event_set_data: a CUSTOM event carries the
+variables too).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import math
+import os
+import stat
+import struct
+import uuid as uuidlib
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from backline.app.controller import Controller
+from backline.core.connections import Connections, Inbox, Secret, Storage
+from backline.core.model import Carry, Directory, Team
+from backline.core.records import AttemptKind, Delivery, Outcome
+from backline.journal import open_journal
+from backline.pbx.freeswitch import names
+from tests.harness.eslserver import Channel
+from tests.harness.freeswitch_rig import DOMAIN, FsRig, freeswitch_pbx, fs_rig
+from tests.harness.inbox_server import InboxServer
+from tests.practice import directory, number, t, u, user
+
+TEAM = "+13125550100"
+OTHER = "+13125550111"
+PATIENT = "+17205550141"
+TOKEN = "inbox-token-for-the-freeswitch-voicemail-tests"
+TOKEN_ENV = "BACKLINE_TEST_FS_VOICEMAIL_INBOX_TOKEN"
+SECONDS = 4
+
+
+def practice(tmp: Path, inbox_url: str) -> Directory:
+    """front-desk (sam, jo, lee deactivated) owns TEAM, ana is an additional member; mia is
+    in the practice and no member of it."""
+    d = directory(
+        [user("ana"), user("sam"), user("jo"), user("lee", active=False), user("mia")],
+        [Team("front-desk", "Front Desk", ("sam", "jo", "lee"))],
+        [number(TEAM, t("front-desk"), (u("ana"),), caller_id_name="Maple Street",
+                tags=("scheduling",)),
+         number(OTHER, u("mia"), carries=(Carry.VOICE,))])
+    pbx = dataclasses.replace(freeswitch_pbx(0, str(tmp / "fax-spool")),
+                              fax_dir=str(tmp / "backline" / "fax"))
+    return dataclasses.replace(d, connections=Connections(
+        Storage(f"sqlite:///{tmp / 'journal.db'}"), pbx=pbx,
+        inbox=Inbox(inbox_url, Secret(env=TOKEN_ENV))))
+
+
+def recording(path: Path, seconds: int = SECONDS, hz: int = 440) -> bytes:
+    """What mod_voicemail leaves for a G.711 call: a WAV (mod_sndfile, the profile's
+    file-extension) of 8 kHz, 16-bit mono samples; here the caller's tone. Written 0644
+    in the box's folder, as FreeSWITCH writes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * hz * i / 8000)))
+                      for i in range(8000 * seconds))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(frames)
+    os.chmod(path, 0o644)
+    return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class Left:
+    """A message as mod_voicemail left it: the call, the box and the file."""
+
+    call: Channel
+    box: str
+    path: Path
+    audio: bytes
+
+
+def leave(storage: Path, to: str = TEAM, caller: str = PATIENT, *,
+          seconds: int = SECONDS) -> Left:
+    """A caller to ``to`` left a message: the recording is on disk where deliver_vm puts it
+    (storage/voicemail/PROFILE/DOMAIN/BOX/msg_UUID.wav; its own uuid, not the call's)."""
+    call = Channel(caller_id_number=caller, caller_id_name='Bob "; ${system(id)}',
+                   destination_number=to, context=names.CARRIER_CONTEXT,
+                   variables={names.ROUTE: names.INBOUND, names.NUMBER: to})
+    box = to[-10:]
+    path = storage / "voicemail" / names.VOICEMAIL_PROFILE / DOMAIN / box / \
+        f"msg_{uuidlib.uuid4()}.wav"
+    return Left(call, box, path, recording(path, seconds))
+
+
+def fire_left(rig: FsRig, left: Left, *, path: str | None = None,
+              domain: str = DOMAIN) -> bytes:
+    """deliver_vm's event for ``left``: its VM-* headers in its order, then the channel's."""
+    return rig.server.fire_event("CUSTOM", [
+        ("VM-Action", "leave-message"), ("VM-User", left.box), ("VM-Domain", domain),
+        ("VM-Caller-ID-Name", left.call.caller_id_name),
+        ("VM-Caller-ID-Number", left.call.caller_id_number),
+        ("VM-File-Path", str(left.path) if path is None else path),
+        ("VM-Flags", "B"), ("VM-Folder", "inbox"), ("VM-UUID", left.call.uuid),
+        ("VM-Message-Len", str(len(left.audio[44:]) // 16000)),
+        ("VM-Timestamp", "1790000000"),
+        *left.call.event_headers()],
+        subclass=names.VOICEMAIL_EVENT, calling=("mod_voicemail.c", "deliver_vm", 2908))
+
+
+@asynccontextmanager
+async def controller_on(d: Directory) -> AsyncIterator[tuple[Controller, FsRig]]:
+    """A controller (its journal, voicemail intake and inbox drain) and its FreeSWITCH driver
+    logged in to the ESL test server, as `backline run` wires them."""
+    journal = open_journal(d.connections.storage.url)
+    controller = Controller(d, journal)
+    drain = controller.inbox
+    assert drain is not None
+    drain.start()
+    try:
+        async with fs_rig(d, controller.conversations, record=controller.record_attempt,
+                          mode=controller.mode, voicemail=controller.voicemail) as rig:
+            yield controller, rig
+    finally:
+        await drain.close()
+        await controller.close()
+        journal.close()
+
+
+@pytest.fixture()
+async def inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[InboxServer]:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    server = InboxServer(tmp_path / "inbox.db", token=TOKEN)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def voicemail_files(store: Path) -> list[Path]:
+    return sorted(store.glob("voicemail-*.wav")) if store.is_dir() else []
+
+
+async def test_a_message_left_on_freeswitch_reaches_the_inbox_once_by_ownership(
+        tmp_path: Path, inbox: InboxServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    d = practice(tmp_path, inbox.url)
+    storage = tmp_path / "freeswitch-storage"
+    async with controller_on(d) as (controller, rig):
+        left = leave(storage)
+        fire_left(rig, left)
+        await inbox.wait_for(1, within=30)
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=30)
+        [message] = [a for a in controller.journal.attempts() if a.kind is AttemptKind.VOICEMAIL]
+        assert (message.key, message.sender, message.recipient, message.outcome,
+                message.detail) == (f"voicemail:{left.call.uuid}", PATIENT, TEAM,
+                                    Outcome.VOICEMAIL, f"{SECONDS} s")
+        # Backline's own copy: 0600 in a 0700 directory, the recording's bytes; FreeSWITCH's
+        # stays where mod_voicemail keeps it, for the members' `voicemail check`.
+        kept = Path(message.file)
+        assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(kept.parent).st_mode) == 0o700
+        assert read(kept) == left.audio and read(left.path) == left.audio
+        assert controller.journal.attempt(message.key).delivery is Delivery.DELIVERED  # type: ignore[union-attr]
+    [doc] = inbox.items()
+    assert (doc["kind"], doc["from"], doc["to"]) == ("voicemail", PATIENT, TEAM)
+    assert doc["conversation"] == {"number": TEAM, "party": PATIENT}
+    assert doc["conversation_tags"] == ["scheduling"]
+    # Only the number's members: front-desk's active members and ana; never lee
+    # (deactivated) or mia.
+    assert doc["notify"] == {"users": ["ana", "jo", "sam"]}
+    assert base64.b64decode(doc["file"]["data"]) == left.audio
+    assert doc["file"]["type"] == "audio/wav"
+    assert doc["voicemail"] == {"duration_seconds": float(SECONDS)}
+    assert inbox.tries() == 1
+    # No log line names the caller, in any spelling.
+    assert not [r for r in caplog.records if "7205550141" in r.getMessage()]
+
+
+async def test_a_repeated_event_across_a_reconnect_and_a_restart_files_nothing_twice(
+        tmp_path: Path, inbox: InboxServer) -> None:
+    d = practice(tmp_path, inbox.url)
+    storage = tmp_path / "freeswitch-storage"
+    first, second, third = (leave(storage), leave(storage, OTHER, "+17205550142"),
+                            leave(storage, caller="+17205550143"))
+    async with controller_on(d) as (controller, rig):
+        fire_left(rig, first)
+        await inbox.wait_for(1, within=30)
+        rig.server.connections[0].drop()  # the link drops; the driver logs in again
+        await rig.server.wait_connection(2)
+        await rig.driver.hub.wait_up(30)
+        # The same event again, then a new message: events are taken in the order they
+        # come, one at a time, so once the new one is filed the repeat has been judged.
+        fire_left(rig, first)
+        fire_left(rig, second)
+        await inbox.wait_for(2, within=30)
+        await rig.driver.stop_after()
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=30)
+    # A restart: a new controller on the same journal hears both again, then a third.
+    async with controller_on(d) as (controller, rig):
+        fire_left(rig, first)
+        fire_left(rig, second)
+        fire_left(rig, third)
+        await inbox.wait_for(3, within=30)
+        await rig.driver.stop_after()
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=30)
+        journal = controller.journal
+        messages = [a for a in journal.attempts() if a.kind is AttemptKind.VOICEMAIL]
+        assert sorted(a.key for a in messages) == sorted(
+            f"voicemail:{m.call.uuid}" for m in (first, second, third))
+        store = Path(messages[0].file).parent
+    assert [(doc["from"], doc["to"]) for doc in inbox.items()] == [
+        (PATIENT, TEAM), ("+17205550142", OTHER), ("+17205550143", TEAM)]
+    assert inbox.items()[1]["notify"] == {"users": ["mia"]}
+    assert inbox.tries() == 3
+    assert len(voicemail_files(store)) == 3
+
+
+async def test_an_event_naming_another_file_or_domain_reads_and_files_nothing(
+        tmp_path: Path, inbox: InboxServer, caplog: pytest.LogCaptureFixture) -> None:
+    d = practice(tmp_path, inbox.url)
+    storage = tmp_path / "freeswitch-storage"
+    secret = tmp_path / "not-voicemail.wav"
+    secret.write_bytes(recording(tmp_path / "x" / "msg.wav"))
+    async with controller_on(d) as (controller, rig):
+        forged, elsewhere, good = leave(storage), leave(storage), leave(storage)
+        fire_left(rig, forged, path=str(secret))  # not where mod_voicemail keeps a message
+        fire_left(rig, forged, path=str(forged.path.parent / ".." / forged.path.name))
+        fire_left(rig, elsewhere, domain="stock.example")  # another domain's box
+        fire_left(rig, good)
+        await inbox.wait_for(1, within=30)
+        await rig.driver.stop_after()
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=30)
+        keys = [a.key for a in controller.journal.attempts()]
+        store = Path(controller.voicemail.store)
+    assert keys == [f"voicemail:{good.call.uuid}"]
+    assert [doc["to"] for doc in inbox.items()] == [TEAM]
+    assert len(voicemail_files(store)) == 1
+    refused = [r.getMessage() for r in caplog.records
+               if "voicemail report was ignored" in r.getMessage()]
+    assert len(refused) == 2 and all("VM-File-Path" in m for m in refused)
