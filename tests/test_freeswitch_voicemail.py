@@ -257,3 +257,44 @@ async def test_an_event_naming_another_file_or_domain_reads_and_files_nothing(
     refused = [r.getMessage() for r in caplog.records
                if "voicemail report was ignored" in r.getMessage()]
     assert len(refused) == 2 and all("VM-File-Path" in m for m in refused)
+
+
+def voicemail_application(arg: str) -> dict[str, str | int]:
+    """How mod_voicemail.c's voicemail_function reads its argument (split at spaces): any
+    leading ``check``/``auth``/``auth_only`` words, then profile, domain and box."""
+    words = arg.split(" ")
+    read: dict[str, str | int] = {"check": 0, "auth": 0}
+    while words and words[0].lower() in ("check", "auth", "auth_only"):
+        word = words.pop(0).lower()
+        if word == "check":
+            read["check"] = int(read["check"]) + 1
+        else:
+            read["auth"] = 2 if word == "auth_only" else int(read["auth"]) + 1
+    for name, value in zip(("profile", "domain", "box"), words, strict=False):
+        read[name] = value
+    return read
+
+
+def desk_call(phone: str, digits: str) -> Channel:
+    return Channel(caller_id_number=phone, caller_id_name=phone, destination_number=digits,
+                   context=names.DESK_CONTEXT,
+                   variables={names.ROUTE: names.OUTBOUND, "user_name": phone})
+
+
+async def test_star_97_opens_the_box_for_members_only_without_its_password(
+        tmp_path: Path) -> None:
+    """A member's ``*97`` reaches ``voicemail check auth``: the controller has checked the
+    membership, so mod_voicemail asks no password (the box's is a secret nobody is given,
+    so without ``auth`` nobody could listen). Anyone else is refused before any voicemail
+    application runs."""
+    d = practice(tmp_path, "http://127.0.0.1:9/")
+    async with fs_rig(d) as rig:
+        for phone in ("ana-p0", "mia-p0"):
+            rig.register(phone)
+        await rig.driver.wait_registered({"ana", "mia"}, 30)
+        _, apps = await rig.call(desk_call("ana-p0", "*97"))
+        [arg] = [a for app, a in apps if app == "voicemail"]
+        assert voicemail_application(arg) == {"check": 1, "auth": 1, "profile": "default",
+                                              "domain": DOMAIN, "box": TEAM[-10:]}
+        _, refused = await rig.call(desk_call("mia-p0", "*97" + TEAM))
+        assert [app for app, _ in refused] == ["answer", "playback", "hangup"]

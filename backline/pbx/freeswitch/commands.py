@@ -85,12 +85,12 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
                     ("set", f"call_timeout={int(decision.ring_seconds)}"),
                     ("bridge", targets),
                     ("answer", None),
-                    ("voicemail", f"default {domain} "
+                    ("voicemail", f"{names.VOICEMAIL_PROFILE} {domain} "
                                   f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case SendToVoicemail():
             return [("answer", None),
-                    ("voicemail", f"default {domain} "
+                    ("voicemail", f"{names.VOICEMAIL_PROFILE} {domain} "
                                   f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case PlayAnnouncement():
@@ -112,7 +112,7 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
             folder = _checked("announcement", _PATH, sounds.announcement).rpartition("/")[0]
             clip = f"{folder}/{closed_clip(_checked('number', _NUMBER, decision.number))}.wav"
             return [("answer", None), ("playback", clip),
-                    ("voicemail", f"default {domain} "
+                    ("voicemail", f"{names.VOICEMAIL_PROFILE} {domain} "
                                   f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case ForwardToAnsweringService():
@@ -164,8 +164,11 @@ def outbound_applications(decision: OutboundDecision, domain: str, sounds: Sound
                                       f"{_checked('to', _NUMBER, decision.to)}"),
                     ("hangup", None)]
         case OpenVoicemail():
+            # The controller has checked the desk phone's user is a member: ``auth`` skips
+            # the box's password (voicemail_function in mod_voicemail.c), which is a
+            # generated secret nobody is given, as Asterisk's VoiceMailMain(...,s) does.
             return [("answer", None),
-                    ("voicemail", f"check default {domain} "
+                    ("voicemail", f"check auth {names.VOICEMAIL_PROFILE} {domain} "
                                   f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case RingExtension():
