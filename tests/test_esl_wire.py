@@ -465,7 +465,7 @@ class WireClient:
         self.writer.write(data)
 
     async def frame(self) -> Frame:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):  # bounds a hang
             while not self.frames:
                 data = await self.reader.read(65536)
                 if not data:
@@ -624,7 +624,7 @@ async def test_background_job_only_reaches_subscribers() -> None:
         client.send(wire.encode_bgapi("status"))
         reply = await client.message()
         assert isinstance(reply, CommandReply) and reply.job_uuid
-        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.wait_for(done.wait(), 30)
         # Replies and events share one ordered stream: had the event been sent, it would
         # arrive before the answer to this later command.
         client.send(wire.encode_api("status"))
@@ -645,7 +645,7 @@ async def test_events_are_held_while_a_command_runs() -> None:
         client.send(wire.encode_event_plain(["HEARTBEAT"]))
         await client.message()
         client.send(wire.encode_api("slow"))
-        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.wait_for(started.wait(), 30)
         server.fire_event("HEARTBEAT", [("Event-Info", "System Ready")])
         release.set()
         # read_packet flushes events only between packets: the api answer comes first.
@@ -752,7 +752,7 @@ async def test_acl_rejection_and_silent_server() -> None:
         client = await WireClient.connect(server)
         conn = await server.wait_connection()
         client.close()
-        await asyncio.wait_for(conn.closed.wait(), 5)
+        await asyncio.wait_for(conn.closed.wait(), 30)
         assert conn.sent == b""  # it never said a word
 
 
@@ -792,7 +792,7 @@ class SocketApp:
         self, server: EslServer, channel: Channel, **kwargs: Any
     ) -> tuple[EslConnection, WireClient]:
         conn = await server.dial("127.0.0.1", self.port, channel, **kwargs)
-        return conn, await asyncio.wait_for(self.accepted.get(), 5)
+        return conn, await asyncio.wait_for(self.accepted.get(), 30)
 
 
 async def test_outbound_connect_myevents_sendmsg_linger_and_hangup() -> None:
@@ -909,7 +909,7 @@ def in_gevent_thread(work: Callable[[], T]) -> asyncio.Future[T]:
         import gevent
 
         try:
-            with gevent.Timeout(10):
+            with gevent.Timeout(60):
                 return work()
         finally:
             gevent.get_hub().destroy(destroy_loop=True)
@@ -937,7 +937,7 @@ async def test_greenswitch_authenticates_and_runs_api_against_the_server() -> No
         def session() -> tuple[str, str, str]:
             from greenswitch.esl import InboundESL
 
-            esl = InboundESL(host="127.0.0.1", port=port, password="ClueCon", timeout=5)
+            esl = InboundESL(host="127.0.0.1", port=port, password="ClueCon", timeout=30)
             esl.connect()
             api = esl.send("api status")
             bye = esl.send("exit")
@@ -962,12 +962,12 @@ async def test_greenswitch_trap_background_job_body_lands_in_content_length() ->
             from greenswitch.esl import InboundESL
 
             got: gevent.event.AsyncResult = gevent.event.AsyncResult()
-            esl = InboundESL(host="127.0.0.1", port=port, password="ClueCon", timeout=5)
+            esl = InboundESL(host="127.0.0.1", port=port, password="ClueCon", timeout=30)
             esl.connect()
             esl.register_handle("BACKGROUND_JOB", got.set)
             esl.send("event plain BACKGROUND_JOB")
             esl.send("bgapi originate user/101 &park()")
-            event = got.get(timeout=5)
+            event = got.get(timeout=30)
             _greenswitch_stop(esl)
             return str(event.headers["Content-Length"]), event.headers.get("Job-Command")
 
@@ -982,7 +982,7 @@ _SPIN_CHILD = textwrap.dedent(
     """
     import sys
     from greenswitch.esl import InboundESL
-    esl = InboundESL(host="127.0.0.1", port=int(sys.argv[1]), password="ClueCon", timeout=5)
+    esl = InboundESL(host="127.0.0.1", port=int(sys.argv[1]), password="ClueCon", timeout=30)
     esl.connect()
     print("connected", flush=True)
     esl.send("api status")
@@ -1004,7 +1004,7 @@ async def test_greenswitch_trap_truncated_body_then_close_spins() -> None:
         )  # fmt: skip
         assert proc.stdout is not None and proc.stderr is not None
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(60):  # bounds a hang
                 assert await proc.stdout.readline() == b"connected\n"
                 conn = await server.wait_connection()
                 await conn.closed.wait()  # the server has closed; nothing more will come

@@ -59,12 +59,12 @@ async def test_headers_fed_one_byte_at_a_time_then_commands(
     for byte in HEADERS:
         writer.write(bytes([byte]))
         await writer.drain()
-    line = await asyncio.wait_for(reader.readline(), 5)
+    line = await asyncio.wait_for(reader.readline(), 30)
     assert line == b'SET VARIABLE BACKLINE_ACTION "ring"\n'
     writer.write(b"200 result=1\n")
     await writer.drain()
-    await asyncio.wait_for(seen.done.wait(), 5)
-    assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closes the session
+    await asyncio.wait_for(seen.done.wait(), 30)
+    assert await asyncio.wait_for(reader.read(), 30) == b""  # the server closes the session
     request = seen.requests[0]
     assert request.script == "inbound"
     assert request.get("extension") == "+13125550100"
@@ -82,14 +82,14 @@ async def test_hangup_inside_the_header_block_ends_the_session_without_spinning(
     writer.write_eof()  # Asterisk gone before the blank line
     # The server ends its side of the session. (panoramisk spins on b"" here and freezes
     # the loop; pytest-timeout would then fail this test.)
-    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert await asyncio.wait_for(reader.read(), 30) == b""
     assert seen.requests == []
     writer.close()
     # ... and the next call is served as usual.
     reader2, writer2 = await asyncio.open_connection("127.0.0.1", port)
     writer2.write(HEADERS)
     await writer2.drain()
-    assert (await asyncio.wait_for(reader2.readline(), 5)).startswith(b"SET VARIABLE")
+    assert (await asyncio.wait_for(reader2.readline(), 30)).startswith(b"SET VARIABLE")
     writer2.close()
     assert srv.sessions == 2
 
@@ -115,13 +115,13 @@ async def dropped_undecided(srv: FastAgiServer, port: int, seen: Seen, block: by
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(block)
     await writer.drain()
-    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert await asyncio.wait_for(reader.read(), 30) == b""
     assert seen.requests == [] and srv.failures == failures + 1
     writer.close()
     reader2, writer2 = await asyncio.open_connection("127.0.0.1", port)
     writer2.write(HEADERS)
     await writer2.drain()
-    assert (await asyncio.wait_for(reader2.readline(), 5)).startswith(b"SET VARIABLE")
+    assert (await asyncio.wait_for(reader2.readline(), 30)).startswith(b"SET VARIABLE")
     writer2.close()
 
 
@@ -150,10 +150,10 @@ async def test_a_caller_id_of_5000_characters_is_decided_with_the_value_cut(
     writer.write(HEADERS.replace(b"agi_callerid: 7205550141\n",
                                  b"agi_callerid: " + b"7" * 5000 + b"\n"))
     await writer.drain()
-    assert await asyncio.wait_for(reader.readline(), 5) == b'SET VARIABLE BACKLINE_ACTION "ring"\n'
+    assert await asyncio.wait_for(reader.readline(), 30) == b'SET VARIABLE BACKLINE_ACTION "ring"\n'
     writer.write(b"200 result=1\n")
     await writer.drain()
-    await asyncio.wait_for(seen.done.wait(), 5)
+    await asyncio.wait_for(seen.done.wait(), 30)
     assert seen.requests[0].get("callerid") == "7" * MAX_VALUE
     assert seen.requests[0].get("extension") == "+13125550100"
     writer.close()
@@ -184,17 +184,17 @@ async def test_each_command_waits_for_its_answer_before_the_next_goes_out() -> N
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(HEADERS)
     await writer.drain()
-    first = await asyncio.wait_for(reader.readline(), 5)
+    first = await asyncio.wait_for(reader.readline(), 30)
     assert first == b'SET VARIABLE BACKLINE_VMBOX "100"\n'
     with pytest.raises(TimeoutError):  # nothing more until the first is answered
         await asyncio.wait_for(reader.readline(), 0.2)
     writer.write(b"200 result=1\n")
     await writer.drain()
-    second = await asyncio.wait_for(reader.readline(), 5)
+    second = await asyncio.wait_for(reader.readline(), 30)
     assert second == b'SET VARIABLE BACKLINE_ACTION "ring"\n'
     writer.write(b"200 result=1\n")
     await writer.drain()
-    await asyncio.wait_for(done.wait(), 5)
+    await asyncio.wait_for(done.wait(), 30)
     writer.close()
     await srv.stop()
 
@@ -212,13 +212,13 @@ async def test_an_oversized_header_block_is_refused_and_the_next_call_served(
     writer.write(block)
     await writer.drain()
     # No decision: the session is dropped and the dialplan's fallback takes the call.
-    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert await asyncio.wait_for(reader.read(), 30) == b""
     assert seen.requests == [] and srv.failures == 1
     writer.close()
     reader2, writer2 = await asyncio.open_connection("127.0.0.1", port)
     writer2.write(HEADERS)
     await writer2.drain()
-    assert (await asyncio.wait_for(reader2.readline(), 5)).startswith(b"SET VARIABLE")
+    assert (await asyncio.wait_for(reader2.readline(), 30)).startswith(b"SET VARIABLE")
     writer2.close()
 
 

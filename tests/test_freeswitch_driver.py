@@ -242,7 +242,7 @@ async def test_controller_pushes_its_mode_into_freeswitch(tmp_path: Path) -> Non
         journal.record_mode_change(ModeChange(Mode.OUTAGE, controller.clock(), "ops",
                                               Via.CLI, "again"), state)
         await rig.server.wait_connection(2)
-        await rig.driver.hub.wait_up(5.0)
+        await rig.driver.hub.wait_up(30)
         await controller.sync_once()
         assert rig.db["backline/mode"] == "outage"
     await controller.close()
@@ -328,7 +328,7 @@ async def test_a_malformed_frame_drops_the_link_which_is_made_again(how: str) ->
         assert apps[-1] == ("hangup", "")
         rig.server.script_api("db", rig.db_api)
         await rig.server.wait_connection(2)
-        await rig.driver.hub.wait_up(5.0)
+        await rig.driver.hub.wait_up(30)
         await rig.driver.write_mode(Mode.OUTAGE)
         assert rig.db["backline/mode"] == "outage"
         assert rig.driver.hub.logins == 2
@@ -381,7 +381,7 @@ async def test_a_truncated_body_does_not_spin_the_hub() -> None:
             await rig.driver.read_mode()
         rig.server.script_api("db", rig.db_api)
         await rig.server.wait_connection(2)
-        await rig.driver.hub.wait_up(5.0)
+        await rig.driver.hub.wait_up(30)
         assert await rig.driver.read_mode() == (None, None, None, None)
         assert rig.driver.hub.logins == 2
         # The truncated body is seen, unless the server's close became an RST that threw the
@@ -403,7 +403,7 @@ async def test_pending_commands_fail_when_the_link_drops() -> None:
         await rig.server.wait_command("api db")
         rig.server.connections[0].drop()
         with pytest.raises(EslLinkDown):
-            await asyncio.wait_for(pending, 5.0)
+            await asyncio.wait_for(pending, 30)
         gate.set()
 
 
@@ -413,13 +413,13 @@ async def test_bgapi_result_comes_from_its_background_job_event() -> None:
         hub = EslHub("127.0.0.1", srv.port, PASSWORD, events=("BACKGROUND_JOB",))
         await hub.start()
         try:
-            await hub.wait_up(5.0)
+            await hub.wait_up(30)
             job = "job-1"
             reply = await hub.command(b"bgapi originate user/ana-p0 &park()\nJob-UUID: job-1\n\n")
             assert isinstance(reply, wire.CommandReply) and reply.ok
             command = await srv.wait_command("bgapi originate")
             assert command.get("Job-UUID") == job
-            event = await asyncio.wait_for(hub.events.get(), 5.0)
+            event = await asyncio.wait_for(hub.events.get(), 30)
             assert event.name == "BACKGROUND_JOB" and event.get("Job-UUID") == job
             assert event.body == b"+OK 2ba4e0a4-b5e2-4e2a-8d1c-0c1e5a0e1c00\n"
             assert "Content-Length" not in dict(event.headers)  # greenswitch's trap avoided
@@ -656,9 +656,9 @@ async def test_a_desk_phone_watching_the_lamp_sees_the_presence_event() -> None:
         watcher = EslHub("127.0.0.1", rig.server.port, PASSWORD, events=("PRESENCE_IN",))
         await watcher.start()
         try:
-            await watcher.wait_up(5.0)
+            await watcher.wait_up(30)
             await rig.driver.write_mode(Mode.OUTAGE)
-            event = await asyncio.wait_for(watcher.events.get(), 5.0)
+            event = await asyncio.wait_for(watcher.events.get(), 30)
             assert (event.name, event.get("from"), event.get("answer-state")) == \
                 ("PRESENCE_IN", LAMPS[0], "confirmed")
         finally:
@@ -724,9 +724,9 @@ async def test_calls_and_faxes_answered_while_away_are_imported_once_on_every_lo
     async with fs_rig(d, controller.conversations, record=controller.record_attempt,
                       mode=controller.mode, faxes=controller.faxes,
                       fax_spool=str(tmp_path / "spool"), import_record=import_record) as rig:
-        assert await asyncio.wait_for(imports.get(), 5.0) == 2
+        assert await asyncio.wait_for(imports.get(), 30) == 2
         rig.server.connections[0].drop()  # FreeSWITCH restarts: logged in again, imported again
-        assert await asyncio.wait_for(imports.get(), 5.0) == 0
+        assert await asyncio.wait_for(imports.get(), 30) == 0
     by_key = {a.key: a for a in journal.attempts(limit=10)}
     assert sorted(by_key) == [f"call:{AWAY_CALL}", f"call:{DECIDED}", f"fax:{AWAY_FAX}"]
     call = by_key[f"call:{AWAY_CALL}"]
