@@ -80,7 +80,7 @@ def test_freeswitch_rules_admit_sofia_and_rtp_from_the_carrier_and_lan_and_keep_
             listener = net.pbx.call(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
             listeners.append(listener)
             listener.bind((net.pbx_lan, port))
-            listener.settimeout(5)
+            listener.settimeout(30)  # recvfrom returns on the datagram
             to = (net.pbx_lan, port)
             # One rule drops both (its counter found by SIP's port, the range beside it).
             before = dropped(net.pbx, "udp", sip_port)
