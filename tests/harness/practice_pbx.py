@@ -36,6 +36,10 @@ from backline.pbx.asterisk.driver import AsteriskDriver
 from backline.render.asterisk import QUIET_EVENTS
 from tests.harness.ports import listen_port
 
+START_WITHIN = 60.0
+"""Seconds Asterisk may take to start and the AMI logins to succeed: each returns as soon as
+it has, so this only bounds a hang (the defaults, 10-20 s, a loaded 2-core machine can miss)."""
+
 AMI_ENV = "BACKLINE_TEST_AMI_SECRET"
 PIN_ENV = "BACKLINE_TEST_OUTAGE_PIN"
 OUTAGE_PIN = "2468"
@@ -344,9 +348,9 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
                            on_login=only_observed)
         for event_name in observed:
             observer.on_event(event_name, events.record)
-        await asyncio.to_thread(local.instance.start)
+        await asyncio.to_thread(local.instance.start, START_WITHIN)
         if observe:
-            await observer.connect()
+            await observer.connect(within=START_WITHIN)
         stop = asyncio.Event()
         controller.attach(driver)
         # Not started, it keeps no mode: its rounds would report it to the journal as a
@@ -356,7 +360,7 @@ async def practice_pbx(tmp: Path, name: str, ring_seconds: int = 6, *,
             else None
         try:
             if controller_in_process:
-                await driver.start()
+                await driver.start(ami_within=START_WITHIN)
             yield PracticePbx(directory, ports, local.instance, controller, driver, secrets, path,
                               events)
         finally:

@@ -196,7 +196,10 @@ def parse_stats(text: str) -> dict[str, str]:
 
 
 class SippProcess:
-    """One SIPp process: started by start(), ended by wait()/stop()/kill() by PID."""
+    """One SIPp process: started by start(), ended by wait()/stop()/kill() by PID.
+
+    Every wait returns on the event itself (a file SIPp writes, its exit); the timeouts, 30 s
+    by default, only bound a hang: a loaded 2-core machine is slower than any promise."""
 
     def __init__(
         self, name: str, workdir: Path, scenario_text: str, args: Sequence[str], *, port: int,
@@ -231,7 +234,7 @@ class SippProcess:
             *self.args,
         ])  # fmt: skip
 
-    def start(self, timeout: float = 10.0) -> Self:
+    def start(self, timeout: float = 30.0) -> Self:
         """Launch SIPp and wait until its sockets are bound.
 
         SIPp creates its statistics file right after binding the SIP and media
@@ -294,7 +297,7 @@ class SippProcess:
             raise SippError(self.name, f"still running after {timeout} s; killed")
         return self._reap()
 
-    def stop(self, timeout: float = 10.0) -> SippResult:
+    def stop(self, timeout: float = 30.0) -> SippResult:
         """Ask SIPp to finish (SIGUSR1: no new calls, end current ones), SIGKILL on timeout."""
         if self._proc is None:
             return self._final()
@@ -370,7 +373,7 @@ class SippProcess:
             seen.setdefault(message.header("Call-ID") or "", message)
         return list(seen.values())
 
-    def wait_for_invites(self, count: int, timeout: float = 10.0) -> list[SipMessage]:
+    def wait_for_invites(self, count: int, timeout: float = 30.0) -> list[SipMessage]:
         """Wait until COUNT distinct INVITEs have arrived; return them."""
         if self._proc is None:
             raise SippError(self.name, "not running")
@@ -382,7 +385,7 @@ class SippProcess:
         return self.invites()
 
     def wait_for_messages(self, done: Callable[[list[SipMessage]], bool],
-                          timeout: float = 10.0) -> list[SipMessage]:
+                          timeout: float = 30.0) -> list[SipMessage]:
         """Wait until ``done`` holds for the messages so far (checked at each write of the
         message log); return them."""
         if self._proc is None:
@@ -663,7 +666,7 @@ def register(
     contact_port: int,
     expires: int = 3600,
     port: int | None = None,
-    timeout: float = 10.0,
+    timeout: float = 30.0,
     aor: str | None = None,
     host: Host = LOCAL,
 ) -> SippProcess:
