@@ -13,7 +13,6 @@ import re
 import socket
 import stat
 import struct
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -216,7 +215,7 @@ class Ami:
     """A bare blocking AMI session: enough to collect events after a call."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection((LOOPBACK, port), timeout=10)
+        self.sock = socket.create_connection((LOOPBACK, port), timeout=30)  # bounds a hang
         self.buf = b""
         self.read_message()  # banner line ends with one CRLF; tolerated by read_message
         self.send({"Action": "Login", "Username": AMI_USER, "Secret": AMI_SECRET})
@@ -240,7 +239,7 @@ class Ami:
             self.buf += chunk
 
     def events_until(self, event: str, count: int) -> list[dict[str, str]]:
-        """Every message up to and including the COUNT-th EVENT (10 s socket timeout)."""
+        """Every message up to and including the COUNT-th EVENT (30 s socket timeout)."""
         seen: list[dict[str, str]] = []
         while sum(1 for m in seen if m.get("Event") == event) < count:
             seen.append(self.read_message())
@@ -255,10 +254,11 @@ class Ami:
 
 def test_instance_starts_answers_ami_and_cli(make_instance: MakeInstance) -> None:
     inst = make_instance()
-    started = time.monotonic()
-    inst.start()
-    assert time.monotonic() - started < 10
-    assert read_ami_banner(LOOPBACK, inst.ports.ami, 5).startswith("Asterisk Call Manager/")
+    # start() returns once Asterisk logged "Asterisk Ready." and AMI sent its banner (it
+    # raises otherwise): that is the promise, not how long a loaded machine took.
+    inst.start(timeout=60)
+    assert inst.running
+    assert read_ami_banner(LOOPBACK, inst.ports.ami, 30).startswith("Asterisk Call Manager/")
     assert "Asterisk 22." in inst.cli("core show version")
     transports = inst.cli("pjsip show transports")
     assert f"{LOOPBACK}:{inst.ports.sip}" in transports
@@ -308,19 +308,19 @@ def test_needed_features_work(make_instance: MakeInstance, tmp_path: Path) -> No
     assert "engaged" in inst.cli("database get backline outage")
     # AGI(): Asterisk connects to our FastAGI port and sends its variables.
     with socket.create_server((LOOPBACK, 0)) as agi:
-        agi.settimeout(10)
+        agi.settimeout(30)  # accept() returns on Asterisk's connection; this bounds a hang
         inst.cli(f"dialplan set global AGI_PORT {agi.getsockname()[1]}")
         caller = place_calls((LOOPBACK, inst.ports.sip), tmp_path, "800", from_user="carrier")
         conn, _ = agi.accept()
         with conn:
-            conn.settimeout(10)
+            conn.settimeout(30)
             head = b""
             while b"\n\n" not in head:
                 chunk = conn.recv(4096)
                 assert chunk, "AGI closed before its variables ended"
                 head += chunk
         # Closing the socket ends AGI(); the dialplan hangs up; the caller takes the BYE.
-        assert caller.wait(timeout=20).ok, caller.describe()
+        assert caller.wait(timeout=60).ok, caller.describe()
     assert b"agi_network_script: check" in head
     assert b"agi_callerid: carrier" in head
 
@@ -330,7 +330,7 @@ def test_two_instances_run_side_by_side(make_instance: MakeInstance) -> None:
     with first, second:
         assert first.pid != second.pid
         for inst in (first, second):
-            assert read_ami_banner(LOOPBACK, inst.ports.ami, 5)
+            assert read_ami_banner(LOOPBACK, inst.ports.ami, 30)
             assert f"{LOOPBACK}:{inst.ports.sip}" in inst.cli("pjsip show transports")
         # Each CLI reaches its own instance: state set on one is absent on the other.
         first.cli("database put harness where first")
@@ -379,7 +379,7 @@ def test_start_failure_carries_the_log_tail(make_instance: MakeInstance) -> None
     files = pbx_files(inst.ports)
     inst.set_files({**files, "manager.conf": manager_conf(inst.ports, enabled=False)})
     with pytest.raises(AsteriskStartError) as failed:
-        inst.start(timeout=10)
+        inst.start(timeout=60)  # fails at once when AMI refuses; this bounds a slow start
     assert "AMI" in str(failed.value)
     assert "Asterisk Ready." in failed.value.log_tail
     assert not inst.running
@@ -432,7 +432,7 @@ def test_carrier_call_rings_both_desk_phones_one_answers(
         try:
             caller = place_calls(sip, tmp_path, PRACTICE_NUMBER, from_user="carrier",
                                  caller_name="Pat Doe")  # fmt: skip
-            result = caller.wait(timeout=20)
+            result = caller.wait(timeout=60)
             assert result.ok and result.successful == 1, caller.describe()
             events = ami.events_until("DialEnd", 2)
         finally:
@@ -457,7 +457,7 @@ def test_announcement_call_expects_the_pbx_bye(
     pbx.start()
     caller = place_calls((LOOPBACK, pbx.ports.sip), tmp_path, "700", from_user="carrier", calls=2,
                          extra_headers=["X-Backline-Test: announcement"])  # fmt: skip
-    result = caller.wait(timeout=20)
+    result = caller.wait(timeout=60)
     assert result.ok and result.successful == 2, caller.describe()
     sent = [m for m in caller.messages() if m.direction == "sent" and m.method == "INVITE"]
     assert all(m.header("X-Backline-Test") == "announcement" for m in sent)
@@ -480,7 +480,7 @@ def test_dtmf_reaches_the_dialplan(
     pbx.start()
     caller = place_calls((LOOPBACK, pbx.ports.sip), tmp_path, "600", from_user="carrier",
                          dtmf="7741", dtmf_mode=mode)  # type: ignore[arg-type]  # fmt: skip
-    result = caller.wait(timeout=20)
+    result = caller.wait(timeout=60)
     assert result.ok, caller.describe()
     # A repeated key and a falling one: both broke with Debian's per-key pcaps.
     assert "Value: 7741" in pbx.cli("database get harness digits")
@@ -497,7 +497,7 @@ def test_desk_phone_call_out_carries_caller_id_to_the_carrier(
                          port=carrier_port, talk_ms=200) as carrier:  # fmt: skip
         caller = place_calls(sip, tmp_path, "+13125550199", from_user="ana-desk",
                              password=PASSWORDS["ana-desk"])  # fmt: skip
-        result = caller.wait(timeout=20)
+        result = caller.wait(timeout=60)
         assert result.ok, caller.describe()
         assert caller.received(401), "the desk phone was challenged and authenticated"
         (invite,) = carrier.invites()
@@ -518,7 +518,7 @@ def test_rejecting_desk_phone_and_wrong_password(
     with desk_phone(sip, tmp_path, "ana-desk", PASSWORDS["ana-desk"],
                     DeskPhoneMode.REJECT) as ana:  # fmt: skip
         caller = place_calls(sip, tmp_path, PRACTICE_NUMBER, from_user="carrier")
-        result = caller.wait(timeout=20)
+        result = caller.wait(timeout=60)
         # Busy desk phone, nobody else: Dial ends, dialplan hangs up -> the carrier
         # gets a failure response, not an answer.
         assert result.failed == 1, caller.describe()
