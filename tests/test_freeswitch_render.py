@@ -25,6 +25,7 @@ from backline.render.freeswitch import (
     EVENT_SOCKET_FILE,
     SOFIA_FILE,
 )
+from backline.render.freeswitch_voicemail import VOICEMAIL_FILE
 from tests.harness.freeswitch_conf import (
     Refused,
     Registered,
@@ -37,6 +38,7 @@ from tests.harness.freeswitch_conf import (
     params,
     sip_profile,
     stock_tree,
+    voicemail_profile,
 )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
@@ -113,10 +115,10 @@ def test_the_files_load_into_a_stock_freeswitch_xml_and_every_lookup_finds_them(
     include rule into the stock sections, every configuration, context and user the driver
     relies on is found by FreeSWITCH's own lookups, and the stock neighbours still are."""
     for name in (DIRECTORY_FILE, DIALPLAN_FILE, EVENT_SOCKET_FILE, SOFIA_FILE, CDR_CSV_FILE,
-                 ACL_FILE):
+                 ACL_FILE, VOICEMAIL_FILE):
         fragment(rendered / name)
     for conf in ("event_socket.conf", "sofia.conf", "cdr_csv.conf", "acl.conf",
-                 "modules.conf"):
+                 "modules.conf", "voicemail.conf"):
         assert open_cfg(loaded, conf) is not None, conf
     sofia = open_cfg(loaded, "sofia.conf")
     assert sofia is not None and sofia.find("profiles/profile[@name='backline']") is not None
@@ -463,3 +465,29 @@ def test_without_a_lan_no_directory_user_is_kept_to_one(loaded: ET.Element) -> N
     assert users and not any("auth-acl" in params(u, "params/param") for u in users)
     assert sip_profile(loaded, "backline").register(
         "198.51.100.7", ("ana-desk", "wrong")) == Refused(403)
+
+
+def test_each_voice_number_has_a_box_in_the_profile_mod_voicemail_loads_with_no_way_out(
+        rendered: Path, loaded: ET.Element) -> None:
+    """The ``voicemail`` applications the driver sends name the ``default`` profile: loaded
+    as mod_voicemail loads it (load_profile), it is ours, in place of the stock one, whose
+    ``operator-key`` 9 and ``vmain-key`` * send a caller pressing them during the greeting to
+    the stock ``default`` context; it records WAVE files (what the controller takes in).
+    Each voice number's box is a user of the rendered domain (mod_voicemail looks it up with
+    switch_xml_locate_user_merged by id), voicemail on, with no email of FreeSWITCH's own."""
+    from backline.app.config import load
+    from backline.core.model import Carry
+    from tests.harness.freeswitch_conf import locate_user
+
+    profile = voicemail_profile(loaded, names.VOICEMAIL_PROFILE)
+    assert profile == {"file-extension": "wav", "min-record-len": "3",
+                       "max-record-len": "180"}, profile  # no operator or vmain key
+    d = load(rendered.parent / "practice.yaml").directory
+    boxes = [n.voicemail_box for n in d.numbers if Carry.VOICE in n.carries]
+    assert len(boxes) == 4
+    for box in boxes:
+        entry = locate_user(loaded, box, "127.0.0.1")
+        assert entry is not None, box
+        settings = params(entry, "params/param")
+        assert settings["vm-enabled"] == "true"
+        assert not {"vm-mailto", "vm-notify-mailto", "vm-email-all-messages"} & set(settings)

@@ -13,6 +13,7 @@ from backline.localpbx.output import write_render
 from backline.localpbx.phone_secrets import load_or_create
 from backline.render.asterisk import RenderedFile
 from backline.render.freeswitch import FreeswitchSecrets, render, voicemail_boxes
+from backline.render.freeswitch_voicemail import voicemail_file
 
 VOICEMAIL_KEY_PREFIX = "voicemail-box-"
 
@@ -26,7 +27,7 @@ def render_files(directory: Directory, secrets_path: Path, announcement: str
     kept = load_or_create(secrets_path, [*phones, *(VOICEMAIL_KEY_PREFIX + b for b in boxes)])
     secrets = FreeswitchSecrets({p: kept[p] for p in phones},
                                 {b: kept[VOICEMAIL_KEY_PREFIX + b] for b in boxes})
-    return render(directory, secrets, announcement)
+    return [*render(directory, secrets, announcement), voicemail_file()]
 
 
 def write_rendered(directory: Directory, pbx: FreeswitchPbx, out: Path,

@@ -28,6 +28,8 @@ lookup ever finds it (``tests/harness/freeswitch_conf.py`` assembles the files t
 * ``autoload_configs/acl.conf.xml``: the network lists the profile and the directory name:
   the carrier's address (``apply-inbound-acl``) and, with ``connections.pbx.lan``, the LAN
   (each directory user's ``auth-acl``: its digest is refused from anywhere else).
+* ``autoload_configs/voicemail.conf.xml``: mod_voicemail's profile (its own module,
+  :mod:`backline.render.freeswitch_voicemail`).
 
 Untrusted text (caller IDs, dialled strings) is never written here; what is written was
 validated by the config loader, and ElementTree escapes every attribute value.

@@ -185,6 +185,16 @@ def locate_user(root: ET.Element, user: str, domain: str) -> ET.Element | None:
     return None
 
 
+def voicemail_profile(root: ET.Element, name: str) -> dict[str, str] | None:
+    """mod_voicemail.c, load_profile: ``voicemail.conf``'s ``profiles``, the ``profile`` of
+    that name, and its ``param`` children (switch_event_import_xml); None if not found, when
+    every ``voicemail NAME ...`` fails ("Error invalid profile")."""
+    cfg = open_cfg(root, "voicemail.conf")
+    profiles = cfg.find("profiles") if cfg is not None else None
+    profile = find_child(profiles, "profile", "name", name) if profiles is not None else None
+    return None if profile is None else params(profile, "param")
+
+
 def params(node: ET.Element | None, path: str = "settings/param") -> dict[str, str]:
     """``<param name= value=/>`` under ``node`` as a dict (the last of a name wins, as the
     modules' loops over params overwrite)."""
@@ -221,7 +231,25 @@ STOCK_FILES = {
   <modules>
     <load module="mod_event_socket"/>
     <load module="mod_sofia"/>
+    <load module="mod_voicemail"/>
   </modules>
+</configuration>
+""",
+    # conf/vanilla's profile, the keys that leave the greeting for the stock dialplan kept.
+    "autoload_configs/voicemail.conf.xml": """\
+<configuration name="voicemail.conf" description="Voicemail">
+  <settings>
+  </settings>
+  <profiles>
+    <profile name="default">
+      <param name="file-extension" value="wav"/>
+      <param name="max-record-len" value="300"/>
+      <param name="operator-extension" value="operator XML default"/>
+      <param name="operator-key" value="9"/>
+      <param name="vmain-extension" value="vmain XML default"/>
+      <param name="vmain-key" value="*"/>
+    </profile>
+  </profiles>
 </configuration>
 """,
     "dialplan/default.xml": """\

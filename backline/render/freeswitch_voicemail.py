@@ -1,0 +1,48 @@
+"""mod_voicemail's configuration, rendered in place of the stock ``voicemail.conf.xml``.
+Pure.
+
+Each voice number's box is a directory user (``backline.render.freeswitch.directory_xml``);
+the driver sends unanswered calls to ``voicemail default DOMAIN BOX`` and a member's ``*97``
+to ``voicemail check auth default DOMAIN BOX`` (``backline.pbx.freeswitch.commands``).  This
+file is the ``default`` profile they name (mod_voicemail.c, load_profile: ``profiles``, then
+the ``profile`` by name, its ``param`` children), with only what Backline relies on:
+
+* ``file-extension: wav``: the recording the ``vm::maintenance`` event names is a WAVE file,
+  which the controller checks and the inbox and link pages play (``audio/wav``);
+* ``max-record-len: 180``: as Asterisk's ``maxsecs``;
+* no ``operator-key`` or ``vmain-key`` (mod_voicemail's defaults are none): the stock file
+  sets ``9`` and ``*``, which send a caller who presses them during the greeting to the
+  stock ``default`` context (an operator extension, the voicemail login), out of the
+  practice's dialplan.
+
+No box has ``vm-mailto`` or ``vm-notify-mailto``, so FreeSWITCH itself emails nobody: members
+are told by Backline, with a link and never the audio or the caller.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from backline.pbx.freeswitch import names
+from backline.render.asterisk import RenderedFile
+from backline.render.freeswitch import _include, _params, _text
+
+VOICEMAIL_FILE = "autoload_configs/voicemail.conf.xml"
+MAX_RECORD_SECONDS = 180
+MIN_RECORD_SECONDS = 3  # shorter is deleted by mod_voicemail, and no event fires
+
+
+def voicemail_xml() -> str:
+    doc = _include()
+    conf = ET.SubElement(doc, "configuration", name="voicemail.conf", description="Voicemail")
+    ET.SubElement(conf, "settings")
+    profile = ET.SubElement(ET.SubElement(conf, "profiles"), "profile",
+                            name=names.VOICEMAIL_PROFILE)
+    _params(profile, {"file-extension": "wav",
+                      "min-record-len": str(MIN_RECORD_SECONDS),
+                      "max-record-len": str(MAX_RECORD_SECONDS)}, tag=None)
+    return _text(doc)
+
+
+def voicemail_file() -> RenderedFile:
+    return RenderedFile(VOICEMAIL_FILE, voicemail_xml())
