@@ -127,7 +127,8 @@ def test_with_a_registrar_render_writes_ha1_digests_only_and_a_config_kamailio_a
     HA1 digests in a private file: no secret in Kamailio's files or in the database."""
     text = (ROOT / "config/example.yaml").read_text()
     text = text.replace("    kind: asterisk\n", "    kind: asterisk\n    node: node1\n"
-                        "    registrar: {host: 10.0.0.10, port: 5060}\n", 1)
+                        "    registrar: {host: 10.0.0.10, port: 5060}\n"
+                        "    insecure_cleartext: true\n", 1)  # phones' SIP to it in the clear
     text = text.replace('storage: {url: "sqlite:///var/lib/backline/journal.db"}',
                         'storage: {url: "postgresql://backline@db.example:5432/backline"}')
     config = tmp_path / "practice.yaml"

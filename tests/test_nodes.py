@@ -120,7 +120,8 @@ def test_a_shared_journal_requires_every_asterisk_node_to_be_named(tmp_path: Pat
 def test_kamailio_as_the_registrar_requires_the_shared_postgresql(tmp_path: Path) -> None:
     """Its location table lives in the shared journal's database: on SQLite, `backline check`
     refuses it; on PostgreSQL the node reads where Kamailio listens."""
-    line = "    node: node1\n    registrar: {host: 10.0.0.10, port: 5070}\n"
+    line = ("    node: node1\n    registrar: {host: 10.0.0.10, port: 5070}\n"
+            "    insecure_cleartext: true\n")  # phones' SIP to Kamailio off loopback
     problems = problems_of(practice(tmp_path, line))
     assert re.search(r"practice\.yaml:\d+: connections\.pbx\.registrar: a postgresql:// "
                      r"storage", problems), problems
@@ -134,7 +135,8 @@ def test_required_encryption_behind_the_registrar_is_refused_by_check(tmp_path: 
     would ring (tests/test_registrar_tls.py shows TLS with optional encryption)."""
     url = "postgresql://backline@db.maple.example:5432/backline"
     line = ("    node: node1\n    registrar: {host: 10.0.0.10, port: 5070}\n"
-            f"    tls: {{port: 5061, practice_ca: {tmp_path}/ca}}\n    encryption: required\n")
+            f"    tls: {{port: 5061, practice_ca: {tmp_path}/ca}}\n    encryption: required\n"
+            "    insecure_cleartext: true\n")  # behind Kamailio the phones' audio is plain
     problems = problems_of(practice(tmp_path, line, url))
     assert re.search(r"practice\.yaml:\d+: connections\.pbx\.encryption: optional behind "
                      r"Kamailio as the registrar", problems), problems

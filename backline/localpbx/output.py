@@ -5,6 +5,7 @@ and Kamailio's files.  The renderers (backline/render/) only make the text.
 
 from __future__ import annotations
 
+import dataclasses
 import zoneinfo
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from backline.core.connections import AsteriskPbx, HostPort
 from backline.core.model import Directory
 from backline.core.provisioning import ProvisionedPhone, file_names
+from backline.core.wire import desk_phones_in_the_clear
 from backline.localpbx.phone_secrets import load_or_create, write_private
 from backline.localpbx.practice_ca import (
     KAMAILIO_CERT,
@@ -112,11 +114,22 @@ def write_kamailio(out: Path, listen: str, nodes: Sequence[str], config_dir: str
 
     With ``directory`` whose PBX names a ``registrar``, Kamailio is the desk phones'
     registrar: its ``subscriber`` table (HA1 digests of the secrets in ``secrets_path``, the
-    same the nodes' pjsip.conf gets, 0600) and ``location.sql`` are written too."""
+    same the nodes' pjsip.conf gets, 0600) and ``location.sql`` are written too.  Its
+    listeners take the desk phones' SIP: off loopback, the rule `backline check` applies to
+    ``connections.pbx.registrar`` applies to ``listen`` too (backline.app.settings.edge)."""
     registrar = logins = secrets = None
     pbx = directory.connections.pbx if directory is not None else None
     address = parse_host_port(listen, "--kamailio")
     if directory is not None and isinstance(pbx, AsteriskPbx) and pbx.registrar is not None:
+        clear = desk_phones_in_the_clear(dataclasses.replace(pbx, registrar=address),
+                                         directory.users)
+        if clear and not pbx.insecure_cleartext:
+            raise ValueError(
+                f"--kamailio {listen}: desk phones {', '.join(clear)}: their SIP and call "
+                "audio would cross the network to and from Kamailio readable by anyone "
+                "(behind Kamailio as the registrar their audio is never SRTP); listen on "
+                "loopback, or to send them so anyway set "
+                "connections.pbx.insecure_cleartext: true")
         registrar = Registrar(location_db_url(directory.connections.storage.url), config_dir,
                               directory.max_per_login,
                               registrar_tls(directory, pbx, address))

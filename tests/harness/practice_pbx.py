@@ -152,12 +152,14 @@ def write_practice(tmp: Path, ports: PracticePorts, ring_seconds: int, cdr_file:
     the controller asks Asterisk where its call record is, as
     `backline up` configs do.  SIP or the carrier off loopback in plain SIP (these tests'
     namespaces) is opted into as an operator would, ``insecure_cleartext: true``
-    (docs/security.md): not where every phone's media is required SRTP, nor over TLS."""
+    (docs/security.md): not where every phone's media is required SRTP, nor for a carrier
+    over TLS with SRTP (TLS alone leaves the calls' audio plain: carrier media)."""
     path = tmp / "practice.yaml"
     if not is_loopback(sip_host) and not ("encryption: required" in pbx_extra and not any(
             "encryption: optional" in k for k in (phone_keys or {}).values())):
         pbx_extra += "    insecure_cleartext: true\n"
-    if not is_loopback(trunk_host) and "tls: true" not in trunk_extra:
+    if not is_loopback(trunk_host) and not ("tls: true" in trunk_extra
+                                            and "srtp: true" in trunk_extra):
         trunk_extra += ", insecure_cleartext: true"
     path.write_text(PRACTICE.format(
         emergency=emergency, trunk_extra=trunk_extra, connections_extra=connections_extra,
