@@ -49,6 +49,8 @@ def test_each_carrier_example_passes_check_in_the_example_practice(
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "ok:" in checked.stdout + checked.stderr
+    # Both are configured encrypted end to end (SRTP too), not opted out of it.
+    assert "INSECURE" not in checked.stdout + checked.stderr
     # A broken copy is refused at the trunk's line, so the check above can fail.
     broken = tmp_path / "broken.yaml"
     broken.write_text(config.read_text().replace("      tls: true\n", "      tls: maybe\n"))
