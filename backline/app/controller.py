@@ -32,6 +32,7 @@ from backline.core.model import Directory
 from backline.core.outage import Mode, ModeState
 from backline.core.ownership import OwnershipBook
 from backline.core.refusals import RefusalTally
+from backline.core.srtp_refusals import RefusingPhones
 from backline.core.wire import insecure
 from backline.features import (
     audit_upkeep,
@@ -105,6 +106,10 @@ class Controller:
         pbx = directory.connections.pbx
         self.node = pbx.node if isinstance(pbx, AsteriskPbx) else ""  # stamped on attempts
         self.metrics = Metrics(backlog=journal.held)
+        # Desk phones that refused the encrypted call they were rung with (the Asterisk
+        # driver tells; a reload clears it): status page, /status.json, /metrics.
+        self.refusing_encryption = RefusingPhones()
+        self.metrics.refusing_encryption(lambda: len(self.refusing_encryption.names()))
         self.writer = AttemptWriter(journal)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
@@ -294,7 +299,8 @@ class Controller:
                               emergency_calls=lambda: self.journal.emergency_calls(10),
                               token=self._status_token(), hours=self.hours_now,
                               insecure=lambda: insecure(self.directory.connections.pbx,
-                                                        self.directory.users))
+                                                        self.directory.users),
+                              refusing_encryption=self.refusing_encryption.names)
         for feature in self.features:
             app.add_routes(feature.routes().status)
         return app

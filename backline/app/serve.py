@@ -92,8 +92,13 @@ def asterisk_reloader(controller: Controller, driver: AsteriskDriver,
                     out.write(text)
 
         files = PbxFiles(current, lambda d: rendered_files(d, running), write, reload_module)
+    def applied() -> None:
+        driver.practice_changed()
+        # The phones' encryption may have been changed: each is judged again when next rung.
+        controller.refusing_encryption.clear()
+
     return Reloader(config_path(controller.directory), controller, files,
-                    lambda: controller.clock(), driver.practice_changed)
+                    lambda: controller.clock(), applied)
 
 
 def reload_action(reloader: Reloader) -> Callable[[], None]:
@@ -350,6 +355,7 @@ def asterisk_driver(controller: Controller, pbx: AsteriskPbx, ami_secret: str, *
     they exercise is what ``run`` and ``up`` run."""
     from backline.pbx.asterisk.driver import AsteriskDriver  # not loaded for FreeSWITCH
     from backline.pbx.asterisk.events import told_unsealed
+    from backline.pbx.asterisk.srtp_refusals import RefusalWatch
 
     directory = controller.directory
     driver = AsteriskDriver(pbx, ami_secret, controller.book, controller.conversations,
@@ -374,6 +380,8 @@ def asterisk_driver(controller: Controller, pbx: AsteriskPbx, ami_secret: str, *
         if told_unsealed(event, driver.book):
             controller.metrics.unsealed_refused()
     driver.ami.on_event("UserEvent", unsealed)
+    RefusalWatch(driver.ami, lambda: driver.book, controller.refusing_encryption,
+                 controller.metrics.srtp_refused)
     if pbx.bans is not None:
         driver.on_security = ScannerBans(
             pbx, counted=controller.metrics.sip_auth,

@@ -458,14 +458,16 @@ def _scenario(name: str, **blocks: str) -> str:
     return "".join(out)
 
 
-def _common_args(port: int, media_port: int, host: Host = LOCAL) -> list[str]:
+def _common_args(port: int, media_port: int, host: Host = LOCAL,
+                 transport: Literal["u1", "t1"] = "u1") -> list[str]:
+    """``transport`` t1: one TCP connection (a desk phone behind tests/harness/tls_edge.py)."""
     return [
         "-i", host.address,
         "-mi", host.address,
         "-p", str(port),
         "-mp", str(media_port),
         "-cp", str(host.free_udp_port()),
-        "-t", "u1",  # one UDP socket: every message leaves from -p
+        "-t", transport,  # u1: one UDP socket, every message leaves from -p
     ]  # fmt: skip
 
 
@@ -607,6 +609,7 @@ def answering_phone(
     lifetime: float = 300.0,
     host: Host = LOCAL,
     pickup_ms: int = 0,
+    transport: Literal["u1", "t1"] = "u1",
 ) -> SippProcess:
     """A started UAS that handles every INVITE per MODE (no registration).
 
@@ -618,7 +621,8 @@ def answering_phone(
     """
     port = port or host.free_udp_port()
     media_port = media_port or host.free_media_port()
-    args = [*_common_args(port, media_port, host), "-aa", "-timeout", f"{lifetime:g}s"]
+    args = [*_common_args(port, media_port, host, transport), "-aa",
+            "-timeout", f"{lifetime:g}s"]
     if mode is DeskPhoneMode.ANSWER:
         text = _scenario("uas_answer.xml", ON_INVITE="", IN_CALL=in_call())
     elif mode is DeskPhoneMode.ANSWER_AND_HANG_UP:
@@ -669,6 +673,7 @@ def register(
     timeout: float = 30.0,
     aor: str | None = None,
     host: Host = LOCAL,
+    transport: Literal["u1", "t1"] = "u1",
 ) -> SippProcess:
     """REGISTER as USER (digest auth with PASSWORD), Contact on contact_port.
 
@@ -678,7 +683,7 @@ def register(
     """
     port = port or host.free_udp_port()
     args = [
-        *_common_args(port, host.free_media_port(), host),
+        *_common_args(port, host.free_media_port(), host, transport),
         "-au", user, "-ap", password,
         "-key", "user", aor or user,
         "-key", "contact_port", str(contact_port),

@@ -39,7 +39,8 @@ def add_parser(sub: Any) -> None:
         "verdict (ok, warn, FAIL, skip) and the fix: the journal writable with free space, "
         "the file modes of the journal and the secrets, the AMI login, the Asterisk modules "
         "Backline needs, the PBX's clock, the carrier trunk's registration, the controller's "
-        "FastAGI where Asterisk sends calls, the desk phones registered now, the mail relay "
+        "FastAGI where Asterisk sends calls, the desk phones registered now and those that "
+        "refuse their encrypted ring (from the running controller), the mail relay "
         "(STARTTLS, its certificate, the login), the SMS "
         "gateway's credentials and the inbox's URL and token (nothing is sent or filed; "
         "--send-test sends one test email). Exits 1 if any check failed, else 0.")
@@ -65,9 +66,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 async def world_findings(directory: Directory, *, send_test: bool) -> list[Finding]:
     """The checks that talk to peers, run side by side (each bounded in time), in order."""
+    from backline.app.commands.doctor_pbx import encryption_finding
     from backline.app.commands.doctor_relays import inbox_findings, sms_findings, smtp_findings
 
-    found = await asyncio.gather(pbx_findings(directory),
+    found = await asyncio.gather(pbx_findings(directory), encryption_finding(directory),
                                  smtp_findings(directory, send_test=send_test),
                                  sms_findings(directory), inbox_findings(directory))
     return [f for part in found for f in part]

@@ -1,18 +1,22 @@
 """`backline doctor`'s checks of the PBX beyond its AMI login: its clock against this
 machine's, the carrier trunk's outbound registration, and the controller's FastAGI where
 Asterisk's dialplan sends calls.  Each asks Asterisk over the AMI link the doctor already
-holds; none changes anything."""
+holds; none changes anything.  And the desk phones that refuse their encrypted ring, which
+only the running controller hears (its status listener)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 from backline.app.commands.doctor_verdicts import FAIL, OK, SKIP, WARN, WITHIN, Finding
 from backline.core.connections import AsteriskPbx
+from backline.core.model import Directory
+from backline.core.srtp_refusals import FIX
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
 
@@ -125,3 +129,42 @@ async def _agi_exchange(host: str, port: int) -> str:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def encryption_finding(directory: Directory) -> list[Finding]:
+    """With ``encryption: required`` on some desk phone: the phones the running controller
+    heard refuse the encrypted call they were rung with (registered, yet they never ring),
+    read from its ``/status.json`` (connections.status); nothing when no phone needs SRTP."""
+    from backline.app.commands.doctor_relays import _get
+    from backline.app.secrets import SecretMissing, read_secret
+
+    if not any(directory.requires_srtp(p) for u in directory.users if u.active
+               for p in u.desk_phones):
+        return []
+    check, status = "desk phones' encryption", directory.connections.status
+    if status is None:
+        return [Finding(check, SKIP, "no connections.status: the controller's status is not "
+                        "served, so which phones refuse SRTP cannot be asked")]
+    host = "127.0.0.1" if status.listen.host in ("0.0.0.0", "") else status.listen.host
+    token = ""
+    if status.token.env or status.token.file:
+        try:
+            token = read_secret(status.token, "connections.status.token")
+        except SecretMissing as exc:
+            return [Finding(check, SKIP, str(exc), "set the status token the config names")]
+    code, body = await _get(f"http://{host}:{status.listen.port}/status.json",
+                            f"Bearer {token}")
+    try:
+        names = json.loads(body)["desk_phones_refusing_encryption"] \
+            if code == 200 and isinstance(body, bytes) else None
+    except (ValueError, KeyError, TypeError):
+        names = None
+    if not isinstance(names, list):
+        return [Finding(check, SKIP, f"the controller's status at {host}:{status.listen.port} "
+                        "did not answer (it alone hears which phones refuse SRTP)",
+                        "start the controller, then run doctor again")]
+    if names:
+        return [Finding(check, WARN, f"{', '.join(map(str, names))}: refused the encrypted "
+                        "(SRTP) call they were rung with, so they do not ring", FIX)]
+    return [Finding(check, OK, "no desk phone has refused the encrypted call it was rung "
+                    "with since the controller started or last reloaded")]

@@ -84,6 +84,13 @@ class Metrics:
             "backline_desk_calls_unencrypted_refused", "Desk-phone calls refused under "
             "encryption: required for want of TLS or SRTP (emergency calls are never "
             "refused).", registry=self.registry)
+        self._srtp_refusals = Counter(
+            "backline_desk_phone_srtp_refusals", "Encrypted (SRTP) calls a desk phone "
+            "refused when rung under encryption: required: it did not ring.",
+            registry=self.registry)
+        self._refusing = Gauge(
+            "backline_desk_phones_refusing_encryption", "Desk phones whose last encrypted "
+            "ring was refused (listed on the status page).", registry=self.registry)
         # Start every closed-set series at zero, so rate() and increase() see the first event
         # instead of a series that appears out of nowhere with its first increment.
         # Each series' child is kept: labels() checked and looked it up again on every
@@ -122,6 +129,13 @@ class Metrics:
 
     def unsealed_refused(self) -> None:
         self._unsealed.inc()
+
+    def srtp_refused(self) -> None:
+        self._srtp_refusals.inc()
+
+    def refusing_encryption(self, count: Callable[[], int]) -> None:
+        """The gauge reads ``count()`` at every scrape."""
+        self._refusing.set_function(count)
 
     def mode_round_failed(self, part: str) -> None:
         self._failed_rounds.labels(part if part in ROUND_PARTS else "other").inc()

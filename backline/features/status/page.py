@@ -24,6 +24,7 @@ from backline.core.hours import HoursNow, HoursOverride, HoursState, hours_now
 from backline.core.model import Directory
 from backline.core.outage import Mode, ModeChange, ModeState, Via
 from backline.core.records import AttemptKind, AuditEntry
+from backline.core.srtp_refusals import FIX
 from backline.features.status.health import WATCHED, Health, health_document
 from backline.journal.emergency import EmergencyCallRecord
 
@@ -148,11 +149,13 @@ def status_document(state: ModeState, history: list[ModeChange],
                     hours: Sequence[HoursRow] | None = None,
                     refused: Sequence[RefusedSwitch] = (),
                     insecure: Sequence[str] | None = None,
+                    refusing_encryption: Sequence[str] | None = None,
                     ) -> dict[str, object]:
     """``/status.json``: the shape of ``backline outage status --json``, plus ``backlog``, and
     ``health`` (the PBX link, alerts, inbox delivery) when the controller serves it;
     ``refused_switches``, newest first, always (an empty list when none); ``insecure``
-    (what the config's opt-outs send in the clear, backline.core.wire) when it serves it."""
+    (what the config's opt-outs send in the clear, backline.core.wire) and
+    ``desk_phones_refusing_encryption`` (backline.core.srtp_refusals) when it serves them."""
     since = state.since
     document: dict[str, object] = {
         "mode": state.mode.value,
@@ -168,6 +171,8 @@ def status_document(state: ModeState, history: list[ModeChange],
     }
     if insecure is not None:
         document["insecure"] = list(insecure)
+    if refusing_encryption is not None:
+        document["desk_phones_refusing_encryption"] = list(refusing_encryption)
     if health is not None:
         document["health"] = health_document(dict(health))
     if emergency_calls is not None:  # the latest 911 calls, when the controller serves it
@@ -185,7 +190,8 @@ def render_status(practice_name: str, state: ModeState, history: list[ModeChange
                   emergency_calls: Sequence[EmergencyCallRecord] | None = None,
                   hours: Sequence[HoursRow] | None = None,
                   refused: Sequence[RefusedSwitch] = (),
-                  insecure: Sequence[str] | None = None) -> str:
+                  insecure: Sequence[str] | None = None,
+                  refusing_encryption: Sequence[str] | None = None) -> str:
     """The status page as a complete HTML document; ``health``, when given, is shown as
     what is working (the PBX link, alerts, inbox delivery), each with its last success and
     last error.
@@ -215,6 +221,7 @@ def render_status(practice_name: str, state: ModeState, history: list[ModeChange
         *(['<h2 class="mode outage">INSECURE: in the clear on the network</h2><ul>'
            + "".join(f"<li>{escape(line)}</li>" for line in insecure) + "</ul>"]
           if insecure else []),
+        *(_refusing(refusing_encryption) if refusing_encryption else []),
         *(_health(health, zone) if health is not None else []),
         *(_hours(hours, zone) if hours else []),
         "<h2>Held for delivery to the inbox</h2>",
@@ -243,6 +250,13 @@ def _since(change: ModeChange | None, now: datetime, zone: ZoneInfo) -> str:
     ]
     return "<dl>" + "".join(f"<dt>{escape(label)}</dt><dd>{escape(value)}</dd>"
                             for label, value in items) + "</dl>"
+
+
+def _refusing(phones: Sequence[str]) -> list[str]:
+    return ['<h2 class="mode outage">Desk phones that do not ring: they refused the '
+            "encrypted call</h2><ul>"
+            + "".join(f"<li>{escape(p)}</li>" for p in phones)
+            + f"</ul><p>Fix: {escape(FIX)}.</p>"]
 
 
 def _health(health: Mapping[str, Health], zone: ZoneInfo) -> list[str]:

@@ -82,6 +82,7 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
                     token: str | None = None,
                     hours: Callable[[], Sequence[HoursRow]] | None = None,
                     insecure: Callable[[], Sequence[str]] | None = None,
+                    refusing_encryption: Callable[[], Sequence[str]] | None = None,
                     ) -> web.Application:
     """The aiohttp application serving ``/status``, ``/status.json`` and ``/metrics``.
 
@@ -95,11 +96,13 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
     request must carry (``Authorization: Bearer TOKEN``, compared in constant time); without
     it the answer is a bare 401 whatever the path, and "" refuses every request.  ``hours``,
     when given, says the practice's hours now (read on the event loop: it must not block);
-    ``insecure``, what the config sends in the clear (the same).
+    ``insecure``, what the config sends in the clear (the same); ``refusing_encryption``,
+    the desk phones that refused their encrypted ring (the same).
     """
     ZoneInfo(tz)
     pages = _StatusPages(journal_reader, metrics, practice_name, tz, backlog, clock,
-                         history_limit, health, emergency_calls, hours, insecure)
+                         history_limit, health, emergency_calls, hours, insecure,
+                         refusing_encryption)
     app = public_app()
     if token is not None:
         app.middlewares.append(_bearer(token))
@@ -145,7 +148,9 @@ class _StatusPages:
                  emergency_calls: Callable[[], Sequence[EmergencyCallRecord]] | None = None,
                  hours: Callable[[], Sequence[HoursRow]] | None = None,
                  insecure: Callable[[], Sequence[str]] | None = None,
+                 refusing_encryption: Callable[[], Sequence[str]] | None = None,
                  ) -> None:
+        self._refusing = refusing_encryption
         self._hours = hours
         self._insecure = insecure
         self._reader = reader
@@ -163,7 +168,8 @@ class _StatusPages:
         html = render_status(self._practice_name, state, history, backlog, self._clock(),
                              self._tz, self._health() if self._health else None, calls,
                              self._hours() if self._hours else None, refused,
-                             self._insecure() if self._insecure else None)
+                             self._insecure() if self._insecure else None,
+                             self._refusing() if self._refusing else None)
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def status_json(self, request: web.Request) -> web.Response:
@@ -171,7 +177,8 @@ class _StatusPages:
         body = json.dumps(status_document(state, history, backlog,
                                           self._health() if self._health else None, calls,
                                           self._hours() if self._hours else None, refused,
-                                          self._insecure() if self._insecure else None),
+                                          self._insecure() if self._insecure else None,
+                                          self._refusing() if self._refusing else None),
                           indent=2)
         return web.Response(text=body + "\n", content_type="application/json")
 

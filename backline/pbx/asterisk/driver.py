@@ -43,6 +43,7 @@ from backline.pbx.asterisk.events import (
     park_event,
 )
 from backline.pbx.asterisk.fastagi import AgiRequest, AgiSession, FastAgiServer
+from backline.pbx.asterisk.srtp_refusals import refusal_filters
 from backline.pbx.asterisk.transfers import (
     ATTENDED_EVENT,
     OnTransfer,
@@ -303,7 +304,8 @@ class AsteriskDriver(CallPath, ModeKeys):
             raise NoticeUnheard(f"desk phone {desk_phone} did not answer (reason {reason})")
 
     async def _logged_in(self) -> None:
-        await only_events_we_use(self.ami, leg_filters(self.book.directory.emergency_numbers))
+        d = self.book.directory
+        await only_events_we_use(self.ami, [*leg_filters(d.emergency_numbers), *refusal_filters(d)])
         if self.location is not None:  # the registrar's table, not Asterisk's, rings
             if self.after_login is not None:
                 await self.after_login()

@@ -1,0 +1,155 @@
+"""A registered desk phone that cannot do SRTP, under ``encryption: required``: rung through
+its SRTP-only twin (backline/render/asterisk_srtp.py), it answers the offer 488 and never
+rings.  The policy stands (the call is not offered in the clear); Backline says so, by the
+phone's name: its log, /metrics, the status page and ``backline doctor``, until the phone
+answers an encrypted call or the practice is reloaded.
+
+On separate addresses (tests/harness/netns.py): the refusing phone is SIPp on the LAN behind
+tests/harness/tls_edge.py (this SIPp has no TLS), the phone that takes SRTP is baresip, the
+caller SIPp on the WAN; the real Asterisk between them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+
+from backline.app.serve import asterisk_reloader
+from tests.harness.baresip import write_wav
+from tests.harness.netns import Topology
+from tests.harness.practice_pbx import PracticePbx, practice_pbx
+from tests.harness.sipp import DeskPhoneMode, Host, answering_phone, place_calls, register
+from tests.harness.tls_edge import TlsEdge
+from tests.harness.tones import tone_samples
+from tests.test_doctor import doctor, verdicts
+from tests.test_tls_phones import DIRECT, PATIENT, PHONE, TLS_PORT, account, encrypted, phone_on_lan
+
+pytestmark = [pytest.mark.asterisk,
+              pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
+
+REFUSALS = b"backline_desk_phone_srtp_refusals_total"
+REFUSING = b"backline_desk_phones_refusing_encryption"
+
+
+@pytest.fixture()
+def net() -> Iterator[Topology]:
+    with Topology() as topology:
+        yield topology
+
+
+def twin_refused(e: dict[str, str]) -> bool:
+    return e.get("Event") == "Hangup" and e.get("TechCause") == "488" \
+        and e.get("Channel", "").startswith("PJSIP/ana-desk-SRTP-")
+
+
+def refusals(p: PracticePbx) -> int:
+    return len([e for e in p.events.seen if twin_refused(e)])
+
+
+async def heard(p: PracticePbx) -> None:
+    """Until the controller has read every event Asterisk sent before now (an answer on its
+    own AMI session comes after them)."""
+    await p.driver.ami.action({"Action": "Ping"}, within=30)
+
+
+def metric(p: PracticePbx, name: bytes) -> float:
+    line = next(x for x in p.controller.metrics.render().splitlines() if x.startswith(name + b" "))
+    return float(line.split()[1])
+
+
+def test_a_registered_phone_refusing_srtp_is_named_until_it_answers_encrypted_or_a_reload(
+        net: Topology, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ca = tmp_path / "practice-ca"
+    status_port = net.pbx.free_port("127.0.0.1", socket.SOCK_STREAM)
+    says = write_wav(tmp_path / "ana.wav", tone_samples(PHONE) * 3)
+
+    async def body() -> None:
+        async with practice_pbx(
+                tmp_path, "tls-488", carrier_from_user=False, sip_host=net.pbx_lan,
+                trunk_host=net.carrier, trunk_port=5060, pbx_extra=encrypted(ca),
+                connections_extra=f'  status: {{listen: "127.0.0.1:{status_port}"}}\n') as p:
+            runner = web.AppRunner(p.controller.status_app())
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", status_port).start()
+            # Dr. Lee's old phone: registered over TLS, but it answers an SRTP offer 488.
+            at = Host(net.phone(1), net.lan.name)
+            old = answering_phone(tmp_path, DeskPhoneMode.REJECT, name="ana-old", host=at,
+                                  reject_code=488, reject_reason="Not Acceptable Here",
+                                  transport="t1")
+            edge = await TlsEdge(net.lan, at.address, old.port).start(
+                (net.pbx_lan, TLS_PORT), ca / "ca.pem")
+            callers = []
+            try:
+                await asyncio.to_thread(register, (at.address, edge.port), tmp_path,
+                                        "ana-desk", p.secret("ana-desk"), aor="ana",
+                                        contact_port=old.port, host=at, transport="t1",
+                                        timeout=20)
+                await p.driver.wait_registered({"ana"}, within=30)
+                callers.append(place_calls((net.pbx_lan, p.ports.sip), tmp_path, DIRECT,
+                                           from_user=PATIENT,
+                                           host=Host(net.carrier, net.wan.name)))
+                await p.events.wait_for(twin_refused, within=30)
+                await heard(p)
+                told = [r.getMessage() for r in caplog.records
+                        if r.name == "backline.asterisk" and "refused the encrypted" in
+                        r.getMessage()]
+                assert told == ["desk phone ana-desk refused the encrypted call it was rung "
+                                "with (SIP 488) and does not ring (encryption: required); "
+                                "fix: configure SRTP (SDES, over TLS) on that phone, or mark "
+                                "it `encryption: optional` in its desk_phones entry"], told
+                assert metric(p, REFUSALS) == 1.0 and metric(p, REFUSING) == 1.0
+                async with ClientSession(f"http://127.0.0.1:{status_port}") as http:
+                    async with http.get("/status.json") as got:
+                        assert (await got.json())["desk_phones_refusing_encryption"] == \
+                            ["ana-desk"]
+                    async with http.get("/status") as got:
+                        page = await got.text()
+                        assert "refused the encrypted call" in page and "ana-desk" in page
+                found = verdicts(await asyncio.to_thread(doctor, p.config_path, "--json"))
+                assert found["desk phones' encryption"].startswith(
+                    "warn: ana-desk: refused the encrypted (SRTP) call they were rung with, "
+                    "so they do not ring; fix: configure SRTP"), found
+
+                # A reload clears the list (the phone's encryption may have changed) ...
+                result = await asterisk_reloader(p.controller, p.driver, None).reload()
+                assert result.applied, result
+                assert p.controller.refusing_encryption.names() == []
+                assert metric(p, REFUSING) == 0.0
+
+                # ... and the next ring names it again; the same phone (its login) now also
+                # on a phone that takes SRTP, which answers: named no more.
+                phone = await phone_on_lan(net, p, tmp_path / "ana", ca, says,
+                                           account(p, net, "ana"))
+                try:
+                    await p.driver.wait_registered({"ana"}, within=30)
+                    callers.append(place_calls((net.pbx_lan, p.ports.sip), tmp_path, DIRECT,
+                                               from_user=PATIENT,
+                                               host=Host(net.carrier, net.wan.name)))
+                    await p.events.wait_for(lambda _: refusals(p) == 2, within=30)
+                    await heard(p)
+                    assert p.controller.refusing_encryption.names() == ["ana-desk"]
+                    await phone.wait_event("CALL_INCOMING", within=20)
+                    await phone.command("accept")
+                    answered = await p.events.wait_for(
+                        lambda e: e.get("Event") == "DialEnd"
+                        and e.get("DialStatus") == "ANSWER", within=20)
+                    assert answered["DestChannel"].startswith("PJSIP/ana-desk-SRTP-")
+                    await heard(p)
+                    assert p.controller.refusing_encryption.names() == []
+                    assert metric(p, REFUSALS) == 2.0 and metric(p, REFUSING) == 0.0
+                    await phone.command("hangup")
+                finally:
+                    await phone.stop()
+                assert not [r for r in caplog.records if PATIENT in r.getMessage()]
+            finally:
+                for caller in callers:
+                    caller.kill()
+                await edge.close()
+                old.kill()
+                await runner.cleanup()
+    net.pbx.run(body)
