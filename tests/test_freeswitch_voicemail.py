@@ -12,6 +12,7 @@ variables too).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import logging
@@ -35,7 +36,14 @@ from backline.core.records import AttemptKind, Delivery, Outcome
 from backline.journal import open_journal
 from backline.pbx.freeswitch import names
 from tests.harness.eslserver import Channel
-from tests.harness.freeswitch_rig import DOMAIN, FsRig, freeswitch_pbx, fs_rig
+from tests.harness.freeswitch_rig import (
+    DOMAIN,
+    PASSWORD,
+    FsRig,
+    SwitchWithApps,
+    freeswitch_pbx,
+    fs_rig,
+)
 from tests.harness.inbox_server import InboxServer
 from tests.practice import directory, number, t, u, user
 
@@ -93,7 +101,7 @@ def leave(storage: Path, to: str = TEAM, caller: str = PATIENT, *,
           seconds: int = SECONDS) -> Left:
     """A caller to ``to`` left a message: the recording is on disk where deliver_vm puts it
     (storage/voicemail/PROFILE/DOMAIN/BOX/msg_UUID.wav; its own uuid, not the call's)."""
-    call = Channel(caller_id_number=caller, caller_id_name='Bob "; ${system(id)}',
+    call = Channel(caller_id_number=caller, caller_id_name='Bob: "; ${system(id)}:',
                    destination_number=to, context=names.CARRIER_CONTEXT,
                    variables={names.ROUTE: names.INBOUND, names.NUMBER: to})
     box = to[-10:]
@@ -102,33 +110,71 @@ def leave(storage: Path, to: str = TEAM, caller: str = PATIENT, *,
     return Left(call, box, path, recording(path, seconds))
 
 
+class MessageDb:
+    """mod_voicemail's ``voicemail_msgs``, as deliver_vm fills it (after the event) and
+    ``vm_list BOX@DOMAIN`` prints it (voicemail_list_api_function, api_list_callback: one
+    line a message, ten columns joined by ``:``, nothing escaped)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Left, str, str]] = []  # the message, its domain and path
+
+    def keep(self, left: Left, domain: str = DOMAIN, path: str | None = None) -> None:
+        self.rows.append((left, domain, str(left.path) if path is None else path))
+
+    def vm_list(self, arg: str | None) -> str:
+        box, _, domain = (arg or "").partition("@")
+        return "".join(
+            f"1790000000:0:{left.box}:{where}:inbox:{path}:{left.call.uuid}:"
+            f"{left.call.caller_id_name}:{left.call.caller_id_number}:{seconds(left)}\n"
+            for left, where, path in self.rows if left.box == box and where == domain)
+
+
+def seconds(left: Left) -> int:
+    return len(left.audio[44:]) // 16000
+
+
 def fire_left(rig: FsRig, left: Left, *, path: str | None = None,
-              domain: str = DOMAIN) -> bytes:
-    """deliver_vm's event for ``left``: its VM-* headers in its order, then the channel's."""
-    return rig.server.fire_event("CUSTOM", [
+              domain: str = DOMAIN, db: MessageDb | None = None) -> bytes:
+    """deliver_vm's event for ``left``: its VM-* headers in its order, then the channel's;
+    then the message is filed in ``db``."""
+    fired = rig.server.fire_event("CUSTOM", [
         ("VM-Action", "leave-message"), ("VM-User", left.box), ("VM-Domain", domain),
         ("VM-Caller-ID-Name", left.call.caller_id_name),
         ("VM-Caller-ID-Number", left.call.caller_id_number),
         ("VM-File-Path", str(left.path) if path is None else path),
         ("VM-Flags", "B"), ("VM-Folder", "inbox"), ("VM-UUID", left.call.uuid),
-        ("VM-Message-Len", str(len(left.audio[44:]) // 16000)),
-        ("VM-Timestamp", "1790000000"),
+        ("VM-Message-Len", str(seconds(left))), ("VM-Timestamp", "1790000000"),
         *left.call.event_headers()],
         subclass=names.VOICEMAIL_EVENT, calling=("mod_voicemail.c", "deliver_vm", 2908))
+    if db is not None:
+        db.keep(left, domain, path)
+    return fired
 
 
 @asynccontextmanager
-async def controller_on(d: Directory) -> AsyncIterator[tuple[Controller, FsRig]]:
+async def controller_on(d: Directory, db: MessageDb | None = None,
+                        logins: asyncio.Queue[int] | None = None
+                        ) -> AsyncIterator[tuple[Controller, FsRig]]:
     """A controller (its journal, voicemail intake and inbox drain) and its FreeSWITCH driver
-    logged in to the ESL test server, as `backline run` wires them."""
+    logged in to the ESL test server, as `backline run` wires them; ``vm_list`` answers from
+    ``db``; ``logins`` is told when each login's imports are done."""
     journal = open_journal(d.connections.storage.url)
     controller = Controller(d, journal)
     drain = controller.inbox
     assert drain is not None
     drain.start()
+    server = SwitchWithApps(PASSWORD)
+    server.script_api("vm_list", (db or MessageDb()).vm_list)
+
+    async def imported() -> None:
+        await controller.import_pbx_record()
+        if logins is not None:
+            await logins.put(len(server.connections))
+
     try:
-        async with fs_rig(d, controller.conversations, record=controller.record_attempt,
-                          mode=controller.mode, voicemail=controller.voicemail) as rig:
+        async with fs_rig(d, controller.conversations, server=server,
+                          record=controller.record_attempt, mode=controller.mode,
+                          voicemail=controller.voicemail, import_record=imported) as rig:
             yield controller, rig
     finally:
         await drain.close()
@@ -198,8 +244,9 @@ async def test_a_repeated_event_across_a_reconnect_and_a_restart_files_nothing_t
     storage = tmp_path / "freeswitch-storage"
     first, second, third = (leave(storage), leave(storage, OTHER, "+17205550142"),
                             leave(storage, caller="+17205550143"))
-    async with controller_on(d) as (controller, rig):
-        fire_left(rig, first)
+    db = MessageDb()
+    async with controller_on(d, db) as (controller, rig):
+        fire_left(rig, first, db=db)
         await inbox.wait_for(1, within=30)
         rig.server.connections[0].drop()  # the link drops; the driver logs in again
         await rig.server.wait_connection(2)
@@ -207,13 +254,14 @@ async def test_a_repeated_event_across_a_reconnect_and_a_restart_files_nothing_t
         # The same event again, then a new message: events are taken in the order they
         # come, one at a time, so once the new one is filed the repeat has been judged.
         fire_left(rig, first)
-        fire_left(rig, second)
+        fire_left(rig, second, db=db)
         await inbox.wait_for(2, within=30)
         await rig.driver.stop_after()
         assert controller.inbox is not None
         await controller.inbox.drained(within=30)
-    # A restart: a new controller on the same journal hears both again, then a third.
-    async with controller_on(d) as (controller, rig):
+    # A restart: a new controller on the same journal lists both at its login (vm_list)
+    # and hears both again, then a third.
+    async with controller_on(d, db) as (controller, rig):
         fire_left(rig, first)
         fire_left(rig, second)
         fire_left(rig, third)
@@ -298,3 +346,70 @@ async def test_star_97_opens_the_box_for_members_only_without_its_password(
                                               "domain": DOMAIN, "box": TEAM[-10:]}
         _, refused = await rig.call(desk_call("mia-p0", "*97" + TEAM))
         assert [app for app, _ in refused] == ["answer", "playback", "hangup"]
+
+
+async def test_a_message_left_while_the_controller_was_away_is_filed_once_at_each_login(
+        tmp_path: Path, inbox: InboxServer) -> None:
+    """No listener heard the event: the message is in mod_voicemail's database only, and
+    ``vm_list`` at the controller's login brings it in; later logins (a reconnect, a restart)
+    list it again and file nothing twice. A listed path not in mod_voicemail's shape is not
+    read."""
+    d = practice(tmp_path, inbox.url)
+    storage = tmp_path / "freeswitch-storage"
+    db = MessageDb()
+    away, forged = leave(storage, caller="+17205550144"), leave(storage)
+    db.keep(away)
+    db.keep(forged, path=str(tmp_path / "journal.db"))
+    logins: asyncio.Queue[int] = asyncio.Queue()
+    async with controller_on(d, db, logins) as (controller, rig):
+        assert await asyncio.wait_for(logins.get(), 30) == 1
+        await inbox.wait_for(1, within=30)
+        rig.server.connections[0].drop()  # the link drops: logged in again, listed again
+        assert await asyncio.wait_for(logins.get(), 30) == 2
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=30)
+    async with controller_on(d, db, logins) as (controller, rig):  # a restart
+        assert await asyncio.wait_for(logins.get(), 30) == 1
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=30)
+        keys = [a.key for a in controller.journal.attempts() if a.kind is AttemptKind.VOICEMAIL]
+    assert keys == [f"voicemail:{away.call.uuid}"]
+    [doc] = inbox.items()
+    assert (doc["kind"], doc["from"], doc["to"]) == ("voicemail", "+17205550144", TEAM)
+    assert doc["notify"] == {"users": ["ana", "jo", "sam"]}
+    assert base64.b64decode(doc["file"]["data"]) == away.audio
+    assert inbox.tries() == 1
+
+
+U1, U2 = "3f0c2a4e-8d1b-4c5e-9a7f-1b2c3d4e5f60", "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+BOX_DIR = f"/var/lib/freeswitch/storage/voicemail/default/{DOMAIN}/3125550100"
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    (f"1790000000:0:3125550100:{DOMAIN}:inbox:{BOX_DIR}/msg_{U2}.wav:{U1}:Ann:+17205550141:7",
+     (U1, "+17205550141", 7, f"{BOX_DIR}/msg_{U2}.wav")),
+    # The caller's name is theirs to choose: colons in it move nothing.
+    (f"1790000000:0:3125550100:{DOMAIN}:inbox:{BOX_DIR}/msg_{U2}.wav:{U1}:a:b::c:+1720555:12",
+     (U1, "+1720555", 12, f"{BOX_DIR}/msg_{U2}.wav")),
+    (f"1790000000:0:3125550100:{DOMAIN}:inbox:{BOX_DIR}/msg_{U2}.wav:{U1}::Unknown:x",
+     (U1, "", 0, f"{BOX_DIR}/msg_{U2}.wav")),
+    (f"1790000000:0:3125550199:{DOMAIN}:inbox:{BOX_DIR}/msg_{U2}.wav:{U1}:A:1:7", None),
+    (f"1790000000:0:3125550100:stock.example:inbox:{BOX_DIR}/msg_{U2}.wav:{U1}:A:1:7", None),
+    (f"1790000000:0:3125550100:{DOMAIN}:inbox:/etc/shadow:{U1}:A:1:7", None),
+    (f"1790000000:0:3125550100:{DOMAIN}:inbox:{BOX_DIR}/../msg_{U2}.wav:{U1}:A:1:7", None),
+    (f"1790000000:0:3125550100:{DOMAIN}:inbox:{BOX_DIR}/msg_{U2}.wav:not-a-uuid:A:1:7", None),
+    (f"1790000000:0:3125550100:{DOMAIN}:inbox:{BOX_DIR}/msg_{U2}.wav", None),
+    ("-ERR can't find user or profile.", None),
+    ("", None),
+])
+def test_vm_list_lines_are_read_from_both_ends_and_anything_else_is_skipped(
+        line: str, expected: tuple[str, str, int, str] | None) -> None:
+    from backline.pbx.freeswitch.voicemail import listed_messages
+
+    found = listed_messages(line + "\n", "3125550100", DOMAIN)
+    if expected is None:
+        assert found == []
+    else:
+        [(message, audio)] = found
+        assert (message.msg_id, message.caller, message.seconds, str(audio)) == expected
+        assert message.box == "3125550100" and message.at.timestamp() == 1790000000

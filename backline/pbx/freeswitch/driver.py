@@ -50,6 +50,7 @@ from backline.pbx.freeswitch.commands import (
 from backline.pbx.freeswitch.fax import fax_end, fax_result_event
 from backline.pbx.freeswitch.hub import EslCommandFailed, EslHub, EslLinkDown
 from backline.pbx.freeswitch.security import RegisteredFrom, failed_auth
+from backline.pbx.freeswitch.voicemail_import import take_left_while_away
 from backline.pbx.mode_keys import ModeKeys
 from backline.pbx.ports import UnsafeValue
 
@@ -221,12 +222,14 @@ class FreeswitchDriver(CallPath, ModeKeys):
     async def after_login(self) -> None:
         """After every login: the registrations FreeSWITCH has now, the lamp lit again from
         the controller's mode (a restarted FreeSWITCH keeps mod_db but forgets presence), and
-        the calls it answered alone while we were away (its CDR) journaled, each once."""
+        the voicemail and calls it took alone while we were away journaled, each once."""
         await self.reload_registrations()
         try:
             await self.light_lamp(self.mode())
         except (EslCommandFailed, EslLinkDown) as exc:  # the next login tries again
             log.warning("could not light the outage lamp: %s", exc)
+        if self.voicemail is not None:
+            await take_left_while_away(self.hub, self.book.directory, self.domain, self.voicemail)
         if self.import_record is not None:
             await self.import_record()
 

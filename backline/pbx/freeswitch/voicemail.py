@@ -48,9 +48,36 @@ def left_message(event: wire.Event, domain: str) -> tuple[VoicemailMessage, Path
         return None
     if (event.get("VM-Domain") or "").lower() != domain.lower():
         return None
-    box = event.get("VM-User") or ""
-    uuid = event.get("VM-UUID") or ""
-    path = event.get("VM-File-Path") or ""
+    return _message(event.get("VM-User") or "", event.get("VM-UUID") or "",
+                    event.get("VM-File-Path") or "", event.get("VM-Caller-ID-Number") or "",
+                    _left_at(event), event.get("VM-Message-Len"))
+
+
+def listed_messages(text: str, box: str, domain: str) -> list[tuple[VoicemailMessage, Path]]:
+    """The messages ``vm_list BOX@DOMAIN`` prints (mod_voicemail.c, api_list_callback: one
+    line each, ``created_epoch:read_epoch:username:domain:in_folder:file_path:uuid:cid_name:
+    cid_number:message_len``), each as :func:`left_message` gives it.  The caller's name and
+    number are the caller's to choose and may hold ``:``: the columns around them are read
+    from both ends, and a line not in that shape, or of another box, is skipped."""
+    found: list[tuple[VoicemailMessage, Path]] = []
+    for line in text.splitlines():
+        head = line.split(":", 7)
+        tail = head[-1].rsplit(":", 1) if len(head) == 8 else []
+        if len(tail) != 2 or not _EPOCH.fullmatch(head[0]):
+            continue
+        user, in_domain, path, uuid = head[2], head[3], head[5], head[6]
+        if user != box or in_domain.lower() != domain.lower():
+            continue
+        try:
+            found.append(_message(user, uuid, path, tail[0].rpartition(":")[2],
+                                  datetime.fromtimestamp(int(head[0]), UTC), tail[1]))
+        except NotAMessage:
+            continue
+    return found
+
+
+def _message(box: str, uuid: str, path: str, caller: str, at: datetime,
+             seconds: str | None) -> tuple[VoicemailMessage, Path]:
     if not _BOX.fullmatch(box):
         raise NotAMessage("VM-User is not a box of ours")
     if not _UUID.fullmatch(uuid):
@@ -58,10 +85,8 @@ def left_message(event: wire.Event, domain: str) -> tuple[VoicemailMessage, Path
     audio = Path(path)
     if not _PATH.fullmatch(path) or ".." in audio.parts or not _FILE_NAME.fullmatch(audio.name):
         raise NotAMessage("VM-File-Path is not where mod_voicemail keeps a message")
-    return VoicemailMessage(
-        msg_id=uuid.lower(), box=box,
-        caller=caller_number(event.get("VM-Caller-ID-Number") or ""),
-        at=_left_at(event), channel="", seconds=_seconds(event.get("VM-Message-Len"))), audio
+    return VoicemailMessage(msg_id=uuid.lower(), box=box, caller=caller_number(caller), at=at,
+                            channel="", seconds=_seconds(seconds)), audio
 
 
 def _left_at(event: wire.Event) -> datetime:
