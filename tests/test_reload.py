@@ -11,12 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from backline.app.serve import asterisk_reloader
 from tests.harness.backline_process import BacklineProcess as Backline
+from tests.harness.baresip import read_wav, write_wav
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
 from tests.harness.sipp import (
     DeskPhoneMode,
@@ -26,6 +27,9 @@ from tests.harness.sipp import (
     place_calls,
     register,
 )
+from tests.harness.tones import holds_sequence, tone_samples, tones_in
+from tests.harness.transfer_phone import tone_file
+from tests.harness.voicemail_caller import message_caller
 
 pytestmark = pytest.mark.asterisk
 
@@ -184,3 +188,37 @@ async def test_backline_reload_applies_a_change_to_a_running_controller_and_refu
             run.signal(signal.SIGTERM)
             for proc in phones.values():
                 proc.kill()
+
+
+GREETING_A = [400, 650, 900, 1150, 1400, 1650, 1900, 2150]
+GREETING_B = [500, 750, 1000, 1250, 1500, 1750, 2000, 2250]
+
+
+async def test_a_voicemail_greeting_changed_in_the_yaml_is_played_after_a_reload(
+        tmp_path: Path) -> None:
+    """A greeting is a sound clip the dialplan names by its box: no .conf file changes with
+    its words, so a reload used to leave the old one playing."""
+    for name, tones in (("greet-a.wav", GREETING_A), ("greet-b.wav", GREETING_B)):
+        write_wav(tmp_path / name, tone_samples(tones) * 2)
+    keys = f"voicemail_greeting: {{file: {tmp_path / 'greet-a.wav'}}}"
+    async with practice_pbx(tmp_path, "reload-greeting", carrier_from_user=False,
+                            number_keys={SCHED: keys}) as pbx:
+        text = pbx.config_path.read_text()
+        pbx.config_path.write_text(text.replace("greet-a.wav", "greet-b.wav"))
+        result = await asterisk_reloader(pbx.controller, pbx.driver, pbx.instance).reload()
+        assert result.applied, result
+
+        # Nobody's phone is registered: the caller reaches the line's voicemail.
+        caller = message_caller(("127.0.0.1", pbx.ports.sip), tmp_path, SCHED,
+                                from_user="+17205550141", talk_ms=1000,
+                                audio=tone_file(tmp_path / "tone.ulaw", seconds=2))
+        try:
+            played = await pbx.events.wait_for(
+                lambda e: e.get("Application") == "Playback"
+                and "/greeting-" in e.get("AppData", ""), within=30)
+        finally:
+            caller.kill()
+        clip = pbx.instance.host_path(PurePosixPath(played["AppData"] + ".wav"))
+        heard = tones_in(read_wav(clip), GREETING_A + GREETING_B)
+        assert holds_sequence(heard, GREETING_B), heard
+        assert not set(heard) & set(GREETING_A), heard

@@ -71,17 +71,24 @@ class ReloadResult:
 class PbxFiles:
     """The PBX's files for a directory, and how a module re-reads them: ``render`` returns
     the files' texts by name; ``write`` puts the changed ones in place; ``reload_module``
-    asks the PBX to re-read one module (AMI ``ModuleLoad``, ``LoadType: reload``)."""
+    asks the PBX to re-read one module (AMI ``ModuleLoad``, ``LoadType: reload``);
+    ``clips`` renders the practice's sound clips again (greetings, announcements: no module
+    caches them, and no file above changes when only their words do)."""
 
     def __init__(self, current: Mapping[str, str],
                  render: Callable[[Directory], Mapping[str, str]],
                  write: Callable[[Mapping[str, str]], None],
-                 reload_module: Callable[[str], Awaitable[None]]) -> None:
+                 reload_module: Callable[[str], Awaitable[None]],
+                 clips: Callable[[Directory], None] = lambda _: None) -> None:
         self.current = dict(current)
         self._render, self._write, self._reload = render, write, reload_module
+        self._clips = clips
 
     async def apply(self, directory: Directory) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Render ``directory``; write and reload what changed; (changed files, modules)."""
+        """Render ``directory``'s clips, then its files; write and reload what changed;
+        (changed files, modules).  The clips first: a new number's greeting is in place
+        before the dialplan that plays it."""
+        await asyncio.to_thread(self._clips, directory)
         rendered = await asyncio.to_thread(self._render, directory)
         changed = tuple(sorted(n for n, text in rendered.items()
                                if n in MODULE_OF_FILE and self.current.get(n) != text))

@@ -65,7 +65,7 @@ def asterisk_reloader(controller: Controller, driver: AsteriskDriver,
     files are ours) the PBX's files are rendered again and their modules reloaded over the
     driver's AMI link; without it (``backline run``) only the controller's view changes."""
     from backline.app.reload import MODULE_OF_FILE, PbxFiles, Reloader
-    from backline.localpbx.asterisk import rendered_files
+    from backline.localpbx.asterisk import rendered_files, replace_clips
     from backline.pbx.ports import PbxRefused
 
     files = None
@@ -91,7 +91,8 @@ def asterisk_reloader(controller: Controller, driver: AsteriskDriver,
                 with os.fdopen(fd, "w") as out:
                     out.write(text)
 
-        files = PbxFiles(current, lambda d: rendered_files(d, running), write, reload_module)
+        files = PbxFiles(current, lambda d: rendered_files(d, running), write, reload_module,
+                         lambda d: replace_clips(d, running))
     def applied() -> None:
         driver.practice_changed()
         # The phones' encryption may have been changed: each is judged again when next rung.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -127,12 +128,8 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
     pbx = asterisk_pbx(directory)
     instance = local_instance(directory, name, root=root)
     sounds = PurePosixPath(instance.dir("lib")) / "sounds"
-    wav = instance.host_path(sounds / "announcement.wav")
-    render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
-    render_notice_clips(directory, wav.parent)
-    render_closed_clips(directory, wav.parent)
-    render_greeting_clips(directory, wav.parent)
-    write_hold_music(wav.parent)
+    render_clips(directory, instance.host_path(sounds))
+    write_hold_music(instance.host_path(sounds))
     files = render_files(directory, secrets_path or Path(pbx.secrets_file),
                          str(sounds / "announcement"), _tls_inside(directory, instance))
     instance.set_files({f.name: f.text for f in files}, write=True)
@@ -143,6 +140,26 @@ def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None
         if f.private:
             os.chmod(etc / f.name, 0o600)
     return LocalPbx(instance, tuple(files))
+
+
+def render_clips(directory: Directory, sounds: Path) -> list[Path]:
+    """The practice's own clips in ``sounds``: the outage announcement, the 911 notices, the
+    closed announcements and the voicemail greetings; their paths."""
+    wav = sounds / "announcement.wav"
+    render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
+    return [wav, *render_notice_clips(directory, sounds),
+            *render_closed_clips(directory, sounds), *render_greeting_clips(directory, sounds)]
+
+
+def replace_clips(directory: Directory, instance: AsteriskInstance) -> None:
+    """The clips of :func:`render_clips` rendered again for a live reload (a greeting or an
+    announcement changed in the YAML, a number added: no .conf file changes for them, the
+    dialplan names each clip by its box or number).  Each is made aside and renamed into
+    place, so a call playing one hears the old clip whole; none is touched if any fails."""
+    sounds = instance.host_path(PurePosixPath(instance.dir("lib")) / "sounds")
+    with tempfile.TemporaryDirectory(dir=sounds, prefix=".reload-") as aside:
+        for clip in render_clips(directory, Path(aside)):
+            os.replace(clip, sounds / clip.name)
 
 
 def rendered_files(directory: Directory, instance: AsteriskInstance,

@@ -30,9 +30,9 @@ def add_parser(sub: Any) -> None:
         "Check CONFIG, then have the controller running on it apply it without a restart "
         "(as SIGHUP or `systemctl reload` do): who owns a number, users (de)activated, desk "
         "phones, teams. With `backline up`, the Asterisk files that changed are written and "
-        "only their modules reloaded. Calls in progress are untouched. A config with "
-        "problems changes nothing (exit 2); exit 1 if no controller runs on it or it "
-        "refused the config.")
+        "only their modules reloaded, and the greetings and announcements rendered again. "
+        "Calls in progress are untouched. A config with problems changes nothing (exit 2); "
+        "exit 1 if no controller runs on it or it refused the config.")
     p.add_argument("config", metavar="CONFIG", help="the practice YAML")
     p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                    help="how long to wait for the controller's answer (default 30)")
