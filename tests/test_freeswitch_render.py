@@ -491,3 +491,32 @@ def test_each_voice_number_has_a_box_in_the_profile_mod_voicemail_loads_with_no_
         settings = params(entry, "params/param")
         assert settings["vm-enabled"] == "true"
         assert not {"vm-mailto", "vm-notify-mailto", "vm-email-all-messages"} & set(settings)
+
+
+def test_each_voice_number_gives_mod_voicemail_its_own_greeting(
+        rendered: Path, loaded: ET.Element) -> None:
+    """Before the socket, a voice number's extension sets ``voicemail_greeting_path`` to its
+    greeting, rendered beside the announcement (mod_voicemail's voicemail_leave_main plays
+    that file, when it exists, in place of its own greeting), and ``skip_instructions``
+    (the greeting itself asks for the message after the tone); a fax number sets neither."""
+    from backline.app.config import load
+    from backline.core.model import Carry
+
+    carrier = context(loaded, names.CARRIER_CONTEXT)
+    d = load(rendered.parent / "practice.yaml").directory
+    for number in d.numbers:
+        ext = carrier.find(f"extension[@name='number{number.number}']")
+        assert ext is not None, number.number
+        actions = [(a.get("application"), a.get("data") or "")
+                   for a in ext.findall("condition/action")]
+        before = dict(data.split("=", 1) for app, data in
+                      actions[:actions.index(("socket", "127.0.0.1:8084 full"))]
+                      if app == "set")
+        if Carry.VOICE not in number.carries:
+            assert names.VOICEMAIL_GREETING not in before, number.number
+            assert names.SKIP_INSTRUCTIONS not in before
+            continue
+        greeting = Path(before[names.VOICEMAIL_GREETING])
+        assert greeting == rendered / f"greeting-{number.voicemail_box}.wav"
+        assert greeting.read_bytes()[:4] == b"RIFF" and greeting.read_bytes()[8:12] == b"WAVE"
+        assert before[names.SKIP_INSTRUCTIONS] == "true"

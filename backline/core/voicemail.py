@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from backline.core.model import Announcement, Number
+from backline.core.model import Announcement, Carry, Directory, Number
 from backline.core.outage import Mode
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
 
@@ -37,6 +37,12 @@ def greeting_clip(box: str) -> str:
     outage announcement (backline.localpbx.announcement.render_greeting_clips writes it; the
     dialplan names it from the box)."""
     return "greeting-" + box
+
+
+def voicemail_boxes(d: Directory) -> list[str]:
+    """Every voice number's box, once each (two numbers may share one)."""
+    return sorted({n.voicemail_box for n in d.numbers
+                   if Carry.VOICE in n.carries and n.voicemail_box})
 
 
 def greeting_of(number: Number, practice: str) -> Announcement:

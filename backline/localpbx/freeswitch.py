@@ -8,11 +8,16 @@ from pathlib import Path
 
 from backline.core.connections import FreeswitchPbx
 from backline.core.model import Directory
-from backline.localpbx.announcement import render_announcement, render_closed_clips
+from backline.core.voicemail import voicemail_boxes
+from backline.localpbx.announcement import (
+    render_announcement,
+    render_closed_clips,
+    render_greeting_clips,
+)
 from backline.localpbx.output import write_render
 from backline.localpbx.phone_secrets import load_or_create
 from backline.render.asterisk import RenderedFile
-from backline.render.freeswitch import FreeswitchSecrets, render, voicemail_boxes
+from backline.render.freeswitch import FreeswitchSecrets, render
 from backline.render.freeswitch_voicemail import voicemail_file
 
 VOICEMAIL_KEY_PREFIX = "voicemail-box-"
@@ -37,6 +42,7 @@ def write_rendered(directory: Directory, pbx: FreeswitchPbx, out: Path,
     wav = out / "announcement.wav"
     render_announcement(directory.backup.announcement, wav, Path(directory.source).parent)
     clips = render_closed_clips(directory, out)
+    greetings = render_greeting_clips(directory, out)  # beside it, as the dialplan names them
     files = render_files(directory, secrets_path, str(wav))
     return write_render(out, files, directory, str(pbx.sip), secrets_path,
-                        sip_user_is_login=False) + 1 + len(clips)  # + the audio
+                        sip_user_is_login=False) + 1 + len(clips) + len(greetings)  # + audio

@@ -28,8 +28,7 @@ lookup ever finds it (``tests/harness/freeswitch_conf.py`` assembles the files t
 * ``autoload_configs/acl.conf.xml``: the network lists the profile and the directory name:
   the carrier's address (``apply-inbound-acl``) and, with ``connections.pbx.lan``, the LAN
   (each directory user's ``auth-acl``: its digest is refused from anywhere else).
-* ``autoload_configs/voicemail.conf.xml``: mod_voicemail's profile (its own module,
-  :mod:`backline.render.freeswitch_voicemail`).
+* ``autoload_configs/voicemail.conf.xml``: :mod:`backline.render.freeswitch_voicemail`.
 
 Untrusted text (caller IDs, dialled strings) is never written here; what is written was
 validated by the config loader, and ElementTree escapes every attribute value.
@@ -48,8 +47,9 @@ from backline.core.connections import FreeswitchPbx
 from backline.core.dialling import EXTENSION_DIGITS
 from backline.core.emergency import emergency_callers
 from backline.core.model import Carry, Directory
+from backline.core.voicemail import voicemail_boxes
 from backline.pbx.freeswitch import cdr, names
-from backline.pbx.freeswitch.commands import fax_setup
+from backline.pbx.freeswitch.commands import fax_setup, greeting_setup
 from backline.render.asterisk import RenderedFile
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -108,11 +108,6 @@ def lan_only(pbx: FreeswitchPbx) -> dict[str, str]:
     (sofia_reg.c) refuses its digest (403, REGISTER and INVITE alike) from an address outside
     the LAN list before it looks at the password; no ``lan``, no restriction."""
     return {"auth-acl": LAN_LIST} if pbx.lan else {}
-
-
-def voicemail_boxes(d: Directory) -> list[str]:
-    return sorted({n.voicemail_box for n in d.numbers
-                   if Carry.VOICE in n.carries and n.voicemail_box})
 
 
 def directory_xml(d: Directory, pbx: FreeswitchPbx, secrets: FreeswitchSecrets) -> str:
@@ -184,7 +179,10 @@ def dialplan_xml(d: Directory, pbx: FreeswitchPbx, announcement: str) -> str:
         ext = ET.SubElement(carrier, "extension", name="number" + number.number)
         cond = ET.SubElement(ext, "condition", field="destination_number",
                              expression=_dialled_forms(number.number))
-        marks = [] if voice else [("set", f"{names.KIND}={names.KIND_FAX}")]
+        # A voice number's own greeting before its voicemail (mod_voicemail reads these
+        # when the controller sends the call there); a fax number is marked for the CDR.
+        marks = greeting_setup(number.voicemail_box, announcement) if voice \
+            else [("set", f"{names.KIND}={names.KIND_FAX}")]
         # Reached only when the controller did not carry the call through: fail-safe.  A fax
         # number keeps receiving (T.38 or audio) into the spool, which the controller takes
         # in on its return (the CDR import); any other number answers with the announcement.

@@ -31,6 +31,7 @@ from backline.core.decisions import (
     SendToVoicemail,
 )
 from backline.core.hours import closed_clip
+from backline.core.voicemail import greeting_clip
 from backline.pbx.freeswitch import names
 from backline.pbx.ports import UnsafeValue
 
@@ -129,6 +130,15 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
 def fax_setup() -> list[Application]:
     """Before a fax is answered: T.38 both ways."""
     return [("set", f"{names.FAX_T38}=true"), ("set", f"{names.FAX_T38_REQUEST}=true")]
+
+
+def greeting_setup(box: str, announcement: str) -> list[Application]:
+    """Before box ``box`` takes a message: the number's greeting, rendered beside the
+    announcement (``greeting-BOX.wav``, as for Asterisk), and no instructions after it."""
+    folder = _checked("announcement", _PATH, announcement).rpartition("/")[0]
+    clip = greeting_clip(_checked("voicemail_box", _BOX, box))
+    return [("set", f"{names.SKIP_INSTRUCTIONS}=true"),
+            ("set", f"{names.VOICEMAIL_GREETING}={folder}/{clip}.wav")]
 
 
 def fax_file(spool: str, call_uuid: str) -> str:

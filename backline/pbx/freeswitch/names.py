@@ -54,6 +54,10 @@ FEATURE_REFUSED_SOUND: Final = "ivr/ivr-access_denied.wav"
 # ``VM-Action: leave-message`` says a message was kept (backline/pbx/freeswitch/voicemail.py).
 VOICEMAIL_PROFILE: Final = "default"
 VOICEMAIL_EVENT: Final = "vm::maintenance"
+# Read by ``voicemail`` as it starts (voicemail_leave_main): the greeting it plays if the file
+# exists, in place of its own; and no instructions after it (ours asks for the message).
+VOICEMAIL_GREETING: Final = "voicemail_greeting_path"
+SKIP_INSTRUCTIONS: Final = "skip_instructions"
 
 # Events the inbound link subscribes to: the results of bgapi jobs, mod_sofia's presence
 # probes (a desk phone subscribed to the lamp), registrations of desk phones and messages

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from backline.core.model import Carry, Directory
+from backline.core.model import Directory
+from backline.core.voicemail import voicemail_boxes
 from backline.pbx.freeswitch.hub import EslCommandFailed, EslHub, EslLinkDown
 from backline.pbx.freeswitch.voicemail import listed_messages
 from backline.pbx.ports import VoicemailDesk
@@ -28,17 +29,12 @@ log = logging.getLogger("backline.freeswitch")
 _NO_REPLY: Final = "-ERR no reply"
 
 
-def boxes_of(directory: Directory) -> list[str]:
-    return sorted({n.voicemail_box for n in directory.numbers
-                   if Carry.VOICE in n.carries and n.voicemail_box})
-
-
 async def take_left_while_away(hub: EslHub, directory: Directory, domain: str,
                                desk: VoicemailDesk) -> int:
     """Every box's listed messages to ``desk``; how many were new.  Never raises: a link
     that drops, or a message that cannot be taken in now, waits for the next login."""
     new = 0
-    for box in boxes_of(directory):
+    for box in voicemail_boxes(directory):
         try:
             text = await hub.api("vm_list", f"{box}@{domain}")
         except EslCommandFailed as exc:
