@@ -29,7 +29,7 @@ freeswitch, the copy read was commit 5a650e4c), ``src/switch_event.c`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NoReturn, TypeAlias
 from urllib.parse import unquote_to_bytes
@@ -397,32 +397,37 @@ class ApiResponse:
 class Event:
     """A ``text/event-plain`` event: its headers, its own body split off.
 
-    ``raw_headers`` keep the values as they came (URL-encoded); ``get`` and ``headers``
-    decode them (:func:`url_decode`, ``_undef_`` as ``""``) when asked: a consumer reads a
-    few of an event's 20 to 200 headers, and decoding them all was most of an event's cost
-    (bench/esl.py).  The event's inner ``Content-Length`` is framing and is not kept among
-    them (the trap greenswitch falls into is leaving a BACKGROUND_JOB result inside that
-    header).  Equal when name, decoded headers, body and subclass are.
+    ``block`` is the header block, one ``name: value`` per line with the values as they came
+    (URL-encoded); ``get``, ``raw_headers`` and ``headers`` read it when asked, and ``get``
+    decodes the one value it returns (:func:`url_decode`, ``_undef_`` as ``""``): a consumer
+    reads a few of an event's 20 to 200 headers, and splitting, indexing and decoding them
+    all was most of an event's cost (bench/esl.py). :func:`decode_event` has checked every
+    line before making one. The event's inner ``Content-Length`` is framing and is not kept
+    among them (the trap greenswitch falls into is leaving a BACKGROUND_JOB result inside
+    that header). Equal when name, decoded headers, body and subclass are.
     """
 
     name: str
-    raw_headers: Headers
+    block: str
     body: bytes = b""
     subclass: str | None = None
-    # Lower-cased name -> index of its first header, for ``get`` (a scan lower-casing every
-    # name was the largest cost left of an event).
-    index: Mapping[str, int] = field(default_factory=dict, repr=False)
+    # ``block`` lower-cased, for ``get``; None when lower-casing changed its length (a rare
+    # non-ASCII name), which would shift every offset: ``get`` then scans the lines.
+    lowered: str | None = field(default=None, repr=False)
+
+    @property
+    def raw_headers(self) -> Headers:
+        """Every header in wire order, duplicates kept, values not decoded."""
+        return tuple(_BLOCK_LINE.findall(self.block))
 
     @property
     def headers(self) -> Headers:
         return tuple((k, _decode_value(v)) for k, v in self.raw_headers)
 
     def get(self, name: str) -> str | None:
-        at = self.index.get(name.lower()) if self.index else None
-        if at is None:
-            raw = None if self.index else header(self.raw_headers, name)
-        else:
-            raw = self.raw_headers[at][1]
+        """The first value of ``name`` (case-insensitive, as ``switch_event_get_header``),
+        decoded; None if there is none."""
+        raw = _raw_value(self.block, self.lowered, name)
         return None if raw is None else _decode_value(raw)
 
     def __eq__(self, other: object) -> bool:
@@ -433,6 +438,25 @@ class Event:
 
     def __hash__(self) -> int:
         return hash((self.name, self.headers, self.body, self.subclass))
+
+
+def _raw_value(block: str, lowered: str | None, name: str) -> str | None:
+    # A name is everything before a line's first colon, and a line starts the block or
+    # follows a newline: "\nname:" in the lower-cased block finds the first such line, in C.
+    key = name.lower()
+    if lowered is None:
+        return header(tuple(_BLOCK_LINE.findall(block)), name)
+    if not key or ":" in key or "\n" in key:
+        return None  # no header's name holds these: the search would match across them
+    if lowered.startswith(key + ":"):
+        start = len(key) + 1
+    else:
+        at = lowered.find("\n" + key + ":")
+        if at < 0:
+            return None
+        start = at + len(key) + 2
+    end = block.find("\n", start)
+    return (block[start:] if end < 0 else block[start:end]).lstrip(" ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,10 +556,12 @@ def _command_reply(frame: Frame) -> CommandReply | ChannelData:
 _EMPTY_LINE: Final = re.compile(rb"(?:^|\n)\r?\n")
 
 
-# One header line of an event block that is plain ASCII without CR: a name (no colon) at
-# the start of the line, the colon, spaces dropped, the value to the end of the line.
-_EVENT_LINE: Final = re.compile(r"^([^:\n]+): *(.*)$", re.MULTILINE)
-_EVENT_NAME: Final = re.compile(r"^([^:\n]+):", re.MULTILINE)
+# A whole event block of header lines, each a name (no colon), the colon, the value (spaces
+# after the colon are the value's, dropped when read), checked in one pass: possessive, so a
+# line that fails is not retried another way.
+_EVENT_BLOCK: Final = re.compile(r"(?:[^:\n]++:[^\n]*+\n)*+[^:\n]++:[^\n]*+")
+# One line of a checked block: its name and its value, spaces after the colon dropped.
+_BLOCK_LINE: Final = re.compile(r"^([^:\n]+): *(.*)$", re.MULTILINE)
 
 
 def decode_event(data: bytes) -> Event:
@@ -546,10 +572,10 @@ def decode_event(data: bytes) -> Event:
     it nothing may follow. Anything else raises :class:`ProtocolError`.
     """
     # The block ends at the first empty line (a lone "\r" counts as empty, as in Decoder).
-    # The usual event (ASCII, no CR, no inner Content-Length) is read with a few calls that
-    # each run over the whole block (find, lower, findall), checked to have matched every
-    # line; anything else line by line: an event has 20 to 200 headers and a loop over them
-    # was most of its cost (bench/esl.py).
+    # The usual event (ASCII, no CR, no inner Content-Length) is checked with one regular
+    # expression over the whole block and kept as it is; anything else line by line, and
+    # kept as the same lines written again: an event has 20 to 200 headers and a Python
+    # loop over them was most of its cost (bench/esl.py).
     if b"\r" not in data:
         if data.startswith(b"\n"):
             block, rest = b"", data[1:]
@@ -563,33 +589,30 @@ def decode_event(data: bytes) -> Event:
         if end is None:
             raise ProtocolError("event without an empty line after its headers")
         block, rest = data[: end.start()], data[end.end() :]
-    pairs: list[tuple[str, str]] | None = None
-    index: dict[str, int] = {}
+    text: str | None = None
+    lowered: str | None = None
     if block.isascii() and b"\r" not in block:
-        text = block.decode("ascii")
-        lowered = text.lower()
-        found = _EVENT_LINE.findall(text) if text else []
-        if len(found) == (text.count("\n") + 1 if text else 0) and \
+        plain = block.decode("ascii")
+        lowered = plain.lower()
+        if _EVENT_BLOCK.fullmatch(plain) is not None and \
                 not lowered.startswith("content-length:") and \
                 "\ncontent-length:" not in lowered:
-            pairs = found
-            names = _EVENT_NAME.findall(lowered)
-            index = dict(zip(reversed(names), range(len(names) - 1, -1, -1), strict=True))
+            text = plain
             if rest:
                 raise ProtocolError(f"event body is {len(rest)} bytes, its Content-Length "
                                     "says 0")
-    if pairs is None:
-        pairs = _event_lines(block, rest)
-        for i in range(len(pairs) - 1, -1, -1):
-            index[pairs[i][0].lower()] = i
-    headers = tuple(pairs)
-    named = index.get("event-name")
-    event_name = _decode_value(headers[named][1]) if named is not None else ""
+    if text is None:
+        text = "\n".join(f"{name}: {raw}" for name, raw in _event_lines(block, rest))
+        lowered = text.lower()
+        if len(lowered) != len(text):
+            lowered = None
+    raw_name = _raw_value(text, lowered, "Event-Name")
+    event_name = _decode_value(raw_name) if raw_name is not None else ""
     if not event_name:
         raise ProtocolError("event without Event-Name")
-    sub = index.get("event-subclass") if event_name == "CUSTOM" else None
-    return Event(name=event_name, raw_headers=headers, body=rest,
-                 subclass=None if sub is None else _decode_value(headers[sub][1]), index=index)
+    raw_sub = _raw_value(text, lowered, "Event-Subclass") if event_name == "CUSTOM" else None
+    return Event(name=event_name, block=text, body=rest,
+                 subclass=None if raw_sub is None else _decode_value(raw_sub), lowered=lowered)
 
 
 def _event_lines(block: bytes, rest: bytes) -> list[tuple[str, str]]:
