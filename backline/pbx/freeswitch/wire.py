@@ -28,6 +28,7 @@ freeswitch, the copy read was commit 5a650e4c), ``src/switch_event.c`` and
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -502,8 +503,11 @@ Message: TypeAlias = (
 
 def classify(frame: Frame) -> Message:
     """Interpret one frame. Raises :class:`ProtocolError` if its content contradicts its type."""
+    # First: nearly every frame on a busy link, and spelt as read_packet writes it.
+    if frame.content_type == "text/event-plain":
+        return decode_event(frame.body)
     kind = frame.content_type.strip().lower()
-    if kind == "text/event-plain":  # first: nearly every frame on a busy link
+    if kind == "text/event-plain":
         return decode_event(frame.body)
     if kind == "auth/request":
         return AuthRequest()
@@ -607,12 +611,19 @@ def decode_event(data: bytes) -> Event:
         if len(lowered) != len(text):
             lowered = None
     raw_name = _raw_value(text, lowered, "Event-Name")
-    event_name = _decode_value(raw_name) if raw_name is not None else ""
+    event_name = _decode_name(raw_name) if raw_name is not None else ""
     if not event_name:
         raise ProtocolError("event without Event-Name")
     raw_sub = _raw_value(text, lowered, "Event-Subclass") if event_name == "CUSTOM" else None
     return Event(name=event_name, block=text, body=rest,
-                 subclass=None if raw_sub is None else _decode_value(raw_sub), lowered=lowered)
+                 subclass=None if raw_sub is None else _decode_name(raw_sub), lowered=lowered)
+
+
+# Event names and subclasses are a few dozen strings that modules define (``sofia%3A%3A
+# register`` on nearly every event of a busy registrar): each decoded once, not once an event.
+@functools.lru_cache(maxsize=256)
+def _decode_name(raw: str) -> str:
+    return _decode_value(raw)
 
 
 def _event_lines(block: bytes, rest: bytes) -> list[tuple[str, str]]:
