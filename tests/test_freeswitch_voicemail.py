@@ -413,3 +413,38 @@ def test_vm_list_lines_are_read_from_both_ends_and_anything_else_is_skipped(
         [(message, audio)] = found
         assert (message.msg_id, message.caller, message.seconds, str(audio)) == expected
         assert message.box == "3125550100" and message.at.timestamp() == 1790000000
+
+
+async def test_a_recording_the_controller_cannot_read_yet_is_filed_at_the_next_login(
+        tmp_path: Path, inbox: InboxServer) -> None:
+    """The event names a recording this host cannot read (not there yet: another mount, a
+    slow disk): nothing is journaled, nothing is lost; the next login lists it and, readable
+    now, it is filed once."""
+    d = practice(tmp_path, inbox.url)
+    storage = tmp_path / "freeswitch-storage"
+    db = MessageDb()
+    logins: asyncio.Queue[int] = asyncio.Queue()
+    async with controller_on(d, db, logins) as (controller, rig):
+        assert await asyncio.wait_for(logins.get(), 30) == 1
+        late, other = leave(storage, caller="+17205550145"), leave(storage, OTHER)
+        hidden = left_aside(late.path)
+        fire_left(rig, late, db=db)
+        fire_left(rig, other, db=db)  # taken in after the first one has been judged
+        await inbox.wait_for(1, within=30)
+        assert [doc["to"] for doc in inbox.items()] == [OTHER]
+        hidden.rename(late.path)  # readable now
+        rig.server.connections[0].drop()
+        assert await asyncio.wait_for(logins.get(), 30) == 2
+        await inbox.wait_for(2, within=30)
+        assert controller.inbox is not None
+        await controller.inbox.drained(within=30)
+    assert [(doc["from"], doc["to"]) for doc in inbox.items()] == [
+        (PATIENT, OTHER), ("+17205550145", TEAM)]
+    assert base64.b64decode(inbox.items()[1]["file"]["data"]) == late.audio
+    assert inbox.tries() == 2
+
+
+def left_aside(path: Path) -> Path:
+    aside = path.with_name(path.name + ".elsewhere")
+    path.rename(aside)
+    return aside
