@@ -158,12 +158,20 @@ def outage_section(plan: Plan) -> tuple[list[Figure], list[str]]:
 def emergency_section(plan: Plan) -> tuple[list[Figure], list[str]]:
     r = emergency.measure(plan.emergency)
     diff, low, high = r.difference
-    return [Figure("911: phone INVITE to carrier INVITE p50, Backline / direct dial",
+    same, same_low, same_high = r.noise
+    m = r.machine
+    return [Figure("911: phone INVITE to carrier INVITE p50, Backline / direct dial / "
+                   "direct again",
                    f"{emergency.percentile(r.backline_ms, 50):.2f} / "
-                   f"{emergency.percentile(r.direct_ms, 50):.2f} ms"),
+                   f"{emergency.percentile(r.direct_ms, 50):.2f} / "
+                   f"{emergency.percentile(r.control_ms, 50):.2f} ms"),
+            Figure("911: direct minus direct, the A/A control (median, 95% interval)",
+                   f"{same:+.2f} ms ({same_low:+.2f} to {same_high:+.2f})"),
             Figure("911: Backline minus direct (median, 95% interval)",
-                   f"{diff:+.2f} ms ({low:+.2f} to {high:+.2f})", "interval holds 0",
-                   r.meets)], []
+                   f"{diff:+.2f} ms ({low:+.2f} to {high:+.2f})",
+                   "interval holds 0, or within the A/A's", r.meets)], [
+        f"911: the arms interleaved, one call at a time; load average {m.load_before:.1f} to "
+        f"{m.load_after:.1f}, {m.busy_cores:.2f} of {m.cores} cores busy"]
 
 
 def journal_section(plan: Plan) -> tuple[list[Figure], list[str]]:
