@@ -10,8 +10,11 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from bench import calls, emergency
 from bench.ceiling import Ceiling, Plan, Split, find_ceiling, ran_out, two_places
+from bench.pbx_setup import BenchError
 from bench.table import _ceiling_rows
 
 IDLE = Split(0.1, 0.0, 0.1, 0.0, 0.0, 2)
@@ -125,23 +128,54 @@ def test_who_ran_out_names_sipp_when_the_carrier_has_a_whole_core() -> None:
 def test_each_invite_the_carrier_got_is_timed_from_the_last_the_phone_sent_before_it() -> None:
     phone = ("call 911 1796431433.000000 724199.000000\n"
              "call 9911 1796431433.000000 823348.000000\n"
+             "call 9912 1796431433.000000 873000.000000\n"
              "call 911 1796431433.000000 923478.000000\n")  # this one never reached the carrier
     carrier = ("invite sip:+13125550100 1796431433.000000 729418.000000\n"
-               "invite sip:102 1796431433.000000 826663.000000\n")
-    sent, got = emergency.phone_times(phone), emergency.carrier_times(carrier)
-    assert [len(sent["backline"]), len(sent["direct"])] == [2, 1]
-    backline = emergency.delays_ms(sent["backline"], got["backline"])
-    direct = emergency.delays_ms(sent["direct"], got["direct"])
-    assert [round(x, 3) for x in backline] == [5.219]
-    assert [round(x, 3) for x in direct] == [3.315]
+               "invite sip:102 1796431433.000000 826663.000000\n"
+               "invite sip:102 1796431433.000000 876500.000000\n")
+    sent, got = emergency.phone_sends(phone), emergency.carrier_receipts(carrier)
+    assert [arm for _, arm in sent] == ["backline", "direct", "control", "backline"]
+    delays = emergency.delays_ms(sent, got)
+    assert [round(x, 3) for x in delays["backline"]] == [5.219]
+    assert [round(x, 3) for x in delays["direct"]] == [3.315]
+    assert [round(x, 3) for x in delays["control"]] == [3.5]
+    # An INVITE whose From is not its arm's (the extension on Backline's 911) is no figure.
+    wrong = carrier.replace("sip:+13125550100", "sip:102")
+    with pytest.raises(BenchError, match="backline"):
+        emergency.delays_ms(sent, emergency.carrier_receipts(wrong))
 
 
-def test_no_difference_beyond_noise_is_an_interval_around_zero() -> None:
-    same = emergency.Result([3.0, 3.2, 3.1, 3.4, 2.9] * 20, [3.1, 3.0, 3.3, 2.9, 3.2] * 20, 0, 0)
-    slower = emergency.Result([4.0, 4.2, 4.1, 4.4, 3.9] * 20, same.direct_ms, 0, 0)
+def test_the_dial_order_holds_each_arm_once_per_block_and_not_always_in_one_order() -> None:
+    order = emergency.dial_order(50)
+    blocks = [tuple(order[i:i + 3]) for i in range(0, len(order), 3)]
+    assert all(sorted(b) == sorted(emergency.ARMS) for b in blocks)
+    assert len(set(blocks)) > 1
+
+
+def _result(backline: list[float], direct: list[float], control: list[float]
+            ) -> emergency.Result:
+    return emergency.Result(backline, direct, control, 0, 0,
+                            emergency.Machine(2, 1.0, 1.0, 0.5))
+
+
+def test_no_difference_beyond_noise_is_an_interval_around_zero_or_within_the_a_a() -> None:
+    direct = [3.1, 3.0, 3.3, 2.9, 3.2] * 20
+    same = _result([3.0, 3.2, 3.1, 3.4, 2.9] * 20, direct, direct)
+    slower = _result([4.0, 4.2, 4.1, 4.4, 3.9] * 20, direct, direct)
     assert same.meets and not slower.meets
     diff, low, high = slower.difference
     assert low <= diff <= high and low > 0.5
+    # 0.3 ms behind, the interval clear of zero; the A/A control (two arms that are the same
+    # dialplan) 0.4 ms apart in this run: within the noise.  The same 0.3 ms against a
+    # control that moved by at most 0.135 ms is not.
+    spread = [3.0 + 0.01 * i for i in range(100)]
+    behind = [x + 0.3 for x in spread]
+    noisy = _result(behind, spread, [x + 0.4 for x in spread])
+    assert noisy.difference[1] > 0 and noisy.noise[2] > 0.3
+    assert noisy.meets
+    steady = _result(behind, spread, spread)
+    assert max(map(abs, steady.noise[1:])) < 0.3
+    assert not steady.meets
 
 
 def test_a_reference_never_clean_still_gives_the_ratio_row_as_not_measured() -> None:
