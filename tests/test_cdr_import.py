@@ -54,6 +54,28 @@ def test_rows_without_the_dialled_number_or_malformed_are_skipped() -> None:
     assert list(cdr.parse('"just","three","fields"\n')) == []
 
 
+def desk_row(dialled: str, uniqueid: str) -> str:
+    """A desk phone's call as cdr_csv writes it: no userfield (nothing marks a 911)."""
+    row = dict.fromkeys(cdr.COLUMNS, "")
+    row.update(src="102", dst=dialled, dcontext="backline-desk", channel="PJSIP/raj-desk-0000002a",
+               lastapp="Dial", start="2026-11-28 03:00:00", uniqueid=uniqueid)
+    out = io.StringIO()
+    csv.writer(out, quoting=csv.QUOTE_ALL).writerow([row[c] for c in cdr.COLUMNS])
+    return out.getvalue()
+
+
+def test_a_desk_phones_911_is_found_by_its_context_and_number_and_is_no_carrier_call() -> None:
+    # The dialplan's 911 is Dial() alone; its row ends in the desk context at the number.
+    text = desk_row("911", "1764300000.7") + desk_row("933", "1764300000.8") \
+        + desk_row("101", "1764300000.9") + master_csv("backline-ring", "Dial")
+    calls = list(cdr.emergency_calls(text, ("911", "933")))
+    assert [(c.key, c.desk_phone, c.dialled) for c in calls] == [
+        ("emergency:1764300000.7", "raj-desk", "911"),
+        ("emergency:1764300000.8", "raj-desk", "933")]
+    assert [c.dialled for c in cdr.emergency_calls(text, ("911",))] == ["911"]
+    assert [row.context for row in cdr.parse(text)] == ["backline-ring"]
+
+
 def test_shared_fax_contexts_are_the_asterisk_dialplans() -> None:
     # pbx/ports.py spells them out so that it imports no driver; the dialplan derives them.
     from backline.pbx import ports

@@ -61,7 +61,10 @@ class PbxRecord:
         self.pbx_settings: Callable[[], Awaitable[str]] | None = None
         # Each PBX writes its CDR its own way; both come out as CdrRow.
         self.cdr_rows: Callable[[str], Iterable[CdrRow]] = cdr.parse
-        self.cdr_emergency: Callable[[str], Iterable[EmergencyCall]] = cdr.emergency_calls
+        # 911s by the practice's emergency numbers as they are now (the book follows reloads).
+        self.book = book or OwnershipBook(directory)
+        self.cdr_emergency: Callable[[str], Iterable[EmergencyCall]] = \
+            lambda text: cdr.emergency_calls(text, self.book.directory.emergency_numbers)
         if isinstance(pbx, FreeswitchPbx):
             self.cdr_rows = freeswitch_cdr.parse
             self.cdr_emergency = lambda _: ()
@@ -77,7 +80,7 @@ class PbxRecord:
             self.faxes.spool = Path(pbx.spool_dir)
         # Voicemail: read from the same spool, kept beside the fax directory (voicemail/).
         self.voicemail = VoicemailIntake(
-            voicemail_store(self.faxes.store), book or OwnershipBook(directory),
+            voicemail_store(self.faxes.store), self.book,
             record_attempt, journal.attempt, lambda: self.faxes.spool, clock, node=node)
 
     async def retry_spooled_faxes(self, closing: asyncio.Event) -> None:

@@ -22,21 +22,23 @@ def _feature_code(code: str, action: str, lamp: bool) -> str:
 
 
 def _emergency(d: Directory, pbx: AsteriskPbx) -> str:
-    """911 and the other emergency numbers, straight out.  The callback number and the
-    practice's caller-ID name replace the extension and the person's name (From and
-    P-Asserted-Identity follow the caller ID); nothing waits on the controller, which learns
-    of the call from Asterisk's own DialBegin after the carrier's INVITE is out
-    (backline.pbx.asterisk.emergency_leg), or from the CDR mark.  The party dialled is kept
-    on the call out (``PARTY``), so that an attended transfer of a caller to it is known to
-    be to 911 and never undone (backline.pbx.asterisk.events)."""
+    """911 and the other emergency numbers, straight out: ``Dial()`` is the first and only
+    step before the carrier's INVITE, as in a dialplan that does nothing else (each step
+    costs Asterisk a channel snapshot and, to a logged-in AMI, events: bench/emergency.py).
+    Dial's ``f()`` presents the callback number and the practice's caller-ID name on the
+    carrier's channel alone (its connected line: From and P-Asserted-Identity), from the
+    values the desk phone's endpoint put on its channel (set_var); the phone's own caller
+    ID stays its extension.  Nothing waits on the controller, which learns of the call from
+    Asterisk's own DialBegin after the carrier's INVITE is out
+    (backline.pbx.asterisk.emergency_leg), or from the call record, by its context and
+    number (backline.pbx.asterisk.cdr).  The carrier's channel keeps the number dialled as
+    its extension, so an attended transfer of a caller to it is known to be to 911 and
+    never undone (backline.pbx.asterisk.events)."""
+    presents = f",,f({var(v.EMERGENCY_NAME)} <{var(v.EMERGENCY_CALLBACK)}>)"
     return "\n".join(
-        f"; {e}: emergency, never through the controller (no step it does not need)\n"
-        f"exten => {e},1,Set(CALLERID(num)={var(v.EMERGENCY_CALLBACK)})\n"
-        f" same => n,Set(_{v.PARTY}=${{EXTEN}})\n"
-        f" same => n,Set(CALLERID(name)={var(v.EMERGENCY_NAME)})\n"
-        f" same => n,Set(CDR(userfield)={v.EMERGENCY_MARK})\n"
-        f" same => n,Dial(PJSIP/{e}@{emergency_endpoint(pbx)})\n"
-        f"{_in_the_clear(pbx, e)}"
+        f"; {e}: emergency, never through the controller (no step before Dial)\n"
+        f"exten => {e},1,Dial(PJSIP/{e}@{emergency_endpoint(pbx)}{presents})\n"
+        f"{_in_the_clear(pbx, e, presents)}"
         f" same => n,Hangup()" for e in d.emergency_numbers)
 
 

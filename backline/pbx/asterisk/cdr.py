@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 
 from backline.core.emergency import EmergencyCall
@@ -27,12 +27,12 @@ COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchann
 
 
 def _rows(text: str) -> Iterator[tuple[dict[str, str], datetime]]:
-    """Well-formed rows of Master.csv with a userfield and a uniqueid, and their start."""
+    """Well-formed rows of Master.csv with a uniqueid, and their start."""
     for fields in csv.reader(io.StringIO(text)):
         if len(fields) != len(COLUMNS):
             continue
         row = dict(zip(COLUMNS, fields, strict=True))
-        if not row["userfield"] or not row["uniqueid"]:
+        if not row["uniqueid"]:
             continue
         try:
             start = datetime.strptime(row["start"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
@@ -44,22 +44,23 @@ def _rows(text: str) -> Iterator[tuple[dict[str, str], datetime]]:
 def parse(text: str) -> Iterator[CdrRow]:
     """Rows of Master.csv that are carrier calls (userfield set); malformed rows skipped."""
     for row, start in _rows(text):
-        if row["dcontext"] == v.DESK_CONTEXT:
-            continue  # a desk phone's emergency call: see emergency_calls
+        if not row["userfield"] or row["dcontext"] == v.DESK_CONTEXT:
+            continue  # not a carrier call; a desk phone's 911: see emergency_calls
         yield CdrRow(row["src"][:64], row["userfield"][:32], row["dcontext"], row["lastapp"],
                      start, row["uniqueid"])
 
 
-def emergency_calls(text: str) -> Iterator[EmergencyCall]:
-    """The 911 calls desk phones placed (the dialplan marks their userfield) or blind-
+def emergency_calls(text: str, numbers: Collection[str]) -> Iterator[EmergencyCall]:
+    """The calls desk phones placed to one of the emergency ``numbers`` (their row ends in
+    the desk phones' context at that number: the dialplan's 911 is Dial() alone) or blind-
     transferred a caller to (its account code names the phone), keyed as the
     PBX's event keys them, so a call told both ways is noticed once."""
     for row, start in _rows(text):
-        if row["dcontext"] == v.DESK_CONTEXT and row["userfield"] == v.EMERGENCY_MARK:
+        if row["dcontext"] == v.DESK_CONTEXT and row["dst"] in numbers:
             # PJSIP/ana-desk-0000002a: the endpoint, then the channel's sequence number.
             endpoint = row["channel"].removeprefix("PJSIP/").rpartition("-")[0]
         elif row["dcontext"] == v.TRANSFER_CONTEXT and row["accountcode"] \
-                and row["dst"].isdigit():
+                and row["userfield"] and row["dst"].isdigit():
             # A caller a desk phone blind-transferred to 911: the dialplan gave the caller's
             # channel that phone's name as its account code, on that call out alone.
             endpoint = row["accountcode"]

@@ -59,16 +59,15 @@ HOURS_OPEN = shared.HOURS_OPEN
 
 # Emergency calls (backline/render/asterisk.py; the rules in backline/core/emergency.py).
 # Each desk phone's endpoint carries its callback number and caller-ID name (set_var), so 911
-# needs no controller.  The dialplan marks the call's CDR with EMERGENCY_MARK; the controller
-# sends the on-site notice from the call's DialBegin (or Hangup) event, or from the CDR when it
-# was away (backline/pbx/asterisk/emergency_leg.py).
+# needs no controller.  The controller sends the on-site notice from the call's DialBegin (or
+# Hangup) event, or, when it was away, from the CDR row that ends in DESK_CONTEXT at an
+# emergency number (backline/pbx/asterisk/emergency_leg.py, cdr.py).
 EMERGENCY_CALLBACK = "BACKLINE_EMERGENCY_CALLBACK"
 EMERGENCY_NAME = "BACKLINE_EMERGENCY_NAME"
 # A blind transfer to 911: the transferring desk phone, whose callback number and name
 # ([globals] EMERGENCY_CALLBACK_PHONE, EMERGENCY_NAME_PHONE) the caller's call presents.
 EMERGENCY_PHONE = "BACKLINE_EMERGENCY_PHONE"
 EMERGENCY_LOCATION = "BACKLINE_EMERGENCY_LOCATION"  # [globals] ..._PHONE: its geolocation.conf site
-EMERGENCY_MARK = "emergency"
 DESK_CONTEXT = "backline-desk"
 # ``encryption: required``: what a desk phone's call was signalled and offered over, "1" for
 # TLS then "1" for SRTP (CHANNEL(pjsip,secure), CHANNEL(rtp,secure)); anything but "11" is
@@ -142,6 +141,9 @@ CALLER = "BACKLINE_CALLER"  # the caller ID, filtered
 # On the carrier's channel of a call placed out: the party called (the decision's DIAL_TO),
 # read when an attended transfer joins an outside caller to that call.
 PARTY = "BACKLINE_PARTY"
+# Asterisk's own, on every channel Dial() placed: what it dialled (``911@ENDPOINT``).  A desk
+# phone's 911 sets no PARTY (nothing before its Dial()): this says its carrier channel's.
+DIALLED_AS = "DIALEDPEERNUMBER"
 DIVERTED = "BACKLINE_DIVERTED"  # the number the call was diverted from, filtered
 FAILSAFE = "BACKLINE_FAILSAFE"  # the action when the controller cannot be reached
 IS_FAX = "BACKLINE_IS_FAX"  # the dialled number carries fax

@@ -28,7 +28,7 @@ from backline.core.transfers import (
 from backline.pbx.asterisk import cdr
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.asterisk.ami import AmiLink
-from backline.pbx.asterisk.dialplan_variables import CALLER, PARTY
+from backline.pbx.asterisk.dialplan_variables import CALLER, DIALLED_AS, PARTY
 from backline.pbx.asterisk.transfers import (
     ATTENDED_EVENT,
     OnTransfer,
@@ -193,9 +193,13 @@ async def _refused_out(by: str, number: str, caller: str, caller_channel: str, t
     was refused (and undone, and journaled).  The party is the one the consultation call was
     placed to, or the caller ID of an outside caller that came in; unknown, it is refused.
     To one of the ``emergency`` numbers it always stands: no rule is between a patient and
-    the dispatcher."""
+    the dispatcher.  A desk phone's 911 sets no party before its ``Dial()``: its carrier
+    channel is known by what app_dial dialled it with, ``DIALEDPEERNUMBER``
+    (``911@ENDPOINT``; the channel's own EXTEN is empty)."""
     party = await channel_variable(target, PARTY) or await channel_variable(target, CALLER)
-    if party in emergency:
+    if party in emergency or (
+            not party and (await channel_variable(target, DIALLED_AS)).partition("@")[0]
+            in emergency):
         return False  # a caller put through to 911 stays with the dispatcher
     transfer = Transfer(by, party, number, caller, TransferKind.ATTENDED)
     decision = decide(transfer)
