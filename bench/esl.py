@@ -140,9 +140,14 @@ class ServerProcess:
         return float(self._answer("sent"))
 
     def stop(self) -> None:
+        """Close its stdin (it then closes the server and ends); killed if it does not."""
         if self.child.stdin is not None:
             self.child.stdin.close()
-        self.child.wait(10)
+        try:
+            self.child.wait(10)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait()
 
 
 async def _serve() -> None:
@@ -180,20 +185,23 @@ async def bridge_timed(server: ServerProcess, count: int) -> BridgeRun:
     """``count`` prepared events through the bridge, timed (bench/table.py calls this)."""
     hub = EslHub("127.0.0.1", server.port, PASSWORD, events=("ALL",))
     await hub.start()
-    await hub.wait_up(10.0)
-    # The subscription reply has come back before wait_up returns; drain anything queued.
-    while not hub.events.empty():
-        hub.events.get_nowait()
-    ident = hub._thread.ident if hub._thread is not None else None
-    started, cpu = time.perf_counter(), time.process_time()
-    hub_cpu, loop_cpu = _thread_cpu(ident), time.thread_time()
-    server.blast()
-    for _ in range(count):
-        read_as_the_driver(await hub.events.get())
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    hub_cpu, loop_cpu = _thread_cpu(ident) - hub_cpu, time.thread_time() - loop_cpu
-    server_cpu = await asyncio.to_thread(server.blasted)
-    await hub.stop()
+    try:
+        await hub.wait_up(10.0)
+        # The subscription reply has come back before wait_up returns; drain anything queued.
+        while not hub.events.empty():
+            hub.events.get_nowait()
+        ident = hub._thread.ident if hub._thread is not None else None
+        started, cpu = time.perf_counter(), time.process_time()
+        hub_cpu, loop_cpu = _thread_cpu(ident), time.thread_time()
+        server.blast()
+        async with asyncio.timeout(60 + count / 1000):  # an event lost must not hang it
+            for _ in range(count):
+                read_as_the_driver(await hub.events.get())
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        hub_cpu, loop_cpu = _thread_cpu(ident) - hub_cpu, time.thread_time() - loop_cpu
+        server_cpu = await asyncio.to_thread(server.blasted)
+    finally:
+        await hub.stop()
     return BridgeRun(count, elapsed, cpu, hub_cpu, loop_cpu, server_cpu)
 
 
