@@ -230,13 +230,16 @@ class Decoder:
                 if need > self._max_content_length:
                     self._fail(f"Content-Length {length} exceeds the "
                                f"{self._max_content_length}-byte limit")
-                self._pos = plain.end()
+                start = plain.end()
                 headers = (("Content-Length", length), ("Content-Type", "text/event-plain"))
-                if not need:
-                    return self._finish("text/event-plain", headers, b"")
+                end = start + need
+                if len(buf) >= end:  # the whole event is here: the frame at once
+                    self._pos = self._block_start = end
+                    return Frame("text/event-plain", headers, bytes(buf[start:end]))
+                self._pos = start
                 self._headers, self._content_type, self._need = headers, "text/event-plain", need
                 self._state = _State.BODY
-                return self._step_body()
+                return None
         while True:
             newline = buf.find(b"\n", max(self._pos, self._scan))
             if newline < 0:
