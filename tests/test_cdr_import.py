@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from backline.core import voicemail as vm
 from backline.core.outage import Mode
 from backline.journal import Delivery, Outcome
 from backline.pbx.asterisk import cdr
@@ -83,3 +84,62 @@ def test_shared_fax_contexts_are_the_asterisk_dialplans() -> None:
 
     assert f"backline-{v.FAX}" == ports.RECEIVE_CONTEXT
     assert f"backline-{v.REJECT_FAX}" == ports.REJECT_CONTEXT
+
+
+def cdr_row(context: str, app: str, disposition: str, start: str, end: str,
+            uniqueid: str = "1764300000.42") -> str:
+    row = {**dict(csv.DictReader(io.StringIO(master_csv(context, app, uniqueid)),
+                                 fieldnames=cdr.COLUMNS).__next__()),
+           "disposition": disposition, "start": start, "end": end}
+    out = io.StringIO()
+    csv.writer(out, quoting=csv.QUOTE_ALL).writerow([row[c] for c in cdr.COLUMNS])
+    return out.getvalue()
+
+
+RANG = cdr_row("backline-ring", "Dial", "NO ANSWER", "2026-11-28 03:00:00", "2026-11-28 03:00:09")
+TOOK = cdr_row("backline-ring", "Dial", "ANSWERED", "2026-11-28 03:00:00", "2026-11-28 03:00:40")
+GREETING = cdr_row("backline-voicemail", "Playback", "ANSWERED", "2026-11-28 03:00:10",
+                   "2026-11-28 03:00:14")
+RECORDING = cdr_row("backline-voicemail", "VoiceMail", "ANSWERED", "2026-11-28 03:00:10",
+                    "2026-11-28 03:00:30")
+AT = datetime(2026, 11, 28, 3, 0, 12, tzinfo=UTC)  # within GREETING's and RECORDING's call
+CHANNEL = "PJSIP/carrier-00000001"
+
+
+@pytest.mark.parametrize(("rows", "messages", "missed_at"), [
+    # The caller hung up while the desk phones rang (a desk phone that did not answer).
+    (RANG, [], datetime(2026, 11, 28, 3, 0, 9, tzinfo=UTC)),
+    # A desk phone took it (another rang on, unanswered): not missed.
+    (RANG + TOOK, [], None),
+    # The phones rang out, the caller hung up in the greeting: missed, when it ended.
+    (RANG + GREETING, [], datetime(2026, 11, 28, 3, 0, 14, tzinfo=UTC)),
+    # A message of the call known to the spool or the journal: not missed.
+    (GREETING, [vm.LeftMessage("+13125550101", AT, CHANNEL)], None),
+    (GREETING, [vm.LeftMessage("+13125550101", AT)], None),
+    # Another number's message, or one left on another channel or after the call: missed.
+    (GREETING, [vm.LeftMessage("+13125550102", AT, CHANNEL),
+                vm.LeftMessage("+13125550101", AT, "PJSIP/carrier-00000007"),
+                vm.LeftMessage("+13125550101", AT.replace(minute=5))],
+     datetime(2026, 11, 28, 3, 0, 14, tzinfo=UTC)),
+    # It reached the recording and no message is known: one may have been left and deleted
+    # since; in doubt, nothing.
+    (RECORDING, [], None),
+])
+def test_a_call_that_rang_or_reached_voicemail_unanswered_is_missed_once_told(
+        rows: str, messages: list[vm.LeftMessage], missed_at: datetime | None) -> None:
+    [end] = cdr.unanswered_ends(rows)
+    missed = vm.missed_while_away(end, messages)
+    if missed_at is None:
+        assert missed is None
+        return
+    assert missed is not None
+    # The record the dialplan's h extension would have made the controller write.
+    assert (missed.key, missed.at, missed.sender, missed.recipient, missed.outcome) == (
+        "missed:1764300000.42", missed_at, "+17205550141", "+13125550101", Outcome.MISSED)
+    assert missed.delivery is Delivery.HELD
+
+
+def test_only_calls_that_rang_or_reached_voicemail_are_told() -> None:
+    text = cdr_row("backline-announce", "Playback", "ANSWERED", "2026-11-28 03:00:00",
+                   "2026-11-28 03:00:09", uniqueid="1.1") + RANG + "not,a,row\n"
+    assert [e.uniqueid for e in cdr.unanswered_ends(text)] == ["1764300000.42"]

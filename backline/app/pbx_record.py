@@ -81,7 +81,8 @@ class PbxRecord:
         # Voicemail: read from the same spool, kept beside the fax directory (voicemail/).
         self.voicemail = VoicemailIntake(
             voicemail_store(self.faxes.store), self.book,
-            record_attempt, journal.attempt, lambda: self.faxes.spool, clock, node=node)
+            record_attempt, journal.attempt, lambda: self.faxes.spool, clock, node=node,
+            journaled=journal.voicemail_between)
 
     async def retry_spooled_faxes(self, closing: asyncio.Event) -> None:
         """Every FAX_RETRY_SECONDS until ``closing`` is set: faxes left in the PBX's spool."""
@@ -129,34 +130,44 @@ class PbxRecord:
 
     async def import_pbx_record(self) -> int:
         """Journal the calls the PBX answered on its own (its CDR); return how many were new.
-        Then take in faxes and voicemail left in its spool.  Run after every AMI login.
+        Then take in faxes and voicemail left in its spool, and the missed calls whose end the
+        controller did not hear.  Run after every AMI login.
 
         Safe to run any number of times: each call's key is the one the controller uses
         when it is up, so nothing is recorded twice.  Sets ``imported`` when done (not when
         it raised: the next login imports again).
         """
         await self.learn_pbx_files()
-        new = await self._import_cdr()
+        text = await self._read_cdr()
+        new = await self._import_cdr(text) if text is not None else 0
         await self.faxes.take_left_in_spool()
         if isinstance(self.directory.connections.pbx, AsteriskPbx):
             try:
-                await self.voicemail.take_spool()
+                seen = await self.voicemail.take_spool()
             except OSError as exc:
+                # Whether a call left a message cannot be told: no missed call either.
                 log.error("voicemail left in the PBX's spool could not be read: %s",
                           exc.strerror or exc)
+            else:
+                if text is not None and (missed := await self.voicemail.take_missed(
+                        list(cdr.unanswered_ends(text)), seen)):
+                    log.warning("%d missed call(s) ended while the controller was away are "
+                                "now journaled", missed)
         self.imported.set()
         return new
 
-    async def _import_cdr(self) -> int:
+    async def _read_cdr(self) -> str | None:
         if self.cdr_path is None:
-            return 0
+            return None
         try:
-            text = await asyncio.to_thread(self.cdr_path.read_text, "utf-8", "replace")
+            return await asyncio.to_thread(self.cdr_path.read_text, "utf-8", "replace")
         except FileNotFoundError:
-            return 0
+            return None
         except OSError as exc:
             log.error("cannot read the PBX's call record %s: %s", self.cdr_path, exc)
-            return 0
+            return None
+
+    async def _import_cdr(self, text: str) -> int:
         late_911 = 0
         for call in self.cdr_emergency(text):  # first: people on site are waiting
             try:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from backline.core.model import Announcement, Carry, Directory, Number
 from backline.core.outage import Mode
@@ -181,3 +182,59 @@ def missed_call_attempt(uniqueid: str, number: str, caller: str, at: datetime, *
                       mode=Mode.NORMAL, sender=caller[:64], recipient=number,
                       outcome=Outcome.MISSED, detail="no answer and no message", node=node,
                       delivery=Delivery.HELD)
+
+
+# A message's origtime and the call record's start and end are Asterisk's own clock, each cut
+# to the second: a message of the call lies within them, give or take this.
+_IN_CALL = timedelta(seconds=2)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEnd:
+    """How the PBX's call record says a call the controller sent to ring ``number``'s desk
+    phones or to its voicemail ended: ``answered`` a desk phone took it at some point;
+    ``voicemail`` it reached the voicemail; ``recording`` it was still in app_voicemail when
+    it ended (a message may have been left); ``channel`` the caller's channel."""
+
+    uniqueid: str
+    number: str
+    caller: str
+    channel: str
+    start: datetime
+    end: datetime
+    answered: bool
+    voicemail: bool
+    recording: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LeftMessage:
+    """A message left on ``number`` at ``at``, as the spool (any folder: a listened one is in
+    ``Old``) or the journal (a deleted one; no ``channel``, "") knows it."""
+
+    number: str
+    at: datetime
+    channel: str = ""
+
+
+def left_in(end: RecordedEnd, message: LeftMessage) -> bool:
+    """Whether ``message`` may be the one the call left: its number, within the call, on
+    its channel when both are known (a channel name comes again after a PBX restart)."""
+    return (message.number == end.number
+            and end.start - _IN_CALL <= message.at <= end.end + _IN_CALL
+            and (not message.channel or not end.channel or message.channel == end.channel))
+
+
+def missed_while_away(end: RecordedEnd, messages: Iterable[LeftMessage], *,
+                      node: str = "") -> NewAttempt | None:
+    """The missed call a call's end stands for when the controller did not hear it: the
+    record the live path (the dialplan's h extension) would have written, same key, or None.
+
+    Nothing when a desk phone took the call, or a message of the call is known.  Nothing
+    either when it reached the recording and no message is known: one may have been left and
+    deleted since, and a missed call made up for a message is worse than none."""
+    if end.answered:
+        return None
+    if end.voicemail and (end.recording or any(left_in(end, m) for m in messages)):
+        return None
+    return missed_call_attempt(end.uniqueid, end.number, end.caller, end.end, node=node)

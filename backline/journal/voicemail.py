@@ -152,6 +152,16 @@ class VoicemailJournal(SqlStore):
         return VoicemailLink(int(row[0]), int(row[1]), int(row[2]), _rows.from_text(row[3]),
                              _rows.from_text(row[4]))
 
+    def voicemail_between(self, since: datetime, until: datetime) -> list[Attempt]:
+        """Messages journaled as left from ``since`` to ``until``, oldest first: those a
+        member may have deleted from the spool since (a call that left one is not missed)."""
+        with self._lock, self._transaction() as cur:
+            cur.execute(self._q(
+                "SELECT a.* FROM attempts a WHERE a.kind = ? AND a.at >= ? AND a.at <= ? "
+                "ORDER BY a.at, a.id"),
+                (AttemptKind.VOICEMAIL.value, _rows.to_text(since), _rows.to_text(until)))
+            return [_rows.attempt_of(r) for r in cur.fetchall()]
+
     def voicemail_message(self, attempt_id: int) -> Attempt | None:
         """The message a link opens."""
         with self._lock, self._transaction() as cur:

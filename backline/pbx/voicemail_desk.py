@@ -1,13 +1,15 @@
 """Voicemail intake: each message the PBX recorded is copied into Backline's own store and
 journaled once, held for the inbox; a call that went unanswered and left no message is
-journaled as a missed call.
+journaled as a missed call, also when its end came while the controller was away.
 
 The PBX's spool is the record: app_voicemail writes ``voicemail/backline/BOX/FOLDER/msgNNNN``
 (``.txt`` and ``.wav``) whether or not the controller is up, so a message left while it was
 away is still there when it returns.  The spool is read whole at every PBX login (with the
 CDR import) and a box again when a call there ends (the dialplan's h extension), each message
 keyed by its ``msg_id``: journaled once, however often it is read, and also after a member
-listened to it (moved to ``Old``) on a desk phone.
+listened to it (moved to ``Old``) on a desk phone.  A call whose end the controller did
+not hear is told from the PBX's call record at the next login (``take_missed``): the same
+``missed:`` record the live path writes, so it is journaled once either way.
 
 The audio is patient data: the copy is written 0600 in a 0700 directory, fsynced and renamed
 into place before the message is journaled, and only the controller's process reads it (to
@@ -28,9 +30,12 @@ from backline.core.ownership import OwnershipBook
 from backline.core.records import Attempt, NewAttempt
 from backline.core.voicemail import (
     CallEnd,
+    LeftMessage,
     NotAMessage,
+    RecordedEnd,
     VoicemailMessage,
     missed_call_attempt,
+    missed_while_away,
     parse_message,
     voicemail_attempt,
     voicemail_key,
@@ -43,6 +48,9 @@ VOICEMAIL_CONTEXT = "backline"  # voicemail.conf's context (backline.render.aste
 MAX_AUDIO_BYTES = 64 * 1024 * 1024  # 180 s at 8 kHz, 16 bit is under 3 MB
 # A message left on a call: on the same channel, and not long before the call ended.
 _SAME_CALL = timedelta(hours=2)
+# The journal's messages looked at for a call's end: those left within its start and end,
+# give or take this (both Asterisk's clock, cut to the second).
+_AROUND_CALL = timedelta(seconds=2)
 
 
 def voicemail_store(fax_dir: Path) -> Path:
@@ -57,7 +65,11 @@ class VoicemailIntake:
     def __init__(self, store: Path, book: OwnershipBook,
                  record: Callable[[NewAttempt], Awaitable[bool]],
                  recorded: Callable[[str], Attempt | None], spool: Callable[[], Path],
-                 clock: Callable[[], datetime], *, node: str = "") -> None:
+                 clock: Callable[[], datetime], *, node: str = "",
+                 journaled: Callable[[datetime, datetime], list[Attempt]] | None = None,
+                 ) -> None:
+        """``journaled`` lists the messages journaled as left between two times (in a worker
+        thread): without it, a call that reached the voicemail is never told missed (in doubt)."""
         self.store = store
         self.book = book
         self._record = record
@@ -65,6 +77,7 @@ class VoicemailIntake:
         self._spool = spool
         self._clock = clock
         self._node = node
+        self._journaled = journaled
         # One read of the spool at a time: a call's end and a login may both read it.
         self._lock = asyncio.Lock()
 
@@ -112,6 +125,35 @@ class VoicemailIntake:
         told; True if it was new."""
         async with self._lock:
             return await self._take(message, audio)
+
+    async def take_missed(self, ends: list[RecordedEnd],
+                          seen: list[VoicemailMessage]) -> int:
+        """Journal as missed each call that ``ends`` (the PBX's call record) shows went
+        unanswered and left no message, ``seen`` being every message in the spool now; return
+        how many are new.  A call already journaled as missed (its end was heard) is skipped."""
+        spooled = [LeftMessage(number, m.at, m.channel) for m in seen
+                   if (number := self.number_of(m.box)) is not None]
+        ours = {n.number for n in self.book.directory.numbers if n.voicemail_box}
+        new = 0
+        for end in ends:
+            missed = missed_while_away(end, spooled, node=self._node)
+            if missed is None or end.number not in ours or \
+                    await asyncio.to_thread(self._recorded, missed.key) is not None:
+                continue
+            if end.voicemail:  # a message journaled, then deleted from the spool
+                if self._journaled is None:
+                    continue  # no journal to ask: in doubt, nothing
+                kept = await asyncio.to_thread(self._journaled, end.start - _AROUND_CALL,
+                                               end.end + _AROUND_CALL)
+                missed = missed_while_away(end, [*spooled, *(
+                    LeftMessage(a.recipient, a.at) for a in kept)], node=self._node)
+                if missed is None:
+                    continue
+            if await self._record(missed):
+                new += 1
+                log.info("missed call from %s to %s while the controller was away: no "
+                         "answer and no message", e164.redact(end.caller), end.number)
+        return new
 
     async def _take(self, message: VoicemailMessage, audio: Path) -> bool:
         key = voicemail_key(message.msg_id)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from backline.core.emergency import EmergencyCall
 from backline.core.outage import Mode
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
+from backline.core.voicemail import RecordedEnd
 from backline.pbx.asterisk import dialplan_variables as v
 from backline.pbx.ports import CdrRow
 
@@ -24,6 +25,10 @@ from backline.pbx.ports import CdrRow
 COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
            "lastdata", "start", "answer", "end", "duration", "billsec", "disposition",
            "amaflags", "uniqueid", "userfield")
+
+
+def _time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 
 def _rows(text: str) -> Iterator[tuple[dict[str, str], datetime]]:
@@ -35,7 +40,7 @@ def _rows(text: str) -> Iterator[tuple[dict[str, str], datetime]]:
         if not row["uniqueid"]:
             continue
         try:
-            start = datetime.strptime(row["start"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+            start = _time(row["start"])
         except ValueError:
             continue
         yield row, start
@@ -96,3 +101,37 @@ def attempt_for(row: CdrRow, mode_at: Callable[[datetime], Mode]) -> NewAttempt:
         outcome=Outcome.RECEIVED if fax else Outcome.ANNOUNCED,
         detail="answered by the PBX while the controller was away",
         delivery=Delivery.HELD)
+
+
+# Where the caller still was when a call in the voicemail context ended before app_voicemail
+# could record anything (backline.render.asterisk_dialplan: Answer, the greeting's Playback).
+# Any other last application, VoiceMail first, may have left a message.
+_BEFORE_RECORDING = frozenset({"Answer", "Playback"})
+
+
+def unanswered_ends(text: str) -> Iterator[RecordedEnd]:
+    """How each call that rang desk phones or reached a voicemail ended, as its rows say
+    (cdr_csv writes a row per desk phone dialled, and one more when the caller goes on to
+    the voicemail, all under the caller's uniqueid), for the controller to tell a missed call
+    it did not hear (backline.core.voicemail.missed_while_away)."""
+    ring, voicemail = v.context(v.RING), v.context(v.VOICEMAIL)
+    calls: dict[str, list[tuple[dict[str, str], datetime]]] = {}
+    for row, start in _rows(text):
+        calls.setdefault(row["uniqueid"], []).append((row, start))
+    for uniqueid, rows in calls.items():
+        ended = [(r, s) for r, s in rows if r["dcontext"] == voicemail] or \
+            [(r, s) for r, s in rows if r["dcontext"] == ring]
+        if not ended:
+            continue
+        row, start = ended[-1]
+        try:
+            end = max(_time(row["end"]), start)
+        except ValueError:
+            end = start
+        yield RecordedEnd(
+            uniqueid=uniqueid[:64], number=row["userfield"][:32], caller=row["src"][:64],
+            channel=row["channel"][:80], start=start, end=end,
+            answered=any(r["disposition"] == "ANSWERED" for r, _ in rows
+                         if r["dcontext"] != voicemail),
+            voicemail=row["dcontext"] == voicemail,
+            recording=row["lastapp"] not in _BEFORE_RECORDING)

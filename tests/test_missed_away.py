@@ -1,0 +1,113 @@
+"""A missed call whose end the controller did not hear (it was stopped) is an inbox item when
+it returns, once: told from the PBX's call record at its login (docs/voicemail.md).  On the
+real Asterisk, with a SIPp desk phone that rings, SIPp callers and the tests' inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from backline.app.controller import Controller
+from backline.app.serve import asterisk_driver
+from backline.core.connections import AsteriskPbx
+from backline.core.records import AttemptKind, Outcome
+from backline.journal import open_journal
+from tests.harness.cancelling_caller import hang_up, ringing_caller
+from tests.harness.inbox_server import InboxServer
+from tests.harness.practice_pbx import AMI_ENV, PracticePbx
+from tests.harness.sipp import DeskPhoneMode, desk_phone
+from tests.harness.transfer_phone import tone_file
+from tests.harness.voicemail_caller import message_caller
+from tests.test_alerts import spellings
+from tests.test_voicemail import PATIENT, SCHED, TALK_MS, sip, voicemail_practice
+from tests.test_voicemail import inbox as inbox  # the fixture
+
+pytestmark = pytest.mark.asterisk
+
+ANA = "+13125550101"  # Dr Ana Lee's line: no desk phone of hers is registered, to voicemail
+
+
+@asynccontextmanager
+async def controller_back(pbx: PracticePbx) -> AsyncIterator[Controller]:
+    """A new controller on the same journal (a restart), once its login's import is done and
+    its inbox has sent what it holds."""
+    back = Controller(pbx.directory, open_journal(pbx.directory.connections.storage.url))
+    back.faxes.spool = pbx.controller.faxes.spool
+    config = pbx.directory.connections.pbx
+    assert isinstance(config, AsteriskPbx)
+    driver = asterisk_driver(back, config, os.environ[AMI_ENV])
+    back.attach(driver)
+    assert back.inbox is not None
+    back.inbox.start()
+    try:
+        await driver.start()
+        await asyncio.wait_for(back.record_imported.wait(), 60)
+        await back.inbox.drained(within=30)
+        yield back
+    finally:
+        await back.inbox.close()
+        await driver.stop()
+        back.journal.close()
+
+
+async def test_a_call_missed_while_the_controller_was_away_is_one_item_on_its_return(
+        tmp_path: Path, inbox: InboxServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Desk phones ring long enough that the caller, not the ring timeout, ends the call.
+    async with voicemail_practice(tmp_path, "vm-missaway", inbox, ring_seconds=120) as pbx:
+        phone = await asyncio.to_thread(desk_phone, sip(pbx), tmp_path, "jo-desk",
+                                        pbx.secret("jo-desk"), DeskPhoneMode.RING, aor="jo")
+        try:
+            await pbx.driver.wait_registered({"jo"}, within=30)
+            # A carrier call rings jo's desk phone; another leaves a message on Ana's line.
+            ringing = ringing_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT)
+            await asyncio.to_thread(phone.wait_for_invites, 1, 30)
+            leaving = message_caller(sip(pbx), tmp_path, ANA, from_user=PATIENT,
+                                     audio=tone_file(tmp_path / "tone.ulaw", seconds=30),
+                                     talk_ms=TALK_MS)
+            await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail",
+                                      within=30)
+            # The controller goes away; then the first caller hangs up while it rings, the
+            # second after speaking: neither end reaches anybody.
+            await pbx.driver.stop()
+            assert pbx.controller.inbox is not None
+            await pbx.controller.inbox.close()
+            hang_up(ringing)
+            assert (await asyncio.to_thread(ringing.wait, 30)).ok, ringing.describe()
+            assert (await asyncio.to_thread(leaving.wait, 60)).ok, leaving.describe()
+        finally:
+            phone.kill()
+        journal = pbx.controller.journal
+        assert not [a for a in journal.attempts() if a.outcome is Outcome.MISSED
+                    or a.kind is AttemptKind.VOICEMAIL]
+        # It returns: its first login reads the call record and the spool.
+        async with controller_back(pbx):
+            await inbox.wait_for(2, within=30)
+        # And once more (a restart): nothing new, nothing twice.
+        async with controller_back(pbx) as again:
+            assert again.record_imported.is_set()
+        docs = sorted(inbox.items(), key=lambda d: d["kind"])
+        assert [(d["kind"], d.get("outcome"), d["from"], d["to"]) for d in docs] == [
+            ("call", "missed", PATIENT, SCHED), ("voicemail", "voicemail", PATIENT, ANA)], docs
+        assert docs[0]["notify"] == {"users": ["jo", "sam"]}
+        assert len(inbox.keys()) == len(set(inbox.keys())) == 2
+        final = open_journal(pbx.directory.connections.storage.url)
+        try:
+            missed = [a for a in final.attempts(limit=1000) if a.outcome is Outcome.MISSED]
+        finally:
+            final.close()
+        # The key the live path gives it (the caller's channel that rang jo's phone), so a
+        # call whose end was heard is never journaled twice.
+        [rang] = [e for e in pbx.events.named("DialBegin")
+                  if e.get("DestChannel", "").startswith("PJSIP/jo-desk-")]
+        assert [(a.key, a.recipient, a.sender) for a in missed] == [
+            (f"missed:{rang['Uniqueid']}", SCHED, PATIENT)]
+        # No caller number in any log line, in any spelling.
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert not [s for s in spellings(PATIENT) if s in logged]
