@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -31,6 +33,7 @@ from backline.features.inbox.payload import Accepted, Refused, TryAgain, answer_
 from backline.features.sending.retry import Backoff
 from backline.journal import AttemptKind, Delivery, Journal, NewAttempt, Outcome, open_journal
 from backline.journal.delivery import ItemState
+from backline.journal.rows import from_text
 from tests.harness.alert_site import free_port
 from tests.harness.inbox_server import InboxServer
 from tests.harness.postgres import JournalBackend
@@ -97,6 +100,11 @@ async def practice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
         yield p
     finally:
         await inbox.stop()
+
+
+# How long `outage end` may wait for the running controller to confirm (the CLI's default is
+# 5 s, which a loaded machine can miss): it returns as soon as it is confirmed.
+WAIT = ("--wait", "30")
 
 
 def engage(journal: Journal, to: Mode) -> None:
@@ -449,7 +457,7 @@ async def test_outage_end_shows_the_drain_until_the_backlog_is_empty(practice: P
     stop_polling = asyncio.Event()
     polling = asyncio.create_task(controller.keep_mode(stop_polling))  # as `backline run`
     try:
-        status, out = await backline(practice, "outage", "end", "--by", "ops")
+        status, out = await backline(practice, "outage", "end", "--by", "ops", *WAIT)
     finally:
         stop_polling.set()
         await polling
@@ -496,7 +504,7 @@ async def test_outage_end_without_an_inbox_token_says_the_items_cannot_be_delive
     stop_polling = asyncio.Event()
     polling = asyncio.create_task(controller.keep_mode(stop_polling))
     try:
-        status, out = await backline(practice, "outage", "end", "--by", "ops")
+        status, out = await backline(practice, "outage", "end", "--by", "ops", *WAIT)
         health = controller.health["inbox"]
     finally:
         stop_polling.set()
@@ -725,17 +733,23 @@ def test_a_dead_holder_on_this_host_is_known_dead_and_a_live_one_is_not() -> Non
 # -- an SMS held in normal mode goes at once ------------------------------------------------------
 
 
-async def test_an_attempt_held_in_normal_mode_wakes_the_drain(practice: Practice) -> None:
+async def test_an_attempt_held_in_normal_mode_wakes_the_drain(
+        practice: Practice, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backline.features.inbox.service
+
+    # The drain's nap (30 s) made an hour: only the new attempt's wake can send it before
+    # the deadline below, which bounds a hang, not a promise timed on this test's clock.
+    monkeypatch.setattr(backline.features.inbox.service, "MAX_NAP", 3600.0)
     practice.inbox.fail_rate = 0.0
     controller = await running(practice)
     try:
         assert controller.inbox is not None
-        await controller.inbox.drained(within=30)  # empty: the drain naps (up to 30 s)
+        await controller.inbox.drained(within=30)  # empty: the drain naps (up to an hour)
         attempt = NewAttempt("sms:normal-held", datetime.now(UTC), AttemptKind.SMS,
                              Mode.NORMAL, "+15550109999", MAIN, Outcome.RECEIVED,
                              text="refill please", delivery=Delivery.HELD)
         assert await controller.record_attempt(attempt)
-        await practice.inbox.wait_for(1, within=10)  # well before the nap ends
+        await practice.inbox.wait_for(1, within=30)  # long before the nap ends
     finally:
         await stop(controller)
     assert practice.inbox.keys() == [
@@ -818,6 +832,15 @@ async def test_a_voicemail_recording_damaged_on_disk_still_arrives_and_blocks_no
     assert sms["text"] == "Is the clinic open?"
 
 
+def drain_lease_until(practice: Practice) -> datetime:
+    """When the drain lease ends, as the journal's own row says (read only)."""
+    uri = f"file:{practice.tmp / 'journal.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        (until,) = db.execute("SELECT lease_until FROM inbox_lease WHERE name = 'drain'"
+                              ).fetchone()
+    return from_text(until)
+
+
 async def test_the_drain_lease_is_renewed_while_a_long_try_runs(
         practice: Practice, monkeypatch: pytest.MonkeyPatch) -> None:
     import backline.features.inbox.service
@@ -838,10 +861,18 @@ async def test_the_drain_lease_is_renewed_while_a_long_try_runs(
     try:
         drain.start()
         await practice.inbox.wait_for_requests(1, within=30)
-        await asyncio.sleep(3 * lease)  # the try outlasts the lease it started with ...
-        now = datetime.now(UTC)
-        # ... and yet nobody else may start draining: the lease was renewed meanwhile.
-        assert not other.claim_drain("another:1:x", now, now + timedelta(seconds=60))
+        # The try, held by the inbox, outlasts the lease it started with: the journal's row
+        # shows the lease renewed meanwhile (polled: the journal raises no event; 30 s only
+        # bounds a hang) ...
+        started_with = await asyncio.to_thread(drain_lease_until, practice)
+        deadline = asyncio.get_running_loop().time() + 30
+        while (renewed := await asyncio.to_thread(drain_lease_until, practice)) <= started_with:
+            assert asyncio.get_running_loop().time() < deadline, "the lease was never renewed"
+            await asyncio.sleep(0.02)  # a poll of the journal's row, not a wait for time
+        # ... so at a moment past the lease it started with (the journal's times, not this
+        # test's clock, which a loaded machine stretches), nobody else may start draining.
+        past = started_with + (renewed - started_with) / 2
+        assert not other.claim_drain("another:1:x", past, past + timedelta(seconds=60))
         practice.inbox.hold.set()
         await drain.drained(within=30)
     finally:
