@@ -45,7 +45,7 @@ class Gate:
 
     def record_attempts(self, batch: Sequence[NewAttempt]) -> list[tuple[Attempt, bool]]:
         self.entered.set()
-        self.open.wait(10)
+        self.open.wait(60)  # until the test opens it; 60 s only bounds a hang
         self.batches.append([a.key for a in batch])
         if self.fail_next:
             self.fail_next = False
@@ -63,7 +63,7 @@ def gate(journal_backend: JournalBackend) -> Iterator[Gate]:
 async def test_attempts_arriving_during_a_commit_share_the_next_one(gate: Gate) -> None:
     writer = AttemptWriter(gate)
     first = asyncio.create_task(writer.record(call(0)))
-    await asyncio.to_thread(gate.entered.wait, 10)  # the first commit is under way
+    assert await asyncio.to_thread(gate.entered.wait, 60)  # the first commit is under way
     rest = [asyncio.create_task(writer.record(call(n))) for n in range(1, 11)]
     await asyncio.sleep(0)  # let them queue
     assert not any(t.done() for t in [first, *rest])  # nobody hears back before the commit
