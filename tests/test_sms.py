@@ -520,7 +520,9 @@ async def test_client_honours_retry_after_up_to_its_cap(twilio: TwilioGateway) -
 
 async def test_client_times_out_a_stalled_request_and_retries(twilio: TwilioGateway) -> None:
     twilio.stall_next(1)
-    async with _client(twilio, Sleeps(), timeout=0.3) as client:
+    # The stalled request is held until the gateway stops: only the timeout ends it.  5 s,
+    # not 0.3: the same timeout bounds the retry, which a loaded machine must not miss.
+    async with _client(twilio, Sleeps(), timeout=5.0) as client:
         await client.send(PRACTICE_NUMBER, PATIENT, "hi")
     assert twilio.requests == 2 and len(twilio.sent) == 1
 
