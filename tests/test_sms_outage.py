@@ -229,7 +229,7 @@ class Clinic:
         """End the outage and wait until the inbox has everything; return what it filed."""
         await self.c.switch(Mode.NORMAL, by="ops", via=Via.CLI, reason="")
         assert self.c.inbox is not None
-        await self.c.inbox.drained(within=20)
+        await self.c.inbox.drained(within=30)
         return self.inbox.items()
 
     async def attempts(self, *args: str) -> str:
