@@ -49,7 +49,7 @@ async def rtp(p: PracticePbx, channel: str, counter: str) -> int:
     return int(answer.get("Value") or 0)
 
 
-async def until_heard(p: PracticePbx, caller: str, callee: str, within: float = 15) -> None:
+async def until_heard(p: PracticePbx, caller: str, callee: str, within: float = 30) -> None:
     """Until audio went both ways between the two channels: Asterisk sent the callee what
     the caller said and the caller what the callee said (each checked again as packets
     arrive; AssertionError after ``within`` s)."""
@@ -67,7 +67,7 @@ async def until_heard(p: PracticePbx, caller: str, callee: str, within: float = 
         await asyncio.sleep(0.1)  # a poll of Asterisk's counters, not a wait for time
 
 
-async def until_bridged(p: PracticePbx, one: str, other: str, within: float = 15) -> None:
+async def until_bridged(p: PracticePbx, one: str, other: str, within: float = 30) -> None:
     """Until Asterisk has ``one`` bridged to ``other`` (``BRIDGEPEER``), asked again until
     ``within`` s pass."""
     loop = asyncio.get_running_loop()
@@ -114,7 +114,7 @@ async def test_blind_transfer_to_a_non_member_connects_both_ways_and_adds_them(
     await pbx.driver.wait_registered({"sam", "mia"}, within=30)
     caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT, audio=tone)
     try:
-        (invite,) = await asyncio.to_thread(mia.wait_for_invites, 1, 20)
+        (invite,) = await asyncio.to_thread(mia.wait_for_invites, 1, 30)
         assert PATIENT in (invite.header("From") or "")  # Mia sees who is calling
         answered = await pbx.events.wait_for(
             lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
@@ -137,7 +137,7 @@ async def test_blind_transfer_to_a_non_member_connects_both_ways_and_adds_them(
             lambda: conversations.is_added(pbx.controller.book, SCHED, PATIENT, "mia"),
             within=30)
         await call_out(pbx, tmp_path, "mia-desk", "*7" + SCHED[2:] + PATIENT)
-        (out,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+        (out,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 30)
         assert out.start_line.startswith(f"INVITE sip:{PATIENT}@")
         assert SCHED in (out.header("P-Asserted-Identity") or "")
         await call_out(pbx, tmp_path, "mia-desk", "*7" + SCHED[2:] + OTHER)
@@ -174,7 +174,7 @@ async def test_blind_transfer_out_follows_the_outbound_rules(
     await pbx.driver.wait_registered({"sam"}, within=30)
     caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT, audio=tone)
     try:
-        (out,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 20)
+        (out,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 30)
         assert out.start_line.startswith(f"INVITE sip:{OTHER}@")
         pai = out.header("P-Asserted-Identity") or ""
         assert SCHED in pai and "Test Sched" in pai, pai
@@ -399,7 +399,7 @@ async def test_an_attended_transfer_out_follows_the_outbound_rules(
         await mia.answer_call()
         await until_answered_and_bridged(pbx, "mia-desk", 1)
         await mia.consult("*7" + NURSES[2:] + OTHER)
-        (out,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+        (out,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 30)
         assert out.start_line.startswith(f"INVITE sip:{OTHER}@")
         assert NURSES in (out.header("P-Asserted-Identity") or "")  # her call to make
         consulted = await consulted_out(pbx, "mia-desk")
@@ -445,7 +445,7 @@ async def test_an_attended_transfer_of_the_caller_to_911_stands(
     try:
         await asyncio.to_thread(register, sip(pbx), tmp_path, "sam-desk",
                                 pbx.secret("sam-desk"), contact_port=sam.port, aor="sam")
-        await pbx.driver.wait_registered({"sam"}, within=10)
+        await pbx.driver.wait_registered({"sam"}, within=30)
         caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT,
                                 audio=tone_file(tmp_path / "tone.ulaw"))
         await sam.answer_call()
@@ -459,7 +459,7 @@ async def test_an_attended_transfer_of_the_caller_to_911_stands(
         await until_bridged(pbx, rang["Channel"], dispatcher["DestChannel"])
         key = f"call:{rang['Uniqueid']}"
         await pbx.controller.wait_rounds(
-            lambda: len(pbx.controller.journal.call_handling(key)) == 1, within=10)
+            lambda: len(pbx.controller.journal.call_handling(key)) == 1, within=30)
         (handled,) = pbx.controller.journal.call_handling(key)
         assert handled.note == "handled by sam; attended transfer to an outside call"
         # Still joined once the controller has judged it: nothing hung the dispatcher up.
@@ -467,7 +467,7 @@ async def test_an_attended_transfer_of_the_caller_to_911_stands(
         assert not [e for e in pbx.events.named("Hangup")
                     if e.get("Channel") == dispatcher["DestChannel"]]
         await pbx.driver.ami.action({"Action": "Hangup", "Channel": dispatcher["DestChannel"]},
-                                    within=5)
+                                    within=30)
         assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
     finally:
         sam.close()
