@@ -123,17 +123,17 @@ async def calls(net: Topology, raj: Baresip, ana: Baresip, carrier: SippProcess)
     # number and the practice's name.
     since = len(raj.events)
     await raj.command("dial", tls_uri(net, "911"))
-    await raj.wait_event("CALL_ESTABLISHED", since=since, within=20)
-    (invite,) = await asyncio.to_thread(wait_for_invites, 1, 15)
+    await raj.wait_event("CALL_ESTABLISHED", since=since, within=30)
+    (invite,) = await asyncio.to_thread(wait_for_invites, 1, 30)
     assert_presents(invite, MAIN)
-    await raj.wait_event("CALL_CLOSED", since=since, within=20)  # the carrier hung up
+    await raj.wait_event("CALL_CLOSED", since=since, within=30)  # the carrier hung up
     # So is 933, another of the practice's emergency numbers.
     since = len(raj.events)
     await raj.command("dial", tls_uri(net, "933"))
-    await raj.wait_event("CALL_ESTABLISHED", since=since, within=20)
-    invites = await asyncio.to_thread(wait_for_invites, 2, 15)
+    await raj.wait_event("CALL_ESTABLISHED", since=since, within=30)
+    invites = await asyncio.to_thread(wait_for_invites, 2, 30)
     assert_presents(invites[1], MAIN, "933")
-    await raj.wait_event("CALL_CLOSED", since=since, within=20)
+    await raj.wait_event("CALL_CLOSED", since=since, within=30)
 
     # Anything else from it is refused (488), and never reaches the carrier.
     assert "488" in await refused_call(raj, tls_uri(net, PATIENT))
@@ -142,12 +142,12 @@ async def calls(net: Topology, raj: Baresip, ana: Baresip, carrier: SippProcess)
     # Dr. Lee's SRTP phone calls out as ever, with the main line's caller ID.
     since = len(ana.events)
     await ana.command("dial", tls_uri(net, PATIENT))
-    await ana.wait_event("CALL_ESTABLISHED", since=since, within=20)
-    invites = await asyncio.to_thread(wait_for_invites, 3, 15)
+    await ana.wait_event("CALL_ESTABLISHED", since=since, within=30)
+    invites = await asyncio.to_thread(wait_for_invites, 3, 30)
     assert len(invites) == 3
     assert invites[2].start_line.startswith(f"INVITE sip:{PATIENT}@"), invites[2].start_line
     assert MAIN in (invites[2].header("P-Asserted-Identity") or "")
-    await ana.wait_event("CALL_CLOSED", since=since, within=20)
+    await ana.wait_event("CALL_CLOSED", since=since, within=30)
 
 
 def test_a_lobby_phone_left_optional_calls_out_and_rings_a_phone_that_must_use_srtp(
@@ -180,19 +180,19 @@ def test_a_lobby_phone_left_optional_calls_out_and_rings_a_phone_that_must_use_s
                 # Out to a patient, plain RTP: taken.
                 since = len(raj.events)
                 await raj.command("dial", tls_uri(net, PATIENT))
-                await raj.wait_event("CALL_ESTABLISHED", since=since, within=20)
-                (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+                await raj.wait_event("CALL_ESTABLISHED", since=since, within=30)
+                (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 30)
                 assert invite.start_line.startswith(f"INVITE sip:{PATIENT}@")
-                await raj.wait_event("CALL_CLOSED", since=since, within=20)
+                await raj.wait_event("CALL_CLOSED", since=since, within=30)
                 # To Dr. Lee (extension 101): her phone, which must use SRTP, rings through
                 # its SRTP-only twin and talks.
                 since = len(raj.events)
                 await raj.command("dial", tls_uri(net, "101"))
-                await ana.wait_event("CALL_INCOMING", within=20)
+                await ana.wait_event("CALL_INCOMING", within=30)
                 await ana.command("accept")
                 answered = await p.events.wait_for(
                     lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
-                    and e.get("DestChannel", "").startswith("PJSIP/ana-desk-"), within=20)
+                    and e.get("DestChannel", "").startswith("PJSIP/ana-desk-"), within=30)
                 assert answered["DestChannel"].startswith("PJSIP/ana-desk-SRTP-")
                 # Each phone has said something and been sent some of the other's words.
                 lobby, sealed = answered["Channel"], answered["DestChannel"]
@@ -205,7 +205,7 @@ def test_a_lobby_phone_left_optional_calls_out_and_rings_a_phone_that_must_use_s
                         "Variable": "CHANNEL(rtp,dest)"}, within=30)
                     ports[leg] = int(str(reply.get("Value")).rpartition(":")[2])
                 await ana.command("hangup")
-                await raj.wait_event("CALL_CLOSED", since=since, within=20)
+                await raj.wait_event("CALL_CLOSED", since=since, within=30)
             finally:
                 await raj.stop()
                 if ana is not None:
@@ -259,17 +259,17 @@ def test_a_parked_call_nobody_took_rings_back_the_parker_through_its_srtp_twin(
                                 park='park: {extension: "700", slots: "701-703"}\n') as p:
             ana = await phone_on_lan(net, p, tmp_path / "ana", ca, says, account(p, net, "ana"))
             try:
-                await p.driver.wait_registered({"ana"}, within=10)
+                await p.driver.wait_registered({"ana"}, within=30)
                 await p.driver.ami.action({
                     "Action": "Originate", "Channel": "Local/s@backline-refuse",
                     "Context": "backline-park-timeout", "Exten": "PJSIP_ana-desk",
                     "Priority": "1", "Variable": "PARKER=PJSIP/ana-desk",
-                    "Async": "true"}, within=5)
-                await ana.wait_event("CALL_INCOMING", within=20)
+                    "Async": "true"}, within=30)
+                await ana.wait_event("CALL_INCOMING", within=30)
                 await ana.command("accept")
                 answered = await p.events.wait_for(
                     lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
-                    and e.get("DestChannel", "").startswith("PJSIP/"), within=20)
+                    and e.get("DestChannel", "").startswith("PJSIP/"), within=30)
                 assert answered["DestChannel"].startswith("PJSIP/ana-desk-SRTP-")
                 await ana.command("hangup")
             finally:
