@@ -33,7 +33,7 @@ async def _sam_has_the_caller(pbx: PracticePbx, tmp_path: Path, sam: AttendedPho
     await sam.start()
     await asyncio.to_thread(register, sip(pbx), tmp_path, "sam-desk", pbx.secret("sam-desk"),
                             contact_port=sam.port, aor="sam")
-    await pbx.driver.wait_registered({"sam"}, within=10)
+    await pbx.driver.wait_registered({"sam"}, within=30)
     caller = talking_caller(sip(pbx), tmp_path, SCHED, from_user=PATIENT,
                             audio=tone_file(tmp_path / "tone.ulaw"))
     await sam.answer_call()
@@ -61,7 +61,7 @@ async def test_a_blind_transfer_to_911_goes_out_with_the_callback_number_and_the
             try:
                 caller = await _sam_has_the_caller(pbx, tmp_path, sam)
                 await sam.blind_transfer("911")
-                (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+                (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 30)
                 assert_presents(invite, MAIN)
                 assert not any(PATIENT in value for _, value in invite.headers)
                 (email,) = await sink.wait_for(1, within=30)
@@ -107,7 +107,7 @@ async def test_a_blind_transfer_to_911_goes_out_with_the_controller_stopped(
             caller = await _sam_has_the_caller(pbx, tmp_path, sam)
             await pbx.driver.stop()  # FastAGI and AMI closed: nobody answers the PBX
             await sam.blind_transfer("911")
-            (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+            (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 30)
             assert_presents(invite, MAIN)
             assert pbx.controller.journal.emergency_calls() == []
             # The dispatcher hangs up; back, the controller finds the call in Asterisk's
@@ -134,7 +134,7 @@ async def test_with_geolocation_a_blind_transfer_to_911_carries_the_transferring
         try:
             caller = await _sam_has_the_caller(pbx, tmp_path, sam)
             await sam.blind_transfer("911")
-            (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+            (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 30)
             assert_presents(invite, MAIN)
             assert civic_address(invite) == {  # sam-desk is at the front desk
                 "country": "US", "A1": "IL", "A3": "Chicago", "HNO": "1200",
