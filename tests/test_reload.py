@@ -97,7 +97,7 @@ async def test_an_owner_changed_and_a_user_deactivated_apply_live_without_droppi
             with pytest.raises(SippError) as unregistered:
                 await asyncio.to_thread(register, sip, tmp_path, "jo-desk",
                                         pbx.secret("jo-desk"), contact_port=5999, aor="jo",
-                                        timeout=10)
+                                        timeout=30)  # ends at the refusal
             # Refused by the PBX (401/403/404 to the REGISTER), not merely unanswered.
             assert re.search(r"SIP/2\.0 40[134]", str(unregistered.value)), \
                 str(unregistered.value)
