@@ -76,7 +76,7 @@ async def test_team_number_rings_exactly_the_team_and_extra_member_then_voicemai
         caller = place_calls(sip(pbx), tmp_path, SCHED, from_user="carrier", timeout=40)
         expected = {"sam-desk", "jo-desk", "raj-desk"}  # team front-desk + extra user raj
         for phone in expected:
-            await asyncio.to_thread(phones[phone].wait_for_invites, 1, 15)
+            await asyncio.to_thread(phones[phone].wait_for_invites, 1, 30)
         await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail")
         result = await asyncio.to_thread(caller.wait, 60)
         assert result.ok, caller.describe()
@@ -99,7 +99,7 @@ async def test_practice_number_rings_every_active_user_and_deactivated_phones_ca
     try:
         caller = place_calls(sip(pbx), tmp_path, MAIN, from_user="carrier", timeout=40)
         for proc in phones.values():
-            await asyncio.to_thread(proc.wait_for_invites, 1, 15)
+            await asyncio.to_thread(proc.wait_for_invites, 1, 30)
         assert (await asyncio.to_thread(caller.wait, 60)).ok
         assert sorted(dialled_endpoints(pbx)) == sorted(PHONES)
     finally:
@@ -123,8 +123,8 @@ async def test_a_login_over_the_device_limit_drops_its_oldest_registration(
         assert str(phones["sam-desk"].port) not in contacts
         assert str(phones["sam-lab"].port) in contacts
         caller = place_calls(sip(pbx), tmp_path, SCHED, from_user="carrier", timeout=40)
-        await asyncio.to_thread(phones["sam-exam"].wait_for_invites, 1, 15)
-        await asyncio.to_thread(phones["sam-lab"].wait_for_invites, 1, 15)
+        await asyncio.to_thread(phones["sam-exam"].wait_for_invites, 1, 30)
+        await asyncio.to_thread(phones["sam-lab"].wait_for_invites, 1, 30)
         assert (await asyncio.to_thread(caller.wait, 60)).ok
         assert phones["sam-desk"].invites() == []
     finally:
@@ -138,7 +138,7 @@ def outage(p: PracticePbx) -> None:
 
 async def call_out(p: PracticePbx, tmp: Path, phone: str, digits: str) -> SippProcess:
     proc = place_calls(sip(p), tmp, digits, from_user=phone, password=p.secret(phone),
-                       timeout=20)
+                       timeout=30)
     result = await asyncio.to_thread(proc.wait, 30)
     assert result.ok, proc.describe()  # connected, or answered with a refusal, then hung up
     return proc
@@ -152,7 +152,7 @@ async def test_calling_out_by_permission_with_the_numbers_caller_id(
         # mia is a member of the main line (default) and, through the nurses, Dr. Lee's line.
         await call_out(pbx, tmp_path, "mia-desk", PATIENT)
         await call_out(pbx, tmp_path, "mia-desk", "*7" + DIRECT[2:] + PATIENT)
-        first, second = await asyncio.to_thread(carrier.wait_for_invites, 2, 15)
+        first, second = await asyncio.to_thread(carrier.wait_for_invites, 2, 30)
         for invite, number, name in ((first, MAIN, "Test Main"), (second, DIRECT, "Dr Ana Lee")):
             pai = invite.header("P-Asserted-Identity") or ""
             assert number in pai and name in pai, pai
@@ -164,7 +164,7 @@ async def test_calling_out_by_permission_with_the_numbers_caller_id(
         # Added to Dr. Lee's conversation with this patient: that party only.
         pbx.controller.conversations.add(DIRECT, PATIENT, "sam")
         await call_out(pbx, tmp_path, "sam-desk", "*7" + DIRECT[2:] + PATIENT)
-        await asyncio.to_thread(carrier.wait_for_invites, 3, 15)
+        await asyncio.to_thread(carrier.wait_for_invites, 3, 30)
         await call_out(pbx, tmp_path, "sam-desk", "*7" + DIRECT[2:] + "+17205550199")
         assert len(carrier.invites()) == 3
         # Outage: refused, except 911, which always goes out.
@@ -172,7 +172,7 @@ async def test_calling_out_by_permission_with_the_numbers_caller_id(
         await call_out(pbx, tmp_path, "mia-desk", PATIENT)
         assert len(carrier.invites()) == 3
         await call_out(pbx, tmp_path, "mia-desk", "911")
-        invites = await asyncio.to_thread(carrier.wait_for_invites, 4, 15)
+        invites = await asyncio.to_thread(carrier.wait_for_invites, 4, 30)
         assert invites[3].start_line.startswith("INVITE sip:911@")
     finally:
         carrier.kill()
@@ -183,7 +183,7 @@ async def test_unknown_number_hears_a_refusal_and_odd_caller_ids_are_data(
     caplog.set_level(logging.INFO)  # what `backline run` logs
     name = "Bob\\\\; Hangup() <123;x> $" "{SHELL(id)}"
     unknown = place_calls(sip(pbx), tmp_path, "+13125559999", from_user="carrier",
-                          caller_name=name, timeout=20)
+                          caller_name=name, timeout=30)
     assert (await asyncio.to_thread(unknown.wait, 30)).ok  # answered, refused, hung up
     played = await pbx.events.wait_for(lambda e: e.get("Application") == "Playback")
     assert played["AppData"] == "ss-noservice"
@@ -226,7 +226,7 @@ async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_i
             return len(journal.attempts(limit=10)) >= n
 
         caller = place_calls(sip(pbx), tmp_path, unknown, from_user=injected,
-                             caller_name="Bob\\; Hangup() <123;x>", timeout=20)
+                             caller_name="Bob\\; Hangup() <123;x>", timeout=30)
         assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
         played = await pbx.events.wait_for(lambda e: e.get("Application") == "Playback")
         assert played["AppData"] == "ss-noservice"  # refused: not rung, not voicemail
@@ -239,7 +239,7 @@ async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_i
         # A caller ID of 5,000 characters (the request's header line too): decided, refused
         # as an unknown number, and journaled with the caller ID cut.
         long_caller = place_calls(sip(pbx), tmp_path, unknown, from_user="7" * 5000,
-                                  timeout=20)
+                                  timeout=30)
         assert (await asyncio.to_thread(long_caller.wait, 30)).ok, long_caller.describe()
         await pbx.controller.wait_rounds(lambda: journaled(2), within=30)
         second = journal.attempts(limit=10)[-1]
@@ -250,7 +250,7 @@ async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_i
         # before agi_extension and the arguments).
         diverted = place_calls(sip(pbx), tmp_path, unknown, from_user="7205550141",
                                extra_headers=[f"Diversion: <sip:{injected}@127.0.0.1>"
-                                              ";reason=unconditional"], timeout=20)
+                                              ";reason=unconditional"], timeout=30)
         assert (await asyncio.to_thread(diverted.wait, 30)).ok, diverted.describe()
         await pbx.controller.wait_rounds(lambda: journaled(3), within=30)
         assert journal.attempts(limit=10)[-1].recipient == unknown
@@ -271,7 +271,7 @@ async def test_controller_reconnects_after_asterisk_is_killed(
     phones = await register_phones(pbx, tmp_path, DeskPhoneMode.RING, {"ana-desk": "ana"})
     try:
         caller = place_calls(sip(pbx), tmp_path, DIRECT, from_user="carrier", timeout=40)
-        await asyncio.to_thread(phones["ana-desk"].wait_for_invites, 1, 15)
+        await asyncio.to_thread(phones["ana-desk"].wait_for_invites, 1, 30)
         assert (await asyncio.to_thread(caller.wait, 60)).ok
     finally:
         kill_all(phones)
@@ -294,7 +294,7 @@ async def test_desk_phones_beside_a_carrier_recognised_by_its_address(tmp_path: 
             # Dr. Lee's line rings Dr. Lee and the nurses (mia), not sam, then voicemail.
             caller = place_calls(sip(pbx), tmp_path, DIRECT, from_user=PATIENT, timeout=40)
             for phone in ("ana-desk", "mia-desk"):
-                await asyncio.to_thread(phones[phone].wait_for_invites, 1, 15)
+                await asyncio.to_thread(phones[phone].wait_for_invites, 1, 30)
             await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail")
             assert (await asyncio.to_thread(caller.wait, 60)).ok, caller.describe()
             assert phones["sam-desk"].invites() == []
@@ -302,17 +302,17 @@ async def test_desk_phones_beside_a_carrier_recognised_by_its_address(tmp_path: 
             # A desk phone calling out as its login goes out through the carrier with the
             # main line's caller ID (not taken for a carrier call to an unknown number).
             out = place_calls(sip(pbx), tmp_path, PATIENT, from_user="mia",
-                              auth_user="mia-desk", password=pbx.secret("mia-desk"), timeout=20)
+                              auth_user="mia-desk", password=pbx.secret("mia-desk"), timeout=30)
             assert (await asyncio.to_thread(out.wait, 30)).ok, out.describe()
-            (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+            (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 30)
             pai = invite.header("P-Asserted-Identity") or ""
             assert MAIN in pai and "Test Main" in pai, pai
             assert invite.start_line.startswith(f"INVITE sip:{PATIENT}@")
             # And 911, which never waits on the controller, from the same phone.
             out = place_calls(sip(pbx), tmp_path, "911", from_user="mia",
-                              auth_user="mia-desk", password=pbx.secret("mia-desk"), timeout=20)
+                              auth_user="mia-desk", password=pbx.secret("mia-desk"), timeout=30)
             assert (await asyncio.to_thread(out.wait, 30)).ok, out.describe()
-            invites = await asyncio.to_thread(carrier.wait_for_invites, 2, 15)
+            invites = await asyncio.to_thread(carrier.wait_for_invites, 2, 30)
             assert invites[1].start_line.startswith("INVITE sip:911@")
         finally:
             kill_all(phones)
@@ -326,7 +326,7 @@ async def test_at_debug_level_no_log_line_holds_the_callers_name(
     caplog.set_level(logging.DEBUG)
     name = "Zedediah Quillfeather"
     caller = place_calls(sip(pbx), tmp_path, "+13125559999", from_user="carrier",
-                         caller_name=name, timeout=20)
+                         caller_name=name, timeout=30)
     assert (await asyncio.to_thread(caller.wait, 30)).ok
     played = await pbx.events.wait_for(lambda e: e.get("Application") == "Playback")
     assert played["CallerIDName"] == name  # the name did reach Asterisk and its AMI
