@@ -70,7 +70,7 @@ def carrier(p: PracticePbx, tmp: Path) -> SippProcess:
 
 async def dial(p: PracticePbx, tmp: Path, phone: str, digits: str) -> None:
     proc = place_calls(sip(p), tmp, digits, from_user=phone, password=p.secret(phone),
-                       timeout=20)
+                       timeout=30)
     result = await asyncio.to_thread(proc.wait, 30)
     assert result.ok, proc.describe()
 
@@ -118,11 +118,11 @@ async def test_every_desk_phone_presents_its_callback_number_in_every_mode(
             for phone, (number, _) in EXPECTED.items():
                 await dial(pbx, tmp_path, phone, "911")
                 sent += 1
-                invites = await asyncio.to_thread(far.wait_for_invites, sent, 15)
+                invites = await asyncio.to_thread(far.wait_for_invites, sent, 30)
                 assert_presents(invites[-1], number)
         # 933, the address read-back line, is an emergency number too.
         await dial(pbx, tmp_path, "ana-desk", "933")
-        invites = await asyncio.to_thread(far.wait_for_invites, sent + 1, 15)
+        invites = await asyncio.to_thread(far.wait_for_invites, sent + 1, 30)
         assert_presents(invites[-1], ANA_LINE, "933")
     finally:
         far.kill()
@@ -167,7 +167,7 @@ async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(
                 assert texts[0].to == NOTIFY_SMS and texts[0].sender == MAIN
                 assert "ana-desk" in message["Subject"]
                 # raj's desk phone is called and hears who, where, and the time.
-                notice_invite = (await asyncio.to_thread(raj.wait_for_invites, 1, 15))[0]
+                notice_invite = (await asyncio.to_thread(raj.wait_for_invites, 1, 30))[0]
                 assert "911 notice" in (notice_invite.header("From") or "")
                 played = await pbx.events.wait_for(
                     lambda e: e.get("Context") == "backline-emergency-notice"
@@ -184,7 +184,7 @@ async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(
                 sent = pbx.controller.journal.audit_entries("emergency.notice.sent")
                 assert len(sent) == 3
                 # The 911 call itself went out with its callback number meanwhile.
-                invite = (await asyncio.to_thread(far.wait_for_invites, 1, 15))[0]
+                invite = (await asyncio.to_thread(far.wait_for_invites, 1, 30))[0]
                 assert_presents(invite, ANA_LINE)
                 # Ops see it on the status page.
                 async with TestClient(TestServer(pbx.controller.status_app())) as http:
@@ -218,11 +218,11 @@ async def test_the_notices_start_after_the_carrier_invite_and_go_when_it_refuses
         try:
             await pbx.driver.wait_registered({"raj"}, within=30)
             ana = place_calls(sip(pbx), tmp_path, "911", from_user="ana-desk",
-                              password=pbx.secret("ana-desk"), timeout=20)
+                              password=pbx.secret("ana-desk"), timeout=30)
             await asyncio.to_thread(ana.wait, 30)  # refused: the call fails, as it should
-            invite = (await asyncio.to_thread(far.wait_for_invites, 1, 15))[0]
+            invite = (await asyncio.to_thread(far.wait_for_invites, 1, 30))[0]
             assert_presents(invite, ANA_LINE)
-            (await asyncio.to_thread(raj.wait_for_invites, 1, 15))[0]
+            (await asyncio.to_thread(raj.wait_for_invites, 1, 30))[0]
 
             def ana_911(e: dict[str, str]) -> bool:
                 return e.get("Channel", "").startswith("PJSIP/ana-desk-") \
@@ -271,11 +271,11 @@ async def test_a_911_placed_while_the_controller_was_killed_is_noticed_once_on_r
             try:
                 controller.stop(kill=True)  # SIGKILL: no goodbye
                 await dial(pbx, tmp_path, "sam-exam", "911")  # the PBX alone sends it out
-                invite = (await asyncio.to_thread(far.wait_for_invites, 1, 15))[0]
+                invite = (await asyncio.to_thread(far.wait_for_invites, 1, 30))[0]
                 assert_presents(invite, SCHED)
                 assert sink.received == []
                 controller = ControllerProcess(pbx)
-                controller.wait_for("emergency call(s) placed while the controller was away", 20)
+                controller.wait_for("emergency call(s) placed while the controller was away", 60)
                 emails = await sink.wait_for(1, within=30)
                 text = str(emails[0].message().get_content())
                 assert "Sam Ortiz's desk phone (sam-exam)" in text
@@ -309,7 +309,7 @@ async def test_with_geolocation_the_invite_carries_the_desk_phones_civic_address
             await dial(pbx, tmp_path, "sam-exam", "911")
             await dial(pbx, tmp_path, "ana-desk", "911")
             await dial(pbx, tmp_path, "sam-exam", "+17205550141")  # not an emergency
-            first, second, plain = await asyncio.to_thread(far.wait_for_invites, 3, 15)
+            first, second, plain = await asyncio.to_thread(far.wait_for_invites, 3, 30)
             assert civic_address(first) == {
                 "country": "US", "A1": "IL", "A3": "Evanston", "HNO": "45", "RD": "Oak Ave",
                 "PC": "60201", "LOC": "Suite 300"}
