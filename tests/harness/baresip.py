@@ -88,7 +88,7 @@ class Baresip:
         except (asyncio.IncompleteReadError, ConnectionError):
             self._changed.set()
 
-    async def command(self, command: str, params: str = "", within: float = 10) -> Event:
+    async def command(self, command: str, params: str = "", within: float = 30) -> Event:
         """Run a baresip command (``dial``, ``accept``, ``hangup`` ...: the menu module's);
     its response, BaresipError if it failed."""
         self._tokens += 1
@@ -102,7 +102,7 @@ class Baresip:
             raise BaresipError(f"{command} {params}: {response}\n{self.tail()}")
         return response
 
-    async def wait_event(self, kind: str, within: float = 15, since: int = 0,
+    async def wait_event(self, kind: str, within: float = 30, since: int = 0,
                          match: Callable[[Event], bool] = lambda e: True) -> Event:
         """The first event of type ``kind`` (from the ``since``-th event on) that ``match``
         accepts."""
@@ -114,12 +114,13 @@ class Baresip:
         await self._until(seen, within, f"the event {kind}")
         return found[0]
 
-    async def wait_events(self, kind: str, count: int, within: float = 15) -> None:
+    async def wait_events(self, kind: str, count: int, within: float = 30) -> None:
         """Until ``count`` events of type ``kind`` have come in all."""
         await self._until(lambda: sum(e.get("type") == kind for e in self.events) >= count,
                           within, f"{count} events {kind}")
 
     async def _until(self, done: Callable[[], bool], within: float, what: str) -> None:
+        # Woken by each message baresip sends; ``within`` (30 s by default) only bounds a hang.
         async def wait() -> None:
             while not done():
                 if self.process.returncode is not None:
@@ -134,13 +135,13 @@ class Baresip:
                                f"{[e.get('type') for e in self.events]}:\n{self.tail()}"
                                ) from None
 
-    async def wait_output(self, text: str, within: float = 15, times: int = 1) -> None:
+    async def wait_output(self, text: str, within: float = 30, times: int = 1) -> None:
         """Until ``times`` lines of baresip's output hold ``text`` (what it says before
         ctrl_tcp has a client, such as the first registration's answer)."""
         await self._until(lambda: sum(text in line for line in self.lines) >= times, within,
                           f"the output {text!r} {times} time(s)")
 
-    async def wait_registered(self, account: Account, within: float = 15,
+    async def wait_registered(self, account: Account, within: float = 30,
                               times: int = 1) -> None:
         """Until the PBX accepted ``account``'s registration (200 OK), ``times`` times in
         all for its login (every account of the login counts)."""

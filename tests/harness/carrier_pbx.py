@@ -53,7 +53,7 @@ class Carrier:
         except FileNotFoundError:
             return ""
 
-    def wait_for_log(self, done: Callable[[str], bool], within: float = 10.0) -> str:
+    def wait_for_log(self, done: Callable[[str], bool], within: float = 30.0) -> str:
         """The security log once ``done(log)`` holds: Asterisk's logger writes from a
         thread of its own, after the request it logs was handled.  Sleeps on writes to the
         log directory (inotify); AssertionError after ``within`` s."""

@@ -147,7 +147,7 @@ class AttendedPhone(asyncio.DatagramProtocol):
                 if isinstance(wanted, int) and m.status >= 300:
                     return m
 
-    async def answer_call(self, within: float = 20) -> Message:
+    async def answer_call(self, within: float = 30) -> Message:
         """The first call the PBX offers, answered; returns its INVITE."""
         invite = await self._next("INVITE", "", within)
         self.a_invite = invite
@@ -156,7 +156,7 @@ class AttendedPhone(asyncio.DatagramProtocol):
         await self._next("ACK", invite.get("Call-ID"), within)
         return invite
 
-    async def consult(self, extension: str, within: float = 20) -> Message:
+    async def consult(self, extension: str, within: float = 30) -> Message:
         """Place the consultation call to ``extension``; returns its 200 OK once answered."""
         self.b_call_id = os.urandom(8).hex()  # no @: it goes into a URI header (Replaces)
         self.b_tag = os.urandom(4).hex()
@@ -208,7 +208,7 @@ class AttendedPhone(asyncio.DatagramProtocol):
                 f'uri="{uri}", response="{response}", algorithm=MD5, qop=auth, '
                 f'nc={nc}, cnonce="{cnonce}"{opaque}')
 
-    async def transfer(self, extension: str, within: float = 20) -> Message:
+    async def transfer(self, extension: str, within: float = 30) -> Message:
         """REFER on the first call, replacing it with the consultation call; returns the
         PBX's answer (202 Accepted)."""
         replaces = (f"{self.b_call_id}%3Bto-tag%3D{_tag(self.b_to)}%3Bfrom-tag%3D"
@@ -223,7 +223,7 @@ class AttendedPhone(asyncio.DatagramProtocol):
             ("Referred-By", f"<sip:{self.endpoint}@{LOOPBACK}>")]))
         return await self._next(202, a.get("Call-ID"), within)
 
-    async def hang_up_after_transfer(self, within: float = 20) -> None:
+    async def hang_up_after_transfer(self, within: float = 30) -> None:
         """As phones do: once the PBX says the transfer is done (a NOTIFY with sipfrag
         ``SIP/2.0 200``) the first call is hung up (BYE); the consultation call is the PBX's
         to end (its BYE).  Returns once both are over."""
