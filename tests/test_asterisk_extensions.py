@@ -41,14 +41,14 @@ async def test_extension_to_extension_in_normal_and_outage_mode(
         # Sam dials Dr. Lee's extension: her phone rings, showing Sam's name and extension,
         # and the call connects (she answers, talks, hangs up; Sam's call ends with it).
         await call_out(pbx, tmp_path, "sam-desk", "101")
-        (invite,) = await asyncio.to_thread(phones["ana-desk"].wait_for_invites, 1, 15)
+        (invite,) = await asyncio.to_thread(phones["ana-desk"].wait_for_invites, 1, 30)
         sender = invite.header("From") or ""
         assert "Sam Ortiz" in sender and "sip:111@" in sender, sender
         assert answered(pbx) == ["ana-desk"]
         # In an outage too: the extension never touches the carrier.
         outage(pbx)
         await call_out(pbx, tmp_path, "mia-desk", "112")
-        (invite,) = await asyncio.to_thread(phones["jo-desk"].wait_for_invites, 1, 15)
+        (invite,) = await asyncio.to_thread(phones["jo-desk"].wait_for_invites, 1, 30)
         sender = invite.header("From") or ""
         assert "Mia Chen" in sender and "sip:121@" in sender, sender
         assert answered(pbx) == ["ana-desk", "jo-desk"]
@@ -69,8 +69,8 @@ async def test_a_team_extension_rings_exactly_its_active_members(
                                         {"jo-desk": "jo"}))
     try:
         await call_out(pbx, tmp_path, "ana-desk", "200")
-        await asyncio.to_thread(phones["sam-desk"].wait_for_invites, 1, 15)
-        (invite,) = await asyncio.to_thread(phones["jo-desk"].wait_for_invites, 1, 15)
+        await asyncio.to_thread(phones["sam-desk"].wait_for_invites, 1, 30)
+        (invite,) = await asyncio.to_thread(phones["jo-desk"].wait_for_invites, 1, 30)
         assert "sip:101@" in (invite.header("From") or "")
         assert sorted(dialled_endpoints(pbx)) == ["jo-desk", "sam-desk"]
         assert answered(pbx) == ["jo-desk"]

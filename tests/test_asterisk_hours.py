@@ -135,7 +135,7 @@ async def test_a_call_at_a_closed_time_gets_the_closed_path(
         # Dr. Lee's direct line forwards to the answering service when closed, from the
         # number with its caller ID; the carrier sees it.
         await call_in(pbx, tmp_path, DIRECT)
-        (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 15)
+        (invite,) = await asyncio.to_thread(carrier.wait_for_invites, 1, 30)
         assert invite.start_line.startswith(f"INVITE sip:{ANSWERING_SERVICE}@")
         pai = invite.header("P-Asserted-Identity") or ""
         assert DIRECT in pai and "Dr Ana Lee" in pai, pai

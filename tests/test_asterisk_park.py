@@ -51,7 +51,7 @@ async def rtp(p: PracticePbx, channel: str, counter: str) -> int:
     return int(answer.get("Value") or 0)
 
 
-async def until_sent(p: PracticePbx, channel: str, at_least: int, within: float = 15) -> int:
+async def until_sent(p: PracticePbx, channel: str, at_least: int, within: float = 30) -> int:
     """Until Asterisk has sent ``at_least`` RTP packets to ``channel`` (AssertionError
     after ``within`` s); the count."""
     loop = asyncio.get_running_loop()
@@ -80,7 +80,7 @@ def journaled_steps(p: PracticePbx) -> asyncio.Queue[ParkStep]:
 
 
 async def steps_written(written: asyncio.Queue[ParkStep], count: int) -> list[ParkStep]:
-    async with asyncio.timeout(15):
+    async with asyncio.timeout(30):
         return [await written.get() for _ in range(count)]
 
 
@@ -113,7 +113,7 @@ async def test_a_parked_call_shows_on_a_blf_key_and_is_picked_up_from_another_ph
     procs = [blf]
     try:
         # Jo's BLF key on slot 701: idle at first.
-        await asyncio.to_thread(blf.wait_for_messages, lambda m: dialog_states(m) != [], 15)
+        await asyncio.to_thread(blf.wait_for_messages, lambda m: dialog_states(m) != [], 30)
         assert dialog_states(blf.messages()) == ["terminated"]
         ana, caller, answered = await park_a_call(pbx, tmp_path, tone)
         procs += [ana, caller]
@@ -167,7 +167,7 @@ async def test_a_parked_call_nobody_picks_up_rings_back_the_parker(
         procs += [ana, caller]
         assert (await asyncio.to_thread(ana.wait, 30)).ok, ana.describe()
         # Parked for a second, then Ana's phones ring again with the caller.
-        _, back = await asyncio.to_thread(ringing.wait_for_invites, 2, 20)
+        _, back = await asyncio.to_thread(ringing.wait_for_invites, 2, 30)
         assert PATIENT in (back.header("From") or "")
         rang = await pbx.events.wait_for(
             lambda e: e.get("Event") == "DialBegin" and e.get("Channel") == answered["Channel"]

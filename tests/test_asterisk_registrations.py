@@ -116,8 +116,8 @@ async def test_a_refreshed_phone_keeps_ringing_when_another_registers_past_the_l
 
     caller = place_calls(("127.0.0.1", pbx.ports.sip), tmp_path, SCHED, from_user="carrier",
                          timeout=40)
-    await asyncio.to_thread(desk.wait_for_invites, 1, 15)
-    await asyncio.to_thread(lab.wait_for_invites, 1, 15)
+    await asyncio.to_thread(desk.wait_for_invites, 1, 30)
+    await asyncio.to_thread(lab.wait_for_invites, 1, 30)
     assert (await asyncio.to_thread(caller.wait, 60)).ok, caller.describe()
     assert exam.invites() == []
     # Each contact was dialled through its own phone's endpoint (DialString: ENDPOINT/URI).

@@ -62,7 +62,7 @@ async def placed(p: PracticePbx, tmp: Path, phone: str, digits: str, carrier: Si
                  count: int) -> None:
     """The call went out to the carrier as the ``count``-th, with Dr. Lee's line's caller ID."""
     await call_out(p, tmp, phone, digits)
-    invite = (await asyncio.to_thread(carrier.wait_for_invites, count, 15))[count - 1]
+    invite = (await asyncio.to_thread(carrier.wait_for_invites, count, 30))[count - 1]
     pai = invite.header("P-Asserted-Identity") or ""
     assert DIRECT in pai and "Dr Ana Lee" in pai, pai
     assert DIRECT in (invite.header("From") or "")
