@@ -2,10 +2,7 @@
 mode over the inbound socket, around the same pure core as the Asterisk driver.
 
 * Calls: the rendered dialplan hands each call to :class:`CallSocketServer` (ours, asyncio,
-  our codec). The driver reads the call from the channel data (untrusted caller text is only
-  ever passed to the core, never into a command), takes it down the shared call path
-  (:mod:`backline.pbx.callpath`: decided, and journaled when that path says) and sends the
-  decision's applications (:mod:`backline.pbx.freeswitch.commands`).
+  our codec), where :mod:`backline.pbx.freeswitch.calls` takes it down the shared call path.
 * Registrations: ``sofia::register``/``unregister``/``expire`` events on the inbound link
   (greenswitch, in its own thread: :mod:`backline.pbx.freeswitch.hub`), and a full
   ``show registrations`` after every login, so a restarted FreeSWITCH is picked up again.
@@ -23,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,39 +28,28 @@ from typing import Unpack
 
 from backline.core.connections import FreeswitchPbx
 from backline.core.conversations import ConversationBook
-from backline.core.decisions import InboundCall, InboundDecision, ReceiveFax
-from backline.core.fax_intake import FaxEnd
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registrations
-from backline.pbx.callpath import CallPath, CallPathOptions
+from backline.pbx.callpath import CallPathOptions
 from backline.pbx.freeswitch import names, voicemail, wire
-from backline.pbx.freeswitch.callsocket import CallGone, CallSession, CallSocketServer
-from backline.pbx.freeswitch.commands import (
-    Application,
-    Sounds,
-    inbound_applications,
-    outbound_applications,
-)
-from backline.pbx.freeswitch.fax import fax_end, fax_result_event
+from backline.pbx.freeswitch.calls import FreeswitchCalls
+from backline.pbx.freeswitch.callsocket import CallSocketServer
+from backline.pbx.freeswitch.commands import Sounds
 from backline.pbx.freeswitch.hub import EslCommandFailed, EslHub, EslLinkDown
 from backline.pbx.freeswitch.security import RegisteredFrom, failed_auth
 from backline.pbx.freeswitch.voicemail_import import take_left_while_away
 from backline.pbx.mode_keys import ModeKeys
-from backline.pbx.ports import UnsafeValue
 
 log = logging.getLogger("backline.freeswitch")
 
 _REGISTERED = "sofia::register"
 _GONE = ("sofia::unregister", "sofia::expire")
 _NO_REPLY = "-ERR no reply"
-# How long after the fax applications the results may still be on their way (the hangup's
-# events come after the reply to the last command on some switches).
-FAX_RESULT_WAIT = 5.0
 
 
-class FreeswitchDriver(CallPath, ModeKeys):
+class FreeswitchDriver(FreeswitchCalls, ModeKeys):
     def __init__(self, pbx: FreeswitchPbx, esl_password: str, book: OwnershipBook,
                  conversations: ConversationBook, mode: Callable[[], Mode],
                  record: Callable[[NewAttempt], Awaitable[object]], *,
@@ -121,101 +106,6 @@ class FreeswitchDriver(CallPath, ModeKeys):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._events
         await self.stop_after()
-
-    # -- calls (outbound socket) -----------------------------------------------------------
-
-    async def on_call(self, data: wire.ChannelData, session: CallSession) -> None:
-        route = data.get(f"variable_{names.ROUTE}")
-        if route == names.OUTBOUND:
-            await _execute(self._outbound(data), session)
-        elif route == names.FEATURE:
-            await _execute(await self._feature(data), session)
-        else:
-            await self._inbound(data, session)
-
-    async def _inbound(self, data: wire.ChannelData, session: CallSession) -> None:
-        """An inbound call, decided and journaled on the shared call path: the decision has
-        gone out once FreeSWITCH runs its first application (a quick one: set or answer).
-        If the journal fails before that, the session closes and the dialplan's fallback
-        answers the caller."""
-        dialed = data.get(f"variable_{names.NUMBER}") or data.get("Caller-Destination-Number")
-        call = InboundCall(dialed=dialed or "", caller=data.get("Caller-Caller-ID-Number") or "")
-        uuid = data.unique_id or ""
-        receiving = False
-
-        async def send(decision: InboundDecision) -> list[Application]:
-            nonlocal receiving
-            apps, receiving = self._inbound_applications(decision, uuid, data)
-            await _execute(apps[:1], session)
-            return apps[1:]
-
-        try:
-            rest = await self.take_inbound(call, uuid, send)
-            if not session.hung_up:
-                await _execute(rest, session)
-        except CallGone:
-            if receiving:  # the sender hung up mid-fax: what came is still taken in
-                await self._fax_done(data, session)
-            raise
-        if receiving:
-            await self._fax_done(data, session)
-
-    def _inbound_applications(self, decision: InboundDecision, uuid: str,
-                              data: wire.ChannelData) -> tuple[list[Application], bool]:
-        """The applications for an inbound decision, and whether they receive a fax."""
-        # Where `backline render` wrote the announcement, as the rendered dialplan put it on
-        # the call: no path is guessed here, so the controller plays the file the PBX's own
-        # fail-safe plays.
-        sounds = dataclasses.replace(
-            self.sounds, announcement=data.get(f"variable_{names.ANNOUNCEMENT}") or "")
-        try:
-            return (inbound_applications(decision, self.domain, sounds, uuid),
-                    isinstance(decision, ReceiveFax))
-        except UnsafeValue as exc:
-            # Nothing is executed: the session closes, `socket` returns and the rendered
-            # dialplan's next actions answer with the announcement.
-            log.error("inbound decision not sent: %s; the dialplan's fallback answers", exc)
-            return ([], False)
-
-    async def _fax_done(self, data: wire.ChannelData, session: CallSession) -> None:
-        """mod_spandsp's results (on the channel's events) to the fax intake: the TIFF is
-        stored, converted and journaled exactly as one received through Asterisk."""
-        async def read_end() -> FaxEnd:
-            event = fax_result_event(session.events)
-            if event is None:  # not seen yet: the hangup's events carry them, if rxfax ran
-                await session.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
-                                         or fax_result_event([e]) is not None,
-                                         FAX_RESULT_WAIT)
-                event = fax_result_event(session.events)
-            source: wire.Event | wire.ChannelData = event if event is not None else data
-            return fax_end(data.unique_id or "", data.get("Caller-Caller-ID-Number") or "",
-                           data.get(f"variable_{names.NUMBER}") or "",
-                           lambda name: source.get(f"variable_{name}"))
-
-        await self.take_fax_end(read_end)
-
-    def _outbound(self, data: wire.ChannelData) -> list[Application]:
-        # user_name is the directory user the desk phone authenticated as (FreeSWITCH sets
-        # it after digest auth); the caller's own From header is not trusted for this.
-        desk_phone = data.get("variable_user_name") or ""
-        decision = self.take_outbound(desk_phone, data.get("Caller-Destination-Number") or "")
-        try:
-            return outbound_applications(decision, self.domain, self.sounds)
-        except UnsafeValue as exc:
-            log.error("outbound decision not sent: %s", exc)
-            return [("answer", None), ("playback", self.sounds.outbound_refusal),
-                    ("hangup", None)]
-
-    async def _feature(self, data: wire.ChannelData) -> list[Application]:
-        """``*28``/``*29`` + PIN from a desk phone: engage or end the outage; ``*26``/``*27``:
-        force the hours closed or open (the controller checks the phone is an admin's and the
-        PIN, and records the attempt either way)."""
-        desk_phone = data.get("variable_user_name") or ""
-        action = data.get(f"variable_{names.FEATURE_ACTION}") or ""
-        pin = data.get(f"variable_{names.FEATURE_PIN}") or ""
-        ok = await self.desk_phone_feature(desk_phone, action, pin)
-        sound = names.FEATURE_OK_SOUND if ok else names.FEATURE_REFUSED_SOUND
-        return [("answer", None), ("playback", sound), ("hangup", None)]
 
     # -- registrations (inbound socket events) ----------------------------------------------
 
@@ -380,14 +270,6 @@ class FreeswitchDriver(CallPath, ModeKeys):
         if not isinstance(reply, wire.CommandReply) or not reply.ok:
             raise EslCommandFailed("sendevent PRESENCE_IN",
                                    getattr(reply, "text", "unexpected reply"))
-
-
-async def _execute(apps: list[Application], session: CallSession) -> None:
-    """Run ``apps`` on the call in order, until one ends it."""
-    for app, arg in apps:
-        await session.execute(app, arg)
-        if session.hung_up:
-            break
 
 
 def _number(text: str) -> float:
