@@ -9,9 +9,11 @@ the callback number and name, and never waits on the controller.
 The load: a SIPp desk phone dials, one call at a time, 911, DIRECT and CONTROL in a shuffled
 order, each block of three holding each once (so all arms meet the machine's other work
 alike); a SIPp carrier on the trunk answers each at once.  The figure is the time from the
-phone's INVITE (the one with credentials, which the PBX routes) to the carrier's receiving
-Asterisk's INVITE, both read from the same clock by the two SIPps.  Each INVITE the carrier
-got belongs to the last call the phone placed; its From checks the arm (the callback number
+phone's INVITE (the one with credentials, which the PBX routes) leaving the phone to
+Asterisk's INVITE leaving for the carrier, both as the kernel stamped them on the loopback
+interface (bench/wire.py): what Asterisk took, not when the carrier's SIPp got to read it on
+the shared cores (also printed, as the two SIPps timed it).  Each INVITE the carrier got
+belongs to the last call the phone placed; its From checks the arm (the callback number
 through Backline, the extension when dialled directly).
 
 Prints p50/p90/p99/max per arm; the difference of the medians, Backline minus DIRECT (A/B),
@@ -37,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from backline.core.connections import AsteriskPbx
@@ -47,6 +49,7 @@ from backline.pbx.asterisk.dialplan_variables import DESK_CONTEXT
 from backline.render.asterisk_pjsip import emergency_endpoint
 from bench.pbx_setup import BenchError, bind_rtp_to_loopback, keep_log, widen_rtp_range
 from bench.sipp_load import LoadSipp
+from bench.wire import Capture, CaptureError, Invite
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
 from tests.harness.sipp import SippError, free_media_port, free_udp_port
 
@@ -150,14 +153,26 @@ class Machine:
     busy_cores: float
 
 
+def wire_sends(invites: list[Invite], pbx_port: int) -> list[tuple[float, str]]:
+    """(kernel stamp, arm) of each routed INVITE the phone sent the PBX, in time order."""
+    return [(i.at, ARMS[i.dialled]) for i in invites
+            if i.to_port == pbx_port and i.credentials and i.dialled in ARMS]
+
+
+def wire_receipts(invites: list[Invite], carrier_port: int) -> list[tuple[float, str]]:
+    """(kernel stamp, From user) of each INVITE the PBX sent the carrier, in time order."""
+    return [(i.at, i.from_user) for i in invites if i.to_port == carrier_port]
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
-    backline_ms: list[float]
+    backline_ms: list[float]  # on the wire (bench/wire.py)
     direct_ms: list[float]
     control_ms: list[float]  # the direct dial again: the A/A control
     failed: int  # calls the phone's SIPp counted as failed
     unmatched: int  # INVITEs sent that never reached the carrier
     machine: Machine
+    read_ms: dict[str, list[float]] = field(default_factory=dict)  # as the SIPps timed them
 
     @property
     def difference(self) -> tuple[float, float, float]:
@@ -251,6 +266,10 @@ async def run(plan: Plan, work: Path) -> Result:
         calls = len(ARMS) * plan.calls_per_arm
         far = await asyncio.to_thread(start_carrier, work, pbx.ports.trunk, calls)
         stack.callback(far.kill)
+        ports = (pbx.ports.sip, pbx.ports.trunk)
+        wire = Capture(work / "invites.pcap", ports)
+        await asyncio.to_thread(wire.start)
+        stack.callback(wire.kill)
         load_before, (busy, total) = os.getloadavg()[0], _cpu_times()
         phone = await asyncio.to_thread(start_phone, work, pbx, plan)
         stack.callback(phone.kill)
@@ -260,15 +279,18 @@ async def run(plan: Plan, work: Path) -> Result:
         machine = Machine(cores, load_before, os.getloadavg()[0],
                           cores * (busy_after - busy) / max(1, total_after - total))
         await asyncio.to_thread(far.stop)
-        sent, received = phone_sends(phone.call_log()), carrier_receipts(far.call_log())
-        ms = delays_ms(sent, received)
+        seen = await asyncio.to_thread(wire.stop)
+        sent = wire_sends(seen, pbx.ports.sip)
+        ms = delays_ms(sent, wire_receipts(seen, pbx.ports.trunk))
+        read = delays_ms(phone_sends(phone.call_log()), carrier_receipts(far.call_log()))
         return Result(ms["backline"], ms["direct"], ms["control"], result.failed,
-                      len(sent) - len(received), machine)
+                      len(sent) - sum(map(len, ms.values())), machine, read)
 
 
 def measure(plan: Plan, keep: bool = False) -> Result:
     """The three arms by ``plan`` in a work directory of its own (removed unless ``keep``);
-    raises BenchError, SippError or AsteriskError if they could not be compared."""
+    raises BenchError, SippError, CaptureError or AsteriskError if they could not be
+    compared."""
     work = Path(tempfile.mkdtemp(prefix="backline-bench-911-"))
     try:
         return asyncio.run(run(plan, work))
@@ -288,8 +310,8 @@ def interval(diff: tuple[float, float, float]) -> str:
 
 def report(result: Result) -> list[str]:
     m = result.machine
-    out = ["911 from a desk phone: its INVITE out to the carrier's INVITE in, one call at a "
-           "time, the arms interleaved",
+    out = ["911 from a desk phone: its INVITE out to the PBX's INVITE out to the carrier, on "
+           "the wire, one call at a time, the arms interleaved",
            f"machine: {m.cores} cores, load average {m.load_before:.2f} at the start, "
            f"{m.load_after:.2f} at the end, {m.busy_cores:.2f} cores busy during the run "
            "(the bench's own work included)",
@@ -304,6 +326,12 @@ def report(result: Result) -> list[str]:
             f"A/A, median control - direct (the same dialplan): {interval(result.noise)}",
             f"{verdict} the goal of no difference beyond noise (the A/B interval holds 0, or "
             "the A/B difference is within the A/A interval's reach)"]
+    read = result.read_ms
+    if all(read.get(arm) for arm in ARMS.values()):
+        ab = median_difference(read["backline"], read["direct"])
+        aa = median_difference(read["control"], read["direct"])
+        out.append(f"as the SIPps timed them (the carrier's turn on the shared cores "
+                   f"included): A/B {interval(ab)}, A/A {interval(aa)}")
     if result.failed or result.unmatched:
         out.append(f"  the phone counted {result.failed} failed calls; {result.unmatched} "
                    "INVITEs never reached the carrier (not in the figures)")
@@ -321,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     begun = time.monotonic()
     try:
         result = measure(QUICK if args.quick else FULL, args.keep)
-    except (BenchError, SippError, AsteriskError) as exc:
+    except (BenchError, SippError, CaptureError, AsteriskError) as exc:
         print(f"bench.emergency: {exc}", file=sys.stderr)
         return 1
     for line in report(result):

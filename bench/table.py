@@ -160,7 +160,7 @@ def emergency_section(plan: Plan) -> tuple[list[Figure], list[str]]:
     diff, low, high = r.difference
     same, same_low, same_high = r.noise
     m = r.machine
-    return [Figure("911: phone INVITE to carrier INVITE p50, Backline / direct dial / "
+    return [Figure("911: phone INVITE to carrier INVITE on the wire, p50, Backline / direct dial / "
                    "direct again",
                    f"{emergency.percentile(r.backline_ms, 50):.2f} / "
                    f"{emergency.percentile(r.direct_ms, 50):.2f} / "

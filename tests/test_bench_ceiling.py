@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bench import calls, emergency
+from bench import calls, emergency, wire
 from bench.ceiling import Ceiling, Plan, Split, find_ceiling, ran_out, two_places
 from bench.pbx_setup import BenchError
 from bench.table import _ceiling_rows
@@ -143,6 +143,23 @@ def test_each_invite_the_carrier_got_is_timed_from_the_last_the_phone_sent_befor
     wrong = carrier.replace("sip:+13125550100", "sip:102")
     with pytest.raises(BenchError, match="backline"):
         emergency.delays_ms(sent, emergency.carrier_receipts(wrong))
+
+
+def test_the_wire_keeps_each_invites_first_sending_and_tells_the_routed_one() -> None:
+    # tshark's fields: time, port, request-URI user, From user, Call-ID, Authorization.
+    fields = ("1796431433.000100\t5060\t911\traj-desk\tc1\t\n"
+              "1796431433.000300\t5060\t911\traj-desk\tc1\tDigest username=x\n"
+              "1796431433.003500\t5070\t911\t+13125550100\tp1\t\n"
+              "1796431433.503500\t5070\t911\t+13125550100\tp1\t\n"  # a retransmission
+              "1796431433.100000\t5060\t9911\traj-desk\tc2\tDigest username=x\n"
+              "1796431433.102000\t5070\t911\t102\tp2\t\n")
+    seen = wire.first_sendings(fields)
+    assert [(i.call_id, i.credentials) for i in seen] == [
+        ("c1", False), ("c1", True), ("p1", False), ("c2", True), ("p2", False)]
+    delays = emergency.delays_ms(emergency.wire_sends(seen, 5060),
+                                 emergency.wire_receipts(seen, 5070))
+    assert [round(x, 3) for x in delays["backline"]] == [3.2]
+    assert [round(x, 3) for x in delays["direct"]] == [2.0]
 
 
 def test_the_dial_order_holds_each_arm_once_per_block_and_not_always_in_one_order() -> None:
