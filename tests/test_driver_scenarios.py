@@ -404,6 +404,8 @@ async def test_scenario(driver: str, scenario: Scenario) -> None:
     if scenario.expected.kind == "internal":
         assert state.attempts == []  # a call between staff is no patient's attempt
     if scenario.journaled is not None:
-        (attempt,) = state.attempts
+        # The decision's record; on FreeSWITCH a scripted call that reached the voicemail and
+        # left no message is a missed call besides (tests/test_freeswitch_missed.py).
+        (attempt,) = [a for a in state.attempts if not a.key.startswith("missed:")]
         assert (attempt.outcome.value, attempt.recipient) == (scenario.journaled,
                                                               scenario.dialed)

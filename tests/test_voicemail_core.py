@@ -15,15 +15,26 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from backline.app import config
+from backline.core.decisions import (
+    InboundCall,
+    InboundDecision,
+    PlayAnnouncement,
+    PlayClosedAnnouncement,
+    RefuseUnknownNumber,
+    RingDeskPhones,
+    SendToVoicemail,
+)
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
 from backline.core.refusals import DEFAULT_PER_MINUTE, RefusalTally
 from backline.core.voicemail import (
+    HungUp,
     NotAMessage,
     call_end_from_args,
     caller_number,
     greeting_of,
+    missed_at_hangup,
     parse_message,
     wav_seconds,
 )
@@ -106,6 +117,35 @@ def test_a_call_end_that_is_not_ours_is_refused() -> None:
     assert call_end_from_args("1.0", "PJSIP/c-1", ["3125550102", "", "ringing"]) is not None
     for args in (["../x", "", "voicemail"], ["3125550102", "", "hangup"], []):
         assert call_end_from_args("1.0", "PJSIP/c-1", args) is None
+
+
+NOW = datetime(2026, 12, 5, 9, 30, tzinfo=UTC)
+RING = RingDeskPhones("+13125550100", ("sam-p0",), ("sam",), (("sam-p0", "c"),), 25,
+                      "3125550100")
+
+
+@pytest.mark.parametrize(("decision", "answered", "message_left", "missed"), [
+    (RING, False, False, True),
+    (RING, True, False, False),  # a desk phone took it
+    (RING, False, True, False),  # the message is the item
+    (SendToVoicemail("+13125550100", "3125550100"), False, False, True),
+    (PlayClosedAnnouncement("+13125550100", "3125550100"), False, False, True),
+    (PlayClosedAnnouncement("+13125550100", "3125550100"), False, True, False),
+    (PlayAnnouncement("+13125550100"), False, False, False),  # an outage: no voicemail
+    (RefuseUnknownNumber("+13125550199"), False, False, False),
+])
+def test_a_hangup_is_a_missed_call_only_when_sent_to_ring_or_voicemail_untaken_and_silent(
+        decision: InboundDecision, answered: bool, message_left: bool, missed: bool) -> None:
+    call = InboundCall(dialed="+13125550100", caller="+17205550141")
+    attempt = missed_at_hangup(decision, call, "u-1", HungUp(answered, message_left), NOW)
+    if not missed:
+        assert attempt is None
+        return
+    assert attempt is not None
+    assert (attempt.key, attempt.kind, attempt.outcome, attempt.sender, attempt.recipient,
+            attempt.at, attempt.delivery) == (
+        "missed:u-1", AttemptKind.CALL, Outcome.MISSED, "+17205550141", "+13125550100", NOW,
+        Delivery.HELD)
 
 
 def check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

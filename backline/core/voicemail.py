@@ -17,6 +17,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from backline.core.decisions import (
+    InboundCall,
+    InboundDecision,
+    PlayClosedAnnouncement,
+    RingDeskPhones,
+    SendToVoicemail,
+)
 from backline.core.model import Announcement, Carry, Directory, Number
 from backline.core.outage import Mode
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
@@ -182,6 +189,38 @@ def missed_call_attempt(uniqueid: str, number: str, caller: str, at: datetime, *
                       mode=Mode.NORMAL, sender=caller[:64], recipient=number,
                       outcome=Outcome.MISSED, detail="no answer and no message", node=node,
                       delivery=Delivery.HELD)
+
+
+@dataclass(frozen=True, slots=True)
+class HungUp:
+    """How the PBX reports an inbound call once the caller's channel is gone (FreeSWITCH's
+    CHANNEL_HANGUP_COMPLETE): ``answered`` a desk phone took it; ``message_left`` the
+    voicemail kept a message of it."""
+
+    answered: bool
+    message_left: bool
+
+
+def may_be_missed(decision: InboundDecision) -> bool:
+    """Whether a call so decided may end as a missed call: sent to ring the number's desk
+    phones (then its voicemail), or to its voicemail (straight, or after the closed
+    announcement), as the calls the Asterisk dialplan's h extensions report."""
+    return isinstance(decision, RingDeskPhones | SendToVoicemail | PlayClosedAnnouncement)
+
+
+def missed_at_hangup(decision: InboundDecision, call: InboundCall, uniqueid: str,
+                     hung_up: HungUp, at: datetime, *, node: str = "") -> NewAttempt | None:
+    """The missed call ``call`` (decided ``decision``, the PBX's ``uniqueid``) is when it
+    hung up as ``hung_up`` says, at ``at``: the live path's ``missed:`` record, for the
+    number it was decided for; None when it may not be missed, a desk phone took it, or it
+    left a message (the message is the item)."""
+    if hung_up.answered or hung_up.message_left:
+        return None
+    match decision:
+        case RingDeskPhones() | SendToVoicemail() | PlayClosedAnnouncement():
+            return missed_call_attempt(uniqueid, decision.number, call.caller, at, node=node)
+        case _:
+            return None
 
 
 # A message's origtime and the call record's start and end are Asterisk's own clock, each cut

@@ -26,7 +26,7 @@ from backline.core.ownership import OwnershipBook
 from backline.core.records import NewAttempt
 from backline.core.registrations import Registrations
 from backline.core.routing import decide_outbound
-from backline.core.voicemail import CallEnd, VoicemailMessage
+from backline.core.voicemail import CallEnd, HungUp, VoicemailMessage, missed_at_hangup
 from backline.pbx import names
 from backline.pbx.inbound import decide_inbound, journaled_first
 from backline.pbx.ports import FaxDesk, VoicemailDesk
@@ -183,6 +183,27 @@ class CallPath:
                              "spool is read at the next login")
             return
         await self.voicemail.call_ended(end)
+
+    def take_hangup(self, call: InboundCall, uniqueid: str, decision: InboundDecision,
+                    hung_up: HungUp | None) -> None:
+        """How an inbound call ended, as the PBX reported it once the caller's channel was
+        gone (``hung_up``; None: not reported, or not so that it can be trusted).  A call
+        sent to ring or to voicemail that nobody took and that left no message is journaled
+        as missed (``missed:UNIQUEID``, once: the Asterisk live path's record), in the
+        background; ``stop_after`` waits for it.  In doubt, nothing."""
+        if hung_up is None:
+            self.log.warning("the end of a call was not reported: not filed as missed")
+            return
+        missed = missed_at_hangup(decision, call, uniqueid, hung_up, self.clock())
+        if missed is None:
+            return
+
+        async def journal(missed: NewAttempt) -> None:
+            if await self.record_later(missed):
+                self.log.info("missed call from %s to %s: no answer and no message",
+                              e164.redact(call.caller), missed.recipient)
+
+        self.after_decision(journal(missed), "journaling a missed call failed")
 
     def take_message_left(self, report: Callable[[], tuple[VoicemailMessage, Path] | None]
                           ) -> None:

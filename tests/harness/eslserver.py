@@ -253,6 +253,7 @@ class Channel:
     answer_state: str = "ringing"
     variables: dict[str, str] = field(default_factory=dict)
     up: bool = True
+    hangup_cause: str = ""  # set when it goes down, reported again when the hangup completes
 
     def all_variables(self) -> dict[str, str]:
         variables = {"uuid": self.uuid, "call_uuid": self.uuid, "channel_name": self.name}
@@ -666,11 +667,28 @@ class EslServer:
         socket controlling it reacts to the channel going down."""
         if not channel.up:
             return
-        channel.up = False
+        self.hang_up(channel, cause)
+        self.hangup_complete(channel)
+
+    def hang_up(self, channel: Channel, cause: str = "NORMAL_CLEARING") -> None:
+        """The channel goes down (switch_channel.c, switch_channel_perform_hangup):
+        CHANNEL_HANGUP at once, while the application it runs may still be finishing;
+        :meth:`hangup_complete` follows once it has returned."""
+        if not channel.up:
+            return
+        channel.up, channel.hangup_cause = False, cause
         channel.state, channel.call_state, channel.answer_state = "CS_HANGUP", "HANGUP", "hangup"
         self.fire_channel_event(channel, "CHANNEL_HANGUP", [("Hangup-Cause", cause)])
+
+    def hangup_complete(self, channel: Channel) -> None:
+        """The reporting state (switch_core_state_machine.c): CHANNEL_HANGUP_COMPLETE with
+        the channel's variables as they are now, then each outbound socket controlling it
+        reacts to the channel going down."""
+        if channel.state != "CS_HANGUP":
+            return
         channel.state = "CS_REPORTING"
-        self.fire_channel_event(channel, "CHANNEL_HANGUP_COMPLETE", [("Hangup-Cause", cause)])
+        self.fire_channel_event(channel, "CHANNEL_HANGUP_COMPLETE",
+                                [("Hangup-Cause", channel.hangup_cause)])
         for conn in self.connections:
             if conn.session is channel and conn.running:
                 conn._channel_down()

@@ -38,7 +38,11 @@ AppEffect = Callable[[Channel, str | None], Awaitable[None] | None]
 
 
 class SwitchWithApps(EslServer):
-    """The ESL test server, with scripted effects for the applications a test names."""
+    """The ESL test server, with scripted effects for the applications a test names.
+
+    An effect may hang the channel up (:meth:`EslServer.hang_up`: the caller is gone,
+    CHANNEL_HANGUP fires) and go on changing it, as an application finishing on a channel
+    that is down does; CHANNEL_HANGUP_COMPLETE fires once the application has returned."""
 
     def __init__(self, password: str = PASSWORD, **options: Any) -> None:
         super().__init__(password, **options)
@@ -52,6 +56,7 @@ class SwitchWithApps(EslServer):
             if done is not None:
                 await done
         await super()._execute(channel, app, arg, app_uuid)
+        self.hangup_complete(channel)
 
 
 @dataclass

@@ -2,7 +2,10 @@
 each is read from its channel data (untrusted caller text is only ever passed to the core,
 never into a command), taken down the shared call path (:mod:`backline.pbx.callpath`:
 decided, and journaled when that path says) and carried out as the decision's applications
-(:mod:`backline.pbx.freeswitch.commands`), one ``sendmsg execute`` at a time.
+(:mod:`backline.pbx.freeswitch.commands`), one ``sendmsg execute`` at a time.  A call sent
+to ring the number's desk phones or to its voicemail is followed to its hangup
+(:mod:`backline.pbx.freeswitch.hangup`), so one nobody took that left no message is
+journaled as a missed call, as on Asterisk.
 
 Split from :mod:`backline.pbx.freeswitch.driver`, which keeps the inbound link (registrations,
 events, the mode and the lamp) and the driver's life.
@@ -15,6 +18,7 @@ import logging
 
 from backline.core.decisions import InboundCall, InboundDecision, ReceiveFax
 from backline.core.fax_intake import FaxEnd
+from backline.core.voicemail import may_be_missed
 from backline.pbx.callpath import CallPath
 from backline.pbx.freeswitch import names, wire
 from backline.pbx.freeswitch.callsocket import CallGone, CallSession
@@ -25,6 +29,7 @@ from backline.pbx.freeswitch.commands import (
     outbound_applications,
 )
 from backline.pbx.freeswitch.fax import fax_end, fax_result_event
+from backline.pbx.freeswitch.hangup import hung_up, is_hangup_of
 from backline.pbx.ports import UnsafeValue
 
 log = logging.getLogger("backline.freeswitch")
@@ -32,6 +37,9 @@ log = logging.getLogger("backline.freeswitch")
 # How long after the fax applications the results may still be on their way (the hangup's
 # events come after the reply to the last command on some switches).
 FAX_RESULT_WAIT = 5.0
+# The hangup's last event follows the last application's reply (or the caller's hangup) at
+# once; the bound only catches a switch that never sends it (then nothing is filed).
+HANGUP_WAIT = 30.0
 
 
 class FreeswitchCalls(CallPath):
@@ -60,10 +68,13 @@ class FreeswitchCalls(CallPath):
         call = InboundCall(dialed=dialed or "", caller=data.get("Caller-Caller-ID-Number") or "")
         uuid = data.unique_id or ""
         receiving = False
+        ringing: InboundDecision | None = None  # sent to ring or to voicemail: may be missed
 
         async def send(decision: InboundDecision) -> list[Application]:
-            nonlocal receiving
+            nonlocal receiving, ringing
             apps, receiving = self._inbound_applications(decision, uuid, data)
+            if apps and may_be_missed(decision):
+                ringing = decision
             await _execute(apps[:1], session)
             return apps[1:]
 
@@ -74,9 +85,23 @@ class FreeswitchCalls(CallPath):
         except CallGone:
             if receiving:  # the sender hung up mid-fax: what came is still taken in
                 await self._fax_done(data, session)
+            await self._hung_up(call, uuid, ringing, session)
             raise
         if receiving:
             await self._fax_done(data, session)
+        await self._hung_up(call, uuid, ringing, session)
+
+    async def _hung_up(self, call: InboundCall, uuid: str, decision: InboundDecision | None,
+                       session: CallSession) -> None:
+        """A call sent to ring or to voicemail (``decision``; None: any other) is over: its
+        ``CHANNEL_HANGUP_COMPLETE`` (:mod:`backline.pbx.freeswitch.hangup`) down the call
+        path, which journals it if it was missed."""
+        if decision is None:
+            return
+        event = next((e for e in session.events if is_hangup_of(e, uuid)), None)
+        if event is None:
+            event = await session.wait_event(lambda e: is_hangup_of(e, uuid), HANGUP_WAIT)
+        self.take_hangup(call, uuid, decision, hung_up(event) if event is not None else None)
 
     def _inbound_applications(self, decision: InboundDecision, uuid: str,
                               data: wire.ChannelData) -> tuple[list[Application], bool]:

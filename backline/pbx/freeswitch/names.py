@@ -59,6 +59,16 @@ VOICEMAIL_EVENT: Final = "vm::maintenance"
 VOICEMAIL_GREETING: Final = "voicemail_greeting_path"
 SKIP_INSTRUCTIONS: Final = "skip_instructions"
 
+# How a call the controller sent to ring or to voicemail ended (backline/pbx/freeswitch/
+# hangup.py): the event that carries the channel's variables once it is gone; bridge's
+# result on the caller's channel (switch_ivr_originate.c), ``call accepted`` when a desk
+# phone took the call; set by ``voicemail`` once it has kept a message (mod_voicemail.c,
+# voicemail_leave_main, after deliver_vm).
+HANGUP_COMPLETE: Final = "CHANNEL_HANGUP_COMPLETE"
+ORIGINATE_DISPOSITION: Final = "originate_disposition"
+CALL_ACCEPTED: Final = "call accepted"
+VOICEMAIL_MESSAGE_LEN: Final = "voicemail_message_len"
+
 # Events the inbound link subscribes to: the results of bgapi jobs, mod_sofia's presence
 # probes (a desk phone subscribed to the lamp), registrations of desk phones and messages
 # left in voicemail (CUSTOM subclasses: every name after CUSTOM is taken as a subclass, so
