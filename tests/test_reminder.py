@@ -395,7 +395,7 @@ async def second_reminders(site: Site) -> OutageReminders:
     journal = open_journal(directory.connections.storage.url)
     controller = site.controller
     other = reminders_for(directory, journal, site.clock, lambda: controller.state,
-                          lambda: controller._changed)
+                          lambda: controller.modes.changed)
     assert other is not None and other.holder != reminders_of(site).holder
     other.start()
     return other

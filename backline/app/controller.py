@@ -40,6 +40,7 @@ from backline.features import (
     email_intake,
     emergency_notices,
     provisioning,
+    retention,
 )
 from backline.features.alerts import feature as alerts
 from backline.features.alerts.service import Notifier
@@ -85,6 +86,7 @@ FEATURES: tuple[Build, ...] = (
     audit_upkeep.build,       # refusal counts written, the audit log pruned by age
     provisioning.build,       # desk phones' provisioning files over HTTPS
     voicemail_emails.build,   # members who opted in told of each voicemail, by a link
+    retention.build,          # delivered faxes' and voicemail's files removed after N days
 )
 """Every feature, in the order they start (and close)."""
 
@@ -145,7 +147,8 @@ class Controller:
             directory, journal, lambda: self.clock(), self.node, self.book, self.conversations,
             self.journal_disk, mode=lambda: self.modes.state, changed=lambda: self.modes.changed,
             record_attempt=self.record_attempt, held=self._items_held, health=self.health,
-            secret=self._secret, refusals=self.refusals, record_imported=self.record_imported)
+            secret=self._secret, refusals=self.refusals, record_imported=self.record_imported,
+            forget_voicemail=lambda ids: self.pbx_record.forget_voicemail(ids))
         self.features: list[Feature] = [
             f for f in (build(context) for build in FEATURES) if f is not None]
         self.pbx_record = PbxRecord(directory, journal, self.record_attempt,
@@ -219,10 +222,6 @@ class Controller:
     @state.setter
     def state(self, state: ModeState) -> None:  # tests put the controller in a mode by hand
         self.modes.state = state
-
-    @property
-    def _changed(self) -> asyncio.Event:
-        return self.modes.changed
 
     @property
     def hours_override(self) -> HoursOverride | None:

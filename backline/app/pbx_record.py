@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -83,6 +83,14 @@ class PbxRecord:
             voicemail_store(self.faxes.store), self.book,
             record_attempt, journal.attempt, lambda: self.faxes.spool, clock, node=node,
             journaled=journal.voicemail_between)
+
+    async def forget_voicemail(self, msg_ids: Collection[str]) -> dict[str, list[str]] | None:
+        """Remove these messages from the PBX's spool (retention, see the voicemail intake's
+        ``forget``); None where the PBX's copy is not Backline's to remove: FreeSWITCH keeps
+        its messages in mod_voicemail's own database."""
+        if not isinstance(self.directory.connections.pbx, AsteriskPbx):
+            return None
+        return await self.voicemail.forget(msg_ids)
 
     async def retry_spooled_faxes(self, closing: asyncio.Event) -> None:
         """Every FAX_RETRY_SECONDS until ``closing`` is set: faxes left in the PBX's spool."""

@@ -308,10 +308,13 @@ class StatusListener:
 
 @dataclass(frozen=True, slots=True)
 class Storage:
-    """``audit_years``: how long audit entries and refusal counts are kept."""
+    """``audit_years``: how long audit entries and refusal counts are kept.
+    ``delivered_days``: how long Backline keeps its copies of fax and voicemail files after
+    the inbox accepted their item (backline.core.retention); None keeps them for ever."""
 
     url: str
     audit_years: int = DEFAULT_AUDIT_YEARS
+    delivered_days: int | None = None
 
     @property
     def scheme(self) -> str:

@@ -73,6 +73,19 @@ def filed(a: NewAttempt) -> NewAttempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Pruned:
+    """Backline's copies of an attempt's files were removed ``at``, ``days`` after the inbox
+    accepted it (``connections.storage.delivered_days``, backline.core.retention): the
+    record stays, and says so where the file used to be offered."""
+
+    at: datetime
+    days: int
+
+    def says(self) -> str:
+        return f"removed after {self.days} day{'s' if self.days != 1 else ''} (the inbox has it)"
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     id: int
     key: str
@@ -88,6 +101,7 @@ class Attempt:
     node: str
     delivery: Delivery
     sender_raw: str = ""  # the sender as the carrier or gateway sent it (see filed)
+    pruned: Pruned | None = None  # its files removed by retention; None while they are kept
 
 
 @dataclass(frozen=True, slots=True)

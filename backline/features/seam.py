@@ -15,7 +15,7 @@ needs of the app comes through the :class:`Context`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -47,6 +47,8 @@ class Context:
     ``record_imported`` is set once the PBX's record (its CDR, the faxes and voicemail in its
     spool) has been imported after this controller's start: the attempts the PBX took alone
     while no controller ran are journaled by then (set at once when there is no PBX).
+    ``forget_voicemail`` removes messages (by msg_id) from the PBX's spool: the names removed,
+    by msg_id, or None where the PBX's copy is not Backline's to remove (raises OSError).
     """
 
     directory: Directory
@@ -64,6 +66,13 @@ class Context:
     secret: Callable[[Secret, str, str], str]
     refusals: RefusalGate  # refused public requests, per source and minute
     record_imported: asyncio.Event
+    forget_voicemail: Callable[[Collection[str]], Awaitable[dict[str, list[str]] | None]] = \
+        lambda _: _not_ours()
+
+
+async def _not_ours() -> dict[str, list[str]] | None:
+    """No PBX spool of Backline's to remove messages from."""
+    return None
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ class InboxItem:
 _ITEM_COLUMNS = ("i.id, i.item_key, i.kind, i.received_at, i.state, i.tries, i.next_try_at, "
                  "i.last_error, i.accepted_at, i.attempt_id, i.email_id")
 _ATTEMPT_COLUMNS = ("a.id, a.key, a.at, a.kind, a.mode, a.sender, a.recipient, a.outcome, "
-                    "a.text, a.file, a.detail, a.node, a.delivery, a.sender_raw")
+                    "a.text, a.file, a.detail, a.node, a.delivery, a.sender_raw, a.pruned_at, "
+                    "a.pruned_days")
 _EMAIL_COLUMNS = "e.id, e.received_at, e.mail_from, e.rcpt_to"  # not the body: see HeldEmail
 # Where each part starts in a row of _items' SELECT: counted, so a column added to one part
 # cannot shift the next part's fields unnoticed.

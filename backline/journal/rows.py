@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from backline.core.outage import Mode
-from backline.core.records import Attempt, AttemptKind, Delivery, Outcome
+from backline.core.records import Attempt, AttemptKind, Delivery, Outcome, Pruned
 
 _TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -33,8 +33,10 @@ class Cursor(Protocol):
 
 
 def attempt_of(row: Sequence[Any]) -> Attempt:
+    """An attempt from its row, in the table's column order (``SELECT *``)."""
     (id_, key, at, kind, mode, sender, recipient, outcome, text, file, detail, node,
-     delivery, sender_raw) = row
+     delivery, sender_raw, pruned_at, pruned_days) = row[:16]
     return Attempt(int(id_), key, from_text(at), AttemptKind(kind), Mode(mode), sender,
                    recipient, Outcome(outcome), text, file, detail, node, Delivery(delivery),
-                   sender_raw)
+                   sender_raw,
+                   Pruned(from_text(pruned_at), int(pruned_days)) if pruned_at else None)

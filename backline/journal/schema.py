@@ -342,6 +342,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at TEXT NOT NULL
         )""",
     ),
+    (  # 16: retention (backline.core.retention): when Backline's copies of an attempt's files
+        # were removed, and after how many days of the inbox having it; the row itself stays.
+        "ALTER TABLE attempts ADD COLUMN pruned_at TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE attempts ADD COLUMN pruned_days INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -51,6 +51,14 @@ _SAME_CALL = timedelta(hours=2)
 # The journal's messages looked at for a call's end: those left within its start and end,
 # give or take this (both Asterisk's clock, cut to the second).
 _AROUND_CALL = timedelta(seconds=2)
+
+
+def _msg_id(info: Path) -> str:
+    """The msg_id of a message's text file; "" for one that is not a whole message."""
+    try:
+        return parse_message(info.read_text("utf-8", "replace"), info.parent.parent.name).msg_id
+    except (FileNotFoundError, NotAMessage):
+        return ""
 
 
 def voicemail_store(fax_dir: Path) -> Path:
@@ -175,6 +183,36 @@ class VoicemailIntake:
             log.info("voicemail from %s to %s kept (%d s)", e164.redact(message.caller),
                      number, message.seconds)
         return new
+
+    async def forget(self, msg_ids: Collection[str]) -> dict[str, list[str]]:
+        """Remove each message of ``msg_ids`` from the PBX's spool, in whichever folder it is
+        (one a member listened to is in ``Old``): the names removed, by msg_id (none for a
+        message no longer there).  Retention's, for messages the inbox accepted long ago; a
+        message left there would not be journaled again anyway (its key is in the journal),
+        but it is patient data on the PBX.  Raises OSError when the spool cannot be read or a
+        file cannot be removed (retention then removes nothing of that message)."""
+        async with self._lock:
+            return await asyncio.to_thread(self._forget, frozenset(msg_ids))
+
+    def _forget(self, wanted: frozenset[str]) -> dict[str, list[str]]:
+        root = self._spool() / "voicemail" / VOICEMAIL_CONTEXT
+        removed: dict[str, list[str]] = {}
+        if not wanted or not root.is_dir():
+            return removed
+        for info in sorted(root.glob("*/*/msg[0-9][0-9][0-9][0-9].txt")):
+            # Each text file read just before its message goes, not from an earlier listing:
+            # app_voicemail renumbers a box's messages when a member deletes one, and another
+            # message must not go in this one's place.
+            msg_id = _msg_id(info) if info.parent.name != "tmp" else ""
+            if msg_id not in wanted:
+                continue
+            # The audio first, the text file last: a removal cut short leaves a message this
+            # finds (and finishes) next time, never audio that no text file lists.
+            parts = sorted(info.parent.glob(f"{info.stem}.*"), key=lambda p: p == info)
+            for part in parts:
+                part.unlink(missing_ok=True)
+            removed.setdefault(msg_id, []).extend(p.name for p in parts)
+        return removed
 
     def _messages(self, box: str | None) -> list[tuple[VoicemailMessage, Path]]:
         """Whole messages in the spool, oldest first."""

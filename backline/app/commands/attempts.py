@@ -71,7 +71,8 @@ def cmd_attempts(args: argparse.Namespace) -> int:
         print(f"{local_time(a.at, directory):<19}  {a.kind.value:<{kind}}  {a.mode.value:<7}  "
               f"{_printable(a.sender)[:16]:<16}  {a.recipient:<13}  {a.outcome.value:<12}  "
               f"{a.delivery.value}{_delivery_note(queued.get(a.id))}"
-              f"{_reply_note(replies.get(a.id), directory)}")
+              f"{_reply_note(replies.get(a.id), directory)}"
+              f"{f'; file {a.pruned.says()}' if a.pruned is not None else ''}")
     return 0
 
 
@@ -121,7 +122,10 @@ def _attempt_json(a: Attempt) -> dict[str, object]:
     return {"id": a.id, "key": a.key, "at": a.at.isoformat(), "kind": a.kind.value,
             "mode": a.mode.value, "from": a.sender, "from_raw": a.sender_raw or a.sender,
             "to": a.recipient, "outcome": a.outcome.value, "text": a.text, "file": a.file,
-            "detail": a.detail, "node": a.node, "delivery": a.delivery.value}
+            "detail": a.detail, "node": a.node, "delivery": a.delivery.value,
+            # Retention removed its files (connections.storage.delivered_days); null: kept.
+            "file_removed": {"at": a.pruned.at.isoformat(), "after_days": a.pruned.days}
+            if a.pruned is not None else None}
 
 
 def parse_since(text: str, now: datetime) -> datetime:

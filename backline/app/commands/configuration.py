@@ -69,10 +69,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     warnings += _journal_exposure(args.config, d.connections.storage.url)
     for warning in warnings:
         print(warning)
+    print(f"{args.config}: {retention_line(d)}")
     print(f"{args.config}: ok: {d.practice.name}: {len(d.users)} users, {len(d.teams)} teams, "
           f"{len(d.numbers)} numbers" + (f", {len(warnings)} warning(s)"
                                          if warnings else ""))
     return 0
+
+
+def retention_line(d: Directory) -> str:
+    """What is kept of patient files on this host, said at every check (and at start)."""
+    from backline.core.connections import FreeswitchPbx
+    from backline.core.retention import describe
+
+    return describe(d.connections.storage.delivered_days, inbox=d.connections.inbox is not None,
+                    spool=not isinstance(d.connections.pbx, FreeswitchPbx))
 
 
 def _esl_password_problem(d: Directory) -> str | None:

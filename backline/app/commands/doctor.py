@@ -1,12 +1,12 @@
 """``backline doctor``: `check` validates the file; this tries the world the file describes,
 one line per check with its verdict and, when it is not ok, the fix.
 
-The local checks: the journal writable with free space, the file modes of the journal and the
-secrets; on Asterisk the AMI login, the modules Backline needs loaded, the clock, the carrier
-trunk's registration, the controller's FastAGI where Asterisk sends calls, and the desk phones
-registered now (doctor_pbx); the mail relay, the SMS
-gateway and the inbox (doctor_relays).  Exit 0 when nothing failed (warnings included), 1
-otherwise, for scripts.
+The local checks: the journal writable with free space, the fax and voicemail stores' free
+space, the file modes of the journal and the secrets; on Asterisk the AMI login, the modules
+Backline needs loaded, the clock, the carrier trunk's registration, the controller's FastAGI
+where Asterisk sends calls, and the desk phones registered now (doctor_pbx); the mail relay,
+the SMS gateway and the inbox (doctor_relays).  Exit 0 when nothing failed (warnings
+included), 1 otherwise, for scripts.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from backline.core.connections import DEFAULT_FREE_FLOOR_MB, AsteriskPbx, Secret
 from backline.core.model import Directory
 
 AMI_WITHIN = 5.0  # seconds: a doctor that hangs on a dead PBX tells ops nothing
+# Free space under which the fax and voicemail stores' disk is warned of: about a thousand
+# minutes of voicemail, or tens of thousands of fax pages.
+STORE_WARN_MB = 1024
 
 
 def add_parser(sub: Any) -> None:
@@ -37,6 +40,7 @@ def add_parser(sub: Any) -> None:
         sub, "doctor", cmd_doctor, "try what the config connects to, and say what to fix",
         "Try each thing CONFIG relies on for real and print one line per check with its "
         "verdict (ok, warn, FAIL, skip) and the fix: the journal writable with free space, "
+        "the free space of the fax and voicemail stores' disk, "
         "the file modes of the journal and the secrets, the AMI login, the Asterisk modules "
         "Backline needs, the PBX's clock, the carrier trunk's registration, the controller's "
         "FastAGI where Asterisk sends calls, the desk phones registered now and those that "
@@ -52,7 +56,8 @@ def add_parser(sub: Any) -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     directory = load_directory(args.config)
-    findings = journal_findings(directory) + secret_findings(directory)
+    findings = journal_findings(directory) + store_findings(directory)
+    findings += secret_findings(directory)
     findings += asyncio.run(world_findings(directory, send_test=args.send_test))
     if args.json:
         print(json.dumps([asdict(f) for f in findings], indent=2))
@@ -115,6 +120,36 @@ def journal_findings(directory: Directory) -> list[Finding]:
     else:
         out.append(Finding("journal modes", OK, "private to its owner"))
     return out
+
+
+def store_findings(directory: Directory) -> list[Finding]:
+    """The disk of the fax and voicemail stores (``connections.pbx.fax_dir`` and
+    ``voicemail/`` beside it): FAIL below what the fax intake needs to take a fax (it refuses
+    faxes then), warn below STORE_WARN_MB."""
+    from backline.core.fax_intake import MIN_FREE_BYTES
+    from backline.pbx.voicemail_desk import voicemail_store
+
+    pbx = directory.connections.pbx
+    if pbx is None:
+        return [Finding("fax and voicemail disk", SKIP, "connections.pbx is not configured")]
+    disks: dict[int, tuple[Path, int]] = {}  # by device: one line per disk, not per folder
+    for store in (Path(pbx.fax_dir), voicemail_store(Path(pbx.fax_dir))):
+        where = store
+        while not where.exists() and where != where.parent:
+            where = where.parent  # the controller creates the missing directories
+        disks.setdefault(where.stat().st_dev, (where, shutil.disk_usage(where).free))
+    free = min(f for _, f in disks.values())
+    seen = "; ".join(f"{f >> 20} MB free on {w}" for w, f in disks.values()) + \
+        f" (faxes refused below {MIN_FREE_BYTES >> 20} MB, warned below {STORE_WARN_MB} MB)"
+    fix = "free space on that disk"
+    if directory.connections.storage.delivered_days is None:
+        fix += (", or set connections.storage.delivered_days so that faxes and voicemail "
+                "the inbox accepted are removed after that many days")
+    if free < MIN_FREE_BYTES:
+        return [Finding("fax and voicemail disk", FAIL, seen, fix + ": faxes are refused")]
+    if free < STORE_WARN_MB << 20:
+        return [Finding("fax and voicemail disk", WARN, seen, fix)]
+    return [Finding("fax and voicemail disk", OK, seen)]
 
 
 def secret_findings(directory: Directory) -> list[Finding]:

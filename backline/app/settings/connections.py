@@ -27,6 +27,7 @@ from backline.core.connections import (
     StatusListener,
     Storage,
 )
+from backline.core.retention import MAX_DELIVERED_DAYS
 
 T = TypeVar("T")
 
@@ -88,11 +89,15 @@ def _storage(r: Reader, parent: YMap, base: Path) -> Storage:
     node = r.mapping(entry(parent, "storage"), "connections.storage", parent.where)
     if node is None:
         return Storage(default)
-    r.keys(node, "connections.storage", ["url", "audit_years"])
+    r.keys(node, "connections.storage", ["url", "audit_years", "delivered_days"])
     # How long the audit log (views, downloads, switches) is kept: HIPAA's documentation
     # period is six years.
     years = r.integer(node, "audit_years", "connections.storage.audit_years",
                       DEFAULT_AUDIT_YEARS, 1, 100) or DEFAULT_AUDIT_YEARS
+    # Backline's copies of faxes and voicemail the inbox accepted, removed after this many
+    # days (backline.core.retention); not set, everything is kept, as before.
+    days = r.integer(node, "delivered_days", "connections.storage.delivered_days", None, 1,
+                     MAX_DELIVERED_DAYS) if entry(node, "delivered_days") is not None else None
     url = r.text(node, "url", "connections.storage.url", default,
                  "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://...")
     url = url or default
@@ -107,18 +112,18 @@ def _storage(r: Reader, parent: YMap, base: Path) -> Storage:
             r.problem(where_of(node, "url"), "connections.storage.url",
                       "a PostgreSQL URL libpq accepts: postgresql://USER@HOST:PORT/DB "
                       "(query parameters only those libpq knows)")
-            return Storage(url, years)
+            return Storage(url, years, days)
         if "password" in fields:
             r.problem(where_of(node, "url"), "connections.storage.url",
                       "no password in the URL: use PGPASSWORD or a .pgpass file")
-        return Storage(url, years)
+        return Storage(url, years, days)
     if url.startswith("sqlite:///"):
-        return Storage(url, years)
+        return Storage(url, years, days)
     if url.startswith("sqlite:") and len(url) > 7:
-        return Storage("sqlite://" + str((base / url[7:]).resolve()), years)
+        return Storage("sqlite://" + str((base / url[7:]).resolve()), years, days)
     r.problem(where_of(node, "url"), "connections.storage.url",
               "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://...")
-    return Storage(default, years)
+    return Storage(default, years, days)
 
 
 def _email_intake(r: Reader, node: YMap, f: str) -> EmailIntake:

@@ -53,16 +53,20 @@ def render_alert_page(practice: str, tz: str, attempts: list[Attempt], expires_a
         "Do not share its address.</p>" + sections)
 
 
-def render_voicemail_page(practice: str, tz: str, message: Attempt, seconds: float,
+def render_voicemail_page(practice: str, tz: str, message: Attempt, seconds: float | None,
                           expires_at: datetime, audio_src: str) -> str:
     """The page a voicemail email's link opens: who called which line and when, and the
-    message to play (``audio_src``, relative to the page)."""
+    message to play (``audio_src``, relative to the page), or, once retention removed the
+    recording (``message.pruned``, ``seconds`` None), that it was removed and when."""
     zone = ZoneInfo(tz)
     rows = [("Time", escape(message.at.astimezone(zone).strftime(_TIME))),
-            ("Caller", _sender(message)), ("Dialed", _value(message.recipient)),
-            ("Length", f"{seconds:.0f} s"),
-            ("Message", f"<audio controls preload=\"metadata\" "
-                        f"src=\"{escape(audio_src, quote=True)}\"></audio>")]
+            ("Caller", _sender(message)), ("Dialed", _value(message.recipient))]
+    if message.pruned is not None or seconds is None:
+        rows.append(("Message", _removed(message)))
+    else:
+        rows += [("Length", f"{seconds:.0f} s"),
+                 ("Message", f"<audio controls preload=\"metadata\" "
+                             f"src=\"{escape(audio_src, quote=True)}\"></audio>")]
     items = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
     return _document(
         f"Voicemail: {practice}",
@@ -71,6 +75,20 @@ def render_voicemail_page(practice: str, tz: str, message: Attempt, seconds: flo
         f"{escape(expires_at.astimezone(zone).strftime(_TIME))}. Every view is recorded. "
         "Do not share its address.</p>"
         f"<section><h2>Voicemail</h2><dl>{items}</dl></section>")
+
+
+def render_removed_page(practice: str, what: str, attempt: Attempt) -> str:
+    """What a link to a file retention removed answers (the link itself still works): that
+    ``what`` (a fax, a recording) was removed, when, and that the inbox has it."""
+    return _document(
+        f"Removed: {practice}",
+        f"<h1>{escape(practice)}: {escape(what)} removed</h1>"
+        f"<p>This {escape(what)} was {_removed(attempt)}.</p>")
+
+
+def _removed(a: Attempt) -> str:
+    """``removed after N days (the inbox has it)``, or that the file cannot be shown."""
+    return escape(a.pruned.says()) if a.pruned is not None else "not available"
 
 
 def render_gone_page() -> str:
@@ -104,6 +122,8 @@ def _section(a: Attempt, zone: ZoneInfo, download_prefix: str) -> str:
 def _fax_document(a: Attempt, download_prefix: str) -> str:
     if a.outcome is Outcome.REJECTED:
         return "refused during the call (the sending machine was told it failed)"
+    if a.pruned is not None:
+        return _removed(a)
     if not a.file:
         return "not stored"
     href = escape(download_prefix + str(a.id), quote=True)

@@ -37,7 +37,12 @@ from aiohttp.typedefs import Handler
 from backline.core.records import AlertLink, Attempt, AttemptKind, AuditEntry
 from backline.core.refusals import Refusal
 from backline.features.links import tokens as links
-from backline.features.links.page import STYLE_SOURCE, render_alert_page, render_gone_page
+from backline.features.links.page import (
+    STYLE_SOURCE,
+    render_alert_page,
+    render_gone_page,
+    render_removed_page,
+)
 
 log = logging.getLogger("backline.notifier.pages")
 
@@ -153,6 +158,10 @@ class _LinkPages:
             await self._audit(request, link.id, "link.download.refused",
                               "no such fax on this alert")
             return self._gone_response()
+        if fax.pruned is not None:  # retention removed it: say so, not "cannot be read"
+            await self._audit(request, link.id, "link.download.removed", f"attempt {fax.id}")
+            return web.Response(status=410, text=render_removed_page(self._practice, "fax", fax),
+                                content_type="text/html", charset="utf-8")
         try:
             body = await asyncio.to_thread(_read_capped, self._files(fax.file))
         except OSError as exc:

@@ -23,7 +23,12 @@ from backline.core.records import Attempt, AuditEntry
 from backline.core.refusals import Refusal
 from backline.core.voicemail import wav_seconds
 from backline.features.links import tokens as links
-from backline.features.links.page import STYLE_SOURCE, render_gone_page, render_voicemail_page
+from backline.features.links.page import (
+    STYLE_SOURCE,
+    render_gone_page,
+    render_removed_page,
+    render_voicemail_page,
+)
 from backline.features.links.server import (
     _POLICY,
     RefusalJudge,
@@ -81,7 +86,8 @@ class _VoicemailPages:
         link, message, audio = found
         await self._audit(request, link.id, "voicemail.view", f"message {message.id}")
         request[_POLICY] = PAGE_POLICY
-        html = render_voicemail_page(self._practice, self._tz, message, wav_seconds(audio),
+        html = render_voicemail_page(self._practice, self._tz, message,
+                                     wav_seconds(audio) if audio is not None else None,
                                      link.expires_at,
                                      request.match_info["token"] + "/audio")
         return web.Response(text=html, content_type="text/html", charset="utf-8")
@@ -91,13 +97,20 @@ class _VoicemailPages:
         if isinstance(found, web.Response):
             return found
         link, message, audio = found
+        if audio is None:
+            await self._audit(request, link.id, "voicemail.listen.removed",
+                              f"message {message.id}")
+            return web.Response(status=410, text=render_removed_page(
+                self._practice, "recording", message), content_type="text/html",
+                charset="utf-8")
         await self._audit(request, link.id, "voicemail.listen", f"message {message.id}")
         request[_POLICY] = AUDIO_POLICY
         return web.Response(body=audio, headers={hdrs.CONTENT_TYPE: "audio/wav"})
 
     async def _open(self, request: web.Request, action: str
-                    ) -> tuple[VoicemailLink, Attempt, bytes] | web.Response:
-        """The link, its message and the recording; or the answer for a dead link."""
+                    ) -> tuple[VoicemailLink, Attempt, bytes | None] | web.Response:
+        """The link, its message and the recording (None once retention removed it); or
+        the answer for a dead link."""
         source = request.remote or "-"
         if self._refusals is not None and self._refusals.over(source):
             self._refusals.refused(source, f"{action}.refused")
@@ -121,6 +134,8 @@ class _VoicemailPages:
                                   why)
             return web.Response(status=404, text=self._gone, content_type="text/html",
                                 charset="utf-8")
+        if message.pruned is not None:
+            return link, message, None
         try:
             audio = await asyncio.to_thread(_read_capped, Path(message.file))
             wav_seconds(audio)

@@ -1,0 +1,191 @@
+"""Retention as a feature (see backline.features.seam): Backline's copies of faxes and voicemail
+the inbox accepted more than ``connections.storage.delivered_days`` ago are removed, with the
+PBX spool's copy of each message, off the call path.
+
+Off unless that key is set: everything is kept, as before, and the start says so.  On, a round
+runs once the PBX's record is imported after the start (the spool's place is known then) and
+every ``ROUND_EVERY`` after, at the controller's clock.  What is due is the core's decision
+(:func:`backline.core.retention.due`); a round removes the PBX's copy, then Backline's, then
+marks the journal's record and audits it in one transaction.  A crash between leaves the
+record unmarked: the next round (after a restart too) finds the files gone, removes nothing
+more, and marks and audits it once.  A file that cannot be removed leaves its record
+unmarked, and the next round tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime
+from pathlib import Path
+
+from backline.core.connections import FreeswitchPbx
+from backline.core.records import AttemptKind, AuditEntry
+from backline.core.retention import (
+    ACTION,
+    ACTOR,
+    Removal,
+    Stores,
+    accepted_before,
+    describe,
+    due,
+    removal_detail,
+)
+from backline.features.seam import Background, Context
+from backline.features.status.health import Health, idle, off
+from backline.journal import Journal, JournalError
+from backline.pbx.fax_desk import DEFAULT_FAX_DIR
+from backline.pbx.voicemail_desk import voicemail_store
+
+log = logging.getLogger("backline.retention")
+
+ROUND_EVERY = 3600.0  # seconds: files go within an hour of falling due
+PAGE = 200  # records read at a time
+
+Forget = Callable[[Collection[str]], Awaitable[dict[str, list[str]] | None]]
+
+
+class Retention:
+    """Start with :meth:`start` (after ``ready`` is set); :meth:`round` is one pass."""
+
+    def __init__(self, journal: Journal, clock: Callable[[], datetime], days: int,
+                 stores: Stores, forget: Forget, ready: asyncio.Event, *, node: str = "",
+                 health: dict[str, Health] | None = None) -> None:
+        self.journal = journal
+        self.days = days
+        self.stores = stores
+        self._clock = clock
+        self._forget = forget
+        self._ready = ready
+        self._node = node
+        self._health = health if health is not None else {}
+        self.rounds = 0  # rounds finished by the background task
+        self.round_done = asyncio.Event()  # set after each of them (tests wait on it)
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def round(self) -> int:
+        """Remove what is due now; return for how many attempts.  Raises JournalError."""
+        now = self._clock()
+        removals: list[Removal] = []
+        after = 0
+        while True:
+            page = await asyncio.to_thread(self.journal.kept_delivered, self._node,
+                                           accepted_before(now, self.days), after, PAGE)
+            removals += due(page, now, self.days, self.stores, node=self._node)
+            if len(page) < PAGE:
+                break
+            after = page[-1].attempt.id
+        spooled = await self._forget_spooled(removals)
+        done = 0
+        for r in removals:
+            if r.spooled and r.spooled not in spooled:
+                continue  # its spool could not be read: kept whole until it can
+            try:
+                gone = await asyncio.to_thread(_remove, r.files)
+            except OSError as exc:
+                log.error("retention: the files of attempt %d could not be removed: %s",
+                          r.attempt_id, exc.strerror or exc)
+                continue
+            spool = spooled.get(r.spooled) if r.spooled else None
+            entry = AuditEntry(now, ACTOR, ACTION, removal_detail(r, self.days, gone, spool))
+            done += await asyncio.to_thread(self.journal.mark_pruned, r.attempt_id, now,
+                                            self.days, entry)
+        if done:
+            log.info("retention: the files of %d fax(es) and voicemail(s) the inbox accepted "
+                     "more than %d days ago are removed", done, self.days)
+        return done
+
+    async def _forget_spooled(self, removals: list[Removal]) -> dict[str, list[str] | None]:
+        """The PBX's copies of the due messages removed: what went, by msg_id (None: not
+        Backline's to remove); a message missing here could not be removed."""
+        wanted = [r.spooled for r in removals
+                  if r.kind is AttemptKind.VOICEMAIL and r.spooled]
+        if not wanted:
+            return {}
+        try:
+            forgotten = await self._forget(wanted)
+        except OSError as exc:
+            log.error("retention: the PBX's voicemail spool could not be pruned (%s): those "
+                      "messages are all kept until it can", exc.strerror or exc)
+            return {}
+        if forgotten is None:
+            return dict.fromkeys(wanted)
+        return {m: forgotten.get(m, []) for m in wanted}
+
+    async def _run(self) -> None:
+        ready = asyncio.ensure_future(self._ready.wait())
+        closing = asyncio.ensure_future(self._closing.wait())
+        await asyncio.wait({ready, closing}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        closing.cancel()
+        while not self._closing.is_set():
+            now = self._clock()
+            try:
+                done = await self.round()
+            except JournalError as exc:
+                log.error("retention: the journal could not be read or marked: %s", exc)
+                self._say(self._health.get("retention"), now, str(exc))
+            else:
+                self._say(self._health.get("retention"), now, "", done)
+            self.rounds += 1
+            self.round_done.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), ROUND_EVERY)
+
+    def _say(self, current: Health | None, at: datetime, error: str, done: int = 0) -> None:
+        if current is None:
+            return
+        self._health["retention"] = current.failed(at, error, "files are not being pruned") \
+            if error else current.succeeded(
+                at, f"faxes and voicemail removed {self.days} days after the inbox accepted "
+                f"them ({done} in the last round)")
+
+
+def _remove(files: tuple[str, ...]) -> list[str]:
+    """Remove each of ``files`` that is there; the names removed."""
+    gone = []
+    for name in files:
+        path = Path(name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue  # removed before a crash, or never there (a converted fax's TIFF)
+        gone.append(name)
+    return gone
+
+
+class RetentionFeature(Background[Retention]):
+    """The retention is ``service``."""
+
+
+def build(context: Context) -> RetentionFeature | None:
+    """Retention, or None when ``connections.storage.delivered_days`` is not set (said at
+    start and on the status page: everything is kept)."""
+    d = context.directory
+    days = d.connections.storage.delivered_days
+    pbx = d.connections.pbx
+    log.info("%s", describe(days, inbox=d.connections.inbox is not None,
+                            spool=not isinstance(pbx, FreeswitchPbx)))
+    if days is None:
+        context.health["retention"] = off("every fax and voicemail is kept "
+                                          "(connections.storage.delivered_days is not set)")
+        return None
+    fax_dir = Path(pbx.fax_dir) if pbx is not None else DEFAULT_FAX_DIR
+    stores = Stores(str(fax_dir), str(voicemail_store(fax_dir)))
+    context.health["retention"] = idle(f"removes faxes and voicemail {days} days after the "
+                                       "inbox accepted them; no round yet")
+    return RetentionFeature(Retention(
+        context.journal, context.clock, days, stores, context.forget_voicemail,
+        context.record_imported, node=context.node, health=context.health))

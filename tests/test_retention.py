@@ -1,0 +1,393 @@
+"""Retention (``connections.storage.delivered_days``): Backline's copies of faxes and voicemail
+the inbox accepted more than N days ago are removed, with the PBX spool's copy of each
+message, and nothing else; the journal's records stay and say so.
+
+The decision table is the pure core's.  The rest runs on a real SQLite journal, the real fax
+intake (a TIFF in the spool, converted and verified), the real voicemail intake (messages in
+app_voicemail's spool layout), the real inbox drain posting to the tests' inbox server (which
+accepts, refuses, or fails so that the answer is never known), and the controller's clock
+moved by hand.  ``backline doctor``'s store-disk line is read off small tmpfs mounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from backline.app import config
+from backline.app.controller import Controller
+from backline.core.fax_intake import FaxEnd, FaxStatus
+from backline.core.outage import Mode, ModeState
+from backline.core.records import (
+    AlertChannel,
+    Attempt,
+    AttemptKind,
+    JoinAlert,
+    OpenAlert,
+    Pruned,
+)
+from backline.core.retention import Kept, Stores, due
+from backline.features.links import tokens as links
+from backline.features.links.server import make_link_app
+from backline.features.links.voicemail_server import make_voicemail_app
+from backline.features.retention import RetentionFeature
+from backline.journal import Delivery, Journal, Outcome, open_journal
+from backline.pbx.fax_desk import spool_name
+from tests.fax_samples import STANDARD, fax_tiff, letter
+from tests.harness.alert_site import FakeClock, free_port
+from tests.harness.inbox_server import InboxServer
+from tests.test_journal_disk import fill_to
+from tests.test_voicemail_core import wav
+
+ROOT = Path(__file__).resolve().parent.parent
+PATIENT, REFUSED = "+17205550141", "+17735550188"
+VOICE, BOX, FAX = "+13125550102", "3125550102", "+13125550109"
+DAYS = 30
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+TOKEN_ENV, TOKEN = "BACKLINE_TEST_RETENTION_INBOX", "retention-inbox-token"
+YAML = """\
+practice: {{name: Maple Street Family Medicine, timezone: America/Chicago}}
+users: [{{id: ana, name: Dr. Ana Lee, email: ana@maple.example}}]
+numbers:
+  - {{number: "{voice}", carries: [voice], owner: "user:ana"}}
+  - {{number: "{fax}", carries: [fax]}}
+connections:
+  pbx: {{ami: {{port: {ami}, secret_env: BACKLINE_TEST_RETENTION_AMI}},
+        fax_dir: {tmp}/fax, spool_dir: {tmp}/spool}}
+  inbox: {{url: "{inbox}", token_env: {token_env}}}
+  storage: {{url: "sqlite://{tmp}/journal.db"{days}}}
+"""
+
+
+def test_only_items_the_inbox_accepted_more_than_n_days_ago_are_due() -> None:
+    stores = Stores("/var/lib/backline/fax", "/var/lib/backline/voicemail")
+    now = T0 + timedelta(days=DAYS, seconds=1)
+
+    def kept(key: str, kind: AttemptKind, file: str, delivery: Delivery = Delivery.DELIVERED,
+             accepted: datetime | None = T0, node: str = "", pruned: bool = False) -> Kept:
+        a = Attempt(len(key), key, T0, kind, Mode.OUTAGE, PATIENT, FAX, Outcome.RECEIVED, "",
+                    file, "", node, delivery, "", Pruned(T0, 1) if pruned else None)
+        return Kept(a, accepted)
+
+    fax, vm = AttemptKind.FAX, AttemptKind.VOICEMAIL
+    pdf = "/var/lib/backline/fax/fax-1.1.pdf"
+    table = [
+        kept("fax:1.1", fax, pdf),                                             # due
+        kept("voicemail:1-a", vm, "/var/lib/backline/voicemail/voicemail-1-a.wav"),  # due
+        kept("fax:1.2", fax, pdf, accepted=T0 + timedelta(seconds=1)),         # exactly N days
+        # The journal's state alone keeps these (whatever a time says):
+        kept("fax:1.3", fax, pdf, Delivery.HELD),                              # held, in doubt
+        kept("fax:1.4", fax, pdf, Delivery.FAILED),                            # refused
+        kept("fax:1.5", fax, pdf, Delivery.NOT_NEEDED),                        # never an item
+        kept("fax:1.6", fax, pdf, accepted=None),                              # no acceptance
+        kept("fax:1.7", fax, pdf, pruned=True),                                # removed before
+        kept("fax:1.8", fax, pdf, node="node2"),                               # another host
+        kept("fax:1.9", fax, "/var/spool/asterisk/fax-1.9.tif"),               # in the spool
+        kept("fax:2.1", fax, "/var/lib/backline/fax/../../../etc/passwd"),      # not a store's
+        kept("voicemail:2-b", vm, pdf),                                        # wrong store
+        kept("call:3.1", AttemptKind.CALL, pdf),                               # no file of ours
+    ]
+    removals = due(table, now, DAYS, stores)
+    assert [(r.files, r.spooled) for r in removals] == [
+        ((pdf, "/var/lib/backline/fax/fax-1.1.tif"), ""),
+        (("/var/lib/backline/voicemail/voicemail-1-a.wav",), "1-a")]
+    assert due(table, now, DAYS, stores, node="node2")[0].files[0] == pdf  # that node's own
+
+
+@pytest.mark.parametrize("value", ["0", "thirty", "3651"])
+def test_a_bad_delivered_days_is_named_at_its_line(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("practice: {name: P, timezone: UTC}\nconnections:\n"
+                    f"  storage: {{url: 'sqlite:j.db', delivered_days: {value}}}\n")
+    found = backline("check", str(path))
+    assert found.returncode == 2
+    assert f"{path}:3: connections.storage.delivered_days: a whole number from 1 to 3650" \
+        in found.stderr, found.stderr
+
+
+def backline(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "backline.app.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def spool_message(spool: Path, n: int, msg_id: str, at: datetime, caller: str) -> Path:
+    """A message as app_voicemail leaves it in the box's INBOX; its text file."""
+    folder = spool / "voicemail" / "backline" / BOX / "INBOX"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"msg{n:04d}.wav").write_bytes(wav(8000 * (n + 2)))
+    info = folder / f"msg{n:04d}.txt"
+    info.write_text(f"[message]\norigmailbox={BOX}\ncontext=backline-voicemail\n"
+                    f"callerchan=PJSIP/carrier-0000000{n}\ncallerid=\"Pat\" <{caller}>\n"
+                    f"origtime={int(at.timestamp())}\nmsg_id={msg_id}\nduration={n + 2}\n")
+    return info
+
+
+def files(*roots: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for root in roots for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class Practice:
+    tmp: Path
+    path: Path
+    inbox: InboxServer
+    clock: FakeClock
+    journal: Journal
+    controller: Controller
+    keys: dict[str, str]  # the test's name of each item -> its journal key
+
+    def open(self) -> Controller:
+        """The controller over a fresh journal connection, as after a restart."""
+        self.journal = open_journal(f"sqlite://{self.tmp}/journal.db")
+        self.controller = Controller(config.load(self.path).directory, self.journal,
+                                     clock=self.clock)
+        return self.controller
+
+    async def restart(self) -> Controller:
+        await self.controller.close()
+        self.journal.close()
+        controller = self.open()
+        await controller.start()
+        retention = controller.feature(RetentionFeature)
+        assert retention is not None
+        await controller.import_pbx_record()  # the spool's place known: retention runs
+        await asyncio.wait_for(retention.service.round_done.wait(), 30)
+        return controller
+
+    def audited(self) -> list[str]:
+        return [e.detail for e in self.journal.audit_log(1000) if e.action == "retention.removed"]
+
+
+@pytest.fixture()
+async def practice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Practice]:
+    """Faxes A (accepted), C (refused by the inbox) and G (normal mode: never an inbox item),
+    voicemail B (accepted), I (held: a try whose answer never came) and H (held, never
+    tried), every file on disk, the clock at T0 + DAYS (nothing due yet)."""
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    inbox = InboxServer(tmp_path / "inbox.db", token=TOKEN,
+                        refuse=lambda doc: REFUSED in json.dumps(doc))
+    await inbox.start()
+    path = tmp_path / "practice.yaml"
+    path.write_text(YAML.format(voice=VOICE, fax=FAX, ami=free_port(), tmp=tmp_path,
+                                inbox=inbox.url, token_env=TOKEN_ENV,
+                                days=f", delivered_days: {DAYS}"))
+    p = Practice(tmp_path, path, inbox, FakeClock(T0), None, None, {})  # type: ignore[arg-type]
+    controller = p.open()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+
+    async def fax(name: str, uid: str, caller: str) -> None:
+        (spool / spool_name(uid)).write_bytes(fax_tiff((letter(STANDARD, len(uid)),)))
+        assert await controller.faxes.fax_ended(FaxEnd(uid, caller, FAX, FaxStatus.SUCCESS, 1))
+        p.keys[name] = f"fax:{uid}"
+
+    async def voicemail(name: str, n: int) -> None:
+        msg_id = f"{int(p.clock().timestamp())}-0000000{n}"
+        spool_message(spool, n, msg_id, p.clock(), PATIENT)
+        await controller.voicemail.take_spool()
+        p.keys[name] = f"voicemail:{msg_id}"
+
+    try:
+        controller.state = ModeState(Mode.OUTAGE, None)
+        await fax("A", "1772463600.1", PATIENT)
+        await fax("C", "1772463600.2", REFUSED)
+        controller.state = ModeState(Mode.NORMAL, None)
+        await fax("G", "1772463600.3", PATIENT)
+        await voicemail("B", 0)
+        drain = controller.inbox
+        assert drain is not None
+        drain.start()
+        await drain.drained(within=30)  # A and B accepted at T0, C refused
+        inbox.fail_rate = 1.0
+        p.clock.advance(3600)
+        tried = inbox.requests
+        await voicemail("I", 1)  # the drain is woken: one try, whose answer never comes
+        await inbox.wait_for_requests(tried + 1, within=30)
+        await drain.close()
+        await voicemail("H", 2)
+        states = {n: p.journal.attempt(k) for n, k in p.keys.items()}
+        assert {n: a.delivery for n, a in states.items() if a is not None} == {
+            "A": Delivery.DELIVERED, "B": Delivery.DELIVERED, "C": Delivery.FAILED,
+            "G": Delivery.NOT_NEEDED, "I": Delivery.HELD, "H": Delivery.HELD}
+        p.clock.now = T0 + timedelta(days=DAYS)
+        yield p
+    finally:
+        await p.controller.close()
+        p.journal.close()
+        await inbox.stop()
+
+
+async def test_only_files_the_inbox_accepted_long_ago_go_and_each_once(
+        practice: Practice) -> None:
+    p = practice
+    fax_dir, store, spool = p.tmp / "fax", p.tmp / "voicemail", p.tmp / "spool"
+    before = files(fax_dir, store, spool)
+    kept = {n: p.journal.attempt(k) for n, k in p.keys.items()}
+    assert all(a is not None and Path(a.file) in before for a in kept.values())
+    retention = p.controller.feature(RetentionFeature)
+    assert retention is not None
+    assert await retention.service.round() == 0  # accepted exactly DAYS ago: not yet
+    assert files(fax_dir, store, spool) == before and p.audited() == []
+
+    p.clock.advance(60)
+    await p.restart()  # the background round, after the PBX's record is imported
+    gone = {Path(kept["A"].file), Path(kept["B"].file)}  # type: ignore[union-attr]
+    gone |= {q for q in before if q.parent.name == "INBOX" and q.stem == "msg0000"}
+    assert len(gone) == 4
+    after = files(fax_dir, store, spool)
+    assert after == {q: b for q, b in before.items() if q not in gone}  # the rest byte for byte
+    details = p.audited()
+    assert len(details) == 2 and all("30 days after the inbox accepted it" in d
+                                     for d in details), details
+    assert any("msg0000.wav, msg0000.txt" in d for d in details), details
+    assert not any(PATIENT[2:] in d for d in details)  # no caller, in any spelling
+    for name, key in p.keys.items():
+        a = p.journal.attempt(key)
+        assert a is not None and a.file == kept[name].file  # type: ignore[union-attr]
+        assert (a.pruned is not None) is (name in "AB")
+        assert a.delivery == kept[name].delivery  # type: ignore[union-attr]
+        assert a.pruned is None or (a.pruned.days, a.pruned.at) == (DAYS, p.clock())
+
+    # Again, and after another restart: nothing more goes and nothing is audited twice.
+    retention = p.controller.feature(RetentionFeature)
+    assert retention is not None and await retention.service.round() == 0
+    p.clock.advance(DAYS * 86400)
+    await p.restart()
+    assert files(fax_dir, store, spool) == after and len(p.audited()) == 2
+
+
+async def test_a_pruned_message_still_in_a_spool_is_not_taken_in_again(
+        practice: Practice) -> None:
+    p = practice
+    p.clock.advance(60)
+    await p.restart()
+    b = p.journal.attempt(p.keys["B"])
+    assert b is not None and b.pruned is not None
+    assert not await asyncio.to_thread(Path(b.file).exists)
+    # The spool holds it again (restored from a backup, say): it is read, never journaled
+    # or kept again.
+    spool_message(p.tmp / "spool", 0, p.keys["B"].removeprefix("voicemail:"), b.at, PATIENT)
+    count = len(p.journal.attempts(limit=1000))
+    seen = await p.controller.voicemail.take_spool()
+    await p.controller.import_pbx_record()
+    assert p.keys["B"].removeprefix("voicemail:") in {m.msg_id for m in seen}
+    assert len(p.journal.attempts(limit=1000)) == count
+    assert not await asyncio.to_thread(Path(b.file).exists)
+    assert p.journal.attempt(p.keys["B"]) == b
+
+
+async def test_a_pruned_items_link_pages_and_attempts_say_removed_after_n_days(
+        practice: Practice) -> None:
+    p = practice
+    p.clock.advance(60)
+    await p.restart()
+    now, j = p.clock(), p.journal
+    a, b, c, h = (j.attempt(p.keys[n]) for n in "ABCH")
+    assert a and b and c and h
+    # A voicemail email's link to a pruned message, and to one still kept.
+    email_ids = []
+    for message in (b, h):
+        j.owe_voicemail_emails(message.id, [("ana", "ana@maple.example")], now)
+        email_ids.append(j.voicemail_emails()[-1].id)
+    tokens = [links.new_token() for _ in email_ids]
+    for token, email_id, message in zip(tokens, email_ids, (b, h), strict=True):
+        j.add_voicemail_link(email_id, message.id, links.token_hash(token), now,
+                             links.expiry(now, 12))
+    app = make_voicemail_app(j, "Maple Street Family Medicine", "America/Chicago", p.clock)
+    async with TestClient(TestServer(app)) as http:
+        page = await http.get(f"/{tokens[0]}")
+        text = await page.text()
+        assert page.status == 200 and "removed after 30 days (the inbox has it)" in text
+        assert "<audio" not in text and PATIENT in text
+        audio = await http.get(f"/{tokens[0]}/audio")
+        assert audio.status == 410 and "removed after 30 days" in await audio.text()
+        kept = await http.get(f"/{tokens[1]}")
+        assert kept.status == 200 and "<audio" in await kept.text()
+    # An alert's link listing the pruned fax A and the refused fax C.
+    j.gather([a.id, c.id], now,
+             lambda slot, at: JoinAlert(slot.id) if slot is not None else OpenAlert(at, 60),
+             [(AlertChannel.EMAIL, "ops@maple.example")], lambda: "<m@maple.example>")
+    [delivery] = j.alert_deliveries()
+    token = links.new_token()
+    j.add_alert_link(delivery.id, links.token_hash(token), now, links.expiry(now, 12))
+    app = make_link_app(j, "Maple Street Family Medicine", "America/Chicago", p.clock)
+    async with TestClient(TestServer(app)) as http:
+        text = await (await http.get(f"/{token}")).text()
+        assert text.count("removed after 30 days") == 1 and f"fax/{c.id}" in text
+        pruned = await http.get(f"/{token}/fax/{a.id}")
+        assert pruned.status == 410 and "removed after 30 days" in await pruned.text()
+        assert await (await http.get(f"/{token}/fax/{c.id}")).read() == \
+            await asyncio.to_thread(Path(c.file).read_bytes)
+    actions = [e.action for e in j.audit_log(100)]
+    assert "link.download.removed" in actions and "voicemail.listen.removed" in actions
+    # `backline attempts`: the record stays, and says its file went.
+    listed = await asyncio.to_thread(backline, "attempts", "--config", str(p.path))
+    lines = [line for line in listed.stdout.splitlines() if "removed after 30 days" in line]
+    assert len(lines) == 2 and all("delivered" in line for line in lines), listed.stdout
+    as_json = await asyncio.to_thread(backline, "attempts", "--json", "--config", str(p.path))
+    rows = json.loads(as_json.stdout)
+    removed = {r["key"]: r["file_removed"] for r in rows}
+    assert removed[a.key] == {"at": now.isoformat(), "after_days": DAYS}
+    assert removed[c.key] is None and removed[h.key] is None
+
+
+def test_check_and_the_start_say_what_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    for days, said in (("", "retention: off: every fax and voicemail recording is kept"),
+                       (", delivered_days: 7", "are removed 7 days after the inbox accepted")):
+        path.write_text(YAML.format(voice=VOICE, fax=FAX, ami=1, tmp=tmp_path, days=days,
+                                    inbox="http://127.0.0.1:1/inbox", token_env=TOKEN_ENV))
+        found = backline("check", str(path))
+        assert found.returncode == 0 and said in found.stdout, found
+
+
+@pytest.fixture()
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """Where small disks of their own are mounted (:func:`disk`), unmounted afterwards."""
+    try:
+        yield tmp_path
+    finally:
+        for where in tmp_path.iterdir():
+            if where.is_mount():
+                subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def disk(root: Path, name: str, size: str) -> Path:
+    where = root / name
+    where.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                    str(where)], check=True)
+    return where
+
+
+def test_doctor_warns_of_a_filling_fax_and_voicemail_disk_and_fails_a_full_one(
+        tmpfs: Path) -> None:
+    def verdict(where: Path) -> str:
+        path = tmpfs / f"{where.name}.yaml"
+        path.write_text(YAML.format(voice=VOICE, fax=FAX, ami=free_port(), tmp=where,
+                                    days="", inbox="http://127.0.0.1:1/inbox",
+                                    token_env=TOKEN_ENV))
+        found = subprocess.run([sys.executable, "-m", "backline.app.cli", "doctor", str(path),
+                                "--json"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=60, env={**os.environ, TOKEN_ENV: TOKEN})
+        [line] = [r for r in json.loads(found.stdout) if r["check"] == "fax and voicemail disk"]
+        return f"{line['verdict']}: {line['seen']}; fix: {line['fix']}"
+
+    roomy, small = disk(tmpfs, "roomy", "2g"), disk(tmpfs, "small", "96m")
+    assert verdict(roomy).startswith("ok: 2048 MB free on")
+    warned = verdict(small)
+    assert warned.startswith("warn: 96 MB free on") and "warned below 1024 MB" in warned
+    assert "set connections.storage.delivered_days" in warned
+    fill_to(small, 32 << 20, "filler")
+    assert verdict(small).startswith("FAIL: ") and "faxes are refused" in verdict(small)
+
