@@ -27,6 +27,7 @@ from backline.render.freeswitch import (
 )
 from backline.render.freeswitch_voicemail import VOICEMAIL_FILE
 from tests.harness.freeswitch_conf import (
+    DTMF_KEYS,
     Refused,
     Registered,
     Routed,
@@ -36,8 +37,10 @@ from tests.harness.freeswitch_conf import (
     locate,
     open_cfg,
     params,
+    reaches_login,
     sip_profile,
     stock_tree,
+    voicemail_login_keys,
     voicemail_profile,
 )
 
@@ -480,8 +483,9 @@ def test_each_voice_number_has_a_box_in_the_profile_mod_voicemail_loads_with_no_
     from tests.harness.freeswitch_conf import locate_user
 
     profile = voicemail_profile(loaded, names.VOICEMAIL_PROFILE)
+    # No operator or vmain key; no login key either (the next test).
     assert profile == {"file-extension": "wav", "min-record-len": "3",
-                       "max-record-len": "180"}, profile  # no operator or vmain key
+                       "max-record-len": "180", "login-keys": "none"}, profile
     d = load(rendered.parent / "practice.yaml").directory
     boxes = [n.voicemail_box for n in d.numbers if Carry.VOICE in n.carries]
     assert len(boxes) == 4
@@ -491,6 +495,22 @@ def test_each_voice_number_has_a_box_in_the_profile_mod_voicemail_loads_with_no_
         settings = params(entry, "params/param")
         assert settings["vm-enabled"] == "true"
         assert not {"vm-mailto", "vm-notify-mailto", "vm-email-all-messages"} & set(settings)
+
+
+def test_a_caller_leaving_a_message_can_press_no_key_that_reaches_a_voicemail_login(
+        loaded: ET.Element) -> None:
+    """mod_voicemail's ``login-keys`` (default ``0``) take a caller who presses one during
+    the greeting to the box's login (voicemail_leave_main, greet_key_press). Loaded as
+    load_profile reads it, the rendered profile holds none of the keys a phone can send.
+    An empty value would not do: it is dropped as the profile loads and ``0`` comes back,
+    as with no param at all (the stock profile sets none)."""
+    profile = voicemail_profile(loaded, names.VOICEMAIL_PROFILE)
+    assert profile is not None
+    keys = voicemail_login_keys(profile)
+    assert [key for key in DTMF_KEYS if reaches_login(keys, key)] == []
+    for unset in ({}, {"login-keys": ""}):
+        assert [key for key in DTMF_KEYS if reaches_login(voicemail_login_keys(unset), key)] \
+            == ["0"]
 
 
 def test_each_voice_number_gives_mod_voicemail_its_own_greeting(

@@ -13,7 +13,14 @@ the ``profile`` by name, its ``param`` children), with only what Backline relies
 * no ``operator-key`` or ``vmain-key`` (mod_voicemail's defaults are none): the stock file
   sets ``9`` and ``*``, which send a caller who presses them during the greeting to the
   stock ``default`` context (an operator extension, the voicemail login), out of the
-  practice's dialplan.
+  practice's dialplan;
+* ``login-keys: none``: a caller who presses one of the login keys during the greeting is
+  taken to the box's login (voicemail_leave_main, ``switch_stristr(buf, login_keys)``, then
+  voicemail_check_main), and the default is ``0``.  An empty value does not clear it: the
+  param is dropped as the profile loads (switch_event_base_add_header deletes a header set
+  to ""), so the default comes back.  ``none`` is kept (its check, ``[0-9#\\*]*``, is matched
+  unanchored, which any text passes) and none of its letters is a key a phone can send
+  (``is_dtmf`` in switch_utils.h: digits, ``A``-``D``, ``*``, ``#``, ``F``, ``W``).
 
 No box has ``vm-mailto`` or ``vm-notify-mailto``, so FreeSWITCH itself emails nobody: members
 are told by Backline, with a link and never the audio or the caller.
@@ -30,6 +37,8 @@ from backline.render.freeswitch import _include, _params, _text
 VOICEMAIL_FILE = "autoload_configs/voicemail.conf.xml"
 MAX_RECORD_SECONDS = 180
 MIN_RECORD_SECONDS = 3  # shorter is deleted by mod_voicemail, and no event fires
+# No key a caller can press (see above): not "", which gives back the default "0".
+NO_LOGIN_KEYS = "none"
 
 
 def voicemail_xml() -> str:
@@ -40,7 +49,8 @@ def voicemail_xml() -> str:
                             name=names.VOICEMAIL_PROFILE)
     _params(profile, {"file-extension": "wav",
                       "min-record-len": str(MIN_RECORD_SECONDS),
-                      "max-record-len": str(MAX_RECORD_SECONDS)}, tag=None)
+                      "max-record-len": str(MAX_RECORD_SECONDS),
+                      "login-keys": NO_LOGIN_KEYS}, tag=None)
     return _text(doc)
 
 

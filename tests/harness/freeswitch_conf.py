@@ -195,6 +195,33 @@ def voicemail_profile(root: ET.Element, name: str) -> dict[str, str] | None:
     return None if profile is None else params(profile, "param")
 
 
+# What a caller can press (switch_utils.h, is_dtmf: the keys switch_channel_queue_dtmf
+# queues, RFC 2833 or SIP INFO alike).
+DTMF_KEYS = "0123456789ABCDabcd#*FfWw"
+
+
+def voicemail_login_keys(profile: dict[str, str]) -> str:
+    """mod_voicemail.c's ``login_keys`` as load_profile leaves them from the profile's
+    params: switch_event_import_xml adds each param as an event header, and
+    switch_event_base_add_header drops a header whose value is empty, so an empty
+    ``login-keys`` is as good as none; switch_xml_config_parse_event then gives the default
+    ``0`` to a missing one, and keeps a present one that matches ``[0-9#\\*]*`` (by
+    switch_regex_match: pcre2_match, unanchored) or else gives the default, into a 16-byte
+    buffer (15 characters)."""
+    value = profile.get("login-keys") or None
+    if value is None or re.search(r"[0-9#\*]*", value) is None:
+        return "0"
+    return value[:15]
+
+
+def reaches_login(login_keys: str, key: str) -> bool:
+    """voicemail_leave_main, ``greet_key_press``: a key pressed during the greeting (or that
+    ends the recording) takes the caller to voicemail_check_main when
+    ``switch_stristr(buf, profile->login_keys)`` finds it, i.e. when ``key`` is one of the
+    login keys, case-insensitively (an empty string holds none)."""
+    return key.upper() in login_keys.upper()
+
+
 def params(node: ET.Element | None, path: str = "settings/param") -> dict[str, str]:
     """``<param name= value=/>`` under ``node`` as a dict (the last of a name wins, as the
     modules' loops over params overwrite)."""
