@@ -41,11 +41,12 @@ from backline.features.links import tokens as links
 from backline.features.links.server import make_link_app
 from backline.features.links.voicemail_server import make_voicemail_app
 from backline.features.retention import RetentionFeature
-from backline.journal import Delivery, Journal, Outcome, open_journal
+from backline.journal import AuditEntry, Delivery, Journal, NewAttempt, Outcome, open_journal
 from backline.pbx.fax_desk import spool_name
 from tests.fax_samples import STANDARD, fax_tiff, letter
 from tests.harness.alert_site import FakeClock, free_port
 from tests.harness.inbox_server import InboxServer
+from tests.harness.postgres import JournalBackend
 from tests.test_journal_disk import fill_to
 from tests.test_voicemail_core import wav
 
@@ -102,6 +103,34 @@ def test_only_items_the_inbox_accepted_more_than_n_days_ago_are_due() -> None:
         ((pdf, "/var/lib/backline/fax/fax-1.1.tif"), ""),
         (("/var/lib/backline/voicemail/voicemail-1-a.wav",), "1-a")]
     assert due(table, now, DAYS, stores, node="node2")[0].files[0] == pdf  # that node's own
+
+
+def test_the_journal_lists_what_the_inbox_accepted_and_marks_it_once(
+        journal_backend: JournalBackend) -> None:
+    j = open_journal(journal_backend.url)
+    try:
+        for n, delivery in enumerate((Delivery.HELD, Delivery.HELD, Delivery.NOT_NEEDED)):
+            j.record_attempt(NewAttempt(f"fax:1.{n}", T0, AttemptKind.FAX, Mode.OUTAGE,
+                                        PATIENT, FAX, Outcome.RECEIVED,
+                                        file=f"/f/fax-1.{n}.pdf", delivery=delivery))
+        j.enqueue_held()
+        first, second = j.next_inbox_items()
+        j.inbox_accepted([first.id], T0)
+        j.inbox_refused(second.id, T0, "HTTP 422")
+        cut = T0 + timedelta(seconds=1)
+        [kept] = j.kept_delivered("", cut)
+        assert (kept.attempt.key, kept.accepted_at) == ("fax:1.0", T0)
+        assert j.kept_delivered("", T0) == [] and j.kept_delivered("node2", cut) == []
+        entry = AuditEntry(cut, "retention", "retention.removed", "attempt 1 (fax)")
+        assert j.mark_pruned(kept.attempt.id, cut, DAYS, entry)
+        assert not j.mark_pruned(kept.attempt.id, cut, DAYS, entry)  # once
+        assert [e.detail for e in j.audit_log()] == ["attempt 1 (fax)"]
+        assert j.kept_delivered("", cut) == []
+        pruned = j.attempt("fax:1.0")
+        assert pruned is not None and pruned.pruned == Pruned(cut, DAYS)
+        assert j.item_of_attempts([pruned.id])[pruned.id].attempt == pruned
+    finally:
+        j.close()
 
 
 @pytest.mark.parametrize("value", ["0", "thirty", "3651"])
@@ -264,6 +293,26 @@ async def test_only_files_the_inbox_accepted_long_ago_go_and_each_once(
     p.clock.advance(DAYS * 86400)
     await p.restart()
     assert files(fax_dir, store, spool) == after and len(p.audited()) == 2
+
+
+async def test_a_removal_cut_short_by_a_crash_is_finished_and_audited_once(
+        practice: Practice) -> None:
+    # A round removed A's PDF and B's spool message and recording, then the process died
+    # before the journal was marked: the next controller marks and audits each once.
+    p = practice
+    a, b = (p.journal.attempt(p.keys[n]) for n in "AB")
+    assert a is not None and b is not None
+    for path in (Path(a.file), Path(b.file), *(p.tmp / "spool").rglob("msg0000.*")):
+        await asyncio.to_thread(path.unlink)
+    p.clock.advance(60)
+    await p.restart()
+    details = p.audited()
+    assert len(details) == 2 and all("removed from Backline's store: none left" in d
+                                      for d in details), details
+    assert all(p.journal.attempt(p.keys[n]).pruned is not None  # type: ignore[union-attr]
+               for n in "AB")
+    await p.restart()
+    assert len(p.audited()) == 2
 
 
 async def test_a_pruned_message_still_in_a_spool_is_not_taken_in_again(
