@@ -24,7 +24,7 @@ from backline.render.asterisk_desk_dialplan import (
     secure_desk,
     transfers,
 )
-from backline.render.asterisk_dialplan_steps import agi, decided, var
+from backline.render.asterisk_dialplan_steps import agi, decided, decided_action, var
 from backline.render.asterisk_pjsip import carrier_endpoint
 
 # Where ReceiveFax writes, in the PBX's own spool directory: it exists on every Asterisk (for
@@ -121,9 +121,9 @@ exten => _[+0-9].,1,Set({v.DECISION}=)
 ; carrier named it in To, as many do on registered trunks.
 exten => s,1,Goto({TO_CONTEXT},s,1)
 exten => _[a-zA-Z*#].,1,Goto({TO_CONTEXT},s,1)
-{account}; A fax sender gone between the decision and the Goto is still reported, as a fax
-; that ended.
-exten => h,1,GotoIf($["{var(v.ACTION)}" = "{v.FAX}"]?{fax_call})
+{account}; A fax sender gone between the decision and leaving this context is still reported,
+; as a fax that ended (a fax decision is its action alone: never unpacked).
+exten => h,1,GotoIf($["{decided_action()}" = "{v.FAX}"]?{fax_call})
 
 ; The number from To's user part (sip: or tel:, with or without parameters), taken only when
 ; it is + and digits and nothing else; anything else is no number of ours.  A tel: URI
