@@ -13,6 +13,7 @@ import pytest
 from backline.pbx.asterisk.dialplan_variables import AGI_DOCTOR, AGI_DOCTOR_REPLY
 from backline.pbx.asterisk.fastagi import (
     MAX_VALUE,
+    AgiProtocolError,
     AgiRequest,
     AgiSession,
     FastAgiServer,
@@ -261,3 +262,42 @@ async def test_calls_arriving_while_the_loop_is_held_up_still_connect_then_are_s
     finally:
         for s in socks:
             s.close()
+
+
+@pytest.mark.parametrize("answer", [b"200 result=1\n", b"510 Invalid or unknown command\n"])
+async def test_a_decision_ends_our_side_so_asterisk_goes_on_without_waiting_for_us(
+        answer: bytes) -> None:
+    """The decision is the session's last word: its command comes with the end of our side
+    of the connection, which ends the AGI as soon as Asterisk has set the variable (it reads
+    the end next), with no wait for us to read its answer and close.  The answer is still
+    read: a refusal drops the session as before."""
+    answered = asyncio.Event()
+    outcome: list[str] = []
+
+    async def inbound(request: AgiRequest, session: AgiSession) -> None:
+        try:
+            await session.conclude("BACKLINE_DECISION", "announce^^^^^^^^")
+            outcome.append("set")
+        except AgiProtocolError:
+            outcome.append("refused")
+            raise
+        finally:
+            answered.set()
+
+    srv = FastAgiServer({"inbound": inbound})
+    port = await srv.start("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEADERS)
+    await writer.drain()
+    # The command, then the end of the stream, before Asterisk has answered anything.
+    assert await asyncio.wait_for(reader.read(), 5) == \
+        b'SET VARIABLE BACKLINE_DECISION "announce^^^^^^^^"\n'
+    assert not answered.is_set()
+    writer.write(answer)
+    await writer.drain()
+    writer.write_eof()  # Asterisk ends the AGI at our end, and closes
+    await asyncio.wait_for(answered.wait(), 5)
+    assert outcome == (["set"] if answer.startswith(b"200") else ["refused"])
+    assert srv.failures == (0 if answer.startswith(b"200") else 1)
+    writer.close()
+    await srv.stop()

@@ -170,7 +170,7 @@ class AsteriskDriver(CallPath, ModeKeys):
 
     async def _decide(self, call: InboundCall, uniqueid: str, session: AgiSession) -> None:
         async def send(decision: InboundDecision) -> None:
-            await session.set_variable(*packed(inbound_variables(decision, self.book)))
+            await session.conclude(*packed(inbound_variables(decision, self.book)))
 
         await self.take_inbound(call, uniqueid, send)
 
@@ -187,7 +187,7 @@ class AsteriskDriver(CallPath, ModeKeys):
     async def outbound(self, request: AgiRequest, session: AgiSession) -> None:
         desk_phone, digits = [*request.args, "", ""][:2]
         decision = self.take_outbound(desk_phone, digits)
-        await session.set_variable(*packed(outbound_variables(decision, self.book.directory)))
+        await session.conclude(*packed(outbound_variables(decision, self.book.directory)))
 
     async def transfer(self, request: AgiRequest, session: AgiSession) -> None:
         """A desk phone's blind transfer of an outside call (``backline-transfer``)."""
@@ -195,7 +195,7 @@ class AsteriskDriver(CallPath, ModeKeys):
         decision = decide_transfer(self.book, self.conversations, self.registrations, t,
                                    self.mode(), self.pbx.ring_seconds)
         log_transfer(t, decision)
-        await session.set_variable(*packed(transfer_variables(decision, self.book.directory)))
+        await session.conclude(*packed(transfer_variables(decision, self.book.directory)))
         if self.on_transfer is not None:
             self.after_decision(self.on_transfer(f"call:{request.get('uniqueid')}", t,
                                                   decision))
@@ -219,7 +219,7 @@ class AsteriskDriver(CallPath, ModeKeys):
         force the hours closed or open until the next scheduled change."""
         desk_phone, action, pin = [*request.args, "", "", ""][:3]
         ok = await self.desk_phone_feature(desk_phone, action, pin)
-        await session.set_variable(v.FEATURE_RESULT, "ok" if ok else "refused")
+        await session.conclude(v.FEATURE_RESULT, "ok" if ok else "refused")
 
     # -- AMI -------------------------------------------------------------------------------
 
