@@ -74,8 +74,12 @@ accountlogs=no
 """
 
 
+# Newchannel, Newstate, SoftHangupRequest and TestEvent (three a call from this build):
+# formatted for every call while the controller is logged in, read by nothing of Backline's
+# (bench/outage.py, with the controller up, against no AMI session at all).
 QUIET_EVENTS = ("Newexten", "VarSet", "AGIExecStart", "AGIExecEnd", "NewConnectedLine",
-                "NewCallerid", "NewAccountCode", "RTCPSent", "RTCPReceived")
+                "NewCallerid", "NewAccountCode", "RTCPSent", "RTCPReceived", "Newchannel",
+                "Newstate", "SoftHangupRequest", "TestEvent")
 
 
 def controller_address(pbx: AsteriskPbx) -> str:
