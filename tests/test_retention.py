@@ -162,7 +162,9 @@ def spool_message(spool: Path, n: int, msg_id: str, at: datetime, caller: str) -
 
 
 def files(*roots: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for root in roots for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file under ``roots`` (or each root that is a file), with its bytes."""
+    return {p: p.read_bytes() for root in roots
+            for p in ([root] if root.is_file() else sorted(root.rglob("*"))) if p.is_file()}
 
 
 @dataclass
@@ -313,6 +315,35 @@ async def test_a_removal_cut_short_by_a_crash_is_finished_and_audited_once(
                for n in "AB")
     await p.restart()
     assert len(p.audited()) == 2
+
+
+async def test_a_spool_that_cannot_be_pruned_keeps_its_messages_and_says_so(
+        practice: Practice) -> None:
+    # The controller may not remove Asterisk's files (immutable here, as another user's
+    # spool would be): the message stays whole in both places, the status page's line says
+    # why, and the fax goes; once the spool can be pruned, the message goes too.
+    p = practice
+    spool = p.tmp / "spool"
+    [audio] = spool.rglob("msg0000.wav")
+    b = p.journal.attempt(p.keys["B"])
+    assert b is not None
+    kept = files(spool) | files(Path(b.file))
+    await asyncio.to_thread(subprocess.run, ["chattr", "+i", str(audio)], check=True)
+    try:
+        p.clock.advance(60)
+        await p.restart()
+        health = p.controller.health["retention"]
+        assert health.verdict.value == "failing" and "Operation not permitted" in \
+            health.last_error, health
+        assert files(spool) | files(Path(b.file)) == kept
+        assert [p.journal.attempt(p.keys[n]).pruned is not None  # type: ignore[union-attr]
+                for n in "AB"] == [True, False]
+    finally:
+        await asyncio.to_thread(subprocess.run, ["chattr", "-i", str(audio)], check=True)
+    retention = p.controller.feature(RetentionFeature)
+    assert retention is not None and await retention.service.round() == 1
+    assert not await asyncio.to_thread(audio.exists)
+    assert not await asyncio.to_thread(Path(b.file).exists)
 
 
 async def test_a_pruned_message_still_in_a_spool_is_not_taken_in_again(

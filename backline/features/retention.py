@@ -62,6 +62,7 @@ class Retention:
         self._node = node
         self._health = health if health is not None else {}
         self.rounds = 0  # rounds finished by the background task
+        self.problem = ""  # what kept the last round from removing all that was due
         self.round_done = asyncio.Event()  # set after each of them (tests wait on it)
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -78,6 +79,7 @@ class Retention:
     async def round(self) -> int:
         """Remove what is due now; return for how many attempts.  Raises JournalError."""
         now = self._clock()
+        self.problem = ""
         removals: list[Removal] = []
         after = 0
         while True:
@@ -97,6 +99,7 @@ class Retention:
             except OSError as exc:
                 log.error("retention: the files of attempt %d could not be removed: %s",
                           r.attempt_id, exc.strerror or exc)
+                self.problem = f"a file could not be removed: {exc.strerror or exc}"
                 continue
             spool = spooled.get(r.spooled) if r.spooled else None
             entry = AuditEntry(now, ACTOR, ACTION, removal_detail(r, self.days, gone, spool))
@@ -119,6 +122,7 @@ class Retention:
         except OSError as exc:
             log.error("retention: the PBX's voicemail spool could not be pruned (%s): those "
                       "messages are all kept until it can", exc.strerror or exc)
+            self.problem = f"the PBX's voicemail spool: {exc.strerror or exc}"
             return {}
         if forgotten is None:
             return dict.fromkeys(wanted)
@@ -138,7 +142,7 @@ class Retention:
                 log.error("retention: the journal could not be read or marked: %s", exc)
                 self._say(self._health.get("retention"), now, str(exc))
             else:
-                self._say(self._health.get("retention"), now, "", done)
+                self._say(self._health.get("retention"), now, self.problem, done)
             self.rounds += 1
             self.round_done.set()
             with contextlib.suppress(TimeoutError):
