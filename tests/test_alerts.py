@@ -435,7 +435,10 @@ async def burst_with_smtp_down(site: Site, *, restart: bool) -> None:
         site.clock.advance(3600)
         await site.notifier.settle()
     assert len(site.sink.received) == 2 * EMAILS
-    assert len(site.gateway.sent) == 2 * len(ALERT_SMS)
+    # Only the alerts' texts: with ``restart`` the new controller also owes each of the 40
+    # outage SMS its automatic reply (journaled here without one), which it may be sending
+    # by now through the same gateway; those are not alerts.
+    assert len([t for t in site.gateway.sent if t.to in ALERT_SMS]) == 2 * len(ALERT_SMS)
     assert by_recipient(emails) == {e: 2 for e in ALERT_EMAILS}
     assert Counter(t.to for t in texts) == {n: 2 for n in ALERT_SMS}
     # The Message-IDs are those fixed in the journal before the first try, one per
