@@ -83,6 +83,8 @@ async def test_session_opens_with_connect_myevents_linger_then_rings_the_members
         assert apps == [
             ("set", "hangup_after_bridge=true"), ("set", "continue_on_fail=true"),
             ("set", "call_timeout=25"),
+            # Only an answer ends the ringing: a phone's early media wins nothing.
+            ("set", "ignore_early_media=ring_ready"),
             ("bridge", f"user/ana-p0@{DOMAIN},user/jo-p0@{DOMAIN},user/sam-p0@{DOMAIN}"),
             ("answer", ""), ("voicemail", f"default {DOMAIN} {TEAM[-10:]}"), ("hangup", "")]
         # Each application waits for the previous one: event-lock on every sendmsg.

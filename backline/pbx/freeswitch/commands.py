@@ -71,6 +71,14 @@ class Sounds:
     fax_spool: str = "/var/lib/freeswitch/fax"
 
 
+RING_ONLY_ON_ANSWER: Application = ("set", "ignore_early_media=ring_ready")
+"""Before a bridge that rings desk phones at once.  By default the originate returns on the
+first leg's early media (a 183 with SDP): that phone would win, the others stop ringing, and
+``call_timeout`` no longer applies, so an unanswered call never reaches voicemail.  With
+``ring_ready`` only an answer ends the ringing, and the caller is sent 180 on the first 183
+(FreeSWITCH's channel variable catalogue, ``ignore_early_media``)."""
+
+
 def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
                          call_uuid: str) -> list[Application]:
     domain = _checked("domain", _DOMAIN, domain)
@@ -84,6 +92,7 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
             return [("set", "hangup_after_bridge=true"),
                     ("set", "continue_on_fail=true"),
                     ("set", f"call_timeout={int(decision.ring_seconds)}"),
+                    RING_ONLY_ON_ANSWER,
                     ("bridge", targets),
                     ("answer", None),
                     ("voicemail", f"{names.VOICEMAIL_PROFILE} {domain} "
@@ -193,6 +202,7 @@ def outbound_applications(decision: OutboundDecision, domain: str, sounds: Sound
             return [*cid,
                     ("set", f"effective_caller_id_name={caller_id_name(decision.caller_id_name)}"),
                     ("set", f"call_timeout={int(decision.ring_seconds)}"),
+                    RING_ONLY_ON_ANSWER,
                     ("bridge", targets), ("hangup", None)]
         case RefuseOutbound():
             return [("answer", None), ("playback", sounds.outbound_refusal), ("hangup", None)]
