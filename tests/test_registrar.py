@@ -49,7 +49,7 @@ async def call_rings_both(proxy: tuple[str, int], tmp: Path, ana: SippProcess,
     result = await asyncio.to_thread(call.wait, 60)
     assert result.ok and result.successful == 1, call.describe()
     for phone in (ana, mia):
-        await asyncio.to_thread(phone.wait_for_invites, n, 15)
+        await asyncio.to_thread(phone.wait_for_invites, n, 30)
 
 
 async def test_kamailio_registrar_rings_every_member_on_either_node(
@@ -150,7 +150,7 @@ async def test_kamailio_registrar_rings_every_member_on_either_node(
                                   password=a.secret("ana-desk"), auth_user="ana-desk",
                                   timeout=30)
                 try:
-                    await asyncio.to_thread(mia.wait_for_invites, 26, 20)
+                    await asyncio.to_thread(mia.wait_for_invites, 26, 30)
                 finally:
                     out.kill()
             finally:
