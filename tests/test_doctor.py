@@ -351,7 +351,7 @@ async def test_on_asterisk_the_clock_and_the_carrier_trunk_registration(
         assert "connections.pbx.trunk.username" in line
 
 
-async def until_carrier_answer_is_held(cli: Callable[[str], str], within: float = 15) -> None:
+async def until_carrier_answer_is_held(cli: Callable[[str], str], within: float = 30) -> None:
     """Until Asterisk has taken in the carrier's answer to its REGISTER (it may still be
     reading it when the carrier's scenario ends)."""
     loop = asyncio.get_running_loop()

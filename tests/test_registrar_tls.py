@@ -119,7 +119,7 @@ async def through_kamailio(net: Topology, p: PracticePbx, listen: HostPort, tmp:
         call = place_calls((listen.host, listen.port), tmp, DIRECT, from_user=PATIENT,
                            timeout=30, host=Host(net.carrier, net.wan.name))
         try:
-            incoming = await phone.wait_event("CALL_INCOMING", within=20)
+            incoming = await phone.wait_event("CALL_INCOMING", within=30)
             assert str(incoming.get("peeruri", "")).startswith("sip:"), incoming
             await phone.command("accept")
             await phone.wait_event("CALL_ESTABLISHED")

@@ -151,11 +151,11 @@ def test_a_tls_srtp_phone_talks_both_ways_hears_the_announcement_and_the_lan_sho
                 caller = talking_caller((net.pbx_lan, p.ports.sip), tmp_path, DIRECT,
                                         from_user=PATIENT, audio=caller_audio,
                                         host=Host(net.carrier, net.wan.name))
-                await phone.wait_event("CALL_INCOMING", within=20)
+                await phone.wait_event("CALL_INCOMING", within=30)
                 await phone.command("accept")
                 answered = await p.events.wait_for(
                     lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER",
-                    within=20)
+                    within=30)
                 assert answered["DestChannel"].startswith("PJSIP/ana-desk-")
                 await until_sent(p, answered["DestChannel"], PACKETS)
                 await until_sent(p, answered["Channel"], PACKETS)
@@ -286,11 +286,11 @@ def test_with_tls_to_the_carrier_calls_go_both_ways_and_the_wan_shows_no_clear_s
                     procs.append(talking_caller((net.carrier, SIP_PORT), tmp_path, DIRECT,
                                                 from_user=PATIENT, audio=caller_audio,
                                                 host=Host(net.pstn, net.wan.name)))
-                    await phone.wait_event("CALL_INCOMING", within=20)
+                    await phone.wait_event("CALL_INCOMING", within=30)
                     await phone.command("accept")
                     answered = await p.events.wait_for(
                         lambda e: e.get("Event") == "DialEnd"
-                        and e.get("DialStatus") == "ANSWER", within=20)
+                        and e.get("DialStatus") == "ANSWER", within=30)
                     assert answered["DestChannel"].startswith("PJSIP/ana-desk-")
                     await until_sent(p, answered["DestChannel"], PACKETS // 4)
                     await phone.command("hangup")
@@ -304,10 +304,10 @@ def test_with_tls_to_the_carrier_calls_go_both_ways_and_the_wan_shows_no_clear_s
                     since = len(phone.events)
                     await phone.command(
                         "dial", f"sip:{PATIENT}@{net.pbx_lan}:{TLS_PORT};transport=tls")
-                    await phone.wait_event("CALL_ESTABLISHED", since=since, within=20)
-                    (invite,) = await asyncio.to_thread(pstn.wait_for_invites, 1, 15)
+                    await phone.wait_event("CALL_ESTABLISHED", since=since, within=30)
+                    (invite,) = await asyncio.to_thread(pstn.wait_for_invites, 1, 30)
                     assert invite.start_line.startswith(f"INVITE sip:{PATIENT}@")
-                    await phone.wait_event("CALL_CLOSED", since=since, within=20)
+                    await phone.wait_event("CALL_CLOSED", since=since, within=30)
                 finally:
                     await phone.stop()
         finally:
