@@ -128,7 +128,10 @@ async def test_up_killed_then_run_imports_what_the_pbx_took_alone_and_up_adopts_
             assert second.returncode == 1 and "another `backline up`" in second.stderr, second
             assert not any(line.startswith("ready") for line in second.stdout.splitlines())
             assert instance.find_running() == pid
-            engaged = backline("outage", "engage", "--reason", "drill", "--config", str(cfg))
+            # Up to 30 s for `up` to confirm the PBX has it (the default 5 s a loaded
+            # machine can miss); it returns as soon as it is confirmed.
+            engaged = backline("outage", "engage", "--reason", "drill", "--wait", "30",
+                               "--config", str(cfg))
             assert engaged.returncode == 0, engaged.stderr
             up.wait_for("mode is now outage", 30)
             up.signal(signal.SIGKILL)  # no goodbye: Asterisk goes on alone
