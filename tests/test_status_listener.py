@@ -90,7 +90,7 @@ async def test_backline_run_serves_the_status_only_on_its_listener_and_with_the_
                             connections_extra=extra) as pbx:
         controller = ControllerProcess(pbx)
         try:
-            controller.wait_for(f"status page on http://127.0.0.1:{ops}/status", 5)
+            controller.wait_for(f"status page on http://127.0.0.1:{ops}/status", 60)
             for path in STATUS_PAGES:
                 assert (await fetch(f"http://127.0.0.1:{pages}{path}"))[::2] == \
                     (404, "404 Not Found\n"), path

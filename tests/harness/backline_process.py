@@ -80,7 +80,7 @@ class BacklineProcess:
         """All the output until the process exits."""
         self.proc.wait(timeout)
         with pytest.raises(AssertionError):
-            self.wait_for("\0never printed\0", 5)
+            self.wait_for("\0never printed\0", 30)  # reads on to the end of its output
         return "".join(self.lines)
 
     def signal(self, sig: signal.Signals) -> None:
