@@ -210,7 +210,7 @@ def invite_from(source: str, proxy: HostPort, *, final: bool = False) -> int | N
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((source, 0))
         port = sock.getsockname()[1]
-        sock.settimeout(15)
+        sock.settimeout(30)  # recv returns on Kamailio's answer; this bounds a hang
         request = (f"INVITE sip:+13125550100@{proxy.host}:{proxy.port} SIP/2.0\r\n"
                    f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bK{call_id[:16]};rport\r\n"
                    "Max-Forwards: 70\r\n"
