@@ -64,7 +64,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 held = []
 for _ in range(count + 1):
     s = socket.socket()
-    s.settimeout(20)
+    s.settimeout(60)
     s.connect(("127.0.0.1", port))
     held.append(s)
 print(repr(held[-1].recv(200)), flush=True)
@@ -141,7 +141,7 @@ async def test_idle_connections_cannot_take_the_descriptors_calls_need(
             assert result.ok and result.successful == CALLS, callers.describe()
             assert not [e for e in pbx.events.named("Newexten")
                         if e.get("Context") == "backline-announce"]
-            controller.wait_for("inbound call from", 10, count=CALLS)
+            controller.wait_for("inbound call from", 60, count=CALLS)
             assert len(decisions(controller)) == CALLS, "".join(controller.lines[-30:])
             attempts = [a for a in pbx.controller.journal.attempts(limit=200)
                         if a.kind is AttemptKind.CALL and a.recipient == UNKNOWN]
