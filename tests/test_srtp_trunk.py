@@ -93,16 +93,16 @@ def test_with_srtp_to_the_carrier_the_wan_carries_no_audible_rtp_and_both_sides_
                 phone = await phone_on_lan(net, p, tmp_path / "ana", ca, says,
                                            account(p, net, "ana"))
                 try:
-                    await p.driver.wait_registered({"ana"}, within=10)
+                    await p.driver.wait_registered({"ana"}, within=30)
                     # In: a patient calls Dr. Lee's line through the provider; she answers.
                     procs.append(talking_caller((net.carrier, SIP_PORT), tmp_path, DIRECT,
                                                 from_user=PATIENT, audio=caller_audio,
                                                 host=Host(net.pstn, net.wan.name)))
-                    await phone.wait_event("CALL_INCOMING", within=20)
+                    await phone.wait_event("CALL_INCOMING", within=30)
                     await phone.command("accept")
                     answered = await p.events.wait_for(
                         lambda e: e.get("Event") == "DialEnd"
-                        and e.get("DialStatus") == "ANSWER", within=20)
+                        and e.get("DialStatus") == "ANSWER", within=30)
                     # Both ways, a whole round of each side's tones and more.
                     await until_sent(p, answered["Channel"], 150)
                     await until_sent(p, answered["DestChannel"], 150)
@@ -149,7 +149,7 @@ def test_a_911_call_goes_out_in_the_clear_when_the_carrier_will_not_take_srtp(
                 phone = await phone_on_lan(net, p, tmp_path / "ana", ca, says,
                                            account(p, net, "ana"))
                 try:
-                    await p.driver.wait_registered({"ana"}, within=10)
+                    await p.driver.wait_registered({"ana"}, within=30)
                     # An ordinary call fails: the provider refuses the SRTP offer.
                     since = len(phone.events)
                     await phone.command(
