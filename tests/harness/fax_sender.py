@@ -156,11 +156,11 @@ class FaxSender:
         self.instance.host_path(self.instance.dir("spool") / DOCUMENTS).mkdir(exist_ok=True)
         # cdr_csv (a required module) logs an error per call without its directory.
         self.instance.host_path(self.instance.dir("log") / "cdr-csv").mkdir(exist_ok=True)
-        await asyncio.to_thread(self.instance.start)
+        await asyncio.to_thread(self.instance.start, 60)  # 60 s, 30 s: bounds on a hang only
         self.ami = AmiLink(LOOPBACK, self.instance.ports.ami, AMI_USER, self.secret)
         self.ami.on_event("UserEvent", self._on_user_event)
         self.ami.on_event("OriginateResponse", self._on_originate)
-        await self.ami.connect(within=10)
+        await self.ami.connect(within=30)
 
     async def stop(self) -> None:
         if self.ami is not None:
