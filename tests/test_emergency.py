@@ -25,6 +25,7 @@ from backline.core.emergency import EmergencyCall, caller_id_name, emergency_cal
 from backline.core.outage import Mode, Via
 from backline.core.ownership import OwnershipBook
 from backline.core.routing import decide_outbound
+from backline.features import emergency_notices
 from backline.journal import open_journal
 from backline.journal.emergency import EmergencyNotice, NoticeState
 from tests.harness.backline_process import ControllerProcess
@@ -131,6 +132,9 @@ async def test_every_desk_phone_presents_its_callback_number_in_every_mode(
 async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SMS_TOKEN_ENV, AUTH_TOKEN)
+    # The notices' nap between rounds (30 s, as long as the waits below) made an hour: only
+    # the call's wake can send them before those waits, which then only bound a hang.
+    monkeypatch.setattr(emergency_notices, "MAX_NAP", 3600.0)
     async with SmtpSink() as sink, TwilioGateway() as gateway:
         extra = (f"  smtp: {{host: 127.0.0.1, port: {sink.port}, starttls: false, "
                  "from: backline@t.example}\n"
@@ -149,7 +153,8 @@ async def test_the_notice_reaches_email_sms_and_a_desk_phone_at_once(
                 await pbx.driver.wait_registered({"raj"}, within=30)
                 await dial(pbx, tmp_path, "ana-desk", "911")
                 # "At once": the call wakes the notices (the service would otherwise nap up
-                # to MAX_NAP, 30 s, longer than these waits), each sent on its first try.
+                # to MAX_NAP, an hour here, far longer than these waits), each sent on its
+                # first try.
                 emails = await sink.wait_for(1, within=30)
                 texts = await gateway.wait_for_sent(1, within=30)
                 calls = pbx.controller.journal.emergency_calls()
