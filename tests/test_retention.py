@@ -317,6 +317,29 @@ async def test_a_removal_cut_short_by_a_crash_is_finished_and_audited_once(
     assert len(p.audited()) == 2
 
 
+async def test_a_clock_stepped_ahead_removes_nothing_before_n_days_have_passed(
+        practice: Practice) -> None:
+    # The date is set a week ahead while the controller runs (typed in wrong, a bad time
+    # source) a day before A and B fall due: they stay; once that day has passed by both
+    # clocks, they go.
+    p = practice
+    fax_dir, store, spool = p.tmp / "fax", p.tmp / "voicemail", p.tmp / "spool"
+    p.clock.now = T0 + timedelta(days=DAYS - 1)
+    await p.restart()  # its first round: nothing due
+    before = files(fax_dir, store, spool)
+    feature = p.controller.feature(RetentionFeature)
+    assert feature is not None
+    retention = feature.service
+    start = retention.monotonic()
+    p.clock.advance(7 * 86400)
+    assert await retention.round() == 0
+    assert files(fax_dir, store, spool) == before and p.audited() == []
+    retention.monotonic = lambda: start + 86400 + 60
+    p.clock.advance(86400 + 60)
+    assert await retention.round() == 2
+    assert len(p.audited()) == 2
+
+
 async def test_a_spool_that_cannot_be_pruned_keeps_its_messages_and_says_so(
         practice: Practice) -> None:
     # The controller may not remove Asterisk's files (immutable here, as another user's

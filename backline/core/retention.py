@@ -77,6 +77,24 @@ def describe(days: int | None, *, inbox: bool, spool: bool) -> str:
     return said
 
 
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """The controller's clock and its process's monotonic clock, read together at its first
+    round: what the time that passed since is measured against."""
+
+    wall: datetime
+    monotonic: float
+
+
+def clock_ahead(base: Baseline, now: datetime, monotonic: float) -> timedelta:
+    """How far the clock ``now`` has been stepped ahead of the time that passed since
+    ``base`` (``monotonic`` seconds on the same monotonic clock); zero when it has not.  A
+    round counts ``now`` less this: a date set a year ahead (by hand, or a bad time source)
+    would otherwise remove at once what the inbox accepted yesterday.  A clock stepped back
+    needs nothing: it only keeps files longer."""
+    return max(timedelta(0), (now - base.wall) - timedelta(seconds=monotonic - base.monotonic))
+
+
 def accepted_before(now: datetime, days: int) -> datetime:
     """Items the inbox accepted before this are due: more than ``days`` days ago."""
     return now - timedelta(days=days)

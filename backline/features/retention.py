@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from backline.core.connections import FreeswitchPbx
@@ -26,9 +27,11 @@ from backline.core.records import AttemptKind, AuditEntry
 from backline.core.retention import (
     ACTION,
     ACTOR,
+    Baseline,
     Removal,
     Stores,
     accepted_before,
+    clock_ahead,
     describe,
     due,
     removal_detail,
@@ -43,6 +46,7 @@ log = logging.getLogger("backline.retention")
 
 ROUND_EVERY = 3600.0  # seconds: files go within an hour of falling due
 PAGE = 200  # records read at a time
+STEP_NOTED = timedelta(minutes=1)  # a step of the clock ahead this large is logged
 
 Forget = Callable[[Collection[str]], Awaitable[dict[str, list[str]] | None]]
 
@@ -52,7 +56,8 @@ class Retention:
 
     def __init__(self, journal: Journal, clock: Callable[[], datetime], days: int,
                  stores: Stores, forget: Forget, ready: asyncio.Event, *, node: str = "",
-                 health: dict[str, Health] | None = None) -> None:
+                 health: dict[str, Health] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.journal = journal
         self.days = days
         self.stores = stores
@@ -61,6 +66,10 @@ class Retention:
         self._ready = ready
         self._node = node
         self._health = health if health is not None else {}
+        # The time that passed, as against the clock's date (tests move both by hand): a
+        # step of the clock ahead is not counted (backline.core.retention.clock_ahead).
+        self.monotonic = monotonic
+        self._base: Baseline | None = None
         self.rounds = 0  # rounds finished by the background task
         self.problem = ""  # what kept the last round from removing all that was due
         self.round_done = asyncio.Event()  # set after each of them (tests wait on it)
@@ -78,14 +87,21 @@ class Retention:
 
     async def round(self) -> int:
         """Remove what is due now; return for how many attempts.  Raises JournalError."""
-        now = self._clock()
+        now, passed = self._clock(), self.monotonic()
+        if self._base is None:
+            self._base = Baseline(now, passed)
+        ahead = clock_ahead(self._base, now, passed)
+        if ahead > STEP_NOTED:
+            log.warning("retention: the clock is %s ahead of the time that passed since the "
+                        "controller started; only the time that passed is counted", ahead)
+        counted = now - ahead
         self.problem = ""
         removals: list[Removal] = []
         after = 0
         while True:
             page = await asyncio.to_thread(self.journal.kept_delivered, self._node,
-                                           accepted_before(now, self.days), after, PAGE)
-            removals += due(page, now, self.days, self.stores, node=self._node)
+                                           accepted_before(counted, self.days), after, PAGE)
+            removals += due(page, counted, self.days, self.stores, node=self._node)
             if len(page) < PAGE:
                 break
             after = page[-1].attempt.id
