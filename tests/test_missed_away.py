@@ -78,7 +78,7 @@ async def test_a_call_missed_while_the_controller_was_away_is_one_item_on_its_re
             await pbx.driver.stop()
             assert pbx.controller.inbox is not None
             await pbx.controller.inbox.close()
-            hang_up(ringing)
+            await asyncio.to_thread(hang_up, ringing)
             assert (await asyncio.to_thread(ringing.wait, 30)).ok, ringing.describe()
             assert (await asyncio.to_thread(leaving.wait, 60)).ok, leaving.describe()
         finally:

@@ -104,7 +104,11 @@ def ringing_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: s
 
 
 def hang_up(caller: SippProcess) -> None:
-    """Tell ``caller`` (ringing) to hang up: a MESSAGE in its call, sent to its SIP port."""
+    """Tell ``caller`` (ringing) to hang up: a MESSAGE in its call, sent to its SIP port,
+    once it has the 180 (the scenario takes the MESSAGE only after it: before, SIPp would
+    abort the call on an unexpected message)."""
+    caller.wait_for_messages(lambda ms: any(m.direction == "received" and m.status == 180
+                                            for m in ms))
     [invite] = [m for m in caller.messages() if m.direction == "sent" and m.method == "INVITE"]
     call_id = invite.header("Call-ID")
     assert call_id, invite
