@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from aiohttp import ClientSession, web
 from backline.app.serve import asterisk_reloader
 from tests.harness.baresip import write_wav
 from tests.harness.netns import Topology
+from tests.harness.ports import listen_port
 from tests.harness.practice_pbx import PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, Host, answering_phone, place_calls, register
 from tests.harness.tls_edge import TlsEdge
@@ -65,7 +65,9 @@ def metric(p: PracticePbx, name: bytes) -> float:
 def test_a_registered_phone_refusing_srtp_is_named_until_it_answers_encrypted_or_a_reload(
         net: Topology, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ca = tmp_path / "practice-ca"
-    status_port = net.pbx.free_port("127.0.0.1", socket.SOCK_STREAM)
+    # Not a kernel-chosen port: the controller's AMI and FastAGI connections in the PBX's
+    # namespace take theirs from the same ephemeral range before the status site binds.
+    status_port = listen_port()
     says = write_wav(tmp_path / "ana.wav", tone_samples(PHONE) * 3)
 
     async def body() -> None:
@@ -88,7 +90,7 @@ def test_a_registered_phone_refusing_srtp_is_named_until_it_answers_encrypted_or
                 await asyncio.to_thread(register, (at.address, edge.port), tmp_path,
                                         "ana-desk", p.secret("ana-desk"), aor="ana",
                                         contact_port=old.port, host=at, transport="t1",
-                                        timeout=20)
+                                        timeout=30)
                 await p.driver.wait_registered({"ana"}, within=30)
                 callers.append(place_calls((net.pbx_lan, p.ports.sip), tmp_path, DIRECT,
                                            from_user=PATIENT,
@@ -135,11 +137,11 @@ def test_a_registered_phone_refusing_srtp_is_named_until_it_answers_encrypted_or
                     await p.events.wait_for(lambda _: refusals(p) == 2, within=30)
                     await heard(p)
                     assert p.controller.refusing_encryption.names() == ["ana-desk"]
-                    await phone.wait_event("CALL_INCOMING", within=20)
+                    await phone.wait_event("CALL_INCOMING", within=30)
                     await phone.command("accept")
                     answered = await p.events.wait_for(
                         lambda e: e.get("Event") == "DialEnd"
-                        and e.get("DialStatus") == "ANSWER", within=20)
+                        and e.get("DialStatus") == "ANSWER", within=30)
                     assert answered["DestChannel"].startswith("PJSIP/ana-desk-SRTP-")
                     await heard(p)
                     assert p.controller.refusing_encryption.names() == []
