@@ -24,8 +24,8 @@ async def call(p: PracticePbx, tmp: Path, number: str, tel: Literal["request", "
     attempt the journal took (its recipient, its outcome); ``seen``: the attempts' keys
     so far."""
     caller = place_calls(("127.0.0.1", p.ports.sip), tmp / tel, number, from_user="carrier",
-                         tel=tel, timeout=20)
-    assert (await asyncio.to_thread(caller.wait, 30)).ok, caller.describe()
+                         tel=tel, timeout=60)  # the whole announcement, on a loaded machine
+    assert (await asyncio.to_thread(caller.wait, 90)).ok, caller.describe()
     journal = p.controller.journal
     await p.controller.wait_rounds(lambda: len(journal.attempts(limit=10)) > len(seen),
                                    within=30)
