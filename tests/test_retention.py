@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -41,7 +42,15 @@ from backline.features.links import tokens as links
 from backline.features.links.server import make_link_app
 from backline.features.links.voicemail_server import make_voicemail_app
 from backline.features.retention import RetentionFeature
-from backline.journal import AuditEntry, Delivery, Journal, NewAttempt, Outcome, open_journal
+from backline.journal import (
+    AuditEntry,
+    Delivery,
+    Journal,
+    JournalError,
+    NewAttempt,
+    Outcome,
+    open_journal,
+)
 from backline.pbx.fax_desk import spool_name
 from tests.fax_samples import STANDARD, fax_tiff, letter
 from tests.harness.alert_site import FakeClock, free_port
@@ -338,6 +347,36 @@ async def test_a_clock_stepped_ahead_removes_nothing_before_n_days_have_passed(
     p.clock.advance(86400 + 60)
     assert await retention.round() == 2
     assert len(p.audited()) == 2
+
+
+async def test_files_removed_before_the_journal_failed_are_named_in_their_audit(
+        practice: Practice) -> None:
+    # The journal refuses the round's first mark (A's), after B's spool message went with
+    # the round's spool pass: once it takes them, each audit entry names what went.
+    p = practice
+    a, b = (p.journal.attempt(p.keys[n]) for n in "AB")
+    assert a is not None and b is not None
+    await p.restart()  # nothing due yet; the database is the journal's own file
+    db = sqlite3.connect(p.tmp / "journal.db")
+    db.execute("CREATE TRIGGER refuse BEFORE UPDATE OF pruned_at ON attempts "
+               "BEGIN SELECT RAISE(ABORT, 'the test refuses the mark'); END")
+    db.commit()
+    feature = p.controller.feature(RetentionFeature)
+    assert feature is not None
+    p.clock.advance(60)
+    with pytest.raises(JournalError):
+        await feature.service.round()
+    assert not await asyncio.to_thread(Path(a.file).exists)
+    assert not list(await asyncio.to_thread(lambda: list((p.tmp / "spool").rglob("msg0000.*"))))
+    assert p.audited() == []
+    db.execute("DROP TRIGGER refuse")
+    db.commit()
+    db.close()
+    assert await feature.service.round() == 2
+    details = p.audited()
+    assert any(f"removed from Backline's store: {Path(a.file).name}" in d for d in details), \
+        details
+    assert any("from the PBX's spool: msg0000.wav, msg0000.txt" in d for d in details), details
 
 
 async def test_a_spool_that_cannot_be_pruned_keeps_its_messages_and_says_so(

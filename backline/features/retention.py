@@ -70,6 +70,9 @@ class Retention:
         # step of the clock ahead is not counted (backline.core.retention.clock_ahead).
         self.monotonic = monotonic
         self._base: Baseline | None = None
+        # By attempt: the files and spool files removed whose audit entry is not written yet
+        # (the journal failed mid-round): named in the entry a later round writes.
+        self._gone: dict[int, tuple[list[str], list[str]]] = {}
         self.rounds = 0  # rounds finished by the background task
         self.problem = ""  # what kept the last round from removing all that was due
         self.round_done = asyncio.Event()  # set after each of them (tests wait on it)
@@ -106,6 +109,9 @@ class Retention:
                 break
             after = page[-1].attempt.id
         spooled = await self._forget_spooled(removals)
+        for r in removals:  # what went, kept until its audit entry is written
+            if r.spooled and (names := spooled.get(r.spooled)):
+                self._gone.setdefault(r.attempt_id, ([], []))[1].extend(names)
         done = 0
         for r in removals:
             if r.spooled and r.spooled not in spooled:
@@ -117,10 +123,14 @@ class Retention:
                           r.attempt_id, exc.strerror or exc)
                 self.problem = f"a file could not be removed: {exc.strerror or exc}"
                 continue
-            spool = spooled.get(r.spooled) if r.spooled else None
-            entry = AuditEntry(now, ACTOR, ACTION, removal_detail(r, self.days, gone, spool))
+            files, spool = self._gone.setdefault(r.attempt_id, ([], []))
+            files.extend(gone)
+            managed = r.spooled and spooled.get(r.spooled) is not None
+            entry = AuditEntry(now, ACTOR, ACTION, removal_detail(
+                r, self.days, files, spool if managed else None))
             done += await asyncio.to_thread(self.journal.mark_pruned, r.attempt_id, now,
                                             self.days, entry)
+            del self._gone[r.attempt_id]
         if done:
             log.info("retention: the files of %d fax(es) and voicemail(s) the inbox accepted "
                      "more than %d days ago are removed", done, self.days)
