@@ -59,7 +59,7 @@ class TlsEdge:
             return sock
 
         def connected() -> socket.socket:
-            sock = socket.create_connection(pbx, timeout=10)
+            sock = socket.create_connection(pbx, timeout=30)
             sock.settimeout(None)
             return sock
 
@@ -106,7 +106,7 @@ class TlsEdge:
 
     async def _to_uas(self) -> asyncio.StreamWriter:
         def connected() -> socket.socket:
-            sock = socket.create_connection((self.address, self.uas_port), timeout=10)
+            sock = socket.create_connection((self.address, self.uas_port), timeout=30)
             sock.settimeout(None)
             return sock
 
