@@ -262,6 +262,9 @@ async def test_a_caller_id_cannot_rewrite_the_request_and_a_5000_character_one_i
         assert plays == ["ss-noservice"] * 3
         assert dialled_endpoints(pbx) == []
         assert pbx.driver.agi.failures == 0
+        # Asterisk's own log holds no caller's number: it is not told each dialplan step.
+        log = (await asyncio.to_thread(pbx.instance.log_path.read_text, errors="replace"))
+        assert "Asterisk Ready." in log and "7205550141" not in log
 
 
 async def test_controller_reconnects_after_asterisk_is_killed(

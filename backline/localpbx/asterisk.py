@@ -119,7 +119,12 @@ def local_instance(directory: Directory, name: str, *, root: Path | None = None
                           udptl_end=pbx.udptl.end)
     # ``bind`` is where start() looks for the AMI banner: AMI's address, not SIP's (which
     # faces the practice's LAN once it is off loopback).
-    return AsteriskInstance(name, ports, root=root, bind=pbx.ami.host, systemname=pbx.node)
+    # verbose 1: the log keeps notices, warnings, errors and start-up, not a line per
+    # dialplan step with its arguments: those hold every caller's number (patient data in a
+    # log that grows with every call) and cost Asterisk a write per step on the call path.
+    # Ops who follow a call turn it up in the console (`core set verbose 3`).
+    return AsteriskInstance(name, ports, root=root, bind=pbx.ami.host, systemname=pbx.node,
+                            verbose=1)
 
 
 def prepare(directory: Directory, name: str, *, secrets_path: Path | None = None,
