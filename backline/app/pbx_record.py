@@ -157,8 +157,9 @@ class PbxRecord:
                 log.error("voicemail left in the PBX's spool could not be read: %s",
                           exc.strerror or exc)
             else:
-                if text is not None and (missed := await self.voicemail.take_missed(
-                        list(cdr.unanswered_ends(text)), seen)):
+                ends = [] if text is None else \
+                    await asyncio.to_thread(lambda: list(cdr.unanswered_ends(text)))
+                if ends and (missed := await self.voicemail.take_missed(ends, seen)):
                     log.warning("%d missed call(s) ended while the controller was away are "
                                 "now journaled", missed)
         self.imported.set()
@@ -177,7 +178,10 @@ class PbxRecord:
 
     async def _import_cdr(self, text: str) -> int:
         late_911 = 0
-        for call in self.cdr_emergency(text):  # first: people on site are waiting
+        # Parsed in a worker thread: a year's record is megabytes, and the event loop decides
+        # calls meanwhile.
+        emergencies = await asyncio.to_thread(lambda: list(self.cdr_emergency(text)))
+        for call in emergencies:  # first: people on site are waiting
             try:
                 late_911 += await self._emergency(call)
             except JournalError as exc:
@@ -186,7 +190,7 @@ class PbxRecord:
         if late_911:
             log.warning("%d emergency call(s) placed while the controller was away: their "
                         "notices go out now, late", late_911)
-        rows = list(self.cdr_rows(text))
+        rows = await asyncio.to_thread(lambda: list(self.cdr_rows(text)))
         history = await asyncio.to_thread(self.journal.mode_history, 1000)
         new = 0
         for row in rows:
