@@ -31,9 +31,9 @@ def _emergency(d: Directory, pbx: AsteriskPbx) -> str:
     ID stays its extension.  Nothing waits on the controller, which learns of the call from
     Asterisk's own DialBegin after the carrier's INVITE is out
     (backline.pbx.asterisk.emergency_leg), or from the call record, by its context and
-    number (backline.pbx.asterisk.cdr).  The carrier's channel keeps the number dialled as
-    its extension, so an attended transfer of a caller to it is known to be to 911 and
-    never undone (backline.pbx.asterisk.events)."""
+    number (backline.pbx.asterisk.cdr).  The carrier's channel keeps what Dial dialled it
+    with (DIALEDPEERNUMBER, ``911@endpoint``), so an attended transfer of a caller to it is
+    known to be to 911 and never undone (backline.pbx.asterisk.events)."""
     presents = f",,f({var(v.EMERGENCY_NAME)} <{var(v.EMERGENCY_CALLBACK)}>)"
     return "\n".join(
         f"; {e}: emergency, never through the controller (no step before Dial)\n"
