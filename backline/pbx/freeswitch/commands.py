@@ -40,13 +40,13 @@ Application = tuple[str, str | None]
 _DESK_PHONE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _DOMAIN: Final = re.compile(r"[A-Za-z0-9.:\[\]-]{1,253}")
 _NUMBER: Final = re.compile(r"\+?[0-9]{1,15}")
-_BOX: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
+BOX: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")  # a voicemail box, as rendered
 # What carriers pass through in a caller-ID name, and nothing that FreeSWITCH's variable
 # expansion (``$``, ``{``), its app-argument splitting (``,``... not here) or SIP quoting
 # (``"``, ``<``) would act on.
 _CID_NAME: Final = re.compile(r"[A-Za-z0-9 .'&-]{0,15}")
 _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_PATH: Final = re.compile(r"/[A-Za-z0-9_./-]{1,255}")
+PATH: Final = re.compile(r"/[A-Za-z0-9_./-]{1,255}")  # an absolute path we name
 
 
 def _checked(field: str, pattern: re.Pattern[str], value: str) -> str:
@@ -96,16 +96,16 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
                     ("bridge", targets),
                     ("answer", None),
                     ("voicemail", f"{names.VOICEMAIL_PROFILE} {domain} "
-                                  f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
+                                  f"{_checked('voicemail_box', BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case SendToVoicemail():
             return [("answer", None),
                     ("voicemail", f"{names.VOICEMAIL_PROFILE} {domain} "
-                                  f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
+                                  f"{_checked('voicemail_box', BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case PlayAnnouncement():
             return [("answer", None),
-                    ("playback", _checked("announcement", _PATH, sounds.announcement)),
+                    ("playback", _checked("announcement", PATH, sounds.announcement)),
                     ("hangup", None)]
         case RefuseUnknownNumber():
             return [("answer", None), ("playback", sounds.refusal), ("hangup", None)]
@@ -119,11 +119,11 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
                     ("hangup", names.REJECT_CAUSE)]
         case PlayClosedAnnouncement():
             # The clip lies beside the announcement (backline render writes both).
-            folder = _checked("announcement", _PATH, sounds.announcement).rpartition("/")[0]
+            folder = _checked("announcement", PATH, sounds.announcement).rpartition("/")[0]
             clip = f"{folder}/{closed_clip(_checked('number', _NUMBER, decision.number))}.wav"
             return [("answer", None), ("playback", clip),
                     ("voicemail", f"{names.VOICEMAIL_PROFILE} {domain} "
-                                  f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
+                                  f"{_checked('voicemail_box', BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case ForwardToAnsweringService():
             return [("set", "effective_caller_id_number="
@@ -144,15 +144,15 @@ def fax_setup() -> list[Application]:
 def greeting_setup(box: str, announcement: str) -> list[Application]:
     """Before box ``box`` takes a message: the number's greeting, rendered beside the
     announcement (``greeting-BOX.wav``, as for Asterisk), and no instructions after it."""
-    folder = _checked("announcement", _PATH, announcement).rpartition("/")[0]
-    clip = greeting_clip(_checked("voicemail_box", _BOX, box))
+    folder = _checked("announcement", PATH, announcement).rpartition("/")[0]
+    clip = greeting_clip(_checked("voicemail_box", BOX, box))
     return [("set", f"{names.SKIP_INSTRUCTIONS}=true"),
             ("set", f"{names.VOICEMAIL_GREETING}={folder}/{clip}.wav")]
 
 
 def fax_file(spool: str, call_uuid: str) -> str:
     """Where rxfax writes the fax of call ``call_uuid``."""
-    spool = _checked("fax_spool", _PATH, spool)
+    spool = _checked("fax_spool", PATH, spool)
     return f"{spool}/" + names.FAX_FILE.format(uuid=_checked("uuid", _UUID, call_uuid))
 
 
@@ -188,7 +188,7 @@ def outbound_applications(decision: OutboundDecision, domain: str, sounds: Sound
             # generated secret nobody is given, as Asterisk's VoiceMailMain(...,s) does.
             return [("answer", None),
                     ("voicemail", f"check auth {names.VOICEMAIL_PROFILE} {domain} "
-                                  f"{_checked('voicemail_box', _BOX, decision.voicemail_box)}"),
+                                  f"{_checked('voicemail_box', BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case RingExtension():
             # Each desk phone as a directory user rings all its registrations; unanswered,

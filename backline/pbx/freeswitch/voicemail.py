@@ -25,12 +25,11 @@ from typing import Final
 
 from backline.core.voicemail import NotAMessage, VoicemailMessage, caller_number
 from backline.pbx.freeswitch import names, wire
+from backline.pbx.freeswitch.commands import BOX, PATH
 
 LEAVE_MESSAGE: Final = "leave-message"
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                           r"[0-9a-fA-F]{12}")
-_BOX: Final = re.compile(r"[0-9A-Za-z_-]{1,40}")
-_PATH: Final = re.compile(r"/[A-Za-z0-9_./-]{1,255}")
 # deliver_vm's file for a message left on a call: msg_UUID.EXT, EXT the profile's
 # file-extension (the rendered voicemail.conf.xml says wav).
 _FILE_NAME: Final = re.compile(r"msg_[0-9a-fA-F-]{36}\.wav")
@@ -78,12 +77,12 @@ def listed_messages(text: str, box: str, domain: str) -> list[tuple[VoicemailMes
 
 def _message(box: str, uuid: str, path: str, caller: str, at: datetime,
              seconds: str | None) -> tuple[VoicemailMessage, Path]:
-    if not _BOX.fullmatch(box):
+    if not BOX.fullmatch(box):
         raise NotAMessage("VM-User is not a box of ours")
     if not _UUID.fullmatch(uuid):
         raise NotAMessage("VM-UUID is not a uuid")
     audio = Path(path)
-    if not _PATH.fullmatch(path) or ".." in audio.parts or not _FILE_NAME.fullmatch(audio.name):
+    if not PATH.fullmatch(path) or ".." in audio.parts or not _FILE_NAME.fullmatch(audio.name):
         raise NotAMessage("VM-File-Path is not where mod_voicemail keeps a message")
     return VoicemailMessage(msg_id=uuid.lower(), box=box, caller=caller_number(caller), at=at,
                             channel="", seconds=_seconds(seconds)), audio
