@@ -37,16 +37,14 @@ from backline.pbx.asterisk.fastagi import (
     known_key,
 )
 from backline.pbx.freeswitch.wire import (
-    _EMPTY_LINE,
     Decoder,
     Frame,
     Headers,
     ProtocolError,
-    _decode_value,
-    _event_lines,
     classify,
     decode_event,
 )
+from backline.pbx.freeswitch.wire.messages import _EMPTY_LINE, _decode_value, _event_lines
 from tests.harness.sms_gateway import AUTH_TOKEN, inbound_params, twilio_signature
 
 FUZZ = settings(max_examples=int(os.environ.get("BACKLINE_FUZZ_EXAMPLES", "300")),
