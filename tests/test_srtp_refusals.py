@@ -18,11 +18,15 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
-from backline.app.serve import asterisk_reloader
+from backline.app.controller import Controller
+from backline.app.serve import asterisk_driver, asterisk_reloader
+from backline.core.connections import AsteriskPbx
+from backline.journal import open_journal
+from backline.pbx.asterisk.driver import AsteriskDriver
 from tests.harness.baresip import write_wav
 from tests.harness.netns import Topology
 from tests.harness.ports import listen_port
-from tests.harness.practice_pbx import PracticePbx, practice_pbx
+from tests.harness.practice_pbx import AMI_ENV, PracticePbx, practice_pbx
 from tests.harness.sipp import DeskPhoneMode, Host, answering_phone, place_calls, register
 from tests.harness.tls_edge import TlsEdge
 from tests.harness.tones import tone_samples
@@ -58,8 +62,21 @@ async def heard(p: PracticePbx) -> None:
 
 
 def metric(p: PracticePbx, name: bytes) -> float:
-    line = next(x for x in p.controller.metrics.render().splitlines() if x.startswith(name + b" "))
+    return metric_of(p.controller, name)
+
+
+def metric_of(controller: Controller, name: bytes) -> float:
+    line = next(x for x in controller.metrics.render().splitlines() if x.startswith(name + b" "))
     return float(line.split()[1])
+
+
+def kept(p: PracticePbx) -> list[str]:
+    """The desk phones a controller started now would name (the journal's list)."""
+    journal = open_journal(p.directory.connections.storage.url)
+    try:
+        return Controller(p.directory, journal).refusing_encryption.names()
+    finally:
+        journal.close()
 
 
 def test_a_registered_phone_refusing_srtp_is_named_until_it_answers_encrypted_or_a_reload(
@@ -122,6 +139,8 @@ def test_a_registered_phone_refusing_srtp_is_named_until_it_answers_encrypted_or
                 assert result.applied, result
                 assert p.controller.refusing_encryption.names() == []
                 assert metric(p, REFUSING) == 0.0
+                await p.controller.refusing_encryption.written()
+                assert kept(p) == []  # nor would a restart name it
 
                 # ... and the next ring names it again; the same phone (its login) now also
                 # on a phone that takes SRTP, which answers: named no more.
@@ -156,4 +175,102 @@ def test_a_registered_phone_refusing_srtp_is_named_until_it_answers_encrypted_or
                 await edge.close()
                 old.kill()
                 await runner.cleanup()
+    net.pbx.run(body)
+
+
+def test_a_phone_refusing_srtp_is_still_named_after_a_controller_restart_until_it_answers_encrypted(
+        net: Topology, tmp_path: Path) -> None:
+    # Held in memory alone, the list emptied at every restart (an upgrade, a crash) until
+    # the phone was rung again: ops lost the warning while the phone still did not ring.
+    ca = tmp_path / "practice-ca"
+    status_port = listen_port()  # not kernel-chosen: see the test above
+    says = write_wav(tmp_path / "ana.wav", tone_samples(PHONE) * 3)
+
+    async def body() -> None:
+        async with practice_pbx(
+                tmp_path, "tls-488-restart", carrier_from_user=False, sip_host=net.pbx_lan,
+                trunk_host=net.carrier, trunk_port=5060, pbx_extra=encrypted(ca),
+                connections_extra=f'  status: {{listen: "127.0.0.1:{status_port}"}}\n') as p:
+            config = p.directory.connections.pbx
+            assert isinstance(config, AsteriskPbx)
+            at = Host(net.phone(1), net.lan.name)
+            old = answering_phone(tmp_path, DeskPhoneMode.REJECT, name="ana-old", host=at,
+                                  reject_code=488, reject_reason="Not Acceptable Here",
+                                  transport="t1")
+            edge = await TlsEdge(net.lan, at.address, old.port).start(
+                (net.pbx_lan, TLS_PORT), ca / "ca.pem")
+            callers = []
+            back: Controller | None = None
+            driver: AsteriskDriver | None = None
+            runner: web.AppRunner | None = None
+            try:
+                await asyncio.to_thread(register, (at.address, edge.port), tmp_path,
+                                        "ana-desk", p.secret("ana-desk"), aor="ana",
+                                        contact_port=old.port, host=at, transport="t1",
+                                        timeout=30)
+                await p.driver.wait_registered({"ana"}, within=30)
+                callers.append(place_calls((net.pbx_lan, p.ports.sip), tmp_path, DIRECT,
+                                           from_user=PATIENT,
+                                           host=Host(net.carrier, net.wan.name)))
+                await p.events.wait_for(twin_refused, within=30)
+                await heard(p)
+                assert p.controller.refusing_encryption.names() == ["ana-desk"]
+
+                # The controller stops as SIGTERM stops it; a new one starts on the journal.
+                await p.driver.stop()
+                await p.controller.close()
+                back = Controller(p.directory, open_journal(p.directory.connections.storage.url))
+                driver = asterisk_driver(back, config, os.environ[AMI_ENV])
+                back.attach(driver)
+                await driver.start()
+                runner = web.AppRunner(back.status_app())
+                await runner.setup()
+                await web.TCPSite(runner, "127.0.0.1", status_port).start()
+                # Nobody rang the phone since: still named, everywhere ops look.
+                assert back.refusing_encryption.names() == ["ana-desk"]
+                assert metric_of(back, REFUSING) == 1.0
+                async with ClientSession(f"http://127.0.0.1:{status_port}") as http, \
+                        http.get("/status.json") as got:
+                    assert (await got.json())["desk_phones_refusing_encryption"] == \
+                        ["ana-desk"]
+                found = verdicts(await asyncio.to_thread(doctor, p.config_path, "--json"))
+                assert found["desk phones' encryption"].startswith("warn: ana-desk: refused"), \
+                    found
+
+                # The login's phone that takes SRTP answers the next call: named no more,
+                # and a restart after that names nobody either.
+                phone = await phone_on_lan(net, p, tmp_path / "ana", ca, says,
+                                           account(p, net, "ana"))
+                try:
+                    await driver.wait_registrations(
+                        lambda r: len(r.live_registrations("ana")) == 2, within=30)
+                    callers.append(place_calls((net.pbx_lan, p.ports.sip), tmp_path, DIRECT,
+                                               from_user=PATIENT,
+                                               host=Host(net.carrier, net.wan.name)))
+                    await p.events.wait_for(lambda _: refusals(p) == 2, within=30)
+                    await phone.wait_event("CALL_INCOMING", within=30)
+                    await phone.command("accept")
+                    answered = await p.events.wait_for(
+                        lambda e: e.get("Event") == "DialEnd"
+                        and e.get("DialStatus") == "ANSWER", within=30)
+                    assert answered["DestChannel"].startswith("PJSIP/ana-desk-SRTP-")
+                    await driver.ami.action({"Action": "Ping"}, within=30)  # heard it
+                    assert back.refusing_encryption.names() == []
+                    await phone.command("hangup")
+                finally:
+                    await phone.stop()
+                await back.refusing_encryption.written()
+                assert kept(p) == []
+            finally:
+                for caller in callers:
+                    caller.kill()
+                await edge.close()
+                old.kill()
+                if runner is not None:
+                    await runner.cleanup()
+                if driver is not None:
+                    await driver.stop()
+                if back is not None:
+                    await back.close()
+                    back.journal.close()
     net.pbx.run(body)

@@ -24,6 +24,7 @@ from backline.app.desk_phone import DeskPhoneAdmin
 from backline.app.missing_secrets import warn_missing_secrets
 from backline.app.mode_keeper import ModeKeeper, ModeMirror
 from backline.app.pbx_record import PbxRecord
+from backline.app.refusing_phones import KeptRefusals
 from backline.core.connections import DEFAULT_REFUSALS_PER_MINUTE, AsteriskPbx, Secret
 from backline.core.conversations import ConversationBook
 from backline.core.emergency import EmergencyCall
@@ -32,7 +33,6 @@ from backline.core.model import Directory
 from backline.core.outage import Mode, ModeState
 from backline.core.ownership import OwnershipBook
 from backline.core.refusals import RefusalTally
-from backline.core.srtp_refusals import RefusingPhones
 from backline.core.wire import insecure
 from backline.features import (
     audit_upkeep,
@@ -109,8 +109,8 @@ class Controller:
         self.node = pbx.node if isinstance(pbx, AsteriskPbx) else ""  # stamped on attempts
         self.metrics = Metrics(backlog=journal.held)
         # Desk phones that refused the encrypted call they were rung with (the Asterisk
-        # driver tells; a reload clears it): status page, /status.json, /metrics.
-        self.refusing_encryption = RefusingPhones()
+        # driver tells; a reload clears it; kept across restarts): status, /metrics.
+        self.refusing_encryption = KeptRefusals(journal, directory)
         self.metrics.refusing_encryption(lambda: len(self.refusing_encryption.names()))
         self.writer = AttemptWriter(journal)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -205,6 +205,7 @@ class Controller:
         with contextlib.suppress(JournalError):
             await asyncio.to_thread(self.journal.forget_controller, self.holder)
         await self.writer.close()
+        await self.refusing_encryption.written()
         for feature in self.features:
             await feature.close()
         if self._tasks:

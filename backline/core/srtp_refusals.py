@@ -6,6 +6,8 @@ PBX's events into :meth:`RefusingPhones.refused` and :meth:`RefusingPhones.answe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # What ops are told to do, in the log, on the status page and by `backline doctor`.
 FIX = ("configure SRTP (SDES, over TLS) on that phone, or mark it `encryption: optional` "
        "in its desk_phones entry")
@@ -13,10 +15,11 @@ FIX = ("configure SRTP (SDES, over TLS) on that phone, or mark it `encryption: o
 
 class RefusingPhones:
     """The desk phones whose last encrypted ring was refused, by name, until one answers an
-    encrypted call again or the practice is reloaded (:meth:`clear`)."""
+    encrypted call again or the practice is reloaded (:meth:`clear`); ``names``: those the
+    journal kept from before a restart."""
 
-    def __init__(self) -> None:
-        self._names: set[str] = set()
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self._names: set[str] = set(names)
 
     def refused(self, desk_phone: str) -> bool:
         """``desk_phone`` refused the encrypted offer; True when it was not refusing before

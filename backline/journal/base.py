@@ -3,7 +3,7 @@
 The journal is the durable record every feature writes; each consumer's SQL is a store of its
 own (``attempts``, ``modes``, ``hours``, ``controllers``, ``audit``, ``alerts``, ``delivery``,
 ``replies``, ``emergency``, ``conversations``, ``pins``, ``texts``, ``voicemail``,
-``retention``), all on :class:`~backline.journal.store.SqlStore`.
+``retention``, ``srtp_refusals``), all on :class:`~backline.journal.store.SqlStore`.
 Backends differ only in how they connect, their placeholder and their auto-increment type.
 """
 
@@ -22,6 +22,7 @@ from backline.journal.modes import ModeJournal
 from backline.journal.pins import PinJournal
 from backline.journal.replies import ReplyJournal
 from backline.journal.retention import RetentionJournal
+from backline.journal.srtp_refusals import EncryptionRefusalJournal
 from backline.journal.store import JournalError
 from backline.journal.texts import TextJournal
 from backline.journal.voicemail import VoicemailJournal
@@ -30,7 +31,7 @@ from backline.journal.voicemail import VoicemailJournal
 class SqlJournal(AttemptJournal, ModeJournal, HoursJournal, ControllerJournal, AuditJournal,
                  AlertJournal, InboxJournal, ReplyJournal, EmergencyJournal,
                  ConversationJournal, CallHandlingJournal, PinJournal, TextJournal,
-                 VoicemailJournal, RetentionJournal):
+                 VoicemailJournal, RetentionJournal, EncryptionRefusalJournal):
     """Every store over one DB-API connection; subclasses connect and commit durably."""
 
     def migrate(self) -> int:

@@ -347,6 +347,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE attempts ADD COLUMN pruned_at TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE attempts ADD COLUMN pruned_days INTEGER NOT NULL DEFAULT 0",
     ),
+    (  # 17: desk phones whose last encrypted ring was refused (backline.core.srtp_refusals),
+        # by name alone: kept so that a controller restart does not drop ops' warning until
+        # the phone is rung again.  A phone that answers encrypted, or a reload, removes it.
+        "CREATE TABLE encryption_refusals (desk_phone TEXT PRIMARY KEY)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
