@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import csv
 import io
+import tracemalloc
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from backline.app import config
 from backline.core import voicemail as vm
 from backline.core.outage import Mode
-from backline.journal import Delivery, Outcome
+from backline.journal import Delivery, Outcome, open_journal
 from backline.pbx.asterisk import cdr
 
 
@@ -143,3 +146,55 @@ def test_only_calls_that_rang_or_reached_voicemail_are_told() -> None:
     text = cdr_row("backline-announce", "Playback", "ANSWERED", "2026-11-28 03:00:00",
                    "2026-11-28 03:00:09", uniqueid="1.1") + RANG + "not,a,row\n"
     assert [e.uniqueid for e in cdr.unanswered_ends(text)] == ["1764300000.42"]
+
+
+async def test_a_years_record_is_imported_in_one_pass_within_a_bounded_memory(
+        tmp_path: Path) -> None:
+    """Every AMI login reads the whole Master.csv (a year of a practice's calls is tens of
+    MB): line by line, once for its carrier calls, 911s and unanswered ends together, never
+    held whole (it was read whole, then parsed three times, once into a dict of every row).
+    Python's allocations are traced: 30,000 rows stand for a year, which takes long traced."""
+    from backline.app.controller import Controller
+
+    (tmp_path / "spool").mkdir()
+    master = tmp_path / "Master.csv"
+    path = tmp_path / "practice.yaml"
+    path.write_text("practice: {name: P, timezone: UTC}\n"
+                    "numbers:\n  - {number: '+13125550101', voicemail_box: '101'}\n"
+                    "connections:\n"
+                    f"  storage: {{url: 'sqlite://{tmp_path}/journal.db'}}\n"
+                    "  pbx:\n"
+                    "    ami: {secret_env: BACKLINE_TEST_AMI_SECRET}\n"
+                    f"    cdr_file: {master}\n"
+                    f"    fax_dir: {tmp_path}/fax\n"
+                    f"    spool_dir: {tmp_path}/spool\n")
+    # A year of desk phones calling each other, then what the controller missed while away:
+    # a 911, a call the PBX announced, and a call that rang a desk phone unanswered.
+    with master.open("w") as out:
+        for n in range(30_000):
+            out.write(desk_row(f"1{n % 50:02d}", f"1764000000.{n}"))
+        out.write(desk_row("911", "1764300000.7"))
+        out.write(cdr_row("backline-announce", "Playback", "ANSWERED", "2026-11-28 03:00:00",
+                          "2026-11-28 03:00:09", uniqueid="1764300000.41"))
+        out.write(RANG)
+    size = master.stat().st_size
+    controller = Controller(config.load(path).directory,
+                            open_journal(f"sqlite://{tmp_path}/journal.db"))
+    tracemalloc.start()
+    try:
+        new = await controller.import_pbx_record()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        journal = controller.journal
+    try:
+        assert new == 2
+        announced = journal.attempt("call:1764300000.41")
+        assert announced is not None and announced.outcome is Outcome.ANNOUNCED
+        assert [c.key for c in journal.emergency_calls()] == ["emergency:1764300000.7"]
+        missed = journal.attempt("missed:1764300000.42")
+        assert missed is not None and missed.outcome is Outcome.MISSED
+    finally:
+        journal.close()
+    assert size > 4_000_000
+    assert peak < size / 4, (peak, size)  # neither the file held whole nor its rows

@@ -26,7 +26,7 @@ from backline.localpbx.whereabouts import NotAsteriskSettings, parse_settings, r
 from backline.pbx.asterisk import cdr
 from backline.pbx.fax_desk import DEFAULT_FAX_DIR, FaxIntake
 from backline.pbx.freeswitch import cdr as freeswitch_cdr
-from backline.pbx.ports import FAX_CONTEXTS, CdrRow, PbxError
+from backline.pbx.ports import FAX_CONTEXTS, CdrReading, PbxError
 from backline.pbx.voicemail_desk import VoicemailIntake, voicemail_store
 
 log = logging.getLogger("backline.controller")
@@ -59,15 +59,14 @@ class PbxRecord:
             else None
         self.pbx_root: Path | None = None
         self.pbx_settings: Callable[[], Awaitable[str]] | None = None
-        # Each PBX writes its CDR its own way; both come out as CdrRow.
-        self.cdr_rows: Callable[[str], Iterable[CdrRow]] = cdr.parse
-        # 911s by the practice's emergency numbers as they are now (the book follows reloads).
+        # Each PBX writes its CDR its own way; both are read in one pass into a CdrReading,
+        # its 911s by the practice's emergency numbers as they are now (the book follows
+        # reloads).
         self.book = book or OwnershipBook(directory)
-        self.cdr_emergency: Callable[[str], Iterable[EmergencyCall]] = \
-            lambda text: cdr.emergency_calls(text, self.book.directory.emergency_numbers)
+        self.cdr_read: Callable[[Iterable[str]], CdrReading] = \
+            lambda lines: cdr.read(lines, self.book.directory.emergency_numbers)
         if isinstance(pbx, FreeswitchPbx):
-            self.cdr_rows = freeswitch_cdr.parse
-            self.cdr_emergency = lambda _: ()
+            self.cdr_read = freeswitch_cdr.read
         # Faxes: kept in connections.pbx.fax_dir; `faxes.spool` is where this controller reads
         # the PBX's spool (`backline up` points it inside the Asterisk root).
         self.faxes = FaxIntake(
@@ -146,8 +145,8 @@ class PbxRecord:
         it raised: the next login imports again).
         """
         await self.learn_pbx_files()
-        text = await self._read_cdr()
-        new = await self._import_cdr(text) if text is not None else 0
+        reading = await self._read_cdr()
+        new = await self._import_cdr(reading) if reading is not None else 0
         await self.faxes.take_left_in_spool()
         if isinstance(self.directory.connections.pbx, AsteriskPbx):
             try:
@@ -157,31 +156,34 @@ class PbxRecord:
                 log.error("voicemail left in the PBX's spool could not be read: %s",
                           exc.strerror or exc)
             else:
-                ends = [] if text is None else \
-                    await asyncio.to_thread(lambda: list(cdr.unanswered_ends(text)))
+                ends = [] if reading is None else list(reading.ends)
                 if ends and (missed := await self.voicemail.take_missed(ends, seen)):
                     log.warning("%d missed call(s) ended while the controller was away are "
                                 "now journaled", missed)
         self.imported.set()
         return new
 
-    async def _read_cdr(self) -> str | None:
+    async def _read_cdr(self) -> CdrReading | None:
+        """The call record read in one pass, in a worker thread: a year's record is megabytes,
+        and the event loop decides calls meanwhile."""
         if self.cdr_path is None:
             return None
         try:
-            return await asyncio.to_thread(self.cdr_path.read_text, "utf-8", "replace")
+            return await asyncio.to_thread(self._read_cdr_file, self.cdr_path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             log.error("cannot read the PBX's call record %s: %s", self.cdr_path, exc)
             return None
 
-    async def _import_cdr(self, text: str) -> int:
+    def _read_cdr_file(self, path: Path) -> CdrReading:
+        # Line by line as the readers take them: the file is never held whole.
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            return self.cdr_read(lines)
+
+    async def _import_cdr(self, reading: CdrReading) -> int:
         late_911 = 0
-        # Parsed in a worker thread: a year's record is megabytes, and the event loop decides
-        # calls meanwhile.
-        emergencies = await asyncio.to_thread(lambda: list(self.cdr_emergency(text)))
-        for call in emergencies:  # first: people on site are waiting
+        for call in reading.emergencies:  # first: people on site are waiting
             try:
                 late_911 += await self._emergency(call)
             except JournalError as exc:
@@ -190,10 +192,9 @@ class PbxRecord:
         if late_911:
             log.warning("%d emergency call(s) placed while the controller was away: their "
                         "notices go out now, late", late_911)
-        rows = await asyncio.to_thread(lambda: list(self.cdr_rows(text)))
         history = await asyncio.to_thread(self.journal.mode_history, 1000)
         new = 0
-        for row in rows:
+        for row in reading.rows:
             if row.context in FAX_CONTEXTS:  # converted and stored too, not only journaled
                 recorded = await self.faxes.import_row(row, mode_at(history, row.start))
             else:

@@ -11,8 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from backline.core.emergency import EmergencyCall
 from backline.core.fax_intake import FaxEnd, StorageCheck
-from backline.core.voicemail import CallEnd, VoicemailMessage
+from backline.core.voicemail import CallEnd, RecordedEnd, VoicemailMessage
 
 
 class PbxError(Exception):
@@ -76,6 +77,18 @@ class CdrRow:
     last_app: str
     start: datetime
     uniqueid: str
+
+
+@dataclass(frozen=True, slots=True)
+class CdrReading:
+    """What one pass over the PBX's call record found: the carrier calls (``rows``), the 911s
+    desk phones placed or transferred a caller to, and how each call that rang desk phones or
+    reached a voicemail ended (``ends``).  A PBX whose record tells only calls has none of
+    the other two."""
+
+    rows: tuple[CdrRow, ...]
+    emergencies: tuple[EmergencyCall, ...] = ()
+    ends: tuple[RecordedEnd, ...] = ()
 
 
 # The contexts a fax call ends in (backline.render.asterisk), as the CDR names them.  Spelled

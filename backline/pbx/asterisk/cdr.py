@@ -5,13 +5,18 @@ each call with its uniqueid and (in userfield) the dialled practice number.  On 
 row becomes an attempt keyed ``call:UNIQUEID`` — the same key the controller uses when it is
 up — so a call the controller already journaled is not recorded twice, and a re-import is
 harmless.
+
+The record is read in one pass (:func:`read`): a year of it is megabytes, so it is read line by
+line and each row handed to the three readers below, which keep only what they find.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from backline.core.emergency import EmergencyCall
@@ -19,7 +24,7 @@ from backline.core.outage import Mode
 from backline.core.records import AttemptKind, Delivery, NewAttempt, Outcome
 from backline.core.voicemail import RecordedEnd
 from backline.pbx.asterisk import dialplan_variables as v
-from backline.pbx.ports import CdrRow
+from backline.pbx.ports import CdrReading, CdrRow
 
 # cdr_csv's column order with loguniqueid and loguserfield (cdr_csv.c, build_csv_record).
 COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
@@ -31,9 +36,9 @@ def _time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 
-def _rows(text: str) -> Iterator[tuple[dict[str, str], datetime]]:
+def _rows(lines: Iterable[str]) -> Iterator[tuple[dict[str, str], datetime]]:
     """Well-formed rows of Master.csv with a uniqueid, and their start."""
-    for fields in csv.reader(io.StringIO(text)):
+    for fields in csv.reader(lines):
         if len(fields) != len(COLUMNS):
             continue
         row = dict(zip(COLUMNS, fields, strict=True))
@@ -46,33 +51,63 @@ def _rows(text: str) -> Iterator[tuple[dict[str, str], datetime]]:
         yield row, start
 
 
-def parse(text: str) -> Iterator[CdrRow]:
-    """Rows of Master.csv that are carrier calls (userfield set); malformed rows skipped."""
-    for row, start in _rows(text):
-        if not row["userfield"] or row["dcontext"] == v.DESK_CONTEXT:
-            continue  # not a carrier call; a desk phone's 911: see emergency_calls
-        yield CdrRow(row["src"][:64], row["userfield"][:32], row["dcontext"], row["lastapp"],
-                     start, row["uniqueid"])
+def read(lines: Iterable[str], numbers: Collection[str]) -> CdrReading:
+    """Master.csv's ``lines`` (an open file, read as it goes) in one pass: its carrier calls,
+    the 911s to the emergency ``numbers`` and the ends of calls that rang desk phones or
+    reached a voicemail; malformed rows skipped."""
+    rows: list[CdrRow] = []
+    emergencies: list[EmergencyCall] = []
+    ends = _Ends()
+    for row, start in _rows(lines):
+        if (call := _carrier_call(row, start)) is not None:
+            rows.append(call)
+        if (emergency := _emergency_call(row, start, numbers)) is not None:
+            emergencies.append(emergency)
+        ends.feed(row, start)
+    return CdrReading(tuple(rows), tuple(emergencies), ends.told())
 
 
-def emergency_calls(text: str, numbers: Collection[str]) -> Iterator[EmergencyCall]:
-    """The calls desk phones placed to one of the emergency ``numbers`` (their row ends in
-    the desk phones' context at that number: the dialplan's 911 is Dial() alone) or blind-
+def parse(text: str) -> tuple[CdrRow, ...]:
+    """The carrier calls of a record in hand (:func:`read`)."""
+    return read(io.StringIO(text), ()).rows
+
+
+def emergency_calls(text: str, numbers: Collection[str]) -> tuple[EmergencyCall, ...]:
+    """The 911s of a record in hand (:func:`read`)."""
+    return read(io.StringIO(text), numbers).emergencies
+
+
+def unanswered_ends(text: str) -> tuple[RecordedEnd, ...]:
+    """The ends of a record in hand (:func:`read`)."""
+    return read(io.StringIO(text), ()).ends
+
+
+def _carrier_call(row: dict[str, str], start: datetime) -> CdrRow | None:
+    """A row that is a carrier call (userfield set)."""
+    if not row["userfield"] or row["dcontext"] == v.DESK_CONTEXT:
+        return None  # not a carrier call; a desk phone's 911: see _emergency_call
+    return CdrRow(row["src"][:64], row["userfield"][:32], row["dcontext"], row["lastapp"],
+                  start, row["uniqueid"])
+
+
+def _emergency_call(row: dict[str, str], start: datetime,
+                    numbers: Collection[str]) -> EmergencyCall | None:
+    """A call a desk phone placed to one of the emergency ``numbers`` (its row ends in the
+    desk phones' context at that number: the dialplan's 911 is Dial() alone) or blind-
     transferred a caller to (its account code names the phone), keyed as the
     PBX's event keys them, so a call told both ways is noticed once."""
-    for row, start in _rows(text):
-        if row["dcontext"] == v.DESK_CONTEXT and row["dst"] in numbers:
-            # PJSIP/ana-desk-0000002a: the endpoint, then the channel's sequence number.
-            endpoint = row["channel"].removeprefix("PJSIP/").rpartition("-")[0]
-        elif row["dcontext"] == v.TRANSFER_CONTEXT and row["accountcode"] \
-                and row["userfield"] and row["dst"].isdigit():
-            # A caller a desk phone blind-transferred to 911: the dialplan gave the caller's
-            # channel that phone's name as its account code, on that call out alone.
-            endpoint = row["accountcode"]
-        else:
-            continue
-        yield EmergencyCall(f"emergency:{row['uniqueid']}", start, endpoint[:40],
-                            row["dst"][:8])
+    if row["dcontext"] == v.DESK_CONTEXT and row["dst"] in numbers:
+        # PJSIP/ana-desk-0000002a: the endpoint, then the channel's sequence number.
+        endpoint = row["channel"].removeprefix("PJSIP/").rpartition("-")[0]
+    elif row["dcontext"] == v.TRANSFER_CONTEXT and row["accountcode"] \
+            and row["userfield"] and row["dst"].isdigit():
+        # A caller a desk phone blind-transferred to 911: the dialplan gave the caller's
+        # channel that phone's name as its account code, on that call out alone.
+        endpoint = row["accountcode"]
+    else:
+        return None
+    return EmergencyCall(f"emergency:{row['uniqueid']}", start, endpoint[:40],
+                         row["dst"][:8])
 
 
 # Contexts a call ends in only after the controller decided it (backline/render/asterisk.py): such a
@@ -109,29 +144,58 @@ def attempt_for(row: CdrRow, mode_at: Callable[[datetime], Mode]) -> NewAttempt:
 _BEFORE_RECORDING = frozenset({"Answer", "Playback"})
 
 
-def unanswered_ends(text: str) -> Iterator[RecordedEnd]:
+_RING, _VOICEMAIL = v.context(v.RING), v.context(v.VOICEMAIL)
+
+
+@dataclass(slots=True)
+class _Call:
+    """What the rows so far say of one carrier call: whether a desk phone took it, and the
+    last row in which it rang desk phones and the last in which it reached a voicemail."""
+
+    answered: bool = False
+    rang: RecordedEnd | None = None
+    voicemail: RecordedEnd | None = None
+
+
+class _Ends:
     """How each call that rang desk phones or reached a voicemail ended, as its rows say
     (cdr_csv writes a row per desk phone dialled, and one more when the caller goes on to
     the voicemail, all under the caller's uniqueid), for the controller to tell a missed call
-    it did not hear (backline.core.voicemail.missed_while_away)."""
-    ring, voicemail = v.context(v.RING), v.context(v.VOICEMAIL)
-    calls: dict[str, list[tuple[dict[str, str], datetime]]] = {}
-    for row, start in _rows(text):
-        calls.setdefault(row["uniqueid"], []).append((row, start))
-    for uniqueid, rows in calls.items():
-        ended = [(r, s) for r, s in rows if r["dcontext"] == voicemail] or \
-            [(r, s) for r, s in rows if r["dcontext"] == ring]
-        if not ended:
-            continue
-        row, start = ended[-1]
+    it did not hear (backline.core.voicemail.missed_while_away).
+
+    Fed row by row, it keeps a little for each carrier call and nothing of the rest: every
+    row of a carrier call has the userfield (the carrier context sets it before anything
+    rings or records, backline.render.asterisk_dialplan), and a row without one names no
+    number a missed call could be journaled on."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, _Call] = {}
+
+    def feed(self, row: dict[str, str], start: datetime) -> None:
+        if not row["userfield"]:
+            return
+        call = self._calls.setdefault(row["uniqueid"], _Call())
+        context = row["dcontext"]
+        if context != _VOICEMAIL and row["disposition"] == "ANSWERED":
+            call.answered = True
+        if context not in (_RING, _VOICEMAIL):
+            return
         try:
             end = max(_time(row["end"]), start)
         except ValueError:
             end = start
-        yield RecordedEnd(
-            uniqueid=uniqueid[:64], number=row["userfield"][:32], caller=row["src"][:64],
-            channel=row["channel"][:80], start=start, end=end,
-            answered=any(r["disposition"] == "ANSWERED" for r, _ in rows
-                         if r["dcontext"] != voicemail),
-            voicemail=row["dcontext"] == voicemail,
+        told = RecordedEnd(
+            uniqueid=row["uniqueid"][:64], number=row["userfield"][:32],
+            caller=row["src"][:64], channel=row["channel"][:80], start=start, end=end,
+            answered=False, voicemail=context == _VOICEMAIL,
             recording=row["lastapp"] not in _BEFORE_RECORDING)
+        if context == _VOICEMAIL:
+            call.voicemail = told
+        else:
+            call.rang = told
+
+    def told(self) -> tuple[RecordedEnd, ...]:
+        """Each call's end: its last row in a voicemail, else its last ringing desk phones."""
+        return tuple(dataclasses.replace(ended, answered=call.answered)
+                     for call in self._calls.values()
+                     if (ended := call.voicemail or call.rang) is not None)

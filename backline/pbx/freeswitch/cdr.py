@@ -19,12 +19,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Final
 
 from backline.pbx.freeswitch import names
-from backline.pbx.ports import RECEIVE_CONTEXT, CdrRow
+from backline.pbx.ports import RECEIVE_CONTEXT, CdrReading, CdrRow
 
 # The channel variables of a row, in order (``${start_epoch}``: whole seconds, UTC).
 COLUMNS: Final = ("uuid", "start_epoch", names.ROUTE, names.NUMBER, names.KIND, "last_app",
@@ -39,9 +39,11 @@ _EPOCH: Final = re.compile(r"[0-9]{1,12}")
 _NUMBER: Final = re.compile(r"\+?[0-9]{1,15}")
 
 
-def parse(text: str) -> Iterator[CdrRow]:
-    """The carrier calls in mod_cdr_csv's Master.csv; other and malformed rows skipped."""
-    for fields in csv.reader(io.StringIO(text)):
+def read(lines: Iterable[str]) -> CdrReading:
+    """The carrier calls in mod_cdr_csv's Master.csv, its ``lines`` (an open file, read as it
+    goes) in one pass; other and malformed rows skipped.  It tells no 911s and no ends."""
+    rows: list[CdrRow] = []
+    for fields in csv.reader(lines):
         if len(fields) != len(COLUMNS):
             continue
         row = dict(zip(COLUMNS, fields, strict=True))
@@ -50,8 +52,14 @@ def parse(text: str) -> Iterator[CdrRow]:
                 or not _NUMBER.fullmatch(row[names.NUMBER]):
             continue
         fax = row[names.KIND] == names.KIND_FAX
-        yield CdrRow(caller=row["caller_id_number"][:64], dialled=row[names.NUMBER],
-                     context=RECEIVE_CONTEXT if fax else VOICE_CONTEXT,
-                     last_app=row["last_app"][:32],
-                     start=datetime.fromtimestamp(int(row["start_epoch"]), UTC),
-                     uniqueid=row["uuid"])
+        rows.append(CdrRow(caller=row["caller_id_number"][:64], dialled=row[names.NUMBER],
+                           context=RECEIVE_CONTEXT if fax else VOICE_CONTEXT,
+                           last_app=row["last_app"][:32],
+                           start=datetime.fromtimestamp(int(row["start_epoch"]), UTC),
+                           uniqueid=row["uuid"]))
+    return CdrReading(tuple(rows))
+
+
+def parse(text: str) -> tuple[CdrRow, ...]:
+    """The carrier calls of a record in hand (:func:`read`)."""
+    return read(io.StringIO(text)).rows
