@@ -600,6 +600,24 @@ def test_random_data_declared_group3_is_not_converted(coding: Coding, clean: boo
         tiff_to_pdf(random_data_as(coding, clean=clean), HEADER)
 
 
+def test_the_first_unreadable_page_is_the_one_named_though_pages_are_coded_two_at_a_time(
+) -> None:
+    # Pages 2 and 3 of 5 hold random bytes; page 3 is short, so its decoding, running beside
+    # page 2's, fails first. The reason must still name page 2, as page by page it would.
+    pages = (letter(FINE), letter(FINE, 1), sized(1.0, FINE), letter(FINE, 3), letter(FINE, 4))
+    tiff = bytearray(fax_tiff(pages, coding="group3_2d", clean=False))
+    for number in (2, 3):
+        offset, length = read_pages(bytes(tiff))[number - 1].strips[0]
+        tiff[offset : offset + length] = bytes((7 * i + number) % 251 for i in range(length))
+    with pytest.raises(UnreadableTiff, match="rows damaged") as caught:
+        tiff_to_pdf(bytes(tiff), HEADER)
+    assert caught.value.page == 2
+    # Without the damage, every page comes out, in order, each coded again.
+    whole = convert(fax_tiff(pages, coding="group3_2d", clean=False))
+    assert [round(g.height_pt) for g in whole.pages] == [792, 792, 72, 792, 792]
+    assert whole.transcoded == len(pages)
+
+
 def test_a_group4_page_that_ends_early_is_not_converted() -> None:
     # Valid codes, then the end-of-block mark after a third of the rows: the rest of the page
     # would be blank in the PDF.

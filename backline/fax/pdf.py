@@ -8,12 +8,13 @@ says when the fax came, from whom, to which number, and which page of how many.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
-from backline.fax.ccitt import ccitt_image
+from backline.fax.ccitt import ccitt_images
 from backline.fax.errors import UnreadableTiff
 from backline.fax.geometry import PageGeometry, page_geometry
 from backline.fax.header import FaxHeader, header_text
@@ -69,16 +70,16 @@ def tiff_to_pdf(tiff: bytes, header: FaxHeader) -> FaxPdf:
     widest_label = _label(len(pages), len(pages))
     pdf_pages = []
     size, limit = 0, min(MAX_PDF_BYTES, max(_PDF_BYTES_FLOOR, _PDF_PER_TIFF_BYTE * len(tiff)))
-    for page, geometry in zip(pages, geometries, strict=True):
-        image = ccitt_image(tiff, page)
-        content = _content(geometry, text, _label(page.number, len(pages)), widest_label)
-        size += len(image.data) + len(content) + _PAGE_OVERHEAD_BYTES
-        if size > limit:
-            raise UnreadableTiff(
-                f"the PDF would be over {limit / 2**20:.0f} MiB by page {page.number} "
-                f"(a {len(tiff) / 2**20:.1f} MiB TIFF)"
-            )
-        pdf_pages.append(PdfPage(geometry.width_pt, geometry.height_pt, content, image))
+    with contextlib.closing(ccitt_images(tiff, pages)) as images:
+        for page, geometry, image in zip(pages, geometries, images, strict=True):
+            content = _content(geometry, text, _label(page.number, len(pages)), widest_label)
+            size += len(image.data) + len(content) + _PAGE_OVERHEAD_BYTES
+            if size > limit:
+                raise UnreadableTiff(
+                    f"the PDF would be over {limit / 2**20:.0f} MiB by page {page.number} "
+                    f"(a {len(tiff) / 2**20:.1f} MiB TIFF)"
+                )
+            pdf_pages.append(PdfPage(geometry.width_pt, geometry.height_pt, content, image))
     title = f"Fax received {header.received_at.isoformat(sep=' ', timespec='minutes')}"
     return FaxPdf(
         write_pdf(pdf_pages, title),
