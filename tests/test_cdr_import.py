@@ -90,10 +90,10 @@ def test_shared_fax_contexts_are_the_asterisk_dialplans() -> None:
 
 
 def cdr_row(context: str, app: str, disposition: str, start: str, end: str,
-            uniqueid: str = "1764300000.42") -> str:
+            uniqueid: str = "1764300000.42", userfield: str = "+13125550101") -> str:
     row = {**dict(csv.DictReader(io.StringIO(master_csv(context, app, uniqueid)),
                                  fieldnames=cdr.COLUMNS).__next__()),
-           "disposition": disposition, "start": start, "end": end}
+           "disposition": disposition, "start": start, "end": end, "userfield": userfield}
     out = io.StringIO()
     csv.writer(out, quoting=csv.QUOTE_ALL).writerow([row[c] for c in cdr.COLUMNS])
     return out.getvalue()
@@ -105,6 +105,10 @@ GREETING = cdr_row("backline-voicemail", "Playback", "ANSWERED", "2026-11-28 03:
                    "2026-11-28 03:00:14")
 RECORDING = cdr_row("backline-voicemail", "VoiceMail", "ANSWERED", "2026-11-28 03:00:10",
                     "2026-11-28 03:00:30")
+# The voicemail's h extension marks a call app_voicemail kept no message of (hung up at the
+# beep): backline.render.asterisk_dialplan.
+KEPT_NONE = cdr_row("backline-voicemail", "VoiceMail", "ANSWERED", "2026-11-28 03:00:10",
+                    "2026-11-28 03:00:30", userfield="+13125550101/no-message")
 AT = datetime(2026, 11, 28, 3, 0, 12, tzinfo=UTC)  # within GREETING's and RECORDING's call
 CHANNEL = "PJSIP/carrier-00000001"
 
@@ -127,6 +131,11 @@ CHANNEL = "PJSIP/carrier-00000001"
     # It reached the recording and no message is known: one may have been left and deleted
     # since; in doubt, nothing.
     (RECORDING, [], None),
+    # Unless the PBX marked that it kept none: missed, when it ended; still nothing if a
+    # message of the call is known all the same.
+    (KEPT_NONE, [], datetime(2026, 11, 28, 3, 0, 30, tzinfo=UTC)),
+    (RANG + KEPT_NONE, [], datetime(2026, 11, 28, 3, 0, 30, tzinfo=UTC)),
+    (KEPT_NONE, [vm.LeftMessage("+13125550101", AT, CHANNEL)], None),
 ])
 def test_a_call_that_rang_or_reached_voicemail_unanswered_is_missed_once_told(
         rows: str, messages: list[vm.LeftMessage], missed_at: datetime | None) -> None:
@@ -198,3 +207,12 @@ async def test_a_years_record_is_imported_in_one_pass_within_a_bounded_memory(
         journal.close()
     assert size > 4_000_000
     assert peak < size / 4, (peak, size)  # neither the file held whole nor its rows
+
+
+def test_the_mark_after_the_dialled_number_is_no_part_of_it() -> None:
+    [row] = cdr.parse(KEPT_NONE)
+    assert row.dialled == "+13125550101"
+    [end] = cdr.unanswered_ends(KEPT_NONE)
+    assert (end.number, end.no_message) == ("+13125550101", True)
+    [end] = cdr.unanswered_ends(RECORDING)
+    assert end.no_message is False

@@ -233,7 +233,9 @@ class RecordedEnd:
     """How the PBX's call record says a call the controller sent to ring ``number``'s desk
     phones or to its voicemail ended: ``answered`` a desk phone took it at some point;
     ``voicemail`` it reached the voicemail; ``recording`` it was still in app_voicemail when
-    it ended (a message may have been left); ``channel`` the caller's channel."""
+    it ended (a message may have been left); ``no_message`` app_voicemail ended keeping no
+    message (the dialplan marked it: a caller who hung up at the beep); ``channel`` the
+    caller's channel."""
 
     uniqueid: str
     number: str
@@ -244,6 +246,7 @@ class RecordedEnd:
     answered: bool
     voicemail: bool
     recording: bool
+    no_message: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,10 +273,12 @@ def missed_while_away(end: RecordedEnd, messages: Iterable[LeftMessage], *,
     record the live path (the dialplan's h extension) would have written, same key, or None.
 
     Nothing when a desk phone took the call, or a message of the call is known.  Nothing
-    either when it reached the recording and no message is known: one may have been left and
-    deleted since, and a missed call made up for a message is worse than none."""
+    either when it reached the recording and no message is known, unless the PBX said it
+    kept none (``no_message``): one may have been left and deleted since, and a missed call
+    made up for a message is worse than none."""
     if end.answered:
         return None
-    if end.voicemail and (end.recording or any(left_in(end, m) for m in messages)):
+    if end.voicemail and (any(left_in(end, m) for m in messages)
+                          or (end.recording and not end.no_message)):
         return None
     return missed_call_attempt(end.uniqueid, end.number, end.caller, end.end, node=node)

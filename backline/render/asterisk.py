@@ -50,7 +50,10 @@ class RenderedFile:
 def voicemail_conf(d: Directory) -> str:
     out = ["; Rendered by `backline render`. One box per practice number; only its members",
            "; reach it (the controller checks membership before VoiceMailMain).",
-           "[general]", "format=wav", "attach=no", "maxmsg=200", "maxsecs=180", "",
+           "; minsecs: a caller who hangs up at the beep leaves no empty message (a missed",
+           "; call instead: backline.core.voicemail); app_voicemail's default, 0, keeps one.",
+           "[general]", "format=wav", "attach=no", "maxmsg=200", "maxsecs=180", "minsecs=1",
+           "",
            f"[{v.VOICEMAIL_CONTEXT}]"]
     for n in d.numbers:
         if Carry.VOICE in n.carries:

@@ -160,6 +160,8 @@ def _decisions(d: Directory, pbx: AsteriskPbx, announcement: str) -> str:
         f"${{CUT({v.DECISION},{v.FIELD_SEPARATOR},{i})}})"
         for i, name in enumerate(v.FIELDS, start=1))
     fax_call = f"exten => {v.FAX_EXTENSION},1,Goto({v.FAX_CALL_CONTEXT},s,1)"
+    no_message = (f"Set(CDR(userfield)={var(v.DIALED)}{v.USERFIELD_SEPARATOR}"
+                  f"{v.NO_MESSAGE})")
     place_call = (f"exten => s,1,Set(CALLERID(num)={var(v.CALLER_ID_NUM)})\n"
                   f" same => n,Set(CALLERID(name)={var(v.CALLER_ID_NAME)})\n"
                   f" same => n,Set(_{v.PARTY}={var(v.DIAL_TO)})\n"
@@ -187,14 +189,17 @@ exten => h,1,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?done)
 ; The number's greeting (rendered beside the announcement), then the beep (no instructions:
 ; the greeting says them).  The message is kept in the PBX's spool (the controller may be
 ; away); at the end of the call the h extension tells the controller, which takes the
-; message in (or journals a missed call if none was left).
+; message in (or journals a missed call if none was left).  First it marks the call record
+; when app_voicemail ran (VMSTATUS) and kept no message (it sets VM_MESSAGEFILE only as it
+; files one): the controller, if away, tells a missed call from the mark on its return.
 [{v.context(v.VOICEMAIL)}]
 exten => s,1,Answer()
  same => n,Playback({notice_sounds}/{greeting_clip("")}{var(v.VOICEMAIL_BOX)})
  same => n,VoiceMail({var(v.VOICEMAIL_BOX)}@{v.VOICEMAIL_CONTEXT},s)
  same => n,Hangup()
 {fax_call}
-exten => h,1,{agi(v.AGI_CALL_END, var(v.VOICEMAIL_BOX), var(v.CALLER), v.ENDED_IN_VOICEMAIL)}
+exten => h,1,ExecIf($["${{VMSTATUS}}" != "" & "${{VM_MESSAGEFILE}}" = ""]?{no_message})
+ same => n,{agi(v.AGI_CALL_END, var(v.VOICEMAIL_BOX), var(v.CALLER), v.ENDED_IN_VOICEMAIL)}
 
 [{v.context(v.VOICEMAIL_MAIN)}]
 exten => s,1,Answer()

@@ -103,11 +103,12 @@ def ringing_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: s
                        port=port).start()
 
 
-def hang_up(caller: SippProcess) -> None:
-    """Tell ``caller`` (ringing) to hang up: a MESSAGE in its call, sent to its SIP port,
-    once it has the 180 (the scenario takes the MESSAGE only after it: before, SIPp would
-    abort the call on an unexpected message)."""
-    caller.wait_for_messages(lambda ms: any(m.direction == "received" and m.status == 180
+def hang_up(caller: SippProcess, once: int = 180) -> None:
+    """Tell ``caller`` to hang up: a MESSAGE in its call, sent to its SIP port, once it has
+    the response ``once`` (180: ringing; 200: answered, for
+    tests.harness.voicemail_caller.answered_caller).  The scenario takes the MESSAGE only
+    after it: before, SIPp would abort the call on an unexpected message."""
+    caller.wait_for_messages(lambda ms: any(m.direction == "received" and m.status == once
                                             for m in ms))
     [invite] = [m for m in caller.messages() if m.direction == "sent" and m.method == "INVITE"]
     call_id = invite.header("Call-ID")

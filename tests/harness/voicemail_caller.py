@@ -1,12 +1,16 @@
 """A SIPp carrier caller that leaves a voicemail: once answered it sends a tone (G.711 µ-law,
 SIPp's ``rtp_stream``) and hangs up itself after ``talk_ms``, as a patient does after
-speaking; a BYE from the PBX first (its longest message reached) ends the call too."""
+speaking; a BYE from the PBX first (its longest message reached) ends the call too.  And
+one that says nothing and hangs up when the test says so (``answered_caller``): at the beep,
+told by the event of the voicemail starting, not by a pause."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tests.harness.sipp import (
+    _OK_TO_BYE,
+    _OK_TO_REINVITE,
     _SEND_BYE,
     LOCAL,
     Host,
@@ -58,4 +62,30 @@ def message_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: s
             "-timeout_error", "-recv_timeout", str(int(timeout * 1000)),
             f"{pbx[0]}:{pbx[1]}"]
     return SippProcess(f"message-{from_user}", workdir / f"message-{port}", text, args,
+                       port=port, host=host).start()
+
+
+# Answered, it waits for the test's MESSAGE (tests.harness.cancelling_caller.hang_up), then
+# hangs up; re-INVITEs meanwhile are answered, a BYE from the PBX ends the call too.
+_UNTIL_TOLD = """\
+  <label id="in_call"/>
+  <recv request="INVITE" optional="true" next="reinvite"/>
+  <recv request="BYE" optional="true" next="far_bye"/>
+  <recv request="MESSAGE" next="hang_up"/>
+"""
+
+
+def answered_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: str,
+                    timeout: float = 90.0, host: Host = LOCAL) -> SippProcess:
+    """A started caller to ``to`` that, once answered, sends no audio and hangs up on
+    ``hang_up(caller, once=200)``."""
+    port, media = host.free_udp_port(), host.free_media_port()
+    on_answer = '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="remote_to"/>\n'
+    text = _scenario("uac_call.xml", EXTRA_HEADERS="", ON_ANSWER=on_answer, AFTER_ANSWER="",
+                     IN_CALL=_UNTIL_TOLD + _OK_TO_REINVITE + _CALLER_BYE + _OK_TO_BYE)
+    args = [*_common_args(port, media, host), "-aa", "-s", to, "-key", "from_user", from_user,
+            "-key", "caller_name", "", "-m", "1", "-l", "1", "-timeout", f"{timeout:g}s",
+            "-timeout_error", "-recv_timeout", str(int(timeout * 1000)),
+            f"{pbx[0]}:{pbx[1]}"]
+    return SippProcess(f"answered-{from_user}", workdir / f"answered-{port}", text, args,
                        port=port, host=host).start()

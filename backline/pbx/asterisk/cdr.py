@@ -37,11 +37,14 @@ def _time(text: str) -> datetime:
 
 
 def _rows(lines: Iterable[str]) -> Iterator[tuple[dict[str, str], datetime]]:
-    """Well-formed rows of Master.csv with a uniqueid, and their start."""
+    """Well-formed rows of Master.csv with a uniqueid, and their start; ``userfield`` the
+    dialled number alone, what the dialplan marked after it in ``mark``."""
     for fields in csv.reader(lines):
         if len(fields) != len(COLUMNS):
             continue
         row = dict(zip(COLUMNS, fields, strict=True))
+        row["userfield"], _, row["mark"] = row["userfield"].partition(
+            v.USERFIELD_SEPARATOR)
         if not row["uniqueid"]:
             continue
         try:
@@ -188,7 +191,8 @@ class _Ends:
             uniqueid=row["uniqueid"][:64], number=row["userfield"][:32],
             caller=row["src"][:64], channel=row["channel"][:80], start=start, end=end,
             answered=False, voicemail=context == _VOICEMAIL,
-            recording=row["lastapp"] not in _BEFORE_RECORDING)
+            recording=row["lastapp"] not in _BEFORE_RECORDING,
+            no_message=context == _VOICEMAIL and row["mark"] == v.NO_MESSAGE)
         if context == _VOICEMAIL:
             call.voicemail = told
         else:

@@ -132,6 +132,11 @@ AGI_DOCTOR = "doctor"
 AGI_DOCTOR_REPLY = "NOOP backline"
 ENDED_IN_VOICEMAIL = voicemail.ENDED_IN_VOICEMAIL  # AGI_CALL_END's third argument
 ENDED_RINGING = voicemail.ENDED_RINGING
+# Appended to the call record's userfield (the dialled number, filtered to + and digits, so
+# never holding the separator) by the voicemail's h extension when app_voicemail ran and kept
+# no message: what the CDR import reads for a call whose end the controller did not hear.
+USERFIELD_SEPARATOR = "/"
+NO_MESSAGE = "no-message"
 
 # Variables only the dialplan uses (globals, and the call's own between its steps).
 AGI_URL = "BACKLINE_AGI"
