@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,8 +36,6 @@ from tests.test_freeswitch_voicemail import (
     PATIENT,
     SECONDS,
     TEAM,
-    TOKEN,
-    TOKEN_ENV,
     Left,
     controller_on,
     fire_left,
@@ -123,17 +121,6 @@ def carrier_call(to: str = TEAM, caller: str = PATIENT, uuid: str | None = None)
                    caller_id_name="Bob Caller", destination_number=to,
                    context=names.CARRIER_CONTEXT,
                    variables={names.ROUTE: names.INBOUND, names.NUMBER: to})
-
-
-@pytest.fixture()
-async def inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[InboxServer]:
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    server = InboxServer(tmp_path / "inbox.db", token=TOKEN)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def registered(rig: FsRig) -> None:

@@ -44,14 +44,12 @@ from tests.harness.freeswitch_rig import (
     freeswitch_pbx,
     fs_rig,
 )
-from tests.harness.inbox_server import InboxServer
+from tests.harness.inbox_server import TOKEN_ENV, InboxServer
 from tests.practice import directory, number, t, u, user
 
 TEAM = "+13125550100"
 OTHER = "+13125550111"
 PATIENT = "+17205550141"
-TOKEN = "inbox-token-for-the-freeswitch-voicemail-tests"
-TOKEN_ENV = "BACKLINE_TEST_FS_VOICEMAIL_INBOX_TOKEN"
 SECONDS = 4
 
 
@@ -180,17 +178,6 @@ async def controller_on(d: Directory, db: MessageDb | None = None,
         await drain.close()
         await controller.close()
         journal.close()
-
-
-@pytest.fixture()
-async def inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[InboxServer]:
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    server = InboxServer(tmp_path / "inbox.db", token=TOKEN)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def read(path: Path) -> bytes:

@@ -29,7 +29,6 @@ from tests.harness.transfer_phone import tone_file
 from tests.harness.voicemail_caller import answered_caller, message_caller
 from tests.test_alerts import spellings
 from tests.test_voicemail import PATIENT, SCHED, TALK_MS, sip, voicemail_practice
-from tests.test_voicemail import inbox as inbox  # the fixture
 
 pytestmark = pytest.mark.asterisk
 

@@ -29,7 +29,7 @@ from backline.core.records import AttemptKind, Delivery, Outcome
 from backline.features.voicemail.emails import VoicemailEmailFeature
 from backline.journal import open_journal
 from tests.harness.alert_site import free_port
-from tests.harness.inbox_server import InboxServer
+from tests.harness.inbox_server import TOKEN_ENV, InboxServer
 from tests.harness.practice_pbx import AMI_ENV, PracticePbx, practice_pbx
 from tests.harness.sipp import place_calls
 from tests.harness.smtp_sink import SmtpSink
@@ -43,8 +43,6 @@ pytestmark = pytest.mark.asterisk
 
 SCHED, MAIN = "+13125550102", "+13125550100"  # front-desk's line (+ raj); the practice's
 PATIENT = "+17205550141"
-TOKEN = "inbox-token-for-the-voicemail-tests"
-TOKEN_ENV = "BACKLINE_TEST_VOICEMAIL_INBOX_TOKEN"
 SCHED_KEYS = "auto_assign: true, conversation_tags: [scheduling], contact_tags: [new-patient]"
 TALK_MS = 14000  # the greeting takes some seven seconds of it
 TONE = 440  # tests.harness.transfer_phone.tone_file's
@@ -53,34 +51,23 @@ TONE = 440  # tests.harness.transfer_phone.tone_file's
 @asynccontextmanager
 async def voicemail_practice(tmp_path: Path, name: str, inbox: InboxServer,
                              **options: Any) -> AsyncIterator[PracticePbx]:
-    """The test practice with an inbox, the scheduling line tagged and auto-assigned to its
-    owner team, and the carrier recognised by address (its From carries the caller)."""
+    """The test practice with the ``inbox`` fixture's inbox (its token in TOKEN_ENV), the
+    scheduling line tagged and auto-assigned to its owner team, and the carrier recognised by
+    address (its From carries the caller)."""
     extra = f'  inbox: {{url: "{inbox.url}", token_env: {TOKEN_ENV}}}\n' + \
         options.pop("connections_extra", "")
-    with pytest.MonkeyPatch.context() as env:  # restored after the practice (test_hygiene)
-        env.setenv(TOKEN_ENV, TOKEN)
-        async with practice_pbx(tmp_path, name, connections_extra=extra,
-                                carrier_from_user=False, number_keys={SCHED: SCHED_KEYS},
-                                **options) as pbx:
-            # As `backline up` sets it for its own instance (`run` asks Asterisk).
-            pbx.controller.faxes.spool = pbx.instance.host_path(pbx.instance.dir("spool"))
-            drain = pbx.controller.inbox
-            assert drain is not None
-            drain.start()
-            try:
-                yield pbx
-            finally:
-                await drain.close()
-
-
-@pytest.fixture()
-async def inbox(tmp_path: Path) -> AsyncIterator[InboxServer]:
-    server = InboxServer(tmp_path / "inbox.db", token=TOKEN)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+    async with practice_pbx(tmp_path, name, connections_extra=extra,
+                            carrier_from_user=False, number_keys={SCHED: SCHED_KEYS},
+                            **options) as pbx:
+        # As `backline up` sets it for its own instance (`run` asks Asterisk).
+        pbx.controller.faxes.spool = pbx.instance.host_path(pbx.instance.dir("spool"))
+        drain = pbx.controller.inbox
+        assert drain is not None
+        drain.start()
+        try:
+            yield pbx
+        finally:
+            await drain.close()
 
 
 def sip(pbx: PracticePbx) -> tuple[str, int]:

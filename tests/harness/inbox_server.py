@@ -30,6 +30,11 @@ from aiohttp import web
 
 from tests.harness.alert_site import free_port
 
+# The token of the ``inbox`` fixture's server (tests/conftest.py), and the variable that
+# fixture puts it in: a practice's ``connections.inbox.token_env`` names it.
+TOKEN = "inbox-token-for-the-inbox-fixture"
+TOKEN_ENV = "BACKLINE_TEST_INBOX_TOKEN"
+
 
 class InboxServer:
     def __init__(self, path: Path, *, fail_rate: float = 0.0, seed: int = 20261128,
