@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.harness.sipp import LOCAL, SippProcess, _common_args
+from tests.harness.sipp import LOCAL, SippProcess, _common_args, audio_sdp
 
 _SCENARIO = """\
 <?xml version="1.0" encoding="UTF-8" ?>
@@ -30,17 +30,7 @@ _SCENARIO = """\
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=[from_user] 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-16
-      a=sendrecv
-
+""" + audio_sdp("[from_user]", 2353687637) + """
     ]]>
   </send>
 

@@ -493,6 +493,24 @@ _CAPTURE_DIALOG = """\
     </action>
 """
 
+def audio_sdp(origin: str, version: int) -> str:
+    """The SDP body the scenarios written here send (their CDATA lines): one audio stream,
+    PCMU and telephone-event (RFC 4733).  ``origin`` and ``version`` fill its o= line: a
+    re-INVITE's answer bears a version above the one the call was answered with."""
+    return f"""\
+      v=0
+      o={origin} 53655765 {version} IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-16
+      a=sendrecv
+"""
+
+
 _OK_TO_REINVITE = """\
   <label id="reinvite"/>
   <send>
@@ -508,17 +526,7 @@ _OK_TO_REINVITE = """\
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=user1 53655765 2353687640 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-16
-      a=sendrecv
-
+""" + audio_sdp("user1", 2353687640) + """
     ]]>
   </send>
   <recv request="ACK" next="in_call"/>
