@@ -96,6 +96,25 @@ async def test_session_opens_with_connect_myevents_linger_then_rings_the_members
         assert [a.outcome.value for a in rig.attempts] == ["rang", "missed"]
 
 
+async def test_a_freeswitch_that_never_answers_connect_is_dropped_saying_what_it_did_not_answer(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with fs_rig(practice()) as rig:
+        rig.driver.calls.quick_within = 0.5  # the peer below never answers: the bound is hit
+        reader, writer = await asyncio.open_connection("127.0.0.1", rig.driver.socket_port)
+        try:
+            assert await reader.readuntil(b"\n\n") == b"connect\n\n"
+            # Nothing comes back: the controller closes the session (the dialplan's fallback
+            # then answers the caller), and says why.
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+        finally:
+            writer.close()
+        assert rig.driver.calls.failures == 1
+        said = [r.getMessage() for r in caplog.records if r.name == "backline.esl.call"]
+        assert said == ["call session dropped: FreeSWITCH did not answer `connect` (the "
+                        "channel's data) within 0.5 s: the session is closed and the "
+                        "dialplan's fallback (the announcement) answers the caller"], said
+
+
 async def test_registrations_are_reloaded_after_every_login() -> None:
     async with fs_rig(practice()) as rig:
         rig.registered["tok-1"] = ("sam-p0", 100.0)

@@ -6,6 +6,7 @@ running.  The reload is the one SIGHUP runs in `backline run`/`up` (backline/app
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from backline.app.reload import RELOAD_WITHIN
 from backline.app.serve import asterisk_reloader
 from tests.harness.backline_process import BacklineProcess as Backline
 from tests.harness.baresip import read_wav, write_wav
@@ -139,6 +141,44 @@ async def test_an_owner_changed_and_a_user_deactivated_apply_live_without_droppi
         finally:
             for proc in phones.values():
                 proc.kill()
+
+
+async def test_a_module_reload_asterisk_does_not_confirm_says_so_and_the_next_reload_asks_again(
+        tmp_path: Path) -> None:
+    # An Asterisk that does not answer (stopped here: SIGSTOP, the way a loaded server's
+    # answer never comes in time) hits the bound; the reload must say what did not happen,
+    # keep the controller's practice, and not count the written files as Asterisk's: the
+    # next reload used to find them unchanged and never ask for the module again.
+    async with practice_pbx(tmp_path, "reload-frozen") as pbx:
+        sip = ("127.0.0.1", pbx.ports.sip)
+        reloader = asterisk_reloader(pbx.controller, pbx.driver, pbx.instance,
+                                     reload_within=1.0)
+        assert reloader.files is not None
+        text = pbx.config_path.read_text()
+        assert OLD_JO in text
+        pbx.config_path.write_text(text.replace(OLD_JO, NEW_JO))
+        pid = pbx.instance.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            unconfirmed = await reloader.reload()  # the peer never answers: the bound is hit
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert not unconfirmed.applied, unconfirmed
+        [problem] = unconfirmed.problems
+        assert re.search(r"Asterisk did not confirm the reload of \w+\.so within 1 s .*"
+                         r"the next `backline reload` asks for it again", problem), problem
+        assert "jo" in pbx.controller.book.sorted_members(MAIN)  # the old practice runs on
+
+        reloader.files.reload_within = RELOAD_WITHIN
+        again = await reloader.reload()
+        assert again.applied, again
+        assert "pjsip.conf" in again.changed and "res_pjsip.so" in again.modules, again
+        assert "jo" not in pbx.controller.book.sorted_members(MAIN)
+        with pytest.raises(SippError) as unregistered:
+            await asyncio.to_thread(register, sip, tmp_path, "jo-desk", pbx.secret("jo-desk"),
+                                    contact_port=5999, aor="jo", timeout=30)
+        assert re.search(r"SIP/2\.0 40[134]", str(unregistered.value)), str(unregistered.value)
 
 
 def backline(*args: str) -> subprocess.CompletedProcess[str]:

@@ -39,6 +39,11 @@ MODULE_OF_FILE: Mapping[str, str] = {
 
 AUDIT_ACTION = "config.reload"
 
+# How long Asterisk may take to confirm one module's reload (AMI ``ModuleLoad``).  Asterisk
+# answers once the module has re-read its files: res_pjsip re-reads every endpoint, and on a
+# loaded server that has taken seconds; nobody's call waits on it, only ops on the command.
+RELOAD_WITHIN = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class ReloadResult:
@@ -78,11 +83,13 @@ class PbxFiles:
     def __init__(self, current: Mapping[str, str],
                  render: Callable[[Directory], Mapping[str, str]],
                  write: Callable[[Mapping[str, str]], None],
-                 reload_module: Callable[[str], Awaitable[None]],
-                 clips: Callable[[Directory], None] = lambda _: None) -> None:
+                 reload_module: Callable[[str, float], Awaitable[None]],
+                 clips: Callable[[Directory], None] = lambda _: None, *,
+                 reload_within: float = RELOAD_WITHIN) -> None:
         self.current = dict(current)
         self._render, self._write, self._reload = render, write, reload_module
         self._clips = clips
+        self.reload_within = reload_within  # seconds each module's reload may take
 
     async def apply(self, directory: Directory) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Render ``directory``'s clips, then its files; write and reload what changed;
@@ -96,10 +103,12 @@ class PbxFiles:
             return (), ()
         texts = {n: rendered[n] for n in changed}
         await asyncio.to_thread(self._write, texts)
-        self.current.update(texts)
         modules = tuple(sorted({MODULE_OF_FILE[n] for n in changed}))
         for module in modules:
-            await self._reload(module)
+            await self._reload(module, self.reload_within)
+        # Only now what Asterisk runs: had a reload failed or gone unconfirmed, the next
+        # reload would find these files unchanged and never ask for it again.
+        self.current.update(texts)
         return changed, modules
 
 
@@ -116,6 +125,10 @@ class Reloader:
         self._files = files
         self._clock = clock
         self._lock = asyncio.Lock()  # two SIGHUPs in a row: one reload after the other
+
+    @property
+    def files(self) -> PbxFiles | None:
+        return self._files
 
     async def reload(self) -> ReloadResult:
         async with self._lock:

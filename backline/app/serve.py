@@ -60,21 +60,33 @@ class PbxDriver(ModeMirror, Protocol):
 
 
 def asterisk_reloader(controller: Controller, driver: AsteriskDriver,
-                      instance: AsteriskInstance | None) -> Reloader:
+                      instance: AsteriskInstance | None, *,
+                      reload_within: float | None = None) -> Reloader:
     """The live reload of ``controller``'s config; with ``instance`` (``backline up``: the
     files are ours) the PBX's files are rendered again and their modules reloaded over the
-    driver's AMI link; without it (``backline run``) only the controller's view changes."""
-    from backline.app.reload import MODULE_OF_FILE, PbxFiles, Reloader
+    driver's AMI link, each confirmed within ``reload_within`` s (RELOAD_WITHIN); without it
+    (``backline run``) only the controller's view changes."""
+    from backline.app.reload import MODULE_OF_FILE, RELOAD_WITHIN, PbxFiles, Reloader
     from backline.localpbx.asterisk import rendered_files, replace_clips
-    from backline.pbx.ports import PbxRefused
+    from backline.pbx.ports import LinkDown, PbxRefused
 
     files = None
     if instance is not None:
         running = instance
 
-        async def reload_module(module: str) -> None:
-            answer = await driver.ami.action({"Action": "ModuleLoad", "Module": module,
-                                              "LoadType": "reload"}, within=10.0)
+        async def reload_module(module: str, within: float) -> None:
+            if not driver.ami.up:
+                raise LinkDown(f"the AMI link is down: Asterisk was not asked to reload "
+                               f"{module}; the new files are written, the next `backline "
+                               "reload` asks for it")
+            try:
+                answer = await driver.ami.action({"Action": "ModuleLoad", "Module": module,
+                                                  "LoadType": "reload"}, within=within)
+            except LinkDown as exc:
+                raise LinkDown(f"Asterisk did not confirm the reload of {module} within "
+                               f"{within:.0f} s ({exc}): the new files are written and it may "
+                               "still re-read them; the next `backline reload` asks for it "
+                               "again") from exc
             if answer.get("Response") != "Success":
                 raise PbxRefused(f"ModuleLoad reload {module}",
                                  str(answer.get("Message", "")))
@@ -92,7 +104,8 @@ def asterisk_reloader(controller: Controller, driver: AsteriskDriver,
                     out.write(text)
 
         files = PbxFiles(current, lambda d: rendered_files(d, running), write, reload_module,
-                         lambda d: replace_clips(d, running))
+                         lambda d: replace_clips(d, running),
+                         reload_within=reload_within or RELOAD_WITHIN)
     def applied() -> None:
         driver.practice_changed()
         # The phones' encryption may have been changed: each is judged again when next rung.

@@ -27,10 +27,14 @@ from backline.pbx.ports import UnsafeValue
 
 log = logging.getLogger("backline.esl.call")
 
-CONNECT_TIMEOUT: Final = 2.0
+# FreeSWITCH answers ``connect`` and the quick commands at once; only a loaded server (or a
+# held-up loop of ours) is late.  Meanwhile the caller waits with nothing else bounding it,
+# and giving up sends a working call to the dialplan's fallback, the outage announcement:
+# so seconds of a busy server are waited for, not a silent hang (NoReply says which).
+CONNECT_TIMEOUT: Final = 10.0
 # Applications like bridge and voicemail run for the length of the call; the reply to them
 # comes when they end, so only the quick commands have a short deadline.
-COMMAND_TIMEOUT: Final = 2.0
+COMMAND_TIMEOUT: Final = 10.0
 APPLICATION_TIMEOUT: Final = 4 * 3600.0
 _READ_BYTES: Final = 65536
 _QUICK_APPS: Final = frozenset({"set", "answer", "hangup"})
@@ -40,26 +44,43 @@ class CallGone(Exception):
     """The channel hung up or FreeSWITCH closed the session."""
 
 
+class NoReply(TimeoutError):
+    """FreeSWITCH did not answer ``what`` within ``within`` seconds: we close the session,
+    and the dialplan's fallback answers the caller."""
+
+    def __init__(self, what: str, within: float) -> None:
+        super().__init__(f"FreeSWITCH did not answer {what} within {within:g} s: the session "
+                         "is closed and the dialplan's fallback (the announcement) answers "
+                         "the caller")
+        self.what = what
+        self.within = within
+
+
 class CallSession:
     """One call's outbound socket: send a command, read its reply; events are noted."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 quick_within: float = COMMAND_TIMEOUT) -> None:
         self._reader = reader
         self._writer = writer
+        self._quick_within = quick_within  # connect and the quick commands
         self._decoder = wire.Decoder()
         self._pending: list[wire.Message] = []
         self.hung_up = False
         self.sent: list[bytes] = []
         self.events: list[wire.Event] = []
 
-    async def _next(self, within: float) -> wire.Message:
-        async with asyncio.timeout(within):
-            while not self._pending:
-                data = await self._reader.read(_READ_BYTES)
-                if not data:
-                    self._decoder.eof()
-                    raise CallGone("FreeSWITCH closed the session")
-                self._pending.extend(wire.classify(f) for f in self._decoder.feed(data))
+    async def _next(self, within: float, what: str) -> wire.Message:
+        try:
+            async with asyncio.timeout(within):
+                while not self._pending:
+                    data = await self._reader.read(_READ_BYTES)
+                    if not data:
+                        self._decoder.eof()
+                        raise CallGone("FreeSWITCH closed the session")
+                    self._pending.extend(wire.classify(f) for f in self._decoder.feed(data))
+        except TimeoutError as exc:
+            raise NoReply(what, within) from exc
         return self._pending.pop(0)
 
     async def _send(self, encoded: bytes) -> None:
@@ -70,26 +91,31 @@ class CallSession:
     async def connect(self) -> wire.ChannelData:
         await self._send(wire.encode_connect())
         while True:
-            message = await self._next(CONNECT_TIMEOUT)
+            message = await self._next(self._quick_within, "`connect` (the channel's data)")
             if isinstance(message, wire.ChannelData):
                 return message
             self._note(message)
 
-    async def command(self, encoded: bytes, within: float = COMMAND_TIMEOUT) -> wire.CommandReply:
+    async def command(self, encoded: bytes, within: float | None = None, *,
+                      what: str = "") -> wire.CommandReply:
         """Send ``encoded`` and wait for its ``command/reply``; raise :class:`CallGone` if
-        the session ends first."""
+        the session ends first, :class:`NoReply` if ``within`` (the quick bound) passes."""
         if self.hung_up:
             raise CallGone("the caller hung up")
         await self._send(encoded)
+        first_line = encoded.split(b"\n", 1)[0].decode("ascii", "replace")
+        what = what or f"`{first_line}`"
         while True:
-            message = await self._next(within)
+            message = await self._next(self._quick_within if within is None else within,
+                                       what)
             if isinstance(message, wire.CommandReply):
                 return message
             self._note(message)
 
     async def execute(self, app: str, arg: str | None = None) -> wire.CommandReply:
-        within = COMMAND_TIMEOUT if app in _QUICK_APPS else APPLICATION_TIMEOUT
-        return await self.command(wire.encode_sendmsg(app, arg, event_lock=True), within)
+        within = self._quick_within if app in _QUICK_APPS else APPLICATION_TIMEOUT
+        return await self.command(wire.encode_sendmsg(app, arg, event_lock=True), within,
+                                  what=f"`execute {app}`")  # the app's name, never its arg
 
     async def wait_event(self, wanted: Callable[[wire.Event], bool], within: float
                          ) -> wire.Event | None:
@@ -98,7 +124,7 @@ class CallSession:
         try:
             async with asyncio.timeout(within):
                 while True:
-                    message = await self._next(within)
+                    message = await self._next(within, "the event awaited")
                     self._note(message)
                     if isinstance(message, wire.Event) and wanted(message):
                         return message
@@ -129,8 +155,9 @@ CallHandler = Callable[[wire.ChannelData, CallSession], Awaitable[None]]
 class CallSocketServer:
     """Listens for FreeSWITCH's ``socket`` application and runs ``handler`` per call."""
 
-    def __init__(self, handler: CallHandler) -> None:
+    def __init__(self, handler: CallHandler, *, quick_within: float = COMMAND_TIMEOUT) -> None:
         self._handler = handler
+        self.quick_within = quick_within  # each session's bound on connect and quick commands
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.sessions = 0
@@ -153,7 +180,7 @@ class CallSocketServer:
         if task is not None:
             self._tasks.add(task)
         self.sessions += 1
-        session = CallSession(reader, writer)
+        session = CallSession(reader, writer, quick_within=self.quick_within)
         try:
             data = await session.connect()
             await session.command(wire.encode_myevents())
