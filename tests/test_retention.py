@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -56,6 +57,7 @@ from tests.fax_samples import STANDARD, fax_tiff, letter
 from tests.harness.alert_site import FakeClock, free_port
 from tests.harness.inbox_server import InboxServer
 from tests.harness.postgres import JournalBackend
+from tests.test_alerts import spellings
 from tests.test_journal_disk import fill_to
 from tests.test_voicemail_core import wav
 
@@ -347,6 +349,49 @@ async def test_a_clock_stepped_ahead_removes_nothing_before_n_days_have_passed(
     p.clock.advance(86400 + 60)
     assert await retention.round() == 2
     assert len(p.audited()) == 2
+
+
+async def test_a_clock_stepped_ahead_is_on_the_status_page_and_json_until_the_restart(
+        practice: Practice) -> None:
+    # The step the log says is on the status page and /status.json too (health "clock"):
+    # failing while the clock is ahead, kept as the last error once it is back in step, gone
+    # after a restart.  Durations and times only: no patient data.
+    p = practice
+    await p.restart()
+    feature = p.controller.feature(RetentionFeature)
+    assert feature is not None
+    retention = feature.service
+
+    async def status() -> tuple[dict[str, object], str]:
+        async with TestClient(TestServer(p.controller.status_app())) as http:
+            doc = await (await http.get("/status.json")).json()
+            page = await (await http.get("/status")).text()
+        return dict(doc["health"]["clock"]), page
+
+    clock, _ = await status()
+    assert clock["verdict"] == "ok" and clock["last_error"] is None, clock
+    start = retention.monotonic()
+    # A week and half an hour on the date, a minute on the monotonic clock (from the first
+    # round's reading, some moments before ``start``).
+    p.clock.advance(7 * 86400 + 1800)
+    retention.monotonic = lambda: start + 60
+    await retention.round()
+    clock, page = await status()
+    assert clock["verdict"] == "failing", clock
+    assert clock["says"] == "stepped ahead: retention counts only the time that passed"
+    assert re.fullmatch(r"7 d 0 h 2\d min ahead of the time that passed since the controller "
+                        "started", str(clock["last_error"])), clock
+    assert clock["last_error_at"] == p.clock().isoformat()
+    assert "<td>Clock</td>" in page and f"{clock['last_error']}</td>" in page
+    assert not [s for s in spellings(PATIENT) if s in page + json.dumps(clock)]
+    # Set right again: in step, the step still shown until the restart.
+    p.clock.now -= timedelta(days=7, minutes=30)
+    await retention.round()
+    clock, _ = await status()
+    assert clock["verdict"] == "ok" and str(clock["last_error"]).startswith("7 d"), clock
+    await p.restart()
+    clock, _ = await status()
+    assert clock["verdict"] == "ok" and clock["last_error"] is None, clock
 
 
 async def test_files_removed_before_the_journal_failed_are_named_in_their_audit(

@@ -97,6 +97,7 @@ class Retention:
         if ahead > STEP_NOTED:
             log.warning("retention: the clock is %s ahead of the time that passed since the "
                         "controller started; only the time that passed is counted", ahead)
+        self._clock_seen(now, ahead)
         counted = now - ahead
         self.problem = ""
         removals: list[Removal] = []
@@ -174,6 +175,19 @@ class Retention:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), ROUND_EVERY)
 
+    def _clock_seen(self, at: datetime, ahead: timedelta) -> None:
+        """The status page's clock line: failing while the clock is stepped ahead of the time
+        that passed, then ok with the step kept as its last error, until the next start (a
+        step the log alone said was seen by nobody watching the page)."""
+        current = self._health.get("clock")
+        if current is None:
+            return
+        self._health["clock"] = current.failed(
+            at, f"{_span(ahead)} ahead of the time that passed since the controller started",
+            "stepped ahead: retention counts only the time that passed") \
+            if ahead > STEP_NOTED else current.succeeded(
+                at, "in step with the time that passed since the controller started")
+
     def _say(self, current: Health | None, at: datetime, error: str, done: int = 0) -> None:
         if current is None:
             return
@@ -181,6 +195,14 @@ class Retention:
             if error else current.succeeded(
                 at, f"faxes and voicemail removed {self.days} days after the inbox accepted "
                 f"them ({done} in the last round)")
+
+
+def _span(delta: timedelta) -> str:
+    """``7 d 0 h 1 min``, ``2 h 5 min``: a step of the clock, to the minute."""
+    days, rest = divmod(int(delta.total_seconds()) // 60, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    return (f"{days} d " if days else "") + (f"{hours} h " if days or hours else "") + \
+        f"{minutes} min"
 
 
 def _remove(files: tuple[str, ...]) -> list[str]:
@@ -211,11 +233,15 @@ def build(context: Context) -> RetentionFeature | None:
     if days is None:
         context.health["retention"] = off("every fax and voicemail is kept "
                                           "(connections.storage.delivered_days is not set)")
+        context.health["clock"] = off("checked by retention's rounds only "
+                                      "(connections.storage.delivered_days is not set)")
         return None
     fax_dir = Path(pbx.fax_dir) if pbx is not None else DEFAULT_FAX_DIR
     stores = Stores(str(fax_dir), str(voicemail_store(fax_dir)))
     context.health["retention"] = idle(f"removes faxes and voicemail {days} days after the "
                                        "inbox accepted them; no round yet")
+    context.health["clock"] = idle("checked against the time that passed at each retention "
+                                   "round; no round yet")
     return RetentionFeature(Retention(
         context.journal, context.clock, days, stores, context.forget_voicemail,
         context.record_imported, node=context.node, health=context.health))
