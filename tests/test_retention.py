@@ -453,6 +453,39 @@ async def test_a_spool_that_cannot_be_pruned_keeps_its_messages_and_says_so(
     assert not await asyncio.to_thread(Path(b.file).exists)
 
 
+async def test_a_message_in_a_folder_app_voicemail_holds_locked_stays_until_the_next_pass(
+        practice: Practice) -> None:
+    # app_voicemail locks a folder (its `.lock` file, Asterisk's ast_lock_path) while it
+    # files, moves or renumbers its messages: a pass that finds it held leaves that folder's
+    # message whole, in the spool and Backline's store, says why, and the next pass removes it.
+    p = practice
+    inbox = p.tmp / "spool" / "voicemail" / "backline" / BOX / "INBOX"
+    b = p.journal.attempt(p.keys["B"])
+    assert b is not None
+    mine = inbox / ".lock-0123abcd"  # held as app_voicemail holds it: a link named .lock
+    mine.write_bytes(b"")
+    os.link(mine, inbox / ".lock")
+    mine.unlink()
+    kept = files(inbox) | files(Path(b.file))  # the lock among them: app_voicemail's
+    p.clock.advance(60)
+    await p.restart()
+    health = p.controller.health["retention"]
+    assert health.verdict.value == "failing" and health.last_error.startswith(
+        f"app_voicemail held the lock of {BOX}/INBOX"), health
+    assert files(inbox) | files(Path(b.file)) == kept
+    assert [p.journal.attempt(p.keys[n]).pruned is not None  # type: ignore[union-attr]
+            for n in "AB"] == [True, False]
+
+    (inbox / ".lock").unlink()  # app_voicemail is done with the folder
+    retention = p.controller.feature(RetentionFeature)
+    assert retention is not None and await retention.service.round() == 1
+    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob("msg0000.*")])
+    assert not await asyncio.to_thread(Path(b.file).exists)
+    # The lock was taken and given back: nothing of it is left to block app_voicemail.
+    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob(".lock*")])
+    assert p.journal.attempt(p.keys["B"]).pruned is not None  # type: ignore[union-attr]
+
+
 async def test_a_pruned_message_still_in_a_spool_is_not_taken_in_again(
         practice: Practice) -> None:
     p = practice

@@ -9,7 +9,8 @@ every ``ROUND_EVERY`` after, at the controller's clock.  What is due is the core
 marks the journal's record and audits it in one transaction.  A crash between leaves the
 record unmarked: the next round (after a restart too) finds the files gone, removes nothing
 more, and marks and audits it once.  A file that cannot be removed leaves its record
-unmarked, and the next round tries again.
+unmarked, and the next round tries again; so does a message whose spool folder app_voicemail
+holds locked (backline.pbx.spool_lock).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from backline.features.seam import Background, Context
 from backline.features.status.health import Health, idle, off
 from backline.journal import Journal, JournalError
 from backline.pbx.fax_desk import DEFAULT_FAX_DIR
+from backline.pbx.spool_lock import FolderHeld
 from backline.pbx.voicemail_desk import voicemail_store
 
 log = logging.getLogger("backline.retention")
@@ -146,6 +148,12 @@ class Retention:
             return {}
         try:
             forgotten = await self._forget(wanted)
+        except FolderHeld as exc:
+            # Not ours to wait for: what went is marked; the rest is kept whole (its record
+            # unmarked, Backline's copy too) and tried again at the next pass.
+            log.warning("retention: %s", exc)
+            self.problem = str(exc)
+            return {m: exc.removed[m] for m in wanted if m in exc.removed}
         except OSError as exc:
             log.error("retention: the PBX's voicemail spool could not be pruned (%s): those "
                       "messages are all kept until it can", exc.strerror or exc)

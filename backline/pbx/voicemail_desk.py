@@ -41,6 +41,7 @@ from backline.core.voicemail import (
     voicemail_key,
     wav_seconds,
 )
+from backline.pbx.spool_lock import FolderHeld, folder_lock
 
 log = logging.getLogger("backline.voicemail")
 
@@ -51,6 +52,9 @@ _SAME_CALL = timedelta(hours=2)
 # The journal's messages looked at for a call's end: those left within its start and end,
 # give or take this (both Asterisk's clock, cut to the second).
 _AROUND_CALL = timedelta(seconds=2)
+
+
+_MESSAGE = "msg[0-9][0-9][0-9][0-9].txt"  # a message's text file in a folder
 
 
 def _msg_id(info: Path) -> str:
@@ -190,28 +194,40 @@ class VoicemailIntake:
         message no longer there).  Retention's, for messages the inbox accepted long ago; a
         message left there would not be journaled again anyway (its key is in the journal),
         but it is patient data on the PBX.  Raises OSError when the spool cannot be read or a
-        file cannot be removed (retention then removes nothing of that message)."""
+        file cannot be removed (retention then removes nothing of that message), FolderHeld
+        when app_voicemail held a folder's lock (with what went from the others)."""
         async with self._lock:
             return await asyncio.to_thread(self._forget, frozenset(msg_ids))
 
     def _forget(self, wanted: frozenset[str]) -> dict[str, list[str]]:
         root = self._spool() / "voicemail" / VOICEMAIL_CONTEXT
         removed: dict[str, list[str]] = {}
+        held: list[str] = []
         if not wanted or not root.is_dir():
             return removed
-        for info in sorted(root.glob("*/*/msg[0-9][0-9][0-9][0-9].txt")):
-            # Each text file read just before its message goes, not from an earlier listing:
-            # app_voicemail renumbers a box's messages when a member deletes one, and another
-            # message must not go in this one's place.
-            msg_id = _msg_id(info) if info.parent.name != "tmp" else ""
-            if msg_id not in wanted:
+        for folder in sorted(p for p in root.glob("*/*") if p.is_dir() and p.name != "tmp"):
+            if not any(folder.glob(_MESSAGE)):
                 continue
-            # The audio first, the text file last: a removal cut short leaves a message this
-            # finds (and finishes) next time, never audio that no text file lists.
-            parts = sorted(info.parent.glob(f"{info.stem}.*"), key=lambda p: p == info)
-            for part in parts:
-                part.unlink(missing_ok=True)
-            removed.setdefault(msg_id, []).extend(p.name for p in parts)
+            # app_voicemail's own lock of the folder (backline.pbx.spool_lock): it renumbers
+            # a box's messages when a member deletes one, and another message must not go in
+            # this one's place; each text file is read under it, just before its message goes.
+            with folder_lock(folder) as ours:
+                if not ours:
+                    held.append(f"{folder.parent.name}/{folder.name}")
+                    continue
+                for info in sorted(folder.glob(_MESSAGE)):
+                    msg_id = _msg_id(info)
+                    if msg_id not in wanted:
+                        continue
+                    # The audio first, the text file last: a removal cut short leaves a
+                    # message this finds (and finishes) next time, never audio that no text
+                    # file lists.
+                    parts = sorted(folder.glob(f"{info.stem}.*"), key=lambda p: p == info)
+                    for part in parts:
+                        part.unlink(missing_ok=True)
+                    removed.setdefault(msg_id, []).extend(p.name for p in parts)
+        if held:
+            raise FolderHeld(held, removed)
         return removed
 
     def _messages(self, box: str | None) -> list[tuple[VoicemailMessage, Path]]:
