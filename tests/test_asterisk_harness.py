@@ -8,11 +8,13 @@ harness, not Backline's renderer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import stat
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -29,9 +31,11 @@ from backline.localpbx.instance import (
 from backline.localpbx.pbxroot import DEVICES, RootError, ensure_devices, ensure_root
 from backline.localpbx.ports import LOOPBACK, AsteriskPorts
 from backline.render.modules import modules_conf, required_modules
+from tests.harness.netns import Topology
 from tests.harness.ports import asterisk_ports
 from tests.harness.sipp import (
     DeskPhoneMode,
+    Host,
     SippError,
     answering_phone,
     desk_phone,
@@ -547,6 +551,32 @@ def test_free_ports_are_distinct() -> None:
     ports = {free_udp_port() for _ in range(5)}
     media = free_media_port()
     assert len(ports) >= 4 and media % 2 == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_a_namespaces_sipp_ports_are_no_ephemeral_ports_and_bind_together() -> None:
+    """A port the kernel hands out (a bind to port 0) is one of the namespace's ephemeral
+    ports: the next such pick, or any client socket there, could take it before SIPp binds
+    it ("Address already in use", rarely).  A namespace's SIPp ports come from below that
+    range, in turn, each checked free there: all of them bind at once."""
+    with Topology() as net:
+        carrier = Host(net.carrier, net.wan.name)
+        ephemeral = subprocess.run(net.wan.argv("cat", "/proc/sys/net/ipv4/ip_local_port_range"),
+                                   capture_output=True, text=True, check=True).stdout
+        picks: list[int] = []
+        for _ in range(20):
+            media = carrier.free_media_port()
+            picks += [carrier.free_udp_port(), media, media + 2]
+
+        def bind_all() -> None:
+            with contextlib.ExitStack() as held:
+                for port in picks:
+                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                    sock.bind((net.carrier, port))
+
+        net.wan.call(bind_all)
+    assert len(set(picks)) == len(picks)
+    assert max(picks) < int(ephemeral.split()[0]), (picks, ephemeral)
 
 
 def test_dtmf_pcap_gives_each_key_a_new_event(tmp_path: Path) -> None:

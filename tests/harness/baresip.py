@@ -202,7 +202,7 @@ async def start_baresip(netns: Namespace, folder: Path, *, address: str, ca: Pat
     """baresip in ``netns`` on ``address``, connected to; its ctrl_tcp socket is made in
     that namespace (a socket keeps the namespace it was made in).  ``ca``: the CA it trusts
     for TLS (None: UDP accounts only)."""
-    ctrl_port = netns.free_port("127.0.0.1", socket.SOCK_STREAM)
+    ctrl_port = netns.free_port("127.0.0.1")
     write_config(folder, address=address, ctrl_port=ctrl_port, ca=ca, says=says,
                  accounts=accounts)
     process = await asyncio.create_subprocess_exec(

@@ -34,16 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import errno
 import os
 import random
-import socket
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self, TypeVar
+
+from tests.harness.ports import listen_port, media_port_pair
 
 T = TypeVar("T")
 
@@ -52,27 +52,6 @@ NETNS_DIR = "/run/netns"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
-
-def free_port_pair(address: str) -> int:
-    """An even UDP port P with P and P+2 free on ``address`` in the calling thread's network
-    namespace: SIPp binds -mp for audio and -mp+2 for video."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((address, 0))
-            port: int = probe.getsockname()[1] & ~1
-        socks: list[socket.socket] = []
-        try:
-            for p in (port, port + 2):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind((address, p))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return port
-    raise OSError(errno.EADDRINUSE, f"no free media port pair on {address}")
 
 class NamespaceError(Exception):
     """An ``ip`` command failed while building or removing a topology."""
@@ -138,18 +117,16 @@ class Namespace:
             return await main()
         return self.call(lambda: asyncio.run(program()))
 
-    def free_port(self, address: str, kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
-        """A port free on ``address`` in this namespace right now (from its kernel)."""
-        def bind() -> int:
-            with socket.socket(socket.AF_INET, kind) as sock:
-                sock.bind((address, 0))
-                port: int = sock.getsockname()[1]
-                return port
-        return self.call(bind)
+    def free_port(self, address: str) -> int:
+        """A port free on ``address`` in this namespace (UDP and TCP) right now, for a server
+        to bind soon: as tests/harness/ports.py hands them out, not from the kernel, whose
+        bind to port 0 gives one of the namespace's ephemeral ports, which the next such pick
+        or any client socket there could take before the server binds it."""
+        return self.call(lambda: listen_port(address))
 
     def free_media_port(self, address: str) -> int:
         """An even port P with P and P+2 free on ``address`` (SIPp's audio and video)."""
-        return self.call(lambda: free_port_pair(address))
+        return self.call(lambda: media_port_pair(address))
 
 
 @dataclass(frozen=True)
