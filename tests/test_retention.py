@@ -53,6 +53,7 @@ from backline.journal import (
     open_journal,
 )
 from backline.pbx.fax_desk import spool_name
+from backline.pbx.spool_lock import started
 from tests.fax_samples import STANDARD, fax_tiff, letter
 from tests.harness.alert_site import FakeClock, free_port
 from tests.harness.inbox_server import InboxServer
@@ -483,6 +484,30 @@ async def test_a_message_in_a_folder_app_voicemail_holds_locked_stays_until_the_
     assert not await asyncio.to_thread(Path(b.file).exists)
     # The lock was taken and given back: nothing of it is left to block app_voicemail.
     assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob(".lock*")])
+    assert p.journal.attempt(p.keys["B"]).pruned is not None  # type: ignore[union-attr]
+
+
+async def test_a_lock_left_by_a_backline_process_that_died_holding_it_is_removed_at_the_next_pass(
+        practice: Practice) -> None:
+    # A controller killed while it held a folder's lock would leave app_voicemail unable to
+    # file a message there ever again (it drops each after 5 s): the next pass knows the lock
+    # for a Backline process's that no longer runs, removes it, and prunes the folder.
+    p = practice
+    inbox = p.tmp / "spool" / "voicemail" / "backline" / BOX / "INBOX"
+    ended = await asyncio.to_thread(subprocess.Popen, ["sleep", "60"])
+    try:
+        born = started(ended.pid)
+    finally:
+        ended.kill()
+        await asyncio.to_thread(ended.wait)
+    assert born
+    (inbox / ".lock").write_text(f"backline {ended.pid} {born}\n")
+    p.clock.advance(60)
+    await p.restart()
+    health = p.controller.health["retention"]
+    assert health.verdict.value == "ok", health
+    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob(".lock*")])
+    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob("msg0000.*")])
     assert p.journal.attempt(p.keys["B"]).pruned is not None  # type: ignore[union-attr]
 
 
