@@ -28,6 +28,7 @@ from backline.core.connections import AsteriskPbx
 from backline.core.records import AttemptKind, Delivery, Outcome
 from backline.features.voicemail.emails import VoicemailEmailFeature
 from backline.journal import open_journal
+from backline.pbx.spool_lock import folder_lock
 from tests.harness.alert_site import free_port
 from tests.harness.inbox_server import TOKEN_ENV, InboxServer
 from tests.harness.practice_pbx import AMI_ENV, PracticePbx, practice_pbx
@@ -321,3 +322,31 @@ async def test_only_a_member_reaches_a_numbers_voicemail_with_star_97(
             assert opened["AppData"].startswith(SCHED[2:] + "@")
         finally:
             raj.kill()
+
+
+async def test_app_voicemail_waits_on_the_folder_lock_retention_takes(
+        tmp_path: Path, inbox: InboxServer) -> None:
+    # Retention removes a spool message only under this lock (backline.pbx.spool_lock, its
+    # docs in docs/storage.md): held here through a whole message, app_voicemail cannot file
+    # it, so it is the lock app_voicemail takes.  Given back, nothing of it is left behind and
+    # the next message is filed.
+    async with voicemail_practice(tmp_path, "vm-lock", inbox) as pbx:
+        [box] = [n.voicemail_box for n in pbx.directory.numbers if n.number == SCHED]
+        spool = pbx.instance.host_path(pbx.instance.dir("spool"))
+        folder = spool / "voicemail" / "backline" / box / "INBOX"
+        folder.mkdir(parents=True, exist_ok=True)
+        with folder_lock(folder) as ours:
+            assert ours
+            await leave_message(pbx, tmp_path)
+            recorded = await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail",
+                                                 within=30)
+            await pbx.events.wait_for(lambda e: e.get("Event") == "Hangup"
+                                      and e.get("Channel") == recorded["Channel"], within=60)
+            said = [line for line in pbx.instance.log_path.read_text().splitlines()
+                    if "Couldn't lock directory" in line]
+            assert len(said) == 1 and f"/{box}/INBOX" in said[0], said
+            assert not list(folder.glob("msg*"))
+        assert not [q.name for q in folder.glob(".lock*")]
+        await leave_message(pbx, tmp_path)
+        await inbox.wait_for(1, within=30)
+        assert [q.name for q in sorted(folder.glob("msg*"))] == ["msg0000.txt", "msg0000.wav"]
