@@ -22,6 +22,7 @@ from aiohttp import web
 from backline.app.claims import claim_addresses
 from backline.app.controller import Controller, ModeMirror, config_path
 from backline.app.hangups import HeldHangups, notify_ready
+from backline.app.log_output import BatchedStream
 from backline.core.connections import (
     DEFAULT_RESERVED_DESCRIPTORS,
     AsteriskPbx,
@@ -347,7 +348,9 @@ def run_controller(directory: Directory, *, start_pbx: bool,
         # `up` claims them once it holds its Asterisk instance: a second `up` on the config
         # is told so by that lock, in its own words.
         claim_addresses(directory)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    # Not from the event loop: each decision's line would cost the loop a write (see
+    # log_output); logging.shutdown writes what is queued at exit.
+    logging.basicConfig(level=logging.INFO, handlers=[BatchedStream(sys.stderr)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with controller_runner() as runner:
         return runner.run(_serve(directory, start_pbx=start_pbx, hangups=hangups))
