@@ -69,7 +69,8 @@ def hangs_up_in_greeting(rig: FsRig, channel: Channel) -> None:
 
 
 def hangs_up_at_the_beep(rig: FsRig, channel: Channel) -> None:
-    """Hung up a second into the recording: under min-record-len, deleted, nothing kept."""
+    """Hung up as the recording started (under a second, min-record-len): deleted, nothing
+    kept."""
     rig.server.hang_up(channel)
 
 

@@ -484,7 +484,7 @@ def test_each_voice_number_has_a_box_in_the_profile_mod_voicemail_loads_with_no_
 
     profile = voicemail_profile(loaded, names.VOICEMAIL_PROFILE)
     # No operator or vmain key; no login key either (the next test).
-    assert profile == {"file-extension": "wav", "min-record-len": "3",
+    assert profile == {"file-extension": "wav", "min-record-len": "1",
                        "max-record-len": "180", "login-keys": "none"}, profile
     d = load(rendered.parent / "practice.yaml").directory
     boxes = [n.voicemail_box for n in d.numbers if Carry.VOICE in n.carries]

@@ -21,6 +21,7 @@ from backline.core.emergency import EmergencyCall
 from backline.core.model import Directory
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
+from backline.core.voicemail import VoicemailMessage
 from backline.journal import Journal, JournalError, NewAttempt
 from backline.localpbx.whereabouts import NotAsteriskSettings, parse_settings, root_of, under
 from backline.pbx.asterisk import cdr
@@ -156,12 +157,21 @@ class PbxRecord:
                 log.error("voicemail left in the PBX's spool could not be read: %s",
                           exc.strerror or exc)
             else:
-                ends = [] if reading is None else list(reading.ends)
-                if ends and (missed := await self.voicemail.take_missed(ends, seen)):
-                    log.warning("%d missed call(s) ended while the controller was away are "
-                                "now journaled", missed)
+                await self._take_missed(reading, seen)
+        elif isinstance(self.directory.connections.pbx, FreeswitchPbx):
+            # mod_cdr_csv's row says itself whether mod_voicemail kept a message of the call;
+            # the messages left meanwhile were taken in (vm_list) before this import.
+            await self._take_missed(reading, [])
         self.imported.set()
         return new
+
+    async def _take_missed(self, reading: CdrReading | None,
+                           seen: list[VoicemailMessage]) -> None:
+        """The missed calls the call record tells whose end the controller did not hear."""
+        ends = [] if reading is None else list(reading.ends)
+        if ends and (missed := await self.voicemail.take_missed(ends, seen)):
+            log.warning("%d missed call(s) ended while the controller was away are now "
+                        "journaled", missed)
 
     async def _read_cdr(self) -> CdrReading | None:
         """The call record read in one pass, in a worker thread: a year's record is megabytes,

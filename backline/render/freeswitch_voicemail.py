@@ -10,6 +10,10 @@ the ``profile`` by name, its ``param`` children), with only what Backline relies
 * ``file-extension: wav``: the recording the ``vm::maintenance`` event names is a WAVE file,
   which the controller checks and the inbox and link pages play (``audio/wav``);
 * ``max-record-len: 180``: as Asterisk's ``maxsecs``;
+* ``min-record-len: 1``: as Asterisk's ``minsecs``.  create_file (mod_voicemail.c) takes the
+  recording's whole seconds (samples over the sample rate) and deletes one under this, keeps
+  no message and fires no event: a caller who hangs up at the beep is a missed call.  The
+  default, 3, also threw away a message of one or two seconds ("call me back").
 * no ``operator-key`` or ``vmain-key`` (mod_voicemail's defaults are none): the stock file
   sets ``9`` and ``*``, which send a caller who presses them during the greeting to the
   stock ``default`` context (an operator extension, the voicemail login), out of the
@@ -36,7 +40,7 @@ from backline.render.freeswitch import _include, _params, _text
 
 VOICEMAIL_FILE = "autoload_configs/voicemail.conf.xml"
 MAX_RECORD_SECONDS = 180
-MIN_RECORD_SECONDS = 3  # shorter is deleted by mod_voicemail, and no event fires
+MIN_RECORD_SECONDS = 1  # shorter is deleted by mod_voicemail, and no event fires
 # No key a caller can press (see above): not "", which gives back the default "0".
 NO_LOGIN_KEYS = "none"
 

@@ -195,6 +195,16 @@ def voicemail_profile(root: ET.Element, name: str) -> dict[str, str] | None:
     return None if profile is None else params(profile, "param")
 
 
+def keeps_recording(profile: dict[str, str], samples: int, rate: int = 8000) -> bool:
+    """mod_voicemail.c, create_file: a message's recording of ``samples`` at ``rate`` is
+    kept unless its whole seconds (``fh.samples_out / fh.samplerate``) are under the
+    profile's ``min-record-len`` (default 3, 0 to 10000: load_profile's config item); under
+    it, the file is deleted, no message is kept and no event fires."""
+    value = profile.get("min-record-len") or "3"
+    minimum = int(value) if value.isdigit() and int(value) <= 10000 else 3
+    return samples // rate >= minimum
+
+
 # What a caller can press (switch_utils.h, is_dtmf: the keys switch_channel_queue_dtmf
 # queues, RFC 2833 or SIP INFO alike).
 DTMF_KEYS = "0123456789ABCDabcd#*FfWw"

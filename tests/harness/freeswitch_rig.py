@@ -42,7 +42,9 @@ class SwitchWithApps(EslServer):
 
     An effect may hang the channel up (:meth:`EslServer.hang_up`: the caller is gone,
     CHANNEL_HANGUP fires) and go on changing it, as an application finishing on a channel
-    that is down does; CHANNEL_HANGUP_COMPLETE fires once the application has returned."""
+    that is down does; CHANNEL_HANGUP_COMPLETE fires once the application has returned.
+    ``set`` sets the channel variable as mod_dptools.c's base_set does (``name=value`` split
+    at the first ``=``; an empty value unsets it), unless a test scripts it."""
 
     def __init__(self, password: str = PASSWORD, **options: Any) -> None:
         super().__init__(password, **options)
@@ -51,6 +53,12 @@ class SwitchWithApps(EslServer):
     async def _execute(self, channel: Channel, app: str, arg: str | None,
                        app_uuid: str | None) -> None:
         effect = self.app_effects.get(app)
+        if effect is None and app == "set":
+            name, _, value = (arg or "").partition("=")
+            if value:
+                channel.variables[name] = value
+            else:
+                channel.variables.pop(name, None)
         if effect is not None:
             done = effect(channel, arg)  # before _COMPLETE: rxfax sets its variables at phase E
             if done is not None:

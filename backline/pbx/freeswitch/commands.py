@@ -89,7 +89,8 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
             # the call goes on to the number's voicemail.
             targets = ",".join(f"user/{_checked('desk_phone', _DESK_PHONE, p)}@{domain}"
                                for p in decision.desk_phones)
-            return [("set", "hangup_after_bridge=true"),
+            return [missable(decision.number),
+                    ("set", "hangup_after_bridge=true"),
                     ("set", "continue_on_fail=true"),
                     ("set", f"call_timeout={int(decision.ring_seconds)}"),
                     RING_ONLY_ON_ANSWER,
@@ -99,7 +100,7 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
                                   f"{_checked('voicemail_box', BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
         case SendToVoicemail():
-            return [("answer", None),
+            return [missable(decision.number), ("answer", None),
                     ("voicemail", f"{names.VOICEMAIL_PROFILE} {domain} "
                                   f"{_checked('voicemail_box', BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
@@ -121,7 +122,7 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
             # The clip lies beside the announcement (backline render writes both).
             folder = _checked("announcement", PATH, sounds.announcement).rpartition("/")[0]
             clip = f"{folder}/{closed_clip(_checked('number', _NUMBER, decision.number))}.wav"
-            return [("answer", None), ("playback", clip),
+            return [missable(decision.number), ("answer", None), ("playback", clip),
                     ("voicemail", f"{names.VOICEMAIL_PROFILE} {domain} "
                                   f"{_checked('voicemail_box', BOX, decision.voicemail_box)}"),
                     ("hangup", None)]
@@ -134,6 +135,12 @@ def inbound_applications(decision: InboundDecision, domain: str, sounds: Sounds,
                     ("hangup", None)]
         case _:
             assert_never(decision)
+
+
+def missable(number: str) -> Application:
+    """First on a call that may end missed (backline.core.voicemail.may_be_missed): the
+    number it was decided for, on the channel and so in mod_cdr_csv's row of it."""
+    return ("set", f"{names.MISSABLE}={_checked('number', _NUMBER, number)}")
 
 
 def fax_setup() -> list[Application]:

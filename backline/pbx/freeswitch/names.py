@@ -68,6 +68,11 @@ HANGUP_COMPLETE: Final = "CHANNEL_HANGUP_COMPLETE"
 ORIGINATE_DISPOSITION: Final = "originate_disposition"
 CALL_ACCEPTED: Final = "call accepted"
 VOICEMAIL_MESSAGE_LEN: Final = "voicemail_message_len"
+# Set by the controller's first application on a call it sends to ring a number's desk phones
+# or to its voicemail: the number it was decided for.  The channel keeps it to the end, so
+# mod_cdr_csv's row of the call says the call may be missed even when the controller did not
+# hear its end (backline/pbx/freeswitch/cdr.py); a call the PBX answered alone has none.
+MISSABLE: Final = "backline_missable"
 
 # Events the inbound link subscribes to: the results of bgapi jobs, mod_sofia's presence
 # probes (a desk phone subscribed to the lamp), registrations of desk phones and messages

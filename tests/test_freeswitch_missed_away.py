@@ -1,0 +1,195 @@
+"""Missed calls on FreeSWITCH whose end the controller did not hear (it went away while they
+rang or were in the voicemail): one inbox item each on its return, once, read from the row
+mod_cdr_csv writes with the rendered template.  Over the Event Socket's wire format only (no
+FreeSWITCH runs here): the ESL test server, the rendered dialplan's fallback run once the
+socket is gone, and the rendered template expanded as mod_cdr_csv expands it
+(tests/harness/freeswitch_record.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import time
+import uuid as uuidlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from backline.core.connections import FreeswitchPbx
+from backline.core.records import AttemptKind, Outcome
+from backline.journal import open_journal
+from backline.pbx.freeswitch import names
+from backline.render.asterisk import voicemail_conf
+from tests.harness.eslserver import Channel
+from tests.harness.freeswitch_conf import keeps_recording, voicemail_profile
+from tests.harness.freeswitch_record import RenderedSwitch, carrier_channel
+from tests.harness.freeswitch_rig import ANNOUNCEMENT, DOMAIN, FsRig, SwitchWithApps
+from tests.harness.inbox_server import InboxServer
+from tests.test_alerts import spellings
+from tests.test_freeswitch_missed import (
+    Script,
+    answered,
+    cancels_while_ringing,
+    hangs_up_at_the_beep,
+    hangs_up_in_greeting,
+    registered,
+    rings_out,
+)
+from tests.test_freeswitch_voicemail import (
+    OTHER,
+    PATIENT,
+    SECONDS,
+    TEAM,
+    Left,
+    MessageDb,
+    controller_on,
+    fire_left,
+    practice,
+    recording,
+)
+
+Effect = Callable[[FsRig, Channel], None]
+
+
+class GoneMidCall:
+    """Each call's ``blocking`` application runs until the controller is gone, then ends as
+    its effect says; its other applications end at once as theirs say."""
+
+    def __init__(self, rig: FsRig) -> None:
+        self.rig = rig
+        self.gone = asyncio.Event()
+        self.in_hand: asyncio.Queue[str] = asyncio.Queue()
+        self.endings: dict[str, tuple[str, dict[str, Effect]]] = {}
+        assert isinstance(rig.server, SwitchWithApps)
+        for app in ("bridge", "voicemail"):
+            rig.server.app_effects[app] = self._run(app)
+
+    def _run(self, app: str) -> Callable[[Channel, str | None], Awaitable[None]]:
+        async def run(channel: Channel, arg: str | None) -> None:
+            blocking, effects = self.endings.get(channel.uuid, ("", {}))
+            if app == blocking:
+                await self.in_hand.put(channel.uuid)
+                await self.gone.wait()
+            if (effect := effects.get(app)) is not None:
+                effect(self.rig, channel)
+        return run
+
+    def place(self, channel: Channel, blocking: str, **effects: Effect
+              ) -> asyncio.Task[object]:
+        self.endings[channel.uuid] = (blocking, effects)
+        return asyncio.create_task(self.rig.call(channel))
+
+
+def leaves_a_message(storage: Path, db: MessageDb) -> Effect:
+    """The caller speaks and hangs up; deliver_vm keeps the message (its event, heard by
+    nobody now, and mod_voicemail's own record, which vm_list reads) and
+    voicemail_leave_main sets ``voicemail_message_len``."""
+    def leave(rig: FsRig, channel: Channel) -> None:
+        path = storage / "voicemail" / names.VOICEMAIL_PROFILE / DOMAIN / TEAM[-10:] / \
+            f"msg_{uuidlib.uuid4()}.wav"
+        left = Left(channel, TEAM[-10:], path, recording(path))
+        rig.server.hang_up(channel)
+        fire_left(rig, left, db=db)
+        channel.variables.update(voicemail_message_len=f"00:00:{SECONDS:02d}")
+    return leave
+
+
+def call(to: str = TEAM, caller: str = PATIENT) -> Channel:
+    return carrier_channel(to, caller, str(uuidlib.uuid4()))
+
+
+async def test_calls_missed_while_the_controller_was_away_are_one_item_each_on_its_return(
+        tmp_path: Path, inbox: InboxServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    d = practice(tmp_path, inbox.url)
+    assert isinstance(d.connections.pbx, FreeswitchPbx)
+    pbx = dataclasses.replace(d.connections.pbx,
+                              cdr_file=str(tmp_path / "log" / "cdr-csv" / "Master.csv"))
+    d = dataclasses.replace(d, connections=dataclasses.replace(d.connections, pbx=pbx))
+    switch = RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)
+    started = int(time.time())
+    db = MessageDb()
+    heard, rang_out, cancelled, beep, message, taken = (
+        call(), call(OTHER), call(caller="+17205550146"), call(caller="+17205550147"),
+        call(caller="+17205550148"), call(caller="+17205550149"))
+    async with controller_on(d, db) as (controller, rig):
+        await registered(rig)
+        # Heard: rang out and hung up in the greeting while the controller was up.
+        await Script(rig).call(heard, bridge=rings_out, voicemail=hangs_up_in_greeting)
+        switch.report(heard, started, started + 30)
+        await inbox.wait_for(1, within=30)
+        away = GoneMidCall(rig)
+        calls = [
+            away.place(rang_out, "bridge", bridge=rings_out),
+            away.place(cancelled, "bridge", bridge=cancels_while_ringing),
+            away.place(beep, "voicemail", bridge=rings_out, voicemail=hangs_up_at_the_beep),
+            away.place(message, "voicemail", bridge=rings_out,
+                       voicemail=leaves_a_message(tmp_path / "freeswitch-storage", db)),
+            away.place(taken, "bridge", bridge=answered)]
+        for _ in calls:
+            await asyncio.wait_for(away.in_hand.get(), 30)
+        # The controller goes away with five calls in hand; then each ends, unheard.
+        await rig.driver.stop()
+        assert controller.inbox is not None
+        await controller.inbox.close()
+        away.gone.set()
+        for task in calls:
+            await asyncio.wait_for(task, 30)
+        for channel in (rang_out, cancelled, beep, message, taken):
+            await switch.socket_returned(rig.server, channel)
+            assert not channel.up
+            switch.report(channel, started, started + 60)
+        assert rang_out.variables["current_application"] == "hangup"  # the fallback ran
+        assert not [a for a in controller.journal.attempts()
+                    if a.key != f"missed:{heard.uuid}"
+                    and (a.outcome is Outcome.MISSED or a.kind is AttemptKind.VOICEMAIL)]
+    # It returns: its login lists the boxes and reads the call record; and once more.
+    for _ in range(2):
+        logins: asyncio.Queue[int] = asyncio.Queue()
+        async with controller_on(d, db, logins) as (back, _rig):
+            await asyncio.wait_for(logins.get(), 30)
+            await inbox.wait_for(5, within=30)
+            assert back.inbox is not None
+            await back.inbox.drained(within=30)
+    final = open_journal(d.connections.storage.url)
+    try:
+        missed = {a.key: a for a in final.attempts(limit=100) if a.outcome is Outcome.MISSED}
+    finally:
+        final.close()
+    # The same key the live path gives a call, for the number it was decided for; the call
+    # heard live not twice; the message is the message; the answered call nothing.
+    assert {k: (a.recipient, a.sender) for k, a in missed.items()} == {
+        f"missed:{heard.uuid}": (TEAM, PATIENT), f"missed:{rang_out.uuid}": (OTHER, PATIENT),
+        f"missed:{cancelled.uuid}": (TEAM, "+17205550146"),
+        f"missed:{beep.uuid}": (TEAM, "+17205550147")}
+    docs = inbox.items()
+    assert sorted((d["kind"], d.get("outcome"), d["from"], d["to"]) for d in docs) == sorted([
+        ("call", "missed", PATIENT, TEAM), ("call", "missed", PATIENT, OTHER),
+        ("call", "missed", "+17205550146", TEAM), ("call", "missed", "+17205550147", TEAM),
+        ("voicemail", "voicemail", "+17205550148", TEAM)])
+    assert len(inbox.keys()) == len(set(inbox.keys())) == 5
+    assert [d["notify"] for d in docs if d["to"] == OTHER] == [{"users": ["mia"]}]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert not [s for c in ("+17205550146", "+17205550147") for s in spellings(c)
+                if s in logged]
+
+
+def test_a_recording_under_a_second_is_no_message_on_freeswitch_as_on_asterisk(
+        tmp_path: Path) -> None:
+    """mod_voicemail keeps a recording of whole seconds under ``min-record-len`` as no
+    message (its default, 3, threw away a two-second "call me back"); app_voicemail keeps
+    none under ``minsecs``: the rendered profile keeps exactly what Asterisk's voicemail.conf
+    keeps, so a caller who hangs up at the beep is a missed call on both."""
+    d = practice(tmp_path, "http://127.0.0.1:9/inbox")
+    profile = voicemail_profile(RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT).root,
+                                names.VOICEMAIL_PROFILE)
+    assert profile is not None
+    found = re.search(r"^minsecs=([0-9]+)$", voicemail_conf(d), re.MULTILINE)
+    assert found is not None
+    minsecs = int(found.group(1))
+    for samples in (0, 4_000, 7_999, 8_000, 12_000, 16_000, 23_999, 24_000, 8_000 * 180):
+        assert keeps_recording(profile, samples) == (samples // 8_000 >= minsecs), samples
+    assert not keeps_recording(profile, 7_999) and keeps_recording(profile, 8_000)
