@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import logging
 import re
 import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from backline.core.connections import FreeswitchPbx
 from backline.core.records import AttemptKind, Outcome
+from backline.core.voicemail import missed_while_away
 from backline.journal import open_journal
-from backline.pbx.freeswitch import names
+from backline.pbx.freeswitch import cdr, names
 from backline.render.asterisk import voicemail_conf
 from tests.harness.eslserver import Channel
-from tests.harness.freeswitch_conf import keeps_recording, voicemail_profile
+from tests.harness.freeswitch_conf import expand, keeps_recording, voicemail_profile
 from tests.harness.freeswitch_record import RenderedSwitch, carrier_channel
 from tests.harness.freeswitch_rig import ANNOUNCEMENT, DOMAIN, FsRig, SwitchWithApps
 from tests.harness.inbox_server import InboxServer
@@ -193,3 +196,36 @@ def test_a_recording_under_a_second_is_no_message_on_freeswitch_as_on_asterisk(
     for samples in (0, 4_000, 7_999, 8_000, 12_000, 16_000, 23_999, 24_000, 8_000 * 180):
         assert keeps_recording(profile, samples) == (samples // 8_000 >= minsecs), samples
     assert not keeps_recording(profile, 7_999) and keeps_recording(profile, 8_000)
+
+
+def row(uuid: str, last_app: str, caller: str = PATIENT, **variables: str) -> str:
+    """A carrier call's row as mod_cdr_csv writes it with the rendered template (an unset
+    variable expands to nothing)."""
+    channel = {"uuid": uuid, "start_epoch": "1790000000", "end_epoch": "1790000040",
+               names.ROUTE: names.INBOUND, names.NUMBER: TEAM, "last_app": last_app,
+               "hangup_cause": "NORMAL_CLEARING", "caller_id_number": caller, **variables}
+    return expand(cdr.TEMPLATE, channel) + "\n"
+
+
+def test_each_rows_end_is_told_as_the_live_path_would_and_in_doubt_nothing() -> None:
+    """Row by row: a call marked missable that nobody took and that left no message is a
+    missed call for the number it was decided for; one answered, or whose message mod_voicemail
+    kept, is none; a call not marked (the PBX answered it alone) or in the template's former
+    shape tells no end, though it is still a call."""
+    ids = [str(uuidlib.uuid4()) for _ in range(6)]
+    mark = {names.MISSABLE: TEAM}
+    text = (row(ids[0], "hangup", **mark, originate_disposition="NO_ANSWER")
+            + row(ids[1], "voicemail", **mark, originate_disposition="NO_ANSWER")
+            + row(ids[2], "bridge", **mark, originate_disposition="call accepted")
+            + row(ids[3], "voicemail", **mark, voicemail_message_len="00:00:04")
+            + row(ids[4], "hangup")  # the fallback alone: the controller never had it
+            + ",".join(f'"{v}"' for v in (ids[5], "1790000000", "inbound", TEAM, "", "hangup",
+                                          "NORMAL_CLEARING", PATIENT)) + "\n")
+    reading = cdr.read(io.StringIO(text))
+    assert [r.uniqueid for r in reading.rows] == ids
+    ends = {e.uniqueid: e for e in reading.ends}
+    assert sorted(ends) == sorted(ids[:4])
+    told = {u: missed_while_away(e, []) for u, e in ends.items()}
+    assert {u: (m.key, m.recipient, m.sender) for u, m in told.items() if m is not None} == {
+        ids[0]: (f"missed:{ids[0]}", TEAM, PATIENT), ids[1]: (f"missed:{ids[1]}", TEAM, PATIENT)}
+    assert ends[ids[0]].end == datetime.fromtimestamp(1_790_000_040, UTC)
