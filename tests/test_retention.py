@@ -511,6 +511,52 @@ async def test_a_lock_left_by_a_backline_process_that_died_holding_it_is_removed
     assert p.journal.attempt(p.keys["B"]).pruned is not None  # type: ignore[union-attr]
 
 
+async def test_a_voicemail_folder_lock_held_past_a_minute_is_on_the_status_page_and_kept(
+        practice: Practice) -> None:
+    # app_voicemail's own lock (empty, as ast_lock_path makes it) left held: it drops every
+    # message left in that folder after 5 s.  Past a minute (HELD_TOO_LONG; the lock's age
+    # from its file time) the status page and /status.json fail naming the box and its
+    # number (no caller) and the fix; retention, on here, never removes it; removed, ok.
+    p = practice
+    inbox = p.tmp / "spool" / "voicemail" / "backline" / BOX / "INBOX"
+    lock = inbox / ".lock"
+    mine = inbox / ".lock-89abcdef"
+    mine.write_bytes(b"")
+    os.link(mine, lock)
+    mine.unlink()
+    made = lock.stat().st_mtime
+
+    def locks(held: float) -> dict[str, object]:
+        health = p.controller.pbx_record.folder_locks(now=lambda: made + held)
+        return {"verdict": health["voicemail_locks"].verdict.value,
+                "says": health["voicemail_locks"].says}
+
+    assert locks(59)["verdict"] == "ok"  # a holder at work (app_voicemail's take seconds)
+    late = locks(61)
+    assert late["verdict"] == "failing" and str(late["says"]).startswith(
+        f"box {BOX}'s INBOX ({VOICE}) locked 1 min ago by app_voicemail"), late
+    assert f"rm {lock}" in str(late["says"]) and PATIENT not in str(late["says"])
+
+    os.utime(lock, (made - 3600, made - 3600))  # an hour before it was made: left held
+    await p.restart()  # retention's pass: app_voicemail's lock is not Backline's to remove
+    assert lock.exists()
+
+    async def status() -> tuple[dict[str, object], str]:
+        async with TestClient(TestServer(p.controller.status_app())) as http:
+            doc = await (await http.get("/status.json")).json()
+            page = await (await http.get("/status")).text()
+        return dict(doc["health"]["voicemail_locks"]), page
+
+    held, page = await status()
+    assert held["verdict"] == "failing" and f"box {BOX}&#x27;s INBOX ({VOICE})" in page, held
+    assert str(held["says"]).startswith(f"box {BOX}'s INBOX ({VOICE}) locked 1 h ") and \
+        "app_voicemail drops every message left there after 5 s" in str(held["says"]), held
+    assert PATIENT not in json.dumps(held) + page
+    lock.unlink()  # Asterisk stopped, the lock removed as the fix says
+    held, _ = await status()
+    assert held["verdict"] == "ok", held
+
+
 async def test_a_pruned_message_still_in_a_spool_is_not_taken_in_again(
         practice: Practice) -> None:
     p = practice

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from backline.app.controller import Controller
 from backline.app.serve import asterisk_driver
@@ -38,6 +40,7 @@ from tests.harness.tones import ULAW, strongest
 from tests.harness.transfer_phone import tone_file
 from tests.harness.voicemail_caller import message_caller
 from tests.test_alerts import everything_in, spellings, text_part
+from tests.test_doctor import doctor, verdicts
 from tests.test_link_pages import chromium
 
 pytestmark = pytest.mark.asterisk
@@ -347,6 +350,58 @@ async def test_app_voicemail_waits_on_the_folder_lock_retention_takes(
             assert len(said) == 1 and f"/{box}/INBOX" in said[0], said
             assert not list(folder.glob("msg*"))
         assert not [q.name for q in folder.glob(".lock*")]
+        await leave_message(pbx, tmp_path)
+        await inbox.wait_for(1, within=30)
+        assert [q.name for q in sorted(folder.glob("msg*"))] == ["msg0000.txt", "msg0000.wav"]
+
+
+async def test_a_folder_lock_app_voicemail_left_held_fails_doctor_and_status_until_removed(
+        tmp_path: Path, inbox: InboxServer) -> None:
+    # An Asterisk stopped while app_voicemail held a folder's lock leaves its `.lock`: empty,
+    # as ast_lock_path makes it, so nothing says its holder is gone, and Backline removes
+    # none.  app_voicemail then drops every message left there after 5 s, retention or not
+    # (this practice keeps everything): doctor and the status page fail naming the box, its
+    # number and the lock to remove.  Removed, both are ok and the next message is filed.
+    async with voicemail_practice(tmp_path, "vm-left", inbox) as pbx:
+        [box] = [n.voicemail_box for n in pbx.directory.numbers if n.number == SCHED]
+        spool = pbx.instance.host_path(pbx.instance.dir("spool"))
+        folder = spool / "voicemail" / "backline" / box / "INBOX"
+        folder.mkdir(parents=True, exist_ok=True)
+        lock, mine = folder / ".lock", folder / ".lock-0badf00d"
+        mine.write_bytes(b"")
+        os.link(mine, lock)
+        mine.unlink()
+        made = lock.stat().st_mtime
+        os.utime(lock, (made - 7200, made - 7200))  # two hours before it was made: left held
+
+        async def health() -> dict[str, Any]:
+            async with TestClient(TestServer(pbx.controller.status_app())) as http:
+                doc = await (await http.get("/status.json")).json()
+            return dict(doc["health"]["voicemail_locks"])
+
+        found = await asyncio.to_thread(doctor, pbx.config_path, "--json")
+        checks, held = verdicts(found), await health()
+        where = f"box {box}'s INBOX ({SCHED}) locked 2 h "
+        assert checks["voicemail folders"].startswith(f"FAIL: {where}"), checks
+        assert f"rm {lock}" in checks["voicemail folders"] and found.returncode == 1
+        assert held["verdict"] == "failing" and held["says"].startswith(where), held
+        assert "app_voicemail drops every message left there" in held["says"], held
+        assert PATIENT not in found.stdout + found.stderr + json.dumps(held)
+
+        await leave_message(pbx, tmp_path)  # lost, as app_voicemail says
+        recorded = await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail",
+                                             within=30)
+        await pbx.events.wait_for(lambda e: e.get("Event") == "Hangup"
+                                  and e.get("Channel") == recorded["Channel"], within=60)
+        said = [line for line in pbx.instance.log_path.read_text().splitlines()
+                if "Couldn't lock directory" in line]
+        assert len(said) == 1 and f"/{box}/INBOX.  Voicemail will be lost" in said[0], said
+        assert not list(folder.glob("msg*")) and lock.exists()
+
+        lock.unlink()  # as the fix says (the holder is gone: the test made it)
+        found = await asyncio.to_thread(doctor, pbx.config_path, "--json")
+        assert verdicts(found)["voicemail folders"].startswith("ok: none locked"), found.stdout
+        assert (await health())["verdict"] == "ok"
         await leave_message(pbx, tmp_path)
         await inbox.wait_for(1, within=30)
         assert [q.name for q in sorted(folder.glob("msg*"))] == ["msg0000.txt", "msg0000.wav"]

@@ -293,9 +293,9 @@ class Controller:
         what the features serve there; behind its bearer token when one is configured."""
         app = make_status_app(self.journal, self.metrics, self.directory.practice.name,
                               self.directory.practice.timezone, self.journal.held,
-                              lambda: datetime.now(UTC),
-                              health=lambda: self.health | {
-                                  "journal_disk": self.journal_disk.health(self.clock())},
+                              lambda: datetime.now(UTC), health=lambda: self.health | {
+                                  "journal_disk": self.journal_disk.health(self.clock()),
+                                  **self.pbx_record.folder_locks()},
                               emergency_calls=lambda: self.journal.emergency_calls(10),
                               token=self._status_token(), hours=self.hours_now,
                               insecure=lambda: insecure(self.directory.connections.pbx,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -22,13 +23,16 @@ from backline.core.model import Directory
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.voicemail import VoicemailMessage
+from backline.features.status.health import Health, idle
+from backline.features.voicemail.locks import locks_health, unreadable
 from backline.journal import Journal, JournalError, NewAttempt
 from backline.localpbx.whereabouts import NotAsteriskSettings, parse_settings, root_of, under
 from backline.pbx.asterisk import cdr
 from backline.pbx.fax_desk import DEFAULT_FAX_DIR, FaxIntake
 from backline.pbx.freeswitch import cdr as freeswitch_cdr
 from backline.pbx.ports import FAX_CONTEXTS, CdrReading, PbxError
-from backline.pbx.voicemail_desk import VoicemailIntake, voicemail_store
+from backline.pbx.spool_lock import held_too_long
+from backline.pbx.voicemail_desk import VOICEMAIL_CONTEXT, VoicemailIntake, voicemail_store
 
 log = logging.getLogger("backline.controller")
 
@@ -53,6 +57,7 @@ class PbxRecord:
         self.journal = journal
         self._record_attempt = record_attempt
         self._emergency = emergency
+        self._clock = clock
         pbx = directory.connections.pbx
         # Where the PBX's call record is read: the config's, else asked of Asterisk at every
         # AMI login (learn_pbx_files); `pbx_root` is the root `backline up` runs it in.
@@ -91,6 +96,22 @@ class PbxRecord:
         if not isinstance(self.directory.connections.pbx, AsteriskPbx):
             return None
         return await self.voicemail.forget(msg_ids)
+
+    def folder_locks(self, now: Callable[[], float] = time.time) -> dict[str, Health]:
+        """The status page's ``voicemail_locks``: a voicemail folder's lock held too long, which
+        makes app_voicemail drop every message left there (backline.features.voicemail.locks),
+        retention or not; ``now`` is compared with the locks' file times.  On Asterisk only
+        (FreeSWITCH's mod_voicemail takes no such lock).  Reads the spool: off the event loop."""
+        if not isinstance(self.directory.connections.pbx, AsteriskPbx):
+            return {}
+        at, spool = self._clock(), self.faxes.spool
+        if not spool.is_dir():  # not asked of Asterisk yet, or not seen from this host
+            return {"voicemail_locks": idle(f"the PBX's spool is not seen at {spool} (yet)")}
+        try:
+            held = held_too_long(spool / "voicemail" / VOICEMAIL_CONTEXT, now())
+        except OSError as exc:
+            return {"voicemail_locks": unreadable(exc.strerror or str(exc), at)}
+        return {"voicemail_locks": locks_health(held, self.voicemail.number_of, at)}
 
     async def retry_spooled_faxes(self, closing: asyncio.Event) -> None:
         """Every FAX_RETRY_SECONDS until ``closing`` is set: faxes left in the PBX's spool."""

@@ -14,18 +14,31 @@ A ``.lock`` nobody removes costs messages: app_voicemail that cannot lock a fold
 5 s drops the message being left ("Voicemail will be lost").  So Backline holds it only while
 it removes files, and names itself in it (``backline PID STARTTIME``; app_voicemail's are
 empty): one left by a Backline process that ended holding it (killed mid-removal) is removed
-at the next try; app_voicemail's own is never touched."""
+at the next try; app_voicemail's own is never touched: Asterisk writes nothing in it
+(``ast_lock_path_lockfile`` makes its file with open(2) and closes it at once), so nothing in
+it says whether its holder is gone.  ``held_too_long`` finds those that outlived any holder's
+work, for ``backline doctor`` and the status page to name."""
 
 from __future__ import annotations
 
 import logging
 import os
 import secrets
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_NAME = ".lock"
+# How long a folder's lock may be held before it is one nobody will give back.  app_voicemail
+# holds one only while it counts, numbers, renames or copies that folder's files, never while
+# a caller records (leave_voicemail records into tmp/ and takes the lock after) or a member
+# listens; and a waiter gives up after 5 s, dropping the message (ast_lock_path_lockfile:
+# ``time(NULL) - start < 5``; the file's time is when its holder made it, at most those 5 s
+# before it got the lock).  So a lock older than 10 s already costs messages; a minute leaves
+# alone a slow disk's close_mailbox (moving a full box's heard messages to Old).
+HELD_TOO_LONG = 60.0  # seconds
 
 log = logging.getLogger("backline.voicemail")
 
@@ -97,3 +110,49 @@ def left_by_the_dead(lock: Path) -> bool:
     if len(words) != 3 or words[0] != "backline" or not words[1].isdigit():
         return False
     return started(int(words[1])) != words[2]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLock:
+    """A folder's lock (``path``) held for ``seconds``: ``box`` and ``folder`` name it (a
+    practice number's box, nothing of a caller); ``holder`` is "" for app_voicemail's (empty),
+    else what Backline wrote in it; ``ended``: a Backline process that no longer runs."""
+
+    box: str
+    folder: str
+    path: Path
+    seconds: float
+    holder: str
+    ended: bool
+
+
+def held_too_long(root: Path, now: float,
+                  longer_than: float = HELD_TOO_LONG) -> list[HeldLock]:
+    """The folder locks under ``root`` (the spool's ``voicemail/CONTEXT``: BOX/FOLDER/.lock)
+    older than ``longer_than`` seconds at ``now`` (seconds since the epoch, as file times are),
+    by box and folder; none when ``root`` is not there (no message yet).  Reads the locks,
+    never removes one.  Raises OSError when ``root`` cannot be read."""
+    found: list[HeldLock] = []
+    try:
+        boxes = sorted(e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return found
+    for box in boxes:
+        try:
+            folders = sorted(e.path for e in os.scandir(box) if e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            continue  # a box removed meanwhile
+        for folder in map(Path, folders):
+            lock = folder / LOCK_NAME
+            try:
+                seen = lock.lstat()
+                # Read only as a plain file: what it says is shown (never a symlink's target).
+                holder = lock.read_bytes()[:64].decode("ascii", "replace").strip() \
+                    if stat.S_ISREG(seen.st_mode) else "?"
+            except FileNotFoundError:
+                continue  # none, or given back meanwhile
+            made = seen.st_mtime
+            if now - made > longer_than:
+                found.append(HeldLock(folder.parent.name, folder.name, lock, now - made,
+                                      holder, bool(holder) and left_by_the_dead(lock)))
+    return found

@@ -4,7 +4,8 @@ one line per check with its verdict and, when it is not ok, the fix.
 The local checks: the journal writable with free space, the fax and voicemail stores' free
 space, the file modes of the journal and the secrets; on Asterisk the AMI login, the modules
 Backline needs loaded, the clock, the carrier trunk's registration, the controller's FastAGI
-where Asterisk sends calls, and the desk phones registered now (doctor_pbx); the mail relay,
+where Asterisk sends calls, a voicemail folder's lock left held, and the desk phones
+registered now (doctor_pbx); the mail relay,
 the SMS gateway and the inbox (doctor_relays).  Exit 0 when nothing failed (warnings
 included), 1 otherwise, for scripts.
 """
@@ -43,7 +44,8 @@ def add_parser(sub: Any) -> None:
         "the free space of the fax and voicemail stores' disk, "
         "the file modes of the journal and the secrets, the AMI login, the Asterisk modules "
         "Backline needs, the PBX's clock, the carrier trunk's registration, the controller's "
-        "FastAGI where Asterisk sends calls, the desk phones registered now and those that "
+        "FastAGI where Asterisk sends calls, a voicemail folder app_voicemail cannot lock "
+        "(a lock left held), the desk phones registered now and those that "
         "refuse their encrypted ring (from the running controller), the mail relay "
         "(STARTTLS, its certificate, the login), the SMS "
         "gateway's credentials and the inbox's URL and token (nothing is sent or filed; "
@@ -207,8 +209,14 @@ def _desk_phone_secrets(directory: Directory) -> set[str]:
 async def pbx_findings(directory: Directory,
                        now: Callable[[], float] = time.time) -> list[Finding]:
     """On Asterisk: the AMI login, the modules Backline needs, the clock against ``now``,
-    the carrier trunk's registration, the desk phones registered."""
-    from backline.app.commands.doctor_pbx import clock_finding, fastagi_finding, trunk_finding
+    the carrier trunk's registration, the voicemail folders' locks (their age against
+    ``now``), the desk phones registered."""
+    from backline.app.commands.doctor_pbx import (
+        clock_finding,
+        fastagi_finding,
+        trunk_finding,
+        voicemail_lock_finding,
+    )
     from backline.app.secrets import SecretMissing, read_secret
     from backline.core.ownership import OwnershipBook
     from backline.pbx.asterisk.ami import AmiLink, LoginRefused
@@ -251,6 +259,7 @@ async def pbx_findings(directory: Directory,
         out.append(await clock_finding(link, now))
         out.append(await trunk_finding(link, pbx))
         out.append(await fastagi_finding(link, pbx))
+        out.append(await voicemail_lock_finding(link, pbx, directory, now))
         book = OwnershipBook(directory)
         if pbx.registrar is not None:  # Kamailio holds them, in the shared database
             import psycopg

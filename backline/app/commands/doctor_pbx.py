@@ -1,8 +1,9 @@
 """`backline doctor`'s checks of the PBX beyond its AMI login: its clock against this
-machine's, the carrier trunk's outbound registration, and the controller's FastAGI where
-Asterisk's dialplan sends calls.  Each asks Asterisk over the AMI link the doctor already
-holds; none changes anything.  And the desk phones that refuse their encrypted ring, which
-only the running controller hears (its status listener)."""
+machine's, the carrier trunk's outbound registration, the controller's FastAGI where
+Asterisk's dialplan sends calls, and the voicemail folders' locks in its spool.  Each asks
+Asterisk over the AMI link the doctor already holds; none changes anything.  And the desk
+phones that refuse their encrypted ring, which only the running controller hears (its status
+listener)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from backline.app.commands.doctor_verdicts import FAIL, OK, SKIP, WARN, WITHIN, Finding
@@ -168,3 +170,48 @@ async def encryption_finding(directory: Directory) -> list[Finding]:
                         "(SRTP) call they were rung with, so they do not ring", FIX)]
     return [Finding(check, OK, "no desk phone has refused the encrypted call it was rung "
                     "with since the controller started or last reloaded")]
+
+
+async def voicemail_lock_finding(link: AmiLink, pbx: AsteriskPbx, directory: Directory,
+                                 now: Callable[[], float] = time.time) -> Finding:
+    """A voicemail folder's lock held past HELD_TOO_LONG (backline.pbx.spool_lock) is FAIL,
+    naming the box and the lock to remove: app_voicemail drops every message left there,
+    retention or not.  The spool is the config's ``spool_dir``, else where Asterisk says it
+    is (``core show settings``, under its root when it runs in one).  Removes nothing."""
+    from backline.features.voicemail.locks import lock_fix, lock_line
+    from backline.localpbx.whereabouts import NotAsteriskSettings, parse_settings, root_of, under
+    from backline.pbx.spool_lock import HELD_TOO_LONG, held_too_long
+    from backline.pbx.voicemail_desk import VOICEMAIL_CONTEXT
+
+    check = "voicemail folders"
+    if pbx.spool_dir:
+        spool = Path(pbx.spool_dir)
+    else:
+        answer: Any = await link.action({"Action": "Command", "Command": "core show settings"},
+                                        within=WITHIN)
+        output = answer.get("Output", "")
+        try:
+            dirs = parse_settings("\n".join(output) if isinstance(output, list) else str(output))
+        except NotAsteriskSettings as exc:
+            return Finding(check, SKIP, f"Asterisk did not say where its spool is ({exc})",
+                           "set connections.pbx.spool_dir")
+        root = await asyncio.to_thread(root_of, dirs.pid_file) or Path("/")
+        spool = under(root, dirs.spool)
+    if not await asyncio.to_thread(spool.is_dir):
+        return Finding(check, WARN, f"Asterisk's spool is not at {spool} as seen from here: "
+                       "its voicemail folders cannot be looked at", "set "
+                       "connections.pbx.spool_dir to where this host sees Asterisk's spool")
+    root_dir = spool / "voicemail" / VOICEMAIL_CONTEXT
+    try:
+        held = await asyncio.to_thread(held_too_long, root_dir, now())
+    except OSError as exc:
+        return Finding(check, FAIL, f"{root_dir} cannot be read ({exc.strerror or exc})",
+                       "run doctor as the controller's user, or set connections.pbx.spool_dir "
+                       "to where this host sees Asterisk's spool")
+    if held:
+        number_of = {n.voicemail_box: n.number for n in directory.numbers if n.voicemail_box}
+        return Finding(check, FAIL, "; ".join(lock_line(lock, number_of.get(lock.box))
+                                              for lock in held)
+                       + ": app_voicemail drops every message left there after 5 s",
+                       lock_fix(held))
+    return Finding(check, OK, f"none locked longer than {int(HELD_TOO_LONG)} s in {root_dir}")

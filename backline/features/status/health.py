@@ -51,7 +51,8 @@ def idle(says: str) -> Health:
 # What each one is called on the page and in /status.json, in the order shown.
 WATCHED = {"pbx_link": "PBX link", "alerts": "Backup alerts", "inbox": "Inbox delivery",
            "journal_disk": "Journal disk", "staff_texts": "Staff texts",
-           "retention": "Retention", "clock": "Clock"}
+           "retention": "Retention", "clock": "Clock",
+           "voicemail_locks": "Voicemail folders"}
 
 
 def health_document(health: dict[str, Health]) -> dict[str, dict[str, object]]:

@@ -88,8 +88,9 @@ def make_status_app(journal_reader: ModeReader, metrics: Metrics, practice_name:
 
     ``backlog`` (held attempts not yet delivered, per kind) and the journal reads run in a
     worker thread, so both may block; they must be safe to call from another thread.
-    ``clock`` returns the timezone-aware current time.  ``health``, when given, is read on
-    the event loop (it must not block) for the page's and the JSON's ``health``.  ``tz`` is
+    ``clock`` returns the timezone-aware current time.  ``health``, when given, is read in a
+    worker thread too (it may read files: the PBX's voicemail folders) for the page's and the
+    JSON's ``health``; it must be safe to call from another thread.  ``tz`` is
     checked here, so a bad timezone fails at start-up (``zoneinfo.ZoneInfoNotFoundError``)
     rather than per request.  ``emergency_calls``, when given, lists the latest 911 calls
     (read in the worker thread with the rest).  ``token``, when given, is the bearer token every
@@ -165,8 +166,9 @@ class _StatusPages:
 
     async def status(self, request: web.Request) -> web.Response:
         state, history, backlog, calls, refused = await self._read()
+        health = await asyncio.to_thread(self._health) if self._health else None
         html = render_status(self._practice_name, state, history, backlog, self._clock(),
-                             self._tz, self._health() if self._health else None, calls,
+                             self._tz, health, calls,
                              self._hours() if self._hours else None, refused,
                              self._insecure() if self._insecure else None,
                              self._refusing() if self._refusing else None)
@@ -174,8 +176,8 @@ class _StatusPages:
 
     async def status_json(self, request: web.Request) -> web.Response:
         state, history, backlog, calls, refused = await self._read()
-        body = json.dumps(status_document(state, history, backlog,
-                                          self._health() if self._health else None, calls,
+        health = await asyncio.to_thread(self._health) if self._health else None
+        body = json.dumps(status_document(state, history, backlog, health, calls,
                                           self._hours() if self._hours else None, refused,
                                           self._insecure() if self._insecure else None,
                                           self._refusing() if self._refusing else None),

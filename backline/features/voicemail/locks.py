@@ -1,0 +1,66 @@
+"""A voicemail folder whose lock outlived any holder's work (``backline.pbx.spool_lock``):
+app_voicemail drops every message left there after 5 s ("Couldn't lock directory ...
+Voicemail will be lost"), whether retention is on or not.  What ``backline doctor`` and the
+status page say of it: the box (a practice number's, nothing of a caller), how long, whose,
+and the fix.  Pure: the locks and the time come in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from backline.features.status.health import Health, Verdict
+from backline.pbx.spool_lock import HELD_TOO_LONG, HeldLock
+
+
+def held_for(seconds: float) -> str:
+    """``2 d 3 h``, ``1 h 5 min``, ``4 min``: how long a lock has been held."""
+    minutes = int(seconds) // 60
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def whose(lock: HeldLock) -> str:
+    if not lock.holder:
+        return "app_voicemail (an Asterisk stopped while it held it leaves it so)"
+    if lock.holder.startswith("backline ") and lock.ended:
+        return "a Backline process that ended holding it"
+    if lock.holder.startswith("backline "):
+        return f"Backline's retention (pid {lock.holder.split()[1]}, still running)"
+    return "neither app_voicemail nor Backline (its file is not theirs)"
+
+
+def lock_line(lock: HeldLock, number: str | None) -> str:
+    """``box 1025550102's INBOX (+13125550102) locked 1 h 0 min ago by app_voicemail ...``"""
+    of = f" ({number})" if number else ""
+    return (f"box {lock.box}'s {lock.folder}{of} locked {held_for(lock.seconds)} ago by "
+            f"{whose(lock)}")
+
+
+def lock_fix(locks: Sequence[HeldLock]) -> str:
+    """What to do: remove each lock once its holder is gone.  Backline removes none of
+    app_voicemail's: they are empty, so nothing says the holder is gone."""
+    paths = " ".join(str(lock.path) for lock in locks)
+    return (f"once Asterisk is stopped, or its holder is otherwise gone (no app_voicemail "
+            f"takes a folder's lock for more than seconds), remove it: rm {paths}")
+
+
+def locks_health(locks: Sequence[HeldLock], number_of: Callable[[str], str | None],
+                 at: datetime) -> Health:
+    """The status page's line: failing while a folder lock is held past HELD_TOO_LONG,
+    naming each box and the fix; ok otherwise."""
+    if not locks:
+        return Health(Verdict.OK, "no voicemail folder locked longer than "
+                      f"{int(HELD_TOO_LONG)} s", last_success=at)
+    lines = "; ".join(lock_line(lock, number_of(lock.box)) for lock in locks)
+    return Health(Verdict.FAILING, f"{lines}: app_voicemail drops every message left there "
+                  f"after 5 s. Fix: {lock_fix(locks)}", last_error=lines, last_error_at=at)
+
+
+def unreadable(error: str, at: datetime) -> Health:
+    """The spool's voicemail folders could not be read (the voicemail intake cannot either)."""
+    return Health(Verdict.FAILING, f"the PBX's voicemail spool cannot be read: {error}",
+                  last_error=error, last_error_at=at)
