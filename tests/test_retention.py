@@ -43,6 +43,7 @@ from backline.features.links import tokens as links
 from backline.features.links.server import make_link_app
 from backline.features.links.voicemail_server import make_voicemail_app
 from backline.features.retention import RetentionFeature
+from backline.features.voicemail.locks import lock_fix
 from backline.journal import (
     AuditEntry,
     Delivery,
@@ -53,7 +54,7 @@ from backline.journal import (
     open_journal,
 )
 from backline.pbx.fax_desk import spool_name
-from backline.pbx.spool_lock import started
+from backline.pbx.spool_lock import HeldLock, started
 from tests.fax_samples import STANDARD, fax_tiff, letter
 from tests.harness.alert_site import FakeClock, free_port
 from tests.harness.inbox_server import InboxServer
@@ -555,6 +556,24 @@ async def test_a_voicemail_folder_lock_held_past_a_minute_is_on_the_status_page_
     lock.unlink()  # Asterisk stopped, the lock removed as the fix says
     held, _ = await status()
     assert held["verdict"] == "ok", held
+
+
+def test_a_lock_made_before_the_running_asterisk_started_is_said_removable_now() -> None:
+    # doctor asks Asterisk its uptime: a lock older than it (by more than the 5 s a lock's
+    # file may precede its taking and the 2 s clocks may differ) is none of its processes';
+    # one made since may be its, and waits for Asterisk to stop.
+    def held(seconds: float, box: str) -> HeldLock:
+        return HeldLock(box, "INBOX", Path(f"/spool/voicemail/backline/{box}/INBOX/.lock"),
+                        seconds, "", False)
+
+    up = 3600.0
+    fix = lock_fix([held(up + 11, "1"), held(up + 9, "2")], up)
+    assert fix == ("made before the Asterisk running now started (1 h 0 min ago), so none of "
+                   "its app_voicemail holds it: remove it now: rm "
+                   "/spool/voicemail/backline/1/INBOX/.lock; once Asterisk is stopped, or its "
+                   "holder is otherwise gone (no app_voicemail takes a folder's lock for more "
+                   "than seconds), remove it: rm /spool/voicemail/backline/2/INBOX/.lock"), fix
+    assert lock_fix([held(up + 11, "1")], None).startswith("once Asterisk is stopped")
 
 
 async def test_a_pruned_message_still_in_a_spool_is_not_taken_in_again(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -213,5 +214,16 @@ async def voicemail_lock_finding(link: AmiLink, pbx: AsteriskPbx, directory: Dir
         return Finding(check, FAIL, "; ".join(lock_line(lock, number_of.get(lock.box))
                                               for lock in held)
                        + ": app_voicemail drops every message left there after 5 s",
-                       lock_fix(held))
+                       lock_fix(held, await _uptime(link)))
     return Finding(check, OK, f"none locked longer than {int(HELD_TOO_LONG)} s in {root_dir}")
+
+
+async def _uptime(link: AmiLink) -> float | None:
+    """How long the Asterisk at the other end has run, in seconds (``core show uptime
+    seconds``); None if it did not say."""
+    answer: Any = await link.action({"Action": "Command",
+                                     "Command": "core show uptime seconds"}, within=WITHIN)
+    output = answer.get("Output", "")
+    found = re.search(r"System uptime: ([0-9]+)",
+                      "\n".join(output) if isinstance(output, list) else str(output))
+    return float(found.group(1)) if found else None

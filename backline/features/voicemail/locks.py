@@ -12,9 +12,16 @@ from datetime import datetime
 from backline.features.status.health import Health, Verdict
 from backline.pbx.spool_lock import HELD_TOO_LONG, HeldLock
 
+# A lock's file is made up to 5 s before its holder gets the lock (ast_lock_path_lockfile
+# retries that long), and doctor fails clocks more than 2 s apart: a lock older than the
+# Asterisk running now by more than this was made before it started.
+BEFORE_START = 10.0  # seconds
+
 
 def held_for(seconds: float) -> str:
-    """``2 d 3 h``, ``1 h 5 min``, ``4 min``: how long a lock has been held."""
+    """``2 d 3 h``, ``1 h 5 min``, ``4 min``, ``40 s``: how long a lock has been held."""
+    if seconds < 60:
+        return f"{int(seconds)} s"
     minutes = int(seconds) // 60
     days, rest = divmod(minutes, 24 * 60)
     hours, minutes = divmod(rest, 60)
@@ -40,12 +47,24 @@ def lock_line(lock: HeldLock, number: str | None) -> str:
             f"{whose(lock)}")
 
 
-def lock_fix(locks: Sequence[HeldLock]) -> str:
+def lock_fix(locks: Sequence[HeldLock], asterisk_up: float | None = None) -> str:
     """What to do: remove each lock once its holder is gone.  Backline removes none of
-    app_voicemail's: they are empty, so nothing says the holder is gone."""
-    paths = " ".join(str(lock.path) for lock in locks)
-    return (f"once Asterisk is stopped, or its holder is otherwise gone (no app_voicemail "
-            f"takes a folder's lock for more than seconds), remove it: rm {paths}")
+    app_voicemail's: they are empty, so nothing in them says the holder is gone.  With
+    ``asterisk_up`` (seconds the Asterisk running now has been up), a lock made before it
+    started is said to be no process of its: removable now."""
+    older = [lock for lock in locks if asterisk_up is not None
+             and lock.seconds > asterisk_up + BEFORE_START]
+    rest = [lock for lock in locks if lock not in older]
+    said = []
+    if older and asterisk_up is not None:
+        said.append(f"made before the Asterisk running now started ({held_for(asterisk_up)} "
+                    "ago), so none of its app_voicemail holds it: remove it now: rm "
+                    + " ".join(str(lock.path) for lock in older))
+    if rest:
+        said.append("once Asterisk is stopped, or its holder is otherwise gone (no "
+                    "app_voicemail takes a folder's lock for more than seconds), remove it: "
+                    "rm " + " ".join(str(lock.path) for lock in rest))
+    return "; ".join(said)
 
 
 def locks_health(locks: Sequence[HeldLock], number_of: Callable[[str], str | None],
