@@ -351,7 +351,9 @@ async def test_app_voicemail_waits_on_the_folder_lock_retention_takes(
             assert not list(folder.glob("msg*"))
         assert not [q.name for q in folder.glob(".lock*")]
         await leave_message(pbx, tmp_path)
-        await inbox.wait_for(1, within=30)
+        # The lost message's call is a missed call item; the message filed now, the second.
+        await inbox.wait_for(2, within=30)
+        assert [d["kind"] for d in inbox.items()] == ["call", "voicemail"]
         assert [q.name for q in sorted(folder.glob("msg*"))] == ["msg0000.txt", "msg0000.wav"]
 
 
@@ -400,11 +402,15 @@ async def test_a_folder_lock_app_voicemail_left_held_fails_doctor_and_status_unt
                 if "Couldn't lock directory" in line]
         assert len(said) == 1 and f"/{box}/INBOX.  Voicemail will be lost" in said[0], said
         assert not list(folder.glob("msg*")) and lock.exists()
+        await inbox.wait_for(1, within=30)  # the practice learns of the call: a missed one
+        [missed] = inbox.items()
+        assert (missed["kind"], missed["outcome"], missed["to"]) == ("call", "missed", SCHED)
 
         lock.unlink()  # as the fix says (the holder is gone: the test made it)
         found = await asyncio.to_thread(doctor, pbx.config_path, "--json")
         assert verdicts(found)["voicemail folders"].startswith("ok: none locked"), found.stdout
         assert (await health())["verdict"] == "ok"
         await leave_message(pbx, tmp_path)
-        await inbox.wait_for(1, within=30)
+        await inbox.wait_for(2, within=30)  # filed, then journaled and delivered
+        assert inbox.items()[1]["kind"] == "voicemail"
         assert [q.name for q in sorted(folder.glob("msg*"))] == ["msg0000.txt", "msg0000.wav"]
