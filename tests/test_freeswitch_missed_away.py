@@ -198,13 +198,16 @@ def test_a_recording_under_a_second_is_no_message_on_freeswitch_as_on_asterisk(
     assert not keeps_recording(profile, 7_999) and keeps_recording(profile, 8_000)
 
 
+ROW_TOKEN = "an-install-s-row-token"
+
+
 def row(uuid: str, last_app: str, caller: str = PATIENT, **variables: str) -> str:
     """A carrier call's row as mod_cdr_csv writes it with the rendered template (an unset
     variable expands to nothing)."""
     channel = {"uuid": uuid, "start_epoch": "1790000000", "end_epoch": "1790000040",
                names.ROUTE: names.INBOUND, names.NUMBER: TEAM, "last_app": last_app,
                "hangup_cause": "NORMAL_CLEARING", "caller_id_number": caller, **variables}
-    return expand(cdr.TEMPLATE, channel) + "\n"
+    return expand(cdr.template(ROW_TOKEN), channel) + "\n"
 
 
 def test_each_rows_end_is_told_as_the_live_path_would_and_in_doubt_nothing() -> None:
@@ -214,18 +217,90 @@ def test_each_rows_end_is_told_as_the_live_path_would_and_in_doubt_nothing() -> 
     shape tells no end, though it is still a call."""
     ids = [str(uuidlib.uuid4()) for _ in range(6)]
     mark = {names.MISSABLE: TEAM}
-    text = (row(ids[0], "hangup", **mark, originate_disposition="NO_ANSWER")
+    # The former shape first: FreeSWITCH wrote it before it loaded the tokened template.
+    text = (",".join(f'"{v}"' for v in (ids[5], "1790000000", "inbound", TEAM, "", "hangup",
+                                        "NORMAL_CLEARING", PATIENT)) + "\n"
+            + row(ids[0], "hangup", **mark, originate_disposition="NO_ANSWER")
             + row(ids[1], "voicemail", **mark, originate_disposition="NO_ANSWER")
             + row(ids[2], "bridge", **mark, originate_disposition="call accepted")
             + row(ids[3], "voicemail", **mark, voicemail_message_len="00:00:04")
-            + row(ids[4], "hangup")  # the fallback alone: the controller never had it
-            + ",".join(f'"{v}"' for v in (ids[5], "1790000000", "inbound", TEAM, "", "hangup",
-                                          "NORMAL_CLEARING", PATIENT)) + "\n")
-    reading = cdr.read(io.StringIO(text))
-    assert [r.uniqueid for r in reading.rows] == ids
+            + row(ids[4], "hangup"))  # the fallback alone: the controller never had it
+    reading = cdr.read(io.StringIO(text), ROW_TOKEN)
+    assert [r.uniqueid for r in reading.rows] == [ids[5], *ids[:5]]
     ends = {e.uniqueid: e for e in reading.ends}
     assert sorted(ends) == sorted(ids[:4])
     told = {u: missed_while_away(e, []) for u, e in ends.items()}
     assert {u: (m.key, m.recipient, m.sender) for u, m in told.items() if m is not None} == {
         ids[0]: (f"missed:{ids[0]}", TEAM, PATIENT), ids[1]: (f"missed:{ids[1]}", TEAM, PATIENT)}
     assert ends[ids[0]].end == datetime.fromtimestamp(1_790_000_040, UTC)
+
+
+# What sofia lets through into ``caller_id_number`` (mod_sofia.h, check_decode: the From's
+# or P-Asserted-Identity's user part URL-decoded, so %22 %2C %0A reach it, and kept between
+# its first and last quote; switch_caller.h, profile_dup_clean: control characters become
+# spaces, but not \n or \r), written by mod_cdr_csv into the template unescaped.
+SWALLOWS = '+17205550150"'  # an odd quote: the quoted field runs on into the next row
+FORGED = str(uuidlib.uuid4())
+FORGES = '+17205550151"\n"' + '","'.join(
+    (FORGED, "1790000000", names.INBOUND, TEAM, "", "hangup", "NORMAL_CLEARING", "1790000009",
+     TEAM, "NO_ANSWER", "", "+17205550199"))  # the template's closing quote ends it
+COMMAS = '+1720,555"0152'
+LATER = "+17205550153"
+
+
+async def test_a_caller_id_that_breaks_the_rows_quoting_forges_nothing_and_loses_no_later_row(
+        tmp_path: Path, inbox: InboxServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Calls missed while the controller was away from callers whose number holds quotes,
+    commas and a line break: on its return each is the one missed call it was, with the
+    caller's number as sent; the row a caller wrote into theirs is nothing, and the call
+    after them is not lost."""
+    caplog.set_level(logging.DEBUG)
+    d = practice(tmp_path, inbox.url)
+    assert isinstance(d.connections.pbx, FreeswitchPbx)
+    pbx = dataclasses.replace(d.connections.pbx,
+                              cdr_file=str(tmp_path / "log" / "cdr-csv" / "Master.csv"))
+    d = dataclasses.replace(d, connections=dataclasses.replace(d.connections, pbx=pbx))
+    switch = RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)
+    started = int(time.time())
+    calls = [call(caller=caller) for caller in (SWALLOWS, FORGES, COMMAS, LATER)]
+    for channel in calls:  # rang desk phones, nobody took it, the fallback hung up
+        channel.variables.update({names.MISSABLE: TEAM, "current_application": "hangup",
+                                  names.ORIGINATE_DISPOSITION: "NO_ANSWER"})
+        switch.report(channel, started, started + 20)
+    logins: asyncio.Queue[int] = asyncio.Queue()
+    async with controller_on(d, None, logins) as (back, _rig):
+        await asyncio.wait_for(logins.get(), 30)
+        await inbox.wait_for(4, within=30)
+        assert back.inbox is not None
+        await back.inbox.drained(within=30)
+        attempts = back.journal.attempts(limit=100)
+    missed = {a.key: a.sender for a in attempts if a.outcome is Outcome.MISSED}
+    assert missed == {f"missed:{calls[0].uuid}": SWALLOWS,
+                      f"missed:{calls[1].uuid}": "+17205550151",
+                      f"missed:{calls[2].uuid}": COMMAS, f"missed:{calls[3].uuid}": LATER}
+    assert not [a for a in attempts if FORGED in a.key or a.sender == "+17205550199"]
+    assert sorted((d["outcome"], d["from"]) for d in inbox.items()
+                  if d.get("outcome") == "missed") == sorted(
+        ("missed", caller) for caller in (SWALLOWS, "+17205550151", COMMAS, LATER))
+    assert not [d for d in inbox.items() if FORGED in str(d)]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "1 line(s) of the PBX's call record" in logged
+    assert not [s for c in ("+17205550151", "+17205550199", LATER) for s in spellings(c)
+                if s in logged]
+
+
+def test_a_row_without_this_installs_token_is_nothing_and_is_counted() -> None:
+    """A caller who knows the template but not the token: their line (after a line break, or
+    a carriage return, in their number) with another token, or none, is no call and no end;
+    the rows around it are read, and what was skipped is counted."""
+    ids = [str(uuidlib.uuid4()) for _ in range(3)]
+    mark = {names.MISSABLE: TEAM, "originate_disposition": "NO_ANSWER"}
+    forged = row(ids[1], "hangup", **mark).replace(ROW_TOKEN, "guessed-row-token-0000")
+    text = (row(ids[0], "hangup", caller=PATIENT + '"\r' + forged.rstrip("\n"), **mark)
+            + row(ids[2], "hangup", caller=PATIENT + '"\n' + row(ids[1], "hangup", **mark)
+                  .split(",", 1)[1].rstrip("\n"), **mark))
+    reading = cdr.read(io.StringIO(text, newline=None), ROW_TOKEN)
+    assert [(r.uniqueid, r.caller) for r in reading.rows] == [(ids[0], PATIENT),
+                                                              (ids[2], PATIENT)]
+    assert [e.uniqueid for e in reading.ends] == [ids[0], ids[2]]
+    assert reading.skipped == 2

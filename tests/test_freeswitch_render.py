@@ -378,7 +378,7 @@ def test_a_fax_number_is_decided_by_the_controller_and_received_by_the_pbx_witho
 
 
 def test_cdr_csv_writes_master_csv_with_the_columns_the_import_reads(
-        loaded: ET.Element) -> None:
+        loaded: ET.Element, rendered: Path) -> None:
     from backline.pbx.freeswitch import cdr
 
     conf = open_cfg(loaded, "cdr_csv.conf")
@@ -388,7 +388,8 @@ def test_cdr_csv_writes_master_csv_with_the_columns_the_import_reads(
     assert settings == {"log-base": "/var/log/freeswitch", "default-template": "backline",
                         "rotate-on-hup": "false", "legs": "a", "master-file-only": "true"}
     (template,) = conf.findall("templates/template")
-    assert template.get("name") == "backline" and template.text == cdr.TEMPLATE
+    token = json.loads((rendered.parent / "secrets.json").read_text())[cdr.TOKEN_KEY]
+    assert template.get("name") == "backline" and template.text == cdr.template(token)
     assert re.findall(r"\$\{([a-z_]+)\}", template.text or "") == list(cdr.COLUMNS)
 
 

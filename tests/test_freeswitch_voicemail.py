@@ -63,7 +63,8 @@ def practice(tmp: Path, inbox_url: str) -> Directory:
                 tags=("scheduling",)),
          number(OTHER, u("mia"), carries=(Carry.VOICE,))])
     pbx = dataclasses.replace(freeswitch_pbx(0, str(tmp / "fax-spool")),
-                              fax_dir=str(tmp / "backline" / "fax"))
+                              fax_dir=str(tmp / "backline" / "fax"),
+                              secrets_file=str(tmp / "secrets.json"))
     return dataclasses.replace(d, connections=Connections(
         Storage(f"sqlite:///{tmp / 'journal.db'}"), pbx=pbx,
         inbox=Inbox(inbox_url, Secret(env=TOKEN_ENV))))

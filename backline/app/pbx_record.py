@@ -26,6 +26,7 @@ from backline.core.voicemail import VoicemailMessage
 from backline.features.status.health import Health, idle
 from backline.features.voicemail.locks import locks_health, unreadable
 from backline.journal import Journal, JournalError, NewAttempt
+from backline.localpbx.phone_secrets import SecretsFileError, kept
 from backline.localpbx.whereabouts import NotAsteriskSettings, parse_settings, root_of, under
 from backline.pbx.asterisk import cdr
 from backline.pbx.fax_desk import DEFAULT_FAX_DIR, FaxIntake
@@ -35,6 +36,22 @@ from backline.pbx.spool_lock import held_too_long
 from backline.pbx.voicemail_desk import VOICEMAIL_CONTEXT, VoicemailIntake, voicemail_store
 
 log = logging.getLogger("backline.controller")
+
+
+def row_token(secrets: Path) -> str:
+    """The install's row token for FreeSWITCH's call record, kept in the ``secrets`` file
+    ``backline render`` wrote; "" (every tokened row skipped) said loudly if it cannot be."""
+    try:
+        token = kept(secrets).get(freeswitch_cdr.TOKEN_KEY, "")
+    except (OSError, SecretsFileError) as exc:
+        token, why = "", str(exc)
+    else:
+        why = f"{secrets} holds none"
+    if not token:
+        log.error("the call record's row token cannot be read (%s): rows FreeSWITCH wrote "
+                  "while the controller was away are not imported; render again with "
+                  "connections.pbx.secrets_file", why)
+    return token
 
 # How often faxes left in the PBX's spool (storage failed during the call) are tried again,
 # besides at every AMI login: a fax is converted within this long of storage coming back.
@@ -72,7 +89,8 @@ class PbxRecord:
         self.cdr_read: Callable[[Iterable[str]], CdrReading] = \
             lambda lines: cdr.read(lines, self.book.directory.emergency_numbers)
         if isinstance(pbx, FreeswitchPbx):
-            self.cdr_read = freeswitch_cdr.read
+            secrets = Path(pbx.secrets_file)
+            self.cdr_read = lambda lines: freeswitch_cdr.read(lines, row_token(secrets))
         # Faxes: kept in connections.pbx.fax_dir; `faxes.spool` is where this controller reads
         # the PBX's spool (`backline up` points it inside the Asterisk root).
         self.faxes = FaxIntake(
@@ -210,7 +228,12 @@ class PbxRecord:
     def _read_cdr_file(self, path: Path) -> CdrReading:
         # Line by line as the readers take them: the file is never held whole.
         with path.open(encoding="utf-8", errors="replace") as lines:
-            return self.cdr_read(lines)
+            reading = self.cdr_read(lines)
+        if reading.skipped:  # how many, never what: a caller may have written them
+            log.warning("%d line(s) of the PBX's call record %s were no row it wrote as "
+                        "rendered (a caller ID that broke its row, or a torn write): "
+                        "skipped", reading.skipped, path)
+        return reading
 
     async def _import_cdr(self, reading: CdrReading) -> int:
         late_911 = 0

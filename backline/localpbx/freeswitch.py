@@ -16,6 +16,7 @@ from backline.localpbx.announcement import (
 )
 from backline.localpbx.output import write_render
 from backline.localpbx.phone_secrets import load_or_create
+from backline.pbx.freeswitch import cdr
 from backline.render.asterisk import RenderedFile
 from backline.render.freeswitch import FreeswitchSecrets, render
 from backline.render.freeswitch_voicemail import voicemail_file
@@ -25,13 +26,15 @@ VOICEMAIL_KEY_PREFIX = "voicemail-box-"
 
 def render_files(directory: Directory, secrets_path: Path, announcement: str
                  ) -> list[RenderedFile]:
-    """The rendered files; desk-phone and voicemail-box secrets generated once, kept in
-    ``secrets_path`` (0600) and stable across renders."""
+    """The rendered files; desk-phone and voicemail-box secrets and the call record's row
+    token generated once, kept in ``secrets_path`` (0600) and stable across renders."""
     phones = [p for u in directory.users if u.active for p in u.desk_phones]
     boxes = voicemail_boxes(directory)
-    kept = load_or_create(secrets_path, [*phones, *(VOICEMAIL_KEY_PREFIX + b for b in boxes)])
+    kept = load_or_create(secrets_path, [*phones, *(VOICEMAIL_KEY_PREFIX + b for b in boxes),
+                                         cdr.TOKEN_KEY])
     secrets = FreeswitchSecrets({p: kept[p] for p in phones},
-                                {b: kept[VOICEMAIL_KEY_PREFIX + b] for b in boxes})
+                                {b: kept[VOICEMAIL_KEY_PREFIX + b] for b in boxes},
+                                kept[cdr.TOKEN_KEY])
     return [*render(directory, secrets, announcement), voicemail_file()]
 
 

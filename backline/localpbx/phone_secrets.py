@@ -18,17 +18,24 @@ class SecretsFileError(Exception):
         self.path = path
 
 
+def kept(path: Path) -> dict[str, str]:
+    """The secrets kept in ``path``; nothing generated (FileNotFoundError if none is)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise SecretsFileError(path, f"cannot read the desk-phone secrets ({exc})") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise SecretsFileError(path, "expected a JSON object of desk phone: secret")
+    return {str(k): v for k, v in data.items()}
+
+
 def load_or_create(path: Path, desk_phones: Iterable[str]) -> dict[str, str]:
     """Secrets for ``desk_phones``: existing ones kept, missing ones generated and saved."""
     current: dict[str, str] = {}
     if path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise SecretsFileError(path, f"cannot read the desk-phone secrets ({exc})") from exc
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise SecretsFileError(path, "expected a JSON object of desk phone: secret")
-        current = {str(k): v for k, v in data.items()}
+        current = kept(path)
     wanted = list(desk_phones)
     missing = [p for p in wanted if p not in current]
     for phone in missing:

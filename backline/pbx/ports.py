@@ -89,6 +89,7 @@ class CdrReading:
     rows: tuple[CdrRow, ...]
     emergencies: tuple[EmergencyCall, ...] = ()
     ends: tuple[RecordedEnd, ...] = ()
+    skipped: int = 0  # lines that were no row the PBX wrote as rendered (logged, not read)
 
 
 # The contexts a fax call ends in (backline.render.asterisk), as the CDR names them.  Spelled

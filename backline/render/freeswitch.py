@@ -62,10 +62,12 @@ class RenderError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FreeswitchSecrets:
-    """Generated secrets rendered into the 0600 directory file."""
+    """Generated secrets rendered into the 0600 directory file, and the call record's row
+    token into the 0600 cdr_csv.conf (:func:`backline.pbx.freeswitch.cdr.template`)."""
 
     desk_phones: Mapping[str, str]
     voicemail: Mapping[str, str]
+    row_token: str = ""
 
 
 # Where each file goes under FreeSWITCH's configuration directory (``--out`` mirrors it).
@@ -363,10 +365,14 @@ def sofia_xml(pbx: FreeswitchPbx) -> str:
     return _text(doc)
 
 
-def cdr_csv_xml(pbx: FreeswitchPbx) -> str:
+def cdr_csv_xml(pbx: FreeswitchPbx, row_token: str) -> str:
     """mod_cdr_csv: one row per carrier call (a legs only) in ``Master.csv`` with the columns
-    the controller's fail-safe import reads (:mod:`backline.pbx.freeswitch.cdr`); never rotated
-    away on a HUP, so no row is lost to the import."""
+    the controller's fail-safe import reads (:mod:`backline.pbx.freeswitch.cdr`), each led by
+    the install's ``row_token``; never rotated away on a HUP, so no row is lost to the
+    import."""
+    if not cdr.TOKEN.fullmatch(row_token):
+        raise RenderError("the call record's row token is missing or malformed: render with "
+                          "the secrets file the controller reads (connections.pbx.secrets_file)")
     path = PurePosixPath(pbx.cdr_file)
     if path.name != "Master.csv" or path.parent.name != "cdr-csv" \
             or not _FILE_PATH.fullmatch(pbx.cdr_file):
@@ -379,7 +385,7 @@ def cdr_csv_xml(pbx: FreeswitchPbx) -> str:
                    "rotate-on-hup": "false", "legs": "a", "master-file-only": "true"},
             tag="settings")
     templates = ET.SubElement(conf, "templates")
-    ET.SubElement(templates, "template", name=cdr.TEMPLATE_NAME).text = cdr.TEMPLATE
+    ET.SubElement(templates, "template", name=cdr.TEMPLATE_NAME).text = cdr.template(row_token)
     return _text(doc)
 
 
@@ -392,6 +398,6 @@ def render(d: Directory, secrets: FreeswitchSecrets, announcement: str) -> list[
         RenderedFile(DIALPLAN_FILE, dialplan_xml(d, pbx, announcement)),
         RenderedFile(EVENT_SOCKET_FILE, event_socket_xml(pbx)),
         RenderedFile(SOFIA_FILE, sofia_xml(pbx)),
-        RenderedFile(CDR_CSV_FILE, cdr_csv_xml(pbx)),
+        RenderedFile(CDR_CSV_FILE, cdr_csv_xml(pbx, secrets.row_token), private=True),
         RenderedFile(ACL_FILE, acl_xml(pbx)),
     ]

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from backline.core.connections import FreeswitchPbx
 from backline.core.model import Directory
-from backline.pbx.freeswitch import names
+from backline.localpbx.phone_secrets import load_or_create
+from backline.pbx.freeswitch import cdr, names
 from backline.render.freeswitch import (
     CDR_CSV_FILE,
     DIALPLAN_FILE,
@@ -47,8 +48,11 @@ class RenderedSwitch:
         pbx = d.connections.pbx
         assert isinstance(pbx, FreeswitchPbx)
         stock_tree(conf_dir)
+        # The row token as `backline render` keeps it, where the controller reads it.
+        token = load_or_create(Path(pbx.secrets_file), [cdr.TOKEN_KEY])[cdr.TOKEN_KEY]
         for name, text in ((DIALPLAN_FILE, dialplan_xml(d, pbx, announcement)),
-                           (CDR_CSV_FILE, cdr_csv_xml(pbx)), (VOICEMAIL_FILE, voicemail_xml())):
+                           (CDR_CSV_FILE, cdr_csv_xml(pbx, token)),
+                           (VOICEMAIL_FILE, voicemail_xml())):
             (conf_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (conf_dir / name).write_text(text)
         root, _ = load(conf_dir, env={"PATH": "/usr/bin:/bin"})

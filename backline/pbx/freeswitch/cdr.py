@@ -11,10 +11,18 @@ and a re-import is harmless.
 Only rows the dialplan marked as a practice number's carrier call (``backline_route`` is
 ``inbound``) count: desk phones' calls and unknown numbers are not attempts.  mod_cdr_csv
 (my_on_reporting) expands the template with the channel's variables as they are once the
-call is over, and quotes or escapes nothing: the caller's number is untrusted and comes last,
-so that nothing it holds can shift the fields before it; every other value is FreeSWITCH's
-or ours.  A row that does not parse, or whose uuid is not a FreeSWITCH uuid, is skipped; a
-row in the shape the template had before (:data:`FORMER_COLUMNS`) is still read as a call.
+call is over, and quotes or escapes nothing (switch_channel_expand_variables).  The caller's
+number is untrusted and sofia lets a quote, a comma and a line break into it (mod_sofia.h,
+check_decode, URL-decodes the From's user part; switch_caller.h, profile_dup_clean, keeps
+\n and \r): so it comes last, after every value that is FreeSWITCH's or ours, and the
+record is read a line at a time, never a quoted field across lines, so one caller's row
+costs at most itself.  Each row starts with the install's row token (:func:`template`,
+generated at render and kept in the secrets file), which no caller knows: a line a caller
+wrote (after a line break in their number) does not start with it and is skipped, counted,
+never read.  A row that does not parse, or whose uuid is not a FreeSWITCH uuid, is skipped;
+a row in a shape the template had before (:data:`FORMER_COLUMNS`, the 12 columns without
+the token) is still read as a call, but only before the first row with a token: once
+FreeSWITCH writes the token, an untokened line can only be a caller's.
 
 A call the controller sent to ring desk phones or to a voicemail carries the number it was
 decided for (``backline_missable``, the controller's first application), and its row says
@@ -51,8 +59,12 @@ COLUMNS: Final = ("uuid", "start_epoch", names.ROUTE, names.NUMBER, names.KIND, 
 # loaded the new template are still calls (and tell no end).
 FORMER_COLUMNS: Final = ("uuid", "start_epoch", names.ROUTE, names.NUMBER, names.KIND,
                          "last_app", "hangup_cause", "caller_id_number")
-TEMPLATE: Final = ",".join(f'"${{{column}}}"' for column in COLUMNS)
 TEMPLATE_NAME: Final = "backline"
+# The secrets file's key for the install's row token, and what the token's column starts with
+# (a line starting so is of the tokened template, right token or not).
+TOKEN_KEY: Final = "cdr-csv:row-token"
+ROW_MARK: Final = "backline-row:"
+TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # What a carrier call that was no fax is filed under (any context but the fax ones).
 VOICE_CONTEXT: Final = names.CARRIER_CONTEXT
 
@@ -62,20 +74,55 @@ _NUMBER: Final = re.compile(r"\+?[0-9]{1,15}")
 _VOICEMAIL_APP: Final = "voicemail"
 
 
-def read(lines: Iterable[str]) -> CdrReading:
+def template(token: str) -> str:
+    """The row mod_cdr_csv writes: the install's ``token`` first, then :data:`COLUMNS`."""
+    if not TOKEN.fullmatch(token):
+        raise ValueError("the call record's row token must be 16 to 64 URL-safe characters")
+    return ",".join([f'"{ROW_MARK}{token}"', *(f'"${{{column}}}"' for column in COLUMNS)])
+
+
+def _fields(line: str, token: str, tokened: bool) -> tuple[list[str] | None, bool]:
+    """One line's fields, and whether the tokened template has been seen (this line on):
+    a line with the ``token`` split at its fixed columns, the caller's number whatever is
+    left before the closing quote; an untokened line read as CSV only before the first
+    tokened one; None for any other line."""
+    if line.startswith(f'"{ROW_MARK}'):
+        head = f'"{ROW_MARK}{token}","'
+        if not token or not line.startswith(head) or not line.endswith('"') \
+                or len(line) <= len(head):
+            return None, True
+        fields = line[len(head):-1].split('","', len(COLUMNS) - 1)
+        return (fields if len(fields) == len(COLUMNS) else None), True
+    if tokened or not line:
+        return None, tokened
+    try:
+        return next(csv.reader([line]), None), False
+    except csv.Error:
+        return None, False
+
+
+def read(lines: Iterable[str], token: str) -> CdrReading:
     """The carrier calls in mod_cdr_csv's Master.csv, its ``lines`` (an open file, read as it
     goes) in one pass, and the ends of the calls the controller sent to ring or to a
-    voicemail; other and malformed rows skipped.  It tells no 911s."""
+    voicemail; rows without the install's row ``token`` (once it has been written), other
+    and malformed lines skipped and counted (:attr:`CdrReading.skipped`).  It tells no
+    911s."""
     rows: list[CdrRow] = []
     ends: list[RecordedEnd] = []
-    for fields in csv.reader(lines):
-        columns = {len(COLUMNS): COLUMNS, len(FORMER_COLUMNS): FORMER_COLUMNS}.get(len(fields))
-        if columns is None:
+    skipped, tokened = 0, False
+    for raw in lines:
+        line = raw[:-1] if raw.endswith("\n") else raw
+        fields, tokened = _fields(line, token, tokened)
+        columns = {len(COLUMNS): COLUMNS, len(FORMER_COLUMNS): FORMER_COLUMNS}.get(
+            len(fields) if fields is not None else 0)
+        if fields is None or columns is None:
+            skipped += bool(line)
             continue
         row = dict(zip(columns, fields, strict=True))
         if row[names.ROUTE] != names.INBOUND or not _UUID.fullmatch(row["uuid"]) \
                 or not _EPOCH.fullmatch(row["start_epoch"]) \
                 or not _NUMBER.fullmatch(row[names.NUMBER]):
+            skipped += row[names.ROUTE] == names.INBOUND
             continue
         fax = row[names.KIND] == names.KIND_FAX
         start = datetime.fromtimestamp(int(row["start_epoch"]), UTC)
@@ -84,7 +131,7 @@ def read(lines: Iterable[str]) -> CdrReading:
                            last_app=row["last_app"][:32], start=start, uniqueid=row["uuid"]))
         if (end := _end(row, start)) is not None:
             ends.append(end)
-    return CdrReading(tuple(rows), ends=tuple(ends))
+    return CdrReading(tuple(rows), ends=tuple(ends), skipped=skipped)
 
 
 def _end(row: dict[str, str], start: datetime) -> RecordedEnd | None:
@@ -105,6 +152,6 @@ def _end(row: dict[str, str], start: datetime) -> RecordedEnd | None:
         voicemail=reached, recording=reached, no_message=reached and not kept)
 
 
-def parse(text: str) -> tuple[CdrRow, ...]:
+def parse(text: str, token: str) -> tuple[CdrRow, ...]:
     """The carrier calls of a record in hand (:func:`read`)."""
-    return read(io.StringIO(text)).rows
+    return read(io.StringIO(text), token).rows
