@@ -89,8 +89,8 @@ def _fields(line: str, token: str, tokened: bool) -> tuple[list[str] | None, boo
     if line.startswith(f'"{ROW_MARK}'):
         head = f'"{ROW_MARK}{token}","'
         if not token or not line.startswith(head) or not line.endswith('"') \
-                or len(line) <= len(head):
-            return None, True
+                or len(line) <= len(head) or f'"{ROW_MARK}' in line[1:]:
+            return None, True  # another's token, cut short, or a torn row with one after it
         fields = line[len(head):-1].split('","', len(COLUMNS) - 1)
         return (fields if len(fields) == len(COLUMNS) else None), True
     if tokened or not line:
