@@ -216,3 +216,30 @@ def test_the_mark_after_the_dialled_number_is_no_part_of_it() -> None:
     assert (end.number, end.no_message) == ("+13125550101", True)
     [end] = cdr.unanswered_ends(RECORDING)
     assert end.no_message is False
+
+
+def test_a_torn_row_costs_its_own_line_never_the_rows_after_it() -> None:
+    """cdr_csv writes each row in one fputs: one cut short (Asterisk killed mid-write, the
+    disk full) leaves a quote open, and the next row is appended to it.  That line is lost,
+    and nothing after it: the missed call and the 911 on the following lines are still told,
+    a row whose value holds a line break (a %0A in the Request-URI, decoded by pjsip into
+    EXTEN; cdr_csv escapes nothing but quotes) is read whole, and what was skipped is
+    counted, not shown."""
+    announced = cdr_row("backline-announce", "Playback", "ANSWERED", "2026-11-28 02:59:00",
+                        "2026-11-28 02:59:09", uniqueid="1764300000.40")
+    broken = cdr_row("backline-announce", "Playback", "ANSWERED", "2026-11-28 02:59:30",
+                     "2026-11-28 02:59:39", uniqueid="1764300000.41").replace(
+        '"Caller"', '"Caller\n(line two)"')
+    torn = announced[:70]  # no line end: the next row is written onto it
+    text = (broken + torn + announced + RANG + desk_row("911", "1764300000.7")
+            + "\n".join(['"a","quote","never","closed'] * 200) + "\n"
+            + announced.replace("1764300000.40", "1764300000.43"))
+    reading = cdr.read(io.StringIO(text), {"911"})
+    assert [r.uniqueid for r in reading.rows] == ["1764300000.41", "1764300000.42",
+                                                 "1764300000.43"]
+    assert [e.key for e in reading.emergencies] == ["emergency:1764300000.7"]
+    assert [e.uniqueid for e in reading.ends] == ["1764300000.42"]
+    assert reading.skipped == 201
+    # A quote left open at the very end costs that line alone.
+    assert [r.uniqueid for r in cdr.read(io.StringIO(announced + torn), ()).rows] == \
+        ["1764300000.40"]

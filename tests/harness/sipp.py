@@ -859,8 +859,9 @@ def place_calls(
     """
     if not _DTMF_DIGITS.fullmatch(dtmf):
         raise ValueError(f"DTMF digits must be 0-9, * or #: {dtmf!r}")
-    if '"' in caller_name or "\n" in caller_name:
-        raise ValueError(f"caller name must not contain quotes or newlines: {caller_name!r}")
+    if re.search(r'(?<!\\)"', caller_name) or "\n" in caller_name or "\r" in caller_name:
+        raise ValueError("caller name must not contain quotes (but as quoted-pairs, \\\") "
+                         f"or line breaks: {caller_name!r}")
     port = port or host.free_udp_port()
     media_port = media_port or host.free_media_port()
     headers = "".join(f"      {_safe_header(h)}\n" for h in extra_headers)

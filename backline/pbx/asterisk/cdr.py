@@ -8,6 +8,14 @@ harmless.
 
 The record is read in one pass (:func:`read`): a year of it is megabytes, so it is read line by
 line and each row handed to the three readers below, which keep only what they find.
+
+cdr_csv (cdr_csv.c, append_string) quotes every value and doubles a quote in it, and escapes
+nothing else: a line break (a %0A in a Request-URI's user part reaches EXTEN, pjsip decodes
+it) is written as it is, inside its quoted value, so a row may span lines; the caller's
+number is filtered by the dialplan before any row is written
+(backline.render.asterisk_dialplan).  A row is never longer than cdr_csv's buffer
+(:data:`ROW_LIMIT`): a quote still open past it is a torn row (a write cut short), which costs
+its own line, never the rows after it (:func:`_records`).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,15 +41,57 @@ COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchann
            "amaflags", "uniqueid", "userfield")
 
 
+# csv_log's buffer: cdr_csv writes no row longer (build_csv_record drops it whole).
+ROW_LIMIT = 1024
+
+
+def _fields(record: list[str]) -> list[str] | None:
+    """A record's values if it is one of cdr_csv's rows (:data:`COLUMNS`), else None."""
+    try:
+        fields = next(csv.reader(record), [])
+    except csv.Error:
+        return None
+    return fields if len(fields) == len(COLUMNS) else None
+
+
+def _records(lines: Iterable[str]) -> Iterator[list[str] | None]:
+    """The values of each row cdr_csv wrote, read across lines only while a quote is open;
+    None for each line that is no row.  A record spanning lines that is no row, or a quote
+    still open past :data:`ROW_LIMIT` or at the end, is torn at its first line: that line is
+    None and the lines after it are read again."""
+    source, todo = iter(lines), deque[str]()
+    record: list[str] = []
+    size = quotes = 0
+    while True:
+        line = todo.popleft() if todo else next(source, None)
+        if line is None and not record:
+            return
+        if line is not None:
+            record.append(line)
+            size, quotes = size + len(line), quotes + line.count('"')
+            if quotes % 2 and size <= ROW_LIMIT:
+                continue  # a quoted value goes on into the next line
+        fields = None if quotes % 2 else _fields(record)
+        if fields is not None or len(record) == 1:
+            if fields is not None or record[0].strip():
+                yield fields
+        else:  # torn: its first line, then the lines after it read again
+            yield None
+            todo.extendleft(reversed(record[1:]))
+        record, size, quotes = [], 0, 0
+
+
 def _time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 
-def _rows(lines: Iterable[str]) -> Iterator[tuple[dict[str, str], datetime]]:
+def _rows(lines: Iterable[str], torn: list[int]) -> Iterator[tuple[dict[str, str], datetime]]:
     """Well-formed rows of Master.csv with a uniqueid, and their start; ``userfield`` the
-    dialled number alone, what the dialplan marked after it in ``mark``."""
-    for fields in csv.reader(lines):
-        if len(fields) != len(COLUMNS):
+    dialled number alone, what the dialplan marked after it in ``mark``.  ``torn`` counts
+    what was no row (its one item)."""
+    for fields in _records(lines):
+        if fields is None:
+            torn[0] += 1
             continue
         row = dict(zip(COLUMNS, fields, strict=True))
         row["userfield"], _, row["mark"] = row["userfield"].partition(
@@ -61,13 +112,14 @@ def read(lines: Iterable[str], numbers: Collection[str]) -> CdrReading:
     rows: list[CdrRow] = []
     emergencies: list[EmergencyCall] = []
     ends = _Ends()
-    for row, start in _rows(lines):
+    torn = [0]
+    for row, start in _rows(lines, torn):
         if (call := _carrier_call(row, start)) is not None:
             rows.append(call)
         if (emergency := _emergency_call(row, start, numbers)) is not None:
             emergencies.append(emergency)
         ends.feed(row, start)
-    return CdrReading(tuple(rows), tuple(emergencies), ends.told())
+    return CdrReading(tuple(rows), tuple(emergencies), ends.told(), skipped=torn[0])
 
 
 def parse(text: str) -> tuple[CdrRow, ...]:
