@@ -392,3 +392,51 @@ async def test_fastagi_is_tried_where_asterisk_sends_calls_with_the_controller_u
     line = verdicts(down)["FastAGI"]
     assert line.startswith(f"warn: nothing answers at {where}"), line
     assert "start the controller" in line.partition("fix:")[2], line
+
+
+FREESWITCH = """\
+  pbx:
+    kind: freeswitch
+    esl: {{host: 127.0.0.1, port: 8021, password_env: X_ESL}}
+    trunk: {{host: 10.200.0.1, port: 5060, insecure_cleartext: true}}
+    secrets_file: {secrets}
+"""
+
+
+def test_on_freeswitch_the_call_records_row_token_fails_with_the_fix_until_rendered(
+        tmp_path: Path) -> None:
+    # Without the row token in connections.pbx.secrets_file the controller imports no row
+    # mod_cdr_csv writes: doctor says so, naming the file and the render that writes it,
+    # missing or unreadable alike; once rendered, ok, and the token itself is never printed.
+    journal, secrets = tmp_path / "journal.db", tmp_path / "fs" / "secrets.json"
+    config = tmp_path / "p.yaml"
+    config.write_text(CONFIG.split("  status:")[0].format(journal=journal)
+                      + FREESWITCH.format(secrets=secrets))
+
+    def token_line() -> str:
+        found = doctor(config, "--json")
+        return verdicts(found)["call record's row token"]
+
+    missing = token_line()
+    assert missing.startswith(f"FAIL: none to read ({secrets}") and \
+        f"--secrets {secrets}`" in missing, missing
+    assert doctor(config).returncode == 1
+    secrets.parent.mkdir()
+    secrets.write_text('{"ana-desk": "x"')  # cut short: no JSON
+    os.chmod(secrets, 0o600)
+    unreadable = token_line()
+    assert unreadable.startswith(f"FAIL: none to read ({secrets}: cannot read") and \
+        f"--secrets {secrets}`" in unreadable, unreadable
+    secrets.write_text('{"ana-desk": "x"}')  # the desk phones' only, from before the token
+    assert token_line().startswith(f"FAIL: none to read ({secrets} holds none)")
+
+    rendered = subprocess.run(
+        [sys.executable, "-m", "backline.app.cli", "render", str(config), "--out",
+         str(tmp_path / "out"), "--secrets", str(secrets)], capture_output=True, text=True,
+        cwd=ROOT, timeout=60, env={**os.environ, "X_ESL": "x"})
+    assert rendered.returncode == 0, rendered
+    fixed = doctor(config)
+    token = json.loads(secrets.read_text())["cdr-csv:row-token"]
+    assert any(line.startswith("ok") and "call record's row token" in line
+               and f"kept in {secrets}" in line for line in fixed.stdout.splitlines()), fixed
+    assert token not in fixed.stdout + fixed.stderr + token_line()

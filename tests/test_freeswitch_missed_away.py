@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import json
 import logging
 import re
 import time
@@ -19,7 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from backline.app.controller import Controller
 from backline.core.connections import FreeswitchPbx
 from backline.core.records import AttemptKind, Outcome
 from backline.core.voicemail import missed_while_away
@@ -304,3 +307,53 @@ def test_a_row_without_this_installs_token_is_nothing_and_is_counted() -> None:
                                                               (ids[2], PATIENT)]
     assert [e.uniqueid for e in reading.ends] == [ids[0], ids[2]]
     assert reading.skipped == 2
+
+
+async def test_a_missing_row_token_is_on_the_status_page_and_the_calls_wait_for_it(
+        tmp_path: Path, inbox: InboxServer) -> None:
+    """The secrets file the controller reads (connections.pbx.secrets_file) without the row
+    token FreeSWITCH writes its rows with: from the start, the status page and /status.json
+    say the call record cannot be imported and how to fix it (not only the log), and the call
+    missed meanwhile is not lost; the file back, ok, and it is one missed call."""
+    d = practice(tmp_path, inbox.url)
+    assert isinstance(d.connections.pbx, FreeswitchPbx)
+    pbx = dataclasses.replace(d.connections.pbx,
+                              cdr_file=str(tmp_path / "log" / "cdr-csv" / "Master.csv"))
+    d = dataclasses.replace(d, connections=dataclasses.replace(d.connections, pbx=pbx))
+    switch = RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)
+    missed = call()
+    missed.variables.update({names.MISSABLE: TEAM, "current_application": "hangup",
+                             names.ORIGINATE_DISPOSITION: "NO_ANSWER"})
+    switch.report(missed, int(time.time()), int(time.time()) + 20)
+    secrets = Path(pbx.secrets_file)
+    token = json.loads(await asyncio.to_thread(secrets.read_text))[cdr.TOKEN_KEY]
+    elsewhere = tmp_path / "elsewhere.json"
+    await asyncio.to_thread(secrets.rename, elsewhere)  # rendered with another --secrets
+
+    async def status(controller: Controller) -> tuple[dict[str, object], str]:
+        async with TestClient(TestServer(controller.status_app())) as http:
+            doc = await (await http.get("/status.json")).json()
+            page = await (await http.get("/status")).text()
+        assert token not in json.dumps(doc) + page
+        return dict(doc["health"]["call_record"]), page
+
+    logins: asyncio.Queue[int] = asyncio.Queue()
+    async with controller_on(d, None, logins) as (away, _rig):
+        at_start, page = await status(away)
+        await asyncio.wait_for(logins.get(), 30)
+        imported, _ = await status(away)
+        assert not [a for a in away.journal.attempts() if a.outcome is Outcome.MISSED]
+    for health in (at_start, imported):
+        assert health["verdict"] == "failing", health
+        assert str(health["says"]).startswith("the PBX's call record cannot be imported")
+        assert f"--secrets {secrets}`" in str(health["says"]), health
+        assert health["last_error"] == f"no row token ({secrets} is missing)", health
+    assert "PBX call record" in page and "cannot be imported" in page
+    await asyncio.to_thread(elsewhere.rename, secrets)
+    async with controller_on(d, None, logins) as (back, _rig):
+        await asyncio.wait_for(logins.get(), 30)
+        fixed, _ = await status(back)
+        await inbox.wait_for(1, within=30)
+        attempts = back.journal.attempts()
+    assert fixed["verdict"] == "ok", fixed
+    assert [a.key for a in attempts if a.outcome is Outcome.MISSED] == [f"missed:{missed.uuid}"]

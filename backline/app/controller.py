@@ -154,7 +154,7 @@ class Controller:
         self.pbx_record = PbxRecord(directory, journal, self.record_attempt,
                                     self._late_emergency_call, self.mode, lambda: self.clock(),
                                     book=self.book, node=self.node,
-                                    imported=self.record_imported)
+                                    imported=self.record_imported, health=self.health)
         # The PBX drivers call these.
         self.desk_phone_switch = self.desk_phones.desk_phone_switch
         self.desk_phone_hours = self.desk_phones.desk_phone_hours

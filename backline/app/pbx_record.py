@@ -23,7 +23,7 @@ from backline.core.model import Directory
 from backline.core.outage import Mode
 from backline.core.ownership import OwnershipBook
 from backline.core.voicemail import VoicemailMessage
-from backline.features.status.health import Health, idle
+from backline.features.status.health import Health, Verdict, idle
 from backline.features.voicemail.locks import locks_health, unreadable
 from backline.journal import Journal, JournalError, NewAttempt
 from backline.localpbx.phone_secrets import SecretsFileError, kept
@@ -38,20 +38,47 @@ from backline.pbx.voicemail_desk import VOICEMAIL_CONTEXT, VoicemailIntake, voic
 log = logging.getLogger("backline.controller")
 
 
-def row_token(secrets: Path) -> str:
+def row_token_state(secrets: Path) -> tuple[str, str]:
     """The install's row token for FreeSWITCH's call record, kept in the ``secrets`` file
-    ``backline render`` wrote; "" (every tokened row skipped) said loudly if it cannot be."""
+    ``backline render`` wrote, and "" with why (never the token) if there is none to use."""
     try:
         token = kept(secrets).get(freeswitch_cdr.TOKEN_KEY, "")
-    except (OSError, SecretsFileError) as exc:
-        token, why = "", str(exc)
-    else:
-        why = f"{secrets} holds none"
+    except FileNotFoundError:
+        return "", f"{secrets} is missing"
+    except OSError as exc:
+        return "", f"{secrets}: {exc.strerror or exc}"
+    except SecretsFileError as exc:
+        return "", str(exc)
+    if not token:
+        return "", f"{secrets} holds none"
+    if not freeswitch_cdr.TOKEN.fullmatch(token):
+        return "", f"the one in {secrets} is malformed"
+    return token, ""
+
+
+def row_token(secrets: Path, health: dict[str, Health], at: datetime) -> str:
+    """:func:`row_token_state`'s token, told to ``health`` at ``at``; "" (every tokened row
+    skipped) said loudly."""
+    token, why = row_token_state(secrets)
+    health["call_record"] = row_token_health(secrets, token, why, at)
     if not token:
         log.error("the call record's row token cannot be read (%s): rows FreeSWITCH wrote "
                   "while the controller was away are not imported; render again with "
                   "connections.pbx.secrets_file", why)
     return token
+
+
+def row_token_health(secrets: Path, token: str, why: str, at: datetime) -> Health:
+    """The status page's ``call_record`` line on FreeSWITCH: failing while no row token is
+    read, since the import then takes nothing and says so only in the log."""
+    if token:
+        return Health(Verdict.OK, f"its row token is read from {secrets}", last_success=at)
+    return Health(Verdict.FAILING, "the PBX's call record cannot be imported: calls FreeSWITCH "
+                  "took while the controller was away are not journaled; fix: `backline "
+                  f"render CONFIG --out DIR --secrets {secrets}` (connections.pbx.secrets_file)"
+                  ", then `reload mod_cdr_csv` in fs_cli", last_error=f"no row token ({why})",
+                  last_error_at=at)
+
 
 # How often faxes left in the PBX's spool (storage failed during the call) are tried again,
 # besides at every AMI login: a fax is converted within this long of storage coming back.
@@ -67,8 +94,10 @@ class PbxRecord:
                  emergency: Callable[[EmergencyCall], Awaitable[bool]],
                  mode: Callable[[], Mode], clock: Callable[[], datetime], *,
                  book: OwnershipBook | None = None, node: str = "",
-                 imported: asyncio.Event | None = None) -> None:
-        """``imported`` is set when an import has completed (see import_pbx_record)."""
+                 imported: asyncio.Event | None = None,
+                 health: dict[str, Health] | None = None) -> None:
+        """``imported`` is set when an import has completed (see import_pbx_record);
+        ``health`` (the status page's) gets ``call_record`` on FreeSWITCH."""
         self.directory = directory
         self.imported = imported or asyncio.Event()
         self.journal = journal
@@ -90,7 +119,10 @@ class PbxRecord:
             lambda lines: cdr.read(lines, self.book.directory.emergency_numbers)
         if isinstance(pbx, FreeswitchPbx):
             secrets = Path(pbx.secrets_file)
-            self.cdr_read = lambda lines: freeswitch_cdr.read(lines, row_token(secrets))
+            said = {} if health is None else health
+            self.cdr_read = lambda lines: freeswitch_cdr.read(
+                lines, row_token(secrets, said, clock()))
+            row_token(secrets, said, clock())  # at start: on the status page, not only logged
         # Faxes: kept in connections.pbx.fax_dir; `faxes.spool` is where this controller reads
         # the PBX's spool (`backline up` points it inside the Asterisk root).
         self.faxes = FaxIntake(

@@ -5,7 +5,7 @@ The local checks: the journal writable with free space, the fax and voicemail st
 space, the file modes of the journal and the secrets; on Asterisk the AMI login, the modules
 Backline needs loaded, the clock, the carrier trunk's registration, the controller's FastAGI
 where Asterisk sends calls, a voicemail folder's lock left held, and the desk phones
-registered now (doctor_pbx); the mail relay,
+registered now (doctor_pbx); on FreeSWITCH the call record's row token; the mail relay,
 the SMS gateway and the inbox (doctor_relays).  Exit 0 when nothing failed (warnings
 included), 1 otherwise, for scripts.
 """
@@ -26,7 +26,12 @@ from typing import Any
 
 from backline.app.commands.doctor_verdicts import FAIL, OK, SKIP, WARN, Finding
 from backline.app.commands.shared import CONFIG_HELP, add_command, load_directory
-from backline.core.connections import DEFAULT_FREE_FLOOR_MB, AsteriskPbx, Secret
+from backline.core.connections import (
+    DEFAULT_FREE_FLOOR_MB,
+    AsteriskPbx,
+    FreeswitchPbx,
+    Secret,
+)
 from backline.core.model import Directory
 
 AMI_WITHIN = 5.0  # seconds: a doctor that hangs on a dead PBX tells ops nothing
@@ -46,7 +51,8 @@ def add_parser(sub: Any) -> None:
         "Backline needs, the PBX's clock, the carrier trunk's registration, the controller's "
         "FastAGI where Asterisk sends calls, a voicemail folder app_voicemail cannot lock "
         "(a lock left held), the desk phones registered now and those that "
-        "refuse their encrypted ring (from the running controller), the mail relay "
+        "refuse their encrypted ring (from the running controller), on FreeSWITCH the call "
+        "record's row token in connections.pbx.secrets_file, the mail relay "
         "(STARTTLS, its certificate, the login), the SMS "
         "gateway's credentials and the inbox's URL and token (nothing is sent or filed; "
         "--send-test sends one test email). Exits 1 if any check failed, else 0.")
@@ -210,7 +216,7 @@ async def pbx_findings(directory: Directory,
                        now: Callable[[], float] = time.time) -> list[Finding]:
     """On Asterisk: the AMI login, the modules Backline needs, the clock against ``now``,
     the carrier trunk's registration, the voicemail folders' locks (their age against
-    ``now``), the desk phones registered."""
+    ``now``), the desk phones registered.  On FreeSWITCH: the call record's row token."""
     from backline.app.commands.doctor_pbx import (
         clock_finding,
         fastagi_finding,
@@ -225,10 +231,13 @@ async def pbx_findings(directory: Directory,
     from backline.render.modules import required_modules
 
     pbx = directory.connections.pbx
+    if isinstance(pbx, FreeswitchPbx):
+        from backline.app.commands.doctor_pbx import row_token_finding
+
+        return [Finding("AMI login", SKIP, "FreeSWITCH: these checks are for Asterisk"),
+                row_token_finding(pbx)]
     if not isinstance(pbx, AsteriskPbx):
-        why = "connections.pbx is not configured" if pbx is None else \
-            "FreeSWITCH: these checks are for Asterisk"
-        return [Finding("AMI login", SKIP, why)]
+        return [Finding("AMI login", SKIP, "connections.pbx is not configured")]
     try:
         secret = read_secret(pbx.ami_secret, "connections.pbx.ami")
     except SecretMissing as exc:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from backline.app.commands.doctor_verdicts import FAIL, OK, SKIP, WARN, WITHIN, Finding
-from backline.core.connections import AsteriskPbx
+from backline.core.connections import AsteriskPbx, FreeswitchPbx
 from backline.core.model import Directory
 from backline.core.srtp_refusals import FIX
 from backline.pbx.asterisk import dialplan_variables as v
@@ -132,6 +132,22 @@ async def _agi_exchange(host: str, port: int) -> str:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+def row_token_finding(pbx: FreeswitchPbx) -> Finding:
+    """On FreeSWITCH: the call record's row token in connections.pbx.secrets_file, which the
+    controller needs to import any row mod_cdr_csv writes (backline.pbx.freeswitch.cdr);
+    FAIL naming the file and the fix when it cannot be read.  The token is never printed."""
+    from backline.app.pbx_record import row_token_state
+
+    secrets = Path(pbx.secrets_file)
+    token, why = row_token_state(secrets)
+    if token:
+        return Finding("call record's row token", OK, f"kept in {secrets}")
+    return Finding("call record's row token", FAIL, f"none to read ({why}): calls FreeSWITCH "
+                   "takes while the controller is away are never imported",
+                   f"`backline render CONFIG --out DIR --secrets {secrets}` (the controller "
+                   "reads connections.pbx.secrets_file), then `reload mod_cdr_csv` in fs_cli")
 
 
 async def encryption_finding(directory: Directory) -> list[Finding]:

@@ -52,7 +52,7 @@ def idle(says: str) -> Health:
 WATCHED = {"pbx_link": "PBX link", "alerts": "Backup alerts", "inbox": "Inbox delivery",
            "journal_disk": "Journal disk", "staff_texts": "Staff texts",
            "retention": "Retention", "clock": "Clock",
-           "voicemail_locks": "Voicemail folders"}
+           "voicemail_locks": "Voicemail folders", "call_record": "PBX call record"}
 
 
 def health_document(health: dict[str, Health]) -> dict[str, dict[str, object]]:
