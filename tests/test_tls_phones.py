@@ -111,6 +111,17 @@ async def phone_on_lan(net: Topology, p: PracticePbx, folder: Path, ca: Path, sa
     return phone
 
 
+async def answered(p: PracticePbx, phone: Baresip, leg: str) -> dict[str, str]:
+    """``phone`` takes the call ringing it: Asterisk's ``DialEnd`` for that answer, whose leg
+    to the phone is named ``leg``... (the call's two legs, for waiting on their audio)."""
+    await phone.wait_event("CALL_INCOMING", within=30)
+    await phone.command("accept")
+    end = await p.events.wait_for(
+        lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER", within=30)
+    assert end["DestChannel"].startswith(leg), end
+    return end
+
+
 def trusts(net: Topology, ca: Path) -> subprocess.CompletedProcess[str]:
     """A TLS client on the LAN that verifies the PBX's certificate against ``ca`` and the
     PBX's address (as a phone set to trust only that CA does)."""
@@ -151,14 +162,9 @@ def test_a_tls_srtp_phone_talks_both_ways_hears_the_announcement_and_the_lan_sho
                 caller = talking_caller((net.pbx_lan, p.ports.sip), tmp_path, DIRECT,
                                         from_user=PATIENT, audio=caller_audio,
                                         host=Host(net.carrier, net.wan.name))
-                await phone.wait_event("CALL_INCOMING", within=30)
-                await phone.command("accept")
-                answered = await p.events.wait_for(
-                    lambda e: e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER",
-                    within=30)
-                assert answered["DestChannel"].startswith("PJSIP/ana-desk-")
-                await until_sent(p, answered["DestChannel"], PACKETS)
-                await until_sent(p, answered["Channel"], PACKETS)
+                call = await answered(p, phone, "PJSIP/ana-desk-")
+                await until_sent(p, call["DestChannel"], PACKETS)
+                await until_sent(p, call["Channel"], PACKETS)
                 await phone.command("hangup")
                 await phone.wait_event("CALL_CLOSED")
 
@@ -286,13 +292,8 @@ def test_with_tls_to_the_carrier_calls_go_both_ways_and_the_wan_shows_no_clear_s
                     procs.append(talking_caller((net.carrier, SIP_PORT), tmp_path, DIRECT,
                                                 from_user=PATIENT, audio=caller_audio,
                                                 host=Host(net.pstn, net.wan.name)))
-                    await phone.wait_event("CALL_INCOMING", within=30)
-                    await phone.command("accept")
-                    answered = await p.events.wait_for(
-                        lambda e: e.get("Event") == "DialEnd"
-                        and e.get("DialStatus") == "ANSWER", within=30)
-                    assert answered["DestChannel"].startswith("PJSIP/ana-desk-")
-                    await until_sent(p, answered["DestChannel"], PACKETS // 4)
+                    call = await answered(p, phone, "PJSIP/ana-desk-")
+                    await until_sent(p, call["DestChannel"], PACKETS // 4)
                     await phone.command("hangup")
                     await phone.wait_event("CALL_CLOSED")
                     # Out: she calls the patient back; over TLS through the provider's

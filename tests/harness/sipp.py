@@ -471,6 +471,19 @@ def _common_args(port: int, media_port: int, host: Host = LOCAL,
     ]  # fmt: skip
 
 
+def _start_caller(kind: str, pbx: tuple[str, int], workdir: Path, to: str, text: str, *,
+                  from_user: str, timeout: float, host: Host, caller_name: str = "") -> SippProcess:
+    """One started call of ``text`` to ``to``, failed past ``timeout`` (or a wait that long):
+    the arguments the callers of tests/harness/voicemail_caller.py and transfer_phone.py share."""
+    port, media = host.free_udp_port(), host.free_media_port()
+    args = [*_common_args(port, media, host), "-aa", "-s", to, "-key", "from_user", from_user,
+            "-key", "caller_name", caller_name, "-m", "1", "-l", "1", "-timeout", f"{timeout:g}s",
+            "-timeout_error", "-recv_timeout", str(int(timeout * 1000)),
+            f"{pbx[0]}:{pbx[1]}"]
+    return SippProcess(f"{kind}-{from_user}", workdir / f"{kind}-{port}", text, args,
+                       port=port, host=host).start()
+
+
 def _safe_header(line: str) -> str:
     if "\n" in line or "\r" in line or "]]>" in line or ":" not in line:
         raise ValueError(f"not a single SIP header line: {line!r}")

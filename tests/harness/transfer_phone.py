@@ -19,6 +19,7 @@ from tests.harness.sipp import (
     SippProcess,
     _common_args,
     _scenario,
+    _start_caller,
     free_media_port,
     free_udp_port,
     in_call,
@@ -99,13 +100,8 @@ def talking_phone(pbx: tuple[str, int], workdir: Path, user: str, password: str,
 def talking_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: str,
                    audio: Path, timeout: float = 60.0, host: Host = LOCAL) -> SippProcess:
     """A carrier caller that sends ``audio`` once answered and waits for the PBX's BYE."""
-    port, media = host.free_udp_port(), host.free_media_port()
     text = _scenario("uac_call.xml", EXTRA_HEADERS="", ON_ANSWER=_audio_action(audio),
                      AFTER_ANSWER="",
                      IN_CALL=in_call())
-    args = [*_common_args(port, media, host), "-aa", "-s", to, "-key", "from_user", from_user,
-            "-key", "caller_name", "", "-m", "1", "-l", "1", "-timeout", f"{timeout:g}s",
-            "-timeout_error", "-recv_timeout", str(int(timeout * 1000)),
-            f"{pbx[0]}:{pbx[1]}"]
-    return SippProcess(f"caller-{from_user}", workdir / f"caller-{port}", text, args,
-                       port=port, host=host).start()
+    return _start_caller("caller", pbx, workdir, to, text, from_user=from_user,
+                         timeout=timeout, host=host)

@@ -15,8 +15,8 @@ from tests.harness.sipp import (
     LOCAL,
     Host,
     SippProcess,
-    _common_args,
     _scenario,
+    _start_caller,
     in_call,
 )
 
@@ -49,7 +49,6 @@ def message_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: s
     answered, then hangs up; ``caller_name`` is the From's display name."""
     if '"' in caller_name or "\n" in caller_name:
         raise ValueError(f"caller name must not contain quotes or newlines: {caller_name!r}")
-    port, media = host.free_udp_port(), host.free_media_port()
     on_answer = (f'      <exec rtp_stream="{audio},-1,0"/>\n'
                  '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="remote_to"/>\n')
     talk = in_call(talk_ms)
@@ -57,12 +56,8 @@ def message_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: s
         raise RuntimeError("in_call() no longer ends with the BYE this caller replaces")
     text = _scenario("uac_call.xml", EXTRA_HEADERS="", ON_ANSWER=on_answer, AFTER_ANSWER="",
                      IN_CALL=talk.replace(_SEND_BYE, _CALLER_BYE))
-    args = [*_common_args(port, media, host), "-aa", "-s", to, "-key", "from_user", from_user,
-            "-key", "caller_name", caller_name, "-m", "1", "-l", "1", "-timeout", f"{timeout:g}s",
-            "-timeout_error", "-recv_timeout", str(int(timeout * 1000)),
-            f"{pbx[0]}:{pbx[1]}"]
-    return SippProcess(f"message-{from_user}", workdir / f"message-{port}", text, args,
-                       port=port, host=host).start()
+    return _start_caller("message", pbx, workdir, to, text, from_user=from_user,
+                         caller_name=caller_name, timeout=timeout, host=host)
 
 
 # Answered, it waits for the test's MESSAGE (tests.harness.cancelling_caller.hang_up), then
@@ -79,13 +74,8 @@ def answered_caller(pbx: tuple[str, int], workdir: Path, to: str, *, from_user: 
                     timeout: float = 90.0, host: Host = LOCAL) -> SippProcess:
     """A started caller to ``to`` that, once answered, sends no audio and hangs up on
     ``hang_up(caller, once=200)``."""
-    port, media = host.free_udp_port(), host.free_media_port()
     on_answer = '      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="remote_to"/>\n'
     text = _scenario("uac_call.xml", EXTRA_HEADERS="", ON_ANSWER=on_answer, AFTER_ANSWER="",
                      IN_CALL=_UNTIL_TOLD + _OK_TO_REINVITE + _CALLER_BYE + _OK_TO_BYE)
-    args = [*_common_args(port, media, host), "-aa", "-s", to, "-key", "from_user", from_user,
-            "-key", "caller_name", "", "-m", "1", "-l", "1", "-timeout", f"{timeout:g}s",
-            "-timeout_error", "-recv_timeout", str(int(timeout * 1000)),
-            f"{pbx[0]}:{pbx[1]}"]
-    return SippProcess(f"answered-{from_user}", workdir / f"answered-{port}", text, args,
-                       port=port, host=host).start()
+    return _start_caller("answered", pbx, workdir, to, text, from_user=from_user,
+                         timeout=timeout, host=host)
