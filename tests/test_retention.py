@@ -353,6 +353,14 @@ async def test_a_clock_stepped_ahead_removes_nothing_before_n_days_have_passed(
     assert len(p.audited()) == 2
 
 
+async def on_status(p: Practice, check: str) -> tuple[dict[str, object], str]:
+    """The status page's health ``check`` as /status.json gives it, and the page itself."""
+    async with TestClient(TestServer(p.controller.status_app())) as http:
+        doc = await (await http.get("/status.json")).json()
+        page = await (await http.get("/status")).text()
+    return dict(doc["health"][check]), page
+
+
 async def test_a_clock_stepped_ahead_is_on_the_status_page_and_json_until_the_restart(
         practice: Practice) -> None:
     # The step the log says is on the status page and /status.json too (health "clock"):
@@ -364,13 +372,7 @@ async def test_a_clock_stepped_ahead_is_on_the_status_page_and_json_until_the_re
     assert feature is not None
     retention = feature.service
 
-    async def status() -> tuple[dict[str, object], str]:
-        async with TestClient(TestServer(p.controller.status_app())) as http:
-            doc = await (await http.get("/status.json")).json()
-            page = await (await http.get("/status")).text()
-        return dict(doc["health"]["clock"]), page
-
-    clock, _ = await status()
+    clock, _ = await on_status(p, "clock")
     assert clock["verdict"] == "ok" and clock["last_error"] is None, clock
     start = retention.monotonic()
     # A week and half an hour on the date, a minute on the monotonic clock (from the first
@@ -378,7 +380,7 @@ async def test_a_clock_stepped_ahead_is_on_the_status_page_and_json_until_the_re
     p.clock.advance(7 * 86400 + 1800)
     retention.monotonic = lambda: start + 60
     await retention.round()
-    clock, page = await status()
+    clock, page = await on_status(p, "clock")
     assert clock["verdict"] == "failing", clock
     assert clock["says"] == "stepped ahead: retention counts only the time that passed"
     assert re.fullmatch(r"7 d 0 h 2\d min ahead of the time that passed since the controller "
@@ -389,10 +391,10 @@ async def test_a_clock_stepped_ahead_is_on_the_status_page_and_json_until_the_re
     # Set right again: in step, the step still shown until the restart.
     p.clock.now -= timedelta(days=7, minutes=30)
     await retention.round()
-    clock, _ = await status()
+    clock, _ = await on_status(p, "clock")
     assert clock["verdict"] == "ok" and str(clock["last_error"]).startswith("7 d"), clock
     await p.restart()
-    clock, _ = await status()
+    clock, _ = await on_status(p, "clock")
     assert clock["verdict"] == "ok" and clock["last_error"] is None, clock
 
 
@@ -455,19 +457,39 @@ async def test_a_spool_that_cannot_be_pruned_keeps_its_messages_and_says_so(
     assert not await asyncio.to_thread(Path(b.file).exists)
 
 
+def box_inbox(p: Practice) -> Path:
+    """BOX's INBOX in the practice's voicemail spool (where B's message is)."""
+    return p.tmp / "spool" / "voicemail" / "backline" / BOX / "INBOX"
+
+
+def held_as_app_voicemail(folder: Path, own: str) -> Path:
+    """``folder``'s lock taken as app_voicemail takes it (Asterisk's ast_lock_path): its own
+    empty file ``own``, linked as ``.lock``, then unlinked; the lock."""
+    mine, lock = folder / own, folder / ".lock"
+    mine.write_bytes(b"")
+    os.link(mine, lock)
+    mine.unlink()
+    return lock
+
+
+async def pruned_and_unlocked(p: Practice, inbox: Path) -> None:
+    """B's message removed from ``inbox`` and marked pruned, and no lock of the folder left
+    behind to block app_voicemail."""
+    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob(".lock*")])
+    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob("msg0000.*")])
+    assert p.journal.attempt(p.keys["B"]).pruned is not None  # type: ignore[union-attr]
+
+
 async def test_a_message_in_a_folder_app_voicemail_holds_locked_stays_until_the_next_pass(
         practice: Practice) -> None:
     # app_voicemail locks a folder (its `.lock` file, Asterisk's ast_lock_path) while it
     # files, moves or renumbers its messages: a pass that finds it held leaves that folder's
     # message whole, in the spool and Backline's store, says why, and the next pass removes it.
     p = practice
-    inbox = p.tmp / "spool" / "voicemail" / "backline" / BOX / "INBOX"
+    inbox = box_inbox(p)
     b = p.journal.attempt(p.keys["B"])
     assert b is not None
-    mine = inbox / ".lock-0123abcd"  # held as app_voicemail holds it: a link named .lock
-    mine.write_bytes(b"")
-    os.link(mine, inbox / ".lock")
-    mine.unlink()
+    held_as_app_voicemail(inbox, ".lock-0123abcd")
     kept = files(inbox) | files(Path(b.file))  # the lock among them: app_voicemail's
     p.clock.advance(60)
     await p.restart()
@@ -481,11 +503,9 @@ async def test_a_message_in_a_folder_app_voicemail_holds_locked_stays_until_the_
     (inbox / ".lock").unlink()  # app_voicemail is done with the folder
     retention = p.controller.feature(RetentionFeature)
     assert retention is not None and await retention.service.round() == 1
-    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob("msg0000.*")])
     assert not await asyncio.to_thread(Path(b.file).exists)
     # The lock was taken and given back: nothing of it is left to block app_voicemail.
-    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob(".lock*")])
-    assert p.journal.attempt(p.keys["B"]).pruned is not None  # type: ignore[union-attr]
+    await pruned_and_unlocked(p, inbox)
 
 
 async def test_a_lock_left_by_a_backline_process_that_died_holding_it_is_removed_at_the_next_pass(
@@ -494,7 +514,7 @@ async def test_a_lock_left_by_a_backline_process_that_died_holding_it_is_removed
     # file a message there ever again (it drops each after 5 s): the next pass knows the lock
     # for a Backline process's that no longer runs, removes it, and prunes the folder.
     p = practice
-    inbox = p.tmp / "spool" / "voicemail" / "backline" / BOX / "INBOX"
+    inbox = box_inbox(p)
     ended = await asyncio.to_thread(subprocess.Popen, ["sleep", "60"])
     try:
         born = started(ended.pid)
@@ -507,9 +527,7 @@ async def test_a_lock_left_by_a_backline_process_that_died_holding_it_is_removed
     await p.restart()
     health = p.controller.health["retention"]
     assert health.verdict.value == "ok", health
-    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob(".lock*")])
-    assert not await asyncio.to_thread(lambda: [q.name for q in inbox.glob("msg0000.*")])
-    assert p.journal.attempt(p.keys["B"]).pruned is not None  # type: ignore[union-attr]
+    await pruned_and_unlocked(p, inbox)
 
 
 async def test_a_voicemail_folder_lock_held_past_a_minute_is_on_the_status_page_and_kept(
@@ -519,12 +537,7 @@ async def test_a_voicemail_folder_lock_held_past_a_minute_is_on_the_status_page_
     # from its file time) the status page and /status.json fail naming the box and its
     # number (no caller) and the fix; retention, on here, never removes it; removed, ok.
     p = practice
-    inbox = p.tmp / "spool" / "voicemail" / "backline" / BOX / "INBOX"
-    lock = inbox / ".lock"
-    mine = inbox / ".lock-89abcdef"
-    mine.write_bytes(b"")
-    os.link(mine, lock)
-    mine.unlink()
+    lock = held_as_app_voicemail(box_inbox(p), ".lock-89abcdef")
     made = lock.stat().st_mtime
 
     def locks(held: float) -> dict[str, object]:
@@ -542,19 +555,13 @@ async def test_a_voicemail_folder_lock_held_past_a_minute_is_on_the_status_page_
     await p.restart()  # retention's pass: app_voicemail's lock is not Backline's to remove
     assert lock.exists()
 
-    async def status() -> tuple[dict[str, object], str]:
-        async with TestClient(TestServer(p.controller.status_app())) as http:
-            doc = await (await http.get("/status.json")).json()
-            page = await (await http.get("/status")).text()
-        return dict(doc["health"]["voicemail_locks"]), page
-
-    held, page = await status()
+    held, page = await on_status(p, "voicemail_locks")
     assert held["verdict"] == "failing" and f"box {BOX}&#x27;s INBOX ({VOICE})" in page, held
     assert str(held["says"]).startswith(f"box {BOX}'s INBOX ({VOICE}) locked 1 h ") and \
         "app_voicemail drops every message left there after 5 s" in str(held["says"]), held
     assert PATIENT not in json.dumps(held) + page
     lock.unlink()  # Asterisk stopped, the lock removed as the fix says
-    held, _ = await status()
+    held, _ = await on_status(p, "voicemail_locks")
     assert held["verdict"] == "ok", held
 
 

@@ -42,6 +42,7 @@ from tests.harness.voicemail_caller import message_caller
 from tests.test_alerts import everything_in, spellings, text_part
 from tests.test_doctor import doctor, verdicts
 from tests.test_link_pages import chromium
+from tests.test_retention import held_as_app_voicemail
 
 pytestmark = pytest.mark.asterisk
 
@@ -327,6 +328,28 @@ async def test_only_a_member_reaches_a_numbers_voicemail_with_star_97(
             raj.kill()
 
 
+def sched_inbox(pbx: PracticePbx) -> tuple[str, Path]:
+    """The scheduling line's voicemail box and its INBOX folder in the spool (made now, as
+    app_voicemail makes it for the first message)."""
+    [box] = [n.voicemail_box for n in pbx.directory.numbers if n.number == SCHED]
+    spool = pbx.instance.host_path(pbx.instance.dir("spool"))
+    folder = spool / "voicemail" / "backline" / box / "INBOX"
+    folder.mkdir(parents=True, exist_ok=True)
+    return box, folder
+
+
+async def message_left_while_locked(pbx: PracticePbx, tmp_path: Path) -> list[str]:
+    """A caller leaves a message on the scheduling line while its folder is locked: once the
+    call has ended, what Asterisk's log said of the lock."""
+    await leave_message(pbx, tmp_path)
+    recorded = await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail",
+                                         within=30)
+    await pbx.events.wait_for(lambda e: e.get("Event") == "Hangup"
+                              and e.get("Channel") == recorded["Channel"], within=60)
+    return [line for line in pbx.instance.log_path.read_text().splitlines()
+            if "Couldn't lock directory" in line]
+
+
 async def test_app_voicemail_waits_on_the_folder_lock_retention_takes(
         tmp_path: Path, inbox: InboxServer) -> None:
     # Retention removes a spool message only under this lock (backline.pbx.spool_lock, its
@@ -334,19 +357,10 @@ async def test_app_voicemail_waits_on_the_folder_lock_retention_takes(
     # it, so it is the lock app_voicemail takes.  Given back, nothing of it is left behind and
     # the next message is filed.
     async with voicemail_practice(tmp_path, "vm-lock", inbox) as pbx:
-        [box] = [n.voicemail_box for n in pbx.directory.numbers if n.number == SCHED]
-        spool = pbx.instance.host_path(pbx.instance.dir("spool"))
-        folder = spool / "voicemail" / "backline" / box / "INBOX"
-        folder.mkdir(parents=True, exist_ok=True)
+        box, folder = sched_inbox(pbx)
         with folder_lock(folder) as ours:
             assert ours
-            await leave_message(pbx, tmp_path)
-            recorded = await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail",
-                                                 within=30)
-            await pbx.events.wait_for(lambda e: e.get("Event") == "Hangup"
-                                      and e.get("Channel") == recorded["Channel"], within=60)
-            said = [line for line in pbx.instance.log_path.read_text().splitlines()
-                    if "Couldn't lock directory" in line]
+            said = await message_left_while_locked(pbx, tmp_path)
             assert len(said) == 1 and f"/{box}/INBOX" in said[0], said
             assert not list(folder.glob("msg*"))
         assert not [q.name for q in folder.glob(".lock*")]
@@ -365,14 +379,8 @@ async def test_a_folder_lock_app_voicemail_left_held_fails_doctor_and_status_unt
     # (this practice keeps everything): doctor and the status page fail naming the box, its
     # number and the lock to remove.  Removed, both are ok and the next message is filed.
     async with voicemail_practice(tmp_path, "vm-left", inbox) as pbx:
-        [box] = [n.voicemail_box for n in pbx.directory.numbers if n.number == SCHED]
-        spool = pbx.instance.host_path(pbx.instance.dir("spool"))
-        folder = spool / "voicemail" / "backline" / box / "INBOX"
-        folder.mkdir(parents=True, exist_ok=True)
-        lock, mine = folder / ".lock", folder / ".lock-0badf00d"
-        mine.write_bytes(b"")
-        os.link(mine, lock)
-        mine.unlink()
+        box, folder = sched_inbox(pbx)
+        lock = held_as_app_voicemail(folder, ".lock-0badf00d")
         made = lock.stat().st_mtime
         os.utime(lock, (made - 7200, made - 7200))  # two hours before it was made: left held
 
@@ -393,13 +401,7 @@ async def test_a_folder_lock_app_voicemail_left_held_fails_doctor_and_status_unt
         assert "app_voicemail drops every message left there" in held["says"], held
         assert PATIENT not in found.stdout + found.stderr + json.dumps(held)
 
-        await leave_message(pbx, tmp_path)  # lost, as app_voicemail says
-        recorded = await pbx.events.wait_for(lambda e: e.get("Application") == "VoiceMail",
-                                             within=30)
-        await pbx.events.wait_for(lambda e: e.get("Event") == "Hangup"
-                                  and e.get("Channel") == recorded["Channel"], within=60)
-        said = [line for line in pbx.instance.log_path.read_text().splitlines()
-                if "Couldn't lock directory" in line]
+        said = await message_left_while_locked(pbx, tmp_path)  # lost, as app_voicemail says
         assert len(said) == 1 and f"/{box}/INBOX.  Voicemail will be lost" in said[0], said
         assert not list(folder.glob("msg*")) and lock.exists()
         await inbox.wait_for(1, within=30)  # the practice learns of the call: a missed one
