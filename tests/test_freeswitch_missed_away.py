@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from backline.app.controller import Controller
 from backline.core.connections import FreeswitchPbx
+from backline.core.model import Directory
 from backline.core.records import AttemptKind, Outcome
 from backline.core.voicemail import missed_while_away
 from backline.journal import open_journal
@@ -103,6 +104,17 @@ def leaves_a_message(storage: Path, db: MessageDb) -> Effect:
     return leave
 
 
+def recorded_practice(tmp_path: Path, inbox: InboxServer) -> tuple[Directory, RenderedSwitch]:
+    """The practice on FreeSWITCH, its call record in tmp_path, and its rendered switch: what
+    writes the rows the controller imports on its return."""
+    d = practice(tmp_path, inbox.url)
+    assert isinstance(d.connections.pbx, FreeswitchPbx)
+    pbx = dataclasses.replace(d.connections.pbx,
+                              cdr_file=str(tmp_path / "log" / "cdr-csv" / "Master.csv"))
+    d = dataclasses.replace(d, connections=dataclasses.replace(d.connections, pbx=pbx))
+    return d, RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)
+
+
 def call(to: str = TEAM, caller: str = PATIENT) -> Channel:
     return carrier_channel(to, caller, str(uuidlib.uuid4()))
 
@@ -110,12 +122,7 @@ def call(to: str = TEAM, caller: str = PATIENT) -> Channel:
 async def test_calls_missed_while_the_controller_was_away_are_one_item_each_on_its_return(
         tmp_path: Path, inbox: InboxServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    d = practice(tmp_path, inbox.url)
-    assert isinstance(d.connections.pbx, FreeswitchPbx)
-    pbx = dataclasses.replace(d.connections.pbx,
-                              cdr_file=str(tmp_path / "log" / "cdr-csv" / "Master.csv"))
-    d = dataclasses.replace(d, connections=dataclasses.replace(d.connections, pbx=pbx))
-    switch = RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)
+    d, switch = recorded_practice(tmp_path, inbox)
     started = int(time.time())
     db = MessageDb()
     heard, rang_out, cancelled, beep, message, taken = (
@@ -258,12 +265,7 @@ async def test_a_caller_id_that_breaks_the_rows_quoting_forges_nothing_and_loses
     caller's number as sent; the row a caller wrote into theirs is nothing, and the call
     after them is not lost."""
     caplog.set_level(logging.DEBUG)
-    d = practice(tmp_path, inbox.url)
-    assert isinstance(d.connections.pbx, FreeswitchPbx)
-    pbx = dataclasses.replace(d.connections.pbx,
-                              cdr_file=str(tmp_path / "log" / "cdr-csv" / "Master.csv"))
-    d = dataclasses.replace(d, connections=dataclasses.replace(d.connections, pbx=pbx))
-    switch = RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)
+    d, switch = recorded_practice(tmp_path, inbox)
     started = int(time.time())
     calls = [call(caller=caller) for caller in (SWALLOWS, FORGES, COMMAS, LATER)]
     for channel in calls:  # rang desk phones, nobody took it, the fallback hung up
@@ -315,17 +317,13 @@ async def test_a_missing_row_token_is_on_the_status_page_and_the_calls_wait_for_
     token FreeSWITCH writes its rows with: from the start, the status page and /status.json
     say the call record cannot be imported and how to fix it (not only the log), and the call
     missed meanwhile is not lost; the file back, ok, and it is one missed call."""
-    d = practice(tmp_path, inbox.url)
-    assert isinstance(d.connections.pbx, FreeswitchPbx)
-    pbx = dataclasses.replace(d.connections.pbx,
-                              cdr_file=str(tmp_path / "log" / "cdr-csv" / "Master.csv"))
-    d = dataclasses.replace(d, connections=dataclasses.replace(d.connections, pbx=pbx))
-    switch = RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)
+    d, switch = recorded_practice(tmp_path, inbox)
     missed = call()
     missed.variables.update({names.MISSABLE: TEAM, "current_application": "hangup",
                              names.ORIGINATE_DISPOSITION: "NO_ANSWER"})
     switch.report(missed, int(time.time()), int(time.time()) + 20)
-    secrets = Path(pbx.secrets_file)
+    assert isinstance(d.connections.pbx, FreeswitchPbx)
+    secrets = Path(d.connections.pbx.secrets_file)
     token = json.loads(await asyncio.to_thread(secrets.read_text))[cdr.TOKEN_KEY]
     elsewhere = tmp_path / "elsewhere.json"
     await asyncio.to_thread(secrets.rename, elsewhere)  # rendered with another --secrets
