@@ -12,6 +12,7 @@ is written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import selectors
@@ -151,3 +152,73 @@ def test_lines_still_queued_at_exit_are_written() -> None:
     done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=True)
     assert done.stderr.splitlines() == [f"line {i}" for i in range(100)]
+
+
+class FailsOnce:
+    """A stream whose first write fails as a closed file's does, then takes lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.failed = False
+        self.wrote = threading.Event()
+
+    def write(self, text: str) -> int:
+        if not self.failed:
+            self.failed = True
+            raise ValueError("I/O operation on closed file.")
+        self.lines.extend(text.splitlines())
+        self.wrote.set()
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_write_failing_while_stderr_is_closed_does_not_end_the_writer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler's error report goes to sys.stderr; closed, as the log's stream often is
+    when it fails, that report raises too.  The writer lives on: the next line is written."""
+    closed = open(os.devnull, "w")  # noqa: SIM115 - closed at once, as stderr would be
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    stream = FailsOnce()
+    handler = BatchedStream(stream, linger=0)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("test_log_output.fails_once")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        log.warning("lost with the failed write")
+        handler.flush()
+        assert stream.failed
+        log.warning("written after it")
+        assert stream.wrote.wait(30)
+        assert stream.lines == ["written after it"]
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def test_a_reader_stalled_at_exit_holds_the_flush_no_longer_than_its_limit() -> None:
+    """logging.shutdown flushes at exit: a reader that never comes back must not keep the
+    controller (and its restart) waiting for systemd's kill."""
+    reader, writer = os.pipe()
+    stream = os.fdopen(writer, "w")
+    fill(writer)
+    handler = BatchedStream(stream, linger=0, flush_limit=0.2)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("test_log_output.stalled_exit")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        log.warning("never read")
+        flushed = threading.Thread(target=handler.flush)
+        flushed.start()
+        flushed.join(30)
+        assert not flushed.is_alive()
+    finally:
+        log.removeHandler(handler)
+        os.close(reader)  # the writer's blocked write now fails; it ends at close
+        handler.close()
+        with contextlib.suppress(OSError):
+            stream.close()

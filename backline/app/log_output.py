@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TextIO
 
 LINGER = 0.05  # s: a line waits at most this long (plus the write) for company
 MAX_QUEUED = 10_000  # lines, about 1 MB: past this, lines are dropped and counted
+FLUSH_LIMIT = 5.0  # s: at exit, a stalled reader holds the process (and its restart) no longer
 
 
 class BatchedStream(logging.Handler):
     """Writes formatted records to ``stream`` from its own thread (see the module)."""
 
     def __init__(self, stream: TextIO, *, linger: float = LINGER,
-                 max_queued: int = MAX_QUEUED) -> None:
+                 max_queued: int = MAX_QUEUED, flush_limit: float = FLUSH_LIMIT) -> None:
         super().__init__()
         self.stream = stream
         self._linger = linger
+        self._flush_limit = flush_limit
         self._max_queued = max_queued
         self._queued: list[logging.LogRecord] = []
         self._dropped = 0
@@ -61,14 +64,19 @@ class BatchedStream(logging.Handler):
                 self._changed.notify_all()
 
     def flush(self) -> None:
-        """Return once every line queued before the call is written (or the writer is
-        gone)."""
+        """Return once every line queued before the call is written, the writer is gone, or
+        ``flush_limit`` seconds passed: a reader stalled at exit (``logging.shutdown``) must
+        not hold the process, and the service's restart, until systemd kills it."""
+        deadline = time.monotonic() + self._flush_limit
         with self._changed:
             wanted = self._taken + (1 if self._queued or self._dropped else 0)
             self._hurry = True
             self._changed.notify_all()
             while self._written < wanted and self._writer.is_alive():
-                self._changed.wait(1.0)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._changed.wait(min(left, 1.0))
 
     def close(self) -> None:
         self.flush()
@@ -110,5 +118,10 @@ class BatchedStream(logging.Handler):
             self.stream.write("".join(lines))
             self.stream.flush()
         except Exception:
-            if batch:
-                self.handleError(batch[-1])
+            # handleError prints to sys.stderr, often this very stream: closed, it raises
+            # ValueError, which would end the writer and every line after this batch.
+            try:
+                if batch:
+                    self.handleError(batch[-1])
+            except Exception:  # nowhere left to say it
+                pass
