@@ -355,3 +355,77 @@ async def test_a_missing_row_token_is_on_the_status_page_and_the_calls_wait_for_
         attempts = back.journal.attempts()
     assert fixed["verdict"] == "ok", fixed
     assert [a.key for a in attempts if a.outcome is Outcome.MISSED] == [f"missed:{missed.uuid}"]
+
+
+def test_an_untokened_line_is_only_a_former_call_and_never_a_missed_one() -> None:
+    """Before FreeSWITCH loads the tokened template, a caller whose number holds a quote and a
+    line break writes a line of their own after their row: read only as the released former
+    shape (8 columns), and as a call at most, it gives no missed call; the caller's row
+    before it is still the call it was."""
+    ids = [str(uuidlib.uuid4()) for _ in range(2)]
+    forged = '","'.join((ids[1], "1790000000", names.INBOUND, TEAM, "", "hangup",
+                         "NORMAL_CLEARING", "1790000009", TEAM, "NO_ANSWER", "",
+                         "+17205550199"))
+    caller = PATIENT + '"\n"' + forged  # the former template's closing quote ends it
+    text = ",".join(f'"{v}"' for v in (ids[0], "1790000000", names.INBOUND, TEAM, "",
+                                        "hangup", "NORMAL_CLEARING", caller)) + "\n"
+    reading = cdr.read(io.StringIO(text), ROW_TOKEN)
+    assert reading.ends == ()
+    assert [r.uniqueid for r in reading.rows] == [ids[0]]
+    assert reading.skipped == 1
+
+
+async def test_rows_with_another_installs_token_are_on_the_status_page_until_they_match(
+        tmp_path: Path, inbox: InboxServer) -> None:
+    """FreeSWITCH's config rendered with another secrets file than the controller reads
+    (connections.pbx.secrets_file): its rows all carry another row token, so the status page
+    and /status.json say the call record cannot be imported and how to fix it, no token
+    shown; rendered again with the controller's file, its rows are read and it is ok."""
+    d = practice(tmp_path, inbox.url)
+    assert isinstance(d.connections.pbx, FreeswitchPbx)
+    pbx = dataclasses.replace(d.connections.pbx,
+                              cdr_file=str(tmp_path / "log" / "cdr-csv" / "Master.csv"))
+    d = dataclasses.replace(d, connections=dataclasses.replace(d.connections, pbx=pbx))
+    RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)  # the controller's token
+    other = tmp_path / "other-secrets.json"
+    elsewhere = dataclasses.replace(d, connections=dataclasses.replace(
+        d.connections, pbx=dataclasses.replace(pbx, secrets_file=str(other))))
+    switch = RenderedSwitch.render(tmp_path / "conf", elsewhere, ANNOUNCEMENT)
+    lost = call()
+    for channel in (lost, later := call(caller=LATER)):
+        channel.variables.update({names.MISSABLE: TEAM, "current_application": "hangup",
+                                  names.ORIGINATE_DISPOSITION: "NO_ANSWER"})
+    switch.report(lost, int(time.time()), int(time.time()) + 20)
+    secrets = Path(pbx.secrets_file)
+    tokens = [json.loads(await asyncio.to_thread(f.read_text))[cdr.TOKEN_KEY]
+              for f in (secrets, other)]
+    assert tokens[0] != tokens[1]
+
+    async def status(controller: Controller) -> dict[str, object]:
+        async with TestClient(TestServer(controller.status_app())) as http:
+            doc = await (await http.get("/status.json")).json()
+            page = await (await http.get("/status")).text()
+        assert not [t for t in tokens if t in json.dumps(doc) + page]
+        assert "PBX call record" in page
+        return dict(doc["health"]["call_record"])
+
+    logins: asyncio.Queue[int] = asyncio.Queue()
+    async with controller_on(d, None, logins) as (away, _rig):
+        await asyncio.wait_for(logins.get(), 30)
+        imported = await status(away)
+        assert not [a for a in away.journal.attempts() if a.outcome is Outcome.MISSED]
+    assert imported["verdict"] == "failing", imported
+    assert str(imported["says"]).startswith("the PBX's call record cannot be imported")
+    assert "another row token" in str(imported["says"]), imported
+    assert f"--secrets {secrets}`" in str(imported["says"]), imported
+    assert "reload mod_cdr_csv" in str(imported["says"]), imported
+    assert imported["last_error"] == "its rows carry another row token", imported
+    switch = RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)  # and mod_cdr_csv reloaded
+    switch.report(later, int(time.time()), int(time.time()) + 20)
+    async with controller_on(d, None, logins) as (back, _rig):
+        await asyncio.wait_for(logins.get(), 30)
+        await inbox.wait_for(1, within=30)
+        fixed = await status(back)
+        attempts = back.journal.attempts()
+    assert fixed["verdict"] == "ok", fixed
+    assert [a.key for a in attempts if a.outcome is Outcome.MISSED] == [f"missed:{later.uuid}"]

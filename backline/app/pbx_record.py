@@ -80,6 +80,26 @@ def row_token_health(secrets: Path, token: str, why: str, at: datetime) -> Healt
                   last_error_at=at)
 
 
+def read_tokened(lines: Iterable[str], secrets: Path, health: dict[str, Health],
+                 at: datetime) -> CdrReading:
+    """FreeSWITCH's call record read with the row token in ``secrets``; ``health`` failing
+    too when its rows all carry another token (its config rendered with another secrets
+    file, or the file made anew), since each of them is then skipped."""
+    token = row_token(secrets, health, at)
+    reading = freeswitch_cdr.read(lines, token)
+    if token and reading.other_token:
+        health["call_record"] = Health(
+            Verdict.FAILING, "the PBX's call record cannot be imported: its rows carry "
+            f"another row token than {secrets}'s, so calls FreeSWITCH took while the "
+            "controller was away are not journaled; fix: `backline render CONFIG --out DIR "
+            f"--secrets {secrets}` (connections.pbx.secrets_file), then `reload mod_cdr_csv` "
+            "in fs_cli", last_error="its rows carry another row token", last_error_at=at)
+        log.error("the call record's rows carry another row token than %s's: rows "
+                  "FreeSWITCH wrote while the controller was away are not imported; render "
+                  "again with connections.pbx.secrets_file", secrets)
+    return reading
+
+
 # How often faxes left in the PBX's spool (storage failed during the call) are tried again,
 # besides at every AMI login: a fax is converted within this long of storage coming back.
 FAX_RETRY_SECONDS = 30.0
@@ -120,8 +140,7 @@ class PbxRecord:
         if isinstance(pbx, FreeswitchPbx):
             secrets = Path(pbx.secrets_file)
             said = {} if health is None else health
-            self.cdr_read = lambda lines: freeswitch_cdr.read(
-                lines, row_token(secrets, said, clock()))
+            self.cdr_read = lambda lines: read_tokened(lines, secrets, said, clock())
             row_token(secrets, said, clock())  # at start: on the status page, not only logged
         # Faxes: kept in connections.pbx.fax_dir; `faxes.spool` is where this controller reads
         # the PBX's spool (`backline up` points it inside the Asterisk root).

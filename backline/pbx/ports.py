@@ -90,6 +90,8 @@ class CdrReading:
     emergencies: tuple[EmergencyCall, ...] = ()
     ends: tuple[RecordedEnd, ...] = ()
     skipped: int = 0  # lines that were no row the PBX wrote as rendered (logged, not read)
+    # Rows in the rendered shape were found, none with this install's row token (FreeSWITCH).
+    other_token: bool = False
 
 
 # The contexts a fax call ends in (backline.render.asterisk), as the CDR names them.  Spelled

@@ -20,9 +20,9 @@ costs at most itself.  Each row starts with the install's row token (:func:`temp
 generated at render and kept in the secrets file), which no caller knows: a line a caller
 wrote (after a line break in their number) does not start with it and is skipped, counted,
 never read.  A row that does not parse, or whose uuid is not a FreeSWITCH uuid, is skipped;
-a row in a shape the template had before (:data:`FORMER_COLUMNS`, the 12 columns without
-the token) is still read as a call, but only before the first row with a token: once
-FreeSWITCH writes the token, an untokened line can only be a caller's.
+a row in the shape the released template had before (:data:`FORMER_COLUMNS`, 8 columns
+without the token) is still read as a call, never as an end, and only before the first row
+with a token: once FreeSWITCH writes the token, an untokened line can only be a caller's.
 
 A call the controller sent to ring desk phones or to a voicemail carries the number it was
 decided for (``backline_missable``, the controller's first application), and its row says
@@ -68,6 +68,8 @@ TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # What a carrier call that was no fax is filed under (any context but the fax ones).
 VOICE_CONTEXT: Final = names.CARRIER_CONTEXT
 
+# A line of the tokened template, with any install's token.
+_OTHER_TOKEN: Final = re.compile(rf'"{ROW_MARK}{TOKEN.pattern}","')
 _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _EPOCH: Final = re.compile(r"[0-9]{1,12}")
 _NUMBER: Final = re.compile(r"\+?[0-9]{1,15}")
@@ -81,44 +83,53 @@ def template(token: str) -> str:
     return ",".join([f'"{ROW_MARK}{token}"', *(f'"${{{column}}}"' for column in COLUMNS)])
 
 
-def _fields(line: str, token: str, tokened: bool) -> tuple[list[str] | None, bool]:
-    """One line's fields, and whether the tokened template has been seen (this line on):
-    a line with the ``token`` split at its fixed columns, the caller's number whatever is
-    left before the closing quote; an untokened line read as CSV only before the first
-    tokened one; None for any other line."""
+def _fields(line: str, token: str, tokened: bool) -> tuple[dict[str, str] | None, bool]:
+    """One line's row, and whether it came from the tokened template: a line with the
+    ``token`` split at its fixed columns (:data:`COLUMNS`), the caller's number whatever is
+    left before the closing quote; an untokened line read as CSV in the former shape only
+    (:data:`FORMER_COLUMNS`) and only before the first tokened one; None for any other
+    line."""
     if line.startswith(f'"{ROW_MARK}'):
         head = f'"{ROW_MARK}{token}","'
         if not token or not line.startswith(head) or not line.endswith('"') \
                 or len(line) <= len(head) or f'"{ROW_MARK}' in line[1:]:
             return None, True  # another's token, cut short, or a torn row with one after it
         fields = line[len(head):-1].split('","', len(COLUMNS) - 1)
-        return (fields if len(fields) == len(COLUMNS) else None), True
+        return (dict(zip(COLUMNS, fields, strict=True)) if len(fields) == len(COLUMNS)
+                else None), True
     if tokened or not line:
-        return None, tokened
+        return None, False
     try:
-        return next(csv.reader([line]), None), False
+        fields = next(csv.reader([line]), [])
     except csv.Error:
         return None, False
+    # Only the released former shape: a caller's line (after a line break in their number)
+    # in any other is nothing, and a former row never tells an end.
+    return (dict(zip(FORMER_COLUMNS, fields, strict=True))
+            if len(fields) == len(FORMER_COLUMNS) else None), False
 
 
 def read(lines: Iterable[str], token: str) -> CdrReading:
     """The carrier calls in mod_cdr_csv's Master.csv, its ``lines`` (an open file, read as it
     goes) in one pass, and the ends of the calls the controller sent to ring or to a
     voicemail; rows without the install's row ``token`` (once it has been written), other
-    and malformed lines skipped and counted (:attr:`CdrReading.skipped`).  It tells no
-    911s."""
+    and malformed lines skipped and counted (:attr:`CdrReading.skipped`); and whether rows
+    of the tokened template were all another install's (:attr:`CdrReading.other_token`).
+    It tells no 911s."""
     rows: list[CdrRow] = []
     ends: list[RecordedEnd] = []
-    skipped, tokened = 0, False
+    skipped, tokened, ours, others = 0, False, False, False
     for raw in lines:
         line = raw[:-1] if raw.endswith("\n") else raw
-        fields, tokened = _fields(line, token, tokened)
-        columns = {len(COLUMNS): COLUMNS, len(FORMER_COLUMNS): FORMER_COLUMNS}.get(
-            len(fields) if fields is not None else 0)
-        if fields is None or columns is None:
+        row, of_template = _fields(line, token, tokened)
+        tokened = tokened or of_template
+        if token and line.startswith(f'"{ROW_MARK}{token}","'):
+            ours = True
+        elif _OTHER_TOKEN.match(line):
+            others = True
+        if row is None:
             skipped += bool(line)
             continue
-        row = dict(zip(columns, fields, strict=True))
         if row[names.ROUTE] != names.INBOUND or not _UUID.fullmatch(row["uuid"]) \
                 or not _EPOCH.fullmatch(row["start_epoch"]) \
                 or not _NUMBER.fullmatch(row[names.NUMBER]):
@@ -129,9 +140,10 @@ def read(lines: Iterable[str], token: str) -> CdrReading:
         rows.append(CdrRow(caller=row["caller_id_number"][:64], dialled=row[names.NUMBER],
                            context=RECEIVE_CONTEXT if fax else VOICE_CONTEXT,
                            last_app=row["last_app"][:32], start=start, uniqueid=row["uuid"]))
-        if (end := _end(row, start)) is not None:
+        if of_template and (end := _end(row, start)) is not None:
             ends.append(end)
-    return CdrReading(tuple(rows), ends=tuple(ends), skipped=skipped)
+    return CdrReading(tuple(rows), ends=tuple(ends), skipped=skipped,
+                      other_token=others and not ours)
 
 
 def _end(row: dict[str, str], start: datetime) -> RecordedEnd | None:
