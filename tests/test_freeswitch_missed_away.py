@@ -381,12 +381,9 @@ async def test_rows_with_another_installs_token_are_on_the_status_page_until_the
     (connections.pbx.secrets_file): its rows all carry another row token, so the status page
     and /status.json say the call record cannot be imported and how to fix it, no token
     shown; rendered again with the controller's file, its rows are read and it is ok."""
-    d = practice(tmp_path, inbox.url)
-    assert isinstance(d.connections.pbx, FreeswitchPbx)
-    pbx = dataclasses.replace(d.connections.pbx,
-                              cdr_file=str(tmp_path / "log" / "cdr-csv" / "Master.csv"))
-    d = dataclasses.replace(d, connections=dataclasses.replace(d.connections, pbx=pbx))
-    RenderedSwitch.render(tmp_path / "conf", d, ANNOUNCEMENT)  # the controller's token
+    d, _ = recorded_practice(tmp_path, inbox)  # the controller's token
+    pbx = d.connections.pbx
+    assert isinstance(pbx, FreeswitchPbx)
     other = tmp_path / "other-secrets.json"
     elsewhere = dataclasses.replace(d, connections=dataclasses.replace(
         d.connections, pbx=dataclasses.replace(pbx, secrets_file=str(other))))
