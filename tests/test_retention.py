@@ -530,6 +530,69 @@ async def test_a_lock_left_by_a_backline_process_that_died_holding_it_is_removed
     await pruned_and_unlocked(p, inbox)
 
 
+async def left_by_a_dead_controller(folder: Path) -> Path:
+    """``folder``'s lock as a Backline process killed while holding it leaves it (its pid and
+    start, a process that has ended); the lock."""
+    ended = await asyncio.to_thread(subprocess.Popen, ["sleep", "60"])
+    try:
+        born = started(ended.pid)
+    finally:
+        ended.kill()
+        await asyncio.to_thread(ended.wait)
+    assert born
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    (folder / ".lock").write_text(f"backline {ended.pid} {born}\n")
+    return folder / ".lock"
+
+
+async def test_a_dead_controllers_lock_is_removed_at_the_next_round_with_nothing_due(
+        practice: Practice) -> None:
+    # A controller killed mid-prune leaves its lock; app_voicemail drops every message to
+    # that folder until it goes.  The next round removes it whatever is due (nothing here),
+    # in a folder with messages and in an empty one; app_voicemail's own (empty) is kept.
+    p = practice
+    inbox = box_inbox(p)
+    dead = [await left_by_a_dead_controller(inbox),
+            await left_by_a_dead_controller(inbox.parent / "Old")]
+    await asyncio.to_thread((inbox.parent / "Work").mkdir)
+    theirs = held_as_app_voicemail(inbox.parent / "Work", ".lock-0123abcd")
+    retention = p.controller.feature(RetentionFeature)
+    assert retention is not None
+    assert await retention.service.round() == 0  # nothing due: every message kept
+    assert not [lock for lock in dead if lock.exists()]
+    assert theirs.exists()
+    assert retention.service.problem == ""
+    assert len(list(inbox.glob("msg*.txt"))) == 3
+
+
+async def test_a_dead_controllers_lock_is_removed_at_the_start_with_retention_off(
+        practice: Practice) -> None:
+    # Retention turned off after the controller that held the lock was killed: no round
+    # ever runs, and the next start removes it (at its PBX login, the spool's place known).
+    p = practice
+    lock = await left_by_a_dead_controller(box_inbox(p))
+    p.path.write_text(p.path.read_text().replace(f", delivered_days: {DAYS}", ""))
+    await p.controller.close()
+    p.journal.close()
+    controller = p.open()
+    await controller.start()
+    assert controller.feature(RetentionFeature) is None
+    assert p.controller.health["retention"].verdict.value == "off"
+    await controller.import_pbx_record()
+    assert not lock.exists()
+    assert len(list(box_inbox(p).glob("msg*.txt"))) == 3
+
+
+def test_a_lock_a_gone_backline_process_left_is_said_to_be_backlines_and_removable_now() -> None:
+    lock = HeldLock("1", "INBOX", Path("/spool/voicemail/backline/1/INBOX/.lock"), 7200.0,
+                    "backline 4242 99", True)
+    fix = lock_fix([lock])
+    assert fix == ("Backline's, left by a Backline process that is gone: Backline removes it "
+                   "at its next retention round or controller start (PBX login), or remove it "
+                   "now: rm /spool/voicemail/backline/1/INBOX/.lock"), fix
+    assert "once Asterisk is stopped" not in lock_fix([lock], 60.0)
+
+
 async def test_a_voicemail_folder_lock_held_past_a_minute_is_on_the_status_page_and_kept(
         practice: Practice) -> None:
     # app_voicemail's own lock (empty, as ast_lock_path makes it) left held: it drops every

@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import re
+import select
 import stat
+import time
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +32,7 @@ from backline.core.connections import AsteriskPbx
 from backline.core.records import AttemptKind, Delivery, Outcome
 from backline.features.voicemail.emails import VoicemailEmailFeature
 from backline.journal import open_journal
+from backline.localpbx.inotify import DirectoryWatch
 from backline.pbx.spool_lock import folder_lock
 from tests.harness.alert_site import free_port
 from tests.harness.inbox_server import TOKEN_ENV, InboxServer
@@ -346,8 +349,23 @@ async def message_left_while_locked(pbx: PracticePbx, tmp_path: Path) -> list[st
                                          within=30)
     await pbx.events.wait_for(lambda e: e.get("Event") == "Hangup"
                               and e.get("Channel") == recorded["Channel"], within=60)
-    return [line for line in pbx.instance.log_path.read_text().splitlines()
-            if "Couldn't lock directory" in line]
+    return await asyncio.to_thread(lock_lines, pbx.instance.log_path)
+
+
+def lock_lines(log: Path, within: float = 30.0) -> list[str]:
+    """Asterisk's log lines of a folder lock it could not take, once there is one: its
+    logger writes from a thread of its own, maybe after the Hangup event.  Sleeps on writes
+    to the log's directory (inotify); AssertionError after ``within`` s."""
+    deadline = time.monotonic() + within
+    with DirectoryWatch(log.parent) as watch:
+        while not (said := [line for line in log.read_text().splitlines()
+                            if "Couldn't lock directory" in line]):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"Asterisk's log never said a lock was not taken: {log}")
+            select.select([watch], [], [], remaining)
+            watch.drain()
+    return said
 
 
 async def test_app_voicemail_waits_on_the_folder_lock_retention_takes(

@@ -241,6 +241,9 @@ class PbxRecord:
         await self.faxes.take_left_in_spool()
         if isinstance(self.directory.connections.pbx, AsteriskPbx):
             try:
+                # A controller killed holding a folder's lock (retention's) left it: removed
+                # now, retention on or off, or app_voicemail drops every message there.
+                await self.voicemail.remove_dead_locks()
                 seen = await self.voicemail.take_spool()
             except OSError as exc:
                 # Whether a call left a message cannot be told: no missed call either.

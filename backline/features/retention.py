@@ -144,8 +144,8 @@ class Retention:
         Backline's to remove); a message missing here could not be removed."""
         wanted = [r.spooled for r in removals
                   if r.kind is AttemptKind.VOICEMAIL and r.spooled]
-        if not wanted:
-            return {}
+        # Asked with none wanted too: it first removes the folder locks a Backline process
+        # left held as it died, whatever is due (backline.pbx.spool_lock.remove_dead_locks).
         try:
             forgotten = await self._forget(wanted)
         except FolderHeld as exc:

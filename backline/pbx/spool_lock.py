@@ -14,7 +14,8 @@ A ``.lock`` nobody removes costs messages: app_voicemail that cannot lock a fold
 5 s drops the message being left ("Voicemail will be lost").  So Backline holds it only while
 it removes files, and names itself in it (``backline PID STARTTIME``; app_voicemail's are
 empty): one left by a Backline process that ended holding it (killed mid-removal) is removed
-at the next try; app_voicemail's own is never touched: Asterisk writes nothing in it
+at the next PBX login and retention round (``remove_dead_locks``); app_voicemail's own is
+never touched: Asterisk writes nothing in it
 (``ast_lock_path_lockfile`` makes its file with open(2) and closes it at once), so nothing in
 it says whether its holder is gone.  ``held_too_long`` finds those that outlived any holder's
 work, for ``backline doctor`` and the status page to name."""
@@ -110,6 +111,38 @@ def left_by_the_dead(lock: Path) -> bool:
     if len(words) != 3 or words[0] != "backline" or not words[1].isdigit():
         return False
     return started(int(words[1])) != words[2]
+
+
+def remove_dead_locks(root: Path) -> list[str]:
+    """Remove every lock under ``root`` (the spool's ``voicemail/CONTEXT``: BOX/FOLDER/.lock)
+    that a Backline process wrote and no longer runs to give back (killed mid-removal): the
+    folders freed (``BOX/FOLDER``).  Run at each PBX login and each retention round, whatever
+    is due: a folder that no round prunes again would otherwise stay locked, and
+    app_voicemail drop every message to it.  app_voicemail's own (empty) are never touched.
+    Raises OSError when ``root`` cannot be read."""
+    freed: list[str] = []
+    try:
+        boxes = sorted(e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return freed
+    for box in boxes:
+        try:
+            folders = sorted(e.path for e in os.scandir(box) if e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            continue  # a box removed meanwhile
+        for folder in map(Path, folders):
+            lock = folder / LOCK_NAME
+            try:
+                plain = stat.S_ISREG(lock.lstat().st_mode)
+            except FileNotFoundError:
+                continue
+            if plain and left_by_the_dead(lock):
+                log.warning("the voicemail folder %s/%s was locked by a Backline process that "
+                            "ended holding it: its lock is removed", folder.parent.name,
+                            folder.name)
+                lock.unlink(missing_ok=True)
+                freed.append(f"{folder.parent.name}/{folder.name}")
+    return freed
 
 
 @dataclass(frozen=True, slots=True)

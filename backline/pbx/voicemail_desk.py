@@ -41,7 +41,7 @@ from backline.core.voicemail import (
     voicemail_key,
     wav_seconds,
 )
-from backline.pbx.spool_lock import FolderHeld, folder_lock
+from backline.pbx.spool_lock import FolderHeld, folder_lock, remove_dead_locks
 
 log = logging.getLogger("backline.voicemail")
 
@@ -195,14 +195,24 @@ class VoicemailIntake:
         message left there would not be journaled again anyway (its key is in the journal),
         but it is patient data on the PBX.  Raises OSError when the spool cannot be read or a
         file cannot be removed (retention then removes nothing of that message), FolderHeld
-        when app_voicemail held a folder's lock (with what went from the others)."""
+        when app_voicemail held a folder's lock (with what went from the others).  First,
+        with none wanted too, the locks Backline processes left held as they died go
+        (backline.pbx.spool_lock.remove_dead_locks)."""
         async with self._lock:
             return await asyncio.to_thread(self._forget, frozenset(msg_ids))
+
+    async def remove_dead_locks(self) -> list[str]:
+        """The spool's folder locks left by Backline processes that died holding them,
+        removed: the folders freed.  Raises OSError when the spool cannot be read."""
+        async with self._lock:
+            return await asyncio.to_thread(
+                remove_dead_locks, self._spool() / "voicemail" / VOICEMAIL_CONTEXT)
 
     def _forget(self, wanted: frozenset[str]) -> dict[str, list[str]]:
         root = self._spool() / "voicemail" / VOICEMAIL_CONTEXT
         removed: dict[str, list[str]] = {}
         held: list[str] = []
+        remove_dead_locks(root)
         if not wanted or not root.is_dir():
             return removed
         for folder in sorted(p for p in root.glob("*/*") if p.is_dir() and p.name != "tmp"):

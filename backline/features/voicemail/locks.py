@@ -48,14 +48,21 @@ def lock_line(lock: HeldLock, number: str | None) -> str:
 
 
 def lock_fix(locks: Sequence[HeldLock], asterisk_up: float | None = None) -> str:
-    """What to do: remove each lock once its holder is gone.  Backline removes none of
-    app_voicemail's: they are empty, so nothing in them says the holder is gone.  With
-    ``asterisk_up`` (seconds the Asterisk running now has been up), a lock made before it
-    started is said to be no process of its: removable now."""
-    older = [lock for lock in locks if asterisk_up is not None
+    """What to do: remove each lock once its holder is gone.  One a Backline process that is
+    gone wrote is Backline's to remove, and it does at the next retention round or PBX login
+    (backline.pbx.spool_lock.remove_dead_locks); nothing waits for it: removable now.
+    Backline removes none of app_voicemail's: they are empty, so nothing in them says the
+    holder is gone.  With ``asterisk_up`` (seconds the Asterisk running now has been up), a
+    lock made before it started is said to be no process of its: removable now."""
+    dead = [lock for lock in locks if lock.holder.startswith("backline ") and lock.ended]
+    older = [lock for lock in locks if lock not in dead and asterisk_up is not None
              and lock.seconds > asterisk_up + BEFORE_START]
-    rest = [lock for lock in locks if lock not in older]
+    rest = [lock for lock in locks if lock not in older and lock not in dead]
     said = []
+    if dead:
+        said.append("Backline's, left by a Backline process that is gone: Backline removes it "
+                    "at its next retention round or controller start (PBX login), or remove "
+                    "it now: rm " + " ".join(str(lock.path) for lock in dead))
     if older and asterisk_up is not None:
         said.append(f"made before the Asterisk running now started ({held_for(asterisk_up)} "
                     "ago), so none of its app_voicemail holds it: remove it now: rm "
