@@ -583,6 +583,25 @@ async def test_a_dead_controllers_lock_is_removed_at_the_start_with_retention_of
     assert len(list(box_inbox(p).glob("msg*.txt"))) == 3
 
 
+async def test_a_dead_controllers_lock_that_cannot_be_removed_keeps_no_message_out(
+        practice: Practice) -> None:
+    # The lock's folder cannot be written (made immutable here; a spool folder another user
+    # owns on a server): the lock stays, said in the log, and the message left in the box
+    # meanwhile is still taken at the login.  It used to end the spool's whole import.
+    p = practice
+    old = box_inbox(p).parent / "Old"
+    lock = await left_by_a_dead_controller(old)
+    msg_id = f"{int(p.clock().timestamp())}-00000009"
+    spool_message(p.tmp / "spool", 9, msg_id, p.clock(), PATIENT)
+    await asyncio.to_thread(subprocess.run, ["chattr", "+i", str(old)], check=True)
+    try:
+        await p.controller.import_pbx_record()
+    finally:
+        await asyncio.to_thread(subprocess.run, ["chattr", "-i", str(old)], check=True)
+    assert lock.exists()
+    assert f"voicemail:{msg_id}" in {a.key for a in p.controller.journal.attempts(limit=100)}
+
+
 def test_a_lock_a_gone_backline_process_left_is_said_to_be_backlines_and_removable_now() -> None:
     lock = HeldLock("1", "INBOX", Path("/spool/voicemail/backline/1/INBOX/.lock"), 7200.0,
                     "backline 4242 99", True)

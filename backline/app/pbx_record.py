@@ -244,6 +244,10 @@ class PbxRecord:
                 # A controller killed holding a folder's lock (retention's) left it: removed
                 # now, retention on or off, or app_voicemail drops every message there.
                 await self.voicemail.remove_dead_locks()
+            except OSError as exc:  # the messages and missed calls are still taken below
+                log.error("a voicemail folder lock left by a Backline process that ended "
+                          "could not be removed: %s", exc.strerror or exc)
+            try:
                 seen = await self.voicemail.take_spool()
             except OSError as exc:
                 # Whether a call left a message cannot be told: no missed call either.
