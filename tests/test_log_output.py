@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,30 +116,39 @@ async def test_calls_are_decided_while_nobody_reads_the_controller_s_log(
             notify.close()
 
 
+@contextlib.contextmanager
+def logged_to(handler: BatchedStream, name: str) -> Iterator[logging.Logger]:
+    """A logger of its own writing through ``handler`` (bare messages); closed after."""
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger(f"test_log_output.{name}")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        yield log
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
 def test_a_stalled_stream_keeps_a_bounded_number_of_lines_and_counts_the_rest() -> None:
     reader, writer = os.pipe()
     stream = os.fdopen(writer, "w")
     fill(writer)
     # Lingering until flushed: every line below meets the same queue.
     handler = BatchedStream(stream, linger=3600, max_queued=5)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log = logging.getLogger("test_log_output.stalled")
-    log.propagate = False
-    log.addHandler(handler)
     try:
-        for i in range(8):
-            log.warning("line %d", i)
-        flushed = threading.Thread(target=handler.flush)
-        flushed.start()
-        out = read_until(reader, b"dropped", 1, 30)
-        flushed.join(30)
-        assert not flushed.is_alive()
-        lines = out.lstrip(b"#").decode().splitlines()
-        assert lines == [f"line {i}" for i in range(5)] + [
-            "3 log line(s) dropped: the log's reader fell behind"]
+        with logged_to(handler, "stalled") as log:
+            for i in range(8):
+                log.warning("line %d", i)
+            flushed = threading.Thread(target=handler.flush)
+            flushed.start()
+            out = read_until(reader, b"dropped", 1, 30)
+            flushed.join(30)
+            assert not flushed.is_alive()
+            lines = out.lstrip(b"#").decode().splitlines()
+            assert lines == [f"line {i}" for i in range(5)] + [
+                "3 log line(s) dropped: the log's reader fell behind"]
     finally:
-        log.removeHandler(handler)
-        handler.close()
         stream.close()
         os.close(reader)
 
@@ -183,20 +193,13 @@ def test_a_write_failing_while_stderr_is_closed_does_not_end_the_writer(
     monkeypatch.setattr(sys, "stderr", closed)
     stream = FailsOnce()
     handler = BatchedStream(stream, linger=0)  # type: ignore[arg-type]
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log = logging.getLogger("test_log_output.fails_once")
-    log.propagate = False
-    log.addHandler(handler)
-    try:
+    with logged_to(handler, "fails_once") as log:
         log.warning("lost with the failed write")
         handler.flush()
         assert stream.failed
         log.warning("written after it")
         assert stream.wrote.wait(30)
         assert stream.lines == ["written after it"]
-    finally:
-        log.removeHandler(handler)
-        handler.close()
 
 
 def test_a_reader_stalled_at_exit_holds_the_flush_no_longer_than_its_limit() -> None:
@@ -206,19 +209,14 @@ def test_a_reader_stalled_at_exit_holds_the_flush_no_longer_than_its_limit() -> 
     stream = os.fdopen(writer, "w")
     fill(writer)
     handler = BatchedStream(stream, linger=0, flush_limit=0.2)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log = logging.getLogger("test_log_output.stalled_exit")
-    log.propagate = False
-    log.addHandler(handler)
     try:
-        log.warning("never read")
-        flushed = threading.Thread(target=handler.flush)
-        flushed.start()
-        flushed.join(30)
-        assert not flushed.is_alive()
+        with logged_to(handler, "stalled_exit") as log:
+            log.warning("never read")
+            flushed = threading.Thread(target=handler.flush)
+            flushed.start()
+            flushed.join(30)
+            assert not flushed.is_alive()
     finally:
-        log.removeHandler(handler)
-        os.close(reader)  # the writer's blocked write now fails; it ends at close
-        handler.close()
+        os.close(reader)  # the writer's blocked write now fails, and it ends
         with contextlib.suppress(OSError):
             stream.close()

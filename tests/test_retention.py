@@ -515,14 +515,7 @@ async def test_a_lock_left_by_a_backline_process_that_died_holding_it_is_removed
     # for a Backline process's that no longer runs, removes it, and prunes the folder.
     p = practice
     inbox = box_inbox(p)
-    ended = await asyncio.to_thread(subprocess.Popen, ["sleep", "60"])
-    try:
-        born = started(ended.pid)
-    finally:
-        ended.kill()
-        await asyncio.to_thread(ended.wait)
-    assert born
-    (inbox / ".lock").write_text(f"backline {ended.pid} {born}\n")
+    await left_by_a_dead_controller(inbox)
     p.clock.advance(60)
     await p.restart()
     health = p.controller.health["retention"]

@@ -121,28 +121,35 @@ def remove_dead_locks(root: Path) -> list[str]:
     app_voicemail drop every message to it.  app_voicemail's own (empty) are never touched.
     Raises OSError when ``root`` cannot be read."""
     freed: list[str] = []
+    for folder in _folders(root):
+        lock = folder / LOCK_NAME
+        try:
+            plain = stat.S_ISREG(lock.lstat().st_mode)
+        except FileNotFoundError:
+            continue
+        if plain and left_by_the_dead(lock):
+            log.warning("the voicemail folder %s/%s was locked by a Backline process that "
+                        "ended holding it: its lock is removed", folder.parent.name,
+                        folder.name)
+            lock.unlink(missing_ok=True)
+            freed.append(f"{folder.parent.name}/{folder.name}")
+    return freed
+
+
+def _folders(root: Path) -> Iterator[Path]:
+    """Each box's folders under ``root`` (the spool's ``voicemail/CONTEXT``), by name; none
+    when ``root`` is not there (no message yet), and a box removed meanwhile passed over.
+    Raises OSError when ``root`` cannot be read."""
     try:
         boxes = sorted(e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
     except FileNotFoundError:
-        return freed
+        return
     for box in boxes:
         try:
             folders = sorted(e.path for e in os.scandir(box) if e.is_dir(follow_symlinks=False))
         except FileNotFoundError:
-            continue  # a box removed meanwhile
-        for folder in map(Path, folders):
-            lock = folder / LOCK_NAME
-            try:
-                plain = stat.S_ISREG(lock.lstat().st_mode)
-            except FileNotFoundError:
-                continue
-            if plain and left_by_the_dead(lock):
-                log.warning("the voicemail folder %s/%s was locked by a Backline process that "
-                            "ended holding it: its lock is removed", folder.parent.name,
-                            folder.name)
-                lock.unlink(missing_ok=True)
-                freed.append(f"{folder.parent.name}/{folder.name}")
-    return freed
+            continue
+        yield from map(Path, folders)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,26 +173,17 @@ def held_too_long(root: Path, now: float,
     by box and folder; none when ``root`` is not there (no message yet).  Reads the locks,
     never removes one.  Raises OSError when ``root`` cannot be read."""
     found: list[HeldLock] = []
-    try:
-        boxes = sorted(e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
-    except FileNotFoundError:
-        return found
-    for box in boxes:
+    for folder in _folders(root):
+        lock = folder / LOCK_NAME
         try:
-            folders = sorted(e.path for e in os.scandir(box) if e.is_dir(follow_symlinks=False))
+            seen = lock.lstat()
+            # Read only as a plain file: what it says is shown (never a symlink's target).
+            holder = lock.read_bytes()[:64].decode("ascii", "replace").strip() \
+                if stat.S_ISREG(seen.st_mode) else "?"
         except FileNotFoundError:
-            continue  # a box removed meanwhile
-        for folder in map(Path, folders):
-            lock = folder / LOCK_NAME
-            try:
-                seen = lock.lstat()
-                # Read only as a plain file: what it says is shown (never a symlink's target).
-                holder = lock.read_bytes()[:64].decode("ascii", "replace").strip() \
-                    if stat.S_ISREG(seen.st_mode) else "?"
-            except FileNotFoundError:
-                continue  # none, or given back meanwhile
-            made = seen.st_mtime
-            if now - made > longer_than:
-                found.append(HeldLock(folder.parent.name, folder.name, lock, now - made,
-                                      holder, bool(holder) and left_by_the_dead(lock)))
+            continue  # none, or given back meanwhile
+        made = seen.st_mtime
+        if now - made > longer_than:
+            found.append(HeldLock(folder.parent.name, folder.name, lock, now - made,
+                                  holder, bool(holder) and left_by_the_dead(lock)))
     return found
